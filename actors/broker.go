@@ -1,0 +1,146 @@
+package actors
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fila-dev/filad/storage"
+)
+
+// Messages the broker actor handles.
+type (
+	// CreateQueue defines a queue and starts its actor. Reply: *AdminReply.
+	CreateQueue struct{ Config QueueConfig }
+	// DeleteQueue stops a queue's actor, ends its streams with
+	// ErrQueueNotFound, and removes its messages and leases. Reply: *AdminReply.
+	DeleteQueue struct{ Name string }
+	// AdminReply answers CreateQueue and DeleteQueue.
+	AdminReply struct{ Err error }
+	// EndStreams ends every consumer of every queue with ErrShuttingDown, the
+	// first step of a graceful shutdown. Reply: *AdminReply.
+	EndStreams struct{}
+)
+
+// brokerActor is the root of the queue actors: it creates, recovers, deletes
+// and supervises them. It owns the Directory's writes.
+type brokerActor struct {
+	opts      Options
+	dir       *Directory
+	telemetry *actor.PID
+	children  map[string]*actor.PID
+	deleting  map[string]bool
+}
+
+// Receive implements actor.Actor.
+func (b *brokerActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		b.recoverQueues(ctx)
+	case *CreateQueue:
+		ctx.Respond(&AdminReply{Err: b.create(ctx, m.Config)})
+	case *DeleteQueue:
+		b.delete(ctx, m.Name)
+	case *EndStreams:
+		for _, pid := range b.children {
+			ctx.Send(pid, &endConsumers{err: ErrShuttingDown})
+		}
+		ctx.Respond(&AdminReply{})
+	}
+}
+
+// recoverQueues starts an actor for every stored queue; each actor loads its
+// own messages and leases.
+func (b *brokerActor) recoverQueues(ctx actor.Context) {
+	recs, err := b.opts.Store.Queues()
+	if err != nil {
+		panic(fmt.Errorf("actors: list queues: %w", err))
+	}
+	for _, rec := range recs {
+		b.spawn(ctx, queueConfigFrom(rec))
+	}
+	if len(recs) > 0 {
+		b.opts.Logger.Info("queues recovered", slog.Int("queues", len(recs)))
+	}
+}
+
+func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
+	if b.children[cfg.Name] != nil || b.deleting[cfg.Name] {
+		return fmt.Errorf("%w: %s", ErrQueueExists, cfg.Name)
+	}
+	// Leftovers of a deletion cut short by a crash must not reappear.
+	if err := b.opts.Store.PurgeQueue(cfg.Name); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	var batch storage.Batch
+	batch.PutQueue(cfg.record())
+	if err := b.opts.Store.Write(&batch); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	b.spawn(ctx, cfg)
+	b.opts.Logger.Info("queue created", slog.String("queue_id", cfg.Name))
+	return nil
+}
+
+func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
+	depth := &mailboxDepth{}
+	deps := queueDeps{telemetry: b.telemetry}
+	props := actor.PropsFromProducer(
+		// A new actor per call: a restart must start from storage, not from
+		// the state that panicked.
+		func() actor.Actor { return newQueueActor(cfg, b.opts, deps) },
+		actor.WithMailbox(actor.Unbounded(depth)),
+	)
+	pid, err := ctx.SpawnNamed(props, cfg.Name)
+	if err != nil {
+		panic(fmt.Errorf("actors: spawn queue %s: %w", cfg.Name, err))
+	}
+	b.children[cfg.Name] = pid
+	b.dir.add(&QueueRef{Name: cfg.Name, PID: pid, mailbox: depth})
+}
+
+func (b *brokerActor) delete(ctx actor.Context, name string) {
+	pid := b.children[name]
+	if pid == nil {
+		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %s", ErrQueueNotFound, name)})
+		return
+	}
+	delete(b.children, name)
+	b.deleting[name] = true
+	b.dir.remove(name)
+	// The actor ends its streams with ErrQueueNotFound as it stops. Blocking
+	// on that here could deadlock the broker; the continuation runs as a
+	// message of its own, with this request's sender restored.
+	ctx.ReenterAfter(ctx.PoisonFuture(pid), func(any, error) {
+		ctx.Send(b.telemetry, &queueGone{queue: name})
+		ctx.Respond(&AdminReply{Err: b.purge(name)})
+	})
+}
+
+func (b *brokerActor) purge(name string) error {
+	defer delete(b.deleting, name)
+	var batch storage.Batch
+	batch.DeleteQueue(name)
+	if err := b.opts.Store.Write(&batch); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	if err := b.opts.Store.PurgeQueue(name); err != nil {
+		// The record is gone, so the queue is deleted; leftovers are purged
+		// if the name is created again.
+		b.opts.Logger.Warn("purge of deleted queue incomplete", slog.String("queue_id", name), slog.Any("error", err))
+	}
+	b.opts.Logger.Info("queue deleted", slog.String("queue_id", name))
+	return nil
+}
+
+// supervisorStrategy restarts a failed queue actor, which reloads from
+// storage; other queues never notice. A queue that fails 10 times within a
+// minute is stopped rather than spun.
+func supervisorStrategy(log *slog.Logger) actor.SupervisorStrategy {
+	return actor.NewOneForOneStrategy(10, time.Minute, func(reason any) actor.Directive {
+		log.Warn("queue actor failed; restarting it from storage", slog.Any("reason", reason))
+		return actor.RestartDirective
+	})
+}

@@ -1,0 +1,63 @@
+package actors
+
+import (
+	"sync/atomic"
+	"time"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// Delivery is one leased message on its way to a consumer stream. Its
+// fields are read-only once sent: the record is shared with the queue actor,
+// which never mutates a record in place.
+type Delivery struct {
+	Queue    string
+	ID       string
+	Record   *storagev1.MessageRecord
+	LeasedAt time.Time
+}
+
+var consumerIDs atomic.Uint64
+
+// Consumer is one lease stream's mailbox for deliveries. The queue actor
+// pushes into Deliveries only while it holds credit for the consumer, so the
+// push never blocks; the stream grants credit back as it sends, which bounds
+// what a slow consumer can hold without slowing anyone else.
+type Consumer struct {
+	id uint64
+	// Deliveries receives leased messages; its capacity is the buffer size.
+	Deliveries chan *Delivery
+	// Done is closed when the queue actor ends this consumer; Err says why.
+	done chan struct{}
+	err  error
+}
+
+// NewConsumer returns a consumer with a buffer of size deliveries.
+func NewConsumer(size int) *Consumer {
+	return &Consumer{
+		id:         consumerIDs.Add(1),
+		Deliveries: make(chan *Delivery, max(size, 1)),
+		done:       make(chan struct{}),
+	}
+}
+
+// ID identifies the consumer in Credit and Unsubscribe messages.
+func (c *Consumer) ID() uint64 { return c.id }
+
+// Done is closed when the queue actor has ended the consumer.
+func (c *Consumer) Done() <-chan struct{} { return c.done }
+
+// Err says why the consumer was ended; valid once Done is closed.
+// ErrQueueNotFound: the queue was deleted; ErrShuttingDown: the broker is
+// stopping; IsRestart(err): subscribe again.
+func (c *Consumer) Err() error { return c.err }
+
+// IsRestart reports whether err ended a consumer because its queue actor was
+// restarted by its supervisor; the stream should subscribe again.
+func IsRestart(err error) bool { return err == errRestarted }
+
+// end is called once, by the owning queue actor.
+func (c *Consumer) end(err error) {
+	c.err = err
+	close(c.done)
+}

@@ -1,0 +1,25 @@
+package actors
+
+import "errors"
+
+// Errors the actors reply with. The gateway maps each to a gRPC status code;
+// wrap them with fmt.Errorf("%w") to add which field and which limit.
+var (
+	// ErrQueueNotFound: the queue does not exist (or is being deleted).
+	ErrQueueNotFound = errors.New("queue not found")
+	// ErrQueueExists: CreateQueue on a name already taken.
+	ErrQueueExists = errors.New("queue already exists")
+	// ErrNotLeased: Ack or Nack of a message that is not leased in the queue now.
+	ErrNotLeased = errors.New("message is not leased in this queue")
+	// ErrShuttingDown: the broker is stopping.
+	ErrShuttingDown = errors.New("broker is shutting down")
+	// ErrOverloaded: the queue's mailbox is full.
+	ErrOverloaded = errors.New("queue is overloaded")
+	// ErrStorage: a durable write failed; nothing was applied.
+	ErrStorage = errors.New("storage failure")
+	// ErrInvalid: the request broke a rule the actor checks (such as a bad weight).
+	ErrInvalid = errors.New("invalid argument")
+	// errRestarted ends a consumer whose queue actor restarted; the stream
+	// subscribes again.
+	errRestarted = errors.New("queue actor restarted")
+)

@@ -1,0 +1,130 @@
+// Package actors is filad's supervisor tree, built on protoactor-go:
+//
+//	broker   creates, recovers, deletes and supervises queue actors
+//	└─ <queue>  one per queue: ready messages by DRR, consumers, leases,
+//	            visibility timers, ack and nack (queue.go)
+//	telemetry  aggregates the queues' gauge readings (telemetry_actor.go)
+//
+// Each actor is the single owner of its state: no locks, no other goroutine
+// touching it. Storage completions and timers come back as messages.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// System is a running supervisor tree.
+type System struct {
+	opts      Options
+	as        *actor.ActorSystem
+	broker    *actor.PID
+	telemetry *actor.PID
+	dir       *Directory
+}
+
+// Start builds the actor system and recovers every stored queue before it
+// returns.
+func Start(opts Options) (*System, error) {
+	if opts.Store == nil {
+		return nil, errors.New("actors: Options.Store is required")
+	}
+	opts = opts.withDefaults()
+	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
+	s := &System{opts: opts, as: as, dir: &Directory{}}
+	var err error
+	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return newTelemetryActor(opts.Gauges)
+	}), "telemetry")
+	if err != nil {
+		return nil, fmt.Errorf("actors: spawn telemetry: %w", err)
+	}
+	s.broker, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &brokerActor{opts: opts, dir: s.dir, telemetry: s.telemetry,
+			children: map[string]*actor.PID{}, deleting: map[string]bool{}}
+	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
+	if err != nil {
+		return nil, fmt.Errorf("actors: spawn broker: %w", err)
+	}
+	// A round trip proves recovery (run on Started) has finished.
+	if _, err := s.Ask(context.Background(), s.broker, nil, &EndStreams{}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Directory is the table of live queue actors.
+func (s *System) Directory() *Directory { return s.dir }
+
+// Broker is the broker actor, for CreateQueue, DeleteQueue and EndStreams.
+func (s *System) Broker() *actor.PID { return s.broker }
+
+// Gauges is the board the telemetry actor publishes to.
+func (s *System) Gauges() *telemetry.GaugeBoard { return s.opts.Gauges }
+
+// Send delivers msg to pid with no reply expected.
+func (s *System) Send(pid *actor.PID, msg any) { s.as.Root.Send(pid, msg) }
+
+// Ask sends msg to pid in an envelope carrying header (may be nil) and waits
+// for the reply, bounded by Options.RequestTimeout and ctx.
+func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]string, msg any) (any, error) {
+	timeout := s.opts.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	f := actor.NewFuture(s.as, timeout)
+	s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
+	res, err := f.Result()
+	if err != nil {
+		return nil, fmt.Errorf("actors: no reply from %s: %w", pid.Id, err)
+	}
+	if _, dead := res.(*actor.DeadLetterResponse); dead {
+		return nil, ErrQueueNotFound
+	}
+	return res, nil
+}
+
+// Stop stops the queue actors (they end their streams), then the telemetry
+// actor, then the actor system. Storage is the caller's to close afterwards.
+func (s *System) Stop() {
+	_ = s.as.Root.PoisonFuture(s.broker).Wait()
+	_ = s.as.Root.PoisonFuture(s.telemetry).Wait()
+	s.as.Shutdown()
+}
+
+// minLevel filters a slog handler to records at or above a level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}
+
+// SpawnNamed starts a top-level actor (such as the gateway pool) in this system.
+func (s *System) SpawnNamed(props *actor.Props, name string) (*actor.PID, error) {
+	return s.as.Root.SpawnNamed(props, name)
+}
+
+// StopActor stops a top-level actor and waits until it has stopped.
+func (s *System) StopActor(pid *actor.PID) { _ = s.as.Root.StopFuture(pid).Wait() }

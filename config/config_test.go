@@ -1,0 +1,138 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func writeTOML(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fila.toml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func noEnv() []string { return nil }
+
+func TestLoadDefaultsWithoutFile(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("", noEnv)
+	require.NoError(t, err)
+	require.Equal(t, Defaults(), cfg)
+	require.Nil(t, cfg.Telemetry)
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		toml    string
+		env     []string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{
+			name: "file values override defaults",
+			toml: "[server]\nlisten_addr = \"127.0.0.1:7000\"\n[storage]\nsync_writes = false\n",
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "127.0.0.1:7000", c.Server.ListenAddr)
+				require.False(t, c.Storage.SyncWrites)
+				require.Equal(t, 1<<20, c.Server.MaxMessageBytes)
+			},
+		},
+		{
+			name: "env overrides file",
+			toml: "[server]\nlisten_addr = \"127.0.0.1:7000\"\n",
+			env:  []string{"FILA_SERVER__LISTEN_ADDR=127.0.0.1:7001", "FILA_SCHEDULER__QUANTUM=5"},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "127.0.0.1:7001", c.Server.ListenAddr)
+				require.Equal(t, 5, c.Scheduler.Quantum)
+			},
+		},
+		{
+			name: "telemetry section gets defaults",
+			toml: "[telemetry]\notlp_endpoint = \"collector:4317\"\n",
+			check: func(t *testing.T, c Config) {
+				require.NotNil(t, c.Telemetry)
+				require.Equal(t, "collector:4317", c.Telemetry.OTLPEndpoint)
+				require.Equal(t, "fila", c.Telemetry.ServiceName)
+				require.Equal(t, 10000, c.Telemetry.MetricsIntervalMS)
+				require.Equal(t, 1.0, c.Telemetry.TraceSampleRatio)
+			},
+		},
+		{
+			name: "telemetry from env alone enables it",
+			env:  []string{"FILA_TELEMETRY__OTLP_ENDPOINT=http://c:4317"},
+			check: func(t *testing.T, c Config) {
+				require.NotNil(t, c.Telemetry)
+				require.Equal(t, "http://c:4317", c.Telemetry.OTLPEndpoint)
+			},
+		},
+		{
+			name:  "empty telemetry section enables telemetry with defaults",
+			toml:  "[telemetry]\n",
+			check: func(t *testing.T, c Config) { require.Equal(t, TelemetryDefaults(), *c.Telemetry) },
+		},
+		{name: "unknown key in file", toml: "[server]\nlisten_adr = \"x:1\"\n", wantErr: "unknown key server.listen_adr"},
+		{name: "unknown section", toml: "[bogus]\nx = 1\n", wantErr: "unknown key bogus.x"},
+		{name: "unknown env key", env: []string{"FILA_SERVER__PORT=1"}, wantErr: "unknown key server.port"},
+		{name: "wrong type", toml: "[server]\nmax_message_bytes = \"big\"\n", wantErr: "max_message_bytes"},
+		{name: "wrong type from env", env: []string{"FILA_STORAGE__SYNC_WRITES=maybe"}, wantErr: "sync_writes"},
+		{name: "zero quantum", toml: "[scheduler]\nquantum = 0\n", wantErr: "scheduler.quantum = 0"},
+		{name: "bad listen addr", env: []string{"FILA_SERVER__LISTEN_ADDR=nowhere"}, wantErr: "server.listen_addr"},
+		{name: "bad endpoint", toml: "[telemetry]\notlp_endpoint = \"ftp://x\"\n", wantErr: "telemetry.otlp_endpoint"},
+		{name: "bad ratio", toml: "[telemetry]\ntrace_sample_ratio = 2.0\n", wantErr: "telemetry.trace_sample_ratio"},
+		{name: "message limit", toml: "[server]\nmax_message_bytes = -1\n", wantErr: "server.max_message_bytes = -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.toml != "" {
+				path = writeTOML(t, tt.toml)
+			}
+			cfg, err := Load(path, func() []string { return tt.env })
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestLoadMissingExplicitFile(t *testing.T) {
+	t.Parallel()
+	_, err := Load(filepath.Join(t.TempDir(), "absent.toml"), noEnv)
+	require.ErrorContains(t, err, "absent.toml")
+}
+
+func TestParseEndpoint(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in       string
+		want     Endpoint
+		wantFail bool
+	}{
+		{in: "http://localhost:4317", want: Endpoint{HostPort: "localhost:4317", Insecure: true}},
+		{in: "https://otel.example:4317", want: Endpoint{HostPort: "otel.example:4317"}},
+		{in: "collector:4317", want: Endpoint{HostPort: "collector:4317", Insecure: true}},
+		{in: "http://collector", want: Endpoint{HostPort: "collector:4317", Insecure: true}},
+		{in: "collector", wantFail: true},
+		{in: "grpc://collector:4317", wantFail: true},
+		{in: "http://collector:4317/v1/traces", wantFail: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseEndpoint(tt.in)
+		if tt.wantFail {
+			require.Error(t, err, tt.in)
+			continue
+		}
+		require.NoError(t, err, tt.in)
+		require.Equal(t, tt.want, got, tt.in)
+	}
+}

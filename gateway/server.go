@@ -1,0 +1,141 @@
+// Package gateway is filad's gRPC face: it serves fila.v1.FilaService and
+// fila.v1.FilaAdmin, the gRPC health service and server reflection. Each
+// call becomes an actor message through a pool of gateway actors, with the
+// call's W3C span context in the envelope header; the queue actor answers
+// the caller directly.
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/router"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/fila-dev/filad/actors"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Options configures a Server. System is required.
+type Options struct {
+	// System is the running actor tree. Required.
+	System *actors.System
+	// MaxMessageBytes is the largest Enqueue payload. Defaults to 1 MiB.
+	MaxMessageBytes int
+	// MaxMailbox is the queue mailbox depth at which Enqueue is refused with
+	// RESOURCE_EXHAUSTED. Defaults to actors.MaxMailboxDefault.
+	MaxMailbox int64
+	// PoolSize is the number of gateway actors. Defaults to 2 × GOMAXPROCS.
+	PoolSize int
+	// ConsumerBuffer is how many deliveries a lease stream may hold before it
+	// has sent them on. Defaults to ConsumerBufferDefault.
+	ConsumerBuffer int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// ConsumerBufferDefault bounds the deliveries waiting in one lease stream.
+const ConsumerBufferDefault = 256
+
+// Server implements the fila.v1 services.
+type Server struct {
+	filav1.UnimplementedFilaServiceServer
+	filav1.UnimplementedFilaAdminServer
+
+	opts    Options
+	sys     *actors.System
+	pool    *actor.PID
+	health  *health.Server
+	closing atomic.Bool
+}
+
+// New starts the gateway actor pool.
+func New(opts Options) (*Server, error) {
+	opts.MaxMessageBytes = cmp.Or(opts.MaxMessageBytes, 1<<20)
+	opts.MaxMailbox = cmp.Or(opts.MaxMailbox, actors.MaxMailboxDefault)
+	opts.PoolSize = cmp.Or(opts.PoolSize, 2*runtime.GOMAXPROCS(0))
+	opts.ConsumerBuffer = cmp.Or(opts.ConsumerBuffer, ConsumerBufferDefault)
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
+	s := &Server{opts: opts, sys: opts.System, health: health.NewServer()}
+	props := router.NewRoundRobinPool(opts.PoolSize, actor.WithProducer(func() actor.Actor {
+		return &gatewayActor{
+			dir:        opts.System.Directory(),
+			broker:     opts.System.Broker(),
+			maxPayload: opts.MaxMessageBytes,
+			maxMailbox: opts.MaxMailbox,
+		}
+	}))
+	pool, err := opts.System.SpawnNamed(props, "gateway")
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	return s, nil
+}
+
+// Register adds the fila.v1 services, health and reflection to g.
+func (s *Server) Register(g *grpc.Server) {
+	filav1.RegisterFilaServiceServer(g, s)
+	filav1.RegisterFilaAdminServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	for _, name := range []string{"", filav1.FilaService_ServiceDesc.ServiceName, filav1.FilaAdmin_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+}
+
+// BeginShutdown is the first step of a graceful stop: new calls get
+// UNAVAILABLE, health reports NOT_SERVING, and every lease stream ends with
+// UNAVAILABLE. Unary calls in flight go on.
+func (s *Server) BeginShutdown(ctx context.Context) {
+	s.closing.Store(true)
+	s.health.Shutdown()
+	if _, err := s.sys.Ask(ctx, s.sys.Broker(), nil, &actors.EndStreams{}); err != nil {
+		s.opts.Logger.Warn("ending lease streams", slog.Any("error", err))
+	}
+}
+
+// Close stops the gateway actors; call it after the gRPC server has stopped.
+func (s *Server) Close() { s.sys.StopActor(s.pool) }
+
+// ask sends a call through the gateway pool with ctx's span context in the
+// envelope header and returns the reply, or the call's error as a status.
+func (s *Server) ask(ctx context.Context, c *call) (any, error) {
+	if s.closing.Load() {
+		return nil, toStatus(actors.ErrShuttingDown)
+	}
+	res, err := s.sys.Ask(ctx, s.pool, telemetry.InjectHeaders(ctx), c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err, ok := res.(error); ok {
+		return nil, toStatus(err)
+	}
+	return res, nil
+}
+
+// askFor is ask with the reply's type checked; replies carrying an error
+// become a status.
+func askFor[R any](s *Server, ctx context.Context, c *call, errOf func(R) error) (R, error) {
+	var zero R
+	res, err := s.ask(ctx, c)
+	if err != nil {
+		return zero, err
+	}
+	r, ok := res.(R)
+	if !ok {
+		return zero, toStatus(errUnexpectedReply(res))
+	}
+	if err := errOf(r); err != nil {
+		return zero, toStatus(err)
+	}
+	return r, nil
+}

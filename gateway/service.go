@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fila-dev/filad/actors"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+func errUnexpectedReply(res any) error { return fmt.Errorf("gateway: unexpected reply %T", res) }
+
+// Enqueue implements filav1.FilaServiceServer.
+func (s *Server) Enqueue(ctx context.Context, req *filav1.EnqueueRequest) (*filav1.EnqueueResponse, error) {
+	annotate(ctx, opSend, req.GetQueue(), "")
+	r, err := askFor(s, ctx, &call{req: req}, func(r *actors.EnqueueReply) error { return r.Err })
+	if err != nil {
+		return nil, err
+	}
+	annotate(ctx, "", "", r.ID)
+	return &filav1.EnqueueResponse{MessageId: r.ID}, nil
+}
+
+// Ack implements filav1.FilaServiceServer.
+func (s *Server) Ack(ctx context.Context, req *filav1.AckRequest) (*filav1.AckResponse, error) {
+	annotate(ctx, opSettle, req.GetQueue(), req.GetMessageId())
+	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
+		return nil, err
+	}
+	return &filav1.AckResponse{}, nil
+}
+
+// Nack implements filav1.FilaServiceServer.
+func (s *Server) Nack(ctx context.Context, req *filav1.NackRequest) (*filav1.NackResponse, error) {
+	annotate(ctx, opSettle, req.GetQueue(), req.GetMessageId())
+	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
+		return nil, err
+	}
+	return &filav1.NackResponse{}, nil
+}
+
+func settleErr(r *actors.SettleReply) error { return r.Err }
+
+// Lease implements filav1.FilaServiceServer. The stream subscribes a
+// consumer to the queue actor and sends on what the actor leases to it,
+// returning credit as it goes; if the queue actor is restarted by its
+// supervisor, the stream subscribes again.
+func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_LeaseServer) error {
+	ctx := stream.Context()
+	annotate(ctx, opReceive, req.GetQueue(), "")
+	for {
+		c := actors.NewConsumer(s.opts.ConsumerBuffer)
+		r, err := askFor(s, ctx, &call{req: req, consumer: c}, func(*actors.SubscribeReply) error { return nil })
+		if err != nil {
+			return err
+		}
+		err = s.pump(ctx, stream, c, r)
+		if !actors.IsRestart(err) {
+			return toStatus(err)
+		}
+	}
+}
+
+// pump sends deliveries until the stream or the consumer ends.
+func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply) error {
+	credit, half := 0, max(cap(c.Deliveries)/2, 1)
+	for {
+		select {
+		case d := <-c.Deliveries:
+			if err := stream.Send(&filav1.LeaseResponse{Message: toProto(d)}); err != nil {
+				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
+				return err
+			}
+			// Return credit in batches, or at once when the buffer has run
+			// dry so an idle stream is never left without credit.
+			if credit++; credit >= half || len(c.Deliveries) == 0 {
+				s.sys.Send(sub.Queue, &actors.Credit{ConsumerID: c.ID(), N: credit})
+				credit = 0
+			}
+		case <-c.Done():
+			return c.Err()
+		case <-ctx.Done():
+			s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
+			return ctx.Err()
+		}
+	}
+}
+
+func toProto(d *actors.Delivery) *filav1.Message {
+	rec := d.Record
+	return &filav1.Message{
+		Id:      d.ID,
+		Headers: rec.GetHeaders(),
+		Payload: rec.GetPayload(),
+		Metadata: &filav1.MessageMetadata{
+			FairnessKey:  rec.GetFairnessKey(),
+			Weight:       rec.GetWeight(),
+			AttemptCount: rec.GetAttemptCount(),
+			QueueId:      d.Queue,
+		},
+		Timestamps: &filav1.MessageTimestamps{
+			EnqueuedAt: timestamppb.New(time.Unix(0, rec.GetEnqueuedAtUnixNs())),
+			LeasedAt:   timestamppb.New(d.LeasedAt),
+		},
+	}
+}

@@ -1,0 +1,38 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/actors"
+)
+
+// toStatus maps an error from validation or the actors to its gRPC status.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var inv *invalidError
+	code := codes.Internal
+	switch {
+	case errors.As(err, &inv), errors.Is(err, actors.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, actors.ErrQueueNotFound), errors.Is(err, actors.ErrNotLeased):
+		code = codes.NotFound
+	case errors.Is(err, actors.ErrQueueExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, actors.ErrOverloaded):
+		code = codes.ResourceExhausted
+	case errors.Is(err, actors.ErrShuttingDown), errors.Is(err, actor.ErrTimeout):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}

@@ -1,0 +1,130 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+)
+
+// waitFor bounds every wait in these tests; nothing here should take long.
+const waitFor = 20 * time.Second
+
+// bundle is one in-process filad with a client.
+type bundle struct {
+	srv   *server.Server
+	svc   filav1.FilaServiceClient
+	admin filav1.FilaAdminClient
+	conn  *grpc.ClientConn
+	cfg   config.Config
+}
+
+type setupOpts struct {
+	cfg     func(*config.Config)
+	opts    server.Options
+	dataDir string
+}
+
+// setup starts filad on 127.0.0.1:0 with badger in a temp dir and stops it
+// when the test ends.
+func setup(t *testing.T, so setupOpts) *bundle {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Storage.DataDir = so.dataDir
+	if cfg.Storage.DataDir == "" {
+		cfg.Storage.DataDir = t.TempDir()
+	}
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	if so.cfg != nil {
+		so.cfg(&cfg)
+	}
+	opts := so.opts
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := server.Start(context.Background(), cfg, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
+	conn := dial(t, srv.Addr())
+	return &bundle{srv: srv, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn), conn: conn, cfg: cfg}
+}
+
+func dial(t *testing.T, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr.String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (b *bundle) createQueue(t *testing.T, name string, cfg *filav1.QueueConfig) {
+	t.Helper()
+	_, err := b.admin.CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: name, Config: cfg})
+	require.NoError(t, err)
+}
+
+func (b *bundle) enqueue(t *testing.T, queue string, headers map[string]string, payload []byte) string {
+	t.Helper()
+	resp, err := b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: queue, Headers: headers, Payload: payload})
+	require.NoError(t, err)
+	return resp.GetMessageId()
+}
+
+func (b *bundle) stats(t *testing.T, queue string) *filav1.GetStatsResponse {
+	t.Helper()
+	st, err := b.admin.GetStats(ctxT(t), &filav1.GetStatsRequest{Queue: queue})
+	require.NoError(t, err)
+	return st
+}
+
+// lease opens a consumer stream; cancel ends it.
+func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_LeaseClient, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	t.Cleanup(cancel)
+	stream, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+	require.NoError(t, err)
+	return stream, cancel
+}
+
+func recvN(t *testing.T, stream filav1.FilaService_LeaseClient, n int) []*filav1.Message {
+	t.Helper()
+	out := make([]*filav1.Message, 0, n)
+	for len(out) < n {
+		resp, err := stream.Recv()
+		require.NoError(t, err, "after %d of %d messages", len(out), n)
+		out = append(out, resp.GetMessage())
+	}
+	return out
+}
+
+func requireCode(t *testing.T, err error, want codes.Code) {
+	t.Helper()
+	require.Error(t, err)
+	require.Equal(t, want.String(), status.Code(err).String(), "error: %v", err)
+}
+
+// eventually polls cond until it holds, with a deadline: for state that
+// changes asynchronously (published gauges, expiries), never a fixed sleep.
+func eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	require.Eventually(t, cond, waitFor, 5*time.Millisecond, what)
+}

@@ -1,0 +1,183 @@
+// Package server assembles filad from its parts (storage, telemetry, the
+// actor tree and the gRPC gateway) and takes them down again in the order
+// SPEC §3 fixes. cmd/filad is a thin main around it, and the end-to-end tests
+// start it in-process on 127.0.0.1:0.
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Options are what an embedding program or a test supplies beyond Config.
+type Options struct {
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// TracerProvider and MeterProvider, when both set, replace the pipeline
+	// Config.Telemetry would build (the test harness injects its own here).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Listener, when set, is served instead of listening on
+	// Config.Server.ListenAddr.
+	Listener net.Listener
+	// ConsumerBuffer is passed to the gateway; defaults to its default.
+	ConsumerBuffer int
+}
+
+// Server is a running filad.
+type Server struct {
+	cfg       config.Config
+	log       *slog.Logger
+	store     *storage.Badger
+	telemetry *telemetry.Handle
+	system    *actors.System
+	gateway   *gateway.Server
+	grpc      *grpc.Server
+	lis       net.Listener
+	served    chan error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start opens storage, recovers every queue, and serves gRPC. On error,
+// whatever had started is stopped again.
+func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cmp.Or(opts.Logger, slog.Default()), served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.teardown(context.Background())
+		}
+	}()
+
+	if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log}); err != nil {
+		return nil, err
+	}
+	if opts.TracerProvider != nil && opts.MeterProvider != nil {
+		telemetry.SetPropagators()
+		s.telemetry = &telemetry.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
+	} else if s.telemetry, err = telemetry.Setup(ctx, cfg.Telemetry, telemetry.SetupOptions{Logger: s.log}); err != nil {
+		// A telemetry set-up error never stops the broker.
+		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
+		s.telemetry, err = telemetry.Disabled(), nil
+	}
+	board := &telemetry.GaugeBoard{}
+	inst, err := telemetry.NewInstruments(s.telemetry.MeterProvider, board)
+	if err != nil {
+		return nil, err
+	}
+	if s.system, err = actors.Start(actors.Options{
+		Store:       s.store,
+		Quantum:     int64(cfg.Scheduler.Quantum),
+		Instruments: inst,
+		Gauges:      board,
+		Tracer:      s.telemetry.TracerProvider.Tracer(telemetry.ScopeName),
+		Logger:      s.log,
+	}); err != nil {
+		return nil, err
+	}
+	if s.gateway, err = gateway.New(gateway.Options{
+		System:          s.system,
+		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		ConsumerBuffer:  opts.ConsumerBuffer,
+		Logger:          s.log,
+	}); err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(s.telemetry.TracerProvider),
+			otelgrpc.WithMeterProvider(s.telemetry.MeterProvider),
+			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
+		)),
+		// Room for the largest payload plus the largest headers, so the
+		// payload limit is reported by filad's own check, naming the limit.
+		grpc.MaxRecvMsgSize(cfg.Server.MaxMessageBytes+gateway.MaxHeaders*(gateway.MaxHeaderKeyBytes+gateway.MaxHeaderValueBytes)+64<<10),
+	)
+	s.gateway.Register(s.grpc)
+
+	s.lis = opts.Listener
+	if s.lis == nil {
+		if s.lis, err = net.Listen("tcp", cfg.Server.ListenAddr); err != nil {
+			return nil, fmt.Errorf("server: listen %s: %w", cfg.Server.ListenAddr, err)
+		}
+	}
+	go func() { s.served <- s.grpc.Serve(s.lis) }()
+	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
+		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
+		slog.Bool("telemetry", s.telemetry.Enabled))
+	return s, nil
+}
+
+// Addr is the address being served.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// System is the actor tree, for tests that reach past the API.
+func (s *Server) System() *actors.System { return s.system }
+
+// Store is the storage, for tests that inspect it.
+func (s *Server) Store() storage.Store { return s.store }
+
+// Served reports the gRPC server's exit; it fires only if serving fails.
+func (s *Server) Served() <-chan error { return s.served }
+
+// Shutdown stops filad gracefully: stop accepting, end lease streams with
+// UNAVAILABLE, let unary calls finish (bounded by server.shutdown_timeout_ms),
+// stop the actors, flush telemetry, close badger. It is safe to call twice.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.teardown(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) teardown(ctx context.Context) error {
+	var errs []error
+	if s.grpc != nil {
+		s.gateway.BeginShutdown(ctx)
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(s.cfg.Server.ShutdownTimeout()):
+			s.log.Warn("shutdown timeout passed; cancelling calls in flight")
+			s.grpc.Stop()
+			<-done
+		}
+	}
+	if s.gateway != nil {
+		s.gateway.Close()
+	}
+	if s.system != nil {
+		s.system.Stop()
+	}
+	if s.telemetry != nil {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		errs = append(errs, s.telemetry.Shutdown(tctx))
+		cancel()
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	s.log.Info("filad stopped")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,322 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// Options configures a badger-backed Store.
+type Options struct {
+	// Dir is the data directory. Required.
+	Dir string
+	// SyncWrites makes every group commit fsync before it is acknowledged.
+	// Defaults to false in the zero value; config sets it to true by default.
+	SyncWrites bool
+	// GCInterval is how often value-log GC runs. Defaults to GCIntervalDefault.
+	GCInterval time.Duration
+	// Logger receives badger's warnings and errors. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// GCIntervalDefault is the default period between value-log GC runs.
+const GCIntervalDefault = 5 * time.Minute
+
+// maxPending bounds the batches waiting for the committer; Submit blocks
+// beyond it, which is the back-pressure a flood of writes deserves.
+const maxPending = 8192
+
+type request struct {
+	batch *Batch
+	done  func(error)
+}
+
+// Badger is the Store on badger/v4.
+type Badger struct {
+	db   *badger.DB
+	log  *slog.Logger
+	reqs chan request
+
+	mu     sync.RWMutex // guards closed against Submit
+	closed bool
+
+	stopGC    context.CancelFunc
+	wg        sync.WaitGroup
+	batches   atomic.Uint64
+	commits   atomic.Uint64
+	maxSize   int64
+	maxCount  int64
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*Badger)(nil)
+
+// Open opens (creating if needed) the store in opts.Dir and starts its
+// committer and value-log GC.
+func Open(opts Options) (*Badger, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("storage: data dir is empty")
+	}
+	log := cmp.Or(opts.Logger, slog.Default())
+	bopts := badger.DefaultOptions(opts.Dir).
+		WithSyncWrites(opts.SyncWrites).
+		WithLogger(badgerLogger{log}).
+		WithDetectConflicts(false). // one committer; no concurrent read-modify-write
+		WithNumVersionsToKeep(1)
+	db, err := badger.Open(bopts)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
+	}
+	s := &Badger{
+		db:       db,
+		log:      log,
+		reqs:     make(chan request, maxPending),
+		maxSize:  db.MaxBatchSize() / 2,
+		maxCount: db.MaxBatchCount() / 2,
+	}
+	gcCtx, stop := context.WithCancel(context.Background())
+	s.stopGC = stop
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.gcLoop(gcCtx, cmp.Or(opts.GCInterval, GCIntervalDefault))
+	return s, nil
+}
+
+// Submit implements Store.
+func (s *Badger) Submit(b *Batch, done func(error)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		done(ErrClosed)
+		return
+	}
+	s.reqs <- request{batch: b, done: done}
+}
+
+// Write implements Store.
+func (s *Badger) Write(b *Batch) error {
+	ch := make(chan error, 1)
+	s.Submit(b, func(err error) { ch <- err })
+	return <-ch
+}
+
+// commitLoop is the group committer: it takes every batch waiting, commits
+// them in as few transactions as the size limits allow, then reports.
+func (s *Badger) commitLoop() {
+	defer s.wg.Done()
+	var group []request
+	for first := range s.reqs {
+		group = append(group[:0], first)
+	drain:
+		for len(group) < maxPending {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		s.commitGroup(group)
+		clear(group) // drop references to committed payloads
+	}
+}
+
+func (s *Badger) commitGroup(group []request) {
+	start := 0
+	var size, count int64
+	for i, r := range group {
+		bs, bc := int64(r.batch.size), int64(len(r.batch.ops))
+		if i > start && (size+bs > s.maxSize || count+bc > s.maxCount) {
+			s.commitRange(group[start:i])
+			start, size, count = i, 0, 0
+		}
+		size += bs
+		count += bc
+	}
+	s.commitRange(group[start:])
+}
+
+// commitRange applies reqs in one transaction; each request sees the outcome.
+func (s *Badger) commitRange(reqs []request) {
+	txn := s.db.NewTransaction(true)
+	err := func() error {
+		for _, r := range reqs {
+			for _, o := range r.batch.ops {
+				var err error
+				if o.value == nil {
+					err = txn.Delete(o.key)
+				} else {
+					err = txn.Set(o.key, o.value)
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return txn.Commit()
+	}()
+	txn.Discard()
+	if err != nil {
+		err = fmt.Errorf("storage: commit: %w", err)
+		s.log.Error("storage commit failed", slog.Int("batches", len(reqs)), slog.Any("error", err))
+	}
+	s.commits.Add(1)
+	s.batches.Add(uint64(len(reqs)))
+	for _, r := range reqs {
+		r.done(err)
+	}
+}
+
+func (s *Badger) gcLoop(ctx context.Context, every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// Each successful run reclaims one file; repeat until nothing is left.
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Queues implements Store.
+func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) {
+	var out []*storagev1.QueueRecord
+	err := s.scan([]byte{prefixQueue, sep}, func(_ []byte, v []byte) error {
+		rec := &storagev1.QueueRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// LoadQueue implements Store.
+func (s *Badger) LoadQueue(queue string) (*QueueContents, error) {
+	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
+	err := s.scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
+		rec := &storagev1.MessageRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		qc.Messages = append(qc.Messages, StoredMessage{ID: splitItemKey(k, queue), Record: rec})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
+		rec := &storagev1.LeaseRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		qc.Leases[splitItemKey(k, queue)] = rec
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return qc, nil
+}
+
+// scan calls fn for every key under prefix, in key order.
+func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if err := item.Value(func(v []byte) error { return fn(item.KeyCopy(nil), v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: scan %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// PurgeQueue implements Store. It deletes in bounded batches through the
+// committer, so it is ordered with every other write.
+func (s *Badger) PurgeQueue(queue string) error {
+	for _, prefix := range []byte{prefixMessage, prefixLease} {
+		var keys [][]byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: queueItemsPrefix(prefix, queue)})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("storage: purge %s: %w", queue, err)
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), 10000)
+			b := &Batch{}
+			for _, k := range keys[:n] {
+				b.del(k)
+			}
+			if err := s.Write(b); err != nil {
+				return err
+			}
+			keys = keys[n:]
+		}
+	}
+	return nil
+}
+
+// Stats implements Store.
+func (s *Badger) Stats() Stats {
+	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load()}
+}
+
+// Close implements Store. It is safe to call more than once.
+func (s *Badger) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.reqs)
+		s.mu.Unlock()
+		s.stopGC()
+		s.wg.Wait()
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// badgerLogger routes badger's logging into slog; its INFO and DEBUG chatter
+// is dropped, as operators only need its warnings and errors.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,75 @@
+// Package storage persists filad's queues, messages and leases in badger/v4.
+//
+// # Key layout
+//
+// Queue names are restricted by validation to [A-Za-z0-9._-], so they never
+// contain the 0x00 separator, and a prefix scan over one queue never reaches
+// another queue whose name merely starts the same way.
+//
+//	q 0x00 <queue>               → storagev1.QueueRecord
+//	m 0x00 <queue> 0x00 <id>     → storagev1.MessageRecord
+//	l 0x00 <queue> 0x00 <id>     → storagev1.LeaseRecord
+//
+// Message ids are UUIDv7 strings, so a queue's messages scan in the order they
+// were enqueued, which is what recovery needs to keep each fairness key FIFO.
+//
+// # Durability
+//
+// Every change goes through [Store.Submit]: one committer goroutine gathers all
+// batches submitted while the previous commit was syncing and writes them in
+// one badger transaction, so concurrent writers share one fsync (group
+// commit). Each batch is applied atomically, and batches are committed in the
+// order they were submitted. With Options.SyncWrites false the fsync is
+// skipped: a write survives a crash of filad but not of the machine.
+package storage
+
+import (
+	"errors"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// ErrClosed is returned for writes submitted after Close.
+var ErrClosed = errors.New("storage: closed")
+
+// Store is the boundary between the actors and the disk. Implementations are
+// safe for concurrent use.
+type Store interface {
+	// Queues returns every queue definition, in name order.
+	Queues() ([]*storagev1.QueueRecord, error)
+	// LoadQueue returns the messages and leases stored for one queue.
+	LoadQueue(queue string) (*QueueContents, error)
+	// Submit queues b for the next group commit and calls done, from the
+	// committer goroutine, once b is durable or has failed. done must not block.
+	Submit(b *Batch, done func(error))
+	// Write submits b and waits until it is durable.
+	Write(b *Batch) error
+	// PurgeQueue deletes every message and lease of queue (not its record).
+	PurgeQueue(queue string) error
+	// Stats reports what the committer has done so far.
+	Stats() Stats
+	// Close waits for submitted batches to commit, then closes the store.
+	Close() error
+}
+
+// QueueContents is a queue's state as last committed.
+type QueueContents struct {
+	// Messages are in id (enqueue) order.
+	Messages []StoredMessage
+	// Leases maps message id to its lease.
+	Leases map[string]*storagev1.LeaseRecord
+}
+
+// StoredMessage is a message record with its id.
+type StoredMessage struct {
+	ID     string
+	Record *storagev1.MessageRecord
+}
+
+// Stats counts committer work; tests use it to see group commit happen.
+type Stats struct {
+	// Batches is the number of batches committed.
+	Batches uint64
+	// Commits is the number of badger transactions (and fsyncs) they took.
+	Commits uint64
+}

@@ -1,0 +1,215 @@
+package telemetry
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/fila-dev/filad/config"
+)
+
+// Version is filad's version, reported as service.version.
+var Version = "0.1.0-dev"
+
+// Limits that keep memory bounded while a collector is away.
+const (
+	// SpanQueueSize bounds the spans waiting for export; beyond it spans are
+	// dropped, never buffered without end.
+	SpanQueueSize = 4096
+	// CardinalityLimit bounds the series per metric instrument; series past it
+	// fold into one overflow series.
+	CardinalityLimit = 2000
+	// exportTimeout bounds one export attempt, retries included.
+	exportTimeout = 10 * time.Second
+)
+
+// Handle is a running telemetry pipeline, or a disabled one.
+type Handle struct {
+	// TracerProvider and MeterProvider are the providers in use: the SDK's
+	// when exporting, no-op ones when disabled.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Enabled is true when exporters were created.
+	Enabled  bool
+	shutdown []func(context.Context) error
+	flush    []func(context.Context) error
+}
+
+// Shutdown flushes what is buffered and stops the exporters, bounded by ctx.
+// It is a no-op on a disabled handle.
+func (h *Handle) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, f := range h.flush {
+		errs = append(errs, f(ctx))
+	}
+	for _, f := range h.shutdown {
+		errs = append(errs, f(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Disabled returns a handle whose providers are no-ops: the hot path pays
+// next to nothing, and nothing is dialled.
+func Disabled() *Handle {
+	return &Handle{TracerProvider: tracenoop.NewTracerProvider(), MeterProvider: metricnoop.NewMeterProvider()}
+}
+
+// SetupOptions are the parts of Setup that tests replace.
+type SetupOptions struct {
+	// Logger receives the one warning per outage. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Getenv reads OTEL_SDK_DISABLED; defaults to os.Getenv.
+	Getenv func(string) string
+}
+
+// Setup builds the OTLP/gRPC pipeline that cfg describes and installs it,
+// with the W3C TraceContext and Baggage propagators, as the global
+// providers. With cfg nil or OTEL_SDK_DISABLED=true it creates no exporter
+// and returns Disabled(). It fails only on a configuration error; a
+// collector that is down costs one WARN, and export resumes when it returns.
+func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Handle, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	SetPropagators()
+	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
+		return Disabled(), nil
+	}
+	ep, err := config.ParseEndpoint(cfg.OTLPEndpoint)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(Version)),
+		resource.WithHost(),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	w := &outageWarner{log: log}
+	// The SDK reports export failures here too; the warner logs them once.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { w.failed(err) }))
+
+	var creds credentials.TransportCredentials
+	if !ep.Insecure {
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	retry := otlptracegrpc.RetryConfig{Enabled: true, InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: exportTimeout}
+	traceOpts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(ep.HostPort), otlptracegrpc.WithRetry(retry), otlptracegrpc.WithTimeout(exportTimeout)}
+	metricOpts := []otlpmetricgrpc.Option{otlpmetricgrpc.WithEndpoint(ep.HostPort), otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig(retry)), otlpmetricgrpc.WithTimeout(exportTimeout)}
+	if ep.Insecure {
+		traceOpts = append(traceOpts, otlptracegrpc.WithInsecure())
+		metricOpts = append(metricOpts, otlpmetricgrpc.WithInsecure())
+	} else {
+		traceOpts = append(traceOpts, otlptracegrpc.WithTLSCredentials(creds))
+		metricOpts = append(metricOpts, otlpmetricgrpc.WithTLSCredentials(creds))
+	}
+	spanExp, err := otlptracegrpc.New(ctx, traceOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: trace exporter: %w", err)
+	}
+	metricExp, err := otlpmetricgrpc.New(ctx, metricOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: metric exporter: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.TraceSampleRatio))),
+		sdktrace.WithBatcher(&warnSpans{spanExp, w},
+			sdktrace.WithMaxQueueSize(SpanQueueSize),
+			sdktrace.WithExportTimeout(exportTimeout)),
+	)
+	mp := sdkmetric.NewMeterProvider(
+		sdkmetric.WithResource(res),
+		sdkmetric.WithCardinalityLimit(CardinalityLimit),
+		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
+			sdkmetric.WithInterval(cfg.MetricsInterval()),
+			sdkmetric.WithTimeout(exportTimeout))),
+	)
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+	return &Handle{
+		TracerProvider: tp,
+		MeterProvider:  mp,
+		Enabled:        true,
+		flush:          []func(context.Context) error{tp.ForceFlush, mp.ForceFlush},
+		shutdown:       []func(context.Context) error{tp.Shutdown, mp.Shutdown},
+	}, nil
+}
+
+// SetPropagators installs the W3C TraceContext and Baggage propagators
+// globally. filad does this whether or not it exports, so a producer's
+// trace context always reaches the consumer.
+func SetPropagators() {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+}
+
+// outageWarner logs one WARN when exports start failing and one INFO when
+// they succeed again, instead of one line per failed export.
+type outageWarner struct {
+	log  *slog.Logger
+	down atomic.Bool
+}
+
+func (w *outageWarner) failed(err error) {
+	if !w.down.Swap(true) {
+		w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.Any("error", err))
+	}
+}
+
+func (w *outageWarner) result(err error) error {
+	if err != nil {
+		w.failed(err)
+		return err
+	}
+	if w.down.Swap(false) {
+		w.log.Info("telemetry export resumed")
+	}
+	return nil
+}
+
+type warnSpans struct {
+	sdktrace.SpanExporter
+	w *outageWarner
+}
+
+func (e *warnSpans) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	return e.w.result(e.SpanExporter.ExportSpans(ctx, spans))
+}
+
+type warnMetrics struct {
+	sdkmetric.Exporter
+	w *outageWarner
+}
+
+func (e *warnMetrics) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	return e.w.result(e.Exporter.Export(ctx, rm))
+}
