@@ -128,3 +128,7 @@ func eventually(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	require.Eventually(t, cond, waitFor, 5*time.Millisecond, what)
 }
+
+// bgCtx is for calls inside helpers that have no *testing.T; the server's
+// own request timeout bounds them.
+func bgCtx() context.Context { return context.Background() }
