@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,3 +135,74 @@ func eventually(t *testing.T, cond func() bool, what string) {
 // bgCtx is for calls inside helpers that have no *testing.T; the server's
 // own request timeout bounds them.
 func bgCtx() context.Context { return context.Background() }
+
+// logCapture is a slog handler that keeps every record, for tests that
+// await a log line or check that something is never logged.
+type logCapture struct {
+	mu      sync.Mutex
+	records []slog.Record
+	attrs   []slog.Attr
+}
+
+func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+
+func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r = r.Clone()
+	r.AddAttrs(c.attrs...)
+	c.records = append(c.records, r)
+	return nil
+}
+
+func (c *logCapture) WithAttrs(as []slog.Attr) slog.Handler {
+	// Shares the record list; attributes are copied per handler.
+	return &logCaptureView{c, append(slices.Clone(c.attrs), as...)}
+}
+
+func (c *logCapture) WithGroup(string) slog.Handler { return c }
+
+// count returns how many records at level have msg containing substr.
+func (c *logCapture) count(level slog.Level, substr string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.records {
+		if r.Level == level && strings.Contains(r.Message, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// text renders every record with its attributes, for leak checks.
+func (c *logCapture) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var sb strings.Builder
+	for _, r := range c.records {
+		sb.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			sb.WriteString(" " + a.String())
+			return true
+		})
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
+type logCaptureView struct {
+	c     *logCapture
+	attrs []slog.Attr
+}
+
+func (v *logCaptureView) Enabled(context.Context, slog.Level) bool { return true }
+func (v *logCaptureView) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(v.attrs...)
+	return v.c.Handle(ctx, r)
+}
+func (v *logCaptureView) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logCaptureView{v.c, append(slices.Clone(v.attrs), as...)}
+}
+func (v *logCaptureView) WithGroup(string) slog.Handler { return v }

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+var filadBin string
+
+// TestMain builds filad once, so the tests can run it as a real process and
+// kill it with SIGKILL.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "filad-bin")
+	if err != nil {
+		panic(err)
+	}
+	filadBin = filepath.Join(dir, "filad")
+	if out, err := exec.Command("go", "build", "-o", filadBin, ".").CombinedOutput(); err != nil {
+		panic(fmt.Sprintf("build filad: %v\n%s", err, out))
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a filad subprocess.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+}
+
+// startFilad runs filad on dataDir with a free port and waits until it logs
+// that it serves.
+func startFilad(t *testing.T, dataDir string, env ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(filadBin, "--config", "", "--data-dir", dataDir)
+	cmd.Env = append(os.Environ(), append([]string{"FILA_SERVER__LISTEN_ADDR=127.0.0.1:0"}, env...)...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct {
+				Msg        string `json:"msg"`
+				ListenAddr string `json:"listen_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "filad serving" {
+				addr <- line.ListenAddr
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	select {
+	case p.addr = <-addr:
+	case <-p.done:
+		t.Fatal("filad exited before serving")
+	case <-time.After(20 * time.Second):
+		t.Fatal("filad did not start serving")
+	}
+	return p
+}
+
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Kill()) // SIGKILL: no shutdown code runs
+	<-p.done
+}
+
+type client struct {
+	svc   filav1.FilaServiceClient
+	admin filav1.FilaAdminClient
+}
+
+func connect(t *testing.T, addr string) client {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return client{filav1.NewFilaServiceClient(conn), filav1.NewFilaAdminClient(conn)}
+}
+
+func TestCrashRecoveryAfterKill9(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	const vt = 2 * time.Second
+
+	p := startFilad(t, dataDir)
+	c := connect(t, p.addr)
+	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "crash", Config: &filav1.QueueConfig{VisibilityTimeoutMs: uint64(vt / time.Millisecond)}})
+	require.NoError(t, err)
+
+	// 30 messages go to a consumer, which acks 20 and leaves 10 leased.
+	streamCtx, closeStream := context.WithCancel(ctx)
+	stream, err := c.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: "crash"})
+	require.NoError(t, err)
+	enqueueN(t, ctx, c, 30)
+	acked, leased := map[string]bool{}, map[string]time.Time{}
+	for i := range 30 {
+		resp, err := stream.Recv()
+		require.NoError(t, err)
+		m := resp.GetMessage()
+		if i < 20 {
+			_, err = c.svc.Ack(ctx, &filav1.AckRequest{Queue: "crash", MessageId: m.GetId()})
+			require.NoError(t, err)
+			acked[m.GetId()] = true
+		} else {
+			leased[m.GetId()] = m.GetTimestamps().GetLeasedAt().AsTime()
+		}
+	}
+	closeStream()
+	require.Eventually(t, func() bool {
+		st, err := c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "crash"})
+		return err == nil && st.GetActiveConsumers() == 0
+	}, 10*time.Second, 5*time.Millisecond)
+	// 70 more stay ready.
+	ready := map[string]bool{}
+	for _, id := range enqueueN(t, ctx, c, 70) {
+		ready[id] = true
+	}
+	p.kill9(t)
+
+	p = startFilad(t, dataDir)
+	c = connect(t, p.addr)
+	st, err := c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "crash"})
+	require.NoError(t, err)
+	require.EqualValues(t, 80, st.GetDepth()+st.GetInFlight(), "every unacked message is back")
+
+	stream, err = c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash"})
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for len(seen) < 80 {
+		resp, err := stream.Recv()
+		require.NoError(t, err)
+		m := resp.GetMessage()
+		id := m.GetId()
+		require.False(t, acked[id], "acked message %s came back", id)
+		require.False(t, seen[id], "message %s delivered twice", id)
+		seen[id] = true
+		if leasedAt, ok := leased[id]; ok {
+			// The lease survived the crash: no redelivery before it expired.
+			require.False(t, time.Now().Before(leasedAt.Add(vt-time.Millisecond)), "lease of %s kept until it expired", id)
+			require.EqualValues(t, 1, m.GetMetadata().GetAttemptCount())
+		} else {
+			require.True(t, ready[id], "unknown message %s", id)
+			require.Zero(t, m.GetMetadata().GetAttemptCount())
+		}
+		_, err = c.svc.Ack(ctx, &filav1.AckRequest{Queue: "crash", MessageId: id})
+		require.NoError(t, err)
+	}
+	st, err = c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "crash"})
+	require.NoError(t, err)
+	require.Zero(t, st.GetDepth()+st.GetInFlight())
+}
+
+func enqueueN(t *testing.T, ctx context.Context, c client, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "crash", Payload: fmt.Appendf(nil, "m%d", i)})
+			if err != nil {
+				t.Errorf("enqueue: %v", err)
+				return
+			}
+			ids[i] = resp.GetMessageId()
+		})
+	}
+	wg.Wait()
+	return ids
+}
+
+func TestGracefulShutdownOnSIGTERM(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startFilad(t, dataDir)
+	c := connect(t, p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "q"})
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+	<-p.done
+	require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), "exit 0 after a graceful stop")
+
+	// The queue survives the restart.
+	p = startFilad(t, dataDir)
+	c = connect(t, p.addr)
+	_, err = c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "q"})
+	require.NoError(t, err)
+}
+
+func TestBadConfigFailsNamingTheKey(t *testing.T) {
+	tests := []struct{ env, want string }{
+		{"FILA_SERVER__MAX_MESSAGE_BYTES=abc", "max_message_bytes"},
+		{"FILA_SERVER__BOGUS=1", "unknown key server.bogus"},
+		{"FILA_TELEMETRY__OTLP_ENDPOINT=ftp://x", "telemetry.otlp_endpoint"},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, filadBin, "--config", "", "--data-dir", t.TempDir())
+		cmd.Env = append(os.Environ(), tt.env)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		require.Error(t, err, tt.env)
+		require.Equal(t, 1, cmd.ProcessState.ExitCode(), tt.env)
+		require.Contains(t, string(out), tt.want, tt.env)
+	}
+}

@@ -1,0 +1,151 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/fila-dev/filad/actors"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+)
+
+func TestQueueActorPanicRestartsFromStorage(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{}
+	b := setup(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	b.createQueue(t, "a", nil)
+	b.createQueue(t, "b", nil)
+
+	aStream, _ := b.lease(t, "a")
+	bStream, _ := b.lease(t, "b")
+	ids := []string{b.enqueue(t, "a", nil, []byte("1")), b.enqueue(t, "a", nil, []byte("2"))}
+	require.ElementsMatch(t, ids, msgIDs(recvN(t, aStream, 2)))
+	b.enqueue(t, "b", nil, []byte("b1"))
+	recvN(t, bStream, 1)
+
+	ref := b.srv.System().Directory().Lookup("a")
+	b.srv.System().Send(ref.PID, &actors.PanicForTest{})
+	eventually(t, func() bool { return logs.count(slog.LevelWarn, "restarting it from storage") == 1 }, "supervisor restarts the actor")
+
+	// The restarted actor reloaded both leases from storage...
+	st := b.stats(t, "a")
+	require.EqualValues(t, 2, st.GetInFlight())
+	require.Zero(t, st.GetDepth())
+	_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "a", MessageId: ids[0]})
+	require.NoError(t, err, "a lease from before the restart can be acked")
+	// ...and serves again: the open stream subscribed again by itself.
+	id3 := b.enqueue(t, "a", nil, []byte("3"))
+	require.Equal(t, id3, recvN(t, aStream, 1)[0].GetId())
+
+	// The other queue never noticed: same stream, still delivering.
+	idB := b.enqueue(t, "b", nil, []byte("b2"))
+	require.Equal(t, idB, recvN(t, bStream, 1)[0].GetId())
+}
+
+func msgIDs(ms []*filav1.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.GetId()
+	}
+	return out
+}
+
+func TestSlowConsumerDoesNotSlowFastConsumer(t *testing.T) {
+	t.Parallel()
+	const buffer, total, payloadSize = 8, 600, 1024
+	b := setup(t, setupOpts{opts: server.Options{ConsumerBuffer: buffer}})
+	b.createQueue(t, "q", nil)
+	// The slow consumer, on its own connection with a fixed 64 KiB window,
+	// opens its stream first and never reads.
+	const window = 64 << 10
+	slowConn := dial(t, b.srv.Addr(), grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+	slowCtx, cancelSlow := context.WithCancel(ctxT(t))
+	defer cancelSlow()
+	_, err := filav1.NewFilaServiceClient(slowConn).Lease(slowCtx, &filav1.LeaseRequest{Queue: "q"})
+	require.NoError(t, err)
+	eventually(t, func() bool { return b.stats(t, "q").GetActiveConsumers() == 1 }, "slow consumer subscribed")
+	fast, _ := b.lease(t, "q")
+	eventually(t, func() bool { return b.stats(t, "q").GetActiveConsumers() == 2 }, "fast consumer subscribed")
+
+	payload := make([]byte, payloadSize)
+	for range total {
+		b.enqueue(t, "q", nil, payload)
+	}
+	// The slow stream holds at most its buffer plus what gRPC's transport
+	// takes (the 64 KiB window and up to 64 KiB of server-side write
+	// buffers; 126 messages were measured); everything else reaches the fast
+	// consumer, which never waits on the slow one.
+	maxHeld := buffer + (window+64<<10)/payloadSize + 8
+	recvN(t, fast, total-maxHeld)
+	eventually(t, func() bool { return b.stats(t, "q").GetDepth() == 0 }, "nothing waits for the slow consumer")
+}
+
+func TestTraceparentReachesConsumer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.createQueue(t, "tq", nil)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	_, err := b.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "tq", Payload: []byte("x")})
+	require.NoError(t, err)
+	// A producer that set its own traceparent keeps it.
+	own := "00-11111111111111111111111111111111-2222222222222222-01"
+	b.enqueue(t, "tq", map[string]string{"traceparent": own}, nil)
+
+	stream, _ := b.lease(t, "tq")
+	ms := recvN(t, stream, 2)
+	// The gRPC metadata's context crossed the gateway and the actor envelope
+	// into the stored message.
+	require.Contains(t, ms[0].GetHeaders()["traceparent"], traceID)
+	require.Equal(t, own, ms[1].GetHeaders()["traceparent"])
+}
+
+func TestDeleteQueueEndsStreamsAndRemovesMessages(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.createQueue(t, "gone", nil)
+	stream, _ := b.lease(t, "gone")
+	b.enqueue(t, "gone", nil, nil)
+	recvN(t, stream, 1)
+	b.enqueue(t, "gone", nil, nil)
+	eventually(t, func() bool { return b.stats(t, "gone").GetInFlight() == 2 }, "both leased")
+
+	_, err := b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: "gone"})
+	require.NoError(t, err)
+	for {
+		_, err = stream.Recv()
+		if err != nil {
+			break
+		}
+	}
+	requireCode(t, err, codes.NotFound)
+	_, err = b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "gone"})
+	requireCode(t, err, codes.NotFound)
+
+	// A queue of the same name starts empty.
+	b.createQueue(t, "gone", nil)
+	st := b.stats(t, "gone")
+	require.Zero(t, st.GetDepth()+st.GetInFlight())
+}
+
+func TestShutdownEndsStreamsWithUnavailable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.createQueue(t, "s", nil)
+	stream, _ := b.lease(t, "s")
+	eventually(t, func() bool { return b.stats(t, "s").GetActiveConsumers() == 1 }, "consumer subscribed")
+
+	done := make(chan error, 1)
+	go func() { done <- b.srv.Shutdown(context.Background()) }()
+	_, err := stream.Recv()
+	requireCode(t, err, codes.Unavailable)
+	require.NoError(t, <-done)
+	_, err = b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "s"})
+	requireCode(t, err, codes.Unavailable)
+}
