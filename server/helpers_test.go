@@ -175,22 +175,6 @@ func (c *logCapture) count(level slog.Level, substr string) int {
 	return n
 }
 
-// text renders every record with its attributes, for leak checks.
-func (c *logCapture) text() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var sb strings.Builder
-	for _, r := range c.records {
-		sb.WriteString(r.Message)
-		r.Attrs(func(a slog.Attr) bool {
-			sb.WriteString(" " + a.String())
-			return true
-		})
-		sb.WriteString("\n")
-	}
-	return sb.String()
-}
-
 type logCaptureView struct {
 	c     *logCapture
 	attrs []slog.Attr
