@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// filadTarget drives one filad over gRPC.
+type filadTarget struct {
+	conn  *grpc.ClientConn
+	svc   filav1.FilaServiceClient
+	admin filav1.FilaAdminClient
+	seq   atomic.Int64
+}
+
+func newFiladTarget(addr string) (*filadTarget, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	return &filadTarget{conn: conn, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn)}, nil
+}
+
+func (t *filadTarget) close() { _ = t.conn.Close() }
+
+func (t *filadTarget) newQueue(ctx context.Context) (string, error) {
+	name := fmt.Sprintf("bench-%d", t.seq.Add(1))
+	_, err := t.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name})
+	return name, err
+}
+
+// produce enqueues n messages from p concurrent producers, each waiting for
+// its reply before the next (synchronous publishes).
+func (t *filadTarget) produce(ctx context.Context, queue string, p, n int, payload []byte, headers func(i int) map[string]string) error {
+	var next atomic.Int64
+	errs := make(chan error, p)
+	var wg sync.WaitGroup
+	for range p {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				var h map[string]string
+				if headers != nil {
+					h = headers(i)
+				}
+				if _, err := t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Payload: payload, Headers: h}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (t *filadTarget) enqueueThroughput(ctx context.Context, producers, n int, payload []byte) (result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if err := t.produce(ctx, q, producers, n, payload, nil); err != nil {
+		return result{}, err
+	}
+	return rate(fmt.Sprintf("enqueue %dP %dB", producers, len(payload)), n, time.Since(start)), nil
+}
+
+// consume runs c consumer streams that ack every message until n are acked.
+// onMessage, if set, sees every message as it arrives.
+func (t *filadTarget) consume(ctx context.Context, queue string, c, n int, onMessage func(*filav1.Message)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var acked atomic.Int64
+	errs := make(chan error, c)
+	var wg sync.WaitGroup
+	for range c {
+		stream, err := t.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					if ctx.Err() == nil {
+						errs <- err
+					}
+					return
+				}
+				m := resp.GetMessage()
+				if onMessage != nil {
+					onMessage(m)
+				}
+				if _, err := t.svc.Ack(ctx, &filav1.AckRequest{Queue: queue, MessageId: m.GetId()}); err != nil {
+					if ctx.Err() == nil {
+						errs <- err
+					}
+					return
+				}
+				if acked.Add(1) == int64(n) {
+					cancel()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// lifecycleThroughput runs producers and consumers at once: enqueue, lease,
+// ack, until every message is acked.
+func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consumers, n int, payload []byte) (result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	consumed := make(chan error, 1)
+	go func() { consumed <- t.consume(ctx, q, consumers, n, nil) }()
+	if err := t.produce(ctx, q, producers, n, payload, nil); err != nil {
+		return result{}, err
+	}
+	if err := <-consumed; err != nil {
+		return result{}, err
+	}
+	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
+}
