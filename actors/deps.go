@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -32,11 +31,9 @@ type Options struct {
 	// Quantum is the DRR credit per unit of weight per round, in messages.
 	// Defaults to QuantumDefault.
 	Quantum int64
-	// Instruments are the fila.* counters. Defaults to no-op counters.
-	Instruments *telemetry.Instruments
-	// Gauges receives the telemetry actor's per-queue readings. Defaults to a
-	// private board.
-	Gauges *telemetry.GaugeBoard
+	// Board receives the telemetry actor's per-queue readings, which the
+	// fila.* instruments and ListQueues read. Defaults to a private board.
+	Board *telemetry.Board
 	// Tracer starts the queue actors' spans. Defaults to a no-op tracer.
 	Tracer trace.Tracer
 	// Logger is filad's logger; protoactor's own logging goes to it at WARN
@@ -62,18 +59,11 @@ func (o Options) withDefaults() Options {
 	o.Logger = cmp.Or(o.Logger, slog.Default())
 	o.MaxMailbox = cmp.Or(o.MaxMailbox, MaxMailboxDefault)
 	o.RequestTimeout = cmp.Or(o.RequestTimeout, RequestTimeoutDefault)
-	if o.Gauges == nil {
-		o.Gauges = &telemetry.GaugeBoard{}
+	if o.Board == nil {
+		o.Board = &telemetry.Board{}
 	}
 	if o.Tracer == nil {
 		o.Tracer = tracenoop.NewTracerProvider().Tracer(telemetry.ScopeName)
-	}
-	if o.Instruments == nil {
-		inst, err := telemetry.NewInstruments(noop.NewMeterProvider(), o.Gauges)
-		if err != nil {
-			panic(err) // the no-op provider cannot fail
-		}
-		o.Instruments = inst
 	}
 	return o
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
@@ -30,8 +29,9 @@ type (
 	}
 	// EnqueueReply answers Enqueue once the message is durable.
 	EnqueueReply struct {
-		ID  string
-		Err error
+		ID          string
+		FairnessKey string
+		Err         error
 	}
 	// Ack deletes a leased message. Reply: *SettleReply.
 	Ack struct{ ID string }
@@ -79,6 +79,7 @@ type (
 		sender *actor.PID
 		err    error
 		span   trace.Span
+		ctx    context.Context // the span's, for logs
 	}
 	settleDone struct {
 		id     string
@@ -86,11 +87,13 @@ type (
 		rec    *storagev1.MessageRecord // the record after a nack
 		sender *actor.PID
 		err    error
+		span   trace.Span
+		ctx    context.Context // the span's, for logs
 	}
 	// leaseTick: the earliest lease may have expired.
 	leaseTick struct{}
-	// flushGauges: report the queue's readings to the telemetry actor.
-	flushGauges struct{}
+	// flushReading: report the queue's reading to the telemetry actor.
+	flushReading struct{}
 )
 
 // message is the queue actor's view of one stored message.
@@ -113,15 +116,16 @@ type expiry struct {
 type consumerSlot struct {
 	c      *Consumer
 	credit int
+	// parent is the Lease call's span context; deliveries are its children.
+	parent context.Context
 }
 
 // queueActor owns one queue: its ready messages (by DRR), consumers, leases
 // and their timers. Nothing else touches this state.
 type queueActor struct {
-	cfg   QueueConfig
-	opts  Options
-	deps  queueDeps
-	attrs metric.MeasurementOption
+	cfg  QueueConfig
+	opts Options
+	deps queueDeps
 
 	msgs      map[string]*message
 	ready     *drr[*message]
@@ -132,6 +136,8 @@ type queueActor struct {
 	consumers []*consumerSlot
 	next      int // round-robin position in consumers
 	dirty     bool
+	// counts are the changes made durable since the last reading was sent.
+	counts telemetry.QueueReading
 }
 
 // queueDeps are the PIDs a queue actor talks to.
@@ -168,7 +174,6 @@ func newQueueActor(cfg QueueConfig, opts Options, deps queueDeps) actor.Actor {
 		cfg:   cfg,
 		opts:  opts,
 		deps:  deps,
-		attrs: telemetry.QueueAttrs(cfg.Name),
 		msgs:  make(map[string]*message),
 		ready: newDRR[*message](opts.Quantum),
 	}
@@ -180,6 +185,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		q.recover(ctx)
 	case *actor.Restarting:
+		q.sendReading(ctx) // counts not yet reported survive the restart
 		q.stop(errRestarted)
 	case *actor.Stopping:
 		q.stop(ErrQueueNotFound)
@@ -194,7 +200,11 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *settleDone:
 		q.settled(ctx, m)
 	case *Subscribe:
-		q.consumers = append(q.consumers, &consumerSlot{c: m.Consumer, credit: cap(m.Consumer.Deliveries)})
+		q.consumers = append(q.consumers, &consumerSlot{
+			c:      m.Consumer,
+			credit: cap(m.Consumer.Deliveries),
+			parent: telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()),
+		})
 		ctx.Respond(&SubscribeReply{Queue: ctx.Self()})
 		q.changed(ctx)
 		q.dispatch(ctx)
@@ -210,9 +220,8 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		}
 	case *leaseTick:
 		q.expire(ctx)
-	case *flushGauges:
-		q.dirty = false
-		ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, gauges: q.gauges()})
+	case *flushReading:
+		q.sendReading(ctx)
 	case *endConsumers:
 		q.endConsumers(m.err)
 	case *GetStats:
@@ -288,9 +297,11 @@ func (q *queueActor) unsubscribe(ctx actor.Context, id uint64) {
 }
 
 func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
-	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
-	spanCtx, span := q.opts.Tracer.Start(parent, "fila.queue.enqueue", trace.WithSpanKind(trace.SpanKindInternal))
-
+	spanCtx, span := q.startSpan(ctx.MessageHeader(), SpanEnqueue)
+	fail := func(err error) {
+		endSpan(span, err)
+		ctx.Respond(&EnqueueReply{Err: err})
+	}
 	key := req.Headers[q.cfg.FairnessKeyHeader]
 	if key == "" {
 		key = DefaultFairnessKey
@@ -299,17 +310,20 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 	if w, ok := req.Headers[WeightHeader]; ok {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil || n < 1 || n > MaxWeight {
-			span.End()
-			ctx.Respond(&EnqueueReply{Err: fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)})
+			fail(fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight))
 			return
 		}
 		weight = uint32(n)
 	}
-	id, err := uuid.NewV7()
+	uid, err := uuid.NewV7()
 	if err != nil {
-		span.End()
-		ctx.Respond(&EnqueueReply{Err: fmt.Errorf("%w: message id: %v", ErrStorage, err)})
+		fail(fmt.Errorf("%w: message id: %v", ErrStorage, err))
 		return
+	}
+	id := uid.String()
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSend, q.cfg.Name, id)...)
+		span.SetAttributes(telemetry.KeyFairnessKey.String(key))
 	}
 	// The message's creation context is this span's: delivery links to it,
 	// and a consumer's processing span can join its trace.
@@ -334,42 +348,53 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
 	}
-	span.SetAttributes(attribute.String("msg_id", id.String()), attribute.String("fairness_key", key))
-	m := &message{id: id.String(), rec: rec}
+	m := &message{id: id, rec: rec}
 	var b storage.Batch
 	b.PutMessage(q.cfg.Name, m.id, rec)
+	commit := q.commitSpan(spanCtx)
 	self, sender, system := ctx.Self(), ctx.Sender(), ctx.ActorSystem()
 	q.opts.Store.Submit(&b, func(err error) {
-		system.Root.Send(self, &enqueueDone{msg: m, sender: sender, err: err, span: span})
+		endSpan(commit, err)
+		system.Root.Send(self, &enqueueDone{msg: m, sender: sender, err: err, span: span, ctx: spanCtx})
 	})
 }
 
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
-	defer d.span.End()
 	if d.err != nil {
-		ctx.Send(d.sender, &EnqueueReply{Err: fmt.Errorf("%w: %v", ErrStorage, d.err)})
+		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
+		endSpan(d.span, err)
+		ctx.Send(d.sender, &EnqueueReply{Err: err})
 		return
 	}
+	d.span.End()
 	// After a restart the message may already have been loaded from storage.
 	if _, known := q.msgs[d.msg.id]; !known {
 		q.msgs[d.msg.id] = d.msg
 		q.ready.push(d.msg.rec.GetFairnessKey(), int64(d.msg.rec.GetWeight()), d.msg)
 	}
-	q.opts.Instruments.Enqueued.Add(context.Background(), 1, q.attrs)
-	ctx.Send(d.sender, &EnqueueReply{ID: d.msg.id})
+	q.counts.Enqueued++
+	q.debug(d.ctx, "message enqueued", slog.String("msg_id", d.msg.id), slog.String("fairness_key", d.msg.rec.GetFairnessKey()))
+	ctx.Send(d.sender, &EnqueueReply{ID: d.msg.id, FairnessKey: d.msg.rec.GetFairnessKey()})
 	q.dispatch(ctx)
 	q.changed(ctx)
 }
 
 func (q *queueActor) settle(ctx actor.Context, id string, nack bool) {
+	spanCtx, span := q.startSpan(ctx.MessageHeader(), SpanSettle)
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSettle, q.cfg.Name, id)...)
+		span.SetAttributes(attribute.Bool("fila.nack", nack))
+	}
 	m := q.msgs[id]
 	if m == nil || !m.leased || m.settling {
-		ctx.Respond(&SettleReply{Err: fmt.Errorf("%w: message_id %s", ErrNotLeased, id)})
+		err := fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
+		endSpan(span, err)
+		ctx.Respond(&SettleReply{Err: err})
 		return
 	}
 	m.settling = true
 	var b storage.Batch
-	d := &settleDone{id: id, nack: nack, sender: ctx.Sender()}
+	d := &settleDone{id: id, nack: nack, sender: ctx.Sender(), span: span, ctx: spanCtx}
 	if nack {
 		d.rec = withAttempt(m.rec)
 		b.PutMessage(q.cfg.Name, id, d.rec)
@@ -377,8 +402,10 @@ func (q *queueActor) settle(ctx actor.Context, id string, nack bool) {
 		b.DeleteMessage(q.cfg.Name, id)
 	}
 	b.DeleteLease(q.cfg.Name, id)
+	commit := q.commitSpan(spanCtx)
 	self, system := ctx.Self(), ctx.ActorSystem()
 	q.opts.Store.Submit(&b, func(err error) {
+		endSpan(commit, err)
 		d.err = err
 		system.Root.Send(self, d)
 	})
@@ -393,9 +420,12 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
 			q.armTimer(ctx)
 		}
-		ctx.Send(d.sender, &SettleReply{Err: fmt.Errorf("%w: %v", ErrStorage, d.err)})
+		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
+		endSpan(d.span, err)
+		ctx.Send(d.sender, &SettleReply{Err: err})
 		return
 	}
+	d.span.End()
 	if m != nil { // nil only if a restart reloaded the queue after the commit
 		if m.leased {
 			m.leased = false
@@ -410,9 +440,11 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		}
 	}
 	if d.nack {
-		q.opts.Instruments.Nacked.Add(context.Background(), 1, q.attrs)
+		q.counts.Nacked++
+		q.debug(d.ctx, "message nacked", slog.String("msg_id", d.id))
 	} else {
-		q.opts.Instruments.Acked.Add(context.Background(), 1, q.attrs)
+		q.counts.Acked++
+		q.debug(d.ctx, "message acked", slog.String("msg_id", d.id))
 	}
 	ctx.Send(d.sender, &SettleReply{})
 	q.dispatch(ctx)
@@ -443,13 +475,14 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		b.PutLease(q.cfg.Name, m.id, lease)
 		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, Record: m.rec, LeasedAt: now}
+		q.deliverySpan(s.parent, m).End()
 		n++
 	}
 	if n == 0 {
 		return
 	}
 	q.opts.Store.Submit(&b, q.logFailure("write leases"))
-	q.opts.Instruments.Leased.Add(context.Background(), int64(n), q.attrs)
+	q.counts.Leased += int64(n)
 	q.armTimer(ctx)
 	q.changed(ctx)
 }
@@ -509,17 +542,21 @@ func (q *queueActor) armTimer(ctx actor.Context) {
 	q.timer = time.AfterFunc(time.Until(at), func() { system.Root.Send(self, &leaseTick{}) })
 }
 
-// changed schedules one gauge report after the messages already in the
-// mailbox, so a burst of changes costs one report.
+// changed schedules one reading after the messages already in the mailbox,
+// so a burst of changes costs one message to the telemetry actor.
 func (q *queueActor) changed(ctx actor.Context) {
 	if !q.dirty {
 		q.dirty = true
-		ctx.Send(ctx.Self(), &flushGauges{})
+		ctx.Send(ctx.Self(), &flushReading{})
 	}
 }
 
-func (q *queueActor) gauges() telemetry.QueueGauges {
-	return telemetry.QueueGauges{Depth: int64(q.ready.len()), Leases: int64(q.leased), Consumers: int64(len(q.consumers))}
+// sendReading reports the gauges now and the counts since the last reading.
+func (q *queueActor) sendReading(ctx actor.Context) {
+	r := q.counts
+	r.Depth, r.Leases, r.Consumers = int64(q.ready.len()), int64(q.leased), int64(len(q.consumers))
+	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
+	q.counts, q.dirty = telemetry.QueueReading{}, false
 }
 
 func (q *queueActor) stats() *QueueStats {

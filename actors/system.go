@@ -42,7 +42,7 @@ func Start(opts Options) (*System, error) {
 	s := &System{opts: opts, as: as, dir: &Directory{}}
 	var err error
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return newTelemetryActor(opts.Gauges)
+		return newTelemetryActor(opts.Board)
 	}), "telemetry")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn telemetry: %w", err)
@@ -67,8 +67,16 @@ func (s *System) Directory() *Directory { return s.dir }
 // Broker is the broker actor, for CreateQueue, DeleteQueue and EndStreams.
 func (s *System) Broker() *actor.PID { return s.broker }
 
-// Gauges is the board the telemetry actor publishes to.
-func (s *System) Gauges() *telemetry.GaugeBoard { return s.opts.Gauges }
+// Board is where the telemetry actor publishes the queues' readings.
+func (s *System) Board() *telemetry.Board { return s.opts.Board }
+
+// FlushTelemetry makes the telemetry actor publish every reading it has
+// received. Readings a queue actor has not sent yet are not included: ask
+// the queue first (GetStats) to be sure its latest changes are.
+func (s *System) FlushTelemetry(ctx context.Context) error {
+	_, err := s.Ask(ctx, s.telemetry, nil, &FlushReadings{})
+	return err
+}
 
 // Send delivers msg to pid with no reply expected.
 func (s *System) Send(pid *actor.PID, msg any) { s.as.Root.Send(pid, msg) }

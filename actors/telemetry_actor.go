@@ -10,44 +10,62 @@ import (
 
 // Messages the telemetry actor handles.
 type (
-	// queueReading is a queue actor's latest gauge values.
+	// queueReading is a queue actor's gauges now and its counts since its
+	// last reading.
 	queueReading struct {
-		queue  string
-		gauges telemetry.QueueGauges
+		queue string
+		delta telemetry.QueueReading
 	}
+	// FlushReadings publishes at once and answers *FlushReadings.
+	FlushReadings struct{}
 	// queueGone drops a deleted queue's series.
 	queueGone struct{ queue string }
 	// publishReadings publishes what arrived since the last publish.
 	publishReadings struct{}
 )
 
-// telemetryActor aggregates the queues' gauge readings and publishes them on
-// a GaugeBoard, where the observable-gauge callback and ListQueues read them
-// without ever waiting on an actor.
+// telemetryActor aggregates the queues' readings (the latest gauges, the
+// summed counts) and publishes them on a Board, where the instruments'
+// callback and ListQueues read them without ever waiting on an actor.
+// Because it sums deltas, a queue actor restarted by its supervisor does not
+// reset its queue's counters.
 type telemetryActor struct {
-	board    *telemetry.GaugeBoard
-	readings map[string]telemetry.QueueGauges
+	board    *telemetry.Board
+	readings map[string]telemetry.QueueReading
 	pending  bool // a publishReadings is in the mailbox
 }
 
-func newTelemetryActor(board *telemetry.GaugeBoard) actor.Actor {
-	return &telemetryActor{board: board, readings: map[string]telemetry.QueueGauges{}}
+func newTelemetryActor(board *telemetry.Board) actor.Actor {
+	return &telemetryActor{board: board, readings: map[string]telemetry.QueueReading{}}
 }
 
 // Receive implements actor.Actor.
 func (t *telemetryActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *queueReading:
-		t.readings[m.queue] = m.gauges
+		r := t.readings[m.queue]
+		r.Depth, r.Leases, r.Consumers = m.delta.Depth, m.delta.Leases, m.delta.Consumers
+		r.Enqueued += m.delta.Enqueued
+		r.Leased += m.delta.Leased
+		r.Acked += m.delta.Acked
+		r.Nacked += m.delta.Nacked
+		t.readings[m.queue] = r
 		t.schedule(ctx)
 	case *queueGone:
 		delete(t.readings, m.queue)
 		t.schedule(ctx)
 	case *publishReadings:
-		// A copy, because readers may still hold the previous map.
-		t.pending = false
-		t.board.Publish(maps.Clone(t.readings))
+		t.publish()
+	case *FlushReadings:
+		t.publish()
+		ctx.Respond(&FlushReadings{})
 	}
+}
+
+// publish hands readers a copy, because they may still hold the previous map.
+func (t *telemetryActor) publish() {
+	t.pending = false
+	t.board.Publish(maps.Clone(t.readings))
 }
 
 // schedule publishes once after the readings already in the mailbox, so a

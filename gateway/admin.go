@@ -58,7 +58,7 @@ func (s *Server) ListQueues(ctx context.Context, _ *filav1.ListQueuesRequest) (*
 	if s.closing.Load() {
 		return nil, toStatus(actors.ErrShuttingDown)
 	}
-	readings := s.sys.Gauges().Snapshot()
+	readings := s.sys.Board().Snapshot()
 	resp := &filav1.ListQueuesResponse{}
 	for _, name := range s.sys.Directory().Names() {
 		g := readings[name]

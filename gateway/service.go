@@ -9,24 +9,25 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func errUnexpectedReply(res any) error { return fmt.Errorf("gateway: unexpected reply %T", res) }
 
 // Enqueue implements filav1.FilaServiceServer.
 func (s *Server) Enqueue(ctx context.Context, req *filav1.EnqueueRequest) (*filav1.EnqueueResponse, error) {
-	annotate(ctx, opSend, req.GetQueue(), "")
+	annotate(ctx, telemetry.OpSend, req.GetQueue(), "")
 	r, err := askFor(s, ctx, &call{req: req}, func(r *actors.EnqueueReply) error { return r.Err })
 	if err != nil {
 		return nil, err
 	}
-	annotate(ctx, "", "", r.ID)
+	annotate(ctx, "", "", r.ID, telemetry.KeyFairnessKey.String(r.FairnessKey))
 	return &filav1.EnqueueResponse{MessageId: r.ID}, nil
 }
 
 // Ack implements filav1.FilaServiceServer.
 func (s *Server) Ack(ctx context.Context, req *filav1.AckRequest) (*filav1.AckResponse, error) {
-	annotate(ctx, opSettle, req.GetQueue(), req.GetMessageId())
+	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
 	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
 		return nil, err
 	}
@@ -35,7 +36,7 @@ func (s *Server) Ack(ctx context.Context, req *filav1.AckRequest) (*filav1.AckRe
 
 // Nack implements filav1.FilaServiceServer.
 func (s *Server) Nack(ctx context.Context, req *filav1.NackRequest) (*filav1.NackResponse, error) {
-	annotate(ctx, opSettle, req.GetQueue(), req.GetMessageId())
+	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
 	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
 		return nil, err
 	}
@@ -50,7 +51,7 @@ func settleErr(r *actors.SettleReply) error { return r.Err }
 // supervisor, the stream subscribes again.
 func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_LeaseServer) error {
 	ctx := stream.Context()
-	annotate(ctx, opReceive, req.GetQueue(), "")
+	annotate(ctx, telemetry.OpReceive, req.GetQueue(), "")
 	for {
 		c := actors.NewConsumer(s.opts.ConsumerBuffer)
 		r, err := askFor(s, ctx, &call{req: req, consumer: c}, func(*actors.SubscribeReply) error { return nil })

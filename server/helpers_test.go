@@ -139,12 +139,13 @@ func bgCtx() context.Context { return context.Background() }
 // logCapture is a slog handler that keeps every record, for tests that
 // await a log line or check that something is never logged.
 type logCapture struct {
+	level   slog.Level // lowest level kept; the zero value is INFO
 	mu      sync.Mutex
 	records []slog.Record
 	attrs   []slog.Attr
 }
 
-func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *logCapture) Enabled(_ context.Context, l slog.Level) bool { return l >= c.level }
 
 func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
 	c.mu.Lock()
@@ -175,12 +176,46 @@ func (c *logCapture) count(level slog.Level, substr string) int {
 	return n
 }
 
+// find returns the first record at level whose message contains substr.
+func (c *logCapture) find(level slog.Level, substr string) *slog.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.records {
+		if r.Level == level && strings.Contains(r.Message, substr) {
+			return &r
+		}
+	}
+	return nil
+}
+
+func (c *logCapture) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.records)
+}
+
+// text renders every record with its attributes, for leak checks.
+func (c *logCapture) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var sb strings.Builder
+	for _, r := range c.records {
+		sb.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			sb.WriteString(" " + a.String())
+			return true
+		})
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
 type logCaptureView struct {
 	c     *logCapture
 	attrs []slog.Attr
 }
 
-func (v *logCaptureView) Enabled(context.Context, slog.Level) bool { return true }
+func (v *logCaptureView) Enabled(ctx context.Context, l slog.Level) bool { return v.c.Enabled(ctx, l) }
 func (v *logCaptureView) Handle(ctx context.Context, r slog.Record) error {
 	r = r.Clone()
 	r.AddAttrs(v.attrs...)

@@ -29,8 +29,12 @@ import (
 
 // Options are what an embedding program or a test supplies beyond Config.
 type Options struct {
-	// Logger defaults to slog.Default().
+	// Logger defaults to slog.Default(). Records logged with a traced
+	// context get trace_id and span_id added.
 	Logger *slog.Logger
+	// ExportTimeout bounds one telemetry export attempt, retries included;
+	// see telemetry.SetupOptions.
+	ExportTimeout time.Duration
 	// TracerProvider and MeterProvider, when both set, replace the pipeline
 	// Config.Telemetry would build (the test harness injects its own here).
 	TracerProvider trace.TracerProvider
@@ -64,7 +68,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cmp.Or(opts.Logger, slog.Default()), served: make(chan error, 1)}
+	// Records logged inside a traced operation carry trace_id and span_id.
+	log := slog.New(telemetry.LogHandler{Handler: cmp.Or(opts.Logger, slog.Default()).Handler()})
+	s := &Server{cfg: cfg, log: log, served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			s.teardown(context.Background())
@@ -77,23 +83,21 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
 		s.telemetry = &telemetry.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
-	} else if s.telemetry, err = telemetry.Setup(ctx, cfg.Telemetry, telemetry.SetupOptions{Logger: s.log}); err != nil {
+	} else if s.telemetry, err = telemetry.Setup(ctx, cfg.Telemetry, telemetry.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout}); err != nil {
 		// A telemetry set-up error never stops the broker.
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
 		s.telemetry, err = telemetry.Disabled(), nil
 	}
-	board := &telemetry.GaugeBoard{}
-	inst, err := telemetry.NewInstruments(s.telemetry.MeterProvider, board)
-	if err != nil {
+	board := &telemetry.Board{}
+	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {
 		return nil, err
 	}
 	if s.system, err = actors.Start(actors.Options{
-		Store:       s.store,
-		Quantum:     int64(cfg.Scheduler.Quantum),
-		Instruments: inst,
-		Gauges:      board,
-		Tracer:      s.telemetry.TracerProvider.Tracer(telemetry.ScopeName),
-		Logger:      s.log,
+		Store:   s.store,
+		Quantum: int64(cfg.Scheduler.Quantum),
+		Board:   board,
+		Tracer:  s.telemetry.TracerProvider.Tracer(telemetry.ScopeName),
+		Logger:  s.log,
 	}); err != nil {
 		return nil, err
 	}
@@ -172,7 +176,10 @@ func (s *Server) teardown(ctx context.Context) error {
 	}
 	if s.telemetry != nil {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		errs = append(errs, s.telemetry.Shutdown(tctx))
+		if err := s.telemetry.Shutdown(tctx); err != nil {
+			// Not a failure of the broker: what was buffered is lost, nothing else.
+			s.log.Info("telemetry not fully flushed at shutdown", slog.Any("error", err))
+		}
 		cancel()
 	}
 	if s.store != nil {

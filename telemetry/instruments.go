@@ -24,67 +24,64 @@ const (
 // AttrQueueID is the attribute naming the queue on every fila.* series.
 const AttrQueueID = "queue_id"
 
-// Instruments are the fila.* counters. The gauges are observable and read a
-// GaugeBoard, so they need no handle here. Counters are safe for concurrent use.
-type Instruments struct {
-	Enqueued metric.Int64Counter
-	Leased   metric.Int64Counter
-	Acked    metric.Int64Counter
-	Nacked   metric.Int64Counter
-}
-
-// NewInstruments creates the counters and registers the observable gauges on
-// mp, reading board at each collection.
-func NewInstruments(mp metric.MeterProvider, board *GaugeBoard) (*Instruments, error) {
+// RegisterInstruments creates the six fila.* instruments on mp. All are
+// observable: one callback reads board at each collection, so the hot path
+// pays nothing for metrics, a deleted queue's series disappear with it, and
+// an idle queue reports 0. The counters are monotonic totals the queue actors
+// count at the moment each change is durable.
+func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registration, error) {
 	m := mp.Meter(ScopeName)
-	counter := func(name, desc string) (metric.Int64Counter, error) {
-		c, err := m.Int64Counter(name, metric.WithUnit("{message}"), metric.WithDescription(desc))
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: counter %s: %w", name, err)
-		}
-		return c, nil
-	}
-	var inst Instruments
-	var err error
-	for _, c := range []struct {
-		dst        *metric.Int64Counter
+	unit := metric.WithUnit("{message}")
+	counters := []struct {
 		name, desc string
+		value      func(QueueReading) int64
 	}{
-		{&inst.Enqueued, MetricEnqueued, "Messages accepted durably by Enqueue."},
-		{&inst.Leased, MetricLeased, "Messages delivered to consumers under a lease."},
-		{&inst.Acked, MetricAcked, "Messages acknowledged and deleted."},
-		{&inst.Nacked, MetricNacked, "Messages returned to ready by Nack."},
-	} {
-		if *c.dst, err = counter(c.name, c.desc); err != nil {
-			return nil, err
+		{MetricEnqueued, "Messages accepted durably by Enqueue.", func(r QueueReading) int64 { return r.Enqueued }},
+		{MetricLeased, "Messages delivered to consumers under a lease.", func(r QueueReading) int64 { return r.Leased }},
+		{MetricAcked, "Messages acknowledged and deleted.", func(r QueueReading) int64 { return r.Acked }},
+		{MetricNacked, "Messages returned to ready by Nack.", func(r QueueReading) int64 { return r.Nacked }},
+	}
+	gauges := []struct {
+		name, desc string
+		value      func(QueueReading) int64
+	}{
+		{MetricQueueDepth, "Ready messages in the queue now.", func(r QueueReading) int64 { return r.Depth }},
+		{MetricLeaseActive, "Leased (in-flight) messages in the queue now.", func(r QueueReading) int64 { return r.Leases }},
+	}
+	type observed struct {
+		inst  metric.Int64Observable
+		value func(QueueReading) int64
+	}
+	var all []observed
+	for _, c := range counters {
+		inst, err := m.Int64ObservableCounter(c.name, unit, metric.WithDescription(c.desc))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", c.name, err)
 		}
+		all = append(all, observed{inst, c.value})
 	}
-	depth, err := m.Int64ObservableGauge(MetricQueueDepth, metric.WithUnit("{message}"),
-		metric.WithDescription("Ready messages in the queue now."))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: gauge %s: %w", MetricQueueDepth, err)
+	for _, g := range gauges {
+		inst, err := m.Int64ObservableGauge(g.name, unit, metric.WithDescription(g.desc))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", g.name, err)
+		}
+		all = append(all, observed{inst, g.value})
 	}
-	leases, err := m.Int64ObservableGauge(MetricLeaseActive, metric.WithUnit("{message}"),
-		metric.WithDescription("Leased (in-flight) messages in the queue now."))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: gauge %s: %w", MetricLeaseActive, err)
+	insts := make([]metric.Observable, len(all))
+	for i, o := range all {
+		insts[i] = o.inst
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for q, g := range board.Snapshot() {
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
-			o.ObserveInt64(depth, g.Depth, set)
-			o.ObserveInt64(leases, g.Leases, set)
+			for _, ob := range all {
+				o.ObserveInt64(ob.inst, ob.value(r), set)
+			}
 		}
 		return nil
-	}, depth, leases)
+	}, insts...)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: gauge callback: %w", err)
+		return nil, fmt.Errorf("telemetry: register callback: %w", err)
 	}
-	return &inst, nil
-}
-
-// QueueAttrs returns the attribute option for a queue's series; build it once
-// per queue, not per call.
-func QueueAttrs(queue string) metric.MeasurementOption {
-	return metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, queue)))
+	return reg, nil
 }

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -40,8 +41,8 @@ const (
 	// CardinalityLimit bounds the series per metric instrument; series past it
 	// fold into one overflow series.
 	CardinalityLimit = 2000
-	// exportTimeout bounds one export attempt, retries included.
-	exportTimeout = 10 * time.Second
+	// ExportTimeoutDefault bounds one export attempt, retries included.
+	ExportTimeoutDefault = 10 * time.Second
 )
 
 // Handle is a running telemetry pipeline, or a disabled one.
@@ -81,6 +82,9 @@ type SetupOptions struct {
 	Logger *slog.Logger
 	// Getenv reads OTEL_SDK_DISABLED; defaults to os.Getenv.
 	Getenv func(string) string
+	// ExportTimeout bounds one export attempt, retries included. Defaults
+	// to ExportTimeoutDefault.
+	ExportTimeout time.Duration
 }
 
 // Setup builds the OTLP/gRPC pipeline that cfg describes and installs it,
@@ -97,6 +101,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if getenv == nil {
 		getenv = os.Getenv
 	}
+	exportTimeout := cmp.Or(opts.ExportTimeout, ExportTimeoutDefault)
 	SetPropagators()
 	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
 		return Disabled(), nil
@@ -122,7 +127,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if !ep.Insecure {
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	}
-	retry := otlptracegrpc.RetryConfig{Enabled: true, InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: exportTimeout}
+	retry := otlptracegrpc.RetryConfig{Enabled: true, InitialInterval: min(500*time.Millisecond, exportTimeout/4), MaxInterval: 2 * time.Second, MaxElapsedTime: exportTimeout}
 	traceOpts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(ep.HostPort), otlptracegrpc.WithRetry(retry), otlptracegrpc.WithTimeout(exportTimeout)}
 	metricOpts := []otlpmetricgrpc.Option{otlpmetricgrpc.WithEndpoint(ep.HostPort), otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig(retry)), otlpmetricgrpc.WithTimeout(exportTimeout)}
 	if ep.Insecure {
@@ -180,6 +185,7 @@ type outageWarner struct {
 }
 
 func (w *outageWarner) failed(err error) {
+	w.log.Debug("telemetry export failed", slog.Any("error", err))
 	if !w.down.Swap(true) {
 		w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.Any("error", err))
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/server"
-	"github.com/fila-dev/filad/telemetry"
 )
 
 func main() {
@@ -66,9 +65,9 @@ func run(args []string) error {
 func newLogger() *slog.Logger {
 	opts := &slog.HandlerOptions{Level: logLevel()}
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return slog.New(telemetry.LogHandler{Handler: slog.NewTextHandler(os.Stderr, opts)})
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(telemetry.LogHandler{Handler: slog.NewJSONHandler(os.Stderr, opts)})
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
 
 // logLevel reads FILA_LOG_LEVEL (debug, info, warn, error); default info.

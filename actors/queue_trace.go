@@ -1,0 +1,72 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Span names of the queue actor. Each is a child of the RPC span whose
+// context came in the actor envelope, so one trace crosses the actors.
+const (
+	SpanEnqueue = "fila.queue.enqueue"
+	SpanSettle  = "fila.queue.settle"
+	SpanDeliver = "fila.queue.deliver"
+	SpanCommit  = "fila.storage.commit"
+)
+
+// startSpan starts a queue-actor span as a child of the span context in the
+// envelope header.
+func (q *queueActor) startSpan(h telemetry.HeaderReader, name string) (context.Context, trace.Span) {
+	parent := telemetry.ExtractHeaders(context.Background(), h)
+	return q.opts.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindInternal))
+}
+
+// commitSpan covers one durable write; end it with endCommit when the
+// committer reports.
+func (q *queueActor) commitSpan(ctx context.Context) trace.Span {
+	_, span := q.opts.Tracer.Start(ctx, SpanCommit, trace.WithSpanKind(trace.SpanKindInternal))
+	return span
+}
+
+// endSpan records err (if any) and ends span.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// deliverySpan starts the span of one delivery: a child of the consumer's
+// Lease call, linked to the context the message was created in.
+func (q *queueActor) deliverySpan(parent context.Context, m *message) trace.Span {
+	_, span := q.opts.Tracer.Start(parent, SpanDeliver, trace.WithSpanKind(trace.SpanKindInternal))
+	if !span.IsRecording() {
+		return span // skip the parsing below when nobody records
+	}
+	span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpReceive, q.cfg.Name, m.id)...)
+	span.SetAttributes(telemetry.KeyFairnessKey.String(m.rec.GetFairnessKey()), telemetry.KeyAttempt.Int64(int64(m.rec.GetAttemptCount())))
+	if tp := m.rec.GetCreationTraceparent(); tp != "" {
+		carrier := propagation.MapCarrier{"traceparent": tp, "tracestate": m.rec.GetCreationTracestate()}
+		created := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), carrier))
+		if created.IsValid() {
+			span.AddLink(trace.Link{SpanContext: created})
+		}
+	}
+	return span
+}
+
+// debug logs a per-message event at DEBUG with the span's trace ids; the
+// check keeps the hot path free of attribute building when DEBUG is off.
+func (q *queueActor) debug(ctx context.Context, msg string, attrs ...slog.Attr) {
+	if q.opts.Logger.Enabled(ctx, slog.LevelDebug) {
+		q.opts.Logger.LogAttrs(ctx, slog.LevelDebug, msg, append(attrs, slog.String("queue_id", q.cfg.Name))...)
+	}
+}

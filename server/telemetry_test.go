@@ -1,0 +1,363 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+
+	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+func harnessed(t *testing.T, so setupOpts) (*bundle, *telemetrytest.Harness) {
+	h := telemetrytest.New(t)
+	so.opts.TracerProvider, so.opts.MeterProvider = h.TracerProvider, h.MeterProvider
+	return setup(t, so), h
+}
+
+// sync makes the published readings current: each queue has sent its reading
+// by the time it answers GetStats, and the telemetry actor then publishes.
+func (b *bundle) sync(t *testing.T, queues ...string) {
+	t.Helper()
+	for _, q := range queues {
+		b.stats(t, q)
+	}
+	require.NoError(t, b.srv.System().FlushTelemetry(ctxT(t)))
+}
+
+func qattr(q string) []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("queue_id", q)}
+}
+
+func TestMetricsExactValuesPerQueue(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	type plan struct{ enqueue, ack, nack int }
+	plans := map[string]plan{"q1": {5, 3, 2}, "q2": {2, 1, 1}}
+	for q := range plans {
+		b.createQueue(t, q, nil)
+	}
+	b.sync(t, "q1", "q2")
+	for q := range plans {
+		// An idle queue reports 0, not nothing.
+		h.AssertGauge(t, telemetry.MetricQueueDepth, qattr(q), 0)
+		h.AssertCounter(t, telemetry.MetricEnqueued, qattr(q), 0)
+	}
+
+	for q, p := range plans {
+		for range p.enqueue {
+			b.enqueue(t, q, nil, []byte("x"))
+		}
+		b.sync(t, q)
+		h.AssertCounter(t, telemetry.MetricEnqueued, qattr(q), int64(p.enqueue))
+		h.AssertGauge(t, telemetry.MetricQueueDepth, qattr(q), int64(p.enqueue))
+		h.AssertGauge(t, telemetry.MetricLeaseActive, qattr(q), 0)
+
+		stream, cancel := b.lease(t, q)
+		ms := recvN(t, stream, p.enqueue)
+		cancel() // its leases stay; no redelivery can reach it now
+		eventually(t, func() bool { return b.stats(t, q).GetActiveConsumers() == 0 }, "stream closed")
+		b.sync(t, q)
+		h.AssertCounter(t, telemetry.MetricLeased, qattr(q), int64(p.enqueue))
+		h.AssertGauge(t, telemetry.MetricQueueDepth, qattr(q), 0)
+		h.AssertGauge(t, telemetry.MetricLeaseActive, qattr(q), int64(p.enqueue))
+
+		for _, m := range ms[:p.ack] {
+			_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: q, MessageId: m.GetId()})
+			require.NoError(t, err)
+		}
+		b.sync(t, q)
+		h.AssertCounter(t, telemetry.MetricAcked, qattr(q), int64(p.ack))
+		h.AssertGauge(t, telemetry.MetricLeaseActive, qattr(q), int64(p.enqueue-p.ack))
+
+		for _, m := range ms[p.ack : p.ack+p.nack] {
+			_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: q, MessageId: m.GetId()})
+			require.NoError(t, err)
+		}
+		b.sync(t, q)
+		h.AssertCounter(t, telemetry.MetricNacked, qattr(q), int64(p.nack))
+		h.AssertGauge(t, telemetry.MetricLeaseActive, qattr(q), 0)
+		h.AssertGauge(t, telemetry.MetricQueueDepth, qattr(q), int64(p.nack))
+	}
+	// Each queue kept its own figures.
+	for q, p := range plans {
+		h.AssertCounter(t, telemetry.MetricEnqueued, qattr(q), int64(p.enqueue))
+		h.AssertCounter(t, telemetry.MetricLeased, qattr(q), int64(p.enqueue))
+		h.AssertCounter(t, telemetry.MetricAcked, qattr(q), int64(p.ack))
+		h.AssertCounter(t, telemetry.MetricNacked, qattr(q), int64(p.nack))
+	}
+
+	_, err := b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: "q1"})
+	require.NoError(t, err)
+	b.sync(t, "q2")
+	for _, name := range []string{telemetry.MetricEnqueued, telemetry.MetricLeased, telemetry.MetricAcked,
+		telemetry.MetricNacked, telemetry.MetricQueueDepth, telemetry.MetricLeaseActive} {
+		h.AssertNoSeries(t, name, qattr("q1")...)
+	}
+	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("q2"), 2)
+}
+
+func TestCountersSurviveQueueActorRestart(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "r", nil)
+	for range 3 {
+		b.enqueue(t, "r", nil, nil)
+	}
+	b.srv.System().Send(b.srv.System().Directory().Lookup("r").PID, &actors.PanicForTest{})
+	b.enqueue(t, "r", nil, nil)
+	b.sync(t, "r")
+	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("r"), 4)
+	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("r"), 4)
+}
+
+// TestTracePropagation follows one message: a producer's span, through the
+// RPC and the queue actor, to the consumer's headers and the delivery span.
+func TestTracePropagation(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{}
+	b, h := harnessed(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	b.createQueue(t, "traced", nil)
+
+	// The producer: an otelgrpc client on its own tracer provider.
+	client := telemetrytest.New(t)
+	conn := dial(t, b.srv.Addr(), grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+		otelgrpc.WithTracerProvider(client.TracerProvider),
+		otelgrpc.WithPropagators(propagation.TraceContext{}))))
+	producer := filav1.NewFilaServiceClient(conn)
+	ctx, parent := client.TracerProvider.Tracer("producer").Start(ctxT(t), "produce")
+	resp, err := producer.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "traced", Payload: []byte("x")})
+	require.NoError(t, err)
+	parent.End()
+	traceID := parent.SpanContext().TraceID()
+	clientRPC := client.FindSpan(t, "fila.v1.FilaService/Enqueue", nil)
+
+	// The server span continues the producer's trace under its RPC span.
+	serverSpan := h.FindSpan(t, "fila.v1.FilaService/Enqueue", nil)
+	require.Equal(t, traceID, serverSpan.SpanContext().TraceID())
+	telemetrytest.RequireChildOf(t, serverSpan, clientRPC.SpanContext())
+	require.True(t, telemetrytest.HasAttr(serverSpan, attribute.String("msg_id", resp.GetMessageId())))
+	require.True(t, telemetrytest.HasAttr(serverSpan, attribute.String("queue_id", "traced")))
+	require.True(t, telemetrytest.HasAttr(serverSpan, attribute.String("messaging.system", "fila")))
+	require.True(t, telemetrytest.HasAttr(serverSpan, attribute.String("messaging.operation.type", "send")))
+	require.True(t, telemetrytest.HasAttr(serverSpan, attribute.String("fairness_key", "default")))
+
+	// The queue actor's span is a child of the server span, and the storage
+	// write a child of that: one trace crosses the actors.
+	actorSpan := h.FindSpan(t, actors.SpanEnqueue, nil)
+	telemetrytest.RequireChildOf(t, actorSpan, serverSpan.SpanContext())
+	commit := h.FindSpan(t, actors.SpanCommit, func(s sdktrace.ReadOnlySpan) bool {
+		return s.Parent().SpanID() == actorSpan.SpanContext().SpanID()
+	})
+	require.Equal(t, traceID, commit.SpanContext().TraceID())
+
+	// The consumer gets the creation context as traceparent.
+	stream, _ := b.lease(t, "traced")
+	m := recvN(t, stream, 1)[0]
+	carried := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(m.GetHeaders())))
+	require.Equal(t, traceID, carried.TraceID())
+	require.Equal(t, actorSpan.SpanContext().SpanID(), carried.SpanID())
+
+	// The delivery span links to where the message was created.
+	var deliver sdktrace.ReadOnlySpan
+	eventually(t, func() bool { return len(h.Spans(actors.SpanDeliver)) == 1 }, "delivery span ended")
+	deliver = h.Spans(actors.SpanDeliver)[0]
+	telemetrytest.RequireLinked(t, deliver, actorSpan.SpanContext())
+	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.message.id", m.GetId())))
+
+	// Per-message logs are DEBUG, and DEBUG is off unless asked for.
+	require.Equal(t, 0, logs.count(slog.LevelDebug, "message enqueued"))
+}
+
+func TestLogsInsideTracedOperationsCarryTraceIDs(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{level: slog.LevelDebug}
+	b, h := harnessed(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	b.createQueue(t, "logged", nil)
+	b.enqueue(t, "logged", nil, nil)
+	actorSpan := h.FindSpan(t, actors.SpanEnqueue, nil)
+	rec := logs.find(slog.LevelDebug, "message enqueued")
+	require.NotNil(t, rec)
+	require.Equal(t, actorSpan.SpanContext().TraceID().String(), attrOf(*rec, "trace_id"))
+	require.Equal(t, actorSpan.SpanContext().SpanID().String(), attrOf(*rec, "span_id"))
+}
+
+func attrOf(r slog.Record, key string) string {
+	var v string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return v
+}
+
+// TestTelemetryHygiene sends a payload and a header value carrying a marker
+// and searches every span, metric and log line filad produced for it.
+func TestTelemetryHygiene(t *testing.T) {
+	t.Parallel()
+	const marker = "MARKER-7f3a9c"
+	logs := &logCapture{level: slog.LevelDebug}
+	b, h := harnessed(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	b.createQueue(t, "clean", nil)
+	id := b.enqueue(t, "clean", map[string]string{"x-secret": "header-" + marker}, []byte("payload-"+marker))
+	stream, _ := b.lease(t, "clean")
+	recvN(t, stream, 1)
+	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "clean", MessageId: id, Error: "nack-" + marker})
+	require.NoError(t, err)
+	recvN(t, stream, 1)
+	_, err = b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "clean", MessageId: id})
+	require.NoError(t, err)
+	b.sync(t, "clean")
+
+	var dump strings.Builder
+	for _, s := range h.Spans("") {
+		dump.WriteString(s.Name())
+		for _, a := range s.Attributes() {
+			dump.WriteString(" " + string(a.Key) + "=" + a.Value.String())
+		}
+		for _, e := range s.Events() {
+			dump.WriteString(" " + e.Name)
+			for _, a := range e.Attributes {
+				dump.WriteString(" " + a.Value.String())
+			}
+		}
+		dump.WriteString("\n")
+	}
+	require.Greater(t, len(h.Spans("")), 5, "spans were recorded")
+	rm := h.Collect(t)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			dump.WriteString(m.Name + " " + strings.ReplaceAll(strings.ReplaceAll(fmtData(m.Data), "\n", " "), "\t", " ") + "\n")
+		}
+	}
+	require.Greater(t, logs.len(), 3, "per-message DEBUG logs were captured")
+	dump.WriteString(logs.text())
+	require.NotContains(t, dump.String(), marker)
+	require.Contains(t, dump.String(), id, "the dump is the real one: it names the message")
+}
+
+func TestOTLPExportEndToEnd(t *testing.T) {
+	t.Parallel()
+	recv := telemetrytest.NewReceiver(t)
+	b := setup(t, setupOpts{cfg: func(c *config.Config) {
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint = "http://" + recv.Addr()
+		tc.MetricsIntervalMS = 100
+		tc.ServiceName = "fila-e2e"
+		c.Telemetry = &tc
+	}})
+	b.createQueue(t, "exported", nil)
+	for range 3 {
+		b.enqueue(t, "exported", nil, []byte("x"))
+	}
+	stream, _ := b.lease(t, "exported")
+	m := recvN(t, stream, 1)[0]
+	_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "exported", MessageId: m.GetId()})
+	require.NoError(t, err)
+	b.sync(t, "exported")
+
+	eventually(t, func() bool {
+		enq, ok1 := recv.LatestInt(telemetry.MetricEnqueued, "exported")
+		depth, ok2 := recv.LatestInt(telemetry.MetricQueueDepth, "exported")
+		acked, ok3 := recv.LatestInt(telemetry.MetricAcked, "exported")
+		leases, ok4 := recv.LatestInt(telemetry.MetricLeaseActive, "exported")
+		// The stream leased all three; one was acked.
+		return ok1 && ok2 && ok3 && ok4 && enq == 3 && depth == 0 && acked == 1 && leases == 2
+	}, "the receiver gets fila.* metrics with the right values")
+	require.Equal(t, "fila-e2e", resourceAttr(recv.Metrics()[0].GetResource().GetAttributes(), "service.name"))
+
+	eventually(t, func() bool {
+		names := map[string]bool{}
+		for _, s := range recv.Spans() {
+			names[s.GetName()] = true
+		}
+		return names["fila.v1.FilaService/Enqueue"] && names[actors.SpanEnqueue] && names[actors.SpanDeliver]
+	}, "the receiver gets the spans")
+	require.Equal(t, "fila-e2e", resourceAttr(recv.ResourceSpans()[0].GetResource().GetAttributes(), "service.name"))
+}
+
+func TestTelemetryDisabledDialsNothing(t *testing.T) {
+	// Not parallel: it sets the environment the OTLP exporters would read.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			_ = c.Close()
+		}
+	}()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
+	b := setup(t, setupOpts{}) // no [telemetry]
+	b.createQueue(t, "quiet", nil)
+	b.enqueue(t, "quiet", nil, nil)
+	require.NoError(t, b.srv.Shutdown(context.Background())) // flushes, if anything were exporting
+	require.NoError(t, lis.Close())
+	require.Zero(t, accepted.Load(), "no connection was attempted")
+}
+
+func TestCollectorDownWarnsOnceAndServes(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := lis.Addr().String()
+	require.NoError(t, lis.Close()) // nothing listens there now
+	logs := &logCapture{level: slog.LevelDebug}
+	b := setup(t, setupOpts{
+		opts: server.Options{Logger: slog.New(logs), ExportTimeout: 200 * time.Millisecond},
+		cfg: func(c *config.Config) {
+			tc := config.TelemetryDefaults()
+			tc.OTLPEndpoint = closed
+			tc.MetricsIntervalMS = 50
+			c.Telemetry = &tc
+		},
+	})
+	b.createQueue(t, "down", nil)
+	stream, _ := b.lease(t, "down")
+	for i := range 20 {
+		id := b.enqueue(t, "down", nil, []byte{byte(i)})
+		require.Equal(t, id, recvN(t, stream, 1)[0].GetId())
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "down", MessageId: id})
+		require.NoError(t, err)
+	}
+	// Several export periods fail, each logged at DEBUG; one WARN in all.
+	eventually(t, func() bool { return logs.count(slog.LevelDebug, "telemetry export failed") >= 3 }, "exports failed")
+	require.NoError(t, b.srv.Shutdown(context.Background()))
+	require.Equal(t, 1, logs.count(slog.LevelWarn, "telemetry export failing"))
+}
+
+func resourceAttr(kvs []*commonpb.KeyValue, key string) string {
+	for _, kv := range kvs {
+		if kv.GetKey() == key {
+			return kv.GetValue().GetStringValue()
+		}
+	}
+	return ""
+}
+
+func fmtData(d any) string { return strings.Join(strings.Fields(fmt.Sprintf("%+v", d)), " ") }

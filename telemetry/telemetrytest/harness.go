@@ -1,0 +1,167 @@
+// Package telemetrytest is the in-memory OpenTelemetry harness filad's tests
+// share: a meter provider on a ManualReader and a tracer provider on a
+// SpanRecorder, which a test injects into a broker (server.Options) and then
+// asserts on with exact values.
+package telemetrytest
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Harness holds in-memory providers. Its methods are safe for concurrent use.
+type Harness struct {
+	// Reader collects metrics on demand.
+	Reader *sdkmetric.ManualReader
+	// Recorder keeps every ended span.
+	Recorder *tracetest.SpanRecorder
+	// MeterProvider and TracerProvider are what a broker under test uses.
+	MeterProvider  *sdkmetric.MeterProvider
+	TracerProvider *sdktrace.TracerProvider
+}
+
+// New returns a harness that samples every span; its providers are shut
+// down when the test ends.
+func New(t testing.TB) *Harness {
+	h := &Harness{Reader: sdkmetric.NewManualReader(), Recorder: tracetest.NewSpanRecorder()}
+	h.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.Reader))
+	h.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.Recorder), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	t.Cleanup(func() {
+		_ = h.MeterProvider.Shutdown(context.Background())
+		_ = h.TracerProvider.Shutdown(context.Background())
+	})
+	return h
+}
+
+// Collect reads every metric now.
+func (h *Harness) Collect(t testing.TB) metricdata.ResourceMetrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.Reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collect metrics: %v", err)
+	}
+	return rm
+}
+
+// Value returns the int64 value of metric name's series with exactly attrs,
+// and whether that series exists.
+func (h *Harness) Value(t testing.TB, name string, attrs ...attribute.KeyValue) (int64, bool) {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			var points []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				points = d.DataPoints
+			case metricdata.Gauge[int64]:
+				points = d.DataPoints
+			default:
+				t.Fatalf("metric %s: unexpected data %T", name, m.Data)
+			}
+			for _, p := range points {
+				if p.Attributes.Equals(&want) {
+					return p.Value, true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// AssertCounter fails the test unless counter name's series with attrs is
+// exactly want.
+func (h *Harness) AssertCounter(t testing.TB, name string, attrs []attribute.KeyValue, want int64) {
+	t.Helper()
+	h.assertValue(t, "counter", name, attrs, want)
+}
+
+// AssertGauge fails the test unless gauge name's series with attrs is
+// exactly want.
+func (h *Harness) AssertGauge(t testing.TB, name string, attrs []attribute.KeyValue, want int64) {
+	t.Helper()
+	h.assertValue(t, "gauge", name, attrs, want)
+}
+
+func (h *Harness) assertValue(t testing.TB, kind, name string, attrs []attribute.KeyValue, want int64) {
+	t.Helper()
+	got, ok := h.Value(t, name, attrs...)
+	if !ok {
+		t.Fatalf("%s %s{%v}: no series", kind, name, attrs)
+	}
+	if got != want {
+		t.Fatalf("%s %s{%v} = %d, want %d", kind, name, attrs, got, want)
+	}
+}
+
+// AssertNoSeries fails the test if metric name has a series with attrs.
+func (h *Harness) AssertNoSeries(t testing.TB, name string, attrs ...attribute.KeyValue) {
+	t.Helper()
+	if v, ok := h.Value(t, name, attrs...); ok {
+		t.Fatalf("%s{%v} still reported (value %d)", name, attrs, v)
+	}
+}
+
+// Spans returns the ended spans called name (all ended spans if name is "").
+func (h *Harness) Spans(name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range h.Recorder.Ended() {
+		if name == "" || s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// FindSpan returns the first ended span called name for which match (nil:
+// any) holds, failing the test if there is none.
+func (h *Harness) FindSpan(t testing.TB, name string, match func(sdktrace.ReadOnlySpan) bool) sdktrace.ReadOnlySpan {
+	t.Helper()
+	for _, s := range h.Spans(name) {
+		if match == nil || match(s) {
+			return s
+		}
+	}
+	t.Fatalf("no ended span %q matching (have %d spans of that name)", name, len(h.Spans(name)))
+	return nil
+}
+
+// HasAttr reports whether span s carries attribute kv exactly.
+func HasAttr(s sdktrace.ReadOnlySpan, kv attribute.KeyValue) bool {
+	for _, a := range s.Attributes() {
+		if a.Key == kv.Key && a.Value == kv.Value {
+			return true
+		}
+	}
+	return false
+}
+
+// RequireChildOf fails the test unless child's parent is parent.
+func RequireChildOf(t testing.TB, child sdktrace.ReadOnlySpan, parent trace.SpanContext) {
+	t.Helper()
+	if child.Parent().SpanID() != parent.SpanID() || child.SpanContext().TraceID() != parent.TraceID() {
+		t.Fatalf("span %q: parent %s/%s, want %s/%s", child.Name(),
+			child.SpanContext().TraceID(), child.Parent().SpanID(), parent.TraceID(), parent.SpanID())
+	}
+}
+
+// RequireLinked fails the test unless span s links to target.
+func RequireLinked(t testing.TB, s sdktrace.ReadOnlySpan, target trace.SpanContext) {
+	t.Helper()
+	for _, l := range s.Links() {
+		if l.SpanContext.TraceID() == target.TraceID() && l.SpanContext.SpanID() == target.SpanID() {
+			return
+		}
+	}
+	t.Fatalf("span %q has no link to %s/%s (links: %v)", s.Name(), target.TraceID(), target.SpanID(), s.Links())
+}
