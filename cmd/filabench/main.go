@@ -20,6 +20,7 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // result is one workload's figure.
@@ -101,21 +102,38 @@ type workload struct {
 
 func workloads(f benchFlags) []workload {
 	kib := make([]byte, 1024)
+	lifecycle := func(ctx context.Context, t *filadTarget) (result, error) {
+		return t.lifecycleThroughput(ctx, 4, 4, f.messages, kib)
+	}
 	return []workload{
-		{"enqueue 1 producer 1KiB", filadWorkload(f, func(ctx context.Context, t *filadTarget) (result, error) {
+		{"enqueue 1 producer 1KiB", filadWorkload(f, nil, func(ctx context.Context, t *filadTarget) (result, error) {
 			return t.enqueueThroughput(ctx, 1, f.messages, kib)
 		})},
-		{"enqueue 4 producers 1KiB", filadWorkload(f, func(ctx context.Context, t *filadTarget) (result, error) {
+		{"enqueue 4 producers 1KiB", filadWorkload(f, nil, func(ctx context.Context, t *filadTarget) (result, error) {
 			return t.enqueueThroughput(ctx, 4, f.messages, kib)
 		})},
-		{"lifecycle 4P/4C 1KiB", filadWorkload(f, func(ctx context.Context, t *filadTarget) (result, error) {
-			return t.lifecycleThroughput(ctx, 4, 4, f.messages, kib)
-		})},
+		{"lifecycle 4P/4C 1KiB", filadWorkload(f, nil, lifecycle)},
+		{"lifecycle 4P/4C 1KiB, telemetry exporting", filadWorkload(f, withTelemetry, lifecycle)},
 	}
 }
 
-// filadWorkload runs fn against a fresh in-process filad on a temp dir.
-func filadWorkload(f benchFlags, fn func(context.Context, *filadTarget) (result, error)) func(context.Context) (result, error) {
+// withTelemetry points filad at an in-process OTLP receiver with the default
+// sampling (every trace) and a 1 s metric interval.
+func withTelemetry(cfg *config.Config) (stop func(), err error) {
+	recv, err := telemetrytest.StartReceiver("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	tc := config.TelemetryDefaults()
+	tc.OTLPEndpoint = recv.Addr()
+	tc.MetricsIntervalMS = 1000
+	cfg.Telemetry = &tc
+	return recv.Stop, nil
+}
+
+// filadWorkload runs fn against a fresh in-process filad on a temp dir;
+// configure, if set, adjusts its config and returns what to stop afterwards.
+func filadWorkload(f benchFlags, configure func(*config.Config) (func(), error), fn func(context.Context, *filadTarget) (result, error)) func(context.Context) (result, error) {
 	return func(ctx context.Context) (result, error) {
 		dir, err := os.MkdirTemp("", "filabench")
 		if err != nil {
@@ -126,6 +144,13 @@ func filadWorkload(f benchFlags, fn func(context.Context, *filadTarget) (result,
 		cfg.Server.ListenAddr = "127.0.0.1:0"
 		cfg.Storage.DataDir = dir
 		cfg.Storage.SyncWrites = f.syncWrites
+		if configure != nil {
+			stop, err := configure(&cfg)
+			if err != nil {
+				return result{}, err
+			}
+			defer stop()
+		}
 		srv, err := server.Start(ctx, cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return result{}, err
@@ -140,6 +165,9 @@ func filadWorkload(f benchFlags, fn func(context.Context, *filadTarget) (result,
 		r.Target = "filad"
 		if !f.syncWrites {
 			r.Target = "filad (sync_writes=false)"
+		}
+		if cfg.Telemetry != nil {
+			r.Target += " +telemetry"
 		}
 		return r, err
 	}

@@ -31,9 +31,21 @@ type Receiver struct {
 // NewReceiver starts a receiver on 127.0.0.1:0, stopped when the test ends.
 func NewReceiver(t testing.TB) *Receiver {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := StartReceiver("127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("receiver listen: %v", err)
+		t.Fatalf("receiver: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// StartReceiver starts a receiver on addr; the caller stops it. Benchmarks
+// and outage tests use it directly (a stopped receiver can be started again
+// on the same address).
+func StartReceiver(addr string) (*Receiver, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
 	r := &Receiver{lis: lis, srv: grpc.NewServer(), done: make(chan struct{})}
 	collmetrics.RegisterMetricsServiceServer(r.srv, r)
@@ -42,8 +54,7 @@ func NewReceiver(t testing.TB) *Receiver {
 		defer close(r.done)
 		_ = r.srv.Serve(lis)
 	}()
-	t.Cleanup(r.Stop)
-	return r
+	return r, nil
 }
 
 // Addr is the receiver's host:port.

@@ -1,0 +1,78 @@
+package telemetry
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fila-dev/filad/config"
+)
+
+func TestSetupDisabled(t *testing.T) {
+	tc := config.TelemetryDefaults()
+	tests := []struct {
+		name string
+		cfg  *config.Telemetry
+		env  map[string]string
+	}{
+		{"no telemetry section", nil, nil},
+		{"OTEL_SDK_DISABLED", &tc, map[string]string{"OTEL_SDK_DISABLED": "true"}},
+	}
+	for _, tt := range tests {
+		h, err := Setup(context.Background(), tt.cfg, SetupOptions{Getenv: func(k string) string { return tt.env[k] }})
+		require.NoError(t, err, tt.name)
+		require.False(t, h.Enabled, tt.name)
+		_, span := h.TracerProvider.Tracer("x").Start(context.Background(), "s")
+		require.False(t, span.IsRecording(), "%s: the no-op provider records nothing", tt.name)
+		require.NoError(t, h.Shutdown(context.Background()), tt.name)
+	}
+}
+
+func TestSetupEnabledBuildsExporters(t *testing.T) {
+	tc := config.TelemetryDefaults()
+	tc.OTLPEndpoint = "127.0.0.1:1" // never dialled: exporters connect lazily
+	h, err := Setup(context.Background(), &tc, SetupOptions{Logger: slog.Default(), Getenv: func(string) string { return "" }})
+	require.NoError(t, err)
+	require.True(t, h.Enabled)
+	_, span := h.TracerProvider.Tracer("x").Start(context.Background(), "s")
+	require.True(t, span.SpanContext().IsSampled(), "ratio 1.0 samples everything")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	_ = h.Shutdown(ctx) // nothing listens; only that it returns matters
+	// The propagators are W3C TraceContext and Baggage.
+	require.ElementsMatch(t, []string{"traceparent", "tracestate", "baggage"}, otel.GetTextMapPropagator().Fields())
+}
+
+func TestEnvelopeCarrierRoundTrip(t *testing.T) {
+	SetPropagators()
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5}, TraceFlags: trace.FlagsSampled,
+	})
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	header := InjectHeaders(ctx)
+	require.Contains(t, header, "traceparent")
+	got := trace.SpanContextFromContext(ExtractHeaders(context.Background(), mapHeader(header)))
+	require.Equal(t, sc.TraceID(), got.TraceID())
+	require.Equal(t, sc.SpanID(), got.SpanID())
+	require.True(t, got.IsRemote())
+	require.Nil(t, InjectHeaders(context.Background()), "no context, no header")
+	require.Equal(t, context.Background(), ExtractHeaders(context.Background(), nil))
+	var _ propagation.TextMapCarrier = EnvelopeCarrier{}
+}
+
+type mapHeader map[string]string
+
+func (m mapHeader) Get(k string) string { return m[k] }
+func (m mapHeader) Keys() []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
