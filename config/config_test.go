@@ -60,7 +60,7 @@ func TestLoad(t *testing.T) {
 				require.Equal(t, "collector:4317", c.Telemetry.OTLPEndpoint)
 				require.Equal(t, "fila", c.Telemetry.ServiceName)
 				require.Equal(t, 10000, c.Telemetry.MetricsIntervalMS)
-				require.Equal(t, 1.0, c.Telemetry.TraceSampleRatio)
+				require.Equal(t, TraceSampleRatioDefault, c.Telemetry.TraceSampleRatio)
 			},
 		},
 		{

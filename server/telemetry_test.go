@@ -265,6 +265,7 @@ func TestOTLPExportEndToEnd(t *testing.T) {
 		tc.OTLPEndpoint = "http://" + recv.Addr()
 		tc.MetricsIntervalMS = 100
 		tc.ServiceName = "fila-e2e"
+		tc.TraceSampleRatio = 1
 		c.Telemetry = &tc
 	}})
 	b.createQueue(t, "exported", nil)

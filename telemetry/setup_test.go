@@ -36,6 +36,7 @@ func TestSetupDisabled(t *testing.T) {
 func TestSetupEnabledBuildsExporters(t *testing.T) {
 	tc := config.TelemetryDefaults()
 	tc.OTLPEndpoint = "127.0.0.1:1" // never dialled: exporters connect lazily
+	tc.TraceSampleRatio = 1
 	h, err := Setup(context.Background(), &tc, SetupOptions{Logger: slog.Default(), Getenv: func(string) string { return "" }})
 	require.NoError(t, err)
 	require.True(t, h.Enabled)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/fila-dev/filad/config"
@@ -37,6 +38,7 @@ type benchFlags struct {
 	messages   int
 	jsonPath   string
 	syncWrites bool
+	only       string
 }
 
 func main() {
@@ -45,6 +47,7 @@ func main() {
 	flag.IntVar(&f.messages, "messages", 20000, "messages per throughput workload")
 	flag.StringVar(&f.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.BoolVar(&f.syncWrites, "sync-writes", true, "storage.sync_writes for the filad under test")
+	flag.StringVar(&f.only, "only", "", "run only the workloads whose name contains this")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -71,6 +74,9 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 		runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, f.syncWrites, f.messages)
 	var results []result
 	for _, w := range workloads(f) {
+		if !strings.Contains(w.name, f.only) {
+			continue
+		}
 		fmt.Fprintf(out, "running %s ...\n", w.name)
 		r, err := w.run(ctx)
 		if err != nil {
@@ -113,22 +119,26 @@ func workloads(f benchFlags) []workload {
 			return t.enqueueThroughput(ctx, 4, f.messages, kib)
 		})},
 		{"lifecycle 4P/4C 1KiB", filadWorkload(f, nil, lifecycle)},
-		{"lifecycle 4P/4C 1KiB, telemetry exporting", filadWorkload(f, withTelemetry, lifecycle)},
+		{"lifecycle 4P/4C 1KiB, telemetry exporting", filadWorkload(f, withTelemetry(config.TraceSampleRatioDefault), lifecycle)},
+		{"lifecycle 4P/4C 1KiB, telemetry exporting, every trace sampled", filadWorkload(f, withTelemetry(1), lifecycle)},
 	}
 }
 
-// withTelemetry points filad at an in-process OTLP receiver with the default
-// sampling (every trace) and a 1 s metric interval.
-func withTelemetry(cfg *config.Config) (stop func(), err error) {
-	recv, err := telemetrytest.StartReceiver("127.0.0.1:0")
-	if err != nil {
-		return nil, err
+// withTelemetry points filad at an in-process OTLP receiver with the given
+// trace sampling ratio and a 1 s metric interval.
+func withTelemetry(ratio float64) func(*config.Config) (func(), error) {
+	return func(cfg *config.Config) (func(), error) {
+		recv, err := telemetrytest.StartReceiver("127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint = recv.Addr()
+		tc.MetricsIntervalMS = 1000
+		tc.TraceSampleRatio = ratio
+		cfg.Telemetry = &tc
+		return recv.Stop, nil
 	}
-	tc := config.TelemetryDefaults()
-	tc.OTLPEndpoint = recv.Addr()
-	tc.MetricsIntervalMS = 1000
-	cfg.Telemetry = &tc
-	return recv.Stop, nil
 }
 
 // filadWorkload runs fn against a fresh in-process filad on a temp dir;
@@ -167,7 +177,7 @@ func filadWorkload(f benchFlags, configure func(*config.Config) (func(), error),
 			r.Target = "filad (sync_writes=false)"
 		}
 		if cfg.Telemetry != nil {
-			r.Target += " +telemetry"
+			r.Target += fmt.Sprintf(" +telemetry (sampling %g)", cfg.Telemetry.TraceSampleRatio)
 		}
 		return r, err
 	}
