@@ -1,0 +1,183 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	"go.uber.org/goleak"
+
+	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/client"
+	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startBroker starts filad in-process (on h's providers when h is set) and
+// returns its address.
+func startBroker(t *testing.T, h *telemetrytest.Harness) string {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Storage.DataDir = t.TempDir()
+	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if h != nil {
+		opts.TracerProvider, opts.MeterProvider = h.TracerProvider, h.MeterProvider
+	}
+	srv, err := server.Start(context.Background(), cfg, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
+	return srv.Addr().String()
+}
+
+// dial returns a client on h's tracer provider (the global one if h is nil).
+func dial(t *testing.T, addr string, h *telemetrytest.Harness) *client.Client {
+	t.Helper()
+	opts := client.Options{Propagator: propagation.TraceContext{}}
+	if h != nil {
+		opts.TracerProvider = h.TracerProvider
+	}
+	c, err := client.Dial(addr, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestConsumeAcksNacksAndRecoversPanics(t *testing.T) {
+	t.Parallel()
+	c := dial(t, startBroker(t, nil), nil)
+	require.NoError(t, c.CreateQueue(ctxT(t), "jobs", client.QueueConfig{}))
+	ids := map[string]string{}
+	for _, kind := range []string{"ok", "fail-once", "panic-once"} {
+		id, err := c.Enqueue(ctxT(t), "jobs", map[string]string{"kind": kind}, []byte(kind))
+		require.NoError(t, err)
+		ids[id] = kind
+	}
+
+	ctx, cancel := context.WithCancel(ctxT(t))
+	var mu sync.Mutex
+	attempts := map[string][]uint32{}
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, "jobs", client.ConsumeOptions{MaxInFlight: 2}, func(_ context.Context, m *filav1.Message) error {
+			mu.Lock()
+			attempts[m.GetHeaders()["kind"]] = append(attempts[m.GetHeaders()["kind"]], m.GetMetadata().GetAttemptCount())
+			mu.Unlock()
+			first := m.GetMetadata().GetAttemptCount() == 0
+			switch m.GetHeaders()["kind"] {
+			case "fail-once":
+				if first {
+					return errors.New("transient")
+				}
+			case "panic-once":
+				if first {
+					panic("boom")
+				}
+			}
+			return nil
+		})
+	}()
+	require.Eventually(t, func() bool {
+		st, err := c.Stats(ctxT(t), "jobs")
+		return err == nil && st.GetDepth() == 0 && st.GetInFlight() == 0
+	}, 20*time.Second, 5*time.Millisecond, "all settled")
+	cancel()
+	require.NoError(t, <-done, "a cancelled Consume returns nil")
+
+	require.Equal(t, []uint32{0}, attempts["ok"])
+	require.Equal(t, []uint32{0, 1}, attempts["fail-once"], "an error nacks: redelivered with attempt 1")
+	require.Equal(t, []uint32{0, 1}, attempts["panic-once"], "a panic is recovered and nacked")
+}
+
+func TestConsumeBoundsInFlight(t *testing.T) {
+	t.Parallel()
+	c := dial(t, startBroker(t, nil), nil)
+	require.NoError(t, c.CreateQueue(ctxT(t), "b", client.QueueConfig{}))
+	for range 20 {
+		_, err := c.Enqueue(ctxT(t), "b", nil, nil)
+		require.NoError(t, err)
+	}
+	var running, peak, handled atomic.Int32
+	release := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, "b", client.ConsumeOptions{MaxInFlight: 3}, func(context.Context, *filav1.Message) error {
+			n := running.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			<-release
+			running.Add(-1)
+			handled.Add(1)
+			return nil
+		})
+	}()
+	require.Eventually(t, func() bool { return running.Load() == 3 }, 20*time.Second, time.Millisecond)
+	close(release)
+	require.Eventually(t, func() bool { return handled.Load() == 20 }, 20*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.EqualValues(t, 3, peak.Load())
+}
+
+// TestTraceContinuity: the producer's span, the broker's spans and the
+// consumer's process span are one trace, and the process span links to the
+// producer's context.
+func TestTraceContinuity(t *testing.T) {
+	t.Parallel()
+	brokerH, producerH, consumerH := telemetrytest.New(t), telemetrytest.New(t), telemetrytest.New(t)
+	addr := startBroker(t, brokerH)
+	producer, consumer := dial(t, addr, producerH), dial(t, addr, consumerH)
+	require.NoError(t, producer.CreateQueue(ctxT(t), "t", client.QueueConfig{}))
+
+	ctx, root := producerH.TracerProvider.Tracer("app").Start(ctxT(t), "checkout")
+	id, err := producer.Enqueue(ctx, "t", map[string]string{"k": "v"}, []byte("order"))
+	require.NoError(t, err)
+	root.End()
+	traceID := root.SpanContext().TraceID()
+	send := producerH.FindSpan(t, "send t", nil)
+	telemetrytest.RequireChildOf(t, send, root.SpanContext())
+
+	// The broker's spans are in the producer's trace.
+	require.Equal(t, traceID, brokerH.FindSpan(t, "fila.v1.FilaService/Enqueue", nil).SpanContext().TraceID())
+	require.Equal(t, traceID, brokerH.FindSpan(t, actors.SpanEnqueue, nil).SpanContext().TraceID())
+
+	// A consumer on its own tracer provider joins the same trace.
+	cctx, cancel := context.WithCancel(ctxT(t))
+	got := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.Consume(cctx, "t", client.ConsumeOptions{}, func(ctx context.Context, m *filav1.Message) error {
+			got <- m.GetId()
+			return nil
+		})
+	}()
+	require.Equal(t, id, <-got)
+	require.Eventually(t, func() bool { return len(consumerH.Spans("process t")) == 1 }, 20*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	process := consumerH.Spans("process t")[0]
+	require.Equal(t, traceID, process.SpanContext().TraceID(), "the process span is in the producer's trace")
+	telemetrytest.RequireChildOf(t, process, send.SpanContext())
+	telemetrytest.RequireLinked(t, process, send.SpanContext())
+	// The broker's delivery span links to where the message was created too.
+	require.Eventually(t, func() bool { return len(brokerH.Spans(actors.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
+	telemetrytest.RequireLinked(t, brokerH.Spans(actors.SpanDeliver)[0], brokerH.FindSpan(t, actors.SpanEnqueue, nil).SpanContext())
+}

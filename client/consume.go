@@ -1,0 +1,116 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// Handler processes one message. Returning nil acks it; an error nacks it
+// (the error's text is the nack reason); a panic is recovered and nacks it.
+// ctx carries the message's "process" span.
+type Handler func(ctx context.Context, m *filav1.Message) error
+
+// ConsumeOptions tunes Consume.
+type ConsumeOptions struct {
+	// MaxInFlight bounds the handlers running at once. Defaults to 16.
+	MaxInFlight int
+	// SettleTimeout bounds each Ack or Nack, which are sent even after ctx
+	// is cancelled so finished work is not redelivered. Defaults to 10 s.
+	SettleTimeout time.Duration
+}
+
+// Consume leases from queue and runs h for each message, with at most
+// MaxInFlight handlers at once, then acks or nacks it. Each handler runs
+// under a "process <queue>" consumer span that continues the message's
+// trace (its traceparent header) and links to the producer's context, per
+// the messaging semantic conventions.
+//
+// Consume returns nil when ctx is cancelled, after every running handler
+// has finished and been settled; it returns the stream's error otherwise.
+func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions, h Handler) error {
+	maxInFlight := opts.MaxInFlight
+	if maxInFlight <= 0 {
+		maxInFlight = 16
+	}
+	settleTimeout := opts.SettleTimeout
+	if settleTimeout <= 0 {
+		settleTimeout = 10 * time.Second
+	}
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.Lease(streamCtx, queue)
+	if err != nil {
+		return err
+	}
+	slots := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := stream.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			// The message stays leased and comes back when its lease expires.
+			return nil
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			c.process(ctx, queue, m, h, settleTimeout)
+		})
+	}
+}
+
+// process runs h under the message's process span and settles the message.
+func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settleTimeout time.Duration) {
+	created := c.prop.Extract(context.Background(), propagation.MapCarrier(m.GetHeaders()))
+	link := trace.LinkFromContext(created)
+	// The span continues the message's trace: the producer's (or, if it sent
+	// none, the broker's enqueue) context is its parent and its link.
+	parent := trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(created))
+	spanCtx, span := c.tracer.Start(parent, "process "+queue,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(link),
+		trace.WithAttributes(append(messagingAttrs("process", queue),
+			attribute.String("messaging.message.id", m.GetId()),
+			attribute.Int64("fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
+	defer span.End()
+
+	err := runHandler(spanCtx, m, h)
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(spanCtx), settleTimeout)
+	defer cancel()
+	if err != nil {
+		fail(span, err)
+		_ = c.Nack(settleCtx, queue, m.GetId(), err.Error())
+		return
+	}
+	if ackErr := c.Ack(settleCtx, queue, m.GetId()); ackErr != nil {
+		fail(span, ackErr)
+	}
+}
+
+// ErrPanic wraps a handler panic, which Consume turns into a nack.
+var ErrPanic = errors.New("handler panicked")
+
+func runHandler(ctx context.Context, m *filav1.Message, h Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrPanic, r)
+		}
+	}()
+	return h(ctx, m)
+}
