@@ -19,10 +19,11 @@ type Delivery struct {
 
 var consumerIDs atomic.Uint64
 
-// Consumer is one lease stream's mailbox for deliveries. The queue actor
-// pushes into Deliveries only while it holds credit for the consumer, so the
-// push never blocks; the stream grants credit back as it sends, which bounds
-// what a slow consumer can hold without slowing anyone else.
+// Consumer is one lease stream's mailbox for deliveries. Its buffer size is
+// also the most messages leased to it and not yet settled: the queue actor
+// delivers only while the consumer has fewer unsettled messages than that,
+// so a push never blocks, and a slow consumer holds at most that many
+// without slowing anyone else.
 type Consumer struct {
 	id uint64
 	// Deliveries receives leased messages; its capacity is the buffer size.
@@ -41,7 +42,7 @@ func NewConsumer(size int) *Consumer {
 	}
 }
 
-// ID identifies the consumer in Credit and Unsubscribe messages.
+// ID identifies the consumer in Unsubscribe messages.
 func (c *Consumer) ID() uint64 { return c.id }
 
 // Done is closed when the queue actor has ended the consumer.

@@ -41,16 +41,10 @@ type (
 	SettleReply struct{ Err error }
 	// Subscribe adds a consumer. Reply: *SubscribeReply.
 	Subscribe struct{ Consumer *Consumer }
-	// SubscribeReply confirms a Subscribe; Queue is where Credit and
-	// Unsubscribe go.
+	// SubscribeReply confirms a Subscribe; Queue is where Unsubscribe goes.
 	SubscribeReply struct{ Queue *actor.PID }
 	// Unsubscribe removes a consumer; its leases stay until they expire.
 	Unsubscribe struct{ ConsumerID uint64 }
-	// Credit returns n delivery slots to a consumer that has sent n messages on.
-	Credit struct {
-		ConsumerID uint64
-		N          int
-	}
 	// GetStats asks for the queue's statistics. Reply: *QueueStats.
 	GetStats struct{}
 	// QueueStats is a queue's state now.
@@ -105,6 +99,7 @@ type message struct {
 	settling bool // an ack or nack is being written
 	leaseGen uint64
 	leasedAt time.Time
+	consumer uint64 // the consumer it is leased to
 }
 
 type expiry struct {
@@ -114,7 +109,10 @@ type expiry struct {
 }
 
 type consumerSlot struct {
-	c      *Consumer
+	c *Consumer
+	// credit is how many more messages the consumer may hold unsettled: it
+	// starts at its buffer size, falls with each delivery, and rises when a
+	// message leased to it is acked, nacked or expires.
 	credit int
 	// parent is the Lease call's span context; deliveries are its children.
 	parent context.Context
@@ -210,14 +208,6 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.dispatch(ctx)
 	case *Unsubscribe:
 		q.unsubscribe(ctx, m.ConsumerID)
-	case *Credit:
-		for _, s := range q.consumers {
-			if s.c.id == m.ConsumerID {
-				s.credit += m.N
-				q.dispatch(ctx)
-				break
-			}
-		}
 	case *leaseTick:
 		q.expire(ctx)
 	case *flushReading:
@@ -428,8 +418,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	d.span.End()
 	if m != nil { // nil only if a restart reloaded the queue after the commit
 		if m.leased {
-			m.leased = false
-			q.leased--
+			q.unlease(m)
 		}
 		m.settling = false
 		if d.nack {
@@ -468,7 +457,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 			break
 		}
 		m, _, _ := q.ready.pop()
-		m.leased, m.leasedAt = true, now
+		m.leased, m.leasedAt, m.consumer = true, now, s.c.id
 		m.leaseGen++
 		q.leased++
 		q.expiries.push(expiry{at: expires, id: m.id, gen: m.leaseGen})
@@ -485,6 +474,19 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	q.counts.Leased += int64(n)
 	q.armTimer(ctx)
 	q.changed(ctx)
+}
+
+// unlease ends m's lease and gives its consumer the slot back.
+func (q *queueActor) unlease(m *message) {
+	m.leased = false
+	q.leased--
+	for _, s := range q.consumers {
+		if s.c.id == m.consumer {
+			s.credit++
+			break
+		}
+	}
+	m.consumer = 0
 }
 
 // nextConsumer returns the next consumer with credit after the last one
@@ -510,8 +512,7 @@ func (q *queueActor) expire(ctx actor.Context) {
 		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
 			continue // settled or leased again since
 		}
-		m.leased = false
-		q.leased--
+		q.unlease(m)
 		m.rec = withAttempt(m.rec)
 		b.PutMessage(q.cfg.Name, m.id, m.rec)
 		b.DeleteLease(q.cfg.Name, m.id)

@@ -118,10 +118,12 @@ func (c *Client) Nack(ctx context.Context, queue, id, reason string) error {
 }
 
 // Lease opens a consumer stream on queue. Each message it yields is leased
-// to this stream until acked, nacked or its visibility timeout passes.
-// Cancel ctx to close the stream; its leases stay until they expire.
-func (c *Client) Lease(ctx context.Context, queue string) (*Stream, error) {
-	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+// to this stream until acked, nacked or its visibility timeout passes; the
+// broker leases at most maxInFlight unsettled messages to it (0: the
+// broker's default, 256). Cancel ctx to close the stream; its leases stay
+// until they expire.
+func (c *Client) Lease(ctx context.Context, queue string, maxInFlight uint32) (*Stream, error) {
+	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: maxInFlight})
 	if err != nil {
 		return nil, err
 	}

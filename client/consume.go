@@ -21,7 +21,8 @@ type Handler func(ctx context.Context, m *filav1.Message) error
 
 // ConsumeOptions tunes Consume.
 type ConsumeOptions struct {
-	// MaxInFlight bounds the handlers running at once. Defaults to 16.
+	// MaxInFlight bounds the handlers running at once, and the messages the
+	// broker leases to this consumer ahead of them. Defaults to 16.
 	MaxInFlight int
 	// SettleTimeout bounds each Ack or Nack, which are sent even after ctx
 	// is cancelled so finished work is not redelivered. Defaults to 10 s.
@@ -47,7 +48,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 	}
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Lease(streamCtx, queue)
+	stream, err := c.Lease(streamCtx, queue, uint32(maxInFlight))
 	if err != nil {
 		return err
 	}
@@ -75,19 +76,25 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 	}
 }
 
-// process runs h under the message's process span and settles the message.
-func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settleTimeout time.Duration) {
+// StartProcessSpan starts the "process <queue>" consumer span of one
+// message: it continues the message's trace (its traceparent header: the
+// producer's context, or the broker's enqueue if the producer sent none) and
+// links to that context, per the messaging semantic conventions. End it
+// when the message is settled.
+func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.Message) (context.Context, trace.Span) {
 	created := c.prop.Extract(context.Background(), propagation.MapCarrier(m.GetHeaders()))
-	link := trace.LinkFromContext(created)
-	// The span continues the message's trace: the producer's (or, if it sent
-	// none, the broker's enqueue) context is its parent and its link.
 	parent := trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(created))
-	spanCtx, span := c.tracer.Start(parent, "process "+queue,
+	return c.tracer.Start(parent, "process "+queue,
 		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithLinks(link),
+		trace.WithLinks(trace.LinkFromContext(created)),
 		trace.WithAttributes(append(messagingAttrs("process", queue),
 			attribute.String("messaging.message.id", m.GetId()),
 			attribute.Int64("fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
+}
+
+// process runs h under the message's process span and settles the message.
+func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settleTimeout time.Duration) {
+	spanCtx, span := c.StartProcessSpan(ctx, queue, m)
 	defer span.End()
 
 	err := runHandler(spanCtx, m, h)

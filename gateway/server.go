@@ -35,15 +35,19 @@ type Options struct {
 	MaxMailbox int64
 	// PoolSize is the number of gateway actors. Defaults to 2 × GOMAXPROCS.
 	PoolSize int
-	// ConsumerBuffer is how many deliveries a lease stream may hold before it
-	// has sent them on. Defaults to ConsumerBufferDefault.
+	// ConsumerBuffer is a lease stream's max_in_flight when the request
+	// leaves it 0: the most messages leased to it and not yet acked or
+	// nacked. Defaults to ConsumerBufferDefault.
 	ConsumerBuffer int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// ConsumerBufferDefault bounds the deliveries waiting in one lease stream.
+// ConsumerBufferDefault is the default max_in_flight of a lease stream.
 const ConsumerBufferDefault = 256
+
+// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.
+const MaxConsumerInFlight = 10_000
 
 // Server implements the fila.v1 services.
 type Server struct {

@@ -46,14 +46,21 @@ func (s *Server) Nack(ctx context.Context, req *filav1.NackRequest) (*filav1.Nac
 func settleErr(r *actors.SettleReply) error { return r.Err }
 
 // Lease implements filav1.FilaServiceServer. The stream subscribes a
-// consumer to the queue actor and sends on what the actor leases to it,
-// returning credit as it goes; if the queue actor is restarted by its
-// supervisor, the stream subscribes again.
+// consumer to the queue actor and sends on what the actor leases to it, at
+// most max_in_flight unsettled at a time; if the queue actor is restarted
+// by its supervisor, the stream subscribes again.
 func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_LeaseServer) error {
 	ctx := stream.Context()
 	annotate(ctx, telemetry.OpReceive, req.GetQueue(), "")
+	size := s.opts.ConsumerBuffer
+	if n := req.GetMaxInFlight(); n > 0 {
+		if n > MaxConsumerInFlight {
+			return toStatus(invalid("max_in_flight: %d is over the limit of %d", n, MaxConsumerInFlight))
+		}
+		size = int(n)
+	}
 	for {
-		c := actors.NewConsumer(s.opts.ConsumerBuffer)
+		c := actors.NewConsumer(size)
 		r, err := askFor(s, ctx, &call{req: req, consumer: c}, func(*actors.SubscribeReply) error { return nil })
 		if err != nil {
 			return err
@@ -67,19 +74,12 @@ func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_Lease
 
 // pump sends deliveries until the stream or the consumer ends.
 func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply) error {
-	credit, half := 0, max(cap(c.Deliveries)/2, 1)
 	for {
 		select {
 		case d := <-c.Deliveries:
 			if err := stream.Send(&filav1.LeaseResponse{Message: toProto(d)}); err != nil {
 				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
 				return err
-			}
-			// Return credit in batches, or at once when the buffer has run
-			// dry so an idle stream is never left without credit.
-			if credit++; credit >= half || len(c.Deliveries) == 0 {
-				s.sys.Send(sub.Queue, &actors.Credit{ConsumerID: c.ID(), N: credit})
-				credit = 0
 			}
 		case <-c.Done():
 			return c.Err()

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
@@ -58,32 +57,32 @@ func msgIDs(ms []*filav1.Message) []string {
 
 func TestSlowConsumerDoesNotSlowFastConsumer(t *testing.T) {
 	t.Parallel()
-	const buffer, total, payloadSize = 8, 600, 1024
-	b := setup(t, setupOpts{opts: server.Options{ConsumerBuffer: buffer}})
+	const held, total = 8, 600
+	b := setup(t, setupOpts{})
 	b.createQueue(t, "q", nil)
-	// The slow consumer, on its own connection with a fixed 64 KiB window,
-	// opens its stream first and never reads.
-	const window = 64 << 10
-	slowConn := dial(t, b.srv.Addr(), grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+	// The slow consumer opens its stream first and never reads.
 	slowCtx, cancelSlow := context.WithCancel(ctxT(t))
 	defer cancelSlow()
-	_, err := filav1.NewFilaServiceClient(slowConn).Lease(slowCtx, &filav1.LeaseRequest{Queue: "q"})
+	_, err := b.svc.Lease(slowCtx, &filav1.LeaseRequest{Queue: "q", MaxInFlight: held})
 	require.NoError(t, err)
 	eventually(t, func() bool { return b.stats(t, "q").GetActiveConsumers() == 1 }, "slow consumer subscribed")
 	fast, _ := b.lease(t, "q")
 	eventually(t, func() bool { return b.stats(t, "q").GetActiveConsumers() == 2 }, "fast consumer subscribed")
 
-	payload := make([]byte, payloadSize)
+	payload := make([]byte, 1024)
 	for range total {
 		b.enqueue(t, "q", nil, payload)
 	}
-	// The slow stream holds at most its buffer plus what gRPC's transport
-	// takes (the 64 KiB window and up to 64 KiB of server-side write
-	// buffers; 126 messages were measured); everything else reaches the fast
-	// consumer, which never waits on the slow one.
-	maxHeld := buffer + (window+64<<10)/payloadSize + 8
-	recvN(t, fast, total-maxHeld)
-	eventually(t, func() bool { return b.stats(t, "q").GetDepth() == 0 }, "nothing waits for the slow consumer")
+	// The slow stream holds exactly its max_in_flight; everything else
+	// reaches the fast consumer, which never waits on the slow one.
+	for range total - held {
+		m := recvN(t, fast, 1)[0]
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "q", MessageId: m.GetId()})
+		require.NoError(t, err)
+	}
+	st := b.stats(t, "q")
+	require.Zero(t, st.GetDepth())
+	require.EqualValues(t, held, st.GetInFlight())
 }
 
 func TestTraceparentReachesConsumer(t *testing.T) {

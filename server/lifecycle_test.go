@@ -160,7 +160,9 @@ func TestDRRWeightedShares(t *testing.T) {
 	require.EqualValues(t, 3*window, st.GetDepth())
 	require.EqualValues(t, 3, st.GetActiveFairnessKeys())
 
-	stream, _ := b.lease(t, "fair")
+	// Room for the whole window unacked, so delivery order is DRR's alone.
+	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: window})
+	require.NoError(t, err)
 	counts := map[string]int{}
 	for _, m := range recvN(t, stream, window) {
 		counts[m.GetMetadata().GetFairnessKey()]++

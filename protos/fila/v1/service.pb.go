@@ -126,8 +126,12 @@ func (x *EnqueueResponse) GetMessageId() string {
 }
 
 type LeaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// max_in_flight is the most messages leased to this stream and not yet
+	// acked or nacked (expired leases free their slot too); 0 means the
+	// server's default, 256. At most 10000.
+	MaxInFlight   uint32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +171,13 @@ func (x *LeaseRequest) GetQueue() string {
 		return x.Queue
 	}
 	return ""
+}
+
+func (x *LeaseRequest) GetMaxInFlight() uint32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
 }
 
 type LeaseResponse struct {
@@ -412,9 +423,10 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"0\n" +
 	"\x0fEnqueueResponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x01 \x01(\tR\tmessageId\"$\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"H\n" +
 	"\fLeaseRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\";\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\"\n" +
+	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\";\n" +
 	"\rLeaseResponse\x12*\n" +
 	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\"A\n" +
 	"\n" +

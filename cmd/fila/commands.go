@@ -1,0 +1,377 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/client"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// DefaultAddr is where fila looks for filad without --addr or FILA_ADDR.
+const DefaultAddr = "127.0.0.1:5555"
+
+type global struct{ addr string }
+
+func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
+	fs := flag.NewFlagSet("fila", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g := global{}
+	def := getenv("FILA_ADDR")
+	if def == "" {
+		def = DefaultAddr
+	}
+	fs.StringVar(&g.addr, "addr", def, "filad address")
+	if err := fs.Parse(args); err != nil {
+		return g, nil, err
+	}
+	return g, fs.Args(), nil
+}
+
+type command func(ctx context.Context, g global, args []string, e env) int
+
+var commands = map[string]command{
+	"queue":   queueCmd,
+	"enqueue": enqueueCmd,
+	"consume": consumeCmd,
+}
+
+// connect dials filad, exporting fila's own spans when
+// OTEL_EXPORTER_OTLP_ENDPOINT is set; call the returned func when done.
+func connect(ctx context.Context, g global, e env) (*client.Client, func(), error) {
+	opts := client.Options{Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
+	shutdown := func() {}
+	if e.getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		// The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint, TLS, headers).
+		exp, err := otlptracegrpc.New(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tracing: %w", err)
+		}
+		res, _ := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName("fila-cli")))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		opts.TracerProvider = tp
+		otel.SetTracerProvider(tp)
+		shutdown = func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }
+	}
+	c, err := client.Dial(g.addr, opts)
+	if err != nil {
+		shutdown()
+		return nil, nil, err
+	}
+	return c, func() { _ = c.Close(); shutdown() }, nil
+}
+
+// fail prints err as one line and returns its exit code.
+func fail(e env, err error) int {
+	fmt.Fprintln(e.stderr, "fila:", describe(err))
+	return exitError
+}
+
+// describe turns a gRPC status into a one-line message for a person.
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return "filad is not reachable or is shutting down: " + st.Message()
+	case codes.DeadlineExceeded:
+		return "filad did not answer in time"
+	default:
+		return fmt.Sprintf("%s (%s)", st.Message(), strings.ToUpper(snake(st.Code().String())))
+	}
+}
+
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func usageErr(e env, format string, a ...any) int {
+	fmt.Fprintf(e.stderr, "fila: "+format+"\n", a...)
+	return exitUsage
+}
+
+// parseInterleaved parses fs's flags wherever they appear among args and
+// returns the positional arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func queueCmd(ctx context.Context, g global, args []string, e env) int {
+	if len(args) == 0 {
+		return usageErr(e, "queue needs a subcommand: create, delete, list or stats")
+	}
+	fs := flag.NewFlagSet("queue "+args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	vt := fs.Uint64("visibility-timeout-ms", 0, "lease duration (0: broker default)")
+	fkh := fs.String("fairness-key-header", "", "header holding the fairness key (empty: broker default)")
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return usageErr(e, "%v", err)
+	}
+	want := map[string]int{"create": 1, "delete": 1, "stats": 1, "list": 0}
+	n, known := want[args[0]]
+	if !known {
+		return usageErr(e, "unknown queue subcommand %q", args[0])
+	}
+	if len(pos) != n {
+		return usageErr(e, "queue %s takes %d argument(s), got %d", args[0], n, len(pos))
+	}
+	c, done, err := connect(ctx, g, e)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer done()
+	switch args[0] {
+	case "create":
+		if err := c.CreateQueue(ctx, pos[0], client.QueueConfig{VisibilityTimeoutMS: *vt, FairnessKeyHeader: *fkh}); err != nil {
+			return fail(e, err)
+		}
+		fmt.Fprintf(e.stdout, "created queue %s\n", pos[0])
+	case "delete":
+		if err := c.DeleteQueue(ctx, pos[0]); err != nil {
+			return fail(e, err)
+		}
+		fmt.Fprintf(e.stdout, "deleted queue %s\n", pos[0])
+	case "list":
+		qs, err := c.ListQueues(ctx)
+		if err != nil {
+			return fail(e, err)
+		}
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "QUEUE\tDEPTH\tIN FLIGHT\tCONSUMERS")
+		for _, q := range qs {
+			fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", q.GetName(), q.GetDepth(), q.GetInFlight(), q.GetActiveConsumers())
+		}
+		_ = w.Flush()
+	case "stats":
+		st, err := c.Stats(ctx, pos[0])
+		if err != nil {
+			return fail(e, err)
+		}
+		printStats(e.stdout, pos[0], st)
+	}
+	return exitOK
+}
+
+func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
+	fmt.Fprintf(out, "queue %s: depth %d, in flight %d, consumers %d, fairness keys %d, quantum %d\n",
+		queue, st.GetDepth(), st.GetInFlight(), st.GetActiveConsumers(), st.GetActiveFairnessKeys(), st.GetQuantum())
+	keys := st.GetPerKeyStats()
+	if len(keys) == 0 {
+		return
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].GetKey() < keys[j].GetKey() })
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FAIRNESS KEY\tPENDING\tWEIGHT\tDEFICIT")
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", k.GetKey(), k.GetPending(), k.GetWeight(), k.GetDeficit())
+	}
+	_ = w.Flush()
+}
+
+// headerFlags collects repeated -H key=value.
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return "" }
+
+func (h headerFlags) Set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("header %q: want key=value", kv)
+	}
+	h[k] = v
+	return nil
+}
+
+func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
+	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	headers := headerFlags{}
+	fs.Var(headers, "H", "header key=value (repeatable)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(e, "%v", err)
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return usageErr(e, "enqueue takes QUEUE [PAYLOAD]")
+	}
+	var payload []byte
+	if len(pos) == 2 {
+		payload = []byte(pos[1])
+	} else if payload, err = io.ReadAll(e.stdin); err != nil {
+		return fail(e, fmt.Errorf("reading payload from stdin: %w", err))
+	}
+	c, done, err := connect(ctx, g, e)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer done()
+	id, err := c.Enqueue(ctx, pos[0], headers, payload)
+	if err != nil {
+		return fail(e, err)
+	}
+	fmt.Fprintln(e.stdout, id)
+	return exitOK
+}
+
+// jsonMessage is one consumed message in --json output.
+type jsonMessage struct {
+	ID           string            `json:"id"`
+	Queue        string            `json:"queue"`
+	FairnessKey  string            `json:"fairness_key"`
+	Weight       uint32            `json:"weight"`
+	AttemptCount uint32            `json:"attempt_count"`
+	Headers      map[string]string `json:"headers"`
+	PayloadB64   string            `json:"payload_base64"`
+	EnqueuedAt   string            `json:"enqueued_at"`
+}
+
+func consumeCmd(ctx context.Context, g global, args []string, e env) int {
+	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	count := fs.Int("count", 0, "stop after N messages (0: until interrupted)")
+	ack := fs.Bool("ack", false, "ack each message (the default)")
+	nack := fs.Bool("nack", false, "nack each message instead of acking it")
+	asJSON := fs.Bool("json", false, "one JSON object per message")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(e, "%v", err)
+	}
+	if len(pos) != 1 {
+		return usageErr(e, "consume takes QUEUE")
+	}
+	if *ack && *nack {
+		return usageErr(e, "--ack and --nack exclude each other")
+	}
+	if *count < 0 || *count > maxCount {
+		return usageErr(e, "--count must be from 0 to %d", maxCount)
+	}
+	c, done, err := connect(ctx, g, e)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer done()
+	p := printer{out: e.stdout, json: *asJSON}
+	settle := func(ctx context.Context, m *filav1.Message) error {
+		if *nack {
+			return c.Nack(ctx, pos[0], m.GetId(), "nacked by fila consume --nack")
+		}
+		return c.Ack(ctx, pos[0], m.GetId())
+	}
+	if *count == 0 {
+		err = c.Consume(ctx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {
+			p.print(m)
+			if *nack {
+				return errors.New("nacked by fila consume --nack")
+			}
+			return nil
+		})
+	} else {
+		err = consumeCount(ctx, c, pos[0], *count, p, settle)
+	}
+	if err != nil {
+		return fail(e, err)
+	}
+	return exitOK
+}
+
+// maxCount is the largest --count: the broker's max_in_flight limit.
+const maxCount = 10_000
+
+// consumeCount leases exactly n messages: the stream asks for max_in_flight
+// n, so the broker leases no more than that; it closes the stream before
+// settling any, so none is leased to it behind the last.
+func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p printer, settle func(context.Context, *filav1.Message) error) error {
+	streamCtx, closeStream := context.WithCancel(ctx)
+	defer closeStream()
+	stream, err := c.Lease(streamCtx, queue, uint32(n))
+	if err != nil {
+		return err
+	}
+	type received struct {
+		m    *filav1.Message
+		span trace.Span
+		ctx  context.Context
+	}
+	got := make([]received, 0, n)
+	for len(got) < n {
+		m, err := stream.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				break // interrupted: settle what arrived
+			}
+			return err
+		}
+		spanCtx, span := c.StartProcessSpan(ctx, queue, m)
+		p.print(m)
+		got = append(got, received{m, span, spanCtx})
+	}
+	closeStream()
+	for _, r := range got {
+		err := settle(context.WithoutCancel(r.ctx), r.m)
+		r.span.End()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printer writes consumed messages as text or JSON lines.
+type printer struct {
+	out  io.Writer
+	json bool
+}
+
+func (p printer) print(m *filav1.Message) {
+	md := m.GetMetadata()
+	if !p.json {
+		fmt.Fprintf(p.out, "%s  key=%s  attempt=%d  %d bytes\n", m.GetId(), md.GetFairnessKey(), md.GetAttemptCount(), len(m.GetPayload()))
+		return
+	}
+	_ = json.NewEncoder(p.out).Encode(jsonMessage{
+		ID: m.GetId(), Queue: md.GetQueueId(), FairnessKey: md.GetFairnessKey(), Weight: md.GetWeight(),
+		AttemptCount: md.GetAttemptCount(), Headers: m.GetHeaders(),
+		PayloadB64: base64.StdEncoding.EncodeToString(m.GetPayload()),
+		EnqueuedAt: m.GetTimestamps().GetEnqueuedAt().AsTime().UTC().Format(time.RFC3339Nano),
+	})
+}

@@ -1,0 +1,73 @@
+// Command fila drives filad from the shell.
+//
+//	fila [--addr host:port] queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
+//	fila queue delete NAME
+//	fila queue list
+//	fila queue stats NAME
+//	fila enqueue QUEUE [PAYLOAD] [-H key=value]...     (payload from stdin when absent)
+//	fila consume QUEUE [--count N] [--ack|--nack] [--json]
+//
+// The address comes from --addr, else FILA_ADDR, else 127.0.0.1:5555. When
+// OTEL_EXPORTER_OTLP_ENDPOINT is set, fila exports its own spans there, so
+// `fila enqueue` and `fila consume` appear in the broker's traces.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the broker refused or could not be reached
+	exitUsage = 2 // bad command line
+)
+
+// env is the part of the environment fila reads.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	e := env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	g, rest, err := parseGlobal(args, getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "fila:", err)
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, ok := commands[rest[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "fila: unknown command %q\n%s", rest[0], usage)
+		return exitUsage
+	}
+	return cmd(ctx, g, rest[1:], e)
+}
+
+const usage = `usage:
+  fila [--addr host:port] queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
+  fila queue delete NAME
+  fila queue list
+  fila queue stats NAME
+  fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
+  fila consume QUEUE [--count N] [--ack|--nack] [--json]
+The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555.
+`

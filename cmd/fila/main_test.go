@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startBroker(t *testing.T) string {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Storage.DataDir = t.TempDir()
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
+	return srv.Addr().String()
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// fila runs the CLI in-process with FILA_ADDR=addr and the given stdin.
+func fila(t *testing.T, addr, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	env := map[string]string{"FILA_ADDR": addr}
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errOut, func(k string) string { return env[k] })
+	return result{code, out.String(), errOut.String()}
+}
+
+func TestQueueCommands(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	r := fila(t, addr, "", "queue", "create", "orders", "--visibility-timeout-ms", "5000")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "created queue orders\n", r.stdout)
+
+	for _, key := range []string{"a", "a", "b"} {
+		r = fila(t, addr, "", "enqueue", "orders", "-H", "fila-fairness-key="+key, "-H", "fila-weight=2", "hello")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Len(t, strings.TrimSpace(r.stdout), 36, "prints the message id")
+	}
+
+	r = fila(t, addr, "", "queue", "list")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2)
+	require.Equal(t, []string{"QUEUE", "DEPTH", "IN", "FLIGHT", "CONSUMERS"}, strings.Fields(lines[0]))
+	require.Equal(t, "orders", strings.Fields(lines[1])[0])
+
+	r = fila(t, addr, "", "queue", "stats", "orders")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "queue orders: depth 3, in flight 0, consumers 0, fairness keys 2, quantum 1")
+	require.Regexp(t, `(?m)^FAIRNESS KEY\s+PENDING\s+WEIGHT\s+DEFICIT$`, r.stdout)
+	require.Regexp(t, `(?m)^a\s+2\s+2\s+0$`, r.stdout)
+	require.Regexp(t, `(?m)^b\s+1\s+2\s+0$`, r.stdout)
+
+	r = fila(t, addr, "", "queue", "delete", "orders")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = fila(t, addr, "", "queue", "stats", "orders")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "fila: queue not found: queue \"orders\" (NOT_FOUND)\n", r.stderr)
+}
+
+func TestEnqueueAndConsume(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	require.Zero(t, fila(t, addr, "", "queue", "create", "q").code)
+	id1 := strings.TrimSpace(fila(t, addr, "", "enqueue", "q", "-H", "fila-fairness-key=k1", "first").stdout)
+	id2 := strings.TrimSpace(fila(t, addr, "from stdin", "enqueue", "q").stdout)
+
+	// Text output: id, fairness key, attempt, size; --nack sends them back.
+	r := fila(t, addr, "", "consume", "q", "--count", "2", "--nack")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, id1+"  key=k1  attempt=0  5 bytes\n"+id2+"  key=default  attempt=0  10 bytes\n", r.stdout)
+
+	// Nacked: redelivered with attempt 1, now as JSON, and acked.
+	r = fila(t, addr, "", "consume", "q", "--count", "2", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	var got []jsonMessage
+	for dec.More() {
+		var m jsonMessage
+		require.NoError(t, dec.Decode(&m))
+		got = append(got, m)
+	}
+	require.Len(t, got, 2)
+	require.Equal(t, id1, got[0].ID)
+	require.EqualValues(t, 1, got[0].AttemptCount)
+	require.Equal(t, "k1", got[0].FairnessKey)
+	require.Equal(t, "q", got[0].Queue)
+	payload, err := base64.StdEncoding.DecodeString(got[1].PayloadB64)
+	require.NoError(t, err)
+	require.Equal(t, "from stdin", string(payload))
+
+	r = fila(t, addr, "", "queue", "stats", "q")
+	require.Contains(t, r.stdout, "depth 0, in flight 0", "acked, and nothing else was leased")
+}
+
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := lis.Addr().String()
+	require.NoError(t, lis.Close())
+
+	tests := []struct {
+		name   string
+		addr   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"unknown queue", addr, []string{"enqueue", "nope", "x"}, 1, `fila: queue not found: queue "nope" (NOT_FOUND)`},
+		{"bad header syntax", addr, []string{"enqueue", "q", "-H", "novalue", "x"}, 2, `header "novalue": want key=value`},
+		{"bad queue name", addr, []string{"queue", "create", "a b"}, 1, "(INVALID_ARGUMENT)"},
+		{"no command", addr, nil, 2, "usage:"},
+		{"unknown command", addr, []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"missing argument", addr, []string{"queue", "stats"}, 2, "takes 1 argument(s), got 0"},
+		{"ack and nack", addr, []string{"consume", "q", "--ack", "--nack"}, 2, "exclude each other"},
+		{"unreachable", dead, []string{"queue", "list"}, 1, "filad is not reachable"},
+		{"--addr wins over FILA_ADDR", dead, []string{"--addr", addr, "queue", "list"}, 0, ""},
+	}
+	for _, tt := range tests {
+		r := fila(t, tt.addr, "", tt.args...)
+		require.Equal(t, tt.code, r.code, "%s: %s", tt.name, r.stderr)
+		require.Contains(t, r.stderr, tt.stderr, tt.name)
+		if tt.code != 0 {
+			require.Empty(t, r.stdout, tt.name)
+		}
+	}
+}
