@@ -123,7 +123,7 @@ func (t *filadTarget) consume(ctx context.Context, queue string, c, n int, onMes
 
 // lifecycleThroughput runs producers and consumers at once: enqueue, lease,
 // ack, until every message is acked.
-func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consumers, n int, payload []byte) (result, error) {
+func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consumers, n int, payload []byte, headers func(int) map[string]string) (result, error) {
 	q, err := t.newQueue(ctx)
 	if err != nil {
 		return result{}, err
@@ -131,7 +131,7 @@ func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consum
 	start := time.Now()
 	consumed := make(chan error, 1)
 	go func() { consumed <- t.consume(ctx, q, consumers, n, nil) }()
-	if err := t.produce(ctx, q, producers, n, payload, nil); err != nil {
+	if err := t.produce(ctx, q, producers, n, payload, headers); err != nil {
 		return result{}, err
 	}
 	if err := <-consumed; err != nil {

@@ -1,9 +1,12 @@
-// Command filabench measures filad against a real server: it starts filad
-// in-process on a temporary data dir (or uses --addr), runs each workload
-// with a progress line, and prints a Markdown table (and --json FILE).
+// Command filabench measures filad against a real server, with NATS
+// JetStream on the same machine in the same run as the yardstick. It starts
+// filad in-process on a temporary data dir (as a subprocess for the memory
+// workload), runs each workload with a progress line, and prints Markdown
+// tables: the figures, and filad/NATS ratios. -json writes the figures too.
 //
-//	go run ./cmd/filabench                 # default workloads
-//	go run ./cmd/filabench -short          # a quick run that only proves the tool works
+//	go run ./cmd/filabench                 # the full suite (several minutes)
+//	go run ./cmd/filabench -short          # proves the tool works; figures not meaningful
+//	go run ./cmd/filabench -only lifecycle # workloads whose name contains "lifecycle"
 package main
 
 import (
@@ -12,19 +15,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"strings"
-	"time"
-
-	"github.com/fila-dev/filad/config"
-	"github.com/fila-dev/filad/server"
-	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
-// result is one workload's figure.
+// result is one figure.
 type result struct {
 	Workload string  `json:"workload"`
 	Target   string  `json:"target"`
@@ -34,11 +31,11 @@ type result struct {
 }
 
 type benchFlags struct {
-	short      bool
-	messages   int
-	jsonPath   string
-	syncWrites bool
-	only       string
+	short    bool
+	messages int
+	jsonPath string
+	only     string
+	noNATS   bool
 }
 
 func main() {
@@ -46,10 +43,13 @@ func main() {
 	flag.BoolVar(&f.short, "short", false, "small message counts: proves the tool works, figures are not meaningful")
 	flag.IntVar(&f.messages, "messages", 20000, "messages per throughput workload")
 	flag.StringVar(&f.jsonPath, "json", "", "also write the results as JSON to this file")
-	flag.BoolVar(&f.syncWrites, "sync-writes", true, "storage.sync_writes for the filad under test")
 	flag.StringVar(&f.only, "only", "", "run only the workloads whose name contains this")
+	flag.BoolVar(&f.noNATS, "no-nats", false, "skip the NATS JetStream yardstick")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if f.short {
+		f.messages = 300
+	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -57,40 +57,57 @@ func main() {
 			os.Exit(1)
 		}
 		_ = pprof.StartCPUProfile(pf)
-		defer pprof.StopCPUProfile()
 	}
-	if f.short {
-		f.messages = 500
-	}
-	if err := run(context.Background(), f, os.Stdout); err != nil {
+	err := run(context.Background(), f, os.Stdout)
+	pprof.StopCPUProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "filabench:", err)
-		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
+type workload struct {
+	name string
+	run  func(ctx context.Context, e *bench) ([]result, error)
+}
+
+// bench is the state shared by the workloads of one run.
+type bench struct {
+	f       benchFlags
+	natsBin string
+	out     io.Writer
+}
+
 func run(ctx context.Context, f benchFlags, out io.Writer) error {
-	fmt.Fprintf(out, "filabench: %s, %d CPUs, %s/%s, sync_writes=%v, %d messages per workload\n",
-		runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, f.syncWrites, f.messages)
+	e := &bench{f: f, out: out}
+	fmt.Fprintf(out, "filabench: %s, %d CPUs, %s/%s, %d messages per throughput workload\n",
+		runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, f.messages)
+	fmt.Fprintln(out, "durability: filad sync_writes=true fsyncs every group commit before replying; sync_writes=false does not.")
+	if !f.noNATS {
+		bin, version, err := natsBinary()
+		if err != nil {
+			return fmt.Errorf("nats-server (use -no-nats to skip): %w", err)
+		}
+		e.natsBin = bin
+		fmt.Fprintf(out, "yardstick: %s (%s), -js, file storage, work-queue stream, pull consumer with explicit ack;\n", version, bin)
+		fmt.Fprintln(out, "           JetStream acknowledges a publish before fsync (it syncs every 2 min by default).")
+	}
 	var results []result
-	for _, w := range workloads(f) {
+	for _, w := range workloads() {
 		if !strings.Contains(w.name, f.only) {
 			continue
 		}
 		fmt.Fprintf(out, "running %s ...\n", w.name)
-		r, err := w.run(ctx)
+		rs, err := w.run(ctx, e)
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.name, err)
 		}
-		fmt.Fprintf(out, "  %s: %.0f %s\n", w.name, r.Value, r.Unit)
-		results = append(results, r)
+		for _, r := range rs {
+			fmt.Fprintf(out, "  %-28s %-40s %12.1f %s\n", r.Workload, r.Target, r.Value, r.Unit)
+		}
+		results = append(results, rs...)
 	}
-	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| workload | target | value | unit |")
-	fmt.Fprintln(out, "|---|---|---:|---|")
-	for _, r := range results {
-		fmt.Fprintf(out, "| %s | %s | %.0f | %s |\n", r.Workload, r.Target, r.Value, r.Unit)
-	}
+	printTables(out, results)
 	if f.jsonPath != "" {
 		b, err := json.MarshalIndent(results, "", "  ")
 		if err != nil {
@@ -101,88 +118,40 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 	return nil
 }
 
-type workload struct {
-	name string
-	run  func(ctx context.Context) (result, error)
-}
-
-func workloads(f benchFlags) []workload {
-	kib := make([]byte, 1024)
-	lifecycle := func(ctx context.Context, t *filadTarget) (result, error) {
-		return t.lifecycleThroughput(ctx, 4, 4, f.messages, kib)
+func printTables(out io.Writer, results []result) {
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| workload | target | value | unit | note |")
+	fmt.Fprintln(out, "|---|---|---:|---|---|")
+	for _, r := range results {
+		fmt.Fprintf(out, "| %s | %s | %.2f | %s | %s |\n", r.Workload, r.Target, r.Value, r.Unit, r.Note)
 	}
-	return []workload{
-		{"enqueue 1 producer 1KiB", filadWorkload(f, nil, func(ctx context.Context, t *filadTarget) (result, error) {
-			return t.enqueueThroughput(ctx, 1, f.messages, kib)
-		})},
-		{"enqueue 4 producers 1KiB", filadWorkload(f, nil, func(ctx context.Context, t *filadTarget) (result, error) {
-			return t.enqueueThroughput(ctx, 4, f.messages, kib)
-		})},
-		{"lifecycle 4P/4C 1KiB", filadWorkload(f, nil, lifecycle)},
-		{"lifecycle 4P/4C 1KiB, telemetry exporting", filadWorkload(f, withTelemetry(config.TraceSampleRatioDefault), lifecycle)},
-		{"lifecycle 4P/4C 1KiB, telemetry exporting, every trace sampled", filadWorkload(f, withTelemetry(1), lifecycle)},
+	// filad/NATS ratios for the workloads both ran.
+	nats := map[string]float64{}
+	for _, r := range results {
+		if r.Target == targetNATS {
+			nats[r.Workload] = r.Value
+		}
 	}
-}
-
-// withTelemetry points filad at an in-process OTLP receiver with the given
-// trace sampling ratio and a 1 s metric interval.
-func withTelemetry(ratio float64) func(*config.Config) (func(), error) {
-	return func(cfg *config.Config) (func(), error) {
-		recv, err := telemetrytest.StartReceiver("127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		tc := config.TelemetryDefaults()
-		tc.OTLPEndpoint = recv.Addr()
-		tc.MetricsIntervalMS = 1000
-		tc.TraceSampleRatio = ratio
-		cfg.Telemetry = &tc
-		return recv.Stop, nil
+	if len(nats) == 0 {
+		return
 	}
-}
-
-// filadWorkload runs fn against a fresh in-process filad on a temp dir;
-// configure, if set, adjusts its config and returns what to stop afterwards.
-func filadWorkload(f benchFlags, configure func(*config.Config) (func(), error), fn func(context.Context, *filadTarget) (result, error)) func(context.Context) (result, error) {
-	return func(ctx context.Context) (result, error) {
-		dir, err := os.MkdirTemp("", "filabench")
-		if err != nil {
-			return result{}, err
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| workload | filad (sync_writes=true) / NATS | filad (sync_writes=false) / NATS |")
+	fmt.Fprintln(out, "|---|---:|---:|")
+	ratio := map[string]map[string]float64{}
+	var order []string
+	for _, r := range results {
+		n, ok := nats[r.Workload]
+		if !ok || r.Target == targetNATS {
+			continue
 		}
-		defer os.RemoveAll(dir)
-		cfg := config.Defaults()
-		cfg.Server.ListenAddr = "127.0.0.1:0"
-		cfg.Storage.DataDir = dir
-		cfg.Storage.SyncWrites = f.syncWrites
-		if configure != nil {
-			stop, err := configure(&cfg)
-			if err != nil {
-				return result{}, err
-			}
-			defer stop()
+		if ratio[r.Workload] == nil {
+			ratio[r.Workload] = map[string]float64{}
+			order = append(order, r.Workload)
 		}
-		srv, err := server.Start(ctx, cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			return result{}, err
-		}
-		defer srv.Shutdown(context.Background())
-		t, err := newFiladTarget(srv.Addr().String())
-		if err != nil {
-			return result{}, err
-		}
-		defer t.close()
-		r, err := fn(ctx, t)
-		r.Target = "filad"
-		if !f.syncWrites {
-			r.Target = "filad (sync_writes=false)"
-		}
-		if cfg.Telemetry != nil {
-			r.Target += fmt.Sprintf(" +telemetry (sampling %g)", cfg.Telemetry.TraceSampleRatio)
-		}
-		return r, err
+		ratio[r.Workload][r.Target] = r.Value / n
 	}
-}
-
-func rate(workload string, n int, d time.Duration) result {
-	return result{Workload: workload, Value: float64(n) / d.Seconds(), Unit: "msg/s"}
+	for _, w := range order {
+		fmt.Fprintf(out, "| %s | %.2f | %.2f |\n", w, ratio[w][targetSync], ratio[w][targetNoSync])
+	}
 }

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsServerModule is what filabench installs when no nats-server is on PATH.
+const natsServerModule = "github.com/nats-io/nats-server/v2@v2.15.2"
+
+// natsBinary finds nats-server on PATH (Debian's package), or installs the
+// pinned module with go install, and reports its version.
+func natsBinary() (path, version string, err error) {
+	path, err = exec.LookPath("nats-server")
+	if err != nil {
+		gobin, _ := exec.Command("go", "env", "GOPATH").Output()
+		path = filepath.Join(strings.TrimSpace(string(gobin)), "bin", "nats-server")
+		if _, statErr := os.Stat(path); statErr != nil {
+			if out, err := exec.Command("go", "install", natsServerModule).CombinedOutput(); err != nil {
+				return "", "", fmt.Errorf("install %s: %v\n%s", natsServerModule, err, out)
+			}
+		}
+	}
+	out, err := exec.Command(path, "--version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("%s --version: %w", path, err)
+	}
+	return path, strings.TrimSpace(string(out)), nil
+}
+
+// natsTarget is a nats-server -js on a temp dir with one work-queue stream
+// (file storage) and a pull consumer with explicit ack.
+type natsTarget struct {
+	cmd    *exec.Cmd
+	dir    string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	seq    atomic.Int64
+	exited chan struct{}
+}
+
+func startNATS(ctx context.Context, bin string) (*natsTarget, error) {
+	dir, err := os.MkdirTemp("", "filabench-nats")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-js", "-sd", dir, "-a", "127.0.0.1", "-p", fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	t := &natsTarget{cmd: cmd, dir: dir, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(t.exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		t.nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.close()
+			return nil, fmt.Errorf("nats-server did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we started, with a deadline
+	}
+	if t.js, err = jetstream.New(t.nc); err != nil {
+		t.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (t *natsTarget) close() {
+	if t.nc != nil {
+		t.nc.Close()
+	}
+	_ = t.cmd.Process.Kill()
+	<-t.exited
+	_ = os.RemoveAll(t.dir)
+}
+
+// newStream creates a work-queue stream with file storage and a durable
+// pull consumer with explicit ack, and returns its subject and consumer.
+func (t *natsTarget) newStream(ctx context.Context) (string, jetstream.Consumer, error) {
+	name := fmt.Sprintf("BENCH%d", t.seq.Add(1))
+	subject := strings.ToLower(name)
+	s, err := t.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{subject}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "bench", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
+	return subject, c, err
+}
+
+// produce publishes n messages from p producers, each waiting for its
+// PubAck before the next (synchronous publishes, as filad's Enqueue).
+func (t *natsTarget) produce(ctx context.Context, subject string, p, n int, payload []byte) error {
+	var next atomic.Int64
+	errs := make(chan error, p)
+	var wg sync.WaitGroup
+	for range p {
+		wg.Go(func() {
+			for int(next.Add(1)) <= n {
+				if _, err := t.js.Publish(ctx, subject, payload); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (t *natsTarget) enqueueThroughput(ctx context.Context, producers, n int, payload []byte) (result, error) {
+	subject, _, err := t.newStream(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if err := t.produce(ctx, subject, producers, n, payload); err != nil {
+		return result{}, err
+	}
+	return rate(fmt.Sprintf("enqueue %dP %dB", producers, len(payload)), n, time.Since(start)), nil
+}
+
+// lifecycleThroughput: producers publish while c consumers pull and
+// double-ack (the ack waits for the server's confirmation, as filad's Ack
+// waits for durability) until n are acked.
+func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consumers, n int, payload []byte) (result, error) {
+	subject, cons, err := t.newStream(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	var acked atomic.Int64
+	done := make(chan struct{})
+	errs := make(chan error, consumers+1)
+	var ccs []jetstream.ConsumeContext
+	for range consumers {
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			if err := m.DoubleAck(ctx); err != nil {
+				errs <- err
+				return
+			}
+			if acked.Add(1) == int64(n) {
+				close(done)
+			}
+		})
+		if err != nil {
+			return result{}, err
+		}
+		ccs = append(ccs, cc)
+	}
+	defer func() {
+		for _, cc := range ccs {
+			cc.Stop()
+		}
+	}()
+	if err := t.produce(ctx, subject, producers, n, payload); err != nil {
+		return result{}, err
+	}
+	select {
+	case <-done:
+	case err := <-errs:
+		return result{}, err
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return result{}, errors.New("nats lifecycle: timed out waiting for acks")
+	}
+	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
+}

@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+// Targets as they appear in the tables.
+const (
+	targetSync   = "filad"
+	targetNoSync = "filad sync_writes=false"
+	targetNATS   = "NATS JetStream"
+)
+
+func workloads() []workload {
+	var ws []workload
+	for _, size := range []int{64, 1024, 64 << 10} {
+		for _, p := range []int{1, 4} {
+			ws = append(ws, workload{fmt.Sprintf("enqueue %dP %s", p, sizeName(size)), func(ctx context.Context, e *bench) ([]result, error) {
+				n := e.f.messages
+				if size > 4096 {
+					n = max(n/10, 50) // 64 KiB messages: a tenth as many
+				}
+				payload := make([]byte, size)
+				return e.compare(ctx,
+					func(ctx context.Context, t *filadTarget) (result, error) { return t.enqueueThroughput(ctx, p, n, payload) },
+					func(ctx context.Context, t *natsTarget) (result, error) { return t.enqueueThroughput(ctx, p, n, payload) })
+			}})
+		}
+	}
+	kib := make([]byte, 1024)
+	ws = append(ws,
+		workload{"lifecycle 4P/4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.compare(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib)
+				})
+		}},
+		workload{"latency", func(ctx context.Context, e *bench) ([]result, error) {
+			samples := 2000
+			if e.f.short {
+				samples = 100
+			}
+			return e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
+				light, err := t.latency(ctx, "light (1 message at a time)", 1, samples)
+				if err != nil {
+					return nil, err
+				}
+				moderate, err := t.latency(ctx, "moderate (8 messages at a time)", 8, samples*4)
+				return append(light, moderate...), err
+			})
+		}},
+		workload{"fairness 1:2:3:4:5", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
+				return t.fairness(ctx, []int{1, 2, 3, 4, 5}, max(e.f.messages/4, 300))
+			})
+		}},
+		workload{"fairness-key cardinality", func(ctx context.Context, e *bench) ([]result, error) {
+			var out []result
+			for _, keys := range []int{10, 1000, 10000} {
+				rs, err := e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
+					r, err := t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, func(i int) map[string]string {
+						return map[string]string{"fila-fairness-key": strconv.Itoa(i % keys)}
+					})
+					r.Workload = fmt.Sprintf("lifecycle 4P/4C 1KiB, %d keys", keys)
+					return []result{r}, err
+				})
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rs...)
+			}
+			out = append(out, result{Workload: "10,000 keys / 10 keys", Target: targetSync, Value: out[2].Value / out[0].Value, Unit: "ratio"})
+			return out, nil
+		}},
+		workload{"consumer scaling", func(ctx context.Context, e *bench) ([]result, error) {
+			var out []result
+			for _, c := range []int{1, 10, 100} {
+				rs, err := e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
+					r, err := t.lifecycleThroughput(ctx, 4, c, e.f.messages, kib, nil)
+					return []result{r}, err
+				})
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rs...)
+			}
+			return out, nil
+		}},
+		workload{"telemetry overhead", func(ctx context.Context, e *bench) ([]result, error) {
+			lifecycle := func(ctx context.Context, t *filadTarget) ([]result, error) {
+				r, err := t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
+				return []result{r}, err
+			}
+			off, err := e.onFilad(ctx, nil, lifecycle)
+			if err != nil {
+				return nil, err
+			}
+			out := off
+			for _, ratio := range []float64{config.TraceSampleRatioDefault, 1} {
+				on, err := e.onFilad(ctx, withTelemetry(ratio), lifecycle)
+				if err != nil {
+					return nil, err
+				}
+				on[0].Target = fmt.Sprintf("%s, telemetry on, sampling %g", targetSync, ratio)
+				out = append(out, on[0], result{
+					Workload: fmt.Sprintf("telemetry on (sampling %g) / off", ratio), Target: targetSync,
+					Value: on[0].Value / off[0].Value, Unit: "ratio",
+				})
+			}
+			return out, nil
+		}},
+		workload{"memory", func(ctx context.Context, e *bench) ([]result, error) {
+			n := 100_000
+			if e.f.short {
+				n = 2000
+			}
+			return memory(ctx, n)
+		}},
+	)
+	return ws
+}
+
+func sizeName(n int) string {
+	if n >= 1024 {
+		return fmt.Sprintf("%dKiB", n/1024)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// compare runs the same workload on filad with and without fsync, and on
+// NATS JetStream, each on a fresh server.
+func (e *bench) compare(ctx context.Context, onFilad func(context.Context, *filadTarget) (result, error), onNATS func(context.Context, *natsTarget) (result, error)) ([]result, error) {
+	var out []result
+	for _, sync := range []bool{true, false} {
+		rs, err := e.onFilad(ctx, func(c *config.Config) (func(), error) {
+			c.Storage.SyncWrites = sync
+			return func() {}, nil
+		}, func(ctx context.Context, t *filadTarget) ([]result, error) {
+			r, err := onFilad(ctx, t)
+			return []result{r}, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !sync {
+			rs[0].Target = targetNoSync
+		}
+		out = append(out, rs...)
+	}
+	if e.natsBin != "" {
+		t, err := startNATS(ctx, e.natsBin)
+		if err != nil {
+			return nil, err
+		}
+		defer t.close()
+		r, err := onNATS(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		r.Target = targetNATS
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// onFilad runs fn against a fresh in-process filad on a temp dir (sync
+// writes on); configure, if set, adjusts the config and returns what to stop
+// afterwards.
+func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (func(), error), fn func(context.Context, *filadTarget) ([]result, error)) ([]result, error) {
+	dir, err := os.MkdirTemp("", "filabench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	cfg := config.Defaults()
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Storage.DataDir = dir
+	if configure != nil {
+		stop, err := configure(&cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Shutdown(context.Background())
+	t, err := newFiladTarget(srv.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	rs, err := fn(ctx, t)
+	for i := range rs {
+		if rs[i].Target == "" {
+			rs[i].Target = targetSync
+		}
+	}
+	return rs, err
+}
+
+// withTelemetry points filad at an in-process OTLP receiver with the given
+// trace sampling ratio and a 1 s metric interval.
+func withTelemetry(ratio float64) func(*config.Config) (func(), error) {
+	return func(cfg *config.Config) (func(), error) {
+		recv, err := telemetrytest.StartReceiver("127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint = recv.Addr()
+		tc.MetricsIntervalMS = 1000
+		tc.TraceSampleRatio = ratio
+		cfg.Telemetry = &tc
+		return recv.Stop, nil
+	}
+}
+
+func rate(workload string, n int, d time.Duration) result {
+	return result{Workload: workload, Value: float64(n) / d.Seconds(), Unit: "msg/s"}
+}
+
+// latency measures enqueue→delivery with producers in lockstep: each sends
+// its next message only when its last one has been delivered, so the load is
+// the number of producers' messages in flight. Producers stamp the send time
+// in the payload and the consumer computes the delay on receipt (same clock).
+func (t *filadTarget) latency(ctx context.Context, load string, producers, samples int) ([]result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	delays := make([]time.Duration, 0, samples)
+	var mu sync.Mutex
+	arrived := make([]chan struct{}, producers)
+	for i := range arrived {
+		arrived[i] = make(chan struct{}, 1)
+	}
+	consumed := make(chan error, 1)
+	go func() {
+		consumed <- t.consume(ctx, q, producers, samples, func(m *filav1.Message) {
+			sent := int64(binary.LittleEndian.Uint64(m.GetPayload()))
+			d := time.Since(time.Unix(0, sent))
+			mu.Lock()
+			delays = append(delays, d)
+			mu.Unlock()
+			arrived[m.GetPayload()[8]] <- struct{}{}
+		})
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, producers)
+	for p := range producers {
+		wg.Go(func() {
+			payload := make([]byte, 1024)
+			payload[8] = byte(p)
+			for i := p; i < samples; i += producers {
+				binary.LittleEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+				if _, err := t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: q, Payload: payload}); err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case <-arrived[p]:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	if err := <-consumed; err != nil {
+		return nil, err
+	}
+	slices.Sort(delays)
+	pct := func(p float64) float64 {
+		return float64(delays[int(math.Ceil(p*float64(len(delays))))-1].Microseconds())
+	}
+	w := "e2e latency " + load
+	return []result{
+		{Workload: w, Value: pct(0.50), Unit: "µs p50"},
+		{Workload: w, Value: pct(0.95), Unit: "µs p95"},
+		{Workload: w, Value: pct(0.99), Unit: "µs p99"},
+	}, nil
+}
+
+// fairness enqueues perKey messages for each weight's key, then leases the
+// first window and reports each key's share against its weight's share.
+func (t *filadTarget) fairness(ctx context.Context, weights []int, perKey int) ([]result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	n := perKey * len(weights)
+	if err := t.produce(ctx, q, 8, n, nil, func(i int) map[string]string {
+		w := weights[i%len(weights)]
+		return map[string]string{"fila-fairness-key": fmt.Sprint("w", w), "fila-weight": fmt.Sprint(w)}
+	}); err != nil {
+		return nil, err
+	}
+	window := perKey // every key still has messages throughout the window
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := t.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: q, MaxInFlight: uint32(min(window, 10000))})
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	for range window {
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		counts[resp.GetMessage().GetMetadata().GetFairnessKey()]++
+	}
+	var out []result
+	worst := 0.0
+	for _, w := range weights {
+		got := float64(counts[fmt.Sprint("w", w)]) / float64(window) * 100
+		want := float64(w) / float64(total) * 100
+		worst = max(worst, math.Abs(got-want))
+		out = append(out, result{Workload: fmt.Sprintf("fairness: weight %d share", w), Value: got, Unit: "%",
+			Note: fmt.Sprintf("expected %.2f%% over %d deliveries", want, window)})
+	}
+	return append(out, result{Workload: "fairness: worst deviation", Value: worst, Unit: "percentage points"}), nil
+}
+
+// memory runs filad as a subprocess and reads its resident set: idle, and
+// after n 1 KiB messages were enqueued and then drained.
+func memory(ctx context.Context, n int) ([]result, error) {
+	dir, err := os.MkdirTemp("", "filabench-mem")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "filad")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/filad").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build filad (run filabench from the repository root): %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--config", "", "--data-dir", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "FILA_SERVER__LISTEN_ADDR=127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct {
+				ListenAddr string `json:"listen_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.ListenAddr != "" {
+				addr <- line.ListenAddr
+			}
+		}
+	}()
+	var a string
+	select {
+	case a = <-addr:
+	case <-time.After(20 * time.Second):
+		return nil, fmt.Errorf("filad did not start")
+	}
+	t, err := newFiladTarget(a)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idle, err := rssMB(cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.produce(ctx, q, 8, n, make([]byte, 1024), nil); err != nil {
+		return nil, err
+	}
+	full, _ := rssMB(cmd.Process.Pid)
+	if err := t.consume(ctx, q, 4, n, nil); err != nil {
+		return nil, err
+	}
+	drained, _ := rssMB(cmd.Process.Pid)
+	note := fmt.Sprintf("%d × 1 KiB", n)
+	return []result{
+		{Workload: "RSS idle", Target: targetSync, Value: idle, Unit: "MB"},
+		{Workload: "RSS with messages enqueued", Target: targetSync, Value: full, Unit: "MB", Note: note},
+		{Workload: "RSS after draining", Target: targetSync, Value: drained, Unit: "MB", Note: note},
+	}, nil
+}
+
+// rssMB reads VmRSS of pid from /proc.
+func rssMB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
