@@ -15,9 +15,9 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/toml/v2"
-	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/structs"
 	"github.com/knadh/koanf/v2"
 )
 
@@ -40,6 +40,16 @@ type Server struct {
 	// ShutdownTimeoutMS bounds how long unary calls in flight may take to
 	// finish on shutdown. Defaults to 10000.
 	ShutdownTimeoutMS int `koanf:"shutdown_timeout_ms"`
+	// MaxStreamsPerConn bounds the concurrent calls (lease streams included)
+	// on one client connection; more wait for a free slot. Defaults to 1000.
+	MaxStreamsPerConn int `koanf:"max_streams_per_conn"`
+	// MaxQueueMailbox is the backlog of requests a queue actor may have
+	// before Enqueue is refused with RESOURCE_EXHAUSTED. Defaults to 100000.
+	MaxQueueMailbox int `koanf:"max_queue_mailbox"`
+	// KeepaliveMinTimeMS is the shortest interval between client keepalive
+	// pings the server tolerates; a client pinging faster is disconnected
+	// (GOAWAY too_many_pings). Defaults to 10000.
+	KeepaliveMinTimeMS int `koanf:"keepalive_min_time_ms"`
 }
 
 // Storage configures badger.
@@ -88,7 +98,10 @@ func (t Telemetry) MetricsInterval() time.Duration {
 // Defaults returns the configuration used when nothing is set.
 func Defaults() Config {
 	return Config{
-		Server:    Server{ListenAddr: "127.0.0.1:5555", MaxMessageBytes: 1 << 20, ShutdownTimeoutMS: 10000},
+		Server: Server{
+			ListenAddr: "127.0.0.1:5555", MaxMessageBytes: 1 << 20, ShutdownTimeoutMS: 10000,
+			MaxStreamsPerConn: 1000, MaxQueueMailbox: 100_000, KeepaliveMinTimeMS: 10_000,
+		},
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
 	}
@@ -138,9 +151,7 @@ func Load(path string, environ func() []string) (Config, error) {
 	}
 	hasTelemetry := k.Exists("telemetry")
 	// Defaults go underneath what was loaded.
-	def := Defaults()
-	base := koanf.New(".")
-	_ = base.Load(confmap.Provider(flatten(def, hasTelemetry), "."), nil)
+	base := defaultsKoanf(hasTelemetry)
 	if err := base.Merge(k); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
@@ -162,15 +173,25 @@ func Load(path string, environ func() []string) (Config, error) {
 	return cfg, nil
 }
 
-// known lists every key Load accepts.
-var known = []string{
-	"server.listen_addr", "server.max_message_bytes", "server.shutdown_timeout_ms",
-	"storage.data_dir", "storage.sync_writes",
-	"scheduler.quantum",
-	"telemetry.otlp_endpoint", "telemetry.service_name", "telemetry.metrics_interval_ms", "telemetry.trace_sample_ratio",
+// defaultsKoanf holds the defaults as koanf keys; with telemetry, the
+// [telemetry] keys too. The accepted keys are exactly these.
+func defaultsKoanf(withTelemetry bool) *koanf.Koanf {
+	def := Defaults()
+	if withTelemetry {
+		t := TelemetryDefaults()
+		def.Telemetry = &t
+	}
+	k := koanf.New(".")
+	// Loading our own struct of plain fields cannot fail.
+	_ = k.Load(structs.Provider(def, "koanf"), nil)
+	return k
 }
 
+// Keys lists every key filad accepts, sorted.
+func Keys() []string { return defaultsKoanf(true).Keys() }
+
 func checkKeys(k *koanf.Koanf) error {
+	known := Keys()
 	var unknown []string
 	for _, key := range k.Keys() {
 		// An empty [telemetry] table has no leaf keys but still enables telemetry.
@@ -187,25 +208,6 @@ func checkKeys(k *koanf.Koanf) error {
 	return nil
 }
 
-func flatten(c Config, withTelemetry bool) map[string]any {
-	m := map[string]any{
-		"server.listen_addr":         c.Server.ListenAddr,
-		"server.max_message_bytes":   c.Server.MaxMessageBytes,
-		"server.shutdown_timeout_ms": c.Server.ShutdownTimeoutMS,
-		"storage.data_dir":           c.Storage.DataDir,
-		"storage.sync_writes":        c.Storage.SyncWrites,
-		"scheduler.quantum":          c.Scheduler.Quantum,
-	}
-	if withTelemetry {
-		t := TelemetryDefaults()
-		m["telemetry.otlp_endpoint"] = t.OTLPEndpoint
-		m["telemetry.service_name"] = t.ServiceName
-		m["telemetry.metrics_interval_ms"] = t.MetricsIntervalMS
-		m["telemetry.trace_sample_ratio"] = t.TraceSampleRatio
-	}
-	return m
-}
-
 // Validate checks every value and names the first bad key.
 func (c Config) Validate() error {
 	var errs []error
@@ -220,6 +222,15 @@ func (c Config) Validate() error {
 	}
 	if c.Server.ShutdownTimeoutMS < 0 {
 		bad("server.shutdown_timeout_ms", c.Server.ShutdownTimeoutMS, "must not be negative")
+	}
+	if c.Server.MaxStreamsPerConn < 1 {
+		bad("server.max_streams_per_conn", c.Server.MaxStreamsPerConn, "must be at least 1")
+	}
+	if c.Server.MaxQueueMailbox < 1 {
+		bad("server.max_queue_mailbox", c.Server.MaxQueueMailbox, "must be at least 1")
+	}
+	if c.Server.KeepaliveMinTimeMS < 0 {
+		bad("server.keepalive_min_time_ms", c.Server.KeepaliveMinTimeMS, "must not be negative")
 	}
 	if c.Storage.DataDir == "" {
 		bad("storage.data_dir", `""`, "must not be empty")

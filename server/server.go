@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
@@ -104,6 +105,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if s.gateway, err = gateway.New(gateway.Options{
 		System:          s.system,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		MaxMailbox:      int64(cfg.Server.MaxQueueMailbox),
 		ConsumerBuffer:  opts.ConsumerBuffer,
 		Logger:          s.log,
 	}); err != nil {
@@ -118,6 +120,12 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		// Room for the largest payload plus the largest headers, so the
 		// payload limit is reported by filad's own check, naming the limit.
 		grpc.MaxRecvMsgSize(cfg.Server.MaxMessageBytes+gateway.MaxHeaders*(gateway.MaxHeaderKeyBytes+gateway.MaxHeaderValueBytes)+64<<10),
+		grpc.MaxConcurrentStreams(uint32(cfg.Server.MaxStreamsPerConn)),
+		// Clients may keep idle connections alive, but not ping faster than this.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             time.Duration(cfg.Server.KeepaliveMinTimeMS) * time.Millisecond,
+			PermitWithoutStream: true,
+		}),
 	)
 	s.gateway.Register(s.grpc)
 
