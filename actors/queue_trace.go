@@ -24,14 +24,23 @@ const (
 // startSpan starts a queue-actor span as a child of the span context in the
 // envelope header.
 func (q *queueActor) startSpan(h telemetry.HeaderReader, name string) (context.Context, trace.Span) {
-	parent := telemetry.ExtractHeaders(context.Background(), h)
-	return q.opts.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindInternal))
+	return q.startChild(telemetry.ExtractHeaders(context.Background(), h), name)
 }
 
-// commitSpan covers one durable write; end it with endCommit when the
-// committer reports.
+// startChild starts span name under ctx's span. Under a parent that was not
+// sampled, the child would not be either (the sampler is parent-based), so
+// it returns the parent's non-recording span instead of making another:
+// per-message paths pay next to nothing for the traces nobody records.
+func (q *queueActor) startChild(ctx context.Context, name string) (context.Context, trace.Span) {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.IsSampled() {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	return q.opts.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+}
+
+// commitSpan covers one durable write; end it when the committer reports.
 func (q *queueActor) commitSpan(ctx context.Context) trace.Span {
-	_, span := q.opts.Tracer.Start(ctx, SpanCommit, trace.WithSpanKind(trace.SpanKindInternal))
+	_, span := q.startChild(ctx, SpanCommit)
 	return span
 }
 
@@ -47,7 +56,7 @@ func endSpan(span trace.Span, err error) {
 // deliverySpan starts the span of one delivery: a child of the consumer's
 // Lease call, linked to the context the message was created in.
 func (q *queueActor) deliverySpan(parent context.Context, m *message) trace.Span {
-	_, span := q.opts.Tracer.Start(parent, SpanDeliver, trace.WithSpanKind(trace.SpanKindInternal))
+	_, span := q.startChild(parent, SpanDeliver)
 	if !span.IsRecording() {
 		return span // skip the parsing below when nobody records
 	}

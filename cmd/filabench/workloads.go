@@ -42,8 +42,12 @@ func workloads() []workload {
 				}
 				payload := make([]byte, size)
 				return e.compare(ctx,
-					func(ctx context.Context, t *filadTarget) (result, error) { return t.enqueueThroughput(ctx, p, n, payload) },
-					func(ctx context.Context, t *natsTarget) (result, error) { return t.enqueueThroughput(ctx, p, n, payload) })
+					func(ctx context.Context, t *filadTarget) (result, error) {
+						return t.enqueueThroughput(ctx, p, n, payload)
+					},
+					func(ctx context.Context, t *natsTarget) (result, error) {
+						return t.enqueueThroughput(ctx, p, n, payload)
+					})
 			}})
 		}
 	}
@@ -110,27 +114,7 @@ func workloads() []workload {
 			return out, nil
 		}},
 		workload{"telemetry overhead", func(ctx context.Context, e *bench) ([]result, error) {
-			lifecycle := func(ctx context.Context, t *filadTarget) ([]result, error) {
-				r, err := t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
-				return []result{r}, err
-			}
-			off, err := e.onFilad(ctx, nil, lifecycle)
-			if err != nil {
-				return nil, err
-			}
-			out := off
-			for _, ratio := range []float64{config.TraceSampleRatioDefault, 1} {
-				on, err := e.onFilad(ctx, withTelemetry(ratio), lifecycle)
-				if err != nil {
-					return nil, err
-				}
-				on[0].Target = fmt.Sprintf("%s, telemetry on, sampling %g", targetSync, ratio)
-				out = append(out, on[0], result{
-					Workload: fmt.Sprintf("telemetry on (sampling %g) / off", ratio), Target: targetSync,
-					Value: on[0].Value / off[0].Value, Unit: "ratio",
-				})
-			}
-			return out, nil
+			return e.telemetryOverhead(ctx, kib)
 		}},
 		workload{"memory", func(ctx context.Context, e *bench) ([]result, error) {
 			n := 100_000
@@ -141,6 +125,72 @@ func workloads() []workload {
 		}},
 	)
 	return ws
+}
+
+// telemetryOverhead alternates lifecycle runs with telemetry off, on at the
+// default sampling and on at 100% sampling, several rounds, and reports the
+// median ratio of each to the off run of its round: single runs on a shared
+// machine vary by more than the effect measured. It runs with
+// sync_writes=false, where throughput is bound by CPU, which is what
+// telemetry costs; with fsync the cost hides in the wait for the disk.
+func (e *bench) telemetryOverhead(ctx context.Context, payload []byte) ([]result, error) {
+	rounds := 5
+	if e.f.short {
+		rounds = 1
+	}
+	noSync := func(c *config.Config) (func(), error) { c.Storage.SyncWrites = false; return func() {}, nil }
+	variants := []struct {
+		name      string
+		configure func(*config.Config) (func(), error)
+	}{
+		{"off", noSync},
+		{fmt.Sprintf("on, sampling %g", config.TraceSampleRatioDefault), both(noSync, withTelemetry(config.TraceSampleRatioDefault))},
+		{"on, sampling 1", both(noSync, withTelemetry(1))},
+	}
+	ratios := make([][]float64, len(variants))
+	var out []result
+	for range rounds {
+		var off float64
+		for i, v := range variants {
+			rs, err := e.onFilad(ctx, v.configure, func(ctx context.Context, t *filadTarget) ([]result, error) {
+				r, err := t.lifecycleThroughput(ctx, 4, 4, e.f.messages, payload, nil)
+				return []result{r}, err
+			})
+			if err != nil {
+				return nil, err
+			}
+			r := rs[0]
+			r.Target = targetNoSync + ", telemetry " + v.name
+			out = append(out, r)
+			if i == 0 {
+				off = r.Value
+			}
+			ratios[i] = append(ratios[i], r.Value/off)
+		}
+	}
+	for i, v := range variants[1:] {
+		rs := ratios[i+1]
+		slices.Sort(rs)
+		out = append(out, result{Workload: "telemetry " + v.name + " / off", Target: targetNoSync,
+			Value: rs[len(rs)/2], Unit: "ratio", Note: fmt.Sprintf("median of %d rounds, lifecycle 4P/4C 1KiB", rounds)})
+	}
+	return out, nil
+}
+
+// both applies two config changes.
+func both(a, b func(*config.Config) (func(), error)) func(*config.Config) (func(), error) {
+	return func(c *config.Config) (func(), error) {
+		stopA, err := a(c)
+		if err != nil {
+			return nil, err
+		}
+		stopB, err := b(c)
+		if err != nil {
+			stopA()
+			return nil, err
+		}
+		return func() { stopB(); stopA() }, nil
+	}
 }
 
 func sizeName(n int) string {
