@@ -42,7 +42,7 @@ type setupOpts struct {
 
 // setup starts filad on 127.0.0.1:0 with badger in a temp dir and stops it
 // when the test ends.
-func setup(t *testing.T, so setupOpts) *bundle {
+func setup(t testing.TB, so setupOpts) *bundle {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Storage.DataDir = so.dataDir
@@ -64,7 +64,7 @@ func setup(t *testing.T, so setupOpts) *bundle {
 	return &bundle{srv: srv, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn), conn: conn, cfg: cfg}
 }
 
-func dial(t *testing.T, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr.String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	require.NoError(t, err)
@@ -72,13 +72,13 @@ func dial(t *testing.T, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn
 	return conn
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func (b *bundle) createQueue(t *testing.T, name string, cfg *filav1.QueueConfig) {
+func (b *bundle) createQueue(t testing.TB, name string, cfg *filav1.QueueConfig) {
 	t.Helper()
 	_, err := b.admin.CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: name, Config: cfg})
 	require.NoError(t, err)
