@@ -45,6 +45,9 @@ type (
 	SubscribeReply struct{ Queue *actor.PID }
 	// Unsubscribe removes a consumer; its leases stay until they expire.
 	Unsubscribe struct{ ConsumerID uint64 }
+	// ConsumerReady tells the queue that a consumer's buffer, which was
+	// full, has room again.
+	ConsumerReady struct{}
 	// GetStats asks for the queue's statistics. Reply: *QueueStats.
 	GetStats struct{}
 	// QueueStats is a queue's state now.
@@ -208,6 +211,8 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.dispatch(ctx)
 	case *Unsubscribe:
 		q.unsubscribe(ctx, m.ConsumerID)
+	case *ConsumerReady:
+		q.dispatch(ctx)
 	case *leaseTick:
 		q.expire(ctx)
 	case *flushReading:
@@ -489,12 +494,15 @@ func (q *queueActor) unlease(m *message) {
 	m.consumer = 0
 }
 
-// nextConsumer returns the next consumer with credit after the last one
-// served, or nil if none has room.
+// nextConsumer returns the next consumer with credit and buffer room after
+// the last one served, or nil if none has both. Credit alone is not enough:
+// a lease that expires while its message still waits in the buffer returns
+// its credit before the buffer slot frees, and the actor must never block
+// on a full buffer (the stream sends ConsumerReady when one drains).
 func (q *queueActor) nextConsumer() *consumerSlot {
 	for range q.consumers {
 		q.next = (q.next + 1) % len(q.consumers)
-		if s := q.consumers[q.next]; s.credit > 0 {
+		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries) < cap(s.c.Deliveries) {
 			return s
 		}
 	}

@@ -77,6 +77,10 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer
 	for {
 		select {
 		case d := <-c.Deliveries:
+			if len(c.Deliveries) == cap(c.Deliveries)-1 {
+				// It was full: the queue may have passed us over; there is room now.
+				s.sys.Send(sub.Queue, &actors.ConsumerReady{})
+			}
 			if err := stream.Send(&filav1.LeaseResponse{Message: toProto(d)}); err != nil {
 				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
 				return err

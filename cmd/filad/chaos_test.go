@@ -70,8 +70,9 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := range 2 {
+			consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
 			wg.Go(func() { produce(ctx, c, log, w) })
-			wg.Go(func() { consume(ctx, c, log, rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))) })
+			wg.Go(func() { consume(ctx, c, log, consumerRNG) })
 		}
 		// The kill comes at a random moment of the load: that is the test.
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
