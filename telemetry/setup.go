@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"sync/atomic"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -120,8 +122,11 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	w := &outageWarner{log: log}
-	// The SDK reports export failures here too; the warner logs them once.
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { w.failed(err) }))
+	// The SDK reports export failures here too, which the exporters' wrappers
+	// have already counted; anything else it reports is for DEBUG.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Debug("opentelemetry", slog.Any("error", err))
+	}))
 
 	var creds credentials.TransportCredentials
 	if !ep.Insecure {
@@ -152,13 +157,9 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 			sdktrace.WithMaxQueueSize(SpanQueueSize),
 			sdktrace.WithExportTimeout(exportTimeout)),
 	)
-	mp := sdkmetric.NewMeterProvider(
-		sdkmetric.WithResource(res),
-		sdkmetric.WithCardinalityLimit(CardinalityLimit),
-		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
-			sdkmetric.WithInterval(cfg.MetricsInterval()),
-			sdkmetric.WithTimeout(exportTimeout))),
-	)
+	mp := newMeterProvider(res, sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
+		sdkmetric.WithInterval(cfg.MetricsInterval()),
+		sdkmetric.WithTimeout(exportTimeout)))
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
 	return &Handle{
@@ -170,6 +171,16 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	}, nil
 }
 
+// newMeterProvider is the meter provider filad exports from: bounded in
+// series per instrument, so a flood of queue names cannot grow it without end.
+func newMeterProvider(res *resource.Resource, reader sdkmetric.Reader) *sdkmetric.MeterProvider {
+	return sdkmetric.NewMeterProvider(
+		sdkmetric.WithResource(res),
+		sdkmetric.WithCardinalityLimit(CardinalityLimit),
+		sdkmetric.WithReader(reader),
+	)
+}
+
 // SetPropagators installs the W3C TraceContext and Baggage propagators
 // globally. filad does this whether or not it exports, so a producer's
 // trace context always reaches the consumer.
@@ -178,25 +189,34 @@ func SetPropagators() {
 }
 
 // outageWarner logs one WARN when exports start failing and one INFO when
-// they succeed again, instead of one line per failed export.
+// every signal exports again, instead of one line per failed export. It
+// keeps each signal's latest outcome: a trace batch that was already in
+// flight when the collector came back may still fail after a metric export
+// succeeded, and that must not count as a second outage.
 type outageWarner struct {
-	log  *slog.Logger
-	down atomic.Bool
+	log     *slog.Logger
+	mu      sync.Mutex
+	failing map[string]bool // signal → its latest export failed
+	warned  bool
 }
 
-func (w *outageWarner) failed(err error) {
-	w.log.Debug("telemetry export failed", slog.Any("error", err))
-	if !w.down.Swap(true) {
-		w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.Any("error", err))
+func (w *outageWarner) result(signal string, err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failing == nil {
+		w.failing = map[string]bool{}
 	}
-}
-
-func (w *outageWarner) result(err error) error {
+	w.failing[signal] = err != nil
 	if err != nil {
-		w.failed(err)
+		w.log.Debug("telemetry export failed", slog.String("signal", signal), slog.Any("error", err))
+		if !w.warned {
+			w.warned = true
+			w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.String("signal", signal), slog.Any("error", err))
+		}
 		return err
 	}
-	if w.down.Swap(false) {
+	if w.warned && !slices.Contains(slices.Collect(maps.Values(w.failing)), true) {
+		w.warned = false
 		w.log.Info("telemetry export resumed")
 	}
 	return nil
@@ -208,7 +228,7 @@ type warnSpans struct {
 }
 
 func (e *warnSpans) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	return e.w.result(e.SpanExporter.ExportSpans(ctx, spans))
+	return e.w.result("traces", e.SpanExporter.ExportSpans(ctx, spans))
 }
 
 type warnMetrics struct {
@@ -217,5 +237,5 @@ type warnMetrics struct {
 }
 
 func (e *warnMetrics) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
-	return e.w.result(e.Exporter.Export(ctx, rm))
+	return e.w.result("metrics", e.Exporter.Export(ctx, rm))
 }
