@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
