@@ -24,14 +24,14 @@ import (
 
 // TestSoak runs 10 queues with 50 producers and 50 consumers that ack,
 // nack or walk away at random, under short visibility timeouts, for
-// FILA_SOAK_SECONDS (10 by default; task soak runs 60). Then it drains every
+// SOAK_SECONDS (10 by default; task soak runs 60). Then it drains every
 // queue and checks that the counters balance (enqueued = acked, nothing
 // left), and that the heap returns near its baseline. goleak (TestMain)
 // checks that no goroutine outlives it. It is not parallel, so the heap
 // figures are its own.
 func TestSoak(t *testing.T) {
 	seconds := 10
-	if v := os.Getenv("FILA_SOAK_SECONDS"); v != "" {
+	if v := os.Getenv("SOAK_SECONDS"); v != "" {
 		n, err := strconv.Atoi(v)
 		require.NoError(t, err)
 		seconds = n

@@ -45,11 +45,11 @@ func (l *clientLog) ack(id string, at time.Time) {
 // producers and consumers run, restarts it on the same data dir, and checks
 // SPEC §3's promises from the clients' logs: every answered Enqueue is
 // delivered; no message is delivered after its Ack was answered; duplicates
-// come only from leases that were never acked. FILA_CHAOS_KILLS sets the
+// come only from leases that were never acked. CHAOS_KILLS sets the
 // number of kills (CI: 5; task chaos: 50).
 func TestChaosKill9UnderLoad(t *testing.T) {
 	kills := 5
-	if v := os.Getenv("FILA_CHAOS_KILLS"); v != "" {
+	if v := os.Getenv("CHAOS_KILLS"); v != "" {
 		n, err := strconv.Atoi(v)
 		require.NoError(t, err)
 		kills = n
