@@ -150,5 +150,12 @@ func (f *fifo[T]) pop() T {
 	var zero T
 	f.items[f.head] = zero
 	f.head++
+	if f.head == len(f.items) && cap(f.items) > fifoKeepCap {
+		// Empty after a burst: give the memory back rather than keep it.
+		f.items, f.head = nil, 0
+	}
 	return v
 }
+
+// fifoKeepCap is the capacity an empty fifo keeps for reuse.
+const fifoKeepCap = 1024

@@ -259,7 +259,7 @@ func (q *queueActor) recover(ctx actor.Context) {
 		q.expiries.push(e)
 	}
 	if expired.Len() > 0 {
-		q.opts.Store.Submit(&expired, q.logFailure("expire leases on recovery"))
+		q.opts.Store.Defer(&expired, q.logFailure("expire leases on recovery"))
 	}
 	q.armTimer(ctx)
 	q.changed(ctx)
@@ -431,6 +431,11 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			q.ready.push(m.rec.GetFairnessKey(), int64(m.rec.GetWeight()), m)
 		} else {
 			delete(q.msgs, d.id)
+			if len(q.msgs) == 0 {
+				// Go maps never shrink: after a burst, a drained queue would
+				// keep the burst's buckets for good.
+				q.msgs = make(map[string]*message)
+			}
 		}
 	}
 	if d.nack {
@@ -475,7 +480,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	if n == 0 {
 		return
 	}
-	q.opts.Store.Submit(&b, q.logFailure("write leases"))
+	q.opts.Store.Defer(&b, q.logFailure("write leases"))
 	q.counts.Leased += int64(n)
 	q.armTimer(ctx)
 	q.changed(ctx)
@@ -527,7 +532,7 @@ func (q *queueActor) expire(ctx actor.Context) {
 		q.ready.push(m.rec.GetFairnessKey(), int64(m.rec.GetWeight()), m)
 	}
 	if b.Len() > 0 {
-		q.opts.Store.Submit(&b, q.logFailure("expire leases"))
+		q.opts.Store.Defer(&b, q.logFailure("expire leases"))
 		q.changed(ctx)
 	}
 	q.armTimer(ctx)

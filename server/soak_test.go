@@ -159,7 +159,10 @@ func TestSoak(t *testing.T) {
 	after := heapAfterGC()
 	t.Logf("soak %ds: %d enqueued, %d acked, %d nacked, %d abandoned; heap %.1f MB baseline, %.1f MB after load, %.1f MB after drain",
 		seconds, enqueued.Load(), acked.Load(), nacked.Load(), abandoned.Load(), mb(baseline), mb(during), mb(after))
-	require.Less(t, mb(after), mb(baseline)+32, "heap back near its baseline after draining")
+	// Near the baseline: badger may hold up to two more 16 MiB memtable
+	// arenas (one being written, one being flushed) than when idle, which
+	// a heap profile of this test shows as skl.newArena; the rest is slack.
+	require.Less(t, mb(after), mb(baseline)+48, "heap back near its baseline after draining")
 }
 
 func heapAfterGC() uint64 {

@@ -37,9 +37,14 @@ const GCIntervalDefault = 5 * time.Minute
 const maxPending = 8192
 
 type request struct {
-	batch *Batch
-	done  func(error)
+	batch    *Batch
+	done     func(error)
+	deferred bool // nobody waits on it: it may ride with a later commit
 }
+
+// DeferMax is how long a deferred batch may wait for a commit that someone
+// waits on before it is committed on its own.
+const DeferMax = 5 * time.Millisecond
 
 // Badger is the Store on badger/v4.
 type Badger struct {
@@ -101,14 +106,21 @@ func Open(opts Options) (*Badger, error) {
 }
 
 // Submit implements Store.
-func (s *Badger) Submit(b *Batch, done func(error)) {
+func (s *Badger) Submit(b *Batch, done func(error)) { s.submit(request{batch: b, done: done}) }
+
+// Defer implements Store.
+func (s *Badger) Defer(b *Batch, done func(error)) {
+	s.submit(request{batch: b, done: done, deferred: true})
+}
+
+func (s *Badger) submit(r request) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		done(ErrClosed)
+		r.done(ErrClosed)
 		return
 	}
-	s.reqs <- request{batch: b, done: done}
+	s.reqs <- r
 }
 
 // Write implements Store.
@@ -118,27 +130,70 @@ func (s *Badger) Write(b *Batch) error {
 	return <-ch
 }
 
-// commitLoop is the group committer: it takes every batch waiting, commits
-// them in as few transactions as the size limits allow, then reports.
+// commitLoop is the group committer: it takes every batch waiting and
+// commits them, in order, in as few transactions as the size limits allow.
+// A group of deferred batches alone waits up to DeferMax for a batch that
+// someone waits on, so that lease bookkeeping shares that commit's fsync
+// instead of taking one of its own.
 func (s *Badger) commitLoop() {
 	defer s.wg.Done()
-	var group []request
-	for first := range s.reqs {
-		group = append(group[:0], first)
+	var (
+		group    []request
+		urgent   bool
+		deadline time.Time
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	add := func(r request) {
+		if len(group) == 0 {
+			deadline = time.Now().Add(DeferMax)
+		}
+		group = append(group, r)
+		urgent = urgent || !r.deferred
+	}
+	flush := func() {
+		s.commitGroup(group)
+		clear(group) // drop references to committed payloads
+		group, urgent = group[:0], false
+	}
+	open := true
+	for open || len(group) > 0 {
+		if len(group) == 0 {
+			r, ok := <-s.reqs
+			if !ok {
+				return
+			}
+			add(r)
+		}
 	drain:
-		for len(group) < maxPending {
+		for open && len(group) < maxPending {
 			select {
 			case r, ok := <-s.reqs:
 				if !ok {
+					open = false
 					break drain
 				}
-				group = append(group, r)
+				add(r)
 			default:
 				break drain
 			}
 		}
-		s.commitGroup(group)
-		clear(group) // drop references to committed payloads
+		if urgent || !open || len(group) >= maxPending {
+			flush()
+			continue
+		}
+		timer.Reset(time.Until(deadline))
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				open = false
+			} else {
+				add(r)
+			}
+		case <-timer.C:
+			flush()
+		}
+		timer.Stop()
 	}
 }
 

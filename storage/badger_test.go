@@ -133,3 +133,33 @@ func TestSubmitAfterCloseFails(t *testing.T) {
 	b.DeleteQueue("q")
 	require.ErrorIs(t, s.Write(&b), ErrClosed)
 }
+
+func TestDeferredBatchesRideWithTheNextCommit(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir())
+	// Alone, a deferred batch is still committed (after DeferMax).
+	var lease Batch
+	lease.PutLease("q", "m", &storagev1.LeaseRecord{ExpiresAtUnixMs: 7})
+	done := make(chan error, 1)
+	s.Defer(&lease, func(err error) { done <- err })
+	require.NoError(t, <-done)
+	qc, err := s.LoadQueue("q")
+	require.NoError(t, err)
+	require.Len(t, qc.Leases, 1)
+
+	// Followed by a batch someone waits on, it shares that commit, in order.
+	before := s.Stats()
+	var put, del Batch
+	put.PutLease("q", "n", &storagev1.LeaseRecord{ExpiresAtUnixMs: 8})
+	del.DeleteLease("q", "n")
+	deferredDone := make(chan error, 1)
+	s.Defer(&put, func(err error) { deferredDone <- err })
+	require.NoError(t, s.Write(&del))
+	require.NoError(t, <-deferredDone)
+	after := s.Stats()
+	require.EqualValues(t, 2, after.Batches-before.Batches)
+	require.EqualValues(t, 1, after.Commits-before.Commits, "one commit for both")
+	qc, err = s.LoadQueue("q")
+	require.NoError(t, err)
+	require.NotContains(t, qc.Leases, "n", "the later delete wins")
+}

@@ -42,6 +42,10 @@ type Store interface {
 	// Submit queues b for the next group commit and calls done, from the
 	// committer goroutine, once b is durable or has failed. done must not block.
 	Submit(b *Batch, done func(error))
+	// Defer is Submit for a batch nobody waits on (lease bookkeeping): it is
+	// committed with the next submitted batch, or on its own after DeferMax,
+	// whichever is first, and always in order with every other batch.
+	Defer(b *Batch, done func(error))
 	// Write submits b and waits until it is durable.
 	Write(b *Batch) error
 	// PurgeQueue deletes every message and lease of queue (not its record).
