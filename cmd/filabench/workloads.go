@@ -67,14 +67,30 @@ func workloads() []workload {
 			if e.f.short {
 				samples = 100
 			}
-			return e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
-				light, err := t.latency(ctx, "light (1 message at a time)", 1, samples)
+			var out []result
+			for _, sync := range []bool{true, false} {
+				rs, err := e.onFilad(ctx, func(c *config.Config) (func(), error) {
+					c.Storage.SyncWrites = sync
+					return func() {}, nil
+				}, func(ctx context.Context, t *filadTarget) ([]result, error) {
+					light, err := t.latency(ctx, "light (1 message at a time)", 1, samples)
+					if err != nil {
+						return nil, err
+					}
+					moderate, err := t.latency(ctx, "moderate (8 messages at a time)", 8, samples*4)
+					return append(light, moderate...), err
+				})
 				if err != nil {
 					return nil, err
 				}
-				moderate, err := t.latency(ctx, "moderate (8 messages at a time)", 8, samples*4)
-				return append(light, moderate...), err
-			})
+				for i := range rs {
+					if !sync {
+						rs[i].Target = targetNoSync
+					}
+				}
+				out = append(out, rs...)
+			}
+			return out, nil
 		}},
 		workload{"fairness 1:2:3:4:5", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
