@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -189,35 +187,41 @@ func SetPropagators() {
 }
 
 // outageWarner logs one WARN when exports start failing and one INFO when
-// every signal exports again, instead of one line per failed export. It
-// keeps each signal's latest outcome: a trace batch that was already in
-// flight when the collector came back may still fail after a metric export
-// succeeded, and that must not count as a second outage.
+// an export succeeds again, instead of one line per failed export. A
+// failure soon after recovering (a trace batch that was already in flight
+// when the collector came back, say) is the same outage ending: it is
+// logged at DEBUG only.
 type outageWarner struct {
-	log     *slog.Logger
-	mu      sync.Mutex
-	failing map[string]bool // signal → its latest export failed
-	warned  bool
+	log        *slog.Logger
+	mu         sync.Mutex
+	down       bool      // the latest export failed
+	warned     bool      // this outage got its WARN
+	lastResume time.Time // when exports last recovered
 }
+
+// outageGrace is how soon after recovering a failure is not a new outage.
+const outageGrace = 30 * time.Second
 
 func (w *outageWarner) result(signal string, err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.failing == nil {
-		w.failing = map[string]bool{}
-	}
-	w.failing[signal] = err != nil
 	if err != nil {
 		w.log.Debug("telemetry export failed", slog.String("signal", signal), slog.Any("error", err))
-		if !w.warned {
-			w.warned = true
-			w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.String("signal", signal), slog.Any("error", err))
+		if !w.down {
+			w.down = true
+			w.warned = w.lastResume.IsZero() || time.Since(w.lastResume) > outageGrace
+			if w.warned {
+				w.log.Warn("telemetry export failing; filad serves on and keeps retrying", slog.String("signal", signal), slog.Any("error", err))
+			}
 		}
 		return err
 	}
-	if w.warned && !slices.Contains(slices.Collect(maps.Values(w.failing)), true) {
-		w.warned = false
-		w.log.Info("telemetry export resumed")
+	if w.down {
+		w.down = false
+		w.lastResume = time.Now()
+		if w.warned {
+			w.log.Info("telemetry export resumed")
+		}
 	}
 	return nil
 }
