@@ -26,7 +26,7 @@ import (
 // nack or walk away at random, under short visibility timeouts, for
 // SOAK_SECONDS (10 by default; task soak runs 60). Then it drains every
 // queue and checks that the counters balance (enqueued = acked, nothing
-// left), and that the heap returns near its baseline. goleak (TestMain)
+// left), and that the heap returns to its baseline once filad stops. goleak (TestMain)
 // checks that no goroutine outlives it. It is not parallel, so the heap
 // figures are its own.
 func TestSoak(t *testing.T) {
@@ -36,6 +36,9 @@ func TestSoak(t *testing.T) {
 		require.NoError(t, err)
 		seconds = n
 	}
+	// The heap before filad starts: once filad has stopped again, anything
+	// above it that the load left behind is a leak.
+	before := heapAfterGC()
 	logs := &logCapture{level: slog.LevelWarn}
 	// Metrics in the harness; spans nowhere, since the recorder would keep
 	// every one of them and the heap figures would measure it.
@@ -53,7 +56,7 @@ func TestSoak(t *testing.T) {
 		names[i] = fmt.Sprint("soak-", i)
 		b.createQueue(t, names[i], &filav1.QueueConfig{VisibilityTimeoutMs: 200})
 	}
-	baseline := heapAfterGC()
+	idle := heapAfterGC()
 
 	ctx, stop := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second)
 	defer stop()
@@ -156,16 +159,23 @@ func TestSoak(t *testing.T) {
 	require.Equal(t, acked.Load(), mAck)
 	require.Equal(t, nacked.Load(), mNack)
 
+	drained := heapAfterGC()
+	require.NoError(t, b.srv.Shutdown(context.Background()))
 	after := heapAfterGC()
-	t.Logf("soak %ds: %d enqueued, %d acked, %d nacked, %d abandoned; heap %.1f MB baseline, %.1f MB after load, %.1f MB after drain",
-		seconds, enqueued.Load(), acked.Load(), nacked.Load(), abandoned.Load(), mb(baseline), mb(during), mb(after))
-	// Near the baseline: badger may hold up to two more 16 MiB memtable
-	// arenas (one being written, one being flushed) than when idle, which
-	// a heap profile of this test shows as skl.newArena; the rest is slack.
-	require.Less(t, mb(after), mb(baseline)+48, "heap back near its baseline after draining")
+	t.Logf("soak %ds: %d enqueued, %d acked, %d nacked, %d abandoned; heap %.1f MB before start, %.1f MB idle, %.1f MB after load, %.1f MB drained, %.1f MB after stop",
+		seconds, enqueued.Load(), acked.Load(), nacked.Load(), abandoned.Load(), mb(before), mb(idle), mb(during), mb(drained), mb(after))
+	// While filad runs, badger's memtable arenas (~21 MB each, up to three)
+	// come and go with the writes, so the drained figure is reported, not
+	// judged; stopped, filad must have given back what the load took. What
+	// stays is the stopped server the test still holds: mostly protoactor's
+	// process registry, 1,024 × 32 small maps (~8 MB, a heap profile shows),
+	// whatever the load.
+	require.Less(t, mb(after), mb(before)+16, "heap back to its baseline once filad stops")
 }
 
 func heapAfterGC() uint64 {
+	// Twice: a sync.Pool keeps its objects for one collection more.
+	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
