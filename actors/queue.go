@@ -411,9 +411,13 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	if d.err != nil {
 		if m != nil {
 			m.settling = false
-			// Its expiry may have passed while the write was failing.
-			q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
-			q.armTimer(ctx)
+			// The lease stands. If it expired while the write was failing, its
+			// expiry entry was skipped: expire it now. Otherwise that entry is
+			// still queued and fires on time.
+			if !m.leasedAt.Add(q.cfg.VisibilityTimeout).After(time.Now()) {
+				q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
+				q.armTimer(ctx)
+			}
 		}
 		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
 		endSpan(d.span, err)

@@ -47,6 +47,9 @@ type Options struct {
 	Listener net.Listener
 	// ConsumerBuffer is passed to the gateway; defaults to its default.
 	ConsumerBuffer int
+	// WrapStore, when set, wraps the badger store the actors use: tests
+	// inject storage failures through it.
+	WrapStore func(storage.Store) storage.Store
 }
 
 // Server is a running filad.
@@ -95,8 +98,12 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {
 		return nil, err
 	}
+	var store storage.Store = s.store
+	if opts.WrapStore != nil {
+		store = opts.WrapStore(store)
+	}
 	if s.system, err = actors.Start(actors.Options{
-		Store:   s.store,
+		Store:   store,
 		Quantum: int64(cfg.Scheduler.Quantum),
 		Board:   board,
 		Tracer:  s.telemetry.TracerProvider.Tracer(telemetry.ScopeName),
