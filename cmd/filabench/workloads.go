@@ -69,10 +69,7 @@ func workloads() []workload {
 			}
 			var out []result
 			for _, sync := range []bool{true, false} {
-				rs, err := e.onFilad(ctx, func(c *config.Config) (func(), error) {
-					c.Storage.SyncWrites = sync
-					return func() {}, nil
-				}, func(ctx context.Context, t *filadTarget) ([]result, error) {
+				rs, err := e.onFilad(ctx, withSyncWrites(sync), func(ctx context.Context, t *filadTarget) ([]result, error) {
 					light, err := t.latency(ctx, "light (1 message at a time)", 1, samples)
 					if err != nil {
 						return nil, err
@@ -154,7 +151,7 @@ func (e *bench) telemetryOverhead(ctx context.Context, payload []byte) ([]result
 	if e.f.short {
 		rounds = 1
 	}
-	noSync := func(c *config.Config) (func(), error) { c.Storage.SyncWrites = false; return func() {}, nil }
+	noSync := withSyncWrites(false)
 	variants := []struct {
 		name      string
 		configure func(*config.Config) (func(), error)
@@ -221,10 +218,7 @@ func sizeName(n int) string {
 func (e *bench) compare(ctx context.Context, onFilad func(context.Context, *filadTarget) (result, error), onNATS func(context.Context, *natsTarget) (result, error)) ([]result, error) {
 	var out []result
 	for _, sync := range []bool{true, false} {
-		rs, err := e.onFilad(ctx, func(c *config.Config) (func(), error) {
-			c.Storage.SyncWrites = sync
-			return func() {}, nil
-		}, func(ctx context.Context, t *filadTarget) ([]result, error) {
+		rs, err := e.onFilad(ctx, withSyncWrites(sync), func(ctx context.Context, t *filadTarget) ([]result, error) {
 			r, err := onFilad(ctx, t)
 			return []result{r}, err
 		})
@@ -288,6 +282,14 @@ func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (fun
 		}
 	}
 	return rs, err
+}
+
+// withSyncWrites sets storage.sync_writes.
+func withSyncWrites(sync bool) func(*config.Config) (func(), error) {
+	return func(c *config.Config) (func(), error) {
+		c.Storage.SyncWrites = sync
+		return func() {}, nil
+	}
 }
 
 // withTelemetry points filad at an in-process OTLP receiver with the given
