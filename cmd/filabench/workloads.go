@@ -275,10 +275,16 @@ func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (fun
 		return nil, err
 	}
 	defer t.close()
+	before := srv.Store().Stats()
 	rs, err := fn(ctx, t)
+	after := srv.Store().Stats()
 	for i := range rs {
 		if rs[i].Target == "" {
 			rs[i].Target = targetSync
+		}
+		// How well group commit grouped: write batches per badger commit.
+		if commits := after.Commits - before.Commits; rs[i].Unit == "msg/s" && commits > 0 && rs[i].Note == "" {
+			rs[i].Note = fmt.Sprintf("%.1f writes per commit", float64(after.Batches-before.Batches)/float64(commits))
 		}
 	}
 	return rs, err
