@@ -40,21 +40,27 @@ func (t *filadTarget) newQueue(ctx context.Context) (string, error) {
 // produce enqueues n messages from p concurrent producers, each waiting for
 // its reply before the next (synchronous publishes).
 func (t *filadTarget) produce(ctx context.Context, queue string, p, n int, payload []byte, headers func(i int) map[string]string) error {
+	return inParallel(p, n, func(i int) error {
+		var h map[string]string
+		if headers != nil {
+			h = headers(i)
+		}
+		_, err := t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Payload: payload, Headers: h})
+		return err
+	})
+}
+
+// inParallel runs fn(0) … fn(n-1) on p workers, each taking the next index
+// when it is done with its last, and returns the first error (a worker stops
+// at its error).
+func inParallel(p, n int, fn func(i int) error) error {
 	var next atomic.Int64
 	errs := make(chan error, p)
 	var wg sync.WaitGroup
 	for range p {
 		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				var h map[string]string
-				if headers != nil {
-					h = headers(i)
-				}
-				if _, err := t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Payload: payload, Headers: h}); err != nil {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := fn(i); err != nil {
 					errs <- err
 					return
 				}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -121,22 +120,10 @@ func (t *natsTarget) newStream(ctx context.Context) (string, jetstream.Consumer,
 // produce publishes n messages from p producers, each waiting for its
 // PubAck before the next (synchronous publishes, as filad's Enqueue).
 func (t *natsTarget) produce(ctx context.Context, subject string, p, n int, payload []byte) error {
-	var next atomic.Int64
-	errs := make(chan error, p)
-	var wg sync.WaitGroup
-	for range p {
-		wg.Go(func() {
-			for int(next.Add(1)) <= n {
-				if _, err := t.js.Publish(ctx, subject, payload); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return inParallel(p, n, func(int) error {
+		_, err := t.js.Publish(ctx, subject, payload)
+		return err
+	})
 }
 
 func (t *natsTarget) enqueueThroughput(ctx context.Context, producers, n int, payload []byte) (result, error) {
