@@ -184,7 +184,7 @@ func newQueueActor(cfg QueueConfig, opts Options, deps queueDeps) actor.Actor {
 func (q *queueActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		q.recover(ctx)
+		q.load(ctx)
 	case *actor.Restarting:
 		q.sendReading(ctx) // counts not yet reported survive the restart
 		q.stop(errRestarted)
@@ -226,9 +226,9 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	}
 }
 
-// recover loads the queue from storage: on first start, after a restart by the
+// load loads the queue from storage: on first start, after a restart by the
 // supervisor, and after a broker restart alike.
-func (q *queueActor) recover(ctx actor.Context) {
+func (q *queueActor) load(ctx actor.Context) {
 	contents, err := q.opts.Store.LoadQueue(q.cfg.Name)
 	if err != nil {
 		// Panicking hands the failure to the supervisor, which retries.

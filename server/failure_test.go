@@ -129,8 +129,7 @@ func TestDeleteQueueEndsStreamsAndRemovesMessages(t *testing.T) {
 
 	// A queue of the same name starts empty.
 	b.createQueue(t, "gone", nil)
-	st := b.stats(t, "gone")
-	require.Zero(t, st.GetDepth()+st.GetInFlight())
+	b.requireEmpty(t, "gone")
 }
 
 func TestShutdownEndsStreamsWithUnavailable(t *testing.T) {

@@ -98,6 +98,14 @@ func (b *bundle) stats(t *testing.T, queue string) *filav1.GetStatsResponse {
 	return st
 }
 
+// requireEmpty fails unless queue has nothing ready and nothing leased.
+func (b *bundle) requireEmpty(t *testing.T, queue string) {
+	t.Helper()
+	st := b.stats(t, queue)
+	require.Zero(t, st.GetDepth(), "depth of %s", queue)
+	require.Zero(t, st.GetInFlight(), "in flight in %s", queue)
+}
+
 // lease opens a consumer stream; cancel ends it.
 func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_LeaseClient, context.CancelFunc) {
 	t.Helper()

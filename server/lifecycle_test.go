@@ -71,9 +71,7 @@ func TestFullLifecycle(t *testing.T) {
 		require.True(t, want[id], "delivered id %s was enqueued", id)
 		require.Equal(t, 1, n, "message %s delivered once", id)
 	}
-	st := b.stats(t, "orders")
-	require.Zero(t, st.GetDepth())
-	require.Zero(t, st.GetInFlight())
+	b.requireEmpty(t, "orders")
 	eventually(t, func() bool {
 		q, err := b.admin.ListQueues(ctxT(t), &filav1.ListQueuesRequest{})
 		return err == nil && len(q.GetQueues()) == 1 && q.GetQueues()[0].GetDepth() == 0 && q.GetQueues()[0].GetInFlight() == 0
@@ -106,8 +104,7 @@ func TestVisibilityTimeoutRedelivers(t *testing.T) {
 	// The expired lease can no longer be acked; the new one can.
 	_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "vt", MessageId: id})
 	require.NoError(t, err)
-	st := b.stats(t, "vt")
-	require.Zero(t, st.GetDepth()+st.GetInFlight())
+	b.requireEmpty(t, "vt")
 }
 
 func TestNackRedelivers(t *testing.T) {

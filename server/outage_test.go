@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/telemetry"
@@ -26,13 +25,7 @@ func TestCollectorOutage(t *testing.T) {
 	logs := &logCapture{}
 	b := setup(t, setupOpts{
 		opts: server.Options{Logger: slog.New(logs), ExportTimeout: 300 * time.Millisecond},
-		cfg: func(c *config.Config) {
-			tc := config.TelemetryDefaults()
-			tc.OTLPEndpoint = addr
-			tc.MetricsIntervalMS = 100
-			tc.TraceSampleRatio = 1 // every span: the most there is to buffer
-			c.Telemetry = &tc
-		},
+		cfg:  exportTo(addr, 100), // every span sampled: the most there is to buffer
 	})
 	b.createQueue(t, "out", nil)
 	counted := func(r *telemetrytest.Receiver, want int64) func() bool {

@@ -72,8 +72,7 @@ func TestStorageFailureIsInternalAndHalfAppliesNothing(t *testing.T) {
 	fs.failing.Store(false)
 	_, err = b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "disk", MessageId: id})
 	require.NoError(t, err, "once the disk is back, the same lease can be acked")
-	st = b.stats(t, "disk")
-	require.Zero(t, st.GetDepth()+st.GetInFlight())
+	b.requireEmpty(t, "disk")
 	b.sync(t, "disk")
 	h.AssertCounter(t, telemetry.MetricLeased, qattr("disk"), 1) // never redelivered
 	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("disk"), 1)

@@ -43,6 +43,21 @@ func (b *bundle) sync(t *testing.T, queues ...string) {
 	require.NoError(t, b.srv.System().FlushTelemetry(ctxT(t)))
 }
 
+// exportTo turns telemetry on, exporting to endpoint every intervalMS with
+// every trace sampled unless ratio says otherwise.
+func exportTo(endpoint string, intervalMS int, mutate ...func(*config.Telemetry)) func(*config.Config) {
+	return func(c *config.Config) {
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint = endpoint
+		tc.MetricsIntervalMS = intervalMS
+		tc.TraceSampleRatio = 1
+		for _, m := range mutate {
+			m(&tc)
+		}
+		c.Telemetry = &tc
+	}
+}
+
 func qattr(q string) []attribute.KeyValue {
 	return []attribute.KeyValue{attribute.String("queue_id", q)}
 }
@@ -260,14 +275,7 @@ func TestTelemetryHygiene(t *testing.T) {
 func TestOTLPExportEndToEnd(t *testing.T) {
 	t.Parallel()
 	recv := telemetrytest.NewReceiver(t)
-	b := setup(t, setupOpts{cfg: func(c *config.Config) {
-		tc := config.TelemetryDefaults()
-		tc.OTLPEndpoint = "http://" + recv.Addr()
-		tc.MetricsIntervalMS = 100
-		tc.ServiceName = "fila-e2e"
-		tc.TraceSampleRatio = 1
-		c.Telemetry = &tc
-	}})
+	b := setup(t, setupOpts{cfg: exportTo("http://"+recv.Addr(), 100, func(tc *config.Telemetry) { tc.ServiceName = "fila-e2e" })})
 	b.createQueue(t, "exported", nil)
 	for range 3 {
 		b.enqueue(t, "exported", nil, []byte("x"))
@@ -331,12 +339,7 @@ func TestCollectorDownWarnsOnceAndServes(t *testing.T) {
 	logs := &logCapture{level: slog.LevelDebug}
 	b := setup(t, setupOpts{
 		opts: server.Options{Logger: slog.New(logs), ExportTimeout: 200 * time.Millisecond},
-		cfg: func(c *config.Config) {
-			tc := config.TelemetryDefaults()
-			tc.OTLPEndpoint = closed
-			tc.MetricsIntervalMS = 50
-			c.Telemetry = &tc
-		},
+		cfg:  exportTo(closed, 50),
 	})
 	b.createQueue(t, "down", nil)
 	stream, _ := b.lease(t, "down")
