@@ -1,11 +1,17 @@
 // Package config loads filad's configuration: defaults, then fila.toml, then
 // FILA_<SECTION>__<KEY> environment variables, each overriding the one
-// before. Unknown keys and invalid values are errors that name the key.
+// before. Unknown keys and invalid values are errors that name where the
+// value came from: the environment variable, or the file and line.
+//
+// Defaults live here and nowhere else: every other package receives values
+// and never re-defaults them.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,10 +21,11 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/toml/v2"
-	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/providers/structs"
 	"github.com/knadh/koanf/v2"
+	gotoml "github.com/pelletier/go-toml/v2"
 )
 
 // Config is filad's whole configuration.
@@ -26,6 +33,8 @@ type Config struct {
 	Server    Server    `koanf:"server"`
 	Storage   Storage   `koanf:"storage"`
 	Scheduler Scheduler `koanf:"scheduler"`
+	Queues    Queues    `koanf:"queues"`
+	Log       Log       `koanf:"log"`
 	// Telemetry is nil when the [telemetry] section is absent: then no
 	// exporter is created and no connection is attempted.
 	Telemetry *Telemetry `koanf:"telemetry"`
@@ -50,6 +59,28 @@ type Server struct {
 	// pings the server tolerates; a client pinging faster is disconnected
 	// (GOAWAY too_many_pings). Defaults to 10000.
 	KeepaliveMinTimeMS int `koanf:"keepalive_min_time_ms"`
+	// DefaultMaxInFlight is a lease stream's max_in_flight when the request
+	// leaves it 0: the most messages leased to the stream and not yet acked
+	// or nacked. Defaults to 256.
+	DefaultMaxInFlight int `koanf:"default_max_in_flight"`
+	// RequestTimeoutMS bounds every wait on an actor's reply; a storage
+	// commit that takes longer is answered UNAVAILABLE. Defaults to 30000.
+	RequestTimeoutMS int `koanf:"request_timeout_ms"`
+}
+
+// Queues holds the values a CreateQueue that leaves them unset gets.
+type Queues struct {
+	// DefaultVisibilityTimeoutMS is a lease's length. Defaults to 30000.
+	DefaultVisibilityTimeoutMS int `koanf:"default_visibility_timeout_ms"`
+	// DefaultFairnessKeyHeader names the header whose value is a message's
+	// fairness key. Defaults to "fila-fairness-key".
+	DefaultFairnessKeyHeader string `koanf:"default_fairness_key_header"`
+}
+
+// Log configures filad's own logging.
+type Log struct {
+	// Level is debug, info, warn or error. Defaults to "info".
+	Level string `koanf:"level"`
 }
 
 // Storage configures badger.
@@ -90,6 +121,23 @@ func (s Server) ShutdownTimeout() time.Duration {
 	return time.Duration(s.ShutdownTimeoutMS) * time.Millisecond
 }
 
+// RequestTimeout is RequestTimeoutMS as a duration.
+func (s Server) RequestTimeout() time.Duration {
+	return time.Duration(s.RequestTimeoutMS) * time.Millisecond
+}
+
+// DefaultVisibilityTimeout is DefaultVisibilityTimeoutMS as a duration.
+func (q Queues) DefaultVisibilityTimeout() time.Duration {
+	return time.Duration(q.DefaultVisibilityTimeoutMS) * time.Millisecond
+}
+
+// SlogLevel is Level as a slog.Level; Validate has checked it parses.
+func (l Log) SlogLevel() slog.Level {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(l.Level))
+	return lv
+}
+
 // MetricsInterval is MetricsIntervalMS as a duration.
 func (t Telemetry) MetricsInterval() time.Duration {
 	return time.Duration(t.MetricsIntervalMS) * time.Millisecond
@@ -101,9 +149,12 @@ func Defaults() Config {
 		Server: Server{
 			ListenAddr: "127.0.0.1:5555", MaxMessageBytes: 1 << 20, ShutdownTimeoutMS: 10000,
 			MaxStreamsPerConn: 1000, MaxQueueMailbox: 100_000, KeepaliveMinTimeMS: 10_000,
+			DefaultMaxInFlight: 256, RequestTimeoutMS: 30_000,
 		},
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
+		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
+		Log:       Log{Level: "info"},
 	}
 }
 
@@ -119,34 +170,85 @@ func TelemetryDefaults() Telemetry {
 	return Telemetry{OTLPEndpoint: "http://localhost:4317", ServiceName: "fila", MetricsIntervalMS: 10000, TraceSampleRatio: TraceSampleRatioDefault}
 }
 
-// EnvPrefix starts every environment override.
+// EnvPrefix starts every environment override. Only FILA_<SECTION>__<KEY>
+// (a double underscore between section and key) is read as config; other
+// FILA_* names belong to other tools (the CLI's FILA_ADDR, say) and are
+// ignored.
 const EnvPrefix = "FILA_"
+
+// legacyEnv maps environment names of earlier releases to their keys.
+var legacyEnv = map[string]string{"FILA_LOG_LEVEL": "log.level"}
+
+// sources remembers where each loaded key came from, so that an error can
+// name the environment variable, or the file and line, to fix.
+type sources struct {
+	file  string
+	data  []byte
+	env   map[string]string // key → variable
+	loads map[string]bool   // keys the file set
+}
+
+func (s *sources) describe(key string) string {
+	if v, ok := s.env[key]; ok {
+		return fmt.Sprintf("%s (%s)", v, key)
+	}
+	if s.loads[key] {
+		if line := keyLine(s.data, key); line > 0 {
+			return fmt.Sprintf("%s:%d: %s", s.file, line, key)
+		}
+		return s.file + ": " + key
+	}
+	return key
+}
 
 // Load reads path (skipped when empty, or when it is the default "fila.toml"
 // and does not exist), applies the environment from environ (os.Environ when
 // nil), and validates the result.
 func Load(path string, environ func() []string) (Config, error) {
+	if environ == nil {
+		environ = os.Environ
+	}
+	src := &sources{file: path, env: map[string]string{}, loads: map[string]bool{}}
 	k := koanf.New(".")
 	if path != "" {
-		if _, err := os.Stat(path); err == nil || path != "fila.toml" {
-			if err := k.Load(file.Provider(path), toml.Parser()); err != nil {
-				return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		data, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			src.data = data
+			if err := k.Load(rawbytes.Provider(data), toml.Parser()); err != nil {
+				return Config{}, tomlError(path, err)
 			}
+			for _, key := range k.Keys() {
+				src.loads[key] = true
+			}
+		case errors.Is(err, fs.ErrNotExist) && path == "fila.toml":
+			// The default path is optional; an explicit one is not.
+		default:
+			return Config{}, fmt.Errorf("config: %w", err)
 		}
 	}
-	err := k.Load(env.Provider(".", env.Opt{
-		Prefix:      EnvPrefix,
-		EnvironFunc: environ,
-		TransformFunc: func(key, v string) (string, any) {
+	envKeys := map[string]any{}
+	for _, kv := range environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		key, ok := legacyEnv[name]
+		if !ok {
+			rest, isOurs := strings.CutPrefix(name, EnvPrefix)
+			if !isOurs || !strings.Contains(rest, "__") {
+				continue
+			}
 			// FILA_SERVER__LISTEN_ADDR → server.listen_addr
-			key = strings.ToLower(strings.TrimPrefix(key, EnvPrefix))
-			return strings.ReplaceAll(key, "__", "."), v
-		},
-	}), nil)
-	if err != nil {
+			key = strings.ReplaceAll(strings.ToLower(rest), "__", ".")
+		}
+		if _, dup := src.env[key]; dup && legacyEnv[name] != "" {
+			continue // the current name wins over the legacy one
+		}
+		envKeys[key] = value
+		src.env[key] = name
+	}
+	if err := k.Load(confmap.Provider(envKeys, "."), nil); err != nil {
 		return Config{}, fmt.Errorf("config: environment: %w", err)
 	}
-	if err := checkKeys(k); err != nil {
+	if err := checkKeys(k, src); err != nil {
 		return Config{}, err
 	}
 	hasTelemetry := k.Exists("telemetry")
@@ -156,7 +258,7 @@ func Load(path string, environ func() []string) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	var cfg Config
-	err = base.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{
+	err := base.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{
 		DecoderConfig: &mapstructure.DecoderConfig{
 			Result:           &cfg,
 			WeaklyTypedInput: true, // environment values are strings
@@ -165,12 +267,69 @@ func Load(path string, environ func() []string) (Config, error) {
 		},
 	})
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, decodeError(err, src)
 	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, err
+	if errs := cfg.check(); len(errs) > 0 {
+		return Config{}, joinFieldErrors(errs, src)
 	}
 	return cfg, nil
+}
+
+// tomlError names the file, line and column of a TOML syntax error.
+func tomlError(path string, err error) error {
+	var de *gotoml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		return fmt.Errorf("config: %s:%d:%d: %s", path, row, col, de.Error())
+	}
+	return fmt.Errorf("config: %s: %w", path, err)
+}
+
+// decodeError names the source of each value that has the wrong type.
+func decodeError(err error, src *sources) error {
+	var errs []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, inner := range j.Unwrap() {
+				walk(inner)
+			}
+			return
+		}
+		var de *mapstructure.DecodeError
+		if errors.As(e, &de) {
+			errs = append(errs, fmt.Errorf("config: %s: %w", src.describe(de.Name()), de.Unwrap()))
+			return
+		}
+		errs = append(errs, fmt.Errorf("config: %w", e))
+	}
+	walk(err)
+	return errors.Join(errs...)
+}
+
+// keyLine is the 1-based line of the file that sets key, or 0: it follows
+// [table] headers and matches "name =" lines, which is all fila.toml uses.
+func keyLine(data []byte, key string) int {
+	table := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			table = strings.Trim(line, "[] ")
+			continue
+		}
+		name, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		full := strings.Trim(strings.TrimSpace(name), `"`)
+		if table != "" {
+			full = table + "." + full
+		}
+		if full == key {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // defaultsKoanf holds the defaults as koanf keys; with telemetry, the
@@ -190,7 +349,7 @@ func defaultsKoanf(withTelemetry bool) *koanf.Koanf {
 // Keys lists every key filad accepts, sorted.
 func Keys() []string { return defaultsKoanf(true).Keys() }
 
-func checkKeys(k *koanf.Koanf) error {
+func checkKeys(k *koanf.Koanf, src *sources) error {
 	known := Keys()
 	var unknown []string
 	for _, key := range k.Keys() {
@@ -199,7 +358,7 @@ func checkKeys(k *koanf.Koanf) error {
 			continue
 		}
 		if !slices.Contains(known, key) {
-			unknown = append(unknown, key)
+			unknown = append(unknown, src.describe(key))
 		}
 	}
 	if len(unknown) > 0 {
@@ -208,35 +367,65 @@ func checkKeys(k *koanf.Koanf) error {
 	return nil
 }
 
-// Validate checks every value and names the first bad key.
+// fieldError is one bad value, by key.
+type fieldError struct {
+	key   string
+	value any
+	why   string
+}
+
+func joinFieldErrors(fes []fieldError, src *sources) error {
+	errs := make([]error, len(fes))
+	for i, fe := range fes {
+		errs[i] = fmt.Errorf("config: %s = %v: %s", src.describe(fe.key), fe.value, fe.why)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks every value and names each bad key.
 func (c Config) Validate() error {
-	var errs []error
+	return joinFieldErrors(c.check(), &sources{})
+}
+
+func (c Config) check() []fieldError {
+	var errs []fieldError
 	bad := func(key string, v any, why string) {
-		errs = append(errs, fmt.Errorf("config: %s = %v: %s", key, v, why))
+		errs = append(errs, fieldError{key, v, why})
+	}
+	atLeast := func(key string, v, lo int) {
+		if v < lo {
+			bad(key, v, fmt.Sprintf("must be at least %d", lo))
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.Server.ListenAddr); err != nil {
 		bad("server.listen_addr", c.Server.ListenAddr, "must be host:port")
 	}
-	if c.Server.MaxMessageBytes < 1 || c.Server.MaxMessageBytes > 64<<20 {
-		bad("server.max_message_bytes", c.Server.MaxMessageBytes, "must be from 1 to 67108864")
+	if c.Server.MaxMessageBytes < 1 || c.Server.MaxMessageBytes > MaxMessageBytesLimit {
+		bad("server.max_message_bytes", c.Server.MaxMessageBytes, fmt.Sprintf("must be from 1 to %d", MaxMessageBytesLimit))
 	}
-	if c.Server.ShutdownTimeoutMS < 0 {
-		bad("server.shutdown_timeout_ms", c.Server.ShutdownTimeoutMS, "must not be negative")
-	}
-	if c.Server.MaxStreamsPerConn < 1 {
-		bad("server.max_streams_per_conn", c.Server.MaxStreamsPerConn, "must be at least 1")
-	}
-	if c.Server.MaxQueueMailbox < 1 {
-		bad("server.max_queue_mailbox", c.Server.MaxQueueMailbox, "must be at least 1")
-	}
-	if c.Server.KeepaliveMinTimeMS < 0 {
-		bad("server.keepalive_min_time_ms", c.Server.KeepaliveMinTimeMS, "must not be negative")
+	atLeast("server.shutdown_timeout_ms", c.Server.ShutdownTimeoutMS, 0)
+	atLeast("server.max_streams_per_conn", c.Server.MaxStreamsPerConn, 1)
+	atLeast("server.max_queue_mailbox", c.Server.MaxQueueMailbox, 1)
+	atLeast("server.keepalive_min_time_ms", c.Server.KeepaliveMinTimeMS, 0)
+	atLeast("server.request_timeout_ms", c.Server.RequestTimeoutMS, 1)
+	if c.Server.DefaultMaxInFlight < 1 || c.Server.DefaultMaxInFlight > MaxInFlightLimit {
+		bad("server.default_max_in_flight", c.Server.DefaultMaxInFlight, fmt.Sprintf("must be from 1 to %d", MaxInFlightLimit))
 	}
 	if c.Storage.DataDir == "" {
 		bad("storage.data_dir", `""`, "must not be empty")
 	}
 	if c.Scheduler.Quantum < 1 || c.Scheduler.Quantum > 1_000_000 {
 		bad("scheduler.quantum", c.Scheduler.Quantum, "must be from 1 to 1000000")
+	}
+	if ms := c.Queues.DefaultVisibilityTimeoutMS; ms < MinVisibilityTimeoutMS || ms > MaxVisibilityTimeoutMS {
+		bad("queues.default_visibility_timeout_ms", ms, fmt.Sprintf("must be from %d to %d", MinVisibilityTimeoutMS, MaxVisibilityTimeoutMS))
+	}
+	if h := c.Queues.DefaultFairnessKeyHeader; h == "" || len(h) > MaxHeaderKeyBytes {
+		bad("queues.default_fairness_key_header", h, fmt.Sprintf("must be 1 to %d bytes", MaxHeaderKeyBytes))
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
 	}
 	if t := c.Telemetry; t != nil {
 		if _, err := ParseEndpoint(t.OTLPEndpoint); err != nil {
@@ -245,15 +434,28 @@ func (c Config) Validate() error {
 		if t.ServiceName == "" {
 			bad("telemetry.service_name", `""`, "must not be empty")
 		}
-		if t.MetricsIntervalMS < 1 {
-			bad("telemetry.metrics_interval_ms", t.MetricsIntervalMS, "must be at least 1")
-		}
+		atLeast("telemetry.metrics_interval_ms", t.MetricsIntervalMS, 1)
 		if t.TraceSampleRatio < 0 || t.TraceSampleRatio > 1 {
 			bad("telemetry.trace_sample_ratio", t.TraceSampleRatio, "must be from 0 to 1")
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
+
+// Hard limits on configurable values, and the request limits of SPEC §4
+// that config values must respect.
+const (
+	// MaxMessageBytesLimit is the largest server.max_message_bytes.
+	MaxMessageBytesLimit = 64 << 20
+	// MaxInFlightLimit is the largest max_in_flight a lease stream may have.
+	MaxInFlightLimit = 10_000
+	// MinVisibilityTimeoutMS and MaxVisibilityTimeoutMS bound a queue's
+	// visibility timeout.
+	MinVisibilityTimeoutMS = 10
+	MaxVisibilityTimeoutMS = 12 * 60 * 60 * 1000
+	// MaxHeaderKeyBytes is the longest header name.
+	MaxHeaderKeyBytes = 256
+)
 
 // Endpoint is a parsed otlp_endpoint.
 type Endpoint struct {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -76,16 +77,38 @@ func TestLoad(t *testing.T) {
 			toml:  "[telemetry]\n",
 			check: func(t *testing.T, c Config) { require.Equal(t, TelemetryDefaults(), *c.Telemetry) },
 		},
-		{name: "unknown key in file", toml: "[server]\nlisten_adr = \"x:1\"\n", wantErr: "unknown key server.listen_adr"},
-		{name: "unknown section", toml: "[bogus]\nx = 1\n", wantErr: "unknown key bogus.x"},
-		{name: "unknown env key", env: []string{"FILA_SERVER__PORT=1"}, wantErr: "unknown key server.port"},
-		{name: "wrong type", toml: "[server]\nmax_message_bytes = \"big\"\n", wantErr: "max_message_bytes"},
-		{name: "wrong type from env", env: []string{"FILA_STORAGE__SYNC_WRITES=maybe"}, wantErr: "sync_writes"},
-		{name: "zero quantum", toml: "[scheduler]\nquantum = 0\n", wantErr: "scheduler.quantum = 0"},
-		{name: "bad listen addr", env: []string{"FILA_SERVER__LISTEN_ADDR=nowhere"}, wantErr: "server.listen_addr"},
+		{name: "unknown key in file names file and line", toml: "[server]\n\nlisten_adr = \"x:1\"\n", wantErr: "fila.toml:3: server.listen_adr"},
+		{name: "unknown section", toml: "[bogus]\nx = 1\n", wantErr: "fila.toml:2: bogus.x"},
+		{name: "unknown env key names the variable", env: []string{"FILA_SERVER__PORT=1"}, wantErr: "unknown key FILA_SERVER__PORT (server.port)"},
+		{name: "wrong type names file and line", toml: "[server]\nmax_message_bytes = \"big\"\n", wantErr: "fila.toml:2: server.max_message_bytes"},
+		{name: "wrong type from env names the variable", env: []string{"FILA_STORAGE__SYNC_WRITES=maybe"}, wantErr: "FILA_STORAGE__SYNC_WRITES (storage.sync_writes)"},
+		{name: "zero quantum", toml: "[scheduler]\nquantum = 0\n", wantErr: "fila.toml:2: scheduler.quantum = 0"},
+		{name: "bad listen addr", env: []string{"FILA_SERVER__LISTEN_ADDR=nowhere"}, wantErr: "FILA_SERVER__LISTEN_ADDR (server.listen_addr) = nowhere"},
 		{name: "bad endpoint", toml: "[telemetry]\notlp_endpoint = \"ftp://x\"\n", wantErr: "telemetry.otlp_endpoint"},
 		{name: "bad ratio", toml: "[telemetry]\ntrace_sample_ratio = 2.0\n", wantErr: "telemetry.trace_sample_ratio"},
 		{name: "message limit", toml: "[server]\nmax_message_bytes = -1\n", wantErr: "server.max_message_bytes = -1"},
+		{name: "TOML syntax error has a line", toml: "[server]\nlisten_addr = \n", wantErr: "fila.toml:2:"},
+		{name: "bad log level", env: []string{"FILA_LOG__LEVEL=loud"}, wantErr: "FILA_LOG__LEVEL (log.level) = loud: must be debug"},
+		{
+			name: "other FILA_ variables are not config",
+			env:  []string{"FILA_ADDR=127.0.0.1:5555", "FILA_SOMETHING=1", "FILADELPHIA=2"},
+			check: func(t *testing.T, c Config) { require.Equal(t, Defaults(), c) },
+		},
+		{
+			name:  "FILA_LOG_LEVEL is the legacy name of log.level",
+			env:   []string{"FILA_LOG_LEVEL=debug"},
+			check: func(t *testing.T, c Config) { require.Equal(t, slog.LevelDebug, c.Log.SlogLevel()) },
+		},
+		{
+			name:  "FILA_LOG__LEVEL wins over the legacy name",
+			env:   []string{"FILA_LOG__LEVEL=warn", "FILA_LOG_LEVEL=debug"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "warn", c.Log.Level) },
+		},
+		{
+			name:  "the legacy name loses in either order",
+			env:   []string{"FILA_LOG_LEVEL=debug", "FILA_LOG__LEVEL=warn"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "warn", c.Log.Level) },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

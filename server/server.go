@@ -63,6 +63,7 @@ type Server struct {
 	grpc      *grpc.Server
 	lis       net.Listener
 	served    chan error
+	serving   bool // Start got as far as serving
 
 	stopOnce sync.Once
 	stopErr  error
@@ -151,6 +152,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 	}
 	go func() { s.served <- s.grpc.Serve(s.lis) }()
+	s.serving = true
 	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
 		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
 		slog.Bool("telemetry", s.telemetry.Enabled))
@@ -208,6 +210,10 @@ func (s *Server) teardown(ctx context.Context) error {
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 	}
-	s.log.Info("filad stopped")
+	if s.serving {
+		// A start that failed never served: its error says why, and
+		// "stopped" would suggest it had been running.
+		s.log.Info("filad stopped")
+	}
 	return errors.Join(errs...)
 }

@@ -1,7 +1,7 @@
 // Command filad is the fila broker: a durable, fair message broker serving
 // fila.v1 over gRPC.
 //
-//	filad [--config fila.toml] [--data-dir DIR]
+//	filad [--config fila.toml] [--data-dir DIR] [--version]
 //
 // With no config file it runs on the embedded defaults (127.0.0.1:5555,
 // ./data). SIGINT or SIGTERM stops it gracefully.
@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func main() {
@@ -29,21 +31,33 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("filad", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
 	cfgPath := fs.String("config", "fila.toml", "path to the config file (a missing fila.toml means all defaults)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides storage.data_dir)")
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h printed the usage; asking for help is not a failure
+		}
 		return err
 	}
-	log := newLogger()
-	slog.SetDefault(log)
-
+	if *version {
+		fmt.Println("filad", telemetry.Version)
+		return nil
+	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {
 		return err
 	}
-	if *dataDir != "" {
+	if flagSet(fs, "data-dir") {
+		if *dataDir == "" {
+			return errors.New("--data-dir: must not be empty (leave the flag out for storage.data_dir)")
+		}
 		cfg.Storage.DataDir = *dataDir
 	}
+	log := newLogger(cfg.Log.SlogLevel())
+	slog.SetDefault(log)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
@@ -61,20 +75,18 @@ func run(args []string) error {
 	return srv.Shutdown(context.Background())
 }
 
+// flagSet reports whether name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // newLogger writes JSON when stderr is not a terminal and text when it is.
-func newLogger() *slog.Logger {
-	opts := &slog.HandlerOptions{Level: logLevel()}
+func newLogger(level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-}
-
-// logLevel reads FILA_LOG_LEVEL (debug, info, warn, error); default info.
-func logLevel() slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("FILA_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
-	}
-	return l
 }

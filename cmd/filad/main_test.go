@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,5 +237,65 @@ func TestBadConfigFailsNamingTheKey(t *testing.T) {
 		require.Error(t, err, tt.env)
 		require.Equal(t, 1, cmd.ProcessState.ExitCode(), tt.env)
 		require.Contains(t, string(out), tt.want, tt.env)
+	}
+}
+
+func TestNewcomerEnvironmentDoesNotStopFilad(t *testing.T) {
+	// FILA_ADDR is the CLI's variable and FILA_LOG_LEVEL the legacy name of
+	// log.level: neither may be read as an unknown config key.
+	p := startFilad(t, t.TempDir(), "FILA_ADDR=127.0.0.1:5555", "FILA_LOG_LEVEL=debug")
+	c := connect(t, p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.admin.ListQueues(ctx, &filav1.ListQueuesRequest{})
+	require.NoError(t, err)
+}
+
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = busy.Close() })
+	tests := []struct {
+		name     string
+		args     []string
+		env      []string
+		wantCode int
+		stdout   string
+		stderr   string
+		never    string
+	}{
+		{name: "version", args: []string{"--version"}, stdout: "filad "},
+		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
+		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 1, stderr: "--data-dir: must not be empty"},
+		{
+			name: "failed start does not claim to have stopped", args: []string{"--config", "", "--data-dir", t.TempDir()},
+			env: []string{"FILA_SERVER__LISTEN_ADDR=" + busy.Addr().String()}, wantCode: 1,
+			stderr: "address already in use", never: "filad stopped",
+		},
+		{name: "env error names the variable", args: []string{"--config", ""}, env: []string{"FILA_SERVER__MAX_MESSAGE_BYTES=lots"}, wantCode: 1, stderr: "FILA_SERVER__MAX_MESSAGE_BYTES (server.max_message_bytes)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(filadBin, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				code = exit.ExitCode()
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tt.wantCode, code, "stderr: %s", stderr.String())
+			require.Contains(t, stdout.String(), tt.stdout)
+			require.Contains(t, stderr.String(), tt.stderr)
+			if tt.never != "" {
+				require.NotContains(t, stderr.String(), tt.never)
+			}
+		})
 	}
 }
