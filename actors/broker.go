@@ -17,7 +17,11 @@ type (
 	// DeleteQueue stops a queue's actor, ends its streams with
 	// ErrQueueNotFound, and removes its messages and leases. Reply: *AdminReply.
 	DeleteQueue struct{ Name string }
-	// AdminReply answers CreateQueue and DeleteQueue.
+	// UpdateQueueConfig replaces a live queue's config, durably; it applies
+	// from the next delivery or settle on, and a supervisor restart keeps
+	// it. Name picks the queue and cannot change. Reply: *AdminReply.
+	UpdateQueueConfig struct{ Config QueueConfig }
+	// AdminReply answers CreateQueue, UpdateQueueConfig and DeleteQueue.
 	AdminReply struct{ Err error }
 	// EndStreams ends every consumer of every queue with ErrShuttingDown, the
 	// first step of a graceful shutdown. Reply: *AdminReply.
@@ -27,11 +31,17 @@ type (
 // brokerActor is the root of the queue actors: it creates, recovers, deletes
 // and supervises them. It owns the Directory's writes.
 type brokerActor struct {
-	opts      Options
-	dir       *Directory
-	telemetry *actor.PID
-	children  map[string]*actor.PID
-	deleting  map[string]bool
+	opts     Options
+	deps     queueDeps
+	dir      *Directory
+	children map[string]*child
+	deleting map[string]bool
+}
+
+// child is a live queue actor and the config cell it reads.
+type child struct {
+	pid    *actor.PID
+	config *configCell
 }
 
 // Receive implements actor.Actor.
@@ -41,11 +51,13 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		b.recoverQueues(ctx)
 	case *CreateQueue:
 		ctx.Respond(&AdminReply{Err: b.create(ctx, m.Config)})
+	case *UpdateQueueConfig:
+		ctx.Respond(&AdminReply{Err: b.update(ctx, m.Config)})
 	case *DeleteQueue:
 		b.delete(ctx, m.Name)
 	case *EndStreams:
-		for _, pid := range b.children {
-			ctx.Send(pid, &endConsumers{err: ErrShuttingDown})
+		for _, c := range b.children {
+			ctx.Send(c.pid, &endConsumers{err: ErrShuttingDown})
 		}
 		ctx.Respond(&AdminReply{})
 	}
@@ -68,8 +80,9 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 
 func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
 	if b.children[cfg.Name] != nil || b.deleting[cfg.Name] {
-		return fmt.Errorf("%w: %s", ErrQueueExists, cfg.Name)
+		return fmt.Errorf("%w: %q", ErrQueueExists, cfg.Name)
 	}
+	cfg.CreatedAt = time.Now()
 	// Leftovers of a deletion cut short by a crash must not reappear.
 	if err := b.opts.Store.PurgeQueue(cfg.Name); err != nil {
 		return fmt.Errorf("%w: %v", ErrStorage, err)
@@ -86,35 +99,53 @@ func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
 
 func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
 	depth := &mailboxDepth{}
-	deps := queueDeps{telemetry: b.telemetry}
+	config := newConfigCell(cfg)
 	props := actor.PropsFromProducer(
-		// A new actor per call: a restart must start from storage, not from
-		// the state that panicked.
-		func() actor.Actor { return newQueueActor(cfg, b.opts, deps) },
+		// A new actor per call: a restart must start from storage and the
+		// config cell, not from the state that panicked.
+		func() actor.Actor { return newQueueActor(config, b.deps) },
 		actor.WithMailbox(actor.Unbounded(depth)),
 	)
 	pid, err := ctx.SpawnNamed(props, cfg.Name)
 	if err != nil {
 		panic(fmt.Errorf("actors: spawn queue %s: %w", cfg.Name, err))
 	}
-	b.children[cfg.Name] = pid
+	b.children[cfg.Name] = &child{pid: pid, config: config}
 	b.dir.add(&QueueRef{Name: cfg.Name, PID: pid, mailbox: depth})
 }
 
+func (b *brokerActor) update(ctx actor.Context, cfg QueueConfig) error {
+	c := b.children[cfg.Name]
+	if c == nil {
+		return QueueNotFound(cfg.Name)
+	}
+	cfg.CreatedAt = c.config.get().CreatedAt
+	var batch storage.Batch
+	batch.PutQueue(cfg.record())
+	if err := b.opts.Store.Write(&batch); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	c.config.set(cfg)
+	ctx.Send(c.pid, &configChanged{})
+	b.opts.Logger.Info("queue updated", slog.String("queue_id", cfg.Name))
+	return nil
+}
+
 func (b *brokerActor) delete(ctx actor.Context, name string) {
-	pid := b.children[name]
-	if pid == nil {
-		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %s", ErrQueueNotFound, name)})
+	c := b.children[name]
+	if c == nil {
+		ctx.Respond(&AdminReply{Err: QueueNotFound(name)})
 		return
 	}
 	delete(b.children, name)
 	b.deleting[name] = true
 	b.dir.remove(name)
-	// The actor ends its streams with ErrQueueNotFound as it stops. Blocking
-	// on that here could deadlock the broker; the continuation runs as a
-	// message of its own, with this request's sender restored.
-	ctx.ReenterAfter(ctx.PoisonFuture(pid), func(any, error) {
-		ctx.Send(b.telemetry, &queueGone{queue: name})
+	// Its consumers learn why their stream ends before the actor stops.
+	ctx.Send(c.pid, &endConsumers{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name)})
+	// Blocking on the stop here could deadlock the broker; the continuation
+	// runs as a message of its own, with this request's sender restored.
+	ctx.ReenterAfter(ctx.PoisonFuture(c.pid), func(any, error) {
+		ctx.Send(b.deps.telemetry, &queueGone{queue: name})
 		ctx.Respond(&AdminReply{Err: b.purge(name)})
 	})
 }

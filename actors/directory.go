@@ -61,12 +61,3 @@ func (d *Directory) Names() []string {
 	slices.Sort(names)
 	return names
 }
-
-// NewQueueRefForTest registers a queue with no actor behind it whose mailbox
-// reports depth, so gateway tests can exercise admission control.
-func NewQueueRefForTest(d *Directory, name string, depth int64) *QueueRef {
-	ref := &QueueRef{Name: name, PID: actor.NewPID("test", name), mailbox: &mailboxDepth{}}
-	ref.mailbox.n.Store(depth)
-	d.add(ref)
-	return ref
-}

@@ -1,6 +1,9 @@
 package actors
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors the actors reply with. The gateway maps each to a gRPC status code;
 // wrap them with fmt.Errorf("%w") to add which field and which limit.
@@ -23,3 +26,7 @@ var (
 	// subscribes again.
 	errRestarted = errors.New("queue actor restarted")
 )
+
+// QueueNotFound is ErrQueueNotFound naming the queue: the one wording every
+// path uses.
+func QueueNotFound(name string) error { return fmt.Errorf("%w: %q", ErrQueueNotFound, name) }

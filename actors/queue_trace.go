@@ -12,13 +12,10 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
-// Span names of the queue actor. Each is a child of the RPC span whose
-// context came in the actor envelope, so one trace crosses the actors.
+// W3C trace-context header names, as the message carries them to consumers.
 const (
-	SpanEnqueue = "fila.queue.enqueue"
-	SpanSettle  = "fila.queue.settle"
-	SpanDeliver = "fila.queue.deliver"
-	SpanCommit  = "fila.storage.commit"
+	traceparentHeader = "traceparent"
+	tracestateHeader  = "tracestate"
 )
 
 // startSpan starts a queue-actor span as a child of the span context in the
@@ -35,12 +32,12 @@ func (q *queueActor) startChild(ctx context.Context, name string) (context.Conte
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.IsSampled() {
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	return q.opts.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	return q.deps.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
 }
 
 // commitSpan covers one durable write; end it when the committer reports.
 func (q *queueActor) commitSpan(ctx context.Context) trace.Span {
-	_, span := q.startChild(ctx, SpanCommit)
+	_, span := q.startChild(ctx, telemetry.SpanCommit)
 	return span
 }
 
@@ -56,7 +53,7 @@ func endSpan(span trace.Span, err error) {
 // deliverySpan starts the span of one delivery: a child of the consumer's
 // Lease call, linked to the context the message was created in.
 func (q *queueActor) deliverySpan(parent context.Context, m *message) trace.Span {
-	_, span := q.startChild(parent, SpanDeliver)
+	_, span := q.startChild(parent, telemetry.SpanDeliver)
 	if !span.IsRecording() {
 		return span // skip the parsing below when nobody records
 	}
@@ -75,7 +72,7 @@ func (q *queueActor) deliverySpan(parent context.Context, m *message) trace.Span
 // debug logs a per-message event at DEBUG with the span's trace ids; the
 // check keeps the hot path free of attribute building when DEBUG is off.
 func (q *queueActor) debug(ctx context.Context, msg string, attrs ...slog.Attr) {
-	if q.opts.Logger.Enabled(ctx, slog.LevelDebug) {
-		q.opts.Logger.LogAttrs(ctx, slog.LevelDebug, msg, append(attrs, slog.String("queue_id", q.cfg.Name))...)
+	if q.deps.log.Enabled(ctx, slog.LevelDebug) {
+		q.deps.log.LogAttrs(ctx, slog.LevelDebug, msg, append(attrs, slog.String("queue_id", q.cfg.Name))...)
 	}
 }

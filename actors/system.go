@@ -1,9 +1,9 @@
 // Package actors is filad's supervisor tree, built on protoactor-go:
 //
-//	broker   creates, recovers, deletes and supervises queue actors
+//	broker   creates, recovers, updates, deletes and supervises queue actors (broker.go)
 //	└─ <queue>  one per queue: ready messages by DRR, consumers, leases,
-//	            visibility timers, ack and nack (queue.go)
-//	telemetry  aggregates the queues' gauge readings (telemetry_actor.go)
+//	            visibility timers, ack and nack (queue*.go; queue.go lists them)
+//	telemetry  aggregates the queues' readings (telemetry_actor.go)
 //
 // Each actor is the single owner of its state: no locks, no other goroutine
 // touching it. Storage completions and timers come back as messages.
@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,14 +34,17 @@ type System struct {
 // Start builds the actor system and recovers every stored queue before it
 // returns.
 func Start(opts Options) (*System, error) {
-	if opts.Store == nil {
-		return nil, errors.New("actors: Options.Store is required")
+	opts, err := opts.validate()
+	if err != nil {
+		return nil, err
 	}
-	opts = opts.withDefaults()
+	instruments, err := telemetry.NewQueueInstruments(opts.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s := &System{opts: opts, as: as, dir: &Directory{}}
-	var err error
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
 	}), "telemetry")
@@ -48,8 +52,16 @@ func Start(opts Options) (*System, error) {
 		return nil, fmt.Errorf("actors: spawn telemetry: %w", err)
 	}
 	s.broker, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &brokerActor{opts: opts, dir: s.dir, telemetry: s.telemetry,
-			children: map[string]*actor.PID{}, deleting: map[string]bool{}}
+		return &brokerActor{opts: opts, dir: s.dir,
+			deps: queueDeps{
+				store:       opts.Store,
+				quantum:     opts.Quantum,
+				log:         opts.Logger,
+				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName),
+				instruments: instruments,
+				telemetry:   s.telemetry,
+			},
+			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)
@@ -70,23 +82,15 @@ func (s *System) Broker() *actor.PID { return s.broker }
 // Board is where the telemetry actor publishes the queues' readings.
 func (s *System) Board() *telemetry.Board { return s.opts.Board }
 
-// FlushTelemetry makes the telemetry actor publish every reading it has
-// received. Readings a queue actor has not sent yet are not included: ask
-// the queue first (GetStats) to be sure its latest changes are.
-func (s *System) FlushTelemetry(ctx context.Context) error {
-	_, err := s.Ask(ctx, s.telemetry, nil, &FlushReadings{})
-	return err
-}
-
 // Send delivers msg to pid with no reply expected.
 func (s *System) Send(pid *actor.PID, msg any) { s.as.Root.Send(pid, msg) }
 
 // Ask sends msg to pid in an envelope carrying header (may be nil) and waits
 // for the reply, bounded by Options.RequestTimeout and ctx.
 func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]string, msg any) (any, error) {
-	timeout := s.opts.RequestTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
+	timeout, callerBound := s.opts.RequestTimeout, false
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout, callerBound = time.Until(dl), true
 	}
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
@@ -94,11 +98,17 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	f := actor.NewFuture(s.as, timeout)
 	s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
 	res, err := f.Result()
+	_, dead := res.(*actor.DeadLetterResponse)
+	if dead || errors.Is(err, actor.ErrDeadLetter) {
+		// The actor stopped (its queue was deleted) before it took msg.
+		return nil, QueueNotFound(path.Base(pid.Id))
+	}
+	if errors.Is(err, actor.ErrTimeout) && callerBound {
+		// The caller's deadline, not filad's own bound, ended the wait.
+		return nil, fmt.Errorf("actors: no reply from %s: %w", pid.Id, context.DeadlineExceeded)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("actors: no reply from %s: %w", pid.Id, err)
-	}
-	if _, dead := res.(*actor.DeadLetterResponse); dead {
-		return nil, ErrQueueNotFound
 	}
 	return res, nil
 }

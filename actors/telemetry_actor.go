@@ -16,8 +16,6 @@ type (
 		queue string
 		delta telemetry.QueueReading
 	}
-	// FlushReadings publishes at once and answers *FlushReadings.
-	FlushReadings struct{}
 	// queueGone drops a deleted queue's series.
 	queueGone struct{ queue string }
 	// publishReadings publishes what arrived since the last publish.
@@ -44,11 +42,7 @@ func (t *telemetryActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *queueReading:
 		r := t.readings[m.queue]
-		r.Depth, r.Leases, r.Consumers = m.delta.Depth, m.delta.Leases, m.delta.Consumers
-		r.Enqueued += m.delta.Enqueued
-		r.Leased += m.delta.Leased
-		r.Acked += m.delta.Acked
-		r.Nacked += m.delta.Nacked
+		r.Add(m.delta)
 		t.readings[m.queue] = r
 		t.schedule(ctx)
 	case *queueGone:
@@ -56,9 +50,6 @@ func (t *telemetryActor) Receive(ctx actor.Context) {
 		t.schedule(ctx)
 	case *publishReadings:
 		t.publish()
-	case *FlushReadings:
-		t.publish()
-		ctx.Respond(&FlushReadings{})
 	}
 }
 

@@ -14,11 +14,11 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/goleak"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
@@ -157,7 +157,7 @@ func TestTraceContinuity(t *testing.T) {
 
 	// The broker's spans are in the producer's trace.
 	require.Equal(t, traceID, brokerH.FindSpan(t, "fila.v1.FilaService/Enqueue", nil).SpanContext().TraceID())
-	require.Equal(t, traceID, brokerH.FindSpan(t, actors.SpanEnqueue, nil).SpanContext().TraceID())
+	require.Equal(t, traceID, brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext().TraceID())
 
 	// A consumer on its own tracer provider joins the same trace.
 	cctx, cancel := context.WithCancel(ctxT(t))
@@ -178,6 +178,6 @@ func TestTraceContinuity(t *testing.T) {
 	telemetrytest.RequireChildOf(t, process, send.SpanContext())
 	telemetrytest.RequireLinked(t, process, send.SpanContext())
 	// The broker's delivery span links to where the message was created too.
-	require.Eventually(t, func() bool { return len(brokerH.Spans(actors.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
-	telemetrytest.RequireLinked(t, brokerH.Spans(actors.SpanDeliver)[0], brokerH.FindSpan(t, actors.SpanEnqueue, nil).SpanContext())
+	require.Eventually(t, func() bool { return len(brokerH.Spans(telemetry.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
+	telemetrytest.RequireLinked(t, brokerH.Spans(telemetry.SpanDeliver)[0], brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext())
 }

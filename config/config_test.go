@@ -90,8 +90,8 @@ func TestLoad(t *testing.T) {
 		{name: "TOML syntax error has a line", toml: "[server]\nlisten_addr = \n", wantErr: "fila.toml:2:"},
 		{name: "bad log level", env: []string{"FILA_LOG__LEVEL=loud"}, wantErr: "FILA_LOG__LEVEL (log.level) = loud: must be debug"},
 		{
-			name: "other FILA_ variables are not config",
-			env:  []string{"FILA_ADDR=127.0.0.1:5555", "FILA_SOMETHING=1", "FILADELPHIA=2"},
+			name:  "other FILA_ variables are not config",
+			env:   []string{"FILA_ADDR=127.0.0.1:5555", "FILA_SOMETHING=1", "FILADELPHIA=2"},
 			check: func(t *testing.T, c Config) { require.Equal(t, Defaults(), c) },
 		},
 		{

@@ -7,13 +7,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
-)
-
-// Visibility timeout bounds for CreateQueue.
-const (
-	MaxVisibilityTimeout = 12 * time.Hour
-	MinVisibilityTimeout = 10 * time.Millisecond
 )
 
 // call is one gRPC request on its way to the actors. The caller's span
@@ -34,6 +29,8 @@ type gatewayActor struct {
 	broker     *actor.PID
 	maxPayload int
 	maxMailbox int64
+	// queueDefaults holds the values a CreateQueue may leave unset.
+	queueDefaults actors.QueueConfig
 }
 
 // Receive implements actor.Actor.
@@ -79,7 +76,7 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return ref.PID, &actors.Nack{ID: r.GetMessageId()}, nil
+		return ref.PID, &actors.Nack{ID: r.GetMessageId(), Error: r.GetError()}, nil
 	case *filav1.LeaseRequest:
 		ref, err := g.queue("queue", r.GetQueue())
 		if err != nil {
@@ -93,7 +90,7 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		}
 		return ref.PID, &actors.GetStats{}, nil
 	case *filav1.CreateQueueRequest:
-		cfg, err := queueConfig(r)
+		cfg, err := queueConfig(r, g.queueDefaults)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -114,7 +111,7 @@ func (g *gatewayActor) queue(field, name string) (*actors.QueueRef, error) {
 	}
 	ref := g.dir.Lookup(name)
 	if ref == nil {
-		return nil, fmt.Errorf("%w: %s %q", actors.ErrQueueNotFound, field, name)
+		return nil, actors.QueueNotFound(name)
 	}
 	return ref, nil
 }
@@ -129,19 +126,16 @@ func (g *gatewayActor) settleTarget(queue, id string) (*actors.QueueRef, error) 
 	return g.queue("queue", queue)
 }
 
-func queueConfig(r *filav1.CreateQueueRequest) (actors.QueueConfig, error) {
+func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (actors.QueueConfig, error) {
 	if err := validateQueueName("name", r.GetName()); err != nil {
 		return actors.QueueConfig{}, err
 	}
-	cfg := actors.QueueConfig{
-		Name:              r.GetName(),
-		VisibilityTimeout: actors.VisibilityTimeoutDefault,
-		FairnessKeyHeader: actors.FairnessKeyHeaderDefault,
-	}
+	cfg := defaults
+	cfg.Name = r.GetName()
 	if ms := r.GetConfig().GetVisibilityTimeoutMs(); ms != 0 {
-		if ms > uint64(MaxVisibilityTimeout/time.Millisecond) || ms < uint64(MinVisibilityTimeout/time.Millisecond) {
+		if ms > config.MaxVisibilityTimeoutMS || ms < config.MinVisibilityTimeoutMS {
 			return cfg, invalid("config.visibility_timeout_ms: %d is outside %d..%d", ms,
-				MinVisibilityTimeout/time.Millisecond, MaxVisibilityTimeout/time.Millisecond)
+				config.MinVisibilityTimeoutMS, config.MaxVisibilityTimeoutMS)
 		}
 		cfg.VisibilityTimeout = time.Duration(ms) * time.Millisecond
 	}

@@ -1,25 +1,35 @@
 package gateway
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/storage"
 )
 
 func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	t.Parallel()
-	dir := &actors.Directory{}
-	ref := actors.NewQueueRefForTest(dir, "busy", 10)
-	g := &gatewayActor{dir: dir, maxPayload: 1024, maxMailbox: 10}
-	_, _, err := g.translate(&call{req: &filav1.EnqueueRequest{Queue: "busy"}})
+	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(sys.Stop)
+	_, err = sys.Ask(context.Background(), sys.Broker(), nil, &actors.CreateQueue{Config: actors.QueueConfig{Name: "busy", VisibilityTimeout: time.Second}})
+	require.NoError(t, err)
+	ref := sys.Directory().Lookup("busy")
+	require.NotNil(t, ref)
+
+	// An idle queue's mailbox is empty: a limit of 0 refuses, 1 admits.
+	g := &gatewayActor{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
+	_, _, err = g.translate(&call{req: &filav1.EnqueueRequest{Queue: "busy"}})
 	require.ErrorIs(t, err, actors.ErrOverloaded)
-	require.ErrorContains(t, err, "queue busy has 10 requests waiting (limit 10)")
+	require.ErrorContains(t, err, "queue busy has 0 requests waiting (limit 0)")
 	require.Contains(t, toStatus(err).Error(), "ResourceExhausted")
 
-	g.maxMailbox = 11
+	g.maxMailbox = 1
 	pid, msg, err := g.translate(&call{req: &filav1.EnqueueRequest{Queue: "busy"}})
 	require.NoError(t, err)
 	require.Equal(t, ref.PID, pid)

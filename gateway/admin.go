@@ -5,6 +5,7 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func adminErr(r *actors.AdminReply) error { return r.Err }
@@ -63,7 +64,10 @@ func (s *Server) ListQueues(ctx context.Context, _ *filav1.ListQueuesRequest) (*
 	for _, name := range s.sys.Directory().Names() {
 		g := readings[name]
 		resp.Queues = append(resp.Queues, &filav1.QueueInfo{
-			Name: name, Depth: uint64(g.Depth), InFlight: uint64(g.Leases), ActiveConsumers: uint32(g.Consumers),
+			Name:            name,
+			Depth:           uint64(g.Gauges[telemetry.Depth]),
+			InFlight:        uint64(g.Gauges[telemetry.LeasesActive]),
+			ActiveConsumers: uint32(g.Gauges[telemetry.ConsumersActive]),
 		})
 	}
 	return resp, nil

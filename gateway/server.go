@@ -8,9 +8,12 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/router"
@@ -24,30 +27,43 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
-// Options configures a Server. System is required.
+// Options configures a Server. The configured values have no defaults
+// here (config.Defaults is their one home): all but PoolSize and Logger are
+// required.
 type Options struct {
-	// System is the running actor tree. Required.
+	// System is the running actor tree.
 	System *actors.System
-	// MaxMessageBytes is the largest Enqueue payload. Defaults to 1 MiB.
+	// MaxMessageBytes is the largest Enqueue payload.
 	MaxMessageBytes int
 	// MaxMailbox is the queue mailbox depth at which Enqueue is refused with
-	// RESOURCE_EXHAUSTED. Defaults to actors.MaxMailboxDefault.
+	// RESOURCE_EXHAUSTED.
 	MaxMailbox int64
-	// PoolSize is the number of gateway actors. Defaults to 2 × GOMAXPROCS.
-	PoolSize int
-	// ConsumerBuffer is a lease stream's max_in_flight when the request
+	// DefaultMaxInFlight is a lease stream's max_in_flight when the request
 	// leaves it 0: the most messages leased to it and not yet acked or
-	// nacked. Defaults to ConsumerBufferDefault.
-	ConsumerBuffer int
-	// Logger defaults to slog.Default().
+	// nacked.
+	DefaultMaxInFlight int
+	// DefaultVisibilityTimeout and DefaultFairnessKeyHeader are what a
+	// CreateQueue that leaves them unset gets.
+	DefaultVisibilityTimeout time.Duration
+	DefaultFairnessKeyHeader string
+	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
+	PoolSize int
+	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
 }
 
-// ConsumerBufferDefault is the default max_in_flight of a lease stream.
-const ConsumerBufferDefault = 256
-
-// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.
-const MaxConsumerInFlight = 10_000
+func (o Options) validate() (Options, error) {
+	switch {
+	case o.System == nil:
+		return o, errors.New("gateway: Options.System is required")
+	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1,
+		o.DefaultVisibilityTimeout <= 0, o.DefaultFairnessKeyHeader == "":
+		return o, fmt.Errorf("gateway: incomplete Options %+v (build them from config)", o)
+	}
+	o.PoolSize = cmp.Or(o.PoolSize, 2*runtime.GOMAXPROCS(0))
+	o.Logger = cmp.Or(o.Logger, slog.Default())
+	return o, nil
+}
 
 // Server implements the fila.v1 services.
 type Server struct {
@@ -63,11 +79,10 @@ type Server struct {
 
 // New starts the gateway actor pool.
 func New(opts Options) (*Server, error) {
-	opts.MaxMessageBytes = cmp.Or(opts.MaxMessageBytes, 1<<20)
-	opts.MaxMailbox = cmp.Or(opts.MaxMailbox, actors.MaxMailboxDefault)
-	opts.PoolSize = cmp.Or(opts.PoolSize, 2*runtime.GOMAXPROCS(0))
-	opts.ConsumerBuffer = cmp.Or(opts.ConsumerBuffer, ConsumerBufferDefault)
-	opts.Logger = cmp.Or(opts.Logger, slog.Default())
+	opts, err := opts.validate()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{opts: opts, sys: opts.System, health: health.NewServer()}
 	props := router.NewRoundRobinPool(opts.PoolSize, actor.WithProducer(func() actor.Actor {
 		return &gatewayActor{
@@ -75,6 +90,10 @@ func New(opts Options) (*Server, error) {
 			broker:     opts.System.Broker(),
 			maxPayload: opts.MaxMessageBytes,
 			maxMailbox: opts.MaxMailbox,
+			queueDefaults: actors.QueueConfig{
+				VisibilityTimeout: opts.DefaultVisibilityTimeout,
+				FairnessKeyHeader: opts.DefaultFairnessKeyHeader,
+			},
 		}
 	}))
 	pool, err := opts.System.SpawnNamed(props, "gateway")

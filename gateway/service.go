@@ -52,7 +52,7 @@ func settleErr(r *actors.SettleReply) error { return r.Err }
 func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_LeaseServer) error {
 	ctx := stream.Context()
 	annotate(ctx, telemetry.OpReceive, req.GetQueue(), "")
-	size := s.opts.ConsumerBuffer
+	size := s.opts.DefaultMaxInFlight
 	if n := req.GetMaxInFlight(); n > 0 {
 		if n > MaxConsumerInFlight {
 			return toStatus(invalid("max_in_flight: %d is over the limit of %d", n, MaxConsumerInFlight))

@@ -4,14 +4,18 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+
+	"github.com/fila-dev/filad/config"
 )
 
 // Request limits of SPEC §4.
 const (
 	MaxQueueNameBytes   = 255
 	MaxHeaders          = 64
-	MaxHeaderKeyBytes   = 256
+	MaxHeaderKeyBytes   = config.MaxHeaderKeyBytes
 	MaxHeaderValueBytes = 8 << 10
+	// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.
+	MaxConsumerInFlight = config.MaxInFlightLimit
 )
 
 // invalidError is a request that breaks a rule; its text names the field and

@@ -37,7 +37,7 @@ func TestBadInput(t *testing.T) {
 		{"enqueue empty queue name", enqueueTo(b, "", nil, nil), codes.InvalidArgument, "queue: must not be empty"},
 		{"enqueue long queue name", enqueueTo(b, strings.Repeat("q", 256), nil, nil), codes.InvalidArgument, "over the limit of 255"},
 		{"enqueue bad queue name", enqueueTo(b, "q/1", nil, nil), codes.InvalidArgument, "outside [A-Za-z0-9._-]"},
-		{"enqueue unknown queue", enqueueTo(b, "nope", nil, nil), codes.NotFound, `queue "nope"`},
+		{"enqueue unknown queue", enqueueTo(b, "nope", nil, nil), codes.NotFound, `queue not found: "nope"`},
 		{"payload over limit", enqueueTo(b, "q", nil, make([]byte, 1025)), codes.InvalidArgument, "over the limit of 1024 (server.max_message_bytes)"},
 		{"too many headers", enqueueTo(b, "q", manyHeaders, nil), codes.InvalidArgument, "over the limit of 64"},
 		{"header key too long", enqueueTo(b, "q", map[string]string{strings.Repeat("k", 257): "v"}, nil), codes.InvalidArgument, "key of 257 bytes"},

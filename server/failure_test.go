@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 )
@@ -17,7 +16,8 @@ import (
 func TestQueueActorPanicRestartsFromStorage(t *testing.T) {
 	t.Parallel()
 	logs := &logCapture{}
-	b := setup(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	fs := openFaultStore(t)
+	b := setup(t, setupOpts{opts: server.Options{Logger: slog.New(logs), Store: fs}})
 	b.createQueue(t, "a", nil)
 	b.createQueue(t, "b", nil)
 
@@ -28,8 +28,8 @@ func TestQueueActorPanicRestartsFromStorage(t *testing.T) {
 	b.enqueue(t, "b", nil, []byte("b1"))
 	recvN(t, bStream, 1)
 
-	ref := b.srv.System().Directory().Lookup("a")
-	b.srv.System().Send(ref.PID, &actors.PanicForTest{})
+	fs.panicNext.Store(true)
+	crashQueue(t, b, "a")
 	eventually(t, func() bool { return logs.count(slog.LevelWarn, "restarting it from storage") == 1 }, "supervisor restarts the actor")
 
 	// The restarted actor reloaded both leases from storage...

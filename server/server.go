@@ -28,6 +28,7 @@ import (
 	"github.com/fila-dev/filad/gateway"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/otlpexport"
 )
 
 // Options are what an embedding program or a test supplies beyond Config.
@@ -36,7 +37,7 @@ type Options struct {
 	// context get trace_id and span_id added.
 	Logger *slog.Logger
 	// ExportTimeout bounds one telemetry export attempt, retries included;
-	// see telemetry.SetupOptions.
+	// see otlpexport.SetupOptions.
 	ExportTimeout time.Duration
 	// TracerProvider and MeterProvider, when both set, replace the pipeline
 	// Config.Telemetry would build (the test harness injects its own here).
@@ -45,19 +46,19 @@ type Options struct {
 	// Listener, when set, is served instead of listening on
 	// Config.Server.ListenAddr.
 	Listener net.Listener
-	// ConsumerBuffer is passed to the gateway; defaults to its default.
-	ConsumerBuffer int
-	// WrapStore, when set, wraps the badger store the actors use: tests
-	// inject storage failures through it.
-	WrapStore func(storage.Store) storage.Store
+	// Store, when set, is used instead of opening badger in
+	// Config.Storage.DataDir (which is then not read). It stays the
+	// caller's to close, after Shutdown.
+	Store storage.Store
 }
 
 // Server is a running filad.
 type Server struct {
 	cfg       config.Config
 	log       *slog.Logger
-	store     *storage.Badger
-	telemetry *telemetry.Handle
+	store     storage.Store
+	ownStore  bool // opened here, so closed here
+	telemetry *otlpexport.Handle
 	system    *actors.System
 	gateway   *gateway.Server
 	grpc      *grpc.Server
@@ -84,40 +85,44 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 	}()
 
-	if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log}); err != nil {
-		return nil, err
+	s.store = opts.Store
+	if s.store == nil {
+		if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log}); err != nil {
+			return nil, err
+		}
+		s.ownStore = true
 	}
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
-		s.telemetry = &telemetry.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
-	} else if s.telemetry, err = telemetry.Setup(ctx, cfg.Telemetry, telemetry.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout}); err != nil {
+		s.telemetry = &otlpexport.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
+	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout}); err != nil {
 		// A telemetry set-up error never stops the broker.
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
-		s.telemetry, err = telemetry.Disabled(), nil
+		s.telemetry, err = otlpexport.Disabled(), nil
 	}
 	board := &telemetry.Board{}
 	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {
 		return nil, err
 	}
-	var store storage.Store = s.store
-	if opts.WrapStore != nil {
-		store = opts.WrapStore(store)
-	}
 	if s.system, err = actors.Start(actors.Options{
-		Store:   store,
-		Quantum: int64(cfg.Scheduler.Quantum),
-		Board:   board,
-		Tracer:  s.telemetry.TracerProvider.Tracer(telemetry.ScopeName),
-		Logger:  s.log,
+		Store:          s.store,
+		Quantum:        int64(cfg.Scheduler.Quantum),
+		RequestTimeout: cfg.Server.RequestTimeout(),
+		Board:          board,
+		TracerProvider: s.telemetry.TracerProvider,
+		MeterProvider:  s.telemetry.MeterProvider,
+		Logger:         s.log,
 	}); err != nil {
 		return nil, err
 	}
 	if s.gateway, err = gateway.New(gateway.Options{
-		System:          s.system,
-		MaxMessageBytes: cfg.Server.MaxMessageBytes,
-		MaxMailbox:      int64(cfg.Server.MaxQueueMailbox),
-		ConsumerBuffer:  opts.ConsumerBuffer,
-		Logger:          s.log,
+		System:                   s.system,
+		MaxMessageBytes:          cfg.Server.MaxMessageBytes,
+		MaxMailbox:               int64(cfg.Server.MaxQueueMailbox),
+		DefaultMaxInFlight:       cfg.Server.DefaultMaxInFlight,
+		DefaultVisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
+		DefaultFairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
+		Logger:                   s.log,
 	}); err != nil {
 		return nil, err
 	}
@@ -162,12 +167,6 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 // Addr is the address being served.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
-// System is the actor tree, for tests that reach past the API.
-func (s *Server) System() *actors.System { return s.system }
-
-// Store is the storage, for tests that inspect it.
-func (s *Server) Store() storage.Store { return s.store }
-
 // Served reports the gRPC server's exit; it fires only if serving fails.
 func (s *Server) Served() <-chan error { return s.served }
 
@@ -207,7 +206,7 @@ func (s *Server) teardown(ctx context.Context) error {
 		}
 		cancel()
 	}
-	if s.store != nil {
+	if s.store != nil && s.ownStore {
 		errs = append(errs, s.store.Close())
 	}
 	if s.serving {

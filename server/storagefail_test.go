@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -15,16 +17,32 @@ import (
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
-// failingStore fails every write while failing is set, as a full or broken
-// disk would, and passes everything else to the real store.
-type failingStore struct {
+// faultStore is badger in a temp dir with faults to inject: while failing is
+// set every write fails, as a full or broken disk would; with panicNext
+// set, the next Submit panics inside the queue actor that called it (a
+// storage bug), which its supervisor answers with a restart.
+type faultStore struct {
 	storage.Store
-	failing atomic.Bool
+	failing   atomic.Bool
+	panicNext atomic.Bool
+}
+
+// openFaultStore opens the store and closes it after the server (cleanups
+// run last-in first-out, and the server's is registered later).
+func openFaultStore(t *testing.T) *faultStore {
+	t.Helper()
+	s, err := storage.Open(storage.Options{Dir: t.TempDir(), SyncWrites: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return &faultStore{Store: s}
 }
 
 var errDisk = errors.New("injected disk failure")
 
-func (f *failingStore) Submit(b *storage.Batch, done func(error)) {
+func (f *faultStore) Submit(b *storage.Batch, done func(error)) {
+	if f.panicNext.CompareAndSwap(true, false) {
+		panic("storage bug injected by a test")
+	}
 	if f.failing.Load() {
 		done(errDisk)
 		return
@@ -32,7 +50,7 @@ func (f *failingStore) Submit(b *storage.Batch, done func(error)) {
 	f.Store.Submit(b, done)
 }
 
-func (f *failingStore) Defer(b *storage.Batch, done func(error)) {
+func (f *faultStore) Defer(b *storage.Batch, done func(error)) {
 	if f.failing.Load() {
 		done(errDisk)
 		return
@@ -43,14 +61,10 @@ func (f *failingStore) Defer(b *storage.Batch, done func(error)) {
 // TestStorageFailureIsInternalAndHalfAppliesNothing: SPEC §4's last row.
 func TestStorageFailureIsInternalAndHalfAppliesNothing(t *testing.T) {
 	t.Parallel()
-	fs := &failingStore{}
+	fs := openFaultStore(t)
 	h := telemetrytest.New(t)
 	b := setup(t, setupOpts{opts: server.Options{
-		TracerProvider: h.TracerProvider, MeterProvider: h.MeterProvider,
-		WrapStore: func(s storage.Store) storage.Store {
-			fs.Store = s
-			return fs
-		},
+		TracerProvider: h.TracerProvider, MeterProvider: h.MeterProvider, Store: fs,
 	}})
 	b.createQueue(t, "disk", nil)
 	stream, _ := b.lease(t, "disk")
@@ -78,4 +92,15 @@ func TestStorageFailureIsInternalAndHalfAppliesNothing(t *testing.T) {
 	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("disk"), 1)
 	h.AssertCounter(t, telemetry.MetricAcked, qattr("disk"), 1)
 	h.AssertCounter(t, telemetry.MetricNacked, qattr("disk"), 0)
+}
+
+// crashQueue sends queue an Enqueue whose storage write panics (arm
+// panicNext first). The request dies with the actor, so it is never
+// answered: a short deadline ends the wait, as a client's would.
+func crashQueue(t *testing.T, b *bundle, queue string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
+	defer cancel()
+	_, err := b.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue})
+	requireCode(t, err, codes.DeadlineExceeded)
 }

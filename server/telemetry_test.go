@@ -19,7 +19,6 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -33,14 +32,13 @@ func harnessed(t *testing.T, so setupOpts) (*bundle, *telemetrytest.Harness) {
 	return setup(t, so), h
 }
 
-// sync makes the published readings current: each queue has sent its reading
-// by the time it answers GetStats, and the telemetry actor then publishes.
+// sync makes each queue send its reading (it has, by the time it answers
+// GetStats); the harness's assertions then await the published values.
 func (b *bundle) sync(t *testing.T, queues ...string) {
 	t.Helper()
 	for _, q := range queues {
 		b.stats(t, q)
 	}
-	require.NoError(t, b.srv.System().FlushTelemetry(ctxT(t)))
 }
 
 // exportTo turns telemetry on, exporting to endpoint every intervalMS with
@@ -132,12 +130,14 @@ func TestMetricsExactValuesPerQueue(t *testing.T) {
 
 func TestCountersSurviveQueueActorRestart(t *testing.T) {
 	t.Parallel()
-	b, h := harnessed(t, setupOpts{})
+	fs := openFaultStore(t)
+	b, h := harnessed(t, setupOpts{opts: server.Options{Store: fs}})
 	b.createQueue(t, "r", nil)
 	for range 3 {
 		b.enqueue(t, "r", nil, nil)
 	}
-	b.srv.System().Send(b.srv.System().Directory().Lookup("r").PID, &actors.PanicForTest{})
+	fs.panicNext.Store(true)
+	crashQueue(t, b, "r")
 	b.enqueue(t, "r", nil, nil)
 	b.sync(t, "r")
 	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("r"), 4)
@@ -177,9 +177,9 @@ func TestTracePropagation(t *testing.T) {
 
 	// The queue actor's span is a child of the server span, and the storage
 	// write a child of that: one trace crosses the actors.
-	actorSpan := h.FindSpan(t, actors.SpanEnqueue, nil)
+	actorSpan := h.FindSpan(t, telemetry.SpanEnqueue, nil)
 	telemetrytest.RequireChildOf(t, actorSpan, serverSpan.SpanContext())
-	commit := h.FindSpan(t, actors.SpanCommit, func(s sdktrace.ReadOnlySpan) bool {
+	commit := h.FindSpan(t, telemetry.SpanCommit, func(s sdktrace.ReadOnlySpan) bool {
 		return s.Parent().SpanID() == actorSpan.SpanContext().SpanID()
 	})
 	require.Equal(t, traceID, commit.SpanContext().TraceID())
@@ -193,8 +193,8 @@ func TestTracePropagation(t *testing.T) {
 
 	// The delivery span links to where the message was created.
 	var deliver sdktrace.ReadOnlySpan
-	eventually(t, func() bool { return len(h.Spans(actors.SpanDeliver)) == 1 }, "delivery span ended")
-	deliver = h.Spans(actors.SpanDeliver)[0]
+	eventually(t, func() bool { return len(h.Spans(telemetry.SpanDeliver)) == 1 }, "delivery span ended")
+	deliver = h.Spans(telemetry.SpanDeliver)[0]
 	telemetrytest.RequireLinked(t, deliver, actorSpan.SpanContext())
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.message.id", m.GetId())))
 
@@ -208,7 +208,7 @@ func TestLogsInsideTracedOperationsCarryTraceIDs(t *testing.T) {
 	b, h := harnessed(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
 	b.createQueue(t, "logged", nil)
 	b.enqueue(t, "logged", nil, nil)
-	actorSpan := h.FindSpan(t, actors.SpanEnqueue, nil)
+	actorSpan := h.FindSpan(t, telemetry.SpanEnqueue, nil)
 	rec := logs.find(slog.LevelDebug, "message enqueued")
 	require.NotNil(t, rec)
 	require.Equal(t, actorSpan.SpanContext().TraceID().String(), attrOf(*rec, "trace_id"))
@@ -228,17 +228,19 @@ func attrOf(r slog.Record, key string) string {
 }
 
 // TestTelemetryHygiene sends a payload and a header value carrying a marker
-// and searches every span, metric and log line filad produced for it.
+// and searches every span, metric and log line filad produced for it. A
+// nack's error text is the consumer's own words: the DEBUG log has it (as
+// the API promises), spans and metrics never do.
 func TestTelemetryHygiene(t *testing.T) {
 	t.Parallel()
-	const marker = "MARKER-7f3a9c"
+	const marker, nackMarker = "MARKER-7f3a9c", "NACKED-4b1e"
 	logs := &logCapture{level: slog.LevelDebug}
 	b, h := harnessed(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
 	b.createQueue(t, "clean", nil)
 	id := b.enqueue(t, "clean", map[string]string{"x-secret": "header-" + marker}, []byte("payload-"+marker))
 	stream, _ := b.lease(t, "clean")
 	recvN(t, stream, 1)
-	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "clean", MessageId: id, Error: "nack-" + marker})
+	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "clean", MessageId: id, Error: "nack-" + nackMarker})
 	require.NoError(t, err)
 	recvN(t, stream, 1)
 	_, err = b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "clean", MessageId: id})
@@ -266,7 +268,9 @@ func TestTelemetryHygiene(t *testing.T) {
 			dump.WriteString(m.Name + " " + strings.ReplaceAll(strings.ReplaceAll(fmtData(m.Data), "\n", " "), "\t", " ") + "\n")
 		}
 	}
+	require.NotContains(t, dump.String(), nackMarker, "spans and metrics")
 	require.Greater(t, logs.len(), 3, "per-message DEBUG logs were captured")
+	require.Contains(t, logs.text(), "nack-"+nackMarker, "the nack reason is in the DEBUG log")
 	dump.WriteString(logs.text())
 	require.NotContains(t, dump.String(), marker)
 	require.Contains(t, dump.String(), id, "the dump is the real one: it names the message")
@@ -301,7 +305,7 @@ func TestOTLPExportEndToEnd(t *testing.T) {
 		for _, s := range recv.Spans() {
 			names[s.GetName()] = true
 		}
-		return names["fila.v1.FilaService/Enqueue"] && names[actors.SpanEnqueue] && names[actors.SpanDeliver]
+		return names["fila.v1.FilaService/Enqueue"] && names[telemetry.SpanEnqueue] && names[telemetry.SpanDeliver]
 	}, "the receiver gets the spans")
 	require.Equal(t, "fila-e2e", resourceAttr(recv.ResourceSpans()[0].GetResource().GetAttributes(), "service.name"))
 }

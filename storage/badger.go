@@ -11,7 +11,6 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
@@ -264,46 +263,10 @@ func (s *Badger) gcLoop(ctx context.Context, every time.Duration) {
 }
 
 // Queues implements Store.
-func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) {
-	var out []*storagev1.QueueRecord
-	err := s.scan([]byte{prefixQueue, sep}, func(_ []byte, v []byte) error {
-		rec := &storagev1.QueueRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return err
-		}
-		out = append(out, rec)
-		return nil
-	})
-	return out, err
-}
+func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(s.scan) }
 
 // LoadQueue implements Store.
-func (s *Badger) LoadQueue(queue string) (*QueueContents, error) {
-	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
-	err := s.scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
-		rec := &storagev1.MessageRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return err
-		}
-		qc.Messages = append(qc.Messages, StoredMessage{ID: splitItemKey(k, queue), Record: rec})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = s.scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
-		rec := &storagev1.LeaseRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return err
-		}
-		qc.Leases[splitItemKey(k, queue)] = rec
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return qc, nil
-}
+func (s *Badger) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(s.scan, queue) }
 
 // scan calls fn for every key under prefix, in key order.
 func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {

@@ -26,6 +26,8 @@ package storage
 import (
 	"errors"
 
+	"google.golang.org/protobuf/proto"
+
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
 
@@ -76,4 +78,49 @@ type Stats struct {
 	Batches uint64
 	// Commits is the number of badger transactions (and fsyncs) they took.
 	Commits uint64
+}
+
+// scanFunc calls fn for every stored key under prefix, in key order.
+type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
+
+// loadQueues decodes every queue record; each Store scans its own way.
+func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {
+	var out []*storagev1.QueueRecord
+	err := scan([]byte{prefixQueue, sep}, func(_ []byte, v []byte) error {
+		rec := &storagev1.QueueRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// loadQueue decodes one queue's messages and leases.
+func loadQueue(scan scanFunc, queue string) (*QueueContents, error) {
+	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
+	err := scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
+		rec := &storagev1.MessageRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		qc.Messages = append(qc.Messages, StoredMessage{ID: splitItemKey(k, queue), Record: rec})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
+		rec := &storagev1.LeaseRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		qc.Leases[splitItemKey(k, queue)] = rec
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return qc, nil
 }

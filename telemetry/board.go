@@ -4,15 +4,21 @@ import "sync/atomic"
 
 // QueueReading is what the fila.* instruments report for one queue.
 type QueueReading struct {
-	// Depth is the number of ready messages now.
-	Depth int64
-	// Leases is the number of leased (in-flight) messages now.
-	Leases int64
-	// Consumers is the number of open lease streams now.
-	Consumers int64
-	// Enqueued, Leased, Acked and Nacked are totals since the queue was
-	// created (or since filad started, for a recovered queue).
-	Enqueued, Leased, Acked, Nacked int64
+	// Counts are totals since the queue was created (or since filad
+	// started, for a recovered queue); in a queue actor's delta, the
+	// changes since its last reading.
+	Counts [numCounts]int64
+	// Gauges are the values now.
+	Gauges [numGauges]int64
+}
+
+// Add folds a queue actor's delta into r: counts add up, gauges take the
+// delta's values.
+func (r *QueueReading) Add(delta QueueReading) {
+	for i, n := range delta.Counts {
+		r.Counts[i] += n
+	}
+	r.Gauges = delta.Gauges
 }
 
 // Board publishes per-queue readings from one writer (the telemetry actor)

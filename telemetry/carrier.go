@@ -66,3 +66,10 @@ func ExtractHeaders(ctx context.Context, h HeaderReader) context.Context {
 	}
 	return otel.GetTextMapPropagator().Extract(ctx, EnvelopeCarrier{h})
 }
+
+// SetPropagators installs the W3C TraceContext and Baggage propagators
+// globally. filad does this whether or not it exports, so a producer's
+// trace context always reaches the consumer.
+func SetPropagators() {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+}

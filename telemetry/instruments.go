@@ -8,80 +8,65 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// ScopeName is the instrumentation scope of filad's own instruments and spans.
-const ScopeName = "github.com/fila-dev/filad"
-
-// Metric names, as SPEC §6 fixes them.
-const (
-	MetricEnqueued    = "fila.messages.enqueued"
-	MetricLeased      = "fila.messages.leased"
-	MetricAcked       = "fila.messages.acked"
-	MetricNacked      = "fila.messages.nacked"
-	MetricQueueDepth  = "fila.queue.depth"
-	MetricLeaseActive = "fila.leases.active"
-)
-
-// AttrQueueID is the attribute naming the queue on every fila.* series.
-const AttrQueueID = "queue_id"
-
-// RegisterInstruments creates the six fila.* instruments on mp. All are
-// observable: one callback reads board at each collection, so the hot path
-// pays nothing for metrics, a deleted queue's series disappear with it, and
-// an idle queue reports 0. The counters are monotonic totals the queue actors
-// count at the moment each change is durable.
+// RegisterInstruments creates the observable fila.* instruments of Counts
+// and Gauges on mp. One callback reads board at each collection, so the hot
+// path pays nothing for them, a deleted queue's series disappear with it,
+// and an idle queue reports 0.
 func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registration, error) {
 	m := mp.Meter(ScopeName)
-	unit := metric.WithUnit("{message}")
-	counters := []struct {
-		name, desc string
-		value      func(QueueReading) int64
-	}{
-		{MetricEnqueued, "Messages accepted durably by Enqueue.", func(r QueueReading) int64 { return r.Enqueued }},
-		{MetricLeased, "Messages delivered to consumers under a lease.", func(r QueueReading) int64 { return r.Leased }},
-		{MetricAcked, "Messages acknowledged and deleted.", func(r QueueReading) int64 { return r.Acked }},
-		{MetricNacked, "Messages returned to ready by Nack.", func(r QueueReading) int64 { return r.Nacked }},
-	}
-	gauges := []struct {
-		name, desc string
-		value      func(QueueReading) int64
-	}{
-		{MetricQueueDepth, "Ready messages in the queue now.", func(r QueueReading) int64 { return r.Depth }},
-		{MetricLeaseActive, "Leased (in-flight) messages in the queue now.", func(r QueueReading) int64 { return r.Leases }},
-	}
-	type observed struct {
-		inst  metric.Int64Observable
-		value func(QueueReading) int64
-	}
-	var all []observed
-	for _, c := range counters {
-		inst, err := m.Int64ObservableCounter(c.name, unit, metric.WithDescription(c.desc))
+	var counters [numCounts]metric.Int64ObservableCounter
+	var gauges [numGauges]metric.Int64ObservableGauge
+	var all []metric.Observable
+	for i, spec := range Counts {
+		inst, err := m.Int64ObservableCounter(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
 		if err != nil {
-			return nil, fmt.Errorf("telemetry: %s: %w", c.name, err)
+			return nil, fmt.Errorf("telemetry: %s: %w", spec.Name, err)
 		}
-		all = append(all, observed{inst, c.value})
+		counters[i] = inst
+		all = append(all, inst)
 	}
-	for _, g := range gauges {
-		inst, err := m.Int64ObservableGauge(g.name, unit, metric.WithDescription(g.desc))
+	for i, spec := range Gauges {
+		inst, err := m.Int64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
 		if err != nil {
-			return nil, fmt.Errorf("telemetry: %s: %w", g.name, err)
+			return nil, fmt.Errorf("telemetry: %s: %w", spec.Name, err)
 		}
-		all = append(all, observed{inst, g.value})
-	}
-	insts := make([]metric.Observable, len(all))
-	for i, o := range all {
-		insts[i] = o.inst
+		gauges[i] = inst
+		all = append(all, inst)
 	}
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
-			for _, ob := range all {
-				o.ObserveInt64(ob.inst, ob.value(r), set)
+			for i, inst := range counters {
+				o.ObserveInt64(inst, r.Counts[i], set)
+			}
+			for i, inst := range gauges {
+				o.ObserveInt64(inst, r.Gauges[i], set)
 			}
 		}
 		return nil
-	}, insts...)
+	}, all...)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: register callback: %w", err)
 	}
 	return reg, nil
+}
+
+// QueueInstruments are the synchronous instruments a queue actor records
+// on; recording on them takes no lock in the SDK.
+type QueueInstruments struct {
+	// CommitDuration records CommitDuration, in seconds.
+	CommitDuration metric.Float64Histogram
+}
+
+// NewQueueInstruments creates the queue actors' synchronous instruments on mp.
+func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
+	m := mp.Meter(ScopeName)
+	h, err := m.Float64Histogram(CommitDuration.Name, metric.WithUnit(CommitDuration.Unit),
+		metric.WithDescription(CommitDuration.Description),
+		// fsync'd commits take 0.2–5 ms; unsynced ones tens of µs.
+		metric.WithExplicitBucketBoundaries(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", CommitDuration.Name, err)
+	}
+	return &QueueInstruments{CommitDuration: h}, nil
 }

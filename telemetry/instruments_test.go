@@ -2,15 +2,12 @@ package telemetry
 
 import (
 	"context"
-	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"go.opentelemetry.io/otel/sdk/resource"
 )
 
 func collect(t *testing.T, r *sdkmetric.ManualReader) map[string][]metricdata.DataPoint[int64] {
@@ -27,8 +24,8 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) map[string][]metricdata.Da
 			case metricdata.Gauge[int64]:
 				out[m.Name] = d.DataPoints
 			}
-			require.Equal(t, "{message}", m.Unit)
-			require.NotEmpty(t, m.Description)
+			require.NotEmpty(t, m.Unit, m.Name)
+			require.NotEmpty(t, m.Description, m.Name)
 		}
 	}
 	return out
@@ -36,13 +33,24 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) map[string][]metricdata.Da
 
 func TestInstrumentsReadTheBoard(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
-	mp := newMeterProvider(resource.Empty(), reader)
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	board := &Board{}
 	_, err := RegisterInstruments(mp, board)
 	require.NoError(t, err)
-	board.Publish(map[string]QueueReading{"a": {Depth: 3, Leases: 2, Enqueued: 7, Leased: 4, Acked: 1, Nacked: 1}})
+	// Distinct values per instrument, so a mix-up of any two shows.
+	var r QueueReading
+	want := map[string]int64{}
+	for i, spec := range Counts {
+		r.Counts[i] = int64(10 + i)
+		want[spec.Name] = int64(10 + i)
+	}
+	for i, spec := range Gauges {
+		r.Gauges[i] = int64(20 + i)
+		want[spec.Name] = int64(20 + i)
+	}
+	board.Publish(map[string]QueueReading{"a": r})
 	got := collect(t, reader)
-	want := map[string]int64{MetricQueueDepth: 3, MetricLeaseActive: 2, MetricEnqueued: 7, MetricLeased: 4, MetricAcked: 1, MetricNacked: 1}
+	require.Len(t, got, len(Counts)+len(Gauges), "one instrument per table entry")
 	for name, v := range want {
 		require.Len(t, got[name], 1, name)
 		require.Equal(t, v, got[name][0].Value, name)
@@ -58,38 +66,33 @@ func TestInstrumentsReadTheBoard(t *testing.T) {
 	require.Equal(t, "b", q.AsString())
 }
 
-// TestCardinalityLimitHolds floods the board with far more queues than the
-// limit: each instrument still reports at most CardinalityLimit series, and
-// memory does not grow with every collection.
-func TestCardinalityLimitHolds(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := newMeterProvider(resource.Empty(), reader)
-	board := &Board{}
-	_, err := RegisterInstruments(mp, board)
-	require.NoError(t, err)
-	heap := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
+func TestReadingAddSumsCountsAndReplacesGauges(t *testing.T) {
+	var total QueueReading
+	for i := range 3 {
+		var d QueueReading
+		for c := range d.Counts {
+			d.Counts[c] = int64(c + 1)
+		}
+		for g := range d.Gauges {
+			d.Gauges[g] = int64(i*10 + g)
+		}
+		total.Add(d)
 	}
-	var first uint64
-	for round := range 5 {
-		readings := map[string]QueueReading{}
-		for i := range 5 * CardinalityLimit {
-			readings[fmt.Sprintf("flood-%d-%d", round, i)] = QueueReading{Depth: 1, Enqueued: 1}
-		}
-		board.Publish(readings)
-		got := collect(t, reader)
-		for name, points := range got {
-			require.LessOrEqual(t, len(points), CardinalityLimit, "%s series", name)
-		}
-		board.Publish(nil)
-		if round == 0 {
-			first = heap()
-		}
+	for c, n := range total.Counts {
+		require.Equal(t, int64(3*(c+1)), n, Counts[c].Name)
 	}
-	last := heap()
-	t.Logf("heap after the first flood %.1f MB, after the fifth %.1f MB", float64(first)/(1<<20), float64(last)/(1<<20))
-	require.Less(t, float64(last), float64(first)*1.5+(4<<20), "memory does not grow flood after flood")
+	for g, n := range total.Gauges {
+		require.Equal(t, int64(20+g), n, Gauges[g].Name)
+	}
+}
+
+func TestEveryMetricIsNamed(t *testing.T) {
+	seen := map[string]bool{}
+	for _, spec := range append(append(Counts[:], Gauges[:]...), CommitDuration) {
+		require.NotEmpty(t, spec.Name)
+		require.NotEmpty(t, spec.Unit, spec.Name)
+		require.NotEmpty(t, spec.Description, spec.Name)
+		require.False(t, seen[spec.Name], "%s twice", spec.Name)
+		seen[spec.Name] = true
+	}
 }

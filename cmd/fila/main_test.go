@@ -79,7 +79,7 @@ func TestQueueCommands(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	r = fila(t, addr, "", "queue", "stats", "orders")
 	require.Equal(t, 1, r.code)
-	require.Equal(t, "fila: queue not found: queue \"orders\" (NOT_FOUND)\n", r.stderr)
+	require.Equal(t, "fila: queue not found: \"orders\" (NOT_FOUND)\n", r.stderr)
 }
 
 func TestEnqueueAndConsume(t *testing.T) {
@@ -132,7 +132,7 @@ func TestErrors(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{"unknown queue", addr, []string{"enqueue", "nope", "x"}, 1, `fila: queue not found: queue "nope" (NOT_FOUND)`},
+		{"unknown queue", addr, []string{"enqueue", "nope", "x"}, 1, `fila: queue not found: "nope" (NOT_FOUND)`},
 		{"bad header syntax", addr, []string{"enqueue", "q", "-H", "novalue", "x"}, 2, `header "novalue": want key=value`},
 		{"bad queue name", addr, []string{"queue", "create", "a b"}, 1, "(INVALID_ARGUMENT)"},
 		{"no command", addr, nil, 2, "usage:"},

@@ -21,6 +21,7 @@ import (
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
@@ -265,7 +266,14 @@ func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (fun
 		}
 		defer stop()
 	}
-	srv, err := server.Start(ctx, cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// filabench opens the store itself, to read the committer's stats.
+	store, err := storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, Store: store})
 	if err != nil {
 		return nil, err
 	}
@@ -275,9 +283,9 @@ func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (fun
 		return nil, err
 	}
 	defer t.close()
-	before := srv.Store().Stats()
+	before := store.Stats()
 	rs, err := fn(ctx, t)
-	after := srv.Store().Stats()
+	after := store.Stats()
 	for i := range rs {
 		if rs[i].Target == "" {
 			rs[i].Target = targetSync

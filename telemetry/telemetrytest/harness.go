@@ -6,7 +6,9 @@ package telemetrytest
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -79,15 +81,21 @@ func (h *Harness) Value(t testing.TB, name string, attrs ...attribute.KeyValue) 
 	return 0, false
 }
 
+// settleWithin bounds how long an assertion waits for the value it wants.
+// filad publishes readings asynchronously (queue actor → telemetry actor →
+// board), so each assertion awaits its value instead of reading once; a
+// value that never arrives fails the test.
+const settleWithin = 10 * time.Second
+
 // AssertCounter fails the test unless counter name's series with attrs is
-// exactly want.
+// exactly want, or becomes so within settleWithin.
 func (h *Harness) AssertCounter(t testing.TB, name string, attrs []attribute.KeyValue, want int64) {
 	t.Helper()
 	h.assertValue(t, "counter", name, attrs, want)
 }
 
 // AssertGauge fails the test unless gauge name's series with attrs is
-// exactly want.
+// exactly want, or becomes so within settleWithin.
 func (h *Harness) AssertGauge(t testing.TB, name string, attrs []attribute.KeyValue, want int64) {
 	t.Helper()
 	h.assertValue(t, "gauge", name, attrs, want)
@@ -95,20 +103,38 @@ func (h *Harness) AssertGauge(t testing.TB, name string, attrs []attribute.KeyVa
 
 func (h *Harness) assertValue(t testing.TB, kind, name string, attrs []attribute.KeyValue, want int64) {
 	t.Helper()
-	got, ok := h.Value(t, name, attrs...)
-	if !ok {
-		t.Fatalf("%s %s{%v}: no series", kind, name, attrs)
-	}
-	if got != want {
-		t.Fatalf("%s %s{%v} = %d, want %d", kind, name, attrs, got, want)
-	}
+	h.await(t, func() (bool, string) {
+		got, ok := h.Value(t, name, attrs...)
+		if !ok {
+			return false, fmt.Sprintf("%s %s{%v}: no series", kind, name, attrs)
+		}
+		return got == want, fmt.Sprintf("%s %s{%v} = %d, want %d", kind, name, attrs, got, want)
+	})
 }
 
-// AssertNoSeries fails the test if metric name has a series with attrs.
+// AssertNoSeries fails the test unless metric name has no series with
+// attrs, or has none within settleWithin.
 func (h *Harness) AssertNoSeries(t testing.TB, name string, attrs ...attribute.KeyValue) {
 	t.Helper()
-	if v, ok := h.Value(t, name, attrs...); ok {
-		t.Fatalf("%s{%v} still reported (value %d)", name, attrs, v)
+	h.await(t, func() (bool, string) {
+		v, ok := h.Value(t, name, attrs...)
+		return !ok, fmt.Sprintf("%s{%v} still reported (value %d)", name, attrs, v)
+	})
+}
+
+// await polls cond until it holds, failing with its last word at the deadline.
+func (h *Harness) await(t testing.TB, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(settleWithin)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

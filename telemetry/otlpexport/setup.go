@@ -1,4 +1,7 @@
-package telemetry
+// Package otlpexport builds filad's OTLP/gRPC trace and metric pipeline
+// from config. Only server (and so cmd/filad) links it: the core packages
+// record through the OpenTelemetry API and never see an exporter.
+package otlpexport
 
 import (
 	"cmp"
@@ -17,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -28,10 +30,8 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/telemetry"
 )
-
-// Version is filad's version, reported as service.version.
-var Version = "0.1.0-dev"
 
 // Limits that keep memory bounded while a collector is away.
 const (
@@ -102,7 +102,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		getenv = os.Getenv
 	}
 	exportTimeout := cmp.Or(opts.ExportTimeout, ExportTimeoutDefault)
-	SetPropagators()
+	telemetry.SetPropagators()
 	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
 		return Disabled(), nil
 	}
@@ -111,7 +111,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		return nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
 	}
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(Version)),
+		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(telemetry.Version)),
 		resource.WithHost(),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
@@ -155,7 +155,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 			sdktrace.WithMaxQueueSize(SpanQueueSize),
 			sdktrace.WithExportTimeout(exportTimeout)),
 	)
-	mp := newMeterProvider(res, sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
+	mp := NewMeterProvider(res, sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
 		sdkmetric.WithInterval(cfg.MetricsInterval()),
 		sdkmetric.WithTimeout(exportTimeout)))
 	otel.SetTracerProvider(tp)
@@ -169,21 +169,14 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	}, nil
 }
 
-// newMeterProvider is the meter provider filad exports from: bounded in
+// NewMeterProvider is the meter provider filad exports from: bounded in
 // series per instrument, so a flood of queue names cannot grow it without end.
-func newMeterProvider(res *resource.Resource, reader sdkmetric.Reader) *sdkmetric.MeterProvider {
+func NewMeterProvider(res *resource.Resource, reader sdkmetric.Reader) *sdkmetric.MeterProvider {
 	return sdkmetric.NewMeterProvider(
 		sdkmetric.WithResource(res),
 		sdkmetric.WithCardinalityLimit(CardinalityLimit),
 		sdkmetric.WithReader(reader),
 	)
-}
-
-// SetPropagators installs the W3C TraceContext and Baggage propagators
-// globally. filad does this whether or not it exports, so a producer's
-// trace context always reaches the consumer.
-func SetPropagators() {
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 }
 
 // outageWarner logs one WARN when exports start failing and one INFO when

@@ -1,0 +1,152 @@
+package actors
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// TestMain fails the package if a test leaves a goroutine behind. The one
+// exception is protoactor's dead-letter log throttle, a goroutine that ends
+// by itself one second after the last dead letter (requests to a deleted
+// queue's actor make some); these tests finish sooner than that.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// waitFor bounds every wait in these tests; none should come near it.
+const waitFor = 10 * time.Second
+
+// fixture is an actor system on an in-memory store: the queue actors'
+// rules, without gRPC or a disk.
+type fixture struct {
+	t     *testing.T
+	sys   *System
+	store *faultyStore
+	board *telemetry.Board
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	return startOn(t, &faultyStore{Store: storage.NewMemory()})
+}
+
+// startOn starts a system on store; the system stops when the test ends
+// (or earlier, through f.stop), the store stays open for a restart.
+func startOn(t *testing.T, store *faultyStore) *fixture {
+	t.Helper()
+	f := &fixture{t: t, store: store, board: &telemetry.Board{}}
+	sys, err := Start(Options{
+		Store:          store,
+		Quantum:        1,
+		RequestTimeout: waitFor,
+		Board:          f.board,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	f.sys = sys
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fixture) stop() {
+	if f.sys != nil {
+		f.sys.Stop()
+		f.sys = nil
+	}
+}
+
+func (f *fixture) ask(pid any, msg any) any {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	var res any
+	var err error
+	switch p := pid.(type) {
+	case string:
+		ref := f.sys.Directory().Lookup(p)
+		require.NotNil(f.t, ref, "queue %s", p)
+		res, err = f.sys.Ask(ctx, ref.PID, nil, msg)
+	default:
+		res, err = f.sys.Ask(ctx, f.sys.Broker(), nil, msg)
+	}
+	require.NoError(f.t, err)
+	return res
+}
+
+func (f *fixture) create(name string, vt time.Duration) {
+	f.t.Helper()
+	cfg := QueueConfig{Name: name, VisibilityTimeout: vt, FairnessKeyHeader: "key"}
+	require.NoError(f.t, f.ask(nil, &CreateQueue{Config: cfg}).(*AdminReply).Err)
+}
+
+func (f *fixture) enqueue(queue string, headers map[string]string) string {
+	f.t.Helper()
+	r := f.ask(queue, &Enqueue{Headers: headers, Payload: []byte("p")}).(*EnqueueReply)
+	require.NoError(f.t, r.Err)
+	return r.ID
+}
+
+func (f *fixture) settle(queue string, msg any) error {
+	f.t.Helper()
+	return f.ask(queue, msg).(*SettleReply).Err
+}
+
+func (f *fixture) subscribe(queue string, size int) *Consumer {
+	f.t.Helper()
+	c := NewConsumer(size)
+	f.ask(queue, &Subscribe{Consumer: c})
+	return c
+}
+
+func (f *fixture) stats(queue string) *QueueStats {
+	f.t.Helper()
+	return f.ask(queue, &GetStats{}).(*QueueStats)
+}
+
+// recv takes the next delivery, or fails once waitFor passes.
+func recv(t *testing.T, c *Consumer) *Delivery {
+	t.Helper()
+	select {
+	case d := <-c.Deliveries:
+		return d
+	case <-c.Done():
+		t.Fatalf("consumer ended: %v", c.Err())
+	case <-time.After(waitFor):
+		t.Fatal("no delivery")
+	}
+	return nil
+}
+
+// requireNoDelivery checks nothing is buffered for c now. The queue actor
+// has answered a request sent after the change under test, so whatever it
+// was going to deliver by then is in the buffer already.
+func requireNoDelivery(t *testing.T, c *Consumer) {
+	t.Helper()
+	require.Zero(t, len(c.Deliveries), "unexpected delivery")
+}
+
+// faultyStore wraps a Store; armed, its next Submit panics inside the queue
+// actor (a storage bug), which is how these tests make a supervisor
+// restart the actor.
+type faultyStore struct {
+	storage.Store
+	panicNext atomic.Bool
+}
+
+func (s *faultyStore) Submit(b *storage.Batch, done func(error)) {
+	if s.panicNext.CompareAndSwap(true, false) {
+		panic("storage bug injected by a test")
+	}
+	s.Store.Submit(b, done)
+}

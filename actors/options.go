@@ -1,0 +1,73 @@
+package actors
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Message rules the queue actor applies.
+const (
+	// DefaultFairnessKey is the fairness key of a message that does not
+	// carry its queue's fairness-key header.
+	DefaultFairnessKey = "default"
+	// WeightHeader names the header that sets a fairness key's weight.
+	WeightHeader = "fila-weight"
+	// MaxWeight is the largest weight a message may carry.
+	MaxWeight = 1000
+)
+
+// Options configures the actor system. The configured values (Quantum,
+// RequestTimeout) have no defaults here: config.Defaults is their one home.
+type Options struct {
+	// Store persists queues and messages. Required.
+	Store storage.Store
+	// Quantum is the DRR credit per unit of weight per round, in messages.
+	// Required: at least 1.
+	Quantum int64
+	// RequestTimeout bounds every wait on an actor reply. Required.
+	RequestTimeout time.Duration
+	// Board receives the telemetry actor's per-queue readings, which the
+	// fila.* instruments and ListQueues read. A private board when nil.
+	Board *telemetry.Board
+	// TracerProvider starts the queue actors' spans. No-op when nil.
+	TracerProvider trace.TracerProvider
+	// MeterProvider holds the queue actors' synchronous instruments. No-op
+	// when nil.
+	MeterProvider metric.MeterProvider
+	// Logger is filad's logger; protoactor's own logging goes to it at WARN
+	// and above. slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+func (o Options) validate() (Options, error) {
+	switch {
+	case o.Store == nil:
+		return o, errors.New("actors: Options.Store is required")
+	case o.Quantum < 1:
+		return o, errors.New("actors: Options.Quantum must be at least 1")
+	case o.RequestTimeout <= 0:
+		return o, errors.New("actors: Options.RequestTimeout must be positive")
+	}
+	if o.Board == nil {
+		o.Board = &telemetry.Board{}
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = tracenoop.NewTracerProvider()
+	}
+	if o.MeterProvider == nil {
+		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}

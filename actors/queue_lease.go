@@ -1,0 +1,172 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Leases: dispatch hands ready messages to consumers with credit; each
+// lease has an entry in the expiry heap, and one timer per queue fires for
+// the earliest. A heap, not a FIFO: the visibility timeout can change at
+// runtime, so a later lease may expire before an earlier one.
+
+type expiry struct {
+	at  time.Time
+	id  string
+	gen uint64 // the lease generation it ends; stale once settled or re-leased
+}
+
+// expiryHeap is a binary min-heap of expiries by time.
+type expiryHeap struct{ items []expiry }
+
+func (h *expiryHeap) len() int { return len(h.items) }
+
+// peek is the earliest expiry; the heap must not be empty.
+func (h *expiryHeap) peek() expiry { return h.items[0] }
+
+func (h *expiryHeap) push(e expiry) {
+	h.items = append(h.items, e)
+	for i := len(h.items) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.items[i].at.Before(h.items[parent].at) {
+			break
+		}
+		h.items[i], h.items[parent] = h.items[parent], h.items[i]
+		i = parent
+	}
+}
+
+func (h *expiryHeap) pop() expiry {
+	top := h.items[0]
+	last := len(h.items) - 1
+	h.items[0] = h.items[last]
+	h.items[last] = expiry{} // drop the id for the GC
+	h.items = h.items[:last]
+	for i := 0; ; {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < last && h.items[l].at.Before(h.items[least].at) {
+			least = l
+		}
+		if r < last && h.items[r].at.Before(h.items[least].at) {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		h.items[i], h.items[least] = h.items[least], h.items[i]
+		i = least
+	}
+	if last == 0 && cap(h.items) > fifoKeepCap {
+		h.items = nil // a drained queue gives its burst's memory back
+	}
+	return top
+}
+
+// dispatch leases ready messages to consumers with credit, round-robin, and
+// records the leases in one storage batch.
+func (q *queueActor) dispatch(ctx actor.Context) {
+	if q.ready.len() == 0 || len(q.consumers) == 0 {
+		return
+	}
+	var b storage.Batch
+	now := time.Now()
+	expires := now.Add(q.cfg.VisibilityTimeout)
+	lease := &storagev1.LeaseRecord{ExpiresAtUnixMs: expires.UnixMilli(), LeasedAtUnixNs: now.UnixNano()}
+	n := 0
+	for q.ready.len() > 0 {
+		s := q.nextConsumer()
+		if s == nil {
+			break
+		}
+		m, _, _ := q.ready.pop()
+		m.leased, m.leasedAt, m.consumer = true, now, s.c.id
+		m.leaseGen++
+		q.leased++
+		q.expiries.push(expiry{at: expires, id: m.id, gen: m.leaseGen})
+		b.PutLease(q.cfg.Name, m.id, lease)
+		s.credit--
+		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, Record: m.rec, LeasedAt: now}
+		q.deliverySpan(s.parent, m).End()
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	q.deps.store.Defer(&b, q.logFailure("write leases"))
+	q.count(telemetry.Leased, int64(n))
+	q.armTimer(ctx)
+	q.changed(ctx)
+}
+
+// unlease ends m's lease and gives its consumer the slot back.
+func (q *queueActor) unlease(m *message) {
+	m.leased = false
+	q.leased--
+	for _, s := range q.consumers {
+		if s.c.id == m.consumer {
+			s.credit++
+			break
+		}
+	}
+	m.consumer = 0
+}
+
+// nextConsumer returns the next consumer with credit and buffer room after
+// the last one served, or nil if none has both. Credit alone is not enough:
+// a lease that expires while its message still waits in the buffer returns
+// its credit before the buffer slot frees, and the actor must never block
+// on a full buffer (the stream sends ConsumerReady when one drains).
+func (q *queueActor) nextConsumer() *consumerSlot {
+	for range q.consumers {
+		q.next = (q.next + 1) % len(q.consumers)
+		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries) < cap(s.c.Deliveries) {
+			return s
+		}
+	}
+	return nil
+}
+
+// expire returns every lease whose visibility timeout has passed to ready.
+func (q *queueActor) expire(ctx actor.Context) {
+	q.timerAt = time.Time{}
+	now := time.Now()
+	var b storage.Batch
+	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
+		e := q.expiries.pop()
+		m := q.msgs[e.id]
+		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
+			continue // settled or leased again since
+		}
+		q.unlease(m)
+		m.rec = q.requeue(&b, m)
+		q.makeReady(m)
+	}
+	if b.Len() > 0 {
+		q.deps.store.Defer(&b, q.logFailure("expire leases"))
+		q.changed(ctx)
+	}
+	q.armTimer(ctx)
+	q.dispatch(ctx)
+}
+
+// armTimer makes sure a leaseTick arrives when the earliest lease expires.
+func (q *queueActor) armTimer(ctx actor.Context) {
+	if q.expiries.len() == 0 {
+		return
+	}
+	at := q.expiries.peek().at
+	if !q.timerAt.IsZero() && !q.timerAt.After(at) {
+		return // a tick is already due no later
+	}
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	q.timerAt = at
+	self, system := ctx.Self(), ctx.ActorSystem()
+	q.timer = time.AfterFunc(time.Until(at), func() { system.Root.Send(self, &leaseTick{}) })
+}

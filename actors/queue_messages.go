@@ -1,0 +1,104 @@
+package actors
+
+import (
+	"context"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// Messages a queue actor handles. Requests are answered to the envelope's
+// sender; the gateway carries the caller's span context in the envelope
+// header.
+type (
+	// Enqueue stores a message. Reply: *EnqueueReply.
+	Enqueue struct {
+		Headers map[string]string
+		Payload []byte
+	}
+	// EnqueueReply answers Enqueue once the message is durable.
+	EnqueueReply struct {
+		ID          string
+		FairnessKey string
+		Err         error
+	}
+	// Ack deletes a leased message. Reply: *SettleReply.
+	Ack struct{ ID string }
+	// Nack returns a leased message to ready with attempt_count + 1. Error is
+	// the consumer's reason, logged at DEBUG. Reply: *SettleReply.
+	Nack struct {
+		ID    string
+		Error string
+	}
+	// SettleReply answers Ack and Nack once the change is durable.
+	SettleReply struct{ Err error }
+	// Subscribe adds a consumer. Reply: *SubscribeReply.
+	Subscribe struct{ Consumer *Consumer }
+	// SubscribeReply confirms a Subscribe; Queue is where Unsubscribe goes.
+	SubscribeReply struct{ Queue *actor.PID }
+	// Unsubscribe removes a consumer; its leases stay until they expire.
+	Unsubscribe struct{ ConsumerID uint64 }
+	// ConsumerReady tells the queue that a consumer's buffer, which was
+	// full, has room again.
+	ConsumerReady struct{}
+	// GetStats asks for the queue's statistics. Reply: *QueueStats.
+	GetStats struct{}
+	// QueueStats is a queue's state now.
+	QueueStats struct {
+		Depth, InFlight int64
+		Consumers       int
+		Quantum         int64
+		Keys            []KeyStats
+	}
+	// KeyStats is one active fairness key.
+	KeyStats struct {
+		Key     string
+		Pending int
+		Deficit int64
+		Weight  int64
+	}
+)
+
+// Messages a queue actor sends itself or gets from the broker.
+type (
+	// configChanged: the broker replaced the queue's config cell.
+	configChanged struct{}
+	// endConsumers ends every consumer of the queue with err.
+	endConsumers struct{ err error }
+	// enqueueDone, settleDone: a storage commit has finished.
+	enqueueDone struct {
+		msg    *message
+		sender *actor.PID
+		err    error
+		span   trace.Span
+		ctx    context.Context // the span's, for logs
+	}
+	settleDone struct {
+		id     string
+		nack   bool
+		rec    *storagev1.MessageRecord // the record after a nack
+		sender *actor.PID
+		err    error
+		span   trace.Span
+		ctx    context.Context // the span's, for logs
+	}
+	// leaseTick: the earliest lease may have expired.
+	leaseTick struct{}
+	// flushReading: report the queue's reading to the telemetry actor.
+	flushReading struct{}
+)
+
+// message is the queue actor's view of one stored message.
+type message struct {
+	id  string
+	rec *storagev1.MessageRecord
+	// leased is true from delivery until ack, nack or expiry.
+	leased   bool
+	settling bool // an ack or nack is being written
+	leaseGen uint64
+	leasedAt time.Time
+	consumer uint64 // the consumer it is leased to
+}

@@ -1,0 +1,127 @@
+package actors
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+)
+
+// QueueConfig is a queue's definition.
+type QueueConfig struct {
+	Name              string
+	VisibilityTimeout time.Duration
+	FairnessKeyHeader string
+	// CreatedAt is when the queue was created; set by CreateQueue.
+	CreatedAt time.Time
+}
+
+func (c QueueConfig) record() *storagev1.QueueRecord {
+	return &storagev1.QueueRecord{
+		Name:                c.Name,
+		VisibilityTimeoutMs: uint64(c.VisibilityTimeout / time.Millisecond),
+		FairnessKeyHeader:   c.FairnessKeyHeader,
+		CreatedAtUnixMs:     c.CreatedAt.UnixMilli(),
+	}
+}
+
+func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
+	return QueueConfig{
+		Name:              rec.GetName(),
+		VisibilityTimeout: time.Duration(rec.GetVisibilityTimeoutMs()) * time.Millisecond,
+		FairnessKeyHeader: rec.GetFairnessKeyHeader(),
+		CreatedAt:         time.UnixMilli(rec.GetCreatedAtUnixMs()),
+	}
+}
+
+// load loads the queue from storage: on first start, after a restart by the
+// supervisor, and after a broker restart alike.
+func (q *queueActor) load(ctx actor.Context) {
+	q.cfg = q.config.get()
+	contents, err := q.deps.store.LoadQueue(q.cfg.Name)
+	if err != nil {
+		// Panicking hands the failure to the supervisor, which retries.
+		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
+	}
+	now := time.Now()
+	var expired storage.Batch
+	for _, sm := range contents.Messages {
+		m := &message{id: sm.ID, rec: sm.Record}
+		q.msgs[m.id] = m
+		if l, ok := contents.Leases[m.id]; ok {
+			at := time.UnixMilli(l.GetExpiresAtUnixMs())
+			if at.After(now) {
+				m.leased, m.leaseGen, m.leasedAt = true, 1, time.Unix(0, l.GetLeasedAtUnixNs())
+				q.leased++
+				q.expiries.push(expiry{at: at, id: m.id, gen: 1})
+				continue
+			}
+			m.rec = q.requeue(&expired, m)
+		}
+		q.makeReady(m)
+	}
+	if expired.Len() > 0 {
+		q.deps.store.Defer(&expired, q.logFailure("expire leases on recovery"))
+	}
+	q.armTimer(ctx)
+	q.changed(ctx)
+	q.deps.log.Debug("queue recovered", slog.String("queue_id", q.cfg.Name),
+		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.leased))
+}
+
+// requeue is the one way a leased message goes back to ready, whether
+// nacked, expired, or found expired on recovery: it writes the message
+// with attempt_count + 1 and drops its lease in b, and returns the new
+// record, which the caller installs once that is safe (makeReady).
+func (q *queueActor) requeue(b *storage.Batch, m *message) *storagev1.MessageRecord {
+	rec := withAttempt(m.rec)
+	b.PutMessage(q.cfg.Name, m.id, rec)
+	b.DeleteLease(q.cfg.Name, m.id)
+	return rec
+}
+
+// makeReady puts m in the ready index under its fairness key.
+func (q *queueActor) makeReady(m *message) {
+	q.ready.push(m.rec.GetFairnessKey(), int64(m.rec.GetWeight()), m)
+}
+
+// forget drops an acked message.
+func (q *queueActor) forget(m *message) {
+	delete(q.msgs, m.id)
+	if len(q.msgs) == 0 {
+		// Go maps never shrink: after a burst, a drained queue would keep
+		// the burst's buckets for good.
+		q.msgs = make(map[string]*message)
+	}
+}
+
+// withAttempt returns a copy of rec with attempt_count + 1; records are
+// never changed in place because deliveries share them.
+func withAttempt(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
+	return &storagev1.MessageRecord{
+		Headers:             rec.GetHeaders(),
+		Payload:             rec.GetPayload(),
+		FairnessKey:         rec.GetFairnessKey(),
+		Weight:              rec.GetWeight(),
+		AttemptCount:        rec.GetAttemptCount() + 1,
+		EnqueuedAtUnixNs:    rec.GetEnqueuedAtUnixNs(),
+		CreationTraceparent: rec.GetCreationTraceparent(),
+		CreationTracestate:  rec.GetCreationTracestate(),
+	}
+}
+
+// logFailure is the completion of a write nobody waits on (leases, expiries):
+// a failure is logged, and recovery reconciles from what did commit.
+func (q *queueActor) logFailure(what string) func(error) {
+	log := q.deps.log
+	name := q.cfg.Name
+	return func(err error) {
+		if err != nil {
+			log.Error("storage write failed", slog.String("queue_id", name), slog.String("op", what), slog.Any("error", err))
+		}
+	}
+}

@@ -1,0 +1,293 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fila-dev/filad/telemetry"
+)
+
+func TestQueueDeliversByWeightedFairness(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	weights := map[string]int{"a": 1, "b": 2, "c": 3}
+	for key, w := range weights {
+		for range 20 {
+			f.enqueue("q", map[string]string{"key": key, WeightHeader: fmt.Sprint(w)})
+		}
+	}
+	// One consumer with room for all: the queue hands them out in DRR order.
+	c := f.subscribe("q", 60)
+	got := map[string]int{}
+	for range 30 { // five full rounds of 1+2+3
+		got[recv(t, c).Record.GetFairnessKey()]++
+	}
+	require.Equal(t, map[string]int{"a": 5, "b": 10, "c": 15}, got)
+	st := f.stats("q")
+	require.Zero(t, st.Depth)
+	require.EqualValues(t, 60, st.InFlight)
+}
+
+func TestQueueUnknownKeyHeaderGoesToDefaultKey(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	r := f.ask("q", &Enqueue{Headers: map[string]string{"other": "x"}}).(*EnqueueReply)
+	require.NoError(t, r.Err)
+	require.Equal(t, DefaultFairnessKey, r.FairnessKey)
+	for _, bad := range []string{"0", "1001", "x", "-1"} {
+		r := f.ask("q", &Enqueue{Headers: map[string]string{WeightHeader: bad}}).(*EnqueueReply)
+		require.ErrorIs(t, r.Err, ErrInvalid, "weight %q", bad)
+	}
+	require.EqualValues(t, 1, f.stats("q").Depth, "refused messages change nothing")
+}
+
+func TestQueueCreditBoundsUnsettledMessages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	for range 5 {
+		f.enqueue("q", nil)
+	}
+	c := f.subscribe("q", 2)
+	first, second := recv(t, c), recv(t, c)
+	st := f.stats("q")
+	require.EqualValues(t, 2, st.InFlight)
+	require.EqualValues(t, 3, st.Depth)
+	requireNoDelivery(t, c)
+
+	require.NoError(t, f.settle("q", &Ack{ID: first.ID}))
+	third := recv(t, c)
+	require.NotEqual(t, second.ID, third.ID)
+	require.NoError(t, f.settle("q", &Nack{ID: second.ID, Error: "try later"}))
+	// The nack returned the credit: the next ready message goes out, and
+	// the nacked one waits at the back of its key's FIFO.
+	fourth := recv(t, c)
+	require.NotEqual(t, second.ID, fourth.ID)
+	st = f.stats("q")
+	require.EqualValues(t, 2, st.InFlight)
+	require.EqualValues(t, 2, st.Depth)
+	requireNoDelivery(t, c)
+	require.NoError(t, f.settle("q", &Ack{ID: third.ID}))
+	require.NoError(t, f.settle("q", &Ack{ID: fourth.ID}))
+	fifth := recv(t, c)
+	require.NoError(t, f.settle("q", &Ack{ID: fifth.ID}))
+	again := recv(t, c)
+	require.Equal(t, second.ID, again.ID)
+	require.EqualValues(t, 1, again.Record.GetAttemptCount())
+}
+
+func TestQueueSettleRules(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	id := f.enqueue("q", nil)
+	require.ErrorIs(t, f.settle("q", &Ack{ID: id}), ErrNotLeased, "ready, not leased")
+	c := f.subscribe("q", 1)
+	require.Equal(t, id, recv(t, c).ID)
+	require.NoError(t, f.settle("q", &Ack{ID: id}))
+	require.ErrorIs(t, f.settle("q", &Ack{ID: id}), ErrNotLeased, "a second ack")
+	require.ErrorIs(t, f.settle("q", &Nack{ID: id}), ErrNotLeased, "a nack after the ack")
+	qc, err := f.store.LoadQueue("q")
+	require.NoError(t, err)
+	require.Empty(t, qc.Messages, "the ack deleted it")
+	require.Empty(t, qc.Leases)
+}
+
+func TestQueueExpiredLeaseReturnsWithAttempt(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", 50*time.Millisecond)
+	id := f.enqueue("q", nil)
+	c := f.subscribe("q", 1)
+	d := recv(t, c)
+	require.Zero(t, d.Record.GetAttemptCount())
+	// Not settled: the lease expires, the credit returns, and the message
+	// comes back with attempt_count 1.
+	d = recv(t, c)
+	require.Equal(t, id, d.ID)
+	require.EqualValues(t, 1, d.Record.GetAttemptCount())
+	require.GreaterOrEqual(t, time.Since(d.LeasedAt), time.Duration(0))
+	qc, err := f.store.LoadQueue("q")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, qc.Messages[0].Record.GetAttemptCount(), "the attempt is durable")
+	require.NoError(t, f.settle("q", &Ack{ID: id}))
+}
+
+func TestQueueRestartFromStorage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Hour)
+	f.create("short", 10*time.Millisecond)
+	held := f.enqueue("q", map[string]string{"key": "k"})
+	ready := f.enqueue("q", map[string]string{"key": "k"})
+	c := f.subscribe("q", 1)
+	require.Equal(t, held, recv(t, c).ID)
+	expiring := f.enqueue("short", nil)
+	cs := f.subscribe("short", 1)
+	require.Equal(t, expiring, recv(t, cs).ID)
+	f.stop() // the whole broker stops; the store keeps what was committed
+	select {
+	case <-c.Done():
+		require.ErrorIs(t, c.Err(), ErrShuttingDown)
+	case <-time.After(waitFor):
+		t.Fatal("consumer not ended by the stop")
+	}
+	time.Sleep(20 * time.Millisecond) // outlive "short"'s lease while stopped; the clock is the subject here
+
+	f = startOn(t, f.store)
+	st := f.stats("q")
+	require.EqualValues(t, 1, st.InFlight, "the unexpired lease is kept")
+	require.EqualValues(t, 1, st.Depth)
+	c = f.subscribe("q", 5)
+	require.Equal(t, ready, recv(t, c).ID, "only the ready message is delivered")
+	requireNoDelivery(t, c)
+	require.NoError(t, f.settle("q", &Ack{ID: held}), "the recovered lease can be acked")
+
+	// A lease that expired while filad was down is ready again, attempt 1.
+	cs = f.subscribe("short", 1)
+	d := recv(t, cs)
+	require.Equal(t, expiring, d.ID)
+	require.EqualValues(t, 1, d.Record.GetAttemptCount())
+}
+
+func TestQueueDeleteEndsConsumersAndPurges(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	f.create("other", time.Minute)
+	f.enqueue("q", nil)
+	f.enqueue("q", nil)
+	kept := f.enqueue("other", nil)
+	c := f.subscribe("q", 1)
+	recv(t, c)
+	pid := f.sys.Directory().Lookup("q").PID
+	require.NoError(t, f.ask(nil, &DeleteQueue{Name: "q"}).(*AdminReply).Err)
+	select {
+	case <-c.Done():
+	case <-time.After(waitFor):
+		t.Fatal("consumer not ended")
+	}
+	require.ErrorIs(t, c.Err(), ErrQueueNotFound)
+	require.ErrorContains(t, c.Err(), `"q" was deleted`)
+	require.Nil(t, f.sys.Directory().Lookup("q"))
+	_, err := f.sys.Ask(context.Background(), pid, nil, &GetStats{})
+	require.ErrorIs(t, err, ErrQueueNotFound, "a request to the stopped actor")
+	require.ErrorContains(t, err, `"q"`)
+	qc, err := f.store.LoadQueue("q")
+	require.NoError(t, err)
+	require.Empty(t, qc.Messages)
+	require.Empty(t, qc.Leases)
+	require.ErrorIs(t, f.ask(nil, &DeleteQueue{Name: "q"}).(*AdminReply).Err, ErrQueueNotFound)
+	other, err := f.store.LoadQueue("other")
+	require.NoError(t, err)
+	require.Equal(t, kept, other.Messages[0].ID, "other queues untouched")
+	// The name can be used again, empty.
+	f.create("q", time.Minute)
+	require.Zero(t, f.stats("q").Depth)
+}
+
+func TestQueueSupervisorRestartKeepsStateConfigAndCounts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Hour)
+	f.create("bystander", time.Hour)
+	f.enqueue("bystander", nil)
+	a := f.enqueue("q", nil)
+	f.enqueue("q", nil)
+	c := f.subscribe("q", 1)
+	require.Equal(t, a, recv(t, c).ID)
+
+	// A live config change, then a crash: the restarted actor must come back
+	// with the new visibility timeout, not the one it was spawned with.
+	require.NoError(t, f.ask(nil, &UpdateQueueConfig{Config: QueueConfig{
+		Name: "q", VisibilityTimeout: 30 * time.Millisecond, FairnessKeyHeader: "key",
+	}}).(*AdminReply).Err)
+	recs, err := f.store.Queues()
+	require.NoError(t, err)
+	require.Equal(t, "q", recs[1].GetName())
+	require.EqualValues(t, 30, recs[1].GetVisibilityTimeoutMs(), "the update is durable")
+	require.NotZero(t, recs[1].GetCreatedAtUnixMs(), "creation time kept")
+
+	f.store.panicNext.Store(true)
+	ref := f.sys.Directory().Lookup("q")
+	f.sys.Send(ref.PID, &Enqueue{}) // its Submit panics inside the actor
+	select {
+	case <-c.Done():
+		require.True(t, IsRestart(c.Err()), "consumer told to subscribe again: %v", c.Err())
+	case <-time.After(waitFor):
+		t.Fatal("consumer not ended by the restart")
+	}
+	st := f.stats("q")
+	require.EqualValues(t, 1, st.InFlight, "the lease survives the restart")
+	require.EqualValues(t, 1, st.Depth)
+	// The new (short) timeout applies to the next lease.
+	c = f.subscribe("q", 2)
+	next := recv(t, c)
+	start := time.Now()
+	again := recv(t, c)
+	require.Equal(t, next.ID, again.ID, "expired after the updated timeout")
+	require.Less(t, time.Since(start), waitFor/2)
+	require.EqualValues(t, 1, f.stats("bystander").Depth, "other queues never notice")
+
+	// Counts made before the crash survive it.
+	require.Eventually(t, func() bool {
+		r := f.board.Snapshot()["q"]
+		return r.Counts[telemetry.Enqueued] == 2 && r.Counts[telemetry.Leased] >= 3
+	}, waitFor, time.Millisecond, "counts after restart: %+v", f.board.Snapshot()["q"])
+}
+
+func TestQueueReadingsReachTheBoard(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	for range 3 {
+		f.enqueue("q", nil)
+	}
+	c := f.subscribe("q", 3)
+	ids := []string{recv(t, c).ID, recv(t, c).ID, recv(t, c).ID}
+	require.NoError(t, f.settle("q", &Ack{ID: ids[0]}))
+	require.NoError(t, f.settle("q", &Nack{ID: ids[1]}))
+	var want telemetry.QueueReading
+	want.Counts[telemetry.Enqueued] = 3
+	want.Counts[telemetry.Leased] = 4 // the nacked one went out again
+	want.Counts[telemetry.Acked] = 1
+	want.Counts[telemetry.Nacked] = 1
+	want.Gauges[telemetry.Depth] = 0
+	want.Gauges[telemetry.LeasesActive] = 2
+	want.Gauges[telemetry.ConsumersActive] = 1
+	require.Eventually(t, func() bool { return f.board.Snapshot()["q"] == want },
+		waitFor, time.Millisecond, "reading %+v, want %+v", f.board.Snapshot()["q"], want)
+
+	require.NoError(t, f.ask(nil, &DeleteQueue{Name: "q"}).(*AdminReply).Err)
+	require.Eventually(t, func() bool { _, ok := f.board.Snapshot()["q"]; return !ok },
+		waitFor, time.Millisecond, "a deleted queue leaves the board")
+}
+
+func TestStartRequiresConfiguredValues(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{{}, {Store: &faultyStore{}}, {Store: &faultyStore{}, Quantum: 1}} {
+		_, err := Start(o)
+		require.ErrorContains(t, err, "actors: Options.") // and no actor system left behind (goleak)
+	}
+}
+
+func TestExpiryHeapOrdersByTime(t *testing.T) {
+	t.Parallel()
+	var h expiryHeap
+	base := time.Now()
+	order := []int{5, 1, 9, 3, 3, 0, 7, 2, 8, 6, 4}
+	for _, n := range order {
+		h.push(expiry{at: base.Add(time.Duration(n) * time.Millisecond), id: fmt.Sprint(n)})
+	}
+	var got []string
+	for h.len() > 0 {
+		got = append(got, h.pop().id)
+	}
+	require.Equal(t, []string{"0", "1", "2", "3", "3", "4", "5", "6", "7", "8", "9"}, got)
+}

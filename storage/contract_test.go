@@ -1,0 +1,29 @@
+package storage_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/storage/storagetest"
+)
+
+func TestBadgerContract(t *testing.T) {
+	t.Parallel()
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		s, err := storage.Open(storage.Options{Dir: t.TempDir(), SyncWrites: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}
+
+func TestMemoryContract(t *testing.T) {
+	t.Parallel()
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		s := storage.NewMemory()
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}

@@ -1,0 +1,113 @@
+package storage
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"sync"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// Memory is a Store that keeps everything in memory and loses it on exit.
+// It passes the same contract tests as Badger (storagetest), so the actors'
+// rules can be unit-tested against it in milliseconds; filad itself never
+// uses it. Each batch is applied atomically when it is submitted, so
+// batches apply in submission order, and done runs before Submit returns.
+type Memory struct {
+	mu     sync.Mutex
+	data   map[string][]byte
+	closed bool
+	stats  Stats
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{data: map[string][]byte{}} }
+
+// Submit implements Store.
+func (m *Memory) Submit(b *Batch, done func(error)) { done(m.apply(b)) }
+
+// Defer implements Store; in memory there is no commit to share.
+func (m *Memory) Defer(b *Batch, done func(error)) { done(m.apply(b)) }
+
+// Write implements Store.
+func (m *Memory) Write(b *Batch) error { return m.apply(b) }
+
+func (m *Memory) apply(b *Batch) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, o := range b.ops {
+		if o.value == nil {
+			delete(m.data, string(o.key))
+		} else {
+			m.data[string(o.key)] = slices.Clone(o.value)
+		}
+	}
+	m.stats.Batches++
+	m.stats.Commits++
+	return nil
+}
+
+// Queues implements Store.
+func (m *Memory) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(m.scan) }
+
+// LoadQueue implements Store.
+func (m *Memory) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(m.scan, queue) }
+
+// scan walks a sorted copy of the keys under prefix, so fn may take its time.
+func (m *Memory) scan(prefix []byte, fn func(k, v []byte) error) error {
+	m.mu.Lock()
+	type kv struct{ k, v []byte }
+	var found []kv
+	for k, v := range m.data {
+		if strings.HasPrefix(k, string(prefix)) {
+			found = append(found, kv{[]byte(k), v})
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(found, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	for _, e := range found {
+		if err := fn(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PurgeQueue implements Store.
+func (m *Memory) PurgeQueue(queue string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, prefix := range []byte{prefixMessage, prefixLease} {
+		p := string(queueItemsPrefix(prefix, queue))
+		for k := range m.data {
+			if strings.HasPrefix(k, p) {
+				delete(m.data, k)
+			}
+		}
+	}
+	return nil
+}
+
+// Stats implements Store: every batch is its own commit.
+func (m *Memory) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats
+}
+
+// Close implements Store. It is safe to call more than once.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}

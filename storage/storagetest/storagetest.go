@@ -1,0 +1,168 @@
+// Package storagetest is the contract every storage.Store must meet, as one
+// suite that runs against each implementation (river's riverdrivertest is
+// the model): badger in a temp dir and the in-memory store alike.
+package storagetest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+)
+
+// Run runs the contract against stores made by open; each test gets its own
+// store, which open arranges to close when the test ends.
+func Run(t *testing.T, open func(t *testing.T) storage.Store) {
+	t.Run("RoundTrip", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		for _, q := range []string{"b", "a", "ab"} {
+			b.PutQueue(&storagev1.QueueRecord{Name: q, VisibilityTimeoutMs: 1000})
+			for i := range 3 {
+				b.PutMessage(q, fmt.Sprintf("id-%d", i), &storagev1.MessageRecord{Payload: []byte(q), AttemptCount: uint32(i)})
+			}
+		}
+		b.PutLease("a", "id-1", &storagev1.LeaseRecord{ExpiresAtUnixMs: 42})
+		require.NoError(t, s.Write(&b))
+
+		qs, err := s.Queues()
+		require.NoError(t, err)
+		var names []string
+		for _, q := range qs {
+			names = append(names, q.GetName())
+		}
+		require.Equal(t, []string{"a", "ab", "b"}, names, "queues in name order")
+		require.EqualValues(t, 1000, qs[0].GetVisibilityTimeoutMs())
+
+		// "a" must not see "ab"'s keys although one name starts the other.
+		qc, err := s.LoadQueue("a")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, 3)
+		for i, m := range qc.Messages {
+			require.Equal(t, fmt.Sprintf("id-%d", i), m.ID, "messages load in id order")
+			require.Equal(t, "a", string(m.Record.GetPayload()))
+			require.EqualValues(t, i, m.Record.GetAttemptCount())
+		}
+		require.Len(t, qc.Leases, 1)
+		require.EqualValues(t, 42, qc.Leases["id-1"].GetExpiresAtUnixMs())
+
+		qc, err = s.LoadQueue("nothing")
+		require.NoError(t, err)
+		require.Empty(t, qc.Messages)
+		require.Empty(t, qc.Leases)
+	})
+
+	t.Run("BatchesApplyAtomicallyInOrder", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var put, del storage.Batch
+		put.PutMessage("q", "x", &storagev1.MessageRecord{Payload: []byte("1")})
+		put.PutLease("q", "x", &storagev1.LeaseRecord{ExpiresAtUnixMs: 1})
+		del.DeleteMessage("q", "x")
+		del.DeleteLease("q", "x")
+		done := make(chan error, 2)
+		s.Submit(&put, func(err error) { done <- err })
+		s.Submit(&del, func(err error) { done <- err })
+		require.NoError(t, <-done)
+		require.NoError(t, <-done)
+		qc, err := s.LoadQueue("q")
+		require.NoError(t, err)
+		require.Empty(t, qc.Messages, "the later delete wins")
+		require.Empty(t, qc.Leases)
+	})
+
+	t.Run("DeferredBatchesCommitInOrder", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		// Alone, a deferred batch is still committed.
+		var lease storage.Batch
+		lease.PutLease("q", "m", &storagev1.LeaseRecord{ExpiresAtUnixMs: 7})
+		done := make(chan error, 1)
+		s.Defer(&lease, func(err error) { done <- err })
+		require.NoError(t, <-done)
+		// Followed by a batch someone waits on, it is applied before it.
+		var put, del storage.Batch
+		put.PutLease("q", "n", &storagev1.LeaseRecord{ExpiresAtUnixMs: 8})
+		del.DeleteLease("q", "n")
+		deferredDone := make(chan error, 1)
+		s.Defer(&put, func(err error) { deferredDone <- err })
+		require.NoError(t, s.Write(&del))
+		require.NoError(t, <-deferredDone)
+		qc, err := s.LoadQueue("q")
+		require.NoError(t, err)
+		require.Contains(t, qc.Leases, "m")
+		require.NotContains(t, qc.Leases, "n", "the later delete wins")
+	})
+
+	t.Run("ConcurrentWritesAllLand", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		const writers = 64
+		before := s.Stats()
+		var wg sync.WaitGroup
+		for i := range writers {
+			wg.Go(func() {
+				var b storage.Batch
+				b.PutMessage("q", fmt.Sprintf("%03d", i), &storagev1.MessageRecord{Payload: make([]byte, 100)})
+				if err := s.Write(&b); err != nil {
+					t.Errorf("write: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		require.EqualValues(t, writers, s.Stats().Batches-before.Batches)
+		qc, err := s.LoadQueue("q")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, writers)
+	})
+
+	t.Run("PurgeQueueLeavesOthers", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		for _, q := range []string{"a", "ab"} {
+			b.PutQueue(&storagev1.QueueRecord{Name: q})
+			b.PutMessage(q, "m", &storagev1.MessageRecord{})
+			b.PutLease(q, "m", &storagev1.LeaseRecord{})
+		}
+		require.NoError(t, s.Write(&b))
+		require.NoError(t, s.PurgeQueue("a"))
+		qc, err := s.LoadQueue("a")
+		require.NoError(t, err)
+		require.Empty(t, qc.Messages)
+		require.Empty(t, qc.Leases)
+		qc, err = s.LoadQueue("ab")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, 1)
+		require.Len(t, qc.Leases, 1)
+		qs, err := s.Queues()
+		require.NoError(t, err)
+		require.Len(t, qs, 2, "purge keeps queue records")
+
+		var del storage.Batch
+		del.DeleteQueue("a")
+		require.NoError(t, s.Write(&del))
+		qs, err = s.Queues()
+		require.NoError(t, err)
+		require.Len(t, qs, 1)
+		require.Equal(t, "ab", qs[0].GetName())
+	})
+
+	t.Run("WritesAfterCloseFail", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		require.NoError(t, s.Close())
+		require.NoError(t, s.Close(), "close twice is safe")
+		var b storage.Batch
+		b.DeleteQueue("q")
+		require.ErrorIs(t, s.Write(&b), storage.ErrClosed)
+		done := make(chan error, 1)
+		s.Submit(&b, func(err error) { done <- err })
+		require.ErrorIs(t, <-done, storage.ErrClosed)
+	})
+}
