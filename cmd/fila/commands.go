@@ -30,12 +30,16 @@ import (
 // DefaultAddr is where fila looks for filad without --addr or FILA_ADDR.
 const DefaultAddr = "127.0.0.1:5555"
 
-type global struct{ addr string }
+type global struct {
+	addr    string
+	version bool
+}
 
 func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
 	fs := flag.NewFlagSet("fila", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g := global{}
+	fs.BoolVar(&g.version, "version", false, "print the version and exit")
 	def := getenv("FILA_ADDR")
 	if def == "" {
 		def = DefaultAddr
@@ -118,6 +122,30 @@ func usageErr(e env, format string, a ...any) int {
 	return exitUsage
 }
 
+// parseCommand parses a command's flags; synopsis is its usage line. With
+// -h or --help it prints the usage to stdout and the command exits 0; a bad
+// flag exits 2 with the usage on stderr. ok is false when the command ends.
+func parseCommand(fs *flag.FlagSet, args []string, e env, synopsis string) (pos []string, exit int, ok bool) {
+	pos, err := parseInterleaved(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(e.stdout, fs, synopsis)
+		return nil, exitOK, false
+	case err != nil:
+		fmt.Fprintf(e.stderr, "fila: %v\n", err)
+		printUsage(e.stderr, fs, synopsis)
+		return nil, exitUsage, false
+	}
+	return pos, exitOK, true
+}
+
+func printUsage(w io.Writer, fs *flag.FlagSet, synopsis string) {
+	fmt.Fprintf(w, "usage: fila %s\n", synopsis)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
 // parseInterleaved parses fs's flags wherever they appear among args and
 // returns the positional arguments.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -143,9 +171,9 @@ func queueCmd(ctx context.Context, g global, args []string, e env) int {
 	fs.SetOutput(io.Discard)
 	vt := fs.Uint64("visibility-timeout-ms", 0, "lease duration (0: broker default)")
 	fkh := fs.String("fairness-key-header", "", "header holding the fairness key (empty: broker default)")
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
-		return usageErr(e, "%v", err)
+	pos, code, ok := parseCommand(fs, args[1:], e, "queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H] | queue delete NAME | queue list | queue stats NAME")
+	if !ok {
+		return code
 	}
 	want := map[string]int{"create": 1, "delete": 1, "stats": 1, "list": 0}
 	n, known := want[args[0]]
@@ -227,10 +255,11 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 	fs.SetOutput(io.Discard)
 	headers := headerFlags{}
 	fs.Var(headers, "H", "header key=value (repeatable)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return usageErr(e, "%v", err)
+	pos, code, ok := parseCommand(fs, args, e, "enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)")
+	if !ok {
+		return code
 	}
+	var err error
 	if len(pos) < 1 || len(pos) > 2 {
 		return usageErr(e, "enqueue takes QUEUE [PAYLOAD]")
 	}
@@ -272,9 +301,9 @@ func consumeCmd(ctx context.Context, g global, args []string, e env) int {
 	ack := fs.Bool("ack", false, "ack each message (the default)")
 	nack := fs.Bool("nack", false, "nack each message instead of acking it")
 	asJSON := fs.Bool("json", false, "one JSON object per message")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return usageErr(e, "%v", err)
+	pos, code, ok := parseCommand(fs, args, e, "consume QUEUE [--count N] [--ack|--nack] [--json]")
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		return usageErr(e, "consume takes QUEUE")

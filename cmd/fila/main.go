@@ -1,6 +1,7 @@
 // Command fila drives filad from the shell.
 //
-//	fila [--addr host:port] queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
+//	fila [--addr host:port] [--version] COMMAND [--help]
+//	fila queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
 //	fila queue delete NAME
 //	fila queue list
 //	fila queue stats NAME
@@ -14,11 +15,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func main() {
@@ -45,10 +50,17 @@ type env struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	e := env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	g, rest, err := parseGlobal(args, getenv)
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp) || (err == nil && len(rest) > 0 && rest[0] == "help"):
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case err != nil:
 		fmt.Fprintln(stderr, "fila:", err)
 		fmt.Fprint(stderr, usage)
 		return exitUsage
+	case g.version:
+		fmt.Fprintln(stdout, "fila", telemetry.Version)
+		return exitOK
 	}
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -63,7 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 const usage = `usage:
-  fila [--addr host:port] queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
+  fila [--addr host:port] [--version] COMMAND [--help]
+  fila queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
   fila queue delete NAME
   fila queue list
   fila queue stats NAME

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -150,4 +151,32 @@ func TestErrors(t *testing.T) {
 			require.Empty(t, r.stdout, tt.name)
 		}
 	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		args   []string
+		stdout string
+	}{
+		{"--help", []string{"--help"}, "usage:\n  fila [--addr host:port]"},
+		{"-h", []string{"-h"}, "fila consume QUEUE"},
+		{"help", []string{"help"}, "fila enqueue QUEUE"},
+		{"--version", []string{"--version"}, "fila " + telemetry.Version},
+		{"consume --help", []string{"consume", "--help"}, "usage: fila consume QUEUE [--count N]"},
+		{"consume --help lists flags", []string{"consume", "--help"}, "-count int"},
+		{"enqueue -h", []string{"enqueue", "-h"}, "header key=value (repeatable)"},
+		{"queue create --help", []string{"queue", "create", "--help"}, "-visibility-timeout-ms"},
+	}
+	for _, tt := range tests {
+		// No broker: help and version never dial.
+		r := fila(t, "127.0.0.1:1", "", tt.args...)
+		require.Equal(t, 0, r.code, "%s: %s", tt.name, r.stderr)
+		require.Contains(t, r.stdout, tt.stdout, tt.name)
+		require.Empty(t, r.stderr, tt.name)
+	}
+	r := fila(t, "127.0.0.1:1", "", "consume", "--bogus")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, "usage: fila consume", "a bad flag shows the command's usage")
 }
