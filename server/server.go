@@ -126,7 +126,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(gateway.ServerOptions(),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(s.telemetry.TracerProvider),
 			// otelgrpc's per-RPC histograms cost about 2% of lifecycle
@@ -135,9 +135,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 		)),
-		// Room for the largest payload plus the largest headers, so the
-		// payload limit is reported by filad's own check, naming the limit.
-		grpc.MaxRecvMsgSize(cfg.Server.MaxMessageBytes+gateway.MaxHeaders*(gateway.MaxHeaderKeyBytes+gateway.MaxHeaderValueBytes)+64<<10),
+		grpc.MaxRecvMsgSize(RecvLimit(cfg.Server.MaxMessageBytes)),
 		grpc.MaxConcurrentStreams(uint32(cfg.Server.MaxStreamsPerConn)),
 		// Long-lived workers keep their grown stacks; a goroutine per call
 		// would grow (copy) its stack on every RPC.
@@ -147,7 +145,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			MinTime:             time.Duration(cfg.Server.KeepaliveMinTimeMS) * time.Millisecond,
 			PermitWithoutStream: true,
 		}),
-	)
+	)...)
 	s.gateway.Register(s.grpc)
 
 	s.lis = opts.Listener
@@ -162,6 +160,17 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
 		slog.Bool("telemetry", s.telemetry.Enabled))
 	return s, nil
+}
+
+// RecvLimit is the largest request the gRPC transport reads for a given
+// server.max_message_bytes: the largest payload and the largest headers,
+// plus as much again as the payload limit (at least 8 MiB), so that an
+// oversized payload is refused by filad's own check, INVALID_ARGUMENT
+// naming server.max_message_bytes, and only a request past this limit gets
+// grpc's RESOURCE_EXHAUSTED.
+func RecvLimit(maxMessageBytes int) int {
+	headers := gateway.MaxHeaders * (gateway.MaxHeaderKeyBytes + gateway.MaxHeaderValueBytes)
+	return maxMessageBytes + headers + max(maxMessageBytes, 8<<20)
 }
 
 // Addr is the address being served.
