@@ -97,6 +97,14 @@ func (f *fixture) enqueue(queue string, headers map[string]string) string {
 	return r.ID
 }
 
+// fill enqueues n messages with no headers.
+func (f *fixture) fill(queue string, n int) {
+	f.t.Helper()
+	for range n {
+		f.enqueue(queue, nil)
+	}
+}
+
 func (f *fixture) settle(queue string, msg any) error {
 	f.t.Helper()
 	return f.ask(queue, msg).(*SettleReply).Err

@@ -143,8 +143,7 @@ func (q *queueActor) expire(ctx actor.Context) {
 			continue // settled or leased again since
 		}
 		q.unlease(m)
-		m.rec = q.requeue(&b, m)
-		q.makeReady(m)
+		q.requeueNow(&b, m)
 	}
 	if b.Len() > 0 {
 		q.deps.store.Defer(&b, q.logFailure("expire leases"))

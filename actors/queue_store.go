@@ -60,7 +60,8 @@ func (q *queueActor) load(ctx actor.Context) {
 				q.expiries.push(expiry{at: at, id: m.id, gen: 1})
 				continue
 			}
-			m.rec = q.requeue(&expired, m)
+			q.requeueNow(&expired, m)
+			continue
 		}
 		q.makeReady(m)
 	}
@@ -82,6 +83,13 @@ func (q *queueActor) requeue(b *storage.Batch, m *message) *storagev1.MessageRec
 	b.PutMessage(q.cfg.Name, m.id, rec)
 	b.DeleteLease(q.cfg.Name, m.id)
 	return rec
+}
+
+// requeueNow is requeue for a message whose change needs no waiting: its
+// new record is installed and it is ready at once (expiry, recovery).
+func (q *queueActor) requeueNow(b *storage.Batch, m *message) {
+	m.rec = q.requeue(b, m)
+	q.makeReady(m)
 }
 
 // makeReady puts m in the ready index under its fairness key.

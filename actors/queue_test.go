@@ -51,9 +51,7 @@ func TestQueueCreditBoundsUnsettledMessages(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.create("q", time.Minute)
-	for range 5 {
-		f.enqueue("q", nil)
-	}
+	f.fill("q", 5)
 	c := f.subscribe("q", 2)
 	first, second := recv(t, c), recv(t, c)
 	st := f.stats("q")
@@ -246,9 +244,7 @@ func TestQueueReadingsReachTheBoard(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.create("q", time.Minute)
-	for range 3 {
-		f.enqueue("q", nil)
-	}
+	f.fill("q", 3)
 	c := f.subscribe("q", 3)
 	ids := []string{recv(t, c).ID, recv(t, c).ID, recv(t, c).ID}
 	require.NoError(t, f.settle("q", &Ack{ID: ids[0]}))

@@ -124,8 +124,10 @@ func TestDeleteQueueEndsStreamsAndRemovesMessages(t *testing.T) {
 		}
 	}
 	requireCode(t, err, codes.NotFound)
+	require.ErrorContains(t, err, `queue not found: "gone" was deleted`, "the consumer is told why")
 	_, err = b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "gone"})
 	requireCode(t, err, codes.NotFound)
+	require.ErrorContains(t, err, `queue not found: "gone"`)
 
 	// A queue of the same name starts empty.
 	b.createQueue(t, "gone", nil)

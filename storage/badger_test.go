@@ -21,42 +21,6 @@ func open(t *testing.T, dir string) *Badger {
 	return s
 }
 
-func TestRoundTripAcrossReopen(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, SyncWrites: true})
-	require.NoError(t, err)
-	var b Batch
-	for _, q := range []string{"a", "ab"} {
-		b.PutQueue(&storagev1.QueueRecord{Name: q, VisibilityTimeoutMs: 1000})
-		for i := range 3 {
-			b.PutMessage(q, fmt.Sprintf("id-%d", i), &storagev1.MessageRecord{Payload: []byte(q), AttemptCount: uint32(i)})
-		}
-	}
-	b.PutLease("a", "id-1", &storagev1.LeaseRecord{ExpiresAtUnixMs: 42})
-	require.NoError(t, s.Write(&b))
-	require.NoError(t, s.Close())
-
-	s = open(t, dir)
-	qs, err := s.Queues()
-	require.NoError(t, err)
-	require.Len(t, qs, 2)
-	require.Equal(t, "a", qs[0].GetName())
-	require.EqualValues(t, 1000, qs[0].GetVisibilityTimeoutMs())
-
-	// "a" must not see "ab"'s keys although one name starts the other.
-	qc, err := s.LoadQueue("a")
-	require.NoError(t, err)
-	require.Len(t, qc.Messages, 3)
-	for i, m := range qc.Messages {
-		require.Equal(t, fmt.Sprintf("id-%d", i), m.ID, "messages load in id order")
-		require.Equal(t, "a", string(m.Record.GetPayload()))
-		require.EqualValues(t, i, m.Record.GetAttemptCount())
-	}
-	require.Len(t, qc.Leases, 1)
-	require.EqualValues(t, 42, qc.Leases["id-1"].GetExpiresAtUnixMs())
-}
-
 func TestConcurrentWritesShareCommits(t *testing.T) {
 	t.Parallel()
 	s := open(t, t.TempDir())

@@ -27,3 +27,16 @@ func TestMemoryContract(t *testing.T) {
 		return s
 	})
 }
+
+func TestBadgerKeepsEverythingAcrossReopen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := storage.Open(storage.Options{Dir: dir, SyncWrites: true})
+	require.NoError(t, err)
+	storagetest.WriteSample(t, s)
+	require.NoError(t, s.Close())
+	s, err = storage.Open(storage.Options{Dir: dir, SyncWrites: true})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	storagetest.RequireSample(t, s)
+}

@@ -20,38 +20,9 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	t.Run("RoundTrip", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
-		var b storage.Batch
-		for _, q := range []string{"b", "a", "ab"} {
-			b.PutQueue(&storagev1.QueueRecord{Name: q, VisibilityTimeoutMs: 1000})
-			for i := range 3 {
-				b.PutMessage(q, fmt.Sprintf("id-%d", i), &storagev1.MessageRecord{Payload: []byte(q), AttemptCount: uint32(i)})
-			}
-		}
-		b.PutLease("a", "id-1", &storagev1.LeaseRecord{ExpiresAtUnixMs: 42})
-		require.NoError(t, s.Write(&b))
-
-		qs, err := s.Queues()
-		require.NoError(t, err)
-		var names []string
-		for _, q := range qs {
-			names = append(names, q.GetName())
-		}
-		require.Equal(t, []string{"a", "ab", "b"}, names, "queues in name order")
-		require.EqualValues(t, 1000, qs[0].GetVisibilityTimeoutMs())
-
-		// "a" must not see "ab"'s keys although one name starts the other.
-		qc, err := s.LoadQueue("a")
-		require.NoError(t, err)
-		require.Len(t, qc.Messages, 3)
-		for i, m := range qc.Messages {
-			require.Equal(t, fmt.Sprintf("id-%d", i), m.ID, "messages load in id order")
-			require.Equal(t, "a", string(m.Record.GetPayload()))
-			require.EqualValues(t, i, m.Record.GetAttemptCount())
-		}
-		require.Len(t, qc.Leases, 1)
-		require.EqualValues(t, 42, qc.Leases["id-1"].GetExpiresAtUnixMs())
-
-		qc, err = s.LoadQueue("nothing")
+		WriteSample(t, s)
+		RequireSample(t, s)
+		qc, err := s.LoadQueue("nothing")
 		require.NoError(t, err)
 		require.Empty(t, qc.Messages)
 		require.Empty(t, qc.Leases)
@@ -165,4 +136,45 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		s.Submit(&b, func(err error) { done <- err })
 		require.ErrorIs(t, <-done, storage.ErrClosed)
 	})
+}
+
+// WriteSample writes three queues ("b", "a" and "ab", whose name starts
+// with another's), three messages each and one lease, for RequireSample.
+func WriteSample(t *testing.T, s storage.Store) {
+	t.Helper()
+	var b storage.Batch
+	for _, q := range []string{"b", "a", "ab"} {
+		b.PutQueue(&storagev1.QueueRecord{Name: q, VisibilityTimeoutMs: 1000})
+		for i := range 3 {
+			b.PutMessage(q, fmt.Sprintf("id-%d", i), &storagev1.MessageRecord{Payload: []byte(q), AttemptCount: uint32(i)})
+		}
+	}
+	b.PutLease("a", "id-1", &storagev1.LeaseRecord{ExpiresAtUnixMs: 42})
+	require.NoError(t, s.Write(&b))
+}
+
+// RequireSample fails unless s holds exactly what WriteSample wrote: queues
+// in name order, messages in id order, and no queue seeing another's keys.
+func RequireSample(t *testing.T, s storage.Store) {
+	t.Helper()
+	qs, err := s.Queues()
+	require.NoError(t, err)
+	var names []string
+	for _, q := range qs {
+		names = append(names, q.GetName())
+	}
+	require.Equal(t, []string{"a", "ab", "b"}, names, "queues in name order")
+	require.EqualValues(t, 1000, qs[0].GetVisibilityTimeoutMs())
+
+	// "a" must not see "ab"'s keys although one name starts the other.
+	qc, err := s.LoadQueue("a")
+	require.NoError(t, err)
+	require.Len(t, qc.Messages, 3)
+	for i, m := range qc.Messages {
+		require.Equal(t, fmt.Sprintf("id-%d", i), m.ID, "messages load in id order")
+		require.Equal(t, "a", string(m.Record.GetPayload()))
+		require.EqualValues(t, i, m.Record.GetAttemptCount())
+	}
+	require.Len(t, qc.Leases, 1)
+	require.EqualValues(t, 42, qc.Leases["id-1"].GetExpiresAtUnixMs())
 }
