@@ -11,10 +11,12 @@ import (
 // fields are read-only once sent: the record is shared with the queue actor,
 // which never mutates a record in place.
 type Delivery struct {
-	Queue    string
-	ID       string
-	Record   *storagev1.MessageRecord
-	LeasedAt time.Time
+	Queue     string
+	ID        string
+	LeaseID   string
+	Record    *storagev1.MessageRecord
+	LeasedAt  time.Time
+	ExpiresAt time.Time
 }
 
 var consumerIDs atomic.Uint64

@@ -14,6 +14,9 @@ var (
 	ErrQueueExists = errors.New("queue already exists")
 	// ErrNotLeased: Ack or Nack of a message that is not leased in the queue now.
 	ErrNotLeased = errors.New("message is not leased in this queue")
+	// ErrLeaseExpired: Ack, Nack or Extend named a lease that has expired or
+	// been superseded by a later delivery of the same message.
+	ErrLeaseExpired = errors.New("lease expired")
 	// ErrShuttingDown: the broker is stopping.
 	ErrShuttingDown = errors.New("broker is shutting down")
 	// ErrOverloaded: the queue's mailbox is full.

@@ -46,6 +46,7 @@ type queueActor struct {
 	// queueAttr labels this queue's measurements; made once, as the name
 	// never changes.
 	queueAttr metric.MeasurementOption
+	leaseIDs  leaseIDs
 }
 
 // queueDeps is what a queue actor shares with the rest of the system, all
@@ -93,6 +94,7 @@ func newQueueActor(config *configCell, deps queueDeps) actor.Actor {
 		ready:  newDRR[*message](deps.quantum),
 		queueAttr: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(telemetry.AttrQueueID, config.get().Name))),
+		leaseIDs: newLeaseIDs(),
 	}
 }
 
@@ -113,11 +115,15 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *enqueueDone:
 		q.enqueued(ctx, m)
 	case *Ack:
-		q.settle(ctx, m.ID, false, "")
+		q.settle(ctx, m.ID, m.LeaseID, false, "")
 	case *Nack:
-		q.settle(ctx, m.ID, true, m.Error)
+		q.settle(ctx, m.ID, m.LeaseID, true, m.Error)
 	case *settleDone:
 		q.settled(ctx, m)
+	case *Extend:
+		q.extend(ctx, m)
+	case *extendDone:
+		q.extended(ctx, m)
 	case *Subscribe:
 		q.subscribe(ctx, m.Consumer)
 	case *Unsubscribe:

@@ -1,6 +1,12 @@
 package actors
 
 import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -76,7 +82,6 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	var b storage.Batch
 	now := time.Now()
 	expires := now.Add(q.cfg.VisibilityTimeout)
-	lease := &storagev1.LeaseRecord{ExpiresAtUnixMs: expires.UnixMilli(), LeasedAtUnixNs: now.UnixNano()}
 	n := 0
 	for q.ready.len() > 0 {
 		s := q.nextConsumer()
@@ -84,13 +89,14 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 			break
 		}
 		m, _, _ := q.ready.pop()
-		m.leased, m.leasedAt, m.consumer = true, now, s.c.id
+		m.leased, m.leasedAt, m.expiresAt, m.consumer = true, now, expires, s.c.id
 		m.leaseGen++
+		m.leaseID = q.leaseIDs.next()
 		q.leased++
 		q.expiries.push(expiry{at: expires, id: m.id, gen: m.leaseGen})
-		b.PutLease(q.cfg.Name, m.id, lease)
+		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
 		s.credit--
-		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, Record: m.rec, LeasedAt: now}
+		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
 		q.deliverySpan(s.parent, m).End()
 		n++
 	}
@@ -139,8 +145,8 @@ func (q *queueActor) expire(ctx actor.Context) {
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()
 		m := q.msgs[e.id]
-		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
-			continue // settled or leased again since
+		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen || m.expiresAt.After(now) {
+			continue // settled, leased again, or extended since
 		}
 		q.unlease(m)
 		q.requeueNow(&b, m)
@@ -168,4 +174,90 @@ func (q *queueActor) armTimer(ctx actor.Context) {
 	q.timerAt = at
 	self, system := ctx.Self(), ctx.ActorSystem()
 	q.timer = time.AfterFunc(time.Until(at), func() { system.Root.Send(self, &leaseTick{}) })
+}
+
+// heldLease returns the message id's current lease if leaseID (when given)
+// names it, or the error a settle or extend of it gets.
+func (q *queueActor) heldLease(id, leaseID string) (*message, error) {
+	m := q.msgs[id]
+	switch {
+	case m == nil:
+		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
+	case leaseID != "" && (!m.leased || m.leaseID != leaseID):
+		return nil, fmt.Errorf("%w: lease_id %s of message_id %s is no longer held", ErrLeaseExpired, leaseID, id)
+	case !m.leased || m.settling:
+		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
+	}
+	return m, nil
+}
+
+// extend moves a held lease's expiry; the reply waits for the new lease
+// record to be durable, so a restart keeps the extension.
+func (q *queueActor) extend(ctx actor.Context, req *Extend) {
+	if req.LeaseID == "" {
+		ctx.Respond(&ExtendReply{Err: fmt.Errorf("%w: lease_id is required to extend a lease", ErrInvalid)})
+		return
+	}
+	m, err := q.heldLease(req.ID, req.LeaseID)
+	if err != nil {
+		ctx.Respond(&ExtendReply{Err: err})
+		return
+	}
+	timeout := cmp.Or(req.Timeout, q.cfg.VisibilityTimeout)
+	expires := time.Now().Add(timeout)
+	rec := m.leaseRecord()
+	rec.ExpiresAtUnixMs = expires.UnixMilli()
+	var b storage.Batch
+	b.PutLease(q.cfg.Name, m.id, rec)
+	d := &extendDone{id: m.id, leaseID: m.leaseID, expiresAt: expires, sender: ctx.Sender()}
+	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
+		d.err = err
+		return d
+	})
+}
+
+func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
+	if d.err != nil {
+		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: %v", ErrStorage, d.err)})
+		return
+	}
+	m := q.msgs[d.id]
+	if m == nil || !m.leased || m.leaseID != d.leaseID {
+		// Settled or expired while the write was on its way: the extension
+		// came too late, and the record it wrote is stale (a lease record
+		// without its lease is dropped on recovery).
+		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: lease_id %s of message_id %s", ErrLeaseExpired, d.leaseID, d.id)})
+		return
+	}
+	m.expiresAt = d.expiresAt
+	q.expiries.push(expiry{at: d.expiresAt, id: m.id, gen: m.leaseGen})
+	q.armTimer(ctx)
+	ctx.Send(d.sender, &ExtendReply{ExpiresAt: d.expiresAt})
+}
+
+// leaseRecord is what storage keeps of m's current lease.
+func (m *message) leaseRecord() *storagev1.LeaseRecord {
+	return &storagev1.LeaseRecord{
+		ExpiresAtUnixMs: m.expiresAt.UnixMilli(),
+		LeasedAtUnixNs:  m.leasedAt.UnixNano(),
+		LeaseId:         m.leaseID,
+	}
+}
+
+// leaseIDs makes lease tokens: a random prefix per actor incarnation and a
+// counter, so tokens never repeat across restarts and cost no syscall each.
+type leaseIDs struct {
+	prefix string
+	n      uint64
+}
+
+func newLeaseIDs() leaseIDs {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return leaseIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (l *leaseIDs) next() string {
+	l.n++
+	return l.prefix + strconv.FormatUint(l.n, 36)
 }

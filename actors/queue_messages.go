@@ -25,13 +25,27 @@ type (
 		FairnessKey string
 		Err         error
 	}
-	// Ack deletes a leased message. Reply: *SettleReply.
-	Ack struct{ ID string }
-	// Nack returns a leased message to ready with attempt_count + 1. Error is
-	// the consumer's reason, logged at DEBUG. Reply: *SettleReply.
+	// Ack deletes a leased message. With LeaseID set, only that lease may
+	// be acked: an expired or superseded one gets ErrLeaseExpired. Reply:
+	// *SettleReply.
+	Ack struct{ ID, LeaseID string }
+	// Nack returns a leased message to ready with attempt_count + 1; LeaseID
+	// as for Ack. Error is the consumer's reason, logged at DEBUG. Reply:
+	// *SettleReply.
 	Nack struct {
-		ID    string
-		Error string
+		ID, LeaseID string
+		Error       string
+	}
+	// Extend sets a lease to expire Timeout from now (the queue's visibility
+	// timeout when 0). LeaseID is required. Reply: *ExtendReply.
+	Extend struct {
+		ID, LeaseID string
+		Timeout     time.Duration
+	}
+	// ExtendReply answers Extend once the new expiry is durable.
+	ExtendReply struct {
+		ExpiresAt time.Time
+		Err       error
 	}
 	// SettleReply answers Ack and Nack once the change is durable.
 	SettleReply struct{ Err error }
@@ -76,6 +90,12 @@ type (
 		span   trace.Span
 		ctx    context.Context // the span's, for logs
 	}
+	extendDone struct {
+		id, leaseID string
+		expiresAt   time.Time
+		sender      *actor.PID
+		err         error
+	}
 	settleDone struct {
 		id     string
 		nack   bool
@@ -96,9 +116,11 @@ type message struct {
 	id  string
 	rec *storagev1.MessageRecord
 	// leased is true from delivery until ack, nack or expiry.
-	leased   bool
-	settling bool // an ack or nack is being written
-	leaseGen uint64
-	leasedAt time.Time
-	consumer uint64 // the consumer it is leased to
+	leased    bool
+	settling  bool // an ack or nack is being written
+	leaseGen  uint64
+	leaseID   string // the current lease's token, as the consumer has it
+	leasedAt  time.Time
+	expiresAt time.Time // the current lease's end; Extend moves it
+	consumer  uint64    // the consumer it is leased to
 }

@@ -55,7 +55,8 @@ func (q *queueActor) load(ctx actor.Context) {
 		if l, ok := contents.Leases[m.id]; ok {
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
 			if at.After(now) {
-				m.leased, m.leaseGen, m.leasedAt = true, 1, time.Unix(0, l.GetLeasedAtUnixNs())
+				m.leased, m.leaseGen, m.leasedAt, m.expiresAt = true, 1, time.Unix(0, l.GetLeasedAtUnixNs()), at
+				m.leaseID = l.GetLeaseId()
 				q.leased++
 				q.expiries.push(expiry{at: at, id: m.id, gen: 1})
 				continue

@@ -287,3 +287,55 @@ func TestExpiryHeapOrdersByTime(t *testing.T) {
 	}
 	require.Equal(t, []string{"0", "1", "2", "3", "3", "4", "5", "6", "7", "8", "9"}, got)
 }
+
+func TestLeaseTokens(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", 40*time.Millisecond)
+	id := f.enqueue("q", nil)
+	a := f.subscribe("q", 1)
+	first := recv(t, a)
+	require.NotEmpty(t, first.LeaseID)
+	// A's lease expires; the message goes out again (to A's stream here,
+	// standing for consumer B) under a new lease.
+	second := recv(t, a)
+	require.Equal(t, id, second.ID)
+	require.NotEqual(t, first.LeaseID, second.LeaseID, "a lease id is unique per delivery")
+
+	// The late settles of the first lease change nothing.
+	require.ErrorIs(t, f.settle("q", &Ack{ID: id, LeaseID: first.LeaseID}), ErrLeaseExpired)
+	require.ErrorIs(t, f.settle("q", &Nack{ID: id, LeaseID: first.LeaseID}), ErrLeaseExpired)
+	r := f.ask("q", &Extend{ID: id, LeaseID: first.LeaseID}).(*ExtendReply)
+	require.ErrorIs(t, r.Err, ErrLeaseExpired)
+	require.EqualValues(t, 1, f.stats("q").InFlight, "still held by the second lease")
+
+	// The holder extends its lease well past the visibility timeout...
+	r = f.ask("q", &Extend{ID: id, LeaseID: second.LeaseID, Timeout: time.Hour}).(*ExtendReply)
+	require.NoError(t, r.Err)
+	require.WithinDuration(t, time.Now().Add(time.Hour), r.ExpiresAt, time.Minute)
+	qc, err := f.store.LoadQueue("q")
+	require.NoError(t, err)
+	require.Equal(t, second.LeaseID, qc.Leases[id].GetLeaseId())
+	require.Equal(t, r.ExpiresAt.UnixMilli(), qc.Leases[id].GetExpiresAtUnixMs(), "the extension is durable")
+	// ...so the message is not redelivered after its original timeout: a
+	// restart (which reloads every lease) shows it still held, same token.
+	f.stop()
+	f = startOn(t, f.store)
+	require.EqualValues(t, 1, f.stats("q").InFlight)
+	require.ErrorIs(t, f.settle("q", &Ack{ID: id, LeaseID: first.LeaseID}), ErrLeaseExpired)
+	require.NoError(t, f.settle("q", &Ack{ID: id, LeaseID: second.LeaseID}), "the token survives a restart")
+	require.ErrorIs(t, f.settle("q", &Ack{ID: id, LeaseID: second.LeaseID}), ErrNotLeased, "acked: gone")
+}
+
+func TestSettleWithoutLeaseIDActsOnTheCurrentLease(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	id := f.enqueue("q", nil)
+	c := f.subscribe("q", 1)
+	recv(t, c)
+	require.NoError(t, f.settle("q", &Nack{ID: id}), "no token: the old, unsafe semantics")
+	require.NoError(t, f.settle("q", &Ack{ID: recv(t, c).ID}))
+	r := f.ask("q", &Extend{ID: id}).(*ExtendReply)
+	require.ErrorIs(t, r.Err, ErrInvalid, "extending needs the token")
+}

@@ -99,17 +99,16 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	q.changed(ctx)
 }
 
-// settle writes an ack (delete) or a nack (requeue); reason is a nack's
-// error text, for the DEBUG log.
-func (q *queueActor) settle(ctx actor.Context, id string, nack bool, reason string) {
+// settle writes an ack (delete) or a nack (requeue) of id's lease (leaseID's,
+// when given); reason is a nack's error text, for the DEBUG log.
+func (q *queueActor) settle(ctx actor.Context, id, leaseID string, nack bool, reason string) {
 	spanCtx, span := q.startSpan(ctx.MessageHeader(), telemetry.SpanSettle)
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSettle, q.cfg.Name, id)...)
 		span.SetAttributes(attribute.Bool("fila.nack", nack))
 	}
-	m := q.msgs[id]
-	if m == nil || !m.leased || m.settling {
-		err := fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
+	m, err := q.heldLease(id, leaseID)
+	if err != nil {
 		endSpan(span, err)
 		ctx.Respond(&SettleReply{Err: err})
 		return
@@ -140,7 +139,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			// The lease stands. If it expired while the write was failing, its
 			// expiry entry was skipped: expire it now. Otherwise that entry is
 			// still queued and fires on time.
-			if !m.leasedAt.Add(q.cfg.VisibilityTimeout).After(time.Now()) {
+			if !m.expiresAt.After(time.Now()) {
 				q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
 				q.armTimer(ctx)
 			}

@@ -12,6 +12,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
@@ -104,17 +105,33 @@ func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]s
 	return resp.GetMessageId(), nil
 }
 
-// Ack deletes a leased message.
-func (c *Client) Ack(ctx context.Context, queue, id string) error {
-	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: queue, MessageId: id})
+// Ack deletes m, a message as a lease stream delivered it. It sends m's
+// lease_id, so if m's lease has expired (and the message may be another
+// consumer's now) the broker answers FAILED_PRECONDITION and changes nothing.
+func (c *Client) Ack(ctx context.Context, m *filav1.Message) error {
+	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
 	return err
 }
 
-// Nack returns a leased message to ready with attempt_count + 1; reason is
-// for the broker's debug log only.
-func (c *Client) Nack(ctx context.Context, queue, id, reason string) error {
-	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: queue, MessageId: id, Error: reason})
+// Nack returns m to ready with attempt_count + 1, under m's lease as Ack
+// does; reason is for the broker's debug log only.
+func (c *Client) Nack(ctx context.Context, m *filav1.Message, reason string) error {
+	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: reason})
 	return err
+}
+
+// Extend makes m's lease end timeout from now (the queue's visibility
+// timeout when 0) and returns the new expiry. A lease that has already
+// expired cannot be extended: FAILED_PRECONDITION.
+func (c *Client) Extend(ctx context.Context, m *filav1.Message, timeout time.Duration) (time.Time, error) {
+	resp, err := c.svc.Extend(ctx, &filav1.ExtendRequest{
+		Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId(),
+		VisibilityTimeoutMs: uint64(timeout / time.Millisecond),
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return resp.GetLeaseExpiresAt().AsTime(), nil
 }
 
 // Lease opens a consumer stream on queue. Each message it yields is leased

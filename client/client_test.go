@@ -181,3 +181,35 @@ func TestTraceContinuity(t *testing.T) {
 	require.Eventually(t, func() bool { return len(brokerH.Spans(telemetry.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
 	telemetrytest.RequireLinked(t, brokerH.Spans(telemetry.SpanDeliver)[0], brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext())
 }
+
+// TestConsumeExtendsLongHandlers: a handler that runs for several visibility
+// timeouts keeps its message (Consume extends the lease) and its ack lands.
+func TestConsumeExtendsLongHandlers(t *testing.T) {
+	t.Parallel()
+	c := dial(t, startBroker(t, nil), nil)
+	const vt = 200 * time.Millisecond
+	require.NoError(t, c.CreateQueue(ctxT(t), "slow", client.QueueConfig{VisibilityTimeoutMS: uint64(vt / time.Millisecond)}))
+	_, err := c.Enqueue(ctxT(t), "slow", nil, []byte("work"))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(ctxT(t))
+	calls := make(chan uint32, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, "slow", client.ConsumeOptions{MaxInFlight: 2}, func(_ context.Context, m *filav1.Message) error {
+			calls <- m.GetMetadata().GetAttemptCount()
+			// The handler's running time is what this test is about: four
+			// visibility timeouts, which only extension survives.
+			time.Sleep(4 * vt)
+			return nil
+		})
+	}()
+	require.Zero(t, <-calls, "first delivery")
+	require.Eventually(t, func() bool {
+		st, err := c.Stats(ctxT(t), "slow")
+		return err == nil && st.GetDepth() == 0 && st.GetInFlight() == 0
+	}, 20*time.Second, 5*time.Millisecond, "acked")
+	cancel()
+	require.NoError(t, <-done)
+	require.Empty(t, calls, "never redelivered while the handler ran")
+}

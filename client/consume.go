@@ -92,22 +92,60 @@ func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.M
 			attribute.Int64("fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
 }
 
-// process runs h under the message's process span and settles the message.
+// process runs h under the message's process span, extending its lease
+// while h runs, and settles the message.
 func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settleTimeout time.Duration) {
 	spanCtx, span := c.StartProcessSpan(ctx, queue, m)
 	defer span.End()
 
+	stopExtending := c.keepLeased(spanCtx, m)
 	err := runHandler(spanCtx, m, h)
+	stopExtending()
 	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(spanCtx), settleTimeout)
 	defer cancel()
 	if err != nil {
 		fail(span, err)
-		_ = c.Nack(settleCtx, queue, m.GetId(), err.Error())
+		_ = c.Nack(settleCtx, m, err.Error())
 		return
 	}
-	if ackErr := c.Ack(settleCtx, queue, m.GetId()); ackErr != nil {
+	if ackErr := c.Ack(settleCtx, m); ackErr != nil {
 		fail(span, ackErr)
 	}
+}
+
+// keepLeased extends m's lease, by the lease's own length, each time half
+// of what is left has passed, until the returned func is called: a handler
+// that runs longer than the visibility timeout keeps its message. An
+// extension that fails (the lease already expired) stops the extending;
+// the handler's ack will then be refused, which is the truth.
+func (c *Client) keepLeased(ctx context.Context, m *filav1.Message) (stop func()) {
+	leased, expires := m.GetTimestamps().GetLeasedAt().AsTime(), m.GetTimestamps().GetLeaseExpiresAt().AsTime()
+	length := expires.Sub(leased)
+	if m.GetLeaseId() == "" || length <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			t := time.NewTimer(time.Until(expires) / 2)
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			extendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), length)
+			next, err := c.Extend(extendCtx, m, length)
+			cancel()
+			if err != nil {
+				return
+			}
+			expires = next
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // ErrPanic wraps a handler panic, which Consume turns into a nack.

@@ -66,17 +66,30 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		}
 		return ref.PID, &actors.Enqueue{Headers: r.GetHeaders(), Payload: r.GetPayload()}, nil
 	case *filav1.AckRequest:
-		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId())
+		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId(), r.GetLeaseId())
 		if err != nil {
 			return nil, nil, err
 		}
-		return ref.PID, &actors.Ack{ID: r.GetMessageId()}, nil
+		return ref.PID, &actors.Ack{ID: r.GetMessageId(), LeaseID: r.GetLeaseId()}, nil
 	case *filav1.NackRequest:
-		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId())
+		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId(), r.GetLeaseId())
 		if err != nil {
 			return nil, nil, err
 		}
-		return ref.PID, &actors.Nack{ID: r.GetMessageId(), Error: r.GetError()}, nil
+		return ref.PID, &actors.Nack{ID: r.GetMessageId(), LeaseID: r.GetLeaseId(), Error: r.GetError()}, nil
+	case *filav1.ExtendRequest:
+		if r.GetLeaseId() == "" {
+			return nil, nil, invalid("lease_id: must not be empty (only a lease's holder may extend it)")
+		}
+		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId(), r.GetLeaseId())
+		if err != nil {
+			return nil, nil, err
+		}
+		timeout, err := visibilityTimeout("visibility_timeout_ms", r.GetVisibilityTimeoutMs())
+		if err != nil {
+			return nil, nil, err
+		}
+		return ref.PID, &actors.Extend{ID: r.GetMessageId(), LeaseID: r.GetLeaseId(), Timeout: timeout}, nil
 	case *filav1.LeaseRequest:
 		ref, err := g.queue("queue", r.GetQueue())
 		if err != nil {
@@ -116,14 +129,25 @@ func (g *gatewayActor) queue(field, name string) (*actors.QueueRef, error) {
 	return ref, nil
 }
 
-func (g *gatewayActor) settleTarget(queue, id string) (*actors.QueueRef, error) {
+func (g *gatewayActor) settleTarget(queue, id, leaseID string) (*actors.QueueRef, error) {
 	if err := validateQueueName("queue", queue); err != nil {
 		return nil, err
 	}
 	if err := validateMessageID(id); err != nil {
 		return nil, err
 	}
+	if len(leaseID) > MaxLeaseIDBytes {
+		return nil, invalid("lease_id: %d bytes is over the limit of %d", len(leaseID), MaxLeaseIDBytes)
+	}
 	return g.queue("queue", queue)
+}
+
+// visibilityTimeout checks a timeout in milliseconds; 0 means the queue's.
+func visibilityTimeout(field string, ms uint64) (time.Duration, error) {
+	if ms != 0 && (ms > config.MaxVisibilityTimeoutMS || ms < config.MinVisibilityTimeoutMS) {
+		return 0, invalid("%s: %d is outside %d..%d", field, ms, config.MinVisibilityTimeoutMS, config.MaxVisibilityTimeoutMS)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (actors.QueueConfig, error) {
@@ -132,12 +156,12 @@ func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (act
 	}
 	cfg := defaults
 	cfg.Name = r.GetName()
-	if ms := r.GetConfig().GetVisibilityTimeoutMs(); ms != 0 {
-		if ms > config.MaxVisibilityTimeoutMS || ms < config.MinVisibilityTimeoutMS {
-			return cfg, invalid("config.visibility_timeout_ms: %d is outside %d..%d", ms,
-				config.MinVisibilityTimeoutMS, config.MaxVisibilityTimeoutMS)
-		}
-		cfg.VisibilityTimeout = time.Duration(ms) * time.Millisecond
+	vt, err := visibilityTimeout("config.visibility_timeout_ms", r.GetConfig().GetVisibilityTimeoutMs())
+	if err != nil {
+		return cfg, err
+	}
+	if vt != 0 {
+		cfg.VisibilityTimeout = vt
 	}
 	if h := r.GetConfig().GetFairnessKeyHeader(); h != "" {
 		if len(h) > MaxHeaderKeyBytes {

@@ -45,6 +45,16 @@ func (s *Server) Nack(ctx context.Context, req *filav1.NackRequest) (*filav1.Nac
 
 func settleErr(r *actors.SettleReply) error { return r.Err }
 
+// Extend implements filav1.FilaServiceServer.
+func (s *Server) Extend(ctx context.Context, req *filav1.ExtendRequest) (*filav1.ExtendResponse, error) {
+	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
+	r, err := askFor(s, ctx, &call{req: req}, func(r *actors.ExtendReply) error { return r.Err })
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.ExtendResponse{LeaseExpiresAt: timestamppb.New(r.ExpiresAt)}, nil
+}
+
 // Lease implements filav1.FilaServiceServer. The stream subscribes a
 // consumer to the queue actor and sends on what the actor leases to it, at
 // most max_in_flight unsettled at a time; if the queue actor is restarted
@@ -98,6 +108,7 @@ func toProto(d *actors.Delivery) *filav1.Message {
 	rec := d.Record
 	return &filav1.Message{
 		Id:      d.ID,
+		LeaseId: d.LeaseID,
 		Headers: rec.GetHeaders(),
 		Payload: rec.GetPayload(),
 		Metadata: &filav1.MessageMetadata{
@@ -107,8 +118,9 @@ func toProto(d *actors.Delivery) *filav1.Message {
 			QueueId:      d.Queue,
 		},
 		Timestamps: &filav1.MessageTimestamps{
-			EnqueuedAt: timestamppb.New(time.Unix(0, rec.GetEnqueuedAtUnixNs())),
-			LeasedAt:   timestamppb.New(d.LeasedAt),
+			EnqueuedAt:     timestamppb.New(time.Unix(0, rec.GetEnqueuedAtUnixNs())),
+			LeasedAt:       timestamppb.New(d.LeasedAt),
+			LeaseExpiresAt: timestamppb.New(d.ExpiresAt),
 		},
 	}
 }

@@ -23,6 +23,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, actors.ErrQueueNotFound), errors.Is(err, actors.ErrNotLeased):
 		code = codes.NotFound
+	case errors.Is(err, actors.ErrLeaseExpired):
+		code = codes.FailedPrecondition
 	case errors.Is(err, actors.ErrQueueExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, actors.ErrOverloaded):

@@ -14,6 +14,8 @@ const (
 	MaxHeaders          = 64
 	MaxHeaderKeyBytes   = config.MaxHeaderKeyBytes
 	MaxHeaderValueBytes = 8 << 10
+	// MaxLeaseIDBytes is the longest lease_id accepted (filad's are ~20 bytes).
+	MaxLeaseIDBytes = 64
 	// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.
 	MaxConsumerInFlight = config.MaxInFlightLimit
 )

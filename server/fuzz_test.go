@@ -30,7 +30,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 var unaryMethods = []string{
-	"/fila.v1.FilaService/Enqueue", "/fila.v1.FilaService/Ack", "/fila.v1.FilaService/Nack",
+	"/fila.v1.FilaService/Enqueue", "/fila.v1.FilaService/Ack", "/fila.v1.FilaService/Nack", "/fila.v1.FilaService/Extend",
 	"/fila.v1.FilaAdmin/CreateQueue", "/fila.v1.FilaAdmin/DeleteQueue", "/fila.v1.FilaAdmin/GetStats",
 	"/fila.v1.FilaAdmin/ListQueues",
 }

@@ -322,9 +322,9 @@ func consumeCmd(ctx context.Context, g global, args []string, e env) int {
 	p := printer{out: e.stdout, json: *asJSON}
 	settle := func(ctx context.Context, m *filav1.Message) error {
 		if *nack {
-			return c.Nack(ctx, pos[0], m.GetId(), "nacked by fila consume --nack")
+			return c.Nack(ctx, m, "nacked by fila consume --nack")
 		}
-		return c.Ack(ctx, pos[0], m.GetId())
+		return c.Ack(ctx, m)
 	}
 	if *count == 0 {
 		err = c.Consume(ctx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {

@@ -30,10 +30,14 @@ type Message struct {
 	// headers are the producer's headers; the broker adds traceparent and
 	// tracestate carrying the message's creation context unless the producer
 	// set its own.
-	Headers       map[string]string  `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Payload       []byte             `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
-	Metadata      *MessageMetadata   `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	Timestamps    *MessageTimestamps `protobuf:"bytes,5,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	Headers    map[string]string  `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Payload    []byte             `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	Metadata   *MessageMetadata   `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Timestamps *MessageTimestamps `protobuf:"bytes,5,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	// lease_id identifies this delivery: unique per lease. Send it with Ack,
+	// Nack and Extend so that a late settle of an expired lease cannot act on
+	// the next consumer's.
+	LeaseId       string `protobuf:"bytes,6,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -101,6 +105,13 @@ func (x *Message) GetTimestamps() *MessageTimestamps {
 		return x.Timestamps
 	}
 	return nil
+}
+
+func (x *Message) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
 }
 
 // MessageMetadata is what the broker knows about a message beyond its content.
@@ -176,11 +187,13 @@ func (x *MessageMetadata) GetQueueId() string {
 
 // MessageTimestamps are the moments the broker accepted and last leased the message.
 type MessageTimestamps struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EnqueuedAt    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=enqueued_at,json=enqueuedAt,proto3" json:"enqueued_at,omitempty"`
-	LeasedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=leased_at,json=leasedAt,proto3" json:"leased_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EnqueuedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=enqueued_at,json=enqueuedAt,proto3" json:"enqueued_at,omitempty"`
+	LeasedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=leased_at,json=leasedAt,proto3" json:"leased_at,omitempty"`
+	// lease_expires_at is when the lease ends unless settled or extended.
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MessageTimestamps) Reset() {
@@ -227,11 +240,18 @@ func (x *MessageTimestamps) GetLeasedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MessageTimestamps) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
 var File_fila_v1_messages_proto protoreflect.FileDescriptor
 
 const file_fila_v1_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x16fila/v1/messages.proto\x12\afila.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x02\n" +
+	"\x16fila/v1/messages.proto\x12\afila.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1d.fila.v1.Message.HeadersEntryR\aheaders\x12\x18\n" +
@@ -239,7 +259,8 @@ const file_fila_v1_messages_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x01(\v2\x18.fila.v1.MessageMetadataR\bmetadata\x12:\n" +
 	"\n" +
 	"timestamps\x18\x05 \x01(\v2\x1a.fila.v1.MessageTimestampsR\n" +
-	"timestamps\x1a:\n" +
+	"timestamps\x12\x19\n" +
+	"\blease_id\x18\x06 \x01(\tR\aleaseId\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x01\n" +
@@ -247,11 +268,12 @@ const file_fila_v1_messages_proto_rawDesc = "" +
 	"\ffairness_key\x18\x01 \x01(\tR\vfairnessKey\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\x12#\n" +
 	"\rattempt_count\x18\x03 \x01(\rR\fattemptCount\x12\x19\n" +
-	"\bqueue_id\x18\x04 \x01(\tR\aqueueId\"\x89\x01\n" +
+	"\bqueue_id\x18\x04 \x01(\tR\aqueueId\"\xcf\x01\n" +
 	"\x11MessageTimestamps\x12;\n" +
 	"\venqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"enqueuedAt\x127\n" +
-	"\tleased_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bleasedAtB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\tleased_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bleasedAt\x12D\n" +
+	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAtB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_messages_proto_rawDescOnce sync.Once
@@ -279,11 +301,12 @@ var file_fila_v1_messages_proto_depIdxs = []int32{
 	2, // 2: fila.v1.Message.timestamps:type_name -> fila.v1.MessageTimestamps
 	4, // 3: fila.v1.MessageTimestamps.enqueued_at:type_name -> google.protobuf.Timestamp
 	4, // 4: fila.v1.MessageTimestamps.leased_at:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 5: fila.v1.MessageTimestamps.lease_expires_at:type_name -> google.protobuf.Timestamp
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_messages_proto_init() }

@@ -9,6 +9,7 @@ package filav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -130,7 +131,7 @@ type LeaseRequest struct {
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// max_in_flight is the most messages leased to this stream and not yet
 	// acked or nacked (expired leases free their slot too); 0 means the
-	// server's default, 256. At most 10000.
+	// server's default (server.default_max_in_flight, 256). At most 10000.
 	MaxInFlight   uint32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -225,9 +226,14 @@ func (x *LeaseResponse) GetMessage() *Message {
 }
 
 type AckRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	MessageId     string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Queue     string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	MessageId string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// lease_id is the delivery's Message.lease_id. With it, an ack of a lease
+	// that has expired or been superseded by a redelivery is refused with
+	// FAILED_PRECONDITION and changes nothing. Without it the ack applies to
+	// whoever holds the message now: unsafe under redelivery.
+	LeaseId       string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,6 +282,13 @@ func (x *AckRequest) GetMessageId() string {
 	return ""
 }
 
+func (x *AckRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
 type AckResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -317,7 +330,9 @@ type NackRequest struct {
 	Queue     string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	MessageId string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// error is the consumer's reason; it is logged at DEBUG, never exported.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// lease_id: as in AckRequest.
+	LeaseId       string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +388,13 @@ func (x *NackRequest) GetError() string {
 	return ""
 }
 
+func (x *NackRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
 type NackResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -409,11 +431,127 @@ func (*NackResponse) Descriptor() ([]byte, []int) {
 	return file_fila_v1_service_proto_rawDescGZIP(), []int{7}
 }
 
+type ExtendRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Queue     string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	MessageId string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// lease_id is required: only the lease's holder may extend it.
+	LeaseId string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// visibility_timeout_ms is the new time left from now; 0 means the
+	// queue's visibility timeout.
+	VisibilityTimeoutMs uint64 `protobuf:"varint,4,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ExtendRequest) Reset() {
+	*x = ExtendRequest{}
+	mi := &file_fila_v1_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendRequest) ProtoMessage() {}
+
+func (x *ExtendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendRequest.ProtoReflect.Descriptor instead.
+func (*ExtendRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExtendRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ExtendRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *ExtendRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *ExtendRequest) GetVisibilityTimeoutMs() uint64 {
+	if x != nil {
+		return x.VisibilityTimeoutMs
+	}
+	return 0
+}
+
+type ExtendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lease_expires_at is the lease's new expiry.
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExtendResponse) Reset() {
+	*x = ExtendResponse{}
+	mi := &file_fila_v1_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendResponse) ProtoMessage() {}
+
+func (x *ExtendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendResponse.ProtoReflect.Descriptor instead.
+func (*ExtendResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExtendResponse) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
 var File_fila_v1_service_proto protoreflect.FileDescriptor
 
 const file_fila_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x15fila/v1/service.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\"\xbc\x01\n" +
+	"\x15fila/v1/service.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
 	"\x0eEnqueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12>\n" +
 	"\aheaders\x18\x02 \x03(\v2$.fila.v1.EnqueueRequest.HeadersEntryR\aheaders\x12\x18\n" +
@@ -428,24 +566,35 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\"\n" +
 	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\";\n" +
 	"\rLeaseResponse\x12*\n" +
-	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\"A\n" +
+	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\"\\\n" +
 	"\n" +
 	"AckRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x02 \x01(\tR\tmessageId\"\r\n" +
-	"\vAckResponse\"X\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\tR\aleaseId\"\r\n" +
+	"\vAckResponse\"s\n" +
 	"\vNackRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\x0e\n" +
-	"\fNackResponse2\xec\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\tR\aleaseId\"\x0e\n" +
+	"\fNackResponse\"\x93\x01\n" +
+	"\rExtendRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\tR\aleaseId\x122\n" +
+	"\x15visibility_timeout_ms\x18\x04 \x01(\x04R\x13visibilityTimeoutMs\"V\n" +
+	"\x0eExtendResponse\x12D\n" +
+	"\x10lease_expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt2\xa7\x02\n" +
 	"\vFilaService\x12<\n" +
 	"\aEnqueue\x12\x17.fila.v1.EnqueueRequest\x1a\x18.fila.v1.EnqueueResponse\x128\n" +
 	"\x05Lease\x12\x15.fila.v1.LeaseRequest\x1a\x16.fila.v1.LeaseResponse0\x01\x120\n" +
 	"\x03Ack\x12\x13.fila.v1.AckRequest\x1a\x14.fila.v1.AckResponse\x123\n" +
-	"\x04Nack\x12\x14.fila.v1.NackRequest\x1a\x15.fila.v1.NackResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\x04Nack\x12\x14.fila.v1.NackRequest\x1a\x15.fila.v1.NackResponse\x129\n" +
+	"\x06Extend\x12\x16.fila.v1.ExtendRequest\x1a\x17.fila.v1.ExtendResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_service_proto_rawDescOnce sync.Once
@@ -459,35 +608,41 @@ func file_fila_v1_service_proto_rawDescGZIP() []byte {
 	return file_fila_v1_service_proto_rawDescData
 }
 
-var file_fila_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_fila_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_fila_v1_service_proto_goTypes = []any{
-	(*EnqueueRequest)(nil),  // 0: fila.v1.EnqueueRequest
-	(*EnqueueResponse)(nil), // 1: fila.v1.EnqueueResponse
-	(*LeaseRequest)(nil),    // 2: fila.v1.LeaseRequest
-	(*LeaseResponse)(nil),   // 3: fila.v1.LeaseResponse
-	(*AckRequest)(nil),      // 4: fila.v1.AckRequest
-	(*AckResponse)(nil),     // 5: fila.v1.AckResponse
-	(*NackRequest)(nil),     // 6: fila.v1.NackRequest
-	(*NackResponse)(nil),    // 7: fila.v1.NackResponse
-	nil,                     // 8: fila.v1.EnqueueRequest.HeadersEntry
-	(*Message)(nil),         // 9: fila.v1.Message
+	(*EnqueueRequest)(nil),        // 0: fila.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),       // 1: fila.v1.EnqueueResponse
+	(*LeaseRequest)(nil),          // 2: fila.v1.LeaseRequest
+	(*LeaseResponse)(nil),         // 3: fila.v1.LeaseResponse
+	(*AckRequest)(nil),            // 4: fila.v1.AckRequest
+	(*AckResponse)(nil),           // 5: fila.v1.AckResponse
+	(*NackRequest)(nil),           // 6: fila.v1.NackRequest
+	(*NackResponse)(nil),          // 7: fila.v1.NackResponse
+	(*ExtendRequest)(nil),         // 8: fila.v1.ExtendRequest
+	(*ExtendResponse)(nil),        // 9: fila.v1.ExtendResponse
+	nil,                           // 10: fila.v1.EnqueueRequest.HeadersEntry
+	(*Message)(nil),               // 11: fila.v1.Message
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_fila_v1_service_proto_depIdxs = []int32{
-	8, // 0: fila.v1.EnqueueRequest.headers:type_name -> fila.v1.EnqueueRequest.HeadersEntry
-	9, // 1: fila.v1.LeaseResponse.message:type_name -> fila.v1.Message
-	0, // 2: fila.v1.FilaService.Enqueue:input_type -> fila.v1.EnqueueRequest
-	2, // 3: fila.v1.FilaService.Lease:input_type -> fila.v1.LeaseRequest
-	4, // 4: fila.v1.FilaService.Ack:input_type -> fila.v1.AckRequest
-	6, // 5: fila.v1.FilaService.Nack:input_type -> fila.v1.NackRequest
-	1, // 6: fila.v1.FilaService.Enqueue:output_type -> fila.v1.EnqueueResponse
-	3, // 7: fila.v1.FilaService.Lease:output_type -> fila.v1.LeaseResponse
-	5, // 8: fila.v1.FilaService.Ack:output_type -> fila.v1.AckResponse
-	7, // 9: fila.v1.FilaService.Nack:output_type -> fila.v1.NackResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	10, // 0: fila.v1.EnqueueRequest.headers:type_name -> fila.v1.EnqueueRequest.HeadersEntry
+	11, // 1: fila.v1.LeaseResponse.message:type_name -> fila.v1.Message
+	12, // 2: fila.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 3: fila.v1.FilaService.Enqueue:input_type -> fila.v1.EnqueueRequest
+	2,  // 4: fila.v1.FilaService.Lease:input_type -> fila.v1.LeaseRequest
+	4,  // 5: fila.v1.FilaService.Ack:input_type -> fila.v1.AckRequest
+	6,  // 6: fila.v1.FilaService.Nack:input_type -> fila.v1.NackRequest
+	8,  // 7: fila.v1.FilaService.Extend:input_type -> fila.v1.ExtendRequest
+	1,  // 8: fila.v1.FilaService.Enqueue:output_type -> fila.v1.EnqueueResponse
+	3,  // 9: fila.v1.FilaService.Lease:output_type -> fila.v1.LeaseResponse
+	5,  // 10: fila.v1.FilaService.Ack:output_type -> fila.v1.AckResponse
+	7,  // 11: fila.v1.FilaService.Nack:output_type -> fila.v1.NackResponse
+	9,  // 12: fila.v1.FilaService.Extend:output_type -> fila.v1.ExtendResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_service_proto_init() }
@@ -502,7 +657,7 @@ func file_fila_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_service_proto_rawDesc), len(file_fila_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	FilaService_Lease_FullMethodName   = "/fila.v1.FilaService/Lease"
 	FilaService_Ack_FullMethodName     = "/fila.v1.FilaService/Ack"
 	FilaService_Nack_FullMethodName    = "/fila.v1.FilaService/Nack"
+	FilaService_Extend_FullMethodName  = "/fila.v1.FilaService/Extend"
 )
 
 // FilaServiceClient is the client API for FilaService service.
@@ -39,6 +40,9 @@ type FilaServiceClient interface {
 	Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error)
 	// Nack returns a leased message to ready with attempt_count + 1.
 	Nack(ctx context.Context, in *NackRequest, opts ...grpc.CallOption) (*NackResponse, error)
+	// Extend pushes a lease's expiry out while its consumer is still working
+	// (SQS ChangeMessageVisibility, NATS in-progress).
+	Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error)
 }
 
 type filaServiceClient struct {
@@ -98,6 +102,16 @@ func (c *filaServiceClient) Nack(ctx context.Context, in *NackRequest, opts ...g
 	return out, nil
 }
 
+func (c *filaServiceClient) Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExtendResponse)
+	err := c.cc.Invoke(ctx, FilaService_Extend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaServiceServer is the server API for FilaService service.
 // All implementations must embed UnimplementedFilaServiceServer
 // for forward compatibility.
@@ -112,6 +126,9 @@ type FilaServiceServer interface {
 	Ack(context.Context, *AckRequest) (*AckResponse, error)
 	// Nack returns a leased message to ready with attempt_count + 1.
 	Nack(context.Context, *NackRequest) (*NackResponse, error)
+	// Extend pushes a lease's expiry out while its consumer is still working
+	// (SQS ChangeMessageVisibility, NATS in-progress).
+	Extend(context.Context, *ExtendRequest) (*ExtendResponse, error)
 	mustEmbedUnimplementedFilaServiceServer()
 }
 
@@ -133,6 +150,9 @@ func (UnimplementedFilaServiceServer) Ack(context.Context, *AckRequest) (*AckRes
 }
 func (UnimplementedFilaServiceServer) Nack(context.Context, *NackRequest) (*NackResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nack not implemented")
+}
+func (UnimplementedFilaServiceServer) Extend(context.Context, *ExtendRequest) (*ExtendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Extend not implemented")
 }
 func (UnimplementedFilaServiceServer) mustEmbedUnimplementedFilaServiceServer() {}
 func (UnimplementedFilaServiceServer) testEmbeddedByValue()                     {}
@@ -220,6 +240,24 @@ func _FilaService_Nack_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaService_Extend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaServiceServer).Extend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaService_Extend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaServiceServer).Extend(ctx, req.(*ExtendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaService_ServiceDesc is the grpc.ServiceDesc for FilaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -238,6 +276,10 @@ var FilaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Nack",
 			Handler:    _FilaService_Nack_Handler,
+		},
+		{
+			MethodName: "Extend",
+			Handler:    _FilaService_Extend_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

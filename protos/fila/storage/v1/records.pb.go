@@ -203,8 +203,11 @@ type LeaseRecord struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ExpiresAtUnixMs int64                  `protobuf:"varint,1,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
 	LeasedAtUnixNs  int64                  `protobuf:"varint,2,opt,name=leased_at_unix_ns,json=leasedAtUnixNs,proto3" json:"leased_at_unix_ns,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// lease_id is the delivery's token (fila.v1.Message.lease_id); a lease
+	// recovered after a restart keeps it, so its holder can still settle.
+	LeaseId       string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseRecord) Reset() {
@@ -251,6 +254,13 @@ func (x *LeaseRecord) GetLeasedAtUnixNs() int64 {
 	return 0
 }
 
+func (x *LeaseRecord) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
 var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
@@ -272,10 +282,11 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\x13creation_tracestate\x18\b \x01(\tR\x12creationTracestate\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
 	"\vLeaseRecord\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x01 \x01(\x03R\x0fexpiresAtUnixMs\x12)\n" +
-	"\x11leased_at_unix_ns\x18\x02 \x01(\x03R\x0eleasedAtUnixNsB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
+	"\x11leased_at_unix_ns\x18\x02 \x01(\x03R\x0eleasedAtUnixNs\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\tR\aleaseIdB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
 
 var (
 	file_fila_storage_v1_records_proto_rawDescOnce sync.Once
