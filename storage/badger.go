@@ -200,50 +200,82 @@ func (s *Badger) commitLoop() {
 	}
 }
 
+// commitGroup commits group's batches, in order, in as few transactions as
+// badger's limits allow: a transaction closes when the next unit would not
+// fit, so a batch too big for one transaction is split between its units
+// (one item's changes always commit together). Each request's done runs
+// once all its units are committed, with the first error any of them met.
 func (s *Badger) commitGroup(group []request) {
-	start := 0
-	var size, count int64
-	for i, r := range group {
-		bs, bc := int64(r.batch.size), int64(len(r.batch.ops))
-		if i > start && (size+bs > s.maxSize || count+bc > s.maxCount) {
-			s.commitRange(group[start:i])
-			start, size, count = i, 0, 0
+	var (
+		txn         = s.db.NewTransaction(true)
+		size, count int64
+		inTxn       []int // requests with ops in txn, by index in group
+		errs        = make([]error, len(group))
+		completed   int // requests before this index have had done called
+	)
+	// end commits txn, or with err set discards it: then none of its ops
+	// apply, and every request with ops in it sees err.
+	end := func(err error) {
+		if err == nil {
+			err = txn.Commit()
 		}
-		size += bs
-		count += bc
+		txn.Discard()
+		if err != nil {
+			err = fmt.Errorf("storage: commit: %w", err)
+			s.log.Error("storage commit failed", slog.Int("batches", len(inTxn)), slog.Any("error", err))
+		}
+		s.commits.Add(1)
+		for _, i := range inTxn {
+			errs[i] = cmp.Or(errs[i], err)
+		}
+		txn, size, count, inTxn = s.db.NewTransaction(true), 0, 0, inTxn[:0]
 	}
-	s.commitRange(group[start:])
-}
-
-// commitRange applies reqs in one transaction; each request sees the outcome.
-func (s *Badger) commitRange(reqs []request) {
-	txn := s.db.NewTransaction(true)
-	err := func() error {
-		for _, r := range reqs {
-			for _, o := range r.batch.ops {
-				var err error
+	finish := func(upTo int) { // every request before upTo is fully committed
+		for ; completed < upTo; completed++ {
+			s.batches.Add(1)
+			group[completed].done(errs[completed])
+		}
+	}
+	for i, r := range group {
+		b := r.batch
+		for u := range b.units {
+			ops := b.unit(u)
+			var us int64
+			for _, o := range ops {
+				us += int64(o.size())
+			}
+			if count > 0 && (size+us > s.maxSize || count+int64(len(ops)) > s.maxCount) {
+				end(nil)
+				finish(i) // requests wholly in that transaction are done
+			}
+			if len(inTxn) == 0 || inTxn[len(inTxn)-1] != i {
+				inTxn = append(inTxn, i)
+			}
+			var err error
+			for _, o := range ops {
 				if o.value == nil {
 					err = txn.Delete(o.key)
 				} else {
 					err = txn.Set(o.key, o.value)
 				}
 				if err != nil {
-					return err
+					break
 				}
 			}
+			if err != nil {
+				end(err) // a unit never half-applies
+				continue
+			}
+			size += us
+			count += int64(len(ops))
 		}
-		return txn.Commit()
-	}()
-	txn.Discard()
-	if err != nil {
-		err = fmt.Errorf("storage: commit: %w", err)
-		s.log.Error("storage commit failed", slog.Int("batches", len(reqs)), slog.Any("error", err))
 	}
-	s.commits.Add(1)
-	s.batches.Add(uint64(len(reqs)))
-	for _, r := range reqs {
-		r.done(err)
+	if count > 0 {
+		end(nil)
+	} else {
+		txn.Discard()
 	}
+	finish(len(group))
 }
 
 func (s *Badger) gcLoop(ctx context.Context, every time.Duration) {
@@ -307,7 +339,7 @@ func (s *Badger) PurgeQueue(queue string) error {
 			n := min(len(keys), 10000)
 			b := &Batch{}
 			for _, k := range keys[:n] {
-				b.del(k)
+				b.del("", k)
 			}
 			if err := s.Write(b); err != nil {
 				return err

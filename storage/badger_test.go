@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -60,4 +61,56 @@ func TestDeferredBatchesRideWithTheNextCommit(t *testing.T) {
 	after := s.Stats()
 	require.EqualValues(t, 2, after.Batches-before.Batches)
 	require.EqualValues(t, 1, after.Commits-before.Commits, "one commit for both")
+}
+
+// TestBatchesOverTheTransactionLimitAreSplit: the longest queue name and
+// more changes than one badger transaction takes (a purge of 8,300 such
+// messages failed with "Txn is too big" before) still commit, in several
+// transactions, each unit whole.
+func TestBatchesOverTheTransactionLimitAreSplit(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir())
+	queue := strings.Repeat("q", 255)
+	const n = 20_000
+	var b Batch
+	for i := range n {
+		id := fmt.Sprintf("01936f0e-7b4c-7d2a-9c3e-%012d", i)
+		b.PutMessage(queue, id, &storagev1.MessageRecord{Payload: make([]byte, 64)})
+		b.PutLease(queue, id, &storagev1.LeaseRecord{ExpiresAtUnixMs: 1, LeaseId: strings.Repeat("l", 24)})
+	}
+	require.Len(t, b.units, n, "a message and its lease are one unit")
+	require.Greater(t, int64(b.size), s.maxSize, "the batch is over one transaction's limit")
+	before := s.Stats()
+	require.NoError(t, s.Write(&b))
+	after := s.Stats()
+	require.Greater(t, after.Commits-before.Commits, uint64(1), "split into several transactions")
+	require.EqualValues(t, 1, after.Batches-before.Batches)
+	qc, err := s.LoadQueue(queue)
+	require.NoError(t, err)
+	require.Len(t, qc.Messages, n)
+	require.Len(t, qc.Leases, n)
+
+	require.NoError(t, s.PurgeQueue(queue))
+	qc, err = s.LoadQueue(queue)
+	require.NoError(t, err)
+	require.Empty(t, qc.Messages)
+	require.Empty(t, qc.Leases)
+}
+
+func TestBatchUnitsGroupOneItem(t *testing.T) {
+	t.Parallel()
+	var b Batch
+	b.PutQueue(&storagev1.QueueRecord{Name: "q"})
+	b.PutMessage("q", "a", &storagev1.MessageRecord{})
+	b.DeleteLease("q", "a")
+	b.DeleteMessage("q", "b")
+	b.DeleteLease("q", "b")
+	b.PutLease("q", "a", &storagev1.LeaseRecord{})
+	b.DeleteQueue("q")
+	b.DeleteQueue("q")
+	var sizes []int
+	for u := range b.units {
+		sizes = append(sizes, len(b.unit(u)))
+	}
+	require.Equal(t, []int{1, 2, 2, 1, 1, 1}, sizes)
 }

@@ -23,11 +23,18 @@ type op struct {
 	value []byte
 }
 
-// Batch is a set of changes applied atomically. The zero value is empty and
-// ready to use. A Batch is not safe for concurrent use.
+// Batch is a set of changes. The changes to one item (a message and its
+// lease, by id) that sit next to each other form a unit, and a unit is
+// always applied atomically; a batch too big for one badger transaction is
+// split between units, so a batch is atomic only as a whole when it fits
+// (Store.MaxAtomicBatch says when). The zero value is empty and ready to use.
+// A Batch is not safe for concurrent use.
 type Batch struct {
 	ops  []op
 	size int
+	// units[i] is the index in ops where unit i starts.
+	units   []int
+	lastKey string // the item of the last unit, "" for a unit of its own
 }
 
 // Len is the number of changes in b.
@@ -35,41 +42,63 @@ func (b *Batch) Len() int { return len(b.ops) }
 
 // PutQueue stores a queue definition.
 func (b *Batch) PutQueue(rec *storagev1.QueueRecord) {
-	b.put(queueKey(rec.GetName()), rec)
+	b.put("", queueKey(rec.GetName()), rec)
 }
 
 // DeleteQueue removes a queue definition (not its messages: see Store.PurgeQueue).
-func (b *Batch) DeleteQueue(queue string) { b.del(queueKey(queue)) }
+func (b *Batch) DeleteQueue(queue string) { b.del("", queueKey(queue)) }
 
 // PutMessage stores a message.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
-	b.put(itemKey(prefixMessage, queue, id), rec)
+	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)
 }
 
 // DeleteMessage removes a message.
-func (b *Batch) DeleteMessage(queue, id string) { b.del(itemKey(prefixMessage, queue, id)) }
+func (b *Batch) DeleteMessage(queue, id string) {
+	b.del(queue+"\x00"+id, itemKey(prefixMessage, queue, id))
+}
 
 // PutLease stores a lease.
 func (b *Batch) PutLease(queue, id string, rec *storagev1.LeaseRecord) {
-	b.put(itemKey(prefixLease, queue, id), rec)
+	b.put(queue+"\x00"+id, itemKey(prefixLease, queue, id), rec)
 }
 
 // DeleteLease removes a lease.
-func (b *Batch) DeleteLease(queue, id string) { b.del(itemKey(prefixLease, queue, id)) }
+func (b *Batch) DeleteLease(queue, id string) {
+	b.del(queue+"\x00"+id, itemKey(prefixLease, queue, id))
+}
 
-func (b *Batch) put(key []byte, m proto.Message) {
+func (b *Batch) put(item string, key []byte, m proto.Message) {
 	value, err := proto.Marshal(m)
 	if err != nil {
 		// Marshalling our own generated records cannot fail short of a bug.
 		panic(fmt.Sprintf("storage: marshal %T: %v", m, err))
 	}
-	b.ops = append(b.ops, op{key: key, value: value})
-	b.size += len(key) + len(value) + opOverhead
+	b.add(item, op{key: key, value: value})
 }
 
-func (b *Batch) del(key []byte) {
-	b.ops = append(b.ops, op{key: key})
-	b.size += len(key) + opOverhead
+func (b *Batch) del(item string, key []byte) { b.add(item, op{key: key}) }
+
+// add appends o, starting a new unit unless o changes the same item as the
+// op before it.
+func (b *Batch) add(item string, o op) {
+	if item == "" || item != b.lastKey || len(b.units) == 0 {
+		b.units = append(b.units, len(b.ops))
+	}
+	b.lastKey = item
+	b.ops = append(b.ops, o)
+	b.size += o.size()
+}
+
+func (o op) size() int { return len(o.key) + len(o.value) + opOverhead }
+
+// unit returns the ops of unit i.
+func (b *Batch) unit(i int) []op {
+	end := len(b.ops)
+	if i+1 < len(b.units) {
+		end = b.units[i+1]
+	}
+	return b.ops[b.units[i]:end]
 }
 
 // opOverhead is a generous bound on badger's per-entry bookkeeping, used to
