@@ -103,7 +103,7 @@ func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
 	props := actor.PropsFromProducer(
 		// A new actor per call: a restart must start from storage and the
 		// config cell, not from the state that panicked.
-		func() actor.Actor { return newQueueActor(config, b.deps) },
+		func() actor.Actor { return newQueueActor(config, depth, b.deps) },
 		actor.WithMailbox(actor.Unbounded(depth)),
 	)
 	pid, err := ctx.SpawnNamed(props, cfg.Name)
@@ -140,11 +140,19 @@ func (b *brokerActor) delete(ctx actor.Context, name string) {
 	delete(b.children, name)
 	b.deleting[name] = true
 	b.dir.remove(name)
-	// Its consumers learn why their stream ends before the actor stops.
-	ctx.Send(c.pid, &endConsumers{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name)})
-	// Blocking on the stop here could deadlock the broker; the continuation
-	// runs as a message of its own, with this request's sender restored.
-	ctx.ReenterAfter(ctx.PoisonFuture(c.pid), func(any, error) {
+	// The actor answers whatever still reaches it NOT_FOUND, ends its
+	// consumers, waits for its writes in flight, and stops itself; the
+	// future completes when it has. Blocking on that here could deadlock the
+	// broker; the continuation runs as a message of its own, with this
+	// request's sender restored.
+	stopped := actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)
+	ctx.Send(c.pid, &retire{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name), stopped: stopped.PID()})
+	ctx.ReenterAfter(stopped, func(_ any, err error) {
+		if err != nil {
+			// Its writes did not finish in time: stop it regardless.
+			b.opts.Logger.Warn("deleted queue's actor did not retire in time; stopping it", slog.String("queue_id", name))
+			_ = ctx.PoisonFuture(c.pid).Wait()
+		}
 		ctx.Send(b.deps.telemetry, &queueGone{queue: name})
 		ctx.Respond(&AdminReply{Err: b.purge(name)})
 	})

@@ -47,6 +47,13 @@ type queueActor struct {
 	// never changes.
 	queueAttr metric.MeasurementOption
 	leaseIDs  leaseIDs
+	// mailbox counts the requests waiting for this actor.
+	mailbox *mailboxDepth
+	// pending counts writes submitted and not yet answered.
+	pending int
+	// retired is set once the queue is deleted: every request is answered
+	// with it, and the actor stops as soon as it is idle.
+	retired *retire
 }
 
 // queueDeps is what a queue actor shares with the rest of the system, all
@@ -85,8 +92,9 @@ type consumerSlot struct {
 	parent context.Context
 }
 
-func newQueueActor(config *configCell, deps queueDeps) actor.Actor {
+func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) actor.Actor {
 	return &queueActor{
+		mailbox: mailbox,
 		config: config,
 		cfg:    config.get(),
 		deps:   deps,
@@ -100,6 +108,10 @@ func newQueueActor(config *configCell, deps queueDeps) actor.Actor {
 
 // Receive implements actor.Actor.
 func (q *queueActor) Receive(ctx actor.Context) {
+	if q.retired != nil {
+		q.receiveRetired(ctx)
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		q.load(ctx)
@@ -113,16 +125,19 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *Enqueue:
 		q.enqueue(ctx, m)
 	case *enqueueDone:
+		q.pending--
 		q.enqueued(ctx, m)
 	case *Ack:
 		q.settle(ctx, m.ID, m.LeaseID, false, "")
 	case *Nack:
 		q.settle(ctx, m.ID, m.LeaseID, true, m.Error)
 	case *settleDone:
+		q.pending--
 		q.settled(ctx, m)
 	case *Extend:
 		q.extend(ctx, m)
 	case *extendDone:
+		q.pending--
 		q.extended(ctx, m)
 	case *Subscribe:
 		q.subscribe(ctx, m.Consumer)
@@ -136,8 +151,61 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.sendReading(ctx)
 	case *endConsumers:
 		q.endConsumers(m.err)
+	case *retire:
+		q.retired = m
+		q.stop(m.err)
+		q.retireIfIdle(ctx)
 	case *GetStats:
 		ctx.Respond(q.stats())
+	}
+}
+
+// receiveRetired serves a deleted queue until it stops: requests get its
+// error at once (a request that reached the actor as the queue was deleted
+// must not wait for a reply that would never come), and completions of its
+// last writes are answered as usual, since those writes did happen.
+func (q *queueActor) receiveRetired(ctx actor.Context) {
+	err := q.retired.err
+	switch m := ctx.Message().(type) {
+	case *enqueueDone, *settleDone, *extendDone:
+		q.pending--
+		switch d := m.(type) {
+		case *enqueueDone:
+			endSpan(d.span, d.err)
+			ctx.Send(d.sender, &EnqueueReply{Err: err})
+		case *settleDone:
+			endSpan(d.span, d.err)
+			ctx.Send(d.sender, &SettleReply{Err: err})
+		case *extendDone:
+			ctx.Send(d.sender, &ExtendReply{Err: err})
+		}
+	case *Enqueue:
+		ctx.Respond(&EnqueueReply{Err: err})
+	case *Ack, *Nack:
+		ctx.Respond(&SettleReply{Err: err})
+	case *Extend:
+		ctx.Respond(&ExtendReply{Err: err})
+	case *Subscribe:
+		m.Consumer.end(err)
+		ctx.Respond(&SubscribeReply{Queue: ctx.Self()})
+	case *GetStats:
+		ctx.Respond(err)
+	case *actor.Stopped:
+		ctx.Send(q.retired.stopped, &AdminReply{})
+		return
+	case actor.SystemMessage, *actor.Stopping, *actor.Restarting:
+		return // lifecycle: nothing to answer, nothing new to wait for
+	}
+	q.retireIfIdle(ctx)
+}
+
+// retireIfIdle stops a retired actor once its mailbox holds nothing but
+// the message being handled and no write of its is in flight.
+func (q *queueActor) retireIfIdle(ctx actor.Context) {
+	// pending can be below 0: an actor restarted by its supervisor receives
+	// the completions of its predecessor's writes.
+	if q.pending <= 0 && q.mailbox.n.Load() <= 1 {
+		ctx.Stop(ctx.Self())
 	}
 }
 
@@ -218,6 +286,7 @@ func (q *queueActor) submit(ctx actor.Context, spanCtx context.Context, b *stora
 	commit := q.commitSpan(spanCtx)
 	self, system := ctx.Self(), ctx.ActorSystem()
 	hist, attr, start := q.deps.instruments.CommitDuration, q.queueAttr, time.Now()
+	q.pending++
 	q.deps.store.Submit(b, func(err error) {
 		// On the committer's goroutine: touch nothing of the actor's.
 		hist.Record(context.Background(), time.Since(start).Seconds(), attr)

@@ -82,6 +82,13 @@ type (
 	configChanged struct{}
 	// endConsumers ends every consumer of the queue with err.
 	endConsumers struct{ err error }
+	// retire: the queue is deleted. The actor answers every request with
+	// err from now on, and stops itself once nothing is left in its mailbox
+	// and none of its writes is in flight; then it tells stopped.
+	retire struct {
+		err     error
+		stopped *actor.PID
+	}
 	// enqueueDone, settleDone: a storage commit has finished.
 	enqueueDone struct {
 		msg    *message

@@ -2,12 +2,16 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -148,4 +152,36 @@ func TestShutdownEndsStreamsWithUnavailable(t *testing.T) {
 	require.NoError(t, <-done)
 	_, err = b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "s"})
 	requireCode(t, err, codes.Unavailable)
+}
+
+// TestRequestsRacingDeleteAreAnswered: requests that reach a queue actor as
+// its queue is deleted get NOT_FOUND at once (they used to wait the whole
+// request timeout, 30 s, for a reply the stopped actor dropped).
+func TestRequestsRacingDeleteAreAnswered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	for round := range 5 {
+		name := fmt.Sprintf("racing-%d", round)
+		b.createQueue(t, name, nil)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 32 {
+			wg.Go(func() {
+				<-start
+				for range 20 {
+					// A deadline far below the request timeout: a dropped reply fails the test.
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := b.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: name, Payload: []byte("x")})
+					cancel()
+					if c := status.Code(err); c != codes.OK && c != codes.NotFound {
+						t.Errorf("enqueue racing delete: %v", err)
+					}
+				}
+			})
+		}
+		close(start)
+		_, err := b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: name})
+		require.NoError(t, err)
+		wg.Wait()
+	}
 }
