@@ -95,11 +95,11 @@ type consumerSlot struct {
 func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) actor.Actor {
 	return &queueActor{
 		mailbox: mailbox,
-		config: config,
-		cfg:    config.get(),
-		deps:   deps,
-		msgs:   make(map[string]*message),
-		ready:  newDRR[*message](deps.quantum),
+		config:  config,
+		cfg:     config.get(),
+		deps:    deps,
+		msgs:    make(map[string]*message),
+		ready:   newDRR[*message](deps.quantum),
 		queueAttr: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(telemetry.AttrQueueID, config.get().Name))),
 		leaseIDs: newLeaseIDs(),
