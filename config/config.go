@@ -66,6 +66,13 @@ type Server struct {
 	// RequestTimeoutMS bounds every wait on an actor's reply; a storage
 	// commit that takes longer is answered UNAVAILABLE. Defaults to 30000.
 	RequestTimeoutMS int `koanf:"request_timeout_ms"`
+	// MaxHeaderListBytes bounds the gRPC metadata (HTTP/2 header list) of one
+	// call; a bigger one is refused before it is buffered. Defaults to 65536.
+	MaxHeaderListBytes int `koanf:"max_header_list_bytes"`
+	// HandshakeTimeoutMS bounds a new connection's TLS and HTTP/2 handshake;
+	// a connection that does not finish it is closed. It also bounds how
+	// long shutdown waits for such a connection. Defaults to 5000.
+	HandshakeTimeoutMS int `koanf:"handshake_timeout_ms"`
 }
 
 // Queues holds the values a CreateQueue that leaves them unset gets.
@@ -121,6 +128,11 @@ func (s Server) ShutdownTimeout() time.Duration {
 	return time.Duration(s.ShutdownTimeoutMS) * time.Millisecond
 }
 
+// HandshakeTimeout is HandshakeTimeoutMS as a duration.
+func (s Server) HandshakeTimeout() time.Duration {
+	return time.Duration(s.HandshakeTimeoutMS) * time.Millisecond
+}
+
 // RequestTimeout is RequestTimeoutMS as a duration.
 func (s Server) RequestTimeout() time.Duration {
 	return time.Duration(s.RequestTimeoutMS) * time.Millisecond
@@ -150,6 +162,7 @@ func Defaults() Config {
 			ListenAddr: "127.0.0.1:5555", MaxMessageBytes: 1 << 20, ShutdownTimeoutMS: 10000,
 			MaxStreamsPerConn: 1000, MaxQueueMailbox: 100_000, KeepaliveMinTimeMS: 10_000,
 			DefaultMaxInFlight: 256, RequestTimeoutMS: 30_000,
+			MaxHeaderListBytes: 64 << 10, HandshakeTimeoutMS: 5000,
 		},
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
@@ -408,6 +421,8 @@ func (c Config) check() []fieldError {
 	atLeast("server.max_queue_mailbox", c.Server.MaxQueueMailbox, 1)
 	atLeast("server.keepalive_min_time_ms", c.Server.KeepaliveMinTimeMS, 0)
 	atLeast("server.request_timeout_ms", c.Server.RequestTimeoutMS, 1)
+	atLeast("server.max_header_list_bytes", c.Server.MaxHeaderListBytes, 1024)
+	atLeast("server.handshake_timeout_ms", c.Server.HandshakeTimeoutMS, 1)
 	if c.Server.DefaultMaxInFlight < 1 || c.Server.DefaultMaxInFlight > MaxInFlightLimit {
 		bad("server.default_max_in_flight", c.Server.DefaultMaxInFlight, fmt.Sprintf("must be from 1 to %d", MaxInFlightLimit))
 	}

@@ -2,14 +2,21 @@ package server_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
 )
 
 func TestMaxStreamsPerConnection(t *testing.T) {
@@ -53,4 +60,44 @@ func TestMaxInFlightLimit(t *testing.T) {
 	_, err = s.Recv()
 	requireCode(t, err, codes.InvalidArgument)
 	require.ErrorContains(t, err, "max_in_flight: 10001 is over the limit of 10000")
+}
+
+// TestOversizedMetadataIsRefused: 200 streams carrying 15 MiB of metadata
+// each took RSS to 3.1 GB before server.max_header_list_bytes existed.
+func TestOversizedMetadataIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.createQueue(t, "q", nil)
+	// The client's own limit must not stop the call before the server's does.
+	conn := dial(t, b.srv.Addr(), grpc.WithMaxHeaderListSize(64<<20))
+	svc := filav1.NewFilaServiceClient(conn)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "x-big", strings.Repeat("m", 256<<10))
+	_, err := svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "q"})
+	require.Error(t, err, "256 KiB of metadata is over the 64 KiB default")
+	_, err = svc.Enqueue(metadata.AppendToOutgoingContext(ctxT(t), "x-small", "ok"), &filav1.EnqueueRequest{Queue: "q"})
+	require.NoError(t, err, "the server still serves")
+	require.EqualValues(t, 1, b.stats(t, "q").GetDepth(), "only the small call enqueued")
+}
+
+// TestShutdownIsNotHeldByAHandshake: an idle TCP connection that never
+// speaks HTTP/2 held SIGTERM for 119 s (grpc's 120 s connection timeout).
+func TestShutdownIsNotHeldByAHandshake(t *testing.T) {
+	t.Parallel()
+	cfg := config.Defaults()
+	cfg.Storage.DataDir = t.TempDir()
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Server.ShutdownTimeoutMS = 500
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	idle, err := net.Dial("tcp", srv.Addr().String())
+	require.NoError(t, err)
+	defer idle.Close()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second): // far below 119 s, far above the 1 s bound
+		t.Fatal("shutdown held by a connection that never finished its handshake")
+	}
 }

@@ -136,6 +136,12 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 		)),
 		grpc.MaxRecvMsgSize(RecvLimit(cfg.Server.MaxMessageBytes)),
+		// Metadata is buffered whole before any handler runs: bound it.
+		grpc.MaxHeaderListSize(uint32(cfg.Server.MaxHeaderListBytes)),
+		// grpc's default is 120 s, and GracefulStop waits for connections
+		// still in their handshake: an idle TCP connection held SIGTERM up
+		// for two minutes.
+		grpc.ConnectionTimeout(min(cfg.Server.HandshakeTimeout(), max(cfg.Server.ShutdownTimeout(), time.Second))),
 		grpc.MaxConcurrentStreams(uint32(cfg.Server.MaxStreamsPerConn)),
 		// Long-lived workers keep their grown stacks; a goroutine per call
 		// would grow (copy) its stack on every RPC.
