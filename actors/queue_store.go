@@ -64,7 +64,7 @@ func (q *queueActor) load(ctx actor.Context) {
 			q.requeueNow(&expired, m)
 			continue
 		}
-		q.makeReady(m)
+		q.makeReady(m, true) // in enqueue order: the latest weight wins again
 	}
 	if expired.Len() > 0 {
 		q.deps.store.Defer(&expired, q.logFailure("expire leases on recovery"))
@@ -90,12 +90,18 @@ func (q *queueActor) requeue(b *storage.Batch, m *message) *storagev1.MessageRec
 // new record is installed and it is ready at once (expiry, recovery).
 func (q *queueActor) requeueNow(b *storage.Batch, m *message) {
 	m.rec = q.requeue(b, m)
-	q.makeReady(m)
+	q.makeReady(m, false)
 }
 
-// makeReady puts m in the ready index under its fairness key.
-func (q *queueActor) makeReady(m *message) {
-	q.ready.push(m.rec.GetFairnessKey(), int64(m.rec.GetWeight()), m)
+// makeReady puts m in the ready index under its fairness key. A new message
+// (or one recovered in enqueue order) that carries a weight sets its key's
+// weight; a requeued one is not news and leaves the weight alone.
+func (q *queueActor) makeReady(m *message, fresh bool) {
+	weight := int64(0)
+	if fresh {
+		weight = int64(m.rec.GetWeight())
+	}
+	q.ready.push(m.rec.GetFairnessKey(), weight, m)
 }
 
 // forget drops an acked message.

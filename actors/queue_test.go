@@ -351,3 +351,29 @@ func TestSettleWithoutLeaseIDActsOnTheCurrentLease(t *testing.T) {
 	r := f.ask("q", &Extend{ID: id}).(*ExtendReply)
 	require.ErrorIs(t, r.Err, ErrInvalid, "extending needs the token")
 }
+
+func TestWeightIsSetByTheLatestMessageCarryingIt(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	weightOf := func(key string) int64 {
+		for _, k := range f.stats("q").Keys {
+			if k.Key == key {
+				return k.Weight
+			}
+		}
+		t.Fatalf("key %s not active", key)
+		return 0
+	}
+	f.enqueue("q", map[string]string{"key": "k"})
+	require.EqualValues(t, 1, weightOf("k"), "a new key without a weight")
+	f.enqueue("q", map[string]string{"key": "k", WeightHeader: "3"})
+	f.enqueue("q", map[string]string{"key": "k"})
+	require.EqualValues(t, 3, weightOf("k"), "a message without fila-weight keeps the key's weight")
+	f.enqueue("q", map[string]string{"key": "k", WeightHeader: "2"})
+	require.EqualValues(t, 2, weightOf("k"))
+	// Recovery replays the messages in enqueue order: same answer.
+	f.stop()
+	f = startOn(t, f.store)
+	require.EqualValues(t, 2, weightOf("k"))
+}

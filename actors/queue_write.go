@@ -28,7 +28,9 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 	if key == "" {
 		key = DefaultFairnessKey
 	}
-	weight := uint32(1)
+	// 0 when the message carries no weight: then it leaves its key's weight
+	// as the latest message that did carry one set it.
+	weight := uint32(0)
 	if w, ok := req.Headers[WeightHeader]; ok {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil || n < 1 || n > MaxWeight {
@@ -90,7 +92,7 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	// After a restart the message may already have been loaded from storage.
 	if _, known := q.msgs[d.msg.id]; !known {
 		q.msgs[d.msg.id] = d.msg
-		q.makeReady(d.msg)
+		q.makeReady(d.msg, true)
 	}
 	q.count(telemetry.Enqueued, 1)
 	q.debug(d.ctx, "message enqueued", slog.String("msg_id", d.msg.id), slog.String("fairness_key", d.msg.rec.GetFairnessKey()))
@@ -157,7 +159,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		m.settling = false
 		if d.nack {
 			m.rec = d.rec
-			q.makeReady(m)
+			q.makeReady(m, false)
 		} else {
 			q.forget(m)
 		}

@@ -118,7 +118,9 @@ func (x *Message) GetLeaseId() string {
 type MessageMetadata struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	FairnessKey string                 `protobuf:"bytes,1,opt,name=fairness_key,json=fairnessKey,proto3" json:"fairness_key,omitempty"`
-	Weight      uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// weight is the fila-weight the message carried; 0 when it carried none
+	// (its key's weight is then whatever the latest message carrying one set).
+	Weight uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	// attempt_count is 0 on first delivery and grows by one on each nack or
 	// visibility-timeout expiry.
 	AttemptCount  uint32 `protobuf:"varint,3,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
