@@ -23,6 +23,9 @@ const (
 	WeightHeader = "fila-weight"
 	// MaxWeight is the largest weight a message may carry.
 	MaxWeight = 1000
+	// MaxHeaderValueBytes is the longest header value a message may carry,
+	// the producer's (SPEC §4) and the broker's own alike.
+	MaxHeaderValueBytes = 8 << 10
 )
 
 // Options configures the actor system. The configured values (Quantum,

@@ -52,6 +52,11 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 	// The message's creation context is this span's: delivery links to it,
 	// and a consumer's processing span can join its trace.
 	carrier := telemetry.InjectHeaders(spanCtx)
+	if len(carrier[tracestateHeader]) > MaxHeaderValueBytes {
+		// W3C lets a vendor drop tracestate; a header over the producers'
+		// limit would make every delivery of the message oversized.
+		delete(carrier, tracestateHeader)
+	}
 	headers := req.Headers
 	if _, own := headers[traceparentHeader]; !own && carrier[traceparentHeader] != "" {
 		if headers == nil {

@@ -36,14 +36,19 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 	if err != nil {
 		return nil, err
 	}
+	page, next, err := keyPage(st.Keys, req.GetSort(), req.GetLimit(), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	resp := &filav1.GetStatsResponse{
 		Depth:              uint64(st.Depth),
 		InFlight:           uint64(st.InFlight),
 		ActiveFairnessKeys: uint32(len(st.Keys)),
 		ActiveConsumers:    uint32(st.Consumers),
 		Quantum:            uint32(st.Quantum),
+		NextPageToken:      next,
 	}
-	for _, k := range st.Keys {
+	for _, k := range page {
 		resp.PerKeyStats = append(resp.PerKeyStats, &filav1.PerKeyStats{
 			Key: k.Key, Pending: uint64(k.Pending), Deficit: k.Deficit, Weight: uint32(k.Weight),
 		})

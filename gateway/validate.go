@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 )
 
@@ -13,7 +14,7 @@ const (
 	MaxQueueNameBytes   = 255
 	MaxHeaders          = 64
 	MaxHeaderKeyBytes   = config.MaxHeaderKeyBytes
-	MaxHeaderValueBytes = 8 << 10
+	MaxHeaderValueBytes = actors.MaxHeaderValueBytes
 	// MaxLeaseIDBytes is the longest lease_id accepted (filad's are ~20 bytes).
 	MaxLeaseIDBytes = 64
 	// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.

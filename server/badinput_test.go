@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -126,4 +127,37 @@ func ack(b *bundle, queue, id string) func() error {
 		_, err := b.svc.Ack(bgCtx(), &filav1.AckRequest{Queue: queue, MessageId: id})
 		return err
 	}
+}
+
+// TestPerKeyStatsArePaged: 600 fairness keys of 8 KiB made a 4.9 MB GetStats
+// answer, which a default gRPC client cannot receive.
+func TestPerKeyStatsArePaged(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	b.createQueue(t, "wide", nil)
+	const keys = 600
+	for i := range keys {
+		key := fmt.Sprintf("%03d-%s", i, strings.Repeat("k", 8<<10-4))
+		b.enqueue(t, "wide", map[string]string{"fila-fairness-key": key}, nil)
+	}
+	seen := map[string]bool{}
+	req := &filav1.GetStatsRequest{Queue: "wide", Sort: filav1.KeySort_KEY_SORT_PENDING}
+	for pages := 1; ; pages++ {
+		st, err := b.admin.GetStats(ctxT(t), req)
+		require.NoError(t, err, "page %d", pages)
+		require.EqualValues(t, keys, st.GetActiveFairnessKeys())
+		require.LessOrEqual(t, len(st.GetPerKeyStats()), 100)
+		for _, k := range st.GetPerKeyStats() {
+			require.False(t, seen[k.GetKey()])
+			seen[k.GetKey()] = true
+		}
+		if st.GetNextPageToken() == "" {
+			require.Equal(t, 6, pages)
+			break
+		}
+		req.PageToken = st.GetNextPageToken()
+	}
+	require.Len(t, seen, keys)
+	_, err := b.admin.GetStats(ctxT(t), &filav1.GetStatsRequest{Queue: "wide", Limit: 5000})
+	requireCode(t, err, codes.InvalidArgument)
 }

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -369,3 +370,30 @@ func resourceAttr(kvs []*commonpb.KeyValue, key string) string {
 }
 
 func fmtData(d any) string { return strings.Join(strings.Fields(fmt.Sprintf("%+v", d)), " ") }
+
+// TestOversizedTracestateIsDropped: a 32-member incoming tracestate is
+// 8.3 KB; stored as the message's header it was over the 8 KiB limit
+// producers are held to. The broker drops it, as W3C allows, and keeps the
+// traceparent.
+func TestOversizedTracestateIsDropped(t *testing.T) {
+	t.Parallel()
+	b, _ := harnessed(t, setupOpts{})
+	b.createQueue(t, "ts", nil)
+	var members []string
+	for i := range 32 {
+		members = append(members, fmt.Sprintf("k%02d=%s", i, strings.Repeat("v", 255)))
+	}
+	tracestate := strings.Join(members, ",")
+	require.Greater(t, len(tracestate), 8<<10)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t),
+		"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate", tracestate)
+	_, err := b.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "ts"})
+	require.NoError(t, err)
+	stream, _ := b.lease(t, "ts")
+	m := recvN(t, stream, 1)[0]
+	require.Contains(t, m.GetHeaders()["traceparent"], "4bf92f3577b34da6a3ce929d0e0e4736")
+	require.NotContains(t, m.GetHeaders(), "tracestate")
+	for k, v := range m.GetHeaders() {
+		require.LessOrEqual(t, len(v), 8<<10, "header %s", k)
+	}
+}

@@ -234,6 +234,9 @@ func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", k.GetKey(), k.GetPending(), k.GetWeight(), k.GetDeficit())
 	}
 	_ = w.Flush()
+	if st.GetNextPageToken() != "" {
+		fmt.Fprintf(out, "(the first %d of %d fairness keys)\n", len(keys), st.GetActiveFairnessKeys())
+	}
 }
 
 // headerFlags collects repeated -H key=value.

@@ -21,6 +21,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// KeySort orders per_key_stats.
+type KeySort int32
+
+const (
+	// KEY_SORT_KEY: by key, ascending.
+	KeySort_KEY_SORT_KEY KeySort = 0
+	// KEY_SORT_PENDING: most pending first, ties by key.
+	KeySort_KEY_SORT_PENDING KeySort = 1
+)
+
+// Enum value maps for KeySort.
+var (
+	KeySort_name = map[int32]string{
+		0: "KEY_SORT_KEY",
+		1: "KEY_SORT_PENDING",
+	}
+	KeySort_value = map[string]int32{
+		"KEY_SORT_KEY":     0,
+		"KEY_SORT_PENDING": 1,
+	}
+)
+
+func (x KeySort) Enum() *KeySort {
+	p := new(KeySort)
+	*p = x
+	return p
+}
+
+func (x KeySort) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeySort) Descriptor() protoreflect.EnumDescriptor {
+	return file_fila_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (KeySort) Type() protoreflect.EnumType {
+	return &file_fila_v1_admin_proto_enumTypes[0]
+}
+
+func (x KeySort) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeySort.Descriptor instead.
+func (KeySort) EnumDescriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type QueueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// visibility_timeout_ms is how long a lease lasts; 0 means the default, 30000.
@@ -401,8 +450,15 @@ func (x *QueueInfo) GetActiveConsumers() uint32 {
 }
 
 type GetStatsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// limit is the most per_key_stats entries in one answer: 0 means 100, at
+	// most 1000. The queue-wide figures are always whole.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_token continues from an earlier answer's next_page_token, with the
+	// same sort.
+	PageToken     string  `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Sort          KeySort `protobuf:"varint,4,opt,name=sort,proto3,enum=fila.v1.KeySort" json:"sort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -444,18 +500,42 @@ func (x *GetStatsRequest) GetQueue() string {
 	return ""
 }
 
+func (x *GetStatsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *GetStatsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *GetStatsRequest) GetSort() KeySort {
+	if x != nil {
+		return x.Sort
+	}
+	return KeySort_KEY_SORT_KEY
+}
+
 type GetStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// depth is the number of ready messages.
 	Depth uint64 `protobuf:"varint,1,opt,name=depth,proto3" json:"depth,omitempty"`
 	// in_flight is the number of leased messages.
-	InFlight           uint64         `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	ActiveFairnessKeys uint32         `protobuf:"varint,3,opt,name=active_fairness_keys,json=activeFairnessKeys,proto3" json:"active_fairness_keys,omitempty"`
-	ActiveConsumers    uint32         `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
-	Quantum            uint32         `protobuf:"varint,5,opt,name=quantum,proto3" json:"quantum,omitempty"`
-	PerKeyStats        []*PerKeyStats `protobuf:"bytes,6,rep,name=per_key_stats,json=perKeyStats,proto3" json:"per_key_stats,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	InFlight           uint64 `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	ActiveFairnessKeys uint32 `protobuf:"varint,3,opt,name=active_fairness_keys,json=activeFairnessKeys,proto3" json:"active_fairness_keys,omitempty"`
+	ActiveConsumers    uint32 `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
+	Quantum            uint32 `protobuf:"varint,5,opt,name=quantum,proto3" json:"quantum,omitempty"`
+	// per_key_stats is one page of the active fairness keys (see limit).
+	PerKeyStats []*PerKeyStats `protobuf:"bytes,6,rep,name=per_key_stats,json=perKeyStats,proto3" json:"per_key_stats,omitempty"`
+	// next_page_token fetches the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -528,6 +608,13 @@ func (x *GetStatsResponse) GetPerKeyStats() []*PerKeyStats {
 		return x.PerKeyStats
 	}
 	return nil
+}
+
+func (x *GetStatsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PerKeyStats struct {
@@ -621,21 +708,29 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\x04R\binFlight\x12)\n" +
-	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\"'\n" +
+	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\"\x82\x01\n" +
 	"\x0fGetStatsRequest\x12\x14\n" +
-	"\x05queue\x18\x01 \x01(\tR\x05queue\"\xf6\x01\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12$\n" +
+	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\x9e\x02\n" +
 	"\x10GetStatsResponse\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x04R\binFlight\x120\n" +
 	"\x14active_fairness_keys\x18\x03 \x01(\rR\x12activeFairnessKeys\x12)\n" +
 	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12\x18\n" +
 	"\aquantum\x18\x05 \x01(\rR\aquantum\x128\n" +
-	"\rper_key_stats\x18\x06 \x03(\v2\x14.fila.v1.PerKeyStatsR\vperKeyStats\"k\n" +
+	"\rper_key_stats\x18\x06 \x03(\v2\x14.fila.v1.PerKeyStatsR\vperKeyStats\x12&\n" +
+	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\"k\n" +
 	"\vPerKeyStats\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
 	"\adeficit\x18\x03 \x01(\x03R\adeficit\x12\x16\n" +
-	"\x06weight\x18\x04 \x01(\rR\x06weight2\xa7\x02\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight*1\n" +
+	"\aKeySort\x12\x10\n" +
+	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xa7\x02\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
@@ -655,37 +750,40 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 	return file_fila_v1_admin_proto_rawDescData
 }
 
+var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_fila_v1_admin_proto_goTypes = []any{
-	(*QueueConfig)(nil),         // 0: fila.v1.QueueConfig
-	(*CreateQueueRequest)(nil),  // 1: fila.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil), // 2: fila.v1.CreateQueueResponse
-	(*DeleteQueueRequest)(nil),  // 3: fila.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil), // 4: fila.v1.DeleteQueueResponse
-	(*ListQueuesRequest)(nil),   // 5: fila.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),  // 6: fila.v1.ListQueuesResponse
-	(*QueueInfo)(nil),           // 7: fila.v1.QueueInfo
-	(*GetStatsRequest)(nil),     // 8: fila.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),    // 9: fila.v1.GetStatsResponse
-	(*PerKeyStats)(nil),         // 10: fila.v1.PerKeyStats
+	(KeySort)(0),                // 0: fila.v1.KeySort
+	(*QueueConfig)(nil),         // 1: fila.v1.QueueConfig
+	(*CreateQueueRequest)(nil),  // 2: fila.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil), // 3: fila.v1.CreateQueueResponse
+	(*DeleteQueueRequest)(nil),  // 4: fila.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil), // 5: fila.v1.DeleteQueueResponse
+	(*ListQueuesRequest)(nil),   // 6: fila.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),  // 7: fila.v1.ListQueuesResponse
+	(*QueueInfo)(nil),           // 8: fila.v1.QueueInfo
+	(*GetStatsRequest)(nil),     // 9: fila.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),    // 10: fila.v1.GetStatsResponse
+	(*PerKeyStats)(nil),         // 11: fila.v1.PerKeyStats
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
-	0,  // 0: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	7,  // 1: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
-	10, // 2: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
-	1,  // 3: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	3,  // 4: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	5,  // 5: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	8,  // 6: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	2,  // 7: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	4,  // 8: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	6,  // 9: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	9,  // 10: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	1,  // 0: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
+	8,  // 1: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
+	0,  // 2: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
+	11, // 3: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
+	2,  // 4: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	4,  // 5: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	6,  // 6: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	9,  // 7: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 8: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	5,  // 9: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	7,  // 10: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	10, // 11: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -698,13 +796,14 @@ func file_fila_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_fila_v1_admin_proto_goTypes,
 		DependencyIndexes: file_fila_v1_admin_proto_depIdxs,
+		EnumInfos:         file_fila_v1_admin_proto_enumTypes,
 		MessageInfos:      file_fila_v1_admin_proto_msgTypes,
 	}.Build()
 	File_fila_v1_admin_proto = out.File
