@@ -21,6 +21,10 @@ func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	require.NoError(t, err)
 	ref := sys.Directory().Lookup("busy")
 	require.NotNil(t, ref)
+	// Once it has answered a request, the queue has nothing else queued
+	// (its start-up reading was ahead of the request).
+	_, err = sys.Ask(context.Background(), ref.PID, nil, &actors.GetStats{})
+	require.NoError(t, err)
 
 	// An idle queue's mailbox is empty: a limit of 0 refuses, 1 admits.
 	g := &gatewayActor{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
