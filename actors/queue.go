@@ -51,6 +51,8 @@ type queueActor struct {
 	mailbox *mailboxDepth
 	// pending counts writes submitted and not yet answered.
 	pending int
+	// held is what counts against the queue's max_depth and max_bytes.
+	held holdings
 	// retired is set once the queue is deleted: every request is answered
 	// with it, and the actor stops as soon as it is idle.
 	retired *retire

@@ -92,6 +92,7 @@ type (
 	// enqueueDone, settleDone: a storage commit has finished.
 	enqueueDone struct {
 		msg    *message
+		owner  *queueActor // the incarnation that submitted it
 		sender *actor.PID
 		err    error
 		span   trace.Span

@@ -16,6 +16,9 @@ type QueueConfig struct {
 	Name              string
 	VisibilityTimeout time.Duration
 	FairnessKeyHeader string
+	// MaxDepth and MaxBytes bound the messages and payload bytes the queue
+	// holds (ready and leased); 0 is unlimited.
+	MaxDepth, MaxBytes uint64
 	// CreatedAt is when the queue was created; set by CreateQueue.
 	CreatedAt time.Time
 }
@@ -26,6 +29,8 @@ func (c QueueConfig) record() *storagev1.QueueRecord {
 		VisibilityTimeoutMs: uint64(c.VisibilityTimeout / time.Millisecond),
 		FairnessKeyHeader:   c.FairnessKeyHeader,
 		CreatedAtUnixMs:     c.CreatedAt.UnixMilli(),
+		MaxDepth:            c.MaxDepth,
+		MaxBytes:            c.MaxBytes,
 	}
 }
 
@@ -34,6 +39,8 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 		Name:              rec.GetName(),
 		VisibilityTimeout: time.Duration(rec.GetVisibilityTimeoutMs()) * time.Millisecond,
 		FairnessKeyHeader: rec.GetFairnessKeyHeader(),
+		MaxDepth:          rec.GetMaxDepth(),
+		MaxBytes:          rec.GetMaxBytes(),
 		CreatedAt:         time.UnixMilli(rec.GetCreatedAtUnixMs()),
 	}
 }
@@ -52,6 +59,7 @@ func (q *queueActor) load(ctx actor.Context) {
 	for _, sm := range contents.Messages {
 		m := &message{id: sm.ID, rec: sm.Record}
 		q.msgs[m.id] = m
+		q.held.add(m.rec)
 		if l, ok := contents.Leases[m.id]; ok {
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
 			if at.After(now) {
@@ -106,6 +114,7 @@ func (q *queueActor) makeReady(m *message, fresh bool) {
 
 // forget drops an acked message.
 func (q *queueActor) forget(m *message) {
+	q.held.remove(m.rec)
 	delete(q.msgs, m.id)
 	if len(q.msgs) == 0 {
 		// Go maps never shrink: after a burst, a drained queue would keep
@@ -139,4 +148,30 @@ func (q *queueActor) logFailure(what string) func(error) {
 			log.Error("storage write failed", slog.String("queue_id", name), slog.String("op", what), slog.Any("error", err))
 		}
 	}
+}
+
+// holdings are what a queue holds against its max_depth and max_bytes:
+// stored messages and those whose Enqueue is being written.
+type holdings struct{ messages, bytes uint64 }
+
+func (h *holdings) add(rec *storagev1.MessageRecord) {
+	h.messages++
+	h.bytes += uint64(len(rec.GetPayload()))
+}
+
+func (h *holdings) remove(rec *storagev1.MessageRecord) {
+	h.messages--
+	h.bytes -= uint64(len(rec.GetPayload()))
+}
+
+// admit says why a message of size bytes would break the queue's limits,
+// or nil.
+func (h holdings) admit(cfg QueueConfig, size int) error {
+	if cfg.MaxDepth > 0 && h.messages >= cfg.MaxDepth {
+		return fmt.Errorf("%w: queue %q holds %d messages (config.max_depth %d)", ErrOverloaded, cfg.Name, h.messages, cfg.MaxDepth)
+	}
+	if cfg.MaxBytes > 0 && h.bytes+uint64(size) > cfg.MaxBytes {
+		return fmt.Errorf("%w: queue %q holds %d payload bytes; %d more is over config.max_bytes %d", ErrOverloaded, cfg.Name, h.bytes, size, cfg.MaxBytes)
+	}
+	return nil
 }

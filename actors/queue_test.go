@@ -377,3 +377,33 @@ func TestWeightIsSetByTheLatestMessageCarryingIt(t *testing.T) {
 	f = startOn(t, f.store)
 	require.EqualValues(t, 2, weightOf("k"))
 }
+
+func TestQueueDepthAndBytesLimits(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	require.NoError(t, f.ask(nil, &CreateQueue{Config: QueueConfig{
+		Name: "q", VisibilityTimeout: time.Minute, FairnessKeyHeader: "key", MaxDepth: 2, MaxBytes: 10,
+	}}).(*AdminReply).Err)
+	enqueue := func(payload string) error {
+		return f.ask("q", &Enqueue{Payload: []byte(payload)}).(*EnqueueReply).Err
+	}
+	require.NoError(t, enqueue("12345"))
+	err := enqueue("123456")
+	require.ErrorIs(t, err, ErrOverloaded)
+	require.ErrorContains(t, err, "config.max_bytes 10")
+	require.NoError(t, enqueue("12345"))
+	err = enqueue("")
+	require.ErrorIs(t, err, ErrOverloaded)
+	require.ErrorContains(t, err, "holds 2 messages (config.max_depth 2)")
+
+	// Leased messages still count; an ack frees room.
+	c := f.subscribe("q", 1)
+	d := recv(t, c)
+	require.ErrorIs(t, enqueue(""), ErrOverloaded)
+	require.NoError(t, f.settle("q", &Ack{ID: d.ID, LeaseID: d.LeaseID}))
+	require.NoError(t, enqueue("1"))
+	// A restart counts what is stored.
+	f.stop()
+	f = startOn(t, f.store)
+	require.ErrorIs(t, f.ask("q", &Enqueue{}).(*EnqueueReply).Err, ErrOverloaded)
+}

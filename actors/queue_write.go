@@ -39,6 +39,10 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 		}
 		weight = uint32(n)
 	}
+	if err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
+		fail(err)
+		return
+	}
 	uid, err := uuid.NewV7()
 	if err != nil {
 		fail(fmt.Errorf("%w: message id: %v", ErrStorage, err))
@@ -78,16 +82,23 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 		CreationTracestate:  carrier[tracestateHeader],
 	}
 	m := &message{id: id, rec: rec}
+	q.held.add(rec) // now, so a burst cannot overshoot while it commits
 	var b storage.Batch
 	b.PutMessage(q.cfg.Name, m.id, rec)
 	sender := ctx.Sender()
 	q.submit(ctx, spanCtx, &b, func(err error) any {
-		return &enqueueDone{msg: m, sender: sender, err: err, span: span, ctx: spanCtx}
+		return &enqueueDone{msg: m, owner: q, sender: sender, err: err, span: span, ctx: spanCtx}
 	})
 }
 
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
+	// Only this incarnation counted the message in held when it submitted
+	// it; after a supervisor restart the load counted what was stored.
+	mine := d.owner == q
 	if d.err != nil {
+		if mine {
+			q.held.remove(d.msg.rec)
+		}
 		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
 		endSpan(d.span, err)
 		ctx.Send(d.sender, &EnqueueReply{Err: err})
@@ -98,6 +109,9 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	if _, known := q.msgs[d.msg.id]; !known {
 		q.msgs[d.msg.id] = d.msg
 		q.makeReady(d.msg, true)
+		if !mine {
+			q.held.add(d.msg.rec)
+		}
 	}
 	q.count(telemetry.Enqueued, 1)
 	q.debug(d.ctx, "message enqueued", slog.String("msg_id", d.msg.id), slog.String("fairness_key", d.msg.rec.GetFairnessKey()))

@@ -163,6 +163,7 @@ func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (act
 	if vt != 0 {
 		cfg.VisibilityTimeout = vt
 	}
+	cfg.MaxDepth, cfg.MaxBytes = r.GetConfig().GetMaxDepth(), r.GetConfig().GetMaxBytes()
 	if h := r.GetConfig().GetFairnessKeyHeader(); h != "" {
 		if len(h) > MaxHeaderKeyBytes {
 			return cfg, invalid("config.fairness_key_header: %d bytes is over the limit of %d", len(h), MaxHeaderKeyBytes)

@@ -72,13 +72,19 @@ func (KeySort) EnumDescriptor() ([]byte, []int) {
 
 type QueueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// visibility_timeout_ms is how long a lease lasts; 0 means the default, 30000.
+	// visibility_timeout_ms is how long a lease lasts; 0 means the server's
+	// default (queues.default_visibility_timeout_ms, 30000).
 	VisibilityTimeoutMs uint64 `protobuf:"varint,1,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
 	// fairness_key_header names the header holding the fairness key; empty
-	// means the default, "fila-fairness-key".
+	// means the server's default, "fila-fairness-key".
 	FairnessKeyHeader string `protobuf:"bytes,2,opt,name=fairness_key_header,json=fairnessKeyHeader,proto3" json:"fairness_key_header,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// max_depth is the most messages (ready and leased) the queue holds;
+	// Enqueue past it is RESOURCE_EXHAUSTED. 0 means unlimited.
+	MaxDepth uint64 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	// max_bytes is the most payload bytes the queue holds; 0 means unlimited.
+	MaxBytes      uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -123,6 +129,20 @@ func (x *QueueConfig) GetFairnessKeyHeader() string {
 		return x.FairnessKeyHeader
 	}
 	return ""
+}
+
+func (x *QueueConfig) GetMaxDepth() uint64 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+func (x *QueueConfig) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
 }
 
 type CreateQueueRequest struct {
@@ -689,10 +709,12 @@ var File_fila_v1_admin_proto protoreflect.FileDescriptor
 
 const file_fila_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13fila/v1/admin.proto\x12\afila.v1\"q\n" +
+	"\x13fila/v1/admin.proto\x12\afila.v1\"\xab\x01\n" +
 	"\vQueueConfig\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
-	"\x13fairness_key_header\x18\x02 \x01(\tR\x11fairnessKeyHeader\"V\n" +
+	"\x13fairness_key_header\x18\x02 \x01(\tR\x11fairnessKeyHeader\x12\x1b\n" +
+	"\tmax_depth\x18\x03 \x01(\x04R\bmaxDepth\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\x04R\bmaxBytes\"V\n" +
 	"\x12CreateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x06config\x18\x02 \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"0\n" +

@@ -32,6 +32,8 @@ type QueueRecord struct {
 	VisibilityTimeoutMs uint64                 `protobuf:"varint,2,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
 	FairnessKeyHeader   string                 `protobuf:"bytes,3,opt,name=fairness_key_header,json=fairnessKeyHeader,proto3" json:"fairness_key_header,omitempty"`
 	CreatedAtUnixMs     int64                  `protobuf:"varint,4,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	MaxDepth            uint64                 `protobuf:"varint,5,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	MaxBytes            uint64                 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -90,6 +92,20 @@ func (x *QueueRecord) GetFairnessKeyHeader() string {
 func (x *QueueRecord) GetCreatedAtUnixMs() int64 {
 	if x != nil {
 		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetMaxDepth() uint64 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -265,12 +281,14 @@ var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xb2\x01\n" +
+	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xec\x01\n" +
 	"\vQueueRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x15visibility_timeout_ms\x18\x02 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
 	"\x13fairness_key_header\x18\x03 \x01(\tR\x11fairnessKeyHeader\x12+\n" +
-	"\x12created_at_unix_ms\x18\x04 \x01(\x03R\x0fcreatedAtUnixMs\"\x9f\x03\n" +
+	"\x12created_at_unix_ms\x18\x04 \x01(\x03R\x0fcreatedAtUnixMs\x12\x1b\n" +
+	"\tmax_depth\x18\x05 \x01(\x04R\bmaxDepth\x12\x1b\n" +
+	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\"\x9f\x03\n" +
 	"\rMessageRecord\x12E\n" +
 	"\aheaders\x18\x01 \x03(\v2+.fila.storage.v1.MessageRecord.HeadersEntryR\aheaders\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
