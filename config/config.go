@@ -34,6 +34,7 @@ type Config struct {
 	Storage   Storage   `koanf:"storage"`
 	Scheduler Scheduler `koanf:"scheduler"`
 	Queues    Queues    `koanf:"queues"`
+	Limits    Limits    `koanf:"limits"`
 	Log       Log       `koanf:"log"`
 	// Telemetry is nil when the [telemetry] section is absent: then no
 	// exporter is created and no connection is attempted.
@@ -82,6 +83,26 @@ type Queues struct {
 	// DefaultFairnessKeyHeader names the header whose value is a message's
 	// fairness key. Defaults to "fila-fairness-key".
 	DefaultFairnessKeyHeader string `koanf:"default_fairness_key_header"`
+}
+
+// Limits are the broker-wide resource alarms: past either, Enqueue is
+// refused with RESOURCE_EXHAUSTED while consumers go on draining.
+type Limits struct {
+	// MinFreeDiskBytes raises the disk alarm when the data directory's file
+	// system has less free space than this. Defaults to 256 MiB.
+	MinFreeDiskBytes int64 `koanf:"min_free_disk_bytes"`
+	// MaxMemoryBytes raises the memory alarm when filad's resident memory
+	// reaches it; cmd/filad also sets GOMEMLIMIT to it (unless GOMEMLIMIT is
+	// set). 0 means 60% of the machine's memory (its cgroup limit when one
+	// is set). Defaults to 0.
+	MaxMemoryBytes int64 `koanf:"max_memory_bytes"`
+	// CheckIntervalMS is how often disk and memory are measured. Defaults to 1000.
+	CheckIntervalMS int `koanf:"check_interval_ms"`
+}
+
+// CheckInterval is CheckIntervalMS as a duration.
+func (l Limits) CheckInterval() time.Duration {
+	return time.Duration(l.CheckIntervalMS) * time.Millisecond
 }
 
 // Log configures filad's own logging.
@@ -167,6 +188,7 @@ func Defaults() Config {
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
+		Limits:    Limits{MinFreeDiskBytes: 256 << 20, CheckIntervalMS: 1000},
 		Log:       Log{Level: "info"},
 	}
 }
@@ -438,6 +460,20 @@ func (c Config) check() []fieldError {
 	if h := c.Queues.DefaultFairnessKeyHeader; h == "" || len(h) > MaxHeaderKeyBytes {
 		bad("queues.default_fairness_key_header", h, fmt.Sprintf("must be 1 to %d bytes", MaxHeaderKeyBytes))
 	}
+	if c.Limits.MinFreeDiskBytes < 0 {
+		bad("limits.min_free_disk_bytes", c.Limits.MinFreeDiskBytes, "must not be negative")
+	}
+	if c.Limits.MaxMemoryBytes < 0 {
+		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
+	}
+	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
+	if c.Limits.MinFreeDiskBytes < 0 {
+		bad("limits.min_free_disk_bytes", c.Limits.MinFreeDiskBytes, "must not be negative")
+	}
+	if c.Limits.MaxMemoryBytes < 0 {
+		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
+	}
+	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")

@@ -29,6 +29,7 @@ type gatewayActor struct {
 	broker     *actor.PID
 	maxPayload int
 	maxMailbox int64
+	alarms     *Alarms
 	// queueDefaults holds the values a CreateQueue may leave unset.
 	queueDefaults actors.QueueConfig
 }
@@ -59,6 +60,9 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 			return nil, nil, err
 		}
 		if err := validateMessage(r.GetHeaders(), len(r.GetPayload()), g.maxPayload); err != nil {
+			return nil, nil, err
+		}
+		if err := g.alarms.refuse(); err != nil {
 			return nil, nil, err
 		}
 		if d := ref.MailboxDepth(); d >= g.maxMailbox {

@@ -46,6 +46,8 @@ type Options struct {
 	// CreateQueue that leaves them unset gets.
 	DefaultVisibilityTimeout time.Duration
 	DefaultFairnessKeyHeader string
+	// Alarms, when set, refuse Enqueue while a resource alarm is raised.
+	Alarms *Alarms
 	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
 	PoolSize int
 	// Logger is slog.Default() when nil.
@@ -90,6 +92,7 @@ func New(opts Options) (*Server, error) {
 			broker:     opts.System.Broker(),
 			maxPayload: opts.MaxMessageBytes,
 			maxMailbox: opts.MaxMailbox,
+			alarms:     opts.Alarms,
 			queueDefaults: actors.QueueConfig{
 				VisibilityTimeout: opts.DefaultVisibilityTimeout,
 				FairnessKeyHeader: opts.DefaultFairnessKeyHeader,

@@ -62,6 +62,8 @@ type Server struct {
 	system    *actors.System
 	gateway   *gateway.Server
 	grpc      *grpc.Server
+	alarms    *gateway.Alarms
+	monitor   *resourceMonitor
 	lis       net.Listener
 	served    chan error
 	serving   bool // Start got as far as serving
@@ -115,7 +117,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
+	s.alarms = &gateway.Alarms{}
+	s.monitor = startResourceMonitor(cfg, s.alarms, s.log)
+	if _, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {
+		return s.alarms.Raised(gateway.Alarm(i))
+	}); err != nil {
+		return nil, err
+	}
 	if s.gateway, err = gateway.New(gateway.Options{
+		Alarms:                   s.alarms,
 		System:                   s.system,
 		MaxMessageBytes:          cfg.Server.MaxMessageBytes,
 		MaxMailbox:               int64(cfg.Server.MaxQueueMailbox),
@@ -209,6 +219,9 @@ func (s *Server) teardown(ctx context.Context) error {
 	}
 	if s.gateway != nil {
 		s.gateway.Close()
+	}
+	if s.monitor != nil {
+		s.monitor.close()
 	}
 	if s.system != nil {
 		s.system.Stop()

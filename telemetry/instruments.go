@@ -70,3 +70,27 @@ func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 	}
 	return &QueueInstruments{CommitDuration: h}, nil
 }
+
+// RegisterAlarms creates the fila.alarm.active gauge on mp: one series per
+// name, 1 while raised(i) for names[i].
+func RegisterAlarms(mp metric.MeterProvider, names []string, raised func(i int) bool) (metric.Registration, error) {
+	m := mp.Meter(ScopeName)
+	g, err := m.Int64ObservableGauge(AlarmActive.Name, metric.WithUnit(AlarmActive.Unit), metric.WithDescription(AlarmActive.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", AlarmActive.Name, err)
+	}
+	sets := make([]metric.ObserveOption, len(names))
+	for i, n := range names {
+		sets[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrAlarm, n)))
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range names {
+			v := int64(0)
+			if raised(i) {
+				v = 1
+			}
+			o.ObserveInt64(g, v, sets[i])
+		}
+		return nil
+	}, g)
+}

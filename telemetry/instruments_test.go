@@ -88,7 +88,7 @@ func TestReadingAddSumsCountsAndReplacesGauges(t *testing.T) {
 
 func TestEveryMetricIsNamed(t *testing.T) {
 	seen := map[string]bool{}
-	for _, spec := range append(append(Counts[:], Gauges[:]...), CommitDuration) {
+	for _, spec := range append(append(Counts[:], Gauges[:]...), CommitDuration, AlarmActive) {
 		require.NotEmpty(t, spec.Name)
 		require.NotEmpty(t, spec.Unit, spec.Name)
 		require.NotEmpty(t, spec.Description, spec.Name)

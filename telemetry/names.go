@@ -72,6 +72,13 @@ var (
 	CommitDuration = MetricSpec{"fila.storage.commit.duration", "s", "Time from submitting a queue's write to its durable commit."}
 )
 
+// AlarmActive is 1 while a broker-wide resource alarm (attribute alarm:
+// disk or memory) refuses Enqueue, else 0.
+var AlarmActive = MetricSpec{"fila.alarm.active", "1", "1 while a resource alarm refuses Enqueue, else 0."}
+
+// AttrAlarm names the alarm on fila.alarm.active.
+const AttrAlarm = "alarm"
+
 // Metric names, for tests and dashboards that name one.
 var (
 	MetricEnqueued    = Counts[Enqueued].Name

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/fila-dev/filad/config"
@@ -57,6 +58,13 @@ func run(args []string) error {
 	}
 	log := newLogger(cfg.Log.SlogLevel())
 	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The GC works harder as the heap nears the memory alarm's limit, so
+		// the alarm trips on real growth rather than on garbage.
+		if limit := server.MemoryLimit(cfg.Limits); limit > 0 {
+			debug.SetMemoryLimit(limit)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
