@@ -12,10 +12,11 @@ import (
 )
 
 // TestMaximalQueueOnBadger drives every write path of a queue with the
-// longest name and 10,000 messages through real badger: enqueue, one
-// dispatch of 10,000 leases, restart, expiry of them all, delete (purge),
-// and creating the name again. Before writes were split, the dispatch's
-// lease batch and the purge were over badger's transaction limit and failed.
+// longest name and 10,000 messages through real badger: enqueue, leasing
+// them all, restart, recovery that finds every lease expired (one batch of
+// 10,000 requeues), delete (purge), and creating the name again. Before
+// writes were split, big lease batches and the purge were over badger's
+// transaction limit and failed.
 func TestMaximalQueueOnBadger(t *testing.T) {
 	t.Parallel()
 	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
@@ -25,7 +26,7 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 	f := startOn(t, store)
 	name := strings.Repeat("q", 255)
 	const n = 10_000
-	f.create(name, 300*time.Millisecond)
+	f.create(name, time.Hour)
 	var wg sync.WaitGroup
 	for w := range 16 {
 		wg.Go(func() {
@@ -35,23 +36,32 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	c := f.subscribe(name, n) // one dispatch leases all of them
+	c := f.subscribe(name, n)
 	for range n {
-		recv(t, c)
+		f.recv(c)
 	}
 	require.EqualValues(t, n, f.stats(name).InFlight)
 	f.stop()
-	f = startOn(t, store)
 	qc, err := store.LoadQueue(name)
 	require.NoError(t, err)
 	require.Len(t, qc.Leases, n, "the 10,000 leases were durable")
 
-	// They expire: 10,000 requeues in one deferred batch.
-	require.Eventually(t, func() bool { return f.stats(name).Depth == n }, waitFor, 10*time.Millisecond)
+	// While filad is down, every lease runs out: recovery finds them all
+	// expired and requeues them in one batch.
+	var expire storage.Batch
+	for id, l := range qc.Leases {
+		l.ExpiresAtUnixMs = time.Now().Add(-time.Minute).UnixMilli()
+		expire.PutLease(name, id, l)
+	}
+	require.NoError(t, store.Write(&expire))
+	f = startOn(t, store)
+	st := f.stats(name)
+	require.EqualValues(t, n, st.Depth)
+	require.Zero(t, st.InFlight)
 	require.Eventually(t, func() bool {
 		qc, err := store.LoadQueue(name)
-		return err == nil && len(qc.Leases) == 0
-	}, waitFor, 10*time.Millisecond, "the expiries were durable")
+		return err == nil && len(qc.Leases) == 0 && qc.Messages[0].Record.GetAttemptCount() == 1
+	}, waitFor, 10*time.Millisecond, "the requeues were durable")
 
 	require.NoError(t, f.ask(nil, &DeleteQueue{Name: name}).(*AdminReply).Err)
 	qc, err = store.LoadQueue(name)

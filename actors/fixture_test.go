@@ -117,6 +117,18 @@ func (f *fixture) subscribe(queue string, size int) *Consumer {
 	return c
 }
 
+// recv takes c's next delivery as a lease stream does: when that frees a
+// full buffer, it tells the queue (ConsumerReady). It fails once waitFor
+// passes.
+func (f *fixture) recv(c *Consumer) *Delivery {
+	f.t.Helper()
+	d := recv(f.t, c)
+	if len(c.Deliveries) == cap(c.Deliveries)-1 {
+		f.sys.Send(f.sys.Directory().Lookup(d.Queue).PID, &ConsumerReady{})
+	}
+	return d
+}
+
 func (f *fixture) stats(queue string) *QueueStats {
 	f.t.Helper()
 	return f.ask(queue, &GetStats{}).(*QueueStats)

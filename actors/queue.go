@@ -221,7 +221,7 @@ func (q *queueActor) stop(reason error) {
 func (q *queueActor) subscribe(ctx actor.Context, c *Consumer) {
 	q.consumers = append(q.consumers, &consumerSlot{
 		c:      c,
-		credit: cap(c.Deliveries),
+		credit: c.MaxInFlight,
 		parent: telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()),
 	})
 	ctx.Respond(&SubscribeReply{Queue: ctx.Self()})
