@@ -85,12 +85,12 @@ func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
 	cfg.CreatedAt = time.Now()
 	// Leftovers of a deletion cut short by a crash must not reappear.
 	if err := b.opts.Store.PurgeQueue(cfg.Name); err != nil {
-		return fmt.Errorf("%w: %v", ErrStorage, err)
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	var batch storage.Batch
 	batch.PutQueue(cfg.record())
 	if err := b.opts.Store.Write(&batch); err != nil {
-		return fmt.Errorf("%w: %v", ErrStorage, err)
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	b.spawn(ctx, cfg)
 	b.opts.Logger.Info("queue created", slog.String("queue_id", cfg.Name))
@@ -123,7 +123,7 @@ func (b *brokerActor) update(ctx actor.Context, cfg QueueConfig) error {
 	var batch storage.Batch
 	batch.PutQueue(cfg.record())
 	if err := b.opts.Store.Write(&batch); err != nil {
-		return fmt.Errorf("%w: %v", ErrStorage, err)
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	c.config.set(cfg)
 	ctx.Send(c.pid, &configChanged{})
@@ -163,7 +163,7 @@ func (b *brokerActor) purge(name string) error {
 	var batch storage.Batch
 	batch.DeleteQueue(name)
 	if err := b.opts.Store.Write(&batch); err != nil {
-		return fmt.Errorf("%w: %v", ErrStorage, err)
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	if err := b.opts.Store.PurgeQueue(name); err != nil {
 		// The record is gone, so the queue is deleted; leftovers are purged

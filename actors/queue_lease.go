@@ -218,7 +218,7 @@ func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 
 func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
 	if d.err != nil {
-		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: %v", ErrStorage, d.err)})
+		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return
 	}
 	m := q.msgs[d.id]

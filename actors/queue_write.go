@@ -99,7 +99,7 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		if mine {
 			q.held.remove(d.msg.rec)
 		}
-		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
+		err := fmt.Errorf("%w: %w", ErrStorage, d.err)
 		endSpan(d.span, err)
 		ctx.Send(d.sender, &EnqueueReply{Err: err})
 		return
@@ -165,7 +165,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 				q.armTimer(ctx)
 			}
 		}
-		err := fmt.Errorf("%w: %v", ErrStorage, d.err)
+		err := fmt.Errorf("%w: %w", ErrStorage, d.err)
 		endSpan(d.span, err)
 		ctx.Send(d.sender, &SettleReply{Err: err})
 		return

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/grpc/codes"
@@ -27,7 +28,9 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, actors.ErrQueueExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, actors.ErrOverloaded):
+	case errors.Is(err, actors.ErrOverloaded), errors.Is(err, syscall.ENOSPC):
+		// A full disk is a resource running out, not a broken broker: the
+		// client may retry once the operator has made room.
 		code = codes.ResourceExhausted
 	case errors.Is(err, actors.ErrShuttingDown), errors.Is(err, actor.ErrTimeout):
 		code = codes.Unavailable
