@@ -125,14 +125,18 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *configChanged:
 		q.cfg = q.config.get()
 	case *Enqueue:
-		q.enqueue(ctx, m)
+		q.enqueue(ctx, []*Enqueue{m}, false)
+	case *EnqueueBatch:
+		q.enqueue(ctx, m.Items, true)
 	case *enqueueDone:
 		q.pending--
 		q.enqueued(ctx, m)
 	case *Ack:
-		q.settle(ctx, m.ID, m.LeaseID, false, "")
+		q.settle(ctx, []SettleItem{{ID: m.ID, LeaseID: m.LeaseID}}, false)
 	case *Nack:
-		q.settle(ctx, m.ID, m.LeaseID, true, m.Error)
+		q.settle(ctx, []SettleItem{{ID: m.ID, LeaseID: m.LeaseID, Nack: true, Error: m.Error}}, false)
+	case *SettleBatch:
+		q.settle(ctx, m.Items, true)
 	case *settleDone:
 		q.pending--
 		q.settled(ctx, m)
@@ -173,18 +177,26 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 		q.pending--
 		switch d := m.(type) {
 		case *enqueueDone:
-			endSpan(d.span, d.err)
-			ctx.Send(d.sender, &EnqueueReply{Err: err})
+			for _, it := range d.items {
+				endSpan(it.span, err)
+			}
+			ctx.Send(d.sender, enqueueRefusal(len(d.items), d.batch, err))
 		case *settleDone:
-			endSpan(d.span, d.err)
-			ctx.Send(d.sender, &SettleReply{Err: err})
+			for _, it := range d.items {
+				endSpan(it.span, err)
+			}
+			ctx.Send(d.sender, settleRefusal(len(d.items), d.batch, err))
 		case *extendDone:
 			ctx.Send(d.sender, &ExtendReply{Err: err})
 		}
 	case *Enqueue:
-		ctx.Respond(&EnqueueReply{Err: err})
+		ctx.Respond(enqueueRefusal(1, false, err))
+	case *EnqueueBatch:
+		ctx.Respond(enqueueRefusal(len(m.Items), true, err))
 	case *Ack, *Nack:
-		ctx.Respond(&SettleReply{Err: err})
+		ctx.Respond(settleRefusal(1, false, err))
+	case *SettleBatch:
+		ctx.Respond(settleRefusal(len(m.Items), true, err))
 	case *Extend:
 		ctx.Respond(&ExtendReply{Err: err})
 	case *Subscribe:
@@ -199,6 +211,30 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 		return // lifecycle: nothing to answer, nothing new to wait for
 	}
 	q.retireIfIdle(ctx)
+}
+
+// enqueueRefusal answers n enqueued items, all with err.
+func enqueueRefusal(n int, batch bool, err error) any {
+	if !batch {
+		return &EnqueueReply{Err: err}
+	}
+	r := &EnqueueBatchReply{Results: make([]EnqueueReply, n)}
+	for i := range r.Results {
+		r.Results[i].Err = err
+	}
+	return r
+}
+
+// settleRefusal answers n settle items, all with err.
+func settleRefusal(n int, batch bool, err error) any {
+	if !batch {
+		return &SettleReply{Err: err}
+	}
+	r := &SettleBatchReply{Errs: make([]error, n)}
+	for i := range r.Errs {
+		r.Errs[i] = err
+	}
+	return r
 }
 
 // retireIfIdle stops a retired actor once its mailbox holds nothing but

@@ -1,11 +1,9 @@
 package actors
 
 import (
-	"context"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
@@ -49,6 +47,23 @@ type (
 	}
 	// SettleReply answers Ack and Nack once the change is durable.
 	SettleReply struct{ Err error }
+	// EnqueueBatch stores many messages in one commit; each is checked as
+	// an Enqueue is, and a refused one fails alone. Reply: *EnqueueBatchReply.
+	EnqueueBatch struct{ Items []*Enqueue }
+	// EnqueueBatchReply answers EnqueueBatch, one result per item, in order.
+	EnqueueBatchReply struct{ Results []EnqueueReply }
+	// SettleBatch acks and nacks many leases in one commit. Reply:
+	// *SettleBatchReply.
+	SettleBatch struct{ Items []SettleItem }
+	// SettleItem is one Ack (Nack false) or Nack of a SettleBatch.
+	SettleItem struct {
+		ID, LeaseID string
+		Nack        bool
+		Error       string
+	}
+	// SettleBatchReply answers SettleBatch, one error (nil: done) per item,
+	// in order.
+	SettleBatchReply struct{ Errs []error }
 	// Subscribe adds a consumer. Reply: *SubscribeReply.
 	Subscribe struct{ Consumer *Consumer }
 	// SubscribeReply confirms a Subscribe; Queue is where Unsubscribe goes.
@@ -91,12 +106,11 @@ type (
 	}
 	// enqueueDone, settleDone: a storage commit has finished.
 	enqueueDone struct {
-		msg    *message
+		items  []*enqueueItem
+		batch  bool        // answer with an EnqueueBatchReply
 		owner  *queueActor // the incarnation that submitted it
 		sender *actor.PID
 		err    error
-		span   trace.Span
-		ctx    context.Context // the span's, for logs
 	}
 	extendDone struct {
 		id, leaseID string
@@ -105,13 +119,10 @@ type (
 		err         error
 	}
 	settleDone struct {
-		id     string
-		nack   bool
-		rec    *storagev1.MessageRecord // the record after a nack
+		items  []*settleItem
+		batch  bool // answer with a SettleBatchReply
 		sender *actor.PID
 		err    error
-		span   trace.Span
-		ctx    context.Context // the span's, for logs
 	}
 	// leaseTick: the earliest lease may have expired.
 	leaseTick struct{}

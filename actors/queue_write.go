@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -9,21 +10,55 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
 
-// The write paths: each request becomes one storage batch, and the reply
-// goes out only once the batch is durable.
+// The write paths: a request (one item, or a batch of them) becomes one
+// storage batch, and the replies go out only once it is durable. An item
+// refused before the write (a bad weight, a full queue, a lease not held)
+// fails alone.
 
-func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
-	spanCtx, span := q.startSpan(ctx.MessageHeader(), telemetry.SpanEnqueue)
-	fail := func(err error) {
-		endSpan(span, err)
-		ctx.Respond(&EnqueueReply{Err: err})
+// enqueueItem is one message of an Enqueue or EnqueueBatch on its way to
+// storage.
+type enqueueItem struct {
+	msg  *message
+	span trace.Span
+	ctx  context.Context // the span's, for logs
+	err  error           // refused before the write
+}
+
+func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch bool) {
+	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
+	var b storage.Batch
+	items := make([]*enqueueItem, len(reqs))
+	for i, req := range reqs {
+		items[i] = q.prepareEnqueue(parent, req, &b)
 	}
+	d := &enqueueDone{items: items, batch: batch, owner: q, sender: ctx.Sender()}
+	if b.Len() == 0 {
+		q.enqueued(ctx, d) // nothing to write: every item was refused
+		return
+	}
+	q.submit(ctx, commitParent(parent, batch, items[0].ctx), &b, func(err error) any {
+		d.err = err
+		return d
+	})
+}
+
+// prepareEnqueue checks req against the queue's rules and, if it passes,
+// adds its write to b.
+func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
+	// A message that carries its own trace context keeps it: its span joins
+	// that trace rather than the batch call's.
+	if _, own := req.Headers[traceparentHeader]; own {
+		parent = telemetry.ExtractHeaders(context.Background(), mapHeader(req.Headers))
+	}
+	spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
+	it := &enqueueItem{span: span, ctx: spanCtx}
 	key := req.Headers[q.cfg.FairnessKeyHeader]
 	if key == "" {
 		key = DefaultFairnessKey
@@ -34,19 +69,19 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 	if w, ok := req.Headers[WeightHeader]; ok {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil || n < 1 || n > MaxWeight {
-			fail(fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight))
-			return
+			it.err = fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)
+			return it
 		}
 		weight = uint32(n)
 	}
 	if err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
-		fail(err)
-		return
+		it.err = err
+		return it
 	}
 	uid, err := uuid.NewV7()
 	if err != nil {
-		fail(fmt.Errorf("%w: message id: %v", ErrStorage, err))
-		return
+		it.err = fmt.Errorf("%w: message id: %v", ErrStorage, err)
+		return it
 	}
 	id := uid.String()
 	if span.IsRecording() {
@@ -81,118 +116,185 @@ func (q *queueActor) enqueue(ctx actor.Context, req *Enqueue) {
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
 	}
-	m := &message{id: id, rec: rec}
+	it.msg = &message{id: id, rec: rec}
 	q.held.add(rec) // now, so a burst cannot overshoot while it commits
-	var b storage.Batch
-	b.PutMessage(q.cfg.Name, m.id, rec)
-	sender := ctx.Sender()
-	q.submit(ctx, spanCtx, &b, func(err error) any {
-		return &enqueueDone{msg: m, owner: q, sender: sender, err: err, span: span, ctx: spanCtx}
-	})
+	b.PutMessage(q.cfg.Name, id, rec)
+	return it
 }
 
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
-	// Only this incarnation counted the message in held when it submitted
-	// it; after a supervisor restart the load counted what was stored.
+	// Only this incarnation counted the messages in held when it submitted
+	// them; after a supervisor restart the load counted what was stored.
 	mine := d.owner == q
-	if d.err != nil {
-		if mine {
-			q.held.remove(d.msg.rec)
+	replies := make([]EnqueueReply, len(d.items))
+	added := 0
+	for i, it := range d.items {
+		switch {
+		case it.err != nil:
+			replies[i].Err = it.err
+		case d.err != nil:
+			if mine {
+				q.held.remove(it.msg.rec)
+			}
+			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
+		default:
+			// After a restart the message may already have been loaded.
+			if _, known := q.msgs[it.msg.id]; !known {
+				q.msgs[it.msg.id] = it.msg
+				q.makeReady(it.msg, true)
+				if !mine {
+					q.held.add(it.msg.rec)
+				}
+			}
+			added++
+			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.rec.GetFairnessKey()))
+			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.rec.GetFairnessKey()}
 		}
-		err := fmt.Errorf("%w: %w", ErrStorage, d.err)
-		endSpan(d.span, err)
-		ctx.Send(d.sender, &EnqueueReply{Err: err})
-		return
+		endSpan(it.span, replies[i].Err)
 	}
-	d.span.End()
-	// After a restart the message may already have been loaded from storage.
-	if _, known := q.msgs[d.msg.id]; !known {
-		q.msgs[d.msg.id] = d.msg
-		q.makeReady(d.msg, true)
-		if !mine {
-			q.held.add(d.msg.rec)
-		}
+	if d.batch {
+		ctx.Send(d.sender, &EnqueueBatchReply{Results: replies})
+	} else {
+		ctx.Send(d.sender, &replies[0])
 	}
-	q.count(telemetry.Enqueued, 1)
-	q.debug(d.ctx, "message enqueued", slog.String("msg_id", d.msg.id), slog.String("fairness_key", d.msg.rec.GetFairnessKey()))
-	ctx.Send(d.sender, &EnqueueReply{ID: d.msg.id, FairnessKey: d.msg.rec.GetFairnessKey()})
-	q.dispatch(ctx)
-	q.changed(ctx)
+	if added > 0 {
+		q.count(telemetry.Enqueued, int64(added))
+		q.dispatch(ctx)
+		q.changed(ctx)
+	}
 }
 
-// settle writes an ack (delete) or a nack (requeue) of id's lease (leaseID's,
-// when given); reason is a nack's error text, for the DEBUG log.
-func (q *queueActor) settle(ctx actor.Context, id, leaseID string, nack bool, reason string) {
-	spanCtx, span := q.startSpan(ctx.MessageHeader(), telemetry.SpanSettle)
-	if span.IsRecording() {
-		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSettle, q.cfg.Name, id)...)
-		span.SetAttributes(attribute.Bool("fila.nack", nack))
+// settleItem is one Ack or Nack on its way to storage.
+type settleItem struct {
+	id   string
+	nack bool
+	rec  *storagev1.MessageRecord // the record after a nack
+	span trace.Span
+	ctx  context.Context
+	err  error // refused before the write
+}
+
+// settle writes acks (deletes) and nacks (requeues) of held leases.
+func (q *queueActor) settle(ctx actor.Context, reqs []SettleItem, batch bool) {
+	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
+	var b storage.Batch
+	items := make([]*settleItem, len(reqs))
+	for i, r := range reqs {
+		items[i] = q.prepareSettle(parent, r, &b)
 	}
-	m, err := q.heldLease(id, leaseID)
-	if err != nil {
-		endSpan(span, err)
-		ctx.Respond(&SettleReply{Err: err})
+	d := &settleDone{items: items, batch: batch, sender: ctx.Sender()}
+	if b.Len() == 0 {
+		q.settled(ctx, d)
 		return
 	}
-	if nack {
-		q.debug(spanCtx, "nack received", slog.String("msg_id", id), slog.String("error", clip(reason, maxLoggedNackError)))
-	}
-	m.settling = true
-	var b storage.Batch
-	d := &settleDone{id: id, nack: nack, sender: ctx.Sender(), span: span, ctx: spanCtx}
-	if nack {
-		d.rec = q.requeue(&b, m)
-	} else {
-		b.DeleteMessage(q.cfg.Name, id)
-		b.DeleteLease(q.cfg.Name, id)
-	}
-	q.submit(ctx, spanCtx, &b, func(err error) any {
+	q.submit(ctx, commitParent(parent, batch, items[0].ctx), &b, func(err error) any {
 		d.err = err
 		return d
 	})
 }
 
+func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *storage.Batch) *settleItem {
+	spanCtx, span := q.startChild(parent, telemetry.SpanSettle)
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSettle, q.cfg.Name, r.ID)...)
+		span.SetAttributes(attribute.Bool("fila.nack", r.Nack))
+	}
+	it := &settleItem{id: r.ID, nack: r.Nack, span: span, ctx: spanCtx}
+	m, err := q.heldLease(r.ID, r.LeaseID)
+	if err != nil {
+		it.err = err
+		return it
+	}
+	if r.Nack {
+		q.debug(spanCtx, "nack received", slog.String("msg_id", r.ID), slog.String("error", clip(r.Error, maxLoggedNackError)))
+	}
+	m.settling = true
+	if r.Nack {
+		it.rec = q.requeue(b, m)
+	} else {
+		b.DeleteMessage(q.cfg.Name, r.ID)
+		b.DeleteLease(q.cfg.Name, r.ID)
+	}
+	return it
+}
+
 func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
-	m := q.msgs[d.id]
-	if d.err != nil {
-		if m != nil {
-			m.settling = false
-			// The lease stands. If it expired while the write was failing, its
-			// expiry entry was skipped: expire it now. Otherwise that entry is
-			// still queued and fires on time.
-			if !m.expiresAt.After(time.Now()) {
-				q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
-				q.armTimer(ctx)
+	errs := make([]error, len(d.items))
+	var acked, nacked int64
+	for i, it := range d.items {
+		switch {
+		case it.err != nil:
+			errs[i] = it.err
+		case d.err != nil:
+			errs[i] = fmt.Errorf("%w: %w", ErrStorage, d.err)
+			if m := q.msgs[it.id]; m != nil {
+				m.settling = false
+				// The lease stands. If it expired while the write was
+				// failing, its expiry entry was skipped: expire it now.
+				// Otherwise that entry is still queued and fires on time.
+				if !m.expiresAt.After(time.Now()) {
+					q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
+					q.armTimer(ctx)
+				}
+			}
+		default:
+			if m := q.msgs[it.id]; m != nil { // nil only if a restart reloaded the queue after the commit
+				if m.leased {
+					q.unlease(m)
+				}
+				m.settling = false
+				if it.nack {
+					m.rec = it.rec
+					q.makeReady(m, false)
+				} else {
+					q.forget(m)
+				}
+			}
+			if it.nack {
+				nacked++
+				q.debug(it.ctx, "message nacked", slog.String("msg_id", it.id))
+			} else {
+				acked++
+				q.debug(it.ctx, "message acked", slog.String("msg_id", it.id))
 			}
 		}
-		err := fmt.Errorf("%w: %w", ErrStorage, d.err)
-		endSpan(d.span, err)
-		ctx.Send(d.sender, &SettleReply{Err: err})
-		return
+		endSpan(it.span, errs[i])
 	}
-	d.span.End()
-	if m != nil { // nil only if a restart reloaded the queue after the commit
-		if m.leased {
-			q.unlease(m)
-		}
-		m.settling = false
-		if d.nack {
-			m.rec = d.rec
-			q.makeReady(m, false)
-		} else {
-			q.forget(m)
-		}
-	}
-	if d.nack {
-		q.count(telemetry.Nacked, 1)
-		q.debug(d.ctx, "message nacked", slog.String("msg_id", d.id))
+	if d.batch {
+		ctx.Send(d.sender, &SettleBatchReply{Errs: errs})
 	} else {
-		q.count(telemetry.Acked, 1)
-		q.debug(d.ctx, "message acked", slog.String("msg_id", d.id))
+		ctx.Send(d.sender, &SettleReply{Err: errs[0]})
 	}
-	ctx.Send(d.sender, &SettleReply{})
-	q.dispatch(ctx)
-	q.changed(ctx)
+	if acked+nacked > 0 {
+		q.count(telemetry.Acked, acked)
+		q.count(telemetry.Nacked, nacked)
+		q.dispatch(ctx)
+		q.changed(ctx)
+	}
+}
+
+// commitParent is the span the commit span goes under: the item's own span
+// for a single request, the batch call's for a batch (its items may belong
+// to different traces).
+func commitParent(call context.Context, batch bool, item context.Context) context.Context {
+	if batch {
+		return call
+	}
+	return item
+}
+
+// mapHeader reads a message's headers as an envelope header, to extract
+// the trace context a producer put in them.
+type mapHeader map[string]string
+
+func (h mapHeader) Get(key string) string { return h[key] }
+
+func (h mapHeader) Keys() []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // maxLoggedNackError bounds the nack reason in the DEBUG log.

@@ -132,7 +132,11 @@ type LeaseRequest struct {
 	// max_in_flight is the most messages leased to this stream and not yet
 	// acked or nacked (expired leases free their slot too); 0 means the
 	// server's default (server.default_max_in_flight, 256). At most 10000.
-	MaxInFlight   uint32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	MaxInFlight uint32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// max_batch is the most messages one LeaseResponse carries; 0 or 1 means
+	// one, in `message`. A frame carries what is ready and never waits to
+	// fill up. At most 1000.
+	MaxBatch      uint32 `protobuf:"varint,3,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -181,9 +185,19 @@ func (x *LeaseRequest) GetMaxInFlight() uint32 {
 	return 0
 }
 
+func (x *LeaseRequest) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 type LeaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is the delivery when the stream's max_batch is 0 or 1.
+	Message *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// messages are the deliveries when max_batch > 1.
+	Messages      []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,6 +235,13 @@ func (*LeaseResponse) Descriptor() ([]byte, []int) {
 func (x *LeaseResponse) GetMessage() *Message {
 	if x != nil {
 		return x.Message
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
 	}
 	return nil
 }
@@ -547,6 +568,364 @@ func (x *ExtendResponse) GetLeaseExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type EnqueueBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*EnqueueRequest      `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueBatchRequest) Reset() {
+	*x = EnqueueBatchRequest{}
+	mi := &file_fila_v1_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueBatchRequest) ProtoMessage() {}
+
+func (x *EnqueueBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueBatchRequest.ProtoReflect.Descriptor instead.
+func (*EnqueueBatchRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EnqueueBatchRequest) GetMessages() []*EnqueueRequest {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type EnqueueBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are in the order of the request's messages.
+	Results       []*EnqueueResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueBatchResponse) Reset() {
+	*x = EnqueueBatchResponse{}
+	mi := &file_fila_v1_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueBatchResponse) ProtoMessage() {}
+
+func (x *EnqueueBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueBatchResponse.ProtoReflect.Descriptor instead.
+func (*EnqueueBatchResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EnqueueBatchResponse) GetResults() []*EnqueueResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type EnqueueResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*EnqueueResult_MessageId
+	//	*EnqueueResult_Error
+	Result        isEnqueueResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueResult) Reset() {
+	*x = EnqueueResult{}
+	mi := &file_fila_v1_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueResult) ProtoMessage() {}
+
+func (x *EnqueueResult) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueResult.ProtoReflect.Descriptor instead.
+func (*EnqueueResult) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EnqueueResult) GetResult() isEnqueueResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *EnqueueResult) GetMessageId() string {
+	if x != nil {
+		if x, ok := x.Result.(*EnqueueResult_MessageId); ok {
+			return x.MessageId
+		}
+	}
+	return ""
+}
+
+func (x *EnqueueResult) GetError() *Status {
+	if x != nil {
+		if x, ok := x.Result.(*EnqueueResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isEnqueueResult_Result interface {
+	isEnqueueResult_Result()
+}
+
+type EnqueueResult_MessageId struct {
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3,oneof"`
+}
+
+type EnqueueResult_Error struct {
+	Error *Status `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*EnqueueResult_MessageId) isEnqueueResult_Result() {}
+
+func (*EnqueueResult_Error) isEnqueueResult_Result() {}
+
+type AckBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acks          []*AckRequest          `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckBatchRequest) Reset() {
+	*x = AckBatchRequest{}
+	mi := &file_fila_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckBatchRequest) ProtoMessage() {}
+
+func (x *AckBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckBatchRequest.ProtoReflect.Descriptor instead.
+func (*AckBatchRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AckBatchRequest) GetAcks() []*AckRequest {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+type NackBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nacks         []*NackRequest         `protobuf:"bytes,1,rep,name=nacks,proto3" json:"nacks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackBatchRequest) Reset() {
+	*x = NackBatchRequest{}
+	mi := &file_fila_v1_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackBatchRequest) ProtoMessage() {}
+
+func (x *NackBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackBatchRequest.ProtoReflect.Descriptor instead.
+func (*NackBatchRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NackBatchRequest) GetNacks() []*NackRequest {
+	if x != nil {
+		return x.Nacks
+	}
+	return nil
+}
+
+type SettleBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are in the order of the request's items; code 0 means done.
+	Results       []*Status `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleBatchResponse) Reset() {
+	*x = SettleBatchResponse{}
+	mi := &file_fila_v1_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleBatchResponse) ProtoMessage() {}
+
+func (x *SettleBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleBatchResponse.ProtoReflect.Descriptor instead.
+func (*SettleBatchResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SettleBatchResponse) GetResults() []*Status {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// Status is one item's outcome, with gRPC's code numbering (google.rpc.Status
+// without its details).
+type Status struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_fila_v1_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_fila_v1_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Status) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Status) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_fila_v1_service_proto protoreflect.FileDescriptor
 
 const file_fila_v1_service_proto_rawDesc = "" +
@@ -561,12 +940,14 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"0\n" +
 	"\x0fEnqueueResponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x01 \x01(\tR\tmessageId\"H\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"e\n" +
 	"\fLeaseRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\"\n" +
-	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\";\n" +
+	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\x12\x1b\n" +
+	"\tmax_batch\x18\x03 \x01(\rR\bmaxBatch\"i\n" +
 	"\rLeaseResponse\x12*\n" +
-	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\"\\\n" +
+	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\x12,\n" +
+	"\bmessages\x18\x02 \x03(\v2\x10.fila.v1.MessageR\bmessages\"\\\n" +
 	"\n" +
 	"AckRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
@@ -588,13 +969,34 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\blease_id\x18\x03 \x01(\tR\aleaseId\x122\n" +
 	"\x15visibility_timeout_ms\x18\x04 \x01(\x04R\x13visibilityTimeoutMs\"V\n" +
 	"\x0eExtendResponse\x12D\n" +
-	"\x10lease_expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt2\xa7\x02\n" +
+	"\x10lease_expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"J\n" +
+	"\x13EnqueueBatchRequest\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.fila.v1.EnqueueRequestR\bmessages\"H\n" +
+	"\x14EnqueueBatchResponse\x120\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.fila.v1.EnqueueResultR\aresults\"c\n" +
+	"\rEnqueueResult\x12\x1f\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tH\x00R\tmessageId\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x0f.fila.v1.StatusH\x00R\x05errorB\b\n" +
+	"\x06result\":\n" +
+	"\x0fAckBatchRequest\x12'\n" +
+	"\x04acks\x18\x01 \x03(\v2\x13.fila.v1.AckRequestR\x04acks\">\n" +
+	"\x10NackBatchRequest\x12*\n" +
+	"\x05nacks\x18\x01 \x03(\v2\x14.fila.v1.NackRequestR\x05nacks\"@\n" +
+	"\x13SettleBatchResponse\x12)\n" +
+	"\aresults\x18\x01 \x03(\v2\x0f.fila.v1.StatusR\aresults\"6\n" +
+	"\x06Status\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage2\xfe\x03\n" +
 	"\vFilaService\x12<\n" +
 	"\aEnqueue\x12\x17.fila.v1.EnqueueRequest\x1a\x18.fila.v1.EnqueueResponse\x128\n" +
 	"\x05Lease\x12\x15.fila.v1.LeaseRequest\x1a\x16.fila.v1.LeaseResponse0\x01\x120\n" +
 	"\x03Ack\x12\x13.fila.v1.AckRequest\x1a\x14.fila.v1.AckResponse\x123\n" +
 	"\x04Nack\x12\x14.fila.v1.NackRequest\x1a\x15.fila.v1.NackResponse\x129\n" +
-	"\x06Extend\x12\x16.fila.v1.ExtendRequest\x1a\x17.fila.v1.ExtendResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\x06Extend\x12\x16.fila.v1.ExtendRequest\x1a\x17.fila.v1.ExtendResponse\x12K\n" +
+	"\fEnqueueBatch\x12\x1c.fila.v1.EnqueueBatchRequest\x1a\x1d.fila.v1.EnqueueBatchResponse\x12B\n" +
+	"\bAckBatch\x12\x18.fila.v1.AckBatchRequest\x1a\x1c.fila.v1.SettleBatchResponse\x12D\n" +
+	"\tNackBatch\x12\x19.fila.v1.NackBatchRequest\x1a\x1c.fila.v1.SettleBatchResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_service_proto_rawDescOnce sync.Once
@@ -608,7 +1010,7 @@ func file_fila_v1_service_proto_rawDescGZIP() []byte {
 	return file_fila_v1_service_proto_rawDescData
 }
 
-var file_fila_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_fila_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_fila_v1_service_proto_goTypes = []any{
 	(*EnqueueRequest)(nil),        // 0: fila.v1.EnqueueRequest
 	(*EnqueueResponse)(nil),       // 1: fila.v1.EnqueueResponse
@@ -620,29 +1022,49 @@ var file_fila_v1_service_proto_goTypes = []any{
 	(*NackResponse)(nil),          // 7: fila.v1.NackResponse
 	(*ExtendRequest)(nil),         // 8: fila.v1.ExtendRequest
 	(*ExtendResponse)(nil),        // 9: fila.v1.ExtendResponse
-	nil,                           // 10: fila.v1.EnqueueRequest.HeadersEntry
-	(*Message)(nil),               // 11: fila.v1.Message
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*EnqueueBatchRequest)(nil),   // 10: fila.v1.EnqueueBatchRequest
+	(*EnqueueBatchResponse)(nil),  // 11: fila.v1.EnqueueBatchResponse
+	(*EnqueueResult)(nil),         // 12: fila.v1.EnqueueResult
+	(*AckBatchRequest)(nil),       // 13: fila.v1.AckBatchRequest
+	(*NackBatchRequest)(nil),      // 14: fila.v1.NackBatchRequest
+	(*SettleBatchResponse)(nil),   // 15: fila.v1.SettleBatchResponse
+	(*Status)(nil),                // 16: fila.v1.Status
+	nil,                           // 17: fila.v1.EnqueueRequest.HeadersEntry
+	(*Message)(nil),               // 18: fila.v1.Message
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_fila_v1_service_proto_depIdxs = []int32{
-	10, // 0: fila.v1.EnqueueRequest.headers:type_name -> fila.v1.EnqueueRequest.HeadersEntry
-	11, // 1: fila.v1.LeaseResponse.message:type_name -> fila.v1.Message
-	12, // 2: fila.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: fila.v1.FilaService.Enqueue:input_type -> fila.v1.EnqueueRequest
-	2,  // 4: fila.v1.FilaService.Lease:input_type -> fila.v1.LeaseRequest
-	4,  // 5: fila.v1.FilaService.Ack:input_type -> fila.v1.AckRequest
-	6,  // 6: fila.v1.FilaService.Nack:input_type -> fila.v1.NackRequest
-	8,  // 7: fila.v1.FilaService.Extend:input_type -> fila.v1.ExtendRequest
-	1,  // 8: fila.v1.FilaService.Enqueue:output_type -> fila.v1.EnqueueResponse
-	3,  // 9: fila.v1.FilaService.Lease:output_type -> fila.v1.LeaseResponse
-	5,  // 10: fila.v1.FilaService.Ack:output_type -> fila.v1.AckResponse
-	7,  // 11: fila.v1.FilaService.Nack:output_type -> fila.v1.NackResponse
-	9,  // 12: fila.v1.FilaService.Extend:output_type -> fila.v1.ExtendResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	17, // 0: fila.v1.EnqueueRequest.headers:type_name -> fila.v1.EnqueueRequest.HeadersEntry
+	18, // 1: fila.v1.LeaseResponse.message:type_name -> fila.v1.Message
+	18, // 2: fila.v1.LeaseResponse.messages:type_name -> fila.v1.Message
+	19, // 3: fila.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: fila.v1.EnqueueBatchRequest.messages:type_name -> fila.v1.EnqueueRequest
+	12, // 5: fila.v1.EnqueueBatchResponse.results:type_name -> fila.v1.EnqueueResult
+	16, // 6: fila.v1.EnqueueResult.error:type_name -> fila.v1.Status
+	4,  // 7: fila.v1.AckBatchRequest.acks:type_name -> fila.v1.AckRequest
+	6,  // 8: fila.v1.NackBatchRequest.nacks:type_name -> fila.v1.NackRequest
+	16, // 9: fila.v1.SettleBatchResponse.results:type_name -> fila.v1.Status
+	0,  // 10: fila.v1.FilaService.Enqueue:input_type -> fila.v1.EnqueueRequest
+	2,  // 11: fila.v1.FilaService.Lease:input_type -> fila.v1.LeaseRequest
+	4,  // 12: fila.v1.FilaService.Ack:input_type -> fila.v1.AckRequest
+	6,  // 13: fila.v1.FilaService.Nack:input_type -> fila.v1.NackRequest
+	8,  // 14: fila.v1.FilaService.Extend:input_type -> fila.v1.ExtendRequest
+	10, // 15: fila.v1.FilaService.EnqueueBatch:input_type -> fila.v1.EnqueueBatchRequest
+	13, // 16: fila.v1.FilaService.AckBatch:input_type -> fila.v1.AckBatchRequest
+	14, // 17: fila.v1.FilaService.NackBatch:input_type -> fila.v1.NackBatchRequest
+	1,  // 18: fila.v1.FilaService.Enqueue:output_type -> fila.v1.EnqueueResponse
+	3,  // 19: fila.v1.FilaService.Lease:output_type -> fila.v1.LeaseResponse
+	5,  // 20: fila.v1.FilaService.Ack:output_type -> fila.v1.AckResponse
+	7,  // 21: fila.v1.FilaService.Nack:output_type -> fila.v1.NackResponse
+	9,  // 22: fila.v1.FilaService.Extend:output_type -> fila.v1.ExtendResponse
+	11, // 23: fila.v1.FilaService.EnqueueBatch:output_type -> fila.v1.EnqueueBatchResponse
+	15, // 24: fila.v1.FilaService.AckBatch:output_type -> fila.v1.SettleBatchResponse
+	15, // 25: fila.v1.FilaService.NackBatch:output_type -> fila.v1.SettleBatchResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_service_proto_init() }
@@ -651,13 +1073,17 @@ func file_fila_v1_service_proto_init() {
 		return
 	}
 	file_fila_v1_messages_proto_init()
+	file_fila_v1_service_proto_msgTypes[12].OneofWrappers = []any{
+		(*EnqueueResult_MessageId)(nil),
+		(*EnqueueResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_service_proto_rawDesc), len(file_fila_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

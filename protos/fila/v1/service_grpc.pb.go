@@ -19,11 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FilaService_Enqueue_FullMethodName = "/fila.v1.FilaService/Enqueue"
-	FilaService_Lease_FullMethodName   = "/fila.v1.FilaService/Lease"
-	FilaService_Ack_FullMethodName     = "/fila.v1.FilaService/Ack"
-	FilaService_Nack_FullMethodName    = "/fila.v1.FilaService/Nack"
-	FilaService_Extend_FullMethodName  = "/fila.v1.FilaService/Extend"
+	FilaService_Enqueue_FullMethodName      = "/fila.v1.FilaService/Enqueue"
+	FilaService_Lease_FullMethodName        = "/fila.v1.FilaService/Lease"
+	FilaService_Ack_FullMethodName          = "/fila.v1.FilaService/Ack"
+	FilaService_Nack_FullMethodName         = "/fila.v1.FilaService/Nack"
+	FilaService_Extend_FullMethodName       = "/fila.v1.FilaService/Extend"
+	FilaService_EnqueueBatch_FullMethodName = "/fila.v1.FilaService/EnqueueBatch"
+	FilaService_AckBatch_FullMethodName     = "/fila.v1.FilaService/AckBatch"
+	FilaService_NackBatch_FullMethodName    = "/fila.v1.FilaService/NackBatch"
 )
 
 // FilaServiceClient is the client API for FilaService service.
@@ -43,6 +46,14 @@ type FilaServiceClient interface {
 	// Extend pushes a lease's expiry out while its consumer is still working
 	// (SQS ChangeMessageVisibility, NATS in-progress).
 	Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error)
+	// EnqueueBatch is many Enqueues in one call: one actor message per queue
+	// it touches and one storage commit. Each item gets its own result, in
+	// order; one bad item fails only itself.
+	EnqueueBatch(ctx context.Context, in *EnqueueBatchRequest, opts ...grpc.CallOption) (*EnqueueBatchResponse, error)
+	// AckBatch is many Acks in one call, one commit per queue.
+	AckBatch(ctx context.Context, in *AckBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error)
+	// NackBatch is many Nacks in one call, one commit per queue.
+	NackBatch(ctx context.Context, in *NackBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error)
 }
 
 type filaServiceClient struct {
@@ -112,6 +123,36 @@ func (c *filaServiceClient) Extend(ctx context.Context, in *ExtendRequest, opts 
 	return out, nil
 }
 
+func (c *filaServiceClient) EnqueueBatch(ctx context.Context, in *EnqueueBatchRequest, opts ...grpc.CallOption) (*EnqueueBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnqueueBatchResponse)
+	err := c.cc.Invoke(ctx, FilaService_EnqueueBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaServiceClient) AckBatch(ctx context.Context, in *AckBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleBatchResponse)
+	err := c.cc.Invoke(ctx, FilaService_AckBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaServiceClient) NackBatch(ctx context.Context, in *NackBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleBatchResponse)
+	err := c.cc.Invoke(ctx, FilaService_NackBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaServiceServer is the server API for FilaService service.
 // All implementations must embed UnimplementedFilaServiceServer
 // for forward compatibility.
@@ -129,6 +170,14 @@ type FilaServiceServer interface {
 	// Extend pushes a lease's expiry out while its consumer is still working
 	// (SQS ChangeMessageVisibility, NATS in-progress).
 	Extend(context.Context, *ExtendRequest) (*ExtendResponse, error)
+	// EnqueueBatch is many Enqueues in one call: one actor message per queue
+	// it touches and one storage commit. Each item gets its own result, in
+	// order; one bad item fails only itself.
+	EnqueueBatch(context.Context, *EnqueueBatchRequest) (*EnqueueBatchResponse, error)
+	// AckBatch is many Acks in one call, one commit per queue.
+	AckBatch(context.Context, *AckBatchRequest) (*SettleBatchResponse, error)
+	// NackBatch is many Nacks in one call, one commit per queue.
+	NackBatch(context.Context, *NackBatchRequest) (*SettleBatchResponse, error)
 	mustEmbedUnimplementedFilaServiceServer()
 }
 
@@ -153,6 +202,15 @@ func (UnimplementedFilaServiceServer) Nack(context.Context, *NackRequest) (*Nack
 }
 func (UnimplementedFilaServiceServer) Extend(context.Context, *ExtendRequest) (*ExtendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Extend not implemented")
+}
+func (UnimplementedFilaServiceServer) EnqueueBatch(context.Context, *EnqueueBatchRequest) (*EnqueueBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnqueueBatch not implemented")
+}
+func (UnimplementedFilaServiceServer) AckBatch(context.Context, *AckBatchRequest) (*SettleBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AckBatch not implemented")
+}
+func (UnimplementedFilaServiceServer) NackBatch(context.Context, *NackBatchRequest) (*SettleBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackBatch not implemented")
 }
 func (UnimplementedFilaServiceServer) mustEmbedUnimplementedFilaServiceServer() {}
 func (UnimplementedFilaServiceServer) testEmbeddedByValue()                     {}
@@ -258,6 +316,60 @@ func _FilaService_Extend_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaService_EnqueueBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnqueueBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaServiceServer).EnqueueBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaService_EnqueueBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaServiceServer).EnqueueBatch(ctx, req.(*EnqueueBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaService_AckBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AckBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaServiceServer).AckBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaService_AckBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaServiceServer).AckBatch(ctx, req.(*AckBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaService_NackBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaServiceServer).NackBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaService_NackBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaServiceServer).NackBatch(ctx, req.(*NackBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaService_ServiceDesc is the grpc.ServiceDesc for FilaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -280,6 +392,18 @@ var FilaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Extend",
 			Handler:    _FilaService_Extend_Handler,
+		},
+		{
+			MethodName: "EnqueueBatch",
+			Handler:    _FilaService_EnqueueBatch_Handler,
+		},
+		{
+			MethodName: "AckBatch",
+			Handler:    _FilaService_AckBatch_Handler,
+		},
+		{
+			MethodName: "NackBatch",
+			Handler:    _FilaService_NackBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
