@@ -45,13 +45,14 @@ type Consumer struct {
 const DeliveryBuffer = 8
 
 // NewConsumer returns a consumer that may hold maxInFlight unsettled
-// messages.
-func NewConsumer(maxInFlight int) *Consumer {
+// messages and is sent frames of up to maxBatch; its buffer holds a frame's
+// worth, and at least DeliveryBuffer.
+func NewConsumer(maxInFlight, maxBatch int) *Consumer {
 	maxInFlight = max(maxInFlight, 1)
 	return &Consumer{
 		id:          consumerIDs.Add(1),
 		MaxInFlight: maxInFlight,
-		Deliveries:  make(chan *Delivery, min(maxInFlight, DeliveryBuffer)),
+		Deliveries:  make(chan *Delivery, min(maxInFlight, max(DeliveryBuffer, maxBatch))),
 		done:        make(chan struct{}),
 	}
 }

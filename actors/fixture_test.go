@@ -112,7 +112,7 @@ func (f *fixture) settle(queue string, msg any) error {
 
 func (f *fixture) subscribe(queue string, size int) *Consumer {
 	f.t.Helper()
-	c := NewConsumer(size)
+	c := NewConsumer(size, 1)
 	f.ask(queue, &Subscribe{Consumer: c})
 	return c
 }

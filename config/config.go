@@ -70,6 +70,12 @@ type Server struct {
 	// MaxHeaderListBytes bounds the gRPC metadata (HTTP/2 header list) of one
 	// call; a bigger one is refused before it is buffered. Defaults to 65536.
 	MaxHeaderListBytes int `koanf:"max_header_list_bytes"`
+	// MaxBatchItems is the most items one EnqueueBatch, AckBatch or
+	// NackBatch may carry. Defaults to 1000.
+	MaxBatchItems int `koanf:"max_batch_items"`
+	// MaxBatchBytes is the most payload and header bytes one EnqueueBatch
+	// may carry. Defaults to 16 MiB.
+	MaxBatchBytes int `koanf:"max_batch_bytes"`
 	// HandshakeTimeoutMS bounds a new connection's TLS and HTTP/2 handshake;
 	// a connection that does not finish it is closed. It also bounds how
 	// long shutdown waits for such a connection. Defaults to 5000.
@@ -184,6 +190,7 @@ func Defaults() Config {
 			MaxStreamsPerConn: 1000, MaxQueueMailbox: 100_000, KeepaliveMinTimeMS: 10_000,
 			DefaultMaxInFlight: 256, RequestTimeoutMS: 30_000,
 			MaxHeaderListBytes: 64 << 10, HandshakeTimeoutMS: 5000,
+			MaxBatchItems: 1000, MaxBatchBytes: 16 << 20,
 		},
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
@@ -445,6 +452,12 @@ func (c Config) check() []fieldError {
 	atLeast("server.request_timeout_ms", c.Server.RequestTimeoutMS, 1)
 	atLeast("server.max_header_list_bytes", c.Server.MaxHeaderListBytes, 1024)
 	atLeast("server.handshake_timeout_ms", c.Server.HandshakeTimeoutMS, 1)
+	if c.Server.MaxBatchItems < 1 || c.Server.MaxBatchItems > 100_000 {
+		bad("server.max_batch_items", c.Server.MaxBatchItems, "must be from 1 to 100000")
+	}
+	if c.Server.MaxBatchBytes < 1 || c.Server.MaxBatchBytes > 256<<20 {
+		bad("server.max_batch_bytes", c.Server.MaxBatchBytes, "must be from 1 to 268435456")
+	}
 	if c.Server.DefaultMaxInFlight < 1 || c.Server.DefaultMaxInFlight > MaxInFlightLimit {
 		bad("server.default_max_in_flight", c.Server.DefaultMaxInFlight, fmt.Sprintf("must be from 1 to %d", MaxInFlightLimit))
 	}

@@ -42,6 +42,8 @@ type Options struct {
 	// leaves it 0: the most messages leased to it and not yet acked or
 	// nacked.
 	DefaultMaxInFlight int
+	// MaxBatchItems and MaxBatchBytes bound one batch call.
+	MaxBatchItems, MaxBatchBytes int
 	// DefaultVisibilityTimeout and DefaultFairnessKeyHeader are what a
 	// CreateQueue that leaves them unset gets.
 	DefaultVisibilityTimeout time.Duration
@@ -58,7 +60,7 @@ func (o Options) validate() (Options, error) {
 	switch {
 	case o.System == nil:
 		return o, errors.New("gateway: Options.System is required")
-	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1,
+	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1, o.MaxBatchItems < 1, o.MaxBatchBytes < 1,
 		o.DefaultVisibilityTimeout <= 0, o.DefaultFairnessKeyHeader == "":
 		return o, fmt.Errorf("gateway: incomplete Options %+v (build them from config)", o)
 	}
@@ -77,6 +79,7 @@ type Server struct {
 	pool    *actor.PID
 	health  *health.Server
 	closing atomic.Bool
+	batches *gatewayActor
 }
 
 // New starts the gateway actor pool.
@@ -86,7 +89,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, sys: opts.System, health: health.NewServer()}
-	props := router.NewRoundRobinPool(opts.PoolSize, actor.WithProducer(func() actor.Actor {
+	newTranslator := func() *gatewayActor {
 		return &gatewayActor{
 			dir:        opts.System.Directory(),
 			broker:     opts.System.Broker(),
@@ -98,6 +101,13 @@ func New(opts Options) (*Server, error) {
 				FairnessKeyHeader: opts.DefaultFairnessKeyHeader,
 			},
 		}
+	}
+	// Batch calls translate their items on the calling goroutine (a gateway
+	// actor keeps no state, so one value serves them all) and ask each queue
+	// they touch once.
+	s.batches = newTranslator()
+	props := router.NewRoundRobinPool(opts.PoolSize, actor.WithProducer(func() actor.Actor {
+		return newTranslator()
 	}))
 	pool, err := opts.System.SpawnNamed(props, "gateway")
 	if err != nil {

@@ -69,37 +69,66 @@ func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_Lease
 		}
 		size = int(n)
 	}
+	frame := max(int(req.GetMaxBatch()), 1)
+	if frame > MaxLeaseBatch {
+		return toStatus(invalid("max_batch: %d is over the limit of %d", frame, MaxLeaseBatch))
+	}
 	for {
-		c := actors.NewConsumer(size)
+		c := actors.NewConsumer(size, frame)
 		r, err := askFor(s, ctx, &call{req: req, consumer: c}, func(*actors.SubscribeReply) error { return nil })
 		if err != nil {
 			return err
 		}
-		err = s.pump(ctx, stream, c, r)
+		err = s.pump(ctx, stream, c, r, frame)
 		if !actors.IsRestart(err) {
 			return toStatus(err)
 		}
 	}
 }
 
-// pump sends deliveries until the stream or the consumer ends.
-func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply) error {
+// pump sends deliveries until the stream or the consumer ends: one per
+// LeaseResponse, or with frame > 1, as many as are ready (up to frame) in
+// one, never waiting for more.
+func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply, frame int) error {
+	var batch []*filav1.Message
 	for {
+		var first *actors.Delivery
 		select {
-		case d := <-c.Deliveries:
-			if len(c.Deliveries) == cap(c.Deliveries)-1 {
-				// It was full: the queue may have passed us over; there is room now.
-				s.sys.Send(sub.Queue, &actors.ConsumerReady{})
-			}
-			if err := stream.Send(&filav1.LeaseResponse{Message: toProto(d)}); err != nil {
-				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
-				return err
-			}
+		case first = <-c.Deliveries:
 		case <-c.Done():
 			return c.Err()
 		case <-ctx.Done():
 			s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
 			return ctx.Err()
+		}
+		// A buffer that was full when we took from it may have been passed
+		// over by the queue: tell it there is room (once per frame).
+		wasFull := len(c.Deliveries) == cap(c.Deliveries)-1
+		resp := &filav1.LeaseResponse{}
+		if frame == 1 {
+			resp.Message = toProto(first)
+		} else {
+			batch = append(batch[:0], toProto(first))
+		take:
+			for len(batch) < frame {
+				if len(c.Deliveries) == cap(c.Deliveries) {
+					wasFull = true
+				}
+				select {
+				case d := <-c.Deliveries:
+					batch = append(batch, toProto(d))
+				default:
+					break take
+				}
+			}
+			resp.Messages = batch
+		}
+		if wasFull {
+			s.sys.Send(sub.Queue, &actors.ConsumerReady{})
+		}
+		if err := stream.Send(resp); err != nil {
+			s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
+			return err
 		}
 	}
 }

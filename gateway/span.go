@@ -20,3 +20,9 @@ func annotate(ctx context.Context, op, queue, msgID string, extra ...attribute.K
 	span.SetAttributes(telemetry.MessagingAttrs(op, queue, msgID)...)
 	span.SetAttributes(extra...)
 }
+
+// annotateBatch marks a batch RPC's server span with the messaging
+// conventions' batch size.
+func annotateBatch(ctx context.Context, op string, n int) {
+	annotate(ctx, op, "", "", attribute.Int("messaging.batch.message_count", n))
+}

@@ -17,6 +17,8 @@ const (
 	MaxHeaderValueBytes = actors.MaxHeaderValueBytes
 	// MaxLeaseIDBytes is the longest lease_id accepted (filad's are ~20 bytes).
 	MaxLeaseIDBytes = 64
+	// MaxLeaseBatch is the largest max_batch a Lease may ask for.
+	MaxLeaseBatch = 1000
 	// MaxConsumerInFlight is the largest max_in_flight a Lease may ask for.
 	MaxConsumerInFlight = config.MaxInFlightLimit
 )

@@ -31,6 +31,7 @@ func (rawCodec) Name() string { return "proto" }
 
 var unaryMethods = []string{
 	"/fila.v1.FilaService/Enqueue", "/fila.v1.FilaService/Ack", "/fila.v1.FilaService/Nack", "/fila.v1.FilaService/Extend",
+	"/fila.v1.FilaService/EnqueueBatch", "/fila.v1.FilaService/AckBatch", "/fila.v1.FilaService/NackBatch",
 	"/fila.v1.FilaAdmin/CreateQueue", "/fila.v1.FilaAdmin/DeleteQueue", "/fila.v1.FilaAdmin/GetStats",
 	"/fila.v1.FilaAdmin/ListQueues",
 }

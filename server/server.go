@@ -130,6 +130,8 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		MaxMessageBytes:          cfg.Server.MaxMessageBytes,
 		MaxMailbox:               int64(cfg.Server.MaxQueueMailbox),
 		DefaultMaxInFlight:       cfg.Server.DefaultMaxInFlight,
+		MaxBatchItems:            cfg.Server.MaxBatchItems,
+		MaxBatchBytes:            cfg.Server.MaxBatchBytes,
 		DefaultVisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
 		DefaultFairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
 		Logger:                   s.log,
@@ -145,7 +147,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 		)),
-		grpc.MaxRecvMsgSize(RecvLimit(cfg.Server.MaxMessageBytes)),
+		grpc.MaxRecvMsgSize(RecvLimit(cfg.Server)),
 		// Metadata is buffered whole before any handler runs: bound it.
 		grpc.MaxHeaderListSize(uint32(cfg.Server.MaxHeaderListBytes)),
 		// grpc's default is 120 s, and GracefulStop waits for connections
@@ -178,15 +180,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	return s, nil
 }
 
-// RecvLimit is the largest request the gRPC transport reads for a given
-// server.max_message_bytes: the largest payload and the largest headers,
-// plus as much again as the payload limit (at least 8 MiB), so that an
-// oversized payload is refused by filad's own check, INVALID_ARGUMENT
-// naming server.max_message_bytes, and only a request past this limit gets
-// grpc's RESOURCE_EXHAUSTED.
-func RecvLimit(maxMessageBytes int) int {
+// RecvLimit is the largest request the gRPC transport reads: the largest
+// single message (payload and headers) or batch, plus as much again as the
+// larger limit (at least 8 MiB), so that an oversized payload or batch is
+// refused by filad's own check, INVALID_ARGUMENT naming the setting, and
+// only a request past this limit gets grpc's RESOURCE_EXHAUSTED.
+func RecvLimit(s config.Server) int {
 	headers := gateway.MaxHeaders * (gateway.MaxHeaderKeyBytes + gateway.MaxHeaderValueBytes)
-	return maxMessageBytes + headers + max(maxMessageBytes, 8<<20)
+	largest := max(s.MaxMessageBytes+headers, s.MaxBatchBytes)
+	return largest + max(largest, 8<<20)
 }
 
 // Addr is the address being served.

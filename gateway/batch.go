@@ -1,0 +1,184 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/actors"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// A batch call becomes one actor message per queue it touches. Each item is
+// validated as its single call would be; an item refused here or by its
+// queue fails alone, in its own result slot.
+
+// part is the items of one batch bound for one queue, with their positions
+// in the batch.
+type part[T any] struct {
+	pid   *actor.PID
+	items []T
+	at    []int
+}
+
+// split translates every item and groups the good ones by queue, in batch
+// order; a refused item's error goes to fail.
+func split[T any](s *Server, reqs []any, convert func(any) T, fail func(i int, err error)) []*part[T] {
+	var parts []*part[T]
+	byPID := map[string]*part[T]{}
+	for i, req := range reqs {
+		pid, msg, err := s.batches.translate(&call{req: req})
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		p := byPID[pid.Id]
+		if p == nil {
+			p = &part[T]{pid: pid}
+			byPID[pid.Id] = p
+			parts = append(parts, p)
+		}
+		p.items = append(p.items, convert(msg))
+		p.at = append(p.at, i)
+	}
+	return parts
+}
+
+// askParts sends each part to its queue at once and calls answer with each
+// reply, or with the error the whole part got.
+func askParts[T any](s *Server, ctx context.Context, parts []*part[T], msg func(*part[T]) any, answer func(*part[T], any, error)) {
+	header := telemetry.InjectHeaders(ctx)
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Go(func() {
+			res, err := s.sys.Ask(ctx, p.pid, header, msg(p))
+			if e, ok := res.(error); ok && err == nil {
+				err = e
+			}
+			answer(p, res, err)
+		})
+	}
+	wg.Wait()
+}
+
+// checkBatch refuses a whole batch over the configured limits.
+func (s *Server) checkBatch(field string, items, bytes int) error {
+	if s.closing.Load() {
+		return toStatus(actors.ErrShuttingDown)
+	}
+	if items > s.opts.MaxBatchItems {
+		return toStatus(invalid("%s: %d items is over the limit of %d (server.max_batch_items)", field, items, s.opts.MaxBatchItems))
+	}
+	if bytes > s.opts.MaxBatchBytes {
+		return toStatus(invalid("%s: %d bytes is over the limit of %d (server.max_batch_bytes)", field, bytes, s.opts.MaxBatchBytes))
+	}
+	return nil
+}
+
+// EnqueueBatch implements filav1.FilaServiceServer.
+func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchRequest) (*filav1.EnqueueBatchResponse, error) {
+	msgs := req.GetMessages()
+	size := 0
+	for _, m := range msgs {
+		size += len(m.GetPayload())
+		for k, v := range m.GetHeaders() {
+			size += len(k) + len(v)
+		}
+	}
+	if err := s.checkBatch("messages", len(msgs), size); err != nil {
+		return nil, err
+	}
+	annotateBatch(ctx, telemetry.OpSend, len(msgs))
+	results := make([]*filav1.EnqueueResult, len(msgs))
+	fail := func(i int, err error) {
+		results[i] = &filav1.EnqueueResult{Result: &filav1.EnqueueResult_Error{Error: itemStatus(err)}}
+	}
+	reqs := make([]any, len(msgs))
+	for i, m := range msgs {
+		reqs[i] = m
+	}
+	parts := split(s, reqs, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail)
+	askParts(s, ctx, parts,
+		func(p *part[*actors.Enqueue]) any { return &actors.EnqueueBatch{Items: p.items} },
+		func(p *part[*actors.Enqueue], res any, err error) {
+			r, ok := res.(*actors.EnqueueBatchReply)
+			for j, i := range p.at {
+				switch {
+				case err != nil:
+					fail(i, err)
+				case !ok || j >= len(r.Results):
+					fail(i, errUnexpectedReply(res))
+				case r.Results[j].Err != nil:
+					fail(i, r.Results[j].Err)
+				default:
+					results[i] = &filav1.EnqueueResult{Result: &filav1.EnqueueResult_MessageId{MessageId: r.Results[j].ID}}
+				}
+			}
+		})
+	return &filav1.EnqueueBatchResponse{Results: results}, nil
+}
+
+// AckBatch implements filav1.FilaServiceServer.
+func (s *Server) AckBatch(ctx context.Context, req *filav1.AckBatchRequest) (*filav1.SettleBatchResponse, error) {
+	reqs := make([]any, len(req.GetAcks()))
+	for i, a := range req.GetAcks() {
+		reqs[i] = a
+	}
+	return s.settleBatch(ctx, "acks", reqs)
+}
+
+// NackBatch implements filav1.FilaServiceServer.
+func (s *Server) NackBatch(ctx context.Context, req *filav1.NackBatchRequest) (*filav1.SettleBatchResponse, error) {
+	reqs := make([]any, len(req.GetNacks()))
+	for i, n := range req.GetNacks() {
+		reqs[i] = n
+	}
+	return s.settleBatch(ctx, "nacks", reqs)
+}
+
+func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*filav1.SettleBatchResponse, error) {
+	if err := s.checkBatch(field, len(reqs), 0); err != nil {
+		return nil, err
+	}
+	annotateBatch(ctx, telemetry.OpSettle, len(reqs))
+	results := make([]*filav1.Status, len(reqs))
+	fail := func(i int, err error) { results[i] = itemStatus(err) }
+	parts := split(s, reqs, func(m any) actors.SettleItem {
+		switch m := m.(type) {
+		case *actors.Ack:
+			return actors.SettleItem{ID: m.ID, LeaseID: m.LeaseID}
+		case *actors.Nack:
+			return actors.SettleItem{ID: m.ID, LeaseID: m.LeaseID, Nack: true, Error: m.Error}
+		}
+		panic("gateway: not a settle")
+	}, fail)
+	askParts(s, ctx, parts,
+		func(p *part[actors.SettleItem]) any { return &actors.SettleBatch{Items: p.items} },
+		func(p *part[actors.SettleItem], res any, err error) {
+			r, ok := res.(*actors.SettleBatchReply)
+			for j, i := range p.at {
+				switch {
+				case err != nil:
+					fail(i, err)
+				case !ok || j >= len(r.Errs):
+					fail(i, errUnexpectedReply(res))
+				default:
+					results[i] = itemStatus(r.Errs[j])
+				}
+			}
+		})
+	return &filav1.SettleBatchResponse{Results: results}, nil
+}
+
+// itemStatus is an item's result: code 0 for nil, else the code and
+// message its single call would have got.
+func itemStatus(err error) *filav1.Status {
+	if err == nil {
+		return &filav1.Status{}
+	}
+	st, _ := status.FromError(toStatus(err))
+	return &filav1.Status{Code: int32(st.Code()), Message: st.Message()}
+}
