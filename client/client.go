@@ -86,16 +86,8 @@ func (c *Client) Close() error { return c.conn.Close() }
 // the message headers (unless headers already carry a traceparent), so
 // consumers can join the producer's trace. headers is not modified.
 func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]string, payload []byte) (string, error) {
-	ctx, span := c.tracer.Start(ctx, "send "+queue, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(messagingAttrs("send", queue)...))
+	ctx, span, h := c.startSend(ctx, queue, headers)
 	defer span.End()
-	h := make(map[string]string, len(headers)+2)
-	for k, v := range headers {
-		h[k] = v
-	}
-	if _, own := h["traceparent"]; !own {
-		c.prop.Inject(ctx, propagation.MapCarrier(h))
-	}
 	resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Headers: h, Payload: payload})
 	if err != nil {
 		fail(span, err)
@@ -103,6 +95,21 @@ func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]s
 	}
 	span.SetAttributes(attribute.String("messaging.message.id", resp.GetMessageId()))
 	return resp.GetMessageId(), nil
+}
+
+// startSend starts a message's "send <queue>" producer span and returns a
+// copy of headers carrying its context (unless they carry a traceparent).
+func (c *Client) startSend(ctx context.Context, queue string, headers map[string]string) (context.Context, trace.Span, map[string]string) {
+	ctx, span := c.tracer.Start(ctx, "send "+queue, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(messagingAttrs("send", queue)...))
+	h := make(map[string]string, len(headers)+2)
+	for k, v := range headers {
+		h[k] = v
+	}
+	if _, own := h["traceparent"]; !own {
+		c.prop.Inject(ctx, propagation.MapCarrier(h))
+	}
+	return ctx, span, h
 }
 
 // Ack deletes m, a message as a lease stream delivered it. It sends m's

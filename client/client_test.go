@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/config"
@@ -212,4 +217,66 @@ func TestConsumeExtendsLongHandlers(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Empty(t, calls, "never redelivered while the handler ran")
+}
+
+// TestProducerBatchesConcurrentCallers: under -race, many goroutines enqueue
+// through one Producer; each gets its own id (or its own error), nothing is
+// lost, and the calls travel in far fewer RPCs than messages.
+func TestProducerBatchesConcurrentCallers(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t, nil)
+	var batches atomic.Int64
+	c, err := client.Dial(addr, client.Options{DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if strings.HasSuffix(method, "/EnqueueBatch") {
+				batches.Add(1)
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		})}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.CreateQueue(ctxT(t), "p", client.QueueConfig{}))
+	p := c.NewProducer(client.ProducerOptions{Linger: 2 * time.Millisecond, MaxBatch: 64})
+	const goroutines, each = 32, 50
+	ids := make(chan string, goroutines*each)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				id, err := p.Enqueue(ctxT(t), "p", map[string]string{"n": fmt.Sprint(g*each + i)}, []byte("x"))
+				if err != nil {
+					t.Errorf("enqueue: %v", err)
+					return
+				}
+				ids <- id
+			}
+		})
+	}
+	// One caller's bad item fails only that caller.
+	_, err = p.Enqueue(ctxT(t), "missing", nil, nil)
+	require.Equal(t, codes.NotFound, status.Code(err))
+	wg.Wait()
+	require.NoError(t, p.Close())
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		require.False(t, seen[id])
+		seen[id] = true
+	}
+	require.Len(t, seen, goroutines*each)
+	st, err := c.Stats(ctxT(t), "p")
+	require.NoError(t, err)
+	require.EqualValues(t, goroutines*each, st.GetDepth())
+	t.Logf("%d messages in %d EnqueueBatch calls", goroutines*each, batches.Load())
+	require.Less(t, batches.Load(), int64(goroutines*each/4), "calls were batched")
+
+	// A cancelled caller is released at once; a closed producer refuses.
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	p2 := c.NewProducer(client.ProducerOptions{})
+	_, err = p2.Enqueue(ctx, "p", nil, nil)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, p2.Close())
+	_, err = p2.Enqueue(ctxT(t), "p", nil, nil)
+	require.ErrorIs(t, err, client.ErrProducerClosed)
 }
