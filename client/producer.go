@@ -32,8 +32,8 @@ type Producer struct {
 	c      *Client
 	opts   ProducerOptions
 	in     chan *pendingSend
-	done   chan struct{} // closed by Close
-	exited chan struct{} // closed when run has sent its last batch
+	done   chan struct{}  // closed by Close
+	exited chan struct{}  // closed when run has sent its last batch
 	sent   sync.WaitGroup // batches in flight
 	closed sync.Once
 }
