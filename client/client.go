@@ -147,25 +147,42 @@ func (c *Client) Extend(ctx context.Context, m *filav1.Message, timeout time.Dur
 // broker's default, 256). Cancel ctx to close the stream; its leases stay
 // until they expire.
 func (c *Client) Lease(ctx context.Context, queue string, maxInFlight uint32) (*Stream, error) {
-	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: maxInFlight})
+	return c.LeaseBatched(ctx, queue, maxInFlight, 1)
+}
+
+// LeaseBatched is Lease with frames: the broker sends up to maxBatch ready
+// messages per frame (never waiting to fill one); Next still yields them
+// one at a time.
+func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, maxBatch uint32) (*Stream, error) {
+	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: maxInFlight, MaxBatch: maxBatch})
 	if err != nil {
 		return nil, err
 	}
 	return &Stream{s: s}, nil
 }
 
-// Stream is an open lease stream.
+// Stream is an open lease stream. It is not safe for concurrent use.
 type Stream struct {
-	s filav1.FilaService_LeaseClient
+	s       filav1.FilaService_LeaseClient
+	pending []*filav1.Message // the rest of the last frame
 }
 
 // Next blocks for the next leased message.
 func (s *Stream) Next() (*filav1.Message, error) {
-	resp, err := s.s.Recv()
-	if err != nil {
-		return nil, err
+	for len(s.pending) == 0 {
+		resp, err := s.s.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if m := resp.GetMessage(); m != nil {
+			return m, nil
+		}
+		s.pending = resp.GetMessages()
 	}
-	return resp.GetMessage(), nil
+	m := s.pending[0]
+	s.pending[0] = nil
+	s.pending = s.pending[1:]
+	return m, nil
 }
 
 // QueueConfig is a queue's settings; zero values mean the broker's defaults.

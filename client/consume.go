@@ -24,8 +24,9 @@ type ConsumeOptions struct {
 	// MaxInFlight bounds the handlers running at once, and the messages the
 	// broker leases to this consumer ahead of them. Defaults to 16.
 	MaxInFlight int
-	// SettleTimeout bounds each Ack or Nack, which are sent even after ctx
-	// is cancelled so finished work is not redelivered. Defaults to 10 s.
+	// SettleTimeout bounds each AckBatch or NackBatch, which are sent even
+	// after ctx is cancelled so finished work is not redelivered. Defaults
+	// to 10 s.
 	SettleTimeout time.Duration
 }
 
@@ -48,10 +49,13 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 	}
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Lease(streamCtx, queue, uint32(maxInFlight))
+	// Frames of up to maxInFlight messages: whatever is ready comes at once.
+	stream, err := c.LeaseBatched(streamCtx, queue, uint32(maxInFlight), uint32(maxInFlight))
 	if err != nil {
 		return err
 	}
+	settle := c.newSettler(settleTimeout)
+	defer settle.close() // after every handler has queued its settle
 	slots := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -71,7 +75,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			c.process(ctx, queue, m, h, settleTimeout)
+			c.process(ctx, queue, m, h, settle)
 		})
 	}
 }
@@ -93,24 +97,26 @@ func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.M
 }
 
 // process runs h under the message's process span, extending its lease
-// while h runs, and settles the message.
-func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settleTimeout time.Duration) {
+// while h runs, then hands the message to the settler: only a handler that
+// has returned gets its ack sent (at-least-once). The span ends when the
+// settle is answered.
+func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settle *settler) {
 	spanCtx, span := c.StartProcessSpan(ctx, queue, m)
-	defer span.End()
-
 	stopExtending := c.keepLeased(spanCtx, m)
 	err := runHandler(spanCtx, m, h)
 	stopExtending()
-	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(spanCtx), settleTimeout)
-	defer cancel()
+	answered := func(settleErr error) {
+		if settleErr != nil {
+			fail(span, settleErr)
+		}
+		span.End()
+	}
 	if err != nil {
 		fail(span, err)
-		_ = c.Nack(settleCtx, m, err.Error())
+		settle.nack(m, err.Error(), answered)
 		return
 	}
-	if ackErr := c.Ack(settleCtx, m); ackErr != nil {
-		fail(span, ackErr)
-	}
+	settle.ack(m, answered)
 }
 
 // keepLeased extends m's lease, by the lease's own length, each time half
