@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -258,13 +261,17 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 	fs.SetOutput(io.Discard)
 	headers := headerFlags{}
 	fs.Var(headers, "H", "header key=value (repeatable)")
-	pos, code, ok := parseCommand(fs, args, e, "enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)")
+	lines := fs.Bool("lines", false, "one message per stdin line, sent in batches; prints each id in input order")
+	pos, code, ok := parseCommand(fs, args, e, "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)")
 	if !ok {
 		return code
 	}
 	var err error
-	if len(pos) < 1 || len(pos) > 2 {
-		return usageErr(e, "enqueue takes QUEUE [PAYLOAD]")
+	if len(pos) < 1 || len(pos) > 2 || (*lines && len(pos) != 1) {
+		return usageErr(e, "enqueue takes QUEUE [PAYLOAD], or QUEUE alone with --lines")
+	}
+	if *lines {
+		return enqueueLines(ctx, g, e, pos[0], headers)
 	}
 	var payload []byte
 	if len(pos) == 2 {
@@ -406,4 +413,91 @@ func (p printer) print(m *filav1.Message) {
 		PayloadB64: base64.StdEncoding.EncodeToString(m.GetPayload()),
 		EnqueuedAt: m.GetTimestamps().GetEnqueuedAt().AsTime().UTC().Format(time.RFC3339Nano),
 	})
+}
+
+// enqueueLines sends each stdin line as a message through a batching
+// Producer, many at once, and prints the ids in input order. On a terminal
+// it shows progress on stderr.
+func enqueueLines(ctx context.Context, g global, e env, queue string, headers map[string]string) int {
+	c, done, err := connect(ctx, g, e)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer done()
+	p := c.NewProducer(client.ProducerOptions{})
+	defer p.Close()
+	type result struct {
+		id  string
+		err error
+	}
+	const inFlight = 512
+	var (
+		results []chan result
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, inFlight)
+	)
+	progress := isTerminal(e.stderr)
+	sc := bufio.NewScanner(e.stdin)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	printed := 0
+	flushReady := func(wait bool) error {
+		for printed < len(results) {
+			var r result
+			if wait {
+				r = <-results[printed]
+			} else {
+				select {
+				case r = <-results[printed]:
+				default:
+					return nil
+				}
+			}
+			if r.err != nil {
+				return r.err
+			}
+			fmt.Fprintln(e.stdout, r.id)
+			results[printed] = nil
+			printed++
+			if progress && printed%1000 == 0 {
+				fmt.Fprintf(e.stderr, "\r%d enqueued", printed)
+			}
+		}
+		return nil
+	}
+	for sc.Scan() {
+		line := []byte(sc.Text())
+		ch := make(chan result, 1)
+		results = append(results, ch)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			id, err := p.Enqueue(ctx, queue, headers, line)
+			ch <- result{id, err}
+		})
+		if err := flushReady(false); err != nil {
+			wg.Wait()
+			return fail(e, err)
+		}
+	}
+	wg.Wait()
+	if err := sc.Err(); err != nil {
+		return fail(e, fmt.Errorf("reading stdin: %w", err))
+	}
+	if err := flushReady(true); err != nil {
+		return fail(e, err)
+	}
+	if progress {
+		fmt.Fprintf(e.stderr, "\r%d enqueued\n", printed)
+	}
+	return exitOK
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

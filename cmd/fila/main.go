@@ -6,6 +6,7 @@
 //	fila queue list
 //	fila queue stats NAME
 //	fila enqueue QUEUE [PAYLOAD] [-H key=value]...     (payload from stdin when absent)
+//	fila enqueue QUEUE --lines [-H key=value]...       (one message per stdin line, batched)
 //	fila consume QUEUE [--count N] [--ack|--nack] [--json]
 //
 // The address comes from --addr, else FILA_ADDR, else 127.0.0.1:5555. When
@@ -81,6 +82,7 @@ const usage = `usage:
   fila queue list
   fila queue stats NAME
   fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
+  fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, batched)
   fila consume QUEUE [--count N] [--ack|--nack] [--json]
 The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555.
 `

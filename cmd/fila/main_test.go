@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -179,4 +180,42 @@ func TestHelpAndVersion(t *testing.T) {
 	r := fila(t, "127.0.0.1:1", "", "consume", "--bogus")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, "usage: fila consume", "a bad flag shows the command's usage")
+}
+
+func TestEnqueueLines(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	require.Equal(t, 0, fila(t, addr, "", "queue", "create", "bulk").code)
+	var in strings.Builder
+	const n = 2000
+	for i := range n {
+		fmt.Fprintf(&in, "line-%d\n", i)
+	}
+	r := fila(t, addr, in.String(), "enqueue", "bulk", "--lines", "-H", "src=cli")
+	require.Equal(t, 0, r.code, r.stderr)
+	ids := strings.Fields(r.stdout)
+	require.Len(t, ids, n, "one id per line")
+	lineOf := map[string]int{}
+	for i, id := range ids {
+		lineOf[id] = i
+	}
+	require.Len(t, lineOf, n, "ids are distinct")
+	// Lines are sent concurrently, so the queue's order may differ from the
+	// input's; the i-th id printed is always the i-th line's message.
+	r = fila(t, addr, "", "consume", "bulk", "--count", "50", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	for range 50 {
+		var m jsonMessage
+		require.NoError(t, dec.Decode(&m))
+		line, ok := lineOf[m.ID]
+		require.True(t, ok, "consumed %s, which was never printed", m.ID)
+		payload, err := base64.StdEncoding.DecodeString(m.PayloadB64)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("line-%d", line), string(payload))
+		require.Equal(t, "cli", m.Headers["src"])
+	}
+	r = fila(t, addr, "x\n", "enqueue", "nope", "--lines")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "NOT_FOUND")
 }
