@@ -7,18 +7,21 @@ import (
 	"sync/atomic"
 	"time"
 
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/fila-dev/filad/client"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
 // filadTarget drives one filad over gRPC.
 type filadTarget struct {
-	conn  *grpc.ClientConn
-	svc   filav1.FilaServiceClient
-	admin filav1.FilaAdminClient
-	seq   atomic.Int64
+	client *client.Client
+	conn   *grpc.ClientConn
+	svc    filav1.FilaServiceClient
+	admin  filav1.FilaAdminClient
+	seq    atomic.Int64
 }
 
 func newFiladTarget(addr string) (*filadTarget, error) {
@@ -26,10 +29,18 @@ func newFiladTarget(addr string) (*filadTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &filadTarget{conn: conn, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn)}, nil
+	c, err := client.Dial(addr, client.Options{TracerProvider: tracenoop.NewTracerProvider()})
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return &filadTarget{client: c, conn: conn, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn)}, nil
 }
 
-func (t *filadTarget) close() { _ = t.conn.Close() }
+func (t *filadTarget) close() {
+	_ = t.conn.Close()
+	_ = t.client.Close()
+}
 
 func (t *filadTarget) newQueue(ctx context.Context) (string, error) {
 	name := fmt.Sprintf("bench-%d", t.seq.Add(1))
@@ -144,4 +155,71 @@ func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consum
 		return result{}, err
 	}
 	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
+}
+
+// produceBatched enqueues n messages through the client's batching
+// Producer, with callers concurrent callers (each waits for its own id, and
+// the Producer gathers them into EnqueueBatch calls).
+func (t *filadTarget) produceBatched(ctx context.Context, queue string, callers, n int, payload []byte) error {
+	p := t.client.NewProducer(client.ProducerOptions{})
+	defer p.Close()
+	return inParallel(callers, n, func(int) error {
+		_, err := p.Enqueue(ctx, queue, nil, payload)
+		return err
+	})
+}
+
+func (t *filadTarget) enqueueBatchedThroughput(ctx context.Context, callers, n int, payload []byte) (result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if err := t.produceBatched(ctx, q, callers, n, payload); err != nil {
+		return result{}, err
+	}
+	return rate(fmt.Sprintf("enqueue batched %dB", len(payload)), n, time.Since(start)), nil
+}
+
+// lifecycleBatchedThroughput: the batching Producer and c client.Consume
+// consumers (frames, coalesced acks) until every message is acked.
+func (t *filadTarget) lifecycleBatchedThroughput(ctx context.Context, callers, consumers, n int, payload []byte) (result, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var handled atomic.Int64
+	allHandled := make(chan struct{})
+	errs := make(chan error, consumers)
+	var wg sync.WaitGroup
+	for range consumers {
+		wg.Go(func() {
+			errs <- t.client.Consume(cctx, q, client.ConsumeOptions{MaxInFlight: 256}, func(context.Context, *filav1.Message) error {
+				if handled.Add(1) == int64(n) {
+					close(allHandled)
+				}
+				return nil
+			})
+		})
+	}
+	if err := t.produceBatched(ctx, q, callers, n, payload); err != nil {
+		return result{}, err
+	}
+	select {
+	case <-allHandled:
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	}
+	cancel()
+	wg.Wait() // Consume returns once its acks are answered
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return result{}, err
+		}
+	}
+	return rate(fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), n, time.Since(start)), nil
 }

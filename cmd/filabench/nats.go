@@ -185,3 +185,89 @@ func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consume
 	}
 	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
 }
+
+// produceAsync publishes n messages with PublishAsync (pipelined: the
+// client keeps up to its default of 4,000 unacknowledged) and waits until
+// every PubAck has come back, failing on the first that failed.
+func (t *natsTarget) produceAsync(ctx context.Context, subject string, n int, payload []byte) error {
+	futures := make([]jetstream.PubAckFuture, 0, n)
+	for range n {
+		f, err := t.js.PublishAsync(subject, payload)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	select {
+	case <-t.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *natsTarget) enqueueAsyncThroughput(ctx context.Context, n int, payload []byte) (result, error) {
+	subject, _, err := t.newStream(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if err := t.produceAsync(ctx, subject, n, payload); err != nil {
+		return result{}, err
+	}
+	return rate(fmt.Sprintf("enqueue batched %dB", len(payload)), n, time.Since(start)), nil
+}
+
+// lifecycleAsyncThroughput: async publishes while c consumers pull and ack
+// (explicit, not waiting for the server's confirmation), until n are acked.
+func (t *natsTarget) lifecycleAsyncThroughput(ctx context.Context, consumers, n int, payload []byte) (result, error) {
+	subject, cons, err := t.newStream(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	var acked atomic.Int64
+	done := make(chan struct{})
+	errs := make(chan error, consumers+1)
+	var ccs []jetstream.ConsumeContext
+	for range consumers {
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			if err := m.Ack(); err != nil {
+				errs <- err
+				return
+			}
+			if acked.Add(1) == int64(n) {
+				close(done)
+			}
+		})
+		if err != nil {
+			return result{}, err
+		}
+		ccs = append(ccs, cc)
+	}
+	defer func() {
+		for _, cc := range ccs {
+			cc.Stop()
+		}
+	}()
+	if err := t.produceAsync(ctx, subject, n, payload); err != nil {
+		return result{}, err
+	}
+	select {
+	case <-done:
+	case err := <-errs:
+		return result{}, err
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return result{}, errors.New("nats lifecycle: timed out waiting for acks")
+	}
+	return rate(fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), n, time.Since(start)), nil
+}

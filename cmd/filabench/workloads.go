@@ -63,6 +63,27 @@ func workloads() []workload {
 					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib)
 				})
 		}},
+		// Batched: filad through the client's Producer (256 concurrent
+		// callers) and Consume (frames, coalesced acks); NATS with async
+		// (pipelined) publishes and plain explicit acks.
+		workload{"enqueue batched 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.compare(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.enqueueBatchedThroughput(ctx, 256, e.f.messages, kib)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.enqueueAsyncThroughput(ctx, e.f.messages, kib)
+				})
+		}},
+		workload{"lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.compare(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleBatchedThroughput(ctx, 256, 4, e.f.messages, kib)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleAsyncThroughput(ctx, 4, e.f.messages, kib)
+				})
+		}},
 		workload{"latency", func(ctx context.Context, e *bench) ([]result, error) {
 			samples := 2000
 			if e.f.short {
