@@ -92,6 +92,7 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 		return nil, err
 	}
 	annotateBatch(ctx, telemetry.OpSend, len(msgs))
+	linkCreationContexts(ctx, msgs)
 	results := make([]*filav1.EnqueueResult, len(msgs))
 	fail := func(i int, err error) {
 		results[i] = &filav1.EnqueueResult{Result: &filav1.EnqueueResult_Error{Error: itemStatus(err)}}

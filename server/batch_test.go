@@ -6,11 +6,13 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // TestEnqueueBatchItemsFailAlone: one batch for two queues, with an item
@@ -173,4 +175,29 @@ func TestFairnessWithFrames(t *testing.T) {
 		share := float64(got[key]) / 600
 		require.InDelta(t, float64(w)/6, share, 0.01, "key %s", key)
 	}
+}
+
+// TestBatchTracing: a batch's server span counts its messages and links to
+// each message's own trace; a message carrying a traceparent gets its
+// enqueue span in its own trace, the others in the batch call's.
+func TestBatchTracing(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "tr", nil)
+	const own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	resp, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: []*filav1.EnqueueRequest{
+		{Queue: "tr", Headers: map[string]string{"traceparent": own}},
+		{Queue: "tr"},
+	}})
+	require.NoError(t, err)
+	require.Len(t, resp.GetResults(), 2)
+	server := h.FindSpan(t, "fila.v1.FilaService/EnqueueBatch", nil)
+	require.True(t, telemetrytest.HasAttr(server, attribute.Int("messaging.batch.message_count", 2)))
+	require.Len(t, server.Links(), 1)
+	require.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", server.Links()[0].SpanContext.TraceID().String())
+	var traces []string
+	for _, s := range h.Spans(telemetry.SpanEnqueue) {
+		traces = append(traces, s.SpanContext().TraceID().String())
+	}
+	require.ElementsMatch(t, []string{"4bf92f3577b34da6a3ce929d0e0e4736", server.SpanContext().TraceID().String()}, traces)
 }
