@@ -63,13 +63,14 @@ func workloads() []workload {
 					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib)
 				})
 		}},
-		// Batched: filad through the client's Producer (256 concurrent
-		// callers) and Consume (frames, coalesced acks); NATS with async
-		// (pipelined) publishes and plain explicit acks.
+		// Batched: filad through the client's Producer (1024 concurrent
+		// callers keep several batches in flight, as NATS async publish
+		// keeps up to 4,000 publishes pending) and Consume (frames,
+		// coalesced acks); NATS with async publishes and plain explicit acks.
 		workload{"enqueue batched 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.compare(ctx,
 				func(ctx context.Context, t *filadTarget) (result, error) {
-					return t.enqueueBatchedThroughput(ctx, 256, e.f.messages, kib)
+					return t.enqueueBatchedThroughput(ctx, 1024, e.f.messages, kib)
 				},
 				func(ctx context.Context, t *natsTarget) (result, error) {
 					return t.enqueueAsyncThroughput(ctx, e.f.messages, kib)
@@ -78,7 +79,7 @@ func workloads() []workload {
 		workload{"lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.compare(ctx,
 				func(ctx context.Context, t *filadTarget) (result, error) {
-					return t.lifecycleBatchedThroughput(ctx, 256, 4, e.f.messages, kib)
+					return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
 				},
 				func(ctx context.Context, t *natsTarget) (result, error) {
 					return t.lifecycleAsyncThroughput(ctx, 4, e.f.messages, kib)
