@@ -18,12 +18,6 @@ const (
 	tracestateHeader  = "tracestate"
 )
 
-// startSpan starts a queue-actor span as a child of the span context in the
-// envelope header.
-func (q *queueActor) startSpan(h telemetry.HeaderReader, name string) (context.Context, trace.Span) {
-	return q.startChild(telemetry.ExtractHeaders(context.Background(), h), name)
-}
-
 // startChild starts span name under ctx's span. Under a parent that was not
 // sampled, the child would not be either (the sampler is parent-based), so
 // it returns the parent's non-recording span instead of making another:
