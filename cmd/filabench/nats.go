@@ -138,10 +138,18 @@ func (t *natsTarget) enqueueThroughput(ctx context.Context, producers, n int, pa
 	return rate(fmt.Sprintf("enqueue %dP %dB", producers, len(payload)), n, time.Since(start)), nil
 }
 
-// lifecycleThroughput: producers publish while c consumers pull and
-// double-ack (the ack waits for the server's confirmation, as filad's Ack
-// waits for durability) until n are acked.
+// lifecycleThroughput: producers publish synchronously while c consumers
+// pull and double-ack (the ack waits for the server's confirmation, as
+// filad's Ack waits for durability) until n are acked.
 func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consumers, n int, payload []byte) (result, error) {
+	return t.lifecycle(ctx, fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), consumers, n,
+		func(subject string) error { return t.produce(ctx, subject, producers, n, payload) },
+		func(m jetstream.Msg) error { return m.DoubleAck(ctx) })
+}
+
+// lifecycle runs produce while c consumers pull and ack each message until
+// n are acked.
+func (t *natsTarget) lifecycle(ctx context.Context, name string, consumers, n int, produce func(subject string) error, ack func(jetstream.Msg) error) (result, error) {
 	subject, cons, err := t.newStream(ctx)
 	if err != nil {
 		return result{}, err
@@ -153,7 +161,7 @@ func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consume
 	var ccs []jetstream.ConsumeContext
 	for range consumers {
 		cc, err := cons.Consume(func(m jetstream.Msg) {
-			if err := m.DoubleAck(ctx); err != nil {
+			if err := ack(m); err != nil {
 				errs <- err
 				return
 			}
@@ -171,7 +179,7 @@ func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consume
 			cc.Stop()
 		}
 	}()
-	if err := t.produce(ctx, subject, producers, n, payload); err != nil {
+	if err := produce(subject); err != nil {
 		return result{}, err
 	}
 	select {
@@ -183,7 +191,7 @@ func (t *natsTarget) lifecycleThroughput(ctx context.Context, producers, consume
 	case <-time.After(5 * time.Minute):
 		return result{}, errors.New("nats lifecycle: timed out waiting for acks")
 	}
-	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
+	return rate(name, n, time.Since(start)), nil
 }
 
 // produceAsync publishes n messages with PublishAsync (pipelined: the
@@ -228,46 +236,7 @@ func (t *natsTarget) enqueueAsyncThroughput(ctx context.Context, n int, payload 
 // lifecycleAsyncThroughput: async publishes while c consumers pull and ack
 // (explicit, not waiting for the server's confirmation), until n are acked.
 func (t *natsTarget) lifecycleAsyncThroughput(ctx context.Context, consumers, n int, payload []byte) (result, error) {
-	subject, cons, err := t.newStream(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	start := time.Now()
-	var acked atomic.Int64
-	done := make(chan struct{})
-	errs := make(chan error, consumers+1)
-	var ccs []jetstream.ConsumeContext
-	for range consumers {
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			if err := m.Ack(); err != nil {
-				errs <- err
-				return
-			}
-			if acked.Add(1) == int64(n) {
-				close(done)
-			}
-		})
-		if err != nil {
-			return result{}, err
-		}
-		ccs = append(ccs, cc)
-	}
-	defer func() {
-		for _, cc := range ccs {
-			cc.Stop()
-		}
-	}()
-	if err := t.produceAsync(ctx, subject, n, payload); err != nil {
-		return result{}, err
-	}
-	select {
-	case <-done:
-	case err := <-errs:
-		return result{}, err
-	case <-ctx.Done():
-		return result{}, ctx.Err()
-	case <-time.After(5 * time.Minute):
-		return result{}, errors.New("nats lifecycle: timed out waiting for acks")
-	}
-	return rate(fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), n, time.Since(start)), nil
+	return t.lifecycle(ctx, fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), consumers, n,
+		func(subject string) error { return t.produceAsync(ctx, subject, n, payload) },
+		func(m jetstream.Msg) error { return m.Ack() })
 }
