@@ -69,10 +69,13 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		}
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
+		// One producer and one consumer use single calls, the other pair
+		// batches (EnqueueBatch of 16, Lease frames of 16, AckBatch).
 		for w := range 2 {
 			consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
-			wg.Go(func() { produce(ctx, c, log, w) })
-			wg.Go(func() { consume(ctx, c, log, consumerRNG) })
+			batched := w == 1
+			wg.Go(func() { produce(ctx, c, log, w, batched) })
+			wg.Go(func() { consume(ctx, c, log, consumerRNG, batched) })
 		}
 		// The kill comes at a random moment of the load: that is the test.
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
@@ -89,7 +92,7 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		consume(ctx, c, log, rand.New(rand.NewPCG(1, 1)), 1.0)
+		consume(ctx, c, log, rand.New(rand.NewPCG(1, 1)), false, 1.0)
 	}()
 	require.Eventually(t, func() bool {
 		st, err := c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "chaos"})
@@ -119,26 +122,48 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		kills, len(log.enqueued), len(log.ackedAt), duplicates)
 }
 
-// produce enqueues until the broker dies or ctx ends.
-func produce(ctx context.Context, c client, log *clientLog, w int) {
+// produce enqueues, one at a time or 16 per EnqueueBatch, until the broker
+// dies or ctx ends.
+func produce(ctx context.Context, c client, log *clientLog, w int, batched bool) {
 	for i := 0; ctx.Err() == nil; i++ {
-		resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "chaos", Payload: fmt.Appendf(nil, "w%d-%d", w, i)})
-		if err != nil {
-			return // the broker was killed: this answer never came
+		if !batched {
+			resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "chaos", Payload: fmt.Appendf(nil, "w%d-%d", w, i)})
+			if err != nil {
+				return // the broker was killed: this answer never came
+			}
+			log.enqueue(resp.GetMessageId())
+			continue
 		}
-		log.enqueue(resp.GetMessageId())
+		req := &filav1.EnqueueBatchRequest{}
+		for j := range 16 {
+			req.Messages = append(req.Messages, &filav1.EnqueueRequest{Queue: "chaos", Payload: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)})
+		}
+		resp, err := c.svc.EnqueueBatch(ctx, req)
+		if err != nil {
+			return
+		}
+		for _, r := range resp.GetResults() {
+			if id := r.GetMessageId(); id != "" {
+				log.enqueue(id) // answered: it must survive
+			}
+		}
 	}
 }
 
 // consume leases and acks (each message with probability ackRate[0], default
 // 0.85; the rest are left leased, as a consumer that died would) until the
-// broker dies or ctx ends.
-func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, ackRate ...float64) {
+// broker dies or ctx ends. Batched, it takes frames of up to 16 and acks
+// each frame's chosen messages with one AckBatch.
+func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, batched bool, ackRate ...float64) {
 	rate := 0.85
 	if len(ackRate) > 0 {
 		rate = ackRate[0]
 	}
-	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "chaos", MaxInFlight: 16})
+	frame := uint32(1)
+	if batched {
+		frame = 16
+	}
+	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "chaos", MaxInFlight: 16, MaxBatch: frame})
 	if err != nil {
 		return
 	}
@@ -147,13 +172,35 @@ func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, ackR
 		if err != nil {
 			return
 		}
-		id := resp.GetMessage().GetId()
-		log.deliver(id)
-		if rng.Float64() >= rate {
+		msgs := resp.GetMessages()
+		if m := resp.GetMessage(); m != nil {
+			msgs = append(msgs, m)
+		}
+		var acks []*filav1.AckRequest
+		for _, m := range msgs {
+			log.deliver(m.GetId())
+			if rng.Float64() < rate {
+				acks = append(acks, &filav1.AckRequest{Queue: "chaos", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+			}
+		}
+		if len(acks) == 0 {
 			continue
 		}
-		if _, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: "chaos", MessageId: id}); err == nil {
-			log.ack(id, time.Now())
+		if !batched {
+			if _, err := c.svc.Ack(ctx, acks[0]); err == nil {
+				log.ack(acks[0].GetMessageId(), time.Now())
+			}
+			continue
+		}
+		res, err := c.svc.AckBatch(ctx, &filav1.AckBatchRequest{Acks: acks})
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		for i, r := range res.GetResults() {
+			if r.GetCode() == 0 {
+				log.ack(acks[i].GetMessageId(), now)
+			}
 		}
 	}
 }
