@@ -15,8 +15,10 @@ import (
 
 // ProducerOptions tunes a Producer.
 type ProducerOptions struct {
-	// Linger is how long the first message of a batch waits for others to
-	// join it. Defaults to 1 ms.
+	// Linger is how long the first message of a batch may wait for others
+	// to join it while an earlier batch is still on its way; with nothing
+	// on its way a message is sent at once, so light load pays no linger.
+	// Defaults to 1 ms.
 	Linger time.Duration
 	// MaxBatch is the most messages in one EnqueueBatch; a full batch is
 	// sent at once. Defaults to 256 (the broker's limit is
@@ -104,16 +106,20 @@ func (p *Producer) Close() error {
 	return nil
 }
 
-// run gathers messages into batches: a batch is sent when it is full or
-// when its first message has waited Linger.
+// run gathers messages into batches. A batch is sent at once when no other
+// is on its way (light load pays no linger), when it is full, when a batch
+// on its way has been answered, or when its first message has waited Linger.
 func (p *Producer) run() {
 	defer close(p.exited)
 	var batch []*pendingSend
+	inFlight := 0
+	answered := make(chan struct{}, 1024)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	send := func() {
 		if len(batch) > 0 {
-			p.send(batch)
+			inFlight++
+			p.send(batch, answered)
 			batch = nil
 		}
 		timer.Stop()
@@ -122,10 +128,15 @@ func (p *Producer) run() {
 		select {
 		case ps := <-p.in:
 			batch = append(batch, ps)
-			if len(batch) == 1 {
+			switch {
+			case inFlight == 0 || len(batch) >= p.opts.MaxBatch:
+				send()
+			case len(batch) == 1:
 				timer.Reset(p.opts.Linger)
 			}
-			if len(batch) >= p.opts.MaxBatch {
+		case <-answered:
+			inFlight--
+			if inFlight == 0 {
 				send()
 			}
 		case <-timer.C:
@@ -137,12 +148,18 @@ func (p *Producer) run() {
 	}
 }
 
-// send makes one EnqueueBatch call in the background and hands each caller
-// its result.
-func (p *Producer) send(batch []*pendingSend) {
+// send makes one EnqueueBatch call in the background, hands each caller
+// its result, and then signals answered.
+func (p *Producer) send(batch []*pendingSend, answered chan<- struct{}) {
 	p.sent.Add(1)
 	go func() {
 		defer p.sent.Done()
+		defer func() {
+			select {
+			case answered <- struct{}{}:
+			case <-p.exited: // run has stopped counting
+			}
+		}()
 		req := &filav1.EnqueueBatchRequest{Messages: make([]*filav1.EnqueueRequest, len(batch))}
 		for i, ps := range batch {
 			req.Messages[i] = ps.req

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -93,12 +94,18 @@ func workloads() []workload {
 			var out []result
 			for _, sync := range []bool{true, false} {
 				rs, err := e.onFilad(ctx, withSyncWrites(sync), func(ctx context.Context, t *filadTarget) ([]result, error) {
-					light, err := t.latency(ctx, "light (1 message at a time)", 1, samples)
+					light, err := t.latency(ctx, "light (1 message at a time)", 1, samples, nil)
 					if err != nil {
 						return nil, err
 					}
-					moderate, err := t.latency(ctx, "moderate (8 messages at a time)", 8, samples*4)
-					return append(light, moderate...), err
+					p := t.client.NewProducer(client.ProducerOptions{})
+					defer p.Close()
+					lingered, err := t.latency(ctx, "light, through the batching Producer (1 ms linger)", 1, samples, p)
+					if err != nil {
+						return nil, err
+					}
+					moderate, err := t.latency(ctx, "moderate (8 messages at a time)", 8, samples*4, nil)
+					return append(append(light, lingered...), moderate...), err
 				})
 				if err != nil {
 					return nil, err
@@ -353,7 +360,10 @@ func rate(workload string, n int, d time.Duration) result {
 // its next message only when its last one has been delivered, so the load is
 // the number of producers' messages in flight. Producers stamp the send time
 // in the payload and the consumer computes the delay on receipt (same clock).
-func (t *filadTarget) latency(ctx context.Context, load string, producers, samples int) ([]result, error) {
+// latency measures enqueue-to-delivery time with producers each sending one
+// message and waiting for its delivery; through p (a batching Producer)
+// when set, else with single Enqueue calls.
+func (t *filadTarget) latency(ctx context.Context, load string, producers, samples int, p *client.Producer) ([]result, error) {
 	q, err := t.newQueue(ctx)
 	if err != nil {
 		return nil, err
@@ -377,18 +387,24 @@ func (t *filadTarget) latency(ctx context.Context, load string, producers, sampl
 	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, producers)
-	for p := range producers {
+	for w := range producers {
 		wg.Go(func() {
 			payload := make([]byte, 1024)
-			payload[8] = byte(p)
-			for i := p; i < samples; i += producers {
+			payload[8] = byte(w)
+			for i := w; i < samples; i += producers {
 				binary.LittleEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
-				if _, err := t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: q, Payload: payload}); err != nil {
+				var err error
+				if p != nil {
+					_, err = p.Enqueue(ctx, q, nil, payload)
+				} else {
+					_, err = t.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: q, Payload: payload})
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
 				select {
-				case <-arrived[p]:
+				case <-arrived[w]:
 				case <-ctx.Done():
 					return
 				}
