@@ -157,7 +157,14 @@ func workloads() []workload {
 			return out, nil
 		}},
 		workload{"telemetry overhead", func(ctx context.Context, e *bench) ([]result, error) {
-			return e.telemetryOverhead(ctx, kib)
+			return e.telemetryOverhead(ctx, "lifecycle 4P/4C 1KiB", func(ctx context.Context, t *filadTarget) (result, error) {
+				return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
+			})
+		}},
+		workload{"telemetry overhead batched", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.telemetryOverhead(ctx, "lifecycle batched 4C 1KiB", func(ctx context.Context, t *filadTarget) (result, error) {
+				return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
+			})
 		}},
 		workload{"memory", func(ctx context.Context, e *bench) ([]result, error) {
 			n := 100_000
@@ -176,7 +183,7 @@ func workloads() []workload {
 // machine vary by more than the effect measured. It runs with
 // sync_writes=false, where throughput is bound by CPU, which is what
 // telemetry costs; with fsync the cost hides in the wait for the disk.
-func (e *bench) telemetryOverhead(ctx context.Context, payload []byte) ([]result, error) {
+func (e *bench) telemetryOverhead(ctx context.Context, label string, lifecycle func(context.Context, *filadTarget) (result, error)) ([]result, error) {
 	rounds := 5
 	if e.f.short {
 		rounds = 1
@@ -196,7 +203,7 @@ func (e *bench) telemetryOverhead(ctx context.Context, payload []byte) ([]result
 		var off float64
 		for i, v := range variants {
 			rs, err := e.onFilad(ctx, v.configure, func(ctx context.Context, t *filadTarget) ([]result, error) {
-				r, err := t.lifecycleThroughput(ctx, 4, 4, e.f.messages, payload, nil)
+				r, err := lifecycle(ctx, t)
 				return []result{r}, err
 			})
 			if err != nil {
@@ -215,7 +222,7 @@ func (e *bench) telemetryOverhead(ctx context.Context, payload []byte) ([]result
 		rs := ratios[i+1]
 		slices.Sort(rs)
 		out = append(out, result{Workload: "telemetry " + v.name + " / off", Target: targetNoSync,
-			Value: rs[len(rs)/2], Unit: "ratio", Note: fmt.Sprintf("median of %d rounds, lifecycle 4P/4C 1KiB", rounds)})
+			Value: rs[len(rs)/2], Unit: "ratio", Note: fmt.Sprintf("median of %d rounds, %s", rounds, label)})
 	}
 	return out, nil
 }
