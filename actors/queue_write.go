@@ -89,8 +89,14 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		span.SetAttributes(telemetry.KeyFairnessKey.String(key))
 	}
 	// The message's creation context is this span's: delivery links to it,
-	// and a consumer's processing span can join its trace.
-	carrier := telemetry.InjectHeaders(spanCtx)
+	// and a consumer's processing span can join its trace. Only a sampled
+	// context is written: an unsampled traceparent (…-00) would make a
+	// consumer with its own always-on tracing drop its spans, and would cost
+	// every message ~100 bytes and a parse for a trace nobody records.
+	var carrier map[string]string
+	if trace.SpanContextFromContext(spanCtx).IsSampled() {
+		carrier = telemetry.InjectHeaders(spanCtx)
+	}
 	if len(carrier[tracestateHeader]) > MaxHeaderValueBytes {
 		// W3C lets a vendor drop tracestate; a header over the producers'
 		// limit would make every delivery of the message oversized.

@@ -397,3 +397,21 @@ func TestOversizedTracestateIsDropped(t *testing.T) {
 		require.LessOrEqual(t, len(v), 8<<10, "header %s", k)
 	}
 }
+
+// TestUnsampledMessagesCarryNoBrokerTraceparent: filad used to write its own
+// unsampled traceparent (…-00) on a message from an untraced producer, which
+// made a consumer with always-on tracing drop its spans. Only a sampled
+// creation context is written.
+func TestUnsampledMessagesCarryNoBrokerTraceparent(t *testing.T) {
+	t.Parallel()
+	h := telemetrytest.New(t)
+	never := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	t.Cleanup(func() { _ = never.Shutdown(context.Background()) })
+	b := setup(t, setupOpts{opts: server.Options{TracerProvider: never, MeterProvider: h.MeterProvider}})
+	b.createQueue(t, "quiet", nil)
+	b.enqueue(t, "quiet", map[string]string{"k": "v"}, []byte("x"))
+	stream, _ := b.lease(t, "quiet")
+	m := recvN(t, stream, 1)[0]
+	require.NotContains(t, m.GetHeaders(), "traceparent")
+	require.Equal(t, map[string]string{"k": "v"}, m.GetHeaders())
+}
