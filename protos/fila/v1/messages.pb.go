@@ -28,8 +28,8 @@ type Message struct {
 	// id is the broker-assigned UUIDv7, time-ordered.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// headers are the producer's headers; the broker adds traceparent and
-	// tracestate carrying the message's creation context unless the producer
-	// set its own.
+	// tracestate carrying the message's creation context when that context
+	// was sampled and the producer did not set its own.
 	Headers    map[string]string  `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Payload    []byte             `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	Metadata   *MessageMetadata   `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
