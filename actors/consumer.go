@@ -44,15 +44,21 @@ type Consumer struct {
 // leases expired.
 const DeliveryBuffer = 8
 
+// MaxFrameBuffer bounds the buffer of a consumer that asks for frames: a
+// stream that asks for max_batch 1000 and never reads must not hold 1000
+// messages (the non-reading-stream bug again); frames larger than this are
+// assembled from what arrives while the stream sends.
+const MaxFrameBuffer = 64
+
 // NewConsumer returns a consumer that may hold maxInFlight unsettled
 // messages and is sent frames of up to maxBatch; its buffer holds a frame's
-// worth, and at least DeliveryBuffer.
+// worth, at least DeliveryBuffer and at most MaxFrameBuffer.
 func NewConsumer(maxInFlight, maxBatch int) *Consumer {
 	maxInFlight = max(maxInFlight, 1)
 	return &Consumer{
 		id:          consumerIDs.Add(1),
 		MaxInFlight: maxInFlight,
-		Deliveries:  make(chan *Delivery, min(maxInFlight, max(DeliveryBuffer, maxBatch))),
+		Deliveries:  make(chan *Delivery, min(maxInFlight, max(DeliveryBuffer, min(maxBatch, MaxFrameBuffer)))),
 		done:        make(chan struct{}),
 	}
 }

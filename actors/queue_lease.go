@@ -145,8 +145,15 @@ func (q *queueActor) expire(ctx actor.Context) {
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()
 		m := q.msgs[e.id]
-		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen || m.expiresAt.After(now) {
-			continue // settled, leased again, or extended since
+		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
+			continue // settled or leased again since
+		}
+		if m.expiresAt.After(now) {
+			// Extended since this entry was pushed: re-arm at the new expiry.
+			// Extend itself pushes nothing for a later expiry, so however
+			// often a holder extends, its lease has one entry in the heap.
+			q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
+			continue
 		}
 		q.unlease(m)
 		q.requeueNow(&b, m)
@@ -229,9 +236,12 @@ func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
 		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: lease_id %s of message_id %s", ErrLeaseExpired, d.leaseID, d.id)})
 		return
 	}
+	if d.expiresAt.Before(m.expiresAt) {
+		// Shortened: the entry already queued would fire too late.
+		q.expiries.push(expiry{at: d.expiresAt, id: m.id, gen: m.leaseGen})
+		q.armTimer(ctx)
+	}
 	m.expiresAt = d.expiresAt
-	q.expiries.push(expiry{at: d.expiresAt, id: m.id, gen: m.leaseGen})
-	q.armTimer(ctx)
 	ctx.Send(d.sender, &ExtendReply{ExpiresAt: d.expiresAt})
 }
 

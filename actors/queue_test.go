@@ -407,3 +407,32 @@ func TestQueueDepthAndBytesLimits(t *testing.T) {
 	f = startOn(t, f.store)
 	require.ErrorIs(t, f.ask("q", &Enqueue{}).(*EnqueueReply).Err, ErrOverloaded)
 }
+
+// TestRepeatedExtendThenShorten: Extend no longer pushes an expiry entry
+// for a later expiry (a holder extending over and over grew the heap with
+// entries that stayed up to 12 h); the entry already queued re-arms itself.
+// Extended 500 times, then shortened, the lease still expires on time, and
+// an extended lease outlives its original timeout.
+func TestRepeatedExtendThenShorten(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", 40*time.Millisecond)
+	id := f.enqueue("q", nil)
+	c := f.subscribe("q", 1)
+	d := f.recv(c)
+	for range 500 {
+		r := f.ask("q", &Extend{ID: id, LeaseID: d.LeaseID, Timeout: time.Hour}).(*ExtendReply)
+		require.NoError(t, r.Err)
+	}
+	// The original 40 ms entry has fired by now and re-armed for the hour:
+	// the lease is still held.
+	require.Eventually(t, func() bool { return time.Since(d.LeasedAt) > 100*time.Millisecond }, waitFor, 5*time.Millisecond)
+	require.EqualValues(t, 1, f.stats("q").InFlight)
+	requireNoDelivery(t, c)
+	// Shorten it: it comes back after 30 ms despite the hour before.
+	r := f.ask("q", &Extend{ID: id, LeaseID: d.LeaseID, Timeout: 30 * time.Millisecond}).(*ExtendReply)
+	require.NoError(t, r.Err)
+	again := f.recv(c)
+	require.Equal(t, id, again.ID)
+	require.EqualValues(t, 1, again.Record.GetAttemptCount())
+}
