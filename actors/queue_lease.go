@@ -202,7 +202,7 @@ func (q *queueActor) heldLease(id, leaseID string) (*message, error) {
 // record to be durable, so a restart keeps the extension.
 func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 	if req.LeaseID == "" {
-		ctx.Respond(&ExtendReply{Err: fmt.Errorf("%w: lease_id is required to extend a lease", ErrInvalid)})
+		ctx.Respond(&ExtendReply{Err: fmt.Errorf("%w: lease_id: must not be empty (only a lease's holder may extend it)", ErrInvalid)})
 		return
 	}
 	m, err := q.heldLease(req.ID, req.LeaseID)

@@ -52,10 +52,15 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch bool) {
 // prepareEnqueue checks req against the queue's rules and, if it passes,
 // adds its write to b.
 func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
-	// A message that carries its own trace context keeps it: its span joins
-	// that trace rather than the batch call's.
+	// A message that carries a trace context of another trace than the call
+	// (an item of a batch from many producers) keeps it: its span joins that
+	// trace. In the call's own trace (a single Enqueue), the span stays a
+	// child of the RPC span.
 	if _, own := req.Headers[traceparentHeader]; own {
-		parent = telemetry.ExtractHeaders(context.Background(), mapHeader(req.Headers))
+		carried := telemetry.ExtractHeaders(context.Background(), mapHeader(req.Headers))
+		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
+			parent = carried
+		}
 	}
 	spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
 	it := &enqueueItem{span: span, ctx: spanCtx}

@@ -163,6 +163,10 @@ func TestTraceContinuity(t *testing.T) {
 	// The broker's spans are in the producer's trace.
 	require.Equal(t, traceID, brokerH.FindSpan(t, "fila.v1.FilaService/Enqueue", nil).SpanContext().TraceID())
 	require.Equal(t, traceID, brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext().TraceID())
+	// The message carries the producer's traceparent too; in the call's own
+	// trace the queue actor's span stays a child of the RPC's server span.
+	telemetrytest.RequireChildOf(t, brokerH.FindSpan(t, telemetry.SpanEnqueue, nil),
+		brokerH.FindSpan(t, "fila.v1.FilaService/Enqueue", nil).SpanContext())
 
 	// A consumer on its own tracer provider joins the same trace.
 	cctx, cancel := context.WithCancel(ctxT(t))

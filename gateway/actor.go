@@ -82,9 +82,6 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		}
 		return ref.PID, &actors.Nack{ID: r.GetMessageId(), LeaseID: r.GetLeaseId(), Error: r.GetError()}, nil
 	case *filav1.ExtendRequest:
-		if r.GetLeaseId() == "" {
-			return nil, nil, invalid("lease_id: must not be empty (only a lease's holder may extend it)")
-		}
 		ref, err := g.settleTarget(r.GetQueue(), r.GetMessageId(), r.GetLeaseId())
 		if err != nil {
 			return nil, nil, err

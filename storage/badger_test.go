@@ -45,23 +45,6 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 	require.Len(t, qc.Messages, writers)
 }
 
-func TestDeferredBatchesRideWithTheNextCommit(t *testing.T) {
-	t.Parallel()
-	s := open(t, t.TempDir())
-	// Order is in the contract suite; this is badger's group commit: a
-	// deferred batch followed by one someone waits on shares its commit.
-	before := s.Stats()
-	var put, del Batch
-	put.PutLease("q", "n", &storagev1.LeaseRecord{ExpiresAtUnixMs: 8})
-	del.DeleteLease("q", "n")
-	deferredDone := make(chan error, 1)
-	s.Defer(&put, func(err error) { deferredDone <- err })
-	require.NoError(t, s.Write(&del))
-	require.NoError(t, <-deferredDone)
-	after := s.Stats()
-	require.EqualValues(t, 2, after.Batches-before.Batches)
-	require.EqualValues(t, 1, after.Commits-before.Commits, "one commit for both")
-}
 
 // TestBatchesOverTheTransactionLimitAreSplit: the longest queue name and
 // more changes than one badger transaction takes (a purge of 8,300 such

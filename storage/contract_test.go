@@ -40,3 +40,16 @@ func TestBadgerKeepsEverythingAcrossReopen(t *testing.T) {
 	defer func() { require.NoError(t, s.Close()) }()
 	storagetest.RequireSample(t, s)
 }
+
+// TestBadgerDeferredBatchesRideWithTheNextCommit: order is in the contract;
+// this is badger's group commit: a deferred batch followed by one someone
+// waits on shares its commit.
+func TestBadgerDeferredBatchesRideWithTheNextCommit(t *testing.T) {
+	t.Parallel()
+	s, err := storage.Open(storage.Options{Dir: t.TempDir(), SyncWrites: true})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	before, after := storagetest.DeferThenWrite(t, s)
+	require.EqualValues(t, 2, after.Batches-before.Batches)
+	require.EqualValues(t, 1, after.Commits-before.Commits, "one commit for both")
+}

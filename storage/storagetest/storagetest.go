@@ -57,17 +57,10 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		s.Defer(&lease, func(err error) { done <- err })
 		require.NoError(t, <-done)
 		// Followed by a batch someone waits on, it is applied before it.
-		var put, del storage.Batch
-		put.PutLease("q", "n", &storagev1.LeaseRecord{ExpiresAtUnixMs: 8})
-		del.DeleteLease("q", "n")
-		deferredDone := make(chan error, 1)
-		s.Defer(&put, func(err error) { deferredDone <- err })
-		require.NoError(t, s.Write(&del))
-		require.NoError(t, <-deferredDone)
+		DeferThenWrite(t, s)
 		qc, err := s.LoadQueue("q")
 		require.NoError(t, err)
 		require.Contains(t, qc.Leases, "m")
-		require.NotContains(t, qc.Leases, "n", "the later delete wins")
 	})
 
 	t.Run("ConcurrentWritesAllLand", func(t *testing.T) {
@@ -177,4 +170,25 @@ func RequireSample(t *testing.T, s storage.Store) {
 	}
 	require.Len(t, qc.Leases, 1)
 	require.EqualValues(t, 42, qc.Leases["id-1"].GetExpiresAtUnixMs())
+}
+
+// DeferThenWrite defers a lease put and then writes its delete, and checks
+// that both are done and the delete, submitted later, won. It returns the
+// store's Stats before and after, for implementations that also promise the
+// two share a commit.
+func DeferThenWrite(t *testing.T, s storage.Store) (before, after storage.Stats) {
+	t.Helper()
+	before = s.Stats()
+	var put, del storage.Batch
+	put.PutLease("q", "n", &storagev1.LeaseRecord{ExpiresAtUnixMs: 8})
+	del.DeleteLease("q", "n")
+	deferredDone := make(chan error, 1)
+	s.Defer(&put, func(err error) { deferredDone <- err })
+	require.NoError(t, s.Write(&del))
+	require.NoError(t, <-deferredDone)
+	after = s.Stats()
+	qc, err := s.LoadQueue("q")
+	require.NoError(t, err)
+	require.NotContains(t, qc.Leases, "n", "the later delete wins")
+	return before, after
 }
