@@ -45,7 +45,6 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 	require.Len(t, qc.Messages, writers)
 }
 
-
 // TestBatchesOverTheTransactionLimitAreSplit: the longest queue name and
 // more changes than one badger transaction takes (a purge of 8,300 such
 // messages failed with "Txn is too big" before) still commit, in several
