@@ -123,35 +123,51 @@ func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h
 // of what is left has passed, until the returned func is called: a handler
 // that runs longer than the visibility timeout keeps its message. An
 // extension that fails (the lease already expired) stops the extending;
-// the handler's ack will then be refused, which is the truth.
+// the handler's ack will then be refused, which is the truth. It costs one
+// timer per message, and a goroutine only while an extension is sent.
 func (c *Client) keepLeased(ctx context.Context, m *filav1.Message) (stop func()) {
 	leased, expires := m.GetTimestamps().GetLeasedAt().AsTime(), m.GetTimestamps().GetLeaseExpiresAt().AsTime()
 	length := expires.Sub(leased)
 	if m.GetLeaseId() == "" || length <= 0 {
 		return func() {}
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		for {
-			t := time.NewTimer(time.Until(expires) / 2)
-			select {
-			case <-done:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			extendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), length)
-			next, err := c.Extend(extendCtx, m, length)
-			cancel()
-			if err != nil {
-				return
-			}
-			expires = next
+	var (
+		mu      sync.Mutex
+		stopped bool
+		timer   *time.Timer
+		sending sync.WaitGroup
+	)
+	extend := func() {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
 		}
-	}()
-	return func() { close(done); <-finished }
+		sending.Add(1)
+		mu.Unlock()
+		defer sending.Done()
+		extendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), length)
+		next, err := c.Extend(extendCtx, m, length)
+		cancel()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		if !stopped {
+			timer.Reset(time.Until(next) / 2)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	timer = time.AfterFunc(time.Until(expires)/2, extend)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+		sending.Wait()
+	}
 }
 
 // ErrPanic wraps a handler panic, which Consume turns into a nack.
