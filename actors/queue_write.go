@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
@@ -57,7 +59,7 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 	// trace. In the call's own trace (a single Enqueue), the span stays a
 	// child of the RPC span.
 	if _, own := req.Headers[traceparentHeader]; own {
-		carried := telemetry.ExtractHeaders(context.Background(), mapHeader(req.Headers))
+		carried := telemetry.ExtractHeaders(context.Background(), propagation.MapCarrier(req.Headers))
 		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
 			parent = carried
 		}
@@ -294,20 +296,6 @@ func commitParent(call context.Context, batch bool, item context.Context) contex
 	return item
 }
 
-// mapHeader reads a message's headers as an envelope header, to extract
-// the trace context a producer put in them.
-type mapHeader map[string]string
-
-func (h mapHeader) Get(key string) string { return h[key] }
-
-func (h mapHeader) Keys() []string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 // maxLoggedNackError bounds the nack reason in the DEBUG log.
 const maxLoggedNackError = 512
 
@@ -316,10 +304,8 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8RuneStart(s[n]) {
+	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
 	return s[:n] + "…"
 }
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
