@@ -436,3 +436,20 @@ func TestRepeatedExtendThenShorten(t *testing.T) {
 	require.Equal(t, id, again.ID)
 	require.EqualValues(t, 1, again.Record.GetAttemptCount())
 }
+
+func TestClipKeepsRunesWhole(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc…"},
+		{"aé", 2, "a…"}, // é is two bytes: never cut in half
+		{"éé", 3, "é…"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, clip(tt.in, tt.n), "%q at %d", tt.in, tt.n)
+	}
+}
