@@ -75,7 +75,10 @@ type workload struct {
 type bench struct {
 	f       benchFlags
 	natsBin string
-	out     io.Writer
+	// filadBin is filad built for the workloads that run it as a
+	// subprocess; built on first use.
+	filadBin string
+	out      io.Writer
 }
 
 func run(ctx context.Context, f benchFlags, out io.Writer) error {
@@ -125,24 +128,32 @@ func printTables(out io.Writer, results []result) {
 	for _, r := range results {
 		fmt.Fprintf(out, "| %s | %s | %.2f | %s | %s |\n", r.Workload, r.Target, r.Value, r.Unit, r.Note)
 	}
-	// filad/NATS ratios for the workloads both ran.
-	nats := map[string]float64{}
+	// filad/NATS ratios for the workloads both ran, per yardstick.
+	for _, yardstick := range []string{targetNATS, targetNATSAlways} {
+		printRatios(out, results, yardstick)
+	}
+}
+
+// printRatios prints filad's figures over the yardstick's for each workload
+// (msg/s, or CPU per message) that both ran.
+func printRatios(out io.Writer, results []result, yardstick string) {
+	base := map[string]float64{}
 	for _, r := range results {
-		if r.Target == targetNATS {
-			nats[r.Workload] = r.Value
+		if r.Target == yardstick {
+			base[r.Workload] = r.Value
 		}
 	}
-	if len(nats) == 0 {
+	if len(base) == 0 {
 		return
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| workload | filad (sync_writes=true) / NATS | filad (sync_writes=false) / NATS |")
+	fmt.Fprintf(out, "| workload | filad (sync_writes=true) / %[1]s | filad (sync_writes=false) / %[1]s |\n", yardstick)
 	fmt.Fprintln(out, "|---|---:|---:|")
 	ratio := map[string]map[string]float64{}
 	var order []string
 	for _, r := range results {
-		n, ok := nats[r.Workload]
-		if !ok || r.Target == targetNATS {
+		n, ok := base[r.Workload]
+		if !ok || (r.Target != targetSync && r.Target != targetNoSync) {
 			continue
 		}
 		if ratio[r.Workload] == nil {
@@ -151,7 +162,13 @@ func printTables(out io.Writer, results []result) {
 		}
 		ratio[r.Workload][r.Target] = r.Value / n
 	}
+	cell := func(w, target string) string {
+		if v, ok := ratio[w][target]; ok {
+			return fmt.Sprintf("%.2f", v)
+		}
+		return "–"
+	}
 	for _, w := range order {
-		fmt.Fprintf(out, "| %s | %.2f | %.2f |\n", w, ratio[w][targetSync], ratio[w][targetNoSync])
+		fmt.Fprintf(out, "| %s | %s | %s |\n", w, cell(w, targetSync), cell(w, targetNoSync))
 	}
 }

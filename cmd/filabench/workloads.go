@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +26,8 @@ const (
 	targetSync   = "filad"
 	targetNoSync = "filad sync_writes=false"
 	targetNATS   = "NATS JetStream"
+	// targetNATSAlways fsyncs each message before its PubAck.
+	targetNATSAlways = "NATS JetStream sync_interval=always"
 )
 
 func workloads() []workload {
@@ -79,6 +76,50 @@ func workloads() []workload {
 		}},
 		workload{"lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.compare(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleAsyncThroughput(ctx, 4, e.f.messages, kib)
+				})
+		}},
+		// The durable yardstick: filad with fsync against JetStream with
+		// an fsync per message, synchronous and pipelined publishes. NATS
+		// manages a few hundred messages a second here, so a tenth of the
+		// messages.
+		workload{"durable lifecycle 4P/4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			n := max(e.f.messages/10, 100)
+			return e.compareDurable(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, n, kib, nil)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, n, kib)
+				})
+		}},
+		workload{"durable lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			n := max(e.f.messages/4, 100)
+			return e.compareDurable(ctx,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleBatchedThroughput(ctx, 1024, 4, n, kib)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleAsyncThroughput(ctx, 4, n, kib)
+				})
+		}},
+		// CPU per message: each server as a subprocess, so that its CPU time
+		// is its own (filabench's clients are reported apart).
+		workload{"cpu lifecycle 4P/4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.cpuPerMessage(ctx, e.f.messages,
+				func(ctx context.Context, t *filadTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
+				},
+				func(ctx context.Context, t *natsTarget) (result, error) {
+					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib)
+				})
+		}},
+		workload{"cpu lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.cpuPerMessage(ctx, e.f.messages,
 				func(ctx context.Context, t *filadTarget) (result, error) {
 					return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
 				},
@@ -171,7 +212,7 @@ func workloads() []workload {
 			if e.f.short {
 				n = 2000
 			}
-			return memory(ctx, n)
+			return e.memory(ctx, n)
 		}},
 	)
 	return ws
@@ -268,19 +309,43 @@ func (e *bench) compare(ctx context.Context, onFilad func(context.Context, *fila
 		out = append(out, rs...)
 	}
 	if e.natsBin != "" {
-		t, err := startNATS(ctx, e.natsBin)
+		r, err := e.onNATS(ctx, false, onNATS)
 		if err != nil {
 			return nil, err
 		}
-		defer t.close()
-		r, err := onNATS(ctx, t)
-		if err != nil {
-			return nil, err
-		}
-		r.Target = targetNATS
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// compareDurable runs the same workload on filad with fsync and on NATS
+// JetStream with `sync_interval: always`: both fsync before they answer.
+func (e *bench) compareDurable(ctx context.Context, onFilad func(context.Context, *filadTarget) (result, error), onNATS func(context.Context, *natsTarget) (result, error)) ([]result, error) {
+	out, err := e.onFilad(ctx, withSyncWrites(true), func(ctx context.Context, t *filadTarget) ([]result, error) {
+		r, err := onFilad(ctx, t)
+		return []result{r}, err
+	})
+	if err != nil || e.natsBin == "" {
+		return out, err
+	}
+	r, err := e.onNATS(ctx, true, onNATS)
+	return append(out, r), err
+}
+
+// onNATS runs fn against a fresh nats-server, with `sync_interval: always`
+// when syncAlways.
+func (e *bench) onNATS(ctx context.Context, syncAlways bool, fn func(context.Context, *natsTarget) (result, error)) (result, error) {
+	t, err := startNATS(ctx, e.natsBin, syncAlways)
+	if err != nil {
+		return result{}, err
+	}
+	defer t.close()
+	r, err := fn(ctx, t)
+	r.Target = targetNATS
+	if syncAlways {
+		r.Target = targetNATSAlways
+	}
+	return r, err
 }
 
 // onFilad runs fn against a fresh in-process filad on a temp dir (sync
@@ -485,45 +550,13 @@ func (t *filadTarget) fairness(ctx context.Context, weights []int, perKey int) (
 
 // memory runs filad as a subprocess and reads its resident set: idle, and
 // after n 1 KiB messages were enqueued and then drained.
-func memory(ctx context.Context, n int) ([]result, error) {
-	dir, err := os.MkdirTemp("", "filabench-mem")
+func (e *bench) memory(ctx context.Context, n int) ([]result, error) {
+	p, err := e.startFiladProcess()
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "filad")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/filad").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build filad (run filabench from the repository root): %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "--config", "", "--data-dir", filepath.Join(dir, "data"))
-	cmd.Env = append(os.Environ(), "FILA_SERVER__LISTEN_ADDR=127.0.0.1:0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct {
-				ListenAddr string `json:"listen_addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.ListenAddr != "" {
-				addr <- line.ListenAddr
-			}
-		}
-	}()
-	var a string
-	select {
-	case a = <-addr:
-	case <-time.After(20 * time.Second):
-		return nil, fmt.Errorf("filad did not start")
-	}
-	t, err := newFiladTarget(a)
+	defer p.close()
+	t, err := newFiladTarget(p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -532,18 +565,18 @@ func memory(ctx context.Context, n int) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	idle, err := rssMB(cmd.Process.Pid)
+	idle, err := rssMB(p.pid())
 	if err != nil {
 		return nil, err
 	}
 	if err := t.produce(ctx, q, 8, n, make([]byte, 1024), nil); err != nil {
 		return nil, err
 	}
-	full, _ := rssMB(cmd.Process.Pid)
+	full, _ := rssMB(p.pid())
 	if err := t.consume(ctx, q, 4, n, nil); err != nil {
 		return nil, err
 	}
-	drained, _ := rssMB(cmd.Process.Pid)
+	drained, _ := rssMB(p.pid())
 	note := fmt.Sprintf("%d × 1 KiB", n)
 	return []result{
 		{Workload: "RSS idle", Target: targetSync, Value: idle, Unit: "MB"},
@@ -552,17 +585,58 @@ func memory(ctx context.Context, n int) ([]result, error) {
 	}, nil
 }
 
-// rssMB reads VmRSS of pid from /proc.
-func rssMB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
+// cpuPerMessage runs one lifecycle against filad as a subprocess (with and
+// without fsync) and against NATS, and reports the server's CPU µs per
+// message, with the clients' (filabench's own) in the note.
+func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.Context, *filadTarget) (result, error), onNATS func(context.Context, *natsTarget) (result, error)) ([]result, error) {
+	var out []result
+	measure := func(pid int, target string, run func() (result, error)) error {
+		m, err := startCPUMeter(pid)
+		if err != nil {
+			return err
+		}
+		r, err := run()
+		if err != nil {
+			return err
+		}
+		server, client, err := m.perMessage(n)
+		if err != nil {
+			return err
+		}
+		out = append(out, result{Workload: "CPU per message, " + r.Workload, Target: target, Value: server, Unit: "µs server CPU/msg",
+			Note: fmt.Sprintf("clients %.1f µs/msg; %.0f msg/s", client, r.Value)})
+		return nil
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, err
+	for _, sync := range []bool{true, false} {
+		p, err := e.startFiladProcess(fmt.Sprintf("FILA_STORAGE__SYNC_WRITES=%t", sync))
+		if err != nil {
+			return nil, err
+		}
+		t, err := newFiladTarget(p.addr)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		target := targetSync
+		if !sync {
+			target = targetNoSync
+		}
+		err = measure(p.pid(), target, func() (result, error) { return onFilad(ctx, t) })
+		t.close()
+		p.close()
+		if err != nil {
+			return nil, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if e.natsBin != "" {
+		t, err := startNATS(ctx, e.natsBin, false)
+		if err != nil {
+			return nil, err
+		}
+		defer t.close()
+		if err := measure(t.cmd.Process.Pid, targetNATS, func() (result, error) { return onNATS(ctx, t) }); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
