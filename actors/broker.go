@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -73,28 +74,60 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 	for _, rec := range recs {
 		b.spawn(ctx, queueConfigFrom(rec))
 	}
+	// Queues created before dead-letter queues existed get theirs now.
+	for _, rec := range recs {
+		if name := rec.GetName(); !IsDLQ(name) && b.children[DLQName(name)] == nil {
+			if err := b.create(ctx, b.dlqConfig(queueConfigFrom(rec))); err != nil {
+				panic(fmt.Errorf("actors: create dead-letter queue of %s: %w", name, err))
+			}
+		}
+	}
 	if len(recs) > 0 {
 		b.opts.Logger.Info("queues recovered", slog.Int("queues", len(recs)))
 	}
 }
 
+// create defines a queue and, unless it is itself a DLQ, its DLQ (one
+// write for both; an existing DLQ of that name is adopted).
 func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
 	if b.children[cfg.Name] != nil || b.deleting[cfg.Name] {
 		return fmt.Errorf("%w: %q", ErrQueueExists, cfg.Name)
 	}
 	cfg.CreatedAt = time.Now()
-	// Leftovers of a deletion cut short by a crash must not reappear.
-	if err := b.opts.Store.PurgeQueue(cfg.Name); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
+	cfgs := []QueueConfig{cfg}
+	if dlq := DLQName(cfg.Name); !IsDLQ(cfg.Name) && b.children[dlq] == nil {
+		if b.deleting[dlq] {
+			return fmt.Errorf("%w: %q, the dead-letter queue of %q, is being deleted", ErrQueueExists, dlq, cfg.Name)
+		}
+		cfgs = append(cfgs, b.dlqConfig(cfg))
 	}
 	var batch storage.Batch
-	batch.PutQueue(cfg.record())
+	for _, c := range cfgs {
+		// Leftovers of a deletion cut short by a crash must not reappear.
+		if err := b.opts.Store.PurgeQueue(c.Name); err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+		batch.PutQueue(c.record())
+	}
 	if err := b.opts.Store.Write(&batch); err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
-	b.spawn(ctx, cfg)
-	b.opts.Logger.Info("queue created", slog.String("queue_id", cfg.Name))
+	for _, c := range cfgs {
+		b.spawn(ctx, c)
+		b.opts.Logger.Info("queue created", slog.String("queue_id", c.Name))
+	}
 	return nil
+}
+
+// dlqConfig is the config of source's dead-letter queue: the server's
+// defaults (a DLQ has no limits, no max_attempts and no DLQ of its own).
+func (b *brokerActor) dlqConfig(source QueueConfig) QueueConfig {
+	return QueueConfig{
+		Name:              DLQName(source.Name),
+		VisibilityTimeout: b.opts.DefaultQueue.VisibilityTimeout,
+		FairnessKeyHeader: b.opts.DefaultQueue.FairnessKeyHeader,
+		CreatedAt:         source.CreatedAt,
+	}
 }
 
 func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
@@ -131,20 +164,37 @@ func (b *brokerActor) update(ctx actor.Context, cfg QueueConfig) error {
 	return nil
 }
 
+// delete deletes a queue and its DLQ. A DLQ whose source queue exists
+// cannot be deleted alone: the source would have nowhere to dead-letter.
 func (b *brokerActor) delete(ctx actor.Context, name string) {
-	c := b.children[name]
-	if c == nil {
+	if b.children[name] == nil {
 		ctx.Respond(&AdminReply{Err: QueueNotFound(name)})
 		return
 	}
+	if source := strings.TrimSuffix(name, DLQSuffix); IsDLQ(name) && b.children[source] != nil {
+		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %q is the dead-letter queue of %q; delete that queue (which deletes both) or purge this one",
+			ErrFailedPrecondition, name, source)})
+		return
+	}
+	names := []string{name}
+	if dlq := DLQName(name); b.children[dlq] != nil {
+		names = append(names, dlq)
+	}
+	b.retire(ctx, names, func(err error) { ctx.Respond(&AdminReply{Err: err}) })
+}
+
+// retire deletes the named queues one after the other, then calls done
+// with the first error. Each queue's actor answers whatever still reaches
+// it NOT_FOUND, ends its consumers, waits for its writes in flight, and
+// stops itself; a future completes when it has. Blocking on that here could
+// deadlock the broker, so the continuation runs as a message of its own,
+// with this request's sender restored.
+func (b *brokerActor) retire(ctx actor.Context, names []string, done func(error)) {
+	name := names[0]
+	c := b.children[name]
 	delete(b.children, name)
 	b.deleting[name] = true
 	b.dir.remove(name)
-	// The actor answers whatever still reaches it NOT_FOUND, ends its
-	// consumers, waits for its writes in flight, and stops itself; the
-	// future completes when it has. Blocking on that here could deadlock the
-	// broker; the continuation runs as a message of its own, with this
-	// request's sender restored.
 	stopped := actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)
 	ctx.Send(c.pid, &retire{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name), stopped: stopped.PID()})
 	ctx.ReenterAfter(stopped, func(_ any, err error) {
@@ -154,7 +204,12 @@ func (b *brokerActor) delete(ctx actor.Context, name string) {
 			_ = ctx.PoisonFuture(c.pid).Wait()
 		}
 		ctx.Send(b.deps.telemetry, &queueGone{queue: name})
-		ctx.Respond(&AdminReply{Err: b.purge(name)})
+		err = b.purge(name)
+		if len(names) == 1 || err != nil {
+			done(err)
+			return
+		}
+		b.retire(ctx, names[1:], done)
 	})
 }
 

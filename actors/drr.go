@@ -107,6 +107,30 @@ func (d *drr[T]) pop() (item T, key string, ok bool) {
 	return item, "", false
 }
 
+// removeIf drops every item for which drop is true, keeping the order of
+// the others, and returns how many it dropped. It costs O(items): it serves
+// admin operations (purge, redrive), not the hot path.
+func (d *drr[T]) removeIf(drop func(T) bool) int {
+	n := 0
+	for _, k := range d.keys {
+		live := k.items.items[k.items.head:]
+		kept := make([]T, 0, len(live))
+		for _, it := range live {
+			if drop(it) {
+				n++
+			} else {
+				kept = append(kept, it)
+			}
+		}
+		k.items = fifo[T]{items: kept}
+		if len(kept) == 0 {
+			d.deactivate(k)
+		}
+	}
+	d.ready -= n
+	return n
+}
+
 // len is the number of ready items.
 func (d *drr[T]) len() int { return d.ready }
 

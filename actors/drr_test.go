@@ -79,3 +79,24 @@ func TestDRRQuietKeyServedInFirstRound(t *testing.T) {
 	require.Equal(t, "quiet", key)
 	require.Equal(t, -1, second)
 }
+
+func TestDRRRemoveIfKeepsOrderAndCounts(t *testing.T) {
+	t.Parallel()
+	d := newDRR[int](1)
+	for i := range 10 {
+		d.push(fmt.Sprint("k", i%2), 0, i)
+	}
+	require.Equal(t, 5, d.removeIf(func(i int) bool { return i%2 == 1 }), "key k1 emptied")
+	require.Equal(t, 5, d.len())
+	var got []int
+	for {
+		i, key, ok := d.pop()
+		if !ok {
+			break
+		}
+		require.Equal(t, "k0", key)
+		got = append(got, i)
+	}
+	require.Equal(t, []int{0, 2, 4, 6, 8}, got)
+	require.Zero(t, d.active, "an emptied key left the round")
+}

@@ -23,6 +23,9 @@ var (
 	ErrOverloaded = errors.New("queue is overloaded")
 	// ErrStorage: a durable write failed; nothing was applied.
 	ErrStorage = errors.New("storage failure")
+	// ErrFailedPrecondition: the request is well formed but the state
+	// forbids it (deleting a DLQ whose source queue exists).
+	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrInvalid: the request broke a rule the actor checks (such as a bad weight).
 	ErrInvalid = errors.New("invalid argument")
 	// errRestarted ends a consumer whose queue actor restarted; the stream

@@ -50,6 +50,7 @@ func startOn(t *testing.T, store *faultyStore) *fixture {
 		Store:          store,
 		Quantum:        1,
 		RequestTimeout: waitFor,
+		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
 		Board:          f.board,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

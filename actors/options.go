@@ -38,6 +38,10 @@ type Options struct {
 	Quantum int64
 	// RequestTimeout bounds every wait on an actor reply. Required.
 	RequestTimeout time.Duration
+	// DefaultQueue holds what a queue gets when its definition leaves it
+	// unset: VisibilityTimeout and FairnessKeyHeader, both required. A
+	// dead-letter queue gets exactly these.
+	DefaultQueue QueueConfig
 	// Board receives the telemetry actor's per-queue readings, which the
 	// fila.* instruments and ListQueues read. A private board when nil.
 	Board *telemetry.Board
@@ -59,6 +63,8 @@ func (o Options) validate() (Options, error) {
 		return o, errors.New("actors: Options.Quantum must be at least 1")
 	case o.RequestTimeout <= 0:
 		return o, errors.New("actors: Options.RequestTimeout must be positive")
+	case o.DefaultQueue.VisibilityTimeout <= 0, o.DefaultQueue.FairnessKeyHeader == "":
+		return o, errors.New("actors: Options.DefaultQueue needs VisibilityTimeout and FairnessKeyHeader")
 	}
 	if o.Board == nil {
 		o.Board = &telemetry.Board{}

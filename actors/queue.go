@@ -21,7 +21,9 @@ import (
 //	queue_messages.go  the messages it handles and its view of a message
 //	queue_write.go     Enqueue, Ack and Nack: a durable write, then the reply
 //	queue_lease.go     dispatch to consumers, credit, visibility timers, expiry
-//	queue_store.go     its config and records, loading from storage, requeue
+//	queue_store.go     its config and records, loading from storage
+//	failure.go         nack and expiry outcomes: retry, backoff delay, dead letter
+//	queue_admin.go     peek, purge and redrive
 //	queue_trace.go     its spans and DEBUG logs
 
 // queueActor owns one queue: its ready messages (by DRR), consumers, leases
@@ -32,10 +34,14 @@ type queueActor struct {
 	cfg    QueueConfig
 	deps   queueDeps
 
-	msgs      map[string]*message
-	ready     *drr[*message]
-	leased    int
-	expiries  expiryHeap
+	msgs     map[string]*message
+	ready    *drr[*message]
+	leased   int
+	expiries expiryHeap
+	// delays holds the delayed messages by ready time (entries of messages
+	// no longer delayed are stale and skipped); delayed counts them.
+	delays    expiryHeap
+	delayed   int
 	timer     *time.Timer
 	timerAt   time.Time
 	consumers []*consumerSlot
@@ -67,6 +73,8 @@ type queueDeps struct {
 	tracer      trace.Tracer
 	instruments *telemetry.QueueInstruments
 	telemetry   *actor.PID
+	// dir finds a queue's DLQ, or a DLQ's source, to hand messages over.
+	dir *Directory
 }
 
 // configCell holds a queue's current config. The broker replaces it (and
@@ -151,8 +159,19 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.unsubscribe(ctx, m.ConsumerID)
 	case *ConsumerReady:
 		q.dispatch(ctx)
-	case *leaseTick:
-		q.expire(ctx)
+	case *timerTick:
+		q.tick(ctx)
+	case *adopt:
+		q.adopted(ctx, m.msgs)
+	case *Redrive:
+		q.redrive(ctx, m)
+	case *Peek:
+		ctx.Respond(q.peek(m))
+	case *Purge:
+		q.purge(ctx)
+	case *moveDone:
+		q.pending--
+		q.moved(ctx, m)
 	case *flushReading:
 		q.sendReading(ctx)
 	case *endConsumers:
@@ -173,7 +192,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 func (q *queueActor) receiveRetired(ctx actor.Context) {
 	err := q.retired.err
 	switch m := ctx.Message().(type) {
-	case *enqueueDone, *settleDone, *extendDone:
+	case *enqueueDone, *settleDone, *extendDone, *moveDone:
 		q.pending--
 		switch d := m.(type) {
 		case *enqueueDone:
@@ -188,6 +207,8 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 			ctx.Send(d.sender, settleRefusal(len(d.items), d.batch, err))
 		case *extendDone:
 			ctx.Send(d.sender, &ExtendReply{Err: err})
+		case *moveDone:
+			ctx.Send(d.sender, &MoveReply{Err: err})
 		}
 	case *Enqueue:
 		ctx.Respond(enqueueRefusal(1, false, err))
@@ -202,8 +223,13 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 	case *Subscribe:
 		m.Consumer.end(err)
 		ctx.Respond(&SubscribeReply{Queue: ctx.Self()})
-	case *GetStats:
+	case *GetStats, *Peek:
 		ctx.Respond(err)
+	case *Redrive, *Purge:
+		ctx.Respond(&MoveReply{Err: err})
+	case *adopt:
+		// Moved here as the queue was deleted: the purge after it stops
+		// removes them.
 	case *actor.Stopped:
 		ctx.Send(q.retired.stopped, &AdminReply{})
 		return
@@ -286,6 +312,8 @@ func (q *queueActor) stats() *QueueStats {
 	st := &QueueStats{
 		Depth:     int64(q.ready.len()),
 		InFlight:  int64(q.leased),
+		Delayed:   int64(q.delayed),
+		Config:    q.cfg,
 		Consumers: len(q.consumers),
 		Quantum:   q.deps.quantum,
 	}
@@ -313,6 +341,7 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	r.Gauges[telemetry.Depth] = int64(q.ready.len())
 	r.Gauges[telemetry.LeasesActive] = int64(q.leased)
 	r.Gauges[telemetry.ConsumersActive] = int64(len(q.consumers))
+	r.Gauges[telemetry.Delayed] = int64(q.delayed)
 	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
 	q.counts, q.dirty = telemetry.QueueReading{}, false
 }

@@ -17,10 +17,13 @@ import (
 )
 
 // Leases: dispatch hands ready messages to consumers with credit; each
-// lease has an entry in the expiry heap, and one timer per queue fires for
-// the earliest. A heap, not a FIFO: the visibility timeout can change at
-// runtime, so a later lease may expire before an earlier one.
+// lease has an entry in the expiry heap, each delayed message one in the
+// delay heap, and one timer per queue fires for the earliest of both. A
+// heap, not a FIFO: the visibility timeout can change at runtime, so a
+// later lease may expire before an earlier one.
 
+// expiry is a moment something is due for one message: its lease ends, or
+// its delay.
 type expiry struct {
 	at  time.Time
 	id  string
@@ -137,11 +140,13 @@ func (q *queueActor) nextConsumer() *consumerSlot {
 	return nil
 }
 
-// expire returns every lease whose visibility timeout has passed to ready.
-func (q *queueActor) expire(ctx actor.Context) {
+// tick handles the queue's one timer: leases whose visibility timeout has
+// passed fail (as nacks do, by the queue's failure rules), delayed messages
+// whose time has come become ready, and consumers get what is ready.
+func (q *queueActor) tick(ctx actor.Context) {
 	q.timerAt = time.Time{}
 	now := time.Now()
-	var b storage.Batch
+	var expired []*message
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()
 		m := q.msgs[e.id]
@@ -156,22 +161,55 @@ func (q *queueActor) expire(ctx actor.Context) {
 			continue
 		}
 		q.unlease(m)
-		q.requeueNow(&b, m)
+		expired = append(expired, m)
 	}
-	if b.Len() > 0 {
-		q.deps.store.Defer(&b, q.logFailure("expire leases"))
-		q.changed(ctx)
-	}
+	q.failExpired(ctx, expired, now, "expire leases")
+	q.promote(now)
 	q.armTimer(ctx)
 	q.dispatch(ctx)
+	q.changed(ctx)
 }
 
-// armTimer makes sure a leaseTick arrives when the earliest lease expires.
-func (q *queueActor) armTimer(ctx actor.Context) {
-	if q.expiries.len() == 0 {
+// failExpired fails the messages whose leases ran out, in one write that
+// nobody waits on (lease bookkeeping: if it is lost in a crash, recovery
+// finds the same leases expired and fails them again). Messages it
+// dead-letters reach the DLQ once the move is durable.
+func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time, what string) {
+	if len(ms) == 0 {
 		return
 	}
-	at := q.expiries.peek().at
+	var b storage.Batch
+	var moved []*message
+	var dlq *QueueRef
+	for _, m := range ms {
+		f := q.fail(&b, m, true, "", now)
+		q.applyFailure(ctx, m, f)
+		if f.outcome == deadLetter {
+			moved, dlq = append(moved, &message{id: m.id, rec: f.rec}), f.dlq
+		}
+	}
+	q.count(telemetry.Expired, int64(len(ms)))
+	logFailure, system := q.logFailure(what), ctx.ActorSystem()
+	q.deps.store.Defer(&b, func(err error) {
+		logFailure(err)
+		if err == nil && dlq != nil {
+			handOver(system, dlq.PID, moved)
+		}
+	})
+}
+
+// armTimer makes sure a timerTick arrives when the earliest lease expires
+// or the earliest delayed message is due.
+func (q *queueActor) armTimer(ctx actor.Context) {
+	var at time.Time
+	for _, h := range []*expiryHeap{&q.expiries, &q.delays} {
+		if h.len() > 0 && (at.IsZero() || h.peek().at.Before(at)) {
+			at = h.peek().at
+		}
+	}
+	if at.IsZero() {
+		return
+	}
 	if !q.timerAt.IsZero() && !q.timerAt.After(at) {
 		return // a tick is already due no later
 	}
@@ -180,7 +218,7 @@ func (q *queueActor) armTimer(ctx actor.Context) {
 	}
 	q.timerAt = at
 	self, system := ctx.Self(), ctx.ActorSystem()
-	q.timer = time.AfterFunc(time.Until(at), func() { system.Root.Send(self, &leaseTick{}) })
+	q.timer = time.AfterFunc(time.Until(at), func() { system.Root.Send(self, &timerTick{}) })
 }
 
 // heldLease returns the message id's current lease if leaseID (when given)

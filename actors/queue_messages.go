@@ -77,10 +77,11 @@ type (
 	GetStats struct{}
 	// QueueStats is a queue's state now.
 	QueueStats struct {
-		Depth, InFlight int64
-		Consumers       int
-		Quantum         int64
-		Keys            []KeyStats
+		Depth, InFlight, Delayed int64
+		Config                   QueueConfig
+		Consumers                int
+		Quantum                  int64
+		Keys                     []KeyStats
 	}
 	// KeyStats is one active fairness key.
 	KeyStats struct {
@@ -124,8 +125,11 @@ type (
 		sender *actor.PID
 		err    error
 	}
-	// leaseTick: the earliest lease may have expired.
-	leaseTick struct{}
+	// timerTick: the earliest lease expiry or delay may be due.
+	timerTick struct{}
+	// adopt: another queue's durable write moved these messages here (a
+	// dead-lettering into a DLQ, or a redrive out of one).
+	adopt struct{ msgs []*message }
 	// flushReading: report the queue's reading to the telemetry actor.
 	flushReading struct{}
 )
@@ -142,4 +146,9 @@ type message struct {
 	leasedAt  time.Time
 	expiresAt time.Time // the current lease's end; Extend moves it
 	consumer  uint64    // the consumer it is leased to
+	// readyAt is set while the message is delayed (retry backoff or
+	// fila-delay-ms): it is neither ready nor leased until then.
+	readyAt time.Time
+	// moving is set while a purge or redrive of it is being written.
+	moving bool
 }

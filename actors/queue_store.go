@@ -8,7 +8,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
-	"github.com/fila-dev/filad/storage"
 )
 
 // QueueConfig is a queue's definition.
@@ -19,6 +18,14 @@ type QueueConfig struct {
 	// MaxDepth and MaxBytes bound the messages and payload bytes the queue
 	// holds (ready and leased); 0 is unlimited.
 	MaxDepth, MaxBytes uint64
+	// MaxAttempts is how many deliveries a message gets before it is
+	// dead-lettered (or dropped); 0 is unlimited.
+	MaxAttempts uint32
+	// Backoff delays a retry; the zero value retries at once.
+	Backoff Backoff
+	// DeadLetter moves a message at MaxAttempts to the queue's DLQ; when
+	// false such a message is deleted.
+	DeadLetter bool
 	// CreatedAt is when the queue was created; set by CreateQueue.
 	CreatedAt time.Time
 }
@@ -31,6 +38,11 @@ func (c QueueConfig) record() *storagev1.QueueRecord {
 		CreatedAtUnixMs:     c.CreatedAt.UnixMilli(),
 		MaxDepth:            c.MaxDepth,
 		MaxBytes:            c.MaxBytes,
+		MaxAttempts:         c.MaxAttempts,
+		RetryInitialMs:      uint64(c.Backoff.Initial / time.Millisecond),
+		RetryMaxMs:          uint64(c.Backoff.Max / time.Millisecond),
+		RetryMultiplier:     c.Backoff.Multiplier,
+		DeadLetterOff:       !c.DeadLetter,
 	}
 }
 
@@ -41,7 +53,14 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 		FairnessKeyHeader: rec.GetFairnessKeyHeader(),
 		MaxDepth:          rec.GetMaxDepth(),
 		MaxBytes:          rec.GetMaxBytes(),
-		CreatedAt:         time.UnixMilli(rec.GetCreatedAtUnixMs()),
+		MaxAttempts:       rec.GetMaxAttempts(),
+		Backoff: Backoff{
+			Initial:    time.Duration(rec.GetRetryInitialMs()) * time.Millisecond,
+			Max:        time.Duration(rec.GetRetryMaxMs()) * time.Millisecond,
+			Multiplier: rec.GetRetryMultiplier(),
+		},
+		DeadLetter: !rec.GetDeadLetterOff(),
+		CreatedAt:  time.UnixMilli(rec.GetCreatedAtUnixMs()),
 	}
 }
 
@@ -55,7 +74,7 @@ func (q *queueActor) load(ctx actor.Context) {
 		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
 	}
 	now := time.Now()
-	var expired storage.Batch
+	var expired []*message
 	for _, sm := range contents.Messages {
 		m := &message{id: sm.ID, rec: sm.Record}
 		q.msgs[m.id] = m
@@ -69,36 +88,16 @@ func (q *queueActor) load(ctx actor.Context) {
 				q.expiries.push(expiry{at: at, id: m.id, gen: 1})
 				continue
 			}
-			q.requeueNow(&expired, m)
+			expired = append(expired, m)
 			continue
 		}
-		q.makeReady(m, true) // in enqueue order: the latest weight wins again
+		q.makeReadyOrDelay(ctx, m, true) // in enqueue order: the latest weight wins again
 	}
-	if expired.Len() > 0 {
-		q.deps.store.Defer(&expired, q.logFailure("expire leases on recovery"))
-	}
+	q.failExpired(ctx, expired, now, "expire leases on recovery")
 	q.armTimer(ctx)
 	q.changed(ctx)
 	q.deps.log.Debug("queue recovered", slog.String("queue_id", q.cfg.Name),
 		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.leased))
-}
-
-// requeue is the one way a leased message goes back to ready, whether
-// nacked, expired, or found expired on recovery: it writes the message
-// with attempt_count + 1 and drops its lease in b, and returns the new
-// record, which the caller installs once that is safe (makeReady).
-func (q *queueActor) requeue(b *storage.Batch, m *message) *storagev1.MessageRecord {
-	rec := withAttempt(m.rec)
-	b.PutMessage(q.cfg.Name, m.id, rec)
-	b.DeleteLease(q.cfg.Name, m.id)
-	return rec
-}
-
-// requeueNow is requeue for a message whose change needs no waiting: its
-// new record is installed and it is ready at once (expiry, recovery).
-func (q *queueActor) requeueNow(b *storage.Batch, m *message) {
-	m.rec = q.requeue(b, m)
-	q.makeReady(m, false)
 }
 
 // makeReady puts m in the ready index under its fairness key. A new message

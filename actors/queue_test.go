@@ -3,11 +3,13 @@ package actors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -209,9 +211,9 @@ func TestQueueSupervisorRestartKeepsStateConfigAndCounts(t *testing.T) {
 	}}).(*AdminReply).Err)
 	recs, err := f.store.Queues()
 	require.NoError(t, err)
-	require.Equal(t, "q", recs[1].GetName())
-	require.EqualValues(t, 30, recs[1].GetVisibilityTimeoutMs(), "the update is durable")
-	require.NotZero(t, recs[1].GetCreatedAtUnixMs(), "creation time kept")
+	i := slices.IndexFunc(recs, func(r *storagev1.QueueRecord) bool { return r.GetName() == "q" })
+	require.EqualValues(t, 30, recs[i].GetVisibilityTimeoutMs(), "the update is durable")
+	require.NotZero(t, recs[i].GetCreatedAtUnixMs(), "creation time kept")
 
 	f.store.panicNext.Store(true)
 	ref := f.sys.Directory().Lookup("q")

@@ -81,6 +81,11 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		}
 		weight = uint32(n)
 	}
+	delay, err := enqueueDelay(req.Headers)
+	if err != nil {
+		it.err = err
+		return it
+	}
 	if err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
 		it.err = err
 		return it
@@ -129,6 +134,9 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
 	}
+	if delay > 0 {
+		rec.ReadyAtUnixMs = time.Now().Add(delay).UnixMilli()
+	}
 	it.msg = &message{id: id, rec: rec}
 	q.held.add(rec) // now, so a burst cannot overshoot while it commits
 	b.PutMessage(q.cfg.Name, id, rec)
@@ -154,7 +162,7 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 			// After a restart the message may already have been loaded.
 			if _, known := q.msgs[it.msg.id]; !known {
 				q.msgs[it.msg.id] = it.msg
-				q.makeReady(it.msg, true)
+				q.makeReadyOrDelay(ctx, it.msg, true)
 				if !mine {
 					q.held.add(it.msg.rec)
 				}
@@ -181,13 +189,14 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 type settleItem struct {
 	id   string
 	nack bool
-	rec  *storagev1.MessageRecord // the record after a nack
+	fate failure // a nack's outcome
 	span trace.Span
 	ctx  context.Context
 	err  error // refused before the write
 }
 
-// settle writes acks (deletes) and nacks (requeues) of held leases.
+// settle writes acks (deletes) and nacks (failed deliveries: see fail) of
+// held leases.
 func (q *queueActor) settle(ctx actor.Context, reqs []SettleItem, batch bool) {
 	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
 	var b storage.Batch
@@ -223,7 +232,10 @@ func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *stor
 	}
 	m.settling = true
 	if r.Nack {
-		it.rec = q.requeue(b, m)
+		it.fate = q.fail(b, m, false, r.Error, time.Now())
+		if span.IsRecording() {
+			span.SetAttributes(telemetry.KeyOutcome.String(it.fate.outcome.String()))
+		}
 	} else {
 		b.DeleteMessage(q.cfg.Name, r.ID)
 		b.DeleteLease(q.cfg.Name, r.ID)
@@ -234,6 +246,8 @@ func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *stor
 func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	errs := make([]error, len(d.items))
 	var acked, nacked int64
+	var dlq *QueueRef // the queue's DLQ, when a nack dead-lettered
+	var moved []*message
 	for i, it := range d.items {
 		switch {
 		case it.err != nil:
@@ -257,8 +271,10 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 				}
 				m.settling = false
 				if it.nack {
-					m.rec = it.rec
-					q.makeReady(m, false)
+					q.applyFailure(ctx, m, it.fate)
+					if it.fate.outcome == deadLetter {
+						dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
+					}
 				} else {
 					q.forget(m)
 				}
@@ -272,6 +288,9 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			}
 		}
 		endSpan(it.span, errs[i])
+	}
+	if dlq != nil {
+		ctx.Send(dlq.PID, &adopt{msgs: moved}) // the move is durable
 	}
 	if d.batch {
 		ctx.Send(d.sender, &SettleBatchReply{Errs: errs})

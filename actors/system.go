@@ -60,6 +60,7 @@ func Start(opts Options) (*System, error) {
 				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName),
 				instruments: instruments,
 				telemetry:   s.telemetry,
+				dir:         s.dir,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
@@ -72,6 +73,10 @@ func Start(opts Options) (*System, error) {
 	}
 	return s, nil
 }
+
+// DefaultQueue is what a queue definition that leaves a field unset gets
+// (Options.DefaultQueue).
+func (s *System) DefaultQueue() QueueConfig { return s.opts.DefaultQueue }
 
 // Directory is the table of live queue actors.
 func (s *System) Directory() *Directory { return s.dir }

@@ -14,7 +14,8 @@ import (
 
 func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	t.Parallel()
-	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second})
+	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second,
+		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"}})
 	require.NoError(t, err)
 	t.Cleanup(sys.Stop)
 	_, err = sys.Ask(context.Background(), sys.Broker(), nil, &actors.CreateQueue{Config: actors.QueueConfig{Name: "busy", VisibilityTimeout: time.Second}})

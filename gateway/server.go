@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/router"
@@ -44,10 +43,6 @@ type Options struct {
 	DefaultMaxInFlight int
 	// MaxBatchItems and MaxBatchBytes bound one batch call.
 	MaxBatchItems, MaxBatchBytes int
-	// DefaultVisibilityTimeout and DefaultFairnessKeyHeader are what a
-	// CreateQueue that leaves them unset gets.
-	DefaultVisibilityTimeout time.Duration
-	DefaultFairnessKeyHeader string
 	// Alarms, when set, refuse Enqueue while a resource alarm is raised.
 	Alarms *Alarms
 	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
@@ -60,8 +55,7 @@ func (o Options) validate() (Options, error) {
 	switch {
 	case o.System == nil:
 		return o, errors.New("gateway: Options.System is required")
-	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1, o.MaxBatchItems < 1, o.MaxBatchBytes < 1,
-		o.DefaultVisibilityTimeout <= 0, o.DefaultFairnessKeyHeader == "":
+	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1, o.MaxBatchItems < 1, o.MaxBatchBytes < 1:
 		return o, fmt.Errorf("gateway: incomplete Options %+v (build them from config)", o)
 	}
 	o.PoolSize = cmp.Or(o.PoolSize, 2*runtime.GOMAXPROCS(0))
@@ -91,15 +85,12 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, sys: opts.System, health: health.NewServer()}
 	newTranslator := func() *gatewayActor {
 		return &gatewayActor{
-			dir:        opts.System.Directory(),
-			broker:     opts.System.Broker(),
-			maxPayload: opts.MaxMessageBytes,
-			maxMailbox: opts.MaxMailbox,
-			alarms:     opts.Alarms,
-			queueDefaults: actors.QueueConfig{
-				VisibilityTimeout: opts.DefaultVisibilityTimeout,
-				FairnessKeyHeader: opts.DefaultFairnessKeyHeader,
-			},
+			dir:           opts.System.Directory(),
+			broker:        opts.System.Broker(),
+			maxPayload:    opts.MaxMessageBytes,
+			maxMailbox:    opts.MaxMailbox,
+			alarms:        opts.Alarms,
+			queueDefaults: opts.System.DefaultQueue(),
 		}
 	}
 	// Batch calls translate their items on the calling goroutine (a gateway

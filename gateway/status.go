@@ -24,7 +24,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, actors.ErrQueueNotFound), errors.Is(err, actors.ErrNotLeased):
 		code = codes.NotFound
-	case errors.Is(err, actors.ErrLeaseExpired):
+	case errors.Is(err, actors.ErrLeaseExpired), errors.Is(err, actors.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
 	case errors.Is(err, actors.ErrQueueExists):
 		code = codes.AlreadyExists

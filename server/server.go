@@ -110,6 +110,10 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		Store:          s.store,
 		Quantum:        int64(cfg.Scheduler.Quantum),
 		RequestTimeout: cfg.Server.RequestTimeout(),
+		DefaultQueue: actors.QueueConfig{
+			VisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
+			FairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
+		},
 		Board:          board,
 		TracerProvider: s.telemetry.TracerProvider,
 		MeterProvider:  s.telemetry.MeterProvider,
@@ -125,16 +129,14 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		return nil, err
 	}
 	if s.gateway, err = gateway.New(gateway.Options{
-		Alarms:                   s.alarms,
-		System:                   s.system,
-		MaxMessageBytes:          cfg.Server.MaxMessageBytes,
-		MaxMailbox:               int64(cfg.Server.MaxQueueMailbox),
-		DefaultMaxInFlight:       cfg.Server.DefaultMaxInFlight,
-		MaxBatchItems:            cfg.Server.MaxBatchItems,
-		MaxBatchBytes:            cfg.Server.MaxBatchBytes,
-		DefaultVisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
-		DefaultFairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
-		Logger:                   s.log,
+		Alarms:             s.alarms,
+		System:             s.system,
+		MaxMessageBytes:    cfg.Server.MaxMessageBytes,
+		MaxMailbox:         int64(cfg.Server.MaxQueueMailbox),
+		DefaultMaxInFlight: cfg.Server.DefaultMaxInFlight,
+		MaxBatchItems:      cfg.Server.MaxBatchItems,
+		MaxBatchBytes:      cfg.Server.MaxBatchBytes,
+		Logger:             s.log,
 	}); err != nil {
 		return nil, err
 	}

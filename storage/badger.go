@@ -297,6 +297,9 @@ func (s *Badger) gcLoop(ctx context.Context, every time.Duration) {
 // Queues implements Store.
 func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(s.scan) }
 
+// ConfigEntries implements Store.
+func (s *Badger) ConfigEntries() ([]ConfigEntry, error) { return loadConfig(s.scan) }
+
 // LoadQueue implements Store.
 func (s *Badger) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(s.scan, queue) }
 

@@ -15,6 +15,7 @@ const (
 	prefixQueue   = 'q'
 	prefixMessage = 'm'
 	prefixLease   = 'l'
+	prefixConfig  = 'c'
 )
 
 // op is one put (value != nil) or delete (value == nil).
@@ -36,6 +37,9 @@ type Batch struct {
 	units   []int
 	lastKey string // the item of the last unit, "" for a unit of its own
 }
+
+// Units is the number of units in b.
+func (b *Batch) Units() int { return len(b.units) }
 
 // Len is the number of changes in b.
 func (b *Batch) Len() int { return len(b.ops) }
@@ -67,6 +71,24 @@ func (b *Batch) PutLease(queue, id string, rec *storagev1.LeaseRecord) {
 func (b *Batch) DeleteLease(queue, id string) {
 	b.del(queue+"\x00"+id, itemKey(prefixLease, queue, id))
 }
+
+// MoveMessage moves message id from queue from to queue to, as rec: the
+// message and its lease leave from and the message arrives in to in one
+// unit, so a crash never leaves it in both queues or in neither.
+func (b *Batch) MoveMessage(from, to, id string, rec *storagev1.MessageRecord) {
+	item := from + "\x00" + id
+	b.del(item, itemKey(prefixMessage, from, id))
+	b.del(item, itemKey(prefixLease, from, id))
+	b.put(item, itemKey(prefixMessage, to, id), rec)
+}
+
+// PutConfig stores value under key in the runtime config store.
+func (b *Batch) PutConfig(key, value string) {
+	b.add("", op{key: configKey(key), value: []byte(value)})
+}
+
+// DeleteConfig removes key from the runtime config store.
+func (b *Batch) DeleteConfig(key string) { b.del("", configKey(key)) }
 
 func (b *Batch) put(item string, key []byte, m proto.Message) {
 	value, err := proto.Marshal(m)
@@ -109,6 +131,10 @@ func queueKey(queue string) []byte {
 	k := make([]byte, 0, 2+len(queue))
 	k = append(k, prefixQueue, sep)
 	return append(k, queue...)
+}
+
+func configKey(key string) []byte {
+	return append([]byte{prefixConfig, sep}, key...)
 }
 
 func itemKey(prefix byte, queue, id string) []byte {

@@ -56,6 +56,9 @@ func (m *Memory) apply(b *Batch) error {
 // Queues implements Store.
 func (m *Memory) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(m.scan) }
 
+// ConfigEntries implements Store.
+func (m *Memory) ConfigEntries() ([]ConfigEntry, error) { return loadConfig(m.scan) }
+
 // LoadQueue implements Store.
 func (m *Memory) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(m.scan, queue) }
 

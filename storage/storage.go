@@ -9,6 +9,7 @@
 //	q 0x00 <queue>               → storagev1.QueueRecord
 //	m 0x00 <queue> 0x00 <id>     → storagev1.MessageRecord
 //	l 0x00 <queue> 0x00 <id>     → storagev1.LeaseRecord
+//	c 0x00 <key>                 → runtime config value (raw bytes)
 //
 // Message ids are UUIDv7 strings, so a queue's messages scan in the order they
 // were enqueued, which is what recovery needs to keep each fairness key FIFO.
@@ -39,6 +40,8 @@ var ErrClosed = errors.New("storage: closed")
 type Store interface {
 	// Queues returns every queue definition, in name order.
 	Queues() ([]*storagev1.QueueRecord, error)
+	// ConfigEntries returns the runtime config store, in key order.
+	ConfigEntries() ([]ConfigEntry, error)
 	// LoadQueue returns the messages and leases stored for one queue.
 	LoadQueue(queue string) (*QueueContents, error)
 	// Submit queues b for the next group commit and calls done, from the
@@ -64,6 +67,19 @@ type QueueContents struct {
 	Messages []StoredMessage
 	// Leases maps message id to its lease.
 	Leases map[string]*storagev1.LeaseRecord
+}
+
+// ConfigEntry is one key of the runtime config store.
+type ConfigEntry struct{ Key, Value string }
+
+// loadConfig decodes the runtime config store.
+func loadConfig(scan scanFunc) ([]ConfigEntry, error) {
+	var out []ConfigEntry
+	err := scan([]byte{prefixConfig, sep}, func(k, v []byte) error {
+		out = append(out, ConfigEntry{Key: string(k[2:]), Value: string(v)})
+		return nil
+	})
+	return out, err
 }
 
 // StoredMessage is a message record with its id.

@@ -9,6 +9,9 @@ const (
 	KeyMsgID       = attribute.Key("msg_id")
 	KeyFairnessKey = attribute.Key("fairness_key")
 	KeyAttempt     = attribute.Key("fila.attempt_count")
+	// KeyOutcome is what a nack led to: retry, retry_delayed, dead_letter
+	// or drop (docs/failures.md).
+	KeyOutcome = attribute.Key("fila.outcome")
 )
 
 // Values of messaging.operation.type.

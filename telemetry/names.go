@@ -31,6 +31,9 @@ const (
 	Leased
 	Acked
 	Nacked
+	Expired
+	DeadLettered
+	Redriven
 	numCounts
 )
 
@@ -42,6 +45,7 @@ const (
 	Depth Gauge = iota
 	LeasesActive
 	ConsumersActive
+	Delayed
 	numGauges
 )
 
@@ -55,7 +59,11 @@ var Counts = [numCounts]MetricSpec{
 	Enqueued: {"fila.messages.enqueued", "{message}", "Messages accepted durably by Enqueue."},
 	Leased:   {"fila.messages.leased", "{message}", "Messages delivered to consumers under a lease."},
 	Acked:    {"fila.messages.acked", "{message}", "Messages acknowledged and deleted."},
-	Nacked:   {"fila.messages.nacked", "{message}", "Messages returned to ready by Nack."},
+	Nacked:   {"fila.messages.nacked", "{message}", "Messages nacked by consumers (then retried, delayed or dead-lettered)."},
+	Expired:  {"fila.messages.expired", "{message}", "Leases that ran out their visibility timeout unsettled."},
+	DeadLettered: {"fila.messages.dead_lettered", "{message}",
+		"Messages that reached max_attempts and moved to the dead-letter queue (or were dropped with dead_letter off)."},
+	Redriven: {"fila.messages.redriven", "{message}", "Messages moved from this dead-letter queue back to its source by Redrive."},
 }
 
 // Gauges describes each Gauge's instrument.
@@ -63,6 +71,7 @@ var Gauges = [numGauges]MetricSpec{
 	Depth:           {"fila.queue.depth", "{message}", "Ready messages in the queue now."},
 	LeasesActive:    {"fila.leases.active", "{message}", "Leased (in-flight) messages in the queue now."},
 	ConsumersActive: {"fila.consumers.active", "{consumer}", "Open lease streams on the queue now."},
+	Delayed:         {"fila.queue.delayed", "{message}", "Messages waiting out a retry backoff or fila-delay-ms now (not in depth)."},
 }
 
 // Histograms recorded synchronously (lock-free in the SDK) on hot paths.
@@ -88,4 +97,8 @@ var (
 	MetricQueueDepth  = Gauges[Depth].Name
 	MetricLeaseActive = Gauges[LeasesActive].Name
 	MetricConsumers   = Gauges[ConsumersActive].Name
+	MetricExpired     = Counts[Expired].Name
+	MetricDeadLetter  = Counts[DeadLettered].Name
+	MetricRedriven    = Counts[Redriven].Name
+	MetricDelayed     = Gauges[Delayed].Name
 )

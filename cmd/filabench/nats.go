@@ -216,7 +216,9 @@ func (t *natsTarget) lifecycle(ctx context.Context, name string, consumers, n in
 func (t *natsTarget) produceAsync(ctx context.Context, subject string, n int, payload []byte) error {
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for range n {
-		f, err := t.js.PublishAsync(subject, payload)
+		// With 4,000 pending, wait for room (an fsync per message makes
+		// acks slow) rather than fail after the default 200 ms.
+		f, err := t.js.PublishAsync(subject, payload, jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			return err
 		}

@@ -117,6 +117,45 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Equal(t, "ab", qs[0].GetName())
 	})
 
+	t.Run("MoveMessageIsOneUnit", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		b.PutMessage("src", "m", &storagev1.MessageRecord{Payload: []byte("p")})
+		b.PutLease("src", "m", &storagev1.LeaseRecord{ExpiresAtUnixMs: 1})
+		require.NoError(t, s.Write(&b))
+		var mv storage.Batch
+		mv.MoveMessage("src", "src.dlq", "m", &storagev1.MessageRecord{Payload: []byte("p"), AttemptCount: 3})
+		require.Equal(t, 1, mv.Units(), "a move is one unit: never split between transactions")
+		require.NoError(t, s.Write(&mv))
+		qc, err := s.LoadQueue("src")
+		require.NoError(t, err)
+		require.Empty(t, qc.Messages)
+		require.Empty(t, qc.Leases)
+		qc, err = s.LoadQueue("src.dlq")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, 1)
+		require.EqualValues(t, 3, qc.Messages[0].Record.GetAttemptCount())
+	})
+
+	t.Run("ConfigEntries", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		b.PutConfig("b.limit", "2")
+		b.PutConfig("a.limit", "1")
+		b.PutConfig("gone", "x")
+		b.PutQueue(&storagev1.QueueRecord{Name: "c"}) // another kind of key
+		require.NoError(t, s.Write(&b))
+		var del storage.Batch
+		del.DeleteConfig("gone")
+		del.PutConfig("a.limit", "10")
+		require.NoError(t, s.Write(&del))
+		got, err := s.ConfigEntries()
+		require.NoError(t, err)
+		require.Equal(t, []storage.ConfigEntry{{Key: "a.limit", Value: "10"}, {Key: "b.limit", Value: "2"}}, got)
+	})
+
 	t.Run("WritesAfterCloseFail", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)

@@ -9,6 +9,8 @@ package filav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -82,7 +84,18 @@ type QueueConfig struct {
 	// Enqueue past it is RESOURCE_EXHAUSTED. 0 means unlimited.
 	MaxDepth uint64 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
 	// max_bytes is the most payload bytes the queue holds; 0 means unlimited.
-	MaxBytes      uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxBytes uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// max_attempts is how many deliveries a message gets: a message nacked
+	// or expired on its max_attempts-th delivery is dead-lettered (or dropped
+	// when dead_letter is false). 0 means unlimited.
+	MaxAttempts uint32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// retry_backoff delays a nacked or expired message before it is ready
+	// again; unset (or initial_ms 0) retries at once.
+	RetryBackoff *RetryBackoff `protobuf:"bytes,6,opt,name=retry_backoff,json=retryBackoff,proto3" json:"retry_backoff,omitempty"`
+	// dead_letter moves a message that reached max_attempts to the queue's
+	// dead-letter queue "<name>.dlq"; unset means true. When false, such a
+	// message is deleted.
+	DeadLetter    *bool `protobuf:"varint,7,opt,name=dead_letter,json=deadLetter,proto3,oneof" json:"dead_letter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +158,929 @@ func (x *QueueConfig) GetMaxBytes() uint64 {
 	return 0
 }
 
+func (x *QueueConfig) GetMaxAttempts() uint32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *QueueConfig) GetRetryBackoff() *RetryBackoff {
+	if x != nil {
+		return x.RetryBackoff
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetDeadLetter() bool {
+	if x != nil && x.DeadLetter != nil {
+		return *x.DeadLetter
+	}
+	return false
+}
+
+// RetryBackoff is an exponential delay: the n-th retry (attempt_count n)
+// waits min(initial_ms × multiplier^(n−1), max_ms).
+type RetryBackoff struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	InitialMs uint64                 `protobuf:"varint,1,opt,name=initial_ms,json=initialMs,proto3" json:"initial_ms,omitempty"`
+	// max_ms caps the delay; 0 means initial_ms × multiplier^9.
+	MaxMs uint64 `protobuf:"varint,2,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"`
+	// multiplier is from 1 to 10; 0 means 2.
+	Multiplier    float64 `protobuf:"fixed64,3,opt,name=multiplier,proto3" json:"multiplier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryBackoff) Reset() {
+	*x = RetryBackoff{}
+	mi := &file_fila_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBackoff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBackoff) ProtoMessage() {}
+
+func (x *RetryBackoff) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBackoff.ProtoReflect.Descriptor instead.
+func (*RetryBackoff) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RetryBackoff) GetInitialMs() uint64 {
+	if x != nil {
+		return x.InitialMs
+	}
+	return 0
+}
+
+func (x *RetryBackoff) GetMaxMs() uint64 {
+	if x != nil {
+		return x.MaxMs
+	}
+	return 0
+}
+
+func (x *RetryBackoff) GetMultiplier() float64 {
+	if x != nil {
+		return x.Multiplier
+	}
+	return 0
+}
+
+type UpdateQueueRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Config *QueueConfig           `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// update_mask names the QueueConfig fields to change ("max_attempts",
+	// "retry_backoff", ...); the others stay as they are. Empty: every field
+	// set to a non-zero value in config.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateQueueRequest) Reset() {
+	*x = UpdateQueueRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateQueueRequest) ProtoMessage() {}
+
+func (x *UpdateQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateQueueRequest.ProtoReflect.Descriptor instead.
+func (*UpdateQueueRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpdateQueueRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateQueueRequest) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *UpdateQueueRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+type UpdateQueueResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// config is the queue's config after the change.
+	Config        *QueueConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateQueueResponse) Reset() {
+	*x = UpdateQueueResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateQueueResponse) ProtoMessage() {}
+
+func (x *UpdateQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateQueueResponse.ProtoReflect.Descriptor instead.
+func (*UpdateQueueResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateQueueResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type RedriveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dlq_queue is a dead-letter queue, "<source>.dlq".
+	DlqQueue string `protobuf:"bytes,1,opt,name=dlq_queue,json=dlqQueue,proto3" json:"dlq_queue,omitempty"`
+	// count is the most messages to move, oldest first; 0 means all.
+	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveRequest) Reset() {
+	*x = RedriveRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveRequest) ProtoMessage() {}
+
+func (x *RedriveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveRequest.ProtoReflect.Descriptor instead.
+func (*RedriveRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RedriveRequest) GetDlqQueue() string {
+	if x != nil {
+		return x.DlqQueue
+	}
+	return ""
+}
+
+func (x *RedriveRequest) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type RedriveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redriven      uint64                 `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveResponse) Reset() {
+	*x = RedriveResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveResponse) ProtoMessage() {}
+
+func (x *RedriveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveResponse.ProtoReflect.Descriptor instead.
+func (*RedriveResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RedriveResponse) GetRedriven() uint64 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
+type PeekRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// limit is the most messages in one answer: 0 means 100, at most 1000.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_token continues from an earlier answer's next_page_token.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// include_payload returns payloads too; without it only their sizes.
+	IncludePayload bool `protobuf:"varint,4,opt,name=include_payload,json=includePayload,proto3" json:"include_payload,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PeekRequest) Reset() {
+	*x = PeekRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekRequest) ProtoMessage() {}
+
+func (x *PeekRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekRequest.ProtoReflect.Descriptor instead.
+func (*PeekRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PeekRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *PeekRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *PeekRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *PeekRequest) GetIncludePayload() bool {
+	if x != nil {
+		return x.IncludePayload
+	}
+	return false
+}
+
+type PeekResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// messages are in id (enqueue) order: ready and delayed ones, not leased.
+	Messages      []*PeekedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	NextPageToken string           `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeekResponse) Reset() {
+	*x = PeekResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekResponse) ProtoMessage() {}
+
+func (x *PeekResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekResponse.ProtoReflect.Descriptor instead.
+func (*PeekResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PeekResponse) GetMessages() []*PeekedMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *PeekResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type PeekedMessage struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Headers     map[string]string      `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PayloadSize uint64                 `protobuf:"varint,3,opt,name=payload_size,json=payloadSize,proto3" json:"payload_size,omitempty"`
+	// payload is set only when the request asked for it.
+	Payload    []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	Metadata   *MessageMetadata       `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	EnqueuedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=enqueued_at,json=enqueuedAt,proto3" json:"enqueued_at,omitempty"`
+	// ready_at is set while the message is delayed: when it becomes ready.
+	ReadyAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeekedMessage) Reset() {
+	*x = PeekedMessage{}
+	mi := &file_fila_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekedMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekedMessage) ProtoMessage() {}
+
+func (x *PeekedMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekedMessage.ProtoReflect.Descriptor instead.
+func (*PeekedMessage) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PeekedMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PeekedMessage) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetPayloadSize() uint64 {
+	if x != nil {
+		return x.PayloadSize
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetMetadata() *MessageMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetEnqueuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnqueuedAt
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetReadyAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadyAt
+	}
+	return nil
+}
+
+type PurgeQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeQueueRequest) Reset() {
+	*x = PurgeQueueRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeQueueRequest) ProtoMessage() {}
+
+func (x *PurgeQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeQueueRequest.ProtoReflect.Descriptor instead.
+func (*PurgeQueueRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PurgeQueueRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type PurgeQueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Purged        uint64                 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeQueueResponse) Reset() {
+	*x = PurgeQueueResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeQueueResponse) ProtoMessage() {}
+
+func (x *PurgeQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeQueueResponse.ProtoReflect.Descriptor instead.
+func (*PurgeQueueResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PurgeQueueResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
+type SetConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// value is stored under key; empty deletes the key.
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigRequest) Reset() {
+	*x = SetConfigRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigRequest) ProtoMessage() {}
+
+func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetConfigRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetConfigRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type SetConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigResponse) Reset() {
+	*x = SetConfigResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigResponse) ProtoMessage() {}
+
+func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
+func (*SetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetConfigRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type GetConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         string                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigResponse) Reset() {
+	*x = GetConfigResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigResponse) ProtoMessage() {}
+
+func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetConfigResponse) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ListConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// prefix selects the keys that start with it; empty lists all.
+	Prefix        string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigRequest) Reset() {
+	*x = ListConfigRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigRequest) ProtoMessage() {}
+
+func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigRequest.ProtoReflect.Descriptor instead.
+func (*ListConfigRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListConfigRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+type ListConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*ConfigEntry         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	TotalCount    uint32                 `protobuf:"varint,2,opt,name=total_count,json=totalCount,proto3" json:"total_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConfigResponse) Reset() {
+	*x = ListConfigResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConfigResponse) ProtoMessage() {}
+
+func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConfigResponse.ProtoReflect.Descriptor instead.
+func (*ListConfigResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListConfigResponse) GetEntries() []*ConfigEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListConfigResponse) GetTotalCount() uint32 {
+	if x != nil {
+		return x.TotalCount
+	}
+	return 0
+}
+
+type ConfigEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigEntry) Reset() {
+	*x = ConfigEntry{}
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigEntry) ProtoMessage() {}
+
+func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
+func (*ConfigEntry) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConfigEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 type CreateQueueRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -155,7 +1091,7 @@ type CreateQueueRequest struct {
 
 func (x *CreateQueueRequest) Reset() {
 	*x = CreateQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[1]
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +1103,7 @@ func (x *CreateQueueRequest) String() string {
 func (*CreateQueueRequest) ProtoMessage() {}
 
 func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[1]
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +1116,7 @@ func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueRequest.ProtoReflect.Descriptor instead.
 func (*CreateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateQueueRequest) GetName() string {
@@ -206,7 +1142,7 @@ type CreateQueueResponse struct {
 
 func (x *CreateQueueResponse) Reset() {
 	*x = CreateQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[2]
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +1154,7 @@ func (x *CreateQueueResponse) String() string {
 func (*CreateQueueResponse) ProtoMessage() {}
 
 func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[2]
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +1167,7 @@ func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueResponse.ProtoReflect.Descriptor instead.
 func (*CreateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateQueueResponse) GetQueueId() string {
@@ -250,7 +1186,7 @@ type DeleteQueueRequest struct {
 
 func (x *DeleteQueueRequest) Reset() {
 	*x = DeleteQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[3]
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +1198,7 @@ func (x *DeleteQueueRequest) String() string {
 func (*DeleteQueueRequest) ProtoMessage() {}
 
 func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[3]
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +1211,7 @@ func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueRequest.ProtoReflect.Descriptor instead.
 func (*DeleteQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteQueueRequest) GetQueue() string {
@@ -293,7 +1229,7 @@ type DeleteQueueResponse struct {
 
 func (x *DeleteQueueResponse) Reset() {
 	*x = DeleteQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[4]
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +1241,7 @@ func (x *DeleteQueueResponse) String() string {
 func (*DeleteQueueResponse) ProtoMessage() {}
 
 func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[4]
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +1254,7 @@ func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueResponse.ProtoReflect.Descriptor instead.
 func (*DeleteQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListQueuesRequest struct {
@@ -329,7 +1265,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[5]
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +1277,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[5]
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +1290,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListQueuesResponse struct {
@@ -366,7 +1302,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[6]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +1314,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[6]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +1327,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*QueueInfo {
@@ -407,13 +1343,15 @@ type QueueInfo struct {
 	Depth           uint64                 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
 	InFlight        uint64                 `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	ActiveConsumers uint32                 `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// delayed is the number of messages waiting out a retry or enqueue delay.
+	Delayed       uint64 `protobuf:"varint,5,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueInfo) Reset() {
 	*x = QueueInfo{}
-	mi := &file_fila_v1_admin_proto_msgTypes[7]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +1363,7 @@ func (x *QueueInfo) String() string {
 func (*QueueInfo) ProtoMessage() {}
 
 func (x *QueueInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[7]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +1376,7 @@ func (x *QueueInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueInfo.ProtoReflect.Descriptor instead.
 func (*QueueInfo) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *QueueInfo) GetName() string {
@@ -469,6 +1407,13 @@ func (x *QueueInfo) GetActiveConsumers() uint32 {
 	return 0
 }
 
+func (x *QueueInfo) GetDelayed() uint64 {
+	if x != nil {
+		return x.Delayed
+	}
+	return 0
+}
+
 type GetStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
@@ -485,7 +1430,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[8]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +1442,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[8]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +1455,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetStatsRequest) GetQueue() string {
@@ -554,13 +1499,18 @@ type GetStatsResponse struct {
 	PerKeyStats []*PerKeyStats `protobuf:"bytes,6,rep,name=per_key_stats,json=perKeyStats,proto3" json:"per_key_stats,omitempty"`
 	// next_page_token fetches the next page; empty on the last.
 	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// delayed is the number of messages waiting out a retry or enqueue delay;
+	// they are not in depth.
+	Delayed uint64 `protobuf:"varint,8,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	// config is the queue's config in force, defaults filled in.
+	Config        *QueueConfig `protobuf:"bytes,9,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[9]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +1522,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[9]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +1535,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetStatsResponse) GetDepth() uint64 {
@@ -637,6 +1587,20 @@ func (x *GetStatsResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *GetStatsResponse) GetDelayed() uint64 {
+	if x != nil {
+		return x.Delayed
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
 type PerKeyStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -649,7 +1613,7 @@ type PerKeyStats struct {
 
 func (x *PerKeyStats) Reset() {
 	*x = PerKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[10]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1625,7 @@ func (x *PerKeyStats) String() string {
 func (*PerKeyStats) ProtoMessage() {}
 
 func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[10]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1638,7 @@ func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerKeyStats.ProtoReflect.Descriptor instead.
 func (*PerKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PerKeyStats) GetKey() string {
@@ -709,12 +1673,78 @@ var File_fila_v1_admin_proto protoreflect.FileDescriptor
 
 const file_fila_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13fila/v1/admin.proto\x12\afila.v1\"\xab\x01\n" +
+	"\x13fila/v1/admin.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n" +
 	"\vQueueConfig\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
 	"\x13fairness_key_header\x18\x02 \x01(\tR\x11fairnessKeyHeader\x12\x1b\n" +
 	"\tmax_depth\x18\x03 \x01(\x04R\bmaxDepth\x12\x1b\n" +
-	"\tmax_bytes\x18\x04 \x01(\x04R\bmaxBytes\"V\n" +
+	"\tmax_bytes\x18\x04 \x01(\x04R\bmaxBytes\x12!\n" +
+	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12:\n" +
+	"\rretry_backoff\x18\x06 \x01(\v2\x15.fila.v1.RetryBackoffR\fretryBackoff\x12$\n" +
+	"\vdead_letter\x18\a \x01(\bH\x00R\n" +
+	"deadLetter\x88\x01\x01B\x0e\n" +
+	"\f_dead_letter\"d\n" +
+	"\fRetryBackoff\x12\x1d\n" +
+	"\n" +
+	"initial_ms\x18\x01 \x01(\x04R\tinitialMs\x12\x15\n" +
+	"\x06max_ms\x18\x02 \x01(\x04R\x05maxMs\x12\x1e\n" +
+	"\n" +
+	"multiplier\x18\x03 \x01(\x01R\n" +
+	"multiplier\"\x93\x01\n" +
+	"\x12UpdateQueueRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x06config\x18\x02 \x01(\v2\x14.fila.v1.QueueConfigR\x06config\x12;\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\"C\n" +
+	"\x13UpdateQueueResponse\x12,\n" +
+	"\x06config\x18\x01 \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"C\n" +
+	"\x0eRedriveRequest\x12\x1b\n" +
+	"\tdlq_queue\x18\x01 \x01(\tR\bdlqQueue\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"-\n" +
+	"\x0fRedriveResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\x04R\bredriven\"\x81\x01\n" +
+	"\vPeekRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12'\n" +
+	"\x0finclude_payload\x18\x04 \x01(\bR\x0eincludePayload\"j\n" +
+	"\fPeekResponse\x122\n" +
+	"\bmessages\x18\x01 \x03(\v2\x16.fila.v1.PeekedMessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x81\x03\n" +
+	"\rPeekedMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
+	"\aheaders\x18\x02 \x03(\v2#.fila.v1.PeekedMessage.HeadersEntryR\aheaders\x12!\n" +
+	"\fpayload_size\x18\x03 \x01(\x04R\vpayloadSize\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x124\n" +
+	"\bmetadata\x18\x05 \x01(\v2\x18.fila.v1.MessageMetadataR\bmetadata\x12;\n" +
+	"\venqueued_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"enqueuedAt\x125\n" +
+	"\bready_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\")\n" +
+	"\x11PurgeQueueRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\",\n" +
+	"\x12PurgeQueueResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged\":\n" +
+	"\x10SetConfigRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x13\n" +
+	"\x11SetConfigResponse\"$\n" +
+	"\x10GetConfigRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\")\n" +
+	"\x11GetConfigResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"+\n" +
+	"\x11ListConfigRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"e\n" +
+	"\x12ListConfigResponse\x12.\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.fila.v1.ConfigEntryR\aentries\x12\x1f\n" +
+	"\vtotal_count\x18\x02 \x01(\rR\n" +
+	"totalCount\"5\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"V\n" +
 	"\x12CreateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x06config\x18\x02 \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"0\n" +
@@ -725,18 +1755,19 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x13DeleteQueueResponse\"\x13\n" +
 	"\x11ListQueuesRequest\"@\n" +
 	"\x12ListQueuesResponse\x12*\n" +
-	"\x06queues\x18\x01 \x03(\v2\x12.fila.v1.QueueInfoR\x06queues\"}\n" +
+	"\x06queues\x18\x01 \x03(\v2\x12.fila.v1.QueueInfoR\x06queues\"\x97\x01\n" +
 	"\tQueueInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\x04R\binFlight\x12)\n" +
-	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\"\x82\x01\n" +
+	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12\x18\n" +
+	"\adelayed\x18\x05 \x01(\x04R\adelayed\"\x82\x01\n" +
 	"\x0fGetStatsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12$\n" +
-	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\x9e\x02\n" +
+	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\xe6\x02\n" +
 	"\x10GetStatsResponse\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x04R\binFlight\x120\n" +
@@ -744,7 +1775,9 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12\x18\n" +
 	"\aquantum\x18\x05 \x01(\rR\aquantum\x128\n" +
 	"\rper_key_stats\x18\x06 \x03(\v2\x14.fila.v1.PerKeyStatsR\vperKeyStats\x12&\n" +
-	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\"k\n" +
+	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\adelayed\x18\b \x01(\x04R\adelayed\x12,\n" +
+	"\x06config\x18\t \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"k\n" +
 	"\vPerKeyStats\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
@@ -752,13 +1785,22 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x06weight\x18\x04 \x01(\rR\x06weight*1\n" +
 	"\aKeySort\x12\x10\n" +
 	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
-	"\x10KEY_SORT_PENDING\x10\x012\xa7\x02\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xfa\x05\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
 	"\n" +
 	"ListQueues\x12\x1a.fila.v1.ListQueuesRequest\x1a\x1b.fila.v1.ListQueuesResponse\x12?\n" +
-	"\bGetStats\x12\x18.fila.v1.GetStatsRequest\x1a\x19.fila.v1.GetStatsResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\bGetStats\x12\x18.fila.v1.GetStatsRequest\x1a\x19.fila.v1.GetStatsResponse\x12H\n" +
+	"\vUpdateQueue\x12\x1b.fila.v1.UpdateQueueRequest\x1a\x1c.fila.v1.UpdateQueueResponse\x12<\n" +
+	"\aRedrive\x12\x17.fila.v1.RedriveRequest\x1a\x18.fila.v1.RedriveResponse\x123\n" +
+	"\x04Peek\x12\x14.fila.v1.PeekRequest\x1a\x15.fila.v1.PeekResponse\x12E\n" +
+	"\n" +
+	"PurgeQueue\x12\x1a.fila.v1.PurgeQueueRequest\x1a\x1b.fila.v1.PurgeQueueResponse\x12B\n" +
+	"\tSetConfig\x12\x19.fila.v1.SetConfigRequest\x1a\x1a.fila.v1.SetConfigResponse\x12B\n" +
+	"\tGetConfig\x12\x19.fila.v1.GetConfigRequest\x1a\x1a.fila.v1.GetConfigResponse\x12E\n" +
+	"\n" +
+	"ListConfig\x12\x1a.fila.v1.ListConfigRequest\x1a\x1b.fila.v1.ListConfigResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_admin_proto_rawDescOnce sync.Once
@@ -773,39 +1815,85 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_fila_v1_admin_proto_goTypes = []any{
-	(KeySort)(0),                // 0: fila.v1.KeySort
-	(*QueueConfig)(nil),         // 1: fila.v1.QueueConfig
-	(*CreateQueueRequest)(nil),  // 2: fila.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil), // 3: fila.v1.CreateQueueResponse
-	(*DeleteQueueRequest)(nil),  // 4: fila.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil), // 5: fila.v1.DeleteQueueResponse
-	(*ListQueuesRequest)(nil),   // 6: fila.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),  // 7: fila.v1.ListQueuesResponse
-	(*QueueInfo)(nil),           // 8: fila.v1.QueueInfo
-	(*GetStatsRequest)(nil),     // 9: fila.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),    // 10: fila.v1.GetStatsResponse
-	(*PerKeyStats)(nil),         // 11: fila.v1.PerKeyStats
+	(KeySort)(0),                  // 0: fila.v1.KeySort
+	(*QueueConfig)(nil),           // 1: fila.v1.QueueConfig
+	(*RetryBackoff)(nil),          // 2: fila.v1.RetryBackoff
+	(*UpdateQueueRequest)(nil),    // 3: fila.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),   // 4: fila.v1.UpdateQueueResponse
+	(*RedriveRequest)(nil),        // 5: fila.v1.RedriveRequest
+	(*RedriveResponse)(nil),       // 6: fila.v1.RedriveResponse
+	(*PeekRequest)(nil),           // 7: fila.v1.PeekRequest
+	(*PeekResponse)(nil),          // 8: fila.v1.PeekResponse
+	(*PeekedMessage)(nil),         // 9: fila.v1.PeekedMessage
+	(*PurgeQueueRequest)(nil),     // 10: fila.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),    // 11: fila.v1.PurgeQueueResponse
+	(*SetConfigRequest)(nil),      // 12: fila.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),     // 13: fila.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),      // 14: fila.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),     // 15: fila.v1.GetConfigResponse
+	(*ListConfigRequest)(nil),     // 16: fila.v1.ListConfigRequest
+	(*ListConfigResponse)(nil),    // 17: fila.v1.ListConfigResponse
+	(*ConfigEntry)(nil),           // 18: fila.v1.ConfigEntry
+	(*CreateQueueRequest)(nil),    // 19: fila.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil),   // 20: fila.v1.CreateQueueResponse
+	(*DeleteQueueRequest)(nil),    // 21: fila.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),   // 22: fila.v1.DeleteQueueResponse
+	(*ListQueuesRequest)(nil),     // 23: fila.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),    // 24: fila.v1.ListQueuesResponse
+	(*QueueInfo)(nil),             // 25: fila.v1.QueueInfo
+	(*GetStatsRequest)(nil),       // 26: fila.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),      // 27: fila.v1.GetStatsResponse
+	(*PerKeyStats)(nil),           // 28: fila.v1.PerKeyStats
+	nil,                           // 29: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil), // 30: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),       // 31: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
-	1,  // 0: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	8,  // 1: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
-	0,  // 2: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
-	11, // 3: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
-	2,  // 4: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	4,  // 5: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	6,  // 6: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	9,  // 7: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	3,  // 8: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	5,  // 9: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	7,  // 10: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	10, // 11: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
+	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
+	30, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
+	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
+	29, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	31, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	32, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	32, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	18, // 9: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
+	1,  // 10: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
+	25, // 11: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
+	0,  // 12: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
+	28, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
+	1,  // 14: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
+	19, // 15: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	21, // 16: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	23, // 17: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	26, // 18: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 19: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
+	5,  // 20: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
+	7,  // 21: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
+	10, // 22: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
+	12, // 23: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	14, // 24: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	16, // 25: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	20, // 26: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	22, // 27: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	24, // 28: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	27, // 29: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 30: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 31: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 32: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 33: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	13, // 34: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	15, // 35: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	17, // 36: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -813,13 +1901,15 @@ func file_fila_v1_admin_proto_init() {
 	if File_fila_v1_admin_proto != nil {
 		return
 	}
+	file_fila_v1_messages_proto_init()
+	file_fila_v1_admin_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,8 +34,15 @@ type QueueRecord struct {
 	CreatedAtUnixMs     int64                  `protobuf:"varint,4,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
 	MaxDepth            uint64                 `protobuf:"varint,5,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
 	MaxBytes            uint64                 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	MaxAttempts         uint32                 `protobuf:"varint,7,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	RetryInitialMs      uint64                 `protobuf:"varint,8,opt,name=retry_initial_ms,json=retryInitialMs,proto3" json:"retry_initial_ms,omitempty"`
+	RetryMaxMs          uint64                 `protobuf:"varint,9,opt,name=retry_max_ms,json=retryMaxMs,proto3" json:"retry_max_ms,omitempty"`
+	RetryMultiplier     float64                `protobuf:"fixed64,10,opt,name=retry_multiplier,json=retryMultiplier,proto3" json:"retry_multiplier,omitempty"`
+	// dead_letter_off: a record written before dead-lettering existed reads
+	// as on, the default.
+	DeadLetterOff bool `protobuf:"varint,11,opt,name=dead_letter_off,json=deadLetterOff,proto3" json:"dead_letter_off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueRecord) Reset() {
@@ -110,6 +117,41 @@ func (x *QueueRecord) GetMaxBytes() uint64 {
 	return 0
 }
 
+func (x *QueueRecord) GetMaxAttempts() uint32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetRetryInitialMs() uint64 {
+	if x != nil {
+		return x.RetryInitialMs
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetRetryMaxMs() uint64 {
+	if x != nil {
+		return x.RetryMaxMs
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetRetryMultiplier() float64 {
+	if x != nil {
+		return x.RetryMultiplier
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetDeadLetterOff() bool {
+	if x != nil {
+		return x.DeadLetterOff
+	}
+	return false
+}
+
 // MessageRecord is a message as stored: everything needed to deliver it again
 // after a restart.
 type MessageRecord struct {
@@ -124,8 +166,11 @@ type MessageRecord struct {
 	// the Enqueue that created the message, so delivery can link to it.
 	CreationTraceparent string `protobuf:"bytes,7,opt,name=creation_traceparent,json=creationTraceparent,proto3" json:"creation_traceparent,omitempty"`
 	CreationTracestate  string `protobuf:"bytes,8,opt,name=creation_tracestate,json=creationTracestate,proto3" json:"creation_tracestate,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// ready_at_unix_ms, when set, is when a delayed message (retry backoff or
+	// fila-delay-ms) becomes ready; until then it is not delivered.
+	ReadyAtUnixMs int64 `protobuf:"varint,9,opt,name=ready_at_unix_ms,json=readyAtUnixMs,proto3" json:"ready_at_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageRecord) Reset() {
@@ -214,6 +259,13 @@ func (x *MessageRecord) GetCreationTracestate() string {
 	return ""
 }
 
+func (x *MessageRecord) GetReadyAtUnixMs() int64 {
+	if x != nil {
+		return x.ReadyAtUnixMs
+	}
+	return 0
+}
+
 // LeaseRecord is a lease in force: the message is invisible until expiry.
 type LeaseRecord struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -281,14 +333,21 @@ var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xec\x01\n" +
+	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xae\x03\n" +
 	"\vQueueRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x15visibility_timeout_ms\x18\x02 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
 	"\x13fairness_key_header\x18\x03 \x01(\tR\x11fairnessKeyHeader\x12+\n" +
 	"\x12created_at_unix_ms\x18\x04 \x01(\x03R\x0fcreatedAtUnixMs\x12\x1b\n" +
 	"\tmax_depth\x18\x05 \x01(\x04R\bmaxDepth\x12\x1b\n" +
-	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\"\x9f\x03\n" +
+	"\tmax_bytes\x18\x06 \x01(\x04R\bmaxBytes\x12!\n" +
+	"\fmax_attempts\x18\a \x01(\rR\vmaxAttempts\x12(\n" +
+	"\x10retry_initial_ms\x18\b \x01(\x04R\x0eretryInitialMs\x12 \n" +
+	"\fretry_max_ms\x18\t \x01(\x04R\n" +
+	"retryMaxMs\x12)\n" +
+	"\x10retry_multiplier\x18\n" +
+	" \x01(\x01R\x0fretryMultiplier\x12&\n" +
+	"\x0fdead_letter_off\x18\v \x01(\bR\rdeadLetterOff\"\xc8\x03\n" +
 	"\rMessageRecord\x12E\n" +
 	"\aheaders\x18\x01 \x03(\v2+.fila.storage.v1.MessageRecord.HeadersEntryR\aheaders\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
@@ -297,7 +356,8 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\rattempt_count\x18\x05 \x01(\rR\fattemptCount\x12-\n" +
 	"\x13enqueued_at_unix_ns\x18\x06 \x01(\x03R\x10enqueuedAtUnixNs\x121\n" +
 	"\x14creation_traceparent\x18\a \x01(\tR\x13creationTraceparent\x12/\n" +
-	"\x13creation_tracestate\x18\b \x01(\tR\x12creationTracestate\x1a:\n" +
+	"\x13creation_tracestate\x18\b \x01(\tR\x12creationTracestate\x12'\n" +
+	"\x10ready_at_unix_ms\x18\t \x01(\x03R\rreadyAtUnixMs\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +

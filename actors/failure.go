@@ -1,0 +1,265 @@
+package actors
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Failure handling: what happens to a message whose delivery ended without
+// an ack (a nack, a lease that expired, or one found expired on recovery),
+// and the delays that hold a message back (retry backoff, fila-delay-ms).
+// docs/failures.md is the operator's account of the same rules.
+
+// Failure-handling rules.
+const (
+	// DLQSuffix ends the name of a dead-letter queue: "orders.dlq" is the
+	// DLQ of "orders". A DLQ has no DLQ of its own.
+	DLQSuffix = ".dlq"
+	// DelayHeader holds a producer's enqueue delay in milliseconds.
+	DelayHeader = "fila-delay-ms"
+	// MaxDelay bounds fila-delay-ms and every retry backoff.
+	MaxDelay = 24 * time.Hour
+	// MaxAttemptsLimit is the largest max_attempts a queue may have.
+	MaxAttemptsLimit = 10_000
+	// The headers a dead-lettered message gets: its source queue, how many
+	// deliveries it had, why the last one failed ("nack" or "expired"), and
+	// the last nack's error, clipped to MaxDLQErrorBytes.
+	HeaderDLQSource   = "fila-dlq-source-queue"
+	HeaderDLQAttempts = "fila-dlq-attempts"
+	HeaderDLQReason   = "fila-dlq-reason"
+	HeaderDLQError    = "fila-dlq-error"
+	MaxDLQErrorBytes  = 1024
+)
+
+// DLQName is the name of queue's dead-letter queue.
+func DLQName(queue string) string { return queue + DLQSuffix }
+
+// IsDLQ reports whether queue is a dead-letter queue by its name.
+func IsDLQ(queue string) bool { return strings.HasSuffix(queue, DLQSuffix) }
+
+// Backoff is an exponential retry delay. The zero value retries at once.
+type Backoff struct {
+	// Initial is the first retry's delay; 0 turns backoff off.
+	Initial time.Duration
+	// Max caps the delay; 0 means Initial × Multiplier^9.
+	Max time.Duration
+	// Multiplier grows the delay per attempt, from 1 to 10; 0 means 2.
+	Multiplier float64
+}
+
+// DefaultBackoffMultiplier is Backoff.Multiplier when it is 0.
+const DefaultBackoffMultiplier = 2
+
+// Delay is how long the retry after the attempt-th failed delivery waits:
+// min(Initial × Multiplier^(attempt−1), Max), never over MaxDelay.
+func (b Backoff) Delay(attempt uint32) time.Duration {
+	if b.Initial <= 0 {
+		return 0
+	}
+	mult := b.Multiplier
+	if mult == 0 {
+		mult = DefaultBackoffMultiplier
+	}
+	limit := b.Max
+	if limit == 0 {
+		limit = time.Duration(float64(b.Initial) * math.Pow(mult, 9))
+	}
+	limit = min(limit, MaxDelay)
+	d := float64(b.Initial) * math.Pow(mult, float64(max(attempt, 1)-1))
+	if d >= float64(limit) { // also catches +Inf for large attempts
+		return limit
+	}
+	return time.Duration(d)
+}
+
+// outcome is what a failed delivery leads to.
+type outcome int
+
+const (
+	retryNow   outcome = iota // ready again at once
+	retryLater                // delayed by the backoff
+	deadLetter                // moved to the DLQ
+	drop                      // deleted: max_attempts with dead_letter off
+)
+
+// failure is a failed delivery's fate, decided and written by fail and
+// installed by applyFailure.
+type failure struct {
+	outcome outcome
+	// rec is the message's new record: in this queue, or in the DLQ.
+	rec *storagev1.MessageRecord
+	// dlq receives a dead-lettered message.
+	dlq *QueueRef
+}
+
+// fail is the one way a delivery ends unsettled: it decides by the queue's
+// max_attempts, retry_backoff and dead_letter what becomes of m, writes that
+// into b (dropping m's lease), and returns it for applyFailure, which the
+// caller runs once that is safe. expired says the lease ran out; errText is
+// a nack's reason.
+func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText string, now time.Time) failure {
+	attempts := m.rec.GetAttemptCount() + 1 // deliveries so far
+	if q.cfg.MaxAttempts > 0 && attempts >= q.cfg.MaxAttempts {
+		if !q.cfg.DeadLetter || IsDLQ(q.cfg.Name) {
+			b.DeleteMessage(q.cfg.Name, m.id)
+			b.DeleteLease(q.cfg.Name, m.id)
+			return failure{outcome: drop}
+		}
+		// A DLQ missing (being deleted and re-created) leaves the message
+		// retrying rather than losing it.
+		if dlq := q.deps.dir.Lookup(DLQName(q.cfg.Name)); dlq != nil {
+			rec := deadLetterRecord(m.rec, q.cfg.Name, attempts, expired, errText)
+			b.MoveMessage(q.cfg.Name, DLQName(q.cfg.Name), m.id, rec)
+			return failure{outcome: deadLetter, rec: rec, dlq: dlq}
+		}
+	}
+	rec := withAttempt(m.rec)
+	f := failure{outcome: retryNow, rec: rec}
+	if d := q.cfg.Backoff.Delay(attempts); d > 0 {
+		rec.ReadyAtUnixMs = now.Add(d).UnixMilli()
+		f.outcome = retryLater
+	}
+	b.PutMessage(q.cfg.Name, m.id, rec)
+	b.DeleteLease(q.cfg.Name, m.id)
+	return f
+}
+
+// applyFailure installs what fail decided, in memory: m is ready, delayed,
+// or gone from this queue. A dead-lettered message is handed to the DLQ by
+// the caller once the move is durable (handOver).
+func (q *queueActor) applyFailure(ctx actor.Context, m *message, f failure) {
+	switch f.outcome {
+	case retryNow, retryLater:
+		m.rec = f.rec
+		q.makeReadyOrDelay(ctx, m, false)
+	case deadLetter, drop:
+		q.forget(m)
+		q.count(telemetry.DeadLettered, 1)
+	}
+}
+
+// deadLetterRecord is rec as the DLQ stores it: the same headers, payload,
+// key and creation context, attempts starting again from 0, plus the
+// headers saying where it came from and why.
+func deadLetterRecord(rec *storagev1.MessageRecord, source string, attempts uint32, expired bool, errText string) *storagev1.MessageRecord {
+	headers := make(map[string]string, len(rec.GetHeaders())+4)
+	for k, v := range rec.GetHeaders() {
+		headers[k] = v
+	}
+	headers[HeaderDLQSource] = source
+	headers[HeaderDLQAttempts] = strconv.FormatUint(uint64(attempts), 10)
+	if expired {
+		headers[HeaderDLQReason] = "expired"
+		delete(headers, HeaderDLQError)
+	} else {
+		headers[HeaderDLQReason] = "nack"
+		headers[HeaderDLQError] = clip(errText, MaxDLQErrorBytes)
+	}
+	out := withAttempt(rec)
+	out.Headers, out.AttemptCount, out.ReadyAtUnixMs = headers, 0, 0
+	return out
+}
+
+// redriveRecord is a DLQ's rec as its source queue stores it again: the
+// dead-letter headers gone, attempts from 0, ready at once.
+func redriveRecord(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
+	headers := make(map[string]string, len(rec.GetHeaders()))
+	for k, v := range rec.GetHeaders() {
+		switch k {
+		case HeaderDLQSource, HeaderDLQAttempts, HeaderDLQReason, HeaderDLQError:
+		default:
+			headers[k] = v
+		}
+	}
+	out := withAttempt(rec)
+	out.Headers, out.AttemptCount, out.ReadyAtUnixMs = headers, 0, 0
+	return out
+}
+
+// handOver sends the messages another queue's write moved into (the DLQ,
+// or a redrive's source), once that write is durable. Called on the
+// committer's goroutine: it touches nothing of the actor's.
+func handOver(system *actor.ActorSystem, to *actor.PID, moved []*message) {
+	if len(moved) > 0 {
+		system.Root.Send(to, &adopt{msgs: moved})
+	}
+}
+
+// adopted takes in messages another queue's durable write moved here.
+func (q *queueActor) adopted(ctx actor.Context, msgs []*message) {
+	n := 0
+	for _, m := range msgs {
+		if _, known := q.msgs[m.id]; known {
+			continue // loaded from storage by a restart since the move
+		}
+		q.msgs[m.id] = m
+		q.held.add(m.rec)
+		q.makeReadyOrDelay(ctx, m, true)
+		n++
+	}
+	if n > 0 {
+		q.dispatch(ctx)
+		q.changed(ctx)
+	}
+}
+
+// makeReadyOrDelay makes m ready, or holds it back until its record's
+// ready_at when that is still ahead.
+func (q *queueActor) makeReadyOrDelay(ctx actor.Context, m *message, fresh bool) {
+	if at := m.rec.GetReadyAtUnixMs(); at > 0 {
+		if readyAt := time.UnixMilli(at); readyAt.After(time.Now()) {
+			m.readyAt = readyAt
+			q.delayed++
+			q.delays.push(expiry{at: readyAt, id: m.id})
+			q.armTimer(ctx)
+			return
+		}
+	}
+	q.makeReady(m, fresh)
+}
+
+// promote makes every delayed message whose time has come ready.
+func (q *queueActor) promote(now time.Time) {
+	for q.delays.len() > 0 && !q.delays.peek().at.After(now) {
+		e := q.delays.pop()
+		m := q.msgs[e.id]
+		if m == nil || !m.readyAt.Equal(e.at) {
+			continue // purged, redriven or moved since
+		}
+		q.undelay(m)
+		q.makeReady(m, m.rec.GetAttemptCount() == 0)
+	}
+}
+
+// undelay takes m out of the delayed set; its heap entry goes stale.
+func (q *queueActor) undelay(m *message) {
+	m.readyAt = time.Time{}
+	q.delayed--
+}
+
+// enqueueDelay parses a message's fila-delay-ms header: 0 when absent.
+func enqueueDelay(headers map[string]string) (time.Duration, error) {
+	v, ok := headers[DelayHeader]
+	if !ok {
+		return 0, nil
+	}
+	ms, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || ms > uint64(MaxDelay/time.Millisecond) {
+		return 0, fmt.Errorf("%w: header %s must be an integer from 0 to %d (milliseconds)", ErrInvalid, DelayHeader, MaxDelay/time.Millisecond)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// String names the outcome, as the settle span's messaging.fila.outcome.
+func (o outcome) String() string {
+	return [...]string{"retry", "retry_delayed", "dead_letter", "drop"}[o]
+}
