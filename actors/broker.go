@@ -18,11 +18,22 @@ type (
 	// DeleteQueue stops a queue's actor, ends its streams with
 	// ErrQueueNotFound, and removes its messages and leases. Reply: *AdminReply.
 	DeleteQueue struct{ Name string }
-	// UpdateQueueConfig replaces a live queue's config, durably; it applies
-	// from the next delivery or settle on, and a supervisor restart keeps
-	// it. Name picks the queue and cannot change. Reply: *AdminReply.
-	UpdateQueueConfig struct{ Config QueueConfig }
-	// AdminReply answers CreateQueue, UpdateQueueConfig and DeleteQueue.
+	// UpdateQueue changes fields of a live queue's config, durably; the
+	// change applies from the next delivery or settle on, and a supervisor
+	// restart keeps it. Reply: *UpdateQueueReply.
+	UpdateQueue struct {
+		Name  string
+		Patch QueuePatch
+	}
+	// UpdateQueueReply answers UpdateQueue with the config now in force.
+	UpdateQueueReply struct {
+		Config QueueConfig
+		Err    error
+	}
+	// SetConfig stores Value under Key in the runtime config store; an
+	// empty Value deletes Key. Reply: *AdminReply.
+	SetConfig struct{ Key, Value string }
+	// AdminReply answers CreateQueue, DeleteQueue and SetConfig.
 	AdminReply struct{ Err error }
 	// EndStreams ends every consumer of every queue with ErrShuttingDown, the
 	// first step of a graceful shutdown. Reply: *AdminReply.
@@ -37,6 +48,8 @@ type brokerActor struct {
 	dir      *Directory
 	children map[string]*child
 	deleting map[string]bool
+	// runtime is the runtime config store; the broker is its one writer.
+	runtime *RuntimeConfig
 }
 
 // child is a live queue actor and the config cell it reads.
@@ -52,8 +65,11 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		b.recoverQueues(ctx)
 	case *CreateQueue:
 		ctx.Respond(&AdminReply{Err: b.create(ctx, m.Config)})
-	case *UpdateQueueConfig:
-		ctx.Respond(&AdminReply{Err: b.update(ctx, m.Config)})
+	case *UpdateQueue:
+		cfg, err := b.update(ctx, m.Name, m.Patch)
+		ctx.Respond(&UpdateQueueReply{Config: cfg, Err: err})
+	case *SetConfig:
+		ctx.Respond(&AdminReply{Err: b.runtime.set(b.opts.Store, m.Key, m.Value)})
 	case *DeleteQueue:
 		b.delete(ctx, m.Name)
 	case *EndStreams:
@@ -147,21 +163,21 @@ func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
 	b.dir.add(&QueueRef{Name: cfg.Name, PID: pid, mailbox: depth})
 }
 
-func (b *brokerActor) update(ctx actor.Context, cfg QueueConfig) error {
-	c := b.children[cfg.Name]
+func (b *brokerActor) update(ctx actor.Context, name string, patch QueuePatch) (QueueConfig, error) {
+	c := b.children[name]
 	if c == nil {
-		return QueueNotFound(cfg.Name)
+		return QueueConfig{}, QueueNotFound(name)
 	}
-	cfg.CreatedAt = c.config.get().CreatedAt
+	cfg := patch.Apply(c.config.get())
 	var batch storage.Batch
 	batch.PutQueue(cfg.record())
 	if err := b.opts.Store.Write(&batch); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
+		return QueueConfig{}, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	c.config.set(cfg)
 	ctx.Send(c.pid, &configChanged{})
-	b.opts.Logger.Info("queue updated", slog.String("queue_id", cfg.Name))
-	return nil
+	b.opts.Logger.Info("queue updated", slog.String("queue_id", name))
+	return cfg, nil
 }
 
 // delete deletes a queue and its DLQ. A DLQ whose source queue exists

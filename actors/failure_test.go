@@ -254,3 +254,61 @@ func writeQueueRecord(f *fixture, cfg QueueConfig) error {
 	b.PutQueue(cfg.record())
 	return f.store.Write(&b)
 }
+
+func TestUpdateQueueChangesTheNextFailureAndSurvivesRestarts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.createWith(QueueConfig{Name: "q", VisibilityTimeout: time.Minute, DeadLetter: true})
+	id := f.enqueue("q", nil)
+	c := f.subscribe("q", 1)
+	d := f.recv(c)
+	two := uint32(2)
+	r := f.ask(nil, &UpdateQueue{Name: "q", Patch: QueuePatch{MaxAttempts: &two}}).(*UpdateQueueReply)
+	require.NoError(t, r.Err)
+	require.EqualValues(t, 2, r.Config.MaxAttempts)
+	require.Equal(t, time.Minute, r.Config.VisibilityTimeout, "unpatched fields stay")
+	require.True(t, r.Config.DeadLetter)
+
+	// A crash of the queue actor: the restarted actor has the new rule.
+	f.store.panicNext.Store(true)
+	f.sys.Send(f.sys.Directory().Lookup("q").PID, &Enqueue{})
+	<-c.Done()
+	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}), "the lease survived the restart")
+	// Then a broker restart: still the new rule.
+	f.stop()
+	f = startOn(t, f.store)
+	require.EqualValues(t, 2, f.stats("q").Config.MaxAttempts)
+	c = f.subscribe("q", 1)
+	d = f.recv(c)
+	require.EqualValues(t, 1, d.Record.GetAttemptCount())
+	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
+	require.EqualValues(t, 1, f.stats("q.dlq").Depth, "dead-lettered on its second failure")
+}
+
+func TestRuntimeConfigStore(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	set := func(k, v string) {
+		t.Helper()
+		require.NoError(t, f.ask(nil, &SetConfig{Key: k, Value: v}).(*AdminReply).Err)
+	}
+	set("limits.b", "2")
+	set("limits.a", "1")
+	set("other", "x")
+	set("limits.a", "10")
+	set("gone", "y")
+	set("gone", "")
+	rc := f.sys.RuntimeConfig()
+	v, ok := rc.Get("limits.a")
+	require.True(t, ok)
+	require.Equal(t, "10", v)
+	_, ok = rc.Get("gone")
+	require.False(t, ok, "an empty value deletes")
+	require.Equal(t, []storage.ConfigEntry{{Key: "limits.a", Value: "10"}, {Key: "limits.b", Value: "2"}}, rc.List("limits."))
+	require.Len(t, rc.List(""), 3)
+
+	f.stop()
+	f = startOn(t, f.store)
+	require.Equal(t, []storage.ConfigEntry{{Key: "limits.a", Value: "10"}, {Key: "limits.b", Value: "2"}, {Key: "other", Value: "x"}},
+		f.sys.RuntimeConfig().List(""), "durable across a restart")
+}

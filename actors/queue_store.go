@@ -30,6 +30,35 @@ type QueueConfig struct {
 	CreatedAt time.Time
 }
 
+// QueuePatch changes some fields of a QueueConfig; nil fields stay as
+// they are.
+type QueuePatch struct {
+	VisibilityTimeout  *time.Duration
+	FairnessKeyHeader  *string
+	MaxDepth, MaxBytes *uint64
+	MaxAttempts        *uint32
+	Backoff            *Backoff
+	DeadLetter         *bool
+}
+
+// Apply returns c with p's fields changed.
+func (p QueuePatch) Apply(c QueueConfig) QueueConfig {
+	set(&c.VisibilityTimeout, p.VisibilityTimeout)
+	set(&c.FairnessKeyHeader, p.FairnessKeyHeader)
+	set(&c.MaxDepth, p.MaxDepth)
+	set(&c.MaxBytes, p.MaxBytes)
+	set(&c.MaxAttempts, p.MaxAttempts)
+	set(&c.Backoff, p.Backoff)
+	set(&c.DeadLetter, p.DeadLetter)
+	return c
+}
+
+func set[T any](field *T, v *T) {
+	if v != nil {
+		*field = *v
+	}
+}
+
 func (c QueueConfig) record() *storagev1.QueueRecord {
 	return &storagev1.QueueRecord{
 		Name:                c.Name,

@@ -206,9 +206,8 @@ func TestQueueSupervisorRestartKeepsStateConfigAndCounts(t *testing.T) {
 
 	// A live config change, then a crash: the restarted actor must come back
 	// with the new visibility timeout, not the one it was spawned with.
-	require.NoError(t, f.ask(nil, &UpdateQueueConfig{Config: QueueConfig{
-		Name: "q", VisibilityTimeout: 30 * time.Millisecond, FairnessKeyHeader: "key",
-	}}).(*AdminReply).Err)
+	vt := 30 * time.Millisecond
+	require.NoError(t, f.ask(nil, &UpdateQueue{Name: "q", Patch: QueuePatch{VisibilityTimeout: &vt}}).(*UpdateQueueReply).Err)
 	recs, err := f.store.Queues()
 	require.NoError(t, err)
 	i := slices.IndexFunc(recs, func(r *storagev1.QueueRecord) bool { return r.GetName() == "q" })
@@ -301,9 +300,8 @@ func TestLeaseTokens(t *testing.T) {
 	require.NotEmpty(t, first.LeaseID)
 	// Leases from now on are long, so the one the test holds cannot expire
 	// under it however slow the machine; the first still ends in 40 ms.
-	require.NoError(t, f.ask(nil, &UpdateQueueConfig{Config: QueueConfig{
-		Name: "q", VisibilityTimeout: time.Hour, FairnessKeyHeader: "key",
-	}}).(*AdminReply).Err)
+	hour := time.Hour
+	require.NoError(t, f.ask(nil, &UpdateQueue{Name: "q", Patch: QueuePatch{VisibilityTimeout: &hour}}).(*UpdateQueueReply).Err)
 	// A's lease expires; the message goes out again (to A's stream here,
 	// standing for consumer B) under a new lease.
 	var second *Delivery

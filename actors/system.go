@@ -29,6 +29,7 @@ type System struct {
 	broker    *actor.PID
 	telemetry *actor.PID
 	dir       *Directory
+	runtime   *RuntimeConfig
 }
 
 // Start builds the actor system and recovers every stored queue before it
@@ -42,9 +43,13 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
+	runtime, err := loadRuntimeConfig(opts.Store)
+	if err != nil {
+		return nil, err
+	}
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
-	s := &System{opts: opts, as: as, dir: &Directory{}}
+	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime}
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
 	}), "telemetry")
@@ -52,7 +57,7 @@ func Start(opts Options) (*System, error) {
 		return nil, fmt.Errorf("actors: spawn telemetry: %w", err)
 	}
 	s.broker, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &brokerActor{opts: opts, dir: s.dir,
+		return &brokerActor{opts: opts, dir: s.dir, runtime: s.runtime,
 			deps: queueDeps{
 				store:       opts.Store,
 				quantum:     opts.Quantum,
@@ -77,6 +82,10 @@ func Start(opts Options) (*System, error) {
 // DefaultQueue is what a queue definition that leaves a field unset gets
 // (Options.DefaultQueue).
 func (s *System) DefaultQueue() QueueConfig { return s.opts.DefaultQueue }
+
+// RuntimeConfig is the runtime config store (written through SetConfig
+// to the broker).
+func (s *System) RuntimeConfig() *RuntimeConfig { return s.runtime }
 
 // Directory is the table of live queue actors.
 func (s *System) Directory() *Directory { return s.dir }
