@@ -125,7 +125,7 @@ func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText st
 	rec := withAttempt(m.rec)
 	f := failure{outcome: retryNow, rec: rec}
 	if d := q.cfg.Backoff.Delay(attempts); d > 0 {
-		rec.ReadyAtUnixMs = now.Add(d).UnixMilli()
+		rec.ReadyAtUnixMs = readyAtMillis(now.Add(d))
 		f.outcome = retryLater
 	}
 	b.PutMessage(q.cfg.Name, m.id, rec)
@@ -244,6 +244,12 @@ func (q *queueActor) promote(now time.Time) {
 func (q *queueActor) undelay(m *message) {
 	m.readyAt = time.Time{}
 	q.delayed--
+}
+
+// readyAtMillis is t in Unix milliseconds rounded up, as records store a
+// ready time: a delay never ends early by the rounding.
+func readyAtMillis(t time.Time) int64 {
+	return (t.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond)
 }
 
 // enqueueDelay parses a message's fila-delay-ms header: 0 when absent.

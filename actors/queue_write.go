@@ -135,7 +135,7 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		CreationTracestate:  carrier[tracestateHeader],
 	}
 	if delay > 0 {
-		rec.ReadyAtUnixMs = time.Now().Add(delay).UnixMilli()
+		rec.ReadyAtUnixMs = readyAtMillis(time.Now().Add(delay))
 	}
 	it.msg = &message{id: id, rec: rec}
 	q.held.add(rec) // now, so a burst cannot overshoot while it commits

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -32,6 +33,7 @@ type gatewayActor struct {
 	alarms     *Alarms
 	// queueDefaults holds the values a CreateQueue may leave unset.
 	queueDefaults actors.QueueConfig
+	log           *slog.Logger
 }
 
 // Receive implements actor.Actor.
@@ -40,6 +42,14 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 	if !ok {
 		return
 	}
+	defer func() {
+		// A bug in translating one request fails that request at once
+		// (INTERNAL) instead of leaving its caller waiting for the timeout.
+		if r := recover(); r != nil {
+			g.log.Error("gateway: request translation panicked", slog.String("request", fmt.Sprintf("%T", c.req)), slog.Any("panic", r))
+			ctx.Respond(fmt.Errorf("gateway: internal error translating %T", c.req))
+		}
+	}()
 	target, msg, err := g.translate(c)
 	if err != nil {
 		ctx.Respond(err)
@@ -109,6 +119,53 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 			return nil, nil, err
 		}
 		return g.broker, &actors.CreateQueue{Config: cfg}, nil
+	case *filav1.UpdateQueueRequest:
+		if err := validateQueueName("name", r.GetName()); err != nil {
+			return nil, nil, err
+		}
+		p, err := queuePatch(r.GetConfig(), r.GetUpdateMask().GetPaths(), g.queueDefaults)
+		if err != nil {
+			return nil, nil, err
+		}
+		return g.broker, &actors.UpdateQueue{Name: r.GetName(), Patch: p}, nil
+	case *filav1.RedriveRequest:
+		ref, err := g.queue("dlq_queue", r.GetDlqQueue())
+		if err != nil {
+			return nil, nil, err
+		}
+		if !actors.IsDLQ(ref.Name) {
+			return nil, nil, invalid("dlq_queue: %q is not a dead-letter queue (its name does not end in %q)", ref.Name, actors.DLQSuffix)
+		}
+		return ref.PID, &actors.Redrive{Count: r.GetCount()}, nil
+	case *filav1.PeekRequest:
+		ref, err := g.queue("queue", r.GetQueue())
+		if err != nil {
+			return nil, nil, err
+		}
+		limit, err := pageLimit(r.GetLimit())
+		if err != nil {
+			return nil, nil, err
+		}
+		if t := r.GetPageToken(); t != "" {
+			if err := validateMessageID(t); err != nil {
+				return nil, nil, invalid("page_token: not one this server issued")
+			}
+		}
+		return ref.PID, &actors.Peek{After: r.GetPageToken(), Limit: limit}, nil
+	case *filav1.PurgeQueueRequest:
+		ref, err := g.queue("queue", r.GetQueue())
+		if err != nil {
+			return nil, nil, err
+		}
+		return ref.PID, &actors.Purge{}, nil
+	case *filav1.SetConfigRequest:
+		if err := validateConfigKey("key", r.GetKey()); err != nil {
+			return nil, nil, err
+		}
+		if err := validateConfigValue(r.GetValue()); err != nil {
+			return nil, nil, err
+		}
+		return g.broker, &actors.SetConfig{Key: r.GetKey(), Value: r.GetValue()}, nil
 	case *filav1.DeleteQueueRequest:
 		if err := validateQueueName("queue", r.GetQueue()); err != nil {
 			return nil, nil, err
@@ -152,24 +209,19 @@ func visibilityTimeout(field string, ms uint64) (time.Duration, error) {
 }
 
 func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (actors.QueueConfig, error) {
-	if err := validateQueueName("name", r.GetName()); err != nil {
+	name := r.GetName()
+	if err := validateQueueName("name", name); err != nil {
+		return actors.QueueConfig{}, err
+	}
+	if room := MaxQueueNameBytes - len(actors.DLQSuffix); !actors.IsDLQ(name) && len(name) > room {
+		return actors.QueueConfig{}, invalid("name: %d bytes is over the limit of %d for a queue with a dead-letter queue (whose name adds %q)",
+			len(name), room, actors.DLQSuffix)
+	}
+	p, err := queuePatch(r.GetConfig(), nil, defaults)
+	if err != nil {
 		return actors.QueueConfig{}, err
 	}
 	cfg := defaults
-	cfg.Name = r.GetName()
-	vt, err := visibilityTimeout("config.visibility_timeout_ms", r.GetConfig().GetVisibilityTimeoutMs())
-	if err != nil {
-		return cfg, err
-	}
-	if vt != 0 {
-		cfg.VisibilityTimeout = vt
-	}
-	cfg.MaxDepth, cfg.MaxBytes = r.GetConfig().GetMaxDepth(), r.GetConfig().GetMaxBytes()
-	if h := r.GetConfig().GetFairnessKeyHeader(); h != "" {
-		if len(h) > MaxHeaderKeyBytes {
-			return cfg, invalid("config.fairness_key_header: %d bytes is over the limit of %d", len(h), MaxHeaderKeyBytes)
-		}
-		cfg.FairnessKeyHeader = h
-	}
-	return cfg, nil
+	cfg.Name, cfg.DeadLetter = name, true
+	return p.Apply(cfg), nil
 }

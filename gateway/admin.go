@@ -2,6 +2,11 @@ package gateway
 
 import (
 	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -47,6 +52,8 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 		ActiveConsumers:    uint32(st.Consumers),
 		Quantum:            uint32(st.Quantum),
 		NextPageToken:      next,
+		Delayed:            uint64(st.Delayed),
+		Config:             configProto(st.Config),
 	}
 	for _, k := range page {
 		resp.PerKeyStats = append(resp.PerKeyStats, &filav1.PerKeyStats{
@@ -73,7 +80,126 @@ func (s *Server) ListQueues(ctx context.Context, _ *filav1.ListQueuesRequest) (*
 			Depth:           uint64(g.Gauges[telemetry.Depth]),
 			InFlight:        uint64(g.Gauges[telemetry.LeasesActive]),
 			ActiveConsumers: uint32(g.Gauges[telemetry.ConsumersActive]),
+			Delayed:         uint64(g.Gauges[telemetry.Delayed]),
 		})
+	}
+	return resp, nil
+}
+
+// UpdateQueue implements filav1.FilaAdminServer.
+func (s *Server) UpdateQueue(ctx context.Context, req *filav1.UpdateQueueRequest) (*filav1.UpdateQueueResponse, error) {
+	annotate(ctx, "", req.GetName(), "")
+	r, err := askFor(s, ctx, &call{req: req}, func(r *actors.UpdateQueueReply) error { return r.Err })
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.UpdateQueueResponse{Config: configProto(r.Config)}, nil
+}
+
+func moveErr(r *actors.MoveReply) error { return r.Err }
+
+// Redrive implements filav1.FilaAdminServer.
+func (s *Server) Redrive(ctx context.Context, req *filav1.RedriveRequest) (*filav1.RedriveResponse, error) {
+	annotate(ctx, "", req.GetDlqQueue(), "")
+	r, err := askFor(s, ctx, &call{req: req}, moveErr)
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.RedriveResponse{Redriven: r.Moved}, nil
+}
+
+// PurgeQueue implements filav1.FilaAdminServer.
+func (s *Server) PurgeQueue(ctx context.Context, req *filav1.PurgeQueueRequest) (*filav1.PurgeQueueResponse, error) {
+	annotate(ctx, "", req.GetQueue(), "")
+	r, err := askFor(s, ctx, &call{req: req}, moveErr)
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.PurgeQueueResponse{Purged: r.Moved}, nil
+}
+
+// MaxPeekBytes bounds the payload bytes of one Peek answer: a page ends
+// early rather than go over it (it always holds at least one message).
+const MaxPeekBytes = 4 << 20
+
+// Peek implements filav1.FilaAdminServer.
+func (s *Server) Peek(ctx context.Context, req *filav1.PeekRequest) (*filav1.PeekResponse, error) {
+	annotate(ctx, "", req.GetQueue(), "")
+	r, err := askFor(s, ctx, &call{req: req}, func(*actors.PeekReply) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	resp := &filav1.PeekResponse{}
+	bytes := 0
+	for i, m := range r.Messages {
+		rec := m.Record
+		if req.GetIncludePayload() && i > 0 && bytes+len(rec.GetPayload()) > MaxPeekBytes {
+			r.More = true
+			break
+		}
+		pm := &filav1.PeekedMessage{
+			Id:          m.ID,
+			Headers:     rec.GetHeaders(),
+			PayloadSize: uint64(len(rec.GetPayload())),
+			Metadata: &filav1.MessageMetadata{
+				FairnessKey: rec.GetFairnessKey(), Weight: rec.GetWeight(), AttemptCount: rec.GetAttemptCount(), QueueId: req.GetQueue(),
+			},
+			EnqueuedAt: timestamppb.New(time.Unix(0, rec.GetEnqueuedAtUnixNs())),
+		}
+		if req.GetIncludePayload() {
+			pm.Payload = rec.GetPayload()
+			bytes += len(rec.GetPayload())
+		}
+		if !m.ReadyAt.IsZero() {
+			pm.ReadyAt = timestamppb.New(m.ReadyAt)
+		}
+		resp.Messages = append(resp.Messages, pm)
+	}
+	if r.More && len(resp.Messages) > 0 {
+		resp.NextPageToken = resp.Messages[len(resp.Messages)-1].GetId()
+	}
+	return resp, nil
+}
+
+// SetConfig implements filav1.FilaAdminServer.
+func (s *Server) SetConfig(ctx context.Context, req *filav1.SetConfigRequest) (*filav1.SetConfigResponse, error) {
+	if _, err := askFor(s, ctx, &call{req: req}, adminErr); err != nil {
+		return nil, err
+	}
+	return &filav1.SetConfigResponse{}, nil
+}
+
+// GetConfig implements filav1.FilaAdminServer; a key that is not set is
+// NOT_FOUND.
+func (s *Server) GetConfig(_ context.Context, req *filav1.GetConfigRequest) (*filav1.GetConfigResponse, error) {
+	if err := validateConfigKey("key", req.GetKey()); err != nil {
+		return nil, toStatus(err)
+	}
+	v, ok := s.sys.RuntimeConfig().Get(req.GetKey())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "key %q is not set", req.GetKey())
+	}
+	return &filav1.GetConfigResponse{Value: v}, nil
+}
+
+// ListConfig implements filav1.FilaAdminServer. It answers the first
+// MaxKeyPage entries under the prefix, in key order, within MaxPeekBytes of
+// values; total_count counts them all, so a client sees when to narrow the
+// prefix.
+func (s *Server) ListConfig(_ context.Context, req *filav1.ListConfigRequest) (*filav1.ListConfigResponse, error) {
+	if p := req.GetPrefix(); p != "" {
+		if err := validateConfigKey("prefix", p); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	entries := s.sys.RuntimeConfig().List(req.GetPrefix())
+	resp := &filav1.ListConfigResponse{TotalCount: uint32(len(entries))}
+	bytes := 0
+	for _, e := range entries {
+		if bytes += len(e.Value); len(resp.Entries) == MaxKeyPage || bytes > MaxPeekBytes {
+			break
+		}
+		resp.Entries = append(resp.Entries, &filav1.ConfigEntry{Key: e.Key, Value: e.Value})
 	}
 	return resp, nil
 }

@@ -12,26 +12,37 @@ import (
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
-// Per-key statistics come in pages: 600 fairness keys of 8 KiB made a 4.9 MB
-// GetStats answer, over a gRPC client's default receive limit.
+// Per-key statistics (and Peek's messages) come in pages: 600 fairness
+// keys of 8 KiB made a 4.9 MB GetStats answer, over a gRPC client's default
+// receive limit.
 const (
-	// DefaultKeyPage is the page size when a GetStats asks for 0.
+	// DefaultKeyPage is the page size when a GetStats or Peek asks for 0.
 	DefaultKeyPage = 100
-	// MaxKeyPage is the largest page a GetStats may ask for.
+	// MaxKeyPage is the largest page a GetStats or Peek may ask for.
 	MaxKeyPage = 1000
 )
+
+// pageLimit checks a page size a request asked for: 0 means the default.
+func pageLimit(limit uint32) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultKeyPage, nil
+	case limit > MaxKeyPage:
+		return 0, invalid("limit: %d is over the limit of %d", limit, MaxKeyPage)
+	}
+	return int(limit), nil
+}
 
 // keyPage sorts keys by order and returns the page after token (from the
 // start when empty) of at most limit keys, and the token of the next page
 // ("" on the last). A token is the position of the page's last key, so a
 // page never repeats or skips a key that stays active between calls.
 func keyPage(keys []actors.KeyStats, order filav1.KeySort, limit uint32, token string) ([]actors.KeyStats, string, error) {
-	switch {
-	case limit == 0:
-		limit = DefaultKeyPage
-	case limit > MaxKeyPage:
-		return nil, "", invalid("limit: %d is over the limit of %d", limit, MaxKeyPage)
+	n, err := pageLimit(limit)
+	if err != nil {
+		return nil, "", err
 	}
+	limit = uint32(n)
 	compare := func(a, b actors.KeyStats) int { return strings.Compare(a.Key, b.Key) }
 	switch order {
 	case filav1.KeySort_KEY_SORT_KEY:

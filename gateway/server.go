@@ -91,6 +91,7 @@ func New(opts Options) (*Server, error) {
 			maxMailbox:    opts.MaxMailbox,
 			alarms:        opts.Alarms,
 			queueDefaults: opts.System.DefaultQueue(),
+			log:           opts.Logger,
 		}
 	}
 	// Batch calls translate their items on the calling goroutine (a gateway

@@ -8,6 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -87,6 +89,54 @@ func TestBadInput(t *testing.T) {
 			_, err = s.Recv()
 			return err
 		}, codes.NotFound, "nope"},
+		{"max_attempts over the limit", createWith(b, "ma", &filav1.QueueConfig{MaxAttempts: 10_001}), codes.InvalidArgument, "config.max_attempts: 10001 is over the limit of 10000"},
+		{"backoff multiplier out of range", createWith(b, "bm", &filav1.QueueConfig{RetryBackoff: &filav1.RetryBackoff{InitialMs: 10, Multiplier: 11}}),
+			codes.InvalidArgument, "config.retry_backoff.multiplier"},
+		{"backoff max below initial", createWith(b, "bx", &filav1.QueueConfig{RetryBackoff: &filav1.RetryBackoff{InitialMs: 10, MaxMs: 5}}),
+			codes.InvalidArgument, "config.retry_backoff.max_ms: 5 is below initial_ms 10"},
+		{"backoff over the max delay", createWith(b, "bd", &filav1.QueueConfig{RetryBackoff: &filav1.RetryBackoff{InitialMs: 86_400_001}}),
+			codes.InvalidArgument, "config.retry_backoff.initial_ms"},
+		{"name leaves no room for its DLQ", createWith(b, strings.Repeat("n", 252), nil), codes.InvalidArgument, "limit of 251 for a queue with a dead-letter queue"},
+		{"update unknown queue", func() error {
+			_, err := b.admin.UpdateQueue(ctxT(t), &filav1.UpdateQueueRequest{Name: "nope", Config: &filav1.QueueConfig{MaxAttempts: 3}})
+			return err
+		}, codes.NotFound, "nope"},
+		{"update unknown mask field", func() error {
+			_, err := b.admin.UpdateQueue(ctxT(t), &filav1.UpdateQueueRequest{Name: "q", UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"colour"}}})
+			return err
+		}, codes.InvalidArgument, `update_mask: "colour"`},
+		{"update max_attempts out of range", func() error {
+			_, err := b.admin.UpdateQueue(ctxT(t), &filav1.UpdateQueueRequest{Name: "q", Config: &filav1.QueueConfig{MaxAttempts: 99_999}})
+			return err
+		}, codes.InvalidArgument, "config.max_attempts"},
+		{"redrive a queue that is not a DLQ", redrive(b, "q"), codes.InvalidArgument, "dlq_queue: \"q\" is not a dead-letter queue"},
+		{"redrive unknown DLQ", redrive(b, "nope.dlq"), codes.NotFound, "nope.dlq"},
+		{"delay not a number", enqueueTo(b, "q", map[string]string{"fila-delay-ms": "soon"}, nil), codes.InvalidArgument, "fila-delay-ms"},
+		{"delay negative", enqueueTo(b, "q", map[string]string{"fila-delay-ms": "-5"}, nil), codes.InvalidArgument, "0 to 86400000"},
+		{"delay over the max", enqueueTo(b, "q", map[string]string{"fila-delay-ms": "86400001"}, nil), codes.InvalidArgument, "0 to 86400000"},
+		{"delete a DLQ whose source exists", func() error {
+			_, err := b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: "q.dlq"})
+			return err
+		}, codes.FailedPrecondition, `"q.dlq" is the dead-letter queue of "q"`},
+		{"peek over the page limit", func() error {
+			_, err := b.admin.Peek(ctxT(t), &filav1.PeekRequest{Queue: "q", Limit: 5000})
+			return err
+		}, codes.InvalidArgument, "limit: 5000"},
+		{"peek with a foreign page token", func() error {
+			_, err := b.admin.Peek(ctxT(t), &filav1.PeekRequest{Queue: "q", PageToken: "xyz"})
+			return err
+		}, codes.InvalidArgument, "page_token"},
+		{"purge unknown queue", func() error {
+			_, err := b.admin.PurgeQueue(ctxT(t), &filav1.PurgeQueueRequest{Queue: "nope"})
+			return err
+		}, codes.NotFound, "nope"},
+		{"config key with a space", setConfig(b, "a b", "v"), codes.InvalidArgument, "key: byte 1"},
+		{"config key empty", setConfig(b, "", "v"), codes.InvalidArgument, "key: must not be empty"},
+		{"config value too long", setConfig(b, "k", strings.Repeat(secret, 4000)), codes.InvalidArgument, "value: 76000 bytes is over the limit of 65536"},
+		{"config key not set", func() error {
+			_, err := b.admin.GetConfig(ctxT(t), &filav1.GetConfigRequest{Key: "unset"})
+			return err
+		}, codes.NotFound, "unset"},
 		{"lease bad queue name", func() error {
 			s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: ""})
 			if err != nil {
@@ -108,11 +158,37 @@ func TestBadInput(t *testing.T) {
 			after := b.stats(t, "q")
 			require.Equal(t, before.GetDepth(), after.GetDepth(), "depth unchanged")
 			require.Equal(t, before.GetInFlight(), after.GetInFlight(), "in-flight unchanged")
+			require.Zero(t, after.GetDelayed(), "nothing delayed")
+			require.True(t, proto.Equal(before.GetConfig(), after.GetConfig()), "config unchanged")
 		})
 	}
 	list, err := b.admin.ListQueues(ctxT(t), &filav1.ListQueuesRequest{})
 	require.NoError(t, err)
-	require.Len(t, list.GetQueues(), 1, "no queue was created by a bad request")
+	require.Len(t, list.GetQueues(), 2, "no queue was created by a bad request: q and q.dlq")
+	cfg, err := b.admin.ListConfig(ctxT(t), &filav1.ListConfigRequest{})
+	require.NoError(t, err)
+	require.Zero(t, cfg.GetTotalCount(), "no config key was set by a bad request")
+}
+
+func createWith(b *bundle, name string, cfg *filav1.QueueConfig) func() error {
+	return func() error {
+		_, err := b.admin.CreateQueue(bgCtx(), &filav1.CreateQueueRequest{Name: name, Config: cfg})
+		return err
+	}
+}
+
+func redrive(b *bundle, dlq string) func() error {
+	return func() error {
+		_, err := b.admin.Redrive(bgCtx(), &filav1.RedriveRequest{DlqQueue: dlq})
+		return err
+	}
+}
+
+func setConfig(b *bundle, key, value string) func() error {
+	return func() error {
+		_, err := b.admin.SetConfig(bgCtx(), &filav1.SetConfigRequest{Key: key, Value: value})
+		return err
+	}
 }
 
 func enqueueTo(b *bundle, queue string, headers map[string]string, payload []byte) func() error {
