@@ -211,6 +211,11 @@ func (c *Client) ListQueues(ctx context.Context) ([]*filav1.QueueInfo, error) {
 	return resp.GetQueues(), err
 }
 
+// Admin is the generated FilaAdmin client on this connection, for the admin
+// RPCs that have no helper here (UpdateQueue, Redrive, Peek, PurgeQueue and
+// the runtime config store).
+func (c *Client) Admin() filav1.FilaAdminClient { return c.admin }
+
 // Stats returns a queue's statistics, including per-fairness-key DRR state.
 func (c *Client) Stats(ctx context.Context, queue string) (*filav1.GetStatsResponse, error) {
 	return c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: queue})

@@ -74,7 +74,7 @@ func TestInvalidUTF8IsInvalidArgumentNamingTheField(t *testing.T) {
 	b.requireEmpty(t, "q")
 	list, err := b.admin.ListQueues(context.Background(), &filav1.ListQueuesRequest{})
 	require.NoError(t, err)
-	require.Len(t, list.GetQueues(), 1, "nothing was created")
+	require.Len(t, list.GetQueues(), 2, "nothing was created: q and q.dlq")
 }
 
 // TestBigPayloadNamesTheLimit: a payload well over max_message_bytes is

@@ -74,7 +74,8 @@ func TestFullLifecycle(t *testing.T) {
 	b.requireEmpty(t, "orders")
 	eventually(t, func() bool {
 		q, err := b.admin.ListQueues(ctxT(t), &filav1.ListQueuesRequest{})
-		return err == nil && len(q.GetQueues()) == 1 && q.GetQueues()[0].GetDepth() == 0 && q.GetQueues()[0].GetInFlight() == 0
+		// orders, then orders.dlq
+		return err == nil && len(q.GetQueues()) == 2 && q.GetQueues()[0].GetDepth() == 0 && q.GetQueues()[0].GetInFlight() == 0
 	}, "ListQueues shows the queue drained")
 }
 

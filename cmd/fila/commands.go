@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -58,6 +56,7 @@ type command func(ctx context.Context, g global, args []string, e env) int
 
 var commands = map[string]command{
 	"queue":   queueCmd,
+	"config":  configCmd,
 	"enqueue": enqueueCmd,
 	"consume": consumeCmd,
 }
@@ -163,82 +162,6 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
-	}
-}
-
-func queueCmd(ctx context.Context, g global, args []string, e env) int {
-	if len(args) == 0 {
-		return usageErr(e, "queue needs a subcommand: create, delete, list or stats")
-	}
-	fs := flag.NewFlagSet("queue "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	vt := fs.Uint64("visibility-timeout-ms", 0, "lease duration (0: broker default)")
-	fkh := fs.String("fairness-key-header", "", "header holding the fairness key (empty: broker default)")
-	pos, code, ok := parseCommand(fs, args[1:], e, "queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H] | queue delete NAME | queue list | queue stats NAME")
-	if !ok {
-		return code
-	}
-	want := map[string]int{"create": 1, "delete": 1, "stats": 1, "list": 0}
-	n, known := want[args[0]]
-	if !known {
-		return usageErr(e, "unknown queue subcommand %q", args[0])
-	}
-	if len(pos) != n {
-		return usageErr(e, "queue %s takes %d argument(s), got %d", args[0], n, len(pos))
-	}
-	c, done, err := connect(ctx, g, e)
-	if err != nil {
-		return fail(e, err)
-	}
-	defer done()
-	switch args[0] {
-	case "create":
-		if err := c.CreateQueue(ctx, pos[0], client.QueueConfig{VisibilityTimeoutMS: *vt, FairnessKeyHeader: *fkh}); err != nil {
-			return fail(e, err)
-		}
-		fmt.Fprintf(e.stdout, "created queue %s\n", pos[0])
-	case "delete":
-		if err := c.DeleteQueue(ctx, pos[0]); err != nil {
-			return fail(e, err)
-		}
-		fmt.Fprintf(e.stdout, "deleted queue %s\n", pos[0])
-	case "list":
-		qs, err := c.ListQueues(ctx)
-		if err != nil {
-			return fail(e, err)
-		}
-		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "QUEUE\tDEPTH\tIN FLIGHT\tCONSUMERS")
-		for _, q := range qs {
-			fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", q.GetName(), q.GetDepth(), q.GetInFlight(), q.GetActiveConsumers())
-		}
-		_ = w.Flush()
-	case "stats":
-		st, err := c.Stats(ctx, pos[0])
-		if err != nil {
-			return fail(e, err)
-		}
-		printStats(e.stdout, pos[0], st)
-	}
-	return exitOK
-}
-
-func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
-	fmt.Fprintf(out, "queue %s: depth %d, in flight %d, consumers %d, fairness keys %d, quantum %d\n",
-		queue, st.GetDepth(), st.GetInFlight(), st.GetActiveConsumers(), st.GetActiveFairnessKeys(), st.GetQuantum())
-	keys := st.GetPerKeyStats()
-	if len(keys) == 0 {
-		return
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].GetKey() < keys[j].GetKey() })
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "FAIRNESS KEY\tPENDING\tWEIGHT\tDEFICIT")
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", k.GetKey(), k.GetPending(), k.GetWeight(), k.GetDeficit())
-	}
-	_ = w.Flush()
-	if st.GetNextPageToken() != "" {
-		fmt.Fprintf(out, "(the first %d of %d fairness keys)\n", len(keys), st.GetActiveFairnessKeys())
 	}
 }
 

@@ -66,13 +66,15 @@ func TestQueueCommands(t *testing.T) {
 	r = fila(t, addr, "", "queue", "list")
 	require.Equal(t, 0, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	require.Len(t, lines, 2)
-	require.Equal(t, []string{"QUEUE", "DEPTH", "IN", "FLIGHT", "CONSUMERS"}, strings.Fields(lines[0]))
+	require.Len(t, lines, 3)
+	require.Equal(t, []string{"QUEUE", "DEPTH", "IN", "FLIGHT", "DELAYED", "CONSUMERS"}, strings.Fields(lines[0]))
 	require.Equal(t, "orders", strings.Fields(lines[1])[0])
+	require.Equal(t, "orders.dlq", strings.Fields(lines[2])[0], "created with its dead-letter queue")
 
 	r = fila(t, addr, "", "queue", "stats", "orders")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "queue orders: depth 3, in flight 0, consumers 0, fairness keys 2, quantum 1")
+	require.Contains(t, r.stdout, "queue orders: depth 3, in flight 0, delayed 0, consumers 0, fairness keys 2, quantum 1")
+	require.Contains(t, r.stdout, "config: visibility timeout 5000 ms, max attempts 0, dead letter true")
 	require.Regexp(t, `(?m)^FAIRNESS KEY\s+PENDING\s+WEIGHT\s+DEFICIT$`, r.stdout)
 	require.Regexp(t, `(?m)^a\s+2\s+2\s+0$`, r.stdout)
 	require.Regexp(t, `(?m)^b\s+1\s+2\s+0$`, r.stdout)
@@ -117,6 +119,49 @@ func TestEnqueueAndConsume(t *testing.T) {
 
 	r = fila(t, addr, "", "queue", "stats", "q")
 	require.Contains(t, r.stdout, "depth 0, in flight 0", "acked, and nothing else was leased")
+}
+
+// TestFailureCommands: the CLI tour of a poison message, from max attempts
+// to the DLQ, a peek, a redrive, and purge and config.
+func TestFailureCommands(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	ok := func(stdin string, args ...string) string {
+		t.Helper()
+		r := fila(t, addr, stdin, args...)
+		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+		return r.stdout
+	}
+	ok("", "queue", "create", "jobs", "--max-attempts", "2")
+	require.Contains(t, ok("", "queue", "update", "jobs", "--retry-initial-ms", "1", "--retry-multiplier", "1"),
+		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to 0 ms")
+	id := strings.TrimSpace(ok("", "enqueue", "jobs", "-H", "job=resize", "poison"))
+	for range 2 {
+		ok("", "consume", "jobs", "--count", "1", "--nack")
+	}
+	require.Contains(t, ok("", "queue", "stats", "jobs.dlq"), "depth 1")
+	peek := ok("", "queue", "peek", "jobs.dlq", "--payload")
+	require.Regexp(t, id+`\s+0\s+6\s+now\s+fila-dlq-attempts="2" fila-dlq-error="nacked by fila consume --nack" fila-dlq-reason="nack" fila-dlq-source-queue="jobs" job="resize"`, peek)
+	require.Contains(t, peek, `"poison"`)
+	require.Equal(t, "redrove 1 message(s) from jobs.dlq to jobs\n", ok("", "queue", "redrive", "jobs.dlq", "--count", "5"))
+	require.Contains(t, ok("", "queue", "stats", "jobs"), "depth 1")
+
+	r := fila(t, addr, "no\n", "queue", "purge", "jobs")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "not confirmed; nothing deleted")
+	require.Contains(t, ok("", "queue", "stats", "jobs"), "depth 1")
+	require.Contains(t, ok("yes\n", "queue", "purge", "jobs"), "purged 1 message(s) from jobs")
+	require.Contains(t, ok("", "queue", "stats", "jobs"), "depth 0")
+
+	ok("", "config", "set", "rate.a", "10")
+	ok("", "config", "set", "rate.b", "20")
+	require.Equal(t, "10\n", ok("", "config", "get", "rate.a"))
+	require.Equal(t, "rate.a=10\nrate.b=20\n", ok("", "config", "list", "rate."))
+	ok("", "config", "set", "rate.a", "")
+	require.Equal(t, "rate.b=20\n", ok("", "config", "list"))
+	r = fila(t, addr, "", "config", "get", "rate.a")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "(NOT_FOUND)")
 }
 
 func TestErrors(t *testing.T) {
