@@ -21,6 +21,9 @@ type clientLog struct {
 	enqueued   map[string]bool      // Enqueue answered with this id
 	ackedAt    map[string]time.Time // Ack answered at
 	deliveries map[string][]time.Time
+	// lastSourceLease and firstDLQLease are the broker's leased_at of a
+	// message's last delivery from the source queue and first from the DLQ.
+	lastSourceLease, firstDLQLease map[string]time.Time
 }
 
 func (l *clientLog) enqueue(id string) {
@@ -29,11 +32,24 @@ func (l *clientLog) enqueue(id string) {
 	l.enqueued[id] = true
 }
 
-func (l *clientLog) deliver(id string) {
+func (l *clientLog) deliver(queue string, m *filav1.Message) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	id, leasedAt := m.GetId(), m.GetTimestamps().GetLeasedAt().AsTime()
 	l.deliveries[id] = append(l.deliveries[id], time.Now())
+	if queue == chaosQueue {
+		if leasedAt.After(l.lastSourceLease[id]) {
+			l.lastSourceLease[id] = leasedAt
+		}
+	} else if first, seen := l.firstDLQLease[id]; !seen || leasedAt.Before(first) {
+		l.firstDLQLease[id] = leasedAt
+	}
 }
+
+const (
+	chaosQueue = "chaos"
+	chaosDLQ   = "chaos.dlq"
+)
 
 func (l *clientLog) ack(id string, at time.Time) {
 	l.mu.Lock()
@@ -45,8 +61,11 @@ func (l *clientLog) ack(id string, at time.Time) {
 // producers and consumers run, restarts it on the same data dir, and checks
 // SPEC §3's promises from the clients' logs: every answered Enqueue is
 // delivered; no message is delivered after its Ack was answered; duplicates
-// come only from leases that were never acked. CHAOS_KILLS sets the
-// number of kills (CI: 5; task chaos: 50).
+// come only from leases that were never acked. The queue has max_attempts
+// and a retry backoff, and consumers nack some messages, so messages are
+// delayed and dead-lettered across the kills too: once the DLQ has
+// delivered a message, the source queue never does again. CHAOS_KILLS sets
+// the number of kills (CI: 5; task chaos: 50).
 func TestChaosKill9UnderLoad(t *testing.T) {
 	kills := 5
 	if v := os.Getenv("CHAOS_KILLS"); v != "" {
@@ -55,7 +74,8 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		kills = n
 	}
 	dataDir := t.TempDir()
-	log := &clientLog{enqueued: map[string]bool{}, ackedAt: map[string]time.Time{}, deliveries: map[string][]time.Time{}}
+	log := &clientLog{enqueued: map[string]bool{}, ackedAt: map[string]time.Time{}, deliveries: map[string][]time.Time{},
+		lastSourceLease: map[string]time.Time{}, firstDLQLease: map[string]time.Time{}}
 	const vt = 300 * time.Millisecond
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 
@@ -63,8 +83,9 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		p := startFilad(t, dataDir)
 		c := connect(t, p.addr)
 		if round == 0 {
-			_, err := c.admin.CreateQueue(context.Background(), &filav1.CreateQueueRequest{Name: "chaos",
-				Config: &filav1.QueueConfig{VisibilityTimeoutMs: uint64(vt / time.Millisecond)}})
+			_, err := c.admin.CreateQueue(context.Background(), &filav1.CreateQueueRequest{Name: chaosQueue,
+				Config: &filav1.QueueConfig{VisibilityTimeoutMs: uint64(vt / time.Millisecond), MaxAttempts: 2,
+					RetryBackoff: &filav1.RetryBackoff{InitialMs: 20, MaxMs: 100, Multiplier: 2}}})
 			require.NoError(t, err)
 		}
 		ctx, stop := context.WithCancel(context.Background())
@@ -75,7 +96,7 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 			consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
 			batched := w == 1
 			wg.Go(func() { produce(ctx, c, log, w, batched) })
-			wg.Go(func() { consume(ctx, c, log, consumerRNG, batched) })
+			wg.Go(func() { consume(ctx, c, log, consumerRNG, chaosQueue, batched, 0.85) })
 		}
 		// The kill comes at a random moment of the load: that is the test.
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
@@ -89,17 +110,21 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 	c := connect(t, p.addr)
 	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
 	defer stop()
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		consume(ctx, c, log, rand.New(rand.NewPCG(1, 1)), false, 1.0)
-	}()
+	var drainers sync.WaitGroup
+	for _, q := range []string{chaosQueue, chaosDLQ} {
+		drainers.Go(func() { consume(ctx, c, log, rand.New(rand.NewPCG(1, 1)), q, false, 1.0) })
+	}
 	require.Eventually(t, func() bool {
-		st, err := c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "chaos"})
-		return err == nil && st.GetDepth() == 0 && st.GetInFlight() == 0
+		for _, q := range []string{chaosQueue, chaosDLQ} {
+			st, err := c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: q})
+			if err != nil || st.GetDepth()+st.GetInFlight()+st.GetDelayed() > 0 {
+				return false
+			}
+		}
+		return true
 	}, time.Minute, 10*time.Millisecond, "everything drained")
 	stop()
-	<-drained
+	drainers.Wait()
 
 	log.mu.Lock()
 	defer log.mu.Unlock()
@@ -111,6 +136,11 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		if len(times) > 1 {
 			duplicates++
 		}
+		if dlqAt, ok := log.firstDLQLease[id]; ok {
+			// By the broker's clock: once dead-lettered, never in the source again.
+			require.True(t, log.lastSourceLease[id].Before(dlqAt), "message %s leased from the source at %v, after the DLQ leased it at %v",
+				id, log.lastSourceLease[id], dlqAt)
+		}
 		if ackAt, ok := log.ackedAt[id]; ok {
 			for _, d := range times {
 				require.False(t, d.After(ackAt), "message %s delivered at %v after its Ack was answered at %v", id, d, ackAt)
@@ -118,8 +148,8 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, log.enqueued)
-	t.Logf("chaos: %d kills survived, %d answered enqueues checked, %d acks answered, %d messages delivered more than once (leases not acked)",
-		kills, len(log.enqueued), len(log.ackedAt), duplicates)
+	t.Logf("chaos: %d kills survived, %d answered enqueues checked, %d acks answered, %d messages delivered more than once (leases not acked or nacked), %d dead-lettered",
+		kills, len(log.enqueued), len(log.ackedAt), duplicates, len(log.firstDLQLease))
 }
 
 // produce enqueues, one at a time or 16 per EnqueueBatch, until the broker
@@ -127,7 +157,7 @@ func TestChaosKill9UnderLoad(t *testing.T) {
 func produce(ctx context.Context, c client, log *clientLog, w int, batched bool) {
 	for i := 0; ctx.Err() == nil; i++ {
 		if !batched {
-			resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "chaos", Payload: fmt.Appendf(nil, "w%d-%d", w, i)})
+			resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: chaosQueue, Payload: fmt.Appendf(nil, "w%d-%d", w, i)})
 			if err != nil {
 				return // the broker was killed: this answer never came
 			}
@@ -136,7 +166,7 @@ func produce(ctx context.Context, c client, log *clientLog, w int, batched bool)
 		}
 		req := &filav1.EnqueueBatchRequest{}
 		for j := range 16 {
-			req.Messages = append(req.Messages, &filav1.EnqueueRequest{Queue: "chaos", Payload: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)})
+			req.Messages = append(req.Messages, &filav1.EnqueueRequest{Queue: chaosQueue, Payload: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)})
 		}
 		resp, err := c.svc.EnqueueBatch(ctx, req)
 		if err != nil {
@@ -150,20 +180,17 @@ func produce(ctx context.Context, c client, log *clientLog, w int, batched bool)
 	}
 }
 
-// consume leases and acks (each message with probability ackRate[0], default
-// 0.85; the rest are left leased, as a consumer that died would) until the
-// broker dies or ctx ends. Batched, it takes frames of up to 16 and acks
-// each frame's chosen messages with one AckBatch.
-func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, batched bool, ackRate ...float64) {
-	rate := 0.85
-	if len(ackRate) > 0 {
-		rate = ackRate[0]
-	}
+// consume leases from queue and acks each message with probability
+// ackRate, nacks half of the rest, and leaves the others leased
+// (as a consumer that died would), until the broker dies or ctx ends.
+// Batched, it takes frames of up to 16 and acks each frame's chosen
+// messages with one AckBatch.
+func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, queue string, batched bool, ackRate float64) {
 	frame := uint32(1)
 	if batched {
 		frame = 16
 	}
-	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "chaos", MaxInFlight: 16, MaxBatch: frame})
+	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: 16, MaxBatch: frame})
 	if err != nil {
 		return
 	}
@@ -178,9 +205,14 @@ func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, batc
 		}
 		var acks []*filav1.AckRequest
 		for _, m := range msgs {
-			log.deliver(m.GetId())
-			if rng.Float64() < rate {
-				acks = append(acks, &filav1.AckRequest{Queue: "chaos", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+			log.deliver(queue, m)
+			switch r := rng.Float64(); {
+			case r < ackRate:
+				acks = append(acks, &filav1.AckRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+			case r < ackRate+(1-ackRate)/2:
+				// A nack's answer proves nothing the log checks; a lost one
+				// leaves the lease to expire, another failed attempt.
+				_, _ = c.svc.Nack(ctx, &filav1.NackRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: "chaos"})
 			}
 		}
 		if len(acks) == 0 {
