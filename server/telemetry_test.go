@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -414,4 +415,52 @@ func TestUnsampledMessagesCarryNoBrokerTraceparent(t *testing.T) {
 	m := recvN(t, stream, 1)[0]
 	require.NotContains(t, m.GetHeaders(), "traceparent")
 	require.Equal(t, map[string]string{"k": "v"}, m.GetHeaders())
+}
+
+// TestFailureTelemetry: the counters and gauge of failure handling, the
+// settle span's outcome, and a dead-lettered message's delivery from the
+// DLQ still linking to where the message was created.
+func TestFailureTelemetry(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "f", &filav1.QueueConfig{MaxAttempts: 1, VisibilityTimeoutMs: 50})
+	b.enqueue(t, "f", nil, []byte("poison"))
+	created := h.FindSpan(t, telemetry.SpanEnqueue, nil)
+	stream, cancel := b.lease(t, "f")
+	m := recvN(t, stream, 1)[0]
+	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "f", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+	require.NoError(t, err)
+	settle := h.FindSpan(t, telemetry.SpanSettle, nil)
+	require.True(t, telemetrytest.HasAttr(settle, telemetry.KeyOutcome.String("dead_letter")))
+
+	// A second message's lease runs out: expired, and dead-lettered too.
+	b.enqueue(t, "f", nil, nil)
+	recvN(t, stream, 1)
+	cancel()
+	eventually(t, func() bool { return b.stats(t, "f.dlq").GetDepth() == 2 }, "the expired one reached the DLQ")
+	b.enqueue(t, "f", map[string]string{"fila-delay-ms": "600000"}, nil)
+	b.sync(t, "f", "f.dlq")
+	h.AssertCounter(t, telemetry.MetricNacked, qattr("f"), 1)
+	h.AssertCounter(t, telemetry.MetricExpired, qattr("f"), 1)
+	h.AssertCounter(t, telemetry.MetricDeadLetter, qattr("f"), 2)
+	h.AssertGauge(t, telemetry.MetricDelayed, qattr("f"), 1)
+	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f"), 0)
+	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f.dlq"), 2)
+
+	dlq, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "f.dlq", MaxInFlight: 1})
+	require.NoError(t, err)
+	first := recvN(t, dlq, 1)[0]
+	require.Equal(t, m.GetId(), first.GetId())
+	fromDLQ := func(s sdktrace.ReadOnlySpan) bool {
+		return telemetrytest.HasAttr(s, attribute.String("queue_id", "f.dlq")) &&
+			telemetrytest.HasAttr(s, attribute.String("messaging.message.id", m.GetId()))
+	}
+	eventually(t, func() bool { return slices.ContainsFunc(h.Spans(telemetry.SpanDeliver), fromDLQ) }, "the DLQ's delivery span")
+	telemetrytest.RequireLinked(t, h.FindSpan(t, telemetry.SpanDeliver, fromDLQ), created.SpanContext())
+
+	rd, err := b.admin.Redrive(ctxT(t), &filav1.RedriveRequest{DlqQueue: "f.dlq"})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rd.GetRedriven(), "the one not leased")
+	b.sync(t, "f.dlq")
+	h.AssertCounter(t, telemetry.MetricRedriven, qattr("f.dlq"), 1)
 }
