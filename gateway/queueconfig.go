@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"math"
-	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -136,18 +135,7 @@ const (
 // validateConfigKey checks a runtime config key (or a prefix of one, as
 // field): 1 to MaxConfigKeyBytes bytes of [A-Za-z0-9._:/-].
 func validateConfigKey(field, key string) error {
-	if key == "" {
-		return invalid("%s: must not be empty", field)
-	}
-	if len(key) > MaxConfigKeyBytes {
-		return invalid("%s: %d bytes is over the limit of %d", field, len(key), MaxConfigKeyBytes)
-	}
-	for i := 0; i < len(key); i++ {
-		if c := key[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || slices.Contains([]byte("._:/-"), c)) {
-			return invalid("%s: byte %d (%q) is outside [A-Za-z0-9._:/-]", field, i, c)
-		}
-	}
-	return nil
+	return validateToken(field, key, MaxConfigKeyBytes, "._:/-")
 }
 
 // validateConfigValue checks a runtime config value (never echoed).

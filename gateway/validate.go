@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -33,16 +34,22 @@ func invalid(format string, a ...any) error { return &invalidError{fmt.Sprintf(f
 
 // validateQueueName checks a queue name; field is the request field's name.
 func validateQueueName(field, name string) error {
-	if name == "" {
+	return validateToken(field, name, MaxQueueNameBytes, "._-")
+}
+
+// validateToken checks that s is 1 to max bytes of [A-Za-z0-9] and the
+// bytes of extra.
+func validateToken(field, s string, max int, extra string) error {
+	if s == "" {
 		return invalid("%s: must not be empty", field)
 	}
-	if len(name) > MaxQueueNameBytes {
-		return invalid("%s: %d bytes is over the limit of %d", field, len(name), MaxQueueNameBytes)
+	if len(s) > max {
+		return invalid("%s: %d bytes is over the limit of %d", field, len(s), max)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return invalid("%s: byte %d (%q) is outside [A-Za-z0-9._-]", field, i, c)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return invalid("%s: byte %d (%q) is outside [A-Za-z0-9%s]", field, i, c, extra)
 		}
 	}
 	return nil
