@@ -34,6 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func startBroker(t *testing.T, h *telemetrytest.Harness) string {
 	t.Helper()
 	cfg := config.Defaults()
+	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
 	cfg.Server.ListenAddr = "127.0.0.1:0"
 	cfg.Storage.DataDir = t.TempDir()
 	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}

@@ -102,6 +102,12 @@ type Limits struct {
 	// set). 0 means 60% of the machine's memory (its cgroup limit when one
 	// is set). Defaults to 0.
 	MaxMemoryBytes int64 `koanf:"max_memory_bytes"`
+	// DiskReserveBytes is space filad holds in an allocated file in the
+	// data directory and gives up when the disk is all but full, so its
+	// store can finish writing (badger dies with SIGBUS writing to a full
+	// file system). filad does not start when the reserve is missing and
+	// cannot be made. 0 turns it off. Defaults to 128 MiB.
+	DiskReserveBytes int64 `koanf:"disk_reserve_bytes"`
 	// CheckIntervalMS is how often disk and memory are measured. Defaults to 1000.
 	CheckIntervalMS int `koanf:"check_interval_ms"`
 }
@@ -195,7 +201,7 @@ func Defaults() Config {
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
-		Limits:    Limits{MinFreeDiskBytes: 256 << 20, CheckIntervalMS: 1000},
+		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000},
 		Log:       Log{Level: "info"},
 	}
 }
@@ -480,13 +486,9 @@ func (c Config) check() []fieldError {
 		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
 	}
 	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
-	if c.Limits.MinFreeDiskBytes < 0 {
-		bad("limits.min_free_disk_bytes", c.Limits.MinFreeDiskBytes, "must not be negative")
+	if c.Limits.DiskReserveBytes < 0 {
+		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
-	if c.Limits.MaxMemoryBytes < 0 {
-		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
-	}
-	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")

@@ -41,14 +41,16 @@ type resourceMonitor struct {
 	minFree  int64
 	maxMem   int64
 	interval time.Duration
-	log      *slog.Logger
+	// reserve, when set, is given up when the disk is all but full.
+	reserve *diskReserve
+	log     *slog.Logger
 	stop     chan struct{}
 	done     chan struct{}
 }
 
-func startResourceMonitor(cfg config.Config, alarms *gateway.Alarms, log *slog.Logger) *resourceMonitor {
+func startResourceMonitor(cfg config.Config, alarms *gateway.Alarms, reserve *diskReserve, log *slog.Logger) *resourceMonitor {
 	m := &resourceMonitor{
-		alarms: alarms, dir: cfg.Storage.DataDir, minFree: cfg.Limits.MinFreeDiskBytes,
+		alarms: alarms, dir: cfg.Storage.DataDir, minFree: cfg.Limits.MinFreeDiskBytes, reserve: reserve,
 		maxMem: MemoryLimit(cfg.Limits), interval: cfg.Limits.CheckInterval(), log: log,
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -88,14 +90,51 @@ func (m *resourceMonitor) check() {
 	if v := heapFree[0].Value; v.Kind() == metrics.KindUint64 && v.Uint64() > releaseAbove {
 		debug.FreeOSMemory()
 	}
-	if free, err := freeDiskBytes(m.dir); err == nil && m.minFree > 0 {
-		m.set(gateway.AlarmDisk, free < m.minFree, free >= m.minFree,
-			fmt.Sprintf("%d bytes free for %s, under limits.min_free_disk_bytes %d", free, m.dir, m.minFree))
+	if free, err := freeDiskBytes(m.dir); err == nil {
+		free = m.tendReserve(free)
+		low := m.minFree > 0 && free < m.minFree
+		released := m.reserve != nil && !m.reserve.held
+		reason := fmt.Sprintf("%d bytes free for %s, under limits.min_free_disk_bytes %d", free, m.dir, m.minFree)
+		if released {
+			reason = fmt.Sprintf("%d bytes free for %s: the disk reserve was given to the store; Enqueue is refused until limits.min_free_disk_bytes + limits.disk_reserve_bytes (%d) are free",
+				free, m.dir, m.minFree+m.reserve.size)
+		}
+		m.set(gateway.AlarmDisk, low || released, !low && !released, reason)
 	}
 	if rss, err := residentBytes(); err == nil && m.maxMem > 0 {
 		m.set(gateway.AlarmMemory, rss >= m.maxMem, float64(rss) < memoryClearRatio*float64(m.maxMem),
 			fmt.Sprintf("resident memory %d bytes reached limits.max_memory_bytes %d", rss, m.maxMem))
 	}
+}
+
+// tendReserve gives the disk reserve up when less than its size is free,
+// and allocates it again once the alarm's limit and the reserve both fit.
+// It returns the free space after that.
+func (m *resourceMonitor) tendReserve(free int64) int64 {
+	r := m.reserve
+	switch {
+	case r == nil:
+		return free
+	case r.held && free < r.size:
+		if err := r.release(); err != nil {
+			m.log.Error("releasing the disk reserve failed", slog.String("path", r.path), slog.Any("error", err))
+			return free
+		}
+		m.log.Warn("disk all but full: gave the disk reserve to the store so it can finish its writes",
+			slog.Int64("free_bytes", free), slog.Int64("reserve_bytes", r.size))
+	case !r.held && free >= m.minFree+r.size:
+		if err := r.allocate(); err != nil {
+			m.log.Warn("allocating the disk reserve again failed; will retry", slog.String("path", r.path), slog.Any("error", err))
+			return free
+		}
+		m.log.Info("disk reserve allocated again", slog.Int64("reserve_bytes", r.size))
+	default:
+		return free
+	}
+	if now, err := freeDiskBytes(m.dir); err == nil {
+		return now
+	}
+	return free
 }
 
 func (m *resourceMonitor) set(a gateway.Alarm, raise, clear bool, reason string) {

@@ -50,6 +50,7 @@ func setup(t testing.TB, so setupOpts) *bundle {
 		cfg.Storage.DataDir = t.TempDir()
 	}
 	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
 	if so.cfg != nil {
 		so.cfg(&cfg)
 	}

@@ -85,6 +85,7 @@ func TestOversizedMetadataIsRefused(t *testing.T) {
 func TestShutdownIsNotHeldByAHandshake(t *testing.T) {
 	t.Parallel()
 	cfg := config.Defaults()
+	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
 	cfg.Storage.DataDir = t.TempDir()
 	cfg.Server.ListenAddr = "127.0.0.1:0"
 	cfg.Server.ShutdownTimeoutMS = 500

@@ -88,7 +88,11 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}()
 
 	s.store = opts.Store
+	var reserve *diskReserve
 	if s.store == nil {
+		if reserve, err = openDiskReserve(cfg.Storage.DataDir, cfg.Limits.DiskReserveBytes); err != nil {
+			return nil, err
+		}
 		if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log}); err != nil {
 			return nil, err
 		}
@@ -122,7 +126,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		return nil, err
 	}
 	s.alarms = &gateway.Alarms{}
-	s.monitor = startResourceMonitor(cfg, s.alarms, s.log)
+	s.monitor = startResourceMonitor(cfg, s.alarms, reserve, s.log)
 	if _, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {
 		return s.alarms.Raised(gateway.Alarm(i))
 	}); err != nil {

@@ -27,6 +27,7 @@ func startBroker(t *testing.T) string {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
 	cfg.Storage.DataDir = t.TempDir()
 	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)

@@ -51,6 +51,20 @@ type proc struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan struct{}
+	mu   sync.Mutex
+	logs []string // its stderr lines
+}
+
+// logged reports whether a line of its log contains s.
+func (p *proc) logged(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.logs {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // startFilad runs filad on dataDir with a free port and waits until it logs
@@ -58,7 +72,7 @@ type proc struct {
 func startFilad(t *testing.T, dataDir string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filadBin, "--config", "", "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), append([]string{"FILA_SERVER__LISTEN_ADDR=127.0.0.1:0"}, env...)...)
+	cmd.Env = append(os.Environ(), append([]string{"FILA_SERVER__LISTEN_ADDR=127.0.0.1:0", "FILA_LIMITS__DISK_RESERVE_BYTES=1048576"}, env...)...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -68,6 +82,9 @@ func startFilad(t *testing.T, dataDir string, env ...string) *proc {
 		defer close(p.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.mu.Lock()
+			p.logs = append(p.logs, sc.Text())
+			p.mu.Unlock()
 			var line struct {
 				Msg        string `json:"msg"`
 				ListenAddr string `json:"listen_addr"`
@@ -81,6 +98,17 @@ func startFilad(t *testing.T, dataDir string, env ...string) *proc {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
+		if t.Failed() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			var keep []string // the log, and a crash's first lines, not every goroutine
+			for i, l := range p.logs {
+				if strings.HasPrefix(l, "{") || i < 12 || strings.Contains(l, "fatal") || strings.Contains(l, "SIGBUS") {
+					keep = append(keep, l)
+				}
+			}
+			t.Logf("filad's log:\n%s", strings.Join(keep[max(0, len(keep)-40):], "\n"))
+		}
 	})
 	select {
 	case p.addr = <-addr:
