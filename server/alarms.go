@@ -44,8 +44,8 @@ type resourceMonitor struct {
 	// reserve, when set, is given up when the disk is all but full.
 	reserve *diskReserve
 	log     *slog.Logger
-	stop     chan struct{}
-	done     chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func startResourceMonitor(cfg config.Config, alarms *gateway.Alarms, reserve *diskReserve, log *slog.Logger) *resourceMonitor {
