@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -62,7 +63,7 @@ func Start(opts Options) (*System, error) {
 				store:       opts.Store,
 				quantum:     opts.Quantum,
 				log:         opts.Logger,
-				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName),
+				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 				instruments: instruments,
 				telemetry:   s.telemetry,
 				dir:         s.dir,

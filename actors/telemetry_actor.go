@@ -2,6 +2,7 @@ package actors
 
 import (
 	"maps"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -26,30 +27,63 @@ type (
 // summed counts) and publishes them on a Board, where the instruments'
 // callback and ListQueues read them without ever waiting on an actor.
 // Because it sums deltas, a queue actor restarted by its supervisor does not
-// reset its queue's counters.
+// reset its queue's counters. A deleted queue's series stop, but its counts
+// are kept: a queue created again under that name counts on from them, so
+// a cumulative series never goes down under the same start time.
 type telemetryActor struct {
 	board    *telemetry.Board
 	readings map[string]telemetry.QueueReading
 	pending  bool // a publishReadings is in the mailbox
+	// retired holds deleted queues' counts, the oldest first out of order
+	// past maxRetiredCounts.
+	retired map[string]telemetry.QueueReading
+	order   []string
 }
 
+// maxRetiredCounts bounds the deleted queues whose counts are kept.
+const maxRetiredCounts = 10_000
+
 func newTelemetryActor(board *telemetry.Board) actor.Actor {
-	return &telemetryActor{board: board, readings: map[string]telemetry.QueueReading{}}
+	return &telemetryActor{board: board, readings: map[string]telemetry.QueueReading{}, retired: map[string]telemetry.QueueReading{}}
 }
 
 // Receive implements actor.Actor.
 func (t *telemetryActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *queueReading:
-		r := t.readings[m.queue]
+		r, live := t.readings[m.queue]
+		if !live {
+			r = telemetry.QueueReading{Counts: t.retired[m.queue].Counts}
+			delete(t.retired, m.queue)
+		}
 		r.Add(m.delta)
 		t.readings[m.queue] = r
 		t.schedule(ctx)
 	case *queueGone:
-		delete(t.readings, m.queue)
+		t.retire(m.queue)
 		t.schedule(ctx)
 	case *publishReadings:
 		t.publish()
+	}
+}
+
+// retire stops a deleted queue's series and keeps its counts.
+func (t *telemetryActor) retire(queue string) {
+	r, ok := t.readings[queue]
+	if !ok {
+		return
+	}
+	delete(t.readings, queue)
+	t.retired[queue] = telemetry.QueueReading{Counts: r.Counts}
+	t.order = append(t.order, queue)
+	for len(t.retired) > maxRetiredCounts {
+		oldest := t.order[0]
+		t.order = t.order[1:]
+		delete(t.retired, oldest) // may be gone already (created again)
+	}
+	if len(t.order) > 2*maxRetiredCounts {
+		// Names created again leave stale entries: compact now and then.
+		t.order = slices.DeleteFunc(t.order, func(q string) bool { _, kept := t.retired[q]; return !kept })
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // ScopeName is the instrumentation scope of the client's spans.
@@ -73,7 +74,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 		conn:   conn,
 		svc:    filav1.NewFilaServiceClient(conn),
 		admin:  filav1.NewFilaAdminClient(conn),
-		tracer: tp.Tracer(ScopeName),
+		tracer: tp.Tracer(ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		prop:   prop,
 	}, nil
 }

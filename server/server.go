@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -152,6 +153,8 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			// all telemetry; RPC latency is in the server spans anyway.
 			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
+			// Probes and tooling, not traffic: no spans.
+			otelgrpc.WithFilter(filters.None(filters.HealthCheck(), filters.ServicePrefix("grpc.reflection."))),
 		)),
 		grpc.MaxRecvMsgSize(RecvLimit(cfg.Server)),
 		// Metadata is buffered whole before any handler runs: bound it.

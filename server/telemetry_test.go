@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/fila-dev/filad/config"
@@ -128,6 +129,14 @@ func TestMetricsExactValuesPerQueue(t *testing.T) {
 		h.AssertNoSeries(t, name, qattr("q1")...)
 	}
 	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("q2"), 2)
+
+	// Created again, q1 counts on from where it stopped: a cumulative
+	// series never goes down under the same start time.
+	b.createQueue(t, "q1", nil)
+	b.enqueue(t, "q1", nil, nil)
+	b.sync(t, "q1")
+	h.AssertCounter(t, telemetry.MetricEnqueued, qattr("q1"), int64(plans["q1"].enqueue+1))
+	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("q1"), 1)
 }
 
 func TestCountersSurviveQueueActorRestart(t *testing.T) {
@@ -202,6 +211,13 @@ func TestTracePropagation(t *testing.T) {
 
 	// Per-message logs are DEBUG, and DEBUG is off unless asked for.
 	require.Equal(t, 0, logs.count(slog.LevelDebug, "message enqueued"))
+
+	// Health probes make no spans; the call after it does.
+	_, err = healthpb.NewHealthClient(b.conn).Check(ctxT(t), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	b.stats(t, "traced")
+	eventually(t, func() bool { return len(h.Spans("fila.v1.FilaAdmin/GetStats")) > 0 }, "the GetStats span")
+	require.Empty(t, h.Spans("grpc.health.v1.Health/Check"))
 }
 
 func TestLogsInsideTracedOperationsCarryTraceIDs(t *testing.T) {
@@ -463,4 +479,33 @@ func TestFailureTelemetry(t *testing.T) {
 	require.EqualValues(t, 1, rd.GetRedriven(), "the one not leased")
 	b.sync(t, "f.dlq")
 	h.AssertCounter(t, telemetry.MetricRedriven, qattr("f.dlq"), 1)
+}
+
+// TestTwoInstancesKeepTheirSeriesApart: two filads exporting the same queue
+// name to one collector differ by service.instance.id, and their scope
+// carries filad's version.
+func TestTwoInstancesKeepTheirSeriesApart(t *testing.T) {
+	t.Parallel()
+	recv := telemetrytest.NewReceiver(t)
+	for range 2 {
+		b := setup(t, setupOpts{cfg: exportTo("http://"+recv.Addr(), 100)})
+		b.createQueue(t, "orders", nil)
+		b.enqueue(t, "orders", nil, nil)
+		b.sync(t, "orders")
+	}
+	eventually(t, func() bool {
+		ids := map[string]bool{}
+		for _, rm := range recv.Metrics() {
+			ids[resourceAttr(rm.GetResource().GetAttributes(), "service.instance.id")] = true
+		}
+		delete(ids, "")
+		return len(ids) == 2
+	}, "two instance ids")
+	for _, rm := range recv.Metrics() {
+		for _, sm := range rm.GetScopeMetrics() {
+			if sm.GetScope().GetName() == telemetry.ScopeName {
+				require.Equal(t, telemetry.Version, sm.GetScope().GetVersion())
+			}
+		}
+	}
 }

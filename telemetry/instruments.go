@@ -13,7 +13,7 @@ import (
 // path pays nothing for them, a deleted queue's series disappear with it,
 // and an idle queue reports 0.
 func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registration, error) {
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
 	var counters [numCounts]metric.Int64ObservableCounter
 	var gauges [numGauges]metric.Int64ObservableGauge
 	var all []metric.Observable
@@ -60,7 +60,7 @@ type QueueInstruments struct {
 
 // NewQueueInstruments creates the queue actors' synchronous instruments on mp.
 func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
 	h, err := m.Float64Histogram(CommitDuration.Name, metric.WithUnit(CommitDuration.Unit),
 		metric.WithDescription(CommitDuration.Description),
 		// fsync'd commits take 0.2–5 ms; unsynced ones tens of µs.
@@ -74,7 +74,7 @@ func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 // RegisterAlarms creates the fila.alarm.active gauge on mp: one series per
 // name, 1 while raised(i) for names[i].
 func RegisterAlarms(mp metric.MeterProvider, names []string, raised func(i int) bool) (metric.Registration, error) {
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
 	g, err := m.Int64ObservableGauge(AlarmActive.Name, metric.WithUnit(AlarmActive.Unit), metric.WithDescription(AlarmActive.Description))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %s: %w", AlarmActive.Name, err)

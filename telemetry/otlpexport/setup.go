@@ -25,6 +25,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/credentials"
@@ -111,7 +113,10 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		return nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
 	}
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(telemetry.Version)),
+		// A fresh instance id per process keeps two filads' series apart;
+		// OTEL_RESOURCE_ATTRIBUTES (read after it) may set its own.
+		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(telemetry.Version),
+			semconv.ServiceInstanceID(uuid.NewString())),
 		resource.WithHost(),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
