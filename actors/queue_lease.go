@@ -100,7 +100,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
 		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
-		q.deliverySpan(s.parent, m).End()
+		m.span = q.deliverySpan(s.parent, m)
 		n++
 	}
 	if n == 0 {
@@ -161,6 +161,7 @@ func (q *queueActor) tick(ctx actor.Context) {
 			continue
 		}
 		q.unlease(m)
+		endDelivery(m, "expired")
 		expired = append(expired, m)
 	}
 	q.failExpired(ctx, expired, now, "expire leases")

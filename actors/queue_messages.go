@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
@@ -151,4 +152,6 @@ type message struct {
 	readyAt time.Time
 	// moving is set while a purge or redrive of it is being written.
 	moving bool
+	// span is the current lease's delivery span; nil unless recorded.
+	span trace.Span
 }

@@ -44,23 +44,60 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
-// deliverySpan starts the span of one delivery: a child of the consumer's
-// Lease call, linked to the context the message was created in.
-func (q *queueActor) deliverySpan(parent context.Context, m *message) trace.Span {
-	_, span := q.startChild(parent, telemetry.SpanDeliver)
+// deliverySpan starts the span of one lease, from delivery to its settle or
+// expiry, when the message's creation context was sampled: it is a child of
+// that context (the fila.queue.enqueue span), so it lands in the producer's
+// trace whatever the consumer's stream decided, and it links to the Lease
+// call's span. A message whose creation was not sampled carries no creation
+// context and gets no span: nil, at no cost. Messages carry only sampled
+// creation contexts, so the parse below runs for sampled messages alone.
+func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span {
+	tp := m.rec.GetCreationTraceparent()
+	if tp == "" {
+		return nil
+	}
+	carrier := propagation.MapCarrier{traceparentHeader: tp, tracestateHeader: m.rec.GetCreationTracestate()}
+	created := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), carrier))
+	if !created.IsSampled() {
+		return nil
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	if sc := trace.SpanContextFromContext(stream); sc.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+	}
+	_, span := q.deps.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), created), telemetry.SpanDeliver, opts...)
 	if !span.IsRecording() {
-		return span // skip the parsing below when nobody records
+		return nil
 	}
-	span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpReceive, q.cfg.Name, m.id)...)
+	span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpDeliver, q.cfg.Name, m.id)...)
 	span.SetAttributes(telemetry.KeyFairnessKey.String(m.rec.GetFairnessKey()), telemetry.KeyAttempt.Int64(int64(m.rec.GetAttemptCount())))
-	if tp := m.rec.GetCreationTraceparent(); tp != "" {
-		carrier := propagation.MapCarrier{"traceparent": tp, "tracestate": m.rec.GetCreationTracestate()}
-		created := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), carrier))
-		if created.IsValid() {
-			span.AddLink(trace.Link{SpanContext: created})
-		}
-	}
 	return span
+}
+
+// settleSpan starts the span of an ack or nack of m: under m's delivery
+// span when that is recorded (its creation was sampled), so the settle is
+// in the message's trace whatever the call's sampling, linked to the call;
+// else a child of the call.
+func (q *queueActor) settleSpan(call context.Context, m *message) (context.Context, trace.Span) {
+	if m == nil || m.span == nil {
+		return q.startChild(call, telemetry.SpanSettle)
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	if sc := trace.SpanContextFromContext(call); sc.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+	}
+	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), m.span), telemetry.SpanSettle, opts...)
+}
+
+// endDelivery ends m's delivery span, if it has one, with how the lease
+// ended: ack, nack's outcome, or expired.
+func endDelivery(m *message, outcome string) {
+	if m.span == nil {
+		return
+	}
+	m.span.SetAttributes(telemetry.KeyOutcome.String(outcome))
+	m.span.End()
+	m.span = nil
 }
 
 // debug logs a per-message event at DEBUG with the span's trace ids; the

@@ -10,7 +10,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -216,10 +215,13 @@ func (q *queueActor) settle(ctx actor.Context, reqs []SettleItem, batch bool) {
 }
 
 func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *storage.Batch) *settleItem {
-	spanCtx, span := q.startChild(parent, telemetry.SpanSettle)
+	spanCtx, span := q.settleSpan(parent, q.msgs[r.ID])
 	if span.IsRecording() {
-		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSettle, q.cfg.Name, r.ID)...)
-		span.SetAttributes(attribute.Bool("fila.nack", r.Nack))
+		op := telemetry.OpAck
+		if r.Nack {
+			op = telemetry.OpNack
+		}
+		span.SetAttributes(telemetry.MessagingAttrs(op, q.cfg.Name, r.ID)...)
 	}
 	it := &settleItem{id: r.ID, nack: r.Nack, span: span, ctx: spanCtx}
 	m, err := q.heldLease(r.ID, r.LeaseID)
@@ -271,11 +273,13 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 				}
 				m.settling = false
 				if it.nack {
+					endDelivery(m, "nack: "+it.fate.outcome.String())
 					q.applyFailure(ctx, m, it.fate)
 					if it.fate.outcome == deadLetter {
 						dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
 					}
 				} else {
+					endDelivery(m, "ack")
 					q.forget(m)
 				}
 			}

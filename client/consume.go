@@ -93,7 +93,7 @@ func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.M
 		trace.WithLinks(trace.LinkFromContext(created)),
 		trace.WithAttributes(append(messagingAttrs("process", queue),
 			attribute.String("messaging.message.id", m.GetId()),
-			attribute.Int64("fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
+			attribute.Int64("messaging.fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
 }
 
 // process runs h under the message's process span, extending its lease

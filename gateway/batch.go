@@ -144,7 +144,11 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 	if err := s.checkBatch(field, len(reqs), 0); err != nil {
 		return nil, err
 	}
-	annotateBatch(ctx, telemetry.OpSettle, len(reqs))
+	op := telemetry.OpAck
+	if field == "nacks" {
+		op = telemetry.OpNack
+	}
+	annotateBatch(ctx, op, len(reqs))
 	results := make([]*filav1.Status, len(reqs))
 	fail := func(i int, err error) { results[i] = itemStatus(err) }
 	parts := split(s, reqs, func(m any) actors.SettleItem {

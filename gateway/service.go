@@ -27,7 +27,7 @@ func (s *Server) Enqueue(ctx context.Context, req *filav1.EnqueueRequest) (*fila
 
 // Ack implements filav1.FilaServiceServer.
 func (s *Server) Ack(ctx context.Context, req *filav1.AckRequest) (*filav1.AckResponse, error) {
-	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
+	annotate(ctx, telemetry.OpAck, req.GetQueue(), req.GetMessageId())
 	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
 		return nil, err
 	}
@@ -36,7 +36,7 @@ func (s *Server) Ack(ctx context.Context, req *filav1.AckRequest) (*filav1.AckRe
 
 // Nack implements filav1.FilaServiceServer.
 func (s *Server) Nack(ctx context.Context, req *filav1.NackRequest) (*filav1.NackResponse, error) {
-	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
+	annotate(ctx, telemetry.OpNack, req.GetQueue(), req.GetMessageId())
 	if _, err := askFor(s, ctx, &call{req: req}, settleErr); err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func settleErr(r *actors.SettleReply) error { return r.Err }
 
 // Extend implements filav1.FilaServiceServer.
 func (s *Server) Extend(ctx context.Context, req *filav1.ExtendRequest) (*filav1.ExtendResponse, error) {
-	annotate(ctx, telemetry.OpSettle, req.GetQueue(), req.GetMessageId())
+	annotate(ctx, telemetry.OpExtend, req.GetQueue(), req.GetMessageId())
 	r, err := askFor(s, ctx, &call{req: req}, func(r *actors.ExtendReply) error { return r.Err })
 	if err != nil {
 		return nil, err

@@ -196,18 +196,27 @@ func TestTracePropagation(t *testing.T) {
 	require.Equal(t, traceID, commit.SpanContext().TraceID())
 
 	// The consumer gets the creation context as traceparent.
-	stream, _ := b.lease(t, "traced")
+	stream, closeStream := b.lease(t, "traced")
 	m := recvN(t, stream, 1)[0]
 	carried := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(m.GetHeaders())))
 	require.Equal(t, traceID, carried.TraceID())
 	require.Equal(t, actorSpan.SpanContext().SpanID(), carried.SpanID())
+	_, err = b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "traced", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+	require.NoError(t, err)
+	closeStream()
 
-	// The delivery span links to where the message was created.
-	var deliver sdktrace.ReadOnlySpan
-	eventually(t, func() bool { return len(h.Spans(telemetry.SpanDeliver)) == 1 }, "delivery span ended")
-	deliver = h.Spans(telemetry.SpanDeliver)[0]
-	telemetrytest.RequireLinked(t, deliver, actorSpan.SpanContext())
+	// The delivery span covers the lease, in the producer's trace under the
+	// span that created the message, linked to the consumer's Lease call.
+	eventually(t, func() bool {
+		return len(h.Spans(telemetry.SpanDeliver)) == 1 && len(h.Spans("fila.v1.FilaService/Lease")) == 1
+	}, "delivery and Lease spans ended")
+	deliver := h.Spans(telemetry.SpanDeliver)[0]
+	telemetrytest.RequireChildOf(t, deliver, actorSpan.SpanContext())
+	telemetrytest.RequireLinked(t, deliver, h.Spans("fila.v1.FilaService/Lease")[0].SpanContext())
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.message.id", m.GetId())))
+	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.operation.name", "deliver")))
+	require.True(t, telemetrytest.HasAttr(deliver, telemetry.KeyOutcome.String("ack")))
+	require.Greater(t, deliver.EndTime().Sub(deliver.StartTime()), time.Duration(0), "it lasts from lease to ack")
 
 	// Per-message logs are DEBUG, and DEBUG is off unless asked for.
 	require.Equal(t, 0, logs.count(slog.LevelDebug, "message enqueued"))
@@ -463,16 +472,26 @@ func TestFailureTelemetry(t *testing.T) {
 	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f"), 0)
 	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f.dlq"), 2)
 
-	dlq, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "f.dlq", MaxInFlight: 1})
+	dlqCtx, closeDLQ := context.WithCancel(ctxT(t))
+	dlq, err := b.svc.Lease(dlqCtx, &filav1.LeaseRequest{Queue: "f.dlq", MaxInFlight: 1})
 	require.NoError(t, err)
 	first := recvN(t, dlq, 1)[0]
 	require.Equal(t, m.GetId(), first.GetId())
-	fromDLQ := func(s sdktrace.ReadOnlySpan) bool {
-		return telemetrytest.HasAttr(s, attribute.String("queue_id", "f.dlq")) &&
-			telemetrytest.HasAttr(s, attribute.String("messaging.message.id", m.GetId()))
+	closeDLQ() // its lease stays; the other DLQ message stays ready
+	_, err = b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "f.dlq", MessageId: first.GetId(), LeaseId: first.GetLeaseId()})
+	require.NoError(t, err)
+	delivered := func(queue, outcome string) func(sdktrace.ReadOnlySpan) bool {
+		return func(s sdktrace.ReadOnlySpan) bool {
+			return telemetrytest.HasAttr(s, attribute.String("queue_id", queue)) &&
+				telemetrytest.HasAttr(s, attribute.String("messaging.message.id", m.GetId())) &&
+				telemetrytest.HasAttr(s, telemetry.KeyOutcome.String(outcome))
+		}
 	}
-	eventually(t, func() bool { return slices.ContainsFunc(h.Spans(telemetry.SpanDeliver), fromDLQ) }, "the DLQ's delivery span")
-	telemetrytest.RequireLinked(t, h.FindSpan(t, telemetry.SpanDeliver, fromDLQ), created.SpanContext())
+	eventually(t, func() bool { return slices.ContainsFunc(h.Spans(telemetry.SpanDeliver), delivered("f.dlq", "ack")) }, "the DLQ's delivery span")
+	// Both deliveries, from the source and from the DLQ, are in the trace
+	// that created the message.
+	telemetrytest.RequireChildOf(t, h.FindSpan(t, telemetry.SpanDeliver, delivered("f", "nack: dead_letter")), created.SpanContext())
+	telemetrytest.RequireChildOf(t, h.FindSpan(t, telemetry.SpanDeliver, delivered("f.dlq", "ack")), created.SpanContext())
 
 	rd, err := b.admin.Redrive(ctxT(t), &filav1.RedriveRequest{DlqQueue: "f.dlq"})
 	require.NoError(t, err)
@@ -508,4 +527,63 @@ func TestTwoInstancesKeepTheirSeriesApart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDefaultSamplingFollowsTheMessage runs filad's default sampler (1% of
+// roots, every sampled parent): a traced producer's message gets its
+// delivery span although the consumer's stream was not traced, and every
+// message either carries a sampled creation context and gets its delivery
+// span, or carries no traceparent at all and costs no span.
+func TestDefaultSamplingFollowsTheMessage(t *testing.T) {
+	t.Parallel()
+	h := telemetrytest.New(t, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(config.TraceSampleRatioDefault))))
+	b := setup(t, setupOpts{opts: server.Options{TracerProvider: h.TracerProvider, MeterProvider: h.MeterProvider}})
+	b.createQueue(t, "sampled", nil)
+
+	producer := telemetrytest.New(t)
+	conn := dial(t, b.srv.Addr(), grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+		otelgrpc.WithTracerProvider(producer.TracerProvider), otelgrpc.WithPropagators(propagation.TraceContext{}))))
+	ctx, parent := producer.TracerProvider.Tracer("producer").Start(ctxT(t), "produce")
+	traced, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "sampled"})
+	require.NoError(t, err)
+	parent.End()
+	const untraced = 20
+	for range untraced {
+		b.enqueue(t, "sampled", nil, nil)
+	}
+
+	// An untraced consumer: its Lease call is a root, sampled at 1%.
+	stream, _ := b.lease(t, "sampled")
+	withContext := map[string]bool{}
+	for _, m := range recvN(t, stream, untraced+1) {
+		if _, ok := m.GetHeaders()["traceparent"]; ok {
+			withContext[m.GetId()] = true
+		}
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "sampled", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+		require.NoError(t, err)
+	}
+	require.True(t, withContext[traced.GetMessageId()], "the traced producer's message carries its context")
+	require.Less(t, len(withContext), untraced+1, "unsampled messages carry no traceparent")
+	eventually(t, func() bool { return len(h.Spans(telemetry.SpanDeliver)) == len(withContext) }, "a delivery span per sampled message")
+	for _, s := range h.Spans(telemetry.SpanDeliver) {
+		var id string
+		for _, a := range s.Attributes() {
+			if a.Key == "messaging.message.id" {
+				id = a.Value.AsString()
+			}
+		}
+		require.True(t, withContext[id], "a delivery span only for a sampled message: %s", id)
+	}
+	deliver := h.FindSpan(t, telemetry.SpanDeliver, func(s sdktrace.ReadOnlySpan) bool {
+		return telemetrytest.HasAttr(s, attribute.String("messaging.message.id", traced.GetMessageId()))
+	})
+	require.Equal(t, parent.SpanContext().TraceID(), deliver.SpanContext().TraceID(), "in the producer's trace")
+	// Its ack, from an untraced call, is in that trace too, under the delivery.
+	ofTraced := func(s sdktrace.ReadOnlySpan) bool {
+		return telemetrytest.HasAttr(s, attribute.String("messaging.message.id", traced.GetMessageId()))
+	}
+	eventually(t, func() bool { return slices.ContainsFunc(h.Spans(telemetry.SpanSettle), ofTraced) }, "its settle span")
+	settle := h.FindSpan(t, telemetry.SpanSettle, ofTraced)
+	telemetrytest.RequireChildOf(t, settle, deliver.SpanContext())
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.name", "ack")))
 }

@@ -29,12 +29,13 @@ type Harness struct {
 	TracerProvider *sdktrace.TracerProvider
 }
 
-// New returns a harness that samples every span; its providers are shut
-// down when the test ends.
-func New(t testing.TB) *Harness {
+// New returns a harness that samples every span, unless opts set another
+// sampler; its providers are shut down when the test ends.
+func New(t testing.TB, opts ...sdktrace.TracerProviderOption) *Harness {
 	h := &Harness{Reader: sdkmetric.NewManualReader(), Recorder: tracetest.NewSpanRecorder()}
 	h.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.Reader))
-	h.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.Recorder), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	h.TracerProvider = sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{
+		sdktrace.WithSpanProcessor(h.Recorder), sdktrace.WithSampler(sdktrace.AlwaysSample())}, opts...)...)
 	t.Cleanup(func() {
 		_ = h.MeterProvider.Shutdown(context.Background())
 		_ = h.TracerProvider.Shutdown(context.Background())
