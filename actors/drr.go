@@ -131,6 +131,13 @@ func (d *drr[T]) removeIf(drop func(T) bool) int {
 	return n
 }
 
+// forEachHead calls fn with the first item of every active key: O(keys).
+func (d *drr[T]) forEachHead(fn func(T)) {
+	for _, k := range d.keys {
+		fn(k.items.items[k.items.head])
+	}
+}
+
 // len is the number of ready items.
 func (d *drr[T]) len() int { return d.ready }
 

@@ -59,6 +59,11 @@ type queueActor struct {
 	pending int
 	// held is what counts against the queue's max_depth and max_bytes.
 	held holdings
+	// oldest is oldestReady's last look: when, and the enqueue time found.
+	oldest struct {
+		at       time.Time
+		enqueued int64
+	}
 	// retired is set once the queue is deleted: every request is answered
 	// with it, and the actor stops as soon as it is idle.
 	retired *retire
@@ -323,6 +328,33 @@ func (q *queueActor) stats() *QueueStats {
 	return st
 }
 
+// oldestReady is the enqueue time, in Unix milliseconds, of the oldest
+// message at the head of a fairness key's ready list (a nacked message goes
+// to its key's back with its old enqueue time, so one behind a head can be
+// older still); 0 when nothing is ready. The instrument reports the age, so
+// it grows between readings. Looking costs one step per active key: past
+// manyKeys keys it is worked out at most every oldestReadyEvery.
+func (q *queueActor) oldestReady() int64 {
+	if q.ready.len() == 0 {
+		return 0
+	}
+	now := time.Now()
+	if q.ready.active <= manyKeys || now.Sub(q.oldest.at) >= oldestReadyEvery {
+		q.oldest.at, q.oldest.enqueued = now, 0
+		q.ready.forEachHead(func(m *message) {
+			if at := m.rec.GetEnqueuedAtUnixNs(); q.oldest.enqueued == 0 || at < q.oldest.enqueued {
+				q.oldest.enqueued = at
+			}
+		})
+	}
+	return q.oldest.enqueued / int64(time.Millisecond)
+}
+
+const (
+	manyKeys         = 100
+	oldestReadyEvery = time.Second
+)
+
 // count adds n to one of the queue's counters; the next reading reports it.
 func (q *queueActor) count(c telemetry.Count, n int64) { q.counts.Counts[c] += n }
 
@@ -342,6 +374,7 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	r.Gauges[telemetry.LeasesActive] = int64(q.leased)
 	r.Gauges[telemetry.ConsumersActive] = int64(len(q.consumers))
 	r.Gauges[telemetry.Delayed] = int64(q.delayed)
+	r.Gauges[telemetry.OldestReady] = q.oldestReady()
 	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
 	q.counts, q.dirty = telemetry.QueueReading{}, false
 }

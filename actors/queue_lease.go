@@ -85,7 +85,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	var b storage.Batch
 	now := time.Now()
 	expires := now.Add(q.cfg.VisibilityTimeout)
-	n := 0
+	n, redelivered := 0, int64(0)
 	for q.ready.len() > 0 {
 		s := q.nextConsumer()
 		if s == nil {
@@ -101,6 +101,12 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
 		m.span = q.deliverySpan(s.parent, m)
+		if m.rec.GetAttemptCount() == 0 {
+			waited := now.Sub(time.Unix(0, m.rec.GetEnqueuedAtUnixNs()))
+			q.deps.instruments.WaitDuration.Record(spanContext(m), waited.Seconds(), q.queueAttr)
+		} else {
+			redelivered++
+		}
 		n++
 	}
 	if n == 0 {
@@ -108,6 +114,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	}
 	q.deps.store.Defer(&b, q.logFailure("write leases"))
 	q.count(telemetry.Leased, int64(n))
+	q.count(telemetry.Redelivered, redelivered)
 	q.armTimer(ctx)
 	q.changed(ctx)
 }

@@ -89,6 +89,15 @@ func (q *queueActor) settleSpan(call context.Context, m *message) (context.Conte
 	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), m.span), telemetry.SpanSettle, opts...)
 }
 
+// spanContext carries m's delivery span, if any, for a measurement's
+// exemplar.
+func spanContext(m *message) context.Context {
+	if m.span == nil {
+		return context.Background()
+	}
+	return trace.ContextWithSpan(context.Background(), m.span)
+}
+
 // endDelivery ends m's delivery span, if it has one, with how the lease
 // ended: ack, nack's outcome, or expired.
 func endDelivery(m *message, outcome string) {

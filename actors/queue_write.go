@@ -250,6 +250,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	var acked, nacked int64
 	var dlq *QueueRef // the queue's DLQ, when a nack dead-lettered
 	var moved []*message
+	now := time.Now()
 	for i, it := range d.items {
 		switch {
 		case it.err != nil:
@@ -269,6 +270,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		default:
 			if m := q.msgs[it.id]; m != nil { // nil only if a restart reloaded the queue after the commit
 				if m.leased {
+					q.deps.instruments.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds(), q.queueAttr)
 					q.unlease(m)
 				}
 				m.settling = false

@@ -88,17 +88,6 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 	}()
 
-	s.store = opts.Store
-	var reserve *diskReserve
-	if s.store == nil {
-		if reserve, err = openDiskReserve(cfg.Storage.DataDir, cfg.Limits.DiskReserveBytes); err != nil {
-			return nil, err
-		}
-		if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log}); err != nil {
-			return nil, err
-		}
-		s.ownStore = true
-	}
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
 		s.telemetry = &otlpexport.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
@@ -106,6 +95,22 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		// A telemetry set-up error never stops the broker.
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
 		s.telemetry, err = otlpexport.Disabled(), nil
+	}
+	s.store = opts.Store
+	var reserve *diskReserve
+	if s.store == nil {
+		if reserve, err = openDiskReserve(cfg.Storage.DataDir, cfg.Limits.DiskReserveBytes); err != nil {
+			return nil, err
+		}
+		commitItems, err := telemetry.NewCommitItems(s.telemetry.MeterProvider)
+		if err != nil {
+			return nil, err
+		}
+		if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log,
+			OnCommit: commitItems}); err != nil {
+			return nil, err
+		}
+		s.ownStore = true
 	}
 	board := &telemetry.Board{}
 	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {

@@ -587,3 +587,41 @@ func TestDefaultSamplingFollowsTheMessage(t *testing.T) {
 	telemetrytest.RequireChildOf(t, settle, deliver.SpanContext())
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.name", "ack")))
 }
+
+// TestOperatorMetrics: redeliveries, wait and processing histograms (one
+// measurement per first delivery and per settle), items per commit, and
+// the oldest ready message's age growing while nobody consumes.
+func TestOperatorMetrics(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "ops", nil)
+	for range 3 {
+		b.enqueue(t, "ops", nil, nil)
+	}
+	b.sync(t, "ops")
+	age := func() float64 {
+		v, ok := h.Float(t, telemetry.MetricOldestReady, qattr("ops")...)
+		require.True(t, ok, "an age series")
+		return v
+	}
+	first := age()
+	eventually(t, func() bool { return age() > first }, "the oldest ready message's age grows while nobody consumes")
+
+	stream, _ := b.lease(t, "ops")
+	ms := recvN(t, stream, 3)
+	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "ops", MessageId: ms[0].GetId(), LeaseId: ms[0].GetLeaseId()})
+	require.NoError(t, err)
+	again := recvN(t, stream, 1)[0]
+	require.Equal(t, ms[0].GetId(), again.GetId())
+	for _, m := range append(ms[1:], again) {
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "ops", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+		require.NoError(t, err)
+	}
+	b.sync(t, "ops")
+	h.AssertCounter(t, telemetry.MetricLeased, qattr("ops"), 4)
+	h.AssertCounter(t, telemetry.MetricRedelivered, qattr("ops"), 1)
+	require.EqualValues(t, 3, h.HistogramCount(t, telemetry.WaitDuration.Name, qattr("ops")...), "one wait per first delivery")
+	require.EqualValues(t, 4, h.HistogramCount(t, telemetry.ProcessDuration.Name, qattr("ops")...), "one per ack or nack")
+	require.Positive(t, h.HistogramCount(t, telemetry.CommitItems.Name), "commits measured")
+	require.Zero(t, age(), "nothing ready: age 0")
+}

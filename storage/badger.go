@@ -26,6 +26,10 @@ type Options struct {
 	GCInterval time.Duration
 	// Logger receives badger's warnings and errors. Defaults to slog.Default().
 	Logger *slog.Logger
+	// OnCommit, when set, is called from the committer after each badger
+	// transaction with the number of items (units: a message with its
+	// lease) it wrote. It must not block.
+	OnCommit func(items int)
 }
 
 // GCIntervalDefault is the default period between value-log GC runs.
@@ -58,6 +62,7 @@ type Badger struct {
 	wg        sync.WaitGroup
 	batches   atomic.Uint64
 	commits   atomic.Uint64
+	onCommit  func(items int)
 	maxSize   int64
 	maxCount  int64
 	closeOnce sync.Once
@@ -99,6 +104,7 @@ func Open(opts Options) (*Badger, error) {
 		reqs:     make(chan request, maxPending),
 		maxSize:  db.MaxBatchSize() / 2,
 		maxCount: db.MaxBatchCount() / 2,
+		onCommit: opts.OnCommit,
 	}
 	gcCtx, stop := context.WithCancel(context.Background())
 	s.stopGC = stop
@@ -209,6 +215,7 @@ func (s *Badger) commitGroup(group []request) {
 	var (
 		txn         = s.db.NewTransaction(true)
 		size, count int64
+		units       int   // units in txn
 		inTxn       []int // requests with ops in txn, by index in group
 		errs        = make([]error, len(group))
 		completed   int // requests before this index have had done called
@@ -225,10 +232,13 @@ func (s *Badger) commitGroup(group []request) {
 			s.log.Error("storage commit failed", slog.Int("batches", len(inTxn)), slog.Any("error", err))
 		}
 		s.commits.Add(1)
+		if err == nil && s.onCommit != nil {
+			s.onCommit(units)
+		}
 		for _, i := range inTxn {
 			errs[i] = cmp.Or(errs[i], err)
 		}
-		txn, size, count, inTxn = s.db.NewTransaction(true), 0, 0, inTxn[:0]
+		txn, size, count, units, inTxn = s.db.NewTransaction(true), 0, 0, 0, inTxn[:0]
 	}
 	finish := func(upTo int) { // every request before upTo is fully committed
 		for ; completed < upTo; completed++ {
@@ -268,6 +278,7 @@ func (s *Badger) commitGroup(group []request) {
 			}
 			size += us
 			count += int64(len(ops))
+			units++
 		}
 	}
 	if count > 0 {

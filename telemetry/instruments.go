@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -16,6 +17,7 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
 	var counters [numCounts]metric.Int64ObservableCounter
 	var gauges [numGauges]metric.Int64ObservableGauge
+	var ageGauges [numGauges]metric.Float64ObservableGauge // for the SinceUnixMillis ones
 	var all []metric.Observable
 	for i, spec := range Counts {
 		inst, err := m.Int64ObservableCounter(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
@@ -26,21 +28,37 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 		all = append(all, inst)
 	}
 	for i, spec := range Gauges {
-		inst, err := m.Int64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+		var inst metric.Observable
+		var err error
+		if spec.SinceUnixMillis {
+			ageGauges[i], err = m.Float64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+			inst = ageGauges[i]
+		} else {
+			gauges[i], err = m.Int64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+			inst = gauges[i]
+		}
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: %s: %w", spec.Name, err)
 		}
-		gauges[i] = inst
 		all = append(all, inst)
 	}
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		nowMS := time.Now().UnixMilli()
 		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
 			for i, inst := range counters {
 				o.ObserveInt64(inst, r.Counts[i], set)
 			}
-			for i, inst := range gauges {
-				o.ObserveInt64(inst, r.Gauges[i], set)
+			for i, spec := range Gauges {
+				if spec.SinceUnixMillis {
+					age := 0.0
+					if at := r.Gauges[i]; at > 0 {
+						age = float64(max(nowMS-at, 0)) / 1000
+					}
+					o.ObserveFloat64(ageGauges[i], age, set)
+				} else {
+					o.ObserveInt64(gauges[i], r.Gauges[i], set)
+				}
 			}
 		}
 		return nil
@@ -52,23 +70,52 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 }
 
 // QueueInstruments are the synchronous instruments a queue actor records
-// on; recording on them takes no lock in the SDK.
+// on; recording on them takes no lock shared between queues in the SDK
+// (each queue's attribute set has its own aggregation).
 type QueueInstruments struct {
-	// CommitDuration records CommitDuration, in seconds.
-	CommitDuration metric.Float64Histogram
+	// CommitDuration, WaitDuration and ProcessDuration record their specs,
+	// in seconds.
+	CommitDuration, WaitDuration, ProcessDuration metric.Float64Histogram
 }
 
 // NewQueueInstruments creates the queue actors' synchronous instruments on mp.
 func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
-	h, err := m.Float64Histogram(CommitDuration.Name, metric.WithUnit(CommitDuration.Unit),
-		metric.WithDescription(CommitDuration.Description),
+	var qi QueueInstruments
+	for _, h := range []struct {
+		into    *metric.Float64Histogram
+		spec    MetricSpec
+		buckets []float64
+	}{
 		// fsync'd commits take 0.2–5 ms; unsynced ones tens of µs.
-		metric.WithExplicitBucketBoundaries(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: %s: %w", CommitDuration.Name, err)
+		{&qi.CommitDuration, CommitDuration, []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}},
+		// Waits and processing run from sub-millisecond to hours.
+		{&qi.WaitDuration, WaitDuration, messageBuckets},
+		{&qi.ProcessDuration, ProcessDuration, messageBuckets},
+	} {
+		inst, err := m.Float64Histogram(h.spec.Name, metric.WithUnit(h.spec.Unit),
+			metric.WithDescription(h.spec.Description), metric.WithExplicitBucketBoundaries(h.buckets...))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", h.spec.Name, err)
+		}
+		*h.into = inst
 	}
-	return &QueueInstruments{CommitDuration: h}, nil
+	return &qi, nil
+}
+
+// messageBuckets bound a message's wait or processing time, in seconds.
+var messageBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
+
+// NewCommitItems creates the fila.storage.commit.messages histogram on mp
+// and returns the storage committer's hook recording it.
+func NewCommitItems(mp metric.MeterProvider) (func(items int), error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	h, err := m.Int64Histogram(CommitItems.Name, metric.WithUnit(CommitItems.Unit), metric.WithDescription(CommitItems.Description),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", CommitItems.Name, err)
+	}
+	return func(items int) { h.Record(context.Background(), int64(items)) }, nil
 }
 
 // RegisterAlarms creates the fila.alarm.active gauge on mp: one series per

@@ -34,6 +34,7 @@ const (
 	Expired
 	DeadLettered
 	Redriven
+	Redelivered
 	numCounts
 )
 
@@ -46,44 +47,59 @@ const (
 	LeasesActive
 	ConsumersActive
 	Delayed
+	OldestReady
 	numGauges
 )
 
 // MetricSpec describes one exported instrument.
 type MetricSpec struct {
 	Name, Unit, Description string
+	// SinceUnixMillis: the reading holds a Unix time in milliseconds (0:
+	// none), and the instrument reports the seconds since then (a float
+	// gauge), so an age grows between readings.
+	SinceUnixMillis bool
 }
 
 // Counts describes each Count's instrument.
 var Counts = [numCounts]MetricSpec{
-	Enqueued: {"fila.messages.enqueued", "{message}", "Messages accepted durably by Enqueue."},
-	Leased:   {"fila.messages.leased", "{message}", "Messages delivered to consumers under a lease."},
-	Acked:    {"fila.messages.acked", "{message}", "Messages acknowledged and deleted."},
-	Nacked:   {"fila.messages.nacked", "{message}", "Messages nacked by consumers (then retried, delayed or dead-lettered)."},
-	Expired:  {"fila.messages.expired", "{message}", "Leases that ran out their visibility timeout unsettled."},
-	DeadLettered: {"fila.messages.dead_lettered", "{message}",
-		"Messages that reached max_attempts and moved to the dead-letter queue (or were dropped with dead_letter off)."},
-	Redriven: {"fila.messages.redriven", "{message}", "Messages moved from this dead-letter queue back to its source by Redrive."},
+	Enqueued:     {Name: "fila.messages.enqueued", Unit: "{message}", Description: "Messages accepted durably by Enqueue."},
+	Leased:       {Name: "fila.messages.leased", Unit: "{message}", Description: "Messages delivered to consumers under a lease."},
+	Acked:        {Name: "fila.messages.acked", Unit: "{message}", Description: "Messages acknowledged and deleted."},
+	Nacked:       {Name: "fila.messages.nacked", Unit: "{message}", Description: "Messages nacked by consumers (then retried, delayed or dead-lettered)."},
+	Expired:      {Name: "fila.messages.expired", Unit: "{message}", Description: "Leases that ran out their visibility timeout unsettled."},
+	DeadLettered: {Name: "fila.messages.dead_lettered", Unit: "{message}", Description: "Messages that reached max_attempts and moved to the dead-letter queue (or were dropped with dead_letter off)."},
+	Redriven:     {Name: "fila.messages.redriven", Unit: "{message}", Description: "Messages moved from this dead-letter queue back to its source by Redrive."},
+	Redelivered:  {Name: "fila.messages.redelivered", Unit: "{message}", Description: "Deliveries of messages delivered before (attempt_count > 0)."},
 }
 
 // Gauges describes each Gauge's instrument.
 var Gauges = [numGauges]MetricSpec{
-	Depth:           {"fila.queue.depth", "{message}", "Ready messages in the queue now."},
-	LeasesActive:    {"fila.leases.active", "{message}", "Leased (in-flight) messages in the queue now."},
-	ConsumersActive: {"fila.consumers.active", "{consumer}", "Open lease streams on the queue now."},
-	Delayed:         {"fila.queue.delayed", "{message}", "Messages waiting out a retry backoff or fila-delay-ms now (not in depth)."},
+	Depth:           {Name: "fila.queue.depth", Unit: "{message}", Description: "Ready messages in the queue now."},
+	LeasesActive:    {Name: "fila.leases.active", Unit: "{message}", Description: "Leased (in-flight) messages in the queue now."},
+	ConsumersActive: {Name: "fila.consumers.active", Unit: "{consumer}", Description: "Open lease streams on the queue now."},
+	Delayed:         {Name: "fila.queue.delayed", Unit: "{message}", Description: "Messages waiting out a retry backoff or fila-delay-ms now (not in depth)."},
+	OldestReady: {Name: "fila.queue.oldest_ready.age", Unit: "s", SinceUnixMillis: true,
+		Description: "How long the oldest ready message has waited since it was enqueued; 0 when none is ready."},
 }
 
 // Histograms recorded synchronously (lock-free in the SDK) on hot paths.
 var (
 	// CommitDuration is how long a queue's durable write took, from submit
 	// to the committer's answer: the fsync wait a client's request sees.
-	CommitDuration = MetricSpec{"fila.storage.commit.duration", "s", "Time from submitting a queue's write to its durable commit."}
+	CommitDuration = MetricSpec{Name: "fila.storage.commit.duration", Unit: "s", Description: "Time from submitting a queue's write to its durable commit."}
+	// WaitDuration is how long a message waited from its enqueue to its
+	// first delivery.
+	WaitDuration = MetricSpec{Name: "fila.message.wait.duration", Unit: "s", Description: "Time from a message's enqueue to its first delivery."}
+	// ProcessDuration is how long a lease lasted until its ack or nack.
+	ProcessDuration = MetricSpec{Name: "fila.message.process.duration", Unit: "s", Description: "Time from a delivery to its ack or nack."}
+	// CommitItems is how many items (a message with its lease) one
+	// storage commit wrote: how well group commit groups.
+	CommitItems = MetricSpec{Name: "fila.storage.commit.messages", Unit: "{message}", Description: "Items (a message with its lease) written per storage commit."}
 )
 
 // AlarmActive is 1 while a broker-wide resource alarm (attribute alarm:
 // disk or memory) refuses Enqueue, else 0.
-var AlarmActive = MetricSpec{"fila.alarm.active", "1", "1 while a resource alarm refuses Enqueue, else 0."}
+var AlarmActive = MetricSpec{Name: "fila.alarm.active", Unit: "1", Description: "1 while a resource alarm refuses Enqueue, else 0."}
 
 // AttrAlarm names the alarm on fila.alarm.active.
 const AttrAlarm = "alarm"
@@ -101,4 +117,6 @@ var (
 	MetricDeadLetter  = Counts[DeadLettered].Name
 	MetricRedriven    = Counts[Redriven].Name
 	MetricDelayed     = Gauges[Delayed].Name
+	MetricRedelivered = Counts[Redelivered].Name
+	MetricOldestReady = Gauges[OldestReady].Name
 )

@@ -82,6 +82,54 @@ func (h *Harness) Value(t testing.TB, name string, attrs ...attribute.KeyValue) 
 	return 0, false
 }
 
+// Float returns the value of float gauge name's series with exactly attrs,
+// and whether that series exists.
+func (h *Harness) Float(t testing.TB, name string, attrs ...attribute.KeyValue) (float64, bool) {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[float64]); ok && m.Name == name {
+				for _, p := range g.DataPoints {
+					if p.Attributes.Equals(&want) {
+						return p.Value, true
+					}
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// HistogramCount returns how many measurements histogram name's series
+// with exactly attrs holds (0 when it has none).
+func (h *Harness) HistogramCount(t testing.TB, name string, attrs ...attribute.KeyValue) uint64 {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if p.Attributes.Equals(&want) {
+						return p.Count
+					}
+				}
+			case metricdata.Histogram[int64]:
+				for _, p := range d.DataPoints {
+					if p.Attributes.Equals(&want) {
+						return p.Count
+					}
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // settleWithin bounds how long an assertion waits for the value it wants.
 // filad publishes readings asynchronously (queue actor → telemetry actor →
 // board), so each assertion awaits its value instead of reading once; a
