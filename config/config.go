@@ -143,9 +143,13 @@ type Scheduler struct {
 // Telemetry configures OpenTelemetry export.
 type Telemetry struct {
 	// OTLPEndpoint is the collector: "http://host:4317" (plaintext),
-	// "https://host:4317" (TLS) or "host:4317" (plaintext). Defaults to
-	// "http://localhost:4317".
+	// "https://host:4317" (TLS) or "host:4317" (plaintext); "" exports no
+	// OTLP (and records no traces). Defaults to "http://localhost:4317".
 	OTLPEndpoint string `koanf:"otlp_endpoint"`
+	// PrometheusListenAddr, when set, serves the metrics at
+	// http://<addr>/metrics for Prometheus to scrape, beside OTLP or
+	// instead of it. Defaults to "" (off).
+	PrometheusListenAddr string `koanf:"prometheus_listen_addr"`
 	// ServiceName is the service.name resource attribute. Defaults to "fila".
 	ServiceName string `koanf:"service_name"`
 	// MetricsIntervalMS is the metric export period. Defaults to 10000.
@@ -494,8 +498,11 @@ func (c Config) check() []fieldError {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
 	}
 	if t := c.Telemetry; t != nil {
-		if _, err := ParseEndpoint(t.OTLPEndpoint); err != nil {
+		if _, err := ParseEndpoint(t.OTLPEndpoint); t.OTLPEndpoint != "" && err != nil {
 			bad("telemetry.otlp_endpoint", t.OTLPEndpoint, err.Error())
+		}
+		if _, _, err := net.SplitHostPort(t.PrometheusListenAddr); t.PrometheusListenAddr != "" && err != nil {
+			bad("telemetry.prometheus_listen_addr", t.PrometheusListenAddr, "must be host:port")
 		}
 		if t.ServiceName == "" {
 			bad("telemetry.service_name", `""`, "must not be empty")

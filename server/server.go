@@ -205,6 +205,10 @@ func RecvLimit(s config.Server) int {
 	return largest + max(largest, 8<<20)
 }
 
+// PrometheusAddr is where /metrics is served for Prometheus, or nil when
+// telemetry.prometheus_listen_addr is not set.
+func (s *Server) PrometheusAddr() net.Addr { return s.telemetry.PrometheusAddr }
+
 // Addr is the address being served.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 

@@ -3,8 +3,11 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -624,4 +627,32 @@ func TestOperatorMetrics(t *testing.T) {
 	require.EqualValues(t, 4, h.HistogramCount(t, telemetry.ProcessDuration.Name, qattr("ops")...), "one per ack or nack")
 	require.Positive(t, h.HistogramCount(t, telemetry.CommitItems.Name), "commits measured")
 	require.Zero(t, age(), "nothing ready: age 0")
+}
+
+// TestPrometheusServesWhatOTLPExports: with prometheus_listen_addr set
+// beside OTLP, /metrics has the same counter values the collector gets, and
+// the Go runtime metrics.
+func TestPrometheusServesWhatOTLPExports(t *testing.T) {
+	t.Parallel()
+	recv := telemetrytest.NewReceiver(t)
+	b := setup(t, setupOpts{cfg: exportTo("http://"+recv.Addr(), 100, func(tc *config.Telemetry) { tc.PrometheusListenAddr = "127.0.0.1:0" })})
+	b.createQueue(t, "prom", nil)
+	for range 3 {
+		b.enqueue(t, "prom", nil, nil)
+	}
+	b.sync(t, "prom")
+	eventually(t, func() bool { n, ok := recv.LatestInt(telemetry.MetricEnqueued, "prom"); return ok && n == 3 }, "OTLP has 3")
+	scrape := func() string {
+		resp, err := http.Get("http://" + b.srv.PrometheusAddr().String() + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return string(body)
+	}
+	enqueued := regexp.MustCompile(`(?m)^fila_messages_enqueued_total\{[^}]*queue_id="prom"[^}]*\} 3$`)
+	eventually(t, func() bool { return enqueued.MatchString(scrape()) }, "Prometheus has 3")
+	body := scrape()
+	require.Regexp(t, `(?m)^fila_queue_depth\{[^}]*queue_id="prom"[^}]*\} 3$`, body)
+	require.Contains(t, body, "go_goroutine_count", "Go runtime metrics")
 }

@@ -2,7 +2,9 @@ package telemetry
 
 import (
 	"context"
+	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -23,6 +25,10 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) map[string][]metricdata.Da
 				out[m.Name] = d.DataPoints
 			case metricdata.Gauge[int64]:
 				out[m.Name] = d.DataPoints
+			case metricdata.Gauge[float64]: // ages in seconds, rounded to whole ones
+				for _, p := range d.DataPoints {
+					out[m.Name] = append(out[m.Name], metricdata.DataPoint[int64]{Attributes: p.Attributes, Value: int64(math.Round(p.Value))})
+				}
 			}
 			require.NotEmpty(t, m.Unit, m.Name)
 			require.NotEmpty(t, m.Description, m.Name)
@@ -46,6 +52,9 @@ func TestInstrumentsReadTheBoard(t *testing.T) {
 	}
 	for i, spec := range Gauges {
 		r.Gauges[i] = int64(20 + i)
+		if spec.SinceUnixMillis { // a Unix time 20+i seconds ago: reported as that age
+			r.Gauges[i] = time.Now().Add(-time.Duration(20+i) * time.Second).UnixMilli()
+		}
 		want[spec.Name] = int64(20 + i)
 	}
 	board.Publish(map[string]QueueReading{"a": r})

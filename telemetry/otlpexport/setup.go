@@ -10,14 +10,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	runtimemetrics "go.opentelemetry.io/contrib/instrumentation/runtime"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -25,8 +32,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-
-	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/credentials"
@@ -54,9 +59,11 @@ type Handle struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	// Enabled is true when exporters were created.
-	Enabled  bool
-	shutdown []func(context.Context) error
-	flush    []func(context.Context) error
+	Enabled bool
+	// PrometheusAddr is where /metrics is served, when it is.
+	PrometheusAddr net.Addr
+	shutdown       []func(context.Context) error
+	flush          []func(context.Context) error
 }
 
 // Shutdown flushes what is buffered and stops the exporters, bounded by ctx.
@@ -108,10 +115,6 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
 		return Disabled(), nil
 	}
-	ep, err := config.ParseEndpoint(cfg.OTLPEndpoint)
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
-	}
 	res, err := resource.New(ctx,
 		// A fresh instance id per process keeps two filads' series apart;
 		// OTEL_RESOURCE_ATTRIBUTES (read after it) may set its own.
@@ -124,13 +127,56 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if err != nil && res == nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
-	w := &outageWarner{log: log}
 	// The SDK reports export failures here too, which the exporters' wrappers
 	// have already counted; anything else it reports is for DEBUG.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Debug("opentelemetry", slog.Any("error", err))
 	}))
+	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider()}
+	var readers []sdkmetric.Reader
+	if cfg.OTLPEndpoint != "" {
+		tp, reader, err := otlpPipeline(ctx, cfg, res, &outageWarner{log: log}, exportTimeout)
+		if err != nil {
+			return nil, err
+		}
+		h.TracerProvider = tp
+		h.flush = append(h.flush, tp.ForceFlush)
+		h.shutdown = append(h.shutdown, tp.Shutdown)
+		readers = append(readers, reader)
+	}
+	if cfg.PrometheusListenAddr != "" {
+		reader, addr, stop, err := servePrometheus(cfg.PrometheusListenAddr)
+		if err != nil {
+			_ = h.Shutdown(ctx)
+			return nil, err
+		}
+		h.PrometheusAddr = addr
+		h.shutdown = append(h.shutdown, stop)
+		readers = append(readers, reader)
+		log.Info("serving metrics for Prometheus", slog.String("address", "http://"+addr.String()+"/metrics"))
+	}
+	mp := NewMeterProvider(res, readers...)
+	// Shut down first: it collects a last time through the readers, which
+	// the Prometheus server's stop (after it) no longer needs.
+	h.flush = append(h.flush, mp.ForceFlush)
+	h.shutdown = append([]func(context.Context) error{mp.Shutdown}, h.shutdown...)
+	h.MeterProvider = mp
+	if err := runtimemetrics.Start(runtimemetrics.WithMeterProvider(mp)); err != nil {
+		_ = h.Shutdown(ctx)
+		return nil, fmt.Errorf("telemetry: go runtime metrics: %w", err)
+	}
+	otel.SetTracerProvider(h.TracerProvider)
+	otel.SetMeterProvider(mp)
+	return h, nil
+}
 
+// otlpPipeline builds the OTLP/gRPC trace provider and metric reader for
+// cfg.OTLPEndpoint; w turns export failures into one WARN per outage.
+func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Resource, w *outageWarner, exportTimeout time.Duration) (*sdktrace.TracerProvider, sdkmetric.Reader, error) {
+	ep, err := config.ParseEndpoint(cfg.OTLPEndpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
+	}
 	var creds credentials.TransportCredentials
 	if !ep.Insecure {
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
@@ -147,11 +193,11 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	}
 	spanExp, err := otlptracegrpc.New(ctx, traceOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: trace exporter: %w", err)
+		return nil, nil, fmt.Errorf("telemetry: trace exporter: %w", err)
 	}
 	metricExp, err := otlpmetricgrpc.New(ctx, metricOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: metric exporter: %w", err)
+		return nil, nil, fmt.Errorf("telemetry: metric exporter: %w", err)
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithResource(res),
@@ -160,28 +206,40 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 			sdktrace.WithMaxQueueSize(SpanQueueSize),
 			sdktrace.WithExportTimeout(exportTimeout)),
 	)
-	mp := NewMeterProvider(res, sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
+	reader := sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
 		sdkmetric.WithInterval(cfg.MetricsInterval()),
-		sdkmetric.WithTimeout(exportTimeout)))
-	otel.SetTracerProvider(tp)
-	otel.SetMeterProvider(mp)
-	return &Handle{
-		TracerProvider: tp,
-		MeterProvider:  mp,
-		Enabled:        true,
-		flush:          []func(context.Context) error{tp.ForceFlush, mp.ForceFlush},
-		shutdown:       []func(context.Context) error{tp.Shutdown, mp.Shutdown},
-	}, nil
+		sdkmetric.WithTimeout(exportTimeout))
+	return tp, reader, nil
+}
+
+// servePrometheus serves /metrics at addr through the OpenTelemetry
+// Prometheus exporter, on a registry of its own (no process or Go
+// collectors of client_golang: the runtime metrics come through OTel).
+func servePrometheus(addr string) (sdkmetric.Reader, net.Addr, func(context.Context) error, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("telemetry: prometheus_listen_addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	return exp, lis.Addr(), srv.Shutdown, nil
 }
 
 // NewMeterProvider is the meter provider filad exports from: bounded in
 // series per instrument, so a flood of queue names cannot grow it without end.
-func NewMeterProvider(res *resource.Resource, reader sdkmetric.Reader) *sdkmetric.MeterProvider {
-	return sdkmetric.NewMeterProvider(
-		sdkmetric.WithResource(res),
-		sdkmetric.WithCardinalityLimit(CardinalityLimit),
-		sdkmetric.WithReader(reader),
-	)
+func NewMeterProvider(res *resource.Resource, readers ...sdkmetric.Reader) *sdkmetric.MeterProvider {
+	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithCardinalityLimit(CardinalityLimit)}
+	for _, r := range readers {
+		opts = append(opts, sdkmetric.WithReader(r))
+	}
+	return sdkmetric.NewMeterProvider(opts...)
 }
 
 // outageWarner logs one WARN when exports start failing and one INFO when
