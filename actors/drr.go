@@ -20,6 +20,10 @@ type drr[T any] struct {
 	cur    *drrKey[T]
 	active int
 	ready  int
+	// turns and rounds count scheduling work since takeCounts; roundTurns
+	// is the turns into the current round.
+	turns, rounds int64
+	roundTurns    int
 }
 
 type drrKey[T any] struct {
@@ -83,14 +87,19 @@ func (d *drr[T]) deactivate(k *drrKey[T]) {
 	delete(d.keys, k.name)
 }
 
-// pop returns the next item by DRR order, and its key; ok is false when
-// nothing is ready.
-func (d *drr[T]) pop() (item T, key string, ok bool) {
+// pop returns the next item by DRR order, its key and the key's weight;
+// ok is false when nothing is ready.
+func (d *drr[T]) pop() (item T, key string, weight int64, ok bool) {
 	for d.cur != nil {
 		k := d.cur
 		if !k.granted {
 			k.deficit += k.weight * d.quantum
 			k.granted = true
+			d.turns++
+			// A round is as many turns as there are active keys.
+			if d.roundTurns++; d.roundTurns >= d.active {
+				d.rounds, d.roundTurns = d.rounds+1, 0
+			}
 		}
 		if k.deficit > 0 {
 			k.deficit--
@@ -99,12 +108,19 @@ func (d *drr[T]) pop() (item T, key string, ok bool) {
 			if k.items.len() == 0 {
 				d.deactivate(k)
 			}
-			return item, k.name, true
+			return item, k.name, k.weight, true
 		}
 		k.granted = false
 		d.cur = k.next
 	}
-	return item, "", false
+	return item, "", 0, false
+}
+
+// takeCounts returns the turns (a key's quantum granted) and rounds since
+// the last call.
+func (d *drr[T]) takeCounts() (turns, rounds int64) {
+	turns, rounds, d.turns, d.rounds = d.turns, d.rounds, 0, 0
+	return turns, rounds
 }
 
 // removeIf drops every item for which drop is true, keeping the order of

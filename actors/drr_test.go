@@ -33,7 +33,7 @@ func TestDRRShares(t *testing.T) {
 			}
 			got := map[string]int{}
 			for range tt.window {
-				_, k, ok := d.pop()
+				_, k, _, ok := d.pop()
 				require.True(t, ok)
 				got[k]++
 			}
@@ -55,7 +55,7 @@ func TestDRRFIFOWithinKeyAndDrains(t *testing.T) {
 	require.Equal(t, 10, d.len())
 	var seq []string
 	for {
-		v, _, ok := d.pop()
+		v, _, _, ok := d.pop()
 		if !ok {
 			break
 		}
@@ -73,8 +73,8 @@ func TestDRRQuietKeyServedInFirstRound(t *testing.T) {
 		d.push("noisy", 1, i)
 	}
 	d.push("quiet", 1, -1)
-	first, _, _ := d.pop()
-	second, key, _ := d.pop()
+	first, _, _, _ := d.pop()
+	second, key, _, _ := d.pop()
 	require.Equal(t, 0, first)
 	require.Equal(t, "quiet", key)
 	require.Equal(t, -1, second)
@@ -90,7 +90,7 @@ func TestDRRRemoveIfKeepsOrderAndCounts(t *testing.T) {
 	require.Equal(t, 5, d.len())
 	var got []int
 	for {
-		i, key, ok := d.pop()
+		i, key, _, ok := d.pop()
 		if !ok {
 			break
 		}

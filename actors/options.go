@@ -53,6 +53,9 @@ type Options struct {
 	// Logger is filad's logger; protoactor's own logging goes to it at WARN
 	// and above. slog.Default() when nil.
 	Logger *slog.Logger
+	// FairnessKeys is how many fairness keys of a queue get per-key series
+	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
+	FairnessKeys int
 }
 
 func (o Options) validate() (Options, error) {

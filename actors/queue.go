@@ -59,6 +59,8 @@ type queueActor struct {
 	pending int
 	// held is what counts against the queue's max_depth and max_bytes.
 	held holdings
+	// fair counts deliveries per fairness key for the fila.fairness.* metrics.
+	fair *fairnessMeter
 	// oldest is oldestReady's last look: when, and the enqueue time found.
 	oldest struct {
 		at       time.Time
@@ -80,6 +82,8 @@ type queueDeps struct {
 	telemetry   *actor.PID
 	// dir finds a queue's DLQ, or a DLQ's source, to hand messages over.
 	dir *Directory
+	// fairness is Options.FairnessKeys.
+	fairness int
 }
 
 // configCell holds a queue's current config. The broker replaces it (and
@@ -118,6 +122,7 @@ func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) ac
 		queueAttr: metric.WithAttributeSet(attribute.NewSet(
 			attribute.String(telemetry.AttrQueueID, config.get().Name))),
 		leaseIDs: newLeaseIDs(),
+		fair:     newFairnessMeter(deps.fairness),
 	}
 }
 
@@ -375,6 +380,11 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	r.Gauges[telemetry.ConsumersActive] = int64(len(q.consumers))
 	r.Gauges[telemetry.Delayed] = int64(q.delayed)
 	r.Gauges[telemetry.OldestReady] = q.oldestReady()
+	r.Gauges[telemetry.DRRActiveKeys] = int64(q.ready.active)
+	turns, rounds := q.ready.takeCounts()
+	r.Counts[telemetry.DRRKeysProcessed] += turns
+	r.Counts[telemetry.DRRRounds] += rounds
+	r.Keys = q.fair.reading()
 	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
 	q.counts, q.dirty = telemetry.QueueReading{}, false
 }

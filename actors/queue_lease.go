@@ -91,7 +91,8 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		if s == nil {
 			break
 		}
-		m, _, _ := q.ready.pop()
+		m, key, weight, _ := q.ready.pop()
+		q.fair.delivered(key, weight)
 		m.leased, m.leasedAt, m.expiresAt, m.consumer = true, now, expires, s.c.id
 		m.leaseGen++
 		m.leaseID = q.leaseIDs.next()

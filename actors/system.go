@@ -67,6 +67,7 @@ func Start(opts Options) (*System, error) {
 				instruments: instruments,
 				telemetry:   s.telemetry,
 				dir:         s.dir,
+				fairness:    opts.FairnessKeys,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")

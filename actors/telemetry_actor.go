@@ -53,7 +53,7 @@ func (t *telemetryActor) Receive(ctx actor.Context) {
 	case *queueReading:
 		r, live := t.readings[m.queue]
 		if !live {
-			r = telemetry.QueueReading{Counts: t.retired[m.queue].Counts}
+			r = t.retired[m.queue]
 			delete(t.retired, m.queue)
 		}
 		r.Add(m.delta)
@@ -74,7 +74,15 @@ func (t *telemetryActor) retire(queue string) {
 		return
 	}
 	delete(t.readings, queue)
-	t.retired[queue] = telemetry.QueueReading{Counts: r.Counts}
+	// Counts and per-key deliveries go on; gauges and ratios do not.
+	kept := telemetry.QueueReading{Counts: r.Counts}
+	for k, v := range r.Keys {
+		if kept.Keys == nil {
+			kept.Keys = map[string]telemetry.KeyReading{}
+		}
+		kept.Keys[k] = telemetry.KeyReading{Deliveries: v.Deliveries}
+	}
+	t.retired[queue] = kept
 	t.order = append(t.order, queue)
 	for len(t.retired) > maxRetiredCounts {
 		oldest := t.order[0]

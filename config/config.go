@@ -150,6 +150,10 @@ type Telemetry struct {
 	// http://<addr>/metrics for Prometheus to scrape, beside OTLP or
 	// instead of it. Defaults to "" (off).
 	PrometheusListenAddr string `koanf:"prometheus_listen_addr"`
+	// FairnessKeys is how many fairness keys per queue get series of their
+	// own in fila.fairness.* (the first ones delivered; later ones are
+	// summed as "(other)"). 0 turns the per-key series off. Defaults to 20.
+	FairnessKeys int `koanf:"fairness_keys"`
 	// ServiceName is the service.name resource attribute. Defaults to "fila".
 	ServiceName string `koanf:"service_name"`
 	// MetricsIntervalMS is the metric export period. Defaults to 10000.
@@ -219,7 +223,8 @@ const TraceSampleRatioDefault = 0.01
 
 // TelemetryDefaults are the values of keys missing from a present [telemetry].
 func TelemetryDefaults() Telemetry {
-	return Telemetry{OTLPEndpoint: "http://localhost:4317", ServiceName: "fila", MetricsIntervalMS: 10000, TraceSampleRatio: TraceSampleRatioDefault}
+	return Telemetry{OTLPEndpoint: "http://localhost:4317", ServiceName: "fila", MetricsIntervalMS: 10000, TraceSampleRatio: TraceSampleRatioDefault,
+		FairnessKeys: 20}
 }
 
 // EnvPrefix starts every environment override. Only FILA_<SECTION>__<KEY>
@@ -500,6 +505,9 @@ func (c Config) check() []fieldError {
 	if t := c.Telemetry; t != nil {
 		if _, err := ParseEndpoint(t.OTLPEndpoint); t.OTLPEndpoint != "" && err != nil {
 			bad("telemetry.otlp_endpoint", t.OTLPEndpoint, err.Error())
+		}
+		if t.FairnessKeys < 0 || t.FairnessKeys > 1000 {
+			bad("telemetry.fairness_keys", t.FairnessKeys, "must be from 0 to 1000")
 		}
 		if _, _, err := net.SplitHostPort(t.PrometheusListenAddr); t.PrometheusListenAddr != "" && err != nil {
 			bad("telemetry.prometheus_listen_addr", t.PrometheusListenAddr, "must be host:port")

@@ -125,6 +125,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			FairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
 		},
 		Board:          board,
+		FairnessKeys:   fairnessKeys(cfg, opts),
 		TracerProvider: s.telemetry.TracerProvider,
 		MeterProvider:  s.telemetry.MeterProvider,
 		Logger:         s.log,
@@ -203,6 +204,19 @@ func RecvLimit(s config.Server) int {
 	headers := gateway.MaxHeaders * (gateway.MaxHeaderKeyBytes + gateway.MaxHeaderValueBytes)
 	largest := max(s.MaxMessageBytes+headers, s.MaxBatchBytes)
 	return largest + max(largest, 8<<20)
+}
+
+// fairnessKeys is the per-queue cap of per-fairness-key series: the
+// config's when telemetry is on, the default when the caller brings its own
+// providers, 0 (off) when nothing is exported.
+func fairnessKeys(cfg config.Config, opts Options) int {
+	switch {
+	case cfg.Telemetry != nil:
+		return cfg.Telemetry.FairnessKeys
+	case opts.MeterProvider != nil:
+		return config.TelemetryDefaults().FairnessKeys
+	}
+	return 0
 }
 
 // PrometheusAddr is where /metrics is served for Prometheus, or nil when

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -655,4 +657,58 @@ func TestPrometheusServesWhatOTLPExports(t *testing.T) {
 	body := scrape()
 	require.Regexp(t, `(?m)^fila_queue_depth\{[^}]*queue_id="prom"[^}]*\} 3$`, body)
 	require.Contains(t, body, "go_goroutine_count", "Go runtime metrics")
+}
+
+// TestFairnessMetrics (Fila story 6.2): with weights 1:2:3 and every key
+// backlogged, each key's fair-share ratio over a window is near 1.0, the
+// per-key throughput adds up to the deliveries, and the scheduler reports
+// its rounds, turns and active keys.
+func TestFairnessMetrics(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "fair", nil)
+	weights := map[string]int{"a": 1, "b": 2, "c": 3}
+	var reqs []*filav1.EnqueueRequest
+	for range 600 {
+		for key, w := range weights {
+			reqs = append(reqs, &filav1.EnqueueRequest{Queue: "fair",
+				Headers: map[string]string{"fila-fairness-key": key, "fila-weight": strconv.Itoa(w)}})
+		}
+	}
+	for i := 0; i < len(reqs); i += 600 {
+		_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs[i : i+600]})
+		require.NoError(t, err)
+	}
+	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
+	require.NoError(t, err)
+	for got := 0; got < actors.FairnessWindow; {
+		resp, err := stream.Recv()
+		require.NoError(t, err)
+		got += len(resp.GetMessages())
+	}
+	b.sync(t, "fair")
+	key := func(k string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "fair"), attribute.String("fairness_key", k)}
+	}
+	eventually(t, func() bool {
+		for k := range weights {
+			if v, ok := h.Float(t, telemetry.FairShareRatio.Name, key(k)...); !ok || v < 0.95 || v > 1.05 {
+				return false
+			}
+		}
+		return true
+	}, "every key's fair-share ratio within 5% of 1.0")
+	var delivered int64
+	for k := range weights {
+		n, ok := h.Value(t, telemetry.FairnessThroughput.Name, key(k)...)
+		require.True(t, ok, k)
+		delivered += n
+	}
+	leased, _ := h.Value(t, telemetry.MetricLeased, qattr("fair")...)
+	require.Equal(t, leased, delivered, "per-key throughput adds up to the deliveries")
+	rounds, _ := h.Value(t, telemetry.Counts[telemetry.DRRRounds].Name, qattr("fair")...)
+	turns, _ := h.Value(t, telemetry.Counts[telemetry.DRRKeysProcessed].Name, qattr("fair")...)
+	require.Positive(t, rounds)
+	require.GreaterOrEqual(t, turns, 3*rounds, "three keys take a turn each per round")
+	h.AssertGauge(t, telemetry.Gauges[telemetry.DRRActiveKeys].Name, qattr("fair"), 3)
 }

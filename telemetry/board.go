@@ -10,7 +10,25 @@ type QueueReading struct {
 	Counts [numCounts]int64
 	// Gauges are the values now.
 	Gauges [numGauges]int64
+	// Keys are the per-fairness-key figures (capped per queue; see
+	// OtherFairnessKey): deliveries summed like Counts, ratios replaced
+	// like Gauges. Never modified once published: Add makes a new map.
+	Keys map[string]KeyReading
 }
+
+// KeyReading is one fairness key's figures in a QueueReading.
+type KeyReading struct {
+	// Deliveries counts the key's deliveries.
+	Deliveries int64
+	// ShareRatio is the key's share of the last window's deliveries over
+	// its share of the weight; set when HasRatio.
+	ShareRatio float64
+	HasRatio   bool
+}
+
+// OtherFairnessKey is the fairness_key of the series that sums a queue's
+// keys past its cap.
+const OtherFairnessKey = "(other)"
 
 // Add folds a queue actor's delta into r: counts add up, gauges take the
 // delta's values.
@@ -19,6 +37,22 @@ func (r *QueueReading) Add(delta QueueReading) {
 		r.Counts[i] += n
 	}
 	r.Gauges = delta.Gauges
+	if len(delta.Keys) == 0 {
+		return
+	}
+	keys := make(map[string]KeyReading, len(r.Keys)+len(delta.Keys))
+	for k, v := range r.Keys {
+		keys[k] = v
+	}
+	for k, d := range delta.Keys {
+		v := keys[k]
+		v.Deliveries += d.Deliveries
+		if d.HasRatio {
+			v.ShareRatio, v.HasRatio = d.ShareRatio, true
+		}
+		keys[k] = v
+	}
+	r.Keys = keys
 }
 
 // Board publishes per-queue readings from one writer (the telemetry actor)

@@ -42,10 +42,26 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 		}
 		all = append(all, inst)
 	}
+	throughput, err := m.Int64ObservableCounter(FairnessThroughput.Name, metric.WithUnit(FairnessThroughput.Unit), metric.WithDescription(FairnessThroughput.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", FairnessThroughput.Name, err)
+	}
+	ratio, err := m.Float64ObservableGauge(FairShareRatio.Name, metric.WithUnit(FairShareRatio.Unit), metric.WithDescription(FairShareRatio.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", FairShareRatio.Name, err)
+	}
+	all = append(all, throughput, ratio)
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		nowMS := time.Now().UnixMilli()
 		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
+			for key, k := range r.Keys {
+				keySet := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q), attribute.String(AttrFairnessKey, key)))
+				o.ObserveInt64(throughput, k.Deliveries, keySet)
+				if k.HasRatio {
+					o.ObserveFloat64(ratio, k.ShareRatio, keySet)
+				}
+			}
 			for i, inst := range counters {
 				o.ObserveInt64(inst, r.Counts[i], set)
 			}

@@ -35,6 +35,8 @@ const (
 	DeadLettered
 	Redriven
 	Redelivered
+	DRRRounds
+	DRRKeysProcessed
 	numCounts
 )
 
@@ -48,6 +50,7 @@ const (
 	ConsumersActive
 	Delayed
 	OldestReady
+	DRRActiveKeys
 	numGauges
 )
 
@@ -70,6 +73,9 @@ var Counts = [numCounts]MetricSpec{
 	DeadLettered: {Name: "fila.messages.dead_lettered", Unit: "{message}", Description: "Messages that reached max_attempts and moved to the dead-letter queue (or were dropped with dead_letter off)."},
 	Redriven:     {Name: "fila.messages.redriven", Unit: "{message}", Description: "Messages moved from this dead-letter queue back to its source by Redrive."},
 	Redelivered:  {Name: "fila.messages.redelivered", Unit: "{message}", Description: "Deliveries of messages delivered before (attempt_count > 0)."},
+	DRRRounds:    {Name: "fila.scheduler.drr.rounds", Unit: "{round}", Description: "DRR rounds: as many key turns as there were active keys."},
+	DRRKeysProcessed: {Name: "fila.scheduler.drr.keys_processed", Unit: "{key}",
+		Description: "DRR turns: a fairness key granted its quantum."},
 }
 
 // Gauges describes each Gauge's instrument.
@@ -80,7 +86,20 @@ var Gauges = [numGauges]MetricSpec{
 	Delayed:         {Name: "fila.queue.delayed", Unit: "{message}", Description: "Messages waiting out a retry backoff or fila-delay-ms now (not in depth)."},
 	OldestReady: {Name: "fila.queue.oldest_ready.age", Unit: "s", SinceUnixMillis: true,
 		Description: "How long the oldest ready message has waited since it was enqueued; 0 when none is ready."},
+	DRRActiveKeys: {Name: "fila.scheduler.drr.active_keys", Unit: "{key}", Description: "Fairness keys with ready messages now."},
 }
+
+// Per-fairness-key instruments (attributes queue_id and fairness_key),
+// capped per queue.
+var (
+	FairnessThroughput = MetricSpec{Name: "fila.fairness.throughput", Unit: "{message}",
+		Description: "Deliveries per fairness key (the first keys of a queue up to telemetry.fairness_keys; the rest as (other))."}
+	FairShareRatio = MetricSpec{Name: "fila.fairness.fair_share_ratio", Unit: "1",
+		Description: "A fairness key's share of the last 1,000 deliveries over its share of the weight; 1.0 is exactly fair."}
+)
+
+// AttrFairnessKey names the fairness key on the per-key instruments.
+const AttrFairnessKey = "fairness_key"
 
 // Histograms recorded synchronously (lock-free in the SDK) on hot paths.
 var (
