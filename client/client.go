@@ -12,6 +12,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -22,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry"
@@ -49,6 +52,8 @@ type Client struct {
 	admin  filav1.FilaAdminClient
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
+	// server is server.address and server.port for the spans.
+	server []attribute.KeyValue
 }
 
 // Dial connects to filad at addr (host:port, plaintext); the connection is
@@ -76,6 +81,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 		admin:  filav1.NewFilaAdminClient(conn),
 		tracer: tp.Tracer(ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		prop:   prop,
+		server: serverAttrs(addr),
 	}, nil
 }
 
@@ -102,7 +108,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]s
 // copy of headers carrying its context (unless they carry a traceparent).
 func (c *Client) startSend(ctx context.Context, queue string, headers map[string]string) (context.Context, trace.Span, map[string]string) {
 	ctx, span := c.tracer.Start(ctx, "send "+queue, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(messagingAttrs("send", queue)...))
+		trace.WithAttributes(c.attrs(telemetry.OpSend, queue)...))
 	h := make(map[string]string, len(headers)+2)
 	for k, v := range headers {
 		h[k] = v
@@ -116,16 +122,35 @@ func (c *Client) startSend(ctx context.Context, queue string, headers map[string
 // Ack deletes m, a message as a lease stream delivered it. It sends m's
 // lease_id, so if m's lease has expired (and the message may be another
 // consumer's now) the broker answers FAILED_PRECONDITION and changes nothing.
+// It runs under a "settle <queue>" client span.
 func (c *Client) Ack(ctx context.Context, m *filav1.Message) error {
+	ctx, span := c.startSettle(ctx, telemetry.OpAck, m.GetMetadata().GetQueueId(), 1)
+	defer span.End()
+	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
 	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+	fail(span, err)
 	return err
 }
 
 // Nack returns m to ready with attempt_count + 1, under m's lease as Ack
 // does; reason is for the broker's debug log only.
 func (c *Client) Nack(ctx context.Context, m *filav1.Message, reason string) error {
+	ctx, span := c.startSettle(ctx, telemetry.OpNack, m.GetMetadata().GetQueueId(), 1)
+	defer span.End()
+	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
 	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: reason})
+	fail(span, err)
 	return err
+}
+
+// startSettle starts a "settle <queue>" client span for op (ack or nack) of
+// n messages, with links to where their processing ran.
+func (c *Client) startSettle(ctx context.Context, op, queue string, n int, links ...trace.Link) (context.Context, trace.Span) {
+	attrs := c.attrs(op, queue)
+	if n > 1 {
+		attrs = append(attrs, attribute.Int("messaging.batch.message_count", n))
+	}
+	return c.tracer.Start(ctx, "settle "+queue, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithLinks(links...))
 }
 
 // Extend makes m's lease end timeout from now (the queue's visibility
@@ -222,15 +247,36 @@ func (c *Client) Stats(ctx context.Context, queue string) (*filav1.GetStatsRespo
 	return c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: queue})
 }
 
-func messagingAttrs(op, queue string) []attribute.KeyValue {
-	return []attribute.KeyValue{
-		attribute.String("messaging.system", "fila"),
-		attribute.String("messaging.operation.type", op),
-		attribute.String("messaging.destination.name", queue),
-	}
+// attrs are the messaging conventions' attributes of op on queue, with the
+// server's address.
+func (c *Client) attrs(op, queue string) []attribute.KeyValue {
+	return append(telemetry.MessagingAttrs(op, queue, ""), c.server...)
 }
 
+// serverAttrs are server.address and server.port of addr (host:port).
+func serverAttrs(addr string) []attribute.KeyValue {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return []attribute.KeyValue{attribute.String("server.address", addr)}
+	}
+	attrs := []attribute.KeyValue{attribute.String("server.address", host)}
+	if p, err := strconv.Atoi(port); err == nil {
+		attrs = append(attrs, attribute.Int("server.port", p))
+	}
+	return attrs
+}
+
+// fail marks span failed with err, if any: its status, the error event, and
+// error.type (the gRPC status code, or the error's Go type).
 func fail(span trace.Span, err error) {
+	if err == nil {
+		return
+	}
+	kind := fmt.Sprintf("%T", err)
+	if st, ok := status.FromError(err); ok {
+		kind = st.Code().String()
+	}
+	span.SetAttributes(attribute.String("error.type", kind))
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 }

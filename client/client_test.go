@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -187,9 +189,40 @@ func TestTraceContinuity(t *testing.T) {
 	require.Equal(t, traceID, process.SpanContext().TraceID(), "the process span is in the producer's trace")
 	telemetrytest.RequireChildOf(t, process, send.SpanContext())
 	telemetrytest.RequireLinked(t, process, send.SpanContext())
-	// The broker's delivery span links to where the message was created too.
+	// The broker's delivery span is in that trace too, under the span that
+	// created the message.
 	require.Eventually(t, func() bool { return len(brokerH.Spans(telemetry.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
-	telemetrytest.RequireLinked(t, brokerH.Spans(telemetry.SpanDeliver)[0], brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext())
+	telemetrytest.RequireChildOf(t, brokerH.Spans(telemetry.SpanDeliver)[0], brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext())
+	// Consume's ack went in a "settle t" client span linked to the process span.
+	settle := consumerH.FindSpan(t, "settle t", nil)
+	require.Equal(t, trace.SpanKindClient, settle.SpanKind())
+	telemetrytest.RequireLinked(t, settle, process.SpanContext())
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.name", "ack")))
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.type", "settle")))
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("server.address", "127.0.0.1")))
+}
+
+// TestSettleSpansSayWhatFailed: a late Ack (the lease expired) fails its
+// settle span with error.type naming the gRPC code.
+func TestSettleSpansSayWhatFailed(t *testing.T) {
+	t.Parallel()
+	h := telemetrytest.New(t)
+	addr := startBroker(t, nil)
+	c := dial(t, addr, h)
+	require.NoError(t, c.CreateQueue(ctxT(t), "late", client.QueueConfig{VisibilityTimeoutMS: 10}))
+	_, err := c.Enqueue(ctxT(t), "late", nil, nil)
+	require.NoError(t, err)
+	s, err := c.Lease(ctxT(t), "late", 1)
+	require.NoError(t, err)
+	first, err := s.Next()
+	require.NoError(t, err)
+	again, err := s.Next() // delivered again: the first lease expired
+	require.NoError(t, err)
+	require.Equal(t, first.GetId(), again.GetId())
+	require.Error(t, c.Ack(ctxT(t), first))
+	settle := h.FindSpan(t, "settle late", nil)
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("error.type", "FailedPrecondition")))
+	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.message.id", first.GetId())))
 }
 
 // TestConsumeExtendsLongHandlers: a handler that runs for several visibility

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // Handler processes one message. Returning nil acks it; an error nacks it
@@ -91,7 +92,7 @@ func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.M
 	return c.tracer.Start(parent, "process "+queue,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithLinks(trace.LinkFromContext(created)),
-		trace.WithAttributes(append(messagingAttrs("process", queue),
+		trace.WithAttributes(append(c.attrs(telemetry.OpProcess, queue),
 			attribute.String("messaging.message.id", m.GetId()),
 			attribute.Int64("messaging.fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
 }
@@ -106,17 +107,15 @@ func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h
 	err := runHandler(spanCtx, m, h)
 	stopExtending()
 	answered := func(settleErr error) {
-		if settleErr != nil {
-			fail(span, settleErr)
-		}
+		fail(span, settleErr)
 		span.End()
 	}
 	if err != nil {
 		fail(span, err)
-		settle.nack(m, err.Error(), answered)
+		settle.nack(m, err.Error(), span.SpanContext(), answered)
 		return
 	}
-	settle.ack(m, answered)
+	settle.ack(m, span.SpanContext(), answered)
 }
 
 // keepLeased extends m's lease, by the lease's own length, each time half

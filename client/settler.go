@@ -5,10 +5,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // settler coalesces a consumer's acks and nacks: what the handlers queue
@@ -28,6 +30,7 @@ type settler struct {
 type settleReq struct {
 	m        *filav1.Message
 	reason   string
+	process  trace.SpanContext // the handler's span, linked from the settle span
 	answered func(error)
 }
 
@@ -40,12 +43,12 @@ func (c *Client) newSettler(timeout time.Duration) *settler {
 	return s
 }
 
-func (s *settler) ack(m *filav1.Message, answered func(error)) {
-	s.queue(&s.acks, settleReq{m: m, answered: answered})
+func (s *settler) ack(m *filav1.Message, process trace.SpanContext, answered func(error)) {
+	s.queue(&s.acks, settleReq{m: m, process: process, answered: answered})
 }
 
-func (s *settler) nack(m *filav1.Message, reason string, answered func(error)) {
-	s.queue(&s.nacks, settleReq{m: m, reason: reason, answered: answered})
+func (s *settler) nack(m *filav1.Message, reason string, process trace.SpanContext, answered func(error)) {
+	s.queue(&s.nacks, settleReq{m: m, reason: reason, process: process, answered: answered})
 }
 
 func (s *settler) queue(list *[]settleReq, r settleReq) {
@@ -99,9 +102,21 @@ func (s *settler) flush() {
 	}
 }
 
+// send settles reqs (of one consumer's queue) in one call, under a
+// "settle <queue>" span linked to each message's process span.
 func (s *settler) send(reqs []settleReq, nack bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
+	op, links := telemetry.OpAck, make([]trace.Link, 0, len(reqs))
+	if nack {
+		op = telemetry.OpNack
+	}
+	for _, r := range reqs {
+		if r.process.IsValid() {
+			links = append(links, trace.Link{SpanContext: r.process})
+		}
+	}
+	ctx, span := s.c.startSettle(ctx, op, reqs[0].m.GetMetadata().GetQueueId(), len(reqs), links...)
 	var resp *filav1.SettleBatchResponse
 	var err error
 	if nack {
@@ -117,6 +132,8 @@ func (s *settler) send(reqs []settleReq, nack bool) {
 		}
 		resp, err = s.c.svc.AckBatch(ctx, req)
 	}
+	fail(span, err)
+	span.End() // before the answers: Consume returns once they are all in
 	for i, r := range reqs {
 		switch {
 		case err != nil:

@@ -27,12 +27,14 @@ const (
 	OpExtend = "extend"
 	// OpDeliver is the broker's lease of a message to a consumer.
 	OpDeliver = "deliver"
+	// OpProcess is a consumer's handling of a message (client spans).
+	OpProcess = "process"
 )
 
 // opTypes gives each operation its messaging.operation.type; filad's own
 // (extend, deliver) have none in the conventions.
 var opTypes = map[string]string{
-	OpSend: "send", OpReceive: "receive", OpAck: "settle", OpNack: "settle",
+	OpSend: "send", OpReceive: "receive", OpAck: "settle", OpNack: "settle", OpProcess: "process",
 }
 
 // MessagingAttrs are filad's and the messaging semantic conventions'
