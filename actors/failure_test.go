@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -310,4 +312,20 @@ func TestRuntimeConfigStore(t *testing.T) {
 	f = startOn(t, f.store)
 	require.Equal(t, []storage.ConfigEntry{{Key: "limits.a", Value: "10"}, {Key: "limits.b", Value: "2"}, {Key: "other", Value: "x"}},
 		f.sys.RuntimeConfig().List(""), "durable across a restart")
+}
+
+func TestErrorTypes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{QueueNotFound("q"), "queue_not_found"},
+		{fmt.Errorf("%w: lease_id x", ErrLeaseExpired), "lease_expired"},
+		{fmt.Errorf("%w: %w", ErrStorage, errors.New("disk")), "storage"},
+		{errors.New("something else"), "_OTHER"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, errorType(tt.err), tt.err.Error())
+	}
 }

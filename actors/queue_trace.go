@@ -2,9 +2,11 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -35,13 +37,32 @@ func (q *queueActor) commitSpan(ctx context.Context) trace.Span {
 	return span
 }
 
-// endSpan records err (if any) and ends span.
+// endSpan records err (if any), with its error.type, and ends span.
 func endSpan(span trace.Span, err error) {
-	if err != nil {
+	if err != nil && span.IsRecording() {
+		span.SetAttributes(attribute.String("error.type", errorType(err)))
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// errorType names err's kind for error.type: one of the actors' errors,
+// low in cardinality, never the message text.
+func errorType(err error) string {
+	for _, e := range []struct {
+		err  error
+		name string
+	}{
+		{ErrQueueNotFound, "queue_not_found"}, {ErrNotLeased, "not_leased"}, {ErrLeaseExpired, "lease_expired"},
+		{ErrInvalid, "invalid_argument"}, {ErrOverloaded, "overloaded"}, {ErrStorage, "storage"},
+		{ErrShuttingDown, "shutting_down"}, {ErrFailedPrecondition, "failed_precondition"},
+	} {
+		if errors.Is(err, e.err) {
+			return e.name
+		}
+	}
+	return "_OTHER"
 }
 
 // deliverySpan starts the span of one lease, from delivery to its settle or
