@@ -151,7 +151,12 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
+	callDuration, err := telemetry.CallDuration(s.telemetry.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(append(gateway.ServerOptions(),
+		grpc.ChainUnaryInterceptor(callDuration),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(s.telemetry.TracerProvider),
 			// otelgrpc's per-RPC histograms cost about 2% of lifecycle

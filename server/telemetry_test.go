@@ -629,6 +629,9 @@ func TestOperatorMetrics(t *testing.T) {
 	require.EqualValues(t, 4, h.HistogramCount(t, telemetry.ProcessDuration.Name, qattr("ops")...), "one per ack or nack")
 	require.Positive(t, h.HistogramCount(t, telemetry.CommitItems.Name), "commits measured")
 	require.Zero(t, age(), "nothing ready: age 0")
+	enqueueCalls := []attribute.KeyValue{attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "fila.v1.FilaService"),
+		attribute.String("rpc.method", "Enqueue"), attribute.Int("rpc.grpc.status_code", 0)}
+	require.EqualValues(t, 3, h.HistogramCount(t, telemetry.RPCDuration.Name, enqueueCalls...), "one per Enqueue call")
 }
 
 // TestPrometheusServesWhatOTLPExports: with prometheus_listen_addr set
