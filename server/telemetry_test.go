@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -632,6 +633,23 @@ func TestOperatorMetrics(t *testing.T) {
 	enqueueCalls := []attribute.KeyValue{attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "fila.v1.FilaService"),
 		attribute.String("rpc.method", "Enqueue"), attribute.Int("rpc.grpc.status_code", 0)}
 	require.EqualValues(t, 3, h.HistogramCount(t, telemetry.RPCDuration.Name, enqueueCalls...), "one per Enqueue call")
+
+	// The wait histogram carries exemplars pointing at the (sampled)
+	// delivery spans.
+	var exemplars int
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if hist, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == telemetry.WaitDuration.Name {
+				for _, p := range hist.DataPoints {
+					for _, e := range p.Exemplars {
+						require.Len(t, e.TraceID, 16)
+						exemplars++
+					}
+				}
+			}
+		}
+	}
+	require.Positive(t, exemplars, "exemplars with trace ids")
 }
 
 // TestPrometheusServesWhatOTLPExports: with prometheus_listen_addr set
