@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -308,14 +309,44 @@ func (q *queueActor) endConsumers(err error) {
 	q.consumers = nil
 }
 
+// unsubscribe removes a consumer whose stream has ended. Its leases of
+// messages it sent stay until they expire, but what still waits in its
+// buffer was never sent (the stream stopped reading before it said so): those
+// leases are returned at once, the attempt count untouched, instead of
+// holding the messages for a visibility timeout. Deliveries can reach the
+// buffer of a stream that is already gone (a nack that frees its credit,
+// say) until this message arrives; they come back here too.
 func (q *queueActor) unsubscribe(ctx actor.Context, id uint64) {
-	for i, s := range q.consumers {
-		if s.c.id == id {
-			q.consumers = append(q.consumers[:i], q.consumers[i+1:]...)
-			q.changed(ctx)
-			return
-		}
+	i := slices.IndexFunc(q.consumers, func(s *consumerSlot) bool { return s.c.id == id })
+	if i < 0 {
+		return
 	}
+	s := q.consumers[i]
+	q.consumers = slices.Delete(q.consumers, i, i+1)
+	var b storage.Batch
+	for {
+		var d *Delivery
+		select {
+		case d = <-s.c.Deliveries:
+		default:
+		}
+		if d == nil {
+			break
+		}
+		m := q.msgs[d.ID]
+		if m == nil || !m.leased || m.settling || m.leaseID != d.LeaseID {
+			continue
+		}
+		q.unlease(m)
+		endDelivery(m, "returned")
+		b.DeleteLease(q.cfg.Name, m.id)
+		q.makeReady(m, false)
+	}
+	if b.Len() > 0 {
+		q.deps.store.Defer(&b, q.logFailure("return unsent leases"))
+		q.dispatch(ctx)
+	}
+	q.changed(ctx)
 }
 
 func (q *queueActor) stats() *QueueStats {

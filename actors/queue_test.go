@@ -461,3 +461,27 @@ func TestClipKeepsRunesWhole(t *testing.T) {
 		require.Equal(t, tt.want, clip(tt.in, tt.n), "%q at %d", tt.in, tt.n)
 	}
 }
+
+// TestUnsubscribeReturnsUnsentDeliveries: what waits in a gone stream's
+// buffer comes back at once, attempts untouched, including a delivery made
+// to it after its stream ended but before its Unsubscribe arrived (a nack
+// that freed its credit).
+func TestUnsubscribeReturnsUnsentDeliveries(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Hour)
+	id := f.enqueue("q", nil)
+	a := f.subscribe("q", 1)
+	d := f.recv(a) // the stream sent it, then ended
+	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
+	// The nack gave a its credit back, so the retry went into its buffer.
+	require.Len(t, a.Deliveries, 1)
+	f.sys.Send(f.sys.Directory().Lookup("q").PID, &Unsubscribe{ConsumerID: a.id})
+	st := f.stats("q")
+	require.EqualValues(t, 1, st.Depth, "back to ready")
+	require.Zero(t, st.InFlight)
+	b := f.subscribe("q", 1)
+	again := f.recv(b)
+	require.Equal(t, id, again.ID)
+	require.EqualValues(t, 1, again.Record.GetAttemptCount(), "the nack counted, the unsent delivery did not")
+}
