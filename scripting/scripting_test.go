@@ -1,0 +1,172 @@
+package scripting
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	lua "github.com/yuin/gopher-lua"
+)
+
+var testLimits = Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute}
+
+type config map[string]string
+
+func (c config) Get(k string) (string, bool) { v, ok := c[k]; return v, ok }
+
+func TestCompileReportsLuaErrorsWithTheirLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, src, want string }{
+		{"syntax", "function on_enqueue(msg)\n  return {\nend", "line:3"},
+		{"no hook", "x = 1", "defines no function on_enqueue"},
+		{"top level raises", "error('boom')", "boom"},
+		{"top level loops", "while true do end", "context deadline exceeded"},
+		{"too big", strings.Repeat(" ", MaxScriptBytes+1), "over the limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Compile("on_enqueue", tt.src, OnEnqueue, testLimits)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+	_, err := Compile("on_enqueue", "function on_enqueue(msg) return {} end", OnEnqueue, testLimits)
+	require.NoError(t, err)
+}
+
+func TestOnEnqueue(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body string // the function's body
+		want EnqueueResult
+		err  string
+	}{
+		{"tenant from a header, weight from the config store",
+			`local t = msg.headers["tenant"]; return {fairness_key = t, weight = tonumber(fila.get("weight." .. t)), throttle_keys = {"provider:aws", "region:eu"}}`,
+			EnqueueResult{FairnessKey: "acme", Weight: 3, ThrottleKeys: []string{"provider:aws", "region:eu"}}, ""},
+		{"payload size and queue", `return {fairness_key = msg.queue .. ":" .. msg.payload_size}`, EnqueueResult{FairnessKey: "jobs:42"}, ""},
+		{"nil", `return nil`, EnqueueResult{}, "returned nil"},
+		{"a string", `return "x"`, EnqueueResult{}, "want a table"},
+		{"weight out of range", `return {weight = 0}`, EnqueueResult{}, "weight must be"},
+		{"weight not whole", `return {weight = 1.5}`, EnqueueResult{}, "weight must be"},
+		{"key not a string", `return {fairness_key = {}}`, EnqueueResult{}, "want a string"},
+		{"throttle key not a string", `return {throttle_keys = {1}}`, EnqueueResult{}, "throttle_keys[1]"},
+		{"writes headers", `msg.headers.x = "y"; return {}`, EnqueueResult{}, "read-only"},
+		{"raises", `error("bad tenant")`, EnqueueResult{}, "bad tenant"},
+		{"os is gone", `os.exit(1)`, EnqueueResult{}, "with key 'exit'"},
+		{"io is gone", `io.open("/etc/passwd")`, EnqueueResult{}, "with key 'open'"},
+		{"require is gone", `require("os")`, EnqueueResult{}, "attempt to call a non-function"},
+		{"loops forever", `while true do end`, EnqueueResult{}, "context deadline exceeded"},
+		{"allocates without end", `local t = {}; while true do t[#t + 1] = string.rep("x", 4096) end`, EnqueueResult{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := NewRunner(testLimits, config{"weight.acme": "3"})
+			defer r.Close()
+			require.NoError(t, r.Set(OnEnqueue, "function on_enqueue(msg) "+tt.body+" end"))
+			start := time.Now()
+			got, c := r.OnEnqueue(EnqueueInput{Headers: map[string]string{"tenant": "acme"}, PayloadSize: 42, Queue: "jobs"})
+			require.True(t, c.Ran)
+			require.Less(t, time.Since(start), 5*time.Second, "stopped")
+			require.Equal(t, tt.want, got)
+			if tt.err == "" && tt.want.FairnessKey == "" {
+				require.Error(t, c.Err, "the runaway script was stopped")
+				return
+			}
+			if tt.err == "" {
+				require.NoError(t, c.Err)
+				return
+			}
+			require.ErrorContains(t, c.Err, tt.err)
+		})
+	}
+}
+
+func TestOnFailure(t *testing.T) {
+	t.Parallel()
+	r := NewRunner(testLimits, nil)
+	defer r.Close()
+	require.NoError(t, r.Set(OnFailure, `
+function on_failure(msg, err)
+  if msg.attempts >= 3 or err == "fatal" then return {action = "dlq"} end
+  return {action = "retry", delay_ms = 100 * msg.attempts}
+end`))
+	res, ok, _ := r.OnFailure(FailureInput{ID: "m", Attempts: 2, Queue: "q", Error: "flaky"})
+	require.True(t, ok)
+	require.Equal(t, FailureResult{Delay: 200 * time.Millisecond}, res)
+	res, ok, _ = r.OnFailure(FailureInput{Attempts: 1, Error: "fatal"})
+	require.True(t, ok)
+	require.True(t, res.DeadLetter)
+
+	for _, bad := range []string{`{action = "maybe"}`, `{action = "retry", delay_ms = -1}`, `{action = "retry", delay_ms = 86400001}`, `nil`} {
+		_, err := DecodeFailure(eval(t, bad))
+		require.Error(t, err, bad)
+	}
+}
+
+func TestBreakerOpensAtTheThresholdAndClosesOnSuccess(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	cfg := config{}
+	r := NewRunner(testLimits, cfg)
+	r.now = func() time.Time { return now }
+	defer r.Close()
+	require.NoError(t, r.Set(OnEnqueue, `function on_enqueue(msg) if fila.get("ok") then return {} end error("down") end`))
+	for i := 1; i <= 3; i++ {
+		_, c := r.OnEnqueue(EnqueueInput{})
+		require.True(t, c.Ran)
+		require.Error(t, c.Err)
+		require.Equal(t, i == 3, c.BreakerOpened, "opens at exactly the third failure")
+	}
+	_, c := r.OnEnqueue(EnqueueInput{})
+	require.False(t, c.Ran, "bypassed while open")
+	now = now.Add(time.Minute - time.Second)
+	_, c = r.OnEnqueue(EnqueueInput{})
+	require.False(t, c.Ran, "still within the cooldown")
+
+	now = now.Add(time.Second)
+	_, c = r.OnEnqueue(EnqueueInput{})
+	require.True(t, c.Ran, "tried again after the cooldown")
+	require.Error(t, c.Err)
+	cfg["ok"] = "1"
+	_, c = r.OnEnqueue(EnqueueInput{})
+	require.True(t, c.Ran)
+	require.NoError(t, c.Err)
+	delete(cfg, "ok")
+	for range 2 { // a success reset the count: two failures do not open it
+		_, c = r.OnEnqueue(EnqueueInput{})
+		require.False(t, c.BreakerOpened)
+	}
+	_, c = r.OnEnqueue(EnqueueInput{})
+	require.True(t, c.BreakerOpened, "the third in a row opens it again")
+}
+
+// eval returns the value of the Lua expression src.
+func eval(t testing.TB, src string) lua.LValue {
+	L := newState(testLimits, nil)
+	t.Cleanup(L.Close)
+	require.NoError(t, L.DoString("return "+src))
+	return L.Get(-1)
+}
+
+// FuzzDecodeEnqueue feeds arbitrary Lua expressions to the result decoder:
+// it may refuse them, never panic.
+func FuzzDecodeEnqueue(f *testing.F) {
+	for _, s := range []string{`{fairness_key = "a", weight = 3}`, `{throttle_keys = {"x", 2}}`, `nil`, `{weight = 1/0}`, `{weight = 0/0}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		L := newState(testLimits, nil)
+		defer L.Close()
+		if L.DoString("return "+src) != nil {
+			return
+		}
+		res, err := DecodeEnqueue(L.Get(-1))
+		if err == nil && res.Weight > MaxWeight {
+			t.Fatalf("weight %d accepted", res.Weight)
+		}
+	})
+}
