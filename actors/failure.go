@@ -101,31 +101,55 @@ type failure struct {
 	dlq *QueueRef
 }
 
-// fail is the one way a delivery ends unsettled: it decides by the queue's
-// max_attempts, retry_backoff and dead_letter what becomes of m, writes that
+// fail is the one way a delivery ends unsettled: it decides what becomes
+// of m — by the queue's on_failure script when it has one that answers,
+// else by its max_attempts, retry_backoff and dead_letter — writes that
 // into b (dropping m's lease), and returns it for applyFailure, which the
 // caller runs once that is safe. expired says the lease ran out; errText is
 // a nack's reason.
 func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText string, now time.Time) failure {
 	attempts := m.rec.GetAttemptCount() + 1 // deliveries so far
-	if q.cfg.MaxAttempts > 0 && attempts >= q.cfg.MaxAttempts {
-		if !q.cfg.DeadLetter || IsDLQ(q.cfg.Name) {
-			b.DeleteMessage(q.cfg.Name, m.id)
-			b.DeleteLease(q.cfg.Name, m.id)
-			return failure{outcome: drop}
+	if res, ok := q.scriptFailure(m, attempts, errText); ok {
+		if res.DeadLetter {
+			if f, done := q.endLife(b, m, attempts, expired, errText); done {
+				return f
+			}
 		}
-		// A DLQ missing (being deleted and re-created) leaves the message
-		// retrying rather than losing it.
-		if dlq := q.deps.dir.Lookup(DLQName(q.cfg.Name)); dlq != nil {
-			rec := deadLetterRecord(m.rec, q.cfg.Name, attempts, expired, errText)
-			b.MoveMessage(q.cfg.Name, DLQName(q.cfg.Name), m.id, rec)
-			return failure{outcome: deadLetter, rec: rec, dlq: dlq}
+		return q.retry(b, m, res.Delay, now)
+	}
+	if q.cfg.MaxAttempts > 0 && attempts >= q.cfg.MaxAttempts {
+		if f, done := q.endLife(b, m, attempts, expired, errText); done {
+			return f
 		}
 	}
+	return q.retry(b, m, q.cfg.Backoff.Delay(attempts), now)
+}
+
+// endLife moves m to the queue's DLQ, or deletes it when dead_letter is off
+// or the queue is a DLQ itself. done is false when the DLQ is missing
+// (being deleted and re-created): the message then retries rather than
+// being lost.
+func (q *queueActor) endLife(b *storage.Batch, m *message, attempts uint32, expired bool, errText string) (f failure, done bool) {
+	if !q.cfg.DeadLetter || IsDLQ(q.cfg.Name) {
+		b.DeleteMessage(q.cfg.Name, m.id)
+		b.DeleteLease(q.cfg.Name, m.id)
+		return failure{outcome: drop}, true
+	}
+	dlq := q.deps.dir.Lookup(DLQName(q.cfg.Name))
+	if dlq == nil {
+		return failure{}, false
+	}
+	rec := deadLetterRecord(m.rec, q.cfg.Name, attempts, expired, errText)
+	b.MoveMessage(q.cfg.Name, DLQName(q.cfg.Name), m.id, rec)
+	return failure{outcome: deadLetter, rec: rec, dlq: dlq}, true
+}
+
+// retry writes m back with attempt_count + 1, ready after delay.
+func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, now time.Time) failure {
 	rec := withAttempt(m.rec)
 	f := failure{outcome: retryNow, rec: rec}
-	if d := q.cfg.Backoff.Delay(attempts); d > 0 {
-		rec.ReadyAtUnixMs = readyAtMillis(now.Add(d))
+	if delay > 0 {
+		rec.ReadyAtUnixMs = readyAtMillis(now.Add(min(delay, MaxDelay)))
 		f.outcome = retryLater
 	}
 	b.PutMessage(q.cfg.Name, m.id, rec)

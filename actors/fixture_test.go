@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -51,6 +52,7 @@ func startOn(t *testing.T, store *faultyStore) *fixture {
 		Quantum:        1,
 		RequestTimeout: waitFor,
 		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
+		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
 		Board:          f.board,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -53,6 +54,9 @@ type Options struct {
 	// Logger is filad's logger; protoactor's own logging goes to it at WARN
 	// and above. slog.Default() when nil.
 	Logger *slog.Logger
+	// Lua bounds the queues' policy scripts. Required: Timeout and
+	// BreakerThreshold above 0.
+	Lua scripting.Limits
 	// FairnessKeys is how many fairness keys of a queue get per-key series
 	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
 	FairnessKeys int
@@ -68,6 +72,8 @@ func (o Options) validate() (Options, error) {
 		return o, errors.New("actors: Options.RequestTimeout must be positive")
 	case o.DefaultQueue.VisibilityTimeout <= 0, o.DefaultQueue.FairnessKeyHeader == "":
 		return o, errors.New("actors: Options.DefaultQueue needs VisibilityTimeout and FairnessKeyHeader")
+	case o.Lua.Timeout <= 0, o.Lua.BreakerThreshold < 1:
+		return o, errors.New("actors: Options.Lua needs Timeout and BreakerThreshold")
 	}
 	if o.Board == nil {
 		o.Board = &telemetry.Board{}

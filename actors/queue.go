@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -62,6 +63,12 @@ type queueActor struct {
 	held holdings
 	// fair counts deliveries per fairness key for the fila.fairness.* metrics.
 	fair *fairnessMeter
+	// scripts runs the queue's Lua hooks; luaAttrs label their metrics.
+	scripts  *scripting.Runner
+	luaAttrs map[string]metric.MeasurementOption
+	// warned is when a script's bad result was last logged (one WARN per
+	// scriptWarnEvery per queue).
+	warned time.Time
 	// oldest is oldestReady's last look: when, and the enqueue time found.
 	oldest struct {
 		at       time.Time
@@ -85,6 +92,9 @@ type queueDeps struct {
 	dir *Directory
 	// fairness is Options.FairnessKeys.
 	fairness int
+	// lua bounds the scripts; runtime is what fila.get reads.
+	lua     scripting.Limits
+	runtime *RuntimeConfig
 }
 
 // configCell holds a queue's current config. The broker replaces it (and
@@ -124,6 +134,8 @@ func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) ac
 			attribute.String(telemetry.AttrQueueID, config.get().Name))),
 		leaseIDs: newLeaseIDs(),
 		fair:     newFairnessMeter(deps.fairness),
+		scripts:  scripting.NewRunner(deps.lua, deps.runtime),
+		luaAttrs: luaAttrs(config.get().Name),
 	}
 }
 
@@ -142,7 +154,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		q.stop(ErrShuttingDown)
 	case *configChanged:
-		q.cfg = q.config.get()
+		q.reconfigure()
 	case *Enqueue:
 		q.enqueue(ctx, []*Enqueue{m}, false)
 	case *EnqueueBatch:
@@ -288,6 +300,7 @@ func (q *queueActor) stop(reason error) {
 	if q.timer != nil {
 		q.timer.Stop()
 	}
+	q.scripts.Close()
 	q.endConsumers(reason)
 }
 

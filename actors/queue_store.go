@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/scripting"
 )
 
 // QueueConfig is a queue's definition.
@@ -26,6 +27,9 @@ type QueueConfig struct {
 	// DeadLetter moves a message at MaxAttempts to the queue's DLQ; when
 	// false such a message is deleted.
 	DeadLetter bool
+	// OnEnqueueScript and OnFailureScript are the queue's Lua hooks; empty:
+	// none (docs/scripting.md).
+	OnEnqueueScript, OnFailureScript string
 	// CreatedAt is when the queue was created; set by CreateQueue.
 	CreatedAt time.Time
 }
@@ -39,6 +43,8 @@ type QueuePatch struct {
 	MaxAttempts        *uint32
 	Backoff            *Backoff
 	DeadLetter         *bool
+	OnEnqueueScript    *string
+	OnFailureScript    *string
 }
 
 // Apply returns c with p's fields changed.
@@ -50,6 +56,8 @@ func (p QueuePatch) Apply(c QueueConfig) QueueConfig {
 	set(&c.MaxAttempts, p.MaxAttempts)
 	set(&c.Backoff, p.Backoff)
 	set(&c.DeadLetter, p.DeadLetter)
+	set(&c.OnEnqueueScript, p.OnEnqueueScript)
+	set(&c.OnFailureScript, p.OnFailureScript)
 	return c
 }
 
@@ -72,6 +80,8 @@ func (c QueueConfig) record() *storagev1.QueueRecord {
 		RetryMaxMs:          uint64(c.Backoff.Max / time.Millisecond),
 		RetryMultiplier:     c.Backoff.Multiplier,
 		DeadLetterOff:       !c.DeadLetter,
+		OnEnqueueScript:     c.OnEnqueueScript,
+		OnFailureScript:     c.OnFailureScript,
 	}
 }
 
@@ -88,15 +98,17 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 			Max:        time.Duration(rec.GetRetryMaxMs()) * time.Millisecond,
 			Multiplier: rec.GetRetryMultiplier(),
 		},
-		DeadLetter: !rec.GetDeadLetterOff(),
-		CreatedAt:  time.UnixMilli(rec.GetCreatedAtUnixMs()),
+		DeadLetter:      !rec.GetDeadLetterOff(),
+		OnEnqueueScript: rec.GetOnEnqueueScript(),
+		OnFailureScript: rec.GetOnFailureScript(),
+		CreatedAt:       time.UnixMilli(rec.GetCreatedAtUnixMs()),
 	}
 }
 
 // load loads the queue from storage: on first start, after a restart by the
 // supervisor, and after a broker restart alike.
 func (q *queueActor) load(ctx actor.Context) {
-	q.cfg = q.config.get()
+	q.reconfigure()
 	contents, err := q.deps.store.LoadQueue(q.cfg.Name)
 	if err != nil {
 		// Panicking hands the failure to the supervisor, which retries.
@@ -127,6 +139,22 @@ func (q *queueActor) load(ctx actor.Context) {
 	q.changed(ctx)
 	q.deps.log.Debug("queue recovered", slog.String("queue_id", q.cfg.Name),
 		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.leased))
+}
+
+// reconfigure reads the config cell and installs its scripts. A script
+// that no longer compiles (the [lua] limits changed under it) is dropped
+// with an ERROR: the queue goes on with its plain policy.
+func (q *queueActor) reconfigure() {
+	q.cfg = q.config.get()
+	for _, s := range []struct{ hook, src string }{
+		{scripting.OnEnqueue, q.cfg.OnEnqueueScript}, {scripting.OnFailure, q.cfg.OnFailureScript},
+	} {
+		if err := q.scripts.Set(s.hook, s.src); err != nil {
+			q.deps.log.Error("queue script refused; the queue runs without it", slog.String("queue_id", q.cfg.Name),
+				slog.String("hook", s.hook), slog.Any("error", err))
+			_ = q.scripts.Set(s.hook, "")
+		}
+	}
 }
 
 // makeReady puts m in the ready index under its fairness key. A new message
@@ -163,6 +191,7 @@ func withAttempt(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
 		EnqueuedAtUnixNs:    rec.GetEnqueuedAtUnixNs(),
 		CreationTraceparent: rec.GetCreationTraceparent(),
 		CreationTracestate:  rec.GetCreationTracestate(),
+		ThrottleKeys:        rec.GetThrottleKeys(),
 	}
 }
 

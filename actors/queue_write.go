@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -26,10 +27,11 @@ import (
 // enqueueItem is one message of an Enqueue or EnqueueBatch on its way to
 // storage.
 type enqueueItem struct {
-	msg  *message
-	span trace.Span
-	ctx  context.Context // the span's, for logs
-	err  error           // refused before the write
+	msg          *message
+	span         trace.Span
+	ctx          context.Context // the span's, for logs
+	err          error           // refused before the write
+	throttleKeys []string        // on_enqueue's
 }
 
 func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch bool) {
@@ -79,6 +81,11 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 			return it
 		}
 		weight = uint32(n)
+	}
+	if res := q.scriptEnqueue(spanCtx, req); res.FairnessKey != "" || res.Weight > 0 || len(res.ThrottleKeys) > 0 {
+		key = cmp.Or(res.FairnessKey, key)
+		weight = cmp.Or(res.Weight, weight)
+		it.throttleKeys = res.ThrottleKeys
 	}
 	delay, err := enqueueDelay(req.Headers)
 	if err != nil {
@@ -132,6 +139,7 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		EnqueuedAtUnixNs:    time.Now().UnixNano(),
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
+		ThrottleKeys:        it.throttleKeys,
 	}
 	if delay > 0 {
 		rec.ReadyAtUnixMs = readyAtMillis(time.Now().Add(delay))

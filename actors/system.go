@@ -20,6 +20,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -68,6 +69,8 @@ func Start(opts Options) (*System, error) {
 				telemetry:   s.telemetry,
 				dir:         s.dir,
 				fairness:    opts.FairnessKeys,
+				lua:         opts.Lua,
+				runtime:     s.runtime,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
@@ -80,6 +83,9 @@ func Start(opts Options) (*System, error) {
 	}
 	return s, nil
 }
+
+// LuaLimits bound the queues' scripts (Options.Lua).
+func (s *System) LuaLimits() scripting.Limits { return s.opts.Lua }
 
 // DefaultQueue is what a queue definition that leaves a field unset gets
 // (Options.DefaultQueue).

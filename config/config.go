@@ -36,6 +36,7 @@ type Config struct {
 	Queues    Queues    `koanf:"queues"`
 	Limits    Limits    `koanf:"limits"`
 	Log       Log       `koanf:"log"`
+	Lua       Lua       `koanf:"lua"`
 	// Telemetry is nil when the [telemetry] section is absent: then no
 	// exporter is created and no connection is attempted.
 	Telemetry *Telemetry `koanf:"telemetry"`
@@ -115,6 +116,20 @@ type Limits struct {
 // CheckInterval is CheckIntervalMS as a duration.
 func (l Limits) CheckInterval() time.Duration {
 	return time.Duration(l.CheckIntervalMS) * time.Millisecond
+}
+
+// Lua bounds the queues' policy scripts (docs/scripting.md).
+type Lua struct {
+	// DefaultTimeoutMS bounds one hook call. Defaults to 10.
+	DefaultTimeoutMS int `koanf:"default_timeout_ms"`
+	// DefaultMemoryLimitBytes bounds a script's Lua stack (registry) and
+	// call depth; the Go heap its tables use is bounded only by the
+	// timeout. Defaults to 1 MiB.
+	DefaultMemoryLimitBytes int `koanf:"default_memory_limit_bytes"`
+	// CircuitBreakerThreshold failures in a row bypass a script for
+	// CircuitBreakerCooldownMS. Defaults to 3 and 10000.
+	CircuitBreakerThreshold  int `koanf:"circuit_breaker_threshold"`
+	CircuitBreakerCooldownMS int `koanf:"circuit_breaker_cooldown_ms"`
 }
 
 // Log configures filad's own logging.
@@ -210,6 +225,7 @@ func Defaults() Config {
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
 		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000},
+		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 1 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
 	}
 }
@@ -495,9 +511,17 @@ func (c Config) check() []fieldError {
 		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
 	}
 	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
+	atLeast("lua.default_timeout_ms", c.Lua.DefaultTimeoutMS, 1)
+	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
+	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
+	atLeast("lua.circuit_breaker_cooldown_ms", c.Lua.CircuitBreakerCooldownMS, 0)
 	if c.Limits.DiskReserveBytes < 0 {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
+	atLeast("lua.default_timeout_ms", c.Lua.DefaultTimeoutMS, 1)
+	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
+	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
+	atLeast("lua.circuit_breaker_cooldown_ms", c.Lua.CircuitBreakerCooldownMS, 0)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")

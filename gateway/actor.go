@@ -10,6 +10,7 @@ import (
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/scripting"
 )
 
 // call is one gRPC request on its way to the actors. The caller's span
@@ -33,7 +34,9 @@ type gatewayActor struct {
 	alarms     *Alarms
 	// queueDefaults holds the values a CreateQueue may leave unset.
 	queueDefaults actors.QueueConfig
-	log           *slog.Logger
+	// lua bounds the scripts a queue config brings (checked on arrival).
+	lua scripting.Limits
+	log *slog.Logger
 }
 
 // Receive implements actor.Actor.
@@ -114,7 +117,7 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		}
 		return ref.PID, &actors.GetStats{}, nil
 	case *filav1.CreateQueueRequest:
-		cfg, err := queueConfig(r, g.queueDefaults)
+		cfg, err := queueConfig(r, g.queueDefaults, g.lua)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -123,7 +126,7 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		if err := validateQueueName("name", r.GetName()); err != nil {
 			return nil, nil, err
 		}
-		p, err := queuePatch(r.GetConfig(), r.GetUpdateMask().GetPaths(), g.queueDefaults)
+		p, err := queuePatch(r.GetConfig(), r.GetUpdateMask().GetPaths(), g.queueDefaults, g.lua)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -208,7 +211,7 @@ func visibilityTimeout(field string, ms uint64) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (actors.QueueConfig, error) {
+func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig, lua scripting.Limits) (actors.QueueConfig, error) {
 	name := r.GetName()
 	if err := validateQueueName("name", name); err != nil {
 		return actors.QueueConfig{}, err
@@ -217,7 +220,7 @@ func queueConfig(r *filav1.CreateQueueRequest, defaults actors.QueueConfig) (act
 		return actors.QueueConfig{}, invalid("name: %d bytes is over the limit of %d for a queue with a dead-letter queue (whose name adds %q)",
 			len(name), room, actors.DLQSuffix)
 	}
-	p, err := queuePatch(r.GetConfig(), nil, defaults)
+	p, err := queuePatch(r.GetConfig(), nil, defaults, lua)
 	if err != nil {
 		return actors.QueueConfig{}, err
 	}

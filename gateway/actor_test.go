@@ -9,13 +9,15 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 )
 
 func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	t.Parallel()
 	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second,
-		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"}})
+		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"},
+		Lua:          scripting.Limits{Timeout: time.Second, BreakerThreshold: 3}})
 	require.NoError(t, err)
 	t.Cleanup(sys.Stop)
 	_, err = sys.Ask(context.Background(), sys.Broker(), nil, &actors.CreateQueue{Config: actors.QueueConfig{Name: "busy", VisibilityTimeout: time.Second}})

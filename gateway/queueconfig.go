@@ -7,19 +7,20 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/scripting"
 )
 
 // queueConfigFields are the QueueConfig fields an update_mask may name.
 var queueConfigFields = []string{
 	"visibility_timeout_ms", "fairness_key_header", "max_depth", "max_bytes",
-	"max_attempts", "retry_backoff", "dead_letter",
+	"max_attempts", "retry_backoff", "dead_letter", "on_enqueue_script", "on_failure_script",
 }
 
 // queuePatch turns the named fields of c into a patch, checking each. With
 // no paths, every field set to a non-zero value counts (AIP-134), which is
 // also how CreateQueue reads its config. 0 or "" for visibility_timeout_ms
 // or fairness_key_header means the server's default, from defaults.
-func queuePatch(c *filav1.QueueConfig, paths []string, defaults actors.QueueConfig) (actors.QueuePatch, error) {
+func queuePatch(c *filav1.QueueConfig, paths []string, defaults actors.QueueConfig, lua scripting.Limits) (actors.QueuePatch, error) {
 	var p actors.QueuePatch
 	if c == nil {
 		c = &filav1.QueueConfig{}
@@ -62,6 +63,17 @@ func queuePatch(c *filav1.QueueConfig, paths []string, defaults actors.QueueConf
 				return p, err
 			}
 			p.Backoff = &b
+		case "on_enqueue_script", "on_failure_script":
+			src, hook, into := c.GetOnEnqueueScript(), scripting.OnEnqueue, &p.OnEnqueueScript
+			if path == "on_failure_script" {
+				src, hook, into = c.GetOnFailureScript(), scripting.OnFailure, &p.OnFailureScript
+			}
+			if src != "" {
+				if _, err := scripting.Compile(hook, src, hook, lua); err != nil {
+					return p, invalid("config.%s: %v", path, err)
+				}
+			}
+			*into = &src
 		case "dead_letter":
 			p.DeadLetter = ptr(c.DeadLetter == nil || *c.DeadLetter) // unset: on, the default
 		default:
@@ -77,6 +89,7 @@ func setFields(c *filav1.QueueConfig) []string {
 	for i, set := range []bool{
 		c.GetVisibilityTimeoutMs() != 0, c.GetFairnessKeyHeader() != "", c.GetMaxDepth() != 0, c.GetMaxBytes() != 0,
 		c.GetMaxAttempts() != 0, c.GetRetryBackoff() != nil, c.DeadLetter != nil,
+		c.GetOnEnqueueScript() != "", c.GetOnFailureScript() != "",
 	} {
 		if set {
 			out = append(out, queueConfigFields[i])
@@ -113,6 +126,8 @@ func configProto(cfg actors.QueueConfig) *filav1.QueueConfig {
 		MaxBytes:            cfg.MaxBytes,
 		MaxAttempts:         cfg.MaxAttempts,
 		DeadLetter:          ptr(cfg.DeadLetter),
+		OnEnqueueScript:     cfg.OnEnqueueScript,
+		OnFailureScript:     cfg.OnFailureScript,
 	}
 	if cfg.Backoff.Initial > 0 {
 		c.RetryBackoff = &filav1.RetryBackoff{

@@ -91,6 +91,7 @@ func New(opts Options) (*Server, error) {
 			maxMailbox:    opts.MaxMailbox,
 			alarms:        opts.Alarms,
 			queueDefaults: opts.System.DefaultQueue(),
+			lua:           opts.System.LuaLimits(),
 			log:           opts.Logger,
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/gateway"
+	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 	"github.com/fila-dev/filad/telemetry/otlpexport"
@@ -124,8 +125,14 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			VisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
 			FairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
 		},
-		Board:          board,
-		FairnessKeys:   fairnessKeys(cfg, opts),
+		Board:        board,
+		FairnessKeys: fairnessKeys(cfg, opts),
+		Lua: scripting.Limits{
+			Timeout:          time.Duration(cfg.Lua.DefaultTimeoutMS) * time.Millisecond,
+			MemoryBytes:      cfg.Lua.DefaultMemoryLimitBytes,
+			BreakerThreshold: cfg.Lua.CircuitBreakerThreshold,
+			BreakerCooldown:  time.Duration(cfg.Lua.CircuitBreakerCooldownMS) * time.Millisecond,
+		},
 		TracerProvider: s.telemetry.TracerProvider,
 		MeterProvider:  s.telemetry.MeterProvider,
 		Logger:         s.log,

@@ -89,9 +89,11 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 // on; recording on them takes no lock shared between queues in the SDK
 // (each queue's attribute set has its own aggregation).
 type QueueInstruments struct {
-	// CommitDuration, WaitDuration and ProcessDuration record their specs,
-	// in seconds.
-	CommitDuration, WaitDuration, ProcessDuration metric.Float64Histogram
+	// CommitDuration, WaitDuration, ProcessDuration and LuaDuration record
+	// their specs, in seconds.
+	CommitDuration, WaitDuration, ProcessDuration, LuaDuration metric.Float64Histogram
+	// LuaErrors and LuaBreakerActivations count their specs.
+	LuaErrors, LuaBreakerActivations metric.Int64Counter
 }
 
 // NewQueueInstruments creates the queue actors' synchronous instruments on mp.
@@ -108,6 +110,8 @@ func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 		// Waits and processing run from sub-millisecond to hours.
 		{&qi.WaitDuration, WaitDuration, messageBuckets},
 		{&qi.ProcessDuration, ProcessDuration, messageBuckets},
+		// A hook's budget is milliseconds: 10 µs … 1 s.
+		{&qi.LuaDuration, LuaDuration, []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1}},
 	} {
 		inst, err := m.Float64Histogram(h.spec.Name, metric.WithUnit(h.spec.Unit),
 			metric.WithDescription(h.spec.Description), metric.WithExplicitBucketBoundaries(h.buckets...))
@@ -115,6 +119,16 @@ func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 			return nil, fmt.Errorf("telemetry: %s: %w", h.spec.Name, err)
 		}
 		*h.into = inst
+	}
+	for _, c := range []struct {
+		into *metric.Int64Counter
+		spec MetricSpec
+	}{{&qi.LuaErrors, LuaErrors}, {&qi.LuaBreakerActivations, LuaBreakerActivations}} {
+		inst, err := m.Int64Counter(c.spec.Name, metric.WithUnit(c.spec.Unit), metric.WithDescription(c.spec.Description))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", c.spec.Name, err)
+		}
+		*c.into = inst
 	}
 	return &qi, nil
 }

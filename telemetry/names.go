@@ -98,6 +98,18 @@ var (
 		Description: "A fairness key's share of the last 1,000 deliveries over its share of the weight; 1.0 is exactly fair."}
 )
 
+// Lua hook instruments (Fila story 6.3), per queue_id and hook.
+var (
+	LuaDuration = MetricSpec{Name: "fila.lua.execution.duration", Unit: "s", Description: "Time one Lua hook call took."}
+	LuaErrors   = MetricSpec{Name: "fila.lua.errors", Unit: "{error}",
+		Description: "Lua hook calls that failed: an error, a timeout or an invalid result (the queue's defaults applied)."}
+	LuaBreakerActivations = MetricSpec{Name: "fila.lua.circuit_breaker.activations", Unit: "{activation}",
+		Description: "Times a queue's script breaker opened (its hook is bypassed for the cooldown)."}
+)
+
+// AttrHook names the hook on the fila.lua.* instruments.
+const AttrHook = "hook"
+
 // AttrFairnessKey names the fairness key on the per-key instruments.
 const AttrFairnessKey = "fairness_key"
 

@@ -95,9 +95,17 @@ type QueueConfig struct {
 	// dead_letter moves a message that reached max_attempts to the queue's
 	// dead-letter queue "<name>.dlq"; unset means true. When false, such a
 	// message is deleted.
-	DeadLetter    *bool `protobuf:"varint,7,opt,name=dead_letter,json=deadLetter,proto3,oneof" json:"dead_letter,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DeadLetter *bool `protobuf:"varint,7,opt,name=dead_letter,json=deadLetter,proto3,oneof" json:"dead_letter,omitempty"`
+	// on_enqueue_script is Lua defining on_enqueue(msg), which may set each
+	// new message's fairness key, weight and throttle keys (docs/scripting.md).
+	// Empty: none.
+	OnEnqueueScript string `protobuf:"bytes,8,opt,name=on_enqueue_script,json=onEnqueueScript,proto3" json:"on_enqueue_script,omitempty"`
+	// on_failure_script is Lua defining on_failure(msg, err), which decides
+	// retry (with a delay) or dead letter on each nack and expiry. Empty: the
+	// queue's max_attempts and retry_backoff decide.
+	OnFailureScript string `protobuf:"bytes,9,opt,name=on_failure_script,json=onFailureScript,proto3" json:"on_failure_script,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -177,6 +185,20 @@ func (x *QueueConfig) GetDeadLetter() bool {
 		return *x.DeadLetter
 	}
 	return false
+}
+
+func (x *QueueConfig) GetOnEnqueueScript() string {
+	if x != nil {
+		return x.OnEnqueueScript
+	}
+	return ""
+}
+
+func (x *QueueConfig) GetOnFailureScript() string {
+	if x != nil {
+		return x.OnFailureScript
+	}
+	return ""
 }
 
 // RetryBackoff is an exponential delay: the n-th retry (attempt_count n)
@@ -1673,7 +1695,7 @@ var File_fila_v1_admin_proto protoreflect.FileDescriptor
 
 const file_fila_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13fila/v1/admin.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n" +
+	"\x13fila/v1/admin.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n" +
 	"\vQueueConfig\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
 	"\x13fairness_key_header\x18\x02 \x01(\tR\x11fairnessKeyHeader\x12\x1b\n" +
@@ -1682,7 +1704,9 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12:\n" +
 	"\rretry_backoff\x18\x06 \x01(\v2\x15.fila.v1.RetryBackoffR\fretryBackoff\x12$\n" +
 	"\vdead_letter\x18\a \x01(\bH\x00R\n" +
-	"deadLetter\x88\x01\x01B\x0e\n" +
+	"deadLetter\x88\x01\x01\x12*\n" +
+	"\x11on_enqueue_script\x18\b \x01(\tR\x0fonEnqueueScript\x12*\n" +
+	"\x11on_failure_script\x18\t \x01(\tR\x0fonFailureScriptB\x0e\n" +
 	"\f_dead_letter\"d\n" +
 	"\fRetryBackoff\x12\x1d\n" +
 	"\n" +

@@ -40,9 +40,11 @@ type QueueRecord struct {
 	RetryMultiplier     float64                `protobuf:"fixed64,10,opt,name=retry_multiplier,json=retryMultiplier,proto3" json:"retry_multiplier,omitempty"`
 	// dead_letter_off: a record written before dead-lettering existed reads
 	// as on, the default.
-	DeadLetterOff bool `protobuf:"varint,11,opt,name=dead_letter_off,json=deadLetterOff,proto3" json:"dead_letter_off,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DeadLetterOff   bool   `protobuf:"varint,11,opt,name=dead_letter_off,json=deadLetterOff,proto3" json:"dead_letter_off,omitempty"`
+	OnEnqueueScript string `protobuf:"bytes,12,opt,name=on_enqueue_script,json=onEnqueueScript,proto3" json:"on_enqueue_script,omitempty"`
+	OnFailureScript string `protobuf:"bytes,13,opt,name=on_failure_script,json=onFailureScript,proto3" json:"on_failure_script,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *QueueRecord) Reset() {
@@ -152,6 +154,20 @@ func (x *QueueRecord) GetDeadLetterOff() bool {
 	return false
 }
 
+func (x *QueueRecord) GetOnEnqueueScript() string {
+	if x != nil {
+		return x.OnEnqueueScript
+	}
+	return ""
+}
+
+func (x *QueueRecord) GetOnFailureScript() string {
+	if x != nil {
+		return x.OnFailureScript
+	}
+	return ""
+}
+
 // MessageRecord is a message as stored: everything needed to deliver it again
 // after a restart.
 type MessageRecord struct {
@@ -169,6 +185,9 @@ type MessageRecord struct {
 	// ready_at_unix_ms, when set, is when a delayed message (retry backoff or
 	// fila-delay-ms) becomes ready; until then it is not delivered.
 	ReadyAtUnixMs int64 `protobuf:"varint,9,opt,name=ready_at_unix_ms,json=readyAtUnixMs,proto3" json:"ready_at_unix_ms,omitempty"`
+	// throttle_keys are what on_enqueue assigned, stored so that recovery
+	// does not run scripts again.
+	ThrottleKeys  []string `protobuf:"bytes,10,rep,name=throttle_keys,json=throttleKeys,proto3" json:"throttle_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +285,13 @@ func (x *MessageRecord) GetReadyAtUnixMs() int64 {
 	return 0
 }
 
+func (x *MessageRecord) GetThrottleKeys() []string {
+	if x != nil {
+		return x.ThrottleKeys
+	}
+	return nil
+}
+
 // LeaseRecord is a lease in force: the message is invisible until expiry.
 type LeaseRecord struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -333,7 +359,7 @@ var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xae\x03\n" +
+	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\x86\x04\n" +
 	"\vQueueRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x15visibility_timeout_ms\x18\x02 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
@@ -347,7 +373,9 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"retryMaxMs\x12)\n" +
 	"\x10retry_multiplier\x18\n" +
 	" \x01(\x01R\x0fretryMultiplier\x12&\n" +
-	"\x0fdead_letter_off\x18\v \x01(\bR\rdeadLetterOff\"\xc8\x03\n" +
+	"\x0fdead_letter_off\x18\v \x01(\bR\rdeadLetterOff\x12*\n" +
+	"\x11on_enqueue_script\x18\f \x01(\tR\x0fonEnqueueScript\x12*\n" +
+	"\x11on_failure_script\x18\r \x01(\tR\x0fonFailureScript\"\xed\x03\n" +
 	"\rMessageRecord\x12E\n" +
 	"\aheaders\x18\x01 \x03(\v2+.fila.storage.v1.MessageRecord.HeadersEntryR\aheaders\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
@@ -357,7 +385,9 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\x13enqueued_at_unix_ns\x18\x06 \x01(\x03R\x10enqueuedAtUnixNs\x121\n" +
 	"\x14creation_traceparent\x18\a \x01(\tR\x13creationTraceparent\x12/\n" +
 	"\x13creation_tracestate\x18\b \x01(\tR\x12creationTracestate\x12'\n" +
-	"\x10ready_at_unix_ms\x18\t \x01(\x03R\rreadyAtUnixMs\x1a:\n" +
+	"\x10ready_at_unix_ms\x18\t \x01(\x03R\rreadyAtUnixMs\x12#\n" +
+	"\rthrottle_keys\x18\n" +
+	" \x03(\tR\fthrottleKeys\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +

@@ -1,0 +1,90 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fila-dev/filad/scripting"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// The queue's Lua hooks (docs/scripting.md): on_enqueue decides a new
+// message's fairness key, weight and throttle keys; on_failure decides
+// retry or dead letter on a nack or expiry. A hook that fails, times out or
+// returns nonsense changes nothing: the queue's defaults apply, the failure
+// is counted, and a WARN is logged at most every scriptWarnEvery.
+
+// scriptWarnEvery bounds the WARNs a queue's failing scripts log.
+const scriptWarnEvery = 10 * time.Second
+
+// luaAttrs are the metric attribute sets of queue's hooks, made once.
+func luaAttrs(queue string) map[string]metric.MeasurementOption {
+	out := map[string]metric.MeasurementOption{}
+	for _, hook := range []string{scripting.OnEnqueue, scripting.OnFailure} {
+		out[hook] = metric.WithAttributeSet(attribute.NewSet(
+			attribute.String(telemetry.AttrQueueID, queue), attribute.String(telemetry.AttrHook, hook)))
+	}
+	return out
+}
+
+// recordScript measures one hook call and says on span what it decided.
+func (q *queueActor) recordScript(ctx context.Context, hook string, c scripting.Call, decided ...attribute.KeyValue) {
+	if !c.Ran {
+		return
+	}
+	ins := q.deps.instruments
+	ins.LuaDuration.Record(ctx, c.Duration.Seconds(), q.luaAttrs[hook])
+	span := trace.SpanFromContext(ctx)
+	if c.Err != nil {
+		ins.LuaErrors.Add(ctx, 1, q.luaAttrs[hook])
+		if c.BreakerOpened {
+			ins.LuaBreakerActivations.Add(ctx, 1, q.queueAttr)
+		}
+		if span.IsRecording() {
+			span.AddEvent("fila.lua."+hook, trace.WithAttributes(attribute.Bool("messaging.fila.lua.failed", true),
+				attribute.Bool("messaging.fila.lua.breaker_opened", c.BreakerOpened)))
+		}
+		if now := time.Now(); now.Sub(q.warned) >= scriptWarnEvery || c.BreakerOpened {
+			q.warned = now
+			q.deps.log.Warn("queue script failed; the queue's defaults applied", slog.String("queue_id", q.cfg.Name),
+				slog.String("hook", hook), slog.Bool("breaker_opened", c.BreakerOpened), slog.Any("error", c.Err))
+		}
+		return
+	}
+	if span.IsRecording() {
+		span.AddEvent("fila.lua."+hook, trace.WithAttributes(decided...))
+	}
+}
+
+// scriptEnqueue runs on_enqueue for a new message; the zero result means
+// the defaults.
+func (q *queueActor) scriptEnqueue(ctx context.Context, req *Enqueue) scripting.EnqueueResult {
+	if !q.scripts.Has(scripting.OnEnqueue) {
+		return scripting.EnqueueResult{}
+	}
+	res, c := q.scripts.OnEnqueue(scripting.EnqueueInput{Headers: req.Headers, PayloadSize: len(req.Payload), Queue: q.cfg.Name})
+	q.recordScript(ctx, scripting.OnEnqueue, c,
+		attribute.Int("messaging.fila.lua.weight", int(res.Weight)), attribute.Int("messaging.fila.lua.throttle_keys", len(res.ThrottleKeys)))
+	return res
+}
+
+// scriptFailure runs on_failure for a failed delivery of m; ok is false
+// when the queue's own policy decides.
+func (q *queueActor) scriptFailure(m *message, attempts uint32, errText string) (scripting.FailureResult, bool) {
+	if !q.scripts.Has(scripting.OnFailure) {
+		return scripting.FailureResult{}, false
+	}
+	res, ok, c := q.scripts.OnFailure(scripting.FailureInput{Headers: m.rec.GetHeaders(), ID: m.id, Attempts: attempts, Queue: q.cfg.Name, Error: errText})
+	action := "retry"
+	if res.DeadLetter {
+		action = "dlq"
+	}
+	q.recordScript(spanContext(m), scripting.OnFailure, c,
+		attribute.String("messaging.fila.lua.action", action), attribute.Int64("messaging.fila.lua.delay_ms", res.Delay.Milliseconds()))
+	return res, ok
+}
