@@ -90,7 +90,17 @@ func (d *drr[T]) deactivate(k *drrKey[T]) {
 // pop returns the next item by DRR order, its key and the key's weight;
 // ok is false when nothing is ready.
 func (d *drr[T]) pop() (item T, key string, weight int64, ok bool) {
-	for d.cur != nil {
+	return d.popWhere(func(T) bool { return true })
+}
+
+// popWhere is pop where an item may be refused for now (a throttled
+// message): take(item) false passes over that key for this call — it stays
+// active and keeps its turn's deficit, spending none — and the search goes
+// on with the next key. take must do whatever accepting the item means
+// (take its tokens) when it returns true. found is false when nothing is
+// ready or every active key's next item was refused.
+func (d *drr[T]) popWhere(take func(T) bool) (item T, key string, weight int64, found bool) {
+	for refused := 0; d.cur != nil && refused < d.active; {
 		k := d.cur
 		if !k.granted {
 			k.deficit += k.weight * d.quantum
@@ -102,6 +112,11 @@ func (d *drr[T]) pop() (item T, key string, weight int64, ok bool) {
 			}
 		}
 		if k.deficit > 0 {
+			if !take(k.items.items[k.items.head]) {
+				refused++
+				d.cur = k.next
+				continue
+			}
 			k.deficit--
 			item = k.items.pop()
 			d.ready--

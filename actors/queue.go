@@ -66,6 +66,12 @@ type queueActor struct {
 	// scripts runs the queue's Lua hooks; luaAttrs label their metrics.
 	scripts  *scripting.Runner
 	luaAttrs map[string]metric.MeasurementOption
+	// throttledUntil is when the earliest bucket that held a message back
+	// refills; zero when nothing was held back at the last dispatch.
+	throttledUntil time.Time
+	// throttleAttrs label fila.throttle.decisions, per throttle key and
+	// result, for the first fairness_keys keys (the rest as (other)).
+	throttleAttrs map[[2]string]metric.MeasurementOption
 	// warned is when a script's bad result was last logged (one WARN per
 	// scriptWarnEvery per queue).
 	warned time.Time
@@ -95,6 +101,8 @@ type queueDeps struct {
 	// lua bounds the scripts; runtime is what fila.get reads.
 	lua     scripting.Limits
 	runtime *RuntimeConfig
+	// throttles are the token buckets of throttle keys, shared by queues.
+	throttles *Throttles
 }
 
 // configCell holds a queue's current config. The broker replaces it (and

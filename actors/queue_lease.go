@@ -84,6 +84,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	}
 	var b storage.Batch
 	now := time.Now()
+	q.throttledUntil = time.Time{}
 	expires := now.Add(q.cfg.VisibilityTimeout)
 	n, redelivered := 0, int64(0)
 	for q.ready.len() > 0 {
@@ -91,7 +92,10 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		if s == nil {
 			break
 		}
-		m, key, weight, _ := q.ready.pop()
+		m, key, weight, ok := q.ready.popWhere(q.takeThrottle)
+		if !ok {
+			break // every key's next message is throttled: the timer retries
+		}
 		q.fair.delivered(key, weight)
 		m.leased, m.leasedAt, m.expiresAt, m.consumer = true, now, expires, s.c.id
 		m.leaseGen++
@@ -109,6 +113,9 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 			redelivered++
 		}
 		n++
+	}
+	if !q.throttledUntil.IsZero() {
+		q.armTimer(ctx) // the earliest refill
 	}
 	if n == 0 {
 		return
@@ -207,10 +214,11 @@ func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time
 	})
 }
 
-// armTimer makes sure a timerTick arrives when the earliest lease expires
-// or the earliest delayed message is due.
+// armTimer makes sure a timerTick arrives when the earliest lease expires,
+// the earliest delayed message is due, or a throttled message's bucket
+// refills.
 func (q *queueActor) armTimer(ctx actor.Context) {
-	var at time.Time
+	at := q.throttledUntil
 	for _, h := range []*expiryHeap{&q.expiries, &q.delays} {
 		if h.len() > 0 && (at.IsZero() || h.peek().at.Before(at)) {
 			at = h.peek().at

@@ -32,6 +32,7 @@ type System struct {
 	telemetry *actor.PID
 	dir       *Directory
 	runtime   *RuntimeConfig
+	throttles *Throttles
 }
 
 // Start builds the actor system and recovers every stored queue before it
@@ -51,7 +52,7 @@ func Start(opts Options) (*System, error) {
 	}
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
-	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime}
+	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime)}
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
 	}), "telemetry")
@@ -71,6 +72,7 @@ func Start(opts Options) (*System, error) {
 				fairness:    opts.FairnessKeys,
 				lua:         opts.Lua,
 				runtime:     s.runtime,
+				throttles:   s.throttles,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
@@ -83,6 +85,9 @@ func Start(opts Options) (*System, error) {
 	}
 	return s, nil
 }
+
+// Throttles are the throttle keys' token buckets.
+func (s *System) Throttles() *Throttles { return s.throttles }
 
 // LuaLimits bound the queues' scripts (Options.Lua).
 func (s *System) LuaLimits() scripting.Limits { return s.opts.Lua }

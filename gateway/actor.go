@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -167,6 +168,11 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		}
 		if err := validateConfigValue(r.GetValue()); err != nil {
 			return nil, nil, err
+		}
+		if strings.HasPrefix(r.GetKey(), actors.ThrottlePrefix) && r.GetValue() != "" {
+			if _, _, err := actors.ParseThrottle(r.GetValue()); err != nil {
+				return nil, nil, invalid("value of %s: %v", r.GetKey(), err)
+			}
 		}
 		return g.broker, &actors.SetConfig{Key: r.GetKey(), Value: r.GetValue()}, nil
 	case *filav1.DeleteQueueRequest:

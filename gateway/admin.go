@@ -55,6 +55,11 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 		Delayed:            uint64(st.Delayed),
 		Config:             configProto(st.Config),
 	}
+	for _, ts := range s.sys.Throttles().Stats(time.Now()) {
+		resp.PerThrottleStats = append(resp.PerThrottleStats, &filav1.PerThrottleStats{
+			Key: ts.Key, Tokens: ts.Tokens, RatePerSecond: ts.RatePerSec, Burst: uint32(ts.Burst),
+		})
+	}
 	for _, k := range page {
 		resp.PerKeyStats = append(resp.PerKeyStats, &filav1.PerKeyStats{
 			Key: k.Key, Pending: uint64(k.Pending), Deficit: k.Deficit, Weight: uint32(k.Weight),

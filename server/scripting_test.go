@@ -104,3 +104,43 @@ func TestBadScripts(t *testing.T) {
 	h.AssertCounter(t, telemetry.LuaBreakerActivations.Name, qattr("flaky"), 1)
 	require.EqualValues(t, 3, h.HistogramCount(t, telemetry.LuaDuration.Name, hook...), "the fourth was bypassed")
 }
+
+// TestThrottleThroughTheAPI: throttle rates are runtime config, checked on
+// the way in, shown by GetStats, and counted: pass and hit decisions and the
+// tokens left.
+func TestThrottleThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	for _, bad := range []string{"fast", "0", "-3", "10,0", "10,x"} {
+		_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.provider:aws", Value: bad})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), bad)
+		require.Contains(t, status.Convert(err).Message(), "value of throttle.provider:aws")
+	}
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.provider:aws", Value: "0.001,2"})
+	require.NoError(t, err)
+	b.createQueue(t, "calls", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg) return { throttle_keys = { "provider:aws" } } end`})
+	for range 3 {
+		b.enqueue(t, "calls", nil, nil)
+	}
+	stream, _ := b.lease(t, "calls")
+	recvN(t, stream, 2) // the burst
+	st := b.stats(t, "calls")
+	require.EqualValues(t, 1, st.GetDepth(), "the third waits for a token")
+	require.Len(t, st.GetPerThrottleStats(), 1)
+	ts := st.GetPerThrottleStats()[0]
+	require.Equal(t, "provider:aws", ts.GetKey())
+	require.EqualValues(t, 2, ts.GetBurst())
+	require.InDelta(t, 0.001, ts.GetRatePerSecond(), 1e-12)
+	require.Less(t, ts.GetTokens(), 1.0)
+
+	decision := func(result string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "calls"), attribute.String("throttle_key", "provider:aws"), attribute.String("result", result)}
+	}
+	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("pass"), 2)
+	hits, ok := h.Value(t, telemetry.ThrottleDecisions.Name, decision("hit")...)
+	require.True(t, ok)
+	require.Positive(t, hits, "the third was held back")
+	tokens, ok := h.Float(t, telemetry.ThrottleTokens.Name, attribute.String("throttle_key", "provider:aws"))
+	require.True(t, ok)
+	require.Less(t, tokens, 1.0)
+}

@@ -139,6 +139,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
+	if _, err = telemetry.RegisterThrottleTokens(s.telemetry.MeterProvider, func() map[string]float64 {
+		out := map[string]float64{}
+		for _, st := range s.system.Throttles().Stats(time.Now()) {
+			out[st.Key] = st.Tokens
+		}
+		return out
+	}); err != nil {
+		return nil, err
+	}
 	s.alarms = &gateway.Alarms{}
 	s.monitor = startResourceMonitor(cfg, s.alarms, reserve, s.log)
 	if _, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {

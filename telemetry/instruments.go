@@ -92,8 +92,9 @@ type QueueInstruments struct {
 	// CommitDuration, WaitDuration, ProcessDuration and LuaDuration record
 	// their specs, in seconds.
 	CommitDuration, WaitDuration, ProcessDuration, LuaDuration metric.Float64Histogram
-	// LuaErrors and LuaBreakerActivations count their specs.
-	LuaErrors, LuaBreakerActivations metric.Int64Counter
+	// LuaErrors, LuaBreakerActivations and ThrottleDecisions count their
+	// specs.
+	LuaErrors, LuaBreakerActivations, ThrottleDecisions metric.Int64Counter
 }
 
 // NewQueueInstruments creates the queue actors' synchronous instruments on mp.
@@ -123,7 +124,7 @@ func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
 	for _, c := range []struct {
 		into *metric.Int64Counter
 		spec MetricSpec
-	}{{&qi.LuaErrors, LuaErrors}, {&qi.LuaBreakerActivations, LuaBreakerActivations}} {
+	}{{&qi.LuaErrors, LuaErrors}, {&qi.LuaBreakerActivations, LuaBreakerActivations}, {&qi.ThrottleDecisions, ThrottleDecisions}} {
 		inst, err := m.Int64Counter(c.spec.Name, metric.WithUnit(c.spec.Unit), metric.WithDescription(c.spec.Description))
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: %s: %w", c.spec.Name, err)
@@ -167,6 +168,22 @@ func RegisterAlarms(mp metric.MeterProvider, names []string, raised func(i int) 
 				v = 1
 			}
 			o.ObserveInt64(g, v, sets[i])
+		}
+		return nil
+	}, g)
+}
+
+// RegisterThrottleTokens creates fila.throttle.tokens_remaining on mp,
+// read from tokens (throttle key → tokens now) at each collection.
+func RegisterThrottleTokens(mp metric.MeterProvider, tokens func() map[string]float64) (metric.Registration, error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	g, err := m.Float64ObservableGauge(ThrottleTokens.Name, metric.WithUnit(ThrottleTokens.Unit), metric.WithDescription(ThrottleTokens.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ThrottleTokens.Name, err)
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for k, v := range tokens() {
+			o.ObserveFloat64(g, v, metric.WithAttributes(attribute.String(AttrThrottleKey, k)))
 		}
 		return nil
 	}, g)

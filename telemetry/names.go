@@ -110,6 +110,20 @@ var (
 // AttrHook names the hook on the fila.lua.* instruments.
 const AttrHook = "hook"
 
+// Throttle instruments (Fila story 6.3).
+var (
+	ThrottleDecisions = MetricSpec{Name: "fila.throttle.decisions", Unit: "{decision}",
+		Description: "Throttle checks of messages about to be delivered: result pass (a token taken) or hit (held back)."}
+	ThrottleTokens = MetricSpec{Name: "fila.throttle.tokens_remaining", Unit: "{token}",
+		Description: "Tokens in a throttle key's bucket now."}
+)
+
+// Attributes of the throttle instruments.
+const (
+	AttrThrottleKey = "throttle_key"
+	AttrResult      = "result"
+)
+
 // AttrFairnessKey names the fairness key on the per-key instruments.
 const AttrFairnessKey = "fairness_key"
 

@@ -313,3 +313,44 @@ func configCmd(ctx context.Context, g global, args []string, e env) int {
 		}
 	})
 }
+
+// throttleCmd manages throttle rates, which are runtime config keys
+// "throttle.<key>" (docs/scripting.md).
+func throttleCmd(ctx context.Context, g global, args []string, e env) int {
+	const synopsis = "throttle set KEY RATE[,BURST] | throttle rm KEY | throttle list   (RATE in messages per second)"
+	if len(args) == 0 {
+		return usageErr(e, "usage: fila %s", synopsis)
+	}
+	fs := flag.NewFlagSet("throttle "+args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
+	if !ok {
+		return code
+	}
+	want := map[string]int{"set": 2, "rm": 1, "list": 0}
+	if n, known := want[args[0]]; !known || len(pos) != n {
+		return usageErr(e, "usage: fila %s", synopsis)
+	}
+	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
+		switch args[0] {
+		case "set", "rm":
+			value := ""
+			if args[0] == "set" {
+				value = pos[1]
+			}
+			_, err := admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "throttle." + pos[0], Value: value})
+			return err
+		default:
+			resp, err := admin.ListConfig(ctx, &filav1.ListConfigRequest{Prefix: "throttle."})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "THROTTLE KEY\tRATE[,BURST]")
+			for _, en := range resp.GetEntries() {
+				fmt.Fprintf(w, "%s\t%s\n", strings.TrimPrefix(en.GetKey(), "throttle."), en.GetValue())
+			}
+			return w.Flush()
+		}
+	})
+}

@@ -55,10 +55,11 @@ func parseGlobal(args []string, getenv func(string) string) (global, []string, e
 type command func(ctx context.Context, g global, args []string, e env) int
 
 var commands = map[string]command{
-	"queue":   queueCmd,
-	"config":  configCmd,
-	"enqueue": enqueueCmd,
-	"consume": consumeCmd,
+	"queue":    queueCmd,
+	"config":   configCmd,
+	"throttle": throttleCmd,
+	"enqueue":  enqueueCmd,
+	"consume":  consumeCmd,
 }
 
 // connect dials filad, exporting fila's own spans when

@@ -77,10 +77,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 const usage = `usage:
   fila [--addr host:port] [--version] COMMAND [--help]
-  fila queue create NAME [--visibility-timeout-ms N] [--fairness-key-header H]
-  fila queue delete NAME
-  fila queue list
-  fila queue stats NAME
+  fila queue create NAME [config flags: --visibility-timeout-ms --fairness-key-header --max-depth
+                         --max-bytes --max-attempts --retry-initial-ms --retry-max-ms
+                         --retry-multiplier --dead-letter]
+  fila queue update NAME [config flags]            (only the flags given change)
+  fila queue delete NAME                           (and its dead-letter queue)
+  fila queue list | stats NAME
+  fila queue peek NAME [--limit N] [--payload]
+  fila queue redrive NAME.dlq [--count N]
+  fila queue purge NAME [--yes]
+  fila config set KEY VALUE | get KEY | list [PREFIX]
+  fila throttle set KEY RATE[,BURST] | rm KEY | list
   fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
   fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, batched)
   fila consume QUEUE [--count N] [--ack|--nack] [--json]

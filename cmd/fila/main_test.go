@@ -163,6 +163,14 @@ func TestFailureCommands(t *testing.T) {
 	r = fila(t, addr, "", "config", "get", "rate.a")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "(NOT_FOUND)")
+
+	ok("", "throttle", "set", "provider:aws", "200,50")
+	require.Regexp(t, `(?m)^provider:aws\s+200,50$`, ok("", "throttle", "list"))
+	r = fila(t, addr, "", "throttle", "set", "x", "fast")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "must be a number above 0")
+	ok("", "throttle", "rm", "provider:aws")
+	require.NotContains(t, ok("", "throttle", "list"), "provider:aws")
 }
 
 func TestErrors(t *testing.T) {

@@ -1525,9 +1525,13 @@ type GetStatsResponse struct {
 	// they are not in depth.
 	Delayed uint64 `protobuf:"varint,8,opt,name=delayed,proto3" json:"delayed,omitempty"`
 	// config is the queue's config in force, defaults filled in.
-	Config        *QueueConfig `protobuf:"bytes,9,opt,name=config,proto3" json:"config,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Config *QueueConfig `protobuf:"bytes,9,opt,name=config,proto3" json:"config,omitempty"`
+	// per_throttle_stats are the token buckets of every throttle key (set
+	// with SetConfig("throttle.<key>", "<rate>[,<burst>]")); they are shared
+	// by all queues.
+	PerThrottleStats []*PerThrottleStats `protobuf:"bytes,10,rep,name=per_throttle_stats,json=perThrottleStats,proto3" json:"per_throttle_stats,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -1623,6 +1627,81 @@ func (x *GetStatsResponse) GetConfig() *QueueConfig {
 	return nil
 }
 
+func (x *GetStatsResponse) GetPerThrottleStats() []*PerThrottleStats {
+	if x != nil {
+		return x.PerThrottleStats
+	}
+	return nil
+}
+
+type PerThrottleStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Tokens        float64                `protobuf:"fixed64,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	RatePerSecond float64                `protobuf:"fixed64,3,opt,name=rate_per_second,json=ratePerSecond,proto3" json:"rate_per_second,omitempty"`
+	Burst         uint32                 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PerThrottleStats) Reset() {
+	*x = PerThrottleStats{}
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PerThrottleStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PerThrottleStats) ProtoMessage() {}
+
+func (x *PerThrottleStats) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PerThrottleStats.ProtoReflect.Descriptor instead.
+func (*PerThrottleStats) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PerThrottleStats) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PerThrottleStats) GetTokens() float64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *PerThrottleStats) GetRatePerSecond() float64 {
+	if x != nil {
+		return x.RatePerSecond
+	}
+	return 0
+}
+
+func (x *PerThrottleStats) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type PerKeyStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1635,7 +1714,7 @@ type PerKeyStats struct {
 
 func (x *PerKeyStats) Reset() {
 	*x = PerKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1726,7 @@ func (x *PerKeyStats) String() string {
 func (*PerKeyStats) ProtoMessage() {}
 
 func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1739,7 @@ func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerKeyStats.ProtoReflect.Descriptor instead.
 func (*PerKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PerKeyStats) GetKey() string {
@@ -1791,7 +1870,7 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12$\n" +
-	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\xe6\x02\n" +
+	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\xaf\x03\n" +
 	"\x10GetStatsResponse\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x04R\binFlight\x120\n" +
@@ -1801,7 +1880,14 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\rper_key_stats\x18\x06 \x03(\v2\x14.fila.v1.PerKeyStatsR\vperKeyStats\x12&\n" +
 	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12\x18\n" +
 	"\adelayed\x18\b \x01(\x04R\adelayed\x12,\n" +
-	"\x06config\x18\t \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"k\n" +
+	"\x06config\x18\t \x01(\v2\x14.fila.v1.QueueConfigR\x06config\x12G\n" +
+	"\x12per_throttle_stats\x18\n" +
+	" \x03(\v2\x19.fila.v1.PerThrottleStatsR\x10perThrottleStats\"z\n" +
+	"\x10PerThrottleStats\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06tokens\x18\x02 \x01(\x01R\x06tokens\x12&\n" +
+	"\x0frate_per_second\x18\x03 \x01(\x01R\rratePerSecond\x12\x14\n" +
+	"\x05burst\x18\x04 \x01(\rR\x05burst\"k\n" +
 	"\vPerKeyStats\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
@@ -1839,7 +1925,7 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_fila_v1_admin_proto_goTypes = []any{
 	(KeySort)(0),                  // 0: fila.v1.KeySort
 	(*QueueConfig)(nil),           // 1: fila.v1.QueueConfig
@@ -1869,55 +1955,57 @@ var file_fila_v1_admin_proto_goTypes = []any{
 	(*QueueInfo)(nil),             // 25: fila.v1.QueueInfo
 	(*GetStatsRequest)(nil),       // 26: fila.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 27: fila.v1.GetStatsResponse
-	(*PerKeyStats)(nil),           // 28: fila.v1.PerKeyStats
-	nil,                           // 29: fila.v1.PeekedMessage.HeadersEntry
-	(*fieldmaskpb.FieldMask)(nil), // 30: google.protobuf.FieldMask
-	(*MessageMetadata)(nil),       // 31: fila.v1.MessageMetadata
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*PerThrottleStats)(nil),      // 28: fila.v1.PerThrottleStats
+	(*PerKeyStats)(nil),           // 29: fila.v1.PerKeyStats
+	nil,                           // 30: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil), // 31: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),       // 32: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
 	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	30, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	31, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
 	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
-	29, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
-	31, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
-	32, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
-	32, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	30, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	32, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	33, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	33, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
 	18, // 9: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
 	1,  // 10: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
 	25, // 11: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
 	0,  // 12: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
-	28, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
+	29, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
 	1,  // 14: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
-	19, // 15: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	21, // 16: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	23, // 17: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	26, // 18: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	3,  // 19: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
-	5,  // 20: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
-	7,  // 21: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
-	10, // 22: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
-	12, // 23: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
-	14, // 24: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
-	16, // 25: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
-	20, // 26: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	22, // 27: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	24, // 28: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	27, // 29: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	4,  // 30: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
-	6,  // 31: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
-	8,  // 32: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
-	11, // 33: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
-	13, // 34: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
-	15, // 35: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
-	17, // 36: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 15: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleStats
+	19, // 16: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	21, // 17: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	23, // 18: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	26, // 19: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 20: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
+	5,  // 21: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
+	7,  // 22: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
+	10, // 23: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
+	12, // 24: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	14, // 25: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	16, // 26: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	20, // 27: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	22, // 28: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	24, // 29: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	27, // 30: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 31: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 32: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 33: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 34: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	13, // 35: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	15, // 36: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	17, // 37: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -1933,7 +2021,7 @@ func file_fila_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,184 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// ThrottlePrefix starts the runtime config keys that set throttle rates:
+// "throttle.<key>" = "<rate_per_second>[,<burst>]".
+const ThrottlePrefix = "throttle."
+
+// ParseThrottle reads a throttle value: a rate per second above 0 and an
+// optional whole burst of at least 1 (default: the rate rounded up, at
+// least 1).
+func ParseThrottle(v string) (rate float64, burst int, err error) {
+	r, b, hasBurst := strings.Cut(v, ",")
+	rate, err = strconv.ParseFloat(strings.TrimSpace(r), 64)
+	if err != nil || rate <= 0 || math.IsInf(rate, 0) || math.IsNaN(rate) {
+		return 0, 0, fmt.Errorf("rate %q must be a number above 0 (messages per second)", r)
+	}
+	burst = max(int(math.Ceil(rate)), 1)
+	if hasBurst {
+		burst, err = strconv.Atoi(strings.TrimSpace(b))
+		if err != nil || burst < 1 {
+			return 0, 0, fmt.Errorf("burst %q must be a whole number of at least 1", b)
+		}
+	}
+	return rate, burst, nil
+}
+
+// Throttles are the token buckets of the throttle keys, shared by every
+// queue (a provider's rate limit holds whatever queue its messages come
+// from). Rates come from the runtime config store, read on each use, so a
+// change, a removal or a restart applies without any other signal. It is
+// safe for concurrent use: one lock, taken only for messages that carry
+// throttle keys, so that taking a token from each of a message's keys is
+// all or nothing.
+type Throttles struct {
+	config  *RuntimeConfig
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	spec   string // the config value it was made from
+	rate   float64
+	burst  float64
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+}
+
+// NewThrottles returns buckets whose rates config holds.
+func NewThrottles(config *RuntimeConfig) *Throttles {
+	return &Throttles{config: config, buckets: map[string]*bucket{}}
+}
+
+// bucketLocked is key's bucket as config sets it now, refilled to now; nil
+// when key is not throttled.
+func (t *Throttles) bucketLocked(key string, now time.Time) *bucket {
+	spec, ok := t.config.Get(ThrottlePrefix + key)
+	if !ok {
+		delete(t.buckets, key)
+		return nil
+	}
+	b := t.buckets[key]
+	if b == nil || b.spec != spec {
+		rate, burst, err := ParseThrottle(spec)
+		if err != nil {
+			return nil // refused by SetConfig; an old store's bad value throttles nothing
+		}
+		tokens := float64(burst)
+		if b != nil {
+			tokens = min(b.tokens, float64(burst)) // a new rate keeps what was left
+		}
+		b = &bucket{spec: spec, rate: rate, burst: float64(burst), tokens: tokens, at: now}
+		t.buckets[key] = b
+	}
+	if now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+		b.at = now
+	}
+	return b
+}
+
+// Take takes one token from each of keys if every one has a token, and
+// reports whether it did. When not, retryAt is when the emptiest of them
+// will have one.
+func (t *Throttles) Take(keys []string, now time.Time) (ok bool, hit string, retryAt time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	bs := make([]*bucket, 0, len(keys))
+	for _, k := range keys {
+		b := t.bucketLocked(k, now)
+		if b == nil {
+			continue
+		}
+		if b.tokens < 1 {
+			wait := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+			return false, k, now.Add(max(wait, time.Millisecond))
+		}
+		bs = append(bs, b)
+	}
+	for _, b := range bs {
+		b.tokens--
+	}
+	return true, "", time.Time{}
+}
+
+// ThrottleStats is one throttle key's bucket now.
+type ThrottleStats struct {
+	Key        string
+	Tokens     float64
+	RatePerSec float64
+	Burst      int
+}
+
+// Stats lists every configured throttle key's bucket, by key.
+func (t *Throttles) Stats(now time.Time) []ThrottleStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []ThrottleStats
+	for _, e := range t.config.List(ThrottlePrefix) {
+		key := strings.TrimPrefix(e.Key, ThrottlePrefix)
+		if b := t.bucketLocked(key, now); b != nil {
+			out = append(out, ThrottleStats{Key: key, Tokens: b.tokens, RatePerSec: b.rate, Burst: int(b.burst)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// takeThrottle takes a token from each of m's throttle keys, or reports
+// that one is short and notes when it refills (the queue's timer comes back
+// then, so a throttled queue never spins). Messages without throttle keys
+// pass at no cost.
+func (q *queueActor) takeThrottle(m *message) bool {
+	keys := m.rec.GetThrottleKeys()
+	if len(keys) == 0 {
+		return true
+	}
+	ok, hit, retryAt := q.deps.throttles.Take(keys, time.Now())
+	if ok {
+		for _, k := range keys {
+			q.deps.instruments.ThrottleDecisions.Add(context.Background(), 1, q.throttleAttr(k, "pass"))
+		}
+		return true
+	}
+	q.deps.instruments.ThrottleDecisions.Add(context.Background(), 1, q.throttleAttr(hit, "hit"))
+	if q.throttledUntil.IsZero() || retryAt.Before(q.throttledUntil) {
+		q.throttledUntil = retryAt
+	}
+	return false
+}
+
+// throttleAttr is the attribute set of a throttle decision on key.
+func (q *queueActor) throttleAttr(key, result string) metric.MeasurementOption {
+	if q.throttleAttrs == nil {
+		q.throttleAttrs = map[[2]string]metric.MeasurementOption{}
+	}
+	if set, ok := q.throttleAttrs[[2]string{key, result}]; ok {
+		return set
+	}
+	series := key
+	if len(q.throttleAttrs) >= 2*max(q.deps.fairness, 1) {
+		series = telemetry.OtherFairnessKey
+	}
+	set := metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.AttrQueueID, q.cfg.Name),
+		attribute.String(telemetry.AttrThrottleKey, series), attribute.String(telemetry.AttrResult, result)))
+	if series == key {
+		q.throttleAttrs[[2]string{key, result}] = set
+	}
+	return set
+}
