@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -184,6 +185,21 @@ func configFlags(fs *flag.FlagSet) func() (*filav1.QueueConfig, []string) {
 	fs.Uint64Var(&c.RetryBackoff.MaxMs, "retry-max-ms", 0, "longest retry delay (0: initial × multiplier^9)")
 	fs.Float64Var(&c.RetryBackoff.Multiplier, "retry-multiplier", 0, "retry delay growth per attempt, 1..10 (0: 2)")
 	deadLetter := fs.Bool("dead-letter", true, "move a message at max-attempts to NAME.dlq (false: delete it)")
+	script := func(into *string) func(string) error {
+		return func(v string) error {
+			if path, ok := strings.CutPrefix(v, "@"); ok {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				v = string(b)
+			}
+			*into = v
+			return nil
+		}
+	}
+	fs.Func("on-enqueue-script", "Lua defining on_enqueue(msg), or @FILE (\"\": none; docs/scripting.md)", script(&c.OnEnqueueScript))
+	fs.Func("on-failure-script", "Lua defining on_failure(msg, err), or @FILE (\"\": none)", script(&c.OnFailureScript))
 	return func() (*filav1.QueueConfig, []string) {
 		paths := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) {

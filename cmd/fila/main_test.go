@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +165,15 @@ func TestFailureCommands(t *testing.T) {
 	r = fila(t, addr, "", "config", "get", "rate.a")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "(NOT_FOUND)")
+
+	script := filepath.Join(t.TempDir(), "tenant.lua")
+	require.NoError(t, os.WriteFile(script, []byte(`function on_enqueue(msg) return { fairness_key = msg.headers["tenant"] } end`), 0o644))
+	require.Contains(t, ok("", "queue", "update", "jobs", "--on-enqueue-script", "@"+script), "updated queue jobs")
+	ok("", "enqueue", "jobs", "-H", "tenant=acme", "x")
+	require.Contains(t, ok("", "queue", "stats", "jobs"), "acme")
+	r = fila(t, addr, "", "queue", "update", "jobs", "--on-enqueue-script", "function on_enqueue(")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "config.on_enqueue_script")
 
 	ok("", "throttle", "set", "provider:aws", "200,50")
 	require.Regexp(t, `(?m)^provider:aws\s+200,50$`, ok("", "throttle", "list"))
