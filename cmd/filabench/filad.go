@@ -22,6 +22,8 @@ type filadTarget struct {
 	svc    filav1.FilaServiceClient
 	admin  filav1.FilaAdminClient
 	seq    atomic.Int64
+	// queueConfig is what newQueue creates queues with (nil: defaults).
+	queueConfig *filav1.QueueConfig
 }
 
 func newFiladTarget(addr string) (*filadTarget, error) {
@@ -44,7 +46,7 @@ func (t *filadTarget) close() {
 
 func (t *filadTarget) newQueue(ctx context.Context) (string, error) {
 	name := fmt.Sprintf("bench-%d", t.seq.Add(1))
-	_, err := t.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name})
+	_, err := t.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name, Config: t.queueConfig})
 	return name, err
 }
 

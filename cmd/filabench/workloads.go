@@ -207,6 +207,16 @@ func workloads() []workload {
 				return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
 			})
 		}},
+		workload{"lua overhead", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.luaOverhead(ctx, e.f.messages)
+		}},
+		workload{"throttle accuracy", func(ctx context.Context, e *bench) ([]result, error) {
+			d, backlog := 10*time.Second, 200_000
+			if e.f.short {
+				d, backlog = time.Second, 2000
+			}
+			return e.throttleAccuracy(ctx, d, backlog)
+		}},
 		workload{"memory", func(ctx context.Context, e *bench) ([]result, error) {
 			n := 100_000
 			if e.f.short {
