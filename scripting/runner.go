@@ -40,6 +40,14 @@ type hook struct {
 	L         *lua.LState
 	failures  int       // in a row
 	openUntil time.Time // the breaker is open until then
+	// cancel stops the state's context: a call's timer calls it when the
+	// call overruns (the state is then made again).
+	cancel context.CancelFunc
+	// headers is the read-only view of the current call's headers: one
+	// table per state whose __index reads current, so a call copies no
+	// headers into Lua.
+	headers *lua.LTable
+	current map[string]string
 }
 
 // NewRunner returns a Runner with no scripts.
@@ -81,9 +89,40 @@ func (r *Runner) Close() {
 
 func (h *hook) close() {
 	if h.L != nil {
+		h.cancel()
+		h.L.Close()
+		h.L, h.headers, h.current = nil, nil, nil
+	}
+}
+
+// open makes h's state: the sandbox, its script's top level run, a
+// context the call timers cancel, and the headers view.
+func (h *hook) open(limits Limits, cfg Config) error {
+	h.L = newState(limits, cfg)
+	if err := load(h.L, h.proto, limits.Timeout); err != nil {
 		h.L.Close()
 		h.L = nil
+		return err
 	}
+	var ctx context.Context
+	ctx, h.cancel = context.WithCancel(context.Background())
+	h.L.SetContext(ctx)
+	h.headers = h.L.NewTable()
+	meta := h.L.NewTable()
+	h.L.SetField(meta, "__index", h.L.NewFunction(func(L *lua.LState) int {
+		if v, ok := h.current[L.CheckString(2)]; ok {
+			L.Push(lua.LString(v))
+			return 1
+		}
+		L.Push(lua.LNil)
+		return 1
+	}))
+	h.L.SetField(meta, "__newindex", h.L.NewFunction(func(L *lua.LState) int {
+		L.RaiseError("msg.headers is read-only")
+		return 0
+	}))
+	h.L.SetMetatable(h.headers, meta)
+	return nil
 }
 
 // Call says what one hook call did, for metrics and spans.
@@ -99,7 +138,7 @@ type Call struct {
 
 // call runs hook name with args made in its state, and decodes the first
 // result with decode. ok is false when the caller must apply its defaults.
-func (r *Runner) call(name string, args func(L *lua.LState) []lua.LValue, decode func(lua.LValue) error) (c Call) {
+func (r *Runner) call(name string, args func(h *hook) []lua.LValue, decode func(lua.LValue) error) (c Call) {
 	h := r.hooks[name]
 	if h == nil || r.now().Before(h.openUntil) {
 		return Call{}
@@ -121,18 +160,20 @@ func (r *Runner) call(name string, args func(L *lua.LState) []lua.LValue, decode
 		}
 	}()
 	if h.L == nil {
-		h.L = newState(r.limits, r.cfg)
-		if err := load(h.L, h.proto, r.limits.Timeout); err != nil {
+		if err := h.open(r.limits, r.cfg); err != nil {
 			c.Err = err
 			return c
 		}
 	}
 	L := h.L
-	ctx, cancel := context.WithTimeout(context.Background(), r.limits.Timeout)
-	defer cancel()
-	L.SetContext(ctx)
-	defer L.RemoveContext()
-	if err := L.CallByParam(lua.P{Fn: L.GetGlobal(name), NRet: 1, Protect: true}, args(L)...); err != nil {
+	// One timer per call, no context per call: an overrun cancels the
+	// state's context, which stops the VM (and the state is made again).
+	timer := time.AfterFunc(r.limits.Timeout, h.cancel)
+	defer timer.Stop()
+	if err := L.CallByParam(lua.P{Fn: L.GetGlobal(name), NRet: 1, Protect: true}, args(h)...); err != nil {
+		if L.Context().Err() != nil {
+			err = fmt.Errorf("%s ran over its time budget of %v (lua.default_timeout_ms)", name, r.limits.Timeout)
+		}
 		c.Err = err
 		return c
 	}
@@ -161,9 +202,11 @@ type EnqueueResult struct {
 // defaults; Call says which.
 func (r *Runner) OnEnqueue(in EnqueueInput) (EnqueueResult, Call) {
 	var res EnqueueResult
-	c := r.call(OnEnqueue, func(L *lua.LState) []lua.LValue {
-		msg := L.NewTable()
-		L.SetField(msg, "headers", readOnly(L, in.Headers))
+	c := r.call(OnEnqueue, func(h *hook) []lua.LValue {
+		L := h.L
+		h.current = in.Headers
+		msg := L.CreateTable(0, 3)
+		L.SetField(msg, "headers", h.headers)
 		L.SetField(msg, "payload_size", lua.LNumber(in.PayloadSize))
 		L.SetField(msg, "queue", lua.LString(in.Queue))
 		return []lua.LValue{msg}
@@ -248,9 +291,11 @@ type FailureResult struct {
 // decision (no script, an open breaker, an error or invalid output): the
 // queue's own policy applies.
 func (r *Runner) OnFailure(in FailureInput) (res FailureResult, ok bool, c Call) {
-	c = r.call(OnFailure, func(L *lua.LState) []lua.LValue {
-		msg := L.NewTable()
-		L.SetField(msg, "headers", readOnly(L, in.Headers))
+	c = r.call(OnFailure, func(h *hook) []lua.LValue {
+		L := h.L
+		h.current = in.Headers
+		msg := L.CreateTable(0, 4)
+		L.SetField(msg, "headers", h.headers)
 		L.SetField(msg, "id", lua.LString(in.ID))
 		L.SetField(msg, "attempts", lua.LNumber(in.Attempts))
 		L.SetField(msg, "queue", lua.LString(in.Queue))
@@ -290,20 +335,4 @@ func DecodeFailure(v lua.LValue) (FailureResult, error) {
 		return res, fmt.Errorf("delay_ms is a %s, want a number", d.Type())
 	}
 	return res, nil
-}
-
-// readOnly is a table reading h whose writes raise an error.
-func readOnly(L *lua.LState, h map[string]string) *lua.LTable {
-	data := L.CreateTable(0, len(h))
-	for k, v := range h {
-		data.RawSetString(k, lua.LString(v))
-	}
-	proxy, meta := L.NewTable(), L.NewTable()
-	L.SetField(meta, "__index", data)
-	L.SetField(meta, "__newindex", L.NewFunction(func(L *lua.LState) int {
-		L.RaiseError("msg.headers is read-only")
-		return 0
-	}))
-	L.SetMetatable(proxy, meta)
-	return proxy
 }

@@ -75,7 +75,7 @@ func (e *bench) throttleAccuracy(ctx context.Context, d time.Duration, backlog i
 	for i, throttled := range []bool{false, true} {
 		rs, err := e.onFilad(ctx, withSyncWrites(false), func(ctx context.Context, t *filadTarget) ([]result, error) {
 			if throttled {
-				if _, err := t.admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "throttle.limited", Value: fmt.Sprintf("%d,1", rate)}); err != nil {
+				if _, err := t.admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "throttle.limited", Value: fmt.Sprintf("%d,10", rate)}); err != nil {
 					return nil, err
 				}
 			}
