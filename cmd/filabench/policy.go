@@ -65,7 +65,7 @@ func (e *bench) luaOverhead(ctx context.Context, n int) ([]result, error) {
 }
 
 // throttleAccuracy delivers one throttled fairness key (rate 200/s, burst
-// 1) among three unthrottled ones for d, and the same without the throttle,
+// 10) among three unthrottled ones for d, and the same without the throttle,
 // and reports the throttled key's rate and the others' rate against the
 // run without it.
 func (e *bench) throttleAccuracy(ctx context.Context, d time.Duration, backlog int) ([]result, error) {
