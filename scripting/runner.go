@@ -48,6 +48,9 @@ type hook struct {
 	// headers into Lua.
 	headers *lua.LTable
 	current map[string]string
+	// msg is the table a call's hook gets, filled afresh for each call (a
+	// script that keeps it sees the next call's values).
+	msg *lua.LTable
 }
 
 // NewRunner returns a Runner with no scripts.
@@ -91,7 +94,7 @@ func (h *hook) close() {
 	if h.L != nil {
 		h.cancel()
 		h.L.Close()
-		h.L, h.headers, h.current = nil, nil, nil
+		h.L, h.headers, h.current, h.msg = nil, nil, nil, nil
 	}
 }
 
@@ -122,6 +125,8 @@ func (h *hook) open(limits Limits, cfg Config) error {
 		return 0
 	}))
 	h.L.SetMetatable(h.headers, meta)
+	h.msg = h.L.CreateTable(0, 5)
+	h.msg.RawSetString("headers", h.headers)
 	return nil
 }
 
@@ -203,13 +208,10 @@ type EnqueueResult struct {
 func (r *Runner) OnEnqueue(in EnqueueInput) (EnqueueResult, Call) {
 	var res EnqueueResult
 	c := r.call(OnEnqueue, func(h *hook) []lua.LValue {
-		L := h.L
 		h.current = in.Headers
-		msg := L.CreateTable(0, 3)
-		L.SetField(msg, "headers", h.headers)
-		L.SetField(msg, "payload_size", lua.LNumber(in.PayloadSize))
-		L.SetField(msg, "queue", lua.LString(in.Queue))
-		return []lua.LValue{msg}
+		h.msg.RawSetString("payload_size", lua.LNumber(in.PayloadSize))
+		h.msg.RawSetString("queue", lua.LString(in.Queue))
+		return []lua.LValue{h.msg}
 	}, func(v lua.LValue) error {
 		var err error
 		res, err = DecodeEnqueue(v)
@@ -292,14 +294,11 @@ type FailureResult struct {
 // queue's own policy applies.
 func (r *Runner) OnFailure(in FailureInput) (res FailureResult, ok bool, c Call) {
 	c = r.call(OnFailure, func(h *hook) []lua.LValue {
-		L := h.L
 		h.current = in.Headers
-		msg := L.CreateTable(0, 4)
-		L.SetField(msg, "headers", h.headers)
-		L.SetField(msg, "id", lua.LString(in.ID))
-		L.SetField(msg, "attempts", lua.LNumber(in.Attempts))
-		L.SetField(msg, "queue", lua.LString(in.Queue))
-		return []lua.LValue{msg, lua.LString(in.Error)}
+		h.msg.RawSetString("id", lua.LString(in.ID))
+		h.msg.RawSetString("attempts", lua.LNumber(in.Attempts))
+		h.msg.RawSetString("queue", lua.LString(in.Queue))
+		return []lua.LValue{h.msg, lua.LString(in.Error)}
 	}, func(v lua.LValue) error {
 		var err error
 		res, err = DecodeFailure(v)
