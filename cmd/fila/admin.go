@@ -281,23 +281,10 @@ func printPeek(out io.Writer, resp *filav1.PeekResponse, payload bool) {
 }
 
 func configCmd(ctx context.Context, g global, args []string, e env) int {
-	const synopsis = "config set KEY VALUE | config get KEY | config list [PREFIX]   (set with an empty VALUE deletes)"
-	if len(args) == 0 {
-		return usageErr(e, "usage: fila %s", synopsis)
-	}
-	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
+	pos, code, ok := subcommand("config", args, e, "config set KEY VALUE | config get KEY | config list [PREFIX]   (set with an empty VALUE deletes)",
+		map[string][2]int{"set": {2, 2}, "get": {1, 1}, "list": {0, 1}})
 	if !ok {
 		return code
-	}
-	want := map[string][2]int{"set": {2, 2}, "get": {1, 1}, "list": {0, 1}}
-	n, known := want[args[0]]
-	switch {
-	case !known:
-		return usageErr(e, "unknown config subcommand %q (one of get, list, set)", args[0])
-	case len(pos) < n[0] || len(pos) > n[1]:
-		return usageErr(e, "usage: fila %s", synopsis)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		switch args[0] {
@@ -333,19 +320,10 @@ func configCmd(ctx context.Context, g global, args []string, e env) int {
 // throttleCmd manages throttle rates, which are runtime config keys
 // "throttle.<key>" (docs/scripting.md).
 func throttleCmd(ctx context.Context, g global, args []string, e env) int {
-	const synopsis = "throttle set KEY RATE[,BURST] | throttle rm KEY | throttle list   (RATE in messages per second)"
-	if len(args) == 0 {
-		return usageErr(e, "usage: fila %s", synopsis)
-	}
-	fs := flag.NewFlagSet("throttle "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
+	pos, code, ok := subcommand("throttle", args, e, "throttle set KEY RATE[,BURST] | throttle rm KEY | throttle list   (RATE in messages per second)",
+		map[string][2]int{"set": {2, 2}, "rm": {1, 1}, "list": {0, 0}})
 	if !ok {
 		return code
-	}
-	want := map[string]int{"set": 2, "rm": 1, "list": 0}
-	if n, known := want[args[0]]; !known || len(pos) != n {
-		return usageErr(e, "usage: fila %s", synopsis)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		switch args[0] {
@@ -369,4 +347,26 @@ func throttleCmd(ctx context.Context, g global, args []string, e env) int {
 			return w.Flush()
 		}
 	})
+}
+
+// subcommand parses "COMMAND SUB ARGS..." for a command whose subcommands
+// take no flags: want gives each one's least and most arguments. ok is
+// false when the command ends (help, or a usage error: code says which).
+func subcommand(command string, args []string, e env, synopsis string, want map[string][2]int) (pos []string, code int, ok bool) {
+	if len(args) == 0 {
+		return nil, usageErr(e, "usage: fila %s", synopsis), false
+	}
+	fs := flag.NewFlagSet(command+" "+args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if pos, code, ok = parseCommand(fs, args[1:], e, synopsis); !ok {
+		return nil, code, false
+	}
+	n, known := want[args[0]]
+	switch {
+	case !known:
+		return nil, usageErr(e, "unknown %s subcommand %q; usage: fila %s", command, args[0], synopsis), false
+	case len(pos) < n[0] || len(pos) > n[1]:
+		return nil, usageErr(e, "usage: fila %s", synopsis), false
+	}
+	return pos, exitOK, true
 }

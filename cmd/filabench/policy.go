@@ -23,16 +23,11 @@ end`
 // a queue without a script and on one with tenantScript, and reports the
 // server CPU per message of each and the difference: what the hook costs.
 func (e *bench) luaOverhead(ctx context.Context, n int) ([]result, error) {
-	p, err := e.startFiladProcess("FILA_STORAGE__SYNC_WRITES=false")
+	p, t, stop, err := e.startFiladTarget("FILA_STORAGE__SYNC_WRITES=false")
 	if err != nil {
 		return nil, err
 	}
-	defer p.close()
-	t, err := newFiladTarget(p.addr)
-	if err != nil {
-		return nil, err
-	}
-	defer t.close()
+	defer stop()
 	if _, err := t.admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "weight.anonymous", Value: "2"}); err != nil {
 		return nil, err
 	}

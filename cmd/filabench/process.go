@@ -159,3 +159,16 @@ func (m *cpuMeter) perMessage(messages int) (server, client float64, err error) 
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(messages) }
 	return per(s - m.server), per(c - m.client), nil
 }
+
+// startFiladTarget starts filad as a subprocess (env: FILA_* settings) and
+// a client of it; stop ends both.
+func (e *bench) startFiladTarget(env ...string) (p *filadProcess, t *filadTarget, stop func(), err error) {
+	if p, err = e.startFiladProcess(env...); err != nil {
+		return nil, nil, nil, err
+	}
+	if t, err = newFiladTarget(p.addr); err != nil {
+		p.close()
+		return nil, nil, nil, err
+	}
+	return p, t, func() { t.close(); p.close() }, nil
+}

@@ -561,16 +561,11 @@ func (t *filadTarget) fairness(ctx context.Context, weights []int, perKey int) (
 // memory runs filad as a subprocess and reads its resident set: idle, and
 // after n 1 KiB messages were enqueued and then drained.
 func (e *bench) memory(ctx context.Context, n int) ([]result, error) {
-	p, err := e.startFiladProcess()
+	p, t, stop, err := e.startFiladTarget()
 	if err != nil {
 		return nil, err
 	}
-	defer p.close()
-	t, err := newFiladTarget(p.addr)
-	if err != nil {
-		return nil, err
-	}
-	defer t.close()
+	defer stop()
 	q, err := t.newQueue(ctx)
 	if err != nil {
 		return nil, err
@@ -618,13 +613,8 @@ func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.C
 		return nil
 	}
 	for _, sync := range []bool{true, false} {
-		p, err := e.startFiladProcess(fmt.Sprintf("FILA_STORAGE__SYNC_WRITES=%t", sync))
+		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__SYNC_WRITES=%t", sync))
 		if err != nil {
-			return nil, err
-		}
-		t, err := newFiladTarget(p.addr)
-		if err != nil {
-			p.close()
 			return nil, err
 		}
 		target := targetSync
@@ -632,8 +622,7 @@ func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.C
 			target = targetNoSync
 		}
 		err = measure(p.pid(), target, func() (result, error) { return onFilad(ctx, t) })
-		t.close()
-		p.close()
+		stop()
 		if err != nil {
 			return nil, err
 		}
