@@ -11,6 +11,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -41,7 +43,10 @@ type Options struct {
 	// Propagator injects and extracts trace context in gRPC metadata and in
 	// message headers. Defaults to the global propagator.
 	Propagator propagation.TextMapPropagator
-	// DialOptions are added to the defaults (plaintext, otelgrpc).
+	// TLS, when set, dials with TLS (add a client certificate for mTLS);
+	// nil dials plaintext.
+	TLS *tls.Config
+	// DialOptions are added to the defaults (transport, otelgrpc).
 	DialOptions []grpc.DialOption
 }
 
@@ -56,8 +61,8 @@ type Client struct {
 	server []attribute.KeyValue
 }
 
-// Dial connects to filad at addr (host:port, plaintext); the connection is
-// made lazily, on the first call.
+// Dial connects to filad at addr (host:port), over TLS when opts.TLS is
+// set; the connection is made lazily, on the first call.
 func Dial(addr string, opts Options) (*Client, error) {
 	tp := opts.TracerProvider
 	if tp == nil {
@@ -67,8 +72,12 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if prop == nil {
 		prop = otel.GetTextMapPropagator()
 	}
+	transport := insecure.NewCredentials()
+	if opts.TLS != nil {
+		transport = credentials.NewTLS(opts.TLS)
+	}
 	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(transport),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop))),
 	}, opts.DialOptions...)
 	conn, err := grpc.NewClient(addr, dial...)

@@ -81,6 +81,8 @@ type Server struct {
 	// a connection that does not finish it is closed. It also bounds how
 	// long shutdown waits for such a connection. Defaults to 5000.
 	HandshakeTimeoutMS int `koanf:"handshake_timeout_ms"`
+	// TLS turns on TLS (and with a client CA, mTLS) for the gRPC listener.
+	TLS TLS `koanf:"tls"`
 }
 
 // Queues holds the values a CreateQueue that leaves them unset gets.
@@ -117,6 +119,22 @@ type Limits struct {
 func (l Limits) CheckInterval() time.Duration {
 	return time.Duration(l.CheckIntervalMS) * time.Millisecond
 }
+
+// TLS configures the listener's transport security ([server.tls]).
+type TLS struct {
+	// CertFile and KeyFile are the server's PEM certificate (chain) and
+	// key; both empty: plaintext. They are read again on SIGHUP.
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+	// ClientCAFile, when set, turns on mTLS: clients must present a
+	// certificate signed by one of its CAs.
+	ClientCAFile string `koanf:"client_ca_file"`
+	// MinVersion is "1.2" (the default) or "1.3".
+	MinVersion string `koanf:"min_version"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Lua bounds the queues' policy scripts (docs/scripting.md).
 type Lua struct {
@@ -220,6 +238,7 @@ func Defaults() Config {
 			DefaultMaxInFlight: 256, RequestTimeoutMS: 30_000,
 			MaxHeaderListBytes: 64 << 10, HandshakeTimeoutMS: 5000,
 			MaxBatchItems: 1000, MaxBatchBytes: 16 << 20,
+			TLS: TLS{MinVersion: "1.2"},
 		},
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
@@ -515,6 +534,14 @@ func (c Config) check() []fieldError {
 	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
 	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
 	atLeast("lua.circuit_breaker_cooldown_ms", c.Lua.CircuitBreakerCooldownMS, 0)
+	if t := c.Server.TLS; (t.CertFile == "") != (t.KeyFile == "") {
+		bad("server.tls.key_file", t.KeyFile, "cert_file and key_file go together")
+	} else if t.ClientCAFile != "" && !t.Enabled() {
+		bad("server.tls.client_ca_file", t.ClientCAFile, "needs cert_file and key_file (mTLS is TLS with client certificates)")
+	}
+	if v := c.Server.TLS.MinVersion; v != "1.2" && v != "1.3" {
+		bad("server.tls.min_version", v, `must be "1.2" or "1.3"`)
+	}
 	if c.Limits.DiskReserveBytes < 0 {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}

@@ -159,3 +159,27 @@ func TestParseEndpoint(t *testing.T) {
 		require.Equal(t, tt.want, got, tt.in)
 	}
 }
+
+func TestTLSValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		tls  TLS
+		want string
+	}{
+		{"cert without key", TLS{CertFile: "c.pem", MinVersion: "1.2"}, "server.tls.key_file"},
+		{"client CA without TLS", TLS{ClientCAFile: "ca.pem", MinVersion: "1.2"}, "server.tls.client_ca_file"},
+		{"old version", TLS{CertFile: "c.pem", KeyFile: "k.pem", MinVersion: "1.0"}, "server.tls.min_version"},
+		{"mTLS", TLS{CertFile: "c.pem", KeyFile: "k.pem", ClientCAFile: "ca.pem", MinVersion: "1.3"}, ""},
+	}
+	for _, tt := range tests {
+		c := Defaults()
+		c.Server.TLS = tt.tls
+		err := c.Validate()
+		if tt.want == "" {
+			require.NoError(t, err, tt.name)
+			continue
+		}
+		require.ErrorContains(t, err, tt.want, tt.name)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/fila-dev/filad/actors"
@@ -66,6 +67,7 @@ type Server struct {
 	grpc      *grpc.Server
 	alarms    *gateway.Alarms
 	monitor   *resourceMonitor
+	tls       *tlsFiles // nil: plaintext
 	lis       net.Listener
 	served    chan error
 	serving   bool // Start got as far as serving
@@ -171,7 +173,17 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(append(gateway.ServerOptions(),
+	transport := []grpc.ServerOption{}
+	if cfg.Server.TLS.Enabled() {
+		if s.tls, err = loadTLS(cfg.Server.TLS); err != nil {
+			return nil, err
+		}
+		transport = append(transport, grpc.Creds(credentials.NewTLS(s.tls.serverConfig())))
+	} else if !isLoopback(cfg.Server.ListenAddr) {
+		s.log.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change every queue; set [server.tls] (docs/security.md)",
+			slog.String("listen_addr", cfg.Server.ListenAddr))
+	}
+	s.grpc = grpc.NewServer(append(append(gateway.ServerOptions(), transport...),
 		grpc.ChainUnaryInterceptor(callDuration),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(s.telemetry.TracerProvider),
@@ -212,7 +224,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	s.serving = true
 	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
 		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
-		slog.Bool("telemetry", s.telemetry.Enabled))
+		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil))
 	return s, nil
 }
 
@@ -238,6 +250,17 @@ func fairnessKeys(cfg config.Config, opts Options) int {
 		return config.TelemetryDefaults().FairnessKeys
 	}
 	return 0
+}
+
+// ReloadTLS reads the TLS certificate, key and client CAs again: new
+// handshakes use them, open connections keep what they had. On an error
+// (a file missing or bad) the old ones stay in use. Without [server.tls]
+// it does nothing.
+func (s *Server) ReloadTLS() error {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.reload()
 }
 
 // PrometheusAddr is where /metrics is served for Prometheus, or nil when

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -34,6 +36,9 @@ const DefaultAddr = "127.0.0.1:5555"
 type global struct {
 	addr    string
 	version bool
+	// tlsCA, tlsCert and tlsKey are PEM files: the CA that signed filad's
+	// certificate (turns TLS on), and a client certificate for mTLS.
+	tlsCA, tlsCert, tlsKey string
 }
 
 func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
@@ -46,6 +51,9 @@ func parseGlobal(args []string, getenv func(string) string) (global, []string, e
 		def = DefaultAddr
 	}
 	fs.StringVar(&g.addr, "addr", def, "filad address")
+	fs.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed filad's certificate: connect with TLS")
+	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM client certificate, for filad with mTLS (with --tls-key)")
+	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return g, nil, err
 	}
@@ -66,6 +74,11 @@ var commands = map[string]command{
 // OTEL_EXPORTER_OTLP_ENDPOINT is set; call the returned func when done.
 func connect(ctx context.Context, g global, e env) (*client.Client, func(), error) {
 	opts := client.Options{Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
+	tlsConfig, err := g.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.TLS = tlsConfig
 	shutdown := func() {}
 	if e.getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		// The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint, TLS, headers).
@@ -424,4 +437,31 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// tlsConfig is the client's TLS config from --tls-*, or nil for plaintext.
+func (g global) tlsConfig() (*tls.Config, error) {
+	if g.tlsCA == "" {
+		if g.tlsCert != "" || g.tlsKey != "" {
+			return nil, errors.New("--tls-cert and --tls-key need --tls-ca")
+		}
+		return nil, nil
+	}
+	ca, err := os.ReadFile(g.tlsCA)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("--tls-ca: no PEM certificate in %s", g.tlsCA)
+	}
+	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if g.tlsCert != "" || g.tlsKey != "" {
+		pair, err := tls.LoadX509KeyPair(g.tlsCert, g.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
 }

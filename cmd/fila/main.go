@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 const usage = `usage:
-  fila [--addr host:port] [--version] COMMAND [--help]
+  fila [--addr host:port] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--version] COMMAND [--help]
   fila queue create NAME [config flags: --visibility-timeout-ms --fairness-key-header --max-depth
                          --max-bytes --max-attempts --retry-initial-ms --retry-max-ms
                          --retry-multiplier --dead-letter]

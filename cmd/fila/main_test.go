@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/testpki"
 	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -283,4 +284,38 @@ func TestEnqueueLines(t *testing.T) {
 	r = fila(t, addr, "x\n", "enqueue", "nope", "--lines")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "NOT_FOUND")
+}
+
+// TestTLSFlags: with --tls-ca (and a client certificate for mTLS) the CLI
+// talks to a filad on TLS; without them it cannot.
+func TestTLSFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root := testpki.NewCA(t, "fila CLI test CA")
+	cert, key := root.Issue(t, "filad", 2, true, time.Now().Add(time.Hour))
+	clientCert, clientKey := root.Issue(t, "operator", 3, false, time.Now().Add(time.Hour))
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, data, 0o600))
+		return p
+	}
+	cfg := config.Defaults()
+	cfg.Limits.DiskReserveBytes = 1 << 20
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Storage.DataDir = t.TempDir()
+	cfg.Server.TLS = config.TLS{CertFile: write("s.pem", cert), KeyFile: write("s.key", key), ClientCAFile: write("ca.pem", root.PEM), MinVersion: "1.2"}
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
+	addr := srv.Addr().String()
+
+	r := fila(t, addr, "", "--tls-ca", write("root.pem", root.PEM), "--tls-cert", write("c.pem", clientCert), "--tls-key", write("c.key", clientKey), "queue", "create", "secure")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = fila(t, addr, "", "--tls-ca", filepath.Join(dir, "root.pem"), "queue", "list")
+	require.Equal(t, 1, r.code, "mTLS wants a client certificate")
+	r = fila(t, addr, "", "queue", "list")
+	require.Equal(t, 1, r.code, "plaintext is refused")
+	r = fila(t, addr, "", "--tls-cert", filepath.Join(dir, "c.pem"), "queue", "list")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "need --tls-ca")
 }

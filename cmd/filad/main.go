@@ -4,7 +4,8 @@
 //	filad [--config fila.toml] [--data-dir DIR] [--version]
 //
 // With no config file it runs on the embedded defaults (127.0.0.1:5555,
-// ./data). SIGINT or SIGTERM stops it gracefully.
+// ./data). SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the TLS
+// certificate.
 package main
 
 import (
@@ -72,11 +73,26 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", slog.String("signal", "received"))
-	case err := <-srv.Served():
-		log.Error("gRPC server stopped", slog.Any("error", err))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-hup:
+			// SIGHUP reloads the TLS certificate and client CAs.
+			if err := srv.ReloadTLS(); err != nil {
+				log.Error("TLS reload failed; the previous certificate stays in use", slog.Any("error", err))
+			} else {
+				log.Info("TLS certificate reloaded")
+			}
+		case <-ctx.Done():
+			log.Info("shutting down", slog.String("signal", "received"))
+			break wait
+		case err := <-srv.Served():
+			log.Error("gRPC server stopped", slog.Any("error", err))
+			break wait
+		}
 	}
 	// Shutdown has its own bound (server.shutdown_timeout_ms); a second
 	// signal is not needed to make it finish.
