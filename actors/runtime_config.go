@@ -18,7 +18,11 @@ const MaxRuntimeConfigKeys = 10_000
 // writer, so writes are serialised and each is durable before it shows.
 type RuntimeConfig struct {
 	entries atomic.Pointer[[]storage.ConfigEntry] // sorted by key
+	version atomic.Uint64                         // grows with every change
 }
+
+// Version grows with every change; readers cache by it.
+func (r *RuntimeConfig) Version() uint64 { return r.version.Load() }
 
 func loadRuntimeConfig(store storage.Store) (*RuntimeConfig, error) {
 	entries, err := store.ConfigEntries()
@@ -78,5 +82,6 @@ func (r *RuntimeConfig) set(store storage.Store, key, value string) error {
 		next = slices.Insert(next, i, storage.ConfigEntry{Key: key, Value: value})
 	}
 	r.entries.Store(&next)
+	r.version.Add(1)
 	return nil
 }

@@ -37,6 +37,7 @@ type Config struct {
 	Limits    Limits    `koanf:"limits"`
 	Log       Log       `koanf:"log"`
 	Lua       Lua       `koanf:"lua"`
+	Auth      Auth      `koanf:"auth"`
 	// Telemetry is nil when the [telemetry] section is absent: then no
 	// exporter is created and no connection is attempted.
 	Telemetry *Telemetry `koanf:"telemetry"`
@@ -118,6 +119,24 @@ type Limits struct {
 // CheckInterval is CheckIntervalMS as a duration.
 func (l Limits) CheckInterval() time.Duration {
 	return time.Duration(l.CheckIntervalMS) * time.Millisecond
+}
+
+// Auth configures API keys ([auth]; docs/security.md).
+type Auth struct {
+	// Mode is "auto" (keys required unless the listener is loopback only),
+	// "on" or "off". Defaults to "auto".
+	Mode string `koanf:"mode"`
+	// BootstrapKey is the secret of a key with every permission, for the
+	// first start (create real keys with it, then drop it). Prefer
+	// FILA_AUTH__BOOTSTRAP_KEY to a file. Defaults to "" (none).
+	BootstrapKey string `koanf:"bootstrap_key"`
+	// EndUserID puts enduser.id = the key's name on the call's span.
+	EndUserID bool `koanf:"enduser_id"`
+}
+
+// Required reports whether calls need a key on listenAddr.
+func (a Auth) Required(loopback bool) bool {
+	return a.Mode == "on" || (a.Mode == "auto" && !loopback)
 }
 
 // TLS configures the listener's transport security ([server.tls]).
@@ -244,6 +263,7 @@ func Defaults() Config {
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
 		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000},
+		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 1 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
 	}
@@ -538,6 +558,12 @@ func (c Config) check() []fieldError {
 		bad("server.tls.key_file", t.KeyFile, "cert_file and key_file go together")
 	} else if t.ClientCAFile != "" && !t.Enabled() {
 		bad("server.tls.client_ca_file", t.ClientCAFile, "needs cert_file and key_file (mTLS is TLS with client certificates)")
+	}
+	if m := c.Auth.Mode; m != "auto" && m != "on" && m != "off" {
+		bad("auth.mode", m, `must be "auto", "on" or "off"`)
+	}
+	if k := c.Auth.BootstrapKey; k != "" && len(k) < 32 {
+		bad("auth.bootstrap_key", "(hidden)", "must be at least 32 characters (use the output of: head -c 32 /dev/urandom | base64)")
 	}
 	if v := c.Server.TLS.MinVersion; v != "1.2" && v != "1.3" {
 		bad("server.tls.min_version", v, `must be "1.2" or "1.3"`)

@@ -169,6 +169,9 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 		if err := validateConfigValue(r.GetValue()); err != nil {
 			return nil, nil, err
 		}
+		if strings.HasPrefix(r.GetKey(), reservedConfigPrefix) {
+			return nil, nil, invalid("key: %q is reserved for api keys (CreateApiKey, RevokeApiKey)", reservedConfigPrefix)
+		}
 		if strings.HasPrefix(r.GetKey(), actors.ThrottlePrefix) && r.GetValue() != "" {
 			if _, _, err := actors.ParseThrottle(r.GetValue()); err != nil {
 				return nil, nil, invalid("value of %s: %v", r.GetKey(), err)

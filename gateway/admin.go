@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -9,7 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/auth"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -181,7 +186,7 @@ func (s *Server) GetConfig(_ context.Context, req *filav1.GetConfigRequest) (*fi
 		return nil, toStatus(err)
 	}
 	v, ok := s.sys.RuntimeConfig().Get(req.GetKey())
-	if !ok {
+	if !ok || strings.HasPrefix(req.GetKey(), reservedConfigPrefix) {
 		return nil, status.Errorf(codes.NotFound, "key %q is not set", req.GetKey())
 	}
 	return &filav1.GetConfigResponse{Value: v}, nil
@@ -197,7 +202,9 @@ func (s *Server) ListConfig(_ context.Context, req *filav1.ListConfigRequest) (*
 			return nil, toStatus(err)
 		}
 	}
-	entries := s.sys.RuntimeConfig().List(req.GetPrefix())
+	entries := slices.DeleteFunc(s.sys.RuntimeConfig().List(req.GetPrefix()), func(e storage.ConfigEntry) bool {
+		return strings.HasPrefix(e.Key, reservedConfigPrefix)
+	})
 	resp := &filav1.ListConfigResponse{TotalCount: uint32(len(entries))}
 	bytes := 0
 	for _, e := range entries {
@@ -207,4 +214,95 @@ func (s *Server) ListConfig(_ context.Context, req *filav1.ListConfigRequest) (*
 		resp.Entries = append(resp.Entries, &filav1.ConfigEntry{Key: e.Key, Value: e.Value})
 	}
 	return resp, nil
+}
+
+// reservedConfigPrefix holds the api keys in the runtime config store: the
+// config RPCs neither show nor change it.
+const reservedConfigPrefix = "auth."
+
+// CreateApiKey implements filav1.FilaAdminServer: it stores the new key's
+// hash and permissions and returns its secret, this once.
+func (s *Server) CreateApiKey(ctx context.Context, req *filav1.CreateApiKeyRequest) (*filav1.CreateApiKeyResponse, error) {
+	k := &auth.Key{Name: req.GetName(), CreatedAt: time.Now().UTC()}
+	for _, p := range req.GetPermissions() {
+		perm := auth.Permission{Pattern: p.GetQueuePattern()}
+		for _, a := range p.GetActions() {
+			perm.Actions = append(perm.Actions, auth.Action(a))
+		}
+		k.Permissions = append(k.Permissions, perm)
+	}
+	if req.GetExpiresAt() != nil {
+		k.ExpiresAt = req.GetExpiresAt().AsTime()
+	}
+	if err := k.Validate(); err != nil {
+		return nil, toStatus(invalid("%v", err))
+	}
+	if k.Name == auth.BootstrapName {
+		return nil, toStatus(invalid("name: %q is the config's bootstrap key", auth.BootstrapName))
+	}
+	if _, taken := s.sys.RuntimeConfig().Get(auth.KeyPrefix + k.Name); taken {
+		return nil, toStatus(fmt.Errorf("%w: api key %q", actors.ErrQueueExists, k.Name))
+	}
+	secret, err := auth.NewSecret()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	k.Hash = auth.Hash(secret)
+	if err := s.setConfig(ctx, auth.KeyPrefix+k.Name, k.Encode()); err != nil {
+		return nil, err
+	}
+	return &filav1.CreateApiKeyResponse{Name: k.Name, Key: secret}, nil
+}
+
+// RevokeApiKey implements filav1.FilaAdminServer: the key stops working at
+// once, and its open Lease streams end (UNAUTHENTICATED).
+func (s *Server) RevokeApiKey(ctx context.Context, req *filav1.RevokeApiKeyRequest) (*filav1.RevokeApiKeyResponse, error) {
+	if _, ok := s.sys.RuntimeConfig().Get(auth.KeyPrefix + req.GetName()); !ok {
+		return nil, status.Errorf(codes.NotFound, "api key %q does not exist", req.GetName())
+	}
+	if err := s.setConfig(ctx, auth.KeyPrefix+req.GetName(), ""); err != nil {
+		return nil, err
+	}
+	if s.opts.Auth != nil {
+		s.opts.Auth.revoked(req.GetName())
+	}
+	return &filav1.RevokeApiKeyResponse{}, nil
+}
+
+// ListApiKeys implements filav1.FilaAdminServer: names, permissions and
+// dates, never secrets.
+func (s *Server) ListApiKeys(_ context.Context, _ *filav1.ListApiKeysRequest) (*filav1.ListApiKeysResponse, error) {
+	resp := &filav1.ListApiKeysResponse{}
+	for _, e := range s.sys.RuntimeConfig().List(auth.KeyPrefix) {
+		k, err := auth.Decode(e.Value)
+		if err != nil {
+			continue
+		}
+		info := &filav1.ApiKeyInfo{Name: k.Name, CreatedAt: timestamppb.New(k.CreatedAt), Fingerprint: k.Hash[:8]}
+		if !k.ExpiresAt.IsZero() {
+			info.ExpiresAt = timestamppb.New(k.ExpiresAt)
+		}
+		for _, p := range k.Permissions {
+			perm := &filav1.Permission{QueuePattern: p.Pattern}
+			for _, a := range p.Actions {
+				perm.Actions = append(perm.Actions, string(a))
+			}
+			info.Permissions = append(info.Permissions, perm)
+		}
+		resp.Keys = append(resp.Keys, info)
+	}
+	return resp, nil
+}
+
+// setConfig writes the runtime config store through the broker (bypassing
+// the reserved-prefix check of the SetConfig RPC).
+func (s *Server) setConfig(ctx context.Context, key, value string) error {
+	res, err := s.sys.Ask(ctx, s.sys.Broker(), telemetry.InjectHeaders(ctx), &actors.SetConfig{Key: key, Value: value})
+	if err != nil {
+		return toStatus(err)
+	}
+	if r, ok := res.(*actors.AdminReply); ok && r.Err != nil {
+		return toStatus(r.Err)
+	}
+	return nil
 }

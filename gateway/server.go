@@ -45,6 +45,9 @@ type Options struct {
 	MaxBatchItems, MaxBatchBytes int
 	// Alarms, when set, refuse Enqueue while a resource alarm is raised.
 	Alarms *Alarms
+	// Auth, when set, is the authorizer in front of the services; revoking
+	// a key ends its streams through it.
+	Auth *Authorizer
 	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
 	PoolSize int
 	// Logger is slog.Default() when nil.

@@ -157,7 +157,16 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
+	var authz *gateway.Authorizer
+	if cfg.Auth.Required(isLoopback(cfg.Server.ListenAddr)) {
+		if authz, err = gateway.NewAuthorizer(s.system, gateway.AuthOptions{
+			Bootstrap: cfg.Auth.BootstrapKey, EndUser: cfg.Auth.EndUserID, MeterProvider: s.telemetry.MeterProvider, Logger: s.log,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if s.gateway, err = gateway.New(gateway.Options{
+		Auth:               authz,
 		Alarms:             s.alarms,
 		System:             s.system,
 		MaxMessageBytes:    cfg.Server.MaxMessageBytes,
@@ -182,6 +191,10 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	} else if !isLoopback(cfg.Server.ListenAddr) {
 		s.log.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change every queue; set [server.tls] (docs/security.md)",
 			slog.String("listen_addr", cfg.Server.ListenAddr))
+	}
+	if authz != nil {
+		// Before the call-duration interceptor: a refused call is no RPC served.
+		transport = append(transport, grpc.ChainUnaryInterceptor(authz.Unary), grpc.ChainStreamInterceptor(authz.Stream))
 	}
 	s.grpc = grpc.NewServer(append(append(gateway.ServerOptions(), transport...),
 		grpc.ChainUnaryInterceptor(callDuration),
@@ -224,7 +237,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	s.serving = true
 	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
 		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
-		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil))
+		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil), slog.Bool("auth", authz != nil))
 	return s, nil
 }
 

@@ -118,6 +118,10 @@ var (
 		Description: "Tokens in a throttle key's bucket now."}
 )
 
+// AuthFailures counts refused calls by reason (missing_key, invalid_key,
+// expired_key, unknown_certificate, permission_denied).
+var AuthFailures = MetricSpec{Name: "fila.auth.failures", Unit: "{call}", Description: "Calls refused for their key or certificate, or for a missing permission, by reason."}
+
 // Attributes of the throttle instruments.
 const (
 	AttrThrottleKey = "throttle_key"

@@ -1770,6 +1770,414 @@ func (x *PerKeyStats) GetWeight() uint32 {
 	return 0
 }
 
+// Permission allows actions ("produce", "consume", "admin") on the queues
+// queue_pattern matches: a name, "prefix.*", or "*" (which broker-wide
+// admin calls need).
+type Permission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	QueuePattern  string                 `protobuf:"bytes,1,opt,name=queue_pattern,json=queuePattern,proto3" json:"queue_pattern,omitempty"`
+	Actions       []string               `protobuf:"bytes,2,rep,name=actions,proto3" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Permission) Reset() {
+	*x = Permission{}
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Permission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Permission) ProtoMessage() {}
+
+func (x *Permission) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Permission.ProtoReflect.Descriptor instead.
+func (*Permission) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Permission) GetQueuePattern() string {
+	if x != nil {
+		return x.QueuePattern
+	}
+	return ""
+}
+
+func (x *Permission) GetActions() []string {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+type CreateApiKeyRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// expires_at, when set, ends the key then.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyRequest) Reset() {
+	*x = CreateApiKeyRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyRequest) ProtoMessage() {}
+
+func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *CreateApiKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type CreateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// key is the secret, sent as "authorization: Bearer <key>"; it is not
+	// stored and cannot be shown again.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyResponse) Reset() {
+	*x = CreateApiKeyResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyResponse) ProtoMessage() {}
+
+func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateApiKeyResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateApiKeyResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RevokeApiKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeApiKeyRequest) Reset() {
+	*x = RevokeApiKeyRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeApiKeyRequest) ProtoMessage() {}
+
+func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RevokeApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeApiKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeApiKeyResponse) Reset() {
+	*x = RevokeApiKeyResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeApiKeyResponse) ProtoMessage() {}
+
+func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+type ListApiKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysRequest) Reset() {
+	*x = ListApiKeysRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysRequest) ProtoMessage() {}
+
+func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+type ListApiKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*ApiKeyInfo          `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysResponse) Reset() {
+	*x = ListApiKeysResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysResponse) ProtoMessage() {}
+
+func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListApiKeysResponse) GetKeys() []*ApiKeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type ApiKeyInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// fingerprint is the first 8 hex digits of the secret's SHA-256, as logs
+	// name a key.
+	Fingerprint   string `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKeyInfo) Reset() {
+	*x = ApiKeyInfo{}
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKeyInfo) ProtoMessage() {}
+
+func (x *ApiKeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKeyInfo.ProtoReflect.Descriptor instead.
+func (*ApiKeyInfo) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ApiKeyInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKeyInfo) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *ApiKeyInfo) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ApiKeyInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApiKeyInfo) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
 var File_fila_v1_admin_proto protoreflect.FileDescriptor
 
 const file_fila_v1_admin_proto_rawDesc = "" +
@@ -1892,10 +2300,37 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
 	"\adeficit\x18\x03 \x01(\x03R\adeficit\x12\x16\n" +
-	"\x06weight\x18\x04 \x01(\rR\x06weight*1\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\"K\n" +
+	"\n" +
+	"Permission\x12#\n" +
+	"\rqueue_pattern\x18\x01 \x01(\tR\fqueuePattern\x12\x18\n" +
+	"\aactions\x18\x02 \x03(\tR\aactions\"\x9b\x01\n" +
+	"\x13CreateApiKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"<\n" +
+	"\x14CreateApiKeyResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\")\n" +
+	"\x13RevokeApiKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14RevokeApiKeyResponse\"\x14\n" +
+	"\x12ListApiKeysRequest\">\n" +
+	"\x13ListApiKeysResponse\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.fila.v1.ApiKeyInfoR\x04keys\"\xef\x01\n" +
+	"\n" +
+	"ApiKeyInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12 \n" +
+	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint*1\n" +
 	"\aKeySort\x12\x10\n" +
 	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
-	"\x10KEY_SORT_PENDING\x10\x012\xfa\x05\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xde\a\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
@@ -1910,7 +2345,10 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\tSetConfig\x12\x19.fila.v1.SetConfigRequest\x1a\x1a.fila.v1.SetConfigResponse\x12B\n" +
 	"\tGetConfig\x12\x19.fila.v1.GetConfigRequest\x1a\x1a.fila.v1.GetConfigResponse\x12E\n" +
 	"\n" +
-	"ListConfig\x12\x1a.fila.v1.ListConfigRequest\x1a\x1b.fila.v1.ListConfigResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"ListConfig\x12\x1a.fila.v1.ListConfigRequest\x1a\x1b.fila.v1.ListConfigResponse\x12K\n" +
+	"\fCreateApiKey\x12\x1c.fila.v1.CreateApiKeyRequest\x1a\x1d.fila.v1.CreateApiKeyResponse\x12K\n" +
+	"\fRevokeApiKey\x12\x1c.fila.v1.RevokeApiKeyRequest\x1a\x1d.fila.v1.RevokeApiKeyResponse\x12H\n" +
+	"\vListApiKeys\x12\x1b.fila.v1.ListApiKeysRequest\x1a\x1c.fila.v1.ListApiKeysResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_admin_proto_rawDescOnce sync.Once
@@ -1925,7 +2363,7 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_fila_v1_admin_proto_goTypes = []any{
 	(KeySort)(0),                  // 0: fila.v1.KeySort
 	(*QueueConfig)(nil),           // 1: fila.v1.QueueConfig
@@ -1957,21 +2395,29 @@ var file_fila_v1_admin_proto_goTypes = []any{
 	(*GetStatsResponse)(nil),      // 27: fila.v1.GetStatsResponse
 	(*PerThrottleStats)(nil),      // 28: fila.v1.PerThrottleStats
 	(*PerKeyStats)(nil),           // 29: fila.v1.PerKeyStats
-	nil,                           // 30: fila.v1.PeekedMessage.HeadersEntry
-	(*fieldmaskpb.FieldMask)(nil), // 31: google.protobuf.FieldMask
-	(*MessageMetadata)(nil),       // 32: fila.v1.MessageMetadata
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*Permission)(nil),            // 30: fila.v1.Permission
+	(*CreateApiKeyRequest)(nil),   // 31: fila.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 32: fila.v1.CreateApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),   // 33: fila.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 34: fila.v1.RevokeApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 35: fila.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 36: fila.v1.ListApiKeysResponse
+	(*ApiKeyInfo)(nil),            // 37: fila.v1.ApiKeyInfo
+	nil,                           // 38: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil), // 39: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),       // 40: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
 	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	31, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	39, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
 	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
-	30, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
-	32, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
-	33, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
-	33, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	38, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	40, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	41, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	41, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
 	18, // 9: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
 	1,  // 10: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
 	25, // 11: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
@@ -1979,33 +2425,45 @@ var file_fila_v1_admin_proto_depIdxs = []int32{
 	29, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
 	1,  // 14: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
 	28, // 15: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleStats
-	19, // 16: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	21, // 17: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	23, // 18: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	26, // 19: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	3,  // 20: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
-	5,  // 21: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
-	7,  // 22: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
-	10, // 23: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
-	12, // 24: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
-	14, // 25: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
-	16, // 26: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
-	20, // 27: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	22, // 28: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	24, // 29: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	27, // 30: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	4,  // 31: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
-	6,  // 32: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
-	8,  // 33: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
-	11, // 34: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
-	13, // 35: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
-	15, // 36: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
-	17, // 37: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
-	27, // [27:38] is the sub-list for method output_type
-	16, // [16:27] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	30, // 16: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
+	41, // 17: fila.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 18: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
+	30, // 19: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
+	41, // 20: fila.v1.ApiKeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 21: fila.v1.ApiKeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	19, // 22: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	21, // 23: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	23, // 24: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	26, // 25: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 26: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
+	5,  // 27: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
+	7,  // 28: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
+	10, // 29: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
+	12, // 30: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	14, // 31: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	16, // 32: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	31, // 33: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
+	33, // 34: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
+	35, // 35: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
+	20, // 36: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	22, // 37: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	24, // 38: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	27, // 39: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 40: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 41: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 42: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 43: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	13, // 44: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	15, // 45: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	17, // 46: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	32, // 47: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
+	34, // 48: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
+	36, // 49: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
+	36, // [36:50] is the sub-list for method output_type
+	22, // [22:36] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -2021,7 +2479,7 @@ func file_fila_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,17 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FilaAdmin_CreateQueue_FullMethodName = "/fila.v1.FilaAdmin/CreateQueue"
-	FilaAdmin_DeleteQueue_FullMethodName = "/fila.v1.FilaAdmin/DeleteQueue"
-	FilaAdmin_ListQueues_FullMethodName  = "/fila.v1.FilaAdmin/ListQueues"
-	FilaAdmin_GetStats_FullMethodName    = "/fila.v1.FilaAdmin/GetStats"
-	FilaAdmin_UpdateQueue_FullMethodName = "/fila.v1.FilaAdmin/UpdateQueue"
-	FilaAdmin_Redrive_FullMethodName     = "/fila.v1.FilaAdmin/Redrive"
-	FilaAdmin_Peek_FullMethodName        = "/fila.v1.FilaAdmin/Peek"
-	FilaAdmin_PurgeQueue_FullMethodName  = "/fila.v1.FilaAdmin/PurgeQueue"
-	FilaAdmin_SetConfig_FullMethodName   = "/fila.v1.FilaAdmin/SetConfig"
-	FilaAdmin_GetConfig_FullMethodName   = "/fila.v1.FilaAdmin/GetConfig"
-	FilaAdmin_ListConfig_FullMethodName  = "/fila.v1.FilaAdmin/ListConfig"
+	FilaAdmin_CreateQueue_FullMethodName  = "/fila.v1.FilaAdmin/CreateQueue"
+	FilaAdmin_DeleteQueue_FullMethodName  = "/fila.v1.FilaAdmin/DeleteQueue"
+	FilaAdmin_ListQueues_FullMethodName   = "/fila.v1.FilaAdmin/ListQueues"
+	FilaAdmin_GetStats_FullMethodName     = "/fila.v1.FilaAdmin/GetStats"
+	FilaAdmin_UpdateQueue_FullMethodName  = "/fila.v1.FilaAdmin/UpdateQueue"
+	FilaAdmin_Redrive_FullMethodName      = "/fila.v1.FilaAdmin/Redrive"
+	FilaAdmin_Peek_FullMethodName         = "/fila.v1.FilaAdmin/Peek"
+	FilaAdmin_PurgeQueue_FullMethodName   = "/fila.v1.FilaAdmin/PurgeQueue"
+	FilaAdmin_SetConfig_FullMethodName    = "/fila.v1.FilaAdmin/SetConfig"
+	FilaAdmin_GetConfig_FullMethodName    = "/fila.v1.FilaAdmin/GetConfig"
+	FilaAdmin_ListConfig_FullMethodName   = "/fila.v1.FilaAdmin/ListConfig"
+	FilaAdmin_CreateApiKey_FullMethodName = "/fila.v1.FilaAdmin/CreateApiKey"
+	FilaAdmin_RevokeApiKey_FullMethodName = "/fila.v1.FilaAdmin/RevokeApiKey"
+	FilaAdmin_ListApiKeys_FullMethodName  = "/fila.v1.FilaAdmin/ListApiKeys"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -56,6 +59,11 @@ type FilaAdminClient interface {
 	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*SetConfigResponse, error)
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*GetConfigResponse, error)
 	ListConfig(ctx context.Context, in *ListConfigRequest, opts ...grpc.CallOption) (*ListConfigResponse, error)
+	// CreateApiKey makes a key and returns its secret, this once; filad keeps
+	// only a hash. RevokeApiKey deletes it and ends its open streams.
+	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
+	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
+	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
 }
 
 type filaAdminClient struct {
@@ -176,6 +184,36 @@ func (c *filaAdminClient) ListConfig(ctx context.Context, in *ListConfigRequest,
 	return out, nil
 }
 
+func (c *filaAdminClient) CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateApiKeyResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_CreateApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaAdminClient) RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeApiKeyResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_RevokeApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaAdminClient) ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApiKeysResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_ListApiKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -200,6 +238,11 @@ type FilaAdminServer interface {
 	SetConfig(context.Context, *SetConfigRequest) (*SetConfigResponse, error)
 	GetConfig(context.Context, *GetConfigRequest) (*GetConfigResponse, error)
 	ListConfig(context.Context, *ListConfigRequest) (*ListConfigResponse, error)
+	// CreateApiKey makes a key and returns its secret, this once; filad keeps
+	// only a hash. RevokeApiKey deletes it and ends its open streams.
+	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
+	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
+	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -242,6 +285,15 @@ func (UnimplementedFilaAdminServer) GetConfig(context.Context, *GetConfigRequest
 }
 func (UnimplementedFilaAdminServer) ListConfig(context.Context, *ListConfigRequest) (*ListConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListConfig not implemented")
+}
+func (UnimplementedFilaAdminServer) CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateApiKey not implemented")
+}
+func (UnimplementedFilaAdminServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedFilaAdminServer) ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApiKeys not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -462,6 +514,60 @@ func _FilaAdmin_ListConfig_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaAdmin_CreateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).CreateApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_CreateApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).CreateApiKey(ctx, req.(*CreateApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaAdmin_RevokeApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).RevokeApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_RevokeApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).RevokeApiKey(ctx, req.(*RevokeApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaAdmin_ListApiKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApiKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).ListApiKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_ListApiKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).ListApiKeys(ctx, req.(*ListApiKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -512,6 +618,18 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListConfig",
 			Handler:    _FilaAdmin_ListConfig_Handler,
+		},
+		{
+			MethodName: "CreateApiKey",
+			Handler:    _FilaAdmin_CreateApiKey_Handler,
+		},
+		{
+			MethodName: "RevokeApiKey",
+			Handler:    _FilaAdmin_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "ListApiKeys",
+			Handler:    _FilaAdmin_ListApiKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,249 @@
+// Package auth is who may do what: API keys (stored as hashes), their
+// permissions per queue pattern and action, and the check the gateway
+// makes before any actor is asked (docs/security.md).
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Action is what a permission allows on a queue.
+type Action string
+
+// The actions.
+const (
+	Produce Action = "produce" // Enqueue, EnqueueBatch
+	Consume Action = "consume" // Lease, Ack, Nack, Extend and their batches
+	Admin   Action = "admin"   // the FilaAdmin RPCs
+)
+
+// Permission allows Actions on the queues Pattern matches: an exact name,
+// "prefix.*" (every queue whose name starts with "prefix."), or "*".
+type Permission struct {
+	Pattern string   `json:"pattern"`
+	Actions []Action `json:"actions"`
+}
+
+// Key is an API key as filad keeps it: never its secret, only a hash.
+type Key struct {
+	Name        string       `json:"name"`
+	Hash        string       `json:"hash"` // hex SHA-256 of the secret
+	Permissions []Permission `json:"permissions"`
+	ExpiresAt   time.Time    `json:"expires_at,omitzero"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// Limits on keys.
+const (
+	MaxKeyNameBytes  = 128
+	MaxPermissions   = 64
+	MaxPatternBytes  = 256
+	SecretPrefix     = "fila_"
+	secretRandomSize = 32
+)
+
+// NewSecret makes a key's secret: 256 random bits, so its SHA-256 is as
+// good as a slow hash (nothing to guess), and checking one costs a
+// microsecond.
+func NewSecret() (string, error) {
+	var b [secretRandomSize]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return SecretPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// Hash is the stored form of a secret.
+func Hash(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Fingerprint names a secret in logs without giving it away: the first 8
+// hex digits of its hash.
+func Fingerprint(secret string) string { return Hash(secret)[:8] }
+
+// ValidatePattern checks a queue pattern.
+func ValidatePattern(p string) error {
+	if p == "" || len(p) > MaxPatternBytes {
+		return fmt.Errorf("queue pattern must be 1 to %d bytes", MaxPatternBytes)
+	}
+	if p == "*" {
+		return nil
+	}
+	body := strings.TrimSuffix(p, ".*")
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("queue pattern %q: byte %d (%q) is outside [A-Za-z0-9._-] (a pattern is a name, name.* or *)", p, i, c)
+		}
+	}
+	if body == "" {
+		return fmt.Errorf("queue pattern %q: nothing before .*", p)
+	}
+	return nil
+}
+
+// Matches reports whether pattern matches queue.
+func Matches(pattern, queue string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasSuffix(pattern, ".*"):
+		return strings.HasPrefix(queue, strings.TrimSuffix(pattern, "*"))
+	}
+	return pattern == queue
+}
+
+// Allows reports whether k may do action on queue ("" for broker-wide
+// admin calls, which need a permission whose pattern is "*").
+func (k *Key) Allows(action Action, queue string) bool {
+	for _, p := range k.Permissions {
+		if queue == "" && p.Pattern != "*" {
+			continue
+		}
+		if !Matches(p.Pattern, queue) {
+			continue
+		}
+		for _, a := range p.Actions {
+			if a == action {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Expired reports whether k has expired at now.
+func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
+
+// Validate checks a key's name and permissions.
+func (k *Key) Validate() error {
+	if k.Name == "" || len(k.Name) > MaxKeyNameBytes {
+		return fmt.Errorf("name must be 1 to %d bytes", MaxKeyNameBytes)
+	}
+	for i := 0; i < len(k.Name); i++ {
+		if c := k.Name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._-:@", c) >= 0) {
+			return fmt.Errorf("name: byte %d (%q) is outside [A-Za-z0-9._-:@]", i, c)
+		}
+	}
+	if len(k.Permissions) == 0 || len(k.Permissions) > MaxPermissions {
+		return fmt.Errorf("permissions: 1 to %d, got %d", MaxPermissions, len(k.Permissions))
+	}
+	for i, p := range k.Permissions {
+		if err := ValidatePattern(p.Pattern); err != nil {
+			return fmt.Errorf("permissions[%d]: %w", i, err)
+		}
+		if len(p.Actions) == 0 {
+			return fmt.Errorf("permissions[%d]: no actions (produce, consume, admin)", i)
+		}
+		for _, a := range p.Actions {
+			if a != Produce && a != Consume && a != Admin {
+				return fmt.Errorf("permissions[%d]: action %q is not produce, consume or admin", i, a)
+			}
+		}
+	}
+	return nil
+}
+
+// Encode is the stored form of k.
+func (k *Key) Encode() string {
+	b, _ := json.Marshal(k) // plain fields: cannot fail
+	return string(b)
+}
+
+// Decode reads a stored key.
+func Decode(s string) (*Key, error) {
+	k := &Key{}
+	if err := json.Unmarshal([]byte(s), k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// KeyPrefix is where keys live in the runtime config store; the config
+// RPCs neither show nor change it.
+const KeyPrefix = "auth.key."
+
+// BootstrapName is the name of the key given in config.
+const BootstrapName = "bootstrap"
+
+// Entry is one stored key entry.
+type Entry struct{ Key, Value string }
+
+// Source is the store keys are read from.
+type Source interface {
+	// Keys returns the entries under KeyPrefix and a version that changes
+	// whenever they may have.
+	Keys() ([]Entry, uint64)
+}
+
+// Keyring finds keys by their secret's hash or by name, from the stored
+// keys (decoded once per change) and the bootstrap key. Safe for
+// concurrent use.
+type Keyring struct {
+	src       Source
+	bootstrap *Key
+	cache     atomic.Pointer[index]
+}
+
+type index struct {
+	version uint64
+	byHash  map[string]*Key
+	byName  map[string]*Key
+}
+
+// NewKeyring reads keys from src; bootstrap, when not empty, is the secret
+// of a key with every permission, never stored.
+func NewKeyring(src Source, bootstrap string) *Keyring {
+	r := &Keyring{src: src}
+	if bootstrap != "" {
+		r.bootstrap = &Key{Name: BootstrapName, Hash: Hash(bootstrap),
+			Permissions: []Permission{{Pattern: "*", Actions: []Action{Produce, Consume, Admin}}}}
+	}
+	return r
+}
+
+func (r *Keyring) current() *index {
+	entries, version := r.src.Keys()
+	if ix := r.cache.Load(); ix != nil && ix.version == version {
+		return ix
+	}
+	ix := &index{version: version, byHash: map[string]*Key{}, byName: map[string]*Key{}}
+	if r.bootstrap != nil {
+		ix.byHash[r.bootstrap.Hash], ix.byName[r.bootstrap.Name] = r.bootstrap, r.bootstrap
+	}
+	for _, e := range entries {
+		if k, err := Decode(e.Value); err == nil {
+			ix.byHash[k.Hash], ix.byName[k.Name] = k, k
+		}
+	}
+	r.cache.Store(ix)
+	return ix
+}
+
+// BySecret returns the key whose secret this is, or nil.
+func (r *Keyring) BySecret(secret string) *Key { return r.current().byHash[Hash(secret)] }
+
+// ByName returns the key named name, or nil.
+func (r *Keyring) ByName(name string) *Key { return r.current().byName[name] }
+
+// List returns every key, the bootstrap key included, by name.
+func (r *Keyring) List() []*Key {
+	ix := r.current()
+	out := make([]*Key, 0, len(ix.byName))
+	for _, k := range ix.byName {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/auth"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
+)
+
+// Authorizer checks every call's key (or mTLS certificate) and its
+// permission before any actor is asked: UNAUTHENTICATED for who-are-you
+// failures, PERMISSION_DENIED for not-allowed, naming the action and the
+// queue, never the key. Health and reflection need no key.
+type Authorizer struct {
+	keys    *auth.Keyring
+	log     *slog.Logger
+	enduser bool
+	// failures counts fila.auth.failures by reason.
+	failures metric.Int64Counter
+	warnMu   sync.Mutex
+	warned   time.Time
+	// streams are the open Lease streams by key name, for revocation.
+	streamsMu sync.Mutex
+	streams   map[string]map[*int]context.CancelCauseFunc
+}
+
+// AuthOptions configures NewAuthorizer.
+type AuthOptions struct {
+	// Bootstrap is the secret of a key with every permission (config).
+	Bootstrap string
+	// EndUser puts enduser.id = the key's name on the call's span.
+	EndUser       bool
+	MeterProvider metric.MeterProvider
+	Logger        *slog.Logger
+}
+
+// errRevoked is why a revoked key's streams end.
+var errRevoked = errors.New("api key revoked")
+
+// NewAuthorizer checks calls against the keys stored in sys's runtime
+// config store and opts.Bootstrap.
+func NewAuthorizer(sys *actors.System, opts AuthOptions) (*Authorizer, error) {
+	failures, err := opts.MeterProvider.Meter(telemetry.ScopeName, metric.WithInstrumentationVersion(telemetry.Version)).
+		Int64Counter(telemetry.AuthFailures.Name, metric.WithUnit(telemetry.AuthFailures.Unit), metric.WithDescription(telemetry.AuthFailures.Description))
+	if err != nil {
+		return nil, err
+	}
+	return &Authorizer{
+		keys: auth.NewKeyring(keySource{sys.RuntimeConfig()}, opts.Bootstrap), log: opts.Logger, enduser: opts.EndUser,
+		failures: failures, streams: map[string]map[*int]context.CancelCauseFunc{},
+	}, nil
+}
+
+// keySource reads the stored keys from the runtime config store; the
+// version is read first, so a change between the two reads only makes the
+// next lookup decode again.
+type keySource struct{ rc *actors.RuntimeConfig }
+
+func (s keySource) Keys() ([]auth.Entry, uint64) {
+	v := s.rc.Version()
+	var out []auth.Entry
+	for _, e := range s.rc.List(auth.KeyPrefix) {
+		out = append(out, auth.Entry{Key: e.Key, Value: e.Value})
+	}
+	return out, v
+}
+
+// exempt calls need no key.
+func exempt(method string) bool {
+	return strings.HasPrefix(method, "/grpc.health.") || strings.HasPrefix(method, "/grpc.reflection.")
+}
+
+// Unary checks unary calls.
+func (a *Authorizer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if exempt(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	k, err := a.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	action, queues := required(req)
+	for _, q := range queues {
+		if err := a.authorize(ctx, k, action, q); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
+}
+
+// Stream checks Lease streams: the key when the stream opens, the
+// permission on the queue its request names; a revoked key's streams end.
+func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if exempt(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	k, err := a.authenticate(ss.Context())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	token := a.track(k.Name, cancel)
+	defer a.untrack(k.Name, token)
+	err = handler(srv, &checkedStream{ServerStream: ss, ctx: ctx, a: a, key: k})
+	if errors.Is(context.Cause(ctx), errRevoked) {
+		return status.Error(codes.Unauthenticated, "the api key of this stream was revoked")
+	}
+	return err
+}
+
+// checkedStream checks the request a stream reads against its key.
+type checkedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+	a   *Authorizer
+	key *auth.Key
+}
+
+func (s *checkedStream) Context() context.Context { return s.ctx }
+
+func (s *checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	action, queues := required(m)
+	for _, q := range queues {
+		if err := s.a.authorize(s.ctx, s.key, action, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *Authorizer) track(name string, cancel context.CancelCauseFunc) *int {
+	token := new(int)
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	if a.streams[name] == nil {
+		a.streams[name] = map[*int]context.CancelCauseFunc{}
+	}
+	a.streams[name][token] = cancel
+	return token
+}
+
+func (a *Authorizer) untrack(name string, token *int) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	delete(a.streams[name], token)
+	if len(a.streams[name]) == 0 {
+		delete(a.streams, name)
+	}
+}
+
+// revoked ends the open streams of the key named name.
+func (a *Authorizer) revoked(name string) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	for _, cancel := range a.streams[name] {
+		cancel(errRevoked)
+	}
+}
+
+// authenticate finds the call's key: "authorization: Bearer <key>", or
+// else the mTLS client certificate's common name, which stands for the key
+// of that name.
+func (a *Authorizer) authenticate(ctx context.Context) (*auth.Key, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var k *auth.Key
+	reason, who := "", ""
+	if vals := md.Get("authorization"); len(vals) > 0 {
+		secret, ok := strings.CutPrefix(vals[0], "Bearer ")
+		if k = a.keys.BySecret(secret); !ok || k == nil {
+			reason, who = "invalid_key", auth.Fingerprint(secret)
+			k = nil
+		}
+	} else if cn := peerCommonName(ctx); cn != "" {
+		if k = a.keys.ByName(cn); k == nil {
+			reason, who = "unknown_certificate", cn
+		}
+	} else {
+		reason = "missing_key"
+	}
+	if k != nil && k.Expired(time.Now()) {
+		reason, who, k = "expired_key", k.Name, nil
+	}
+	if k == nil {
+		a.fail(ctx, reason, who)
+		msg := map[string]string{
+			"missing_key":         "an api key is required: send authorization: Bearer <key>",
+			"invalid_key":         "the api key is not valid (unknown or revoked)",
+			"unknown_certificate": "the client certificate's subject has no api key",
+			"expired_key":         "the api key has expired",
+		}[reason]
+		return nil, status.Error(codes.Unauthenticated, msg)
+	}
+	if a.enduser {
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.SetAttributes(attribute.String("enduser.id", k.Name))
+		}
+	}
+	return k, nil
+}
+
+func (a *Authorizer) authorize(ctx context.Context, k *auth.Key, action auth.Action, queue string) error {
+	if k.Allows(action, queue) {
+		return nil
+	}
+	a.fail(ctx, "permission_denied", k.Name)
+	if queue == "" {
+		return status.Errorf(codes.PermissionDenied, "%s on the whole broker (a permission for \"*\") is not allowed for this key", action)
+	}
+	return status.Errorf(codes.PermissionDenied, "%s on queue %q is not allowed for this key", action, queue)
+}
+
+// authWarnEvery bounds the WARNs a flood of bad keys logs.
+const authWarnEvery = 10 * time.Second
+
+// fail counts an authentication or authorization failure and logs one WARN
+// per authWarnEvery, naming the key by name or fingerprint, never its
+// secret.
+func (a *Authorizer) fail(ctx context.Context, reason, who string) {
+	a.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+	a.warnMu.Lock()
+	now := time.Now()
+	due := now.Sub(a.warned) >= authWarnEvery
+	if due {
+		a.warned = now
+	}
+	a.warnMu.Unlock()
+	if due {
+		a.log.Warn("refused a call (further refusals within 10 s are only counted in fila.auth.failures)",
+			slog.String("reason", reason), slog.String("key", who))
+	}
+}
+
+func peerCommonName(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
+		return ""
+	}
+	return info.State.PeerCertificates[0].Subject.CommonName
+}
+
+// required is the action a request needs and the queues it names ("" for a
+// broker-wide call).
+func required(req any) (auth.Action, []string) {
+	switch r := req.(type) {
+	case *filav1.EnqueueRequest:
+		return auth.Produce, []string{r.GetQueue()}
+	case *filav1.EnqueueBatchRequest:
+		qs := make([]string, 0, len(r.GetMessages()))
+		for _, m := range r.GetMessages() {
+			qs = append(qs, m.GetQueue())
+		}
+		return auth.Produce, qs
+	case *filav1.LeaseRequest:
+		return auth.Consume, []string{r.GetQueue()}
+	case *filav1.AckRequest:
+		return auth.Consume, []string{r.GetQueue()}
+	case *filav1.NackRequest:
+		return auth.Consume, []string{r.GetQueue()}
+	case *filav1.ExtendRequest:
+		return auth.Consume, []string{r.GetQueue()}
+	case *filav1.AckBatchRequest:
+		qs := make([]string, 0, len(r.GetAcks()))
+		for _, a := range r.GetAcks() {
+			qs = append(qs, a.GetQueue())
+		}
+		return auth.Consume, qs
+	case *filav1.NackBatchRequest:
+		qs := make([]string, 0, len(r.GetNacks()))
+		for _, n := range r.GetNacks() {
+			qs = append(qs, n.GetQueue())
+		}
+		return auth.Consume, qs
+	case *filav1.CreateQueueRequest:
+		return auth.Admin, []string{r.GetName()}
+	case *filav1.DeleteQueueRequest:
+		return auth.Admin, []string{r.GetQueue()}
+	case *filav1.UpdateQueueRequest:
+		return auth.Admin, []string{r.GetName()}
+	case *filav1.GetStatsRequest:
+		return auth.Admin, []string{r.GetQueue()}
+	case *filav1.RedriveRequest:
+		return auth.Admin, []string{r.GetDlqQueue()}
+	case *filav1.PeekRequest:
+		return auth.Admin, []string{r.GetQueue()}
+	case *filav1.PurgeQueueRequest:
+		return auth.Admin, []string{r.GetQueue()}
+	}
+	// ListQueues, the config store and the keys: the whole broker.
+	return auth.Admin, []string{""}
+}

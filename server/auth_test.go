@@ -1,0 +1,161 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+const bootstrapKey = "bootstrap-secret-0123456789abcdefghijklmnop"
+
+func withKey(key string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
+}
+
+// TestAuth: keys are required (mode on), checked before anything runs, and
+// each RPC needs its action on its queue; a revoked key's stream ends.
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{}
+	h := telemetrytest.New(t)
+	b := setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} },
+		opts: server.Options{Logger: slog.New(logs), TracerProvider: h.TracerProvider, MeterProvider: h.MeterProvider}})
+	boot := withKey(bootstrapKey)
+	_, err := b.admin.CreateQueue(boot, &filav1.CreateQueueRequest{Name: "orders"})
+	require.NoError(t, err)
+
+	newKey := func(name string, perms ...*filav1.Permission) string {
+		t.Helper()
+		resp, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: name, Permissions: perms})
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(resp.GetKey(), "fila_"))
+		return resp.GetKey()
+	}
+	producer := newKey("producer", &filav1.Permission{QueuePattern: "orders", Actions: []string{"produce"}})
+	consumer := newKey("consumer", &filav1.Permission{QueuePattern: "orders", Actions: []string{"consume"}})
+	opsKey := newKey("ops", &filav1.Permission{QueuePattern: "orders.*", Actions: []string{"admin"}})
+
+	enqueue := func(ctx context.Context) error {
+		_, err := b.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders"})
+		return err
+	}
+	stats := func(ctx context.Context) error {
+		_, err := b.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: "orders"})
+		return err
+	}
+	lease := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		s, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "orders"})
+		if err != nil {
+			return err
+		}
+		_, err = s.Recv()
+		return err
+	}
+	tests := []struct {
+		name string
+		call func(context.Context) error
+		ctx  context.Context
+		code codes.Code
+		msg  string
+	}{
+		{"no key", enqueue, context.Background(), codes.Unauthenticated, "an api key is required"},
+		{"a bad key", enqueue, withKey("fila_nonsense"), codes.Unauthenticated, "not valid"},
+		{"producer enqueues", enqueue, withKey(producer), codes.OK, ""},
+		{"consumer may not enqueue", enqueue, withKey(consumer), codes.PermissionDenied, `produce on queue "orders" is not allowed`},
+		{"consumer leases", lease, withKey(consumer), codes.OK, ""},
+		{"producer may not lease", lease, withKey(producer), codes.PermissionDenied, `consume on queue "orders"`},
+		{"producer may not read stats", stats, withKey(producer), codes.PermissionDenied, `admin on queue "orders"`},
+		{"orders.* does not match orders", stats, withKey(opsKey), codes.PermissionDenied, "admin"},
+		{"bootstrap reads stats", stats, boot, codes.OK, ""},
+	}
+	for _, tt := range tests {
+		err := tt.call(tt.ctx)
+		require.Equal(t, tt.code.String(), status.Code(err).String(), "%s: %v", tt.name, err)
+		require.Contains(t, status.Convert(err).Message(), tt.msg, tt.name)
+	}
+	// A prefix pattern allows the queues under it, and broker-wide calls
+	// need "*".
+	_, err = b.admin.CreateQueue(withKey(opsKey), &filav1.CreateQueueRequest{Name: "orders.eu"})
+	require.NoError(t, err)
+	_, err = b.admin.ListQueues(withKey(opsKey), &filav1.ListQueuesRequest{})
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+	// Health needs no key.
+	_, err = healthpb.NewHealthClient(b.conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+
+	// An expired key.
+	resp, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(time.Now().Add(-time.Second)),
+		Permissions: []*filav1.Permission{{QueuePattern: "*", Actions: []string{"produce"}}}})
+	require.NoError(t, err)
+	err = enqueue(withKey(resp.GetKey()))
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "expired")
+
+	// Revoking a key ends its live stream within a second.
+	require.NoError(t, enqueue(withKey(producer)))
+	sctx, cancel := context.WithCancel(withKey(consumer))
+	defer cancel()
+	stream, err := b.svc.Lease(sctx, &filav1.LeaseRequest{Queue: "orders"})
+	require.NoError(t, err)
+	_, err = stream.Recv() // the message just enqueued
+	require.NoError(t, err)
+	_, err = b.admin.RevokeApiKey(boot, &filav1.RevokeApiKeyRequest{Name: "consumer"})
+	require.NoError(t, err)
+	ended := make(chan error, 1)
+	go func() { _, err := stream.Recv(); ended <- err }()
+	select {
+	case err := <-ended:
+		require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	case <-time.After(time.Second):
+		t.Fatal("the revoked key's stream still runs after a second")
+	}
+	require.Equal(t, codes.Unauthenticated, status.Code(lease(withKey(consumer))), "and the key is refused from now on")
+
+	// Keys are listed without secrets; the config RPCs neither show nor
+	// change them.
+	list, err := b.admin.ListApiKeys(boot, &filav1.ListApiKeysRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetKeys(), 3, "producer, ops, old")
+	cfg, err := b.admin.ListConfig(boot, &filav1.ListConfigRequest{})
+	require.NoError(t, err)
+	require.Zero(t, cfg.GetTotalCount())
+	_, err = b.admin.SetConfig(boot, &filav1.SetConfigRequest{Key: "auth.key.evil", Value: "{}"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+
+	// Failures are counted by reason; no secret reaches a log line.
+	h.AssertCounter(t, telemetry.AuthFailures.Name, []attribute.KeyValue{attribute.String("reason", "missing_key")}, 1)
+	require.Positive(t, func() int64 {
+		v, _ := h.Value(t, telemetry.AuthFailures.Name, attribute.String("reason", "permission_denied"))
+		return v
+	}())
+	for _, secret := range []string{bootstrapKey, producer, consumer, opsKey, resp.GetKey()} {
+		require.NotContains(t, logs.text(), secret)
+	}
+	require.Contains(t, logs.text(), "refused a call")
+}
+
+// TestAuthIsOffOnLoopbackByDefault: mode auto needs no key on 127.0.0.1.
+func TestAuthIsOffOnLoopbackByDefault(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	require.Equal(t, "auto", b.cfg.Auth.Mode)
+	b.createQueue(t, "open", nil)
+}
