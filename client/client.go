@@ -46,6 +46,9 @@ type Options struct {
 	// TLS, when set, dials with TLS (add a client certificate for mTLS);
 	// nil dials plaintext.
 	TLS *tls.Config
+	// APIKey, when set, is sent with every call as "authorization: Bearer
+	// <key>" (docs/security.md).
+	APIKey string
 	// DialOptions are added to the defaults (transport, otelgrpc).
 	DialOptions []grpc.DialOption
 }
@@ -76,10 +79,13 @@ func Dial(addr string, opts Options) (*Client, error) {
 	if opts.TLS != nil {
 		transport = credentials.NewTLS(opts.TLS)
 	}
-	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(transport),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop))),
-	}, opts.DialOptions...)
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
+	if opts.APIKey != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearer(opts.APIKey)))
+	}
+	dial = append(append(dial,
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop)))),
+		opts.DialOptions...)
 	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
@@ -289,3 +295,14 @@ func fail(span trace.Span, err error) {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 }
+
+// bearer sends an API key with every call. It allows plaintext: filad asks
+// for keys on loopback-only listeners only when told to, and TLS is the
+// operator's choice (docs/security.md).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }

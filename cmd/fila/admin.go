@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
@@ -369,4 +370,73 @@ func subcommand(command string, args []string, e env, synopsis string, want map[
 		return nil, usageErr(e, "usage: fila %s", synopsis), false
 	}
 	return pos, exitOK, true
+}
+
+// keyCmd manages API keys.
+func keyCmd(ctx context.Context, g global, args []string, e env) int {
+	const synopsis = "key create NAME --allow PATTERN=ACTION[,ACTION]... [--expires DURATION] | key revoke NAME | key list"
+	if len(args) == 0 {
+		return usageErr(e, "usage: fila %s", synopsis)
+	}
+	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var perms []*filav1.Permission
+	fs.Func("allow", "a permission: queue pattern (name, prefix.* or *) = actions (produce, consume, admin); repeatable", func(v string) error {
+		pattern, actions, ok := strings.Cut(v, "=")
+		if !ok || pattern == "" || actions == "" {
+			return fmt.Errorf("--allow %q: want PATTERN=ACTION[,ACTION]", v)
+		}
+		perms = append(perms, &filav1.Permission{QueuePattern: pattern, Actions: strings.Split(actions, ",")})
+		return nil
+	})
+	expires := fs.Duration("expires", 0, "the key ends after this long (0: never)")
+	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
+	if !ok {
+		return code
+	}
+	want := map[string]int{"create": 1, "revoke": 1, "list": 0}
+	if n, known := want[args[0]]; !known || len(pos) != n {
+		return usageErr(e, "usage: fila %s", synopsis)
+	}
+	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
+		switch args[0] {
+		case "create":
+			req := &filav1.CreateApiKeyRequest{Name: pos[0], Permissions: perms}
+			if *expires > 0 {
+				req.ExpiresAt = timestamppb.New(time.Now().Add(*expires))
+			}
+			resp, err := admin.CreateApiKey(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, resp.GetKey())
+			fmt.Fprintf(e.stderr, "created api key %s; the line above is its secret, shown this once\n", resp.GetName())
+			return nil
+		case "revoke":
+			_, err := admin.RevokeApiKey(ctx, &filav1.RevokeApiKeyRequest{Name: pos[0]})
+			if err == nil {
+				fmt.Fprintf(e.stdout, "revoked api key %s\n", pos[0])
+			}
+			return err
+		default:
+			resp, err := admin.ListApiKeys(ctx, &filav1.ListApiKeysRequest{})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tFINGERPRINT\tEXPIRES\tPERMISSIONS")
+			for _, k := range resp.GetKeys() {
+				exp := "never"
+				if k.GetExpiresAt() != nil {
+					exp = k.GetExpiresAt().AsTime().Format(time.RFC3339)
+				}
+				var ps []string
+				for _, p := range k.GetPermissions() {
+					ps = append(ps, p.GetQueuePattern()+"="+strings.Join(p.GetActions(), ","))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.GetName(), k.GetFingerprint(), exp, strings.Join(ps, " "))
+			}
+			return w.Flush()
+		}
+	})
 }

@@ -39,6 +39,8 @@ type global struct {
 	// tlsCA, tlsCert and tlsKey are PEM files: the CA that signed filad's
 	// certificate (turns TLS on), and a client certificate for mTLS.
 	tlsCA, tlsCert, tlsKey string
+	// apiKey is sent as "authorization: Bearer"; --api-key or FILA_API_KEY.
+	apiKey string
 }
 
 func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
@@ -51,6 +53,7 @@ func parseGlobal(args []string, getenv func(string) string) (global, []string, e
 		def = DefaultAddr
 	}
 	fs.StringVar(&g.addr, "addr", def, "filad address")
+	fs.StringVar(&g.apiKey, "api-key", getenv("FILA_API_KEY"), "API key (default $FILA_API_KEY)")
 	fs.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed filad's certificate: connect with TLS")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM client certificate, for filad with mTLS (with --tls-key)")
 	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM key of --tls-cert")
@@ -66,6 +69,7 @@ var commands = map[string]command{
 	"queue":    queueCmd,
 	"config":   configCmd,
 	"throttle": throttleCmd,
+	"key":      keyCmd,
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
 }
@@ -78,7 +82,7 @@ func connect(ctx context.Context, g global, e env) (*client.Client, func(), erro
 	if err != nil {
 		return nil, nil, err
 	}
-	opts.TLS = tlsConfig
+	opts.TLS, opts.APIKey = tlsConfig, g.apiKey
 	shutdown := func() {}
 	if e.getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		// The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint, TLS, headers).

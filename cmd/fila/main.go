@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 const usage = `usage:
-  fila [--addr host:port] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--version] COMMAND [--help]
+  fila [--addr host:port] [--api-key KEY] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--version] COMMAND [--help]
   fila queue create NAME [config flags: --visibility-timeout-ms --fairness-key-header --max-depth
                          --max-bytes --max-attempts --retry-initial-ms --retry-max-ms
                          --retry-multiplier --dead-letter]
@@ -88,8 +88,9 @@ const usage = `usage:
   fila queue purge NAME [--yes]
   fila config set KEY VALUE | get KEY | list [PREFIX]
   fila throttle set KEY RATE[,BURST] | rm KEY | list
+  fila key create NAME --allow PATTERN=ACTION[,ACTION]... [--expires DURATION] | revoke NAME | list
   fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
   fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, batched)
   fila consume QUEUE [--count N] [--ack|--nack] [--json]
-The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555.
+The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555; the API key --api-key, else $FILA_API_KEY.
 `

@@ -319,3 +319,50 @@ func TestTLSFlags(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "need --tls-ca")
 }
+
+// TestKeyCommands: the team tour — a bootstrap key makes a producer-only
+// and a consumer-only key; each can do its part and nothing else; a
+// revoked key stops working.
+func TestKeyCommands(t *testing.T) {
+	t.Parallel()
+	const boot = "bootstrap-secret-for-the-cli-test-0123456789"
+	cfg := config.Defaults()
+	cfg.Limits.DiskReserveBytes = 1 << 20
+	cfg.Server.ListenAddr = "127.0.0.1:0"
+	cfg.Storage.DataDir = t.TempDir()
+	cfg.Auth = config.Auth{Mode: "on", BootstrapKey: boot}
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
+	addr := srv.Addr().String()
+	run := func(key string, args ...string) result {
+		return fila(t, addr, "", append([]string{"--api-key", key}, args...)...)
+	}
+	require.Zero(t, run(boot, "queue", "create", "orders").code)
+	r := run(boot, "key", "create", "producer", "--allow", "orders=produce")
+	require.Equal(t, 0, r.code, r.stderr)
+	producer := strings.TrimSpace(r.stdout)
+	require.Contains(t, r.stderr, "shown this once")
+	r = run(boot, "key", "create", "consumer", "--allow", "orders=consume", "--expires", "1h")
+	require.Equal(t, 0, r.code, r.stderr)
+	consumer := strings.TrimSpace(r.stdout)
+
+	require.Zero(t, run(producer, "enqueue", "orders", "hello").code)
+	r = run(producer, "consume", "orders", "--count", "1")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "(PERMISSION_DENIED)")
+	r = run(consumer, "consume", "orders", "--count", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = run(consumer, "enqueue", "orders", "x")
+	require.Contains(t, r.stderr, `produce on queue "orders" is not allowed`)
+
+	r = run(boot, "key", "list")
+	require.Regexp(t, `(?m)^producer\s+[0-9a-f]{8}\s+never\s+orders=produce$`, r.stdout)
+	require.NotContains(t, r.stdout, producer)
+	require.Zero(t, run(boot, "key", "revoke", "producer").code)
+	r = run(producer, "enqueue", "orders", "x")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "(UNAUTHENTICATED)")
+	r = fila(t, addr, "", "queue", "list")
+	require.Contains(t, r.stderr, "an api key is required")
+}
