@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,12 +12,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/testpki"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
 )
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
@@ -111,4 +115,53 @@ func TestTLSReload(t *testing.T) {
 	writeFile(t, dir, "server.key", []byte("not a key"))
 	require.Error(t, b.srv.ReloadTLS(), "a bad file is refused")
 	require.EqualValues(t, 101, served(), "and the last good certificate stays")
+}
+
+// TestCertificateStandsForAKey: with mTLS and auth on, a client
+// certificate whose common name is a key's name gets that key's
+// permissions without sending the key; a bearer key still wins.
+func TestCertificateStandsForAKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root := testpki.NewCA(t, "filad test CA")
+	cert, key := root.Issue(t, "filad", 10, true, time.Now().Add(time.Hour))
+	logs := &logCapture{}
+	b := setup(t, setupOpts{cfg: func(c *config.Config) {
+		c.Server.TLS = config.TLS{CertFile: writeFile(t, dir, "s.pem", cert), KeyFile: writeFile(t, dir, "s.key", key),
+			ClientCAFile: writeFile(t, dir, "ca.pem", root.PEM), MinVersion: "1.2"}
+		c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey}
+	}, opts: server.Options{Logger: slog.New(logs)}})
+	adminCert, adminKey := root.Issue(t, "operator", 11, false, time.Now().Add(time.Hour))
+	conn, err := grpc.NewClient(b.srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, adminCert, adminKey))))
+	require.NoError(t, err)
+	defer conn.Close()
+	admin := filav1.NewFilaAdminClient(conn)
+	_, err = admin.CreateQueue(withKey(bootstrapKey), &filav1.CreateQueueRequest{Name: "orders"})
+	require.NoError(t, err)
+	_, err = admin.CreateApiKey(withKey(bootstrapKey), &filav1.CreateApiKeyRequest{Name: "worker-7",
+		Permissions: []*filav1.Permission{{QueuePattern: "orders", Actions: []string{"produce"}}}})
+	require.NoError(t, err)
+
+	workerCert, workerKey := root.Issue(t, "worker-7", 12, false, time.Now().Add(time.Hour))
+	wconn, err := grpc.NewClient(b.srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, workerCert, workerKey))))
+	require.NoError(t, err)
+	defer wconn.Close()
+	svc := filav1.NewFilaServiceClient(wconn)
+	_, err = svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "orders"})
+	require.NoError(t, err, "the certificate's CN is the key's name")
+	stream, err := svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "orders"})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "and only its permissions")
+	_, err = filav1.NewFilaAdminClient(conn).ListQueues(ctxT(t), &filav1.ListQueuesRequest{})
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "a certificate without a key of its name is no key")
+
+	// A flood of bad keys logs one line, and every refusal is counted.
+	for range 200 {
+		_, err := svc.Enqueue(withKey("fila_guess"), &filav1.EnqueueRequest{Queue: "orders"})
+		require.Equal(t, codes.Unauthenticated, status.Code(err))
+	}
+	require.LessOrEqual(t, logs.count(slog.LevelWarn, "refused a call"), 2, "the WARN is rate-limited")
+	require.NotContains(t, logs.text(), "fila_guess", "a guessed secret is logged by fingerprint only")
+	require.NotContains(t, logs.text(), bootstrapKey)
 }
