@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fila-dev/filad/client"
@@ -27,17 +29,40 @@ type filadTarget struct {
 }
 
 func newFiladTarget(addr string) (*filadTarget, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return newSecureFiladTarget(addr, nil, "")
+}
+
+// newSecureFiladTarget dials with TLS (when tlsCfg is set) and sends key
+// with every call (when set).
+func newSecureFiladTarget(addr string, tlsCfg *tls.Config, key string) (*filadTarget, error) {
+	transport := insecure.NewCredentials()
+	if tlsCfg != nil {
+		transport = credentials.NewTLS(tlsCfg)
+	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
+	if key != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearerKey(key)))
+	}
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(addr, client.Options{TracerProvider: tracenoop.NewTracerProvider()})
+	c, err := client.Dial(addr, client.Options{TracerProvider: tracenoop.NewTracerProvider(), TLS: tlsCfg, APIKey: key})
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
 	return &filadTarget{client: c, conn: conn, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn)}, nil
 }
+
+// bearerKey sends an API key with every call of filabench's own conn.
+type bearerKey string
+
+func (b bearerKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearerKey) RequireTransportSecurity() bool { return false }
 
 func (t *filadTarget) close() {
 	_ = t.conn.Close()

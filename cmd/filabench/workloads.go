@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -207,6 +208,13 @@ func workloads() []workload {
 				return t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, kib)
 			})
 		}},
+		workload{"security overhead", func(ctx context.Context, e *bench) ([]result, error) {
+			rounds := 3
+			if e.f.short {
+				rounds = 1
+			}
+			return e.securityOverhead(ctx, rounds)
+		}},
 		workload{"lua overhead", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.luaOverhead(ctx, e.f.messages)
 		}},
@@ -362,6 +370,12 @@ func (e *bench) onNATS(ctx context.Context, syncAlways bool, fn func(context.Con
 // writes on); configure, if set, adjusts the config and returns what to stop
 // afterwards.
 func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (func(), error), fn func(context.Context, *filadTarget) ([]result, error)) ([]result, error) {
+	return e.onFiladWith(ctx, configure, nil, "", fn)
+}
+
+// onFiladWith is onFilad with a client that dials with tlsCfg (when set)
+// and sends key (when set).
+func (e *bench) onFiladWith(ctx context.Context, configure func(*config.Config) (func(), error), tlsCfg *tls.Config, key string, fn func(context.Context, *filadTarget) ([]result, error)) ([]result, error) {
 	dir, err := os.MkdirTemp("", "filabench")
 	if err != nil {
 		return nil, err
@@ -389,7 +403,7 @@ func (e *bench) onFilad(ctx context.Context, configure func(*config.Config) (fun
 		return nil, err
 	}
 	defer srv.Shutdown(context.Background())
-	t, err := newFiladTarget(srv.Addr().String())
+	t, err := newSecureFiladTarget(srv.Addr().String(), tlsCfg, key)
 	if err != nil {
 		return nil, err
 	}

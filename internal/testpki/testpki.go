@@ -1,5 +1,6 @@
 // Package testpki makes certificate authorities and certificates for
-// tests: real X.509, real TLS handshakes, nothing mocked.
+// tests and the benchmark tool: real X.509, real TLS handshakes, nothing
+// mocked.
 package testpki
 
 import (
@@ -12,9 +13,15 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
-	"testing"
 	"time"
 )
+
+// T is the part of testing.TB this package uses, so that a tool can pass
+// its own (one that panics, say).
+type T interface {
+	Helper()
+	Fatal(args ...any)
+}
 
 // CA is a certificate authority made for a test.
 type CA struct {
@@ -25,7 +32,7 @@ type CA struct {
 }
 
 // NewCA makes a CA named name, valid for an hour either side of now.
-func NewCA(t testing.TB, name string) *CA {
+func NewCA(t T, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,7 +55,7 @@ func NewCA(t testing.TB, name string) *CA {
 // Issue makes a certificate for cn with serial, valid until notAfter: a
 // server's (for 127.0.0.1) when server, else a client's. It returns the
 // PEM certificate and key.
-func (c *CA) Issue(t testing.TB, cn string, serial int64, server bool, notAfter time.Time) (certPEM, keyPEM []byte) {
+func (c *CA) Issue(t T, cn string, serial int64, server bool, notAfter time.Time) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -73,7 +80,7 @@ func (c *CA) Issue(t testing.TB, cn string, serial int64, server bool, notAfter 
 }
 
 // ClientConfig trusts c and presents certPEM/keyPEM when given.
-func (c *CA) ClientConfig(t testing.TB, certPEM, keyPEM []byte) *tls.Config {
+func (c *CA) ClientConfig(t T, certPEM, keyPEM []byte) *tls.Config {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(c.Cert)
