@@ -182,9 +182,10 @@ type Entry struct{ Key, Value string }
 
 // Source is the store keys are read from.
 type Source interface {
-	// Keys returns the entries under KeyPrefix and a version that changes
-	// whenever they may have.
-	Keys() ([]Entry, uint64)
+	// Version changes whenever the keys may have; cheap, read on every call.
+	Version() uint64
+	// Keys returns the entries under KeyPrefix.
+	Keys() []Entry
 }
 
 // Keyring finds keys by their secret's hash or by name, from the stored
@@ -214,10 +215,13 @@ func NewKeyring(src Source, bootstrap string) *Keyring {
 }
 
 func (r *Keyring) current() *index {
-	entries, version := r.src.Keys()
+	// The version before the entries: a change in between only makes the
+	// next call decode again.
+	version := r.src.Version()
 	if ix := r.cache.Load(); ix != nil && ix.version == version {
 		return ix
 	}
+	entries := r.src.Keys()
 	ix := &index{version: version, byHash: map[string]*Key{}, byName: map[string]*Key{}}
 	if r.bootstrap != nil {
 		ix.byHash[r.bootstrap.Hash], ix.byName[r.bootstrap.Name] = r.bootstrap, r.bootstrap

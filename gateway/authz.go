@@ -68,18 +68,17 @@ func NewAuthorizer(sys *actors.System, opts AuthOptions) (*Authorizer, error) {
 	}, nil
 }
 
-// keySource reads the stored keys from the runtime config store; the
-// version is read first, so a change between the two reads only makes the
-// next lookup decode again.
+// keySource reads the stored keys from the runtime config store.
 type keySource struct{ rc *actors.RuntimeConfig }
 
-func (s keySource) Keys() ([]auth.Entry, uint64) {
-	v := s.rc.Version()
+func (s keySource) Version() uint64 { return s.rc.Version() }
+
+func (s keySource) Keys() []auth.Entry {
 	var out []auth.Entry
 	for _, e := range s.rc.List(auth.KeyPrefix) {
 		out = append(out, auth.Entry{Key: e.Key, Value: e.Value})
 	}
-	return out, v
+	return out
 }
 
 // exempt calls need no key.
