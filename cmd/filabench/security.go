@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/testpki"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
 // panicT lets filabench use testpki, which reports failures to a test.
@@ -36,6 +38,7 @@ func (e *bench) securityOverhead(ctx context.Context, rounds int) ([]result, err
 	}
 	certFile, keyFile := write("s.pem", cert), write("s.key", key)
 	const secret = "filabench-bootstrap-key-0123456789abcdef"
+	tlsCfg := root.ClientConfig(panicT{}, nil, nil)
 	secure := func(c *config.Config) (func(), error) {
 		c.Storage.SyncWrites = false
 		c.Server.TLS = config.TLS{CertFile: certFile, KeyFile: keyFile, MinVersion: "1.2"}
@@ -52,7 +55,7 @@ func (e *bench) securityOverhead(ctx context.Context, rounds int) ([]result, err
 		if err != nil {
 			return nil, err
 		}
-		on, err := e.onFiladWith(ctx, secure, root.ClientConfig(panicT{}, nil, nil), secret, func(ctx context.Context, t *filadTarget) ([]result, error) {
+		on, err := e.onFiladWith(ctx, secure, tlsCfg, secret, func(ctx context.Context, t *filadTarget) ([]result, error) {
 			r, err := t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, make([]byte, 1024))
 			return []result{r}, err
 		})
@@ -64,6 +67,35 @@ func (e *bench) securityOverhead(ctx context.Context, rounds int) ([]result, err
 		ratios = append(ratios, on[0].Value/off[0].Value)
 	}
 	slices.Sort(ratios)
-	return append(out, result{Workload: "TLS and API keys on / off", Target: targetNoSync, Value: ratios[len(ratios)/2], Unit: "ratio",
-		Note: fmt.Sprintf("median of %d alternating rounds, lifecycle batched 4C 1KiB; target ≥ 0.9", rounds)}), nil
+	out = append(out, result{Workload: "TLS and API keys on / off", Target: targetNoSync, Value: ratios[len(ratios)/2], Unit: "ratio",
+		Note: fmt.Sprintf("median of %d alternating rounds, lifecycle batched 4C 1KiB; target ≥ 0.9", rounds)})
+
+	// The same with a client trying bad keys as fast as it can beside.
+	var refused atomic.Int64
+	brute, err := e.onFiladWith(ctx, secure, tlsCfg, secret, func(ctx context.Context, t *filadTarget) ([]result, error) {
+		guesser, err := newSecureFiladTarget(t.conn.Target(), tlsCfg, "fila_guess")
+		if err != nil {
+			return nil, err
+		}
+		defer guesser.close()
+		gctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			for gctx.Err() == nil {
+				if _, err := guesser.svc.Enqueue(gctx, &filav1.EnqueueRequest{Queue: "x"}); err != nil {
+					refused.Add(1)
+				}
+			}
+		}()
+		r, err := t.lifecycleBatchedThroughput(ctx, 1024, 4, e.f.messages, make([]byte, 1024))
+		return []result{r}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	brute[0].Target = targetNoSync + ", TLS and API keys, bad keys tried beside"
+	brute[0].Note = fmt.Sprintf("%d bad-key calls refused meanwhile", refused.Load())
+	on := out[len(out)-2].Value // the last round's TLS-and-keys run
+	return append(out, brute[0], result{Workload: "with a brute-force client beside / without", Target: targetNoSync,
+		Value: brute[0].Value / on, Unit: "ratio", Note: "one round each"}), nil
 }
