@@ -36,6 +36,20 @@ type Consumer struct {
 	// Done is closed when the queue actor ends this consumer; Err says why.
 	done chan struct{}
 	err  error
+	// Gone, when set, is closed once the consumer's stream has ended (its
+	// context's Done): the queue delivers nothing more to it, even before
+	// its Unsubscribe arrives.
+	Gone <-chan struct{}
+}
+
+// gone reports whether the consumer's stream has ended.
+func (c *Consumer) gone() bool {
+	select {
+	case <-c.Gone:
+		return true
+	default:
+		return false
+	}
 }
 
 // DeliveryBuffer is the most deliveries waiting for one stream to send

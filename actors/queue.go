@@ -187,7 +187,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *Subscribe:
 		q.subscribe(ctx, m.Consumer)
 	case *Unsubscribe:
-		q.unsubscribe(ctx, m.ConsumerID)
+		q.unsubscribe(ctx, m.ConsumerID, m.Unsent)
 	case *ConsumerReady:
 		q.dispatch(ctx)
 	case *timerTick:
@@ -332,28 +332,30 @@ func (q *queueActor) endConsumers(err error) {
 
 // unsubscribe removes a consumer whose stream has ended. Its leases of
 // messages it sent stay until they expire, but what still waits in its
-// buffer was never sent (the stream stopped reading before it said so): those
-// leases are returned at once, the attempt count untouched, instead of
-// holding the messages for a visibility timeout. Deliveries can reach the
-// buffer of a stream that is already gone (a nack that frees its credit,
-// say) until this message arrives; they come back here too.
-func (q *queueActor) unsubscribe(ctx actor.Context, id uint64) {
+// buffer, and what its stream took and failed to send (unsent), never
+// reached the consumer: those leases are returned at once, the attempt
+// count untouched, instead of holding the messages for a visibility
+// timeout. Deliveries can reach the buffer of a stream that is already gone
+// (a nack that frees its credit, say) until this message arrives; they
+// come back here too.
+func (q *queueActor) unsubscribe(ctx actor.Context, id uint64, unsent []*Delivery) {
 	i := slices.IndexFunc(q.consumers, func(s *consumerSlot) bool { return s.c.id == id })
 	if i < 0 {
 		return
 	}
 	s := q.consumers[i]
 	q.consumers = slices.Delete(q.consumers, i, i+1)
-	var b storage.Batch
 	for {
-		var d *Delivery
 		select {
-		case d = <-s.c.Deliveries:
+		case d := <-s.c.Deliveries:
+			unsent = append(unsent, d)
+			continue
 		default:
 		}
-		if d == nil {
-			break
-		}
+		break
+	}
+	var b storage.Batch
+	for _, d := range unsent {
 		m := q.msgs[d.ID]
 		if m == nil || !m.leased || m.settling || m.leaseID != d.LeaseID {
 			continue

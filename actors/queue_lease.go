@@ -141,14 +141,14 @@ func (q *queueActor) unlease(m *message) {
 }
 
 // nextConsumer returns the next consumer with credit and buffer room after
-// the last one served, or nil if none has both. Credit alone is not enough:
+// the last one served, whose stream has not ended, or nil if none. Credit alone is not enough:
 // a lease that expires while its message still waits in the buffer returns
 // its credit before the buffer slot frees, and the actor must never block
 // on a full buffer (the stream sends ConsumerReady when one drains).
 func (q *queueActor) nextConsumer() *consumerSlot {
 	for range q.consumers {
 		q.next = (q.next + 1) % len(q.consumers)
-		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries) < cap(s.c.Deliveries) {
+		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries) < cap(s.c.Deliveries) && !s.c.gone() {
 			return s
 		}
 	}

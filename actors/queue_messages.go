@@ -69,8 +69,13 @@ type (
 	Subscribe struct{ Consumer *Consumer }
 	// SubscribeReply confirms a Subscribe; Queue is where Unsubscribe goes.
 	SubscribeReply struct{ Queue *actor.PID }
-	// Unsubscribe removes a consumer; its leases stay until they expire.
-	Unsubscribe struct{ ConsumerID uint64 }
+	// Unsubscribe removes a consumer; the leases of what it sent stay until
+	// they expire. Unsent are deliveries its stream took but could not send:
+	// they come back at once, like what is still in its buffer.
+	Unsubscribe struct {
+		ConsumerID uint64
+		Unsent     []*Delivery
+	}
 	// ConsumerReady tells the queue that a consumer's buffer, which was
 	// full, has room again.
 	ConsumerReady struct{}

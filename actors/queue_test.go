@@ -485,3 +485,21 @@ func TestUnsubscribeReturnsUnsentDeliveries(t *testing.T) {
 	require.Equal(t, id, again.ID)
 	require.EqualValues(t, 1, again.Record.GetAttemptCount(), "the nack counted, the unsent delivery did not")
 }
+
+// TestNothingIsDeliveredToAnEndedStream: once a stream's context has
+// ended, the queue passes it over at once, before its Unsubscribe arrives.
+func TestNothingIsDeliveredToAnEndedStream(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Hour)
+	id := f.enqueue("q", nil)
+	gone := make(chan struct{})
+	c := NewConsumer(1, 1)
+	c.Gone = gone
+	f.ask("q", &Subscribe{Consumer: c})
+	d := f.recv(c)
+	close(gone) // the client ended the stream, then nacks
+	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
+	require.Empty(t, c.Deliveries, "not redelivered to the ended stream")
+	require.EqualValues(t, 1, f.stats("q").Depth, "ready for the next consumer")
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -75,6 +76,10 @@ func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_Lease
 	}
 	for {
 		c := actors.NewConsumer(size, frame)
+		// The transport cancels ctx when the client ends the stream, before
+		// it reads that client's next calls: a nack sent after closing a
+		// stream can never be redelivered to it.
+		c.Gone = ctx.Done()
 		r, err := askFor(s, ctx, &call{req: req, consumer: c}, func(*actors.SubscribeReply) error { return nil })
 		if err != nil {
 			return err
@@ -91,6 +96,7 @@ func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_Lease
 // one, never waiting for more.
 func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply, frame int) error {
 	var batch []*filav1.Message
+	var taken []*actors.Delivery // this frame's, handed back if it is never sent
 	for {
 		var first *actors.Delivery
 		select {
@@ -105,6 +111,7 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer
 		// over by the queue: tell it there is room (once per frame).
 		wasFull := len(c.Deliveries) == cap(c.Deliveries)-1
 		resp := &filav1.LeaseResponse{}
+		taken = append(taken[:0], first)
 		if frame == 1 {
 			resp.Message = toProto(first)
 		} else {
@@ -117,6 +124,7 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer
 				select {
 				case d := <-c.Deliveries:
 					batch = append(batch, toProto(d))
+					taken = append(taken, d)
 				default:
 					break take
 				}
@@ -127,7 +135,9 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer
 			s.sys.Send(sub.Queue, &actors.ConsumerReady{})
 		}
 		if err := stream.Send(resp); err != nil {
-			s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID()})
+			// The stream is gone (or going): what this frame took was never
+			// sent; the queue returns it at once with what is still buffered.
+			s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID(), Unsent: slices.Clone(taken)})
 			return err
 		}
 	}
