@@ -135,6 +135,9 @@ func queueCmd(ctx context.Context, g global, args []string, e env) int {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	if helpAsked(args, e, "queue "+strings.Join(names, "|")+" ...   (fila queue SUBCOMMAND --help for its flags)") {
+		return exitOK
+	}
 	if len(args) == 0 {
 		return usageErr(e, "queue needs a subcommand: %s", strings.Join(names, ", "))
 	}
@@ -229,7 +232,14 @@ func describeConfig(c *filav1.QueueConfig) string {
 	s := fmt.Sprintf("visibility timeout %d ms, max attempts %d, dead letter %t, max depth %d, max bytes %d",
 		c.GetVisibilityTimeoutMs(), c.GetMaxAttempts(), c.GetDeadLetter(), c.GetMaxDepth(), c.GetMaxBytes())
 	if b := c.GetRetryBackoff(); b != nil {
-		s += fmt.Sprintf(", retry backoff %d ms × %g up to %d ms", b.GetInitialMs(), b.GetMultiplier(), b.GetMaxMs())
+		mult, limit := b.GetMultiplier(), fmt.Sprintf("%d ms", b.GetMaxMs())
+		if mult == 0 {
+			mult = 2
+		}
+		if b.GetMaxMs() == 0 {
+			limit = "initial × multiplier^9"
+		}
+		s += fmt.Sprintf(", retry backoff %d ms × %g up to %s", b.GetInitialMs(), mult, limit)
 	}
 	return s
 }
@@ -238,6 +248,14 @@ func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
 	fmt.Fprintf(out, "queue %s: depth %d, in flight %d, delayed %d, consumers %d, fairness keys %d, quantum %d\n",
 		queue, st.GetDepth(), st.GetInFlight(), st.GetDelayed(), st.GetActiveConsumers(), st.GetActiveFairnessKeys(), st.GetQuantum())
 	fmt.Fprintf(out, "config: %s\n", describeConfig(st.GetConfig()))
+	if ts := st.GetPerThrottleStats(); len(ts) > 0 {
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "THROTTLE KEY\tTOKENS\tRATE/S\tBURST")
+		for _, t := range ts {
+			fmt.Fprintf(w, "%s\t%.1f\t%g\t%d\n", t.GetKey(), t.GetTokens(), t.GetRatePerSecond(), t.GetBurst())
+		}
+		_ = w.Flush()
+	}
 	keys := st.GetPerKeyStats()
 	if len(keys) == 0 {
 		return
@@ -350,10 +368,23 @@ func throttleCmd(ctx context.Context, g global, args []string, e env) int {
 	})
 }
 
+// helpAsked reports whether a command's first argument asks for its usage
+// rather than naming a subcommand; it prints synopsis to stdout then.
+func helpAsked(args []string, e env, synopsis string) bool {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
+		fmt.Fprintf(e.stdout, "usage: fila %s\n", synopsis)
+		return true
+	}
+	return false
+}
+
 // subcommand parses "COMMAND SUB ARGS..." for a command whose subcommands
 // take no flags: want gives each one's least and most arguments. ok is
 // false when the command ends (help, or a usage error: code says which).
 func subcommand(command string, args []string, e env, synopsis string, want map[string][2]int) (pos []string, code int, ok bool) {
+	if helpAsked(args, e, synopsis) {
+		return nil, exitOK, false
+	}
 	if len(args) == 0 {
 		return nil, usageErr(e, "usage: fila %s", synopsis), false
 	}
@@ -375,6 +406,9 @@ func subcommand(command string, args []string, e env, synopsis string, want map[
 // keyCmd manages API keys.
 func keyCmd(ctx context.Context, g global, args []string, e env) int {
 	const synopsis = "key create NAME --allow PATTERN=ACTION[,ACTION]... [--expires DURATION] | key revoke NAME | key list"
+	if helpAsked(args, e, synopsis) {
+		return exitOK
+	}
 	if len(args) == 0 {
 		return usageErr(e, "usage: fila %s", synopsis)
 	}

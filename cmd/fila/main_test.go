@@ -138,7 +138,7 @@ func TestFailureCommands(t *testing.T) {
 	}
 	ok("", "queue", "create", "jobs", "--max-attempts", "2")
 	require.Contains(t, ok("", "queue", "update", "jobs", "--retry-initial-ms", "1", "--retry-multiplier", "1"),
-		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to 0 ms")
+		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to initial × multiplier^9")
 	id := strings.TrimSpace(ok("", "enqueue", "jobs", "-H", "job=resize", "poison"))
 	for range 2 {
 		ok("", "consume", "jobs", "--count", "1", "--nack")
@@ -178,6 +178,10 @@ func TestFailureCommands(t *testing.T) {
 
 	ok("", "throttle", "set", "provider:aws", "200,50")
 	require.Regexp(t, `(?m)^provider:aws\s+200,50$`, ok("", "throttle", "list"))
+	require.Regexp(t, `(?m)^provider:aws\s+50\.0\s+200\s+50$`, ok("", "queue", "stats", "jobs"), "stats shows the buckets")
+	for _, cmd := range []string{"throttle", "config", "key", "queue"} {
+		require.Contains(t, ok("", cmd, "--help"), "usage: fila "+cmd)
+	}
 	r = fila(t, addr, "", "throttle", "set", "x", "fast")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "must be a number above 0")
