@@ -31,8 +31,14 @@ type (
 		Err    error
 	}
 	// SetConfig stores Value under Key in the runtime config store; an
-	// empty Value deletes Key. Reply: *AdminReply.
-	SetConfig struct{ Key, Value string }
+	// empty Value deletes Key. With IfAbsent, a Key already set is left
+	// alone and the reply is ErrQueueExists (the check and the write are
+	// one step of the broker, so two creators cannot both win). Reply:
+	// *AdminReply.
+	SetConfig struct {
+		Key, Value string
+		IfAbsent   bool
+	}
 	// AdminReply answers CreateQueue, DeleteQueue and SetConfig.
 	AdminReply struct{ Err error }
 	// EndStreams ends every consumer of every queue with ErrShuttingDown, the
@@ -69,6 +75,10 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		cfg, err := b.update(ctx, m.Name, m.Patch)
 		ctx.Respond(&UpdateQueueReply{Config: cfg, Err: err})
 	case *SetConfig:
+		if _, taken := b.runtime.Get(m.Key); taken && m.IfAbsent {
+			ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %q", ErrQueueExists, m.Key)})
+			return
+		}
 		ctx.Respond(&AdminReply{Err: b.runtime.set(b.opts.Store, m.Key, m.Value)})
 	case *DeleteQueue:
 		b.delete(ctx, m.Name)

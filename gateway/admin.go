@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -240,15 +239,15 @@ func (s *Server) CreateApiKey(ctx context.Context, req *filav1.CreateApiKeyReque
 	if k.Name == auth.BootstrapName {
 		return nil, toStatus(invalid("name: %q is the config's bootstrap key", auth.BootstrapName))
 	}
-	if _, taken := s.sys.RuntimeConfig().Get(auth.KeyPrefix + k.Name); taken {
-		return nil, toStatus(fmt.Errorf("%w: api key %q", actors.ErrQueueExists, k.Name))
-	}
 	secret, err := auth.NewSecret()
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	k.Hash = auth.Hash(secret)
-	if err := s.setConfig(ctx, auth.KeyPrefix+k.Name, k.Encode()); err != nil {
+	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + k.Name, Value: k.Encode(), IfAbsent: true}); err != nil {
+		if status.Code(err) == codes.AlreadyExists {
+			return nil, status.Errorf(codes.AlreadyExists, "api key %q exists (revoke it first)", k.Name)
+		}
 		return nil, err
 	}
 	return &filav1.CreateApiKeyResponse{Name: k.Name, Key: secret}, nil
@@ -260,7 +259,7 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *filav1.RevokeApiKeyReque
 	if _, ok := s.sys.RuntimeConfig().Get(auth.KeyPrefix + req.GetName()); !ok {
 		return nil, status.Errorf(codes.NotFound, "api key %q does not exist", req.GetName())
 	}
-	if err := s.setConfig(ctx, auth.KeyPrefix+req.GetName(), ""); err != nil {
+	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + req.GetName()}); err != nil {
 		return nil, err
 	}
 	if s.opts.Auth != nil {
@@ -296,8 +295,8 @@ func (s *Server) ListApiKeys(_ context.Context, _ *filav1.ListApiKeysRequest) (*
 
 // setConfig writes the runtime config store through the broker (bypassing
 // the reserved-prefix check of the SetConfig RPC).
-func (s *Server) setConfig(ctx context.Context, key, value string) error {
-	res, err := s.sys.Ask(ctx, s.sys.Broker(), telemetry.InjectHeaders(ctx), &actors.SetConfig{Key: key, Value: value})
+func (s *Server) setConfig(ctx context.Context, m *actors.SetConfig) error {
+	res, err := s.sys.Ask(ctx, s.sys.Broker(), telemetry.InjectHeaders(ctx), m)
 	if err != nil {
 		return toStatus(err)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -158,4 +159,35 @@ func TestAuthIsOffOnLoopbackByDefault(t *testing.T) {
 	b := setup(t, setupOpts{})
 	require.Equal(t, "auto", b.cfg.Auth.Mode)
 	b.createQueue(t, "open", nil)
+}
+
+// TestConcurrentKeyCreatesOneWins: two CreateApiKey calls for one name at
+// once: exactly one secret works, the other call is ALREADY_EXISTS.
+func TestConcurrentKeyCreatesOneWins(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }})
+	for round := range 20 {
+		name := fmt.Sprintf("race-%d", round)
+		secrets := make(chan string, 2)
+		codesSeen := make(chan codes.Code, 2)
+		for range 2 {
+			go func() {
+				resp, err := b.admin.CreateApiKey(withKey(bootstrapKey), &filav1.CreateApiKeyRequest{Name: name,
+					Permissions: []*filav1.Permission{{QueuePattern: "*", Actions: []string{"admin"}}}})
+				codesSeen <- status.Code(err)
+				secrets <- resp.GetKey()
+			}()
+		}
+		got := []codes.Code{<-codesSeen, <-codesSeen}
+		require.ElementsMatch(t, []codes.Code{codes.OK, codes.AlreadyExists}, got)
+		working := 0
+		for range 2 {
+			if s := <-secrets; s != "" {
+				if _, err := b.admin.ListQueues(withKey(s), &filav1.ListQueuesRequest{}); err == nil {
+					working++
+				}
+			}
+		}
+		require.Equal(t, 1, working, "the winner's secret works")
+	}
 }
