@@ -51,8 +51,11 @@ type AuthOptions struct {
 	Logger        *slog.Logger
 }
 
-// errRevoked is why a revoked key's streams end.
-var errRevoked = errors.New("api key revoked")
+// errRevoked and errExpired are why a key's streams end early.
+var (
+	errRevoked = errors.New("api key revoked")
+	errExpired = errors.New("api key expired")
+)
 
 // NewAuthorizer checks calls against the keys stored in sys's runtime
 // config store and opts.Bootstrap.
@@ -118,9 +121,16 @@ func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	defer cancel(nil)
 	token := a.track(k.Name, cancel)
 	defer a.untrack(k.Name, token)
+	if !k.ExpiresAt.IsZero() { // a stream does not outlive its key
+		expiry := time.AfterFunc(time.Until(k.ExpiresAt), func() { cancel(errExpired) })
+		defer expiry.Stop()
+	}
 	err = handler(srv, &checkedStream{ServerStream: ss, ctx: ctx, a: a, key: k})
-	if errors.Is(context.Cause(ctx), errRevoked) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errRevoked):
 		return status.Error(codes.Unauthenticated, "the api key of this stream was revoked")
+	case errors.Is(cause, errExpired):
+		return status.Error(codes.Unauthenticated, "the api key of this stream has expired")
 	}
 	return err
 }

@@ -110,6 +110,16 @@ func TestAuth(t *testing.T) {
 	require.Equal(t, codes.Unauthenticated, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "expired")
 
+	// A stream opened before its key expires ends when it does.
+	soon, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "brief", ExpiresAt: timestamppb.New(time.Now().Add(300 * time.Millisecond)),
+		Permissions: []*filav1.Permission{{QueuePattern: "orders", Actions: []string{"consume"}}}})
+	require.NoError(t, err)
+	brief, err := b.svc.Lease(withKey(soon.GetKey()), &filav1.LeaseRequest{Queue: "orders"})
+	require.NoError(t, err)
+	_, err = brief.Recv() // nothing is ready: this returns when the key expires
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "expired")
+
 	// Revoking a key ends its live stream within a second.
 	require.NoError(t, enqueue(withKey(producer)))
 	sctx, cancel := context.WithCancel(withKey(consumer))
@@ -134,7 +144,7 @@ func TestAuth(t *testing.T) {
 	// change them.
 	list, err := b.admin.ListApiKeys(boot, &filav1.ListApiKeysRequest{})
 	require.NoError(t, err)
-	require.Len(t, list.GetKeys(), 3, "producer, ops, old")
+	require.Len(t, list.GetKeys(), 4, "producer, ops, old, brief")
 	cfg, err := b.admin.ListConfig(boot, &filav1.ListConfigRequest{})
 	require.NoError(t, err)
 	require.Zero(t, cfg.GetTotalCount())
