@@ -122,6 +122,7 @@ func TestThrottledMessagesWaitWhileOthersFlow(t *testing.T) {
 	f.enqueue("q", map[string]string{"key": "s", "throttle": "slow"}) // takes the new bucket's one token
 	f.recv(c)
 	f.enqueue("q", map[string]string{"key": "s", "throttle": "slow"})
+	require.EqualValues(t, 1, f.stats("q").Depth, "held back: no token") // also waits out the dispatch
 	requireNoDelivery(t, c)
 	f.stop()
 	f = startOn(t, f.store)
