@@ -159,9 +159,10 @@ func (t TLS) Enabled() bool { return t.CertFile != "" }
 type Lua struct {
 	// DefaultTimeoutMS bounds one hook call. Defaults to 10.
 	DefaultTimeoutMS int `koanf:"default_timeout_ms"`
-	// DefaultMemoryLimitBytes bounds a script's Lua stack (registry) and
-	// call depth; the Go heap its tables use is bounded only by the
-	// timeout. Defaults to 1 MiB.
+	// DefaultMemoryLimitBytes bounds what one hook call may allocate:
+	// every string it makes, and 128 bytes for every VM instruction (an
+	// upper bound of what one allocates otherwise); the Lua stack takes at
+	// most a quarter of it. Defaults to 8 MiB.
 	DefaultMemoryLimitBytes int `koanf:"default_memory_limit_bytes"`
 	// CircuitBreakerThreshold failures in a row bypass a script for
 	// CircuitBreakerCooldownMS. Defaults to 3 and 10000.
@@ -264,7 +265,7 @@ func Defaults() Config {
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
 		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000},
 		Auth:      Auth{Mode: "auto"},
-		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 1 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
+		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
 	}
 }

@@ -1,10 +1,10 @@
 package scripting
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
@@ -28,6 +28,8 @@ type Runner struct {
 	cfg    Config
 	hooks  map[string]*hook
 	now    func() time.Time
+	// clock is the budgets' clock.
+	clock func() time.Time
 }
 
 // hook is one installed script: its compiled code, a Lua state running it
@@ -40,9 +42,9 @@ type hook struct {
 	L         *lua.LState
 	failures  int       // in a row
 	openUntil time.Time // the breaker is open until then
-	// cancel stops the state's context: a call's timer calls it when the
-	// call overruns (the state is then made again).
-	cancel context.CancelFunc
+	// budget is the state's context: each call's allowance of time and
+	// memory.
+	budget *budget
 	// headers is the read-only view of the current call's headers: one
 	// table per state whose __index reads current, so a call copies no
 	// headers into Lua.
@@ -55,7 +57,7 @@ type hook struct {
 
 // NewRunner returns a Runner with no scripts.
 func NewRunner(limits Limits, cfg Config) *Runner {
-	return &Runner{limits: limits, cfg: cfg, hooks: map[string]*hook{}, now: time.Now}
+	return &Runner{limits: limits, cfg: cfg, hooks: map[string]*hook{}, now: time.Now, clock: time.Now}
 }
 
 // Set installs src as hook's script, or removes it when src is empty; the
@@ -92,24 +94,22 @@ func (r *Runner) Close() {
 
 func (h *hook) close() {
 	if h.L != nil {
-		h.cancel()
 		h.L.Close()
 		h.L, h.headers, h.current, h.msg = nil, nil, nil, nil
 	}
 }
 
-// open makes h's state: the sandbox, its script's top level run, a
-// context the call timers cancel, and the headers view.
-func (h *hook) open(limits Limits, cfg Config) error {
-	h.L = newState(limits, cfg)
-	if err := load(h.L, h.proto, limits.Timeout); err != nil {
+// open makes h's state: the sandbox, its script's top level run within
+// its budget, and the headers view.
+func (h *hook) open(limits Limits, cfg Config, clock func() time.Time) error {
+	h.budget = newBudget(h.name, limits)
+	h.budget.now = clock
+	h.L = newState(limits, cfg, h.budget)
+	if err := load(h.L, h.proto, h.budget); err != nil {
 		h.L.Close()
 		h.L = nil
 		return err
 	}
-	var ctx context.Context
-	ctx, h.cancel = context.WithCancel(context.Background())
-	h.L.SetContext(ctx)
 	h.headers = h.L.NewTable()
 	meta := h.L.NewTable()
 	h.L.SetField(meta, "__index", h.L.NewFunction(func(L *lua.LState) int {
@@ -135,11 +135,65 @@ type Call struct {
 	// Ran is false when there is no script or its breaker is open.
 	Ran      bool
 	Duration time.Duration
-	// Err is the script's error, a timeout, or invalid output.
+	// Err is the script's error, a time or memory overrun (errors.Is
+	// ErrTimeout, ErrMemory), or invalid output. A script's own error may
+	// carry text it built from the message's headers: log Failure, never
+	// Err.
 	Err error
 	// BreakerOpened is set on the failure that opened the breaker.
 	BreakerOpened bool
 }
+
+// Failure kinds, as Call.Failure reports them.
+const (
+	FailureError    = "error"   // the script raised an error (or its top level did, when its state was made)
+	FailureTimeout  = "timeout" // over lua.default_timeout_ms
+	FailureMemory   = "memory"  // over lua.default_memory_limit_bytes
+	FailureInvalid  = "invalid_result"
+	FailureInternal = "internal" // a bug of filad's, recovered
+)
+
+// Failure describes a failed call for a log line: its kind, and a detail
+// that holds no text of the script's making: the hook and line for an
+// error ("on_enqueue:3"), filad's own message otherwise.
+func (c Call) Failure() (kind, detail string) {
+	var api *lua.ApiError
+	switch {
+	case c.Err == nil:
+		return "", ""
+	case errors.Is(c.Err, ErrTimeout):
+		return FailureTimeout, c.Err.Error()
+	case errors.Is(c.Err, ErrMemory):
+		return FailureMemory, c.Err.Error()
+	case errors.Is(c.Err, errInternal):
+		return FailureInternal, "a panic in filad's hook runner, recovered"
+	case errors.As(c.Err, &api):
+		return FailureError, errorPosition(api)
+	default:
+		return FailureInvalid, c.Err.Error() // the decoders' messages name fields and bounds, never values
+	}
+}
+
+// errorPosition is where a script raised its error: "hook:line" from the
+// position Lua puts before the message, or the traceback's first frame.
+func errorPosition(err *lua.ApiError) string {
+	msg := ""
+	if s, ok := err.Object.(lua.LString); ok {
+		msg = string(s)
+	}
+	for _, text := range []string{msg, err.StackTrace} {
+		for _, field := range strings.Fields(text) {
+			if name, rest, ok := strings.Cut(field, ":"); ok && (name == OnEnqueue || name == OnFailure) {
+				if line, _, _ := strings.Cut(rest, ":"); line != "" && strings.Trim(line, "0123456789") == "" {
+					return name + ":" + line
+				}
+			}
+		}
+	}
+	return "no line"
+}
+
+var errInternal = errors.New("internal error")
 
 // call runs hook name with args made in its state, and decodes the first
 // result with decode. ok is false when the caller must apply its defaults.
@@ -152,7 +206,7 @@ func (r *Runner) call(name string, args func(h *hook) []lua.LValue, decode func(
 	start := r.now()
 	defer func() {
 		if p := recover(); p != nil { // a bug in a decoder must not take the actor down
-			c.Err = fmt.Errorf("%s: %v", name, p)
+			c.Err = fmt.Errorf("%s: %w: %v", name, errInternal, p)
 		}
 		c.Duration = r.now().Sub(start)
 		if c.Err == nil {
@@ -165,19 +219,16 @@ func (r *Runner) call(name string, args func(h *hook) []lua.LValue, decode func(
 		}
 	}()
 	if h.L == nil {
-		if err := h.open(r.limits, r.cfg); err != nil {
+		if err := h.open(r.limits, r.cfg, r.clock); err != nil {
 			c.Err = err
 			return c
 		}
 	}
-	L := h.L
-	// One timer per call, no context per call: an overrun cancels the
-	// state's context, which stops the VM (and the state is made again).
-	timer := time.AfterFunc(r.limits.Timeout, h.cancel)
-	defer timer.Stop()
+	L, b := h.L, h.budget
+	b.start()
 	if err := L.CallByParam(lua.P{Fn: L.GetGlobal(name), NRet: 1, Protect: true}, args(h)...); err != nil {
-		if L.Context().Err() != nil {
-			err = fmt.Errorf("%s ran over its time budget of %v (lua.default_timeout_ms)", name, r.limits.Timeout)
+		if b.err != nil { // the overrun, whatever pcall made of it
+			err = b.err
 		}
 		c.Err = err
 		return c
@@ -185,6 +236,9 @@ func (r *Runner) call(name string, args func(h *hook) []lua.LValue, decode func(
 	ret := L.Get(-1)
 	L.Pop(1)
 	c.Err = decode(ret)
+	if c.Err == nil && b.worn() {
+		h.close() // made again at the next call: what the script kept is dropped
+	}
 	return c
 }
 

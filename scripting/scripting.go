@@ -1,15 +1,15 @@
 // Package scripting runs a queue's Lua policy hooks (on_enqueue and
 // on_failure) in gopher-lua, the pure-Go Lua 5.1 VM, sandboxed and bounded:
 // only the base (without load, loadstring, dofile, loadfile, require and
-// print), string, math and table libraries; a time budget per call; a
-// bounded registry and call stack; and a circuit breaker that bypasses a
-// script failing again and again. A Runner belongs to one queue actor, which
+// print), string, math and table libraries; a budget of time and memory
+// per call that library functions are charged to as well (budget.go,
+// bounded.go); a bounded registry and call stack; and a circuit breaker
+// that bypasses a script failing again and again. A Runner belongs to one queue actor, which
 // calls it from its own goroutine only: one Lua state per queue, no pool
 // (the actor runs one request at a time anyway).
 package scripting
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -30,12 +30,11 @@ const MaxScriptBytes = 64 << 10
 
 // Limits bound a script's calls. config's [lua] section has the defaults.
 type Limits struct {
-	// Timeout bounds one hook call (and the script's top level at load).
+	// Timeout bounds one hook call (and the script's top level at load),
+	// inside library functions too.
 	Timeout time.Duration
-	// MemoryBytes bounds the Lua registry (the VM's value stack) and call
-	// stack, as far as gopher-lua allows: tables and strings a script
-	// allocates are Go heap the VM does not account; the timeout is what
-	// stops a script that allocates without end.
+	// MemoryBytes bounds what one call may allocate (budget.go says how it
+	// is counted), and the Lua registry (the VM's value stack).
 	MemoryBytes int
 	// BreakerThreshold is how many failures in a row open the breaker;
 	// BreakerCooldown how long it stays open before the script is tried
@@ -56,13 +55,15 @@ func Compile(name, src, hook string, limits Limits) (*lua.FunctionProto, error) 
 	if err != nil {
 		return nil, errors.New(strings.TrimSpace(err.Error()))
 	}
+	concatAST(chunk)
 	proto, err := lua.Compile(chunk, name)
 	if err != nil {
 		return nil, err
 	}
-	L := newState(limits, nil)
+	b := newBudget(hook, limits)
+	L := newState(limits, nil, b)
 	defer L.Close()
-	if err := load(L, proto, limits.Timeout); err != nil {
+	if err := load(L, proto, b); err != nil {
 		return nil, err
 	}
 	if _, ok := L.GetGlobal(hook).(*lua.LFunction); !ok {
@@ -77,9 +78,27 @@ type Config interface {
 	Get(key string) (string, bool)
 }
 
-// newState makes a sandboxed Lua state.
-func newState(limits Limits, cfg Config) *lua.LState {
-	slots := max(limits.MemoryBytes/16, 1024) // a registry slot is an interface: 16 bytes
+// ReadablePrefixes are the runtime config keys fila.get reads; any other key
+// reads as nil. A script is installed by whoever has admin on its queue,
+// and the config store is the operator's (auth.* holds the keys' hashes and
+// rights): a script must not be a way round GetConfig's permission.
+var ReadablePrefixes = []string{"app.", "weight.", "throttle."}
+
+// Readable reports whether fila.get may read key.
+func Readable(key string) bool {
+	for _, p := range ReadablePrefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// newState makes a sandboxed Lua state whose calls are charged to b.
+func newState(limits Limits, cfg Config, b *budget) *lua.LState {
+	// A registry slot is an interface, 16 bytes: the registry takes at most
+	// a quarter of the limit.
+	slots := max(limits.MemoryBytes/64, 1024)
 	L := lua.NewState(lua.Options{
 		SkipOpenLibs:        true,
 		CallStackSize:       200,
@@ -101,7 +120,7 @@ func newState(limits Limits, cfg Config) *lua.LState {
 	fila := L.NewTable()
 	L.SetField(fila, "get", L.NewFunction(func(L *lua.LState) int {
 		key := L.CheckString(1)
-		if cfg != nil {
+		if cfg != nil && Readable(key) {
 			if v, ok := cfg.Get(key); ok {
 				L.Push(lua.LString(v))
 				return 1
@@ -111,15 +130,20 @@ func newState(limits Limits, cfg Config) *lua.LState {
 		return 1
 	}))
 	L.SetGlobal("fila", fila)
+	bound(L, b)
+	L.SetContext(b)
 	return L
 }
 
-// load runs proto's top level in L within timeout.
-func load(L *lua.LState, proto *lua.FunctionProto, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	L.SetContext(ctx)
-	defer L.RemoveContext()
+// load runs proto's top level in L within b.
+func load(L *lua.LState, proto *lua.FunctionProto, b *budget) error {
+	b.start()
 	L.Push(L.NewFunctionFromProto(proto))
-	return L.PCall(0, 0, nil)
+	if err := L.PCall(0, 0, nil); err != nil {
+		if b.err != nil {
+			return b.err
+		}
+		return err
+	}
+	return nil
 }
