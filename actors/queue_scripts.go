@@ -51,8 +51,11 @@ func (q *queueActor) recordScript(ctx context.Context, hook string, c scripting.
 		}
 		if now := time.Now(); now.Sub(q.warned) >= scriptWarnEvery || c.BreakerOpened {
 			q.warned = now
+			// Never c.Err: a script's error text may be built from the
+			// message's headers. Its kind and line say where to look.
+			kind, detail := c.Failure()
 			q.deps.log.Warn("queue script failed; the queue's defaults applied", slog.String("queue_id", q.cfg.Name),
-				slog.String("hook", hook), slog.Bool("breaker_opened", c.BreakerOpened), slog.Any("error", c.Err))
+				slog.String("hook", hook), slog.Bool("breaker_opened", c.BreakerOpened), slog.String("failure", kind), slog.String("detail", detail))
 		}
 		return
 	}
