@@ -66,7 +66,9 @@ func TestKeyAllows(t *testing.T) {
 // "orders.*" reached "orders.dlq").
 func TestDLQRightsAreTheSources(t *testing.T) {
 	t.Parallel()
-	perm := func(pattern string, actions ...Action) Permission { return Permission{Pattern: pattern, Actions: actions} }
+	perm := func(pattern string, actions ...Action) Permission {
+		return Permission{Pattern: pattern, Actions: actions}
+	}
 	tests := []struct {
 		name   string
 		perms  []Permission

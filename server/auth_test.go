@@ -192,16 +192,27 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 
 // TestKeyExpiredAtCreationIsRefused is issue 19's item 8: CreateApiKey
 // with expires_at in the past answered OK and a secret that could never
-// work. Now it is INVALID_ARGUMENT naming the field, and nothing is stored.
+// work (so did one past the year 9999). Now it is INVALID_ARGUMENT naming
+// the field and the limit, and nothing is stored.
 func TestKeyExpiredAtCreationIsRefused(t *testing.T) {
 	t.Parallel()
 	b := asKey(t, setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }}), bootstrapKey)
 	perms := []*filav1.Permission{{QueuePattern: "*", Actions: []string{"produce"}}}
-	for _, at := range []time.Time{time.Now().Add(-time.Second), time.Unix(0, 0)} {
-		_, err := b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(at), Permissions: perms})
+	tests := []struct {
+		at  time.Time
+		msg string
+	}{
+		{time.Now().Add(-time.Second), "is not in the future"},
+		{time.Unix(0, 0), "is not in the future"},
+		// Past what a stored key can encode: it was stored empty, and its
+		// secret never worked.
+		{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "is after the limit of 9999-12-31T23:59:59Z"},
+	}
+	for _, tt := range tests {
+		_, err := b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(tt.at), Permissions: perms})
 		requireCode(t, err, codes.InvalidArgument)
 		require.Contains(t, status.Convert(err).Message(), "expires_at: ")
-		require.Contains(t, status.Convert(err).Message(), "is not in the future")
+		require.Contains(t, status.Convert(err).Message(), tt.msg)
 	}
 	list, err := b.admin.ListApiKeys(ctxT(t), &filav1.ListApiKeysRequest{})
 	require.NoError(t, err)
