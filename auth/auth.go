@@ -51,6 +51,31 @@ const (
 	secretRandomSize = 32
 )
 
+// maxExpiresAt is the latest expires_at a key may have: a stored key is
+// JSON, and encoding/json cannot write a time past the year 9999.
+var maxExpiresAt = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// DLQSuffix ends the name of a dead-letter queue: the broker makes
+// "<name>.dlq" for every queue "<name>" (actors.DLQSuffix, which a gateway
+// test holds equal; auth does not import the actors).
+const DLQSuffix = ".dlq"
+
+// Owner is the queue whose rights decide the rights on queue: queue itself,
+// or for a dead-letter queue "<name>.dlq" the owner of "<name>". A DLQ
+// holds its source's messages (payloads, headers, the error that killed
+// them), so whoever may not touch the source may not touch them there.
+// The rule is by name alone, whether or not "<name>" exists: the broker
+// adopts an existing "<name>.dlq" as the DLQ of a "<name>" created later,
+// and a rule that changed with that would hand the adopted dead letters to
+// whoever had rights on the old name. "" (from a queue named ".dlq") is the
+// whole broker: only a permission on "*" reaches it.
+func Owner(queue string) string {
+	for strings.HasSuffix(queue, DLQSuffix) {
+		queue = strings.TrimSuffix(queue, DLQSuffix)
+	}
+	return queue
+}
+
 // NewSecret makes a key's secret: 256 random bits, so its SHA-256 is as
 // good as a slow hash (nothing to guess), and checking one costs a
 // microsecond.
@@ -90,6 +115,10 @@ func ValidatePattern(p string) error {
 	if body == "" {
 		return fmt.Errorf("queue pattern %q: nothing before .*", p)
 	}
+	if !strings.HasSuffix(p, ".*") && strings.HasSuffix(p, DLQSuffix) {
+		// It could never take effect: grant it on the source instead.
+		return fmt.Errorf("queue pattern %q names a dead-letter queue, whose rights are those on %q; grant them there", p, Owner(p))
+	}
 	return nil
 }
 
@@ -105,8 +134,11 @@ func Matches(pattern, queue string) bool {
 }
 
 // Allows reports whether k may do action on queue ("" for broker-wide
-// admin calls, which need a permission whose pattern is "*").
+// admin calls, which need a permission whose pattern is "*"). The rights on
+// a dead-letter queue are those on its Owner: "orders.*" does not reach
+// "orders.dlq" unless it is allowed on "orders" too.
 func (k *Key) Allows(action Action, queue string) bool {
+	queue = Owner(queue)
 	for _, p := range k.Permissions {
 		if queue == "" && p.Pattern != "*" {
 			continue
@@ -126,8 +158,10 @@ func (k *Key) Allows(action Action, queue string) bool {
 // Expired reports whether k has expired at now.
 func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
 
-// Validate checks a key's name and permissions.
-func (k *Key) Validate() error {
+// Validate checks a new key's name, permissions and expiry.
+func (k *Key) Validate() error { return k.validate(time.Now()) }
+
+func (k *Key) validate(now time.Time) error {
 	if k.Name == "" || len(k.Name) > MaxKeyNameBytes {
 		return fmt.Errorf("name must be 1 to %d bytes", MaxKeyNameBytes)
 	}
@@ -152,6 +186,14 @@ func (k *Key) Validate() error {
 			}
 		}
 	}
+	if !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now) {
+		// It would be refused from its first call: surely a mistake.
+		return fmt.Errorf("expires_at: %s is not in the future (now %s)",
+			k.ExpiresAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if k.ExpiresAt.After(maxExpiresAt) {
+		return fmt.Errorf("expires_at: %s is after the limit of %s", k.ExpiresAt.UTC().Format(time.RFC3339), maxExpiresAt.Format(time.RFC3339))
+	}
 	return nil
 }
 
@@ -168,6 +210,19 @@ func Decode(s string) (*Key, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// BearerSecret reads the key from an "authorization" header value,
+// "Bearer <key>". The scheme is case-insensitive (RFC 6750 §2.1, RFC 9110
+// §11.1), and one or more spaces may follow it; ok is false for another
+// scheme or no key.
+func BearerSecret(header string) (secret string, ok bool) {
+	scheme, rest, found := strings.Cut(header, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	secret = strings.TrimLeft(rest, " ")
+	return secret, secret != ""
 }
 
 // KeyPrefix is where keys live in the runtime config store; the config

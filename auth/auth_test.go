@@ -26,7 +26,10 @@ func TestPatterns(t *testing.T) {
 		require.NoError(t, ValidatePattern(tt.pattern))
 		require.Equal(t, tt.match, Matches(tt.pattern, tt.queue), "%s ~ %s", tt.pattern, tt.queue)
 	}
-	for _, bad := range []string{"", ".*", "a b", "orders/*", "*.orders", strings.Repeat("q", 257)} {
+	// "orders.dlq" could never take effect (a DLQ's rights are its
+	// source's), so it is refused; "orders.dlq.*" names ordinary queues.
+	require.NoError(t, ValidatePattern("orders.dlq.*"))
+	for _, bad := range []string{"", ".*", "a b", "orders/*", "*.orders", strings.Repeat("q", 257), "orders.dlq", ".dlq"} {
 		require.Error(t, ValidatePattern(bad), bad)
 	}
 }
@@ -55,6 +58,106 @@ func TestKeyAllows(t *testing.T) {
 		{Name: "k", Permissions: []Permission{{Pattern: "q", Actions: []Action{"delete"}}}},
 	} {
 		require.Error(t, bad.Validate(), "%+v", bad)
+	}
+}
+
+// TestDLQRightsAreTheSources: every right on "<name>.dlq" is decided by
+// the key's rights on "<name>" (issue 19, row 4: admin,consume on
+// "orders.*" reached "orders.dlq").
+func TestDLQRightsAreTheSources(t *testing.T) {
+	t.Parallel()
+	perm := func(pattern string, actions ...Action) Permission {
+		return Permission{Pattern: pattern, Actions: actions}
+	}
+	tests := []struct {
+		name   string
+		perms  []Permission
+		action Action
+		queue  string
+		want   bool
+	}{
+		{"orders.* does not reach orders.dlq", []Permission{perm("orders.*", Admin, Consume)}, Admin, "orders.dlq", false},
+		{"nor to consume from it", []Permission{perm("orders.*", Admin, Consume)}, Consume, "orders.dlq", false},
+		{"orders.* still reaches orders.eu", []Permission{perm("orders.*", Admin)}, Admin, "orders.eu", true},
+		{"admin on orders is admin on orders.dlq", []Permission{perm("orders", Admin)}, Admin, "orders.dlq", true},
+		{"the same right: consume on orders is not admin on orders.dlq", []Permission{perm("orders", Consume)}, Admin, "orders.dlq", false},
+		{"orders.* reaches the DLQ of orders.eu", []Permission{perm("orders.*", Consume)}, Consume, "orders.eu.dlq", true},
+		{"orders.eu does not reach orders.dlq", []Permission{perm("orders.eu", Admin)}, Admin, "orders.dlq", false},
+		{"a DLQ name's DLQ is the same source's", []Permission{perm("orders", Admin)}, Admin, "orders.dlq.dlq", true},
+		{"and not reached through the DLQ's name", []Permission{perm("orders.*", Admin)}, Admin, "orders.dlq.dlq", false},
+		{"orders.dlq.* names ordinary queues", []Permission{perm("orders.dlq.*", Admin)}, Admin, "orders.dlq.x", true},
+		{"a queue named .dlq belongs to the broker", []Permission{{Pattern: ".dlq", Actions: []Action{Admin}}}, Admin, ".dlq", false},
+		{"which * reaches", []Permission{perm("*", Admin)}, Admin, ".dlq", true},
+		{"a stored exact DLQ pattern is inert", []Permission{{Pattern: "orders.dlq", Actions: []Action{Admin}}}, Admin, "orders.dlq", false},
+		{"ordersdlq is no DLQ", []Permission{perm("ordersdlq", Admin)}, Admin, "ordersdlq", true},
+	}
+	for _, tt := range tests {
+		k := &Key{Name: "k", Permissions: tt.perms}
+		require.Equal(t, tt.want, k.Allows(tt.action, tt.queue), tt.name)
+	}
+	require.Equal(t, "orders", Owner("orders.dlq.dlq"))
+	require.Equal(t, "orders.eu", Owner("orders.eu"))
+}
+
+// TestKeyExpiry: a new key's expires_at is in the future (issue 19, item
+// 8: one in the past was accepted) and storable.
+func TestKeyExpiry(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	perms := []Permission{{Pattern: "*", Actions: []Action{Produce}}}
+	tests := []struct {
+		name      string
+		expiresAt time.Time
+		wantErr   string
+	}{
+		{"none", time.Time{}, ""},
+		{"in the future", now.Add(time.Second), ""},
+		{"the last storable second", maxExpiresAt, ""},
+		{"in the past", now.Add(-time.Second), "expires_at: 2026-12-01T11:59:59Z is not in the future"},
+		{"now", now, "expires_at: 2026-12-01T12:00:00Z is not in the future"},
+		{"long ago", time.Unix(0, 0), "expires_at: 1970-01-01T00:00:00Z is not in the future"},
+		{"past what a key can store", maxExpiresAt.Add(time.Second), "expires_at: 10000-01-01T00:00:00Z is after the limit of 9999-12-31T23:59:59Z"},
+	}
+	for _, tt := range tests {
+		k := &Key{Name: "k", Permissions: perms, ExpiresAt: tt.expiresAt}
+		err := k.validate(now)
+		if tt.wantErr == "" {
+			require.NoError(t, err, tt.name)
+			back, err := Decode(k.Encode())
+			require.NoError(t, err, tt.name)
+			require.True(t, k.ExpiresAt.Equal(back.ExpiresAt), tt.name)
+			continue
+		}
+		require.ErrorContains(t, err, tt.wantErr, tt.name)
+	}
+	require.ErrorContains(t, (&Key{Name: "k", Permissions: perms, ExpiresAt: time.Now().Add(-time.Minute)}).Validate(), "expires_at", "Validate checks against the clock")
+}
+
+// TestBearerSecret: the scheme of "authorization: Bearer <key>" is
+// case-insensitive (RFC 6750; issue 19, item 8: "bearer" was refused).
+func TestBearerSecret(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		header, secret string
+		ok             bool
+	}{
+		{"Bearer fila_x", "fila_x", true},
+		{"bearer fila_x", "fila_x", true},
+		{"BEARER fila_x", "fila_x", true},
+		{"bEaReR fila_x", "fila_x", true},
+		{"Bearer   fila_x", "fila_x", true},
+		{"Bearer fila_x ", "fila_x ", true}, // the key is what follows, unchanged: it then matches no key
+		{"Basic fila_x", "", false},
+		{"Bearerfila_x", "", false},
+		{"Bearer ", "", false},
+		{"Bearer", "", false},
+		{"fila_x", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		secret, ok := BearerSecret(tt.header)
+		require.Equal(t, tt.ok, ok, "%q", tt.header)
+		require.Equal(t, tt.secret, secret, "%q", tt.header)
 	}
 }
 

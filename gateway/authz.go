@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -98,11 +99,8 @@ func (a *Authorizer) Unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err != nil {
 		return nil, err
 	}
-	action, queues := required(req)
-	for _, q := range queues {
-		if err := a.authorize(ctx, k, action, q); err != nil {
-			return nil, err
-		}
+	if err := a.authorize(ctx, k, required(req)); err != nil {
+		return nil, err
 	}
 	return handler(ctx, req)
 }
@@ -149,13 +147,7 @@ func (s *checkedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	action, queues := required(m)
-	for _, q := range queues {
-		if err := s.a.authorize(s.ctx, s.key, action, q); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.a.authorize(s.ctx, s.key, required(m))
 }
 
 func (a *Authorizer) track(name string, cancel context.CancelCauseFunc) *int {
@@ -187,7 +179,8 @@ func (a *Authorizer) revoked(name string) {
 	}
 }
 
-// authenticate finds the call's key: "authorization: Bearer <key>", or
+// authenticate finds the call's key: "authorization: Bearer <key>" (the
+// scheme in any case), or
 // else the mTLS client certificate's common name, which stands for the key
 // of that name.
 func (a *Authorizer) authenticate(ctx context.Context) (*auth.Key, error) {
@@ -195,7 +188,7 @@ func (a *Authorizer) authenticate(ctx context.Context) (*auth.Key, error) {
 	var k *auth.Key
 	reason, who := "", ""
 	if vals := md.Get("authorization"); len(vals) > 0 {
-		secret, ok := strings.CutPrefix(vals[0], "Bearer ")
+		secret, ok := auth.BearerSecret(vals[0])
 		if k = a.keys.BySecret(secret); !ok || k == nil {
 			reason, who = "invalid_key", auth.Fingerprint(secret)
 			k = nil
@@ -228,15 +221,33 @@ func (a *Authorizer) authenticate(ctx context.Context) (*auth.Key, error) {
 	return k, nil
 }
 
-func (a *Authorizer) authorize(ctx context.Context, k *auth.Key, action auth.Action, queue string) error {
-	if k.Allows(action, queue) {
-		return nil
+// authorize checks every need of a call; one that is not allowed refuses
+// the whole call (a batch is never applied in part).
+func (a *Authorizer) authorize(ctx context.Context, k *auth.Key, needs []need) error {
+	for _, n := range needs {
+		if k.Allows(n.action, n.queue) {
+			continue
+		}
+		a.fail(ctx, "permission_denied", k.Name)
+		switch owner := auth.Owner(n.queue); {
+		case n.queue == "":
+			return status.Errorf(codes.PermissionDenied, "%s on the whole broker (a permission for \"*\") is not allowed for this key", n.action)
+		case owner != n.queue:
+			return status.Errorf(codes.PermissionDenied, "%s on queue %q is not allowed for this key (the rights on a dead-letter queue are those on %s)",
+				n.action, n.queue, ownerName(owner))
+		default:
+			return status.Errorf(codes.PermissionDenied, "%s on queue %q is not allowed for this key", n.action, n.queue)
+		}
 	}
-	a.fail(ctx, "permission_denied", k.Name)
-	if queue == "" {
-		return status.Errorf(codes.PermissionDenied, "%s on the whole broker (a permission for \"*\") is not allowed for this key", action)
+	return nil
+}
+
+// ownerName names an Owner in a message.
+func ownerName(owner string) string {
+	if owner == "" {
+		return "the whole broker (\"*\")"
 	}
-	return status.Errorf(codes.PermissionDenied, "%s on queue %q is not allowed for this key", action, queue)
+	return fmt.Sprintf("queue %q", owner)
 }
 
 // authWarnEvery bounds the WARNs a flood of bad keys logs.
@@ -272,53 +283,75 @@ func peerCommonName(ctx context.Context) string {
 	return info.State.PeerCertificates[0].Subject.CommonName
 }
 
-// required is the action a request needs and the queues it names ("" for a
-// broker-wide call).
-func required(req any) (auth.Action, []string) {
+// need is one right a call needs: action on queue ("" for the whole
+// broker).
+type need struct {
+	action auth.Action
+	queue  string
+}
+
+// on is the needs of action on each of queues.
+func on(action auth.Action, queues ...string) []need {
+	out := make([]need, len(queues))
+	for i, q := range queues {
+		out[i] = need{action, q}
+	}
+	return out
+}
+
+// required is what a request needs. Key.Allows decides a dead-letter
+// queue's rights by its source's, so nothing here names that rule.
+func required(req any) []need {
 	switch r := req.(type) {
 	case *filav1.EnqueueRequest:
-		return auth.Produce, []string{r.GetQueue()}
+		return on(auth.Produce, r.GetQueue())
 	case *filav1.EnqueueBatchRequest:
-		qs := make([]string, 0, len(r.GetMessages()))
-		for _, m := range r.GetMessages() {
-			qs = append(qs, m.GetQueue())
-		}
-		return auth.Produce, qs
+		return on(auth.Produce, queuesOf(r.GetMessages())...)
 	case *filav1.LeaseRequest:
-		return auth.Consume, []string{r.GetQueue()}
+		return on(auth.Consume, r.GetQueue())
 	case *filav1.AckRequest:
-		return auth.Consume, []string{r.GetQueue()}
+		return on(auth.Consume, r.GetQueue())
 	case *filav1.NackRequest:
-		return auth.Consume, []string{r.GetQueue()}
+		return on(auth.Consume, r.GetQueue())
 	case *filav1.ExtendRequest:
-		return auth.Consume, []string{r.GetQueue()}
+		return on(auth.Consume, r.GetQueue())
 	case *filav1.AckBatchRequest:
-		qs := make([]string, 0, len(r.GetAcks()))
-		for _, a := range r.GetAcks() {
-			qs = append(qs, a.GetQueue())
-		}
-		return auth.Consume, qs
+		return on(auth.Consume, queuesOf(r.GetAcks())...)
 	case *filav1.NackBatchRequest:
-		qs := make([]string, 0, len(r.GetNacks()))
-		for _, n := range r.GetNacks() {
-			qs = append(qs, n.GetQueue())
-		}
-		return auth.Consume, qs
+		return on(auth.Consume, queuesOf(r.GetNacks())...)
 	case *filav1.CreateQueueRequest:
-		return auth.Admin, []string{r.GetName()}
+		return on(auth.Admin, r.GetName())
 	case *filav1.DeleteQueueRequest:
-		return auth.Admin, []string{r.GetQueue()}
+		return on(auth.Admin, r.GetQueue())
 	case *filav1.UpdateQueueRequest:
-		return auth.Admin, []string{r.GetName()}
+		return on(auth.Admin, r.GetName())
 	case *filav1.GetStatsRequest:
-		return auth.Admin, []string{r.GetQueue()}
+		return on(auth.Admin, r.GetQueue())
 	case *filav1.RedriveRequest:
-		return auth.Admin, []string{r.GetDlqQueue()}
+		// Redrive moves a DLQ's messages into its source queue (the name
+		// without ".dlq"): admin on the DLQ, and produce where they land.
+		// A name that is no DLQ's is refused by the queue (INVALID_ARGUMENT)
+		// and moves nothing, so it needs admin only.
+		dlq := r.GetDlqQueue()
+		needs := on(auth.Admin, dlq)
+		if target, ok := strings.CutSuffix(dlq, auth.DLQSuffix); ok {
+			needs = append(needs, need{auth.Produce, target})
+		}
+		return needs
 	case *filav1.PeekRequest:
-		return auth.Admin, []string{r.GetQueue()}
+		return on(auth.Admin, r.GetQueue())
 	case *filav1.PurgeQueueRequest:
-		return auth.Admin, []string{r.GetQueue()}
+		return on(auth.Admin, r.GetQueue())
 	}
 	// ListQueues, the config store and the keys: the whole broker.
-	return auth.Admin, []string{""}
+	return on(auth.Admin, "")
+}
+
+// queuesOf is the queue each item of a batch names.
+func queuesOf[T interface{ GetQueue() string }](items []T) []string {
+	qs := make([]string, len(items))
+	for i, it := range items {
+		qs[i] = it.GetQueue()
+	}
+	return qs
 }

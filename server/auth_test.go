@@ -25,8 +25,11 @@ import (
 
 const bootstrapKey = "bootstrap-secret-0123456789abcdefghijklmnop"
 
-func withKey(key string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
+func withKey(key string) context.Context { return withAuthorization("Bearer " + key) }
+
+// withAuthorization sends header as the call's authorization.
+func withAuthorization(header string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", header)
 }
 
 // TestAuth: keys are required (mode on), checked before anything runs, and
@@ -102,15 +105,8 @@ func TestAuth(t *testing.T) {
 	_, err = healthpb.NewHealthClient(b.conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	require.NoError(t, err)
 
-	// An expired key.
-	resp, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(time.Now().Add(-time.Second)),
-		Permissions: []*filav1.Permission{{QueuePattern: "*", Actions: []string{"produce"}}}})
-	require.NoError(t, err)
-	err = enqueue(withKey(resp.GetKey()))
-	require.Equal(t, codes.Unauthenticated, status.Code(err))
-	require.Contains(t, status.Convert(err).Message(), "expired")
-
-	// A stream opened before its key expires ends when it does.
+	// A stream opened before its key expires ends when it does, and the key
+	// is refused from then on.
 	soon, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "brief", ExpiresAt: timestamppb.New(time.Now().Add(300 * time.Millisecond)),
 		Permissions: []*filav1.Permission{{QueuePattern: "orders", Actions: []string{"consume"}}}})
 	require.NoError(t, err)
@@ -119,6 +115,9 @@ func TestAuth(t *testing.T) {
 	_, err = brief.Recv() // nothing is ready: this returns when the key expires
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 	require.Contains(t, status.Convert(err).Message(), "expired")
+	err = lease(withKey(soon.GetKey()))
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "the api key has expired")
 
 	// Revoking a key ends its live stream within a second.
 	require.NoError(t, enqueue(withKey(producer)))
@@ -144,7 +143,11 @@ func TestAuth(t *testing.T) {
 	// change them.
 	list, err := b.admin.ListApiKeys(boot, &filav1.ListApiKeysRequest{})
 	require.NoError(t, err)
-	require.Len(t, list.GetKeys(), 4, "producer, ops, old, brief")
+	names := []string{}
+	for _, k := range list.GetKeys() {
+		names = append(names, k.GetName())
+	}
+	require.ElementsMatch(t, []string{"producer", "ops", "brief"}, names, "consumer was revoked")
 	cfg, err := b.admin.ListConfig(boot, &filav1.ListConfigRequest{})
 	require.NoError(t, err)
 	require.Zero(t, cfg.GetTotalCount())
@@ -157,10 +160,66 @@ func TestAuth(t *testing.T) {
 		v, _ := h.Value(t, telemetry.AuthFailures.Name, attribute.String("reason", "permission_denied"))
 		return v
 	}())
-	for _, secret := range []string{bootstrapKey, producer, consumer, opsKey, resp.GetKey()} {
+	for _, secret := range []string{bootstrapKey, producer, consumer, opsKey, soon.GetKey()} {
 		require.NotContains(t, logs.text(), secret)
 	}
 	require.Contains(t, logs.text(), "refused a call")
+}
+
+// TestBearerSchemeIsCaseInsensitive is issue 19's item 8: "authorization:
+// bearer <key>" was refused, but the scheme is case-insensitive (RFC 6750).
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }})
+	asKey(t, b, bootstrapKey).createQueue(t, "q", nil)
+	tests := []struct {
+		header string
+		code   codes.Code
+	}{
+		{"Bearer " + bootstrapKey, codes.OK},
+		{"bearer " + bootstrapKey, codes.OK},
+		{"BEARER " + bootstrapKey, codes.OK},
+		{"Bearer  " + bootstrapKey, codes.OK},
+		{"Basic " + bootstrapKey, codes.Unauthenticated},
+		{"bearer" + bootstrapKey, codes.Unauthenticated},
+		{bootstrapKey, codes.Unauthenticated},
+	}
+	for i, tt := range tests {
+		_, err := b.svc.Enqueue(withAuthorization(tt.header), &filav1.EnqueueRequest{Queue: "q"})
+		require.Equal(t, tt.code.String(), status.Code(err).String(), "case %d (the header is not printed: it holds the key): %v", i, err)
+	}
+}
+
+// TestKeyExpiredAtCreationIsRefused is issue 19's item 8: CreateApiKey
+// with expires_at in the past answered OK and a secret that could never
+// work (so did one past the year 9999). Now it is INVALID_ARGUMENT naming
+// the field and the limit, and nothing is stored.
+func TestKeyExpiredAtCreationIsRefused(t *testing.T) {
+	t.Parallel()
+	b := asKey(t, setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }}), bootstrapKey)
+	perms := []*filav1.Permission{{QueuePattern: "*", Actions: []string{"produce"}}}
+	tests := []struct {
+		at  time.Time
+		msg string
+	}{
+		{time.Now().Add(-time.Second), "is not in the future"},
+		{time.Unix(0, 0), "is not in the future"},
+		// Past what a stored key can encode: it was stored empty, and its
+		// secret never worked.
+		{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "is after the limit of 9999-12-31T23:59:59Z"},
+	}
+	for _, tt := range tests {
+		_, err := b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(tt.at), Permissions: perms})
+		requireCode(t, err, codes.InvalidArgument)
+		require.Contains(t, status.Convert(err).Message(), "expires_at: ")
+		require.Contains(t, status.Convert(err).Message(), tt.msg)
+	}
+	list, err := b.admin.ListApiKeys(ctxT(t), &filav1.ListApiKeysRequest{})
+	require.NoError(t, err)
+	require.Empty(t, list.GetKeys(), "nothing stored")
+	// The name is free: a key expiring in the future is created under it.
+	_, err = b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(time.Now().Add(time.Hour)), Permissions: perms})
+	require.NoError(t, err)
 }
 
 // TestAuthIsOffOnLoopbackByDefault: mode auto needs no key on 127.0.0.1.
