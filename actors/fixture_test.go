@@ -42,12 +42,13 @@ func newFixture(t *testing.T) *fixture {
 	return startOn(t, &faultyStore{Store: storage.NewMemory()})
 }
 
-// startOn starts a system on store; the system stops when the test ends
-// (or earlier, through f.stop), the store stays open for a restart.
-func startOn(t *testing.T, store *faultyStore) *fixture {
+// startOn starts a system on store, with options changed by each of with;
+// the system stops when the test ends (or earlier, through f.stop), the
+// store stays open for a restart.
+func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, store: store, board: &telemetry.Board{}}
-	sys, err := Start(Options{
+	opts := Options{
 		Store:          store,
 		Quantum:        1,
 		RequestTimeout: waitFor,
@@ -55,7 +56,11 @@ func startOn(t *testing.T, store *faultyStore) *fixture {
 		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
 		Board:          f.board,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, w := range with {
+		w(&opts)
+	}
+	sys, err := Start(opts)
 	require.NoError(t, err)
 	f.sys = sys
 	t.Cleanup(f.stop)

@@ -60,6 +60,9 @@ type Options struct {
 	// FairnessKeys is how many fairness keys of a queue get per-key series
 	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
 	FairnessKeys int
+	// onTick, when set, is called with the queue's name each time a queue
+	// actor's timer fires: a test's count of the wake-ups of an idle queue.
+	onTick func(queue string)
 }
 
 func (o Options) validate() (Options, error) {

@@ -73,6 +73,7 @@ func Start(opts Options) (*System, error) {
 				lua:         opts.Lua,
 				runtime:     s.runtime,
 				throttles:   s.throttles,
+				onTick:      opts.onTick,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
