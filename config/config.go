@@ -571,10 +571,6 @@ func (c Config) check() []fieldError {
 	if c.Limits.DiskReserveBytes < 0 {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
-	atLeast("lua.default_timeout_ms", c.Lua.DefaultTimeoutMS, 1)
-	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
-	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
-	atLeast("lua.circuit_breaker_cooldown_ms", c.Lua.CircuitBreakerCooldownMS, 0)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
