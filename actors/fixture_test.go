@@ -42,6 +42,9 @@ func newFixture(t *testing.T) *fixture {
 	return startOn(t, &faultyStore{Store: storage.NewMemory()})
 }
 
+// testConfigLimits are config.Defaults' runtime config store limits.
+var testConfigLimits = RuntimeConfigLimits{MaxKeys: 10_000, MaxBytes: 16 << 20, MaxAPIKeys: 1000}
+
 // startOn starts a system on store, with options changed by each of with;
 // the system stops when the test ends (or earlier, through f.stop), the
 // store stays open for a restart.
@@ -54,6 +57,7 @@ func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture 
 		RequestTimeout: waitFor,
 		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
 		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
+		ConfigStore:    testConfigLimits,
 		Board:          f.board,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

@@ -46,7 +46,7 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	runtime, err := loadRuntimeConfig(opts.Store)
+	runtime, err := loadRuntimeConfig(opts.Store, opts.ConfigStore)
 	if err != nil {
 		return nil, err
 	}

@@ -199,6 +199,9 @@ func TestEachBadValueIsReportedOnce(t *testing.T) {
 		{"lua.default_memory_limit_bytes", "must be", func(c *Config) { c.Lua.DefaultMemoryLimitBytes = 1 }},
 		{"lua.circuit_breaker_threshold", "must be", func(c *Config) { c.Lua.CircuitBreakerThreshold = 0 }},
 		{"lua.circuit_breaker_cooldown_ms", "must be", func(c *Config) { c.Lua.CircuitBreakerCooldownMS = -1 }},
+		{"limits.max_config_keys", "from 1 to 1000000", func(c *Config) { c.Limits.MaxConfigKeys = 0 }},
+		{"limits.max_config_bytes", "from 1048576 to 1073741824", func(c *Config) { c.Limits.MaxConfigBytes = 4096 }},
+		{"limits.max_api_keys", "from 1 to 100000", func(c *Config) { c.Limits.MaxAPIKeys = 100_001 }},
 	}
 	for _, tt := range tests {
 		c := Defaults()
