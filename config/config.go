@@ -273,11 +273,10 @@ func Defaults() Config {
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
-		Limits: Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000,
-			MaxConfigKeys: 10_000, MaxConfigBytes: 16 << 20, MaxAPIKeys: 1000},
-		Auth: Auth{Mode: "auto"},
-		Lua:  Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 1 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
-		Log:  Log{Level: "info"},
+		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000, MaxConfigKeys: 10_000, MaxConfigBytes: 16 << 20, MaxAPIKeys: 1000},
+		Auth:      Auth{Mode: "auto"},
+		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 1 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
+		Log:       Log{Level: "info"},
 	}
 }
 
