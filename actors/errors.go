@@ -21,6 +21,10 @@ var (
 	ErrShuttingDown = errors.New("broker is shutting down")
 	// ErrOverloaded: the queue's mailbox is full.
 	ErrOverloaded = errors.New("queue is overloaded")
+	// ErrLimit: a write would take a broker-wide store past a configured
+	// limit (the runtime config store's keys or bytes, the API keys); the
+	// wrapping error names the limit.
+	ErrLimit = errors.New("limit reached")
 	// ErrStorage: a durable write failed; nothing was applied.
 	ErrStorage = errors.New("storage failure")
 	// ErrFailedPrecondition: the request is well formed but the state

@@ -42,20 +42,29 @@ func newFixture(t *testing.T) *fixture {
 	return startOn(t, &faultyStore{Store: storage.NewMemory()})
 }
 
-// startOn starts a system on store; the system stops when the test ends
-// (or earlier, through f.stop), the store stays open for a restart.
-func startOn(t *testing.T, store *faultyStore) *fixture {
+// testConfigLimits are config.Defaults' runtime config store limits.
+var testConfigLimits = RuntimeConfigLimits{MaxKeys: 10_000, MaxBytes: 16 << 20, MaxAPIKeys: 1000}
+
+// startOn starts a system on store, with options changed by each of with;
+// the system stops when the test ends (or earlier, through f.stop), the
+// store stays open for a restart.
+func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, store: store, board: &telemetry.Board{}}
-	sys, err := Start(Options{
+	opts := Options{
 		Store:          store,
 		Quantum:        1,
 		RequestTimeout: waitFor,
 		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
 		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
+		ConfigStore:    testConfigLimits,
 		Board:          f.board,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, w := range with {
+		w(&opts)
+	}
+	sys, err := Start(opts)
 	require.NoError(t, err)
 	f.sys = sys
 	t.Cleanup(f.stop)

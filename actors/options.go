@@ -57,9 +57,15 @@ type Options struct {
 	// Lua bounds the queues' policy scripts. Required: Timeout and
 	// BreakerThreshold above 0.
 	Lua scripting.Limits
+	// ConfigStore bounds the runtime config store. Required: every limit
+	// at least 1.
+	ConfigStore RuntimeConfigLimits
 	// FairnessKeys is how many fairness keys of a queue get per-key series
 	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
 	FairnessKeys int
+	// onTick, when set, is called with the queue's name each time a queue
+	// actor's timer fires: a test's count of the wake-ups of an idle queue.
+	onTick func(queue string)
 }
 
 func (o Options) validate() (Options, error) {
@@ -74,6 +80,8 @@ func (o Options) validate() (Options, error) {
 		return o, errors.New("actors: Options.DefaultQueue needs VisibilityTimeout and FairnessKeyHeader")
 	case o.Lua.Timeout <= 0, o.Lua.BreakerThreshold < 1:
 		return o, errors.New("actors: Options.Lua needs Timeout and BreakerThreshold")
+	case !o.ConfigStore.valid():
+		return o, errors.New("actors: Options.ConfigStore needs MaxKeys, MaxBytes and MaxAPIKeys")
 	}
 	if o.Board == nil {
 		o.Board = &telemetry.Board{}

@@ -103,6 +103,8 @@ type queueDeps struct {
 	runtime *RuntimeConfig
 	// throttles are the token buckets of throttle keys, shared by queues.
 	throttles *Throttles
+	// onTick is Options.onTick.
+	onTick func(queue string)
 }
 
 // configCell holds a queue's current config. The broker replaces it (and

@@ -159,8 +159,17 @@ func (q *queueActor) nextConsumer() *consumerSlot {
 // passed fail (as nacks do, by the queue's failure rules), delayed messages
 // whose time has come become ready, and consumers get what is ready.
 func (q *queueActor) tick(ctx actor.Context) {
+	if q.deps.onTick != nil {
+		q.deps.onTick(q.cfg.Name)
+	}
 	q.timerAt = time.Time{}
 	now := time.Now()
+	if !q.throttledUntil.After(now) {
+		// The refill is due: the dispatch below takes the token or notes the
+		// next refill. Kept, a due time re-armed the timer at once, for ever,
+		// whenever that dispatch could not run (its consumers gone).
+		q.throttledUntil = time.Time{}
+	}
 	var expired []*message
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()

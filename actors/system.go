@@ -46,7 +46,7 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	runtime, err := loadRuntimeConfig(opts.Store)
+	runtime, err := loadRuntimeConfig(opts.Store, opts.ConfigStore)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +73,7 @@ func Start(opts Options) (*System, error) {
 				lua:         opts.Lua,
 				runtime:     s.runtime,
 				throttles:   s.throttles,
+				onTick:      opts.onTick,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")

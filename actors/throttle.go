@@ -20,21 +20,42 @@ import (
 // "throttle.<key>" = "<rate_per_second>[,<burst>]".
 const ThrottlePrefix = "throttle."
 
-// ParseThrottle reads a throttle value: a rate per second above 0 and an
-// optional whole burst of at least 1 (default: the rate rounded up, at
-// least 1).
+// The ranges a throttle value must keep to (docs/failures.md). The slowest
+// rate waits 1,000 s for a token, so a queue held back by it wakes once per
+// token; the largest burst is what GetStats' uint32 burst can show.
+const (
+	// MinThrottleRate is the slowest rate, in messages per second.
+	MinThrottleRate = 0.001
+	// MaxThrottleRate is the fastest rate, in messages per second.
+	MaxThrottleRate = 1e9
+	// MaxThrottleBurst is the largest burst: 2^32-1.
+	MaxThrottleBurst = math.MaxUint32
+)
+
+// maxThrottleWait bounds the wait for a token that Take reports. In range,
+// no wait reaches it (the longest is 1/MinThrottleRate); it keeps the
+// arithmetic finite for a bucket the ranges did not make, so that a timer
+// is never armed from an overflowed duration (which fired at once, for
+// ever: an idle broker spinning on one core).
+const maxThrottleWait = time.Hour
+
+// ParseThrottle reads a throttle value "rate[,burst]": a rate per second
+// from MinThrottleRate to MaxThrottleRate and an optional whole burst from 1
+// to MaxThrottleBurst (default: the rate rounded up, at least 1).
 func ParseThrottle(v string) (rate float64, burst int, err error) {
 	r, b, hasBurst := strings.Cut(v, ",")
 	rate, err = strconv.ParseFloat(strings.TrimSpace(r), 64)
-	if err != nil || rate <= 0 || math.IsInf(rate, 0) || math.IsNaN(rate) {
-		return 0, 0, fmt.Errorf("rate %q must be a number above 0 (messages per second)", r)
+	// NaN fails both comparisons, so the check is written to refuse it.
+	if err != nil || !(rate >= MinThrottleRate && rate <= MaxThrottleRate) {
+		return 0, 0, fmt.Errorf("rate %q must be a number from %g to %g (messages per second)", r, MinThrottleRate, MaxThrottleRate)
 	}
 	burst = max(int(math.Ceil(rate)), 1)
 	if hasBurst {
-		burst, err = strconv.Atoi(strings.TrimSpace(b))
-		if err != nil || burst < 1 {
-			return 0, 0, fmt.Errorf("burst %q must be a whole number of at least 1", b)
+		n, err := strconv.ParseUint(strings.TrimSpace(b), 10, 64)
+		if err != nil || n < 1 || n > MaxThrottleBurst {
+			return 0, 0, fmt.Errorf("burst %q must be a whole number from 1 to %d", b, uint64(MaxThrottleBurst))
 		}
+		burst = int(n)
 	}
 	return rate, burst, nil
 }
@@ -93,6 +114,20 @@ func (t *Throttles) bucketLocked(key string, now time.Time) *bucket {
 	return b
 }
 
+// wait is how long b takes to hold one token, from 1 ms (a finer timer
+// would only wake the queue more often) to maxThrottleWait. It is worked
+// out in seconds and clamped before it becomes a Duration: converting a
+// float past the int64 range to a Duration gives garbage (a negative wait
+// on amd64). Rounding up means the timer never fires just short of the
+// token.
+func (b *bucket) wait() time.Duration {
+	secs := (1 - b.tokens) / b.rate
+	if !(secs < maxThrottleWait.Seconds()) { // also NaN
+		return maxThrottleWait
+	}
+	return max(time.Duration(math.Ceil(secs*float64(time.Second))), time.Millisecond)
+}
+
 // Take takes one token from each of keys if every one has a token, and
 // reports whether it did. When not, retryAt is when the emptiest of them
 // will have one.
@@ -106,8 +141,7 @@ func (t *Throttles) Take(keys []string, now time.Time) (ok bool, hit string, ret
 			continue
 		}
 		if b.tokens < 1 {
-			wait := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
-			return false, k, now.Add(max(wait, time.Millisecond))
+			return false, k, now.Add(b.wait())
 		}
 		bs = append(bs, b)
 	}

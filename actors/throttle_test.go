@@ -1,10 +1,13 @@
 package actors
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fila-dev/filad/storage"
 )
 
 func TestParseThrottle(t *testing.T) {
@@ -26,11 +29,23 @@ func TestParseThrottle(t *testing.T) {
 		{"10,x", 0, 0, true},
 		{"NaN", 0, 0, true},
 		{"Inf", 0, 0, true},
+		// The ranges (issue 19 rows 6 and 9): rate 0.001..1e9, burst 1..2^32-1.
+		{"0.001", 0.001, 1, false},
+		{"1e9", 1e9, 1e9, false},
+		{"5,4294967295", 5, 4294967295, false},
+		{"1e-300,1", 0, 0, true},
+		{"0.0009", 0, 0, true},
+		{"1.000001e9", 0, 0, true},
+		{"5,4294967296", 0, 0, true},
+		{"5,18446744073709551616", 0, 0, true},
+		{"5,-1", 0, 0, true},
 	}
 	for _, tt := range tests {
 		rate, burst, err := ParseThrottle(tt.in)
 		if tt.err {
 			require.Error(t, err, tt.in)
+			// The message names the range the value missed.
+			require.Regexp(t, `from (0\.001 to 1e\+09|1 to 4294967295)`, err.Error(), tt.in)
 			continue
 		}
 		require.NoError(t, err, tt.in)
@@ -135,4 +150,110 @@ func TestThrottledMessagesWaitWhileOthersFlow(t *testing.T) {
 	require.NoError(t, f.ask(nil, &SetConfig{Key: "throttle.slow", Value: ""}).(*AdminReply).Err)
 	f.sys.Send(f.sys.Directory().Lookup("q").PID, &ConsumerReady{}) // a dispatch
 	require.Equal(t, "s", f.recv(c).Record.GetFairnessKey(), "unthrottled")
+}
+
+// TestThrottleWaitIsFinite: the wait for a token that a queue's timer is
+// armed with is the bucket's refill time, in range or not. On 44452e1 a
+// rate of 1e-300 gave a wait past the int64 range, converted to a negative
+// Duration and raised to 1 ms: the queue woke every millisecond for ever
+// (issue 19 row 6). A value stored before the ranges held throttles nothing.
+func TestThrottleWaitIsFinite(t *testing.T) {
+	t.Parallel()
+	store := &faultyStore{Store: storage.NewMemory()}
+	var b storage.Batch
+	b.PutConfig(ThrottlePrefix+"ancient", "1e-300,1")
+	require.NoError(t, store.Write(&b))
+	f := startOn(t, store)
+	th := f.sys.Throttles()
+	now := time.Unix(1000, 0)
+	for range 3 {
+		ok, _, _ := th.Take([]string{"ancient"}, now)
+		require.True(t, ok, "an out-of-range stored value throttles nothing")
+	}
+
+	tests := []struct {
+		value string
+		want  time.Duration
+	}{
+		{"0.001,1", 1000 * time.Second}, // the slowest rate: one wake-up per token
+		{"3,1", 333333334 * time.Nanosecond},
+		{"1e9,1", time.Millisecond}, // no finer than the timer is worth
+	}
+	for _, tt := range tests {
+		key := "k" + tt.value // a bucket of its own, full
+		require.NoError(t, f.ask(nil, &SetConfig{Key: ThrottlePrefix + key, Value: tt.value}).(*AdminReply).Err)
+		ok, _, _ := th.Take([]string{key}, now)
+		require.True(t, ok, tt.value)
+		ok, _, retryAt := th.Take([]string{key}, now)
+		require.False(t, ok, tt.value)
+		require.Equal(t, tt.want, retryAt.Sub(now), tt.value)
+	}
+
+	// A bucket outside the ranges (which SetConfig no longer makes) waits at
+	// most maxThrottleWait, never a garbage duration.
+	for _, rate := range []float64{1e-300, 1e-12, 0} {
+		bk := &bucket{rate: rate, burst: 1}
+		require.Equal(t, maxThrottleWait, bk.wait(), rate)
+	}
+}
+
+// countTicks counts the timer firings of queue's actor in n.
+func countTicks(queue string, n *atomic.Int64) func(*Options) {
+	return func(o *Options) {
+		o.onTick = func(q string) {
+			if q == queue {
+				n.Add(1)
+			}
+		}
+	}
+}
+
+// idleWindow is how long TestThrottledQueueStaysIdle watches a queue that
+// has nothing due. Its verdict does not depend on it: a spinning queue
+// wakes thousands of times in it, an idle one not once, however busy the
+// machine.
+const idleWindow = 300 * time.Millisecond
+
+// TestThrottledQueueStaysIdle: a queue whose waiting messages are held back
+// by a throttle wakes only when a token is due (issue 19 row 6). Counted
+// are its actor's timer firings, through a test hook.
+func TestThrottledQueueStaysIdle(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, rate string
+		// leave unsubscribes the consumer once the second message is held
+		// back, and waits for the refill's tick.
+		leave bool
+	}{
+		// The slowest allowed rate: the next token is 1,000 s away.
+		{name: "slowest rate", rate: "0.001,1"},
+		// The refill comes when no consumer is left to dispatch to. On
+		// 44452e1 the due refill re-armed the timer at once, for ever.
+		{name: "consumer gone before the refill", rate: "20,1", leave: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var ticks atomic.Int64
+			f := startOn(t, &faultyStore{Store: storage.NewMemory()}, countTicks("q", &ticks))
+			require.NoError(t, f.ask(nil, &SetConfig{Key: "throttle.slow", Value: tt.rate}).(*AdminReply).Err)
+			f.createWith(QueueConfig{Name: "q", VisibilityTimeout: time.Hour, OnEnqueueScript: throttleByHeader})
+			for range 2 {
+				f.enqueue("q", map[string]string{"key": "s", "throttle": "slow"})
+			}
+			c := f.subscribe("q", 10)
+			f.recv(c) // the burst's one token
+			require.EqualValues(t, 1, f.stats("q").Depth, "held back: no token")
+			if tt.leave {
+				f.sys.Send(f.sys.Directory().Lookup("q").PID, &Unsubscribe{ConsumerID: c.ID()})
+				require.Eventually(t, func() bool { return ticks.Load() >= 1 }, waitFor, time.Millisecond, "the refill's tick")
+				require.EqualValues(t, 1, f.stats("q").Depth, "nobody to deliver to")
+			}
+			before := ticks.Load()
+			time.Sleep(idleWindow) // the window measured, not a wait for an event
+			woke := ticks.Load() - before
+			t.Logf("%s: %d timer firings in %v", tt.name, woke, idleWindow)
+			require.LessOrEqual(t, woke, int64(1), "an idle queue woke up")
+		})
+	}
 }

@@ -95,8 +95,10 @@ type Queues struct {
 	DefaultFairnessKeyHeader string `koanf:"default_fairness_key_header"`
 }
 
-// Limits are the broker-wide resource alarms: past either, Enqueue is
-// refused with RESOURCE_EXHAUSTED while consumers go on draining.
+// Limits are the broker-wide resource alarms (past either, Enqueue is
+// refused with RESOURCE_EXHAUSTED while consumers go on draining) and the
+// bounds of the runtime config store (past one, the write that would cross
+// it is refused with RESOURCE_EXHAUSTED naming it).
 type Limits struct {
 	// MinFreeDiskBytes raises the disk alarm when the data directory's file
 	// system has less free space than this. Defaults to 256 MiB.
@@ -114,6 +116,15 @@ type Limits struct {
 	DiskReserveBytes int64 `koanf:"disk_reserve_bytes"`
 	// CheckIntervalMS is how often disk and memory are measured. Defaults to 1000.
 	CheckIntervalMS int `koanf:"check_interval_ms"`
+	// MaxConfigKeys bounds the runtime config store's entries (SetConfig),
+	// API keys not counted. Defaults to 10000.
+	MaxConfigKeys int `koanf:"max_config_keys"`
+	// MaxConfigBytes bounds the bytes of those entries' keys and values
+	// together: what the store holds in memory. Defaults to 16 MiB.
+	MaxConfigBytes int `koanf:"max_config_bytes"`
+	// MaxAPIKeys bounds the API keys (CreateApiKey), which have this budget
+	// of their own in the store. Defaults to 1000.
+	MaxAPIKeys int `koanf:"max_api_keys"`
 }
 
 // CheckInterval is CheckIntervalMS as a duration.
@@ -263,7 +274,7 @@ func Defaults() Config {
 		Storage:   Storage{DataDir: "data", SyncWrites: true},
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
-		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000},
+		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000, MaxConfigKeys: 10_000, MaxConfigBytes: 16 << 20, MaxAPIKeys: 1000},
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
@@ -551,6 +562,14 @@ func (c Config) check() []fieldError {
 		bad("limits.max_memory_bytes", c.Limits.MaxMemoryBytes, "must not be negative (0: 60% of the machine)")
 	}
 	atLeast("limits.check_interval_ms", c.Limits.CheckIntervalMS, 10)
+	within := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(key, v, fmt.Sprintf("must be from %d to %d", lo, hi))
+		}
+	}
+	within("limits.max_config_keys", c.Limits.MaxConfigKeys, 1, MaxConfigKeysLimit)
+	within("limits.max_config_bytes", c.Limits.MaxConfigBytes, MinConfigBytes, MaxConfigBytesLimit)
+	within("limits.max_api_keys", c.Limits.MaxAPIKeys, 1, MaxAPIKeysLimit)
 	atLeast("lua.default_timeout_ms", c.Lua.DefaultTimeoutMS, 1)
 	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
 	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
@@ -572,10 +591,6 @@ func (c Config) check() []fieldError {
 	if c.Limits.DiskReserveBytes < 0 {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
-	atLeast("lua.default_timeout_ms", c.Lua.DefaultTimeoutMS, 1)
-	atLeast("lua.default_memory_limit_bytes", c.Lua.DefaultMemoryLimitBytes, 64<<10)
-	atLeast("lua.circuit_breaker_threshold", c.Lua.CircuitBreakerThreshold, 1)
-	atLeast("lua.circuit_breaker_cooldown_ms", c.Lua.CircuitBreakerCooldownMS, 0)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
@@ -614,6 +629,14 @@ const (
 	MaxVisibilityTimeoutMS = 12 * 60 * 60 * 1000
 	// MaxHeaderKeyBytes is the longest header name.
 	MaxHeaderKeyBytes = 256
+	// MinConfigBytes and MaxConfigBytesLimit bound limits.max_config_bytes:
+	// at least room for 16 of the largest values (64 KiB), at most 1 GiB.
+	MinConfigBytes      = 1 << 20
+	MaxConfigBytesLimit = 1 << 30
+	// MaxConfigKeysLimit is the largest limits.max_config_keys.
+	MaxConfigKeysLimit = 1_000_000
+	// MaxAPIKeysLimit is the largest limits.max_api_keys.
+	MaxAPIKeysLimit = 100_000
 )
 
 // Endpoint is a parsed otlp_endpoint.

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -181,5 +182,32 @@ func TestTLSValidation(t *testing.T) {
 			continue
 		}
 		require.ErrorContains(t, err, tt.want, tt.name)
+	}
+}
+
+// TestEachBadValueIsReportedOnce: Validate names every bad key, each once
+// (issue 19, Deliver 8: on 44452e1 the four lua.* keys were checked twice,
+// so a bad one was reported twice), with its range. The lua.* cases check
+// only that a range is given: their bounds are the scripting limits' own.
+func TestEachBadValueIsReportedOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key, want string
+		set       func(*Config)
+	}{
+		{"lua.default_timeout_ms", "must be", func(c *Config) { c.Lua.DefaultTimeoutMS = 0 }},
+		{"lua.default_memory_limit_bytes", "must be", func(c *Config) { c.Lua.DefaultMemoryLimitBytes = 1 }},
+		{"lua.circuit_breaker_threshold", "must be", func(c *Config) { c.Lua.CircuitBreakerThreshold = 0 }},
+		{"lua.circuit_breaker_cooldown_ms", "must be", func(c *Config) { c.Lua.CircuitBreakerCooldownMS = -1 }},
+		{"limits.max_config_keys", "from 1 to 1000000", func(c *Config) { c.Limits.MaxConfigKeys = 0 }},
+		{"limits.max_config_bytes", "from 1048576 to 1073741824", func(c *Config) { c.Limits.MaxConfigBytes = 4096 }},
+		{"limits.max_api_keys", "from 1 to 100000", func(c *Config) { c.Limits.MaxAPIKeys = 100_001 }},
+	}
+	for _, tt := range tests {
+		c := Defaults()
+		tt.set(&c)
+		err := c.Validate()
+		require.ErrorContains(t, err, tt.want, tt.key)
+		require.Equal(t, 1, strings.Count(err.Error(), "config: "+tt.key+" ="), "%s: %v", tt.key, err)
 	}
 }

@@ -17,7 +17,8 @@ func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	t.Parallel()
 	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second,
 		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"},
-		Lua:          scripting.Limits{Timeout: time.Second, BreakerThreshold: 3}})
+		Lua:          scripting.Limits{Timeout: time.Second, BreakerThreshold: 3},
+		ConfigStore:  actors.RuntimeConfigLimits{MaxKeys: 10, MaxBytes: 1 << 20, MaxAPIKeys: 10}})
 	require.NoError(t, err)
 	t.Cleanup(sys.Stop)
 	_, err = sys.Ask(context.Background(), sys.Broker(), nil, &actors.CreateQueue{Config: actors.QueueConfig{Name: "busy", VisibilityTimeout: time.Second}})

@@ -28,7 +28,7 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, actors.ErrQueueExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, actors.ErrOverloaded), errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, actors.ErrOverloaded), errors.Is(err, actors.ErrLimit), errors.Is(err, syscall.ENOSPC):
 		// A full disk is a resource running out, not a broken broker: the
 		// client may retry once the operator has made room.
 		code = codes.ResourceExhausted

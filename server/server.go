@@ -129,6 +129,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		},
 		Board:        board,
 		FairnessKeys: fairnessKeys(cfg, opts),
+		ConfigStore: actors.RuntimeConfigLimits{
+			MaxKeys: cfg.Limits.MaxConfigKeys, MaxBytes: cfg.Limits.MaxConfigBytes, MaxAPIKeys: cfg.Limits.MaxAPIKeys,
+		},
 		Lua: scripting.Limits{
 			Timeout:          time.Duration(cfg.Lua.DefaultTimeoutMS) * time.Millisecond,
 			MemoryBytes:      cfg.Lua.DefaultMemoryLimitBytes,
