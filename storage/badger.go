@@ -333,35 +333,29 @@ func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {
 	return nil
 }
 
-// PurgeQueue implements Store. It deletes in bounded batches through the
-// committer, so it is ordered with every other write.
-func (s *Badger) PurgeQueue(queue string) error {
-	for _, prefix := range []byte{prefixMessage, prefixLease} {
-		var keys [][]byte
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: queueItemsPrefix(prefix, queue)})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				keys = append(keys, it.Item().KeyCopy(nil))
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: purge %s: %w", queue, err)
+// DeletedQueues implements Store.
+func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) }
+
+// QueueItems implements Store.
+func (s *Badger) QueueItems(queue string, limit int) ([]string, error) {
+	return queueItems(s.keys, queue, limit)
+}
+
+// keys returns up to limit (0: all) keys under prefix, without their values.
+func (s *Badger) keys(prefix []byte, limit int) ([][]byte, error) {
+	var out [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
+			out = append(out, it.Item().KeyCopy(nil))
 		}
-		for len(keys) > 0 {
-			n := min(len(keys), 10000)
-			b := &Batch{}
-			for _, k := range keys[:n] {
-				b.del("", k)
-			}
-			if err := s.Write(b); err != nil {
-				return err
-			}
-			keys = keys[n:]
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: keys %q: %w", prefix, err)
 	}
-	return nil
+	return out, nil
 }
 
 // Stats implements Store.

@@ -72,7 +72,18 @@ func TestBatchesOverTheTransactionLimitAreSplit(t *testing.T) {
 	require.Len(t, qc.Messages, n)
 	require.Len(t, qc.Leases, n)
 
-	require.NoError(t, s.PurgeQueue(queue))
+	// Deleting it whole goes in bounded steps, each one transaction.
+	const limit = 1000
+	before = s.Stats()
+	steps := 0
+	for last := false; !last; steps++ {
+		var step *Batch
+		step, last, err = ReapStep(s, queue, limit)
+		require.NoError(t, err)
+		require.NoError(t, s.Write(step))
+	}
+	require.Equal(t, n/limit+1, steps, "20 steps of deletes, then the one that forgets the queue")
+	require.EqualValues(t, steps, s.Stats().Commits-before.Commits, "every step is one transaction")
 	qc, err = s.LoadQueue(queue)
 	require.NoError(t, err)
 	require.Empty(t, qc.Messages)

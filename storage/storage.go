@@ -10,6 +10,8 @@
 //	m 0x00 <queue> 0x00 <id>     → storagev1.MessageRecord
 //	l 0x00 <queue> 0x00 <id>     → storagev1.LeaseRecord
 //	c 0x00 <key>                 → runtime config value (raw bytes)
+//	d 0x00 <queue>               → deletion mark: the queue is deleted, and
+//	                               its messages and leases may remain
 //
 // Message ids are UUIDv7 strings, so a queue's messages scan in the order they
 // were enqueued, which is what recovery needs to keep each fairness key FIFO.
@@ -20,12 +22,16 @@
 // batches submitted while the previous commit was syncing and writes them in
 // one badger transaction, so concurrent writers share one fsync (group
 // commit). Each batch is applied atomically, and batches are committed in the
-// order they were submitted. With Options.SyncWrites false the fsync is
+// order they were submitted. Nothing writes around Submit: deleting a
+// queue's contents is batches of deletes too (see ReapStep), bounded so
+// that other queues' writes interleave with them. With Options.SyncWrites false the fsync is
 // skipped: a write survives a crash of filad but not of the machine.
 package storage
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -53,8 +59,14 @@ type Store interface {
 	Defer(b *Batch, done func(error))
 	// Write submits b and waits until it is durable.
 	Write(b *Batch) error
-	// PurgeQueue deletes every message and lease of queue (not its record).
-	PurgeQueue(queue string) error
+	// DeletedQueues returns the queues whose deletion RetireQueues started
+	// and ForgetQueue has not ended, in name order.
+	DeletedQueues() ([]string, error)
+	// QueueItems returns the ids of up to limit (> 0) of queue's messages
+	// and leases: messages first, in id order, then leases of no message
+	// among them. It is empty only when the queue has neither left. It
+	// reads keys only, about 2×limit of them however large the queue.
+	QueueItems(queue string, limit int) ([]string, error)
 	// Stats reports what the committer has done so far.
 	Stats() Stats
 	// Close waits for submitted batches to commit, then closes the store.
@@ -98,6 +110,76 @@ type Stats struct {
 
 // scanFunc calls fn for every stored key under prefix, in key order.
 type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
+
+// keysFunc returns up to limit stored keys under prefix, in key order.
+type keysFunc func(prefix []byte, limit int) ([][]byte, error)
+
+// loadDeleted lists the deletion marks.
+func loadDeleted(keys keysFunc) ([]string, error) {
+	ks, err := keys([]byte{prefixDeleted, sep}, 0)
+	out := make([]string, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, string(k[2:]))
+	}
+	return out, err
+}
+
+// queueItems is Store.QueueItems over keys.
+func queueItems(keys keysFunc, queue string, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: QueueItems of %s: limit %d is not positive", queue, limit)
+	}
+	ks, err := keys(queueItemsPrefix(prefixMessage, queue), limit)
+	if err != nil || len(ks) == limit {
+		return itemIDs(ks, queue), err
+	}
+	// Few messages are left: fill up with leases. Most leases belong to
+	// those messages, so take limit of them, not what is left of it.
+	ls, err := keys(queueItemsPrefix(prefixLease, queue), limit)
+	if err != nil {
+		return nil, err
+	}
+	ids := itemIDs(ks, queue)
+	for _, id := range itemIDs(ls, queue) {
+		if len(ids) == limit {
+			break
+		}
+		if _, dup := slices.BinarySearch(ids[:len(ks)], id); !dup {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+func itemIDs(keys [][]byte, queue string) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = splitItemKey(k, queue)
+	}
+	return ids
+}
+
+// ReapStep returns the next batch of a deletion that RetireQueues started:
+// deletes for up to limit of queue's messages and leases or, once none is
+// left (then last is true), ForgetQueue. Submit it and wait before the next
+// step, so each step sees what the one before deleted; the queue's keys
+// must have no other writer meanwhile. Each step is a bounded transaction,
+// so other queues' writes are committed between steps.
+func ReapStep(s Store, queue string, limit int) (b *Batch, last bool, err error) {
+	ids, err := s.QueueItems(queue, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	b = &Batch{}
+	for _, id := range ids {
+		b.DeleteItem(queue, id)
+	}
+	if len(ids) == 0 {
+		b.ForgetQueue(queue)
+		return b, true, nil
+	}
+	return b, false, nil
+}
 
 // loadQueues decodes every queue record; each Store scans its own way.
 func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {
