@@ -61,7 +61,7 @@ type brokerActor struct {
 	// each reap in progress. unfinished holds the names whose reap failed:
 	// their mark is still stored, so a create reaps them again first.
 	deleting   map[string]bool
-	reaping    map[string]func(error)
+	reaping    map[string]*reaping
 	unfinished map[string]bool
 	// runtime is the runtime config store; the broker is its one writer.
 	runtime *RuntimeConfig
@@ -150,7 +150,10 @@ func (b *brokerActor) createAfterLeftovers(ctx actor.Context, cfg QueueConfig) {
 	}
 	var left []string
 	for _, c := range cfgs {
-		ids, err := b.opts.Store.QueueItems(c.Name, 1)
+		ids, err := b.opts.Store.QueueItems(c.Name, false, "", 1)
+		if err == nil && len(ids) == 0 {
+			ids, err = b.opts.Store.QueueItems(c.Name, true, "", 1)
+		}
 		if err != nil {
 			ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
 			return
@@ -341,6 +344,12 @@ func (b *brokerActor) retire(ctx actor.Context, names []string, done func()) {
 // reap (filabench purge measures it).
 const reapLimit = 1000
 
+// reaping is a reap in progress: where it is, and what to do once it ends.
+type reaping struct {
+	reaper *storage.Reaper
+	done   func(error)
+}
+
 // reapStepDone: one step of a reap is durable, or failed.
 type reapStepDone struct {
 	name string
@@ -352,6 +361,12 @@ type reapStepDone struct {
 // with the first error.
 func (b *brokerActor) reapAll(ctx actor.Context, names []string, done func(error)) {
 	b.reap(ctx, names[0], func(err error) {
+		if err != nil {
+			for _, name := range names[1:] { // not begun: left as a failed reap is
+				delete(b.deleting, name)
+				b.unfinished[name] = true
+			}
+		}
 		if err != nil || len(names) == 1 {
 			done(err)
 			return
@@ -366,12 +381,12 @@ func (b *brokerActor) reapAll(ctx actor.Context, names []string, done func(error
 // steps. done runs in the broker once the reap has ended.
 func (b *brokerActor) reap(ctx actor.Context, name string, done func(error)) {
 	b.deleting[name] = true
-	b.reaping[name] = done
+	b.reaping[name] = &reaping{reaper: storage.NewReaper(name), done: done}
 	b.reapNext(ctx, name)
 }
 
 func (b *brokerActor) reapNext(ctx actor.Context, name string) {
-	step, last, err := storage.ReapStep(b.opts.Store, name, reapLimit)
+	step, last, err := b.reaping[name].reaper.Next(b.opts.Store, reapLimit)
 	if err != nil {
 		b.reapStepped(ctx, &reapStepDone{name: name, err: err})
 		return
@@ -388,7 +403,7 @@ func (b *brokerActor) reapStepped(ctx actor.Context, m *reapStepDone) {
 		b.reapNext(ctx, m.name)
 		return
 	}
-	done := b.reaping[m.name]
+	done := b.reaping[m.name].done
 	delete(b.reaping, m.name)
 	delete(b.deleting, m.name)
 	if m.err != nil {

@@ -75,7 +75,7 @@ func Start(opts Options) (*System, error) {
 				throttles:   s.throttles,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{},
-			reaping: map[string]func(error){}, unfinished: map[string]bool{}}
+			reaping: map[string]*reaping{}, unfinished: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)

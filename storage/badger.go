@@ -337,17 +337,20 @@ func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {
 func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) }
 
 // QueueItems implements Store.
-func (s *Badger) QueueItems(queue string, limit int) ([]string, error) {
-	return queueItems(s.keys, queue, limit)
+func (s *Badger) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
+	return queueItems(s.keys, queue, leases, after, limit)
 }
 
-// keys returns up to limit (0: all) keys under prefix, without their values.
-func (s *Badger) keys(prefix []byte, limit int) ([][]byte, error) {
+// keys is a keysFunc; it reads no values.
+func (s *Badger) keys(prefix, from []byte, limit int) ([][]byte, error) {
 	var out [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
+		if from == nil {
+			from = prefix
+		}
+		for it.Seek(from); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
 			out = append(out, it.Item().KeyCopy(nil))
 		}
 		return nil

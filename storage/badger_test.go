@@ -75,14 +75,14 @@ func TestBatchesOverTheTransactionLimitAreSplit(t *testing.T) {
 	// Deleting it whole goes in bounded steps, each one transaction.
 	const limit = 1000
 	before = s.Stats()
-	steps := 0
+	steps, r := 0, NewReaper(queue)
 	for last := false; !last; steps++ {
 		var step *Batch
-		step, last, err = ReapStep(s, queue, limit)
+		step, last, err = r.Next(s, limit)
 		require.NoError(t, err)
 		require.NoError(t, s.Write(step))
 	}
-	require.Equal(t, n/limit+1, steps, "20 steps of deletes, then the one that forgets the queue")
+	require.Equal(t, 2*n/limit+1, steps, "20 steps of messages, 20 of leases, then the one that forgets the queue")
 	require.EqualValues(t, steps, s.Stats().Commits-before.Commits, "every step is one transaction")
 	qc, err = s.LoadQueue(queue)
 	require.NoError(t, err)

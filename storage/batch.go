@@ -79,12 +79,6 @@ func (b *Batch) ForgetQueue(queue string) {
 	b.del(item, deletedKey(queue))
 }
 
-// DeleteItem removes a message and its lease, in one unit.
-func (b *Batch) DeleteItem(queue, id string) {
-	b.DeleteMessage(queue, id)
-	b.DeleteLease(queue, id)
-}
-
 // PutMessage stores a message.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
 	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)

@@ -87,14 +87,17 @@ func (m *Memory) scan(prefix []byte, fn func(k, v []byte) error) error {
 func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.keys) }
 
 // QueueItems implements Store.
-func (m *Memory) QueueItems(queue string, limit int) ([]string, error) {
-	return queueItems(m.keys, queue, limit)
+func (m *Memory) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
+	return queueItems(m.keys, queue, leases, after, limit)
 }
 
-// keys returns up to limit (0: all) keys under prefix.
-func (m *Memory) keys(prefix []byte, limit int) ([][]byte, error) {
+// keys is a keysFunc.
+func (m *Memory) keys(prefix, from []byte, limit int) ([][]byte, error) {
 	var out [][]byte
 	err := m.scan(prefix, func(k, _ []byte) error {
+		if bytes.Compare(k, from) < 0 {
+			return nil
+		}
 		out = append(out, k)
 		if len(out) == limit {
 			return errEnough

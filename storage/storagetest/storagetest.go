@@ -109,8 +109,8 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.NoError(t, err)
 		require.Equal(t, []string{"a", "a.dlq"}, deleted)
 
-		require.Equal(t, 4, Reap(t, s, "a", 2), "6 items, 2 a step, then the step that forgets the queue")
-		require.Equal(t, 2, Reap(t, s, "a.dlq", 10))
+		require.Equal(t, 7, Reap(t, s, "a", 2), "5 messages 2 a step, 6 leases 2 a step, then the step that forgets the queue")
+		require.Equal(t, 3, Reap(t, s, "a.dlq", 10))
 		for _, q := range []string{"a", "a.dlq"} {
 			qc, err := s.LoadQueue(q)
 			require.NoError(t, err)
@@ -135,29 +135,31 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			b.PutMessage("q", id, &storagev1.MessageRecord{})
 			b.PutLease("q", id, &storagev1.LeaseRecord{})
 		}
-		for _, id := range []string{"0", "2", "4"} {
-			b.PutLease("q", id, &storagev1.LeaseRecord{})
-		}
-		b.PutMessage("qq", "9", &storagev1.MessageRecord{})
+		b.PutLease("q", "0", &storagev1.LeaseRecord{})
+		b.PutMessage("qq", "0", &storagev1.MessageRecord{}) // a name that starts the same
 		require.NoError(t, s.Write(&b))
 		for _, tc := range []struct {
-			limit int
-			want  []string
+			leases bool
+			after  string
+			limit  int
+			want   []string
 		}{
-			{1, []string{"1"}},
-			{3, []string{"1", "3", "5"}},
-			{4, []string{"1", "3", "5", "0"}},
-			{6, []string{"1", "3", "5", "0", "2", "4"}},
-			{100, []string{"1", "3", "5", "0", "2", "4"}},
+			{false, "", 1, []string{"1"}},
+			{false, "", 100, []string{"1", "3", "5"}},
+			{false, "1", 1, []string{"3"}},
+			{false, "2", 100, []string{"3", "5"}},
+			{false, "5", 100, []string{}},
+			{true, "", 2, []string{"0", "1"}},
+			{true, "1", 100, []string{"3", "5"}},
 		} {
-			got, err := s.QueueItems("q", tc.limit)
+			got, err := s.QueueItems("q", tc.leases, tc.after, tc.limit)
 			require.NoError(t, err)
-			require.Equal(t, tc.want, got, "limit %d", tc.limit)
+			require.Equal(t, tc.want, got, "%+v", tc)
 		}
-		got, err := s.QueueItems("none", 10)
+		got, err := s.QueueItems("none", false, "", 10)
 		require.NoError(t, err)
 		require.Empty(t, got)
-		_, err = s.QueueItems("q", 0)
+		_, err = s.QueueItems("q", false, "", 0)
 		require.ErrorContains(t, err, "limit 0")
 	})
 
@@ -214,13 +216,14 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	})
 }
 
-// Reap finishes the deletion of queue in ReapStep steps of limit items and
+// Reap finishes the deletion of queue in Reaper steps of limit items and
 // returns how many steps it took. It fails the test if a step writes more
 // than limit items or the deletion does not end.
 func Reap(t *testing.T, s storage.Store, queue string, limit int) (steps int) {
 	t.Helper()
+	r := storage.NewReaper(queue)
 	for {
-		b, last, err := storage.ReapStep(s, queue, limit)
+		b, last, err := r.Next(s, limit)
 		require.NoError(t, err)
 		require.LessOrEqual(t, b.Units(), limit, "a step is bounded")
 		require.NoError(t, s.Write(b))
