@@ -338,10 +338,10 @@ func (b *brokerActor) retire(ctx actor.Context, names []string, done func()) {
 	wait(0)
 }
 
-// reapLimit is how many messages (with their leases) one reap step
-// deletes: one bounded transaction, so that the writes of other queues,
-// which share the committer, wait at most for one step, not for the whole
-// reap (filabench purge measures it).
+// reapLimit is how many messages, or leases, one reap step deletes: one
+// bounded transaction, so that the writes of other queues, which share the
+// committer, wait for about one step, not for the whole reap
+// (`filabench -only operator` measures it).
 const reapLimit = 1000
 
 // reaping is a reap in progress: where it is, and what to do once it ends.

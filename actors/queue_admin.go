@@ -70,8 +70,14 @@ type (
 	}
 )
 
-// moveStep is how many messages one step of a purge or redrive writes.
-const moveStep = 1000
+// moveStep and moveStepBytes bound one step of a purge or redrive: at most
+// moveStep messages, and for a redrive, which writes each message again,
+// no more payload bytes than moveStepBytes past the first message. A step
+// is one bounded transaction, so another queue's write waits for about one.
+const (
+	moveStep      = 1000
+	moveStepBytes = 256 << 10
+)
 
 // idle reports whether m is neither leased nor being moved.
 func idle(m *message) bool { return !m.leased && !m.settling && !m.moving }
@@ -217,6 +223,15 @@ func (q *queueActor) nextMove(ctx actor.Context, d *moveDone) {
 		return
 	}
 	n := min(len(d.rest), moveStep)
+	if d.to != nil {
+		bytes := 0
+		for i, m := range d.rest[:n] {
+			if bytes += len(m.rec.GetPayload()); i > 0 && bytes > moveStepBytes {
+				n = i
+				break
+			}
+		}
+	}
 	step := &moveDone{msgs: d.rest[:n:n], rest: d.rest[n:], to: d.to, done: d.done, sender: d.sender}
 	var b storage.Batch
 	for _, m := range step.msgs {

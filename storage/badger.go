@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +80,9 @@ func Open(opts Options) (*Badger, error) {
 		return nil, errors.New("storage: data dir is empty")
 	}
 	log := cmp.Or(opts.Logger, slog.Default())
+	if err := removeEmptyMemtables(opts.Dir, log); err != nil {
+		return nil, err
+	}
 	bopts := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(badgerLogger{log}).
@@ -112,6 +117,27 @@ func Open(opts Options) (*Badger, error) {
 	go s.commitLoop()
 	go s.gcLoop(gcCtx, cmp.Or(opts.GCInterval, GCIntervalDefault))
 	return s, nil
+}
+
+// removeEmptyMemtables deletes the empty memtable files in dir. badger
+// creates a memtable file and then sizes it, before any write goes in; a
+// kill -9 between the two leaves a file of 0 bytes, which holds nothing but
+// makes badger.Open fail with "Create a new file" (badger issue #2207), so
+// filad would not start again after such a crash.
+func removeEmptyMemtables(dir string, log *slog.Logger) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("storage: list memtables in %s: %w", dir, err)
+	}
+	for _, f := range mems {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("storage: remove empty memtable %s: %w", f, err)
+			}
+			log.Warn("removed an empty memtable file left by a crash", slog.String("file", f))
+		}
+	}
+	return nil
 }
 
 // Submit implements Store.

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -106,4 +108,25 @@ func TestBatchUnitsGroupOneItem(t *testing.T) {
 		sizes = append(sizes, len(b.unit(u)))
 	}
 	require.Equal(t, []int{1, 2, 2, 1, 1, 1}, sizes)
+}
+
+// TestOpenAfterAKillThatLeftAnEmptyMemtable: a kill -9 between badger
+// creating a memtable file and sizing it leaves a file of 0 bytes, and
+// badger.Open then failed ("Create a new file"), so filad did not start
+// (seen in TestKill9DuringDeleteQueueLeavesBothOrNeither).
+func TestOpenAfterAKillThatLeftAnEmptyMemtable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SyncWrites: true})
+	require.NoError(t, err)
+	var b Batch
+	b.PutQueue(&storagev1.QueueRecord{Name: "kept"})
+	require.NoError(t, s.Write(&b))
+	require.NoError(t, s.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "00007.mem"), nil, 0o644))
+	s = open(t, dir)
+	qs, err := s.Queues()
+	require.NoError(t, err)
+	require.Len(t, qs, 1)
+	require.NoFileExists(t, filepath.Join(dir, "00007.mem"))
 }

@@ -31,7 +31,7 @@ func TestKill9DuringDeleteQueueLeavesBothOrNeither(t *testing.T) {
 	const perQueue = 3000
 	var full time.Duration // an uninterrupted delete, measured in round 0
 	outcomes := map[string]int{}
-	for round, at := range []float64{-1, 0, 0.2, 0.4, 0.6, 0.8, 1} {
+	for round, at := range []float64{-1, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.5} {
 		dataDir := t.TempDir()
 		p := startFilad(t, dataDir)
 		c := connect(t, p.addr)
