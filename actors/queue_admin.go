@@ -17,9 +17,16 @@ import (
 
 // Admin operations on a queue's messages: Peek reads them; Purge and
 // Redrive take them out of the queue (off the ready index and the delay
-// heap at once, so nothing delivers them meanwhile), write the change, and
-// forget them once it is durable, or put them back if it failed. Each
-// costs O(messages in the queue): they are for operators, not the hot path.
+// heap at once, so nothing delivers them meanwhile), then write the change
+// in steps of moveStep messages, each submitted once the one before is
+// durable, forgetting each step's messages then (or putting back every
+// message not yet written if a step failed). Between steps the actor serves
+// its other requests, and the committer other queues' writes: a purge of
+// 100k messages is a hundred small transactions, not one long one.
+//
+// Each costs one pass over the queue's messages in memory for the turn
+// that starts it (Redrive also sorts what it takes; Peek keeps only its
+// page's worth): they are for operators, not the hot path.
 
 // Messages for the admin operations.
 type (
@@ -51,36 +58,117 @@ type (
 		Moved uint64
 		Err   error
 	}
-	// moveDone: a purge's or redrive's write has finished.
+	// moveDone: one step of a purge's or redrive's write has finished.
 	moveDone struct {
-		msgs   []*message // as they were in this queue
+		msgs   []*message // this step's, as they were in this queue
+		rest   []*message // taken for the steps to come
 		to     *QueueRef  // a redrive's source queue; nil for a purge
-		moved  []*message // as the source queue has them
+		moved  []*message // this step's, as the source queue has them
+		done   uint64     // moved by the steps before
 		sender *actor.PID
 		err    error
 	}
 )
 
+// moveStep and moveStepBytes bound one step of a purge or redrive: at most
+// moveStep messages, and for a redrive, which writes each message again,
+// no more payload bytes than moveStepBytes past the first message. A step
+// is one bounded transaction, so another queue's write waits for about one.
+const (
+	moveStep      = 1000
+	moveStepBytes = 256 << 10
+)
+
+// idle reports whether m is neither leased nor being moved.
+func idle(m *message) bool { return !m.leased && !m.settling && !m.moving }
+
 // unleased returns the messages that are not leased and not being moved,
-// in id (enqueue) order, with ids after after.
-func (q *queueActor) unleased(after string) []*message {
-	var out []*message
-	for _, m := range q.msgs {
-		if !m.leased && !m.settling && !m.moving && m.id > after {
-			out = append(out, m)
-		}
-	}
-	slices.SortFunc(out, func(a, b *message) int { return strings.Compare(a.id, b.id) })
+// in id (enqueue) order.
+func (q *queueActor) unleased() []*message {
+	out := q.idleMessages()
+	slices.SortFunc(out, byID)
 	return out
 }
 
+// idleMessages returns the messages that are not leased and not being
+// moved, in no order.
+func (q *queueActor) idleMessages() []*message {
+	var out []*message
+	for _, m := range q.msgs {
+		if idle(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func byID(a, b *message) int { return strings.Compare(a.id, b.id) }
+
+// peek answers a page of Peek in one pass over the queue, keeping only the
+// Limit+1 smallest ids after req.After in a heap: no copy or sort of the
+// whole queue per page.
 func (q *queueActor) peek(req *Peek) *PeekReply {
-	ms := q.unleased(req.After)
+	top := firstIDs{limit: req.Limit + 1}
+	for _, m := range q.msgs {
+		if idle(m) && m.id > req.After {
+			top.offer(m)
+		}
+	}
+	ms := top.sorted()
 	r := &PeekReply{More: len(ms) > req.Limit}
 	for _, m := range ms[:min(len(ms), req.Limit)] {
 		r.Messages = append(r.Messages, Peeked{ID: m.id, Record: m.rec, ReadyAt: m.readyAt})
 	}
 	return r
+}
+
+// firstIDs keeps the limit messages with the smallest ids offered to it,
+// as a max-heap on id: each offer costs O(log limit).
+type firstIDs struct {
+	limit int
+	h     []*message
+}
+
+func (f *firstIDs) offer(m *message) {
+	if f.limit <= 0 {
+		return
+	}
+	if len(f.h) < f.limit {
+		f.h = append(f.h, m)
+		for i := len(f.h) - 1; i > 0; {
+			p := (i - 1) / 2
+			if f.h[p].id >= f.h[i].id {
+				break
+			}
+			f.h[p], f.h[i] = f.h[i], f.h[p]
+			i = p
+		}
+		return
+	}
+	if m.id >= f.h[0].id {
+		return
+	}
+	f.h[0] = m
+	for i := 0; ; {
+		l, big := 2*i+1, i
+		if l < len(f.h) && f.h[l].id > f.h[big].id {
+			big = l
+		}
+		if r := l + 1; r < len(f.h) && f.h[r].id > f.h[big].id {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		f.h[i], f.h[big] = f.h[big], f.h[i]
+		i = big
+	}
+}
+
+// sorted returns what f kept, in id order.
+func (f *firstIDs) sorted() []*message {
+	slices.SortFunc(f.h, byID)
+	return f.h
 }
 
 // take removes the first n (0: all) of ms from the ready index and the
@@ -100,12 +188,8 @@ func (q *queueActor) take(ms []*message, n uint64) []*message {
 }
 
 func (q *queueActor) purge(ctx actor.Context) {
-	ms := q.take(q.unleased(""), 0)
-	var b storage.Batch
-	for _, m := range ms {
-		b.DeleteMessage(q.cfg.Name, m.id)
-	}
-	q.submitMove(ctx, &b, &moveDone{msgs: ms, sender: ctx.Sender()})
+	ms := q.take(q.idleMessages(), 0)
+	q.nextMove(ctx, &moveDone{rest: ms, sender: ctx.Sender()})
 }
 
 func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
@@ -119,49 +203,80 @@ func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
 		ctx.Respond(&MoveReply{Err: fmt.Errorf("%w: %q, the source queue of %q", ErrQueueNotFound, source, q.cfg.Name)})
 		return
 	}
-	ms := q.take(q.unleased(""), req.Count)
-	d := &moveDone{msgs: ms, to: to, sender: ctx.Sender()}
-	var b storage.Batch
-	for _, m := range ms {
-		rec := redriveRecord(m.rec)
-		b.MoveMessage(q.cfg.Name, source, m.id, rec)
-		d.moved = append(d.moved, &message{id: m.id, rec: rec})
-	}
-	q.submitMove(ctx, &b, d)
+	ms := q.take(q.unleased(), req.Count)
+	q.nextMove(ctx, &moveDone{rest: ms, to: to, sender: ctx.Sender()})
 }
 
-func (q *queueActor) submitMove(ctx actor.Context, b *storage.Batch, d *moveDone) {
-	if b.Len() == 0 {
-		ctx.Respond(&MoveReply{})
+// nextMove writes the next step of the purge or redrive d, or answers
+// once none is left. Its span parent is the request's header when the
+// request started it, none for the later steps.
+func (q *queueActor) nextMove(ctx actor.Context, d *moveDone) {
+	if len(d.rest) == 0 {
+		what := "queue purged"
+		if d.to != nil {
+			what = "queue redriven"
+		}
+		if d.done > 0 {
+			q.deps.log.Info(what, slog.String("queue_id", q.cfg.Name), slog.Uint64("messages", d.done))
+		}
+		ctx.Send(d.sender, &MoveReply{Moved: d.done})
 		return
 	}
-	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), b, func(err error) any {
-		d.err = err
-		return d
+	n := min(len(d.rest), moveStep)
+	if d.to != nil {
+		bytes := 0
+		for i, m := range d.rest[:n] {
+			if bytes += len(m.rec.GetPayload()); i > 0 && bytes > moveStepBytes {
+				n = i
+				break
+			}
+		}
+	}
+	step := &moveDone{msgs: d.rest[:n:n], rest: d.rest[n:], to: d.to, done: d.done, sender: d.sender}
+	var b storage.Batch
+	for _, m := range step.msgs {
+		if d.to == nil {
+			b.DeleteMessage(q.cfg.Name, m.id)
+			continue
+		}
+		rec := redriveRecord(m.rec)
+		b.MoveMessage(q.cfg.Name, d.to.Name, m.id, rec)
+		step.moved = append(step.moved, &message{id: m.id, rec: rec})
+	}
+	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
+		step.err = err
+		return step
 	})
 }
 
-// moved completes a purge or redrive.
+// moved completes one step of a purge or redrive and starts the next.
 func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
+	if len(d.msgs) > 0 && q.msgs[d.msgs[0].id] != d.msgs[0] {
+		// The actor restarted since the step began and reloaded from
+		// storage: the messages taken are not this incarnation's.
+		ctx.Send(d.sender, &MoveReply{Moved: d.done, Err: fmt.Errorf("%w: the queue's actor restarted after %d messages; run it again for the rest",
+			ErrFailedPrecondition, d.done)})
+		return
+	}
 	if d.err != nil {
-		for _, m := range d.msgs {
-			m.moving = false
-			q.makeReadyOrDelay(ctx, m, false)
+		for _, ms := range [][]*message{d.msgs, d.rest} {
+			for _, m := range ms {
+				m.moving = false
+				q.makeReadyOrDelay(ctx, m, false)
+			}
 		}
 		q.dispatch(ctx)
-		ctx.Send(d.sender, &MoveReply{Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
+		ctx.Send(d.sender, &MoveReply{Moved: d.done, Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return
 	}
 	for _, m := range d.msgs {
 		q.forget(m)
 	}
-	what := "queue purged"
 	if d.to != nil {
-		what = "queue redriven"
 		q.count(telemetry.Redriven, int64(len(d.msgs)))
 		ctx.Send(d.to.PID, &adopt{msgs: d.moved})
 	}
-	q.deps.log.Info(what, slog.String("queue_id", q.cfg.Name), slog.Int("messages", len(d.msgs)))
 	q.changed(ctx)
-	ctx.Send(d.sender, &MoveReply{Moved: uint64(len(d.msgs))})
+	d.done += uint64(len(d.msgs))
+	q.nextMove(ctx, d)
 }

@@ -75,7 +75,8 @@ func Start(opts Options) (*System, error) {
 				throttles:   s.throttles,
 				onTick:      opts.onTick,
 			},
-			children: map[string]*child{}, deleting: map[string]bool{}}
+			children: map[string]*child{}, deleting: map[string]bool{},
+			reaping: map[string]*reaping{}, unfinished: map[string]bool{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +80,9 @@ func Open(opts Options) (*Badger, error) {
 		return nil, errors.New("storage: data dir is empty")
 	}
 	log := cmp.Or(opts.Logger, slog.Default())
+	if err := removeEmptyMemtables(opts.Dir, log); err != nil {
+		return nil, err
+	}
 	bopts := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(badgerLogger{log}).
@@ -112,6 +117,27 @@ func Open(opts Options) (*Badger, error) {
 	go s.commitLoop()
 	go s.gcLoop(gcCtx, cmp.Or(opts.GCInterval, GCIntervalDefault))
 	return s, nil
+}
+
+// removeEmptyMemtables deletes the empty memtable files in dir. badger
+// creates a memtable file and then sizes it, before any write goes in; a
+// kill -9 between the two leaves a file of 0 bytes, which holds nothing but
+// makes badger.Open fail with "Create a new file" (badger issue #2207), so
+// filad would not start again after such a crash.
+func removeEmptyMemtables(dir string, log *slog.Logger) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("storage: list memtables in %s: %w", dir, err)
+	}
+	for _, f := range mems {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("storage: remove empty memtable %s: %w", f, err)
+			}
+			log.Warn("removed an empty memtable file left by a crash", slog.String("file", f))
+		}
+	}
+	return nil
 }
 
 // Submit implements Store.
@@ -333,35 +359,32 @@ func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {
 	return nil
 }
 
-// PurgeQueue implements Store. It deletes in bounded batches through the
-// committer, so it is ordered with every other write.
-func (s *Badger) PurgeQueue(queue string) error {
-	for _, prefix := range []byte{prefixMessage, prefixLease} {
-		var keys [][]byte
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: queueItemsPrefix(prefix, queue)})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				keys = append(keys, it.Item().KeyCopy(nil))
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: purge %s: %w", queue, err)
+// DeletedQueues implements Store.
+func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) }
+
+// QueueItems implements Store.
+func (s *Badger) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
+	return queueItems(s.keys, queue, leases, after, limit)
+}
+
+// keys is a keysFunc; it reads no values.
+func (s *Badger) keys(prefix, from []byte, limit int) ([][]byte, error) {
+	var out [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		if from == nil {
+			from = prefix
 		}
-		for len(keys) > 0 {
-			n := min(len(keys), 10000)
-			b := &Batch{}
-			for _, k := range keys[:n] {
-				b.del("", k)
-			}
-			if err := s.Write(b); err != nil {
-				return err
-			}
-			keys = keys[n:]
+		for it.Seek(from); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
+			out = append(out, it.Item().KeyCopy(nil))
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: keys %q: %w", prefix, err)
 	}
-	return nil
+	return out, nil
 }
 
 // Stats implements Store.

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -72,7 +74,18 @@ func TestBatchesOverTheTransactionLimitAreSplit(t *testing.T) {
 	require.Len(t, qc.Messages, n)
 	require.Len(t, qc.Leases, n)
 
-	require.NoError(t, s.PurgeQueue(queue))
+	// Deleting it whole goes in bounded steps, each one transaction.
+	const limit = 1000
+	before = s.Stats()
+	steps, r := 0, NewReaper(queue)
+	for last := false; !last; steps++ {
+		var step *Batch
+		step, last, err = r.Next(s, limit)
+		require.NoError(t, err)
+		require.NoError(t, s.Write(step))
+	}
+	require.Equal(t, 2*n/limit+1, steps, "20 steps of messages, 20 of leases, then the one that forgets the queue")
+	require.EqualValues(t, steps, s.Stats().Commits-before.Commits, "every step is one transaction")
 	qc, err = s.LoadQueue(queue)
 	require.NoError(t, err)
 	require.Empty(t, qc.Messages)
@@ -95,4 +108,25 @@ func TestBatchUnitsGroupOneItem(t *testing.T) {
 		sizes = append(sizes, len(b.unit(u)))
 	}
 	require.Equal(t, []int{1, 2, 2, 1, 1, 1}, sizes)
+}
+
+// TestOpenAfterAKillThatLeftAnEmptyMemtable: a kill -9 between badger
+// creating a memtable file and sizing it leaves a file of 0 bytes, and
+// badger.Open then failed ("Create a new file"), so filad did not start
+// (seen in TestKill9DuringDeleteQueueLeavesBothOrNeither).
+func TestOpenAfterAKillThatLeftAnEmptyMemtable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SyncWrites: true})
+	require.NoError(t, err)
+	var b Batch
+	b.PutQueue(&storagev1.QueueRecord{Name: "kept"})
+	require.NoError(t, s.Write(&b))
+	require.NoError(t, s.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "00007.mem"), nil, 0o644))
+	s = open(t, dir)
+	qs, err := s.Queues()
+	require.NoError(t, err)
+	require.Len(t, qs, 1)
+	require.NoFileExists(t, filepath.Join(dir, "00007.mem"))
 }

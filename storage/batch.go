@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -16,6 +17,7 @@ const (
 	prefixMessage = 'm'
 	prefixLease   = 'l'
 	prefixConfig  = 'c'
+	prefixDeleted = 'd'
 )
 
 // op is one put (value != nil) or delete (value == nil).
@@ -49,8 +51,33 @@ func (b *Batch) PutQueue(rec *storagev1.QueueRecord) {
 	b.put("", queueKey(rec.GetName()), rec)
 }
 
-// DeleteQueue removes a queue definition (not its messages: see Store.PurgeQueue).
+// DeleteQueue removes a queue definition (not its messages: see
+// RetireQueues for deleting a queue whole).
 func (b *Batch) DeleteQueue(queue string) { b.del("", queueKey(queue)) }
+
+// RetireQueues starts the deletion of queues (a queue and its DLQ): it
+// removes their definitions and marks each deleted, all in one unit, so a
+// crash leaves either both queues or neither. Their messages and leases are
+// deleted afterwards in bounded batches (ReapStep), and the last of them
+// clears the marks (ForgetQueue); Store.DeletedQueues lists the marks left,
+// so that recovery finishes what a crash cut short.
+func (b *Batch) RetireQueues(queues ...string) {
+	// No queue name holds 0x01, so this item is no message's.
+	item := "\x01retire\x00" + strings.Join(queues, "\x00")
+	for _, q := range queues {
+		b.del(item, queueKey(q))
+		b.add(item, op{key: deletedKey(q), value: []byte{1}})
+	}
+}
+
+// ForgetQueue ends a deletion that RetireQueues started: it clears the
+// queue's mark (and, for good measure, any definition). Submit it after
+// the queue's last message and lease are gone.
+func (b *Batch) ForgetQueue(queue string) {
+	item := "\x01forget\x00" + queue
+	b.del(item, queueKey(queue))
+	b.del(item, deletedKey(queue))
+}
 
 // PutMessage stores a message.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
@@ -131,6 +158,10 @@ func queueKey(queue string) []byte {
 	k := make([]byte, 0, 2+len(queue))
 	k = append(k, prefixQueue, sep)
 	return append(k, queue...)
+}
+
+func deletedKey(queue string) []byte {
+	return append([]byte{prefixDeleted, sep}, queue...)
 }
 
 func configKey(key string) []byte {

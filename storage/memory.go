@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -82,23 +83,35 @@ func (m *Memory) scan(prefix []byte, fn func(k, v []byte) error) error {
 	return nil
 }
 
-// PurgeQueue implements Store.
-func (m *Memory) PurgeQueue(queue string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	for _, prefix := range []byte{prefixMessage, prefixLease} {
-		p := string(queueItemsPrefix(prefix, queue))
-		for k := range m.data {
-			if strings.HasPrefix(k, p) {
-				delete(m.data, k)
-			}
-		}
-	}
-	return nil
+// DeletedQueues implements Store.
+func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.keys) }
+
+// QueueItems implements Store.
+func (m *Memory) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
+	return queueItems(m.keys, queue, leases, after, limit)
 }
+
+// keys is a keysFunc.
+func (m *Memory) keys(prefix, from []byte, limit int) ([][]byte, error) {
+	var out [][]byte
+	err := m.scan(prefix, func(k, _ []byte) error {
+		if bytes.Compare(k, from) < 0 {
+			return nil
+		}
+		out = append(out, k)
+		if len(out) == limit {
+			return errEnough
+		}
+		return nil
+	})
+	if errors.Is(err, errEnough) {
+		err = nil
+	}
+	return out, err
+}
+
+// errEnough stops a scan early.
+var errEnough = errors.New("enough")
 
 // Stats implements Store: every batch is its own commit.
 func (m *Memory) Stats() Stats {

@@ -10,6 +10,8 @@
 //	m 0x00 <queue> 0x00 <id>     → storagev1.MessageRecord
 //	l 0x00 <queue> 0x00 <id>     → storagev1.LeaseRecord
 //	c 0x00 <key>                 → runtime config value (raw bytes)
+//	d 0x00 <queue>               → deletion mark: the queue is deleted, and
+//	                               its messages and leases may remain
 //
 // Message ids are UUIDv7 strings, so a queue's messages scan in the order they
 // were enqueued, which is what recovery needs to keep each fairness key FIFO.
@@ -20,12 +22,16 @@
 // batches submitted while the previous commit was syncing and writes them in
 // one badger transaction, so concurrent writers share one fsync (group
 // commit). Each batch is applied atomically, and batches are committed in the
-// order they were submitted. With Options.SyncWrites false the fsync is
+// order they were submitted. Nothing writes around Submit: deleting a
+// queue's contents is batches of deletes too (see Reaper), bounded so
+// that other queues' writes interleave with them. With Options.SyncWrites false the fsync is
 // skipped: a write survives a crash of filad but not of the machine.
 package storage
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -53,8 +59,13 @@ type Store interface {
 	Defer(b *Batch, done func(error))
 	// Write submits b and waits until it is durable.
 	Write(b *Batch) error
-	// PurgeQueue deletes every message and lease of queue (not its record).
-	PurgeQueue(queue string) error
+	// DeletedQueues returns the queues whose deletion RetireQueues started
+	// and ForgetQueue has not ended, in name order.
+	DeletedQueues() ([]string, error)
+	// QueueItems returns the ids of up to limit (> 0) of queue's messages,
+	// or with leases of its leases, whose ids sort after after (""; from
+	// the first), in id order. It reads keys only.
+	QueueItems(queue string, leases bool, after string, limit int) ([]string, error)
 	// Stats reports what the committer has done so far.
 	Stats() Stats
 	// Close waits for submitted batches to commit, then closes the store.
@@ -98,6 +109,88 @@ type Stats struct {
 
 // scanFunc calls fn for every stored key under prefix, in key order.
 type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
+
+// keysFunc returns up to limit (0: all) stored keys under prefix that are
+// at or after from (nil: from the start), in key order.
+type keysFunc func(prefix, from []byte, limit int) ([][]byte, error)
+
+// loadDeleted lists the deletion marks.
+func loadDeleted(keys keysFunc) ([]string, error) {
+	ks, err := keys([]byte{prefixDeleted, sep}, nil, 0)
+	out := make([]string, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, string(k[2:]))
+	}
+	return out, err
+}
+
+// queueItems is Store.QueueItems over keys.
+func queueItems(keys keysFunc, queue string, leases bool, after string, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: QueueItems of %s: limit %d is not positive", queue, limit)
+	}
+	prefix := queueItemsPrefix(prefixMessage, queue)
+	if leases {
+		prefix = queueItemsPrefix(prefixLease, queue)
+	}
+	var from []byte
+	if after != "" {
+		// The first key past after's: ids never hold 0x00.
+		from = append(append(slices.Clip(prefix), after...), sep)
+	}
+	ks, err := keys(prefix, from, limit)
+	ids := make([]string, len(ks))
+	for i, k := range ks {
+		ids[i] = splitItemKey(k, queue)
+	}
+	return ids, err
+}
+
+// Reaper deletes the contents of a queue that RetireQueues marked deleted,
+// in bounded steps: its messages, then its leases, then the mark
+// (ForgetQueue). It reads keys from
+// where the last step ended, so a step costs about limit keys however much
+// the steps before deleted. The queue's keys must have no other writer
+// meanwhile. A Reaper is not safe for concurrent use.
+type Reaper struct {
+	queue  string
+	leases bool   // past the messages, on to the leases
+	after  string // the last id a step deleted
+}
+
+// NewReaper starts the reap of queue.
+func NewReaper(queue string) *Reaper { return &Reaper{queue: queue} }
+
+// Next returns the next step, deletes for up to limit items, or once none
+// is left (then last is true) ForgetQueue. Submit it and wait for it
+// before asking for the next one. Each step is a bounded transaction, so
+// other queues' writes are committed between steps.
+func (r *Reaper) Next(s Store, limit int) (b *Batch, last bool, err error) {
+	for {
+		ids, err := s.QueueItems(r.queue, r.leases, r.after, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		b = &Batch{}
+		if len(ids) > 0 {
+			for _, id := range ids {
+				if r.leases {
+					b.DeleteLease(r.queue, id)
+				} else {
+					b.DeleteMessage(r.queue, id)
+				}
+			}
+			r.after = ids[len(ids)-1]
+			return b, false, nil
+		}
+		if !r.leases {
+			r.leases, r.after = true, ""
+			continue
+		}
+		b.ForgetQueue(r.queue)
+		return b, true, nil
+	}
+}
 
 // loadQueues decodes every queue record; each Store scans its own way.
 func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {

@@ -225,6 +225,15 @@ func workloads() []workload {
 			}
 			return e.throttleAccuracy(ctx, d, backlog)
 		}},
+		workload{"operator tools", func(ctx context.Context, e *bench) ([]result, error) {
+			n := 100_000
+			if e.f.short {
+				n = 2000
+			}
+			return e.onFilad(ctx, nil, func(ctx context.Context, t *filadTarget) ([]result, error) {
+				return t.operatorTools(ctx, n)
+			})
+		}},
 		workload{"memory", func(ctx context.Context, e *bench) ([]result, error) {
 			n := 100_000
 			if e.f.short {

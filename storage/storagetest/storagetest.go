@@ -85,36 +85,82 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Len(t, qc.Messages, writers)
 	})
 
-	t.Run("PurgeQueueLeavesOthers", func(t *testing.T) {
+	t.Run("RetireThenReapLeavesOthers", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
 		var b storage.Batch
-		for _, q := range []string{"a", "ab"} {
+		for _, q := range []string{"a", "a.dlq", "ab"} {
 			b.PutQueue(&storagev1.QueueRecord{Name: q})
-			b.PutMessage(q, "m", &storagev1.MessageRecord{})
-			b.PutLease(q, "m", &storagev1.LeaseRecord{})
+			for i := range 5 {
+				id := fmt.Sprintf("m%d", i)
+				b.PutMessage(q, id, &storagev1.MessageRecord{})
+				b.PutLease(q, id, &storagev1.LeaseRecord{})
+			}
 		}
+		b.PutLease("a", "orphan", &storagev1.LeaseRecord{}) // a lease whose message is gone
 		require.NoError(t, s.Write(&b))
-		require.NoError(t, s.PurgeQueue("a"))
-		qc, err := s.LoadQueue("a")
-		require.NoError(t, err)
-		require.Empty(t, qc.Messages)
-		require.Empty(t, qc.Leases)
-		qc, err = s.LoadQueue("ab")
-		require.NoError(t, err)
-		require.Len(t, qc.Messages, 1)
-		require.Len(t, qc.Leases, 1)
-		qs, err := s.Queues()
-		require.NoError(t, err)
-		require.Len(t, qs, 2, "purge keeps queue records")
 
-		var del storage.Batch
-		del.DeleteQueue("a")
-		require.NoError(t, s.Write(&del))
-		qs, err = s.Queues()
+		var retire storage.Batch
+		retire.RetireQueues("a", "a.dlq")
+		require.Equal(t, 1, retire.Units(), "a queue and its DLQ are retired in one unit")
+		require.NoError(t, s.Write(&retire))
+		requireQueues(t, s, "ab")
+		deleted, err := s.DeletedQueues()
 		require.NoError(t, err)
-		require.Len(t, qs, 1)
-		require.Equal(t, "ab", qs[0].GetName())
+		require.Equal(t, []string{"a", "a.dlq"}, deleted)
+
+		require.Equal(t, 7, Reap(t, s, "a", 2), "5 messages 2 a step, 6 leases 2 a step, then the step that forgets the queue")
+		require.Equal(t, 3, Reap(t, s, "a.dlq", 10))
+		for _, q := range []string{"a", "a.dlq"} {
+			qc, err := s.LoadQueue(q)
+			require.NoError(t, err)
+			require.Empty(t, qc.Messages, q)
+			require.Empty(t, qc.Leases, q)
+		}
+		deleted, err = s.DeletedQueues()
+		require.NoError(t, err)
+		require.Empty(t, deleted, "the last step clears the marks")
+		qc, err := s.LoadQueue("ab")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, 5, "a queue whose name starts the same is untouched")
+		require.Len(t, qc.Leases, 5)
+		requireQueues(t, s, "ab")
+	})
+
+	t.Run("QueueItemsIsBounded", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		for _, id := range []string{"1", "3", "5"} {
+			b.PutMessage("q", id, &storagev1.MessageRecord{})
+			b.PutLease("q", id, &storagev1.LeaseRecord{})
+		}
+		b.PutLease("q", "0", &storagev1.LeaseRecord{})
+		b.PutMessage("qq", "0", &storagev1.MessageRecord{}) // a name that starts the same
+		require.NoError(t, s.Write(&b))
+		for _, tc := range []struct {
+			leases bool
+			after  string
+			limit  int
+			want   []string
+		}{
+			{false, "", 1, []string{"1"}},
+			{false, "", 100, []string{"1", "3", "5"}},
+			{false, "1", 1, []string{"3"}},
+			{false, "2", 100, []string{"3", "5"}},
+			{false, "5", 100, []string{}},
+			{true, "", 2, []string{"0", "1"}},
+			{true, "1", 100, []string{"3", "5"}},
+		} {
+			got, err := s.QueueItems("q", tc.leases, tc.after, tc.limit)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got, "%+v", tc)
+		}
+		got, err := s.QueueItems("none", false, "", 10)
+		require.NoError(t, err)
+		require.Empty(t, got)
+		_, err = s.QueueItems("q", false, "", 0)
+		require.ErrorContains(t, err, "limit 0")
 	})
 
 	t.Run("MoveMessageIsOneUnit", func(t *testing.T) {
@@ -168,6 +214,36 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		s.Submit(&b, func(err error) { done <- err })
 		require.ErrorIs(t, <-done, storage.ErrClosed)
 	})
+}
+
+// Reap finishes the deletion of queue in Reaper steps of limit items and
+// returns how many steps it took. It fails the test if a step writes more
+// than limit items or the deletion does not end.
+func Reap(t *testing.T, s storage.Store, queue string, limit int) (steps int) {
+	t.Helper()
+	r := storage.NewReaper(queue)
+	for {
+		b, last, err := r.Next(s, limit)
+		require.NoError(t, err)
+		require.LessOrEqual(t, b.Units(), limit, "a step is bounded")
+		require.NoError(t, s.Write(b))
+		steps++
+		if last {
+			return steps
+		}
+		require.Less(t, steps, 1_000_000, "the deletion never ends")
+	}
+}
+
+func requireQueues(t *testing.T, s storage.Store, want ...string) {
+	t.Helper()
+	qs, err := s.Queues()
+	require.NoError(t, err)
+	var names []string
+	for _, q := range qs {
+		names = append(names, q.GetName())
+	}
+	require.Equal(t, want, names)
 }
 
 // WriteSample writes three queues ("b", "a" and "ab", whose name starts

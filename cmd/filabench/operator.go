@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// operatorTools measures what an operator tool on a large queue costs the
+// rest of the broker: a queue of n 1 KiB messages (its DLQ for redrive)
+// is purged, redriven, paged through with Peek, and deleted, each while
+// another queue gets an Enqueue every probeEvery (open loop: a stall
+// delays every Enqueue sent during it, not just one) and one caller asks
+// for the big queue's stats in lockstep. It reports how long the operation
+// took, the other queue's Enqueue latency while it ran (issue 19 wants its
+// p99 under 50 ms for a purge of 100k), and the longest the big queue's
+// own GetStats waited.
+const probeEvery = 2 * time.Millisecond
+
+func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error) {
+	other, err := t.newQueue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	payload := make([]byte, 1024)
+	fill := func(queue string) error { return t.produceBatched(ctx, queue, 1024, n, payload) }
+	ops := []struct {
+		name    string
+		prepare func(q string) (string, error) // returns the queue the probe asks stats of
+		run     func(q string) error
+	}{
+		// The yardstick: the same probes for a second after a fill, with no
+		// operation, to tell the operation's cost from badger's own
+		// (flushes and compactions of what the fill wrote).
+		{"nothing (baseline)", func(q string) (string, error) { return q, fill(q) }, func(string) error {
+			select {
+			case <-time.After(time.Second):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}},
+		{"purge", func(q string) (string, error) { return q, fill(q) }, func(q string) error {
+			_, err := t.admin.PurgeQueue(ctx, &filav1.PurgeQueueRequest{Queue: q})
+			return err
+		}},
+		{"redrive", func(q string) (string, error) { return q + ".dlq", fill(q + ".dlq") }, func(q string) error {
+			_, err := t.admin.Redrive(ctx, &filav1.RedriveRequest{DlqQueue: q + ".dlq"})
+			return err
+		}},
+		{"peek every page", func(q string) (string, error) { return q, fill(q) }, func(q string) error {
+			token := ""
+			for {
+				r, err := t.admin.Peek(ctx, &filav1.PeekRequest{Queue: q, Limit: 1000, PageToken: token})
+				if err != nil || r.GetNextPageToken() == "" {
+					return err
+				}
+				token = r.GetNextPageToken()
+			}
+		}},
+		{"delete (queue and DLQ full)", func(q string) (string, error) {
+			if err := fill(q + ".dlq"); err != nil {
+				return "", err
+			}
+			return q, fill(q)
+		}, func(q string) error {
+			_, err := t.admin.DeleteQueue(ctx, &filav1.DeleteQueueRequest{Queue: q})
+			return err
+		}},
+	}
+	var out []result
+	for _, op := range ops {
+		q, err := t.newQueue(ctx)
+		if err != nil {
+			return nil, err
+		}
+		statsOf, err := op.prepare(q)
+		if err != nil {
+			return nil, err
+		}
+		var (
+			stop          = make(chan struct{})
+			wg            sync.WaitGroup
+			enqueues      []time.Duration
+			statsMax      time.Duration
+			probeErr      = make(chan error, 2)
+			probeEnqueue  = &filav1.EnqueueRequest{Queue: other, Payload: payload}
+			probeGetStats = &filav1.GetStatsRequest{Queue: statsOf}
+			stopped       = func() bool {
+				select {
+				case <-stop:
+					return true
+				default:
+					return false
+				}
+			}
+		)
+		var mu sync.Mutex
+		wg.Go(func() {
+			tick := time.NewTicker(probeEvery)
+			defer tick.Stop()
+			var sent sync.WaitGroup
+			defer sent.Wait()
+			for !stopped() {
+				sent.Go(func() {
+					start := time.Now()
+					_, err := t.svc.Enqueue(ctx, probeEnqueue)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil && len(probeErr) == 0 {
+						probeErr <- err
+					}
+					enqueues = append(enqueues, time.Since(start))
+				})
+				<-tick.C
+			}
+		})
+		wg.Go(func() {
+			for !stopped() {
+				start := time.Now()
+				_, err := t.admin.GetStats(ctx, probeGetStats)
+				if err != nil && op.name[:6] != "delete" {
+					probeErr <- err
+					return
+				}
+				statsMax = max(statsMax, time.Since(start))
+			}
+		})
+		start := time.Now()
+		err = op.run(q)
+		took := time.Since(start)
+		close(stop)
+		wg.Wait()
+		close(probeErr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op.name, err)
+		}
+		if err := <-probeErr; err != nil {
+			return nil, fmt.Errorf("%s: probe: %w", op.name, err)
+		}
+		slices.Sort(enqueues)
+		pct := func(p float64) float64 {
+			if len(enqueues) == 0 {
+				return 0
+			}
+			return float64(enqueues[int(math.Ceil(p*float64(len(enqueues))))-1].Microseconds()) / 1000
+		}
+		w := fmt.Sprintf("%s, %d messages", op.name, n)
+		note := fmt.Sprintf("%d enqueues to another queue meanwhile", len(enqueues))
+		out = append(out,
+			result{Workload: w, Value: took.Seconds() * 1000, Unit: "ms taken"},
+			result{Workload: w + ": other queue's Enqueue", Value: pct(0.50), Unit: "ms p50", Note: note},
+			result{Workload: w + ": other queue's Enqueue", Value: pct(0.99), Unit: "ms p99", Note: note},
+			result{Workload: w + ": other queue's Enqueue", Value: pct(1), Unit: "ms max", Note: note},
+			result{Workload: w + ": its own GetStats", Value: float64(statsMax.Microseconds()) / 1000, Unit: "ms max"},
+		)
+	}
+	return out, nil
+}
