@@ -184,7 +184,7 @@ func TestFailureCommands(t *testing.T) {
 	}
 	r = fila(t, addr, "", "throttle", "set", "x", "fast")
 	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "must be a number above 0")
+	require.Contains(t, r.stderr, "must be a number from 0.001 to 1e+09")
 	ok("", "throttle", "rm", "provider:aws")
 	require.NotContains(t, ok("", "throttle", "list"), "provider:aws")
 }
