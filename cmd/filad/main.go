@@ -1,7 +1,9 @@
 // Command filad is the fila broker: a durable, fair message broker serving
 // fila.v1 over gRPC.
 //
-//	filad [--config fila.toml] [--data-dir DIR] [--version]
+//	filad [--config fila.toml] [--data-dir DIR]
+//	filad version | --version
+//	filad health [--addr host:port] [--tls-ca FILE]
 //
 // With no config file it runs on the embedded defaults (127.0.0.1:5555,
 // ./data). SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the TLS
@@ -32,6 +34,15 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Println("filad", telemetry.VersionLine())
+			return nil
+		case "health":
+			return health(args[1:])
+		}
+	}
 	fs := flag.NewFlagSet("filad", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	cfgPath := fs.String("config", "fila.toml", "path to the config file (a missing fila.toml means all defaults)")
@@ -44,8 +55,11 @@ func run(args []string) error {
 		return err
 	}
 	if *version {
-		fmt.Println("filad", telemetry.Version)
+		fmt.Println("filad", telemetry.VersionLine())
 		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (filad takes flags, or the command version or health)", fs.Arg(0))
 	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {
