@@ -18,7 +18,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/fila-dev/filad/config"
@@ -87,6 +90,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The data directory's lock makes this filad its only one, so its pid
+	// file names "this filad": kill -HUP $(cat data/filad.pid).
+	pidFile := filepath.Join(cfg.Storage.DataDir, PidFile)
+	if err := writePid(pidFile); err != nil {
+		log.Warn("no pid file", slog.String("path", pidFile), slog.Any("error", err))
+	}
+	defer removePid(pidFile)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -111,6 +121,27 @@ wait:
 	// Shutdown has its own bound (server.shutdown_timeout_ms); a second
 	// signal is not needed to make it finish.
 	return srv.Shutdown(context.Background())
+}
+
+// PidFile is the name of the file in the data directory that holds the
+// running filad's process id; it is removed when filad stops (a kill -9
+// leaves it, and the next start writes it again).
+const PidFile = "filad.pid"
+
+// writePid writes this process's id to path, whole or not at all.
+func writePid(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// removePid removes path if it still names this process.
+func removePid(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(path)
+	}
 }
 
 // flagSet reports whether name was given on the command line.

@@ -239,9 +239,13 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 	defer cancel()
 	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "q"})
 	require.NoError(t, err)
+	pid, err := os.ReadFile(filepath.Join(dataDir, PidFile))
+	require.NoError(t, err, "the pid file names this filad")
+	require.Equal(t, fmt.Sprintf("%d\n", p.cmd.Process.Pid), string(pid))
 	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
 	<-p.done
 	require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), "exit 0 after a graceful stop")
+	require.NoFileExists(t, filepath.Join(dataDir, PidFile), "removed on a graceful stop")
 
 	// The queue survives the restart.
 	p = startFilad(t, dataDir)
