@@ -486,9 +486,106 @@ func checkKeys(k *koanf.Koanf, src *sources) error {
 		}
 	}
 	if len(unknown) > 0 {
-		return fmt.Errorf("config: unknown key %s (known keys: %s)", strings.Join(unknown, ", "), strings.Join(known, ", "))
+		return fmt.Errorf("config: unknown key %s%s", strings.Join(unknown, ", "), suggest(unknownKeys(k, known), known))
 	}
 	return nil
+}
+
+func unknownKeys(k *koanf.Koanf, known []string) []string {
+	var out []string
+	for _, key := range k.Keys() {
+		if key != "telemetry" && !slices.Contains(known, key) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// suggest is what follows an unknown-key error: "did you mean" the nearest
+// known key of each, where one is near, else the keys of its section.
+func suggest(unknown, known []string) string {
+	var near []string
+	for _, key := range unknown {
+		if best, ok := nearest(key, known); ok {
+			near = append(near, best)
+		}
+	}
+	if len(near) == len(unknown) {
+		return "; did you mean " + strings.Join(near, ", ") + "?"
+	}
+	section, _, _ := strings.Cut(unknown[0], ".")
+	var same []string
+	for _, k := range known {
+		if strings.HasPrefix(k, section+".") {
+			same = append(same, k)
+		}
+	}
+	if len(same) > 0 {
+		return " ([" + section + "] has " + strings.Join(same, ", ") + ")"
+	}
+	return " (README.md, Configuration, lists every key)"
+}
+
+// nearest is the known key closest to key by edit distance, if it is close
+// enough to be a typo: at most a third of the key's length, and 3.
+func nearest(key string, known []string) (string, bool) {
+	best, dist := "", min(3, len(key)/3)+1
+	for _, k := range known {
+		if d := editDistance(key, k); d < dist {
+			best, dist = k, d
+		}
+	}
+	return best, best != ""
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// EnvWarnings names the FILA_ variables of environ that look like one of
+// filad's keys written with a single underscore between section and key
+// (FILA_SERVER_LISTEN_ADDR for FILA_SERVER__LISTEN_ADDR): they are ignored,
+// and a start that silently ignored them would mislead. Other FILA_ names
+// (the CLI's FILA_ADDR, FILA_API_KEY) are not filad's and are not named.
+func EnvWarnings(environ []string) []string {
+	known := Keys()
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		rest, ok := strings.CutPrefix(name, EnvPrefix)
+		if !ok || strings.Contains(rest, "__") || legacyEnv[name] != "" {
+			continue
+		}
+		lower := strings.ToLower(rest)
+		for i := range len(lower) {
+			if lower[i] != '_' {
+				continue
+			}
+			if key := lower[:i] + "." + lower[i+1:]; slices.Contains(known, key) {
+				out = append(out, fmt.Sprintf("%s is ignored: filad reads %s%s__%s for %s (two underscores between section and key)",
+					name, EnvPrefix, rest[:i], rest[i+1:], key))
+				break
+			}
+		}
+	}
+	return out
 }
 
 // fieldError is one bad value, by key.

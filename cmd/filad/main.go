@@ -76,6 +76,9 @@ func run(args []string) error {
 	}
 	log := newLogger(cfg.Log.SlogLevel())
 	slog.SetDefault(log)
+	for _, w := range config.EnvWarnings(os.Environ()) {
+		log.Warn(w)
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The GC works harder as the heap nears the memory alarm's limit, so
 		// the alarm trips on real growth rather than on garbage.

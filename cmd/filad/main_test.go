@@ -275,12 +275,15 @@ func TestBadConfigFailsNamingTheKey(t *testing.T) {
 func TestNewcomerEnvironmentDoesNotStopFilad(t *testing.T) {
 	// FILA_ADDR is the CLI's variable and FILA_LOG_LEVEL the legacy name of
 	// log.level: neither may be read as an unknown config key.
-	p := startFilad(t, t.TempDir(), "FILA_ADDR=127.0.0.1:5555", "FILA_LOG_LEVEL=debug")
+	// FILA_SERVER_LISTEN_ADDR (one underscore) is ignored, and said to be.
+	p := startFilad(t, t.TempDir(), "FILA_ADDR=127.0.0.1:5555", "FILA_LOG_LEVEL=debug", "FILA_SERVER_LISTEN_ADDR=127.0.0.1:1")
 	c := connect(t, p.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := c.admin.ListQueues(ctx, &filav1.ListQueuesRequest{})
 	require.NoError(t, err)
+	require.True(t, p.logged("FILA_SERVER_LISTEN_ADDR is ignored: filad reads FILA_SERVER__LISTEN_ADDR"), "a WARN names it")
+	require.False(t, p.logged("FILA_ADDR is ignored"), "the CLI's variable is not filad's")
 }
 
 // TestHealthProbe: `filad health` (the image's HEALTHCHECK) says SERVING of
