@@ -195,7 +195,7 @@ func (c *Client) Lease(ctx context.Context, queue string, maxInFlight uint32) (*
 // messages per frame (never waiting to fill one); Next still yields them
 // one at a time.
 func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, maxBatch uint32) (*Stream, error) {
-	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: maxInFlight, MaxBatch: maxBatch})
+	s, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue, MaxInFlight: maxInFlight, MaxBatch: maxBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, ma
 
 // Stream is an open lease stream. It is not safe for concurrent use.
 type Stream struct {
-	s       filav1.FilaService_LeaseClient
+	s       filav1.FilaService_ConsumeClient
 	pending []*filav1.Message // the rest of the last frame
 }
 

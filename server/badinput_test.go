@@ -82,7 +82,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.NotFound, "not leased"},
 		{"lease unknown queue", func() error {
-			s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "nope"})
+			s, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "nope"})
 			if err != nil {
 				return err
 			}
@@ -138,7 +138,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.NotFound, "unset"},
 		{"lease bad queue name", func() error {
-			s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: ""})
+			s, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: ""})
 			if err != nil {
 				return err
 			}

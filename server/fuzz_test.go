@@ -55,7 +55,7 @@ func FuzzHandlers(f *testing.F) {
 		}
 		// Lease: open the stream with the raw request, take one answer.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		s, err := b.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/fila.v1.FilaService/Lease", grpc.ForceCodecV2(rawCodec{}))
+		s, err := b.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/fila.v1.FilaService/Consume", grpc.ForceCodecV2(rawCodec{}))
 		if err == nil && s.SendMsg(&req) == nil && s.CloseSend() == nil {
 			var resp []byte
 			_ = s.RecvMsg(&resp)
