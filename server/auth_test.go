@@ -259,3 +259,46 @@ func TestConcurrentKeyCreatesOneWins(t *testing.T) {
 		require.Equal(t, 1, working, "the winner's secret works")
 	}
 }
+
+// TestSetAclEndsStreamsItNoLongerAllows: SetAcl takes a key's consume right
+// on a queue away, and the key's open Consume stream on that queue ends
+// with PERMISSION_DENIED, while its stream on a queue still allowed goes
+// on delivering (issue 20: a key's rights are changed after it is made).
+func TestSetAclEndsStreamsItNoLongerAllows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }})
+	boot := asKey(t, b, bootstrapKey)
+	boot.createQueue(t, "kept", nil)
+	boot.createQueue(t, "taken", nil)
+	made, err := boot.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "worker"})
+	require.NoError(t, err)
+	grant := func(queues ...string) {
+		t.Helper()
+		req := &filav1.SetAclRequest{KeyId: made.GetKeyId()}
+		for _, q := range queues {
+			req.Permissions = append(req.Permissions, &filav1.AclPermission{Kind: "consume", Pattern: q})
+		}
+		_, err := boot.admin.SetAcl(ctxT(t), req)
+		require.NoError(t, err)
+	}
+	grant("kept", "taken")
+	worker := asKey(t, b, made.GetKey())
+	kept, _ := worker.lease(t, "kept")
+	taken, _ := worker.lease(t, "taken")
+	// Both streams are subscribed once each has delivered a message.
+	boot.enqueue(t, "kept", nil, []byte("1"))
+	boot.enqueue(t, "taken", nil, []byte("1"))
+	recvN(t, kept, 1)
+	recvN(t, taken, 1)
+
+	grant("kept")
+	_, err = taken.Recv()
+	requireCode(t, err, codes.PermissionDenied)
+	require.Contains(t, status.Convert(err).Message(), "no longer allowed")
+	boot.enqueue(t, "kept", nil, []byte("2"))
+	require.Equal(t, []byte("2"), recvN(t, kept, 1)[0].GetPayload(), "the stream still allowed goes on")
+	again, err := worker.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "taken"})
+	require.NoError(t, err)
+	_, err = again.Recv()
+	requireCode(t, err, codes.PermissionDenied)
+}
