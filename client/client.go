@@ -182,7 +182,8 @@ func (c *Client) Extend(ctx context.Context, m *filav1.Message, timeout time.Dur
 	return resp.GetLeaseExpiresAt().AsTime(), nil
 }
 
-// Lease opens a consumer stream on queue. Each message it yields is leased
+// Lease opens a consumer stream on queue (the Consume RPC; the method keeps
+// its name because what it yields are leases). Each message it yields is leased
 // to this stream until acked, nacked or its visibility timeout passes; the
 // broker leases at most maxInFlight unsettled messages to it (0: the
 // broker's default, 256). Cancel ctx to close the stream; its leases stay

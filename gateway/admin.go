@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
@@ -178,16 +176,17 @@ func (s *Server) SetConfig(ctx context.Context, req *filav1.SetConfigRequest) (*
 	return &filav1.SetConfigResponse{}, nil
 }
 
-// GetConfig implements filav1.FilaAdminServer; a key that is not set is
-// NOT_FOUND.
+// GetConfig implements filav1.FilaAdminServer; a key that is not set
+// answers an empty value, as in Fila (SetConfig of "" deletes a key, so ""
+// and unset are one state).
 func (s *Server) GetConfig(_ context.Context, req *filav1.GetConfigRequest) (*filav1.GetConfigResponse, error) {
 	if err := validateConfigKey("key", req.GetKey()); err != nil {
 		return nil, toStatus(err)
 	}
-	v, ok := s.sys.RuntimeConfig().Get(req.GetKey())
-	if !ok || strings.HasPrefix(req.GetKey(), reservedConfigPrefix) {
-		return nil, status.Errorf(codes.NotFound, "key %q is not set", req.GetKey())
+	if strings.HasPrefix(req.GetKey(), reservedConfigPrefix) {
+		return &filav1.GetConfigResponse{}, nil
 	}
+	v, _ := s.sys.RuntimeConfig().Get(req.GetKey())
 	return &filav1.GetConfigResponse{Value: v}, nil
 }
 
