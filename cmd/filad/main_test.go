@@ -239,9 +239,13 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 	defer cancel()
 	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "q"})
 	require.NoError(t, err)
+	pid, err := os.ReadFile(filepath.Join(dataDir, PidFile))
+	require.NoError(t, err, "the pid file names this filad")
+	require.Equal(t, fmt.Sprintf("%d\n", p.cmd.Process.Pid), string(pid))
 	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
 	<-p.done
 	require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), "exit 0 after a graceful stop")
+	require.NoFileExists(t, filepath.Join(dataDir, PidFile), "removed on a graceful stop")
 
 	// The queue survives the restart.
 	p = startFilad(t, dataDir)
@@ -279,6 +283,16 @@ func TestNewcomerEnvironmentDoesNotStopFilad(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestHealthProbe: `filad health` (the image's HEALTHCHECK) says SERVING of
+// a running filad.
+func TestHealthProbe(t *testing.T) {
+	t.Parallel()
+	p := startFilad(t, t.TempDir())
+	out, err := exec.Command(filadBin, "health", "--addr", p.addr).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "SERVING\n", string(out))
+}
+
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -293,7 +307,10 @@ func TestCommandLine(t *testing.T) {
 		stderr   string
 		never    string
 	}{
-		{name: "version", args: []string{"--version"}, stdout: "filad "},
+		{name: "version", args: []string{"--version"}, stdout: "filad 0.1.0-dev (commit "},
+		{name: "version as a word", args: []string{"version"}, stdout: "filad 0.1.0-dev (commit "},
+		{name: "an unknown word does not start a server", args: []string{"serve"}, wantCode: 1, stderr: `unexpected argument "serve"`, never: "filad serving"},
+		{name: "health of nothing listening", args: []string{"health", "--addr", "127.0.0.1:1", "--timeout", "1s"}, wantCode: 1, stderr: "health of 127.0.0.1:1"},
 		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
 		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 1, stderr: "--data-dir: must not be empty"},
 		{
