@@ -145,6 +145,20 @@ type Auth struct {
 	EndUserID bool `koanf:"enduser_id"`
 }
 
+// The bootstrap key's length: at least MinBootstrapKeyLen characters (Fila's
+// clients bring keys that short), and below GoodBootstrapKeyLen the server
+// logs a WARN (Auth.WeakBootstrapKey).
+const (
+	MinBootstrapKeyLen  = 16
+	GoodBootstrapKeyLen = 32
+)
+
+// WeakBootstrapKey reports whether the bootstrap key is set but shorter
+// than GoodBootstrapKeyLen.
+func (a Auth) WeakBootstrapKey() bool {
+	return a.BootstrapKey != "" && len(a.BootstrapKey) < GoodBootstrapKeyLen
+}
+
 // Required reports whether calls need a key on listenAddr.
 func (a Auth) Required(loopback bool) bool {
 	return a.Mode == "on" || (a.Mode == "auto" && !loopback)
@@ -679,8 +693,9 @@ func (c Config) check() []fieldError {
 	if m := c.Auth.Mode; m != "auto" && m != "on" && m != "off" {
 		bad("auth.mode", m, `must be "auto", "on" or "off"`)
 	}
-	if k := c.Auth.BootstrapKey; k != "" && len(k) < 32 {
-		bad("auth.bootstrap_key", "(hidden)", "must be at least 32 characters (use the output of: head -c 32 /dev/urandom | base64)")
+	if k := c.Auth.BootstrapKey; k != "" && len(k) < MinBootstrapKeyLen {
+		bad("auth.bootstrap_key", "(hidden)", fmt.Sprintf("must be at least %d characters, better %d (use the output of: head -c 32 /dev/urandom | base64)",
+			MinBootstrapKeyLen, GoodBootstrapKeyLen))
 	}
 	if v := c.Server.TLS.MinVersion; v != "1.2" && v != "1.3" {
 		bad("server.tls.min_version", v, `must be "1.2" or "1.3"`)

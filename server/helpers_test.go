@@ -108,16 +108,16 @@ func (b *bundle) requireEmpty(t *testing.T, queue string) {
 }
 
 // lease opens a consumer stream; cancel ends it.
-func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_LeaseClient, context.CancelFunc) {
+func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_ConsumeClient, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctxT(t))
 	t.Cleanup(cancel)
-	stream, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+	stream, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
 	require.NoError(t, err)
 	return stream, cancel
 }
 
-func recvN(t *testing.T, stream filav1.FilaService_LeaseClient, n int) []*filav1.Message {
+func recvN(t *testing.T, stream filav1.FilaService_ConsumeClient, n int) []*filav1.Message {
 	t.Helper()
 	out := make([]*filav1.Message, 0, n)
 	for len(out) < n {

@@ -152,7 +152,7 @@ func TestCrashRecoveryAfterKill9(t *testing.T) {
 
 	// 30 messages go to a consumer, which acks 20 and leaves 10 leased.
 	streamCtx, closeStream := context.WithCancel(ctx)
-	stream, err := c.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: "crash"})
+	stream, err := c.svc.Consume(streamCtx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	enqueueN(t, ctx, c, 30)
 	acked, leased := map[string]bool{}, map[string]time.Time{}
@@ -186,7 +186,7 @@ func TestCrashRecoveryAfterKill9(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 80, st.GetDepth()+st.GetInFlight(), "every unacked message is back")
 
-	stream, err = c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash"})
+	stream, err = c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	for len(seen) < 80 {
