@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -180,6 +181,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		DefaultMaxInFlight: cfg.Server.DefaultMaxInFlight,
 		MaxBatchItems:      cfg.Server.MaxBatchItems,
 		MaxBatchBytes:      cfg.Server.MaxBatchBytes,
+		Backup:             backupOf(s.store),
 		Logger:             s.log,
 	}); err != nil {
 		return nil, err
@@ -340,4 +342,13 @@ func (s *Server) teardown(ctx context.Context) error {
 		s.log.Info("filad stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// backupOf is store's Backup, if it has one (the badger store does; a
+// test's in-memory store does not).
+func backupOf(store storage.Store) func(io.Writer) error {
+	if b, ok := store.(interface{ Backup(io.Writer) error }); ok {
+		return b.Backup
+	}
+	return nil
 }

@@ -72,6 +72,7 @@ var commands = map[string]command{
 	"key":      keyCmd,
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
+	"admin":    adminCmd,
 }
 
 // connect dials filad, exporting fila's own spans when

@@ -92,5 +92,6 @@ const usage = `usage:
   fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
   fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, batched)
   fila consume QUEUE [--count N] [--ack|--nack] [--json]
+  fila admin backup FILE                           (online and consistent; filad restore FILE --data-dir DIR)
 The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555; the API key --api-key, else $FILA_API_KEY.
 `
