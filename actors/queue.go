@@ -440,7 +440,7 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	turns, rounds := q.ready.takeCounts()
 	r.Counts[telemetry.DRRKeysProcessed] += turns
 	r.Counts[telemetry.DRRRounds] += rounds
-	r.Keys = q.fair.reading()
+	r.Keys = q.fair.reading(q.ready)
 	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
 	q.counts, q.dirty = telemetry.QueueReading{}, false
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
@@ -74,14 +73,14 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	require.Greater(t, used, 20, "the lint saw the dashboard's metrics")
 }
 
-// exerciseEveryMetric makes traffic that gives every metric a series: a
-// fairness window's deliveries over keys, a nack, an expiry into the DLQ,
+// exerciseEveryMetric makes traffic that gives every metric a series:
+// deliveries over two fairness keys, a nack, an expiry into the DLQ,
 // a redrive and a delayed message.
 func exerciseEveryMetric(t *testing.T, b *bundle) {
 	t.Helper()
 	b.createQueue(t, "lint", &filav1.QueueConfig{MaxAttempts: 1, VisibilityTimeoutMs: 500})
 	var reqs []*filav1.EnqueueRequest
-	for i := range actors.FairnessWindow {
+	for i := range lintMessages {
 		reqs = append(reqs, &filav1.EnqueueRequest{Queue: "lint", Headers: map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}})
 	}
 	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs})
@@ -89,7 +88,7 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	var ms []*filav1.Message
-	for len(ms) < actors.FairnessWindow {
+	for len(ms) < lintMessages {
 		resp, err := stream.Recv()
 		require.NoError(t, err)
 		if len(ms) == 0 {
@@ -100,13 +99,16 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 		ms = append(ms, resp.GetMessages()...)
 	}
 	// The rest expire (500 ms leases) into the DLQ; one comes back.
-	eventually(t, func() bool { return b.stats(t, "lint.dlq").GetDepth() == uint64(actors.FairnessWindow) }, "all in the DLQ")
+	eventually(t, func() bool { return b.stats(t, "lint.dlq").GetDepth() == lintMessages }, "all in the DLQ")
 	_, err = b.admin.Redrive(ctxT(t), &filav1.RedriveRequest{DlqQueue: "lint.dlq", Count: 1})
 	require.NoError(t, err)
 	recvN(t, stream, 1) // delivered again: a redelivery
 	b.enqueue(t, "lint", map[string]string{"fila-delay-ms": "600000"}, nil)
 	b.sync(t, "lint", "lint.dlq")
 }
+
+// lintMessages is how many messages exerciseEveryMetric sends through.
+const lintMessages = 100
 
 func names(set map[string]bool) []string {
 	var out []string

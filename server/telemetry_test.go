@@ -27,7 +27,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -681,7 +680,7 @@ func TestPrometheusServesWhatOTLPExports(t *testing.T) {
 }
 
 // TestFairnessMetrics (Fila story 6.2): with weights 1:2:3 and every key
-// backlogged, each key's fair-share ratio over a window is near 1.0, the
+// backlogged, each key's fair-share ratio over the window is near 1.0, the
 // per-key throughput adds up to the deliveries, and the scheduler reports
 // its rounds, turns and active keys.
 func TestFairnessMetrics(t *testing.T) {
@@ -702,7 +701,7 @@ func TestFairnessMetrics(t *testing.T) {
 	}
 	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
-	for got := 0; got < actors.FairnessWindow; {
+	for got := 0; got < 1000; {
 		resp, err := stream.Recv()
 		require.NoError(t, err)
 		got += len(resp.GetMessages())
@@ -732,4 +731,35 @@ func TestFairnessMetrics(t *testing.T) {
 	require.Positive(t, rounds)
 	require.GreaterOrEqual(t, turns, 3*rounds, "three keys take a turn each per round")
 	h.AssertGauge(t, telemetry.Gauges[telemetry.DRRActiveKeys].Name, qattr("fair"), 3)
+}
+
+// TestFairShareShowsAStarvedKey (issue 21, Deliver 1): a key with ready
+// messages that gets no deliveries (its throttle bucket is empty) reads a
+// fair share of 0 beside a key that is served, and it reads so after the
+// first deliveries, not after a 1,000-delivery window.
+func TestFairShareShowsAStarvedKey(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.starve", Value: "0.001,1"})
+	require.NoError(t, err)
+	b.createQueue(t, "starve", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg)
+  if msg.headers["fila-fairness-key"] == "b" then return { throttle_keys = { "starve" } } end
+  return {}
+end`})
+	for i := range 20 {
+		b.enqueue(t, "starve", map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}, nil)
+	}
+	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "starve", MaxInFlight: 100})
+	require.NoError(t, err)
+	recvN(t, stream, 11) // a's ten and b's one token
+	key := func(k string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "starve"), attribute.String("fairness_key", k)}
+	}
+	eventually(t, func() bool {
+		v, ok := h.Float(t, telemetry.FairShareRatio.Name, key("b")...)
+		return ok && v < 0.2
+	}, "b, backlogged and held back, reads near 0")
+	a, ok := h.Float(t, telemetry.FairShareRatio.Name, key("a")...)
+	require.True(t, ok)
+	require.Greater(t, a, 1.5, "a got b's share too")
 }

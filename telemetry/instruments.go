@@ -52,15 +52,16 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 	}
 	all = append(all, throughput, ratio)
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		nowMS := time.Now().UnixMilli()
+		now := time.Now()
+		nowMS := now.UnixMilli()
 		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
-			for key, k := range r.Keys {
-				keySet := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q), attribute.String(AttrFairnessKey, key)))
-				o.ObserveInt64(throughput, k.Deliveries, keySet)
-				if k.HasRatio {
-					o.ObserveFloat64(ratio, k.ShareRatio, keySet)
+			if r.Fair != nil {
+				keySet := func(key string) metric.MeasurementOption {
+					return metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q), attribute.String(AttrFairnessKey, key)))
 				}
+				r.Fair.Totals(func(key string, n int64) { o.ObserveInt64(throughput, n, keySet(key)) })
+				r.Fair.Ratios(now, func(key string, v float64) { o.ObserveFloat64(ratio, v, keySet(key)) })
 			}
 			for i, inst := range counters {
 				o.ObserveInt64(inst, r.Counts[i], set)

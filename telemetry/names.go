@@ -95,7 +95,7 @@ var (
 	FairnessThroughput = MetricSpec{Name: "fila.fairness.throughput", Unit: "{message}",
 		Description: "Deliveries per fairness key (the first keys of a queue up to telemetry.fairness_keys; the rest as (other))."}
 	FairShareRatio = MetricSpec{Name: "fila.fairness.fair_share_ratio", Unit: "1",
-		Description: "A fairness key's share of the last 1,000 deliveries over its share of the weight; 1.0 is exactly fair."}
+		Description: "A fairness key's deliveries over the last 60 s against what weighted max-min fairness would have given it; 1.0 is exactly fair, 0 starved."}
 )
 
 // Lua hook instruments (Fila story 6.3), per queue_id and hook.
