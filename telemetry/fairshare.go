@@ -134,7 +134,7 @@ func (f *FairShare) Ratios(now time.Time, fn func(series string, ratio float64))
 // share is one series in one bucket: what it got, what it wanted (+Inf
 // while backlogged), its weight, and what max-min fairness allots it.
 type share struct {
-	series                          string
+	series                           string
 	delivered, demand, weight, alloc float64
 }
 
