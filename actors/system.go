@@ -42,10 +42,6 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	instruments, err := telemetry.NewQueueInstruments(opts.MeterProvider)
-	if err != nil {
-		return nil, err
-	}
 	runtime, err := loadRuntimeConfig(opts.Store, opts.ConfigStore)
 	if err != nil {
 		return nil, err
@@ -66,7 +62,7 @@ func Start(opts Options) (*System, error) {
 				quantum:     opts.Quantum,
 				log:         opts.Logger,
 				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
-				instruments: instruments,
+				series:      opts.Series,
 				telemetry:   s.telemetry,
 				dir:         s.dir,
 				fairness:    opts.FairnessKeys,

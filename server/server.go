@@ -140,6 +140,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		},
 		TracerProvider: s.telemetry.TracerProvider,
 		MeterProvider:  s.telemetry.MeterProvider,
+		Series:         s.telemetry.Series,
 		Logger:         s.log,
 	}); err != nil {
 		return nil, err

@@ -763,3 +763,48 @@ end`})
 	require.True(t, ok)
 	require.Greater(t, a, 1.5, "a got b's share too")
 }
+
+// TestDeletedQueueSeriesLeaveTheExport (issue 21, Deliver 4): deleting a
+// queue removes every series of it (gauges, counters and histograms, Lua
+// and throttle ones included) from the next collection; a queue created
+// again under the name starts its histograms afresh.
+func TestDeletedQueueSeriesLeaveTheExport(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.gone", Value: "1000,1000"})
+	require.NoError(t, err)
+	script := &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg) return { throttle_keys = { "gone" } } end`}
+	b.createQueue(t, "gone", script)
+	b.createQueue(t, "stays", nil)
+	for _, q := range []string{"gone", "stays"} {
+		b.enqueue(t, q, nil, []byte("x"))
+		stream, cancel := b.lease(t, q)
+		m := recvN(t, stream, 1)[0]
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: q, MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+		require.NoError(t, err)
+		cancel()
+		b.sync(t, q)
+	}
+	gone := attribute.String("queue_id", "gone")
+	want := []string{telemetry.CommitDuration.Name, telemetry.WaitDuration.Name, telemetry.ProcessDuration.Name,
+		telemetry.MessageSize.Name, telemetry.LuaDuration.Name, telemetry.ThrottleDecisions.Name,
+		telemetry.EnqueueRefused.Name, telemetry.MetricEnqueued, telemetry.MetricQueueDepth}
+	eventually(t, func() bool {
+		have := h.SeriesOf(t, gone)
+		for _, n := range want {
+			if !slices.Contains(have, n) {
+				return false
+			}
+		}
+		return true
+	}, "the queue has every kind of series")
+
+	_, err = b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: "gone"})
+	require.NoError(t, err)
+	eventually(t, func() bool { return len(h.SeriesOf(t, gone)) == 0 }, "no series of the deleted queue")
+	require.Contains(t, h.SeriesOf(t, attribute.String("queue_id", "stays")), telemetry.CommitDuration.Name, "another queue's stay")
+
+	b.createQueue(t, "gone", nil)
+	b.sync(t, "gone")
+	require.Zero(t, h.HistogramCount(t, telemetry.CommitDuration.Name, gone), "created again: its histograms start afresh")
+}

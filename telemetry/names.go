@@ -146,6 +146,24 @@ var (
 	CommitItems = MetricSpec{Name: "fila.storage.commit.messages", Unit: "{message}", Description: "Items (a message with its lease) written per storage commit."}
 )
 
+// MessageSize is a message's payload size, as it counts against
+// max_bytes, one measurement per message Enqueue admits.
+var MessageSize = MetricSpec{Name: "fila.message.size", Unit: "By", Description: "Payload size of each message Enqueue admitted, as it counts against max_bytes."}
+
+// EnqueueRefused counts messages a queue refused, by reason: max_depth or
+// max_bytes. (A resource alarm refuses every queue alike, before the queue
+// sees the message: fila.alarm.active says when.)
+var EnqueueRefused = MetricSpec{Name: "fila.messages.refused", Unit: "{message}", Description: "Messages a queue refused for its max_depth or max_bytes, by reason."}
+
+// Refusal reasons of EnqueueRefused.
+const (
+	RefusedMaxDepth = "max_depth"
+	RefusedMaxBytes = "max_bytes"
+)
+
+// AttrReason names why, on fila.messages.refused and fila.auth.failures.
+const AttrReason = "reason"
+
 // AlarmActive is 1 while a broker-wide resource alarm (attribute alarm:
 // disk or memory) refuses Enqueue, else 0.
 var AlarmActive = MetricSpec{Name: "fila.alarm.active", Unit: "1", Description: "1 while a resource alarm refuses Enqueue, else 0."}

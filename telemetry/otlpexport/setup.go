@@ -62,6 +62,9 @@ type Handle struct {
 	Enabled bool
 	// PrometheusAddr is where /metrics is served, when it is.
 	PrometheusAddr net.Addr
+	// Series holds the queues' histograms and counters, which every reader
+	// exports beside the SDK's instruments; nil when disabled.
+	Series *telemetry.SeriesSet
 	shutdown       []func(context.Context) error
 	flush          []func(context.Context) error
 }
@@ -132,10 +135,10 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Debug("opentelemetry", slog.Any("error", err))
 	}))
-	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider()}
+	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider(), Series: telemetry.NewSeriesSet()}
 	var readers []sdkmetric.Reader
 	if cfg.OTLPEndpoint != "" {
-		tp, reader, err := otlpPipeline(ctx, cfg, res, &outageWarner{log: log}, exportTimeout)
+		tp, reader, err := otlpPipeline(ctx, cfg, res, &outageWarner{log: log}, exportTimeout, h.Series)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +148,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		readers = append(readers, reader)
 	}
 	if cfg.PrometheusListenAddr != "" {
-		reader, addr, stop, err := servePrometheus(cfg.PrometheusListenAddr)
+		reader, addr, stop, err := servePrometheus(cfg.PrometheusListenAddr, h.Series)
 		if err != nil {
 			_ = h.Shutdown(ctx)
 			return nil, err
@@ -172,7 +175,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 
 // otlpPipeline builds the OTLP/gRPC trace provider and metric reader for
 // cfg.OTLPEndpoint; w turns export failures into one WARN per outage.
-func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Resource, w *outageWarner, exportTimeout time.Duration) (*sdktrace.TracerProvider, sdkmetric.Reader, error) {
+func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Resource, w *outageWarner, exportTimeout time.Duration, series *telemetry.SeriesSet) (*sdktrace.TracerProvider, sdkmetric.Reader, error) {
 	ep, err := config.ParseEndpoint(cfg.OTLPEndpoint)
 	if err != nil {
 		return nil, nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
@@ -208,16 +211,17 @@ func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Reso
 	)
 	reader := sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
 		sdkmetric.WithInterval(cfg.MetricsInterval()),
-		sdkmetric.WithTimeout(exportTimeout))
+		sdkmetric.WithTimeout(exportTimeout),
+		sdkmetric.WithProducer(SeriesProducer(series)))
 	return tp, reader, nil
 }
 
 // servePrometheus serves /metrics at addr through the OpenTelemetry
 // Prometheus exporter, on a registry of its own (no process or Go
 // collectors of client_golang: the runtime metrics come through OTel).
-func servePrometheus(addr string) (sdkmetric.Reader, net.Addr, func(context.Context) error, error) {
+func servePrometheus(addr string, series *telemetry.SeriesSet) (sdkmetric.Reader, net.Addr, func(context.Context) error, error) {
 	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithProducer(SeriesProducer(series)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
