@@ -90,13 +90,13 @@ type queueActor struct {
 // queueDeps is what a queue actor shares with the rest of the system, all
 // of it safe for concurrent use.
 type queueDeps struct {
-	store       storage.Store
-	quantum     int64
-	log         *slog.Logger
-	tracer      trace.Tracer
+	store   storage.Store
+	quantum int64
+	log     *slog.Logger
+	tracer  trace.Tracer
 	// series holds the queues' histograms and counters.
-	series *telemetry.SeriesSet
-	telemetry   *actor.PID
+	series    *telemetry.SeriesSet
+	telemetry *actor.PID
 	// dir finds a queue's DLQ, or a DLQ's source, to hand messages over.
 	dir *Directory
 	// fairness is Options.FairnessKeys.

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/fila-dev/filad/telemetry"
 )
 

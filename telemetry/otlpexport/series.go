@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
 
 	"github.com/fila-dev/filad/telemetry"
 )

@@ -64,9 +64,9 @@ type Handle struct {
 	PrometheusAddr net.Addr
 	// Series holds the queues' histograms and counters, which every reader
 	// exports beside the SDK's instruments; nil when disabled.
-	Series *telemetry.SeriesSet
-	shutdown       []func(context.Context) error
-	flush          []func(context.Context) error
+	Series   *telemetry.SeriesSet
+	shutdown []func(context.Context) error
+	flush    []func(context.Context) error
 }
 
 // Shutdown flushes what is buffered and stops the exporters, bounded by ctx.
