@@ -185,6 +185,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.stop(ErrShuttingDown)
 	case *configChanged:
 		q.reconfigure()
+		q.changed(ctx) // the limits' gauges
 	case *Enqueue:
 		q.enqueue(ctx, []*Enqueue{m}, false)
 	case *EnqueueBatch:
@@ -458,6 +459,14 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	r.Gauges[telemetry.Delayed] = int64(q.delayed)
 	r.Gauges[telemetry.OldestReady] = q.oldestReady()
 	r.Gauges[telemetry.DRRActiveKeys] = int64(q.ready.active)
+	r.Gauges[telemetry.Bytes] = int64(q.held.bytes)
+	r.Gauges[telemetry.MaxDepth] = int64(q.cfg.MaxDepth)
+	r.Gauges[telemetry.MaxBytes] = int64(q.cfg.MaxBytes)
+	credit := 0
+	for _, s := range q.consumers {
+		credit += s.credit
+	}
+	r.Gauges[telemetry.ConsumerCredit] = int64(credit)
 	turns, rounds := q.ready.takeCounts()
 	r.Counts[telemetry.DRRKeysProcessed] += turns
 	r.Counts[telemetry.DRRRounds] += rounds

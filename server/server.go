@@ -154,6 +154,20 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}); err != nil {
 		return nil, err
 	}
+	if _, err = telemetry.RegisterProcess(s.telemetry.MeterProvider, readProcess); err != nil {
+		return nil, err
+	}
+	if s.ownStore {
+		skip := ""
+		if reserve != nil {
+			skip = reserve.path
+		}
+		if _, err = telemetry.RegisterStorage(s.telemetry.MeterProvider, cfg.Limits.MinFreeDiskBytes, func() telemetry.StorageReading {
+			return readStorage(cfg.Storage.DataDir, skip)
+		}); err != nil {
+			return nil, err
+		}
+	}
 	s.alarms = &gateway.Alarms{}
 	s.monitor = startResourceMonitor(cfg, s.alarms, reserve, s.log)
 	if _, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {

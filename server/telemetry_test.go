@@ -24,8 +24,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -807,4 +809,61 @@ func TestDeletedQueueSeriesLeaveTheExport(t *testing.T) {
 	b.createQueue(t, "gone", nil)
 	b.sync(t, "gone")
 	require.Zero(t, h.HistogramCount(t, telemetry.CommitDuration.Name, gone), "created again: its histograms start afresh")
+}
+
+// TestPrometheusServesOpenMetricsWithExemplars (issue 21, Deliver 3):
+// asked for OpenMetrics, /metrics answers in it, and the latency buckets
+// carry exemplars whose trace ids are of sampled delivery spans.
+func TestPrometheusServesOpenMetricsWithExemplars(t *testing.T) {
+	t.Parallel()
+	recv := telemetrytest.NewReceiver(t)
+	b := setup(t, setupOpts{cfg: exportTo("http://"+recv.Addr(), 100, func(tc *config.Telemetry) { tc.PrometheusListenAddr = "127.0.0.1:0" })})
+	b.createQueue(t, "om", nil)
+	b.enqueue(t, "om", nil, nil)
+	stream, _ := b.lease(t, "om")
+	recvN(t, stream, 1)
+	b.sync(t, "om")
+	scrape := func(accept string) (string, string) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+b.srv.PrometheusAddr().String()+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.Header.Get("Content-Type"), string(body)
+	}
+	exemplar := regexp.MustCompile(`(?m)^fila_message_wait_duration_seconds_bucket\{[^}]*queue_id="om"[^}]*\} 1 # \{span_id="[0-9a-f]{16}",trace_id="[0-9a-f]{32}"\} `)
+	eventually(t, func() bool {
+		ct, body := scrape("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+		return strings.HasPrefix(ct, "application/openmetrics-text") && exemplar.MatchString(body)
+	}, "OpenMetrics with an exemplar on the wait bucket")
+	ct, body := scrape("text/plain")
+	require.True(t, strings.HasPrefix(ct, "text/plain"), ct)
+	require.NotContains(t, body, "trace_id", "the text format has no exemplars")
+}
+
+// TestQueueLimitsBytesAndRefusals (issue 21, Deliver 9): a queue's bytes, limits,
+// consumer credit, message sizes and refusals by reason are exported.
+func TestQueueLimitsBytesAndRefusals(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "ops9", &filav1.QueueConfig{MaxDepth: 2, MaxBytes: 1000})
+	b.enqueue(t, "ops9", nil, make([]byte, 300))
+	b.enqueue(t, "ops9", nil, make([]byte, 100))
+	_, err := b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "ops9", Payload: []byte("x")})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "max_depth refuses")
+	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "ops9", MaxInFlight: 5})
+	require.NoError(t, err)
+	recvN(t, stream, 1)
+	b.sync(t, "ops9")
+	q := qattr("ops9")
+	h.AssertGauge(t, telemetry.Gauges[telemetry.Bytes].Name, q, 400)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.MaxDepth].Name, q, 2)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.MaxBytes].Name, q, 1000)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.ConsumerCredit].Name, q, 3) // 5 less the 2 delivered
+	h.AssertCounter(t, telemetry.EnqueueRefused.Name, append(q, attribute.String("reason", "max_depth")), 1)
+	h.AssertCounter(t, telemetry.EnqueueRefused.Name, append(q, attribute.String("reason", "max_bytes")), 0)
+	require.EqualValues(t, 2, h.HistogramCount(t, telemetry.MessageSize.Name, q...), "one size per admitted message")
 }

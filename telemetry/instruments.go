@@ -195,3 +195,74 @@ func RegisterThrottleTokens(mp metric.MeterProvider, tokens func() map[string]fl
 		return nil
 	}, g)
 }
+
+// StorageReading is the store's and its disk's figures at one collection.
+type StorageReading struct {
+	// Size is StorageSize; Free is DiskFree. ok false: not readable now.
+	Size, Free int64
+	OK         bool
+}
+
+// RegisterStorage creates fila.storage.size, fila.storage.disk.free and
+// fila.storage.disk.min_free (minFree, the limit) on mp, read at each
+// collection.
+func RegisterStorage(mp metric.MeterProvider, minFree int64, read func() StorageReading) (metric.Registration, error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	var gs [3]metric.Int64ObservableGauge
+	for i, spec := range []MetricSpec{StorageSize, DiskFree, DiskMinFree} {
+		g, err := m.Int64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", spec.Name, err)
+		}
+		gs[i] = g
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(gs[2], minFree)
+		if r := read(); r.OK {
+			o.ObserveInt64(gs[0], r.Size)
+			o.ObserveInt64(gs[1], r.Free)
+		}
+		return nil
+	}, gs[0], gs[1], gs[2])
+}
+
+// ProcessReading is the process's figures at one collection; a negative
+// value is not readable here.
+type ProcessReading struct {
+	UserCPU, SystemCPU time.Duration
+	RSS, FDs           int64
+}
+
+// RegisterProcess creates the process.* instruments on mp, read at each
+// collection.
+func RegisterProcess(mp metric.MeterProvider, read func() ProcessReading) (metric.Registration, error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	cpu, err := m.Float64ObservableCounter(ProcessCPUTime.Name, metric.WithUnit(ProcessCPUTime.Unit), metric.WithDescription(ProcessCPUTime.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessCPUTime.Name, err)
+	}
+	rss, err := m.Int64ObservableGauge(ProcessMemory.Name, metric.WithUnit(ProcessMemory.Unit), metric.WithDescription(ProcessMemory.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessMemory.Name, err)
+	}
+	fds, err := m.Int64ObservableGauge(ProcessFDs.Name, metric.WithUnit(ProcessFDs.Unit), metric.WithDescription(ProcessFDs.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessFDs.Name, err)
+	}
+	user := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "user")))
+	system := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "system")))
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		r := read()
+		if r.UserCPU >= 0 {
+			o.ObserveFloat64(cpu, r.UserCPU.Seconds(), user)
+			o.ObserveFloat64(cpu, r.SystemCPU.Seconds(), system)
+		}
+		if r.RSS >= 0 {
+			o.ObserveInt64(rss, r.RSS)
+		}
+		if r.FDs >= 0 {
+			o.ObserveInt64(fds, r.FDs)
+		}
+		return nil
+	}, cpu, rss, fds)
+}

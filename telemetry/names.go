@@ -51,6 +51,10 @@ const (
 	Delayed
 	OldestReady
 	DRRActiveKeys
+	Bytes
+	MaxDepth
+	MaxBytes
+	ConsumerCredit
 	numGauges
 )
 
@@ -87,6 +91,14 @@ var Gauges = [numGauges]MetricSpec{
 	OldestReady: {Name: "fila.queue.oldest_ready.age", Unit: "s", SinceUnixMillis: true,
 		Description: "How long the oldest ready message has waited since it was enqueued; 0 when none is ready."},
 	DRRActiveKeys: {Name: "fila.scheduler.drr.active_keys", Unit: "{key}", Description: "Fairness keys with ready messages now."},
+	Bytes: {Name: "fila.queue.bytes", Unit: "By",
+		Description: "Payload bytes the queue holds now (ready, delayed and leased), as they count against max_bytes."},
+	MaxDepth: {Name: "fila.queue.limit.max_depth", Unit: "{message}",
+		Description: "The queue's max_depth (messages held before Enqueue is refused); 0 is unlimited."},
+	MaxBytes: {Name: "fila.queue.limit.max_bytes", Unit: "By",
+		Description: "The queue's max_bytes (payload bytes held before Enqueue is refused); 0 is unlimited."},
+	ConsumerCredit: {Name: "fila.consumers.credit", Unit: "{message}",
+		Description: "Deliveries the queue's consumers can take now: their max_in_flight less what they hold."},
 }
 
 // Per-fairness-key instruments (attributes queue_id and fairness_key),
@@ -186,4 +198,21 @@ var (
 	MetricDelayed     = Gauges[Delayed].Name
 	MetricRedelivered = Counts[Redelivered].Name
 	MetricOldestReady = Gauges[OldestReady].Name
+)
+
+// Store and disk gauges (server reads them at each collection).
+var (
+	StorageSize = MetricSpec{Name: "fila.storage.size", Unit: "By",
+		Description: "Bytes of the store's files in storage.data_dir (badger's LSM tree and value log; the disk reserve left out)."}
+	DiskFree = MetricSpec{Name: "fila.storage.disk.free", Unit: "By",
+		Description: "Free bytes on storage.data_dir's filesystem, as the disk alarm sees them."}
+	DiskMinFree = MetricSpec{Name: "fila.storage.disk.min_free", Unit: "By",
+		Description: "limits.min_free_disk_bytes: with less free, the disk alarm refuses Enqueue; 0 is off."}
+)
+
+// Process instruments, by the semantic conventions' names.
+var (
+	ProcessCPUTime = MetricSpec{Name: "process.cpu.time", Unit: "s", Description: "CPU time filad has used, by cpu.mode (user, system)."}
+	ProcessMemory  = MetricSpec{Name: "process.memory.usage", Unit: "By", Description: "filad's resident memory (RSS)."}
+	ProcessFDs     = MetricSpec{Name: "process.unix.file_descriptor.count", Unit: "{file_descriptor}", Description: "File descriptors filad has open."}
 )

@@ -230,7 +230,9 @@ func servePrometheus(addr string, series *telemetry.SeriesSet) (sdkmetric.Reader
 		return nil, nil, nil, fmt.Errorf("telemetry: prometheus_listen_addr: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// OpenMetrics when the scraper asks for it (Prometheus does, with
+	// exemplar storage on): the text format has no exemplars.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(lis) }()
 	return exp, lis.Addr(), srv.Shutdown, nil
