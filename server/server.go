@@ -94,7 +94,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
 		s.telemetry = &otlpexport.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
-	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout}); err != nil {
+	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: cfg.Storage.DataDir}); err != nil {
 		// A telemetry set-up error never stops the broker.
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
 		s.telemetry, err = otlpexport.Disabled(), nil
