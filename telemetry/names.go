@@ -216,3 +216,7 @@ var (
 	ProcessMemory  = MetricSpec{Name: "process.memory.usage", Unit: "By", Description: "filad's resident memory (RSS)."}
 	ProcessFDs     = MetricSpec{Name: "process.unix.file_descriptor.count", Unit: "{file_descriptor}", Description: "File descriptors filad has open."}
 )
+
+// ExportFailures counts failed OTLP exports by signal (traces, metrics):
+// what the one WARN per outage says, for an alert.
+var ExportFailures = MetricSpec{Name: "fila.telemetry.export.failures", Unit: "{export}", Description: "OTLP exports that failed (after their retries), by signal."}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	runtimemetrics "go.opentelemetry.io/contrib/instrumentation/runtime"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -133,8 +135,10 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	}))
 	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider(), Series: telemetry.NewSeriesSet()}
 	var readers []sdkmetric.Reader
+	var warner *outageWarner
 	if cfg.OTLPEndpoint != "" {
-		tp, reader, err := otlpPipeline(ctx, cfg, res, &outageWarner{log: log}, exportTimeout, h.Series)
+		warner = &outageWarner{log: log}
+		tp, reader, err := otlpPipeline(ctx, cfg, res, warner, exportTimeout, h.Series)
 		if err != nil {
 			return nil, err
 		}
@@ -163,6 +167,12 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if err := runtimemetrics.Start(runtimemetrics.WithMeterProvider(mp)); err != nil {
 		_ = h.Shutdown(ctx)
 		return nil, fmt.Errorf("telemetry: go runtime metrics: %w", err)
+	}
+	if warner != nil {
+		if err := warner.register(mp); err != nil {
+			_ = h.Shutdown(ctx)
+			return nil, err
+		}
 	}
 	otel.SetTracerProvider(h.TracerProvider)
 	otel.SetMeterProvider(mp)
@@ -288,7 +298,10 @@ func NewMeterProvider(res *resource.Resource, readers ...sdkmetric.Reader) *sdkm
 // when the collector came back, say) is the same outage ending: it is
 // logged at DEBUG only.
 type outageWarner struct {
-	log        *slog.Logger
+	log *slog.Logger
+	// failures counts failed exports per signal (traces, metrics), for
+	// fila.telemetry.export.failures: an alert can see what the WARN says.
+	failures   [2]atomic.Int64
 	mu         sync.Mutex
 	down       bool      // the latest export failed
 	warned     bool      // this outage got its WARN
@@ -302,6 +315,7 @@ func (w *outageWarner) result(signal string, err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
+		w.failures[signalIndex(signal)].Add(1)
 		w.log.Debug("telemetry export failed", slog.String("signal", signal), slog.Any("error", err))
 		if !w.down {
 			w.down = true
@@ -320,6 +334,37 @@ func (w *outageWarner) result(signal string, err error) error {
 		}
 	}
 	return nil
+}
+
+// exportSignals are the signals fila.telemetry.export.failures counts.
+var exportSignals = [2]string{"traces", "metrics"}
+
+func signalIndex(signal string) int {
+	if signal == exportSignals[1] {
+		return 1
+	}
+	return 0
+}
+
+// register creates fila.telemetry.export.failures on mp.
+func (w *outageWarner) register(mp metric.MeterProvider) error {
+	spec := telemetry.ExportFailures
+	m := mp.Meter(telemetry.ScopeName, metric.WithInstrumentationVersion(telemetry.Version))
+	c, err := m.Int64ObservableCounter(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+	if err != nil {
+		return fmt.Errorf("telemetry: %s: %w", spec.Name, err)
+	}
+	var sets [2]metric.ObserveOption
+	for i, s := range exportSignals {
+		sets[i] = metric.WithAttributes(attribute.String("signal", s))
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range exportSignals {
+			o.ObserveInt64(c, w.failures[i].Load(), sets[i])
+		}
+		return nil
+	}, c)
+	return err
 }
 
 type warnSpans struct {
