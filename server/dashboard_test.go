@@ -59,7 +59,7 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 		exprs = append(exprs, v.Query)
 	}
 	metricName := regexp.MustCompile(`\b(?:fila|rpc|go|process)_[a-zA-Z0-9_]+`)
-	grouping := regexp.MustCompile(`\b(?:by|without) \([^)]*\)`) // label names, not metrics
+	grouping := regexp.MustCompile(`\b(?:by|without) \([^)]*\)`)                         // label names, not metrics
 	matcher := regexp.MustCompile(`\b[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"[^"]*"`) // label matchers
 	used := 0
 	for _, e := range exprs {
@@ -82,6 +82,7 @@ func everyMetricBroker(t *testing.T, otlp string) *bundle {
 		tc.OTLPEndpoint, tc.PrometheusListenAddr, tc.TraceSampleRatio, tc.MetricsIntervalMS = otlp, "127.0.0.1:0", 1, 200
 		c.Telemetry = &tc
 		c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey}
+		c.Lua.CircuitBreakerCooldownMS = 100 // a broken script runs again soon
 	}, opts: server.Options{ExportTimeout: 200 * time.Millisecond}})
 	return asKey(t, b, bootstrapKey)
 }
@@ -139,15 +140,20 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
   if msg.headers["fila-fairness-key"] == "held" then return { throttle_keys = { "lint" } } end
   return {}
 end`})
-	for i := range 6 {
-		b.enqueue(t, "lintlua", map[string]string{"fila-fairness-key": []string{"held", "free"}[i%2]}, nil)
+	for range 2 {
+		b.enqueue(t, "lintlua", map[string]string{"fila-fairness-key": "held"}, nil)
+	}
+	for range 30 {
+		b.enqueue(t, "lintlua", map[string]string{"fila-fairness-key": "free"}, nil)
 	}
 	for range 3 { // the default circuit_breaker_threshold: the breaker opens
 		b.enqueue(t, "lintlua", map[string]string{"boom": "1"}, nil)
 	}
 	luaStream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "lintlua", MaxInFlight: 100})
 	require.NoError(t, err)
-	recvN(t, luaStream, 1+3+3) // one held (the bucket's one token), the free ones, the boom ones (defaults applied)
+	// One held (the bucket's one token; the other waits: "held" starves),
+	// the free ones, the boom ones (the queue's defaults applied).
+	recvN(t, luaStream, 1+30+3)
 
 	b.createQueue(t, "linttiny", &filav1.QueueConfig{MaxDepth: 1, MaxBytes: 1 << 20})
 	b.enqueue(t, "linttiny", nil, []byte("x"))

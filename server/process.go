@@ -28,7 +28,16 @@ func readProcess() telemetry.ProcessReading {
 	return r
 }
 
-// readStorage sums the sizes of the files under dir (but skip, the disk
+// allocated is the space a file takes on disk: badger's value log is a
+// sparse file of 2 GiB apparent size from its first write.
+func allocated(info fs.FileInfo) int64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return info.Size()
+}
+
+// readStorage sums the disk space of the files under dir (but skip, the disk
 // reserve) and reads the free space of dir's filesystem. A badger
 // directory holds tens to hundreds of files: a walk per collection is
 // cheap.
@@ -44,7 +53,7 @@ func readStorage(dir, skip string) telemetry.StorageReading {
 		}
 		if d.Type().IsRegular() && path != skip {
 			if info, err := d.Info(); err == nil {
-				r.Size += info.Size()
+				r.Size += allocated(info)
 			}
 		}
 		return nil
