@@ -867,3 +867,32 @@ func TestQueueLimitsBytesAndRefusals(t *testing.T) {
 	h.AssertCounter(t, telemetry.EnqueueRefused.Name, append(q, attribute.String("reason", "max_bytes")), 0)
 	require.EqualValues(t, 2, h.HistogramCount(t, telemetry.MessageSize.Name, q...), "one size per admitted message")
 }
+
+// TestThrottleCountsMessagesNotChecks (issue 21, Deliver 9): a message
+// held back by its throttle is one hit, however often the scheduler looks
+// at it again (each delivery of another key's message re-checks it).
+func TestThrottleCountsMessagesNotChecks(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.slow", Value: "0.001,1"})
+	require.NoError(t, err)
+	b.createQueue(t, "thr", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg)
+  if msg.headers["fila-fairness-key"] == "held" then return { throttle_keys = { "slow" } } end
+  return {}
+end`})
+	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "thr", MaxInFlight: 100})
+	require.NoError(t, err)
+	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil)
+	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil) // no token left: held
+	recvN(t, stream, 1)
+	for range 10 { // each one's dispatch passes over the held message again
+		b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "free"}, nil)
+		recvN(t, stream, 1)
+	}
+	b.sync(t, "thr")
+	decision := func(result string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "thr"), attribute.String("throttle_key", "slow"), attribute.String("result", result)}
+	}
+	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("pass"), 1)
+	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("hit"), 1)
+}
