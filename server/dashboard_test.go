@@ -113,7 +113,7 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 	}
 	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs})
 	require.NoError(t, err)
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	var ms []*filav1.Message
 	for len(ms) < lintMessages {
@@ -149,7 +149,7 @@ end`})
 	for range 3 { // the default circuit_breaker_threshold: the breaker opens
 		b.enqueue(t, "lintlua", map[string]string{"boom": "1"}, nil)
 	}
-	luaStream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "lintlua", MaxInFlight: 100})
+	luaStream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lintlua", MaxInFlight: 100})
 	require.NoError(t, err)
 	// One held (the bucket's one token; the other waits: "held" starves),
 	// the free ones, the boom ones (the queue's defaults applied).

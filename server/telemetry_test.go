@@ -215,11 +215,11 @@ func TestTracePropagation(t *testing.T) {
 	// The delivery span covers the lease, in the producer's trace under the
 	// span that created the message, linked to the consumer's Lease call.
 	eventually(t, func() bool {
-		return len(h.Spans(telemetry.SpanDeliver)) == 1 && len(h.Spans("fila.v1.FilaService/Lease")) == 1
+		return len(h.Spans(telemetry.SpanDeliver)) == 1 && len(h.Spans("fila.v1.FilaService/Consume")) == 1
 	}, "delivery and Lease spans ended")
 	deliver := h.Spans(telemetry.SpanDeliver)[0]
 	telemetrytest.RequireChildOf(t, deliver, actorSpan.SpanContext())
-	telemetrytest.RequireLinked(t, deliver, h.Spans("fila.v1.FilaService/Lease")[0].SpanContext())
+	telemetrytest.RequireLinked(t, deliver, h.Spans("fila.v1.FilaService/Consume")[0].SpanContext())
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.message.id", m.GetId())))
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.operation.name", "deliver")))
 	require.True(t, telemetrytest.HasAttr(deliver, telemetry.KeyOutcome.String("ack")))
@@ -480,7 +480,7 @@ func TestFailureTelemetry(t *testing.T) {
 	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f.dlq"), 2)
 
 	dlqCtx, closeDLQ := context.WithCancel(ctxT(t))
-	dlq, err := b.svc.Lease(dlqCtx, &filav1.LeaseRequest{Queue: "f.dlq", MaxInFlight: 1})
+	dlq, err := b.svc.Consume(dlqCtx, &filav1.ConsumeRequest{Queue: "f.dlq", MaxInFlight: 1})
 	require.NoError(t, err)
 	first := recvN(t, dlq, 1)[0]
 	require.Equal(t, m.GetId(), first.GetId())
@@ -701,7 +701,7 @@ func TestFairnessMetrics(t *testing.T) {
 		_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs[i : i+600]})
 		require.NoError(t, err)
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	for got := 0; got < 1000; {
 		resp, err := stream.Recv()
@@ -751,7 +751,7 @@ end`})
 	for i := range 20 {
 		b.enqueue(t, "starve", map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}, nil)
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "starve", MaxInFlight: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "starve", MaxInFlight: 100})
 	require.NoError(t, err)
 	recvN(t, stream, 11) // a's ten and b's one token
 	key := func(k string) []attribute.KeyValue {
@@ -854,7 +854,7 @@ func TestQueueLimitsBytesAndRefusals(t *testing.T) {
 	b.enqueue(t, "ops9", nil, make([]byte, 100))
 	_, err := b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "ops9", Payload: []byte("x")})
 	require.Equal(t, codes.ResourceExhausted, status.Code(err), "max_depth refuses")
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "ops9", MaxInFlight: 5})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "ops9", MaxInFlight: 5})
 	require.NoError(t, err)
 	recvN(t, stream, 1)
 	b.sync(t, "ops9")
@@ -880,7 +880,7 @@ func TestThrottleCountsMessagesNotChecks(t *testing.T) {
   if msg.headers["fila-fairness-key"] == "held" then return { throttle_keys = { "slow" } } end
   return {}
 end`})
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "thr", MaxInFlight: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "thr", MaxInFlight: 100})
 	require.NoError(t, err)
 	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil)
 	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil) // no token left: held
