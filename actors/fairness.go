@@ -78,11 +78,10 @@ func (f *fairnessMeter) reading(ready *drr[*message]) map[string]telemetry.KeyRe
 	namedActive := 0
 	if ready.active > 0 {
 		if len(f.named) < f.maxKeys && ready.active <= manyKeys {
-			// Backlogged keys are named as they are seen, so a starved
+			// Backlogged keys are named as they are seen (in round
+			// order, so which ones is the same every time), so a starved
 			// key, never delivered, still gets its series.
-			for key := range ready.keys {
-				f.series(key)
-			}
+			ready.forEachActive(func(key string) { f.series(key) })
 		}
 		backlogged := func(key string, k *drrKey[*message]) {
 			namedActive++
