@@ -270,14 +270,26 @@ func (h *Harness) Spans(name string) []sdktrace.ReadOnlySpan {
 // any) holds, failing the test if there is none.
 func (h *Harness) FindSpan(t testing.TB, name string, match func(sdktrace.ReadOnlySpan) bool) sdktrace.ReadOnlySpan {
 	t.Helper()
-	for _, s := range h.Spans(name) {
-		if match == nil || match(s) {
-			return s
+	// A span may end a moment after the reply its test waited for (a
+	// server span ends once the response is written): await it.
+	deadline := time.Now().Add(spanWait)
+	for {
+		for _, s := range h.Spans(name) {
+			if match == nil || match(s) {
+				return s
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ended span %q matching within %s (have %d spans of that name)", name, spanWait, len(h.Spans(name)))
+		}
+		time.Sleep(time.Millisecond)
 	}
-	t.Fatalf("no ended span %q matching (have %d spans of that name)", name, len(h.Spans(name)))
-	return nil
 }
+
+// spanWait bounds FindSpan's wait for a span to end: generous, as a busy
+// machine can delay a goroutine by seconds; a span that is there returns at
+// once.
+const spanWait = 20 * time.Second
 
 // HasAttr reports whether span s carries attribute kv exactly.
 func HasAttr(s sdktrace.ReadOnlySpan, kv attribute.KeyValue) bool {
