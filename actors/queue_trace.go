@@ -68,8 +68,9 @@ func errorType(err error) string {
 // deliverySpan starts the span of one lease, from delivery to its settle or
 // expiry, when the message's creation context was sampled: it is a child of
 // that context (the fila.queue.enqueue span), so it lands in the producer's
-// trace whatever the consumer's stream decided, and it links to the Lease
-// call's span. A message whose creation was not sampled carries no creation
+// trace whatever the consumer's stream decided, and it links to the Consume
+// call's span when that was sampled (a link to a span nobody recorded is a
+// dead end: at 1% sampling, nearly every one). A message whose creation was not sampled carries no creation
 // context and gets no span: nil, at no cost. Messages carry only sampled
 // creation contexts, so the parse below runs for sampled messages alone.
 func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span {
@@ -82,11 +83,7 @@ func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span
 	if !created.IsSampled() {
 		return nil
 	}
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
-	if sc := trace.SpanContextFromContext(stream); sc.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
-	}
-	_, span := q.deps.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), created), telemetry.SpanDeliver, opts...)
+	_, span := q.deps.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), created), telemetry.SpanDeliver, linkIfSampled(stream)...)
 	if !span.IsRecording() {
 		return nil
 	}
@@ -97,17 +94,25 @@ func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span
 
 // settleSpan starts the span of an ack or nack of m: under m's delivery
 // span when that is recorded (its creation was sampled), so the settle is
-// in the message's trace whatever the call's sampling, linked to the call;
+// in the message's trace whatever the call's sampling, linked to the call
+// if that was sampled;
 // else a child of the call.
 func (q *queueActor) settleSpan(call context.Context, m *message) (context.Context, trace.Span) {
 	if m == nil || m.span == nil {
 		return q.startChild(call, telemetry.SpanSettle)
 	}
+	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), m.span), telemetry.SpanSettle, linkIfSampled(call)...)
+}
+
+// linkIfSampled are the start options of an internal span in a message's
+// trace: linked to the call of ctx only if that call's span was sampled,
+// so every link leads to a span a backend has.
+func linkIfSampled(ctx context.Context) []trace.SpanStartOption {
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
-	if sc := trace.SpanContextFromContext(call); sc.IsValid() {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
 	}
-	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), m.span), telemetry.SpanSettle, opts...)
+	return opts
 }
 
 // spanContext carries m's delivery span, if any, for a measurement's

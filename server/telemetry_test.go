@@ -559,14 +559,17 @@ func TestDefaultSamplingFollowsTheMessage(t *testing.T) {
 		b.enqueue(t, "sampled", nil, nil)
 	}
 
-	// An untraced consumer: its Lease call is a root, sampled at 1%.
-	stream, _ := b.lease(t, "sampled")
+	// A consumer whose calls were not sampled: they carry an unsampled
+	// traceparent (flags 00), as a traced client at 1% sends most of them.
+	unsampled := metadata.AppendToOutgoingContext(ctxT(t), "traceparent", "00-"+strings.Repeat("ab", 16)+"-"+strings.Repeat("cd", 8)+"-00")
+	stream, err := b.svc.Consume(unsampled, &filav1.ConsumeRequest{Queue: "sampled"})
+	require.NoError(t, err)
 	withContext := map[string]bool{}
 	for _, m := range recvN(t, stream, untraced+1) {
 		if _, ok := m.GetHeaders()["traceparent"]; ok {
 			withContext[m.GetId()] = true
 		}
-		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: "sampled", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+		_, err := b.svc.Ack(unsampled, &filav1.AckRequest{Queue: "sampled", MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
 		require.NoError(t, err)
 	}
 	require.True(t, withContext[traced.GetMessageId()], "the traced producer's message carries its context")
@@ -585,6 +588,8 @@ func TestDefaultSamplingFollowsTheMessage(t *testing.T) {
 		return telemetrytest.HasAttr(s, attribute.String("messaging.message.id", traced.GetMessageId()))
 	})
 	require.Equal(t, parent.SpanContext().TraceID(), deliver.SpanContext().TraceID(), "in the producer's trace")
+	// No link to the Consume call nobody recorded (issue 21, Deliver 8).
+	require.Empty(t, deliver.Links(), "a delivery links only to a sampled Consume call")
 	// Its ack, from an untraced call, is in that trace too, under the delivery.
 	ofTraced := func(s sdktrace.ReadOnlySpan) bool {
 		return telemetrytest.HasAttr(s, attribute.String("messaging.message.id", traced.GetMessageId()))
@@ -592,6 +597,7 @@ func TestDefaultSamplingFollowsTheMessage(t *testing.T) {
 	eventually(t, func() bool { return slices.ContainsFunc(h.Spans(telemetry.SpanSettle), ofTraced) }, "its settle span")
 	settle := h.FindSpan(t, telemetry.SpanSettle, ofTraced)
 	telemetrytest.RequireChildOf(t, settle, deliver.SpanContext())
+	require.Empty(t, settle.Links(), "a settle links only to a sampled Ack call")
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.name", "ack")))
 }
 
@@ -631,9 +637,15 @@ func TestOperatorMetrics(t *testing.T) {
 	require.EqualValues(t, 4, h.HistogramCount(t, telemetry.ProcessDuration.Name, qattr("ops")...), "one per ack or nack")
 	require.Positive(t, h.HistogramCount(t, telemetry.CommitItems.Name), "commits measured")
 	require.Zero(t, age(), "nothing ready: age 0")
-	enqueueCalls := []attribute.KeyValue{attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "fila.v1.FilaService"),
-		attribute.String("rpc.method", "Enqueue"), attribute.Int("rpc.grpc.status_code", 0)}
+	// otelgrpc's call duration, with its spans' attributes (issue 21,
+	// Deliver 6).
+	enqueueCalls := []attribute.KeyValue{attribute.String("rpc.system.name", "grpc"),
+		attribute.String("rpc.method", filav1.FilaService_Enqueue_FullMethodName[1:]), attribute.String("rpc.response.status_code", "OK")}
 	require.EqualValues(t, 3, h.HistogramCount(t, telemetry.RPCDuration.Name, enqueueCalls...), "one per Enqueue call")
+	call := h.FindSpan(t, filav1.FilaService_Enqueue_FullMethodName[1:], func(s sdktrace.ReadOnlySpan) bool { return s.SpanKind() == trace.SpanKindServer })
+	for _, kv := range enqueueCalls {
+		require.True(t, telemetrytest.HasAttr(call, kv), "the Enqueue server span joins its duration series on %s", kv.Key)
+	}
 
 	// The wait histogram carries exemplars pointing at the (sampled)
 	// delivery spans.
