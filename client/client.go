@@ -21,12 +21,12 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry"
@@ -40,6 +40,11 @@ type Options struct {
 	// TracerProvider makes the client's spans and the otelgrpc client spans.
 	// Defaults to the global provider.
 	TracerProvider trace.TracerProvider
+	// MeterProvider records the messaging conventions' client metrics
+	// (messaging.client.sent.messages, messaging.client.consumed.messages,
+	// messaging.client.operation.duration, messaging.process.duration).
+	// Defaults to the global provider.
+	MeterProvider metric.MeterProvider
 	// Propagator injects and extracts trace context in gRPC metadata and in
 	// message headers. Defaults to the global propagator.
 	Propagator propagation.TextMapPropagator
@@ -55,11 +60,12 @@ type Options struct {
 
 // Client talks to one filad. It is safe for concurrent use.
 type Client struct {
-	conn   *grpc.ClientConn
-	svc    filav1.FilaServiceClient
-	admin  filav1.FilaAdminClient
-	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
+	conn    *grpc.ClientConn
+	svc     filav1.FilaServiceClient
+	admin   filav1.FilaAdminClient
+	tracer  trace.Tracer
+	metrics instruments
+	prop    propagation.TextMapPropagator
 	// server is server.address and server.port for the spans.
 	server []attribute.KeyValue
 }
@@ -70,6 +76,10 @@ func Dial(addr string, opts Options) (*Client, error) {
 	tp := opts.TracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
+	}
+	mp := opts.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
 	}
 	prop := opts.Propagator
 	if prop == nil {
@@ -84,19 +94,20 @@ func Dial(addr string, opts Options) (*Client, error) {
 		dial = append(dial, grpc.WithPerRPCCredentials(bearer(opts.APIKey)))
 	}
 	dial = append(append(dial,
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop)))),
+		grpc.WithStatsHandler(cleanStreamEnd{otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop))})),
 		opts.DialOptions...)
 	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
 	return &Client{
-		conn:   conn,
-		svc:    filav1.NewFilaServiceClient(conn),
-		admin:  filav1.NewFilaAdminClient(conn),
-		tracer: tp.Tracer(ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
-		prop:   prop,
-		server: serverAttrs(addr),
+		conn:    conn,
+		svc:     filav1.NewFilaServiceClient(conn),
+		admin:   filav1.NewFilaAdminClient(conn),
+		tracer:  tp.Tracer(ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
+		metrics: newInstruments(mp),
+		prop:    prop,
+		server:  serverAttrs(addr),
 	}, nil
 }
 
@@ -108,9 +119,11 @@ func (c *Client) Close() error { return c.conn.Close() }
 // the message headers (unless headers already carry a traceparent), so
 // consumers can join the producer's trace. headers is not modified.
 func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]string, payload []byte) (string, error) {
+	start := time.Now()
 	ctx, span, h := c.startSend(ctx, queue, headers)
 	defer span.End()
 	resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Headers: h, Payload: payload})
+	c.recordSend(ctx, queue, 1, start, err)
 	if err != nil {
 		fail(span, err)
 		return "", err
@@ -122,7 +135,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]s
 // startSend starts a message's "send <queue>" producer span and returns a
 // copy of headers carrying its context (unless they carry a traceparent).
 func (c *Client) startSend(ctx context.Context, queue string, headers map[string]string) (context.Context, trace.Span, map[string]string) {
-	ctx, span := c.tracer.Start(ctx, "send "+queue, trace.WithSpanKind(trace.SpanKindProducer),
+	ctx, span := c.tracer.Start(ctx, spanName(telemetry.OpSend, queue), trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(c.attrs(telemetry.OpSend, queue)...))
 	h := make(map[string]string, len(headers)+2)
 	for k, v := range headers {
@@ -137,35 +150,43 @@ func (c *Client) startSend(ctx context.Context, queue string, headers map[string
 // Ack deletes m, a message as a lease stream delivered it. It sends m's
 // lease_id, so if m's lease has expired (and the message may be another
 // consumer's now) the broker answers FAILED_PRECONDITION and changes nothing.
-// It runs under a "settle <queue>" client span.
+// It runs under an "ack <queue>" client span.
 func (c *Client) Ack(ctx context.Context, m *filav1.Message) error {
-	ctx, span := c.startSettle(ctx, telemetry.OpAck, m.GetMetadata().GetQueueId(), 1)
+	start, queue := time.Now(), m.GetMetadata().GetQueueId()
+	ctx, span := c.startSettle(ctx, telemetry.OpAck, queue, 1)
 	defer span.End()
 	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
-	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+	c.recordSettle(ctx, telemetry.OpAck, queue, start, err)
 	fail(span, err)
 	return err
 }
 
 // Nack returns m to ready with attempt_count + 1, under m's lease as Ack
-// does; reason is for the broker's debug log only.
+// does; reason is for the broker's debug log only. It runs under a
+// "nack <queue>" client span.
 func (c *Client) Nack(ctx context.Context, m *filav1.Message, reason string) error {
-	ctx, span := c.startSettle(ctx, telemetry.OpNack, m.GetMetadata().GetQueueId(), 1)
+	start, queue := time.Now(), m.GetMetadata().GetQueueId()
+	ctx, span := c.startSettle(ctx, telemetry.OpNack, queue, 1)
 	defer span.End()
 	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
-	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: m.GetMetadata().GetQueueId(), MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: reason})
+	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: reason})
+	c.recordSettle(ctx, telemetry.OpNack, queue, start, err)
 	fail(span, err)
 	return err
 }
 
-// startSettle starts a "settle <queue>" client span for op (ack or nack) of
-// n messages, with links to where their processing ran.
+// spanName is the conventions' "{operation} {destination}".
+func spanName(op, queue string) string { return op + " " + queue }
+
+// startSettle starts an "ack <queue>" or "nack <queue>" client span for op
+// of n messages, with links to where their processing ran.
 func (c *Client) startSettle(ctx context.Context, op, queue string, n int, links ...trace.Link) (context.Context, trace.Span) {
 	attrs := c.attrs(op, queue)
 	if n > 1 {
 		attrs = append(attrs, attribute.Int("messaging.batch.message_count", n))
 	}
-	return c.tracer.Start(ctx, "settle "+queue, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithLinks(links...))
+	return c.tracer.Start(ctx, spanName(op, queue), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithLinks(links...))
 }
 
 // Extend makes m's lease end timeout from now (the queue's visibility
@@ -200,16 +221,20 @@ func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, ma
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{s: s}, nil
+	return &Stream{s: s, c: c, ctx: ctx, attrs: c.metricAttrs(queue, nil)}, nil
 }
 
 // Stream is an open lease stream. It is not safe for concurrent use.
 type Stream struct {
 	s       filav1.FilaService_ConsumeClient
 	pending []*filav1.Message // the rest of the last frame
+	c       *Client
+	ctx     context.Context
+	attrs   []attribute.KeyValue // of messaging.client.consumed.messages
 }
 
-// Next blocks for the next leased message.
+// Next blocks for the next leased message. Each frame's messages count in
+// messaging.client.consumed.messages (operation "receive") as they arrive.
 func (s *Stream) Next() (*filav1.Message, error) {
 	for len(s.pending) == 0 {
 		resp, err := s.s.Recv()
@@ -217,9 +242,11 @@ func (s *Stream) Next() (*filav1.Message, error) {
 			return nil, err
 		}
 		if m := resp.GetMessage(); m != nil {
+			s.c.metrics.consumed.Add(s.ctx, 1, telemetry.OpReceive, system, s.attrs...)
 			return m, nil
 		}
 		s.pending = resp.GetMessages()
+		s.c.metrics.consumed.Add(s.ctx, int64(len(s.pending)), telemetry.OpReceive, system, s.attrs...)
 	}
 	m := s.pending[0]
 	s.pending[0] = nil
@@ -263,10 +290,14 @@ func (c *Client) Stats(ctx context.Context, queue string) (*filav1.GetStatsRespo
 	return c.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: queue})
 }
 
-// attrs are the messaging conventions' attributes of op on queue, with the
-// server's address.
+// attrs are the messaging conventions' span attributes of op on queue, with
+// its messaging.operation.type and the server's address.
 func (c *Client) attrs(op, queue string) []attribute.KeyValue {
-	return append(telemetry.MessagingAttrs(op, queue, ""), c.server...)
+	attrs := append(telemetry.MessagingAttrs(op, queue, ""), c.server...)
+	if typ := telemetry.OperationType(op); typ != "" {
+		attrs = append(attrs, attribute.String("messaging.operation.type", typ))
+	}
+	return attrs
 }
 
 // serverAttrs are server.address and server.port of addr (host:port).
@@ -288,11 +319,7 @@ func fail(span trace.Span, err error) {
 	if err == nil {
 		return
 	}
-	kind := fmt.Sprintf("%T", err)
-	if st, ok := status.FromError(err); ok {
-		kind = st.Code().String()
-	}
-	span.SetAttributes(attribute.String("error.type", kind))
+	span.SetAttributes(attribute.String("error.type", errorType(err)))
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,8 +16,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -54,7 +58,7 @@ func dial(t *testing.T, addr string, h *telemetrytest.Harness) *client.Client {
 	t.Helper()
 	opts := client.Options{Propagator: propagation.TraceContext{}}
 	if h != nil {
-		opts.TracerProvider = h.TracerProvider
+		opts.TracerProvider, opts.MeterProvider = h.TracerProvider, h.MeterProvider
 	}
 	c, err := client.Dial(addr, opts)
 	require.NoError(t, err)
@@ -193,13 +197,64 @@ func TestTraceContinuity(t *testing.T) {
 	// created the message.
 	require.Eventually(t, func() bool { return len(brokerH.Spans(telemetry.SpanDeliver)) == 1 }, 20*time.Second, time.Millisecond)
 	telemetrytest.RequireChildOf(t, brokerH.Spans(telemetry.SpanDeliver)[0], brokerH.FindSpan(t, telemetry.SpanEnqueue, nil).SpanContext())
-	// Consume's ack went in a "settle t" client span linked to the process span.
-	settle := consumerH.FindSpan(t, "settle t", nil)
+	// Consume's ack went in an "ack t" client span (the conventions'
+	// "{operation} {destination}") linked to the process span.
+	settle := consumerH.FindSpan(t, "ack t", nil)
 	require.Equal(t, trace.SpanKindClient, settle.SpanKind())
 	telemetrytest.RequireLinked(t, settle, process.SpanContext())
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.name", "ack")))
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.operation.type", "settle")))
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("server.address", "127.0.0.1")))
+
+	// The consumer stopped by cancelling: its Consume stream's span says
+	// CANCELLED but is no error (issue 21, Deliver 8).
+	stream := consumerH.FindSpan(t, filav1.FilaService_Consume_FullMethodName[1:], nil)
+	require.True(t, telemetrytest.HasAttr(stream, attribute.String("rpc.response.status_code", "CANCELLED")))
+	require.Equal(t, otelcodes.Ok, stream.Status().Code, "a clean shutdown is not an ERROR span")
+
+	// The conventions' client metrics (issue 21, Deliver 7), one each.
+	on := func(op string, extra ...attribute.KeyValue) []attribute.KeyValue {
+		_, port, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		p, err := strconv.Atoi(port)
+		require.NoError(t, err)
+		return append([]attribute.KeyValue{attribute.String("messaging.system", "fila"), attribute.String("messaging.operation.name", op),
+			attribute.String("messaging.destination.name", "t"), attribute.String("server.address", "127.0.0.1"), attribute.Int("server.port", p)}, extra...)
+	}
+	producerH.AssertCounter(t, "messaging.client.sent.messages", on("send"), 1)
+	require.EqualValues(t, 1, producerH.HistogramCount(t, "messaging.client.operation.duration", on("send", attribute.String("messaging.operation.type", "send"))...))
+	consumerH.AssertCounter(t, "messaging.client.consumed.messages", on("receive"), 1)
+	require.EqualValues(t, 1, consumerH.HistogramCount(t, "messaging.process.duration", on("process")...))
+	require.EqualValues(t, 1, consumerH.HistogramCount(t, "messaging.client.operation.duration", on("ack", attribute.String("messaging.operation.type", "settle"))...))
+}
+
+// TestUntracedConsumerAddsNothingToTheProducersTrace (issue 21, Deliver
+// 8): a consumer that traces nothing makes no process span, and an Ack
+// under the context StartProcessSpan returns is not sent as a child of the
+// producer's span (the broker's Ack span starts a trace of its own).
+func TestUntracedConsumerAddsNothingToTheProducersTrace(t *testing.T) {
+	t.Parallel()
+	brokerH, producerH := telemetrytest.New(t), telemetrytest.New(t)
+	addr := startBroker(t, brokerH)
+	producer := dial(t, addr, producerH)
+	consumer, err := client.Dial(addr, client.Options{Propagator: propagation.TraceContext{}, TracerProvider: tracenoop.NewTracerProvider()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = consumer.Close() })
+	require.NoError(t, producer.CreateQueue(ctxT(t), "u", client.QueueConfig{}))
+	_, err = producer.Enqueue(ctxT(t), "u", nil, nil)
+	require.NoError(t, err)
+	send := producerH.FindSpan(t, "send u", nil)
+
+	s, err := consumer.Lease(ctxT(t), "u", 1)
+	require.NoError(t, err)
+	m, err := s.Next()
+	require.NoError(t, err)
+	ctx, span := consumer.StartProcessSpan(ctxT(t), "u", m)
+	require.False(t, trace.SpanContextFromContext(ctx).IsValid(), "no producer context under an untraced consumer")
+	require.NoError(t, consumer.Ack(ctx, m))
+	span.End()
+	ack := brokerH.FindSpan(t, filav1.FilaService_Ack_FullMethodName[1:], nil)
+	require.NotEqual(t, send.SpanContext().TraceID(), ack.SpanContext().TraceID(), "the Ack is not in the producer's trace")
 }
 
 // TestSettleSpansSayWhatFailed: a late Ack (the lease expired) fails its
@@ -220,7 +275,7 @@ func TestSettleSpansSayWhatFailed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, first.GetId(), again.GetId())
 	require.Error(t, c.Ack(ctxT(t), first))
-	settle := h.FindSpan(t, "settle late", nil)
+	settle := h.FindSpan(t, "ack late", nil)
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("error.type", "FailedPrecondition")))
 	require.True(t, telemetrytest.HasAttr(settle, attribute.String("messaging.message.id", first.GetId())))
 }

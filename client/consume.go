@@ -86,15 +86,27 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 // producer's context, or the broker's enqueue if the producer sent none) and
 // links to that context, per the messaging semantic conventions. End it
 // when the message is settled.
+//
+// When this client does not record the span (no tracer provider, or its
+// sampler said no), the returned context is ctx, without the producer's
+// context: a non-recording span carries its parent's context, and calls
+// made under it (an Ack, an Extend) would otherwise send the producer's
+// span as their parent, and appear in Jaeger as its children although the
+// consumer traced nothing.
 func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.Message) (context.Context, trace.Span) {
 	created := c.prop.Extract(context.Background(), propagation.MapCarrier(m.GetHeaders()))
 	parent := trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(created))
-	return c.tracer.Start(parent, "process "+queue,
+	spanCtx, span := c.tracer.Start(parent, spanName(telemetry.OpProcess, queue),
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithLinks(trace.LinkFromContext(created)),
 		trace.WithAttributes(append(c.attrs(telemetry.OpProcess, queue),
 			attribute.String("messaging.message.id", m.GetId()),
-			attribute.Int64("messaging.fila.attempt_count", int64(m.GetMetadata().GetAttemptCount())))...))
+			telemetry.KeyAttempt.Int64(int64(m.GetMetadata().GetAttemptCount())))...))
+	if !span.IsRecording() {
+		span.End()
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	return spanCtx, span
 }
 
 // process runs h under the message's process span, extending its lease
@@ -104,7 +116,9 @@ func (c *Client) StartProcessSpan(ctx context.Context, queue string, m *filav1.M
 func (c *Client) process(ctx context.Context, queue string, m *filav1.Message, h Handler, settle *settler) {
 	spanCtx, span := c.StartProcessSpan(ctx, queue, m)
 	stopExtending := c.keepLeased(spanCtx, m)
+	start := time.Now()
 	err := runHandler(spanCtx, m, h)
+	c.recordProcess(spanCtx, queue, start, err)
 	stopExtending()
 	answered := func(settleErr error) {
 		fail(span, settleErr)

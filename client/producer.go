@@ -73,9 +73,14 @@ func (c *Client) NewProducer(opts ProducerOptions) *Producer {
 // like Client.Enqueue, but shares its RPC and commit with the messages
 // other goroutines enqueue within the linger. Cancelling ctx releases the
 // caller at once; the message may still be stored.
-func (p *Producer) Enqueue(ctx context.Context, queue string, headers map[string]string, payload []byte) (string, error) {
+func (p *Producer) Enqueue(ctx context.Context, queue string, headers map[string]string, payload []byte) (id string, err error) {
+	start := time.Now()
 	ctx, span, h := p.c.startSend(ctx, queue, headers)
-	defer span.End()
+	defer func() {
+		p.c.recordSend(ctx, queue, 1, start, err)
+		fail(span, err)
+		span.End()
+	}()
 	ps := &pendingSend{req: &filav1.EnqueueRequest{Queue: queue, Headers: h, Payload: payload}, result: make(chan sendResult, 1)}
 	select {
 	case p.in <- ps:
@@ -87,7 +92,6 @@ func (p *Producer) Enqueue(ctx context.Context, queue string, headers map[string
 	select {
 	case r := <-ps.result:
 		if r.err != nil {
-			fail(span, r.err)
 			return "", r.err
 		}
 		span.SetAttributes(attribute.String("messaging.message.id", r.id))

@@ -103,8 +103,10 @@ func (s *settler) flush() {
 }
 
 // send settles reqs (of one consumer's queue) in one call, under a
-// "settle <queue>" span linked to each message's process span.
+// "ack <queue>" or "nack <queue>" span linked to each message's process
+// span.
 func (s *settler) send(reqs []settleReq, nack bool) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	op, links := telemetry.OpAck, make([]trace.Link, 0, len(reqs))
@@ -116,7 +118,8 @@ func (s *settler) send(reqs []settleReq, nack bool) {
 			links = append(links, trace.Link{SpanContext: r.process})
 		}
 	}
-	ctx, span := s.c.startSettle(ctx, op, reqs[0].m.GetMetadata().GetQueueId(), len(reqs), links...)
+	queue := reqs[0].m.GetMetadata().GetQueueId()
+	ctx, span := s.c.startSettle(ctx, op, queue, len(reqs), links...)
 	var resp *filav1.SettleBatchResponse
 	var err error
 	if nack {
@@ -132,6 +135,7 @@ func (s *settler) send(reqs []settleReq, nack bool) {
 		}
 		resp, err = s.c.svc.AckBatch(ctx, req)
 	}
+	s.c.recordSettle(ctx, op, queue, start, err)
 	fail(span, err)
 	span.End() // before the answers: Consume returns once they are all in
 	for i, r := range reqs {

@@ -2,15 +2,16 @@ package telemetry
 
 import "go.opentelemetry.io/otel/attribute"
 
-// Span attribute keys filad sets (SPEC §6). Header values never become
-// attributes; the fairness key is the one value the spec asks for.
-// Attributes of filad's own are under messaging.fila.*, as the messaging
-// conventions ask of system-specific ones; queue_id, msg_id and
-// fairness_key stay as SPEC §6 names them.
+// Span attribute keys of filad's own (SPEC §6), under messaging.fila.* as
+// the messaging conventions ask of system-specific ones. Header values
+// never become attributes; the fairness key is the one value the spec asks
+// for. The queue and the message id are the conventions'
+// messaging.destination.name and messaging.message.id (filad's spans also
+// carried them as queue_id and msg_id until issue 21; no dashboard or rule
+// read those, so they went at once). Metric series keep queue_id and
+// fairness_key (docs/decisions.md, issue 21).
 const (
-	KeyQueueID     = attribute.Key(AttrQueueID)
-	KeyMsgID       = attribute.Key("msg_id")
-	KeyFairnessKey = attribute.Key("fairness_key")
+	KeyFairnessKey = attribute.Key("messaging.fila.fairness_key")
 	KeyAttempt     = attribute.Key("messaging.fila.attempt_count")
 	// KeyOutcome is how a lease or a nack ended: ack, expired, or a nack's
 	// retry, retry_delayed, dead_letter or drop (docs/failures.md).
@@ -31,29 +32,32 @@ const (
 	OpProcess = "process"
 )
 
-// opTypes gives each operation its messaging.operation.type; filad's own
-// (extend, deliver) have none in the conventions.
+// opTypes gives each client operation its messaging.operation.type;
+// filad's own (extend, deliver) have none in the conventions.
 var opTypes = map[string]string{
 	OpSend: "send", OpReceive: "receive", OpAck: "settle", OpNack: "settle", OpProcess: "process",
 }
 
-// MessagingAttrs are filad's and the messaging semantic conventions'
-// attributes for operation op on queue (and message msgID, if not empty).
-// An empty op leaves out messaging.system and the operation, for admin
-// calls.
+// OperationType is op's messaging.operation.type ("" for filad's own
+// operations). Only a messaging client's spans carry it: the conventions
+// put it on producer, consumer and client spans, and on the broker's spans
+// of the same send it would count the send again in span-derived metrics.
+func OperationType(op string) string { return opTypes[op] }
+
+// MessagingAttrs are the messaging semantic conventions' attributes for
+// operation op on queue (and message msgID, if not empty), without
+// messaging.operation.type (see OperationType). An empty op leaves out
+// messaging.system and the operation, for admin calls.
 func MessagingAttrs(op, queue, msgID string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs := make([]attribute.KeyValue, 0, 5)
 	if op != "" {
 		attrs = append(attrs, attribute.String("messaging.system", "fila"), attribute.String("messaging.operation.name", op))
-		if typ := opTypes[op]; typ != "" {
-			attrs = append(attrs, attribute.String("messaging.operation.type", typ))
-		}
 	}
 	if queue != "" {
-		attrs = append(attrs, attribute.String("messaging.destination.name", queue), KeyQueueID.String(queue))
+		attrs = append(attrs, attribute.String("messaging.destination.name", queue))
 	}
 	if msgID != "" {
-		attrs = append(attrs, attribute.String("messaging.message.id", msgID), KeyMsgID.String(msgID))
+		attrs = append(attrs, attribute.String("messaging.message.id", msgID))
 	}
 	return attrs
 }
