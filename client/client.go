@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -65,6 +66,7 @@ type Client struct {
 	admin   filav1.FilaAdminClient
 	tracer  trace.Tracer
 	metrics instruments
+	sets    sync.Map // setKey → attribute.Set, see metricSet
 	prop    propagation.TextMapPropagator
 	// server is server.address and server.port for the spans.
 	server []attribute.KeyValue
@@ -221,7 +223,7 @@ func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, ma
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{s: s, c: c, ctx: ctx, attrs: c.metricAttrs(queue, nil)}, nil
+	return &Stream{s: s, c: c, ctx: ctx, queue: queue}, nil
 }
 
 // Stream is an open lease stream. It is not safe for concurrent use.
@@ -230,7 +232,7 @@ type Stream struct {
 	pending []*filav1.Message // the rest of the last frame
 	c       *Client
 	ctx     context.Context
-	attrs   []attribute.KeyValue // of messaging.client.consumed.messages
+	queue   string
 }
 
 // Next blocks for the next leased message. Each frame's messages count in
@@ -242,11 +244,11 @@ func (s *Stream) Next() (*filav1.Message, error) {
 			return nil, err
 		}
 		if m := resp.GetMessage(); m != nil {
-			s.c.metrics.consumed.Add(s.ctx, 1, telemetry.OpReceive, system, s.attrs...)
+			s.c.recordConsumed(s.ctx, s.queue, 1)
 			return m, nil
 		}
 		s.pending = resp.GetMessages()
-		s.c.metrics.consumed.Add(s.ctx, int64(len(s.pending)), telemetry.OpReceive, system, s.attrs...)
+		s.c.recordConsumed(s.ctx, s.queue, len(s.pending))
 	}
 	m := s.pending[0]
 	s.pending[0] = nil

@@ -52,38 +52,61 @@ func newInstruments(mp metric.MeterProvider) instruments {
 // (seconds), with filad's sub-millisecond calls given buckets of their own.
 var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 
-// metricAttrs are a measurement's attributes besides the operation name and
-// system: the queue, the server's address and, for a failure, error.type.
-func (c *Client) metricAttrs(queue string, err error) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, len(c.server)+2)
-	attrs = append(append(attrs, attribute.String("messaging.destination.name", queue)), c.server...)
+// setKey names one attribute set of the client's measurements.
+type setKey struct {
+	op, queue string
+	err       string // error.type; "" for success
+	typed     bool   // with messaging.operation.type (operation.duration)
+}
+
+// metricSet is the attribute set of a measurement of op on queue:
+// messaging.operation.name, messaging.system, the queue, the server's
+// address, error.type for a failure (err not nil) and, if typed,
+// messaging.operation.type. Sets are made once per key and kept (a
+// client talks to few queues, and error types are gRPC codes), so a
+// message's measurements cost no allocation.
+func (c *Client) metricSet(op, queue string, err error, typed bool) attribute.Set {
+	key := setKey{op: op, queue: queue, typed: typed}
 	if err != nil {
-		attrs = append(attrs, attribute.String("error.type", errorType(err)))
+		key.err = errorType(err)
 	}
-	return attrs
+	if set, ok := c.sets.Load(key); ok {
+		return set.(attribute.Set)
+	}
+	attrs := append([]attribute.KeyValue{
+		attribute.String("messaging.operation.name", op), attribute.String("messaging.system", string(system)),
+		attribute.String("messaging.destination.name", queue),
+	}, c.server...)
+	if key.err != "" {
+		attrs = append(attrs, attribute.String("error.type", key.err))
+	}
+	if typed {
+		attrs = append(attrs, attribute.String("messaging.operation.type", telemetry.OperationType(op)))
+	}
+	set, _ := c.sets.LoadOrStore(key, attribute.NewSet(attrs...))
+	return set.(attribute.Set)
 }
 
 // recordSend counts n messages sent to queue (err: they were not stored)
 // and the duration of the operation that sent them, from start.
 func (c *Client) recordSend(ctx context.Context, queue string, n int, start time.Time, err error) {
-	attrs := c.metricAttrs(queue, err)
-	c.metrics.sent.Add(ctx, int64(n), telemetry.OpSend, system, attrs...)
-	c.recordOperation(ctx, telemetry.OpSend, start, attrs)
+	c.metrics.sent.AddSet(ctx, int64(n), c.metricSet(telemetry.OpSend, queue, err, false))
+	c.metrics.duration.RecordSet(ctx, time.Since(start).Seconds(), c.metricSet(telemetry.OpSend, queue, err, true))
 }
 
 // recordSettle records the duration of an ack or nack of messages of queue.
 func (c *Client) recordSettle(ctx context.Context, op, queue string, start time.Time, err error) {
-	c.recordOperation(ctx, op, start, c.metricAttrs(queue, err))
+	c.metrics.duration.RecordSet(ctx, time.Since(start).Seconds(), c.metricSet(op, queue, err, true))
 }
 
-func (c *Client) recordOperation(ctx context.Context, op string, start time.Time, attrs []attribute.KeyValue) {
-	attrs = append(attrs, c.metrics.duration.AttrOperationType(messagingconv.OperationTypeAttr(telemetry.OperationType(op))))
-	c.metrics.duration.Record(ctx, time.Since(start).Seconds(), op, system, attrs...)
+// recordConsumed counts n messages a stream on queue delivered.
+func (c *Client) recordConsumed(ctx context.Context, queue string, n int) {
+	c.metrics.consumed.AddSet(ctx, int64(n), c.metricSet(telemetry.OpReceive, queue, nil, false))
 }
 
 // recordProcess records a handler's run over a message of queue.
 func (c *Client) recordProcess(ctx context.Context, queue string, start time.Time, err error) {
-	c.metrics.process.Record(ctx, time.Since(start).Seconds(), telemetry.OpProcess, system, c.metricAttrs(queue, err)...)
+	c.metrics.process.RecordSet(ctx, time.Since(start).Seconds(), c.metricSet(telemetry.OpProcess, queue, err, false))
 }
 
 // errorType is error.type for err: its gRPC status code, or its Go type.
