@@ -125,7 +125,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, headers map[string]s
 	ctx, span, h := c.startSend(ctx, queue, headers)
 	defer span.End()
 	resp, err := c.svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: queue, Headers: h, Payload: payload})
-	c.recordSend(ctx, queue, 1, start, err)
+	c.recordSend(ctx, queue, start, err)
 	if err != nil {
 		fail(span, err)
 		return "", err
@@ -159,7 +159,7 @@ func (c *Client) Ack(ctx context.Context, m *filav1.Message) error {
 	defer span.End()
 	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
 	_, err := c.svc.Ack(ctx, &filav1.AckRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
-	c.recordSettle(ctx, telemetry.OpAck, queue, start, err)
+	c.recordOperation(ctx, telemetry.OpAck, queue, start, err)
 	fail(span, err)
 	return err
 }
@@ -173,7 +173,7 @@ func (c *Client) Nack(ctx context.Context, m *filav1.Message, reason string) err
 	defer span.End()
 	span.SetAttributes(attribute.String("messaging.message.id", m.GetId()))
 	_, err := c.svc.Nack(ctx, &filav1.NackRequest{Queue: queue, MessageId: m.GetId(), LeaseId: m.GetLeaseId(), Error: reason})
-	c.recordSettle(ctx, telemetry.OpNack, queue, start, err)
+	c.recordOperation(ctx, telemetry.OpNack, queue, start, err)
 	fail(span, err)
 	return err
 }

@@ -213,19 +213,24 @@ func TestTraceContinuity(t *testing.T) {
 	require.Equal(t, otelcodes.Ok, stream.Status().Code, "a clean shutdown is not an ERROR span")
 
 	// The conventions' client metrics (issue 21, Deliver 7), one each.
-	on := func(op string, extra ...attribute.KeyValue) []attribute.KeyValue {
-		_, port, err := net.SplitHostPort(addr)
-		require.NoError(t, err)
-		p, err := strconv.Atoi(port)
-		require.NoError(t, err)
-		return append([]attribute.KeyValue{attribute.String("messaging.system", "fila"), attribute.String("messaging.operation.name", op),
-			attribute.String("messaging.destination.name", "t"), attribute.String("server.address", "127.0.0.1"), attribute.Int("server.port", p)}, extra...)
-	}
+	on := func(op string, extra ...attribute.KeyValue) []attribute.KeyValue { return metricAttrs(t, addr, op, "t", extra...) }
 	producerH.AssertCounter(t, "messaging.client.sent.messages", on("send"), 1)
 	require.EqualValues(t, 1, producerH.HistogramCount(t, "messaging.client.operation.duration", on("send", attribute.String("messaging.operation.type", "send"))...))
 	consumerH.AssertCounter(t, "messaging.client.consumed.messages", on("receive"), 1)
 	require.EqualValues(t, 1, consumerH.HistogramCount(t, "messaging.process.duration", on("process")...))
 	require.EqualValues(t, 1, consumerH.HistogramCount(t, "messaging.client.operation.duration", on("ack", attribute.String("messaging.operation.type", "settle"))...))
+}
+
+// metricAttrs are the attributes of a client metric of op on queue, from a
+// client of the broker at addr.
+func metricAttrs(t *testing.T, addr, op, queue string, extra ...attribute.KeyValue) []attribute.KeyValue {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	return append([]attribute.KeyValue{attribute.String("messaging.system", "fila"), attribute.String("messaging.operation.name", op),
+		attribute.String("messaging.destination.name", queue), attribute.String("server.address", "127.0.0.1"), attribute.Int("server.port", p)}, extra...)
 }
 
 // TestUntracedConsumerAddsNothingToTheProducersTrace (issue 21, Deliver
@@ -321,8 +326,9 @@ func TestConsumeExtendsLongHandlers(t *testing.T) {
 func TestProducerBatchesConcurrentCallers(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t, nil)
+	h := telemetrytest.New(t)
 	var batches atomic.Int64
-	c, err := client.Dial(addr, client.Options{DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+	c, err := client.Dial(addr, client.Options{MeterProvider: h.MeterProvider, DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
 		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			if strings.HasSuffix(method, "/EnqueueBatch") {
 				batches.Add(1)
@@ -365,6 +371,10 @@ func TestProducerBatchesConcurrentCallers(t *testing.T) {
 	require.EqualValues(t, goroutines*each, st.GetDepth())
 	t.Logf("%d messages in %d EnqueueBatch calls", goroutines*each, batches.Load())
 	require.Less(t, batches.Load(), int64(goroutines*each/4), "calls were batched")
+	// Counted per batch, the sum is still one per message, by outcome.
+	h.AssertCounter(t, "messaging.client.sent.messages", metricAttrs(t, addr, "send", "p"), goroutines*each)
+	h.AssertCounter(t, "messaging.client.sent.messages", metricAttrs(t, addr, "send", "missing", attribute.String("error.type", "NotFound")), 1)
+	require.EqualValues(t, goroutines*each, h.HistogramCount(t, "messaging.client.operation.duration", metricAttrs(t, addr, "send", "p", attribute.String("messaging.operation.type", "send"))...))
 
 	// A cancelled caller is released at once; a closed producer refuses.
 	ctx, cancel := context.WithCancel(ctxT(t))

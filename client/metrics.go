@@ -87,15 +87,21 @@ func (c *Client) metricSet(op, queue string, err error, typed bool) attribute.Se
 	return set.(attribute.Set)
 }
 
-// recordSend counts n messages sent to queue (err: they were not stored)
-// and the duration of the operation that sent them, from start.
-func (c *Client) recordSend(ctx context.Context, queue string, n int, start time.Time, err error) {
-	c.metrics.sent.AddSet(ctx, int64(n), c.metricSet(telemetry.OpSend, queue, err, false))
-	c.metrics.duration.RecordSet(ctx, time.Since(start).Seconds(), c.metricSet(telemetry.OpSend, queue, err, true))
+// recordSend counts a message sent to queue (err: it was not stored) and
+// the duration of the operation that sent it, from start.
+func (c *Client) recordSend(ctx context.Context, queue string, start time.Time, err error) {
+	c.recordSent(ctx, queue, 1, err)
+	c.recordOperation(ctx, telemetry.OpSend, queue, start, err)
 }
 
-// recordSettle records the duration of an ack or nack of messages of queue.
-func (c *Client) recordSettle(ctx context.Context, op, queue string, start time.Time, err error) {
+// recordSent counts n messages sent to queue (err: they were not stored).
+func (c *Client) recordSent(ctx context.Context, queue string, n int, err error) {
+	c.metrics.sent.AddSet(ctx, int64(n), c.metricSet(telemetry.OpSend, queue, err, false))
+}
+
+// recordOperation records the duration of op (send, ack, nack) on queue,
+// from start.
+func (c *Client) recordOperation(ctx context.Context, op, queue string, start time.Time, err error) {
 	c.metrics.duration.RecordSet(ctx, time.Since(start).Seconds(), c.metricSet(op, queue, err, true))
 }
 

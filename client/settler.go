@@ -135,7 +135,7 @@ func (s *settler) send(reqs []settleReq, nack bool) {
 		}
 		resp, err = s.c.svc.AckBatch(ctx, req)
 	}
-	s.c.recordSettle(ctx, op, queue, start, err)
+	s.c.recordOperation(ctx, op, queue, start, err)
 	fail(span, err)
 	span.End() // before the answers: Consume returns once they are all in
 	for i, r := range reqs {
