@@ -166,9 +166,9 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *configChanged:
 		q.reconfigure()
 	case *Enqueue:
-		q.enqueue(ctx, []*Enqueue{m}, false)
+		q.enqueue(ctx, []*Enqueue{m}, false, false)
 	case *EnqueueBatch:
-		q.enqueue(ctx, m.Items, true)
+		q.enqueue(ctx, m.Items, true, m.StopAtRefusal)
 	case *enqueueDone:
 		q.pending--
 		q.enqueued(ctx, m)

@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -356,81 +355,120 @@ func (p printer) print(m *filav1.Message) {
 	})
 }
 
-// enqueueLines sends each stdin line as a message through a batching
-// Producer, many at once, and prints the ids in input order. On a terminal
-// it shows progress on stderr.
+// Bulk load limits of enqueue --lines: a batch is cut at whichever comes
+// first. filad's defaults are 1000 items and 16 MiB (server.max_batch_items,
+// server.max_batch_bytes); a filad set lower refuses a batch whole, and
+// sendLines then sends it in halves.
+const (
+	linesBatchItems = 1000
+	linesBatchBytes = 4 << 20
+)
+
+// enqueueLines sends each stdin line as a message, in order: batches of
+// lines go one at a time, each asking filad to stop at the first refused
+// line (client.EnqueueOrdered), so the queue holds the lines in input order
+// and, on a failure, exactly the lines before the failing one. It prints
+// each stored line's id in input order, on a terminal shows progress on
+// stderr, and always ends with the count and the time taken.
 func enqueueLines(ctx context.Context, g global, e env, queue string, headers map[string]string) int {
 	c, done, err := connect(ctx, g, e)
 	if err != nil {
 		return fail(e, err)
 	}
 	defer done()
-	p := c.NewProducer(client.ProducerOptions{})
-	defer p.Close()
-	type result struct {
-		id  string
-		err error
-	}
-	const inFlight = 512
-	var (
-		results []chan result
-		wg      sync.WaitGroup
-		slots   = make(chan struct{}, inFlight)
-	)
-	progress := isTerminal(e.stderr)
+	l := &lineLoader{c: c, e: e, queue: queue, headers: headers, out: bufio.NewWriter(e.stdout),
+		progress: isTerminal(e.stderr), start: time.Now()}
 	sc := bufio.NewScanner(e.stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	printed := 0
-	flushReady := func(wait bool) error {
-		for printed < len(results) {
-			var r result
-			if wait {
-				r = <-results[printed]
-			} else {
-				select {
-				case r = <-results[printed]:
-				default:
-					return nil
-				}
-			}
-			if r.err != nil {
-				return r.err
-			}
-			fmt.Fprintln(e.stdout, r.id)
-			results[printed] = nil
-			printed++
-			if progress && printed%1000 == 0 {
-				fmt.Fprintf(e.stderr, "\r%d enqueued", printed)
-			}
+	var batch [][]byte
+	size := 0
+	for err == nil && sc.Scan() {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted before line %d", l.stored+len(batch)+1)
+			break
 		}
-		return nil
-	}
-	for sc.Scan() {
 		line := []byte(sc.Text())
-		ch := make(chan result, 1)
-		results = append(results, ch)
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			id, err := p.Enqueue(ctx, queue, headers, line)
-			ch <- result{id, err}
-		})
-		if err := flushReady(false); err != nil {
-			wg.Wait()
-			return fail(e, err)
+		if len(batch) > 0 && (len(batch) == linesBatchItems || size+len(line) > linesBatchBytes) {
+			err = l.send(ctx, batch)
+			batch, size = nil, 0
 		}
+		batch = append(batch, line)
+		size += len(line)
 	}
-	wg.Wait()
-	if err := sc.Err(); err != nil {
-		return fail(e, fmt.Errorf("reading stdin: %w", err))
+	if err == nil && len(batch) > 0 {
+		err = l.send(ctx, batch)
 	}
-	if err := flushReady(true); err != nil {
-		return fail(e, err)
+	if err == nil && sc.Err() != nil {
+		err = fmt.Errorf("line %d: reading stdin: %w", l.stored+1, sc.Err())
 	}
-	if progress {
-		fmt.Fprintf(e.stderr, "\r%d enqueued\n", printed)
+	_ = l.out.Flush()
+	if l.progress {
+		fmt.Fprint(e.stderr, "\r")
+	}
+	fmt.Fprintf(e.stderr, "%d enqueued in %.1f s\n", l.stored, time.Since(l.start).Seconds())
+	if err != nil {
+		fmt.Fprintln(e.stderr, "fila:", err)
+		return exitError
 	}
 	return exitOK
+}
+
+// stoppedAt is the error of a load that stopped at line l.stored+1, with
+// nothing after it stored.
+func (l *lineLoader) stoppedAt(err error) error {
+	n := l.stored + 1
+	return fmt.Errorf("line %d: %s; nothing from line %d on was stored: rerun from there (tail -n +%d FILE | fila enqueue %s --lines)",
+		n, describe(err), n, n, l.queue)
+}
+
+// lineLoader is the state of one enqueue --lines.
+type lineLoader struct {
+	c        *client.Client
+	e        env
+	queue    string
+	headers  map[string]string
+	out      *bufio.Writer
+	progress bool
+	start    time.Time
+	stored   int // lines stored so far: the next line's number is stored+1
+}
+
+// send enqueues batch, the lines after the l.stored first, and prints their
+// ids; its error names the first line not stored and whether any line
+// after it could have been.
+func (l *lineLoader) send(ctx context.Context, batch [][]byte) error {
+	first := l.stored + 1
+	// An interrupt lands between batches: the one on its way is answered,
+	// so the ids printed are exactly what was stored.
+	results, err := l.c.EnqueueOrdered(context.WithoutCancel(ctx), l.queue, l.headers, batch)
+	if code := status.Code(err); len(batch) > 1 && (code == codes.InvalidArgument || code == codes.ResourceExhausted) {
+		// Refused whole (over filad's batch limits): nothing of it was
+		// stored, so its halves can go in turn.
+		half := len(batch) / 2
+		if err := l.send(ctx, batch[:half]); err != nil {
+			return err
+		}
+		return l.send(ctx, batch[half:])
+	}
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+			return fmt.Errorf("lines %d to %d: %s; filad may have stored some of them before the call broke: check the queue before a rerun from line %d",
+				first, first+len(batch)-1, describe(err), first)
+		}
+		return l.stoppedAt(err)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			return l.stoppedAt(r.Err)
+		}
+		fmt.Fprintln(l.out, r.ID)
+		l.stored++
+	}
+	if l.progress {
+		fmt.Fprintf(l.e.stderr, "\r%d enqueued", l.stored)
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a terminal.
