@@ -43,9 +43,17 @@ type global struct {
 }
 
 func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
-	fs := flag.NewFlagSet("fila", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	g := global{}
+	fs := globalFlags(&g, getenv)
+	if err := fs.Parse(args); err != nil {
+		return g, nil, err
+	}
+	return g, fs.Args(), nil
+}
+
+// globalFlags declares fila's flags before the command, into g.
+func globalFlags(g *global, getenv func(string) string) *flag.FlagSet {
+	fs := newFlagSet("fila")
 	fs.BoolVar(&g.version, "version", false, "print the version and exit")
 	def := getenv("FILA_ADDR")
 	if def == "" {
@@ -56,10 +64,7 @@ func parseGlobal(args []string, getenv func(string) string) (global, []string, e
 	fs.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed filad's certificate: connect with TLS")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM client certificate, for filad with mTLS (with --tls-key)")
 	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM key of --tls-cert")
-	if err := fs.Parse(args); err != nil {
-		return g, nil, err
-	}
-	return g, fs.Args(), nil
+	return fs
 }
 
 type command func(ctx context.Context, g global, args []string, e env) int
@@ -71,7 +76,10 @@ var commands = map[string]command{
 	"key":      keyCmd,
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
+	// completion is added by init: it reads this table.
 }
+
+func init() { commands["completion"] = completionCmd }
 
 // connect dials filad, exporting fila's own spans when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set; call the returned func when done.
@@ -117,7 +125,16 @@ func describe(err error) string {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return "filad is not reachable or is shutting down: " + st.Message()
+		msg := "filad is not reachable or is shutting down: " + st.Message()
+		switch {
+		case strings.Contains(st.Message(), "server preface"):
+			// A plaintext client on a TLS port reads the TLS server's
+			// alert, not HTTP/2's preface.
+			msg += " (if filad serves TLS there, connect with --tls-ca FILE)"
+		case strings.Contains(st.Message(), "does not look like a TLS handshake"):
+			msg += " (filad there does not serve TLS: leave out --tls-ca)"
+		}
+		return msg
 	case codes.DeadlineExceeded:
 		return "filad did not answer in time"
 	default:
@@ -196,22 +213,34 @@ func (h headerFlags) Set(kv string) error {
 	return nil
 }
 
+// enqueueOpts are enqueue's flags.
+type enqueueOpts struct {
+	headers headerFlags
+	lines   bool
+}
+
+const enqueueSynopsis = "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)"
+
+func enqueueFlags(fs *flag.FlagSet) *enqueueOpts {
+	o := &enqueueOpts{headers: headerFlags{}}
+	fs.Var(o.headers, "H", "header key=value (repeatable)")
+	fs.BoolVar(&o.lines, "lines", false, "one message per stdin line, stored in input order; prints each id in input order")
+	return o
+}
+
 func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
-	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	headers := headerFlags{}
-	fs.Var(headers, "H", "header key=value (repeatable)")
-	lines := fs.Bool("lines", false, "one message per stdin line, sent in batches; prints each id in input order")
-	pos, code, ok := parseCommand(fs, args, e, "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)")
+	fs := newFlagSet("enqueue")
+	o := enqueueFlags(fs)
+	pos, code, ok := parseCommand(fs, args, e, enqueueSynopsis)
 	if !ok {
 		return code
 	}
 	var err error
-	if len(pos) < 1 || len(pos) > 2 || (*lines && len(pos) != 1) {
+	if len(pos) < 1 || len(pos) > 2 || (o.lines && len(pos) != 1) {
 		return usageErr(e, "enqueue takes QUEUE [PAYLOAD], or QUEUE alone with --lines")
 	}
-	if *lines {
-		return enqueueLines(ctx, g, e, pos[0], headers)
+	if o.lines {
+		return enqueueLines(ctx, g, e, pos[0], o.headers)
 	}
 	var payload []byte
 	if len(pos) == 2 {
@@ -224,7 +253,7 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 		return fail(e, err)
 	}
 	defer done()
-	id, err := c.Enqueue(ctx, pos[0], headers, payload)
+	id, err := c.Enqueue(ctx, pos[0], o.headers, payload)
 	if err != nil {
 		return fail(e, err)
 	}
@@ -234,61 +263,94 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 
 // jsonMessage is one consumed message in --json output.
 type jsonMessage struct {
-	ID           string            `json:"id"`
-	Queue        string            `json:"queue"`
-	FairnessKey  string            `json:"fairness_key"`
-	Weight       uint32            `json:"weight"`
+	ID          string `json:"id"`
+	Queue       string `json:"queue"`
+	FairnessKey string `json:"fairness_key"`
+	// Weight is the weight the message carried (fila-weight, or its queue's
+	// on_enqueue script); absent when it carried none, and then it counts at
+	// its fairness key's weight, which queue stats shows.
+	Weight       uint32            `json:"weight,omitempty"`
 	AttemptCount uint32            `json:"attempt_count"`
 	Headers      map[string]string `json:"headers"`
 	PayloadB64   string            `json:"payload_base64"`
 	EnqueuedAt   string            `json:"enqueued_at"`
 }
 
+// consumeOpts are consume's flags.
+type consumeOpts struct {
+	count     int
+	ack, nack bool
+	json      bool
+	timeout   time.Duration
+}
+
+const consumeSynopsis = "consume QUEUE [--count N] [--timeout DURATION] [--ack|--nack] [--json]"
+
+func consumeFlags(fs *flag.FlagSet) *consumeOpts {
+	o := &consumeOpts{}
+	fs.IntVar(&o.count, "count", 0, "stop after N messages (0: until interrupted or --timeout)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "stop after this long (0: never); with no message by then, exit 3")
+	fs.BoolVar(&o.ack, "ack", false, "ack each message (the default)")
+	fs.BoolVar(&o.nack, "nack", false, "nack each message instead of acking it")
+	fs.BoolVar(&o.json, "json", false, "one JSON object per message")
+	return o
+}
+
 func consumeCmd(ctx context.Context, g global, args []string, e env) int {
-	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	count := fs.Int("count", 0, "stop after N messages (0: until interrupted)")
-	ack := fs.Bool("ack", false, "ack each message (the default)")
-	nack := fs.Bool("nack", false, "nack each message instead of acking it")
-	asJSON := fs.Bool("json", false, "one JSON object per message")
-	pos, code, ok := parseCommand(fs, args, e, "consume QUEUE [--count N] [--ack|--nack] [--json]")
+	fs := newFlagSet("consume")
+	o := consumeFlags(fs)
+	pos, code, ok := parseCommand(fs, args, e, consumeSynopsis)
 	if !ok {
 		return code
 	}
 	if len(pos) != 1 {
 		return usageErr(e, "consume takes QUEUE")
 	}
-	if *ack && *nack {
+	if o.ack && o.nack {
 		return usageErr(e, "--ack and --nack exclude each other")
 	}
-	if *count < 0 || *count > maxCount {
+	if o.count < 0 || o.count > maxCount {
 		return usageErr(e, "--count must be from 0 to %d", maxCount)
+	}
+	if o.timeout < 0 {
+		return usageErr(e, "--timeout must not be negative")
 	}
 	c, done, err := connect(ctx, g, e)
 	if err != nil {
 		return fail(e, err)
 	}
 	defer done()
-	p := printer{out: e.stdout, json: *asJSON}
+	// The deadline ends the wait, not the settles: those run without it.
+	waitCtx := ctx
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	p := &printer{out: e.stdout, json: o.json}
 	settle := func(ctx context.Context, m *filav1.Message) error {
-		if *nack {
+		if o.nack {
 			return c.Nack(ctx, m, "nacked by fila consume --nack")
 		}
 		return c.Ack(ctx, m)
 	}
-	if *count == 0 {
-		err = c.Consume(ctx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {
+	if o.count == 0 {
+		err = c.Consume(waitCtx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {
 			p.print(m)
-			if *nack {
+			if o.nack {
 				return errors.New("nacked by fila consume --nack")
 			}
 			return nil
 		})
 	} else {
-		err = consumeCount(ctx, c, pos[0], *count, p, settle)
+		err = consumeCount(waitCtx, c, pos[0], o.count, p, settle)
 	}
 	if err != nil {
 		return fail(e, err)
+	}
+	if o.timeout > 0 && p.printed == 0 && ctx.Err() == nil {
+		fmt.Fprintf(e.stderr, "fila: no message arrived in %s\n", o.timeout)
+		return exitNothing
 	}
 	return exitOK
 }
@@ -299,7 +361,7 @@ const maxCount = 10_000
 // consumeCount leases exactly n messages: the stream asks for max_in_flight
 // n, so the broker leases no more than that; it closes the stream before
 // settling any, so none is leased to it behind the last.
-func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p printer, settle func(context.Context, *filav1.Message) error) error {
+func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p *printer, settle func(context.Context, *filav1.Message) error) error {
 	streamCtx, closeStream := context.WithCancel(ctx)
 	defer closeStream()
 	stream, err := c.Lease(streamCtx, queue, uint32(n))
@@ -337,14 +399,16 @@ func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p 
 
 // printer writes consumed messages as text or JSON lines.
 type printer struct {
-	out  io.Writer
-	json bool
+	out     io.Writer
+	json    bool
+	printed int
 }
 
-func (p printer) print(m *filav1.Message) {
+func (p *printer) print(m *filav1.Message) {
+	p.printed++
 	md := m.GetMetadata()
 	if !p.json {
-		fmt.Fprintf(p.out, "%s  key=%s  attempt=%d  %d bytes\n", m.GetId(), md.GetFairnessKey(), md.GetAttemptCount(), len(m.GetPayload()))
+		fmt.Fprintf(p.out, "%s  key=%s  attempt=%d  %d bytes  %s\n", m.GetId(), md.GetFairnessKey(), md.GetAttemptCount(), len(m.GetPayload()), payloadText(m.GetPayload()))
 		return
 	}
 	_ = json.NewEncoder(p.out).Encode(jsonMessage{

@@ -106,7 +106,7 @@ func TestEnqueueAndConsume(t *testing.T) {
 	// Text output: id, fairness key, attempt, size; --nack sends them back.
 	r := fila(t, addr, "", "consume", "q", "--count", "2", "--nack")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, id1+"  key=k1  attempt=0  5 bytes\n"+id2+"  key=default  attempt=0  10 bytes\n", r.stdout)
+	require.Equal(t, id1+"  key=k1  attempt=0  5 bytes  \"first\"\n"+id2+"  key=default  attempt=0  10 bytes  \"from stdin\"\n", r.stdout)
 
 	// Nacked: redelivered with attempt 1, now as JSON, and acked.
 	r = fila(t, addr, "", "consume", "q", "--count", "2", "--json")
@@ -144,7 +144,7 @@ func TestFailureCommands(t *testing.T) {
 	}
 	ok("", "queue", "create", "jobs", "--max-attempts", "2")
 	require.Contains(t, ok("", "queue", "update", "jobs", "--retry-initial-ms", "1", "--retry-multiplier", "1"),
-		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to initial × multiplier^9")
+		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to 1ms (initial × multiplier^9)")
 	id := strings.TrimSpace(ok("", "enqueue", "jobs", "-H", "job=resize", "poison"))
 	for range 2 {
 		ok("", "consume", "jobs", "--count", "1", "--nack")
@@ -386,6 +386,11 @@ func TestTLSFlags(t *testing.T) {
 	require.Equal(t, 1, r.code, "mTLS wants a client certificate")
 	r = fila(t, addr, "", "queue", "list")
 	require.Equal(t, 1, r.code, "plaintext is refused")
+	require.Contains(t, r.stderr, "(if filad serves TLS there, connect with --tls-ca FILE)", "the hint names TLS")
+	plain := startBroker(t)
+	r = fila(t, plain, "", "--tls-ca", filepath.Join(dir, "root.pem"), "queue", "list")
+	require.Equal(t, 1, r.code, "TLS to a plaintext filad")
+	require.Contains(t, r.stderr, "filad there does not serve TLS: leave out --tls-ca", r.stderr)
 	r = fila(t, addr, "", "--tls-cert", filepath.Join(dir, "c.pem"), "queue", "list")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "need --tls-ca")
@@ -430,6 +435,7 @@ func TestKeyCommands(t *testing.T) {
 	// Fila's model: a key made with no rights and granted them by key_id.
 	r = run(boot, "key", "create", "later")
 	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "with no permissions: it can do nothing until `fila key set-acl", "a key with no rights is allowed, and said so")
 	later := strings.TrimSpace(r.stdout)
 	id := regexp.MustCompile(`key_id ([0-9a-f-]{36})`).FindStringSubmatch(r.stderr)
 	require.Len(t, id, 2, r.stderr)
