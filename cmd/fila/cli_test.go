@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -129,11 +133,16 @@ func TestJSONEverywhere(t *testing.T) {
 		require.Equal(t, tt.want, v, "%v %v: %s", tt.args, tt.path, out)
 	}
 
+	r := fila(t, addr, "", "enqueue", "q", "z", "--json")
+	require.Regexp(t, `^\{"message_id":"[0-9a-f-]{36}"\}\n$`, r.stdout)
+	r = fila(t, addr, "l1\nl2\n", "enqueue", "q", "--lines", "--json")
+	require.Regexp(t, `^\{"line":1,"message_id":"[0-9a-f-]{36}"\}\n\{"line":2,"message_id":"[0-9a-f-]{36}"\}\n$`, r.stdout)
+
 	// consume --json: the weight a message carried, and none when it
 	// carried none (it then counts at its key's weight, 1 here), not 0.
-	out := ok("consume", "q", "--count", "2", "--json")
+	out := ok("consume", "q", "--count", "5", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	require.Len(t, lines, 2)
+	require.Len(t, lines, 5)
 	require.Contains(t, lines[0], `"weight":3`)
 	require.NotContains(t, lines[1], `"weight"`)
 }
@@ -272,4 +281,34 @@ func TestCompletionCoversEveryCommand(t *testing.T) {
 	for name := range queueSubcommands {
 		require.Contains(t, commandTree()["queue"], name)
 	}
+}
+
+// TestEnqueueLinesStreams: a line is sent as soon as it is read, not held
+// for a full batch, so `tail -f log | fila enqueue q --lines` works.
+func TestEnqueueLinesStreams(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	require.Zero(t, fila(t, addr, "", "queue", "create", "q").code)
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"enqueue", "q", "--lines"}, pr, &out, &errOut, func(k string) string {
+			return map[string]string{"FILA_ADDR": addr}[k]
+		})
+	}()
+	_, err := io.WriteString(pw, "first\n")
+	require.NoError(t, err)
+	// The first line is stored while stdin is still open.
+	require.Eventually(t, func() bool {
+		return strings.Contains(fila(t, addr, "", "queue", "stats", "q").stdout, "depth 1,")
+	}, 15*time.Second, 20*time.Millisecond)
+	_, err = io.WriteString(pw, "second\n")
+	require.NoError(t, err)
+	require.NoError(t, pw.Close())
+	require.Equal(t, 0, <-code, errOut.String())
+	require.Len(t, strings.Fields(out.String()), 2)
+	require.Contains(t, errOut.String(), "2 enqueued in")
 }

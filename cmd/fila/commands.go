@@ -217,6 +217,7 @@ func (h headerFlags) Set(kv string) error {
 type enqueueOpts struct {
 	headers headerFlags
 	lines   bool
+	json    bool
 }
 
 const enqueueSynopsis = "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)"
@@ -225,6 +226,7 @@ func enqueueFlags(fs *flag.FlagSet) *enqueueOpts {
 	o := &enqueueOpts{headers: headerFlags{}}
 	fs.Var(o.headers, "H", "header key=value (repeatable)")
 	fs.BoolVar(&o.lines, "lines", false, "one message per stdin line, stored in input order; prints each id in input order")
+	fs.BoolVar(&o.json, "json", false, `print {"message_id": ID} (with --lines, {"line": N, "message_id": ID} per line)`)
 	return o
 }
 
@@ -240,6 +242,7 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 		return usageErr(e, "enqueue takes QUEUE [PAYLOAD], or QUEUE alone with --lines")
 	}
 	if o.lines {
+		e.json = o.json
 		return enqueueLines(ctx, g, e, pos[0], o.headers)
 	}
 	var payload []byte
@@ -257,7 +260,11 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 	if err != nil {
 		return fail(e, err)
 	}
-	fmt.Fprintln(e.stdout, id)
+	if o.json {
+		_ = json.NewEncoder(e.stdout).Encode(map[string]string{"message_id": id})
+	} else {
+		fmt.Fprintln(e.stdout, id)
+	}
 	return exitOK
 }
 
@@ -442,28 +449,55 @@ func enqueueLines(ctx context.Context, g global, e env, queue string, headers ma
 	defer done()
 	l := &lineLoader{c: c, e: e, queue: queue, headers: headers, out: bufio.NewWriter(e.stdout),
 		progress: isTerminal(e.stderr), start: time.Now()}
-	sc := bufio.NewScanner(e.stdin)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	var batch [][]byte
-	size := 0
-	for err == nil && sc.Scan() {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted before line %d", l.stored+len(batch)+1)
-			break
+	lines, readErr, stop := readLines(e.stdin)
+	defer stop()
+	// A batch is what has been read by the time the one before is
+	// answered (up to the limits): a slow producer's lines go at once,
+	// a file's fill whole batches.
+	var next []byte
+	for err == nil {
+		var batch [][]byte
+		size := 0
+		if next != nil {
+			batch, size, next = [][]byte{next}, len(next), nil
+		} else {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					break
+				}
+				batch, size = [][]byte{line}, len(line)
+			case <-ctx.Done():
+			}
 		}
-		line := []byte(sc.Text())
-		if len(batch) > 0 && (len(batch) == linesBatchItems || size+len(line) > linesBatchBytes) {
-			err = l.send(ctx, batch)
-			batch, size = nil, 0
+	fill:
+		for len(batch) > 0 && len(batch) < linesBatchItems {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					break fill
+				}
+				if size+len(line) > linesBatchBytes {
+					next = line
+					break fill
+				}
+				batch, size = append(batch, line), size+len(line)
+			default:
+				break fill
+			}
 		}
-		batch = append(batch, line)
-		size += len(line)
-	}
-	if err == nil && len(batch) > 0 {
+		if len(batch) == 0 {
+			break // stdin ended, or interrupted
+		}
 		err = l.send(ctx, batch)
+		_ = l.out.Flush()
 	}
-	if err == nil && sc.Err() != nil {
-		err = fmt.Errorf("line %d: reading stdin: %w", l.stored+1, sc.Err())
+	switch {
+	case err != nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("interrupted: nothing from line %d on was stored", l.stored+1)
+	case readErr() != nil:
+		err = fmt.Errorf("line %d: reading stdin: %w", l.stored+1, readErr())
 	}
 	_ = l.out.Flush()
 	if l.progress {
@@ -475,6 +509,30 @@ func enqueueLines(ctx context.Context, g global, e env, queue string, headers ma
 		return exitError
 	}
 	return exitOK
+}
+
+// readLines reads r's lines in the background. lines is closed at the end
+// of r (or on stop), and then readErr says why; stop ends the reading.
+func readLines(r io.Reader) (lines <-chan []byte, readErr func() error, stop func()) {
+	ch := make(chan []byte, 2*linesBatchItems)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			select {
+			case ch <- append([]byte(nil), sc.Bytes()...):
+			case <-done:
+				return
+			}
+		}
+		err = sc.Err()
+	}()
+	// err is read only after ch is closed, which the goroutine does after
+	// setting it.
+	return ch, func() error { return err }, func() { close(done) }
 }
 
 // stoppedAt is the error of a load that stopped at line l.stored+1, with
@@ -526,8 +584,15 @@ func (l *lineLoader) send(ctx context.Context, batch [][]byte) error {
 		if r.Err != nil {
 			return l.stoppedAt(r.Err)
 		}
-		fmt.Fprintln(l.out, r.ID)
 		l.stored++
+		if l.e.json {
+			_ = json.NewEncoder(l.out).Encode(struct {
+				Line      int    `json:"line"`
+				MessageID string `json:"message_id"`
+			}{l.stored, r.ID})
+		} else {
+			fmt.Fprintln(l.out, r.ID)
+		}
 	}
 	if l.progress {
 		fmt.Fprintf(l.e.stderr, "\r%d enqueued", l.stored)
