@@ -165,4 +165,7 @@ type message struct {
 	moving bool
 	// span is the current lease's delivery span; nil unless recorded.
 	span trace.Span
+	// throttled: a throttle held it back since it last passed one (it is
+	// counted as held once).
+	throttled bool
 }

@@ -76,6 +76,7 @@ var commands = map[string]command{
 	"key":      keyCmd,
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
+	"admin":    adminCmd,
 	// completion is added by init: it reads this table.
 }
 
