@@ -215,6 +215,9 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.retireIfIdle(ctx)
 	case *GetStats:
 		ctx.Respond(q.stats())
+	case *awaitLoaded:
+		q.sendReading(ctx) // before the answer: the reading is then in the telemetry actor's mailbox first
+		ctx.Respond(&loaded{messages: len(q.msgs)})
 	}
 }
 

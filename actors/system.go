@@ -81,8 +81,12 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)
 	}
-	// A round trip proves recovery (run on Started) has finished.
+	// A round trip proves the broker's recovery (run on Started) has
+	// finished: every queue actor is spawned. Then each has to load.
 	if _, err := s.Ask(context.Background(), s.broker, nil, &EndStreams{}); err != nil {
+		return nil, err
+	}
+	if err := s.awaitRecovery(); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -64,6 +64,9 @@ func (t *telemetryActor) Receive(ctx actor.Context) {
 		t.schedule(ctx)
 	case *publishReadings:
 		t.publish()
+	case *syncReadings:
+		t.publish()
+		ctx.Respond(m)
 	}
 }
 

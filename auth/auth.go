@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Action is what a permission allows on a queue.
@@ -22,7 +24,7 @@ type Action string
 // The actions.
 const (
 	Produce Action = "produce" // Enqueue, EnqueueBatch
-	Consume Action = "consume" // Lease, Ack, Nack, Extend and their batches
+	Consume Action = "consume" // Consume, Ack, Nack, Extend and their batches
 	Admin   Action = "admin"   // the FilaAdmin RPCs
 )
 
@@ -35,11 +37,29 @@ type Permission struct {
 
 // Key is an API key as filad keeps it: never its secret, only a hash.
 type Key struct {
+	// ID is the key's key_id (Fila's opaque id), set when it is created;
+	// empty in keys stored before key ids existed, whose KeyID is their name.
+	ID          string       `json:"id,omitempty"`
 	Name        string       `json:"name"`
 	Hash        string       `json:"hash"` // hex SHA-256 of the secret
 	Permissions []Permission `json:"permissions"`
-	ExpiresAt   time.Time    `json:"expires_at,omitzero"`
-	CreatedAt   time.Time    `json:"created_at"`
+	// Superadmin keys pass every permission check.
+	Superadmin bool      `json:"superadmin,omitempty"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// NewKeyID makes a key's key_id: a random UUID, as Fila's are.
+func NewKeyID() string { return uuid.NewString() }
+
+// KeyID is the key's key_id: its ID, or for a key stored before key ids
+// existed, its name (unique too), so that such a key can still be revoked
+// and granted rights by key_id.
+func (k *Key) KeyID() string {
+	if k.ID != "" {
+		return k.ID
+	}
+	return k.Name
 }
 
 // Limits on keys.
@@ -136,8 +156,12 @@ func Matches(pattern, queue string) bool {
 // Allows reports whether k may do action on queue ("" for broker-wide
 // admin calls, which need a permission whose pattern is "*"). The rights on
 // a dead-letter queue are those on its Owner: "orders.*" does not reach
-// "orders.dlq" unless it is allowed on "orders" too.
+// "orders.dlq" unless it is allowed on "orders" too. A superadmin key may
+// do everything.
 func (k *Key) Allows(action Action, queue string) bool {
+	if k.Superadmin {
+		return true
+	}
 	queue = Owner(queue)
 	for _, p := range k.Permissions {
 		if queue == "" && p.Pattern != "*" {
@@ -158,7 +182,8 @@ func (k *Key) Allows(action Action, queue string) bool {
 // Expired reports whether k has expired at now.
 func (k *Key) Expired(now time.Time) bool { return !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) }
 
-// Validate checks a new key's name, permissions and expiry.
+// Validate checks a new key's name, permissions and expiry. A key may have
+// no permissions: it is granted them later (SetAcl), as in Fila.
 func (k *Key) Validate() error { return k.validate(time.Now()) }
 
 func (k *Key) validate(now time.Time) error {
@@ -170,10 +195,27 @@ func (k *Key) validate(now time.Time) error {
 			return fmt.Errorf("name: byte %d (%q) is outside [A-Za-z0-9._-:@]", i, c)
 		}
 	}
-	if len(k.Permissions) == 0 || len(k.Permissions) > MaxPermissions {
-		return fmt.Errorf("permissions: 1 to %d, got %d", MaxPermissions, len(k.Permissions))
+	if err := ValidatePermissions(k.Permissions); err != nil {
+		return err
 	}
-	for i, p := range k.Permissions {
+	if !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now) {
+		// It would be refused from its first call: surely a mistake.
+		return fmt.Errorf("expires_at_ms: %s is not in the future (now %s)",
+			k.ExpiresAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if k.ExpiresAt.After(maxExpiresAt) {
+		return fmt.Errorf("expires_at_ms: %s is after the limit of %s", k.ExpiresAt.UTC().Format(time.RFC3339), maxExpiresAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ValidatePermissions checks a key's permissions: at most MaxPermissions,
+// each a valid pattern with at least one known action.
+func ValidatePermissions(perms []Permission) error {
+	if len(perms) > MaxPermissions {
+		return fmt.Errorf("permissions: at most %d, got %d", MaxPermissions, len(perms))
+	}
+	for i, p := range perms {
 		if err := ValidatePattern(p.Pattern); err != nil {
 			return fmt.Errorf("permissions[%d]: %w", i, err)
 		}
@@ -185,14 +227,6 @@ func (k *Key) validate(now time.Time) error {
 				return fmt.Errorf("permissions[%d]: action %q is not produce, consume or admin", i, a)
 			}
 		}
-	}
-	if !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now) {
-		// It would be refused from its first call: surely a mistake.
-		return fmt.Errorf("expires_at: %s is not in the future (now %s)",
-			k.ExpiresAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	if k.ExpiresAt.After(maxExpiresAt) {
-		return fmt.Errorf("expires_at: %s is after the limit of %s", k.ExpiresAt.UTC().Format(time.RFC3339), maxExpiresAt.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -243,7 +277,7 @@ type Source interface {
 	Keys() []Entry
 }
 
-// Keyring finds keys by their secret's hash or by name, from the stored
+// Keyring finds keys by their secret's hash, name or key_id, from the stored
 // keys (decoded once per change) and the bootstrap key. Safe for
 // concurrent use.
 type Keyring struct {
@@ -256,14 +290,15 @@ type index struct {
 	version uint64
 	byHash  map[string]*Key
 	byName  map[string]*Key
+	byID    map[string]*Key
 }
 
 // NewKeyring reads keys from src; bootstrap, when not empty, is the secret
-// of a key with every permission, never stored.
+// of a superadmin key, never stored.
 func NewKeyring(src Source, bootstrap string) *Keyring {
 	r := &Keyring{src: src}
 	if bootstrap != "" {
-		r.bootstrap = &Key{Name: BootstrapName, Hash: Hash(bootstrap),
+		r.bootstrap = &Key{Name: BootstrapName, Hash: Hash(bootstrap), Superadmin: true,
 			Permissions: []Permission{{Pattern: "*", Actions: []Action{Produce, Consume, Admin}}}}
 	}
 	return r
@@ -277,13 +312,13 @@ func (r *Keyring) current() *index {
 		return ix
 	}
 	entries := r.src.Keys()
-	ix := &index{version: version, byHash: map[string]*Key{}, byName: map[string]*Key{}}
+	ix := &index{version: version, byHash: map[string]*Key{}, byName: map[string]*Key{}, byID: map[string]*Key{}}
 	if r.bootstrap != nil {
 		ix.byHash[r.bootstrap.Hash], ix.byName[r.bootstrap.Name] = r.bootstrap, r.bootstrap
 	}
 	for _, e := range entries {
 		if k, err := Decode(e.Value); err == nil {
-			ix.byHash[k.Hash], ix.byName[k.Name] = k, k
+			ix.byHash[k.Hash], ix.byName[k.Name], ix.byID[k.KeyID()] = k, k, k
 		}
 	}
 	r.cache.Store(ix)
@@ -295,6 +330,10 @@ func (r *Keyring) BySecret(secret string) *Key { return r.current().byHash[Hash(
 
 // ByName returns the key named name, or nil.
 func (r *Keyring) ByName(name string) *Key { return r.current().byName[name] }
+
+// ByID returns the stored key whose key_id this is, or nil; the bootstrap
+// key has none (it is not stored, so it can be neither granted nor revoked).
+func (r *Keyring) ByID(id string) *Key { return r.current().byID[id] }
 
 // List returns every key, the bootstrap key included, by name.
 func (r *Keyring) List() []*Key {

@@ -47,13 +47,18 @@ func TestKeyAllows(t *testing.T) {
 	require.False(t, k.Allows(Admin, ""), "broker-wide calls need *")
 	star := &Key{Name: "s", Permissions: []Permission{{Pattern: "*", Actions: []Action{Admin}}}}
 	require.True(t, star.Allows(Admin, ""))
+	super := &Key{Name: "root", Superadmin: true}
+	require.NoError(t, super.Validate(), "a key may be created with no permissions")
+	require.True(t, super.Allows(Admin, ""), "a superadmin passes every check")
+	require.True(t, super.Allows(Consume, "orders.dlq"))
+	require.False(t, (&Key{Name: "none"}).Allows(Consume, "orders"), "no permissions, no rights")
 	require.True(t, (&Key{ExpiresAt: time.Unix(1, 0)}).Expired(time.Unix(1, 0)))
 	require.False(t, (&Key{}).Expired(time.Now()), "no expiry")
 
 	for _, bad := range []*Key{
 		{Name: "", Permissions: k.Permissions},
 		{Name: "a b", Permissions: k.Permissions},
-		{Name: "k"},
+		{Name: "k", Permissions: make([]Permission, MaxPermissions+1)},
 		{Name: "k", Permissions: []Permission{{Pattern: "q"}}},
 		{Name: "k", Permissions: []Permission{{Pattern: "q", Actions: []Action{"delete"}}}},
 	} {
@@ -113,10 +118,10 @@ func TestKeyExpiry(t *testing.T) {
 		{"none", time.Time{}, ""},
 		{"in the future", now.Add(time.Second), ""},
 		{"the last storable second", maxExpiresAt, ""},
-		{"in the past", now.Add(-time.Second), "expires_at: 2026-12-01T11:59:59Z is not in the future"},
-		{"now", now, "expires_at: 2026-12-01T12:00:00Z is not in the future"},
-		{"long ago", time.Unix(0, 0), "expires_at: 1970-01-01T00:00:00Z is not in the future"},
-		{"past what a key can store", maxExpiresAt.Add(time.Second), "expires_at: 10000-01-01T00:00:00Z is after the limit of 9999-12-31T23:59:59Z"},
+		{"in the past", now.Add(-time.Second), "expires_at_ms: 2026-12-01T11:59:59Z is not in the future"},
+		{"now", now, "expires_at_ms: 2026-12-01T12:00:00Z is not in the future"},
+		{"long ago", time.Unix(0, 0), "expires_at_ms: 1970-01-01T00:00:00Z is not in the future"},
+		{"past what a key can store", maxExpiresAt.Add(time.Second), "expires_at_ms: 10000-01-01T00:00:00Z is after the limit of 9999-12-31T23:59:59Z"},
 	}
 	for _, tt := range tests {
 		k := &Key{Name: "k", Permissions: perms, ExpiresAt: tt.expiresAt}
@@ -170,10 +175,12 @@ func TestSecretsAndRoundTrip(t *testing.T) {
 	require.True(t, strings.HasPrefix(s1, SecretPrefix))
 	require.Len(t, Hash(s1), 64)
 	require.Equal(t, Hash(s1)[:8], Fingerprint(s1))
-	k := &Key{Name: "k", Hash: Hash(s1), Permissions: []Permission{{Pattern: "*", Actions: []Action{Produce}}}, CreatedAt: time.Unix(5, 0).UTC()}
+	k := &Key{ID: NewKeyID(), Name: "k", Hash: Hash(s1), Permissions: []Permission{{Pattern: "*", Actions: []Action{Produce}}}, Superadmin: true, CreatedAt: time.Unix(5, 0).UTC()}
 	back, err := Decode(k.Encode())
 	require.NoError(t, err)
 	require.Equal(t, k, back)
+	require.Equal(t, k.ID, back.KeyID())
+	require.NotEqual(t, k.ID, NewKeyID())
 	require.NotContains(t, k.Encode(), s1, "the secret is never stored")
 }
 
@@ -195,3 +202,24 @@ func FuzzValidatePattern(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyStoredBeforeKeyIDs: a key stored by an older filad (no id, no
+// superadmin) decodes with its name as key_id and its rights unchanged.
+func TestKeyStoredBeforeKeyIDs(t *testing.T) {
+	t.Parallel()
+	old := `{"name":"ci","hash":"` + Hash("s") + `","permissions":[{"pattern":"orders","actions":["produce"]}],"created_at":"2026-11-01T00:00:00Z"}`
+	k, err := Decode(old)
+	require.NoError(t, err)
+	require.Equal(t, "ci", k.KeyID())
+	require.False(t, k.Superadmin)
+	require.True(t, k.Allows(Produce, "orders"))
+	require.False(t, k.Allows(Consume, "orders"))
+	r := NewKeyring(staticSource{{Key: KeyPrefix + "ci", Value: old}}, "")
+	require.Same(t, r.ByName("ci"), r.ByID("ci"))
+}
+
+// staticSource is a Source that never changes.
+type staticSource []Entry
+
+func (staticSource) Version() uint64 { return 1 }
+func (s staticSource) Keys() []Entry { return s }

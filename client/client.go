@@ -182,7 +182,8 @@ func (c *Client) Extend(ctx context.Context, m *filav1.Message, timeout time.Dur
 	return resp.GetLeaseExpiresAt().AsTime(), nil
 }
 
-// Lease opens a consumer stream on queue. Each message it yields is leased
+// Lease opens a consumer stream on queue (the Consume RPC; the method keeps
+// its name because what it yields are leases). Each message it yields is leased
 // to this stream until acked, nacked or its visibility timeout passes; the
 // broker leases at most maxInFlight unsettled messages to it (0: the
 // broker's default, 256). Cancel ctx to close the stream; its leases stay
@@ -195,7 +196,7 @@ func (c *Client) Lease(ctx context.Context, queue string, maxInFlight uint32) (*
 // messages per frame (never waiting to fill one); Next still yields them
 // one at a time.
 func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, maxBatch uint32) (*Stream, error) {
-	s, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: maxInFlight, MaxBatch: maxBatch})
+	s, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue, MaxInFlight: maxInFlight, MaxBatch: maxBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +205,7 @@ func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, ma
 
 // Stream is an open lease stream. It is not safe for concurrent use.
 type Stream struct {
-	s       filav1.FilaService_LeaseClient
+	s       filav1.FilaService_ConsumeClient
 	pending []*filav1.Message // the rest of the last frame
 }
 

@@ -145,6 +145,20 @@ type Auth struct {
 	EndUserID bool `koanf:"enduser_id"`
 }
 
+// The bootstrap key's length: at least MinBootstrapKeyLen characters (Fila's
+// clients bring keys that short), and below GoodBootstrapKeyLen the server
+// logs a WARN (Auth.WeakBootstrapKey).
+const (
+	MinBootstrapKeyLen  = 16
+	GoodBootstrapKeyLen = 32
+)
+
+// WeakBootstrapKey reports whether the bootstrap key is set but shorter
+// than GoodBootstrapKeyLen.
+func (a Auth) WeakBootstrapKey() bool {
+	return a.BootstrapKey != "" && len(a.BootstrapKey) < GoodBootstrapKeyLen
+}
+
 // Required reports whether calls need a key on listenAddr.
 func (a Auth) Required(loopback bool) bool {
 	return a.Mode == "on" || (a.Mode == "auto" && !loopback)
@@ -486,9 +500,106 @@ func checkKeys(k *koanf.Koanf, src *sources) error {
 		}
 	}
 	if len(unknown) > 0 {
-		return fmt.Errorf("config: unknown key %s (known keys: %s)", strings.Join(unknown, ", "), strings.Join(known, ", "))
+		return fmt.Errorf("config: unknown key %s%s", strings.Join(unknown, ", "), suggest(unknownKeys(k, known), known))
 	}
 	return nil
+}
+
+func unknownKeys(k *koanf.Koanf, known []string) []string {
+	var out []string
+	for _, key := range k.Keys() {
+		if key != "telemetry" && !slices.Contains(known, key) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// suggest is what follows an unknown-key error: "did you mean" the nearest
+// known key of each, where one is near, else the keys of its section.
+func suggest(unknown, known []string) string {
+	var near []string
+	for _, key := range unknown {
+		if best, ok := nearest(key, known); ok {
+			near = append(near, best)
+		}
+	}
+	if len(near) == len(unknown) {
+		return "; did you mean " + strings.Join(near, ", ") + "?"
+	}
+	section, _, _ := strings.Cut(unknown[0], ".")
+	var same []string
+	for _, k := range known {
+		if strings.HasPrefix(k, section+".") {
+			same = append(same, k)
+		}
+	}
+	if len(same) > 0 {
+		return " ([" + section + "] has " + strings.Join(same, ", ") + ")"
+	}
+	return " (README.md, Configuration, lists every key)"
+}
+
+// nearest is the known key closest to key by edit distance, if it is close
+// enough to be a typo: at most a third of the key's length, and 3.
+func nearest(key string, known []string) (string, bool) {
+	best, dist := "", min(3, len(key)/3)+1
+	for _, k := range known {
+		if d := editDistance(key, k); d < dist {
+			best, dist = k, d
+		}
+	}
+	return best, best != ""
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// EnvWarnings names the FILA_ variables of environ that look like one of
+// filad's keys written with a single underscore between section and key
+// (FILA_SERVER_LISTEN_ADDR for FILA_SERVER__LISTEN_ADDR): they are ignored,
+// and a start that silently ignored them would mislead. Other FILA_ names
+// (the CLI's FILA_ADDR, FILA_API_KEY) are not filad's and are not named.
+func EnvWarnings(environ []string) []string {
+	known := Keys()
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		rest, ok := strings.CutPrefix(name, EnvPrefix)
+		if !ok || strings.Contains(rest, "__") || legacyEnv[name] != "" {
+			continue
+		}
+		lower := strings.ToLower(rest)
+		for i := range len(lower) {
+			if lower[i] != '_' {
+				continue
+			}
+			if key := lower[:i] + "." + lower[i+1:]; slices.Contains(known, key) {
+				out = append(out, fmt.Sprintf("%s is ignored: filad reads %s%s__%s for %s (two underscores between section and key)",
+					name, EnvPrefix, rest[:i], rest[i+1:], key))
+				break
+			}
+		}
+	}
+	return out
 }
 
 // fieldError is one bad value, by key.
@@ -582,8 +693,9 @@ func (c Config) check() []fieldError {
 	if m := c.Auth.Mode; m != "auto" && m != "on" && m != "off" {
 		bad("auth.mode", m, `must be "auto", "on" or "off"`)
 	}
-	if k := c.Auth.BootstrapKey; k != "" && len(k) < 32 {
-		bad("auth.bootstrap_key", "(hidden)", "must be at least 32 characters (use the output of: head -c 32 /dev/urandom | base64)")
+	if k := c.Auth.BootstrapKey; k != "" && len(k) < MinBootstrapKeyLen {
+		bad("auth.bootstrap_key", "(hidden)", fmt.Sprintf("must be at least %d characters, better %d (use the output of: head -c 32 /dev/urandom | base64)",
+			MinBootstrapKeyLen, GoodBootstrapKeyLen))
 	}
 	if v := c.Server.TLS.MinVersion; v != "1.2" && v != "1.3" {
 		bad("server.tls.min_version", v, `must be "1.2" or "1.3"`)

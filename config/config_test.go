@@ -211,3 +211,68 @@ func TestEachBadValueIsReportedOnce(t *testing.T) {
 		require.Equal(t, 1, strings.Count(err.Error(), "config: "+tt.key+" ="), "%s: %v", tt.key, err)
 	}
 }
+
+func TestUnknownKeysSuggestTheNearest(t *testing.T) {
+	tests := []struct{ name, toml, want, never string }{
+		{"a typo", "[server]\nlisten_adr = \"x:1\"\n", "did you mean server.listen_addr?", "known keys"},
+		{"a typo in another section", "[limits]\nmax_memory_byte = 1\n", "did you mean limits.max_memory_bytes?", ""},
+		{"nothing near: the section's keys", "[server]\nport = 1\n", "([server] has server.default_max_in_flight, server.handshake_timeout_ms", "limits."},
+		{"an unknown section", "[nowhere]\nx = 1\n", "README.md, Configuration, lists every key", "server.listen_addr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "fila.toml")
+			require.NoError(t, os.WriteFile(path, []byte(tt.toml), 0o600))
+			_, err := Load(path, func() []string { return nil })
+			require.ErrorContains(t, err, tt.want)
+			if tt.never != "" {
+				require.NotContains(t, err.Error(), tt.never)
+			}
+		})
+	}
+}
+
+func TestEnvWarningsNameSingleUnderscoreKeys(t *testing.T) {
+	got := EnvWarnings([]string{
+		"FILA_SERVER_LISTEN_ADDR=0.0.0.0:5555", "FILA_STORAGE_SYNC_WRITES=false", // filad's keys, one underscore
+		"FILA_SERVER__LISTEN_ADDR=x", "FILA_ADDR=host:1", "FILA_API_KEY=secret", "FILA_LOG_LEVEL=debug", "HOME=/root", // fine
+	})
+	require.Len(t, got, 2, "%v", got)
+	require.Contains(t, got[0], "FILA_SERVER_LISTEN_ADDR is ignored: filad reads FILA_SERVER__LISTEN_ADDR for server.listen_addr")
+	require.Contains(t, got[1], "FILA_STORAGE__SYNC_WRITES")
+	for _, w := range got {
+		require.NotContains(t, w, "0.0.0.0", "a value is never repeated")
+	}
+}
+
+// TestBootstrapKeyLength: Fila's clients bring 16- to 31-character keys
+// (their test suites use 24), so 16 is the minimum (issue 20, Deliver 3; it
+// was 32) and under 32 is only weak, which the server logs as a WARN.
+func TestBootstrapKeyLength(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key        string
+		valid      bool
+		weak       bool
+		constraint string
+	}{
+		{"", true, false, ""},
+		{strings.Repeat("k", 15), false, true, "at least 16 characters"},
+		{"test-bootstrap-key-12345", true, true, ""},
+		{strings.Repeat("k", 31), true, true, ""},
+		{strings.Repeat("k", 32), true, false, ""},
+	}
+	for _, tt := range tests {
+		c := Defaults()
+		c.Auth.BootstrapKey = tt.key
+		err := c.Validate()
+		if tt.valid {
+			require.NoError(t, err, "%d characters", len(tt.key))
+		} else {
+			require.ErrorContains(t, err, "auth.bootstrap_key", "%d characters", len(tt.key))
+			require.ErrorContains(t, err, tt.constraint)
+			require.NotContains(t, err.Error(), tt.key, "the key is never shown")
+		}
+		require.Equal(t, tt.weak, c.Auth.WeakBootstrapKey(), "%d characters", len(tt.key))
+	}
+}

@@ -19,7 +19,7 @@ import (
 // in the envelope of the message it makes.
 type call struct {
 	req any
-	// consumer is set for Lease calls: the stream's delivery buffer.
+	// consumer is set for Consume calls: the stream's delivery buffer.
 	consumer *actors.Consumer
 }
 
@@ -105,7 +105,7 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 			return nil, nil, err
 		}
 		return ref.PID, &actors.Extend{ID: r.GetMessageId(), LeaseID: r.GetLeaseId(), Timeout: timeout}, nil
-	case *filav1.LeaseRequest:
+	case *filav1.ConsumeRequest:
 		ref, err := g.queue("queue", r.GetQueue())
 		if err != nil {
 			return nil, nil, err

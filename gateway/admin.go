@@ -6,12 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
-	"github.com/fila-dev/filad/auth"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
@@ -52,7 +49,7 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 	resp := &filav1.GetStatsResponse{
 		Depth:              uint64(st.Depth),
 		InFlight:           uint64(st.InFlight),
-		ActiveFairnessKeys: uint32(len(st.Keys)),
+		ActiveFairnessKeys: uint64(len(st.Keys)),
 		ActiveConsumers:    uint32(st.Consumers),
 		Quantum:            uint32(st.Quantum),
 		NextPageToken:      next,
@@ -60,13 +57,13 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 		Config:             configProto(st.Config),
 	}
 	for _, ts := range s.sys.Throttles().Stats(time.Now()) {
-		resp.PerThrottleStats = append(resp.PerThrottleStats, &filav1.PerThrottleStats{
-			Key: ts.Key, Tokens: ts.Tokens, RatePerSecond: ts.RatePerSec, Burst: uint32(ts.Burst),
+		resp.PerThrottleStats = append(resp.PerThrottleStats, &filav1.PerThrottleKeyStats{
+			Key: ts.Key, Tokens: ts.Tokens, RatePerSecond: ts.RatePerSec, Burst: float64(ts.Burst),
 		})
 	}
 	for _, k := range page {
-		resp.PerKeyStats = append(resp.PerKeyStats, &filav1.PerKeyStats{
-			Key: k.Key, Pending: uint64(k.Pending), Deficit: k.Deficit, Weight: uint32(k.Weight),
+		resp.PerKeyStats = append(resp.PerKeyStats, &filav1.PerFairnessKeyStats{
+			Key: k.Key, PendingCount: uint64(k.Pending), CurrentDeficit: k.Deficit, Weight: uint32(k.Weight),
 		})
 	}
 	return resp, nil
@@ -151,7 +148,8 @@ func (s *Server) Peek(ctx context.Context, req *filav1.PeekRequest) (*filav1.Pee
 			Headers:     rec.GetHeaders(),
 			PayloadSize: uint64(len(rec.GetPayload())),
 			Metadata: &filav1.MessageMetadata{
-				FairnessKey: rec.GetFairnessKey(), Weight: rec.GetWeight(), AttemptCount: rec.GetAttemptCount(), QueueId: req.GetQueue(),
+				FairnessKey: rec.GetFairnessKey(), Weight: rec.GetWeight(), ThrottleKeys: rec.GetThrottleKeys(),
+				AttemptCount: rec.GetAttemptCount(), QueueId: req.GetQueue(),
 			},
 			EnqueuedAt: timestamppb.New(time.Unix(0, rec.GetEnqueuedAtUnixNs())),
 		}
@@ -178,16 +176,17 @@ func (s *Server) SetConfig(ctx context.Context, req *filav1.SetConfigRequest) (*
 	return &filav1.SetConfigResponse{}, nil
 }
 
-// GetConfig implements filav1.FilaAdminServer; a key that is not set is
-// NOT_FOUND.
+// GetConfig implements filav1.FilaAdminServer; a key that is not set
+// answers an empty value, as in Fila (SetConfig of "" deletes a key, so ""
+// and unset are one state).
 func (s *Server) GetConfig(_ context.Context, req *filav1.GetConfigRequest) (*filav1.GetConfigResponse, error) {
 	if err := validateConfigKey("key", req.GetKey()); err != nil {
 		return nil, toStatus(err)
 	}
-	v, ok := s.sys.RuntimeConfig().Get(req.GetKey())
-	if !ok || strings.HasPrefix(req.GetKey(), reservedConfigPrefix) {
-		return nil, status.Errorf(codes.NotFound, "key %q is not set", req.GetKey())
+	if strings.HasPrefix(req.GetKey(), reservedConfigPrefix) {
+		return &filav1.GetConfigResponse{}, nil
 	}
+	v, _ := s.sys.RuntimeConfig().Get(req.GetKey())
 	return &filav1.GetConfigResponse{Value: v}, nil
 }
 
@@ -218,80 +217,6 @@ func (s *Server) ListConfig(_ context.Context, req *filav1.ListConfigRequest) (*
 // reservedConfigPrefix holds the api keys in the runtime config store: the
 // config RPCs neither show nor change it.
 const reservedConfigPrefix = "auth."
-
-// CreateApiKey implements filav1.FilaAdminServer: it stores the new key's
-// hash and permissions and returns its secret, this once.
-func (s *Server) CreateApiKey(ctx context.Context, req *filav1.CreateApiKeyRequest) (*filav1.CreateApiKeyResponse, error) {
-	k := &auth.Key{Name: req.GetName(), CreatedAt: time.Now().UTC()}
-	for _, p := range req.GetPermissions() {
-		perm := auth.Permission{Pattern: p.GetQueuePattern()}
-		for _, a := range p.GetActions() {
-			perm.Actions = append(perm.Actions, auth.Action(a))
-		}
-		k.Permissions = append(k.Permissions, perm)
-	}
-	if req.GetExpiresAt() != nil {
-		k.ExpiresAt = req.GetExpiresAt().AsTime()
-	}
-	if err := k.Validate(); err != nil {
-		return nil, toStatus(invalid("%v", err))
-	}
-	if k.Name == auth.BootstrapName {
-		return nil, toStatus(invalid("name: %q is the config's bootstrap key", auth.BootstrapName))
-	}
-	secret, err := auth.NewSecret()
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	k.Hash = auth.Hash(secret)
-	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + k.Name, Value: k.Encode(), IfAbsent: true}); err != nil {
-		if status.Code(err) == codes.AlreadyExists {
-			return nil, status.Errorf(codes.AlreadyExists, "api key %q exists (revoke it first)", k.Name)
-		}
-		return nil, err
-	}
-	return &filav1.CreateApiKeyResponse{Name: k.Name, Key: secret}, nil
-}
-
-// RevokeApiKey implements filav1.FilaAdminServer: the key stops working at
-// once, and its open Lease streams end (UNAUTHENTICATED).
-func (s *Server) RevokeApiKey(ctx context.Context, req *filav1.RevokeApiKeyRequest) (*filav1.RevokeApiKeyResponse, error) {
-	if _, ok := s.sys.RuntimeConfig().Get(auth.KeyPrefix + req.GetName()); !ok {
-		return nil, status.Errorf(codes.NotFound, "api key %q does not exist", req.GetName())
-	}
-	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + req.GetName()}); err != nil {
-		return nil, err
-	}
-	if s.opts.Auth != nil {
-		s.opts.Auth.revoked(req.GetName())
-	}
-	return &filav1.RevokeApiKeyResponse{}, nil
-}
-
-// ListApiKeys implements filav1.FilaAdminServer: names, permissions and
-// dates, never secrets.
-func (s *Server) ListApiKeys(_ context.Context, _ *filav1.ListApiKeysRequest) (*filav1.ListApiKeysResponse, error) {
-	resp := &filav1.ListApiKeysResponse{}
-	for _, e := range s.sys.RuntimeConfig().List(auth.KeyPrefix) {
-		k, err := auth.Decode(e.Value)
-		if err != nil {
-			continue
-		}
-		info := &filav1.ApiKeyInfo{Name: k.Name, CreatedAt: timestamppb.New(k.CreatedAt), Fingerprint: k.Hash[:8]}
-		if !k.ExpiresAt.IsZero() {
-			info.ExpiresAt = timestamppb.New(k.ExpiresAt)
-		}
-		for _, p := range k.Permissions {
-			perm := &filav1.Permission{QueuePattern: p.Pattern}
-			for _, a := range p.Actions {
-				perm.Actions = append(perm.Actions, string(a))
-			}
-			info.Permissions = append(info.Permissions, perm)
-		}
-		resp.Keys = append(resp.Keys, info)
-	}
-	return resp, nil
-}
 
 // setConfig writes the runtime config store through the broker (bypassing
 // the reserved-prefix check of the SetConfig RPC).

@@ -37,9 +37,17 @@ type Authorizer struct {
 	failures metric.Int64Counter
 	warnMu   sync.Mutex
 	warned   time.Time
-	// streams are the open Lease streams by key name, for revocation.
+	// streams are the open Consume streams by key name, for revocation and
+	// ACL changes.
 	streamsMu sync.Mutex
-	streams   map[string]map[*int]context.CancelCauseFunc
+	streams   map[string]map[*tracked]struct{}
+}
+
+// tracked is one open stream: how to end it, and the queue its request
+// named once it has been read (guarded by streamsMu).
+type tracked struct {
+	cancel context.CancelCauseFunc
+	queue  string
 }
 
 // AuthOptions configures NewAuthorizer.
@@ -52,10 +60,11 @@ type AuthOptions struct {
 	Logger        *slog.Logger
 }
 
-// errRevoked and errExpired are why a key's streams end early.
+// errRevoked, errExpired and errDenied are why a key's streams end early.
 var (
 	errRevoked = errors.New("api key revoked")
 	errExpired = errors.New("api key expired")
+	errDenied  = errors.New("api key no longer allowed")
 )
 
 // NewAuthorizer checks calls against the keys stored in sys's runtime
@@ -68,7 +77,7 @@ func NewAuthorizer(sys *actors.System, opts AuthOptions) (*Authorizer, error) {
 	}
 	return &Authorizer{
 		keys: auth.NewKeyring(keySource{sys.RuntimeConfig()}, opts.Bootstrap), log: opts.Logger, enduser: opts.EndUser,
-		failures: failures, streams: map[string]map[*int]context.CancelCauseFunc{},
+		failures: failures, streams: map[string]map[*tracked]struct{}{},
 	}, nil
 }
 
@@ -102,10 +111,19 @@ func (a *Authorizer) Unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err := a.authorize(ctx, k, required(req)); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	return handler(context.WithValue(ctx, callerKey{}, k), req)
 }
 
-// Stream checks Lease streams: the key when the stream opens, the
+// callerKey holds the call's key in its context.
+type callerKey struct{}
+
+// callerOf is the key a call was authorized with; nil when auth is off.
+func callerOf(ctx context.Context) *auth.Key {
+	k, _ := ctx.Value(callerKey{}).(*auth.Key)
+	return k
+}
+
+// Stream checks Consume streams: the key when the stream opens, the
 // permission on the queue its request names; a revoked key's streams end.
 func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if exempt(info.FullMethod) {
@@ -117,18 +135,20 @@ func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	defer cancel(nil)
-	token := a.track(k.Name, cancel)
-	defer a.untrack(k.Name, token)
+	t := a.track(k.Name, cancel)
+	defer a.untrack(k.Name, t)
 	if !k.ExpiresAt.IsZero() { // a stream does not outlive its key
 		expiry := time.AfterFunc(time.Until(k.ExpiresAt), func() { cancel(errExpired) })
 		defer expiry.Stop()
 	}
-	err = handler(srv, &checkedStream{ServerStream: ss, ctx: ctx, a: a, key: k})
+	err = handler(srv, &checkedStream{ServerStream: ss, ctx: ctx, a: a, key: k, tracked: t})
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errRevoked):
 		return status.Error(codes.Unauthenticated, "the api key of this stream was revoked")
 	case errors.Is(cause, errExpired):
 		return status.Error(codes.Unauthenticated, "the api key of this stream has expired")
+	case errors.Is(cause, errDenied):
+		return status.Error(codes.PermissionDenied, "consume on this stream's queue is no longer allowed for its api key (SetAcl)")
 	}
 	return err
 }
@@ -136,9 +156,10 @@ func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 // checkedStream checks the request a stream reads against its key.
 type checkedStream struct {
 	grpc.ServerStream
-	ctx context.Context
-	a   *Authorizer
-	key *auth.Key
+	ctx     context.Context
+	a       *Authorizer
+	key     *auth.Key
+	tracked *tracked
 }
 
 func (s *checkedStream) Context() context.Context { return s.ctx }
@@ -147,24 +168,39 @@ func (s *checkedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return s.a.authorize(s.ctx, s.key, required(m))
+	// The key as it is now (a SetAcl may have changed it since the stream
+	// opened), checked and the queue recorded in one step under streamsMu,
+	// so that a SetAcl either sees the queue or is seen here.
+	s.a.streamsMu.Lock()
+	defer s.a.streamsMu.Unlock()
+	k := s.key
+	if now := s.a.keys.ByName(k.Name); now != nil && now.Hash == k.Hash {
+		k = now
+	}
+	if err := s.a.authorize(s.ctx, k, required(m)); err != nil {
+		return err
+	}
+	if r, ok := m.(*filav1.ConsumeRequest); ok {
+		s.tracked.queue = r.GetQueue()
+	}
+	return nil
 }
 
-func (a *Authorizer) track(name string, cancel context.CancelCauseFunc) *int {
-	token := new(int)
+func (a *Authorizer) track(name string, cancel context.CancelCauseFunc) *tracked {
+	t := &tracked{cancel: cancel}
 	a.streamsMu.Lock()
 	defer a.streamsMu.Unlock()
 	if a.streams[name] == nil {
-		a.streams[name] = map[*int]context.CancelCauseFunc{}
+		a.streams[name] = map[*tracked]struct{}{}
 	}
-	a.streams[name][token] = cancel
-	return token
+	a.streams[name][t] = struct{}{}
+	return t
 }
 
-func (a *Authorizer) untrack(name string, token *int) {
+func (a *Authorizer) untrack(name string, t *tracked) {
 	a.streamsMu.Lock()
 	defer a.streamsMu.Unlock()
-	delete(a.streams[name], token)
+	delete(a.streams[name], t)
 	if len(a.streams[name]) == 0 {
 		delete(a.streams, name)
 	}
@@ -174,8 +210,21 @@ func (a *Authorizer) untrack(name string, token *int) {
 func (a *Authorizer) revoked(name string) {
 	a.streamsMu.Lock()
 	defer a.streamsMu.Unlock()
-	for _, cancel := range a.streams[name] {
-		cancel(errRevoked)
+	for t := range a.streams[name] {
+		t.cancel(errRevoked)
+	}
+}
+
+// aclChanged ends the open streams of k (as it is now stored) on queues it
+// may no longer consume from. A stream whose request has not been read yet
+// is checked against k's new rights when it is (checkedStream.RecvMsg).
+func (a *Authorizer) aclChanged(k *auth.Key) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	for t := range a.streams[k.Name] {
+		if t.queue != "" && !k.Allows(auth.Consume, t.queue) {
+			t.cancel(errDenied)
+		}
 	}
 }
 
@@ -307,7 +356,7 @@ func required(req any) []need {
 		return on(auth.Produce, r.GetQueue())
 	case *filav1.EnqueueBatchRequest:
 		return on(auth.Produce, queuesOf(r.GetMessages())...)
-	case *filav1.LeaseRequest:
+	case *filav1.ConsumeRequest:
 		return on(auth.Consume, r.GetQueue())
 	case *filav1.AckRequest:
 		return on(auth.Consume, r.GetQueue())

@@ -33,7 +33,7 @@ func TestRequired(t *testing.T) {
 			on(auth.Produce, "a", "b.dlq")},
 		{"AckBatch", &filav1.AckBatchRequest{Acks: []*filav1.AckRequest{{Queue: "a"}, {Queue: "a.dlq"}}}, on(auth.Consume, "a", "a.dlq")},
 		{"NackBatch", &filav1.NackBatchRequest{Nacks: []*filav1.NackRequest{{Queue: "a"}}}, on(auth.Consume, "a")},
-		{"Lease", &filav1.LeaseRequest{Queue: "q.dlq"}, on(auth.Consume, "q.dlq")},
+		{"Lease", &filav1.ConsumeRequest{Queue: "q.dlq"}, on(auth.Consume, "q.dlq")},
 		{"Peek", &filav1.PeekRequest{Queue: "q.dlq"}, on(auth.Admin, "q.dlq")},
 		{"Redrive", &filav1.RedriveRequest{DlqQueue: "orders.dlq"}, []need{{auth.Admin, "orders.dlq"}, {auth.Produce, "orders"}}},
 		{"Redrive of a DLQ name's DLQ lands in the DLQ name", &filav1.RedriveRequest{DlqQueue: "o.dlq.dlq"},

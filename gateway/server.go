@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -77,6 +78,8 @@ type Server struct {
 	health  *health.Server
 	closing atomic.Bool
 	batches *gatewayActor
+	// keysMu orders the changes to API keys (keys.go).
+	keysMu sync.Mutex
 }
 
 // New starts the gateway actor pool.

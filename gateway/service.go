@@ -56,11 +56,11 @@ func (s *Server) Extend(ctx context.Context, req *filav1.ExtendRequest) (*filav1
 	return &filav1.ExtendResponse{LeaseExpiresAt: timestamppb.New(r.ExpiresAt)}, nil
 }
 
-// Lease implements filav1.FilaServiceServer. The stream subscribes a
+// Consume implements filav1.FilaServiceServer. The stream subscribes a
 // consumer to the queue actor and sends on what the actor leases to it, at
 // most max_in_flight unsettled at a time; if the queue actor is restarted
 // by its supervisor, the stream subscribes again.
-func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_LeaseServer) error {
+func (s *Server) Consume(req *filav1.ConsumeRequest, stream filav1.FilaService_ConsumeServer) error {
 	ctx := stream.Context()
 	annotate(ctx, telemetry.OpReceive, req.GetQueue(), "")
 	size := s.opts.DefaultMaxInFlight
@@ -92,9 +92,9 @@ func (s *Server) Lease(req *filav1.LeaseRequest, stream filav1.FilaService_Lease
 }
 
 // pump sends deliveries until the stream or the consumer ends: one per
-// LeaseResponse, or with frame > 1, as many as are ready (up to frame) in
+// ConsumeResponse, or with frame > 1, as many as are ready (up to frame) in
 // one, never waiting for more.
-func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer, c *actors.Consumer, sub *actors.SubscribeReply, frame int) error {
+func (s *Server) pump(ctx context.Context, stream filav1.FilaService_ConsumeServer, c *actors.Consumer, sub *actors.SubscribeReply, frame int) error {
 	var batch []*filav1.Message
 	var taken []*actors.Delivery // this frame's, handed back if it is never sent
 	for {
@@ -110,7 +110,7 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_LeaseServer
 		// A buffer that was full when we took from it may have been passed
 		// over by the queue: tell it there is room (once per frame).
 		wasFull := len(c.Deliveries) == cap(c.Deliveries)-1
-		resp := &filav1.LeaseResponse{}
+		resp := &filav1.ConsumeResponse{}
 		taken = append(taken[:0], first)
 		if frame == 1 {
 			resp.Message = toProto(first)
@@ -153,6 +153,7 @@ func toProto(d *actors.Delivery) *filav1.Message {
 		Metadata: &filav1.MessageMetadata{
 			FairnessKey:  rec.GetFairnessKey(),
 			Weight:       rec.GetWeight(),
+			ThrottleKeys: rec.GetThrottleKeys(),
 			AttemptCount: rec.GetAttemptCount(),
 			QueueId:      d.Queue,
 		},

@@ -27,8 +27,10 @@ const (
 	clockEvery       = 8
 	// stateCallsBytes: a state is made afresh once its calls were charged
 	// this many times the limit together, which bounds what a script keeps
-	// between calls (globals, upvalues) as well.
-	stateCallsBytes = 4
+	// between calls (globals, upvalues) to about twice the limit: every
+	// queue with traffic holds a state per hook. Making one again costs
+	// tens of microseconds, against a limit's worth of charged work.
+	stateCallsBytes = 1
 )
 
 // budget is one hook call's allowance of time and bytes. It is the Lua

@@ -250,7 +250,7 @@ func TestStateIsMadeAgainOnceWorn(t *testing.T) {
 	t.Parallel()
 	r := NewRunner(Limits{Timeout: time.Minute, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute}, config{})
 	defer r.Close()
-	// Each call keeps 100 KiB in a global; 4 MiB of them would be kept for ever.
+	// Each call keeps 100 KiB in a global; 20 MiB of them would be kept for ever.
 	require.NoError(t, r.Set(OnEnqueue, `kept = {} function on_enqueue(msg) kept[#kept+1] = ("x"):rep(100 * 1024) return {fairness_key = tostring(#kept)} end`))
 	most := 0
 	for range 200 {
@@ -261,8 +261,9 @@ func TestStateIsMadeAgainOnceWorn(t *testing.T) {
 		require.NoError(t, err)
 		most = max(most, n)
 	}
-	require.Less(t, most, 60, "the state kept %d pieces of 100 KiB", most)
-	require.Greater(t, most, 10, "the state was made again far too often")
+	// About 1 MiB of charges fit before the state is made again: 10 pieces.
+	require.LessOrEqual(t, most, 20, "the state kept %d pieces of 100 KiB", most)
+	require.GreaterOrEqual(t, most, 5, "the state was made again far too often")
 }
 
 func TestBudgetErrorsAreSticky(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -66,7 +65,7 @@ func TestAuth(t *testing.T) {
 	lease := func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		s, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "orders"})
+		s, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "orders"})
 		if err != nil {
 			return err
 		}
@@ -107,10 +106,10 @@ func TestAuth(t *testing.T) {
 
 	// A stream opened before its key expires ends when it does, and the key
 	// is refused from then on.
-	soon, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "brief", ExpiresAt: timestamppb.New(time.Now().Add(300 * time.Millisecond)),
+	soon, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "brief", ExpiresAtMs: uint64(time.Now().Add(300 * time.Millisecond).UnixMilli()),
 		Permissions: []*filav1.Permission{{QueuePattern: "orders", Actions: []string{"consume"}}}})
 	require.NoError(t, err)
-	brief, err := b.svc.Lease(withKey(soon.GetKey()), &filav1.LeaseRequest{Queue: "orders"})
+	brief, err := b.svc.Consume(withKey(soon.GetKey()), &filav1.ConsumeRequest{Queue: "orders"})
 	require.NoError(t, err)
 	_, err = brief.Recv() // nothing is ready: this returns when the key expires
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
@@ -123,7 +122,7 @@ func TestAuth(t *testing.T) {
 	require.NoError(t, enqueue(withKey(producer)))
 	sctx, cancel := context.WithCancel(withKey(consumer))
 	defer cancel()
-	stream, err := b.svc.Lease(sctx, &filav1.LeaseRequest{Queue: "orders"})
+	stream, err := b.svc.Consume(sctx, &filav1.ConsumeRequest{Queue: "orders"})
 	require.NoError(t, err)
 	_, err = stream.Recv() // the message just enqueued
 	require.NoError(t, err)
@@ -203,22 +202,22 @@ func TestKeyExpiredAtCreationIsRefused(t *testing.T) {
 		msg string
 	}{
 		{time.Now().Add(-time.Second), "is not in the future"},
-		{time.Unix(0, 0), "is not in the future"},
+		{time.UnixMilli(1), "is not in the future"}, // 0 would mean no expiry
 		// Past what a stored key can encode: it was stored empty, and its
 		// secret never worked.
 		{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "is after the limit of 9999-12-31T23:59:59Z"},
 	}
 	for _, tt := range tests {
-		_, err := b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(tt.at), Permissions: perms})
+		_, err := b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAtMs: uint64(tt.at.UnixMilli()), Permissions: perms})
 		requireCode(t, err, codes.InvalidArgument)
-		require.Contains(t, status.Convert(err).Message(), "expires_at: ")
+		require.Contains(t, status.Convert(err).Message(), "expires_at_ms: ")
 		require.Contains(t, status.Convert(err).Message(), tt.msg)
 	}
 	list, err := b.admin.ListApiKeys(ctxT(t), &filav1.ListApiKeysRequest{})
 	require.NoError(t, err)
 	require.Empty(t, list.GetKeys(), "nothing stored")
 	// The name is free: a key expiring in the future is created under it.
-	_, err = b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAt: timestamppb.New(time.Now().Add(time.Hour)), Permissions: perms})
+	_, err = b.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "old", ExpiresAtMs: uint64(time.Now().Add(time.Hour).UnixMilli()), Permissions: perms})
 	require.NoError(t, err)
 }
 
@@ -259,4 +258,47 @@ func TestConcurrentKeyCreatesOneWins(t *testing.T) {
 		}
 		require.Equal(t, 1, working, "the winner's secret works")
 	}
+}
+
+// TestSetAclEndsStreamsItNoLongerAllows: SetAcl takes a key's consume right
+// on a queue away, and the key's open Consume stream on that queue ends
+// with PERMISSION_DENIED, while its stream on a queue still allowed goes
+// on delivering (issue 20: a key's rights are changed after it is made).
+func TestSetAclEndsStreamsItNoLongerAllows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey} }})
+	boot := asKey(t, b, bootstrapKey)
+	boot.createQueue(t, "kept", nil)
+	boot.createQueue(t, "taken", nil)
+	made, err := boot.admin.CreateApiKey(ctxT(t), &filav1.CreateApiKeyRequest{Name: "worker"})
+	require.NoError(t, err)
+	grant := func(queues ...string) {
+		t.Helper()
+		req := &filav1.SetAclRequest{KeyId: made.GetKeyId()}
+		for _, q := range queues {
+			req.Permissions = append(req.Permissions, &filav1.AclPermission{Kind: "consume", Pattern: q})
+		}
+		_, err := boot.admin.SetAcl(ctxT(t), req)
+		require.NoError(t, err)
+	}
+	grant("kept", "taken")
+	worker := asKey(t, b, made.GetKey())
+	kept, _ := worker.lease(t, "kept")
+	taken, _ := worker.lease(t, "taken")
+	// Both streams are subscribed once each has delivered a message.
+	boot.enqueue(t, "kept", nil, []byte("1"))
+	boot.enqueue(t, "taken", nil, []byte("1"))
+	recvN(t, kept, 1)
+	recvN(t, taken, 1)
+
+	grant("kept")
+	_, err = taken.Recv()
+	requireCode(t, err, codes.PermissionDenied)
+	require.Contains(t, status.Convert(err).Message(), "no longer allowed")
+	boot.enqueue(t, "kept", nil, []byte("2"))
+	require.Equal(t, []byte("2"), recvN(t, kept, 1)[0].GetPayload(), "the stream still allowed goes on")
+	again, err := worker.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "taken"})
+	require.NoError(t, err)
+	_, err = again.Recv()
+	requireCode(t, err, codes.PermissionDenied)
 }

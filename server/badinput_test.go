@@ -82,7 +82,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.NotFound, "not leased"},
 		{"lease unknown queue", func() error {
-			s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "nope"})
+			s, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "nope"})
 			if err != nil {
 				return err
 			}
@@ -133,12 +133,8 @@ func TestBadInput(t *testing.T) {
 		{"config key with a space", setConfig(b, "a b", "v"), codes.InvalidArgument, "key: byte 1"},
 		{"config key empty", setConfig(b, "", "v"), codes.InvalidArgument, "key: must not be empty"},
 		{"config value too long", setConfig(b, "k", strings.Repeat(secret, 4000)), codes.InvalidArgument, "value: 76000 bytes is over the limit of 65536"},
-		{"config key not set", func() error {
-			_, err := b.admin.GetConfig(ctxT(t), &filav1.GetConfigRequest{Key: "unset"})
-			return err
-		}, codes.NotFound, "unset"},
-		{"lease bad queue name", func() error {
-			s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: ""})
+		{"consume bad queue name", func() error {
+			s, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: ""})
 			if err != nil {
 				return err
 			}

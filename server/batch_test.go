@@ -95,7 +95,7 @@ func TestSettleBatches(t *testing.T) {
 	for i := range 6 {
 		b.enqueue(t, "s", nil, []byte(fmt.Sprint(i)))
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "s", MaxInFlight: 6, MaxBatch: 6})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "s", MaxInFlight: 6, MaxBatch: 6})
 	require.NoError(t, err)
 	var msgs []*filav1.Message
 	for len(msgs) < 6 {
@@ -154,7 +154,7 @@ func TestFairnessWithFrames(t *testing.T) {
 		}
 		batch = batch[n:]
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: 1800, MaxBatch: 64})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "fair", MaxInFlight: 1800, MaxBatch: 64})
 	require.NoError(t, err)
 	got := map[string]int{}
 	frames, n := 0, 0

@@ -86,7 +86,7 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 	}
 	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs})
 	require.NoError(t, err)
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	var ms []*filav1.Message
 	for len(ms) < actors.FairnessWindow {

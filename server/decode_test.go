@@ -62,7 +62,7 @@ func TestInvalidUTF8IsInvalidArgumentNamingTheField(t *testing.T) {
 	}
 	// Lease opens with a bad queue name: the stream ends with the same status.
 	req := wire(str(1, bad))
-	s, err := b.conn.NewStream(ctxT(t), &grpc.StreamDesc{ServerStreams: true}, "/fila.v1.FilaService/Lease", grpc.ForceCodecV2(rawCodec{}))
+	s, err := b.conn.NewStream(ctxT(t), &grpc.StreamDesc{ServerStreams: true}, "/fila.v1.FilaService/Consume", grpc.ForceCodecV2(rawCodec{}))
 	require.NoError(t, err)
 	require.NoError(t, s.SendMsg(&req))
 	require.NoError(t, s.CloseSend())

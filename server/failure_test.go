@@ -67,7 +67,7 @@ func TestSlowConsumerDoesNotSlowFastConsumer(t *testing.T) {
 	// The slow consumer opens its stream first and never reads.
 	slowCtx, cancelSlow := context.WithCancel(ctxT(t))
 	defer cancelSlow()
-	_, err := b.svc.Lease(slowCtx, &filav1.LeaseRequest{Queue: "q", MaxInFlight: held})
+	_, err := b.svc.Consume(slowCtx, &filav1.ConsumeRequest{Queue: "q", MaxInFlight: held})
 	require.NoError(t, err)
 	eventually(t, func() bool { return b.stats(t, "q").GetActiveConsumers() == 1 }, "slow consumer subscribed")
 	fast, _ := b.lease(t, "q")

@@ -142,6 +142,10 @@ func TestPurgeAndRuntimeConfigThroughTheAPI(t *testing.T) {
 	got, err := b.admin.GetConfig(ctxT(t), &filav1.GetConfigRequest{Key: "rate.b"})
 	require.NoError(t, err)
 	require.Equal(t, "20", got.GetValue())
-	_, err = b.admin.GetConfig(ctxT(t), &filav1.GetConfigRequest{Key: "other"})
-	require.Error(t, err, "deleted by the empty value")
+	got, err = b.admin.GetConfig(ctxT(t), &filav1.GetConfigRequest{Key: "other"})
+	require.NoError(t, err)
+	require.Empty(t, got.GetValue(), "deleted by the empty value")
+	all, err := b.admin.ListConfig(ctxT(t), &filav1.ListConfigRequest{})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, all.GetTotalCount(), "other is gone")
 }

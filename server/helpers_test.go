@@ -107,23 +107,39 @@ func (b *bundle) requireEmpty(t *testing.T, queue string) {
 	require.Zero(t, st.GetInFlight(), "in flight in %s", queue)
 }
 
-// lease opens a consumer stream; cancel ends it.
-func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_LeaseClient, context.CancelFunc) {
+// lease opens a consumer stream; cancel ends it. The stream has no
+// deadline of its own (a test may take thousands of messages from it on a
+// slow machine): recvN bounds each wait instead.
+func (b *bundle) lease(t *testing.T, queue string) (filav1.FilaService_ConsumeClient, context.CancelFunc) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
-	stream, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+	stream, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
 	require.NoError(t, err)
 	return stream, cancel
 }
 
-func recvN(t *testing.T, stream filav1.FilaService_LeaseClient, n int) []*filav1.Message {
+// recvN receives n messages, waiting at most waitFor for each.
+func recvN(t *testing.T, stream filav1.FilaService_ConsumeClient, n int) []*filav1.Message {
 	t.Helper()
+	type received struct {
+		resp *filav1.ConsumeResponse
+		err  error
+	}
 	out := make([]*filav1.Message, 0, n)
 	for len(out) < n {
-		resp, err := stream.Recv()
-		require.NoError(t, err, "after %d of %d messages", len(out), n)
-		out = append(out, resp.GetMessage())
+		got := make(chan received, 1) // the goroutine ends when the stream does, at the latest
+		go func() {
+			resp, err := stream.Recv()
+			got <- received{resp, err}
+		}()
+		select {
+		case r := <-got:
+			require.NoError(t, r.err, "after %d of %d messages", len(out), n)
+			out = append(out, r.resp.GetMessage())
+		case <-time.After(waitFor):
+			t.Fatalf("no message within %v, after %d of %d", waitFor, len(out), n)
+		}
 	}
 	return out
 }

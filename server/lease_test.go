@@ -60,7 +60,7 @@ func TestRacingAckAndNackOneWins(t *testing.T) {
 	for range n {
 		b.enqueue(t, "race", nil, nil)
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "race", MaxInFlight: n})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "race", MaxInFlight: n})
 	require.NoError(t, err)
 	msgs := recvN(t, stream, n)
 	var wg sync.WaitGroup

@@ -40,7 +40,7 @@ func TestFullLifecycle(t *testing.T) {
 	ctx, stopConsumers := context.WithCancel(ctxT(t))
 	defer stopConsumers()
 	for range consumers {
-		stream, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "orders"})
+		stream, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "orders"})
 		require.NoError(t, err)
 		wg.Go(func() {
 			for {
@@ -159,7 +159,7 @@ func TestDRRWeightedShares(t *testing.T) {
 	require.EqualValues(t, 3, st.GetActiveFairnessKeys())
 
 	// Room for the whole window unacked, so delivery order is DRR's alone.
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: window})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "fair", MaxInFlight: window})
 	require.NoError(t, err)
 	counts := map[string]int{}
 	for _, m := range recvN(t, stream, window) {

@@ -39,7 +39,7 @@ func TestMaxStreamsPerConnection(t *testing.T) {
 	// until its deadline) while the other two are open.
 	ctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
 	defer cancel()
-	s, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "lim"})
+	s, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "lim"})
 	if err == nil {
 		_, err = s.Recv()
 	}
@@ -56,7 +56,7 @@ func TestMaxInFlightLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
 	b.createQueue(t, "mif", nil)
-	s, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "mif", MaxInFlight: 10001})
+	s, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "mif", MaxInFlight: 10001})
 	require.NoError(t, err)
 	_, err = s.Recv()
 	requireCode(t, err, codes.InvalidArgument)
@@ -123,7 +123,7 @@ func TestStreamsThatNeverReadHoldAHandful(t *testing.T) {
 		b.enqueue(t, "stall", nil, payload)
 	}
 	reader := filav1.NewFilaServiceClient(dial(t, b.srv.Addr()))
-	stream, err := reader.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "stall", MaxInFlight: n})
+	stream, err := reader.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "stall", MaxInFlight: n})
 	require.NoError(t, err)
 	perStream := actors.DeliveryBuffer + 2*(128<<10)/size // buffer + transport, with slack
 	got := recvN(t, stream, n-stuck*perStream)

@@ -64,7 +64,7 @@ func TestPermissionMatrix(t *testing.T) {
 		return func(ctx context.Context, s filav1.FilaServiceClient, _ filav1.FilaAdminClient) error {
 			ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			st, err := s.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+			st, err := s.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
 			if err != nil {
 				return err
 			}
@@ -370,7 +370,7 @@ func TestDLQBelongsToItsSource(t *testing.T) {
 			return err
 		}},
 		{"Lease", func(ctx context.Context) error {
-			s, err := hostile.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "orders.dlq"})
+			s, err := hostile.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "orders.dlq"})
 			if err != nil {
 				return err
 			}

@@ -41,7 +41,7 @@ func TestScriptAssignsFairness(t *testing.T) {
 	st := b.stats(t, "tenants")
 	require.EqualValues(t, 2, st.GetActiveFairnessKeys())
 
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "tenants", MaxInFlight: 80})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "tenants", MaxInFlight: 80})
 	require.NoError(t, err)
 	share := map[string]int{}
 	for _, m := range recvN(t, stream, 80) {

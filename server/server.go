@@ -85,6 +85,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	// Records logged inside a traced operation carry trace_id and span_id.
 	log := slog.New(telemetry.LogHandler{Handler: cmp.Or(opts.Logger, slog.Default()).Handler()})
 	s := &Server{cfg: cfg, log: log, served: make(chan error, 1)}
+	if cfg.Auth.WeakBootstrapKey() {
+		s.log.Warn(fmt.Sprintf("auth.bootstrap_key is shorter than %d characters: easier to guess; replace it with real keys soon", config.GoodBootstrapKeyLen))
+	}
 	defer func() {
 		if err != nil {
 			s.teardown(context.Background())

@@ -80,7 +80,7 @@ func TestSoak(t *testing.T) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(c), 7))
 			q := names[c%queues]
-			stream, err := b.svc.Lease(ctx, &filav1.LeaseRequest{Queue: q, MaxInFlight: 8})
+			stream, err := b.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: q, MaxInFlight: 8})
 			if err != nil {
 				return
 			}
@@ -115,7 +115,7 @@ func TestSoak(t *testing.T) {
 		wg.Go(func() {
 			// A small max_in_flight: with 200 ms leases, a deep prefetch would
 			// expire before this one consumer could ack it.
-			stream, err := b.svc.Lease(drainCtx, &filav1.LeaseRequest{Queue: q, MaxInFlight: 8})
+			stream, err := b.svc.Consume(drainCtx, &filav1.ConsumeRequest{Queue: q, MaxInFlight: 8})
 			if err != nil {
 				t.Errorf("drain %s: %v", q, err)
 				return

@@ -214,11 +214,11 @@ func TestTracePropagation(t *testing.T) {
 	// The delivery span covers the lease, in the producer's trace under the
 	// span that created the message, linked to the consumer's Lease call.
 	eventually(t, func() bool {
-		return len(h.Spans(telemetry.SpanDeliver)) == 1 && len(h.Spans("fila.v1.FilaService/Lease")) == 1
+		return len(h.Spans(telemetry.SpanDeliver)) == 1 && len(h.Spans("fila.v1.FilaService/Consume")) == 1
 	}, "delivery and Lease spans ended")
 	deliver := h.Spans(telemetry.SpanDeliver)[0]
 	telemetrytest.RequireChildOf(t, deliver, actorSpan.SpanContext())
-	telemetrytest.RequireLinked(t, deliver, h.Spans("fila.v1.FilaService/Lease")[0].SpanContext())
+	telemetrytest.RequireLinked(t, deliver, h.Spans("fila.v1.FilaService/Consume")[0].SpanContext())
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.message.id", m.GetId())))
 	require.True(t, telemetrytest.HasAttr(deliver, attribute.String("messaging.operation.name", "deliver")))
 	require.True(t, telemetrytest.HasAttr(deliver, telemetry.KeyOutcome.String("ack")))
@@ -479,7 +479,7 @@ func TestFailureTelemetry(t *testing.T) {
 	h.AssertGauge(t, telemetry.MetricQueueDepth, qattr("f.dlq"), 2)
 
 	dlqCtx, closeDLQ := context.WithCancel(ctxT(t))
-	dlq, err := b.svc.Lease(dlqCtx, &filav1.LeaseRequest{Queue: "f.dlq", MaxInFlight: 1})
+	dlq, err := b.svc.Consume(dlqCtx, &filav1.ConsumeRequest{Queue: "f.dlq", MaxInFlight: 1})
 	require.NoError(t, err)
 	first := recvN(t, dlq, 1)[0]
 	require.Equal(t, m.GetId(), first.GetId())
@@ -700,7 +700,7 @@ func TestFairnessMetrics(t *testing.T) {
 		_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs[i : i+600]})
 		require.NoError(t, err)
 	}
-	stream, err := b.svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	for got := 0; got < actors.FairnessWindow; {
 		resp, err := stream.Recv()

@@ -149,7 +149,7 @@ func TestCertificateStandsForAKey(t *testing.T) {
 	svc := filav1.NewFilaServiceClient(wconn)
 	_, err = svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "orders"})
 	require.NoError(t, err, "the certificate's CN is the key's name")
-	stream, err := svc.Lease(ctxT(t), &filav1.LeaseRequest{Queue: "orders"})
+	stream, err := svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "orders"})
 	require.NoError(t, err)
 	_, err = stream.Recv()
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "and only its permissions")

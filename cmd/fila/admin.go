@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
@@ -252,7 +251,7 @@ func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "THROTTLE KEY\tTOKENS\tRATE/S\tBURST")
 		for _, t := range ts {
-			fmt.Fprintf(w, "%s\t%.1f\t%g\t%d\n", t.GetKey(), t.GetTokens(), t.GetRatePerSecond(), t.GetBurst())
+			fmt.Fprintf(w, "%s\t%.1f\t%g\t%g\n", t.GetKey(), t.GetTokens(), t.GetRatePerSecond(), t.GetBurst())
 		}
 		_ = w.Flush()
 	}
@@ -264,7 +263,7 @@ func printStats(out io.Writer, queue string, st *filav1.GetStatsResponse) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "FAIRNESS KEY\tPENDING\tWEIGHT\tDEFICIT")
 	for _, k := range keys {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", k.GetKey(), k.GetPending(), k.GetWeight(), k.GetDeficit())
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", k.GetKey(), k.GetPendingCount(), k.GetWeight(), k.GetCurrentDeficit())
 	}
 	_ = w.Flush()
 	if st.GetNextPageToken() != "" {
@@ -405,7 +404,7 @@ func subcommand(command string, args []string, e env, synopsis string, want map[
 
 // keyCmd manages API keys.
 func keyCmd(ctx context.Context, g global, args []string, e env) int {
-	const synopsis = "key create NAME --allow PATTERN=ACTION[,ACTION]... [--expires DURATION] | key revoke NAME | key list"
+	const synopsis = "key create NAME [--allow PATTERN=ACTION[,ACTION]]... [--superadmin] [--expires DURATION] | key revoke NAME | key list | key set-acl KEY_ID [--allow PATTERN=ACTION[,ACTION]]... | key get-acl KEY_ID"
 	if helpAsked(args, e, synopsis) {
 		return exitOK
 	}
@@ -424,27 +423,52 @@ func keyCmd(ctx context.Context, g global, args []string, e env) int {
 		return nil
 	})
 	expires := fs.Duration("expires", 0, "the key ends after this long (0: never)")
+	superadmin := fs.Bool("superadmin", false, "the key passes every permission check")
 	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
 	if !ok {
 		return code
 	}
-	want := map[string]int{"create": 1, "revoke": 1, "list": 0}
+	want := map[string]int{"create": 1, "revoke": 1, "list": 0, "set-acl": 1, "get-acl": 1}
 	if n, known := want[args[0]]; !known || len(pos) != n {
 		return usageErr(e, "usage: fila %s", synopsis)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		switch args[0] {
 		case "create":
-			req := &filav1.CreateApiKeyRequest{Name: pos[0], Permissions: perms}
+			req := &filav1.CreateApiKeyRequest{Name: pos[0], Permissions: perms, IsSuperadmin: *superadmin}
 			if *expires > 0 {
-				req.ExpiresAt = timestamppb.New(time.Now().Add(*expires))
+				req.ExpiresAtMs = uint64(time.Now().Add(*expires).UnixMilli())
 			}
 			resp, err := admin.CreateApiKey(ctx, req)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(e.stdout, resp.GetKey())
-			fmt.Fprintf(e.stderr, "created api key %s; the line above is its secret, shown this once\n", resp.GetName())
+			fmt.Fprintf(e.stderr, "created api key %s (key_id %s); the line above is its secret, shown this once\n", resp.GetName(), resp.GetKeyId())
+			return nil
+		case "set-acl":
+			req := &filav1.SetAclRequest{KeyId: pos[0]}
+			for _, p := range perms {
+				for _, a := range p.GetActions() {
+					req.Permissions = append(req.Permissions, &filav1.AclPermission{Kind: a, Pattern: p.GetQueuePattern()})
+				}
+			}
+			if _, err := admin.SetAcl(ctx, req); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "set %d permissions on api key %s\n", len(req.GetPermissions()), pos[0])
+			return nil
+		case "get-acl":
+			resp, err := admin.GetAcl(ctx, &filav1.GetAclRequest{KeyId: pos[0]})
+			if err != nil {
+				return err
+			}
+			if resp.GetIsSuperadmin() {
+				fmt.Fprintln(e.stdout, "superadmin")
+			}
+			for _, p := range resp.GetPermissions() {
+				fmt.Fprintf(e.stdout, "%s=%s\n", p.GetPattern(), p.GetKind())
+			}
 			return nil
 		case "revoke":
 			_, err := admin.RevokeApiKey(ctx, &filav1.RevokeApiKeyRequest{Name: pos[0]})
@@ -458,17 +482,20 @@ func keyCmd(ctx context.Context, g global, args []string, e env) int {
 				return err
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tFINGERPRINT\tEXPIRES\tPERMISSIONS")
+			fmt.Fprintln(w, "NAME\tKEY ID\tFINGERPRINT\tEXPIRES\tPERMISSIONS")
 			for _, k := range resp.GetKeys() {
 				exp := "never"
-				if k.GetExpiresAt() != nil {
-					exp = k.GetExpiresAt().AsTime().Format(time.RFC3339)
+				if ms := k.GetExpiresAtMs(); ms != 0 {
+					exp = time.UnixMilli(int64(ms)).UTC().Format(time.RFC3339)
 				}
 				var ps []string
+				if k.GetIsSuperadmin() {
+					ps = append(ps, "superadmin")
+				}
 				for _, p := range k.GetPermissions() {
 					ps = append(ps, p.GetQueuePattern()+"="+strings.Join(p.GetActions(), ","))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.GetName(), k.GetFingerprint(), exp, strings.Join(ps, " "))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.GetName(), k.GetKeyId(), k.GetFingerprint(), exp, strings.Join(ps, " "))
 			}
 			return w.Flush()
 		}

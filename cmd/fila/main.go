@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	case g.version:
-		fmt.Fprintln(stdout, "fila", telemetry.Version)
+		fmt.Fprintln(stdout, "fila", telemetry.VersionLine())
 		return exitOK
 	}
 	if len(rest) == 0 {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -163,9 +164,7 @@ func TestFailureCommands(t *testing.T) {
 	require.Equal(t, "rate.a=10\nrate.b=20\n", ok("", "config", "list", "rate."))
 	ok("", "config", "set", "rate.a", "")
 	require.Equal(t, "rate.b=20\n", ok("", "config", "list"))
-	r = fila(t, addr, "", "config", "get", "rate.a")
-	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "(NOT_FOUND)")
+	require.Equal(t, "\n", ok("", "config", "get", "rate.a"), "unset reads as empty, as in Fila")
 
 	script := filepath.Join(t.TempDir(), "tenant.lua")
 	require.NoError(t, os.WriteFile(script, []byte(`function on_enqueue(msg) return { fairness_key = msg.headers["tenant"] } end`), 0o644))
@@ -360,8 +359,21 @@ func TestKeyCommands(t *testing.T) {
 	r = run(consumer, "enqueue", "orders", "x")
 	require.Contains(t, r.stderr, `produce on queue "orders" is not allowed`)
 
+	// Fila's model: a key made with no rights and granted them by key_id.
+	r = run(boot, "key", "create", "later")
+	require.Equal(t, 0, r.code, r.stderr)
+	later := strings.TrimSpace(r.stdout)
+	id := regexp.MustCompile(`key_id ([0-9a-f-]{36})`).FindStringSubmatch(r.stderr)
+	require.Len(t, id, 2, r.stderr)
+	require.Contains(t, run(later, "enqueue", "orders", "x").stderr, "(PERMISSION_DENIED)")
+	r = run(boot, "key", "set-acl", id[1], "--allow", "orders=produce,consume")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Zero(t, run(later, "enqueue", "orders", "x").code)
+	r = run(boot, "key", "get-acl", id[1])
+	require.Equal(t, "orders=produce\norders=consume\n", r.stdout)
+
 	r = run(boot, "key", "list")
-	require.Regexp(t, `(?m)^producer\s+[0-9a-f]{8}\s+never\s+orders=produce$`, r.stdout)
+	require.Regexp(t, `(?m)^producer\s+[0-9a-f-]{36}\s+[0-9a-f]{8}\s+never\s+orders=produce$`, r.stdout)
 	require.NotContains(t, r.stdout, producer)
 	require.Zero(t, run(boot, "key", "revoke", "producer").code)
 	r = run(producer, "enqueue", "orders", "x")

@@ -131,7 +131,7 @@ func (t *filadTarget) consume(ctx context.Context, queue string, c, n int, onMes
 	errs := make(chan error, c)
 	var wg sync.WaitGroup
 	for range c {
-		stream, err := t.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue})
+		stream, err := t.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
 		if err != nil {
 			return err
 		}

@@ -557,7 +557,7 @@ func (t *filadTarget) fairness(ctx context.Context, weights []int, perKey int) (
 	window := perKey // every key still has messages throughout the window
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := t.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: q, MaxInFlight: uint32(min(window, 10000))})
+	stream, err := t.svc.Consume(streamCtx, &filav1.ConsumeRequest{Queue: q, MaxInFlight: uint32(min(window, 10000))})
 	if err != nil {
 		return nil, err
 	}

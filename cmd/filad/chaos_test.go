@@ -190,7 +190,7 @@ func consume(ctx context.Context, c client, log *clientLog, rng *rand.Rand, queu
 	if batched {
 		frame = 16
 	}
-	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: queue, MaxInFlight: 16, MaxBatch: frame})
+	stream, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue, MaxInFlight: 16, MaxBatch: frame})
 	if err != nil {
 		return
 	}

@@ -100,7 +100,7 @@ func fillDoomed(t *testing.T, ctx context.Context, c client, n uint64) {
 	}
 	streamCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	stream, err := c.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: "doomed", MaxInFlight: 100})
+	stream, err := c.svc.Consume(streamCtx, &filav1.ConsumeRequest{Queue: "doomed", MaxInFlight: 100})
 	require.NoError(t, err)
 	for range 100 {
 		_, err := stream.Recv()

@@ -144,7 +144,7 @@ func drain(t *testing.T, ctx context.Context, c client, n int, answered map[stri
 	t.Helper()
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	stream, err := c.svc.Lease(sctx, &filav1.LeaseRequest{Queue: "full", MaxInFlight: 100, MaxBatch: 100})
+	stream, err := c.svc.Consume(sctx, &filav1.ConsumeRequest{Queue: "full", MaxInFlight: 100, MaxBatch: 100})
 	require.NoError(t, err)
 	for got := 0; got < n; {
 		resp, err := stream.Recv()

@@ -29,7 +29,7 @@ func TestKill9KeepsDelaysAndDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 	ids := enqueueN(t, ctx, c, 20)
 
-	stream, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash"})
+	stream, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	recv := func() *filav1.Message {
 		t.Helper()
@@ -79,7 +79,7 @@ func TestKill9KeepsDelaysAndDeadLetters(t *testing.T) {
 	require.EqualValues(t, 10, st.GetInFlight(), "last-attempt leases recovered")
 
 	// The source queue delivers only the delayed ten, not before their time.
-	src, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash"})
+	src, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	for range 10 {
 		resp, err := src.Recv()
@@ -92,7 +92,7 @@ func TestKill9KeepsDelaysAndDeadLetters(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// The DLQ gets the nacked ten at once and the leased ten as they expire.
-	dlq, err := c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash.dlq"})
+	dlq, err := c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "crash.dlq"})
 	require.NoError(t, err)
 	for range 20 {
 		resp, err := dlq.Recv()

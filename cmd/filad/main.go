@@ -1,7 +1,9 @@
 // Command filad is the fila broker: a durable, fair message broker serving
 // fila.v1 over gRPC.
 //
-//	filad [--config fila.toml] [--data-dir DIR] [--version]
+//	filad [--config fila.toml] [--data-dir DIR]
+//	filad version | --version
+//	filad health [--addr host:port] [--tls-ca FILE]
 //
 // With no config file it runs on the embedded defaults (127.0.0.1:5555,
 // ./data). SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the TLS
@@ -16,7 +18,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/fila-dev/filad/config"
@@ -32,6 +37,15 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Println("filad", telemetry.VersionLine())
+			return nil
+		case "health":
+			return health(args[1:])
+		}
+	}
 	fs := flag.NewFlagSet("filad", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	cfgPath := fs.String("config", "fila.toml", "path to the config file (a missing fila.toml means all defaults)")
@@ -44,8 +58,11 @@ func run(args []string) error {
 		return err
 	}
 	if *version {
-		fmt.Println("filad", telemetry.Version)
+		fmt.Println("filad", telemetry.VersionLine())
 		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (filad takes flags, or the command version or health)", fs.Arg(0))
 	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {
@@ -59,6 +76,9 @@ func run(args []string) error {
 	}
 	log := newLogger(cfg.Log.SlogLevel())
 	slog.SetDefault(log)
+	for _, w := range config.EnvWarnings(os.Environ()) {
+		log.Warn(w)
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The GC works harder as the heap nears the memory alarm's limit, so
 		// the alarm trips on real growth rather than on garbage.
@@ -73,6 +93,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The data directory's lock makes this filad its only one, so its pid
+	// file names "this filad": kill -HUP $(cat data/filad.pid).
+	pidFile := filepath.Join(cfg.Storage.DataDir, PidFile)
+	if err := writePid(pidFile); err != nil {
+		log.Warn("no pid file", slog.String("path", pidFile), slog.Any("error", err))
+	}
+	defer removePid(pidFile)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -97,6 +124,27 @@ wait:
 	// Shutdown has its own bound (server.shutdown_timeout_ms); a second
 	// signal is not needed to make it finish.
 	return srv.Shutdown(context.Background())
+}
+
+// PidFile is the name of the file in the data directory that holds the
+// running filad's process id; it is removed when filad stops (a kill -9
+// leaves it, and the next start writes it again).
+const PidFile = "filad.pid"
+
+// writePid writes this process's id to path, whole or not at all.
+func writePid(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// removePid removes path if it still names this process.
+func removePid(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(path)
+	}
 }
 
 // flagSet reports whether name was given on the command line.

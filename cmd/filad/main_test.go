@@ -152,7 +152,7 @@ func TestCrashRecoveryAfterKill9(t *testing.T) {
 
 	// 30 messages go to a consumer, which acks 20 and leaves 10 leased.
 	streamCtx, closeStream := context.WithCancel(ctx)
-	stream, err := c.svc.Lease(streamCtx, &filav1.LeaseRequest{Queue: "crash"})
+	stream, err := c.svc.Consume(streamCtx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	enqueueN(t, ctx, c, 30)
 	acked, leased := map[string]bool{}, map[string]time.Time{}
@@ -186,7 +186,7 @@ func TestCrashRecoveryAfterKill9(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 80, st.GetDepth()+st.GetInFlight(), "every unacked message is back")
 
-	stream, err = c.svc.Lease(ctx, &filav1.LeaseRequest{Queue: "crash"})
+	stream, err = c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "crash"})
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	for len(seen) < 80 {
@@ -239,9 +239,13 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 	defer cancel()
 	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "q"})
 	require.NoError(t, err)
+	pid, err := os.ReadFile(filepath.Join(dataDir, PidFile))
+	require.NoError(t, err, "the pid file names this filad")
+	require.Equal(t, fmt.Sprintf("%d\n", p.cmd.Process.Pid), string(pid))
 	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
 	<-p.done
 	require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), "exit 0 after a graceful stop")
+	require.NoFileExists(t, filepath.Join(dataDir, PidFile), "removed on a graceful stop")
 
 	// The queue survives the restart.
 	p = startFilad(t, dataDir)
@@ -271,12 +275,25 @@ func TestBadConfigFailsNamingTheKey(t *testing.T) {
 func TestNewcomerEnvironmentDoesNotStopFilad(t *testing.T) {
 	// FILA_ADDR is the CLI's variable and FILA_LOG_LEVEL the legacy name of
 	// log.level: neither may be read as an unknown config key.
-	p := startFilad(t, t.TempDir(), "FILA_ADDR=127.0.0.1:5555", "FILA_LOG_LEVEL=debug")
+	// FILA_SERVER_LISTEN_ADDR (one underscore) is ignored, and said to be.
+	p := startFilad(t, t.TempDir(), "FILA_ADDR=127.0.0.1:5555", "FILA_LOG_LEVEL=debug", "FILA_SERVER_LISTEN_ADDR=127.0.0.1:1")
 	c := connect(t, p.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := c.admin.ListQueues(ctx, &filav1.ListQueuesRequest{})
 	require.NoError(t, err)
+	require.True(t, p.logged("FILA_SERVER_LISTEN_ADDR is ignored: filad reads FILA_SERVER__LISTEN_ADDR"), "a WARN names it")
+	require.False(t, p.logged("FILA_ADDR is ignored"), "the CLI's variable is not filad's")
+}
+
+// TestHealthProbe: `filad health` (the image's HEALTHCHECK) says SERVING of
+// a running filad.
+func TestHealthProbe(t *testing.T) {
+	t.Parallel()
+	p := startFilad(t, t.TempDir())
+	out, err := exec.Command(filadBin, "health", "--addr", p.addr).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "SERVING\n", string(out))
 }
 
 func TestCommandLine(t *testing.T) {
@@ -293,7 +310,10 @@ func TestCommandLine(t *testing.T) {
 		stderr   string
 		never    string
 	}{
-		{name: "version", args: []string{"--version"}, stdout: "filad "},
+		{name: "version", args: []string{"--version"}, stdout: "filad 0.1.0-dev (commit "},
+		{name: "version as a word", args: []string{"version"}, stdout: "filad 0.1.0-dev (commit "},
+		{name: "an unknown word does not start a server", args: []string{"serve"}, wantCode: 1, stderr: `unexpected argument "serve"`, never: "filad serving"},
+		{name: "health of nothing listening", args: []string{"health", "--addr", "127.0.0.1:1", "--timeout", "1s"}, wantCode: 1, stderr: "health of 127.0.0.1:1"},
 		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
 		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 1, stderr: "--data-dir: must not be empty"},
 		{

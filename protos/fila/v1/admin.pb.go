@@ -74,38 +74,38 @@ func (KeySort) EnumDescriptor() ([]byte, []int) {
 
 type QueueConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// visibility_timeout_ms is how long a lease lasts; 0 means the server's
-	// default (queues.default_visibility_timeout_ms, 30000).
-	VisibilityTimeoutMs uint64 `protobuf:"varint,1,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
-	// fairness_key_header names the header holding the fairness key; empty
-	// means the server's default, "fila-fairness-key".
-	FairnessKeyHeader string `protobuf:"bytes,2,opt,name=fairness_key_header,json=fairnessKeyHeader,proto3" json:"fairness_key_header,omitempty"`
-	// max_depth is the most messages (ready and leased) the queue holds;
-	// Enqueue past it is RESOURCE_EXHAUSTED. 0 means unlimited.
-	MaxDepth uint64 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
-	// max_bytes is the most payload bytes the queue holds; 0 means unlimited.
-	MaxBytes uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	// max_attempts is how many deliveries a message gets: a message nacked
-	// or expired on its max_attempts-th delivery is dead-lettered (or dropped
-	// when dead_letter is false). 0 means unlimited.
-	MaxAttempts uint32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
-	// retry_backoff delays a nacked or expired message before it is ready
-	// again; unset (or initial_ms 0) retries at once.
-	RetryBackoff *RetryBackoff `protobuf:"bytes,6,opt,name=retry_backoff,json=retryBackoff,proto3" json:"retry_backoff,omitempty"`
-	// dead_letter moves a message that reached max_attempts to the queue's
-	// dead-letter queue "<name>.dlq"; unset means true. When false, such a
-	// message is deleted.
-	DeadLetter *bool `protobuf:"varint,7,opt,name=dead_letter,json=deadLetter,proto3,oneof" json:"dead_letter,omitempty"`
 	// on_enqueue_script is Lua defining on_enqueue(msg), which may set each
 	// new message's fairness key, weight and throttle keys (docs/scripting.md).
 	// Empty: none.
-	OnEnqueueScript string `protobuf:"bytes,8,opt,name=on_enqueue_script,json=onEnqueueScript,proto3" json:"on_enqueue_script,omitempty"`
+	OnEnqueueScript string `protobuf:"bytes,1,opt,name=on_enqueue_script,json=onEnqueueScript,proto3" json:"on_enqueue_script,omitempty"`
 	// on_failure_script is Lua defining on_failure(msg, err), which decides
 	// retry (with a delay) or dead letter on each nack and expiry. Empty: the
 	// queue's max_attempts and retry_backoff decide.
-	OnFailureScript string `protobuf:"bytes,9,opt,name=on_failure_script,json=onFailureScript,proto3" json:"on_failure_script,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	OnFailureScript string `protobuf:"bytes,2,opt,name=on_failure_script,json=onFailureScript,proto3" json:"on_failure_script,omitempty"`
+	// visibility_timeout_ms is how long a lease lasts; 0 means the server's
+	// default (queues.default_visibility_timeout_ms, 30000).
+	VisibilityTimeoutMs uint64 `protobuf:"varint,3,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
+	// fairness_key_header names the header holding the fairness key; empty
+	// means the server's default, "fila-fairness-key".
+	FairnessKeyHeader string `protobuf:"bytes,16,opt,name=fairness_key_header,json=fairnessKeyHeader,proto3" json:"fairness_key_header,omitempty"`
+	// max_depth is the most messages (ready and leased) the queue holds;
+	// Enqueue past it is RESOURCE_EXHAUSTED. 0 means unlimited.
+	MaxDepth uint64 `protobuf:"varint,17,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	// max_bytes is the most payload bytes the queue holds; 0 means unlimited.
+	MaxBytes uint64 `protobuf:"varint,18,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// max_attempts is how many deliveries a message gets: a message nacked
+	// or expired on its max_attempts-th delivery is dead-lettered (or dropped
+	// when dead_letter is false). 0 means unlimited.
+	MaxAttempts uint32 `protobuf:"varint,19,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// retry_backoff delays a nacked or expired message before it is ready
+	// again; unset (or initial_ms 0) retries at once.
+	RetryBackoff *RetryBackoff `protobuf:"bytes,20,opt,name=retry_backoff,json=retryBackoff,proto3" json:"retry_backoff,omitempty"`
+	// dead_letter moves a message that reached max_attempts to the queue's
+	// dead-letter queue "<name>.dlq"; unset means true. When false, such a
+	// message is deleted.
+	DeadLetter    *bool `protobuf:"varint,21,opt,name=dead_letter,json=deadLetter,proto3,oneof" json:"dead_letter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -136,6 +136,20 @@ func (x *QueueConfig) ProtoReflect() protoreflect.Message {
 // Deprecated: Use QueueConfig.ProtoReflect.Descriptor instead.
 func (*QueueConfig) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *QueueConfig) GetOnEnqueueScript() string {
+	if x != nil {
+		return x.OnEnqueueScript
+	}
+	return ""
+}
+
+func (x *QueueConfig) GetOnFailureScript() string {
+	if x != nil {
+		return x.OnFailureScript
+	}
+	return ""
 }
 
 func (x *QueueConfig) GetVisibilityTimeoutMs() uint64 {
@@ -185,20 +199,6 @@ func (x *QueueConfig) GetDeadLetter() bool {
 		return *x.DeadLetter
 	}
 	return false
-}
-
-func (x *QueueConfig) GetOnEnqueueScript() string {
-	if x != nil {
-		return x.OnEnqueueScript
-	}
-	return ""
-}
-
-func (x *QueueConfig) GetOnFailureScript() string {
-	if x != nil {
-		return x.OnFailureScript
-	}
-	return ""
 }
 
 // RetryBackoff is an exponential delay: the n-th retry (attempt_count n)
@@ -1316,10 +1316,13 @@ func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListQueuesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queues        []*QueueInfo           `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Queues []*QueueInfo           `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	// cluster_node_count is the number of nodes in the cluster; 0 on a
+	// single node, as in Fila.
+	ClusterNodeCount uint32 `protobuf:"varint,2,opt,name=cluster_node_count,json=clusterNodeCount,proto3" json:"cluster_node_count,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListQueuesResponse) Reset() {
@@ -1359,14 +1362,23 @@ func (x *ListQueuesResponse) GetQueues() []*QueueInfo {
 	return nil
 }
 
+func (x *ListQueuesResponse) GetClusterNodeCount() uint32 {
+	if x != nil {
+		return x.ClusterNodeCount
+	}
+	return 0
+}
+
 type QueueInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Depth           uint64                 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
 	InFlight        uint64                 `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	ActiveConsumers uint32                 `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
+	// leader_node_id is the node leading the queue; 0 on a single node.
+	LeaderNodeId uint64 `protobuf:"varint,5,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	// delayed is the number of messages waiting out a retry or enqueue delay.
-	Delayed       uint64 `protobuf:"varint,5,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	Delayed       uint64 `protobuf:"varint,16,opt,name=delayed,proto3" json:"delayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1429,6 +1441,13 @@ func (x *QueueInfo) GetActiveConsumers() uint32 {
 	return 0
 }
 
+func (x *QueueInfo) GetLeaderNodeId() uint64 {
+	if x != nil {
+		return x.LeaderNodeId
+	}
+	return 0
+}
+
 func (x *QueueInfo) GetDelayed() uint64 {
 	if x != nil {
 		return x.Delayed
@@ -1441,11 +1460,11 @@ type GetStatsRequest struct {
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// limit is the most per_key_stats entries in one answer: 0 means 100, at
 	// most 1000. The queue-wide figures are always whole.
-	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,16,opt,name=limit,proto3" json:"limit,omitempty"`
 	// page_token continues from an earlier answer's next_page_token, with the
 	// same sort.
-	PageToken     string  `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	Sort          KeySort `protobuf:"varint,4,opt,name=sort,proto3,enum=fila.v1.KeySort" json:"sort,omitempty"`
+	PageToken     string  `protobuf:"bytes,17,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Sort          KeySort `protobuf:"varint,18,opt,name=sort,proto3,enum=fila.v1.KeySort" json:"sort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1513,25 +1532,31 @@ type GetStatsResponse struct {
 	// depth is the number of ready messages.
 	Depth uint64 `protobuf:"varint,1,opt,name=depth,proto3" json:"depth,omitempty"`
 	// in_flight is the number of leased messages.
-	InFlight           uint64 `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	ActiveFairnessKeys uint32 `protobuf:"varint,3,opt,name=active_fairness_keys,json=activeFairnessKeys,proto3" json:"active_fairness_keys,omitempty"`
+	InFlight uint64 `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// active_fairness_keys counts every fairness key with messages pending
+	// (all pages of per_key_stats).
+	ActiveFairnessKeys uint64 `protobuf:"varint,3,opt,name=active_fairness_keys,json=activeFairnessKeys,proto3" json:"active_fairness_keys,omitempty"`
 	ActiveConsumers    uint32 `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
 	Quantum            uint32 `protobuf:"varint,5,opt,name=quantum,proto3" json:"quantum,omitempty"`
 	// per_key_stats is one page of the active fairness keys (see limit).
-	PerKeyStats []*PerKeyStats `protobuf:"bytes,6,rep,name=per_key_stats,json=perKeyStats,proto3" json:"per_key_stats,omitempty"`
-	// next_page_token fetches the next page; empty on the last.
-	NextPageToken string `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// delayed is the number of messages waiting out a retry or enqueue delay;
-	// they are not in depth.
-	Delayed uint64 `protobuf:"varint,8,opt,name=delayed,proto3" json:"delayed,omitempty"`
-	// config is the queue's config in force, defaults filled in.
-	Config *QueueConfig `protobuf:"bytes,9,opt,name=config,proto3" json:"config,omitempty"`
+	PerKeyStats []*PerFairnessKeyStats `protobuf:"bytes,6,rep,name=per_key_stats,json=perKeyStats,proto3" json:"per_key_stats,omitempty"`
 	// per_throttle_stats are the token buckets of every throttle key (set
 	// with SetConfig("throttle.<key>", "<rate>[,<burst>]")); they are shared
 	// by all queues.
-	PerThrottleStats []*PerThrottleStats `protobuf:"bytes,10,rep,name=per_throttle_stats,json=perThrottleStats,proto3" json:"per_throttle_stats,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	PerThrottleStats []*PerThrottleKeyStats `protobuf:"bytes,7,rep,name=per_throttle_stats,json=perThrottleStats,proto3" json:"per_throttle_stats,omitempty"`
+	// leader_node_id and replication_count describe the queue's replication;
+	// both are 0 on a single node, as in Fila.
+	LeaderNodeId     uint64 `protobuf:"varint,8,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
+	ReplicationCount uint32 `protobuf:"varint,9,opt,name=replication_count,json=replicationCount,proto3" json:"replication_count,omitempty"`
+	// next_page_token fetches the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,16,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// delayed is the number of messages waiting out a retry or enqueue delay;
+	// they are not in depth.
+	Delayed uint64 `protobuf:"varint,17,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	// config is the queue's config in force, defaults filled in.
+	Config        *QueueConfig `protobuf:"bytes,18,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -1578,7 +1603,7 @@ func (x *GetStatsResponse) GetInFlight() uint64 {
 	return 0
 }
 
-func (x *GetStatsResponse) GetActiveFairnessKeys() uint32 {
+func (x *GetStatsResponse) GetActiveFairnessKeys() uint64 {
 	if x != nil {
 		return x.ActiveFairnessKeys
 	}
@@ -1599,11 +1624,32 @@ func (x *GetStatsResponse) GetQuantum() uint32 {
 	return 0
 }
 
-func (x *GetStatsResponse) GetPerKeyStats() []*PerKeyStats {
+func (x *GetStatsResponse) GetPerKeyStats() []*PerFairnessKeyStats {
 	if x != nil {
 		return x.PerKeyStats
 	}
 	return nil
+}
+
+func (x *GetStatsResponse) GetPerThrottleStats() []*PerThrottleKeyStats {
+	if x != nil {
+		return x.PerThrottleStats
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetLeaderNodeId() uint64 {
+	if x != nil {
+		return x.LeaderNodeId
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetReplicationCount() uint32 {
+	if x != nil {
+		return x.ReplicationCount
+	}
+	return 0
 }
 
 func (x *GetStatsResponse) GetNextPageToken() string {
@@ -1627,37 +1673,30 @@ func (x *GetStatsResponse) GetConfig() *QueueConfig {
 	return nil
 }
 
-func (x *GetStatsResponse) GetPerThrottleStats() []*PerThrottleStats {
-	if x != nil {
-		return x.PerThrottleStats
-	}
-	return nil
-}
-
-type PerThrottleStats struct {
+type PerThrottleKeyStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Tokens        float64                `protobuf:"fixed64,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	RatePerSecond float64                `protobuf:"fixed64,3,opt,name=rate_per_second,json=ratePerSecond,proto3" json:"rate_per_second,omitempty"`
-	Burst         uint32                 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	Burst         float64                `protobuf:"fixed64,4,opt,name=burst,proto3" json:"burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PerThrottleStats) Reset() {
-	*x = PerThrottleStats{}
+func (x *PerThrottleKeyStats) Reset() {
+	*x = PerThrottleKeyStats{}
 	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PerThrottleStats) String() string {
+func (x *PerThrottleKeyStats) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PerThrottleStats) ProtoMessage() {}
+func (*PerThrottleKeyStats) ProtoMessage() {}
 
-func (x *PerThrottleStats) ProtoReflect() protoreflect.Message {
+func (x *PerThrottleKeyStats) ProtoReflect() protoreflect.Message {
 	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1669,63 +1708,63 @@ func (x *PerThrottleStats) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PerThrottleStats.ProtoReflect.Descriptor instead.
-func (*PerThrottleStats) Descriptor() ([]byte, []int) {
+// Deprecated: Use PerThrottleKeyStats.ProtoReflect.Descriptor instead.
+func (*PerThrottleKeyStats) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
-func (x *PerThrottleStats) GetKey() string {
+func (x *PerThrottleKeyStats) GetKey() string {
 	if x != nil {
 		return x.Key
 	}
 	return ""
 }
 
-func (x *PerThrottleStats) GetTokens() float64 {
+func (x *PerThrottleKeyStats) GetTokens() float64 {
 	if x != nil {
 		return x.Tokens
 	}
 	return 0
 }
 
-func (x *PerThrottleStats) GetRatePerSecond() float64 {
+func (x *PerThrottleKeyStats) GetRatePerSecond() float64 {
 	if x != nil {
 		return x.RatePerSecond
 	}
 	return 0
 }
 
-func (x *PerThrottleStats) GetBurst() uint32 {
+func (x *PerThrottleKeyStats) GetBurst() float64 {
 	if x != nil {
 		return x.Burst
 	}
 	return 0
 }
 
-type PerKeyStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Pending       uint64                 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
-	Deficit       int64                  `protobuf:"varint,3,opt,name=deficit,proto3" json:"deficit,omitempty"`
-	Weight        uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+type PerFairnessKeyStats struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Key            string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	PendingCount   uint64                 `protobuf:"varint,2,opt,name=pending_count,json=pendingCount,proto3" json:"pending_count,omitempty"`
+	CurrentDeficit int64                  `protobuf:"varint,3,opt,name=current_deficit,json=currentDeficit,proto3" json:"current_deficit,omitempty"`
+	Weight         uint32                 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
-func (x *PerKeyStats) Reset() {
-	*x = PerKeyStats{}
+func (x *PerFairnessKeyStats) Reset() {
+	*x = PerFairnessKeyStats{}
 	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PerKeyStats) String() string {
+func (x *PerFairnessKeyStats) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PerKeyStats) ProtoMessage() {}
+func (*PerFairnessKeyStats) ProtoMessage() {}
 
-func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
+func (x *PerFairnessKeyStats) ProtoReflect() protoreflect.Message {
 	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1737,33 +1776,33 @@ func (x *PerKeyStats) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PerKeyStats.ProtoReflect.Descriptor instead.
-func (*PerKeyStats) Descriptor() ([]byte, []int) {
+// Deprecated: Use PerFairnessKeyStats.ProtoReflect.Descriptor instead.
+func (*PerFairnessKeyStats) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
-func (x *PerKeyStats) GetKey() string {
+func (x *PerFairnessKeyStats) GetKey() string {
 	if x != nil {
 		return x.Key
 	}
 	return ""
 }
 
-func (x *PerKeyStats) GetPending() uint64 {
+func (x *PerFairnessKeyStats) GetPendingCount() uint64 {
 	if x != nil {
-		return x.Pending
+		return x.PendingCount
 	}
 	return 0
 }
 
-func (x *PerKeyStats) GetDeficit() int64 {
+func (x *PerFairnessKeyStats) GetCurrentDeficit() int64 {
 	if x != nil {
-		return x.Deficit
+		return x.CurrentDeficit
 	}
 	return 0
 }
 
-func (x *PerKeyStats) GetWeight() uint32 {
+func (x *PerFairnessKeyStats) GetWeight() uint32 {
 	if x != nil {
 		return x.Weight
 	}
@@ -1772,7 +1811,8 @@ func (x *PerKeyStats) GetWeight() uint32 {
 
 // Permission allows actions ("produce", "consume", "admin") on the queues
 // queue_pattern matches: a name, "prefix.*", or "*" (which broker-wide
-// admin calls need).
+// admin calls need). It is filad's grouping of Fila's AclPermission: one
+// pattern with several kinds.
 type Permission struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	QueuePattern  string                 `protobuf:"bytes,1,opt,name=queue_pattern,json=queuePattern,proto3" json:"queue_pattern,omitempty"`
@@ -1826,11 +1866,17 @@ func (x *Permission) GetActions() []string {
 }
 
 type CreateApiKeyRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Permissions []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	// expires_at, when set, ends the key then.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name labels the key; it is unique, and an mTLS client certificate whose
+	// common name it is stands for the key.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// expires_at_ms, when not 0, ends the key then (Unix milliseconds).
+	ExpiresAtMs uint64 `protobuf:"varint,2,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// is_superadmin keys pass every permission check.
+	IsSuperadmin bool `protobuf:"varint,3,opt,name=is_superadmin,json=isSuperadmin,proto3" json:"is_superadmin,omitempty"`
+	// permissions are granted at once; none means a key with no rights until
+	// SetAcl grants some.
+	Permissions   []*Permission `protobuf:"bytes,16,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1872,6 +1918,20 @@ func (x *CreateApiKeyRequest) GetName() string {
 	return ""
 }
 
+func (x *CreateApiKeyRequest) GetExpiresAtMs() uint64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *CreateApiKeyRequest) GetIsSuperadmin() bool {
+	if x != nil {
+		return x.IsSuperadmin
+	}
+	return false
+}
+
 func (x *CreateApiKeyRequest) GetPermissions() []*Permission {
 	if x != nil {
 		return x.Permissions
@@ -1879,19 +1939,15 @@ func (x *CreateApiKeyRequest) GetPermissions() []*Permission {
 	return nil
 }
 
-func (x *CreateApiKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.ExpiresAt
-	}
-	return nil
-}
-
 type CreateApiKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// key_id names the key in RevokeApiKey, SetAcl and GetAcl.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// key is the secret, sent as "authorization: Bearer <key>"; it is not
 	// stored and cannot be shown again.
 	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	IsSuperadmin  bool   `protobuf:"varint,3,opt,name=is_superadmin,json=isSuperadmin,proto3" json:"is_superadmin,omitempty"`
+	Name          string `protobuf:"bytes,16,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1926,9 +1982,9 @@ func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
-func (x *CreateApiKeyResponse) GetName() string {
+func (x *CreateApiKeyResponse) GetKeyId() string {
 	if x != nil {
-		return x.Name
+		return x.KeyId
 	}
 	return ""
 }
@@ -1940,9 +1996,25 @@ func (x *CreateApiKeyResponse) GetKey() string {
 	return ""
 }
 
+func (x *CreateApiKeyResponse) GetIsSuperadmin() bool {
+	if x != nil {
+		return x.IsSuperadmin
+	}
+	return false
+}
+
+func (x *CreateApiKeyResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type RevokeApiKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// name, instead of key_id, names the key by its name.
+	Name          string `protobuf:"bytes,16,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1975,6 +2047,13 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RevokeApiKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
 }
 
 func (x *RevokeApiKeyRequest) GetName() string {
@@ -2102,13 +2181,16 @@ func (x *ListApiKeysResponse) GetKeys() []*ApiKeyInfo {
 
 type ApiKeyInfo struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
-	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Permissions []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	KeyId       string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAtMs uint64                 `protobuf:"varint,3,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// expires_at_ms is 0 when the key does not expire.
+	ExpiresAtMs  uint64        `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	IsSuperadmin bool          `protobuf:"varint,5,opt,name=is_superadmin,json=isSuperadmin,proto3" json:"is_superadmin,omitempty"`
+	Permissions  []*Permission `protobuf:"bytes,16,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// fingerprint is the first 8 hex digits of the secret's SHA-256, as logs
 	// name a key.
-	Fingerprint   string `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Fingerprint   string `protobuf:"bytes,17,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2143,6 +2225,13 @@ func (*ApiKeyInfo) Descriptor() ([]byte, []int) {
 	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
+func (x *ApiKeyInfo) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 func (x *ApiKeyInfo) GetName() string {
 	if x != nil {
 		return x.Name
@@ -2150,23 +2239,30 @@ func (x *ApiKeyInfo) GetName() string {
 	return ""
 }
 
+func (x *ApiKeyInfo) GetCreatedAtMs() uint64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *ApiKeyInfo) GetExpiresAtMs() uint64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *ApiKeyInfo) GetIsSuperadmin() bool {
+	if x != nil {
+		return x.IsSuperadmin
+	}
+	return false
+}
+
 func (x *ApiKeyInfo) GetPermissions() []*Permission {
 	if x != nil {
 		return x.Permissions
-	}
-	return nil
-}
-
-func (x *ApiKeyInfo) GetExpiresAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.ExpiresAt
-	}
-	return nil
-}
-
-func (x *ApiKeyInfo) GetCreatedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.CreatedAt
 	}
 	return nil
 }
@@ -2178,22 +2274,270 @@ func (x *ApiKeyInfo) GetFingerprint() string {
 	return ""
 }
 
+// AclPermission is one grant: kind ("produce", "consume" or "admin") on the
+// queues pattern matches (a name, "prefix.*" or "*"; docs/security.md).
+type AclPermission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Pattern       string                 `protobuf:"bytes,2,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AclPermission) Reset() {
+	*x = AclPermission{}
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AclPermission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AclPermission) ProtoMessage() {}
+
+func (x *AclPermission) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AclPermission.ProtoReflect.Descriptor instead.
+func (*AclPermission) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AclPermission) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AclPermission) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+type SetAclRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// permissions replace the key's; none leaves it with no rights.
+	Permissions   []*AclPermission `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAclRequest) Reset() {
+	*x = SetAclRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAclRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAclRequest) ProtoMessage() {}
+
+func (x *SetAclRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAclRequest.ProtoReflect.Descriptor instead.
+func (*SetAclRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SetAclRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SetAclRequest) GetPermissions() []*AclPermission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+type SetAclResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAclResponse) Reset() {
+	*x = SetAclResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAclResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAclResponse) ProtoMessage() {}
+
+func (x *SetAclResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAclResponse.ProtoReflect.Descriptor instead.
+func (*SetAclResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+type GetAclRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAclRequest) Reset() {
+	*x = GetAclRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAclRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAclRequest) ProtoMessage() {}
+
+func (x *GetAclRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAclRequest.ProtoReflect.Descriptor instead.
+func (*GetAclRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetAclRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type GetAclResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// permissions are one per kind and pattern, in the order granted.
+	Permissions   []*AclPermission `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	IsSuperadmin  bool             `protobuf:"varint,3,opt,name=is_superadmin,json=isSuperadmin,proto3" json:"is_superadmin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAclResponse) Reset() {
+	*x = GetAclResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAclResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAclResponse) ProtoMessage() {}
+
+func (x *GetAclResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAclResponse.ProtoReflect.Descriptor instead.
+func (*GetAclResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetAclResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GetAclResponse) GetPermissions() []*AclPermission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *GetAclResponse) GetIsSuperadmin() bool {
+	if x != nil {
+		return x.IsSuperadmin
+	}
+	return false
+}
+
 var File_fila_v1_admin_proto protoreflect.FileDescriptor
 
 const file_fila_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x13fila/v1/admin.proto\x12\afila.v1\x1a\x16fila/v1/messages.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n" +
-	"\vQueueConfig\x122\n" +
-	"\x15visibility_timeout_ms\x18\x01 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
-	"\x13fairness_key_header\x18\x02 \x01(\tR\x11fairnessKeyHeader\x12\x1b\n" +
-	"\tmax_depth\x18\x03 \x01(\x04R\bmaxDepth\x12\x1b\n" +
-	"\tmax_bytes\x18\x04 \x01(\x04R\bmaxBytes\x12!\n" +
-	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12:\n" +
-	"\rretry_backoff\x18\x06 \x01(\v2\x15.fila.v1.RetryBackoffR\fretryBackoff\x12$\n" +
-	"\vdead_letter\x18\a \x01(\bH\x00R\n" +
-	"deadLetter\x88\x01\x01\x12*\n" +
-	"\x11on_enqueue_script\x18\b \x01(\tR\x0fonEnqueueScript\x12*\n" +
-	"\x11on_failure_script\x18\t \x01(\tR\x0fonFailureScriptB\x0e\n" +
+	"\vQueueConfig\x12*\n" +
+	"\x11on_enqueue_script\x18\x01 \x01(\tR\x0fonEnqueueScript\x12*\n" +
+	"\x11on_failure_script\x18\x02 \x01(\tR\x0fonFailureScript\x122\n" +
+	"\x15visibility_timeout_ms\x18\x03 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
+	"\x13fairness_key_header\x18\x10 \x01(\tR\x11fairnessKeyHeader\x12\x1b\n" +
+	"\tmax_depth\x18\x11 \x01(\x04R\bmaxDepth\x12\x1b\n" +
+	"\tmax_bytes\x18\x12 \x01(\x04R\bmaxBytes\x12!\n" +
+	"\fmax_attempts\x18\x13 \x01(\rR\vmaxAttempts\x12:\n" +
+	"\rretry_backoff\x18\x14 \x01(\v2\x15.fila.v1.RetryBackoffR\fretryBackoff\x12$\n" +
+	"\vdead_letter\x18\x15 \x01(\bH\x00R\n" +
+	"deadLetter\x88\x01\x01B\x0e\n" +
 	"\f_dead_letter\"d\n" +
 	"\fRetryBackoff\x12\x1d\n" +
 	"\n" +
@@ -2264,73 +2608,92 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x12DeleteQueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x15\n" +
 	"\x13DeleteQueueResponse\"\x13\n" +
-	"\x11ListQueuesRequest\"@\n" +
+	"\x11ListQueuesRequest\"n\n" +
 	"\x12ListQueuesResponse\x12*\n" +
-	"\x06queues\x18\x01 \x03(\v2\x12.fila.v1.QueueInfoR\x06queues\"\x97\x01\n" +
+	"\x06queues\x18\x01 \x03(\v2\x12.fila.v1.QueueInfoR\x06queues\x12,\n" +
+	"\x12cluster_node_count\x18\x02 \x01(\rR\x10clusterNodeCount\"\xbd\x01\n" +
 	"\tQueueInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\x04R\binFlight\x12)\n" +
-	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12\x18\n" +
-	"\adelayed\x18\x05 \x01(\x04R\adelayed\"\x82\x01\n" +
+	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12$\n" +
+	"\x0eleader_node_id\x18\x05 \x01(\x04R\fleaderNodeId\x12\x18\n" +
+	"\adelayed\x18\x10 \x01(\x04R\adelayed\"\x82\x01\n" +
 	"\x0fGetStatsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\x05limit\x18\x10 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\x12$\n" +
-	"\x04sort\x18\x04 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\xaf\x03\n" +
+	"page_token\x18\x11 \x01(\tR\tpageToken\x12$\n" +
+	"\x04sort\x18\x12 \x01(\x0e2\x10.fila.v1.KeySortR\x04sort\"\x8d\x04\n" +
 	"\x10GetStatsResponse\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x04R\binFlight\x120\n" +
-	"\x14active_fairness_keys\x18\x03 \x01(\rR\x12activeFairnessKeys\x12)\n" +
+	"\x14active_fairness_keys\x18\x03 \x01(\x04R\x12activeFairnessKeys\x12)\n" +
 	"\x10active_consumers\x18\x04 \x01(\rR\x0factiveConsumers\x12\x18\n" +
-	"\aquantum\x18\x05 \x01(\rR\aquantum\x128\n" +
-	"\rper_key_stats\x18\x06 \x03(\v2\x14.fila.v1.PerKeyStatsR\vperKeyStats\x12&\n" +
-	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12\x18\n" +
-	"\adelayed\x18\b \x01(\x04R\adelayed\x12,\n" +
-	"\x06config\x18\t \x01(\v2\x14.fila.v1.QueueConfigR\x06config\x12G\n" +
-	"\x12per_throttle_stats\x18\n" +
-	" \x03(\v2\x19.fila.v1.PerThrottleStatsR\x10perThrottleStats\"z\n" +
-	"\x10PerThrottleStats\x12\x10\n" +
+	"\aquantum\x18\x05 \x01(\rR\aquantum\x12@\n" +
+	"\rper_key_stats\x18\x06 \x03(\v2\x1c.fila.v1.PerFairnessKeyStatsR\vperKeyStats\x12J\n" +
+	"\x12per_throttle_stats\x18\a \x03(\v2\x1c.fila.v1.PerThrottleKeyStatsR\x10perThrottleStats\x12$\n" +
+	"\x0eleader_node_id\x18\b \x01(\x04R\fleaderNodeId\x12+\n" +
+	"\x11replication_count\x18\t \x01(\rR\x10replicationCount\x12&\n" +
+	"\x0fnext_page_token\x18\x10 \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\adelayed\x18\x11 \x01(\x04R\adelayed\x12,\n" +
+	"\x06config\x18\x12 \x01(\v2\x14.fila.v1.QueueConfigR\x06config\"}\n" +
+	"\x13PerThrottleKeyStats\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06tokens\x18\x02 \x01(\x01R\x06tokens\x12&\n" +
 	"\x0frate_per_second\x18\x03 \x01(\x01R\rratePerSecond\x12\x14\n" +
-	"\x05burst\x18\x04 \x01(\rR\x05burst\"k\n" +
-	"\vPerKeyStats\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
-	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
-	"\adeficit\x18\x03 \x01(\x03R\adeficit\x12\x16\n" +
+	"\x05burst\x18\x04 \x01(\x01R\x05burst\"\x8d\x01\n" +
+	"\x13PerFairnessKeyStats\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12#\n" +
+	"\rpending_count\x18\x02 \x01(\x04R\fpendingCount\x12'\n" +
+	"\x0fcurrent_deficit\x18\x03 \x01(\x03R\x0ecurrentDeficit\x12\x16\n" +
 	"\x06weight\x18\x04 \x01(\rR\x06weight\"K\n" +
 	"\n" +
 	"Permission\x12#\n" +
 	"\rqueue_pattern\x18\x01 \x01(\tR\fqueuePattern\x12\x18\n" +
-	"\aactions\x18\x02 \x03(\tR\aactions\"\x9b\x01\n" +
+	"\aactions\x18\x02 \x03(\tR\aactions\"\xa9\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
-	"\vpermissions\x18\x02 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\x129\n" +
-	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"<\n" +
-	"\x14CreateApiKeyResponse\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\")\n" +
-	"\x13RevokeApiKeyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
+	"\rexpires_at_ms\x18\x02 \x01(\x04R\vexpiresAtMs\x12#\n" +
+	"\ris_superadmin\x18\x03 \x01(\bR\fisSuperadmin\x125\n" +
+	"\vpermissions\x18\x10 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\"x\n" +
+	"\x14CreateApiKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12#\n" +
+	"\ris_superadmin\x18\x03 \x01(\bR\fisSuperadmin\x12\x12\n" +
+	"\x04name\x18\x10 \x01(\tR\x04name\"@\n" +
+	"\x13RevokeApiKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04name\x18\x10 \x01(\tR\x04name\"\x16\n" +
 	"\x14RevokeApiKeyResponse\"\x14\n" +
 	"\x12ListApiKeysRequest\">\n" +
 	"\x13ListApiKeysResponse\x12'\n" +
-	"\x04keys\x18\x01 \x03(\v2\x13.fila.v1.ApiKeyInfoR\x04keys\"\xef\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.fila.v1.ApiKeyInfoR\x04keys\"\xfd\x01\n" +
 	"\n" +
-	"ApiKeyInfo\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
-	"\vpermissions\x18\x02 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\x129\n" +
-	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
-	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12 \n" +
-	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint*1\n" +
+	"ApiKeyInfo\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\"\n" +
+	"\rcreated_at_ms\x18\x03 \x01(\x04R\vcreatedAtMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x04R\vexpiresAtMs\x12#\n" +
+	"\ris_superadmin\x18\x05 \x01(\bR\fisSuperadmin\x125\n" +
+	"\vpermissions\x18\x10 \x03(\v2\x13.fila.v1.PermissionR\vpermissions\x12 \n" +
+	"\vfingerprint\x18\x11 \x01(\tR\vfingerprint\"=\n" +
+	"\rAclPermission\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\apattern\x18\x02 \x01(\tR\apattern\"`\n" +
+	"\rSetAclRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x128\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x16.fila.v1.AclPermissionR\vpermissions\"\x10\n" +
+	"\x0eSetAclResponse\"&\n" +
+	"\rGetAclRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x86\x01\n" +
+	"\x0eGetAclResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x128\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x16.fila.v1.AclPermissionR\vpermissions\x12#\n" +
+	"\ris_superadmin\x18\x03 \x01(\bR\fisSuperadmin*1\n" +
 	"\aKeySort\x12\x10\n" +
 	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
-	"\x10KEY_SORT_PENDING\x10\x012\xde\a\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xd4\b\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
@@ -2348,7 +2711,9 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"ListConfig\x12\x1a.fila.v1.ListConfigRequest\x1a\x1b.fila.v1.ListConfigResponse\x12K\n" +
 	"\fCreateApiKey\x12\x1c.fila.v1.CreateApiKeyRequest\x1a\x1d.fila.v1.CreateApiKeyResponse\x12K\n" +
 	"\fRevokeApiKey\x12\x1c.fila.v1.RevokeApiKeyRequest\x1a\x1d.fila.v1.RevokeApiKeyResponse\x12H\n" +
-	"\vListApiKeys\x12\x1b.fila.v1.ListApiKeysRequest\x1a\x1c.fila.v1.ListApiKeysResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\vListApiKeys\x12\x1b.fila.v1.ListApiKeysRequest\x1a\x1c.fila.v1.ListApiKeysResponse\x129\n" +
+	"\x06SetAcl\x12\x16.fila.v1.SetAclRequest\x1a\x17.fila.v1.SetAclResponse\x129\n" +
+	"\x06GetAcl\x12\x16.fila.v1.GetAclRequest\x1a\x17.fila.v1.GetAclResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_admin_proto_rawDescOnce sync.Once
@@ -2363,7 +2728,7 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_fila_v1_admin_proto_goTypes = []any{
 	(KeySort)(0),                  // 0: fila.v1.KeySort
 	(*QueueConfig)(nil),           // 1: fila.v1.QueueConfig
@@ -2393,8 +2758,8 @@ var file_fila_v1_admin_proto_goTypes = []any{
 	(*QueueInfo)(nil),             // 25: fila.v1.QueueInfo
 	(*GetStatsRequest)(nil),       // 26: fila.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 27: fila.v1.GetStatsResponse
-	(*PerThrottleStats)(nil),      // 28: fila.v1.PerThrottleStats
-	(*PerKeyStats)(nil),           // 29: fila.v1.PerKeyStats
+	(*PerThrottleKeyStats)(nil),   // 28: fila.v1.PerThrottleKeyStats
+	(*PerFairnessKeyStats)(nil),   // 29: fila.v1.PerFairnessKeyStats
 	(*Permission)(nil),            // 30: fila.v1.Permission
 	(*CreateApiKeyRequest)(nil),   // 31: fila.v1.CreateApiKeyRequest
 	(*CreateApiKeyResponse)(nil),  // 32: fila.v1.CreateApiKeyResponse
@@ -2403,67 +2768,75 @@ var file_fila_v1_admin_proto_goTypes = []any{
 	(*ListApiKeysRequest)(nil),    // 35: fila.v1.ListApiKeysRequest
 	(*ListApiKeysResponse)(nil),   // 36: fila.v1.ListApiKeysResponse
 	(*ApiKeyInfo)(nil),            // 37: fila.v1.ApiKeyInfo
-	nil,                           // 38: fila.v1.PeekedMessage.HeadersEntry
-	(*fieldmaskpb.FieldMask)(nil), // 39: google.protobuf.FieldMask
-	(*MessageMetadata)(nil),       // 40: fila.v1.MessageMetadata
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*AclPermission)(nil),         // 38: fila.v1.AclPermission
+	(*SetAclRequest)(nil),         // 39: fila.v1.SetAclRequest
+	(*SetAclResponse)(nil),        // 40: fila.v1.SetAclResponse
+	(*GetAclRequest)(nil),         // 41: fila.v1.GetAclRequest
+	(*GetAclResponse)(nil),        // 42: fila.v1.GetAclResponse
+	nil,                           // 43: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil), // 44: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),       // 45: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
 	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	39, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	44, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
 	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
-	38, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
-	40, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
-	41, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
-	41, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	43, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	45, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	46, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	46, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
 	18, // 9: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
 	1,  // 10: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
 	25, // 11: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
 	0,  // 12: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
-	29, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerKeyStats
-	1,  // 14: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
-	28, // 15: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleStats
+	29, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerFairnessKeyStats
+	28, // 14: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleKeyStats
+	1,  // 15: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
 	30, // 16: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
-	41, // 17: fila.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 18: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
-	30, // 19: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
-	41, // 20: fila.v1.ApiKeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 21: fila.v1.ApiKeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	19, // 22: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	21, // 23: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	23, // 24: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	26, // 25: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	3,  // 26: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
-	5,  // 27: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
-	7,  // 28: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
-	10, // 29: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
-	12, // 30: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
-	14, // 31: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
-	16, // 32: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
-	31, // 33: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
-	33, // 34: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
-	35, // 35: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
-	20, // 36: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	22, // 37: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	24, // 38: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	27, // 39: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	4,  // 40: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
-	6,  // 41: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
-	8,  // 42: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
-	11, // 43: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
-	13, // 44: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
-	15, // 45: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
-	17, // 46: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
-	32, // 47: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
-	34, // 48: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
-	36, // 49: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
-	36, // [36:50] is the sub-list for method output_type
-	22, // [22:36] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	37, // 17: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
+	30, // 18: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
+	38, // 19: fila.v1.SetAclRequest.permissions:type_name -> fila.v1.AclPermission
+	38, // 20: fila.v1.GetAclResponse.permissions:type_name -> fila.v1.AclPermission
+	19, // 21: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	21, // 22: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	23, // 23: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	26, // 24: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 25: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
+	5,  // 26: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
+	7,  // 27: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
+	10, // 28: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
+	12, // 29: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	14, // 30: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	16, // 31: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	31, // 32: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
+	33, // 33: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
+	35, // 34: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
+	39, // 35: fila.v1.FilaAdmin.SetAcl:input_type -> fila.v1.SetAclRequest
+	41, // 36: fila.v1.FilaAdmin.GetAcl:input_type -> fila.v1.GetAclRequest
+	20, // 37: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	22, // 38: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	24, // 39: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	27, // 40: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 41: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 42: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 43: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 44: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	13, // 45: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	15, // 46: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	17, // 47: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	32, // 48: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
+	34, // 49: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
+	36, // 50: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
+	40, // 51: fila.v1.FilaAdmin.SetAcl:output_type -> fila.v1.SetAclResponse
+	42, // 52: fila.v1.FilaAdmin.GetAcl:output_type -> fila.v1.GetAclResponse
+	37, // [37:53] is the sub-list for method output_type
+	21, // [21:37] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -2479,7 +2852,7 @@ func file_fila_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,10 @@ const (
 )
 
 // Message is one message as a consumer receives it.
+//
+// Numbering: fields 1 to 15 of the messages Fila's API also has carry
+// Fila's names, numbers and types (docs/compatibility.md); filad's own
+// additions start at 16.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the broker-assigned UUIDv7, time-ordered.
@@ -37,7 +41,7 @@ type Message struct {
 	// lease_id identifies this delivery: unique per lease. Send it with Ack,
 	// Nack and Extend so that a late settle of an expired lease cannot act on
 	// the next consumer's.
-	LeaseId       string `protobuf:"bytes,6,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	LeaseId       string `protobuf:"bytes,16,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,10 +125,14 @@ type MessageMetadata struct {
 	// weight is the fila-weight the message carried; 0 when it carried none
 	// (its key's weight is then whatever the latest message carrying one set).
 	Weight uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// throttle_keys are the message's throttle keys, as its queue's
+	// on_enqueue script assigned them.
+	ThrottleKeys []string `protobuf:"bytes,3,rep,name=throttle_keys,json=throttleKeys,proto3" json:"throttle_keys,omitempty"`
 	// attempt_count is 0 on first delivery and grows by one on each nack or
 	// visibility-timeout expiry.
-	AttemptCount  uint32 `protobuf:"varint,3,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
-	QueueId       string `protobuf:"bytes,4,opt,name=queue_id,json=queueId,proto3" json:"queue_id,omitempty"`
+	AttemptCount uint32 `protobuf:"varint,4,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
+	// queue_id is the queue's name (a queue's id is its name).
+	QueueId       string `protobuf:"bytes,5,opt,name=queue_id,json=queueId,proto3" json:"queue_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -173,6 +181,13 @@ func (x *MessageMetadata) GetWeight() uint32 {
 	return 0
 }
 
+func (x *MessageMetadata) GetThrottleKeys() []string {
+	if x != nil {
+		return x.ThrottleKeys
+	}
+	return nil
+}
+
 func (x *MessageMetadata) GetAttemptCount() uint32 {
 	if x != nil {
 		return x.AttemptCount
@@ -193,7 +208,7 @@ type MessageTimestamps struct {
 	EnqueuedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=enqueued_at,json=enqueuedAt,proto3" json:"enqueued_at,omitempty"`
 	LeasedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=leased_at,json=leasedAt,proto3" json:"leased_at,omitempty"`
 	// lease_expires_at is when the lease ends unless settled or extended.
-	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -262,20 +277,21 @@ const file_fila_v1_messages_proto_rawDesc = "" +
 	"\n" +
 	"timestamps\x18\x05 \x01(\v2\x1a.fila.v1.MessageTimestampsR\n" +
 	"timestamps\x12\x19\n" +
-	"\blease_id\x18\x06 \x01(\tR\aleaseId\x1a:\n" +
+	"\blease_id\x18\x10 \x01(\tR\aleaseId\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb1\x01\n" +
 	"\x0fMessageMetadata\x12!\n" +
 	"\ffairness_key\x18\x01 \x01(\tR\vfairnessKey\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\x12#\n" +
-	"\rattempt_count\x18\x03 \x01(\rR\fattemptCount\x12\x19\n" +
-	"\bqueue_id\x18\x04 \x01(\tR\aqueueId\"\xcf\x01\n" +
+	"\rthrottle_keys\x18\x03 \x03(\tR\fthrottleKeys\x12#\n" +
+	"\rattempt_count\x18\x04 \x01(\rR\fattemptCount\x12\x19\n" +
+	"\bqueue_id\x18\x05 \x01(\tR\aqueueId\"\xcf\x01\n" +
 	"\x11MessageTimestamps\x12;\n" +
 	"\venqueued_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"enqueuedAt\x127\n" +
 	"\tleased_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bleasedAt\x12D\n" +
-	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAtB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\x10lease_expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAtB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_messages_proto_rawDescOnce sync.Once

@@ -126,35 +126,35 @@ func (x *EnqueueResponse) GetMessageId() string {
 	return ""
 }
 
-type LeaseRequest struct {
+type ConsumeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// max_in_flight is the most messages leased to this stream and not yet
 	// acked or nacked (expired leases free their slot too); 0 means the
 	// server's default (server.default_max_in_flight, 256). At most 10000.
-	MaxInFlight uint32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
-	// max_batch is the most messages one LeaseResponse carries; 0 or 1 means
-	// one, in `message`. A frame carries what is ready and never waits to
-	// fill up. At most 1000.
-	MaxBatch      uint32 `protobuf:"varint,3,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxInFlight uint32 `protobuf:"varint,16,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// max_batch is the most messages one ConsumeResponse carries; 0 or 1
+	// means one, in `message`. A frame carries what is ready and never waits
+	// to fill up. At most 1000.
+	MaxBatch      uint32 `protobuf:"varint,17,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *LeaseRequest) Reset() {
-	*x = LeaseRequest{}
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
 	mi := &file_fila_v1_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *LeaseRequest) String() string {
+func (x *ConsumeRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*LeaseRequest) ProtoMessage() {}
+func (*ConsumeRequest) ProtoMessage() {}
 
-func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_fila_v1_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -166,56 +166,56 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
-func (*LeaseRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
 	return file_fila_v1_service_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *LeaseRequest) GetQueue() string {
+func (x *ConsumeRequest) GetQueue() string {
 	if x != nil {
 		return x.Queue
 	}
 	return ""
 }
 
-func (x *LeaseRequest) GetMaxInFlight() uint32 {
+func (x *ConsumeRequest) GetMaxInFlight() uint32 {
 	if x != nil {
 		return x.MaxInFlight
 	}
 	return 0
 }
 
-func (x *LeaseRequest) GetMaxBatch() uint32 {
+func (x *ConsumeRequest) GetMaxBatch() uint32 {
 	if x != nil {
 		return x.MaxBatch
 	}
 	return 0
 }
 
-type LeaseResponse struct {
+type ConsumeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// message is the delivery when the stream's max_batch is 0 or 1.
 	Message *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	// messages are the deliveries when max_batch > 1.
-	Messages      []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages      []*Message `protobuf:"bytes,16,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *LeaseResponse) Reset() {
-	*x = LeaseResponse{}
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
 	mi := &file_fila_v1_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *LeaseResponse) String() string {
+func (x *ConsumeResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*LeaseResponse) ProtoMessage() {}
+func (*ConsumeResponse) ProtoMessage() {}
 
-func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_fila_v1_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -227,19 +227,19 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
-func (*LeaseResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
 	return file_fila_v1_service_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *LeaseResponse) GetMessage() *Message {
+func (x *ConsumeResponse) GetMessage() *Message {
 	if x != nil {
 		return x.Message
 	}
 	return nil
 }
 
-func (x *LeaseResponse) GetMessages() []*Message {
+func (x *ConsumeResponse) GetMessages() []*Message {
 	if x != nil {
 		return x.Messages
 	}
@@ -254,7 +254,7 @@ type AckRequest struct {
 	// that has expired or been superseded by a redelivery is refused with
 	// FAILED_PRECONDITION and changes nothing. Without it the ack applies to
 	// whoever holds the message now: unsafe under redelivery.
-	LeaseId       string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	LeaseId       string `protobuf:"bytes,16,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,7 +353,7 @@ type NackRequest struct {
 	// error is the consumer's reason; it is logged at DEBUG, never exported.
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// lease_id: as in AckRequest.
-	LeaseId       string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	LeaseId       string `protobuf:"bytes,16,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -940,27 +940,27 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"0\n" +
 	"\x0fEnqueueResponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x01 \x01(\tR\tmessageId\"e\n" +
-	"\fLeaseRequest\x12\x14\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"g\n" +
+	"\x0eConsumeRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\"\n" +
-	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\x12\x1b\n" +
-	"\tmax_batch\x18\x03 \x01(\rR\bmaxBatch\"i\n" +
-	"\rLeaseResponse\x12*\n" +
+	"\rmax_in_flight\x18\x10 \x01(\rR\vmaxInFlight\x12\x1b\n" +
+	"\tmax_batch\x18\x11 \x01(\rR\bmaxBatch\"k\n" +
+	"\x0fConsumeResponse\x12*\n" +
 	"\amessage\x18\x01 \x01(\v2\x10.fila.v1.MessageR\amessage\x12,\n" +
-	"\bmessages\x18\x02 \x03(\v2\x10.fila.v1.MessageR\bmessages\"\\\n" +
+	"\bmessages\x18\x10 \x03(\v2\x10.fila.v1.MessageR\bmessages\"\\\n" +
 	"\n" +
 	"AckRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x19\n" +
-	"\blease_id\x18\x03 \x01(\tR\aleaseId\"\r\n" +
+	"\blease_id\x18\x10 \x01(\tR\aleaseId\"\r\n" +
 	"\vAckResponse\"s\n" +
 	"\vNackRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x19\n" +
-	"\blease_id\x18\x04 \x01(\tR\aleaseId\"\x0e\n" +
+	"\blease_id\x18\x10 \x01(\tR\aleaseId\"\x0e\n" +
 	"\fNackResponse\"\x93\x01\n" +
 	"\rExtendRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
@@ -987,10 +987,10 @@ const file_fila_v1_service_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2\x0f.fila.v1.StatusR\aresults\"6\n" +
 	"\x06Status\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage2\xfe\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage2\x84\x04\n" +
 	"\vFilaService\x12<\n" +
-	"\aEnqueue\x12\x17.fila.v1.EnqueueRequest\x1a\x18.fila.v1.EnqueueResponse\x128\n" +
-	"\x05Lease\x12\x15.fila.v1.LeaseRequest\x1a\x16.fila.v1.LeaseResponse0\x01\x120\n" +
+	"\aEnqueue\x12\x17.fila.v1.EnqueueRequest\x1a\x18.fila.v1.EnqueueResponse\x12>\n" +
+	"\aConsume\x12\x17.fila.v1.ConsumeRequest\x1a\x18.fila.v1.ConsumeResponse0\x01\x120\n" +
 	"\x03Ack\x12\x13.fila.v1.AckRequest\x1a\x14.fila.v1.AckResponse\x123\n" +
 	"\x04Nack\x12\x14.fila.v1.NackRequest\x1a\x15.fila.v1.NackResponse\x129\n" +
 	"\x06Extend\x12\x16.fila.v1.ExtendRequest\x1a\x17.fila.v1.ExtendResponse\x12K\n" +
@@ -1014,8 +1014,8 @@ var file_fila_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_fila_v1_service_proto_goTypes = []any{
 	(*EnqueueRequest)(nil),        // 0: fila.v1.EnqueueRequest
 	(*EnqueueResponse)(nil),       // 1: fila.v1.EnqueueResponse
-	(*LeaseRequest)(nil),          // 2: fila.v1.LeaseRequest
-	(*LeaseResponse)(nil),         // 3: fila.v1.LeaseResponse
+	(*ConsumeRequest)(nil),        // 2: fila.v1.ConsumeRequest
+	(*ConsumeResponse)(nil),       // 3: fila.v1.ConsumeResponse
 	(*AckRequest)(nil),            // 4: fila.v1.AckRequest
 	(*AckResponse)(nil),           // 5: fila.v1.AckResponse
 	(*NackRequest)(nil),           // 6: fila.v1.NackRequest
@@ -1035,8 +1035,8 @@ var file_fila_v1_service_proto_goTypes = []any{
 }
 var file_fila_v1_service_proto_depIdxs = []int32{
 	17, // 0: fila.v1.EnqueueRequest.headers:type_name -> fila.v1.EnqueueRequest.HeadersEntry
-	18, // 1: fila.v1.LeaseResponse.message:type_name -> fila.v1.Message
-	18, // 2: fila.v1.LeaseResponse.messages:type_name -> fila.v1.Message
+	18, // 1: fila.v1.ConsumeResponse.message:type_name -> fila.v1.Message
+	18, // 2: fila.v1.ConsumeResponse.messages:type_name -> fila.v1.Message
 	19, // 3: fila.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: fila.v1.EnqueueBatchRequest.messages:type_name -> fila.v1.EnqueueRequest
 	12, // 5: fila.v1.EnqueueBatchResponse.results:type_name -> fila.v1.EnqueueResult
@@ -1045,7 +1045,7 @@ var file_fila_v1_service_proto_depIdxs = []int32{
 	6,  // 8: fila.v1.NackBatchRequest.nacks:type_name -> fila.v1.NackRequest
 	16, // 9: fila.v1.SettleBatchResponse.results:type_name -> fila.v1.Status
 	0,  // 10: fila.v1.FilaService.Enqueue:input_type -> fila.v1.EnqueueRequest
-	2,  // 11: fila.v1.FilaService.Lease:input_type -> fila.v1.LeaseRequest
+	2,  // 11: fila.v1.FilaService.Consume:input_type -> fila.v1.ConsumeRequest
 	4,  // 12: fila.v1.FilaService.Ack:input_type -> fila.v1.AckRequest
 	6,  // 13: fila.v1.FilaService.Nack:input_type -> fila.v1.NackRequest
 	8,  // 14: fila.v1.FilaService.Extend:input_type -> fila.v1.ExtendRequest
@@ -1053,7 +1053,7 @@ var file_fila_v1_service_proto_depIdxs = []int32{
 	13, // 16: fila.v1.FilaService.AckBatch:input_type -> fila.v1.AckBatchRequest
 	14, // 17: fila.v1.FilaService.NackBatch:input_type -> fila.v1.NackBatchRequest
 	1,  // 18: fila.v1.FilaService.Enqueue:output_type -> fila.v1.EnqueueResponse
-	3,  // 19: fila.v1.FilaService.Lease:output_type -> fila.v1.LeaseResponse
+	3,  // 19: fila.v1.FilaService.Consume:output_type -> fila.v1.ConsumeResponse
 	5,  // 20: fila.v1.FilaService.Ack:output_type -> fila.v1.AckResponse
 	7,  // 21: fila.v1.FilaService.Nack:output_type -> fila.v1.NackResponse
 	9,  // 22: fila.v1.FilaService.Extend:output_type -> fila.v1.ExtendResponse

@@ -20,7 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	FilaService_Enqueue_FullMethodName      = "/fila.v1.FilaService/Enqueue"
-	FilaService_Lease_FullMethodName        = "/fila.v1.FilaService/Lease"
+	FilaService_Consume_FullMethodName      = "/fila.v1.FilaService/Consume"
 	FilaService_Ack_FullMethodName          = "/fila.v1.FilaService/Ack"
 	FilaService_Nack_FullMethodName         = "/fila.v1.FilaService/Nack"
 	FilaService_Extend_FullMethodName       = "/fila.v1.FilaService/Extend"
@@ -33,12 +33,14 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// FilaService is the hot path: produce, consume, settle.
+// FilaService is the hot path: produce, consume, settle. Enqueue, Consume,
+// Ack and Nack are Fila's; in the messages Fila also has, fields 1 to 15
+// carry Fila's numbers and filad's additions start at 16.
 type FilaServiceClient interface {
 	// Enqueue stores a message durably and answers with its id.
 	Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error)
-	// Lease opens a consumer stream; each message is leased as it is sent.
-	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LeaseResponse], error)
+	// Consume opens a consumer stream; each message is leased as it is sent.
+	Consume(ctx context.Context, in *ConsumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsumeResponse], error)
 	// Ack deletes a leased message durably.
 	Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error)
 	// Nack returns a leased message to ready with attempt_count + 1.
@@ -74,13 +76,13 @@ func (c *filaServiceClient) Enqueue(ctx context.Context, in *EnqueueRequest, opt
 	return out, nil
 }
 
-func (c *filaServiceClient) Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LeaseResponse], error) {
+func (c *filaServiceClient) Consume(ctx context.Context, in *ConsumeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsumeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &FilaService_ServiceDesc.Streams[0], FilaService_Lease_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &FilaService_ServiceDesc.Streams[0], FilaService_Consume_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[LeaseRequest, LeaseResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[ConsumeRequest, ConsumeResponse]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -91,7 +93,7 @@ func (c *filaServiceClient) Lease(ctx context.Context, in *LeaseRequest, opts ..
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type FilaService_LeaseClient = grpc.ServerStreamingClient[LeaseResponse]
+type FilaService_ConsumeClient = grpc.ServerStreamingClient[ConsumeResponse]
 
 func (c *filaServiceClient) Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -157,12 +159,14 @@ func (c *filaServiceClient) NackBatch(ctx context.Context, in *NackBatchRequest,
 // All implementations must embed UnimplementedFilaServiceServer
 // for forward compatibility.
 //
-// FilaService is the hot path: produce, consume, settle.
+// FilaService is the hot path: produce, consume, settle. Enqueue, Consume,
+// Ack and Nack are Fila's; in the messages Fila also has, fields 1 to 15
+// carry Fila's numbers and filad's additions start at 16.
 type FilaServiceServer interface {
 	// Enqueue stores a message durably and answers with its id.
 	Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error)
-	// Lease opens a consumer stream; each message is leased as it is sent.
-	Lease(*LeaseRequest, grpc.ServerStreamingServer[LeaseResponse]) error
+	// Consume opens a consumer stream; each message is leased as it is sent.
+	Consume(*ConsumeRequest, grpc.ServerStreamingServer[ConsumeResponse]) error
 	// Ack deletes a leased message durably.
 	Ack(context.Context, *AckRequest) (*AckResponse, error)
 	// Nack returns a leased message to ready with attempt_count + 1.
@@ -191,8 +195,8 @@ type UnimplementedFilaServiceServer struct{}
 func (UnimplementedFilaServiceServer) Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Enqueue not implemented")
 }
-func (UnimplementedFilaServiceServer) Lease(*LeaseRequest, grpc.ServerStreamingServer[LeaseResponse]) error {
-	return status.Error(codes.Unimplemented, "method Lease not implemented")
+func (UnimplementedFilaServiceServer) Consume(*ConsumeRequest, grpc.ServerStreamingServer[ConsumeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Consume not implemented")
 }
 func (UnimplementedFilaServiceServer) Ack(context.Context, *AckRequest) (*AckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ack not implemented")
@@ -251,16 +255,16 @@ func _FilaService_Enqueue_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
-func _FilaService_Lease_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(LeaseRequest)
+func _FilaService_Consume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ConsumeRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(FilaServiceServer).Lease(m, &grpc.GenericServerStream[LeaseRequest, LeaseResponse]{ServerStream: stream})
+	return srv.(FilaServiceServer).Consume(m, &grpc.GenericServerStream[ConsumeRequest, ConsumeResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type FilaService_LeaseServer = grpc.ServerStreamingServer[LeaseResponse]
+type FilaService_ConsumeServer = grpc.ServerStreamingServer[ConsumeResponse]
 
 func _FilaService_Ack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AckRequest)
@@ -408,8 +412,8 @@ var FilaService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Streams: []grpc.StreamDesc{
 		{
-			StreamName:    "Lease",
-			Handler:       _FilaService_Lease_Handler,
+			StreamName:    "Consume",
+			Handler:       _FilaService_Consume_Handler,
 			ServerStreams: true,
 		},
 	},
