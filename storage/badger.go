@@ -253,12 +253,15 @@ func (s *Badger) commitLoop() {
 				break drain
 			}
 		}
+		// due: group is to be committed now, not left to gather more.
+		due := len(group) > 0 &&
+			(urgent || !open || len(group) >= maxPending || !time.Now().Before(deadline))
 		switch {
-		case len(background) > 0 && (bgTurn || !urgent):
-			// Its turn, or nobody waits on what is in group.
+		case len(background) > 0 && (bgTurn || !due):
+			// Its turn, or nothing in group must go yet.
 			flushBackground()
 			continue
-		case urgent || (!open && len(group) > 0) || len(group) >= maxPending:
+		case due:
 			flush()
 			continue
 		case len(group) == 0:

@@ -185,3 +185,56 @@ func TestBackgroundBatchesGiveWay(t *testing.T) {
 	require.Equal(t, []int{1, 100, 1, 100, 100}, commits,
 		"one step, then the waiting write alone, then the other steps one by one")
 }
+
+// TestBackgroundBatchesDoNotStarveDeferredOnes: two operations' steps keep
+// the background lane busy (each step submits the next when it is durable);
+// a deferred lease write still commits once DeferMax has passed, not only
+// when the steps run out.
+func TestBackgroundBatchesDoNotStarveDeferredOnes(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir())
+	const steps = 500 // at ~0.4 ms a synced commit, far longer than DeferMax
+	var (
+		mu        sync.Mutex
+		committed int // background steps durable so far
+		deferAt   = -1
+		wg        sync.WaitGroup
+	)
+	var step func(op, i int)
+	step = func(op, i int) {
+		var b Batch
+		b.DeleteMessage(fmt.Sprint("purged", op), fmt.Sprint(i))
+		b.SetBackground()
+		s.Submit(&b, func(err error) {
+			if err != nil {
+				t.Errorf("step: %v", err)
+			}
+			mu.Lock()
+			committed++
+			mu.Unlock()
+			if i+1 < steps {
+				step(op, i+1)
+				return
+			}
+			wg.Done()
+		})
+	}
+	wg.Add(2)
+	step(0, 0)
+	step(1, 0)
+	var lease Batch
+	lease.PutLease("other", "m", &storagev1.LeaseRecord{ExpiresAtUnixMs: 1})
+	done := make(chan struct{})
+	s.Defer(&lease, func(err error) {
+		if err != nil {
+			t.Errorf("deferred write: %v", err)
+		}
+		mu.Lock()
+		deferAt = committed
+		mu.Unlock()
+		close(done)
+	})
+	<-done
+	wg.Wait()
+	require.Less(t, deferAt, 2*steps-1, "the deferred write went in while the steps were still running")
+}
