@@ -35,15 +35,6 @@ type Options struct {
 	OnCommit func(items int)
 }
 
-// ValueThreshold is the size from which a stored value (a message record
-// with its payload) goes to badger's value log instead of its LSM tree.
-const ValueThreshold = 256
-
-// ValueLogFileSize is the size of a value-log file (badger's default is
-// 1 GiB): the file being written holds its acked messages' space until it
-// is full and value-log GC can rewrite it.
-const ValueLogFileSize = 256 << 20
-
 // GCIntervalDefault is the default period between value-log GC runs.
 const GCIntervalDefault = 5 * time.Minute
 
@@ -105,18 +96,10 @@ func Open(opts Options) (*Badger, error) {
 		WithBlockCacheSize(16 << 20).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
-		// Values of ValueThreshold bytes and more go to the value log, so
-		// payloads do not fill the memtables (64 KiB enqueues: 3× faster
-		// than inline), and above all so that memtable flushes and
-		// compactions do not carry them: with 1 KiB messages inline, a
-		// redrive of 100k (which writes each message again) flushed eight
-		// memtables and set off compactions that took the CPU from every
-		// other queue (another queue's Enqueue p99 160-380 ms against 56-71
-		// ms with 256 B, filabench -only operator). Value-log GC reclaims
-		// them after acks; files of ValueLogFileSize bound what it cannot
-		// reach yet, the file being written.
-		WithValueThreshold(ValueThreshold).
-		WithValueLogFileSize(ValueLogFileSize)
+		// Values over 4 KiB go to the value log, so big payloads do not fill
+		// the memtables (64 KiB enqueues: 3× faster than inline); value-log
+		// GC reclaims them after acks.
+		WithValueThreshold(4 << 10)
 	db, err := badger.Open(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
