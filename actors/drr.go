@@ -169,6 +169,21 @@ func (d *drr[T]) forEachHead(fn func(T)) {
 	}
 }
 
+// forEachActive calls fn with every active key's name in round order,
+// from the key whose turn it is: O(keys), and the same order every time.
+func (d *drr[T]) forEachActive(fn func(key string)) {
+	if d.cur == nil {
+		return
+	}
+	k := d.cur
+	for {
+		fn(k.name)
+		if k = k.next; k == d.cur {
+			return
+		}
+	}
+}
+
 // len is the number of ready items.
 func (d *drr[T]) len() int { return d.ready }
 

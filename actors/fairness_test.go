@@ -8,32 +8,41 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
-func TestFairnessMeterCapsKeysAndWorksOutRatios(t *testing.T) {
+func TestFairnessMeterReportsDeliveriesAndBacklog(t *testing.T) {
 	t.Parallel()
 	f := newFairnessMeter(2)
-	// One window: a (weight 1) and b (weight 1) get 250 each, c and d
-	// (weight 2 each, past the cap) 250 each: a and b got their share of
-	// the weight (1/6 each) and more, c and d less.
-	for range FairnessWindow / 4 {
-		for _, k := range []struct {
-			key    string
-			weight int64
-		}{{"a", 1}, {"b", 1}, {"c", 2}, {"d", 2}} {
-			f.delivered(k.key, k.weight)
-		}
+	ready := newDRR[*message](1)
+	// a is delivered; b and c are backlogged and never delivered: b is
+	// named (a starved key gets its series), c past the cap is (other).
+	for range 3 {
+		f.delivered("a", 1)
 	}
-	r := f.reading()
-	require.Len(t, r, 3, "a, b and (other)")
-	require.EqualValues(t, 250, r["a"].Deliveries)
-	require.EqualValues(t, 500, r[telemetry.OtherFairnessKey].Deliveries, "c and d summed")
-	require.InDelta(t, 0.25/(1.0/6), r["a"].ShareRatio, 1e-9)
-	require.InDelta(t, 0.5/(4.0/6), r[telemetry.OtherFairnessKey].ShareRatio, 1e-9)
-	// The next reading has no new deliveries, and the same ratios.
-	r = f.reading()
-	require.Zero(t, r["a"].Deliveries)
-	require.True(t, r["a"].HasRatio)
+	ready.push("b", 2, &message{})
+	ready.push("c", 3, &message{})
+	r := f.reading(ready)
+	require.Equal(t, map[string]telemetry.KeyReading{
+		"a":                        {Deliveries: 3, Weight: 1},
+		"b":                        {Backlogged: true, Weight: 2},
+		telemetry.OtherFairnessKey: {Backlogged: true, Weight: 3},
+	}, r)
+
+	// Still backlogged, nothing delivered: the backlog is stated again.
+	require.Equal(t, map[string]telemetry.KeyReading{
+		"b": {Backlogged: true, Weight: 2}, telemetry.OtherFairnessKey: {Backlogged: true, Weight: 3},
+	}, f.reading(ready))
+
+	// Drained: one empty reading says so, then nothing.
+	ready.pop()
+	ready.pop()
+	require.Equal(t, map[string]telemetry.KeyReading{}, f.reading(ready))
+	require.Nil(t, f.reading(ready), "nothing new to say")
+
+	// A delivery past the cap counts on (other).
+	f.delivered("d", 5)
+	require.Equal(t, map[string]telemetry.KeyReading{telemetry.OtherFairnessKey: {Deliveries: 1, Weight: 3}}, f.reading(ready))
 
 	off := newFairnessMeter(0)
 	off.delivered("a", 1)
-	require.Nil(t, off.reading(), "0 turns it off")
+	ready.push("a", 1, &message{})
+	require.Nil(t, off.reading(ready), "0 turns it off")
 }

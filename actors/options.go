@@ -48,9 +48,13 @@ type Options struct {
 	Board *telemetry.Board
 	// TracerProvider starts the queue actors' spans. No-op when nil.
 	TracerProvider trace.TracerProvider
-	// MeterProvider holds the queue actors' synchronous instruments. No-op
-	// when nil.
+	// MeterProvider is what filad's instruments are made on. No-op when
+	// nil.
 	MeterProvider metric.MeterProvider
+	// Series holds the queues' histograms and counters, which leave the
+	// export when their queue is deleted. When nil, MeterProvider's if it
+	// is a telemetry.SeriesProvider, else none (nothing is recorded).
+	Series *telemetry.SeriesSet
 	// Logger is filad's logger; protoactor's own logging goes to it at WARN
 	// and above. slog.Default() when nil.
 	Logger *slog.Logger
@@ -91,6 +95,9 @@ func (o Options) validate() (Options, error) {
 	}
 	if o.MeterProvider == nil {
 		o.MeterProvider = metricnoop.NewMeterProvider()
+	}
+	if sp, ok := o.MeterProvider.(telemetry.SeriesProvider); ok && o.Series == nil {
+		o.Series = sp.Series()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

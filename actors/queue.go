@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,15 +64,16 @@ type queueActor struct {
 	held holdings
 	// fair counts deliveries per fairness key for the fila.fairness.* metrics.
 	fair *fairnessMeter
-	// scripts runs the queue's Lua hooks; luaAttrs label their metrics.
-	scripts  *scripting.Runner
-	luaAttrs map[string]metric.MeasurementOption
+	// scripts runs the queue's Lua hooks.
+	scripts *scripting.Runner
+	// metrics are the queue's histograms and counters; lua and
+	// throttleCounters hold those per hook and per throttle key.
+	metrics          *telemetry.QueueMetrics
+	lua              map[string]luaMetrics
+	throttleCounters map[[2]string]*telemetry.Counter
 	// throttledUntil is when the earliest bucket that held a message back
 	// refills; zero when nothing was held back at the last dispatch.
 	throttledUntil time.Time
-	// throttleAttrs label fila.throttle.decisions, per throttle key and
-	// result, for the first fairness_keys keys (the rest as (other)).
-	throttleAttrs map[[2]string]metric.MeasurementOption
 	// warned is when a script's bad result was last logged (one WARN per
 	// scriptWarnEvery per queue).
 	warned time.Time
@@ -88,12 +90,13 @@ type queueActor struct {
 // queueDeps is what a queue actor shares with the rest of the system, all
 // of it safe for concurrent use.
 type queueDeps struct {
-	store       storage.Store
-	quantum     int64
-	log         *slog.Logger
-	tracer      trace.Tracer
-	instruments *telemetry.QueueInstruments
-	telemetry   *actor.PID
+	store   storage.Store
+	quantum int64
+	log     *slog.Logger
+	tracer  trace.Tracer
+	// series holds the queues' histograms and counters.
+	series    *telemetry.SeriesSet
+	telemetry *actor.PID
 	// dir finds a queue's DLQ, or a DLQ's source, to hand messages over.
 	dir *Directory
 	// fairness is Options.FairnessKeys.
@@ -111,7 +114,24 @@ type queueDeps struct {
 // then tells the actor); the actor reads it when it starts, so a supervisor
 // restart comes back with the config in force, not the one it was spawned
 // with.
-type configCell struct{ p atomic.Pointer[QueueConfig] }
+type configCell struct {
+	p atomic.Pointer[QueueConfig]
+	// metrics are the queue's synchronous instruments, made by its first
+	// actor: a supervisor restart counts on in the same series.
+	metricsOnce sync.Once
+	metrics     *telemetry.QueueMetrics
+	series      *telemetry.QueueSeries
+}
+
+// queueMetrics returns the queue's instruments, opening its series in set
+// the first time.
+func (c *configCell) queueMetrics(set *telemetry.SeriesSet) *telemetry.QueueMetrics {
+	c.metricsOnce.Do(func() {
+		c.series = set.Open(c.get().Name)
+		c.metrics = telemetry.NewQueueMetrics(c.series)
+	})
+	return c.metrics
+}
 
 func newConfigCell(cfg QueueConfig) *configCell {
 	c := &configCell{}
@@ -145,7 +165,7 @@ func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) ac
 		leaseIDs: newLeaseIDs(),
 		fair:     newFairnessMeter(deps.fairness),
 		scripts:  scripting.NewRunner(deps.lua, deps.runtime),
-		luaAttrs: luaAttrs(config.get().Name),
+		metrics:  config.queueMetrics(deps.series),
 	}
 }
 
@@ -165,10 +185,11 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.stop(ErrShuttingDown)
 	case *configChanged:
 		q.reconfigure()
+		q.changed(ctx) // the limits' gauges
 	case *Enqueue:
-		q.enqueue(ctx, []*Enqueue{m}, false)
+		q.enqueue(ctx, []*Enqueue{m}, false, false)
 	case *EnqueueBatch:
-		q.enqueue(ctx, m.Items, true)
+		q.enqueue(ctx, m.Items, true, m.StopAtRefusal)
 	case *enqueueDone:
 		q.pending--
 		q.enqueued(ctx, m)
@@ -267,6 +288,7 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 		// Moved here as the queue was deleted: the purge after it stops
 		// removes them.
 	case *actor.Stopped:
+		q.deps.series.Drop(q.cfg.Name, q.config.series) // its series leave the next export
 		ctx.Send(q.retired.stopped, &AdminReply{})
 		return
 	case actor.SystemMessage, *actor.Stopping, *actor.Restarting:
@@ -440,10 +462,18 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 	r.Gauges[telemetry.Delayed] = int64(q.delayed)
 	r.Gauges[telemetry.OldestReady] = q.oldestReady()
 	r.Gauges[telemetry.DRRActiveKeys] = int64(q.ready.active)
+	r.Gauges[telemetry.Bytes] = int64(q.held.bytes)
+	r.Gauges[telemetry.MaxDepth] = int64(q.cfg.MaxDepth)
+	r.Gauges[telemetry.MaxBytes] = int64(q.cfg.MaxBytes)
+	credit := 0
+	for _, s := range q.consumers {
+		credit += s.credit
+	}
+	r.Gauges[telemetry.ConsumerCredit] = int64(credit)
 	turns, rounds := q.ready.takeCounts()
 	r.Counts[telemetry.DRRKeysProcessed] += turns
 	r.Counts[telemetry.DRRRounds] += rounds
-	r.Keys = q.fair.reading()
+	r.Keys = q.fair.reading(q.ready)
 	ctx.Send(q.deps.telemetry, &queueReading{queue: q.cfg.Name, delta: r})
 	q.counts, q.dirty = telemetry.QueueReading{}, false
 }
@@ -454,11 +484,11 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 func (q *queueActor) submit(ctx actor.Context, spanCtx context.Context, b *storage.Batch, done func(error) any) {
 	commit := q.commitSpan(spanCtx)
 	self, system := ctx.Self(), ctx.ActorSystem()
-	hist, attr, start := q.deps.instruments.CommitDuration, q.queueAttr, time.Now()
+	hist, start := q.metrics.CommitDuration, time.Now()
 	q.pending++
 	q.deps.store.Submit(b, func(err error) {
 		// On the committer's goroutine: touch nothing of the actor's.
-		hist.Record(context.Background(), time.Since(start).Seconds(), attr)
+		hist.Record(spanCtx, time.Since(start).Seconds())
 		endSpan(commit, err)
 		system.Root.Send(self, done(err))
 	})

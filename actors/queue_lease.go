@@ -108,7 +108,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		m.span = q.deliverySpan(s.parent, m)
 		if m.rec.GetAttemptCount() == 0 {
 			waited := now.Sub(time.Unix(0, m.rec.GetEnqueuedAtUnixNs()))
-			q.deps.instruments.WaitDuration.Record(spanContext(m), waited.Seconds(), q.queueAttr)
+			q.metrics.WaitDuration.Record(spanContext(m), waited.Seconds())
 		} else {
 			redelivered++
 		}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fila-dev/filad/scripting"
@@ -22,14 +21,23 @@ import (
 // scriptWarnEvery bounds the WARNs a queue's failing scripts log.
 const scriptWarnEvery = 10 * time.Second
 
-// luaAttrs are the metric attribute sets of queue's hooks, made once.
-func luaAttrs(queue string) map[string]metric.MeasurementOption {
-	out := map[string]metric.MeasurementOption{}
-	for _, hook := range []string{scripting.OnEnqueue, scripting.OnFailure} {
-		out[hook] = metric.WithAttributeSet(attribute.NewSet(
-			attribute.String(telemetry.AttrQueueID, queue), attribute.String(telemetry.AttrHook, hook)))
+// luaMetrics are one hook's duration histogram and error counter.
+type luaMetrics struct {
+	duration *telemetry.Histogram
+	errors   *telemetry.Counter
+}
+
+// luaMetricsOf returns hook's instruments, made once per actor.
+func (q *queueActor) luaMetricsOf(hook string) luaMetrics {
+	m, ok := q.lua[hook]
+	if !ok {
+		if q.lua == nil {
+			q.lua = map[string]luaMetrics{}
+		}
+		m.duration, m.errors = q.metrics.Lua(hook)
+		q.lua[hook] = m
 	}
-	return out
+	return m
 }
 
 // recordScript measures one hook call and says on span what it decided.
@@ -37,13 +45,13 @@ func (q *queueActor) recordScript(ctx context.Context, hook string, c scripting.
 	if !c.Ran {
 		return
 	}
-	ins := q.deps.instruments
-	ins.LuaDuration.Record(ctx, c.Duration.Seconds(), q.luaAttrs[hook])
+	ins := q.luaMetricsOf(hook)
+	ins.duration.Record(ctx, c.Duration.Seconds())
 	span := trace.SpanFromContext(ctx)
 	if c.Err != nil {
-		ins.LuaErrors.Add(ctx, 1, q.luaAttrs[hook])
+		ins.errors.Add(1)
 		if c.BreakerOpened {
-			ins.LuaBreakerActivations.Add(ctx, 1, q.queueAttr)
+			q.metrics.LuaBreakerActivations.Add(1)
 		}
 		if span.IsRecording() {
 			span.AddEvent("fila.lua."+hook, trace.WithAttributes(attribute.Bool("messaging.fila.lua.failed", true),

@@ -9,6 +9,7 @@ import (
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/scripting"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // QueueConfig is a queue's definition.
@@ -222,13 +223,13 @@ func (h *holdings) remove(rec *storagev1.MessageRecord) {
 }
 
 // admit says why a message of size bytes would break the queue's limits,
-// or nil.
-func (h holdings) admit(cfg QueueConfig, size int) error {
+// with the limit's reason for fila.messages.refused, or nil.
+func (h holdings) admit(cfg QueueConfig, size int) (string, error) {
 	if cfg.MaxDepth > 0 && h.messages >= cfg.MaxDepth {
-		return fmt.Errorf("%w: queue %q holds %d messages (config.max_depth %d)", ErrOverloaded, cfg.Name, h.messages, cfg.MaxDepth)
+		return telemetry.RefusedMaxDepth, fmt.Errorf("%w: queue %q holds %d messages (config.max_depth %d)", ErrOverloaded, cfg.Name, h.messages, cfg.MaxDepth)
 	}
 	if cfg.MaxBytes > 0 && h.bytes+uint64(size) > cfg.MaxBytes {
-		return fmt.Errorf("%w: queue %q holds %d payload bytes; %d more is over config.max_bytes %d", ErrOverloaded, cfg.Name, h.bytes, size, cfg.MaxBytes)
+		return telemetry.RefusedMaxBytes, fmt.Errorf("%w: queue %q holds %d payload bytes; %d more is over config.max_bytes %d", ErrOverloaded, cfg.Name, h.bytes, size, cfg.MaxBytes)
 	}
-	return nil
+	return "", nil
 }

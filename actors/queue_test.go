@@ -261,10 +261,12 @@ func TestQueueReadingsReachTheBoard(t *testing.T) {
 	want.Gauges[telemetry.LeasesActive] = 2
 	want.Gauges[telemetry.ConsumersActive] = 1
 	want.Counts[telemetry.Redelivered] = 1
+	want.Gauges[telemetry.Bytes] = 2          // the two leased messages' payloads
+	want.Gauges[telemetry.ConsumerCredit] = 1 // 3 in flight allowed, 2 held
 	// The scheduler's own figures depend on timing; compare the rest.
 	checked := func(r telemetry.QueueReading) telemetry.QueueReading {
 		r.Counts[telemetry.DRRRounds], r.Counts[telemetry.DRRKeysProcessed] = 0, 0
-		r.Gauges[telemetry.OldestReady], r.Keys = 0, nil
+		r.Gauges[telemetry.OldestReady], r.Keys, r.Fair = 0, nil, nil
 		return r
 	}
 	require.Eventually(t, func() bool { return reflect.DeepEqual(checked(f.board.Snapshot()["q"]), want) },

@@ -34,12 +34,19 @@ type enqueueItem struct {
 	throttleKeys []string        // on_enqueue's
 }
 
-func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch bool) {
+func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRefusal bool) {
 	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
 	var b storage.Batch
 	items := make([]*enqueueItem, len(reqs))
+	refused := false
 	for i, req := range reqs {
+		if refused {
+			spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
+			items[i] = &enqueueItem{span: span, ctx: spanCtx, err: ErrNotAttempted}
+			continue
+		}
 		items[i] = q.prepareEnqueue(parent, req, &b)
+		refused = stopAtRefusal && items[i].err != nil
 	}
 	d := &enqueueDone{items: items, batch: batch, owner: q, sender: ctx.Sender()}
 	if b.Len() == 0 {
@@ -92,10 +99,12 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		it.err = err
 		return it
 	}
-	if err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
+	if reason, err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
+		q.metrics.Refused[reason].Add(1)
 		it.err = err
 		return it
 	}
+	q.metrics.MessageSize.Record(spanCtx, float64(len(req.Payload)))
 	uid, err := uuid.NewV7()
 	if err != nil {
 		it.err = fmt.Errorf("%w: message id: %v", ErrStorage, err)
@@ -278,7 +287,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		default:
 			if m := q.msgs[it.id]; m != nil { // nil only if a restart reloaded the queue after the commit
 				if m.leased {
-					q.deps.instruments.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds(), q.queueAttr)
+					q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
 					q.unlease(m)
 				}
 				m.settling = false

@@ -42,10 +42,6 @@ func Start(opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	instruments, err := telemetry.NewQueueInstruments(opts.MeterProvider)
-	if err != nil {
-		return nil, err
-	}
 	runtime, err := loadRuntimeConfig(opts.Store, opts.ConfigStore)
 	if err != nil {
 		return nil, err
@@ -62,18 +58,18 @@ func Start(opts Options) (*System, error) {
 	s.broker, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &brokerActor{opts: opts, dir: s.dir, runtime: s.runtime,
 			deps: queueDeps{
-				store:       opts.Store,
-				quantum:     opts.Quantum,
-				log:         opts.Logger,
-				tracer:      opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
-				instruments: instruments,
-				telemetry:   s.telemetry,
-				dir:         s.dir,
-				fairness:    opts.FairnessKeys,
-				lua:         opts.Lua,
-				runtime:     s.runtime,
-				throttles:   s.throttles,
-				onTick:      opts.onTick,
+				store:     opts.Store,
+				quantum:   opts.Quantum,
+				log:       opts.Logger,
+				tracer:    opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
+				series:    opts.Series,
+				telemetry: s.telemetry,
+				dir:       s.dir,
+				fairness:  opts.FairnessKeys,
+				lua:       opts.Lua,
+				runtime:   s.runtime,
+				throttles: s.throttles,
+				onTick:    opts.onTick,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{},
 			reaping: map[string]*reaping{}, unfinished: map[string]bool{}}

@@ -79,11 +79,8 @@ func (t *telemetryActor) retire(queue string) {
 	delete(t.readings, queue)
 	// Counts and per-key deliveries go on; gauges and ratios do not.
 	kept := telemetry.QueueReading{Counts: r.Counts}
-	for k, v := range r.Keys {
-		if kept.Keys == nil {
-			kept.Keys = map[string]telemetry.KeyReading{}
-		}
-		kept.Keys[k] = telemetry.KeyReading{Deliveries: v.Deliveries}
+	if r.Fair != nil {
+		kept.Fair = r.Fair.KeepTotals()
 	}
 	t.retired[queue] = kept
 	t.order = append(t.order, queue)

@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -9,9 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -177,7 +173,9 @@ func (t *Throttles) Stats(now time.Time) []ThrottleStats {
 // takeThrottle takes a token from each of m's throttle keys, or reports
 // that one is short and notes when it refills (the queue's timer comes back
 // then, so a throttled queue never spins). Messages without throttle keys
-// pass at no cost.
+// pass at no cost. fila.throttle.decisions counts messages, not checks: a
+// pass per message delivered, a hit once per message held back (however
+// often the scheduler looks at it again before it passes).
 func (q *queueActor) takeThrottle(m *message) bool {
 	keys := m.rec.GetThrottleKeys()
 	if len(keys) == 0 {
@@ -186,33 +184,38 @@ func (q *queueActor) takeThrottle(m *message) bool {
 	ok, hit, retryAt := q.deps.throttles.Take(keys, time.Now())
 	if ok {
 		for _, k := range keys {
-			q.deps.instruments.ThrottleDecisions.Add(context.Background(), 1, q.throttleAttr(k, "pass"))
+			q.throttleCounter(k, "pass").Add(1)
 		}
+		m.throttled = false
 		return true
 	}
-	q.deps.instruments.ThrottleDecisions.Add(context.Background(), 1, q.throttleAttr(hit, "hit"))
+	if !m.throttled {
+		m.throttled = true
+		q.throttleCounter(hit, "hit").Add(1)
+	}
 	if q.throttledUntil.IsZero() || retryAt.Before(q.throttledUntil) {
 		q.throttledUntil = retryAt
 	}
 	return false
 }
 
-// throttleAttr is the attribute set of a throttle decision on key.
-func (q *queueActor) throttleAttr(key, result string) metric.MeasurementOption {
-	if q.throttleAttrs == nil {
-		q.throttleAttrs = map[[2]string]metric.MeasurementOption{}
+// throttleCounter is the counter of throttle decisions on key with
+// result: the first 2 × fairness_keys key/result pairs of the queue get
+// series of their own, the rest are summed as (other).
+func (q *queueActor) throttleCounter(key, result string) *telemetry.Counter {
+	if c, ok := q.throttleCounters[[2]string{key, result}]; ok {
+		return c
 	}
-	if set, ok := q.throttleAttrs[[2]string{key, result}]; ok {
-		return set
+	if q.throttleCounters == nil {
+		q.throttleCounters = map[[2]string]*telemetry.Counter{}
 	}
 	series := key
-	if len(q.throttleAttrs) >= 2*max(q.deps.fairness, 1) {
+	if len(q.throttleCounters) >= 2*max(q.deps.fairness, 1) {
 		series = telemetry.OtherFairnessKey
 	}
-	set := metric.WithAttributeSet(attribute.NewSet(attribute.String(telemetry.AttrQueueID, q.cfg.Name),
-		attribute.String(telemetry.AttrThrottleKey, series), attribute.String(telemetry.AttrResult, result)))
+	c := q.metrics.Throttle(series, result)
 	if series == key {
-		q.throttleAttrs[[2]string{key, result}] = set
+		q.throttleCounters[[2]string{key, result}] = c
 	}
-	return set
+	return c
 }

@@ -230,7 +230,10 @@ func TestSettleSpansSayWhatFailed(t *testing.T) {
 func TestConsumeExtendsLongHandlers(t *testing.T) {
 	t.Parallel()
 	c := dial(t, startBroker(t, nil), nil)
-	const vt = 200 * time.Millisecond
+	// Extension comes at half the lease's remaining time: with 2 s a busy
+	// machine has a second of slack at each (it had 100 ms with 200 ms,
+	// and missed it under load).
+	const vt = 2 * time.Second
 	require.NoError(t, c.CreateQueue(ctxT(t), "slow", client.QueueConfig{VisibilityTimeoutMS: uint64(vt / time.Millisecond)}))
 	_, err := c.Enqueue(ctxT(t), "slow", nil, []byte("work"))
 	require.NoError(t, err)
@@ -241,9 +244,9 @@ func TestConsumeExtendsLongHandlers(t *testing.T) {
 	go func() {
 		done <- c.Consume(ctx, "slow", client.ConsumeOptions{MaxInFlight: 2}, func(_ context.Context, m *filav1.Message) error {
 			calls <- m.GetMetadata().GetAttemptCount()
-			// The handler's running time is what this test is about: four
-			// visibility timeouts, which only extension survives.
-			time.Sleep(4 * vt)
+			// The handler's running time is what this test is about: more
+			// than two visibility timeouts, which only extension survives.
+			time.Sleep(5 * vt / 2)
 			return nil
 		})
 	}()

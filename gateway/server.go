@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -51,6 +52,9 @@ type Options struct {
 	Auth *Authorizer
 	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
 	PoolSize int
+	// Backup writes a consistent snapshot of the store (the Backup RPC);
+	// nil answers UNIMPLEMENTED.
+	Backup func(io.Writer) error
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
 }

@@ -9,12 +9,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
 )
 
 // TestDashboardUsesOnlyExportedMetrics lints deploy/grafana/filad.json:
@@ -23,20 +26,10 @@ import (
 // that makes every series appear), so the dashboard cannot rot.
 func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{cfg: func(c *config.Config) {
-		tc := config.TelemetryDefaults()
-		tc.OTLPEndpoint, tc.PrometheusListenAddr = "", "127.0.0.1:0"
-		c.Telemetry = &tc
-	}})
+	b := everyMetricBroker(t, "")
 	exerciseEveryMetric(t, b)
-
-	resp, err := http.Get("http://" + b.srv.PrometheusAddr().String() + "/metrics")
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
 	exported := map[string]bool{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(scrapeMetrics(t, b), "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {
 			exported[regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*`).FindString(line)] = true
 		}
@@ -46,14 +39,17 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	require.NoError(t, err)
 	var dash struct {
 		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
+			Type, Title string
+			Targets     []struct{ Expr string }
 		}
 		Templating struct{ List []struct{ Query string } }
 	}
 	require.NoError(t, json.Unmarshal(raw, &dash))
 	exprs := []string{}
 	for _, p := range dash.Panels {
+		if p.Type == "row" {
+			continue
+		}
 		require.NotEmpty(t, p.Targets, "panel %q has queries", p.Title)
 		for _, tg := range p.Targets {
 			exprs = append(exprs, tg.Expr)
@@ -62,11 +58,12 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	for _, v := range dash.Templating.List {
 		exprs = append(exprs, v.Query)
 	}
-	metricName := regexp.MustCompile(`\b(?:fila|rpc|go)_[a-zA-Z0-9_]+`)
-	grouping := regexp.MustCompile(`\b(?:by|without) \([^)]*\)`) // label names, not metrics
+	metricName := regexp.MustCompile(`\b(?:fila|rpc|go|process)_[a-zA-Z0-9_]+`)
+	grouping := regexp.MustCompile(`\b(?:by|without) \([^)]*\)`)                         // label names, not metrics
+	matcher := regexp.MustCompile(`\b[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"[^"]*"`) // label matchers
 	used := 0
 	for _, e := range exprs {
-		for _, name := range metricName.FindAllString(grouping.ReplaceAllString(e, ""), -1) {
+		for _, name := range metricName.FindAllString(matcher.ReplaceAllString(grouping.ReplaceAllString(e, ""), ""), -1) {
 			used++
 			require.True(t, exported[name], "the dashboard queries %s, which filad does not export (query: %s; filad exports %v)", name, e, names(exported))
 		}
@@ -74,14 +71,44 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	require.Greater(t, used, 20, "the lint saw the dashboard's metrics")
 }
 
-// exerciseEveryMetric makes traffic that gives every metric a series: a
-// fairness window's deliveries over keys, a nack, an expiry into the DLQ,
-// a redrive and a delayed message.
+// everyMetricBroker starts filad serving /metrics, with auth on (its
+// clients carry the bootstrap key) so the auth metrics have series, OTLP
+// to otlp (every trace sampled, so the histograms carry exemplars; "": no
+// OTLP) and exports that give up fast.
+func everyMetricBroker(t *testing.T, otlp string) *bundle {
+	t.Helper()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) {
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint, tc.PrometheusListenAddr, tc.TraceSampleRatio, tc.MetricsIntervalMS = otlp, "127.0.0.1:0", 1, 200
+		c.Telemetry = &tc
+		c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey}
+		c.Lua.CircuitBreakerCooldownMS = 100 // a broken script runs again soon
+	}, opts: server.Options{ExportTimeout: 200 * time.Millisecond}})
+	return asKey(t, b, bootstrapKey)
+}
+
+// scrapeMetrics returns filad's /metrics in the text format.
+func scrapeMetrics(t *testing.T, b *bundle) string {
+	t.Helper()
+	resp, err := http.Get("http://" + b.srv.PrometheusAddr().String() + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+// exerciseEveryMetric makes traffic that gives every metric a series:
+// deliveries over two fairness keys, a nack, an expiry into the DLQ, a
+// redrive and a delayed message (queue lint); a Lua hook that fails until
+// its breaker opens, a throttle that passes one message and holds the
+// next, which starves its fairness key (lintlua); a max_depth refusal, left
+// with a message and no consumer (linttiny); and a call with a bad key.
 func exerciseEveryMetric(t *testing.T, b *bundle) {
 	t.Helper()
 	b.createQueue(t, "lint", &filav1.QueueConfig{MaxAttempts: 1, VisibilityTimeoutMs: 500})
 	var reqs []*filav1.EnqueueRequest
-	for i := range actors.FairnessWindow {
+	for i := range lintMessages {
 		reqs = append(reqs, &filav1.EnqueueRequest{Queue: "lint", Headers: map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}})
 	}
 	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs})
@@ -89,7 +116,7 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
 	var ms []*filav1.Message
-	for len(ms) < actors.FairnessWindow {
+	for len(ms) < lintMessages {
 		resp, err := stream.Recv()
 		require.NoError(t, err)
 		if len(ms) == 0 {
@@ -100,13 +127,45 @@ func exerciseEveryMetric(t *testing.T, b *bundle) {
 		ms = append(ms, resp.GetMessages()...)
 	}
 	// The rest expire (500 ms leases) into the DLQ; one comes back.
-	eventually(t, func() bool { return b.stats(t, "lint.dlq").GetDepth() == uint64(actors.FairnessWindow) }, "all in the DLQ")
+	eventually(t, func() bool { return b.stats(t, "lint.dlq").GetDepth() == lintMessages }, "all in the DLQ")
 	_, err = b.admin.Redrive(ctxT(t), &filav1.RedriveRequest{DlqQueue: "lint.dlq", Count: 1})
 	require.NoError(t, err)
 	recvN(t, stream, 1) // delivered again: a redelivery
 	b.enqueue(t, "lint", map[string]string{"fila-delay-ms": "600000"}, nil)
-	b.sync(t, "lint", "lint.dlq")
+
+	_, err = b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.lint", Value: "0.001,1"})
+	require.NoError(t, err)
+	b.createQueue(t, "lintlua", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg)
+  if msg.headers["boom"] then error("boom") end
+  if msg.headers["fila-fairness-key"] == "held" then return { throttle_keys = { "lint" } } end
+  return {}
+end`})
+	for range 2 {
+		b.enqueue(t, "lintlua", map[string]string{"fila-fairness-key": "held"}, nil)
+	}
+	for range 30 {
+		b.enqueue(t, "lintlua", map[string]string{"fila-fairness-key": "free"}, nil)
+	}
+	for range 3 { // the default circuit_breaker_threshold: the breaker opens
+		b.enqueue(t, "lintlua", map[string]string{"boom": "1"}, nil)
+	}
+	luaStream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lintlua", MaxInFlight: 100})
+	require.NoError(t, err)
+	// One held (the bucket's one token; the other waits: "held" starves),
+	// the free ones, the boom ones (the queue's defaults applied).
+	recvN(t, luaStream, 1+30+3)
+
+	b.createQueue(t, "linttiny", &filav1.QueueConfig{MaxDepth: 1, MaxBytes: 1 << 20})
+	b.enqueue(t, "linttiny", nil, []byte("x"))
+	_, err = b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "linttiny"})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "max_depth refuses")
+	_, err = filav1.NewFilaServiceClient(dial(t, b.srv.Addr())).Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "lint"})
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "no key, an auth failure")
+	b.sync(t, "lint", "lint.dlq", "lintlua", "linttiny")
 }
+
+// lintMessages is how many messages exerciseEveryMetric sends through.
+const lintMessages = 100
 
 func names(set map[string]bool) []string {
 	var out []string

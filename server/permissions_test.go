@@ -232,6 +232,14 @@ func TestPermissionMatrix(t *testing.T) {
 			_, err := a.ListApiKeys(ctx, &filav1.ListApiKeysRequest{})
 			return err
 		}),
+		plain("Backup", "admin", "*", func(ctx context.Context, _ filav1.FilaServiceClient, a filav1.FilaAdminClient) error {
+			st, err := a.Backup(ctx, &filav1.BackupRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv() // the refusal, or the first chunk
+			return err
+		}),
 		// A DLQ belongs to its source queue: every right on m.dlq is the
 		// same right on m.
 		dlq("Enqueue m.dlq", "produce", enqueue("m.dlq")),

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -97,7 +98,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
 		s.telemetry = &otlpexport.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
-	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout}); err != nil {
+	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: cfg.Storage.DataDir}); err != nil {
 		// A telemetry set-up error never stops the broker.
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
 		s.telemetry, err = otlpexport.Disabled(), nil
@@ -143,6 +144,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		},
 		TracerProvider: s.telemetry.TracerProvider,
 		MeterProvider:  s.telemetry.MeterProvider,
+		Series:         s.telemetry.Series,
 		Logger:         s.log,
 	}); err != nil {
 		return nil, err
@@ -155,6 +157,20 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		return out
 	}); err != nil {
 		return nil, err
+	}
+	if _, err = telemetry.RegisterProcess(s.telemetry.MeterProvider, readProcess); err != nil {
+		return nil, err
+	}
+	if s.ownStore {
+		skip := ""
+		if reserve != nil {
+			skip = reserve.path
+		}
+		if _, err = telemetry.RegisterStorage(s.telemetry.MeterProvider, cfg.Limits.MinFreeDiskBytes, func() telemetry.StorageReading {
+			return readStorage(cfg.Storage.DataDir, skip)
+		}); err != nil {
+			return nil, err
+		}
 	}
 	s.alarms = &gateway.Alarms{}
 	s.monitor = startResourceMonitor(cfg, s.alarms, reserve, s.log)
@@ -180,6 +196,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		DefaultMaxInFlight: cfg.Server.DefaultMaxInFlight,
 		MaxBatchItems:      cfg.Server.MaxBatchItems,
 		MaxBatchBytes:      cfg.Server.MaxBatchBytes,
+		Backup:             backupOf(s.store),
 		Logger:             s.log,
 	}); err != nil {
 		return nil, err
@@ -340,4 +357,13 @@ func (s *Server) teardown(ctx context.Context) error {
 		s.log.Info("filad stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// backupOf is store's Backup, if it has one (the badger store does; a
+// test's in-memory store does not).
+func backupOf(store storage.Store) func(io.Writer) error {
+	if b, ok := store.(interface{ Backup(io.Writer) error }); ok {
+		return b.Backup
+	}
+	return nil
 }

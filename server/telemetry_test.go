@@ -24,10 +24,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
-	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -681,7 +682,7 @@ func TestPrometheusServesWhatOTLPExports(t *testing.T) {
 }
 
 // TestFairnessMetrics (Fila story 6.2): with weights 1:2:3 and every key
-// backlogged, each key's fair-share ratio over a window is near 1.0, the
+// backlogged, each key's fair-share ratio over the window is near 1.0, the
 // per-key throughput adds up to the deliveries, and the scheduler reports
 // its rounds, turns and active keys.
 func TestFairnessMetrics(t *testing.T) {
@@ -702,7 +703,7 @@ func TestFairnessMetrics(t *testing.T) {
 	}
 	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "fair", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
-	for got := 0; got < actors.FairnessWindow; {
+	for got := 0; got < 1000; {
 		resp, err := stream.Recv()
 		require.NoError(t, err)
 		got += len(resp.GetMessages())
@@ -732,4 +733,166 @@ func TestFairnessMetrics(t *testing.T) {
 	require.Positive(t, rounds)
 	require.GreaterOrEqual(t, turns, 3*rounds, "three keys take a turn each per round")
 	h.AssertGauge(t, telemetry.Gauges[telemetry.DRRActiveKeys].Name, qattr("fair"), 3)
+}
+
+// TestFairShareShowsAStarvedKey (issue 21, Deliver 1): a key with ready
+// messages that gets no deliveries (its throttle bucket is empty) reads a
+// fair share of 0 beside a key that is served, and it reads so after the
+// first deliveries, not after a 1,000-delivery window.
+func TestFairShareShowsAStarvedKey(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.starve", Value: "0.001,1"})
+	require.NoError(t, err)
+	b.createQueue(t, "starve", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg)
+  if msg.headers["fila-fairness-key"] == "b" then return { throttle_keys = { "starve" } } end
+  return {}
+end`})
+	for i := range 20 {
+		b.enqueue(t, "starve", map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}, nil)
+	}
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "starve", MaxInFlight: 100})
+	require.NoError(t, err)
+	recvN(t, stream, 11) // a's ten and b's one token
+	key := func(k string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "starve"), attribute.String("fairness_key", k)}
+	}
+	eventually(t, func() bool {
+		v, ok := h.Float(t, telemetry.FairShareRatio.Name, key("b")...)
+		return ok && v < 0.2
+	}, "b, backlogged and held back, reads near 0")
+	a, ok := h.Float(t, telemetry.FairShareRatio.Name, key("a")...)
+	require.True(t, ok)
+	require.Greater(t, a, 1.5, "a got b's share too")
+}
+
+// TestDeletedQueueSeriesLeaveTheExport (issue 21, Deliver 4): deleting a
+// queue removes every series of it (gauges, counters and histograms, Lua
+// and throttle ones included) from the next collection; a queue created
+// again under the name starts its histograms afresh.
+func TestDeletedQueueSeriesLeaveTheExport(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.gone", Value: "1000,1000"})
+	require.NoError(t, err)
+	script := &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg) return { throttle_keys = { "gone" } } end`}
+	b.createQueue(t, "gone", script)
+	b.createQueue(t, "stays", nil)
+	for _, q := range []string{"gone", "stays"} {
+		b.enqueue(t, q, nil, []byte("x"))
+		stream, cancel := b.lease(t, q)
+		m := recvN(t, stream, 1)[0]
+		_, err := b.svc.Ack(ctxT(t), &filav1.AckRequest{Queue: q, MessageId: m.GetId(), LeaseId: m.GetLeaseId()})
+		require.NoError(t, err)
+		cancel()
+		b.sync(t, q)
+	}
+	gone := attribute.String("queue_id", "gone")
+	want := []string{telemetry.CommitDuration.Name, telemetry.WaitDuration.Name, telemetry.ProcessDuration.Name,
+		telemetry.MessageSize.Name, telemetry.LuaDuration.Name, telemetry.ThrottleDecisions.Name,
+		telemetry.EnqueueRefused.Name, telemetry.MetricEnqueued, telemetry.MetricQueueDepth}
+	eventually(t, func() bool {
+		have := h.SeriesOf(t, gone)
+		for _, n := range want {
+			if !slices.Contains(have, n) {
+				return false
+			}
+		}
+		return true
+	}, "the queue has every kind of series")
+
+	_, err = b.admin.DeleteQueue(ctxT(t), &filav1.DeleteQueueRequest{Queue: "gone"})
+	require.NoError(t, err)
+	eventually(t, func() bool { return len(h.SeriesOf(t, gone)) == 0 }, "no series of the deleted queue")
+	require.Contains(t, h.SeriesOf(t, attribute.String("queue_id", "stays")), telemetry.CommitDuration.Name, "another queue's stay")
+
+	b.createQueue(t, "gone", nil)
+	b.sync(t, "gone")
+	require.Zero(t, h.HistogramCount(t, telemetry.CommitDuration.Name, gone), "created again: its histograms start afresh")
+}
+
+// TestPrometheusServesOpenMetricsWithExemplars (issue 21, Deliver 3):
+// asked for OpenMetrics, /metrics answers in it, and the latency buckets
+// carry exemplars whose trace ids are of sampled delivery spans.
+func TestPrometheusServesOpenMetricsWithExemplars(t *testing.T) {
+	t.Parallel()
+	recv := telemetrytest.NewReceiver(t)
+	b := setup(t, setupOpts{cfg: exportTo("http://"+recv.Addr(), 100, func(tc *config.Telemetry) { tc.PrometheusListenAddr = "127.0.0.1:0" })})
+	b.createQueue(t, "om", nil)
+	b.enqueue(t, "om", nil, nil)
+	stream, _ := b.lease(t, "om")
+	recvN(t, stream, 1)
+	b.sync(t, "om")
+	scrape := func(accept string) (string, string) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+b.srv.PrometheusAddr().String()+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.Header.Get("Content-Type"), string(body)
+	}
+	exemplar := regexp.MustCompile(`(?m)^fila_message_wait_duration_seconds_bucket\{[^}]*queue_id="om"[^}]*\} 1 # \{span_id="[0-9a-f]{16}",trace_id="[0-9a-f]{32}"\} `)
+	eventually(t, func() bool {
+		ct, body := scrape("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+		return strings.HasPrefix(ct, "application/openmetrics-text") && exemplar.MatchString(body)
+	}, "OpenMetrics with an exemplar on the wait bucket")
+	ct, body := scrape("text/plain")
+	require.True(t, strings.HasPrefix(ct, "text/plain"), ct)
+	require.NotContains(t, body, "trace_id", "the text format has no exemplars")
+}
+
+// TestQueueLimitsBytesAndRefusals (issue 21, Deliver 9): a queue's bytes, limits,
+// consumer credit, message sizes and refusals by reason are exported.
+func TestQueueLimitsBytesAndRefusals(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	b.createQueue(t, "ops9", &filav1.QueueConfig{MaxDepth: 2, MaxBytes: 1000})
+	b.enqueue(t, "ops9", nil, make([]byte, 300))
+	b.enqueue(t, "ops9", nil, make([]byte, 100))
+	_, err := b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "ops9", Payload: []byte("x")})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "max_depth refuses")
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "ops9", MaxInFlight: 5})
+	require.NoError(t, err)
+	recvN(t, stream, 1)
+	b.sync(t, "ops9")
+	q := qattr("ops9")
+	h.AssertGauge(t, telemetry.Gauges[telemetry.Bytes].Name, q, 400)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.MaxDepth].Name, q, 2)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.MaxBytes].Name, q, 1000)
+	h.AssertGauge(t, telemetry.Gauges[telemetry.ConsumerCredit].Name, q, 3) // 5 less the 2 delivered
+	h.AssertCounter(t, telemetry.EnqueueRefused.Name, append(q, attribute.String("reason", "max_depth")), 1)
+	h.AssertCounter(t, telemetry.EnqueueRefused.Name, append(q, attribute.String("reason", "max_bytes")), 0)
+	require.EqualValues(t, 2, h.HistogramCount(t, telemetry.MessageSize.Name, q...), "one size per admitted message")
+}
+
+// TestThrottleCountsMessagesNotChecks (issue 21, Deliver 9): a message
+// held back by its throttle is one hit, however often the scheduler looks
+// at it again (each delivery of another key's message re-checks it).
+func TestThrottleCountsMessagesNotChecks(t *testing.T) {
+	t.Parallel()
+	b, h := harnessed(t, setupOpts{})
+	_, err := b.admin.SetConfig(ctxT(t), &filav1.SetConfigRequest{Key: "throttle.slow", Value: "0.001,1"})
+	require.NoError(t, err)
+	b.createQueue(t, "thr", &filav1.QueueConfig{OnEnqueueScript: `function on_enqueue(msg)
+  if msg.headers["fila-fairness-key"] == "held" then return { throttle_keys = { "slow" } } end
+  return {}
+end`})
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "thr", MaxInFlight: 100})
+	require.NoError(t, err)
+	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil)
+	b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "held"}, nil) // no token left: held
+	recvN(t, stream, 1)
+	for range 10 { // each one's dispatch passes over the held message again
+		b.enqueue(t, "thr", map[string]string{"fila-fairness-key": "free"}, nil)
+		recvN(t, stream, 1)
+	}
+	b.sync(t, "thr")
+	decision := func(result string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("queue_id", "thr"), attribute.String("throttle_key", "slow"), attribute.String("result", result)}
+	}
+	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("pass"), 1)
+	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("hit"), 1)
 }

@@ -1,6 +1,9 @@
 package telemetry
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // QueueReading is what the fila.* instruments report for one queue.
 type QueueReading struct {
@@ -10,20 +13,25 @@ type QueueReading struct {
 	Counts [numCounts]int64
 	// Gauges are the values now.
 	Gauges [numGauges]int64
-	// Keys are the per-fairness-key figures (capped per queue; see
-	// OtherFairnessKey): deliveries summed like Counts, ratios replaced
-	// like Gauges. Never modified once published: Add makes a new map.
+	// Keys, in a queue actor's delta only, are the per-fairness-key
+	// figures (capped per queue; see OtherFairnessKey): every series
+	// delivered since the last reading or backlogged now. nil: nothing
+	// changed since the last reading's keys.
 	Keys map[string]KeyReading
+	// Fair, in the aggregate, holds the per-key figures the deltas'
+	// Keys were recorded into; nil until the first.
+	Fair *FairShare
 }
 
-// KeyReading is one fairness key's figures in a QueueReading.
+// KeyReading is one fairness series' figures in a queue actor's delta.
 type KeyReading struct {
-	// Deliveries counts the key's deliveries.
+	// Deliveries counts the series' deliveries since the last reading.
 	Deliveries int64
-	// ShareRatio is the key's share of the last window's deliveries over
-	// its share of the weight; set when HasRatio.
-	ShareRatio float64
-	HasRatio   bool
+	// Backlogged: the series has ready messages now.
+	Backlogged bool
+	// Weight is the series' weight (for OtherFairnessKey, its keys'
+	// summed).
+	Weight int64
 }
 
 // OtherFairnessKey is the fairness_key of the series that sums a queue's
@@ -31,28 +39,19 @@ type KeyReading struct {
 const OtherFairnessKey = "(other)"
 
 // Add folds a queue actor's delta into r: counts add up, gauges take the
-// delta's values.
+// delta's values, and the delta's keys are recorded into r.Fair now.
 func (r *QueueReading) Add(delta QueueReading) {
 	for i, n := range delta.Counts {
 		r.Counts[i] += n
 	}
 	r.Gauges = delta.Gauges
-	if len(delta.Keys) == 0 {
+	if delta.Keys == nil {
 		return
 	}
-	keys := make(map[string]KeyReading, len(r.Keys)+len(delta.Keys))
-	for k, v := range r.Keys {
-		keys[k] = v
+	if r.Fair == nil {
+		r.Fair = NewFairShare()
 	}
-	for k, d := range delta.Keys {
-		v := keys[k]
-		v.Deliveries += d.Deliveries
-		if d.HasRatio {
-			v.ShareRatio, v.HasRatio = d.ShareRatio, true
-		}
-		keys[k] = v
-	}
-	r.Keys = keys
+	r.Fair.Record(time.Now(), delta.Keys)
 }
 
 // Board publishes per-queue readings from one writer (the telemetry actor)

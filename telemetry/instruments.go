@@ -52,15 +52,16 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 	}
 	all = append(all, throughput, ratio)
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		nowMS := time.Now().UnixMilli()
+		now := time.Now()
+		nowMS := now.UnixMilli()
 		for q, r := range board.Snapshot() {
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q)))
-			for key, k := range r.Keys {
-				keySet := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q), attribute.String(AttrFairnessKey, key)))
-				o.ObserveInt64(throughput, k.Deliveries, keySet)
-				if k.HasRatio {
-					o.ObserveFloat64(ratio, k.ShareRatio, keySet)
+			if r.Fair != nil {
+				keySet := func(key string) metric.MeasurementOption {
+					return metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrQueueID, q), attribute.String(AttrFairnessKey, key)))
 				}
+				r.Fair.Totals(func(key string, n int64) { o.ObserveInt64(throughput, n, keySet(key)) })
+				r.Fair.Ratios(now, func(key string, v float64) { o.ObserveFloat64(ratio, v, keySet(key)) })
 			}
 			for i, inst := range counters {
 				o.ObserveInt64(inst, r.Counts[i], set)
@@ -85,57 +86,63 @@ func RegisterInstruments(mp metric.MeterProvider, board *Board) (metric.Registra
 	return reg, nil
 }
 
-// QueueInstruments are the synchronous instruments a queue actor records
-// on; recording on them takes no lock shared between queues in the SDK
-// (each queue's attribute set has its own aggregation).
-type QueueInstruments struct {
-	// CommitDuration, WaitDuration, ProcessDuration and LuaDuration record
-	// their specs, in seconds.
-	CommitDuration, WaitDuration, ProcessDuration, LuaDuration metric.Float64Histogram
-	// LuaErrors, LuaBreakerActivations and ThrottleDecisions count their
-	// specs.
-	LuaErrors, LuaBreakerActivations, ThrottleDecisions metric.Int64Counter
+// Bucket bounds of the per-queue histograms, in their specs' units.
+var (
+	// CommitBuckets: fsync'd commits take 0.2–5 ms; unsynced ones tens of µs.
+	CommitBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
+	// MessageBuckets bound a message's wait or processing time: from
+	// sub-millisecond to hours.
+	MessageBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
+	// LuaBuckets: a hook's budget is milliseconds, 10 µs … 1 s.
+	LuaBuckets = []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1}
+	// SizeBuckets bound a message's size in bytes: 64 B … 4 MiB (the
+	// default max_message_bytes is 1 MiB).
+	SizeBuckets = []float64{64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304}
+)
+
+// QueueMetrics are one queue's synchronous instruments, on its
+// QueueSeries: recording takes no lock, and the series leave the export
+// with the queue. On a nil QueueSeries every instrument is nil and records
+// nothing.
+type QueueMetrics struct {
+	// CommitDuration, WaitDuration and ProcessDuration record their specs
+	// in seconds; MessageSize records MessageSize in bytes.
+	CommitDuration, WaitDuration, ProcessDuration, MessageSize *Histogram
+	// LuaBreakerActivations counts its spec.
+	LuaBreakerActivations *Counter
+	// Refused counts EnqueueRefused by reason (RefusedMaxDepth,
+	// RefusedMaxBytes); made up front, so a queue's refusals read 0, not
+	// no data, until the first.
+	Refused map[string]*Counter
+	series  *QueueSeries
 }
 
-// NewQueueInstruments creates the queue actors' synchronous instruments on mp.
-func NewQueueInstruments(mp metric.MeterProvider) (*QueueInstruments, error) {
-	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
-	var qi QueueInstruments
-	for _, h := range []struct {
-		into    *metric.Float64Histogram
-		spec    MetricSpec
-		buckets []float64
-	}{
-		// fsync'd commits take 0.2–5 ms; unsynced ones tens of µs.
-		{&qi.CommitDuration, CommitDuration, []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}},
-		// Waits and processing run from sub-millisecond to hours.
-		{&qi.WaitDuration, WaitDuration, messageBuckets},
-		{&qi.ProcessDuration, ProcessDuration, messageBuckets},
-		// A hook's budget is milliseconds: 10 µs … 1 s.
-		{&qi.LuaDuration, LuaDuration, []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1}},
-	} {
-		inst, err := m.Float64Histogram(h.spec.Name, metric.WithUnit(h.spec.Unit),
-			metric.WithDescription(h.spec.Description), metric.WithExplicitBucketBoundaries(h.buckets...))
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: %s: %w", h.spec.Name, err)
-		}
-		*h.into = inst
+// NewQueueMetrics makes the instruments of q.
+func NewQueueMetrics(q *QueueSeries) *QueueMetrics {
+	return &QueueMetrics{
+		series:                q,
+		CommitDuration:        q.Histogram(CommitDuration, CommitBuckets),
+		WaitDuration:          q.Histogram(WaitDuration, MessageBuckets),
+		ProcessDuration:       q.Histogram(ProcessDuration, MessageBuckets),
+		MessageSize:           q.Histogram(MessageSize, SizeBuckets),
+		LuaBreakerActivations: q.Counter(LuaBreakerActivations),
+		Refused: map[string]*Counter{
+			RefusedMaxDepth: q.Counter(EnqueueRefused, attribute.String(AttrReason, RefusedMaxDepth)),
+			RefusedMaxBytes: q.Counter(EnqueueRefused, attribute.String(AttrReason, RefusedMaxBytes)),
+		},
 	}
-	for _, c := range []struct {
-		into *metric.Int64Counter
-		spec MetricSpec
-	}{{&qi.LuaErrors, LuaErrors}, {&qi.LuaBreakerActivations, LuaBreakerActivations}, {&qi.ThrottleDecisions, ThrottleDecisions}} {
-		inst, err := m.Int64Counter(c.spec.Name, metric.WithUnit(c.spec.Unit), metric.WithDescription(c.spec.Description))
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: %s: %w", c.spec.Name, err)
-		}
-		*c.into = inst
-	}
-	return &qi, nil
 }
 
-// messageBuckets bound a message's wait or processing time, in seconds.
-var messageBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
+// Lua returns the duration histogram and error counter of hook.
+func (m *QueueMetrics) Lua(hook string) (*Histogram, *Counter) {
+	a := attribute.String(AttrHook, hook)
+	return m.series.Histogram(LuaDuration, LuaBuckets, a), m.series.Counter(LuaErrors, a)
+}
+
+// Throttle returns the counter of throttle decisions on key with result.
+func (m *QueueMetrics) Throttle(key, result string) *Counter {
+	return m.series.Counter(ThrottleDecisions, attribute.String(AttrThrottleKey, key), attribute.String(AttrResult, result))
+}
 
 // NewCommitItems creates the fila.storage.commit.messages histogram on mp
 // and returns the storage committer's hook recording it.
@@ -187,4 +194,75 @@ func RegisterThrottleTokens(mp metric.MeterProvider, tokens func() map[string]fl
 		}
 		return nil
 	}, g)
+}
+
+// StorageReading is the store's and its disk's figures at one collection.
+type StorageReading struct {
+	// Size is StorageSize; Free is DiskFree. ok false: not readable now.
+	Size, Free int64
+	OK         bool
+}
+
+// RegisterStorage creates fila.storage.size, fila.storage.disk.free and
+// fila.storage.disk.min_free (minFree, the limit) on mp, read at each
+// collection.
+func RegisterStorage(mp metric.MeterProvider, minFree int64, read func() StorageReading) (metric.Registration, error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	var gs [3]metric.Int64ObservableGauge
+	for i, spec := range []MetricSpec{StorageSize, DiskFree, DiskMinFree} {
+		g, err := m.Int64ObservableGauge(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: %s: %w", spec.Name, err)
+		}
+		gs[i] = g
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(gs[2], minFree)
+		if r := read(); r.OK {
+			o.ObserveInt64(gs[0], r.Size)
+			o.ObserveInt64(gs[1], r.Free)
+		}
+		return nil
+	}, gs[0], gs[1], gs[2])
+}
+
+// ProcessReading is the process's figures at one collection; a negative
+// value is not readable here.
+type ProcessReading struct {
+	UserCPU, SystemCPU time.Duration
+	RSS, FDs           int64
+}
+
+// RegisterProcess creates the process.* instruments on mp, read at each
+// collection.
+func RegisterProcess(mp metric.MeterProvider, read func() ProcessReading) (metric.Registration, error) {
+	m := mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))
+	cpu, err := m.Float64ObservableCounter(ProcessCPUTime.Name, metric.WithUnit(ProcessCPUTime.Unit), metric.WithDescription(ProcessCPUTime.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessCPUTime.Name, err)
+	}
+	rss, err := m.Int64ObservableGauge(ProcessMemory.Name, metric.WithUnit(ProcessMemory.Unit), metric.WithDescription(ProcessMemory.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessMemory.Name, err)
+	}
+	fds, err := m.Int64ObservableGauge(ProcessFDs.Name, metric.WithUnit(ProcessFDs.Unit), metric.WithDescription(ProcessFDs.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessFDs.Name, err)
+	}
+	user := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "user")))
+	system := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "system")))
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		r := read()
+		if r.UserCPU >= 0 {
+			o.ObserveFloat64(cpu, r.UserCPU.Seconds(), user)
+			o.ObserveFloat64(cpu, r.SystemCPU.Seconds(), system)
+		}
+		if r.RSS >= 0 {
+			o.ObserveInt64(rss, r.RSS)
+		}
+		if r.FDs >= 0 {
+			o.ObserveInt64(fds, r.FDs)
+		}
+		return nil
+	}, cpu, rss, fds)
 }

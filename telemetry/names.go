@@ -51,6 +51,10 @@ const (
 	Delayed
 	OldestReady
 	DRRActiveKeys
+	Bytes
+	MaxDepth
+	MaxBytes
+	ConsumerCredit
 	numGauges
 )
 
@@ -87,6 +91,14 @@ var Gauges = [numGauges]MetricSpec{
 	OldestReady: {Name: "fila.queue.oldest_ready.age", Unit: "s", SinceUnixMillis: true,
 		Description: "How long the oldest ready message has waited since it was enqueued; 0 when none is ready."},
 	DRRActiveKeys: {Name: "fila.scheduler.drr.active_keys", Unit: "{key}", Description: "Fairness keys with ready messages now."},
+	Bytes: {Name: "fila.queue.bytes", Unit: "By",
+		Description: "Payload bytes the queue holds now (ready, delayed and leased), as they count against max_bytes."},
+	MaxDepth: {Name: "fila.queue.limit.max_depth", Unit: "{message}",
+		Description: "The queue's max_depth (messages held before Enqueue is refused); 0 is unlimited."},
+	MaxBytes: {Name: "fila.queue.limit.max_bytes", Unit: "By",
+		Description: "The queue's max_bytes (payload bytes held before Enqueue is refused); 0 is unlimited."},
+	ConsumerCredit: {Name: "fila.consumers.credit", Unit: "{message}",
+		Description: "Deliveries the queue's consumers can take now: their max_in_flight less what they hold."},
 }
 
 // Per-fairness-key instruments (attributes queue_id and fairness_key),
@@ -95,7 +107,7 @@ var (
 	FairnessThroughput = MetricSpec{Name: "fila.fairness.throughput", Unit: "{message}",
 		Description: "Deliveries per fairness key (the first keys of a queue up to telemetry.fairness_keys; the rest as (other))."}
 	FairShareRatio = MetricSpec{Name: "fila.fairness.fair_share_ratio", Unit: "1",
-		Description: "A fairness key's share of the last 1,000 deliveries over its share of the weight; 1.0 is exactly fair."}
+		Description: "A fairness key's deliveries over the last 60 s against what weighted max-min fairness would have given it; 1.0 is exactly fair, 0 starved."}
 )
 
 // Lua hook instruments (Fila story 6.3), per queue_id and hook.
@@ -146,6 +158,24 @@ var (
 	CommitItems = MetricSpec{Name: "fila.storage.commit.messages", Unit: "{message}", Description: "Items (a message with its lease) written per storage commit."}
 )
 
+// MessageSize is a message's payload size, as it counts against
+// max_bytes, one measurement per message Enqueue admits.
+var MessageSize = MetricSpec{Name: "fila.message.size", Unit: "By", Description: "Payload size of each message Enqueue admitted, as it counts against max_bytes."}
+
+// EnqueueRefused counts messages a queue refused, by reason: max_depth or
+// max_bytes. (A resource alarm refuses every queue alike, before the queue
+// sees the message: fila.alarm.active says when.)
+var EnqueueRefused = MetricSpec{Name: "fila.messages.refused", Unit: "{message}", Description: "Messages a queue refused for its max_depth or max_bytes, by reason."}
+
+// Refusal reasons of EnqueueRefused.
+const (
+	RefusedMaxDepth = "max_depth"
+	RefusedMaxBytes = "max_bytes"
+)
+
+// AttrReason names why, on fila.messages.refused and fila.auth.failures.
+const AttrReason = "reason"
+
 // AlarmActive is 1 while a broker-wide resource alarm (attribute alarm:
 // disk or memory) refuses Enqueue, else 0.
 var AlarmActive = MetricSpec{Name: "fila.alarm.active", Unit: "1", Description: "1 while a resource alarm refuses Enqueue, else 0."}
@@ -169,3 +199,24 @@ var (
 	MetricRedelivered = Counts[Redelivered].Name
 	MetricOldestReady = Gauges[OldestReady].Name
 )
+
+// Store and disk gauges (server reads them at each collection).
+var (
+	StorageSize = MetricSpec{Name: "fila.storage.size", Unit: "By",
+		Description: "Bytes of the store's files in storage.data_dir (badger's LSM tree and value log; the disk reserve left out)."}
+	DiskFree = MetricSpec{Name: "fila.storage.disk.free", Unit: "By",
+		Description: "Free bytes on storage.data_dir's filesystem, as the disk alarm sees them."}
+	DiskMinFree = MetricSpec{Name: "fila.storage.disk.min_free", Unit: "By",
+		Description: "limits.min_free_disk_bytes: with less free, the disk alarm refuses Enqueue; 0 is off."}
+)
+
+// Process instruments, by the semantic conventions' names.
+var (
+	ProcessCPUTime = MetricSpec{Name: "process.cpu.time", Unit: "s", Description: "CPU time filad has used, by cpu.mode (user, system)."}
+	ProcessMemory  = MetricSpec{Name: "process.memory.usage", Unit: "By", Description: "filad's resident memory (RSS)."}
+	ProcessFDs     = MetricSpec{Name: "process.unix.file_descriptor.count", Unit: "{file_descriptor}", Description: "File descriptors filad has open."}
+)
+
+// ExportFailures counts failed OTLP exports by signal (traces, metrics):
+// what the one WARN per outage says, for an alert.
+var ExportFailures = MetricSpec{Name: "fila.telemetry.export.failures", Unit: "{export}", Description: "OTLP exports that failed (after their retries), by signal."}

@@ -8,12 +8,14 @@ import (
 )
 
 // LogHandler wraps a slog handler so that records logged with a context
-// inside a traced operation carry trace_id and span_id.
+// inside a sampled span carry trace_id and span_id. An unsampled span's
+// ids are left out: its trace was never exported, and at the default 1%
+// sampling 99% of logged ids would lead nowhere.
 type LogHandler struct{ slog.Handler }
 
 // Handle implements slog.Handler.
 func (h LogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && sc.IsSampled() {
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
 	return h.Handler.Handle(ctx, r)

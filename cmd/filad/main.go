@@ -4,6 +4,7 @@
 //	filad [--config fila.toml] [--data-dir DIR]
 //	filad version | --version
 //	filad health [--addr host:port] [--tls-ca FILE]
+//	filad restore FILE --data-dir DIR
 //
 // With no config file it runs on the embedded defaults (127.0.0.1:5555,
 // ./data). SIGINT or SIGTERM stops it gracefully; SIGHUP reloads the TLS
@@ -44,6 +45,8 @@ func run(args []string) error {
 			return nil
 		case "health":
 			return health(args[1:])
+		case "restore":
+			return restore(args[1:])
 		}
 	}
 	fs := flag.NewFlagSet("filad", flag.ContinueOnError)
@@ -62,7 +65,7 @@ func run(args []string) error {
 		return nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (filad takes flags, or the command version or health)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (filad takes flags, or the command version, health or restore)", fs.Arg(0))
 	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {

@@ -313,6 +313,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "version", args: []string{"--version"}, stdout: "filad 0.1.0-dev (commit "},
 		{name: "version as a word", args: []string{"version"}, stdout: "filad 0.1.0-dev (commit "},
 		{name: "an unknown word does not start a server", args: []string{"serve"}, wantCode: 1, stderr: `unexpected argument "serve"`, never: "filad serving"},
+		{name: "restore needs a data directory", args: []string{"restore", "/dev/null"}, wantCode: 1, stderr: "usage: filad restore FILE --data-dir DIR"},
+		{name: "restore refuses what is not a backup", args: []string{"restore", "/dev/null", "--data-dir", t.TempDir()}, wantCode: 1, stderr: "not a filad backup"},
 		{name: "health of nothing listening", args: []string{"health", "--addr", "127.0.0.1:1", "--timeout", "1s"}, wantCode: 1, stderr: "health of 127.0.0.1:1"},
 		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
 		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 1, stderr: "--data-dir: must not be empty"},

@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	runtimemetrics "go.opentelemetry.io/contrib/instrumentation/runtime"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -62,8 +65,11 @@ type Handle struct {
 	Enabled bool
 	// PrometheusAddr is where /metrics is served, when it is.
 	PrometheusAddr net.Addr
-	shutdown       []func(context.Context) error
-	flush          []func(context.Context) error
+	// Series holds the queues' histograms and counters, which every reader
+	// exports beside the SDK's instruments; nil when disabled.
+	Series   *telemetry.SeriesSet
+	shutdown []func(context.Context) error
+	flush    []func(context.Context) error
 }
 
 // Shutdown flushes what is buffered and stops the exporters, bounded by ctx.
@@ -94,6 +100,9 @@ type SetupOptions struct {
 	// ExportTimeout bounds one export attempt, retries included. Defaults
 	// to ExportTimeoutDefault.
 	ExportTimeout time.Duration
+	// DataDir is the store's directory: service.instance.id is derived
+	// from it (InstanceID). Empty: a random id per process.
+	DataDir string
 }
 
 // Setup builds the OTLP/gRPC pipeline that cfg describes and installs it,
@@ -115,27 +124,21 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
 		return Disabled(), nil
 	}
-	res, err := resource.New(ctx,
-		// A fresh instance id per process keeps two filads' series apart;
-		// OTEL_RESOURCE_ATTRIBUTES (read after it) may set its own.
-		resource.WithAttributes(semconv.ServiceName(cfg.ServiceName), semconv.ServiceVersion(telemetry.Version),
-			semconv.ServiceInstanceID(uuid.NewString())),
-		resource.WithHost(),
-		resource.WithTelemetrySDK(),
-		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
-	)
-	if err != nil && res == nil {
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	res, err := newResource(ctx, cfg.ServiceName, opts.DataDir)
+	if err != nil {
+		return nil, err
 	}
 	// The SDK reports export failures here too, which the exporters' wrappers
 	// have already counted; anything else it reports is for DEBUG.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Debug("opentelemetry", slog.Any("error", err))
 	}))
-	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider()}
+	h := &Handle{Enabled: true, TracerProvider: tracenoop.NewTracerProvider(), Series: telemetry.NewSeriesSet()}
 	var readers []sdkmetric.Reader
+	var warner *outageWarner
 	if cfg.OTLPEndpoint != "" {
-		tp, reader, err := otlpPipeline(ctx, cfg, res, &outageWarner{log: log}, exportTimeout)
+		warner = &outageWarner{log: log}
+		tp, reader, err := otlpPipeline(ctx, cfg, res, warner, exportTimeout, h.Series)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +148,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		readers = append(readers, reader)
 	}
 	if cfg.PrometheusListenAddr != "" {
-		reader, addr, stop, err := servePrometheus(cfg.PrometheusListenAddr)
+		reader, addr, stop, err := servePrometheus(cfg.PrometheusListenAddr, h.Series)
 		if err != nil {
 			_ = h.Shutdown(ctx)
 			return nil, err
@@ -165,14 +168,58 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 		_ = h.Shutdown(ctx)
 		return nil, fmt.Errorf("telemetry: go runtime metrics: %w", err)
 	}
+	if warner != nil {
+		if err := warner.register(mp); err != nil {
+			_ = h.Shutdown(ctx)
+			return nil, err
+		}
+	}
 	otel.SetTracerProvider(h.TracerProvider)
 	otel.SetMeterProvider(mp)
 	return h, nil
 }
 
+// newResource is filad's resource: service.name, service.version, a
+// service.instance.id stable across restarts of the same data directory,
+// host.name and the SDK's attributes; OTEL_RESOURCE_ATTRIBUTES and
+// OTEL_SERVICE_NAME, read last, win.
+func newResource(ctx context.Context, serviceName, dataDir string) (*resource.Resource, error) {
+	host, _ := os.Hostname()
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceVersion(telemetry.Version),
+			semconv.ServiceInstanceID(InstanceID(host, dataDir))),
+		resource.WithHost(),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+	)
+	if err != nil && res == nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	return res, nil
+}
+
+// instanceNamespace is the UUIDv5 namespace of filad's instance ids.
+var instanceNamespace = uuid.MustParse("6f1a8f52-3c1e-4d0b-9a57-5e0f1d2c7b21")
+
+// InstanceID is service.instance.id for the filad on host whose store is
+// dataDir: a UUIDv5 of both, as the semantic conventions suggest, so a
+// restart keeps its series (a new id per process left the old instance's
+// series in the collector's Prometheus exporter for 5 minutes, doubling
+// every summed panel), while two filads on one host, which cannot share a
+// data directory, keep theirs apart. An empty dataDir gives a random id.
+func InstanceID(host, dataDir string) string {
+	if dataDir == "" {
+		return uuid.NewString()
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	return uuid.NewSHA1(instanceNamespace, []byte(host+"\x00"+filepath.Clean(dataDir))).String()
+}
+
 // otlpPipeline builds the OTLP/gRPC trace provider and metric reader for
 // cfg.OTLPEndpoint; w turns export failures into one WARN per outage.
-func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Resource, w *outageWarner, exportTimeout time.Duration) (*sdktrace.TracerProvider, sdkmetric.Reader, error) {
+func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Resource, w *outageWarner, exportTimeout time.Duration, series *telemetry.SeriesSet) (*sdktrace.TracerProvider, sdkmetric.Reader, error) {
 	ep, err := config.ParseEndpoint(cfg.OTLPEndpoint)
 	if err != nil {
 		return nil, nil, fmt.Errorf("telemetry: otlp_endpoint: %w", err)
@@ -208,16 +255,17 @@ func otlpPipeline(ctx context.Context, cfg *config.Telemetry, res *resource.Reso
 	)
 	reader := sdkmetric.NewPeriodicReader(&warnMetrics{metricExp, w},
 		sdkmetric.WithInterval(cfg.MetricsInterval()),
-		sdkmetric.WithTimeout(exportTimeout))
+		sdkmetric.WithTimeout(exportTimeout),
+		sdkmetric.WithProducer(SeriesProducer(series)))
 	return tp, reader, nil
 }
 
 // servePrometheus serves /metrics at addr through the OpenTelemetry
 // Prometheus exporter, on a registry of its own (no process or Go
 // collectors of client_golang: the runtime metrics come through OTel).
-func servePrometheus(addr string) (sdkmetric.Reader, net.Addr, func(context.Context) error, error) {
+func servePrometheus(addr string, series *telemetry.SeriesSet) (sdkmetric.Reader, net.Addr, func(context.Context) error, error) {
 	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithProducer(SeriesProducer(series)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
@@ -226,7 +274,9 @@ func servePrometheus(addr string) (sdkmetric.Reader, net.Addr, func(context.Cont
 		return nil, nil, nil, fmt.Errorf("telemetry: prometheus_listen_addr: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// OpenMetrics when the scraper asks for it (Prometheus does, with
+	// exemplar storage on): the text format has no exemplars.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(lis) }()
 	return exp, lis.Addr(), srv.Shutdown, nil
@@ -248,7 +298,10 @@ func NewMeterProvider(res *resource.Resource, readers ...sdkmetric.Reader) *sdkm
 // when the collector came back, say) is the same outage ending: it is
 // logged at DEBUG only.
 type outageWarner struct {
-	log        *slog.Logger
+	log *slog.Logger
+	// failures counts failed exports per signal (traces, metrics), for
+	// fila.telemetry.export.failures: an alert can see what the WARN says.
+	failures   [2]atomic.Int64
 	mu         sync.Mutex
 	down       bool      // the latest export failed
 	warned     bool      // this outage got its WARN
@@ -262,6 +315,7 @@ func (w *outageWarner) result(signal string, err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
+		w.failures[signalIndex(signal)].Add(1)
 		w.log.Debug("telemetry export failed", slog.String("signal", signal), slog.Any("error", err))
 		if !w.down {
 			w.down = true
@@ -280,6 +334,37 @@ func (w *outageWarner) result(signal string, err error) error {
 		}
 	}
 	return nil
+}
+
+// exportSignals are the signals fila.telemetry.export.failures counts.
+var exportSignals = [2]string{"traces", "metrics"}
+
+func signalIndex(signal string) int {
+	if signal == exportSignals[1] {
+		return 1
+	}
+	return 0
+}
+
+// register creates fila.telemetry.export.failures on mp.
+func (w *outageWarner) register(mp metric.MeterProvider) error {
+	spec := telemetry.ExportFailures
+	m := mp.Meter(telemetry.ScopeName, metric.WithInstrumentationVersion(telemetry.Version))
+	c, err := m.Int64ObservableCounter(spec.Name, metric.WithUnit(spec.Unit), metric.WithDescription(spec.Description))
+	if err != nil {
+		return fmt.Errorf("telemetry: %s: %w", spec.Name, err)
+	}
+	var sets [2]metric.ObserveOption
+	for i, s := range exportSignals {
+		sets[i] = metric.WithAttributes(attribute.String("signal", s))
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range exportSignals {
+			o.ObserveInt64(c, w.failures[i].Load(), sets[i])
+		}
+		return nil
+	}, c)
+	return err
 }
 
 type warnSpans struct {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.uber.org/goleak"
 
 	"github.com/fila-dev/filad/config"
@@ -53,4 +54,26 @@ func TestSetupEnabledBuildsExporters(t *testing.T) {
 	_ = h.Shutdown(ctx)
 	// The propagators are W3C TraceContext and Baggage.
 	require.ElementsMatch(t, []string{"traceparent", "tracestate", "baggage"}, otel.GetTextMapPropagator().Fields())
+}
+
+// TestInstanceIDIsStablePerDataDir (issue 21, Deliver 2): the same data
+// directory gives the same service.instance.id after a restart, another
+// directory another one, and OTEL_RESOURCE_ATTRIBUTES still wins.
+func TestInstanceIDIsStablePerDataDir(t *testing.T) {
+	instance := func(dir string) string {
+		res, err := newResource(context.Background(), "fila", dir)
+		require.NoError(t, err)
+		v, ok := res.Set().Value(semconv.ServiceInstanceIDKey)
+		require.True(t, ok)
+		return v.AsString()
+	}
+	dir := t.TempDir()
+	first := instance(dir)
+	require.Equal(t, first, instance(dir), "a restart keeps its id")
+	require.Equal(t, first, instance(dir+"/."), "the same directory however written")
+	require.NotEqual(t, first, instance(t.TempDir()), "another data directory, another instance")
+	require.Len(t, first, 36)
+	require.NotEqual(t, instance(""), instance(""), "no data directory: random per process")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=mine")
+	require.Equal(t, "mine", instance(dir), "OTEL_RESOURCE_ATTRIBUTES wins")
 }

@@ -16,6 +16,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/otlpexport"
 )
 
 // Harness holds in-memory providers. Its methods are safe for concurrent use.
@@ -24,16 +27,30 @@ type Harness struct {
 	Reader *sdkmetric.ManualReader
 	// Recorder keeps every ended span.
 	Recorder *tracetest.SpanRecorder
-	// MeterProvider and TracerProvider are what a broker under test uses.
-	MeterProvider  *sdkmetric.MeterProvider
+	// MeterProvider and TracerProvider are what a broker under test uses;
+	// MeterProvider's Series are collected with its instruments.
+	MeterProvider  *MeterProvider
 	TracerProvider *sdktrace.TracerProvider
 }
+
+// MeterProvider is an SDK meter provider whose reader also collects a
+// telemetry.SeriesSet (filad's per-queue histograms and counters).
+type MeterProvider struct {
+	*sdkmetric.MeterProvider
+	series *telemetry.SeriesSet
+}
+
+var _ telemetry.SeriesProvider = (*MeterProvider)(nil)
+
+// Series returns the set the provider's reader collects.
+func (p *MeterProvider) Series() *telemetry.SeriesSet { return p.series }
 
 // New returns a harness that samples every span, unless opts set another
 // sampler; its providers are shut down when the test ends.
 func New(t testing.TB, opts ...sdktrace.TracerProviderOption) *Harness {
-	h := &Harness{Reader: sdkmetric.NewManualReader(), Recorder: tracetest.NewSpanRecorder()}
-	h.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.Reader))
+	series := telemetry.NewSeriesSet()
+	h := &Harness{Reader: sdkmetric.NewManualReader(sdkmetric.WithProducer(otlpexport.SeriesProducer(series))), Recorder: tracetest.NewSpanRecorder()}
+	h.MeterProvider = &MeterProvider{sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.Reader)), series}
 	h.TracerProvider = sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{
 		sdktrace.WithSpanProcessor(h.Recorder), sdktrace.WithSampler(sdktrace.AlwaysSample())}, opts...)...)
 	t.Cleanup(func() {
@@ -41,6 +58,57 @@ func New(t testing.TB, opts ...sdktrace.TracerProviderOption) *Harness {
 		_ = h.TracerProvider.Shutdown(context.Background())
 	})
 	return h
+}
+
+// SeriesOf returns the names of the metrics that have a series with
+// attribute kv, each once.
+func (h *Harness) SeriesOf(t testing.TB, kv attribute.KeyValue) []string {
+	t.Helper()
+	var out []string
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if hasSeriesWith(m.Data, kv) {
+				out = append(out, m.Name)
+			}
+		}
+	}
+	return out
+}
+
+func hasSeriesWith(data metricdata.Aggregation, kv attribute.KeyValue) bool {
+	var sets []attribute.Set
+	switch d := data.(type) {
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	case metricdata.Sum[float64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	case metricdata.Histogram[int64]:
+		for _, p := range d.DataPoints {
+			sets = append(sets, p.Attributes)
+		}
+	}
+	for _, s := range sets {
+		if v, ok := s.Value(kv.Key); ok && v == kv.Value {
+			return true
+		}
+	}
+	return false
 }
 
 // Collect reads every metric now.
@@ -202,14 +270,26 @@ func (h *Harness) Spans(name string) []sdktrace.ReadOnlySpan {
 // any) holds, failing the test if there is none.
 func (h *Harness) FindSpan(t testing.TB, name string, match func(sdktrace.ReadOnlySpan) bool) sdktrace.ReadOnlySpan {
 	t.Helper()
-	for _, s := range h.Spans(name) {
-		if match == nil || match(s) {
-			return s
+	// A span may end a moment after the reply its test waited for (a
+	// server span ends once the response is written): await it.
+	deadline := time.Now().Add(spanWait)
+	for {
+		for _, s := range h.Spans(name) {
+			if match == nil || match(s) {
+				return s
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ended span %q matching within %s (have %d spans of that name)", name, spanWait, len(h.Spans(name)))
+		}
+		time.Sleep(time.Millisecond)
 	}
-	t.Fatalf("no ended span %q matching (have %d spans of that name)", name, len(h.Spans(name)))
-	return nil
 }
+
+// spanWait bounds FindSpan's wait for a span to end: generous, as a busy
+// machine can delay a goroutine by seconds; a span that is there returns at
+// once.
+const spanWait = 20 * time.Second
 
 // HasAttr reports whether span s carries attribute kv exactly.
 func HasAttr(s sdktrace.ReadOnlySpan, kv attribute.KeyValue) bool {

@@ -35,6 +35,7 @@ const (
 	FilaAdmin_ListApiKeys_FullMethodName  = "/fila.v1.FilaAdmin/ListApiKeys"
 	FilaAdmin_SetAcl_FullMethodName       = "/fila.v1.FilaAdmin/SetAcl"
 	FilaAdmin_GetAcl_FullMethodName       = "/fila.v1.FilaAdmin/GetAcl"
+	FilaAdmin_Backup_FullMethodName       = "/fila.v1.FilaAdmin/Backup"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -72,6 +73,10 @@ type FilaAdminClient interface {
 	// SetAcl replaces a key's permissions; GetAcl reads them.
 	SetAcl(ctx context.Context, in *SetAclRequest, opts ...grpc.CallOption) (*SetAclResponse, error)
 	GetAcl(ctx context.Context, in *GetAclRequest, opts ...grpc.CallOption) (*GetAclResponse, error)
+	// Backup streams a consistent snapshot of the whole store, taken while
+	// filad serves; `filad restore` writes it into a new data directory.
+	// filad's addition; it needs admin on "*".
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
 type filaAdminClient struct {
@@ -242,6 +247,25 @@ func (c *filaAdminClient) GetAcl(ctx context.Context, in *GetAclRequest, opts ..
 	return out, nil
 }
 
+func (c *filaAdminClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FilaAdmin_ServiceDesc.Streams[0], FilaAdmin_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FilaAdmin_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -277,6 +301,10 @@ type FilaAdminServer interface {
 	// SetAcl replaces a key's permissions; GetAcl reads them.
 	SetAcl(context.Context, *SetAclRequest) (*SetAclResponse, error)
 	GetAcl(context.Context, *GetAclRequest) (*GetAclResponse, error)
+	// Backup streams a consistent snapshot of the whole store, taken while
+	// filad serves; `filad restore` writes it into a new data directory.
+	// filad's addition; it needs admin on "*".
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -334,6 +362,9 @@ func (UnimplementedFilaAdminServer) SetAcl(context.Context, *SetAclRequest) (*Se
 }
 func (UnimplementedFilaAdminServer) GetAcl(context.Context, *GetAclRequest) (*GetAclResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAcl not implemented")
+}
+func (UnimplementedFilaAdminServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -644,6 +675,17 @@ func _FilaAdmin_GetAcl_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaAdmin_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FilaAdminServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FilaAdmin_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -716,6 +758,12 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _FilaAdmin_GetAcl_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _FilaAdmin_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "fila/v1/admin.proto",
 }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/fila-dev/filad/storage"
+)
+
+// restore is `filad restore FILE --data-dir DIR`: offline, it writes a
+// backup made by `fila admin backup` into a new data directory, which a
+// filad started on it then serves.
+func restore(args []string) error {
+	fs := flag.NewFlagSet("filad restore", flag.ContinueOnError)
+	dir := fs.String("data-dir", "", "the new data directory (must not exist, or be empty)")
+	// Flags may come after FILE: parse what is around it.
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) > 0 {
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		rest = append(rest[:1], fs.Args()...)
+	}
+	if len(rest) != 1 || *dir == "" {
+		return errors.New("usage: filad restore FILE --data-dir DIR")
+	}
+	f, err := os.Open(rest[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := storage.Restore(f, *dir); err != nil {
+		return err
+	}
+	fmt.Printf("restored %s into %s\n", rest[0], *dir)
+	return nil
+}
