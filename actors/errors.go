@@ -30,6 +30,9 @@ var (
 	// ErrFailedPrecondition: the request is well formed but the state
 	// forbids it (deleting a DLQ whose source queue exists).
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrNotAttempted: an item of a batch sent with StopAtRefusal that
+	// came after a refused one; it was not stored.
+	ErrNotAttempted = errors.New("not stored: an earlier message of this batch was refused")
 	// ErrInvalid: the request broke a rule the actor checks (such as a bad weight).
 	ErrInvalid = errors.New("invalid argument")
 	// errRestarted ends a consumer whose queue actor restarted; the stream

@@ -187,9 +187,9 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.reconfigure()
 		q.changed(ctx) // the limits' gauges
 	case *Enqueue:
-		q.enqueue(ctx, []*Enqueue{m}, false)
+		q.enqueue(ctx, []*Enqueue{m}, false, false)
 	case *EnqueueBatch:
-		q.enqueue(ctx, m.Items, true)
+		q.enqueue(ctx, m.Items, true, m.StopAtRefusal)
 	case *enqueueDone:
 		q.pending--
 		q.enqueued(ctx, m)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,18 +14,22 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
-// Admin operations on a queue's messages: Peek reads them; Purge and
-// Redrive take them out of the queue (off the ready index and the delay
-// heap at once, so nothing delivers them meanwhile), then write the change
-// in steps of moveStep messages, each submitted once the one before is
-// durable, forgetting each step's messages then (or putting back every
-// message not yet written if a step failed). Between steps the actor serves
-// its other requests, and the committer other queues' writes: a purge of
-// 100k messages is a hundred small transactions, not one long one.
+// Admin operations on a queue's messages walk them in id order from the
+// store's keys (Store.QueueItems, a cursor that reads a bounded number of
+// keys), looking each up in memory, so that no turn costs more than a
+// step, whatever the queue holds:
 //
-// Each costs one pass over the queue's messages in memory for the turn
-// that starts it (Redrive also sorts what it takes; Peek keeps only its
-// page's worth): they are for operators, not the hot path.
+//   - Peek reads the ids after its page token until it has its page: a
+//     page costs about its length (plus the leased messages it passes).
+//   - Purge and Redrive take up to moveStep messages a turn out of the
+//     queue (off the ready index and the delay heap, so nothing delivers
+//     them meanwhile), write them in steps (background batches: other
+//     queues' writes go first, see storage.Batch.SetBackground), each
+//     submitted once the one before is durable, forget each step's
+//     messages then (or put back every message taken and not yet written
+//     if a step failed), and take the next ones. Between turns the actor
+//     serves its other requests. They stop at the greatest id stored when
+//     they began: a message enqueued meanwhile stays.
 
 // Messages for the admin operations.
 type (
@@ -58,22 +61,41 @@ type (
 		Moved uint64
 		Err   error
 	}
-	// moveDone: one step of a purge's or redrive's write has finished.
+	// moveDone: one step of a purge's or redrive's write has finished,
+	// or (msgs empty) a turn found nothing to write and the next turn
+	// goes on.
 	moveDone struct {
+		op     *moveOp
 		msgs   []*message // this step's, as they were in this queue
-		rest   []*message // taken for the steps to come
-		to     *QueueRef  // a redrive's source queue; nil for a purge
 		moved  []*message // this step's, as the source queue has them
-		done   uint64     // moved by the steps before
-		sender *actor.PID
+		sender *actor.PID // op's: a retired queue answers it
 		err    error
 	}
 )
 
-// moveStep and moveStepBytes bound one step of a purge or redrive: at most
-// moveStep messages, and for a redrive, which writes each message again,
-// no more payload bytes than moveStepBytes past the first message. A step
-// is one bounded transaction, so another queue's write waits for about one.
+// moveOp is a purge or redrive in progress.
+type moveOp struct {
+	// owner is the actor that began it: after a supervisor restart the
+	// messages it took are not the new actor's.
+	owner  *queueActor
+	to     *QueueRef // a redrive's source queue; nil for a purge
+	cursor string    // the last id read from the store
+	bound  string    // the greatest id stored when it began
+	limit  uint64    // a redrive's Count; 0: all
+	taken  uint64    // messages taken out so far
+	done   uint64    // messages written so far
+	rest   []*message
+	// read is set once the cursor has passed bound (or limit is reached):
+	// nothing more is to be taken.
+	read   bool
+	sender *actor.PID
+}
+
+// moveStep bounds one turn of a purge or redrive: it reads at most
+// moveStep ids and takes at most moveStep messages. moveStepBytes bounds
+// one step of a redrive's write, which writes each message again: no more
+// payload bytes than moveStepBytes past the first message. A step is one
+// bounded transaction, so another queue's write waits for about one.
 const (
 	moveStep      = 1000
 	moveStepBytes = 256 << 10
@@ -82,114 +104,37 @@ const (
 // idle reports whether m is neither leased nor being moved.
 func idle(m *message) bool { return !m.leased && !m.settling && !m.moving }
 
-// unleased returns the messages that are not leased and not being moved,
-// in id (enqueue) order.
-func (q *queueActor) unleased() []*message {
-	out := q.idleMessages()
-	slices.SortFunc(out, byID)
-	return out
-}
-
-// idleMessages returns the messages that are not leased and not being
-// moved, in no order.
-func (q *queueActor) idleMessages() []*message {
-	var out []*message
-	for _, m := range q.msgs {
-		if idle(m) {
-			out = append(out, m)
+// peek answers a page of Peek: it reads ids after req.After in chunks and
+// keeps the messages that are not leased, until it has Limit+1 of them or
+// the queue ends.
+func (q *queueActor) peek(req *Peek) any {
+	r := &PeekReply{}
+	chunk := min(max(req.Limit+1, 64), moveStep)
+	for after := req.After; ; {
+		ids, err := q.deps.store.QueueItems(q.cfg.Name, false, after, chunk)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
-	}
-	return out
-}
-
-func byID(a, b *message) int { return strings.Compare(a.id, b.id) }
-
-// peek answers a page of Peek in one pass over the queue, keeping only the
-// Limit+1 smallest ids after req.After in a heap: no copy or sort of the
-// whole queue per page.
-func (q *queueActor) peek(req *Peek) *PeekReply {
-	top := firstIDs{limit: req.Limit + 1}
-	for _, m := range q.msgs {
-		if idle(m) && m.id > req.After {
-			top.offer(m)
-		}
-	}
-	ms := top.sorted()
-	r := &PeekReply{More: len(ms) > req.Limit}
-	for _, m := range ms[:min(len(ms), req.Limit)] {
-		r.Messages = append(r.Messages, Peeked{ID: m.id, Record: m.rec, ReadyAt: m.readyAt})
-	}
-	return r
-}
-
-// firstIDs keeps the limit messages with the smallest ids offered to it,
-// as a max-heap on id: each offer costs O(log limit).
-type firstIDs struct {
-	limit int
-	h     []*message
-}
-
-func (f *firstIDs) offer(m *message) {
-	if f.limit <= 0 {
-		return
-	}
-	if len(f.h) < f.limit {
-		f.h = append(f.h, m)
-		for i := len(f.h) - 1; i > 0; {
-			p := (i - 1) / 2
-			if f.h[p].id >= f.h[i].id {
-				break
+		for _, id := range ids {
+			m := q.msgs[id]
+			if m == nil || !idle(m) {
+				continue
 			}
-			f.h[p], f.h[i] = f.h[i], f.h[p]
-			i = p
+			if len(r.Messages) == req.Limit {
+				r.More = true
+				return r
+			}
+			r.Messages = append(r.Messages, Peeked{ID: m.id, Record: m.rec, ReadyAt: m.readyAt})
 		}
-		return
-	}
-	if m.id >= f.h[0].id {
-		return
-	}
-	f.h[0] = m
-	for i := 0; ; {
-		l, big := 2*i+1, i
-		if l < len(f.h) && f.h[l].id > f.h[big].id {
-			big = l
+		if len(ids) < chunk {
+			return r
 		}
-		if r := l + 1; r < len(f.h) && f.h[r].id > f.h[big].id {
-			big = r
-		}
-		if big == i {
-			return
-		}
-		f.h[i], f.h[big] = f.h[big], f.h[i]
-		i = big
+		after = ids[len(ids)-1]
 	}
-}
-
-// sorted returns what f kept, in id order.
-func (f *firstIDs) sorted() []*message {
-	slices.SortFunc(f.h, byID)
-	return f.h
-}
-
-// take removes the first n (0: all) of ms from the ready index and the
-// delay heap and marks them moving.
-func (q *queueActor) take(ms []*message, n uint64) []*message {
-	if n > 0 && uint64(len(ms)) > n {
-		ms = ms[:n]
-	}
-	for _, m := range ms {
-		m.moving = true
-		if !m.readyAt.IsZero() {
-			q.undelay(m)
-		}
-	}
-	q.ready.removeIf(func(m *message) bool { return m.moving })
-	return ms
 }
 
 func (q *queueActor) purge(ctx actor.Context) {
-	ms := q.take(q.idleMessages(), 0)
-	q.nextMove(ctx, &moveDone{rest: ms, sender: ctx.Sender()})
+	q.startMove(ctx, &moveOp{})
 }
 
 func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
@@ -203,44 +148,107 @@ func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
 		ctx.Respond(&MoveReply{Err: fmt.Errorf("%w: %q, the source queue of %q", ErrQueueNotFound, source, q.cfg.Name)})
 		return
 	}
-	ms := q.take(q.unleased(), req.Count)
-	q.nextMove(ctx, &moveDone{rest: ms, to: to, sender: ctx.Sender()})
+	q.startMove(ctx, &moveOp{to: to, limit: req.Count})
 }
 
-// nextMove writes the next step of the purge or redrive d, or answers
-// once none is left. Its span parent is the request's header when the
-// request started it, none for the later steps.
-func (q *queueActor) nextMove(ctx actor.Context, d *moveDone) {
-	if len(d.rest) == 0 {
-		what := "queue purged"
-		if d.to != nil {
-			what = "queue redriven"
-		}
-		if d.done > 0 {
-			q.deps.log.Info(what, slog.String("queue_id", q.cfg.Name), slog.Uint64("messages", d.done))
-		}
-		ctx.Send(d.sender, &MoveReply{Moved: d.done})
+func (q *queueActor) startMove(ctx actor.Context, op *moveOp) {
+	bound, err := q.deps.store.LastMessage(q.cfg.Name)
+	if err != nil {
+		ctx.Respond(&MoveReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
 		return
 	}
-	n := min(len(d.rest), moveStep)
-	if d.to != nil {
+	op.owner, op.bound, op.sender = q, bound, ctx.Sender()
+	op.read = bound == ""
+	q.nextMove(ctx, op)
+}
+
+// takeMore takes up to moveStep more of op's messages out of the queue:
+// those of the next ids from the store that are neither leased nor being
+// moved.
+func (q *queueActor) takeMore(op *moveOp) error {
+	ids, err := q.deps.store.QueueItems(q.cfg.Name, false, op.cursor, moveStep)
+	if err != nil {
+		return err
+	}
+	op.read = len(ids) < moveStep
+	keys := map[string]struct{}{}
+	for _, id := range ids {
+		if id > op.bound || (op.limit > 0 && op.taken == op.limit) {
+			op.read = true
+			break
+		}
+		op.cursor = id
+		m := q.msgs[id]
+		if m == nil || !idle(m) {
+			continue
+		}
+		m.moving = true
+		if !m.readyAt.IsZero() {
+			q.undelay(m)
+		} else {
+			keys[m.rec.GetFairnessKey()] = struct{}{}
+		}
+		op.rest = append(op.rest, m)
+		op.taken++
+	}
+	if op.limit > 0 && op.taken == op.limit {
+		op.read = true
+	}
+	q.ready.removeFrom(keys, func(m *message) bool { return m.moving })
+	return nil
+}
+
+// nextMove takes the next messages of op if it has none left to write,
+// and writes the next step, or answers once nothing is left. A turn that
+// took nothing (every message it read was leased) hands the rest to the
+// next turn, so that one turn reads at most moveStep ids.
+func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
+	if len(op.rest) == 0 && !op.read {
+		if err := q.takeMore(op); err != nil {
+			ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: fmt.Errorf("%w: %w", ErrStorage, err)})
+			return
+		}
+		if len(op.rest) == 0 && !op.read {
+			q.pending++ // the next turn is part of the operation, as a write is
+			ctx.Send(ctx.Self(), &moveDone{op: op, sender: op.sender})
+			return
+		}
+	}
+	if len(op.rest) == 0 {
+		what := "queue purged"
+		if op.to != nil {
+			what = "queue redriven"
+		}
+		if op.done > 0 {
+			q.deps.log.Info(what, slog.String("queue_id", q.cfg.Name), slog.Uint64("messages", op.done))
+		}
+		ctx.Send(op.sender, &MoveReply{Moved: op.done})
+		return
+	}
+	n := min(len(op.rest), moveStep)
+	if op.to != nil {
 		bytes := 0
-		for i, m := range d.rest[:n] {
+		for i, m := range op.rest[:n] {
 			if bytes += len(m.rec.GetPayload()); i > 0 && bytes > moveStepBytes {
 				n = i
 				break
 			}
 		}
 	}
-	step := &moveDone{msgs: d.rest[:n:n], rest: d.rest[n:], to: d.to, done: d.done, sender: d.sender}
+	step := &moveDone{op: op, msgs: op.rest[:n:n], sender: op.sender}
+	op.rest = op.rest[n:]
+	if len(op.rest) == 0 {
+		op.rest = nil // let the taken turn's array go
+	}
 	var b storage.Batch
+	b.SetBackground()
 	for _, m := range step.msgs {
-		if d.to == nil {
+		if op.to == nil {
 			b.DeleteMessage(q.cfg.Name, m.id)
 			continue
 		}
 		rec := redriveRecord(m.rec)
-		b.MoveMessage(q.cfg.Name, d.to.Name, m.id, rec)
+		b.MoveMessage(q.cfg.Name, op.to.Name, m.id, rec)
 		step.moved = append(step.moved, &message{id: m.id, rec: rec})
 	}
 	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
@@ -251,32 +259,67 @@ func (q *queueActor) nextMove(ctx actor.Context, d *moveDone) {
 
 // moved completes one step of a purge or redrive and starts the next.
 func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
-	if len(d.msgs) > 0 && q.msgs[d.msgs[0].id] != d.msgs[0] {
-		// The actor restarted since the step began and reloaded from
+	op := d.op
+	if op.owner != q {
+		// The actor restarted since the operation began and reloaded from
 		// storage: the messages taken are not this incarnation's.
-		ctx.Send(d.sender, &MoveReply{Moved: d.done, Err: fmt.Errorf("%w: the queue's actor restarted after %d messages; run it again for the rest",
-			ErrFailedPrecondition, d.done)})
+		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: fmt.Errorf("%w: the queue's actor restarted after %d messages; run it again for the rest",
+			ErrFailedPrecondition, op.done)})
 		return
 	}
 	if d.err != nil {
-		for _, ms := range [][]*message{d.msgs, d.rest} {
+		for _, ms := range [][]*message{d.msgs, op.rest} {
 			for _, m := range ms {
 				m.moving = false
 				q.makeReadyOrDelay(ctx, m, false)
 			}
 		}
 		q.dispatch(ctx)
-		ctx.Send(d.sender, &MoveReply{Moved: d.done, Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
+		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return
 	}
 	for _, m := range d.msgs {
 		q.forget(m)
 	}
-	if d.to != nil {
+	if op.to != nil && len(d.msgs) > 0 {
 		q.count(telemetry.Redriven, int64(len(d.msgs)))
-		ctx.Send(d.to.PID, &adopt{msgs: d.moved})
+		ctx.Send(op.to.PID, &adopt{msgs: d.moved})
 	}
-	q.changed(ctx)
-	d.done += uint64(len(d.msgs))
-	q.nextMove(ctx, d)
+	if len(d.msgs) > 0 {
+		q.changed(ctx)
+	}
+	op.done += uint64(len(d.msgs))
+	q.nextMove(ctx, op)
+}
+
+// removeFrom drops, from the named keys only, every item for which drop
+// is true, in place, keeping the order of the others, and returns how
+// many it dropped. It costs O(the named keys' items) and allocates
+// nothing; it lives here, beside its one caller (a purge or redrive takes
+// its messages a step at a time), rather than beside the scheduler's hot
+// path in drr.go.
+func (d *drr[T]) removeFrom(keys map[string]struct{}, drop func(T) bool) int {
+	n := 0
+	for key := range keys {
+		k := d.keys[key]
+		if k == nil {
+			continue
+		}
+		live := k.items.items[k.items.head:]
+		kept := live[:0]
+		for _, it := range live {
+			if drop(it) {
+				n++
+			} else {
+				kept = append(kept, it)
+			}
+		}
+		clear(live[len(kept):])
+		k.items.items = k.items.items[:k.items.head+len(kept)]
+		if len(kept) == 0 {
+			d.deactivate(k)
+		}
+	}
+	d.ready -= n
+	return n
 }

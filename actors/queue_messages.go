@@ -49,8 +49,14 @@ type (
 	// SettleReply answers Ack and Nack once the change is durable.
 	SettleReply struct{ Err error }
 	// EnqueueBatch stores many messages in one commit; each is checked as
-	// an Enqueue is, and a refused one fails alone. Reply: *EnqueueBatchReply.
-	EnqueueBatch struct{ Items []*Enqueue }
+	// an Enqueue is, and a refused one fails alone, unless StopAtRefusal:
+	// then every item after the first refused one is refused too, with
+	// ErrNotAttempted, so a bulk load that stops there stores no message
+	// after the one that failed. Reply: *EnqueueBatchReply.
+	EnqueueBatch struct {
+		Items         []*Enqueue
+		StopAtRefusal bool
+	}
 	// EnqueueBatchReply answers EnqueueBatch, one result per item, in order.
 	EnqueueBatchReply struct{ Results []EnqueueReply }
 	// SettleBatch acks and nacks many leases in one commit. Reply:

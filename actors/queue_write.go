@@ -34,12 +34,19 @@ type enqueueItem struct {
 	throttleKeys []string        // on_enqueue's
 }
 
-func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch bool) {
+func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRefusal bool) {
 	parent := telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader())
 	var b storage.Batch
 	items := make([]*enqueueItem, len(reqs))
+	refused := false
 	for i, req := range reqs {
+		if refused {
+			spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
+			items[i] = &enqueueItem{span: span, ctx: spanCtx, err: ErrNotAttempted}
+			continue
+		}
 		items[i] = q.prepareEnqueue(parent, req, &b)
+		refused = stopAtRefusal && items[i].err != nil
 	}
 	d := &enqueueDone{items: items, batch: batch, owner: q, sender: ctx.Sender()}
 	if b.Len() == 0 {

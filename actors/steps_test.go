@@ -1,9 +1,8 @@
 package actors
 
 import (
+	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -23,6 +22,9 @@ type stepStore struct {
 	armed    bool
 	units    []int
 	failFrom int
+	// hold, when set, keeps the next batch from being written until it
+	// is closed; held is closed once that batch is submitted.
+	hold, held chan struct{}
 }
 
 var errInjected = errors.New("write failed (injected by a test)")
@@ -37,8 +39,41 @@ func (s *stepStore) Submit(b *storage.Batch, done func(error)) {
 			return
 		}
 	}
+	hold, held := s.hold, s.held
+	s.hold = nil
 	s.mu.Unlock()
+	if hold != nil {
+		close(held)
+		go func() {
+			<-hold
+			s.Store.Submit(b, done)
+		}()
+		return
+	}
 	s.Store.Submit(b, done)
+}
+
+// holdFirst arms s, and keeps the next batch submitted from being written
+// until the returned channel is closed.
+func (s *stepStore) holdFirst() chan struct{} {
+	s.arm(0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold, s.held = make(chan struct{}), make(chan struct{})
+	return s.hold
+}
+
+// waitHeld waits until the batch holdFirst holds has been submitted.
+func (s *stepStore) waitHeld(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	held := s.held
+	s.mu.Unlock()
+	select {
+	case <-held:
+	case <-time.After(waitFor):
+		t.Fatal("no batch was submitted")
+	}
 }
 
 // arm starts recording, failing from the failFrom-th batch on.
@@ -204,30 +239,106 @@ func TestDeleteQueueCutShortIsFinishedLater(t *testing.T) {
 	}
 }
 
-// TestPeekKeepsOnlyItsPage checks firstIDs, Peek's bounded selection,
-// against a sort of everything.
-func TestPeekKeepsOnlyItsPage(t *testing.T) {
+// TestPurgeAndRedriveTakeAStepATime (issue 19, row 8): a purge or redrive
+// takes its messages out of the queue a step at a time, so no turn of the
+// queue's actor costs more than a step. While its first step is being
+// written, only that step's messages have left the ready index (before,
+// the first turn took all of them, and sorted them for a redrive), the
+// queue answers its own requests, and a message enqueued meanwhile is
+// newer than the operation and stays.
+func TestPurgeAndRedriveTakeAStepATime(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(1, 2))
-	var all []*message
-	for i := range 500 {
-		all = append(all, &message{id: fmt.Sprintf("%08d", rng.IntN(1_000_000)*1000+i)})
-	}
-	want := slices.SortedFunc(slices.Values(all), byID)
-	for _, limit := range []int{0, 1, 7, 499, 500, 1000} {
-		top := firstIDs{limit: limit}
-		for _, m := range all {
-			top.offer(m)
-		}
-		require.Equal(t, ids(want[:min(limit, len(want))]), ids(top.sorted()), "limit %d", limit)
-		require.LessOrEqual(t, len(top.h), limit, "keeps no more than its page")
+	const n = 3 * moveStep
+	for _, tc := range []struct {
+		name, from string
+		op         any
+	}{
+		{"purge", "q", &Purge{}},
+		{"redrive", "q.dlq", &Redrive{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f, steps := newStepFixture(t)
+			f.create("q", time.Minute)
+			f.fill(tc.from, n)
+			release := steps.holdFirst()
+			reply := make(chan *MoveReply, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+				defer cancel()
+				r, err := f.sys.Ask(ctx, f.sys.Directory().Lookup(tc.from).PID, nil, tc.op)
+				if err != nil {
+					r = &MoveReply{Err: err}
+				}
+				reply <- r.(*MoveReply)
+			}()
+			steps.waitHeld(t)
+			require.EqualValues(t, n-moveStep, f.stats(tc.from).Depth, "only the first step is out of the queue")
+			late := f.enqueue(tc.from, nil)
+			close(release)
+			r := <-reply
+			require.NoError(t, r.Err)
+			require.EqualValues(t, n, r.Moved)
+			p := f.ask(tc.from, &Peek{Limit: 10}).(*PeekReply)
+			require.Equal(t, []string{late}, peekedIDs(p), "enqueued after it began: it stays")
+			requireBoundedSteps(t, steps.submitted(), 3, moveStep)
+		})
 	}
 }
 
-func ids(ms []*message) []string {
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.id
+// TestRedriveCountTakesTheOldest: a redrive of Count messages, more than a
+// step, moves exactly Count, the oldest, and skips the leased ones.
+func TestRedriveCountTakesTheOldest(t *testing.T) {
+	t.Parallel()
+	f, _ := newStepFixture(t)
+	f.create("q", time.Minute)
+	var ids []string
+	for range moveStep + 20 {
+		ids = append(ids, f.enqueue("q.dlq", nil))
 	}
-	return out
+	c := f.subscribe("q.dlq", 3) // leases the three oldest
+	for range 3 {
+		f.recv(c)
+	}
+	const count = moveStep + 5
+	r := f.ask("q.dlq", &Redrive{Count: count}).(*MoveReply)
+	require.NoError(t, r.Err)
+	require.EqualValues(t, count, r.Moved)
+	p := f.ask("q.dlq", &Peek{Limit: 100}).(*PeekReply)
+	require.Equal(t, ids[3+count:], peekedIDs(p), "the newest stay")
+	moved := f.ask("q", &Peek{Limit: 10}).(*PeekReply)
+	require.Equal(t, ids[3:13], peekedIDs(moved), "the oldest not leased went first")
+}
+
+// TestPeekPages: Peek reads only what its page needs, past leased
+// messages, across the chunks it reads the store in.
+func TestPeekPages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.create("q", time.Minute)
+	var ids []string
+	for range 150 {
+		ids = append(ids, f.enqueue("q", nil))
+	}
+	c := f.subscribe("q", 100) // the 100 oldest are leased
+	for range 100 {
+		f.recv(c)
+	}
+	for _, tc := range []struct {
+		after string
+		limit int
+		want  []string
+		more  bool
+	}{
+		{"", 1, ids[100:101], true},
+		{"", 50, ids[100:150], false},
+		{"", 49, ids[100:149], true},
+		{ids[120], 10, ids[121:131], true},
+		{ids[149], 10, nil, false},
+		{"", 0, nil, true},
+	} {
+		p := f.ask("q", &Peek{After: tc.after, Limit: tc.limit}).(*PeekReply)
+		require.Equal(t, tc.want, peekedIDs(p), "%+v", tc)
+		require.Equal(t, tc.more, p.More, "%+v", tc)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -126,11 +127,8 @@ func ValidatePattern(p string) error {
 		return nil
 	}
 	body := strings.TrimSuffix(p, ".*")
-	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("queue pattern %q: byte %d (%q) is outside [A-Za-z0-9._-] (a pattern is a name, name.* or *)", p, i, c)
-		}
+	if bad := Outside(body, "._-"); bad != "" {
+		return fmt.Errorf("queue pattern %q: %s (a pattern is a name, name.* or *)", p, bad)
 	}
 	if body == "" {
 		return fmt.Errorf("queue pattern %q: nothing before .*", p)
@@ -190,10 +188,8 @@ func (k *Key) validate(now time.Time) error {
 	if k.Name == "" || len(k.Name) > MaxKeyNameBytes {
 		return fmt.Errorf("name must be 1 to %d bytes", MaxKeyNameBytes)
 	}
-	for i := 0; i < len(k.Name); i++ {
-		if c := k.Name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._-:@", c) >= 0) {
-			return fmt.Errorf("name: byte %d (%q) is outside [A-Za-z0-9._-:@]", i, c)
-		}
+	if bad := Outside(k.Name, "._-:@"); bad != "" {
+		return fmt.Errorf("name: %s", bad)
 	}
 	if err := ValidatePermissions(k.Permissions); err != nil {
 		return err
@@ -344,4 +340,23 @@ func (r *Keyring) List() []*Key {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// Outside checks that s holds only [A-Za-z0-9] and the ASCII bytes of
+// extra. It returns "" if so, else what is wrong with the first character
+// that is not, named as a person reads it: the character (not the first
+// byte of its UTF-8 encoding) and its byte offset, as in
+// `'é' at byte 1 is outside [A-Za-z0-9._-]`.
+func Outside(s, extra string) string {
+	for i, r := range s {
+		switch {
+		case 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9':
+		case r < utf8.RuneSelf && strings.IndexByte(extra, byte(r)) >= 0:
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			return fmt.Sprintf("byte %d (0x%02x) is not valid UTF-8", i, s[i])
+		default:
+			return fmt.Sprintf("%q at byte %d is outside [A-Za-z0-9%s]", r, i, extra)
+		}
+	}
+	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
@@ -24,15 +25,35 @@ type part[T any] struct {
 	at    []int
 }
 
+// StopAtRefusalMetadata is the request metadata key with which an
+// EnqueueBatch asks that every item after the first refused one be refused
+// too (actors.ErrNotAttempted, ABORTED) rather than stored; client sends it
+// for an ordered bulk load (fila enqueue --lines). Fila's clients never send
+// it and get Fila's rule: each item fails alone.
+const StopAtRefusalMetadata = "fila-batch-stop-at-refusal"
+
+// stopAtRefusal reports whether the call asked for StopAtRefusalMetadata.
+func stopAtRefusal(ctx context.Context) bool {
+	v := metadata.ValueFromIncomingContext(ctx, StopAtRefusalMetadata)
+	return len(v) > 0 && v[0] == "true"
+}
+
 // split translates every item and groups the good ones by queue, in batch
-// order; a refused item's error goes to fail.
-func split[T any](s *Server, reqs []any, convert func(any) T, fail func(i int, err error)) []*part[T] {
+// order; a refused item's error goes to fail, and with stop, so does every
+// item after it.
+func split[T any](s *Server, reqs []any, stop bool, convert func(any) T, fail func(i int, err error)) []*part[T] {
 	var parts []*part[T]
 	byPID := map[string]*part[T]{}
 	for i, req := range reqs {
 		pid, msg, err := s.batches.translate(&call{req: req})
 		if err != nil {
 			fail(i, err)
+			if stop {
+				for j := i + 1; j < len(reqs); j++ {
+					fail(j, actors.ErrNotAttempted)
+				}
+				break
+			}
 			continue
 		}
 		p := byPID[pid.Id]
@@ -101,9 +122,10 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 	for i, m := range msgs {
 		reqs[i] = m
 	}
-	parts := split(s, reqs, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail)
+	stop := stopAtRefusal(ctx)
+	parts := split(s, reqs, stop, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail)
 	askParts(s, ctx, parts,
-		func(p *part[*actors.Enqueue]) any { return &actors.EnqueueBatch{Items: p.items} },
+		func(p *part[*actors.Enqueue]) any { return &actors.EnqueueBatch{Items: p.items, StopAtRefusal: stop} },
 		func(p *part[*actors.Enqueue], res any, err error) {
 			r, ok := res.(*actors.EnqueueBatchReply)
 			for j, i := range p.at {
@@ -151,7 +173,7 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 	annotateBatch(ctx, op, len(reqs))
 	results := make([]*filav1.Status, len(reqs))
 	fail := func(i int, err error) { results[i] = itemStatus(err) }
-	parts := split(s, reqs, func(m any) actors.SettleItem {
+	parts := split(s, reqs, false, func(m any) actors.SettleItem {
 		switch m := m.(type) {
 		case *actors.Ack:
 			return actors.SettleItem{ID: m.ID, LeaseID: m.LeaseID}

@@ -26,6 +26,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, actors.ErrLeaseExpired), errors.Is(err, actors.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
+	case errors.Is(err, actors.ErrNotAttempted):
+		code = codes.Aborted
 	case errors.Is(err, actors.ErrQueueExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, actors.ErrOverloaded), errors.Is(err, actors.ErrLimit), errors.Is(err, syscall.ENOSPC):

@@ -2,11 +2,11 @@ package gateway
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
 
 	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/auth"
 	"github.com/fila-dev/filad/config"
 )
 
@@ -46,11 +46,8 @@ func validateToken(field, s string, max int, extra string) error {
 	if len(s) > max {
 		return invalid("%s: %d bytes is over the limit of %d", field, len(s), max)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
-			return invalid("%s: byte %d (%q) is outside [A-Za-z0-9%s]", field, i, c, extra)
-		}
+	if bad := auth.Outside(s, extra); bad != "" {
+		return invalid("%s: %s", field, bad)
 	}
 	return nil
 }

@@ -20,6 +20,13 @@ func TestValidateQueueName(t *testing.T) {
 		{"slash", "a/b", "outside"},
 		{"nul", "a\x00b", "outside"},
 		{"unicode", "café", "outside"},
+		// The character and its byte offset, not the first byte of its
+		// UTF-8 encoding read as Latin-1 (issue 22, Why 7: "byte 1 ('Ã')").
+		{"unicode names the rune", "héllo", "queue: 'é' at byte 1 is outside [A-Za-z0-9._-]"},
+		{"rune after a multibyte one", "éa b", "queue: 'é' at byte 0"},
+		{"space after unicode-free prefix", "ab c", "queue: ' ' at byte 2 is outside"},
+		{"invalid UTF-8", "ab\xffc", "queue: byte 2 (0xff) is not valid UTF-8"},
+		{"literal U+FFFD", "a\uFFFDb", "queue: '\uFFFD' at byte 1"},
 	}
 	for _, tt := range tests {
 		err := validateQueueName("queue", tt.in)

@@ -46,6 +46,8 @@ type resourceMonitor struct {
 	log     *slog.Logger
 	stop    chan struct{}
 	done    chan struct{}
+	// released is when freed heap was last handed back to the OS.
+	released time.Time
 }
 
 func startResourceMonitor(cfg config.Config, alarms *gateway.Alarms, reserve *diskReserve, log *slog.Logger) *resourceMonitor {
@@ -79,16 +81,29 @@ func (m *resourceMonitor) close() {
 }
 
 // releaseAbove is how much freed heap the Go runtime may keep before the
-// monitor hands it back to the OS at once: the runtime's own scavenger
-// returns memory slowly, and after a drain of 1 GB resident memory stayed
-// at 2.5 GB for minutes.
-const releaseAbove = 64 << 20
+// monitor hands it back to the OS: the runtime's own scavenger returns
+// memory slowly, and after a drain of 1 GB resident memory stayed at 2.5 GB
+// for minutes. releaseEvery bounds how often: FreeOSMemory forces a whole
+// collection, and under churn, with more than 64 MiB free after every
+// cycle, a release at each check was half of all collections and held a
+// core for up to a second each time (issue 19's operator-tool stalls).
+// Near the memory alarm, where resident memory decides, it releases at
+// each check.
+const (
+	releaseAbove = 64 << 20
+	releaseEvery = 30 * time.Second
+)
 
 func (m *resourceMonitor) check() {
+	rss, rssErr := residentBytes()
 	heapFree := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 	metrics.Read(heapFree)
-	if v := heapFree[0].Value; v.Kind() == metrics.KindUint64 && v.Uint64() > releaseAbove {
+	nearAlarm := rssErr == nil && m.maxMem > 0 && float64(rss) >= memoryClearRatio*float64(m.maxMem)
+	if v := heapFree[0].Value; v.Kind() == metrics.KindUint64 && v.Uint64() > releaseAbove &&
+		(nearAlarm || time.Since(m.released) >= releaseEvery) {
 		debug.FreeOSMemory()
+		m.released = time.Now()
+		rss, rssErr = residentBytes()
 	}
 	if free, err := freeDiskBytes(m.dir); err == nil {
 		free = m.tendReserve(free)
@@ -101,7 +116,7 @@ func (m *resourceMonitor) check() {
 		}
 		m.set(gateway.AlarmDisk, low || released, !low && !released, reason)
 	}
-	if rss, err := residentBytes(); err == nil && m.maxMem > 0 {
+	if rssErr == nil && m.maxMem > 0 {
 		m.set(gateway.AlarmMemory, rss >= m.maxMem, float64(rss) < memoryClearRatio*float64(m.maxMem),
 			fmt.Sprintf("resident memory %d bytes reached limits.max_memory_bytes %d", rss, m.maxMem))
 	}

@@ -130,7 +130,7 @@ func TestBadInput(t *testing.T) {
 			_, err := b.admin.PurgeQueue(ctxT(t), &filav1.PurgeQueueRequest{Queue: "nope"})
 			return err
 		}, codes.NotFound, "nope"},
-		{"config key with a space", setConfig(b, "a b", "v"), codes.InvalidArgument, "key: byte 1"},
+		{"config key with a space", setConfig(b, "a b", "v"), codes.InvalidArgument, "key: ' ' at byte 1"},
 		{"config key empty", setConfig(b, "", "v"), codes.InvalidArgument, "key: must not be empty"},
 		{"config value too long", setConfig(b, "k", strings.Repeat(secret, 4000)), codes.InvalidArgument, "value: 76000 bytes is over the limit of 65536"},
 		{"consume bad queue name", func() error {

@@ -8,8 +8,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry"
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
@@ -200,4 +202,45 @@ func TestBatchTracing(t *testing.T) {
 		traces = append(traces, s.SpanContext().TraceID().String())
 	}
 	require.ElementsMatch(t, []string{"4bf92f3577b34da6a3ce929d0e0e4736", server.SpanContext().TraceID().String()}, traces)
+}
+
+// TestEnqueueBatchStopAtRefusal: with the fila-batch-stop-at-refusal
+// metadata (fila enqueue --lines), the items after the first refused one are
+// ABORTED and not stored, whether the gateway or the queue refused it;
+// without it they are stored (TestEnqueueBatchItemsFailAlone).
+func TestEnqueueBatchStopAtRefusal(t *testing.T) {
+	t.Parallel()
+	b, _ := harnessed(t, setupOpts{cfg: func(c *config.Config) { c.Server.MaxMessageBytes = 1024 }})
+	item := func(queue, payload string, headers map[string]string) *filav1.EnqueueRequest {
+		return &filav1.EnqueueRequest{Queue: queue, Payload: []byte(payload), Headers: headers}
+	}
+	tests := []struct {
+		queue string
+		batch []*filav1.EnqueueRequest
+		want  []codes.Code
+	}{
+		// The gateway refuses the payload.
+		{"gw", []*filav1.EnqueueRequest{item("gw", "1", nil), item("gw", strings.Repeat("x", 1025), nil), item("gw", "3", nil), item("gw", "4", nil)},
+			[]codes.Code{codes.OK, codes.InvalidArgument, codes.Aborted, codes.Aborted}},
+		// The queue actor refuses the weight.
+		{"actor", []*filav1.EnqueueRequest{item("actor", "1", nil), item("actor", "2", nil), item("actor", "x", map[string]string{"fila-weight": "heavy"}), item("actor", "4", nil)},
+			[]codes.Code{codes.OK, codes.OK, codes.InvalidArgument, codes.Aborted}},
+	}
+	for _, tt := range tests {
+		b.createQueue(t, tt.queue, nil)
+		ctx := metadata.AppendToOutgoingContext(ctxT(t), gateway.StopAtRefusalMetadata, "true")
+		resp, err := b.svc.EnqueueBatch(ctx, &filav1.EnqueueBatchRequest{Messages: tt.batch})
+		require.NoError(t, err)
+		stored := 0
+		for i, r := range resp.GetResults() {
+			require.EqualValues(t, tt.want[i], r.GetError().GetCode(), "%s item %d: %s", tt.queue, i, r.GetError().GetMessage())
+			if tt.want[i] == codes.OK {
+				stored++
+			}
+			if tt.want[i] == codes.Aborted {
+				require.Contains(t, r.GetError().GetMessage(), "not stored: an earlier message of this batch was refused")
+			}
+		}
+		require.EqualValues(t, stored, b.stats(t, tt.queue).GetDepth(), tt.queue)
+	}
 }

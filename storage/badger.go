@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,16 +171,28 @@ func (s *Badger) Write(b *Batch) error {
 // A group of deferred batches alone waits up to DeferMax for a batch that
 // someone waits on, so that lease bookkeeping shares that commit's fsync
 // instead of taking one of its own.
+//
+// Background batches (Batch.SetBackground) wait in a lane of their own and
+// are committed one per transaction: when nothing else waits, at once;
+// when other batches wait too, turn about with them, so that a write that
+// arrives during a purge waits for one step of it at most, and the purge
+// still moves on under a steady load.
 func (s *Badger) commitLoop() {
 	defer s.wg.Done()
 	var (
-		group    []request
-		urgent   bool
-		deadline time.Time
-		timer    = time.NewTimer(time.Hour)
+		group      []request
+		background []request
+		urgent     bool
+		bgTurn     bool // the last commit was of group: a background batch is next
+		deadline   time.Time
+		timer      = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
 	add := func(r request) {
+		if r.batch.Background() {
+			background = append(background, r)
+			return
+		}
 		if len(group) == 0 {
 			deadline = time.Now().Add(DeferMax)
 		}
@@ -190,10 +203,20 @@ func (s *Badger) commitLoop() {
 		s.commitGroup(group)
 		clear(group) // drop references to committed payloads
 		group, urgent = group[:0], false
+		bgTurn = true
+	}
+	flushBackground := func() {
+		s.commitGroup(background[:1])
+		background[0] = request{}
+		background = background[1:]
+		if len(background) == 0 {
+			background = nil // let the backing array go
+		}
+		bgTurn = false
 	}
 	open := true
-	for open || len(group) > 0 {
-		if len(group) == 0 {
+	for open || len(group) > 0 || len(background) > 0 {
+		if len(group) == 0 && len(background) == 0 {
 			r, ok := <-s.reqs
 			if !ok {
 				return
@@ -213,8 +236,18 @@ func (s *Badger) commitLoop() {
 				break drain
 			}
 		}
-		if urgent || !open || len(group) >= maxPending {
+		// due: group is to be committed now, not left to gather more.
+		due := len(group) > 0 &&
+			(urgent || !open || len(group) >= maxPending || !time.Now().Before(deadline))
+		switch {
+		case len(background) > 0 && (bgTurn || !due):
+			// Its turn, or nothing in group must go yet.
+			flushBackground()
+			continue
+		case due:
 			flush()
+			continue
+		case len(group) == 0:
 			continue
 		}
 		timer.Reset(time.Until(deadline))
@@ -365,6 +398,27 @@ func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) 
 // QueueItems implements Store.
 func (s *Badger) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
 	return queueItems(s.keys, queue, leases, after, limit)
+}
+
+// LastMessage implements Store.
+func (s *Badger) LastMessage(queue string) (string, error) { return lastMessage(s.lastKey, queue) }
+
+// lastKey is a lastKeyFunc: a reverse seek from past the prefix's end (no
+// key holds 0xff, as names and ids are printable).
+func (s *Badger) lastKey(prefix []byte) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
+		defer it.Close()
+		if it.Seek(append(slices.Clip(prefix), 0xff)); it.Valid() {
+			out = it.Item().KeyCopy(nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: last key %q: %w", prefix, err)
+	}
+	return out, nil
 }
 
 // keys is a keysFunc; it reads no values.

@@ -130,3 +130,111 @@ func TestOpenAfterAKillThatLeftAnEmptyMemtable(t *testing.T) {
 	require.Len(t, qs, 1)
 	require.NoFileExists(t, filepath.Join(dir, "00007.mem"))
 }
+
+// TestBackgroundBatchesGiveWay: while the committer is busy, three
+// background steps of a purge and then another queue's write arrive. The
+// write is committed after at most one of the steps, in a transaction of
+// its own, and the steps each commit alone; before the background lane
+// the write rode in one transaction with all three steps.
+func TestBackgroundBatchesGiveWay(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		commits []int // items per transaction, in commit order
+		hold    = make(chan struct{})
+		held    = make(chan struct{})
+	)
+	s, err := Open(Options{Dir: t.TempDir(), SyncWrites: true, OnCommit: func(items int) {
+		mu.Lock()
+		first := len(commits) == 0
+		commits = append(commits, items)
+		mu.Unlock()
+		if first {
+			close(held)
+			<-hold // the committer is busy until the test has submitted everything
+		}
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+
+	write := func(queue string, n int, background bool) <-chan error {
+		var b Batch
+		for i := range n {
+			b.PutMessage(queue, fmt.Sprintf("%04d", i), &storagev1.MessageRecord{Payload: []byte("x")})
+		}
+		if background {
+			b.SetBackground()
+		}
+		done := make(chan error, 1)
+		s.Submit(&b, func(err error) { done <- err })
+		return done
+	}
+	first := write("other", 1, false)
+	<-held
+	var steps []<-chan error
+	for range 3 {
+		steps = append(steps, write("purged", 100, true))
+	}
+	probe := write("other", 1, false)
+	close(hold)
+	for _, done := range append([]<-chan error{first, probe}, steps...) {
+		require.NoError(t, <-done)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []int{1, 100, 1, 100, 100}, commits,
+		"one step, then the waiting write alone, then the other steps one by one")
+}
+
+// TestBackgroundBatchesDoNotStarveDeferredOnes: two operations' steps keep
+// the background lane busy (each step submits the next when it is durable);
+// a deferred lease write still commits once DeferMax has passed, not only
+// when the steps run out.
+func TestBackgroundBatchesDoNotStarveDeferredOnes(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir())
+	const steps = 500 // at ~0.4 ms a synced commit, far longer than DeferMax
+	var (
+		mu        sync.Mutex
+		committed int // background steps durable so far
+		deferAt   = -1
+		wg        sync.WaitGroup
+	)
+	var step func(op, i int)
+	step = func(op, i int) {
+		var b Batch
+		b.DeleteMessage(fmt.Sprint("purged", op), fmt.Sprint(i))
+		b.SetBackground()
+		s.Submit(&b, func(err error) {
+			if err != nil {
+				t.Errorf("step: %v", err)
+			}
+			mu.Lock()
+			committed++
+			mu.Unlock()
+			if i+1 < steps {
+				step(op, i+1)
+				return
+			}
+			wg.Done()
+		})
+	}
+	wg.Add(2)
+	step(0, 0)
+	step(1, 0)
+	var lease Batch
+	lease.PutLease("other", "m", &storagev1.LeaseRecord{ExpiresAtUnixMs: 1})
+	done := make(chan struct{})
+	s.Defer(&lease, func(err error) {
+		if err != nil {
+			t.Errorf("deferred write: %v", err)
+		}
+		mu.Lock()
+		deferAt = committed
+		mu.Unlock()
+		close(done)
+	})
+	<-done
+	wg.Wait()
+	require.Less(t, deferAt, 2*steps-1, "the deferred write went in while the steps were still running")
+}

@@ -38,10 +38,29 @@ type Batch struct {
 	// units[i] is the index in ops where unit i starts.
 	units   []int
 	lastKey string // the item of the last unit, "" for a unit of its own
+	// background: see SetBackground.
+	background bool
 }
 
 // Units is the number of units in b.
 func (b *Batch) Units() int { return len(b.units) }
+
+// SetBackground marks b as a step of bulk work (a purge, redrive or
+// delete of a large queue) that must not hold up other writes: the
+// committer commits it in a transaction of its own, never grouped with
+// other batches, and when other batches are waiting it commits them first,
+// taking at most one background batch between two groups of theirs. So a
+// write of another queue waits for at most one background step.
+//
+// A background batch may therefore be committed after batches submitted
+// later than it. The submitter guarantees that no batch it, or anyone,
+// submits before the background batch is durable touches the same keys:
+// the steps of an operator tool change only messages it has taken out of
+// their queue (and the deleted queue's), which nothing else writes.
+func (b *Batch) SetBackground() { b.background = true }
+
+// Background reports whether SetBackground marked b.
+func (b *Batch) Background() bool { return b.background }
 
 // Len is the number of changes in b.
 func (b *Batch) Len() int { return len(b.ops) }

@@ -91,6 +91,15 @@ func (m *Memory) QueueItems(queue string, leases bool, after string, limit int) 
 	return queueItems(m.keys, queue, leases, after, limit)
 }
 
+// LastMessage implements Store.
+func (m *Memory) LastMessage(queue string) (string, error) {
+	return lastMessage(func(prefix []byte) ([]byte, error) {
+		var last []byte
+		err := m.scan(prefix, func(k, _ []byte) error { last = k; return nil })
+		return last, err
+	}, queue)
+}
+
 // keys is a keysFunc.
 func (m *Memory) keys(prefix, from []byte, limit int) ([][]byte, error) {
 	var out [][]byte

@@ -22,9 +22,11 @@
 // batches submitted while the previous commit was syncing and writes them in
 // one badger transaction, so concurrent writers share one fsync (group
 // commit). Each batch is applied atomically, and batches are committed in the
-// order they were submitted. Nothing writes around Submit: deleting a
-// queue's contents is batches of deletes too (see Reaper), bounded so
-// that other queues' writes interleave with them. With Options.SyncWrites false the fsync is
+// order they were submitted, except that a background batch (the step of a
+// purge, redrive or delete: Batch.SetBackground) gives way to the batches
+// waiting behind it, one step at a time. Nothing writes around Submit:
+// deleting a queue's contents is batches of deletes too (see Reaper),
+// bounded so that other queues' writes interleave with them. With Options.SyncWrites false the fsync is
 // skipped: a write survives a crash of filad but not of the machine.
 package storage
 
@@ -66,6 +68,9 @@ type Store interface {
 	// or with leases of its leases, whose ids sort after after (""; from
 	// the first), in id order. It reads keys only.
 	QueueItems(queue string, leases bool, after string, limit int) ([]string, error)
+	// LastMessage returns the greatest id of queue's messages, "" when it
+	// has none. It reads one key.
+	LastMessage(queue string) (string, error)
 	// Stats reports what the committer has done so far.
 	Stats() Stats
 	// Close waits for submitted batches to commit, then closes the store.
@@ -146,6 +151,18 @@ func queueItems(keys keysFunc, queue string, leases bool, after string, limit in
 	return ids, err
 }
 
+// lastKeyFunc returns the greatest stored key under prefix, nil if none.
+type lastKeyFunc func(prefix []byte) ([]byte, error)
+
+// lastMessage is Store.LastMessage over last.
+func lastMessage(last lastKeyFunc, queue string) (string, error) {
+	k, err := last(queueItemsPrefix(prefixMessage, queue))
+	if err != nil || k == nil {
+		return "", err
+	}
+	return splitItemKey(k, queue), nil
+}
+
 // Reaper deletes the contents of a queue that RetireQueues marked deleted,
 // in bounded steps: its messages, then its leases, then the mark
 // (ForgetQueue). It reads keys from
@@ -163,15 +180,16 @@ func NewReaper(queue string) *Reaper { return &Reaper{queue: queue} }
 
 // Next returns the next step, deletes for up to limit items, or once none
 // is left (then last is true) ForgetQueue. Submit it and wait for it
-// before asking for the next one. Each step is a bounded transaction, so
-// other queues' writes are committed between steps.
+// before asking for the next one. Each step is a bounded transaction and a
+// background batch (Batch.SetBackground), so other queues' writes are
+// committed between steps, and first.
 func (r *Reaper) Next(s Store, limit int) (b *Batch, last bool, err error) {
 	for {
 		ids, err := s.QueueItems(r.queue, r.leases, r.after, limit)
 		if err != nil {
 			return nil, false, err
 		}
-		b = &Batch{}
+		b = &Batch{background: true} // bulk work: other writes go first
 		if len(ids) > 0 {
 			for _, id := range ids {
 				if r.leases {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -30,11 +31,11 @@ var queueSubcommands = map[string]queueSubcommand{
 		cfg := configFlags(fs)
 		return func(ctx context.Context, admin filav1.FilaAdminClient, pos []string, e env) error {
 			c, _ := cfg()
-			if _, err := admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: pos[0], Config: c}); err != nil {
+			resp, err := admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: pos[0], Config: c})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "created queue %s\n", pos[0])
-			return nil
+			return e.show(resp, func() { fmt.Fprintf(e.stdout, "created queue %s\n", pos[0]) })
 		}
 	}},
 	"update": {"queue update NAME [config flags]   (only the flags given change)", 1, func(fs *flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
@@ -48,24 +49,23 @@ var queueSubcommands = map[string]queueSubcommand{
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "updated queue %s: %s\n", pos[0], describeConfig(resp.GetConfig()))
-			return nil
+			return e.show(resp, func() { fmt.Fprintf(e.stdout, "updated queue %s: %s\n", pos[0], describeConfig(resp.GetConfig())) })
 		}
 	}},
 	"delete": {"queue delete NAME   (deletes its dead-letter queue too)", 1, func(*flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
 		return func(ctx context.Context, admin filav1.FilaAdminClient, pos []string, e env) error {
-			if _, err := admin.DeleteQueue(ctx, &filav1.DeleteQueueRequest{Queue: pos[0]}); err != nil {
+			resp, err := admin.DeleteQueue(ctx, &filav1.DeleteQueueRequest{Queue: pos[0]})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "deleted queue %s\n", pos[0])
-			return nil
+			return e.show(resp, func() { fmt.Fprintf(e.stdout, "deleted queue %s\n", pos[0]) })
 		}
 	}},
 	"list": {"queue list", 0, func(*flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
 		return func(ctx context.Context, admin filav1.FilaAdminClient, _ []string, e env) error {
 			resp, err := admin.ListQueues(ctx, &filav1.ListQueuesRequest{})
-			if err != nil {
-				return err
+			if err != nil || e.json {
+				return e.showErr(resp, err)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "QUEUE\tDEPTH\tIN FLIGHT\tDELAYED\tCONSUMERS")
@@ -81,8 +81,7 @@ var queueSubcommands = map[string]queueSubcommand{
 			if err != nil {
 				return err
 			}
-			printStats(e.stdout, pos[0], st)
-			return nil
+			return e.show(st, func() { printStats(e.stdout, pos[0], st) })
 		}
 	}},
 	"redrive": {"queue redrive NAME.dlq [--count N]", 1, func(fs *flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
@@ -92,8 +91,9 @@ var queueSubcommands = map[string]queueSubcommand{
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "redrove %d message(s) from %s to %s\n", resp.GetRedriven(), pos[0], strings.TrimSuffix(pos[0], ".dlq"))
-			return nil
+			return e.show(resp, func() {
+				fmt.Fprintf(e.stdout, "redrove %d message(s) from %s to %s\n", resp.GetRedriven(), pos[0], strings.TrimSuffix(pos[0], ".dlq"))
+			})
 		}
 	}},
 	"peek": {"queue peek NAME [--limit N] [--payload]", 1, func(fs *flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
@@ -104,15 +104,15 @@ var queueSubcommands = map[string]queueSubcommand{
 			if err != nil {
 				return err
 			}
-			printPeek(e.stdout, resp, *payload)
-			return nil
+			return e.show(resp, func() { printPeek(e.stdout, resp, *payload) })
 		}
 	}},
 	"purge": {"queue purge NAME [--yes]   (deletes every message not leased)", 1, func(fs *flag.FlagSet) func(context.Context, filav1.FilaAdminClient, []string, env) error {
 		yes := fs.Bool("yes", false, "do not ask for confirmation")
 		return func(ctx context.Context, admin filav1.FilaAdminClient, pos []string, e env) error {
 			if !*yes {
-				fmt.Fprintf(e.stdout, "Delete every message of %s that is not leased? Type yes: ", pos[0])
+				// On stderr: stdout is the answer's (--json).
+				fmt.Fprintf(e.stderr, "Delete every message of %s that is not leased? Type yes: ", pos[0])
 				answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
 				if strings.TrimSpace(answer) != "yes" {
 					return fmt.Errorf("purge of %s not confirmed; nothing deleted", pos[0])
@@ -122,8 +122,7 @@ var queueSubcommands = map[string]queueSubcommand{
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "purged %d message(s) from %s\n", resp.GetPurged(), pos[0])
-			return nil
+			return e.show(resp, func() { fmt.Fprintf(e.stdout, "purged %d message(s) from %s\n", resp.GetPurged(), pos[0]) })
 		}
 	}},
 }
@@ -144,17 +143,24 @@ func queueCmd(ctx context.Context, g global, args []string, e env) int {
 	if !known {
 		return usageErr(e, "unknown queue subcommand %q (one of %s)", args[0], strings.Join(names, ", "))
 	}
-	fs := flag.NewFlagSet("queue "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := queueFlagSet(args[0])
 	do := sub.flags(fs)
 	pos, code, ok := parseCommand(fs, args[1:], e, sub.synopsis)
 	if !ok {
 		return code
 	}
+	e.json = jsonFlag(fs)
 	if len(pos) != sub.args {
 		return usageErr(e, "queue %s takes %d argument(s), got %d", args[0], sub.args, len(pos))
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error { return do(ctx, admin, pos, e) })
+}
+
+// queueFlagSet is the flag set of "queue SUB": sub's flags and --json.
+func queueFlagSet(name string) *flag.FlagSet {
+	fs := newFlagSet("queue " + name)
+	addJSONFlag(fs)
+	return fs
 }
 
 // adminCall connects, runs fn, and turns its error into the exit code.
@@ -174,6 +180,9 @@ func adminCall(ctx context.Context, g global, e env, fn func(filav1.FilaAdminCli
 // builds the config from them and names the fields the command line set.
 func configFlags(fs *flag.FlagSet) func() (*filav1.QueueConfig, []string) {
 	c := &filav1.QueueConfig{RetryBackoff: &filav1.RetryBackoff{}}
+	// Only the flags declared here name config fields (not --json).
+	others := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { others[f.Name] = true })
 	fs.Uint64Var(&c.VisibilityTimeoutMs, "visibility-timeout-ms", 0, "lease duration (0: broker default)")
 	fs.StringVar(&c.FairnessKeyHeader, "fairness-key-header", "", "header holding the fairness key (empty: broker default)")
 	fs.Uint64Var(&c.MaxDepth, "max-depth", 0, "most messages held (0: unlimited)")
@@ -206,6 +215,9 @@ func configFlags(fs *flag.FlagSet) func() (*filav1.QueueConfig, []string) {
 	return func() (*filav1.QueueConfig, []string) {
 		paths := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) {
+			if others[f.Name] {
+				return
+			}
 			field := strings.ReplaceAll(f.Name, "-", "_")
 			if strings.HasPrefix(field, "retry_") {
 				field = "retry_backoff"
@@ -236,7 +248,10 @@ func describeConfig(c *filav1.QueueConfig) string {
 			mult = 2
 		}
 		if b.GetMaxMs() == 0 {
-			limit = "initial × multiplier^9"
+			// As actors.Backoff.Delay caps it: initial × multiplier^9, at
+			// most 24 h (actors.MaxDelay).
+			d := min(time.Duration(float64(b.GetInitialMs())*math.Pow(mult, 9)*float64(time.Millisecond)), 24*time.Hour)
+			limit = fmt.Sprintf("%s (initial × multiplier^9)", d.Round(time.Millisecond))
 		}
 		s += fmt.Sprintf(", retry backoff %d ms × %g up to %s", b.GetInitialMs(), mult, limit)
 	}
@@ -298,31 +313,65 @@ func printPeek(out io.Writer, resp *filav1.PeekResponse, payload bool) {
 	}
 }
 
+// subcommandSpec is one subcommand of config, throttle or key: its usage
+// line, its least and most arguments, whether it prints data (and so takes
+// --json), and its own flags.
+type subcommandSpec struct {
+	synopsis string
+	min, max int
+	json     bool
+	flags    func(fs *flag.FlagSet) // nil: none
+}
+
+// flagSet is the subcommand's flag set, named for its errors and usage.
+func (sc subcommandSpec) flagSet(name string) *flag.FlagSet {
+	fs := newFlagSet(name)
+	if sc.flags != nil {
+		sc.flags(fs)
+	}
+	if sc.json {
+		addJSONFlag(fs)
+	}
+	return fs
+}
+
+var configSubcommands = map[string]subcommandSpec{
+	"set":  {synopsis: "config set KEY VALUE   (an empty VALUE deletes KEY)", min: 2, max: 2},
+	"get":  {synopsis: "config get KEY", min: 1, max: 1, json: true},
+	"list": {synopsis: "config list [PREFIX]", min: 0, max: 1, json: true},
+}
+
 func configCmd(ctx context.Context, g global, args []string, e env) int {
-	pos, code, ok := subcommand("config", args, e, "config set KEY VALUE | config get KEY | config list [PREFIX]   (set with an empty VALUE deletes)",
-		map[string][2]int{"set": {2, 2}, "get": {1, 1}, "list": {0, 1}})
+	sub, pos, code, ok := subcommand("config", args, &e, configSubcommands)
 	if !ok {
 		return code
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
-		switch args[0] {
+		switch sub {
 		case "set":
-			_, err := admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: pos[0], Value: pos[1]})
-			return err
+			if _, err := admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: pos[0], Value: pos[1]}); err != nil {
+				return err
+			}
+			if pos[1] == "" {
+				fmt.Fprintf(e.stdout, "deleted %s\n", pos[0])
+			} else {
+				fmt.Fprintf(e.stdout, "set %s=%s\n", pos[0], pos[1])
+			}
+			return nil
 		case "get":
 			resp, err := admin.GetConfig(ctx, &filav1.GetConfigRequest{Key: pos[0]})
-			if err == nil {
-				fmt.Fprintln(e.stdout, resp.GetValue())
+			if err != nil {
+				return err
 			}
-			return err
+			return e.show(resp, func() { fmt.Fprintln(e.stdout, resp.GetValue()) })
 		default:
 			req := &filav1.ListConfigRequest{}
 			if len(pos) == 1 {
 				req.Prefix = pos[0]
 			}
 			resp, err := admin.ListConfig(ctx, req)
-			if err != nil {
-				return err
+			if err != nil || e.json {
+				return e.showErr(resp, err)
 			}
 			for _, en := range resp.GetEntries() {
 				fmt.Fprintf(e.stdout, "%s=%s\n", en.GetKey(), en.GetValue())
@@ -335,27 +384,39 @@ func configCmd(ctx context.Context, g global, args []string, e env) int {
 	})
 }
 
+var throttleSubcommands = map[string]subcommandSpec{
+	"set":  {synopsis: "throttle set KEY RATE[,BURST]   (RATE in messages per second; BURST defaults to RATE)", min: 2, max: 2},
+	"rm":   {synopsis: "throttle rm KEY", min: 1, max: 1},
+	"list": {synopsis: "throttle list", json: true},
+}
+
 // throttleCmd manages throttle rates, which are runtime config keys
 // "throttle.<key>" (docs/scripting.md).
 func throttleCmd(ctx context.Context, g global, args []string, e env) int {
-	pos, code, ok := subcommand("throttle", args, e, "throttle set KEY RATE[,BURST] | throttle rm KEY | throttle list   (RATE in messages per second)",
-		map[string][2]int{"set": {2, 2}, "rm": {1, 1}, "list": {0, 0}})
+	sub, pos, code, ok := subcommand("throttle", args, &e, throttleSubcommands)
 	if !ok {
 		return code
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
-		switch args[0] {
+		switch sub {
 		case "set", "rm":
 			value := ""
-			if args[0] == "set" {
+			if sub == "set" {
 				value = pos[1]
 			}
-			_, err := admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "throttle." + pos[0], Value: value})
-			return err
+			if _, err := admin.SetConfig(ctx, &filav1.SetConfigRequest{Key: "throttle." + pos[0], Value: value}); err != nil {
+				return err
+			}
+			if sub == "set" {
+				fmt.Fprintf(e.stdout, "throttle %s set to %s\n", pos[0], value)
+			} else {
+				fmt.Fprintf(e.stdout, "removed throttle %s\n", pos[0])
+			}
+			return nil
 		default:
 			resp, err := admin.ListConfig(ctx, &filav1.ListConfigRequest{Prefix: "throttle."})
-			if err != nil {
-				return err
+			if err != nil || e.json {
+				return e.showErr(resp, err)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "THROTTLE KEY\tRATE[,BURST]")
@@ -377,78 +438,114 @@ func helpAsked(args []string, e env, synopsis string) bool {
 	return false
 }
 
-// subcommand parses "COMMAND SUB ARGS..." for a command whose subcommands
-// take no flags: want gives each one's least and most arguments. ok is
-// false when the command ends (help, or a usage error: code says which).
-func subcommand(command string, args []string, e env, synopsis string, want map[string][2]int) (pos []string, code int, ok bool) {
-	if helpAsked(args, e, synopsis) {
-		return nil, exitOK, false
+// synopsisOf is the usage of every subcommand of subs, one a line.
+func synopsisOf(subs map[string]subcommandSpec) string {
+	var lines []string
+	for _, name := range sortedKeys(subs) {
+		lines = append(lines, subs[name].synopsis)
 	}
-	if len(args) == 0 {
-		return nil, usageErr(e, "usage: fila %s", synopsis), false
-	}
-	fs := flag.NewFlagSet(command+" "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	if pos, code, ok = parseCommand(fs, args[1:], e, synopsis); !ok {
-		return nil, code, false
-	}
-	n, known := want[args[0]]
-	switch {
-	case !known:
-		return nil, usageErr(e, "unknown %s subcommand %q; usage: fila %s", command, args[0], synopsis), false
-	case len(pos) < n[0] || len(pos) > n[1]:
-		return nil, usageErr(e, "usage: fila %s", synopsis), false
-	}
-	return pos, exitOK, true
+	return strings.Join(lines, "\n       fila ")
 }
 
-// keyCmd manages API keys.
-func keyCmd(ctx context.Context, g global, args []string, e env) int {
-	const synopsis = "key create NAME [--allow PATTERN=ACTION[,ACTION]]... [--superadmin] [--expires DURATION] | key revoke NAME | key list | key set-acl KEY_ID [--allow PATTERN=ACTION[,ACTION]]... | key get-acl KEY_ID"
-	if helpAsked(args, e, synopsis) {
-		return exitOK
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// subcommand parses "COMMAND SUB ARGS..." against subs, each subcommand
+// with its own flags, and sets e.json from --json. ok is false when the
+// command ends (help, or a usage error: code says which).
+func subcommand(command string, args []string, e *env, subs map[string]subcommandSpec) (sub string, pos []string, code int, ok bool) {
+	all := synopsisOf(subs)
+	if helpAsked(args, *e, all) {
+		return "", nil, exitOK, false
 	}
 	if len(args) == 0 {
-		return usageErr(e, "usage: fila %s", synopsis)
+		return "", nil, usageErr(*e, "%s needs a subcommand; usage:\n       fila %s", command, all), false
 	}
-	fs := flag.NewFlagSet("key "+args[0], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var perms []*filav1.Permission
+	spec, known := subs[args[0]]
+	if !known {
+		return "", nil, usageErr(*e, "unknown %s subcommand %q; usage:\n       fila %s", command, args[0], all), false
+	}
+	fs := spec.flagSet(command + " " + args[0])
+	if pos, code, ok = parseCommand(fs, args[1:], *e, spec.synopsis); !ok {
+		return "", nil, code, false
+	}
+	if len(pos) < spec.min || len(pos) > spec.max {
+		return "", nil, usageErr(*e, "usage: fila %s", spec.synopsis), false
+	}
+	e.json = jsonFlag(fs)
+	return args[0], pos, exitOK, true
+}
+
+// keyOpts are the flags of the key subcommands, each declaring its own.
+type keyOpts struct {
+	perms      []*filav1.Permission
+	expires    time.Duration
+	superadmin bool
+}
+
+func (o *keyOpts) allowFlag(fs *flag.FlagSet) {
 	fs.Func("allow", "a permission: queue pattern (name, prefix.* or *) = actions (produce, consume, admin); repeatable", func(v string) error {
 		pattern, actions, ok := strings.Cut(v, "=")
 		if !ok || pattern == "" || actions == "" {
 			return fmt.Errorf("--allow %q: want PATTERN=ACTION[,ACTION]", v)
 		}
-		perms = append(perms, &filav1.Permission{QueuePattern: pattern, Actions: strings.Split(actions, ",")})
+		o.perms = append(o.perms, &filav1.Permission{QueuePattern: pattern, Actions: strings.Split(actions, ",")})
 		return nil
 	})
-	expires := fs.Duration("expires", 0, "the key ends after this long (0: never)")
-	superadmin := fs.Bool("superadmin", false, "the key passes every permission check")
-	pos, code, ok := parseCommand(fs, args[1:], e, synopsis)
+}
+
+// keySubcommands are built per call: their flags write into o.
+func keySubcommands(o *keyOpts) map[string]subcommandSpec {
+	return map[string]subcommandSpec{
+		"create": {synopsis: "key create NAME [--allow PATTERN=ACTION[,ACTION]]... [--superadmin] [--expires DURATION]   (no --allow: a key with no rights yet; grant them with key set-acl)",
+			min: 1, max: 1, json: true, flags: func(fs *flag.FlagSet) {
+				o.allowFlag(fs)
+				fs.DurationVar(&o.expires, "expires", 0, "the key ends after this long (0: never)")
+				fs.BoolVar(&o.superadmin, "superadmin", false, "the key passes every permission check")
+			}},
+		"revoke":  {synopsis: "key revoke NAME", min: 1, max: 1},
+		"list":    {synopsis: "key list", json: true},
+		"set-acl": {synopsis: "key set-acl KEY_ID [--allow PATTERN=ACTION[,ACTION]]...   (replaces the key's permissions; none: no rights)", min: 1, max: 1, flags: o.allowFlag},
+		"get-acl": {synopsis: "key get-acl KEY_ID", min: 1, max: 1, json: true},
+	}
+}
+
+// keyCmd manages API keys.
+func keyCmd(ctx context.Context, g global, args []string, e env) int {
+	o := &keyOpts{}
+	sub, pos, code, ok := subcommand("key", args, &e, keySubcommands(o))
 	if !ok {
 		return code
 	}
-	want := map[string]int{"create": 1, "revoke": 1, "list": 0, "set-acl": 1, "get-acl": 1}
-	if n, known := want[args[0]]; !known || len(pos) != n {
-		return usageErr(e, "usage: fila %s", synopsis)
-	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
-		switch args[0] {
+		switch sub {
 		case "create":
-			req := &filav1.CreateApiKeyRequest{Name: pos[0], Permissions: perms, IsSuperadmin: *superadmin}
-			if *expires > 0 {
-				req.ExpiresAtMs = uint64(time.Now().Add(*expires).UnixMilli())
+			req := &filav1.CreateApiKeyRequest{Name: pos[0], Permissions: o.perms, IsSuperadmin: o.superadmin}
+			if o.expires > 0 {
+				req.ExpiresAtMs = uint64(time.Now().Add(o.expires).UnixMilli())
 			}
 			resp, err := admin.CreateApiKey(ctx, req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(e.stdout, resp.GetKey())
-			fmt.Fprintf(e.stderr, "created api key %s (key_id %s); the line above is its secret, shown this once\n", resp.GetName(), resp.GetKeyId())
+			rights := ""
+			if len(o.perms) == 0 && !o.superadmin {
+				rights = fmt.Sprintf(" with no permissions: it can do nothing until `fila key set-acl %s --allow PATTERN=ACTION`", resp.GetKeyId())
+			}
+			if err := e.show(resp, func() { fmt.Fprintln(e.stdout, resp.GetKey()) }); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "created api key %s (key_id %s)%s; its secret is shown this once\n", resp.GetName(), resp.GetKeyId(), rights)
 			return nil
 		case "set-acl":
 			req := &filav1.SetAclRequest{KeyId: pos[0]}
-			for _, p := range perms {
+			for _, p := range o.perms {
 				for _, a := range p.GetActions() {
 					req.Permissions = append(req.Permissions, &filav1.AclPermission{Kind: a, Pattern: p.GetQueuePattern()})
 				}
@@ -460,8 +557,8 @@ func keyCmd(ctx context.Context, g global, args []string, e env) int {
 			return nil
 		case "get-acl":
 			resp, err := admin.GetAcl(ctx, &filav1.GetAclRequest{KeyId: pos[0]})
-			if err != nil {
-				return err
+			if err != nil || e.json {
+				return e.showErr(resp, err)
 			}
 			if resp.GetIsSuperadmin() {
 				fmt.Fprintln(e.stdout, "superadmin")
@@ -478,8 +575,8 @@ func keyCmd(ctx context.Context, g global, args []string, e env) int {
 			return err
 		default:
 			resp, err := admin.ListApiKeys(ctx, &filav1.ListApiKeysRequest{})
-			if err != nil {
-				return err
+			if err != nil || e.json {
+				return e.showErr(resp, err)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tKEY ID\tFINGERPRINT\tEXPIRES\tPERMISSIONS")
@@ -494,6 +591,9 @@ func keyCmd(ctx context.Context, g global, args []string, e env) int {
 				}
 				for _, p := range k.GetPermissions() {
 					ps = append(ps, p.GetQueuePattern()+"="+strings.Join(p.GetActions(), ","))
+				}
+				if len(ps) == 0 {
+					ps = append(ps, "(none)")
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.GetName(), k.GetKeyId(), k.GetFingerprint(), exp, strings.Join(ps, " "))
 			}

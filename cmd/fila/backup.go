@@ -12,10 +12,13 @@ import (
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
+var adminSubcommands = map[string]subcommandSpec{
+	"backup": {synopsis: "admin backup FILE   (an online, consistent backup; restore it with `filad restore FILE --data-dir DIR`)", min: 1, max: 1},
+}
+
 // adminCmd is the broker-wide operations: `fila admin backup FILE`.
 func adminCmd(ctx context.Context, g global, args []string, e env) int {
-	pos, code, ok := subcommand("admin", args, e, "admin backup FILE   (an online, consistent backup; restore it with `filad restore FILE --data-dir DIR`)",
-		map[string][2]int{"backup": {1, 1}})
+	_, pos, code, ok := subcommand("admin", args, &e, adminSubcommands)
 	if !ok {
 		return code
 	}

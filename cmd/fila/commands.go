@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -44,9 +43,17 @@ type global struct {
 }
 
 func parseGlobal(args []string, getenv func(string) string) (global, []string, error) {
-	fs := flag.NewFlagSet("fila", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	g := global{}
+	fs := globalFlags(&g, getenv)
+	if err := fs.Parse(args); err != nil {
+		return g, nil, err
+	}
+	return g, fs.Args(), nil
+}
+
+// globalFlags declares fila's flags before the command, into g.
+func globalFlags(g *global, getenv func(string) string) *flag.FlagSet {
+	fs := newFlagSet("fila")
 	fs.BoolVar(&g.version, "version", false, "print the version and exit")
 	def := getenv("FILA_ADDR")
 	if def == "" {
@@ -57,10 +64,7 @@ func parseGlobal(args []string, getenv func(string) string) (global, []string, e
 	fs.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed filad's certificate: connect with TLS")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM client certificate, for filad with mTLS (with --tls-key)")
 	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM key of --tls-cert")
-	if err := fs.Parse(args); err != nil {
-		return g, nil, err
-	}
-	return g, fs.Args(), nil
+	return fs
 }
 
 type command func(ctx context.Context, g global, args []string, e env) int
@@ -73,7 +77,10 @@ var commands = map[string]command{
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
 	"admin":    adminCmd,
+	// completion is added by init: it reads this table.
 }
+
+func init() { commands["completion"] = completionCmd }
 
 // connect dials filad, exporting fila's own spans when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set; call the returned func when done.
@@ -119,7 +126,16 @@ func describe(err error) string {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return "filad is not reachable or is shutting down: " + st.Message()
+		msg := "filad is not reachable or is shutting down: " + st.Message()
+		switch {
+		case strings.Contains(st.Message(), "server preface"):
+			// A plaintext client on a TLS port reads the TLS server's
+			// alert, not HTTP/2's preface.
+			msg += " (if filad serves TLS there, connect with --tls-ca FILE)"
+		case strings.Contains(st.Message(), "does not look like a TLS handshake"):
+			msg += " (filad there does not serve TLS: leave out --tls-ca)"
+		}
+		return msg
 	case codes.DeadlineExceeded:
 		return "filad did not answer in time"
 	default:
@@ -198,22 +214,37 @@ func (h headerFlags) Set(kv string) error {
 	return nil
 }
 
+// enqueueOpts are enqueue's flags.
+type enqueueOpts struct {
+	headers headerFlags
+	lines   bool
+	json    bool
+}
+
+const enqueueSynopsis = "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)"
+
+func enqueueFlags(fs *flag.FlagSet) *enqueueOpts {
+	o := &enqueueOpts{headers: headerFlags{}}
+	fs.Var(o.headers, "H", "header key=value (repeatable)")
+	fs.BoolVar(&o.lines, "lines", false, "one message per stdin line, stored in input order; prints each id in input order")
+	fs.BoolVar(&o.json, "json", false, `print {"message_id": ID} (with --lines, {"line": N, "message_id": ID} per line)`)
+	return o
+}
+
 func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
-	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	headers := headerFlags{}
-	fs.Var(headers, "H", "header key=value (repeatable)")
-	lines := fs.Bool("lines", false, "one message per stdin line, sent in batches; prints each id in input order")
-	pos, code, ok := parseCommand(fs, args, e, "enqueue QUEUE [PAYLOAD] [-H key=value]... [--lines]   (payload from stdin when absent)")
+	fs := newFlagSet("enqueue")
+	o := enqueueFlags(fs)
+	pos, code, ok := parseCommand(fs, args, e, enqueueSynopsis)
 	if !ok {
 		return code
 	}
 	var err error
-	if len(pos) < 1 || len(pos) > 2 || (*lines && len(pos) != 1) {
+	if len(pos) < 1 || len(pos) > 2 || (o.lines && len(pos) != 1) {
 		return usageErr(e, "enqueue takes QUEUE [PAYLOAD], or QUEUE alone with --lines")
 	}
-	if *lines {
-		return enqueueLines(ctx, g, e, pos[0], headers)
+	if o.lines {
+		e.json = o.json
+		return enqueueLines(ctx, g, e, pos[0], o.headers)
 	}
 	var payload []byte
 	if len(pos) == 2 {
@@ -226,71 +257,108 @@ func enqueueCmd(ctx context.Context, g global, args []string, e env) int {
 		return fail(e, err)
 	}
 	defer done()
-	id, err := c.Enqueue(ctx, pos[0], headers, payload)
+	id, err := c.Enqueue(ctx, pos[0], o.headers, payload)
 	if err != nil {
 		return fail(e, err)
 	}
-	fmt.Fprintln(e.stdout, id)
+	if o.json {
+		_ = json.NewEncoder(e.stdout).Encode(map[string]string{"message_id": id})
+	} else {
+		fmt.Fprintln(e.stdout, id)
+	}
 	return exitOK
 }
 
 // jsonMessage is one consumed message in --json output.
 type jsonMessage struct {
-	ID           string            `json:"id"`
-	Queue        string            `json:"queue"`
-	FairnessKey  string            `json:"fairness_key"`
-	Weight       uint32            `json:"weight"`
+	ID          string `json:"id"`
+	Queue       string `json:"queue"`
+	FairnessKey string `json:"fairness_key"`
+	// Weight is the weight the message carried (fila-weight, or its queue's
+	// on_enqueue script); absent when it carried none, and then it counts at
+	// its fairness key's weight, which queue stats shows.
+	Weight       uint32            `json:"weight,omitempty"`
 	AttemptCount uint32            `json:"attempt_count"`
 	Headers      map[string]string `json:"headers"`
 	PayloadB64   string            `json:"payload_base64"`
 	EnqueuedAt   string            `json:"enqueued_at"`
 }
 
+// consumeOpts are consume's flags.
+type consumeOpts struct {
+	count     int
+	ack, nack bool
+	json      bool
+	timeout   time.Duration
+}
+
+const consumeSynopsis = "consume QUEUE [--count N] [--timeout DURATION] [--ack|--nack] [--json]"
+
+func consumeFlags(fs *flag.FlagSet) *consumeOpts {
+	o := &consumeOpts{}
+	fs.IntVar(&o.count, "count", 0, "stop after N messages (0: until interrupted or --timeout)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "stop after this long (0: never); with no message by then, exit 3")
+	fs.BoolVar(&o.ack, "ack", false, "ack each message (the default)")
+	fs.BoolVar(&o.nack, "nack", false, "nack each message instead of acking it")
+	fs.BoolVar(&o.json, "json", false, "one JSON object per message")
+	return o
+}
+
 func consumeCmd(ctx context.Context, g global, args []string, e env) int {
-	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	count := fs.Int("count", 0, "stop after N messages (0: until interrupted)")
-	ack := fs.Bool("ack", false, "ack each message (the default)")
-	nack := fs.Bool("nack", false, "nack each message instead of acking it")
-	asJSON := fs.Bool("json", false, "one JSON object per message")
-	pos, code, ok := parseCommand(fs, args, e, "consume QUEUE [--count N] [--ack|--nack] [--json]")
+	fs := newFlagSet("consume")
+	o := consumeFlags(fs)
+	pos, code, ok := parseCommand(fs, args, e, consumeSynopsis)
 	if !ok {
 		return code
 	}
 	if len(pos) != 1 {
 		return usageErr(e, "consume takes QUEUE")
 	}
-	if *ack && *nack {
+	if o.ack && o.nack {
 		return usageErr(e, "--ack and --nack exclude each other")
 	}
-	if *count < 0 || *count > maxCount {
+	if o.count < 0 || o.count > maxCount {
 		return usageErr(e, "--count must be from 0 to %d", maxCount)
+	}
+	if o.timeout < 0 {
+		return usageErr(e, "--timeout must not be negative")
 	}
 	c, done, err := connect(ctx, g, e)
 	if err != nil {
 		return fail(e, err)
 	}
 	defer done()
-	p := printer{out: e.stdout, json: *asJSON}
+	// The deadline ends the wait, not the settles: those run without it.
+	waitCtx := ctx
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	p := &printer{out: e.stdout, json: o.json}
 	settle := func(ctx context.Context, m *filav1.Message) error {
-		if *nack {
+		if o.nack {
 			return c.Nack(ctx, m, "nacked by fila consume --nack")
 		}
 		return c.Ack(ctx, m)
 	}
-	if *count == 0 {
-		err = c.Consume(ctx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {
+	if o.count == 0 {
+		err = c.Consume(waitCtx, pos[0], client.ConsumeOptions{MaxInFlight: 1}, func(_ context.Context, m *filav1.Message) error {
 			p.print(m)
-			if *nack {
+			if o.nack {
 				return errors.New("nacked by fila consume --nack")
 			}
 			return nil
 		})
 	} else {
-		err = consumeCount(ctx, c, pos[0], *count, p, settle)
+		err = consumeCount(waitCtx, c, pos[0], o.count, p, settle)
 	}
 	if err != nil {
 		return fail(e, err)
+	}
+	if o.timeout > 0 && p.printed == 0 && ctx.Err() == nil {
+		fmt.Fprintf(e.stderr, "fila: no message arrived in %s\n", o.timeout)
+		return exitNothing
 	}
 	return exitOK
 }
@@ -301,7 +369,7 @@ const maxCount = 10_000
 // consumeCount leases exactly n messages: the stream asks for max_in_flight
 // n, so the broker leases no more than that; it closes the stream before
 // settling any, so none is leased to it behind the last.
-func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p printer, settle func(context.Context, *filav1.Message) error) error {
+func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p *printer, settle func(context.Context, *filav1.Message) error) error {
 	streamCtx, closeStream := context.WithCancel(ctx)
 	defer closeStream()
 	stream, err := c.Lease(streamCtx, queue, uint32(n))
@@ -339,14 +407,16 @@ func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p 
 
 // printer writes consumed messages as text or JSON lines.
 type printer struct {
-	out  io.Writer
-	json bool
+	out     io.Writer
+	json    bool
+	printed int
 }
 
-func (p printer) print(m *filav1.Message) {
+func (p *printer) print(m *filav1.Message) {
+	p.printed++
 	md := m.GetMetadata()
 	if !p.json {
-		fmt.Fprintf(p.out, "%s  key=%s  attempt=%d  %d bytes\n", m.GetId(), md.GetFairnessKey(), md.GetAttemptCount(), len(m.GetPayload()))
+		fmt.Fprintf(p.out, "%s  key=%s  attempt=%d  %d bytes  %s\n", m.GetId(), md.GetFairnessKey(), md.GetAttemptCount(), len(m.GetPayload()), payloadText(m.GetPayload()))
 		return
 	}
 	_ = json.NewEncoder(p.out).Encode(jsonMessage{
@@ -357,81 +427,178 @@ func (p printer) print(m *filav1.Message) {
 	})
 }
 
-// enqueueLines sends each stdin line as a message through a batching
-// Producer, many at once, and prints the ids in input order. On a terminal
-// it shows progress on stderr.
+// Bulk load limits of enqueue --lines: a batch is cut at whichever comes
+// first. filad's defaults are 1000 items and 16 MiB (server.max_batch_items,
+// server.max_batch_bytes); a filad set lower refuses a batch whole, and
+// sendLines then sends it in halves.
+const (
+	linesBatchItems = 1000
+	linesBatchBytes = 4 << 20
+)
+
+// enqueueLines sends each stdin line as a message, in order: batches of
+// lines go one at a time, each asking filad to stop at the first refused
+// line (client.EnqueueOrdered), so the queue holds the lines in input order
+// and, on a failure, exactly the lines before the failing one. It prints
+// each stored line's id in input order, on a terminal shows progress on
+// stderr, and always ends with the count and the time taken.
 func enqueueLines(ctx context.Context, g global, e env, queue string, headers map[string]string) int {
 	c, done, err := connect(ctx, g, e)
 	if err != nil {
 		return fail(e, err)
 	}
 	defer done()
-	p := c.NewProducer(client.ProducerOptions{})
-	defer p.Close()
-	type result struct {
-		id  string
-		err error
-	}
-	const inFlight = 512
-	var (
-		results []chan result
-		wg      sync.WaitGroup
-		slots   = make(chan struct{}, inFlight)
-	)
-	progress := isTerminal(e.stderr)
-	sc := bufio.NewScanner(e.stdin)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	printed := 0
-	flushReady := func(wait bool) error {
-		for printed < len(results) {
-			var r result
-			if wait {
-				r = <-results[printed]
-			} else {
-				select {
-				case r = <-results[printed]:
-				default:
-					return nil
+	l := &lineLoader{c: c, e: e, queue: queue, headers: headers, out: bufio.NewWriter(e.stdout),
+		progress: isTerminal(e.stderr), start: time.Now()}
+	lines, readErr, stop := readLines(e.stdin)
+	defer stop()
+	// A batch is what has been read by the time the one before is
+	// answered (up to the limits): a slow producer's lines go at once,
+	// a file's fill whole batches.
+	var next []byte
+	for err == nil {
+		var batch [][]byte
+		size := 0
+		if next != nil {
+			batch, size, next = [][]byte{next}, len(next), nil
+		} else {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					break
 				}
-			}
-			if r.err != nil {
-				return r.err
-			}
-			fmt.Fprintln(e.stdout, r.id)
-			results[printed] = nil
-			printed++
-			if progress && printed%1000 == 0 {
-				fmt.Fprintf(e.stderr, "\r%d enqueued", printed)
+				batch, size = [][]byte{line}, len(line)
+			case <-ctx.Done():
 			}
 		}
-		return nil
-	}
-	for sc.Scan() {
-		line := []byte(sc.Text())
-		ch := make(chan result, 1)
-		results = append(results, ch)
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			id, err := p.Enqueue(ctx, queue, headers, line)
-			ch <- result{id, err}
-		})
-		if err := flushReady(false); err != nil {
-			wg.Wait()
-			return fail(e, err)
+	fill:
+		for len(batch) > 0 && len(batch) < linesBatchItems {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					break fill
+				}
+				if size+len(line) > linesBatchBytes {
+					next = line
+					break fill
+				}
+				batch, size = append(batch, line), size+len(line)
+			default:
+				break fill
+			}
 		}
+		if len(batch) == 0 {
+			break // stdin ended, or interrupted
+		}
+		err = l.send(ctx, batch)
+		_ = l.out.Flush()
 	}
-	wg.Wait()
-	if err := sc.Err(); err != nil {
-		return fail(e, fmt.Errorf("reading stdin: %w", err))
+	switch {
+	case err != nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("interrupted: nothing from line %d on was stored", l.stored+1)
+	case readErr() != nil:
+		err = fmt.Errorf("line %d: reading stdin: %w", l.stored+1, readErr())
 	}
-	if err := flushReady(true); err != nil {
-		return fail(e, err)
+	_ = l.out.Flush()
+	if l.progress {
+		fmt.Fprint(e.stderr, "\r")
 	}
-	if progress {
-		fmt.Fprintf(e.stderr, "\r%d enqueued\n", printed)
+	fmt.Fprintf(e.stderr, "%d enqueued in %.1f s\n", l.stored, time.Since(l.start).Seconds())
+	if err != nil {
+		fmt.Fprintln(e.stderr, "fila:", err)
+		return exitError
 	}
 	return exitOK
+}
+
+// readLines reads r's lines in the background. lines is closed at the end
+// of r (or on stop), and then readErr says why; stop ends the reading.
+func readLines(r io.Reader) (lines <-chan []byte, readErr func() error, stop func()) {
+	ch := make(chan []byte, 2*linesBatchItems)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			select {
+			case ch <- append([]byte(nil), sc.Bytes()...):
+			case <-done:
+				return
+			}
+		}
+		err = sc.Err()
+	}()
+	// err is read only after ch is closed, which the goroutine does after
+	// setting it.
+	return ch, func() error { return err }, func() { close(done) }
+}
+
+// stoppedAt is the error of a load that stopped at line l.stored+1, with
+// nothing after it stored.
+func (l *lineLoader) stoppedAt(err error) error {
+	n := l.stored + 1
+	return fmt.Errorf("line %d: %s; nothing from line %d on was stored: rerun from there (tail -n +%d FILE | fila enqueue %s --lines)",
+		n, describe(err), n, n, l.queue)
+}
+
+// lineLoader is the state of one enqueue --lines.
+type lineLoader struct {
+	c        *client.Client
+	e        env
+	queue    string
+	headers  map[string]string
+	out      *bufio.Writer
+	progress bool
+	start    time.Time
+	stored   int // lines stored so far: the next line's number is stored+1
+}
+
+// send enqueues batch, the lines after the l.stored first, and prints their
+// ids; its error names the first line not stored and whether any line
+// after it could have been.
+func (l *lineLoader) send(ctx context.Context, batch [][]byte) error {
+	first := l.stored + 1
+	// An interrupt lands between batches: the one on its way is answered,
+	// so the ids printed are exactly what was stored.
+	results, err := l.c.EnqueueOrdered(context.WithoutCancel(ctx), l.queue, l.headers, batch)
+	if code := status.Code(err); len(batch) > 1 && (code == codes.InvalidArgument || code == codes.ResourceExhausted) {
+		// Refused whole (over filad's batch limits): nothing of it was
+		// stored, so its halves can go in turn.
+		half := len(batch) / 2
+		if err := l.send(ctx, batch[:half]); err != nil {
+			return err
+		}
+		return l.send(ctx, batch[half:])
+	}
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+			return fmt.Errorf("lines %d to %d: %s; filad may have stored some of them before the call broke: check the queue before a rerun from line %d",
+				first, first+len(batch)-1, describe(err), first)
+		}
+		return l.stoppedAt(err)
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			return l.stoppedAt(r.Err)
+		}
+		l.stored++
+		if l.e.json {
+			_ = json.NewEncoder(l.out).Encode(struct {
+				Line      int    `json:"line"`
+				MessageID string `json:"message_id"`
+			}{l.stored, r.ID})
+		} else {
+			fmt.Fprintln(l.out, r.ID)
+		}
+	}
+	if l.progress {
+		fmt.Fprintf(l.e.stderr, "\r%d enqueued", l.stored)
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a terminal.

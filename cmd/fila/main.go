@@ -6,8 +6,9 @@
 //	fila queue list
 //	fila queue stats NAME
 //	fila enqueue QUEUE [PAYLOAD] [-H key=value]...     (payload from stdin when absent)
-//	fila enqueue QUEUE --lines [-H key=value]...       (one message per stdin line, batched)
-//	fila consume QUEUE [--count N] [--ack|--nack] [--json]
+//	fila enqueue QUEUE --lines [-H key=value]...       (one message per stdin line, in order)
+//	fila consume QUEUE [--count N] [--timeout DURATION] [--ack|--nack] [--json]
+//	fila completion bash|zsh|fish
 //
 // The address comes from --addr, else FILA_ADDR, else 127.0.0.1:5555. When
 // OTEL_EXPORTER_OTLP_ENDPOINT is set, fila exports its own spans there, so
@@ -39,6 +40,9 @@ const (
 	exitOK    = 0
 	exitError = 1 // the broker refused or could not be reached
 	exitUsage = 2 // bad command line
+	// exitNothing: consume --timeout ended with no message; scripts can
+	// tell an empty queue from a failure.
+	exitNothing = 3
 )
 
 // env is the part of the environment fila reads.
@@ -46,6 +50,8 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// json: the command's --json; it prints the answer as JSON.
+	json bool
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -88,10 +94,14 @@ const usage = `usage:
   fila queue purge NAME [--yes]
   fila config set KEY VALUE | get KEY | list [PREFIX]
   fila throttle set KEY RATE[,BURST] | rm KEY | list
-  fila key create NAME --allow PATTERN=ACTION[,ACTION]... [--expires DURATION] | revoke NAME | list
+  fila key create NAME [--allow PATTERN=ACTION[,ACTION]]... [--superadmin] [--expires DURATION]
+  fila key revoke NAME | list | set-acl KEY_ID [--allow ...]... | get-acl KEY_ID
   fila enqueue QUEUE [PAYLOAD] [-H key=value]...   (payload from stdin when absent)
-  fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, batched)
-  fila consume QUEUE [--count N] [--ack|--nack] [--json]
+  fila enqueue QUEUE --lines [-H key=value]...     (one message per stdin line, in order)
+  fila consume QUEUE [--count N] [--timeout DURATION] [--ack|--nack] [--json]
   fila admin backup FILE                           (online and consistent; filad restore FILE --data-dir DIR)
-The address is --addr, else $FILA_ADDR, else 127.0.0.1:5555; the API key --api-key, else $FILA_API_KEY.
+  fila completion bash|zsh|fish
+Every command that prints data takes --json. The address is --addr, else $FILA_ADDR, else
+127.0.0.1:5555; the API key --api-key, else $FILA_API_KEY. Exit status: 0 done, 1 filad refused
+or could not be reached, 2 bad command line, 3 consume --timeout ended with no message.
 `

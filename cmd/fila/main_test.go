@@ -27,12 +27,17 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func startBroker(t *testing.T) string {
+// startBroker starts filad on loopback with a fresh data directory, its
+// config changed by each of with, and returns its address.
+func startBroker(t *testing.T, with ...func(*config.Config)) string {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Server.ListenAddr = "127.0.0.1:0"
 	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
 	cfg.Storage.DataDir = t.TempDir()
+	for _, f := range with {
+		f(&cfg)
+	}
 	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
@@ -101,7 +106,7 @@ func TestEnqueueAndConsume(t *testing.T) {
 	// Text output: id, fairness key, attempt, size; --nack sends them back.
 	r := fila(t, addr, "", "consume", "q", "--count", "2", "--nack")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, id1+"  key=k1  attempt=0  5 bytes\n"+id2+"  key=default  attempt=0  10 bytes\n", r.stdout)
+	require.Equal(t, id1+"  key=k1  attempt=0  5 bytes  \"first\"\n"+id2+"  key=default  attempt=0  10 bytes  \"from stdin\"\n", r.stdout)
 
 	// Nacked: redelivered with attempt 1, now as JSON, and acked.
 	r = fila(t, addr, "", "consume", "q", "--count", "2", "--json")
@@ -139,7 +144,7 @@ func TestFailureCommands(t *testing.T) {
 	}
 	ok("", "queue", "create", "jobs", "--max-attempts", "2")
 	require.Contains(t, ok("", "queue", "update", "jobs", "--retry-initial-ms", "1", "--retry-multiplier", "1"),
-		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to initial × multiplier^9")
+		"max attempts 2, dead letter true, max depth 0, max bytes 0, retry backoff 1 ms × 1 up to 1ms (initial × multiplier^9)")
 	id := strings.TrimSpace(ok("", "enqueue", "jobs", "-H", "job=resize", "poison"))
 	for range 2 {
 		ok("", "consume", "jobs", "--count", "1", "--nack")
@@ -251,42 +256,105 @@ func TestHelpAndVersion(t *testing.T) {
 	require.Contains(t, r.stderr, "usage: fila consume", "a bad flag shows the command's usage")
 }
 
-func TestEnqueueLines(t *testing.T) {
-	t.Parallel()
-	addr := startBroker(t)
-	require.Equal(t, 0, fila(t, addr, "", "queue", "create", "bulk").code)
-	var in strings.Builder
-	const n = 2000
-	for i := range n {
-		fmt.Fprintf(&in, "line-%d\n", i)
-	}
-	r := fila(t, addr, in.String(), "enqueue", "bulk", "--lines", "-H", "src=cli")
-	require.Equal(t, 0, r.code, r.stderr)
-	ids := strings.Fields(r.stdout)
-	require.Len(t, ids, n, "one id per line")
-	lineOf := map[string]int{}
-	for i, id := range ids {
-		lineOf[id] = i
-	}
-	require.Len(t, lineOf, n, "ids are distinct")
-	// Lines are sent concurrently, so the queue's order may differ from the
-	// input's; the i-th id printed is always the i-th line's message.
-	r = fila(t, addr, "", "consume", "bulk", "--count", "50", "--json")
+// consumeAll consumes n messages of queue as JSON (acking them) and
+// returns their payloads and ids in delivery order.
+func consumeAll(t *testing.T, addr, queue string, n int) (payloads, ids []string) {
+	t.Helper()
+	r := fila(t, addr, "", "consume", queue, "--count", fmt.Sprint(n), "--json")
 	require.Equal(t, 0, r.code, r.stderr)
 	dec := json.NewDecoder(strings.NewReader(r.stdout))
-	for range 50 {
+	for dec.More() {
 		var m jsonMessage
 		require.NoError(t, dec.Decode(&m))
-		line, ok := lineOf[m.ID]
-		require.True(t, ok, "consumed %s, which was never printed", m.ID)
 		payload, err := base64.StdEncoding.DecodeString(m.PayloadB64)
 		require.NoError(t, err)
-		require.Equal(t, fmt.Sprintf("line-%d", line), string(payload))
-		require.Equal(t, "cli", m.Headers["src"])
+		payloads = append(payloads, string(payload))
+		ids = append(ids, m.ID)
 	}
-	r = fila(t, addr, "x\n", "enqueue", "nope", "--lines")
+	return payloads, ids
+}
+
+// TestEnqueueLines: --lines keeps input order in the queue (issue 22, Why 3)
+// and prints each stored line's id in that order, with a final count.
+func TestEnqueueLines(t *testing.T) {
+	t.Parallel()
+	var in strings.Builder
+	var want []string
+	const n = 1500 // more than one batch
+	for i := range n {
+		want = append(want, fmt.Sprintf("line-%d", i))
+		fmt.Fprintln(&in, want[i])
+	}
+	tests := []struct {
+		name string
+		with func(*config.Config)
+	}{
+		{"defaults", func(*config.Config) {}},
+		// A filad with a lower batch limit refuses fila's batches whole;
+		// fila sends them in halves, still in order.
+		{"max_batch_items 300", func(c *config.Config) { c.Server.MaxBatchItems = 300 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			addr := startBroker(t, tt.with)
+			require.Equal(t, 0, fila(t, addr, "", "queue", "create", "bulk").code)
+			r := fila(t, addr, in.String(), "enqueue", "bulk", "--lines", "-H", "src=cli")
+			require.Equal(t, 0, r.code, r.stderr)
+			ids := strings.Fields(r.stdout)
+			payloads, got := consumeAll(t, addr, "bulk", n)
+			require.Equal(t, want, payloads, "delivered in input order")
+			require.Equal(t, ids, got, "the i-th id printed is the i-th line's")
+			require.Regexp(t, `^1500 enqueued in \d+\.\d s\n$`, r.stderr, "a final count, always")
+		})
+	}
+	addr := startBroker(t)
+	r := fila(t, addr, "x\n", "enqueue", "nope", "--lines")
 	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "NOT_FOUND")
+	require.Contains(t, r.stderr, "line 1: queue not found")
+	require.Contains(t, r.stderr, "0 enqueued in")
+}
+
+// TestEnqueueLinesStopsAtFailure: a refused line ends the load; every line
+// before it is stored and its id printed, none after it is stored, and the
+// error names the line (issue 22, Why 4).
+func TestEnqueueLinesStopsAtFailure(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	big := strings.Repeat("x", 2<<20) // over server.max_message_bytes
+	tests := []struct {
+		name   string
+		create []string
+		lines  []string
+		stored int
+		reason string
+	}{
+		// The gateway refuses the line, and would store a later one.
+		{"too large", nil, []string{"small", big, "after"}, 1, "line 2: "},
+		// The queue refuses the line (max_bytes), and a later, smaller one
+		// would fit.
+		{"queue full", []string{"--max-bytes", "10"}, []string{"aaaa", "bbbbbbbbbb", "c"}, 1, "line 2: "},
+		{"first line", []string{"--max-bytes", "3"}, []string{"aaaa", "b"}, 0, "line 1: "},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := fmt.Sprintf("stop%d", i)
+			require.Zero(t, fila(t, addr, "", append([]string{"queue", "create", q}, tt.create...)...).code)
+			r := fila(t, addr, strings.Join(tt.lines, "\n")+"\n", "enqueue", q, "--lines")
+			require.Equal(t, 1, r.code, r.stderr)
+			require.Contains(t, r.stderr, tt.reason)
+			require.Contains(t, r.stderr, fmt.Sprintf("%d enqueued in", tt.stored))
+			require.Contains(t, r.stderr, fmt.Sprintf("rerun from there (tail -n +%d FILE", tt.stored+1))
+			ids := strings.Fields(r.stdout)
+			require.Len(t, ids, tt.stored)
+			require.Contains(t, fila(t, addr, "", "queue", "stats", q).stdout, fmt.Sprintf("depth %d,", tt.stored), "nothing after the failing line")
+			if tt.stored > 0 {
+				payloads, got := consumeAll(t, addr, q, tt.stored)
+				require.Equal(t, tt.lines[:tt.stored], payloads)
+				require.Equal(t, ids, got)
+			}
+		})
+	}
 }
 
 // TestTLSFlags: with --tls-ca (and a client certificate for mTLS) the CLI
@@ -318,6 +386,11 @@ func TestTLSFlags(t *testing.T) {
 	require.Equal(t, 1, r.code, "mTLS wants a client certificate")
 	r = fila(t, addr, "", "queue", "list")
 	require.Equal(t, 1, r.code, "plaintext is refused")
+	require.Contains(t, r.stderr, "(if filad serves TLS there, connect with --tls-ca FILE)", "the hint names TLS")
+	plain := startBroker(t)
+	r = fila(t, plain, "", "--tls-ca", filepath.Join(dir, "root.pem"), "queue", "list")
+	require.Equal(t, 1, r.code, "TLS to a plaintext filad")
+	require.Contains(t, r.stderr, "filad there does not serve TLS: leave out --tls-ca", r.stderr)
 	r = fila(t, addr, "", "--tls-cert", filepath.Join(dir, "c.pem"), "queue", "list")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "need --tls-ca")
@@ -362,6 +435,7 @@ func TestKeyCommands(t *testing.T) {
 	// Fila's model: a key made with no rights and granted them by key_id.
 	r = run(boot, "key", "create", "later")
 	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "with no permissions: it can do nothing until `fila key set-acl", "a key with no rights is allowed, and said so")
 	later := strings.TrimSpace(r.stdout)
 	id := regexp.MustCompile(`key_id ([0-9a-f-]{36})`).FindStringSubmatch(r.stderr)
 	require.Len(t, id, 2, r.stderr)

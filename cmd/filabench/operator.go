@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"runtime/metrics"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,9 +134,11 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 				statsMax = max(statsMax, time.Since(start))
 			}
 		})
+		gcBefore := gcCycles()
 		start := time.Now()
 		err = op.run(q)
 		took := time.Since(start)
+		gcs := gcCycles() - gcBefore
 		close(stop)
 		wg.Wait()
 		close(probeErr)
@@ -151,7 +156,10 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 			return float64(enqueues[int(math.Ceil(p*float64(len(enqueues))))-1].Microseconds()) / 1000
 		}
 		w := fmt.Sprintf("%s, %d messages", op.name, n)
-		note := fmt.Sprintf("%d enqueues to another queue meanwhile", len(enqueues))
+		// The machine's load and the collections during the operation say
+		// how far a figure is this operation's and how far its neighbours'.
+		note := fmt.Sprintf("%d enqueues to another queue meanwhile; %d GC cycles; load average %s",
+			len(enqueues), gcs, loadAverage())
 		out = append(out,
 			result{Workload: w, Value: took.Seconds() * 1000, Unit: "ms taken"},
 			result{Workload: w + ": other queue's Enqueue", Value: pct(0.50), Unit: "ms p50", Note: note},
@@ -161,4 +169,21 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 		)
 	}
 	return out, nil
+}
+
+// gcCycles is the number of garbage collections so far; filad runs in
+// this process, so its collections are among them.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// loadAverage is the machine's one-minute load average, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }

@@ -163,6 +163,30 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.ErrorContains(t, err, "limit 0")
 	})
 
+	t.Run("LastMessage", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var b storage.Batch
+		for _, id := range []string{"1", "3", "5"} {
+			b.PutMessage("q", id, &storagev1.MessageRecord{})
+		}
+		b.PutLease("q", "9", &storagev1.LeaseRecord{})      // a lease is no message
+		b.PutMessage("qq", "7", &storagev1.MessageRecord{}) // a name that starts the same
+		b.PutMessage("r", "8", &storagev1.MessageRecord{})
+		require.NoError(t, s.Write(&b))
+		for queue, want := range map[string]string{"q": "5", "qq": "7", "none": "", "p": ""} {
+			got, err := s.LastMessage(queue)
+			require.NoError(t, err)
+			require.Equal(t, want, got, queue)
+		}
+		var del storage.Batch
+		del.DeleteMessage("q", "5")
+		require.NoError(t, s.Write(&del))
+		got, err := s.LastMessage("q")
+		require.NoError(t, err)
+		require.Equal(t, "3", got, "a deleted message is not the last")
+	})
+
 	t.Run("MoveMessageIsOneUnit", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)

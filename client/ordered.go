@@ -1,0 +1,60 @@
+package client
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// stopAtRefusalMetadata is gateway.StopAtRefusalMetadata (the client does
+// not import the server's packages).
+const stopAtRefusalMetadata = "fila-batch-stop-at-refusal"
+
+// EnqueueResult is one message's outcome in EnqueueOrdered: its id, or the
+// error it was refused with.
+type EnqueueResult struct {
+	ID  string
+	Err error
+}
+
+// EnqueueOrdered stores payloads in queue, in order, in one EnqueueBatch,
+// all with the same headers, and asks filad to stop at the first refused
+// message: the messages after it are not stored and get ABORTED. So the
+// results are some stored ids, then (perhaps) the one refused message, then
+// ABORTED ones; a caller that stops at the first error has stored exactly
+// the messages before it. An error return means the call as a whole failed
+// (for UNAVAILABLE or DEADLINE_EXCEEDED, the batch may still have been
+// stored; for a refusal such as a batch over server.max_batch_bytes, none of
+// it was). One "send <queue>" span covers the batch.
+func (c *Client) EnqueueOrdered(ctx context.Context, queue string, headers map[string]string, payloads [][]byte) ([]EnqueueResult, error) {
+	ctx, span, h := c.startSend(ctx, queue, headers)
+	defer span.End()
+	span.SetAttributes(attribute.Int("messaging.batch.message_count", len(payloads)))
+	req := &filav1.EnqueueBatchRequest{Messages: make([]*filav1.EnqueueRequest, len(payloads))}
+	for i, p := range payloads {
+		req.Messages[i] = &filav1.EnqueueRequest{Queue: queue, Headers: h, Payload: p}
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, stopAtRefusalMetadata, "true")
+	resp, err := c.svc.EnqueueBatch(ctx, req)
+	if err != nil {
+		fail(span, err)
+		return nil, err
+	}
+	out := make([]EnqueueResult, len(payloads))
+	for i := range out {
+		switch r := resp.GetResults(); {
+		case i >= len(r):
+			out[i].Err = status.Error(codes.Internal, "client: short EnqueueBatch answer")
+		case r[i].GetError() != nil:
+			out[i].Err = status.Error(codes.Code(r[i].GetError().GetCode()), r[i].GetError().GetMessage())
+		default:
+			out[i].ID = r[i].GetMessageId()
+		}
+	}
+	return out, nil
+}
