@@ -386,3 +386,18 @@ func TestProducerBatchesConcurrentCallers(t *testing.T) {
 	_, err = p2.Enqueue(ctxT(t), "p", nil, nil)
 	require.ErrorIs(t, err, client.ErrProducerClosed)
 }
+
+// TestEnqueueOrderedCountsEachMessage: one ordered batch is one send
+// operation and as many sent messages as it stored (issue 21, Deliver 7).
+func TestEnqueueOrderedCountsEachMessage(t *testing.T) {
+	t.Parallel()
+	h := telemetrytest.New(t)
+	addr := startBroker(t, nil)
+	c := dial(t, addr, h)
+	require.NoError(t, c.CreateQueue(ctxT(t), "o", client.QueueConfig{}))
+	rs, err := c.EnqueueOrdered(ctxT(t), "o", nil, [][]byte{[]byte("a"), []byte("b"), []byte("c")})
+	require.NoError(t, err)
+	require.Len(t, rs, 3)
+	h.AssertCounter(t, "messaging.client.sent.messages", metricAttrs(t, addr, "send", "o"), 3)
+	require.EqualValues(t, 1, h.HistogramCount(t, "messaging.client.operation.duration", metricAttrs(t, addr, "send", "o", attribute.String("messaging.operation.type", "send"))...))
+}

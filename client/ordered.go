@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // stopAtRefusalMetadata is gateway.StopAtRefusalMetadata (the client does
@@ -30,8 +32,11 @@ type EnqueueResult struct {
 // the messages before it. An error return means the call as a whole failed
 // (for UNAVAILABLE or DEADLINE_EXCEEDED, the batch may still have been
 // stored; for a refusal such as a batch over server.max_batch_bytes, none of
-// it was). One "send <queue>" span covers the batch.
+// it was). One "send <queue>" span covers the batch, and one
+// messaging.client.operation.duration; messaging.client.sent.messages
+// counts each message by its outcome.
 func (c *Client) EnqueueOrdered(ctx context.Context, queue string, headers map[string]string, payloads [][]byte) ([]EnqueueResult, error) {
+	start := time.Now()
 	ctx, span, h := c.startSend(ctx, queue, headers)
 	defer span.End()
 	span.SetAttributes(attribute.Int("messaging.batch.message_count", len(payloads)))
@@ -41,7 +46,9 @@ func (c *Client) EnqueueOrdered(ctx context.Context, queue string, headers map[s
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, stopAtRefusalMetadata, "true")
 	resp, err := c.svc.EnqueueBatch(ctx, req)
+	c.recordOperation(ctx, telemetry.OpSend, queue, start, err)
 	if err != nil {
+		c.recordSent(ctx, queue, len(payloads), err)
 		fail(span, err)
 		return nil, err
 	}
@@ -55,6 +62,17 @@ func (c *Client) EnqueueOrdered(ctx context.Context, queue string, headers map[s
 		default:
 			out[i].ID = r[i].GetMessageId()
 		}
+	}
+	sent := map[codes.Code]int{}
+	for _, r := range out {
+		sent[status.Code(r.Err)]++
+	}
+	for code, n := range sent {
+		var err error
+		if code != codes.OK {
+			err = status.Error(code, "")
+		}
+		c.recordSent(ctx, queue, n, err)
 	}
 	return out, nil
 }
