@@ -213,7 +213,9 @@ func TestTraceContinuity(t *testing.T) {
 	require.Equal(t, otelcodes.Ok, stream.Status().Code, "a clean shutdown is not an ERROR span")
 
 	// The conventions' client metrics (issue 21, Deliver 7), one each.
-	on := func(op string, extra ...attribute.KeyValue) []attribute.KeyValue { return metricAttrs(t, addr, op, "t", extra...) }
+	on := func(op string, extra ...attribute.KeyValue) []attribute.KeyValue {
+		return metricAttrs(t, addr, op, "t", extra...)
+	}
 	producerH.AssertCounter(t, "messaging.client.sent.messages", on("send"), 1)
 	require.EqualValues(t, 1, producerH.HistogramCount(t, "messaging.client.operation.duration", on("send", attribute.String("messaging.operation.type", "send"))...))
 	consumerH.AssertCounter(t, "messaging.client.consumed.messages", on("receive"), 1)
