@@ -53,13 +53,13 @@ func (s *System) awaitRecovery() error {
 				return err
 			}
 			s.opts.Logger.Info("recovering queues", slog.Int("queues_loaded", i), slog.Int("queues", len(names)),
-				slog.Int("messages_loaded", messages), slog.String("loading", name), slog.Duration("elapsed", time.Since(start)))
+				slog.Int("messages_loaded", messages), slog.String("loading", name), slog.Float64("seconds", time.Since(start).Seconds()))
 		}
 	}
 	if _, err := s.Ask(context.Background(), s.telemetry, nil, &syncReadings{}); err != nil {
 		return err
 	}
 	s.opts.Logger.Info("recovery finished", slog.Int("queues", len(names)), slog.Int("messages", messages),
-		slog.Duration("took", time.Since(start)))
+		slog.Float64("seconds", time.Since(start).Seconds()))
 	return nil
 }

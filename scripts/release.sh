@@ -4,7 +4,8 @@
 #
 #   scripts/release.sh [--host] [--out DIR]
 #
-# VERSION (default: `git describe --tags --always --dirty`, else 0.1.0-dev)
+# VERSION (default: `git describe --tags --dirty`, else 0.1.0-dev: a clone
+# without tags is 0.1.0-dev, and the commit says which)
 # and COMMIT (default: the short commit of HEAD) may be set in the
 # environment. --host builds only this machine's platform, as
 # filad-<os>-<arch> and fila-<os>-<arch> in DIR (default dist/); the
@@ -21,7 +22,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: $0 [--host] [--out DIR]" >&2; exit 2 ;;
   esac
 done
-version="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)}"
+version="${VERSION:-$(git describe --tags --dirty 2>/dev/null || echo 0.1.0-dev)}"
 commit="${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 pkg=github.com/fila-dev/filad/telemetry
 ldflags="-s -w -X ${pkg}.Version=${version} -X ${pkg}.Commit=${commit}"

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,21 +16,13 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
-	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/storage"
 )
 
 // startOn runs filad in-process on dataDir and returns its address.
 func startOn(t *testing.T, dataDir string) string {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Limits.DiskReserveBytes = 1 << 20
-	cfg.Storage.DataDir = dataDir
-	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	return srv.Addr().String()
+	return startBroker(t, func(c *config.Config) { c.Storage.DataDir = dataDir })
 }
 
 func clients(t *testing.T, addr string) (filav1.FilaServiceClient, filav1.FilaAdminClient) {

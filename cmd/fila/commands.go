@@ -82,6 +82,9 @@ var commands = map[string]command{
 
 func init() { commands["completion"] = completionCmd }
 
+// exportFlushTimeout bounds the flush of fila's own spans at exit.
+const exportFlushTimeout = time.Second
+
 // connect dials filad, exporting fila's own spans when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set; call the returned func when done.
 func connect(ctx context.Context, g global, e env) (*client.Client, func(), error) {
@@ -102,7 +105,17 @@ func connect(ctx context.Context, g global, e env) (*client.Client, func(), erro
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		opts.TracerProvider = tp
 		otel.SetTracerProvider(tp)
-		shutdown = func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }
+		// The CLI's spans are a convenience: with no collector listening,
+		// one warning and at most a second at exit, not the exporter's 10 s
+		// timeout and its raw log line.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+		shutdown = func() {
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exportFlushTimeout)
+			defer cancel()
+			if err := tp.Shutdown(flushCtx); err != nil {
+				fmt.Fprintf(e.stderr, "fila: warning: spans not exported to %s: %v\n", e.getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), err)
+			}
+		}
 	}
 	c, err := client.Dial(g.addr, opts)
 	if err != nil {
@@ -135,9 +148,9 @@ func describe(err error) string {
 		case strings.Contains(st.Message(), "does not look like a TLS handshake"):
 			msg += " (filad there does not serve TLS: leave out --tls-ca)"
 		}
-		return msg
+		return msg + " (UNAVAILABLE)"
 	case codes.DeadlineExceeded:
-		return "filad did not answer in time"
+		return "filad did not answer in time (DEADLINE_EXCEEDED)"
 	default:
 		return fmt.Sprintf("%s (%s)", st.Message(), strings.ToUpper(snake(st.Code().String())))
 	}
