@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,9 @@ func newSecureFiladTarget(addr string, tlsCfg *tls.Config, key string) (*filadTa
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(addr, client.Options{TracerProvider: tracenoop.NewTracerProvider(), TLS: tlsCfg, APIKey: key})
+	// The clients' own telemetry is theirs, in their own processes: off, so
+	// that what is measured is filad's (they share its process here).
+	c, err := client.Dial(addr, client.Options{TracerProvider: tracenoop.NewTracerProvider(), MeterProvider: metricnoop.NewMeterProvider(), TLS: tlsCfg, APIKey: key})
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
