@@ -366,7 +366,12 @@ func consumeCmd(ctx context.Context, g global, args []string, e env) int {
 	} else {
 		err = consumeCount(waitCtx, c, pos[0], o.count, p, settle)
 	}
-	if err != nil {
+	// --timeout ending the wait is no failure, even when it ends it before
+	// the stream is open (a busy machine, a short timeout), or when filad
+	// ends the stream at the deadline a moment before the client's own
+	// context says so.
+	waitEnded := o.timeout > 0 && ctx.Err() == nil && (waitCtx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)
+	if err != nil && !waitEnded {
 		return fail(e, err)
 	}
 	if o.timeout > 0 && p.printed == 0 && ctx.Err() == nil {
@@ -398,8 +403,8 @@ func consumeCount(ctx context.Context, c *client.Client, queue string, n int, p 
 	for len(got) < n {
 		m, err := stream.Next()
 		if err != nil {
-			if ctx.Err() != nil {
-				break // interrupted: settle what arrived
+			if _, deadline := ctx.Deadline(); ctx.Err() != nil || (deadline && status.Code(err) == codes.DeadlineExceeded) {
+				break // interrupted, or the wait's deadline ended the stream: settle what arrived
 			}
 			return err
 		}
