@@ -53,26 +53,45 @@ func (c *Client) EnqueueOrdered(ctx context.Context, queue string, headers map[s
 		return nil, err
 	}
 	out := make([]EnqueueResult, len(payloads))
+	sent := sentCounts{}
 	for i := range out {
-		switch r := resp.GetResults(); {
-		case i >= len(r):
-			out[i].Err = status.Error(codes.Internal, "client: short EnqueueBatch answer")
-		case r[i].GetError() != nil:
-			out[i].Err = status.Error(codes.Code(r[i].GetError().GetCode()), r[i].GetError().GetMessage())
-		default:
-			out[i].ID = r[i].GetMessageId()
-		}
+		out[i] = batchResult(resp, i)
+		sent.add(queue, out[i].Err)
 	}
-	sent := map[codes.Code]int{}
-	for _, r := range out {
-		sent[status.Code(r.Err)]++
-	}
-	for code, n := range sent {
-		var err error
-		if code != codes.OK {
-			err = status.Error(code, "")
-		}
-		c.recordSent(ctx, queue, n, err)
-	}
+	sent.record(ctx, c)
 	return out, nil
+}
+
+// batchResult is item i of an EnqueueBatch answer: its id, or its error
+// (Internal when the answer is short).
+func batchResult(resp *filav1.EnqueueBatchResponse, i int) EnqueueResult {
+	switch r := resp.GetResults(); {
+	case i >= len(r):
+		return EnqueueResult{Err: status.Error(codes.Internal, "client: short EnqueueBatch answer")}
+	case r[i].GetError() != nil:
+		return EnqueueResult{Err: status.Error(codes.Code(r[i].GetError().GetCode()), r[i].GetError().GetMessage())}
+	default:
+		return EnqueueResult{ID: r[i].GetMessageId()}
+	}
+}
+
+// sentCounts counts a batch's messages by queue and outcome code, so that
+// messaging.client.sent.messages is recorded once per pair, not per message.
+type sentCounts map[sentKey]int
+
+type sentKey struct {
+	queue string
+	code  codes.Code
+}
+
+func (s sentCounts) add(queue string, err error) { s[sentKey{queue, status.Code(err)}]++ }
+
+func (s sentCounts) record(ctx context.Context, c *Client) {
+	for k, n := range s {
+		var err error
+		if k.code != codes.OK {
+			err = status.Error(k.code, "") // by code, as error.type
+		}
+		c.recordSent(ctx, k.queue, n, err)
+	}
 }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry"
@@ -177,33 +175,18 @@ func (p *Producer) send(batch []*pendingSend, answered chan<- struct{}) {
 		resp, err := p.c.svc.EnqueueBatch(ctx, req)
 		// One count per queue and outcome per batch, not one per message:
 		// the same sum, at a fraction of the cost.
-		type outcome struct {
-			queue string
-			err   error
-		}
-		sent := map[outcome]int{}
+		sent := sentCounts{}
 		for i, ps := range batch {
 			var r sendResult
-			switch {
-			case err != nil:
+			if err != nil {
 				r.err = err
-			case i >= len(resp.GetResults()):
-				r.err = status.Error(codes.Internal, "client: short EnqueueBatch answer")
-			case resp.GetResults()[i].GetError() != nil:
-				e := resp.GetResults()[i].GetError()
-				r.err = status.Error(codes.Code(e.GetCode()), e.GetMessage())
-			default:
-				r.id = resp.GetResults()[i].GetMessageId()
+			} else {
+				res := batchResult(resp, i)
+				r.id, r.err = res.ID, res.Err
 			}
-			o := outcome{queue: ps.req.GetQueue()}
-			if r.err != nil {
-				o.err = status.Error(status.Code(r.err), "") // by code, as error.type
-			}
-			sent[o]++
+			sent.add(ps.req.GetQueue(), r.err)
 			ps.result <- r
 		}
-		for o, n := range sent {
-			p.c.recordSent(ctx, o.queue, n, o.err)
-		}
+		sent.record(ctx, p.c)
 	}()
 }
