@@ -209,13 +209,19 @@ func (q *queueActor) throttleCounter(key, result string) *telemetry.Counter {
 	if q.throttleCounters == nil {
 		q.throttleCounters = map[[2]string]*telemetry.Counter{}
 	}
-	series := key
 	if len(q.throttleCounters) >= 2*max(q.deps.fairness, 1) {
-		series = telemetry.OtherFairnessKey
+		// Past the cap: the (other) pair is kept under its own name, so an
+		// overflowing key costs one map lookup a decision, not a series
+		// lookup. The entry is what the cap counts, one per result.
+		other := [2]string{telemetry.OtherFairnessKey, result}
+		c, ok := q.throttleCounters[other]
+		if !ok {
+			c = q.metrics.Throttle(telemetry.OtherFairnessKey, result)
+			q.throttleCounters[other] = c
+		}
+		return c
 	}
-	c := q.metrics.Throttle(series, result)
-	if series == key {
-		q.throttleCounters[[2]string{key, result}] = c
-	}
+	c := q.metrics.Throttle(key, result)
+	q.throttleCounters[[2]string{key, result}] = c
 	return c
 }
