@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -44,6 +45,14 @@ func TestPermissionMatrix(t *testing.T) {
 		conn, err := grpc.NewClient(b.srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, c, k))))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = conn.Close() })
+		// Connected (TLS handshake done) before any call: a lease's short
+		// wait below must not include it on a busy machine.
+		conn.Connect()
+		readyCtx, ready := context.WithTimeout(context.Background(), waitFor)
+		for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+			require.True(t, conn.WaitForStateChange(readyCtx, st), "connection to filad not ready")
+		}
+		ready()
 		ctx := func(ctx context.Context) context.Context { return ctx }
 		if secret != "" {
 			ctx = func(context.Context) context.Context { return withKey(secret) }

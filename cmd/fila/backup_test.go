@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -116,10 +117,7 @@ func TestBackupUnderLoadRestoresTheAcknowledgedState(t *testing.T) {
 	wg.Wait()
 
 	restored := t.TempDir()
-	f, err := os.Open(file)
-	require.NoError(t, err)
-	require.NoError(t, storage.Restore(f, restored))
-	require.NoError(t, f.Close())
+	require.NoError(t, storage.Restore(file, restored))
 	svc2, admin2 := clients(t, startOn(t, restored))
 	st, err := admin2.GetStats(ctx, &filav1.GetStatsRequest{Queue: "jobs"})
 	require.NoError(t, err)
@@ -160,11 +158,31 @@ func TestRestoreRefusesWhatIsNotABackup(t *testing.T) {
 	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "x")
 	require.NoError(t, os.WriteFile(bad, []byte("hello"), 0o600))
-	f, err := os.Open(bad)
-	require.NoError(t, err)
-	defer f.Close()
-	require.ErrorContains(t, storage.Restore(f, t.TempDir()), "not a filad backup")
+	require.ErrorContains(t, storage.Restore(bad, t.TempDir()), "not a filad backup")
 	full := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(full, "MANIFEST"), nil, 0o600))
-	require.ErrorContains(t, storage.Restore(f, full), "is not empty")
+	require.ErrorContains(t, storage.Restore(bad, full), "is not empty")
+
+	// A backup cut short anywhere, at a record boundary too (badger's Load
+	// takes that as a whole stream), is refused, and leaves no directory.
+	addr := startBroker(t)
+	_, admin := clients(t, addr)
+	for i := range 50 {
+		_, err := admin.CreateQueue(t.Context(), &filav1.CreateQueueRequest{Name: fmt.Sprintf("q%d", i)})
+		require.NoError(t, err)
+	}
+	whole := filepath.Join(t.TempDir(), "whole.backup")
+	require.Zero(t, fila(t, addr, "", "admin", "backup", whole).code)
+	data, err := os.ReadFile(whole)
+	require.NoError(t, err)
+	for _, cut := range []int{len(data) / 3, len(data) / 2, len(data) - 1, len(data) - 16} {
+		short := filepath.Join(t.TempDir(), "short.backup")
+		require.NoError(t, os.WriteFile(short, data[:cut], 0o600))
+		into := filepath.Join(t.TempDir(), "restored")
+		require.ErrorContains(t, storage.Restore(short, into), "truncated", "cut at %d of %d", cut, len(data))
+		require.NoDirExists(t, into, "a failed restore leaves nothing")
+	}
+	into := filepath.Join(t.TempDir(), "restored")
+	require.NoError(t, storage.Restore(whole, into))
+	require.DirExists(t, into)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 
 	"github.com/fila-dev/filad/storage"
 )
@@ -32,12 +31,7 @@ func restore(args []string) error {
 	if len(rest) != 1 || *dir == "" {
 		return errors.New("usage: filad restore FILE --data-dir DIR")
 	}
-	f, err := os.Open(rest[0])
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := storage.Restore(f, *dir); err != nil {
+	if err := storage.Restore(rest[0], *dir); err != nil {
 		return err
 	}
 	fmt.Printf("restored %s into %s\n", rest[0], *dir)
