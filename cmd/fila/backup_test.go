@@ -116,6 +116,9 @@ func TestBackupUnderLoadRestoresTheAcknowledgedState(t *testing.T) {
 	stopConsuming()
 	wg.Wait()
 
+	// A deadline of its own for the restore and the drain.
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	restored := t.TempDir()
 	require.NoError(t, storage.Restore(file, restored))
 	svc2, admin2 := clients(t, startOn(t, restored))

@@ -38,6 +38,9 @@ func TestRecoveryIsHonest(t *testing.T) {
 	}
 	p.kill9(t)
 
+	// A deadline of its own for the second half (the fill took the first's).
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	p = startFilad(t, dataDir)
 	c = connect(t, p.addr)
 	// The first call after "filad serving": no wait, no retry.
