@@ -36,6 +36,13 @@ func adminCmd(ctx context.Context, g global, args []string, e env) int {
 // backup writes the Backup stream to path, whole or not at all: into a
 // temporary file beside it, synced, then renamed.
 func backup(ctx context.Context, admin filav1.FilaAdminClient, path string) (int64, error) {
+	// Before the stream: a bad target is found before the whole store is read.
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return 0, fmt.Errorf("admin backup: %s is a directory; give a file name", path)
+	}
+	if path == "-" {
+		return 0, errors.New("admin backup: give a file name (writing to stdout is not supported)")
+	}
 	stream, err := admin.Backup(ctx, &filav1.BackupRequest{})
 	if err != nil {
 		return 0, err

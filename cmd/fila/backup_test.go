@@ -188,4 +188,9 @@ func TestRestoreRefusesWhatIsNotABackup(t *testing.T) {
 	into := filepath.Join(t.TempDir(), "restored")
 	require.NoError(t, storage.Restore(whole, into))
 	require.DirExists(t, into)
+
+	// A directory as the target is refused before the store is read.
+	r := fila(t, addr, "", "admin", "backup", t.TempDir())
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "is a directory; give a file name")
 }
