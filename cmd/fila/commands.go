@@ -381,6 +381,9 @@ func consumeCmd(ctx context.Context, g global, args []string, e env) int {
 	return exitOK
 }
 
+// maxLineBytes is the longest line --lines reads.
+const maxLineBytes = 64 << 20
+
 // maxCount is the largest --count: the broker's max_in_flight limit.
 const maxCount = 10_000
 
@@ -515,6 +518,8 @@ func enqueueLines(ctx context.Context, g global, e env, queue string, headers ma
 	case err != nil:
 	case ctx.Err() != nil:
 		err = fmt.Errorf("interrupted: nothing from line %d on was stored", l.stored+1)
+	case errors.Is(readErr(), bufio.ErrTooLong):
+		err = fmt.Errorf("line %d is longer than fila reads (%d MiB; filad's limit is server.max_message_bytes): nothing from it on was stored", l.stored+1, maxLineBytes>>20)
 	case readErr() != nil:
 		err = fmt.Errorf("line %d: reading stdin: %w", l.stored+1, readErr())
 	}
@@ -539,7 +544,7 @@ func readLines(r io.Reader) (lines <-chan []byte, readErr func() error, stop fun
 	go func() {
 		defer close(ch)
 		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		sc.Buffer(make([]byte, 64<<10), maxLineBytes)
 		for sc.Scan() {
 			select {
 			case ch <- append([]byte(nil), sc.Bytes()...):
