@@ -43,6 +43,13 @@ import (
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("storage: closed")
 
+// ErrOutcomeUnknown completes a batch whose fate the store cannot tell: it
+// may have been applied, or not (a replicated store whose leader lost its
+// term before the entry was known committed). A writer that sees it must
+// not roll its memory back as for a plain failure; it reloads what was
+// committed instead. A store that can always tell never returns it.
+var ErrOutcomeUnknown = errors.New("storage: outcome unknown")
+
 // Store is the boundary between the actors and the disk. Implementations are
 // safe for concurrent use.
 type Store interface {
