@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/fila-dev/filad/protocol"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
@@ -27,7 +28,7 @@ const (
 	// DelayHeader holds a producer's enqueue delay in milliseconds.
 	DelayHeader = "fila-delay-ms"
 	// MaxDelay bounds fila-delay-ms and every retry backoff.
-	MaxDelay = 24 * time.Hour
+	MaxDelay = protocol.MaxDelay
 	// MaxAttemptsLimit is the largest max_attempts a queue may have.
 	MaxAttemptsLimit = 10_000
 	// The headers a dead-lettered message gets: its source queue, how many

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/fila-dev/filad/protocol"
 	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
@@ -23,7 +24,7 @@ const (
 	// WeightHeader names the header that sets a fairness key's weight.
 	WeightHeader = "fila-weight"
 	// MaxWeight is the largest weight a message may carry.
-	MaxWeight = 1000
+	MaxWeight = protocol.MaxWeight
 	// MaxHeaderValueBytes is the longest header value a message may carry,
 	// the producer's (SPEC §4) and the broker's own alike.
 	MaxHeaderValueBytes = 8 << 10

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -26,7 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/client"
-	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/filadtest"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/telemetry"
@@ -39,18 +37,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // returns its address.
 func startBroker(t *testing.T, h *telemetrytest.Harness) string {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Storage.DataDir = t.TempDir()
-	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var opts server.Options
 	if h != nil {
 		opts.TracerProvider, opts.MeterProvider = h.TracerProvider, h.MeterProvider
 	}
-	srv, err := server.Start(context.Background(), cfg, opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	return srv.Addr().String()
+	return filadtest.Start(t, filadtest.Options{Server: opts}).Addr()
 }
 
 // dial returns a client on h's tracer provider (the global one if h is nil).

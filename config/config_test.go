@@ -276,3 +276,24 @@ func TestBootstrapKeyLength(t *testing.T) {
 		require.Equal(t, tt.weak, c.Auth.WeakBootstrapKey(), "%d characters", len(tt.key))
 	}
 }
+
+// TestABadLuaValueFromAFileIsReportedOnce: Load, like Validate, names a bad
+// lua.* value once, with the file it came from (the checks ran twice on
+// 44452e1; TestEachBadValueIsReportedOnce covers Validate).
+func TestABadLuaValueFromAFileIsReportedOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ key, toml string }{
+		{"lua.default_timeout_ms", "default_timeout_ms = 0"},
+		{"lua.default_memory_limit_bytes", "default_memory_limit_bytes = 1"},
+		{"lua.circuit_breaker_threshold", "circuit_breaker_threshold = 0"},
+		{"lua.circuit_breaker_cooldown_ms", "circuit_breaker_cooldown_ms = -1"},
+	}
+	for _, tt := range tests {
+		path := filepath.Join(t.TempDir(), "fila.toml")
+		require.NoError(t, os.WriteFile(path, []byte("[lua]\n"+tt.toml+"\n"), 0o600))
+		_, err := Load(path, func() []string { return nil })
+		require.Error(t, err, tt.key)
+		require.Equal(t, 1, strings.Count(err.Error(), tt.key), "%s: %v", tt.key, err)
+		require.ErrorContains(t, err, "fila.toml", tt.key)
+	}
+}

@@ -8,18 +8,20 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/fila-dev/filad/protocol"
 )
 
 // Limits on what on_enqueue may return.
 const (
 	MaxFairnessKeyBytes = 8 << 10
-	MaxWeight           = 1000
+	MaxWeight           = protocol.MaxWeight
 	MaxThrottleKeys     = 16
 	MaxThrottleKeyBytes = 256
 )
 
 // MaxDelay bounds on_failure's delay_ms.
-const MaxDelay = 24 * time.Hour
+const MaxDelay = protocol.MaxDelay
 
 // Runner runs one queue's hooks. It is not safe for concurrent use: its
 // queue actor calls it.

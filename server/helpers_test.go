@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/filadtest"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 )
@@ -40,29 +40,12 @@ type setupOpts struct {
 	dataDir string
 }
 
-// setup starts filad on 127.0.0.1:0 with badger in a temp dir and stops it
-// when the test ends.
+// setup starts filad on 127.0.0.1:0 with badger in a temp dir (so.dataDir
+// when set) and stops it when the test ends.
 func setup(t testing.TB, so setupOpts) *bundle {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Storage.DataDir = so.dataDir
-	if cfg.Storage.DataDir == "" {
-		cfg.Storage.DataDir = t.TempDir()
-	}
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
-	if so.cfg != nil {
-		so.cfg(&cfg)
-	}
-	opts := so.opts
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	srv, err := server.Start(context.Background(), cfg, opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	conn := dial(t, srv.Addr())
-	return &bundle{srv: srv, svc: filav1.NewFilaServiceClient(conn), admin: filav1.NewFilaAdminClient(conn), conn: conn, cfg: cfg}
+	b := filadtest.Start(t, filadtest.Options{Config: so.cfg, Server: so.opts, DataDir: so.dataDir})
+	return &bundle{srv: b.Server, svc: b.Service, admin: b.Admin, conn: b.Conn, cfg: b.Config}
 }
 
 func dial(t testing.TB, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn {

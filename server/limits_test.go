@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
-	"github.com/fila-dev/filad/server"
 )
 
 func TestMaxStreamsPerConnection(t *testing.T) {
@@ -84,13 +81,7 @@ func TestOversizedMetadataIsRefused(t *testing.T) {
 // speaks HTTP/2 held SIGTERM for 119 s (grpc's 120 s connection timeout).
 func TestShutdownIsNotHeldByAHandshake(t *testing.T) {
 	t.Parallel()
-	cfg := config.Defaults()
-	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
-	cfg.Storage.DataDir = t.TempDir()
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Server.ShutdownTimeoutMS = 500
-	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	srv := setup(t, setupOpts{cfg: func(c *config.Config) { c.Server.ShutdownTimeoutMS = 500 }}).srv
 	idle, err := net.Dial("tcp", srv.Addr().String())
 	require.NoError(t, err)
 	defer idle.Close()

@@ -77,7 +77,11 @@ type Server struct {
 }
 
 // Start opens storage, recovers every queue, and serves gRPC. On error,
-// whatever had started is stopped again.
+// whatever had started is stopped again. The steps run in this order
+// because each needs the ones before it: telemetry's providers feed
+// storage's and the actors' instruments, the actors recover from the
+// store, the gateway calls the actors, and serving comes last. Shutdown
+// takes them down in reverse (teardown).
 func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -94,33 +98,79 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}
 	}()
 
+	s.startTelemetry(ctx, opts)
+	reserve, err := s.openStorage(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err = s.startActors(opts); err != nil {
+		return nil, err
+	}
+	if err = s.startResources(reserve); err != nil {
+		return nil, err
+	}
+	authz, err := s.startGateway()
+	if err != nil {
+		return nil, err
+	}
+	if err = s.newGRPC(authz); err != nil {
+		return nil, err
+	}
+	if err = s.serve(opts); err != nil {
+		return nil, err
+	}
+	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
+		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
+		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil), slog.Bool("auth", authz != nil))
+	return s, nil
+}
+
+// startTelemetry sets s.telemetry: the caller's providers, the pipeline
+// Config.Telemetry describes, or, when that cannot be set up, none. A
+// telemetry set-up error never stops the broker.
+func (s *Server) startTelemetry(ctx context.Context, opts Options) {
 	if opts.TracerProvider != nil && opts.MeterProvider != nil {
 		telemetry.SetPropagators()
 		s.telemetry = &otlpexport.Handle{TracerProvider: opts.TracerProvider, MeterProvider: opts.MeterProvider}
-	} else if s.telemetry, err = otlpexport.Setup(ctx, cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: cfg.Storage.DataDir}); err != nil {
-		// A telemetry set-up error never stops the broker.
+		return
+	}
+	var err error
+	if s.telemetry, err = otlpexport.Setup(ctx, s.cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: s.cfg.Storage.DataDir}); err != nil {
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
-		s.telemetry, err = otlpexport.Disabled(), nil
+		s.telemetry = otlpexport.Disabled()
 	}
-	s.store = opts.Store
-	var reserve *diskReserve
-	if s.store == nil {
-		if reserve, err = openDiskReserve(cfg.Storage.DataDir, cfg.Limits.DiskReserveBytes); err != nil {
-			return nil, err
-		}
-		commitItems, err := telemetry.NewCommitItems(s.telemetry.MeterProvider)
-		if err != nil {
-			return nil, err
-		}
-		if s.store, err = storage.Open(storage.Options{Dir: cfg.Storage.DataDir, SyncWrites: cfg.Storage.SyncWrites, Logger: s.log,
-			OnCommit: commitItems}); err != nil {
-			return nil, err
-		}
-		s.ownStore = true
+}
+
+// openStorage sets s.store: the caller's, or badger opened in the data
+// directory behind its disk reserve, which it returns (nil with the
+// caller's store).
+func (s *Server) openStorage(opts Options) (*diskReserve, error) {
+	if s.store = opts.Store; s.store != nil {
+		return nil, nil
 	}
+	reserve, err := openDiskReserve(s.cfg.Storage.DataDir, s.cfg.Limits.DiskReserveBytes)
+	if err != nil {
+		return nil, err
+	}
+	commitItems, err := telemetry.NewCommitItems(s.telemetry.MeterProvider)
+	if err != nil {
+		return reserve, err
+	}
+	if s.store, err = storage.Open(storage.Options{Dir: s.cfg.Storage.DataDir, SyncWrites: s.cfg.Storage.SyncWrites, Logger: s.log,
+		OnCommit: commitItems}); err != nil {
+		return reserve, err
+	}
+	s.ownStore = true
+	return reserve, nil
+}
+
+// startActors starts the actor system on s.store, which recovers every
+// queue, with the instruments it records into.
+func (s *Server) startActors(opts Options) (err error) {
+	cfg := s.cfg
 	board := &telemetry.Board{}
 	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {
-		return nil, err
+		return err
 	}
 	if s.system, err = actors.Start(actors.Options{
 		Store:          s.store,
@@ -146,39 +196,49 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		Series:         s.telemetry.Series,
 		Logger:         s.log,
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	if _, err = telemetry.RegisterThrottleTokens(s.telemetry.MeterProvider, func() map[string]float64 {
+	_, err = telemetry.RegisterThrottleTokens(s.telemetry.MeterProvider, func() map[string]float64 {
 		out := map[string]float64{}
 		for _, st := range s.system.Throttles().Stats(time.Now()) {
 			out[st.Key] = st.Tokens
 		}
 		return out
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return err
+}
+
+// startResources starts watching the process and the disk: their gauges,
+// and the resource monitor that raises the alarms the gateway refuses
+// writes on. reserve is the disk reserve the monitor gives up when the
+// disk fills (nil: none).
+func (s *Server) startResources(reserve *diskReserve) (err error) {
 	if _, err = telemetry.RegisterProcess(s.telemetry.MeterProvider, readProcess); err != nil {
-		return nil, err
+		return err
 	}
 	if s.ownStore {
 		skip := ""
 		if reserve != nil {
 			skip = reserve.path
 		}
-		if _, err = telemetry.RegisterStorage(s.telemetry.MeterProvider, cfg.Limits.MinFreeDiskBytes, func() telemetry.StorageReading {
-			return readStorage(cfg.Storage.DataDir, skip)
+		if _, err = telemetry.RegisterStorage(s.telemetry.MeterProvider, s.cfg.Limits.MinFreeDiskBytes, func() telemetry.StorageReading {
+			return readStorage(s.cfg.Storage.DataDir, skip)
 		}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	s.alarms = &gateway.Alarms{}
-	s.monitor = startResourceMonitor(cfg, s.alarms, reserve, s.log)
-	if _, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {
+	s.monitor = startResourceMonitor(s.cfg, s.alarms, reserve, s.log)
+	_, err = telemetry.RegisterAlarms(s.telemetry.MeterProvider, gateway.AlarmNames[:], func(i int) bool {
 		return s.alarms.Raised(gateway.Alarm(i))
-	}); err != nil {
-		return nil, err
-	}
-	var authz *gateway.Authorizer
+	})
+	return err
+}
+
+// startGateway makes s.gateway, the fila.v1 services over the actors, and
+// returns the authorizer its calls go through (nil when auth is off).
+func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
+	cfg := s.cfg
 	if cfg.Auth.Required(isLoopback(cfg.Server.ListenAddr)) {
 		if authz, err = gateway.NewAuthorizer(s.system, gateway.AuthOptions{
 			Bootstrap: cfg.Auth.BootstrapKey, EndUser: cfg.Auth.EndUserID, MeterProvider: s.telemetry.MeterProvider, Logger: s.log,
@@ -186,7 +246,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 			return nil, err
 		}
 	}
-	if s.gateway, err = gateway.New(gateway.Options{
+	s.gateway, err = gateway.New(gateway.Options{
 		Auth:               authz,
 		Alarms:             s.alarms,
 		System:             s.system,
@@ -197,13 +257,19 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		MaxBatchBytes:      cfg.Server.MaxBatchBytes,
 		Backup:             backupOf(s.store),
 		Logger:             s.log,
-	}); err != nil {
-		return nil, err
-	}
+	})
+	return authz, err
+}
+
+// newGRPC makes s.grpc, the transport (TLS when configured, authz's
+// interceptors when set, filad's limits) with the gateway registered on
+// it. It serves nothing yet.
+func (s *Server) newGRPC(authz *gateway.Authorizer) (err error) {
+	cfg := s.cfg
 	transport := []grpc.ServerOption{}
 	if cfg.Server.TLS.Enabled() {
 		if s.tls, err = loadTLS(cfg.Server.TLS); err != nil {
-			return nil, err
+			return err
 		}
 		transport = append(transport, grpc.Creds(credentials.NewTLS(s.tls.serverConfig())))
 	} else if !isLoopback(cfg.Server.ListenAddr) {
@@ -243,19 +309,21 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		}),
 	)...)
 	s.gateway.Register(s.grpc)
+	return nil
+}
 
-	s.lis = opts.Listener
-	if s.lis == nil {
-		if s.lis, err = net.Listen("tcp", cfg.Server.ListenAddr); err != nil {
-			return nil, fmt.Errorf("server: listen %s: %w", cfg.Server.ListenAddr, err)
+// serve listens (or takes the caller's listener) and serves s.grpc on it
+// in the background; Served reports its end.
+func (s *Server) serve(opts Options) error {
+	if s.lis = opts.Listener; s.lis == nil {
+		var err error
+		if s.lis, err = net.Listen("tcp", s.cfg.Server.ListenAddr); err != nil {
+			return fmt.Errorf("server: listen %s: %w", s.cfg.Server.ListenAddr, err)
 		}
 	}
 	go func() { s.served <- s.grpc.Serve(s.lis) }()
 	s.serving = true
-	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
-		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
-		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil), slog.Bool("auth", authz != nil))
-	return s, nil
+	return nil
 }
 
 // RecvLimit is the largest request the gRPC transport reads: the largest

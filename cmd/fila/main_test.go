@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,8 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/filadtest"
 	"github.com/fila-dev/filad/internal/testpki"
-	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -31,17 +29,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // config changed by each of with, and returns its address.
 func startBroker(t *testing.T, with ...func(*config.Config)) string {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Limits.DiskReserveBytes = 1 << 20 // the default 128 MiB per parallel test adds up
-	cfg.Storage.DataDir = t.TempDir()
-	for _, f := range with {
-		f(&cfg)
-	}
-	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	return srv.Addr().String()
+	return filadtest.Start(t, filadtest.Options{Config: func(c *config.Config) {
+		for _, f := range with {
+			f(c)
+		}
+	}}).Addr()
 }
 
 type result struct {
@@ -370,15 +362,9 @@ func TestTLSFlags(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, data, 0o600))
 		return p
 	}
-	cfg := config.Defaults()
-	cfg.Limits.DiskReserveBytes = 1 << 20
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Storage.DataDir = t.TempDir()
-	cfg.Server.TLS = config.TLS{CertFile: write("s.pem", cert), KeyFile: write("s.key", key), ClientCAFile: write("ca.pem", root.PEM), MinVersion: "1.2"}
-	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	addr := srv.Addr().String()
+	addr := startBroker(t, func(c *config.Config) {
+		c.Server.TLS = config.TLS{CertFile: write("s.pem", cert), KeyFile: write("s.key", key), ClientCAFile: write("ca.pem", root.PEM), MinVersion: "1.2"}
+	})
 
 	r := fila(t, addr, "", "--tls-ca", write("root.pem", root.PEM), "--tls-cert", write("c.pem", clientCert), "--tls-key", write("c.key", clientKey), "queue", "create", "secure")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -402,15 +388,7 @@ func TestTLSFlags(t *testing.T) {
 func TestKeyCommands(t *testing.T) {
 	t.Parallel()
 	const boot = "bootstrap-secret-for-the-cli-test-0123456789"
-	cfg := config.Defaults()
-	cfg.Limits.DiskReserveBytes = 1 << 20
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Storage.DataDir = t.TempDir()
-	cfg.Auth = config.Auth{Mode: "on", BootstrapKey: boot}
-	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Shutdown(context.Background())) })
-	addr := srv.Addr().String()
+	addr := startBroker(t, func(c *config.Config) { c.Auth = config.Auth{Mode: "on", BootstrapKey: boot} })
 	run := func(key string, args ...string) result {
 		return fila(t, addr, "", append([]string{"--api-key", key}, args...)...)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/filadtest"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/storage"
@@ -390,9 +391,9 @@ func (e *bench) onFiladWith(ctx context.Context, configure func(*config.Config) 
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	cfg := config.Defaults()
-	cfg.Server.ListenAddr = "127.0.0.1:0"
-	cfg.Storage.DataDir = dir
+	// The tests' configuration: loopback, a free port. (With the store
+	// filabench's own, filad makes no disk reserve.)
+	cfg := filadtest.Config(dir)
 	if configure != nil {
 		stop, err := configure(&cfg)
 		if err != nil {
@@ -407,7 +408,7 @@ func (e *bench) onFiladWith(ctx context.Context, configure func(*config.Config) 
 		return nil, err
 	}
 	defer store.Close()
-	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, Store: store})
+	srv, err := filadtest.Serve(ctx, cfg, server.Options{Logger: log, Store: store})
 	if err != nil {
 		return nil, err
 	}
