@@ -13,7 +13,9 @@ import (
 	"github.com/fila-dev/filad/storage"
 )
 
-// Messages the broker actor handles.
+// Messages the broker actor handles. CreateQueue, UpdateQueue,
+// DeleteQueue, SetConfig, CreateKey, RevokeKey and SetAcl are its commands
+// (commands.go says how it runs them); EndStreams is not.
 type (
 	// CreateQueue defines a queue and starts its actor. Reply: *AdminReply.
 	CreateQueue struct{ Config QueueConfig }
@@ -33,15 +35,9 @@ type (
 		Err    error
 	}
 	// SetConfig stores Value under Key in the runtime config store; an
-	// empty Value deletes Key. With IfAbsent, a Key already set is left
-	// alone and the reply is ErrQueueExists (the check and the write are
-	// one step of the broker, so two creators cannot both win). Reply:
-	// *AdminReply.
-	SetConfig struct {
-		Key, Value string
-		IfAbsent   bool
-	}
-	// AdminReply answers CreateQueue, DeleteQueue and SetConfig.
+	// empty Value deletes Key. Reply: *AdminReply.
+	SetConfig struct{ Key, Value string }
+	// AdminReply answers CreateQueue, DeleteQueue, SetConfig and CreateKey.
 	AdminReply struct{ Err error }
 	// EndStreams ends every consumer of every queue with ErrShuttingDown, the
 	// first step of a graceful shutdown. Reply: *AdminReply.
@@ -63,8 +59,12 @@ type brokerActor struct {
 	deleting   map[string]bool
 	reaping    map[string]*reaping
 	unfinished map[string]bool
+	// retiring holds the actors of deleted queues until they have stopped.
+	retiring map[string]*retiring
 	// runtime is the runtime config store; the broker is its one writer.
 	runtime *RuntimeConfig
+	// commands holds the commands waiting for the one in flight.
+	commands commandQueue
 }
 
 // child is a live queue actor and the config cell it reads.
@@ -78,19 +78,11 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		b.recoverQueues(ctx)
-	case *CreateQueue:
-		b.createAfterLeftovers(ctx, m.Config)
-	case *UpdateQueue:
-		cfg, err := b.update(ctx, m.Name, m.Patch)
-		ctx.Respond(&UpdateQueueReply{Config: cfg, Err: err})
-	case *SetConfig:
-		if _, taken := b.runtime.Get(m.Key); taken && m.IfAbsent {
-			ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %q", ErrQueueExists, m.Key)})
-			return
-		}
-		ctx.Respond(&AdminReply{Err: b.runtime.set(b.opts.Store, m.Key, m.Value)})
-	case *DeleteQueue:
-		b.delete(ctx, m.Name)
+	case command:
+		b.commands.push(&pendingCommand{cmd: m, sender: ctx.Sender()})
+		b.runCommands(ctx)
+	case *commandWritten:
+		b.written(ctx, m)
 	case *reapStepDone:
 		b.reapStepped(ctx, m)
 	case *EndStreams:
@@ -98,12 +90,14 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 			ctx.Send(c.pid, &endConsumers{err: ErrShuttingDown})
 		}
 		ctx.Respond(&AdminReply{})
+	case *actor.Stopping:
+		b.refuseCommands(ctx)
 	}
 }
 
 // recoverQueues finishes the deletes a crash cut short, then starts an
 // actor for every stored queue; each actor loads its own messages and
-// leases.
+// leases. The migrations (recovery.go) have run before.
 func (b *brokerActor) recoverQueues(ctx actor.Context) {
 	deleted, err := b.opts.Store.DeletedQueues()
 	if err != nil {
@@ -125,29 +119,48 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 	for _, rec := range recs {
 		b.spawn(ctx, queueConfigFrom(rec))
 	}
-	// Queues created before dead-letter queues existed get theirs now.
-	for _, rec := range recs {
-		if name := rec.GetName(); !IsDLQ(name) && b.children[DLQName(name)] == nil && !b.deleting[DLQName(name)] {
-			if err := b.create(ctx, b.dlqConfig(queueConfigFrom(rec))); err != nil {
-				panic(fmt.Errorf("actors: create dead-letter queue of %s: %w", name, err))
-			}
-		}
-	}
 	if len(recs) > 0 {
 		b.opts.Logger.Info("queues recovered", slog.Int("queues", len(recs)))
 	}
 }
 
-// createAfterLeftovers answers CreateQueue. Messages stored under a name
-// that has no queue are leftovers (of a delete by an older filad cut short
-// by a crash, or of a reap that failed): they must not reappear in the new
-// queue, so they are reaped first, and the create runs after.
-func (b *brokerActor) createAfterLeftovers(ctx actor.Context, cfg QueueConfig) {
+// decide checks a CreateQueue: the name (and its DLQ's) must be free.
+// Messages stored under a name that has no queue are leftovers (of a
+// delete by an older filad cut short by a crash, or of a reap that failed):
+// they must not reappear in the new queue, so the command marks them
+// deleted first, reaps them, and then is decided again.
+func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
+	cfg := m.Config
+	cfg.CreatedAt = time.Now()
 	cfgs, err := b.planCreate(cfg)
 	if err != nil {
-		ctx.Respond(&AdminReply{Err: err})
-		return
+		return nil, err
 	}
+	left, err := b.leftovers(cfgs)
+	if err != nil {
+		return nil, err
+	}
+	if len(left) == 0 {
+		return &decision{entry: &queuesDefined{configs: cfgs}, done: answer(&AdminReply{})}, nil
+	}
+	b.opts.Logger.Warn("removing leftovers of an earlier delete before creating the queue", slog.String("queue_id", cfg.Name))
+	return &decision{entry: &queuesRetired{names: left}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+		b.reapAll(ctx, left, func(err error) {
+			if err != nil {
+				p.answer(ctx, &AdminReply{Err: err})
+				return
+			}
+			b.commands.pushFront(p) // the names are free now: create them next
+			b.runCommands(ctx)
+		})
+	}}, nil
+}
+
+func (m *CreateQueue) refuse(err error) any { return &AdminReply{Err: err} }
+
+// leftovers are the names of cfgs that have messages or leases stored, or
+// a reap that failed.
+func (b *brokerActor) leftovers(cfgs []QueueConfig) ([]string, error) {
 	var left []string
 	for _, c := range cfgs {
 		ids, err := b.opts.Store.QueueItems(c.Name, false, "", 1)
@@ -155,31 +168,13 @@ func (b *brokerActor) createAfterLeftovers(ctx actor.Context, cfg QueueConfig) {
 			ids, err = b.opts.Store.QueueItems(c.Name, true, "", 1)
 		}
 		if err != nil {
-			ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
-			return
+			return nil, fmt.Errorf("%w: %w", ErrStorage, err)
 		}
 		if len(ids) > 0 || b.unfinished[c.Name] {
 			left = append(left, c.Name)
 		}
 	}
-	if len(left) == 0 {
-		ctx.Respond(&AdminReply{Err: b.create(ctx, cfg)})
-		return
-	}
-	b.opts.Logger.Warn("removing leftovers of an earlier delete before creating the queue", slog.String("queue_id", cfg.Name))
-	var mark storage.Batch
-	mark.RetireQueues(left...) // so a crash now cannot leave them to the new queue
-	if err := b.opts.Store.Write(&mark); err != nil {
-		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
-		return
-	}
-	sender := ctx.Sender()
-	b.reapAll(ctx, left, func(err error) {
-		if err == nil {
-			err = b.create(ctx, cfg)
-		}
-		ctx.Send(sender, &AdminReply{Err: err})
-	})
+	return left, nil
 }
 
 // planCreate returns the queues a create of cfg defines: cfg and, unless
@@ -190,7 +185,7 @@ func (b *brokerActor) planCreate(cfg QueueConfig) ([]QueueConfig, error) {
 	}
 	cfgs := []QueueConfig{cfg}
 	if dlq := DLQName(cfg.Name); !IsDLQ(cfg.Name) && b.children[dlq] == nil {
-		cfgs = append(cfgs, b.dlqConfig(cfg))
+		cfgs = append(cfgs, dlqConfig(b.opts.DefaultQueue, cfg))
 	}
 	for _, c := range cfgs {
 		if b.deleting[c.Name] {
@@ -200,35 +195,13 @@ func (b *brokerActor) planCreate(cfg QueueConfig) ([]QueueConfig, error) {
 	return cfgs, nil
 }
 
-// create defines a queue and, unless it is itself a DLQ, its DLQ (one
-// write for both; an existing DLQ of that name is adopted).
-func (b *brokerActor) create(ctx actor.Context, cfg QueueConfig) error {
-	cfg.CreatedAt = time.Now()
-	cfgs, err := b.planCreate(cfg)
-	if err != nil {
-		return err
-	}
-	var batch storage.Batch
-	for _, c := range cfgs {
-		batch.PutQueue(c.record())
-	}
-	if err := b.opts.Store.Write(&batch); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	for _, c := range cfgs {
-		b.spawn(ctx, c)
-		b.opts.Logger.Info("queue created", slog.String("queue_id", c.Name))
-	}
-	return nil
-}
-
 // dlqConfig is the config of source's dead-letter queue: the server's
 // defaults (a DLQ has no limits, no max_attempts and no DLQ of its own).
-func (b *brokerActor) dlqConfig(source QueueConfig) QueueConfig {
+func dlqConfig(defaults, source QueueConfig) QueueConfig {
 	return QueueConfig{
 		Name:              DLQName(source.Name),
-		VisibilityTimeout: b.opts.DefaultQueue.VisibilityTimeout,
-		FairnessKeyHeader: b.opts.DefaultQueue.FairnessKeyHeader,
+		VisibilityTimeout: defaults.VisibilityTimeout,
+		FairnessKeyHeader: defaults.FairnessKeyHeader,
 		CreatedAt:         source.CreatedAt,
 	}
 }
@@ -250,92 +223,93 @@ func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
 	b.dir.add(&QueueRef{Name: cfg.Name, PID: pid, mailbox: depth})
 }
 
-func (b *brokerActor) update(ctx actor.Context, name string, patch QueuePatch) (QueueConfig, error) {
-	c := b.children[name]
+// decide checks an UpdateQueue: the queue must exist. The patch is
+// applied to the config in force, which every earlier command has set.
+func (m *UpdateQueue) decide(b *brokerActor) (*decision, error) {
+	c := b.children[m.Name]
 	if c == nil {
-		return QueueConfig{}, QueueNotFound(name)
+		return nil, QueueNotFound(m.Name)
 	}
-	cfg := patch.Apply(c.config.get())
-	var batch storage.Batch
-	batch.PutQueue(cfg.record())
-	if err := b.opts.Store.Write(&batch); err != nil {
-		return QueueConfig{}, fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	c.config.set(cfg)
-	ctx.Send(c.pid, &configChanged{})
-	b.opts.Logger.Info("queue updated", slog.String("queue_id", name))
-	return cfg, nil
+	cfg := m.Patch.Apply(c.config.get())
+	return &decision{entry: &queueUpdated{config: cfg}, done: answer(&UpdateQueueReply{Config: cfg})}, nil
 }
 
-// delete deletes a queue and its DLQ. A DLQ whose source queue exists
-// cannot be deleted alone: the source would have nowhere to dead-letter.
+func (m *UpdateQueue) refuse(err error) any { return &UpdateQueueReply{Err: err} }
+
+// decide checks a DeleteQueue, which deletes a queue and its DLQ. A DLQ
+// whose source queue exists cannot be deleted alone: the source would have
+// nowhere to dead-letter.
 //
 // The delete is decided by one write: both records go and both names are
 // marked deleted, in one unit. After it, a crash at any moment ends with
 // neither queue (recovery reaps what the mark names); before it, with both.
-// Then the actors retire, and only once both have stopped (so that no
-// write of theirs, such as a dead-lettering or a redrive between the two,
-// can land behind the reap) are their contents reaped in bounded steps.
-// The reply comes when the reap is done.
-func (b *brokerActor) delete(ctx actor.Context, name string) {
+// Applying it retires the actors, and only once both have stopped (so that
+// no write of theirs, such as a dead-lettering or a redrive between the
+// two, can land behind the reap) are their contents reaped in bounded
+// steps. The reply comes when the reap is done; later commands do not wait
+// for it.
+func (m *DeleteQueue) decide(b *brokerActor) (*decision, error) {
+	name := m.Name
 	if b.children[name] == nil {
-		ctx.Respond(&AdminReply{Err: QueueNotFound(name)})
-		return
+		return nil, QueueNotFound(name)
 	}
 	if source := strings.TrimSuffix(name, DLQSuffix); IsDLQ(name) && b.children[source] != nil {
-		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %q is the dead-letter queue of %q; delete that queue (which deletes both) or purge this one",
-			ErrFailedPrecondition, name, source)})
-		return
+		return nil, fmt.Errorf("%w: %q is the dead-letter queue of %q; delete that queue (which deletes both) or purge this one",
+			ErrFailedPrecondition, name, source)
 	}
 	names := []string{name}
 	if dlq := DLQName(name); b.children[dlq] != nil {
 		names = append(names, dlq)
 	}
-	var mark storage.Batch
-	mark.RetireQueues(names...)
-	if err := b.opts.Store.Write(&mark); err != nil {
-		ctx.Respond(&AdminReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
-		return
-	}
-	sender := ctx.Sender()
-	b.retire(ctx, names, func() {
-		b.reapAll(ctx, names, func(err error) { ctx.Send(sender, &AdminReply{Err: err}) })
-	})
+	return &decision{entry: &queuesRetired{names: names}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+		b.awaitRetired(ctx, names, func() {
+			b.reapAll(ctx, names, func(err error) { p.answer(ctx, &AdminReply{Err: err}) })
+		})
+	}}, nil
 }
 
-// retire stops the named queues' actors, then calls done. Each actor
-// answers whatever still reaches it NOT_FOUND, ends its consumers, waits
-// for its writes in flight, and stops itself; a future completes when it
-// has. Blocking on that here could deadlock the broker, so each wait's
+func (m *DeleteQueue) refuse(err error) any { return &AdminReply{Err: err} }
+
+// retiring is a deleted queue's actor on its way out: stopped completes
+// once it has stopped.
+type retiring struct {
+	pid     *actor.PID
+	stopped *actor.Future
+}
+
+// retire takes a queue's actor out of the broker and the Directory and
+// tells it to stop. It answers whatever still reaches it NOT_FOUND, ends
+// its consumers, waits for its writes in flight, and stops itself;
+// awaitRetired waits for that.
+func (b *brokerActor) retire(ctx actor.Context, name string) {
+	c := b.children[name]
+	delete(b.children, name)
+	b.dir.remove(name)
+	r := &retiring{pid: c.pid, stopped: actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)}
+	b.retiring[name] = r
+	ctx.Send(r.pid, &retire{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name), stopped: r.stopped.PID()})
+}
+
+// awaitRetired calls done once the named queues' actors have stopped.
+// Blocking on that here could deadlock the broker, so each wait's
 // continuation runs as a message of its own.
-func (b *brokerActor) retire(ctx actor.Context, names []string, done func()) {
-	stopped := make([]*actor.Future, len(names))
-	pids := make([]*actor.PID, len(names))
-	for i, name := range names {
-		pids[i] = b.children[name].pid
-		delete(b.children, name)
-		b.deleting[name] = true
-		b.dir.remove(name)
-		stopped[i] = actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)
-		ctx.Send(pids[i], &retire{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name), stopped: stopped[i].PID()})
+func (b *brokerActor) awaitRetired(ctx actor.Context, names []string, done func()) {
+	if len(names) == 0 {
+		done()
+		return
 	}
-	var wait func(i int)
-	wait = func(i int) {
-		if i == len(names) {
-			done()
-			return
+	name := names[0]
+	r := b.retiring[name]
+	ctx.ReenterAfter(r.stopped, func(_ any, err error) {
+		if err != nil {
+			// Its writes did not finish in time: stop it regardless.
+			b.opts.Logger.Warn("deleted queue's actor did not retire in time; stopping it", slog.String("queue_id", name))
+			_ = ctx.PoisonFuture(r.pid).Wait()
 		}
-		ctx.ReenterAfter(stopped[i], func(_ any, err error) {
-			if err != nil {
-				// Its writes did not finish in time: stop it regardless.
-				b.opts.Logger.Warn("deleted queue's actor did not retire in time; stopping it", slog.String("queue_id", names[i]))
-				_ = ctx.PoisonFuture(pids[i]).Wait()
-			}
-			ctx.Send(b.deps.telemetry, &queueGone{queue: names[i]})
-			wait(i + 1)
-		})
-	}
-	wait(0)
+		delete(b.retiring, name)
+		ctx.Send(b.deps.telemetry, &queueGone{queue: name})
+		b.awaitRetired(ctx, names[1:], done)
+	})
 }
 
 // reapLimit is how many messages, or leases, one reap step deletes: one

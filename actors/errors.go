@@ -8,10 +8,16 @@ import (
 // Errors the actors reply with. The gateway maps each to a gRPC status code;
 // wrap them with fmt.Errorf("%w") to add which field and which limit.
 var (
+	// ErrNotFound: the thing a request names (a queue, an API key) does
+	// not exist. ErrQueueNotFound is one.
+	ErrNotFound = errors.New("not found")
 	// ErrQueueNotFound: the queue does not exist (or is being deleted).
-	ErrQueueNotFound = errors.New("queue not found")
+	ErrQueueNotFound = fmt.Errorf("queue %w", ErrNotFound)
+	// ErrExists: a create of something already there (a queue, an API
+	// key). ErrQueueExists is one.
+	ErrExists = errors.New("already exists")
 	// ErrQueueExists: CreateQueue on a name already taken.
-	ErrQueueExists = errors.New("queue already exists")
+	ErrQueueExists = fmt.Errorf("queue %w", ErrExists)
 	// ErrNotLeased: Ack or Nack of a message that is not leased in the queue now.
 	ErrNotLeased = errors.New("message is not leased in this queue")
 	// ErrLeaseExpired: Ack, Nack or Extend named a lease that has expired or
@@ -43,3 +49,18 @@ var (
 // QueueNotFound is ErrQueueNotFound naming the queue: the one wording every
 // path uses.
 func QueueNotFound(name string) error { return fmt.Errorf("%w: %q", ErrQueueNotFound, name) }
+
+// worded is an error that errors.Is sees as kind and whose message is its
+// own wording alone, for the errors whose text clients already know
+// (an API key's NOT_FOUND and ALREADY_EXISTS).
+type worded struct {
+	kind error
+	msg  string
+}
+
+func (e *worded) Error() string { return e.msg }
+func (e *worded) Unwrap() error { return e.kind }
+
+func errorOf(kind error, format string, a ...any) error {
+	return &worded{kind: kind, msg: fmt.Sprintf(format, a...)}
+}

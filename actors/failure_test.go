@@ -252,10 +252,12 @@ func TestDeadLetterQueueLifecycle(t *testing.T) {
 }
 
 // writeQueueRecord stores a queue definition behind the broker's back, as
-// an older filad would have left it.
+// an older filad would have left it (with no schema version: so the
+// migrations run again on the next start).
 func writeQueueRecord(f *fixture, cfg QueueConfig) error {
 	var b storage.Batch
 	b.PutQueue(cfg.record())
+	b.SetSchemaVersion(0)
 	return f.store.Write(&b)
 }
 

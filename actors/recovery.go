@@ -3,8 +3,12 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"time"
+
+	"github.com/fila-dev/filad/storage"
 )
 
 // Recovery: every queue actor loads its messages and leases when it
@@ -62,4 +66,82 @@ func (s *System) awaitRecovery() error {
 	s.opts.Logger.Info("recovery finished", slog.Int("queues", len(names)), slog.Int("messages", messages),
 		slog.Float64("seconds", time.Since(start).Seconds()))
 	return nil
+}
+
+// A migration brings data stored by an older filad up to one schema
+// version. Each is written as one batch with that version
+// (storage.Batch.SetSchemaVersion), so it runs once: a start finds the
+// version stored and skips it, and a crash during it leaves neither its
+// changes nor its version.
+type migration struct {
+	version uint64
+	name    string
+	// plan returns the changes the migration makes to store.
+	plan func(store storage.Store, defaults QueueConfig) (*storage.Batch, error)
+}
+
+// migrations are in version order. A new one takes the next version and
+// leaves the ones before it as they are: some data dir may still need them.
+var migrations = []migration{
+	{version: 1, name: "dead-letter queues for the queues created before them", plan: planDLQs},
+}
+
+// SchemaVersion is the schema version of the data this filad writes: the
+// last migration's.
+var SchemaVersion = migrations[len(migrations)-1].version
+
+// migrate runs, in order, the migrations the store has not had. It runs
+// at start, before the broker recovers the queues.
+func migrate(store storage.Store, defaults QueueConfig, log *slog.Logger) error {
+	have, err := store.SchemaVersion()
+	if err != nil {
+		return fmt.Errorf("actors: read schema version: %w", err)
+	}
+	if have > SchemaVersion {
+		return fmt.Errorf("actors: the data is at schema version %d, newer than this filad's %d: run a newer filad", have, SchemaVersion)
+	}
+	for _, m := range migrations {
+		if m.version <= have {
+			continue
+		}
+		b, err := m.plan(store, defaults)
+		if err != nil {
+			return fmt.Errorf("actors: migration %d (%s): %w", m.version, m.name, err)
+		}
+		b.SetSchemaVersion(m.version)
+		if err := store.Write(b); err != nil {
+			return fmt.Errorf("actors: migration %d (%s): %w", m.version, m.name, err)
+		}
+		log.Info("data migrated", slog.Uint64("schema_version", m.version), slog.String("migration", m.name), slog.Int("changes", b.Len()-1))
+	}
+	return nil
+}
+
+// planDLQs defines the dead-letter queue of every queue stored without
+// one (created before dead-letter queues existed), with the server's
+// defaults, as CreateQueue does. A queue or DLQ whose delete a crash cut
+// short is left to the reap that finishes it.
+func planDLQs(store storage.Store, defaults QueueConfig) (*storage.Batch, error) {
+	recs, err := store.Queues()
+	if err != nil {
+		return nil, err
+	}
+	deleted, err := store.DeletedQueues()
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, name := range deleted {
+		have[name] = true
+	}
+	for _, rec := range recs {
+		have[rec.GetName()] = true
+	}
+	b := &storage.Batch{}
+	for _, rec := range recs {
+		if name := rec.GetName(); !IsDLQ(name) && !have[DLQName(name)] && !slices.Contains(deleted, name) {
+			b.PutQueue(dlqConfig(defaults, queueConfigFrom(rec)).record())
+		}
+	}
+	return b, nil
 }

@@ -32,9 +32,10 @@ func (l RuntimeConfigLimits) valid() bool {
 }
 
 // RuntimeConfig is the runtime config store: a durable key/value table
-// that operators set (SetConfig) and queue policy reads. Reads are
-// lock-free snapshots, safe from any goroutine; the broker actor is the one
-// writer, so writes are serialised and each is durable before it shows.
+// that operators set (SetConfig) and queue policy reads, and where the API
+// keys live. Reads are lock-free snapshots, safe from any goroutine; the
+// broker actor is the one writer (its commands), so writes are serialised
+// and each is durable before it shows.
 type RuntimeConfig struct {
 	entries atomic.Pointer[[]storage.ConfigEntry] // sorted by key
 	version atomic.Uint64                         // grows with every change
@@ -95,31 +96,33 @@ func (r *RuntimeConfig) List(prefix string) []storage.ConfigEntry {
 	return slices.Clone(es[i:j])
 }
 
-// set writes key durably, then publishes it; "" deletes. Only the broker
-// actor calls it.
-func (r *RuntimeConfig) set(store storage.Store, key, value string) error {
-	es := *r.entries.Load()
-	i, found := slices.BinarySearchFunc(es, key, func(e storage.ConfigEntry, k string) int { return strings.Compare(e.Key, k) })
+// checkSet is nil if key may be set to value ("" deletes) within the
+// limits. Only the broker calls it, when it decides a command.
+func (r *RuntimeConfig) checkSet(key, value string) error {
+	if value == "" {
+		return nil
+	}
+	return r.limits.check(r.usage, r.usageAfter(key, value))
+}
+
+// usageAfter is what the limits would count once key holds value.
+func (r *RuntimeConfig) usageAfter(key, value string) configUsage {
 	next := r.usage
-	if found {
-		next.add(key, es[i].Value, -1)
+	if old, found := r.Get(key); found {
+		next.add(key, old, -1)
 	}
 	if value != "" {
 		next.add(key, value, 1)
-		if err := r.limits.check(r.usage, next); err != nil {
-			return err
-		}
 	}
-	var b storage.Batch
-	if value == "" {
-		b.DeleteConfig(key)
-	} else {
-		b.PutConfig(key, value)
-	}
-	if err := store.Write(&b); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	es = slices.Clone(es)
+	return next
+}
+
+// apply publishes key's new value ("" deletes it), once it is durable.
+// Only the broker calls it, from its one apply.
+func (r *RuntimeConfig) apply(key, value string) {
+	next := r.usageAfter(key, value)
+	es := slices.Clone(*r.entries.Load())
+	i, found := slices.BinarySearchFunc(es, key, func(e storage.ConfigEntry, k string) int { return strings.Compare(e.Key, k) })
 	switch {
 	case value == "" && found:
 		es = slices.Delete(es, i, i+1)
@@ -131,7 +134,39 @@ func (r *RuntimeConfig) set(store storage.Store, key, value string) error {
 	r.usage = next
 	r.entries.Store(&es)
 	r.version.Add(1)
-	return nil
+}
+
+// APIKeys are the API keys stored (auth.KeyPrefix entries), by name; an
+// entry that does not decode is skipped.
+func (r *RuntimeConfig) APIKeys() []*auth.Key {
+	var out []*auth.Key
+	for _, e := range r.List(auth.KeyPrefix) {
+		if k, err := auth.Decode(e.Value); err == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// KeyByID is the stored API key whose key_id is id, or an ErrNotFound
+// naming it (the bootstrap key has none: it is not stored).
+func (r *RuntimeConfig) KeyByID(id string) (*auth.Key, error) {
+	for _, k := range r.APIKeys() {
+		if k.KeyID() == id {
+			return k, nil
+		}
+	}
+	return nil, errorOf(ErrNotFound, "api key with key_id %q does not exist", id)
+}
+
+// keyByName is the stored API key named name, or an ErrNotFound naming it.
+func (r *RuntimeConfig) keyByName(name string) (*auth.Key, error) {
+	if v, ok := r.Get(auth.KeyPrefix + name); ok {
+		if k, err := auth.Decode(v); err == nil {
+			return k, nil
+		}
+	}
+	return nil, errorOf(ErrNotFound, "api key %q does not exist", name)
 }
 
 // check refuses a write that takes usage from now to next when it grows a
@@ -148,3 +183,90 @@ func (l RuntimeConfigLimits) check(now, next configUsage) error {
 	}
 	return nil
 }
+
+// Commands of the runtime config store and the API keys in it (see
+// commands.go). API keys are entries under auth.KeyPrefix; SetConfig
+// writes any key (the gateway refuses that prefix on its SetConfig RPC),
+// the key commands only theirs, and they check what a key's life needs.
+type (
+	// CreateKey stores a new API key. A name already stored is ErrExists;
+	// the api key limit is ErrLimit. Reply: *AdminReply.
+	CreateKey struct{ Key *auth.Key }
+	// RevokeKey deletes the API key whose key_id is ID, or (ID "") named
+	// Name; with both, Name must be that key's name (ErrInvalid). A key not
+	// stored is ErrNotFound. Reply: *KeyReply, with the key revoked.
+	RevokeKey struct{ ID, Name string }
+	// SetAcl replaces the permissions of the API key whose key_id is KeyID
+	// (ErrNotFound if none). Reply: *KeyReply, with the key as now stored.
+	SetAcl struct {
+		KeyID       string
+		Permissions []auth.Permission
+	}
+	// KeyReply answers RevokeKey and SetAcl.
+	KeyReply struct {
+		Key *auth.Key
+		Err error
+	}
+)
+
+// decide checks a SetConfig against the limits.
+func (m *SetConfig) decide(b *brokerActor) (*decision, error) {
+	if err := b.runtime.checkSet(m.Key, m.Value); err != nil {
+		return nil, err
+	}
+	return &decision{entry: &configSet{key: m.Key, value: m.Value}, done: answer(&AdminReply{})}, nil
+}
+
+func (m *SetConfig) refuse(err error) any { return &AdminReply{Err: err} }
+
+// decide checks a CreateKey: its name must be free, and within the api
+// key limit.
+func (m *CreateKey) decide(b *brokerActor) (*decision, error) {
+	key, value := auth.KeyPrefix+m.Key.Name, m.Key.Encode()
+	if _, taken := b.runtime.Get(key); taken {
+		return nil, errorOf(ErrExists, "api key %q exists (revoke it first)", m.Key.Name)
+	}
+	if err := b.runtime.checkSet(key, value); err != nil {
+		return nil, err
+	}
+	return &decision{entry: &configSet{key: key, value: value}, done: answer(&AdminReply{})}, nil
+}
+
+func (m *CreateKey) refuse(err error) any { return &AdminReply{Err: err} }
+
+// decide checks a RevokeKey: the key must be stored.
+func (m *RevokeKey) decide(b *brokerActor) (*decision, error) {
+	var k *auth.Key
+	var err error
+	if m.ID != "" {
+		if k, err = b.runtime.KeyByID(m.ID); err != nil {
+			return nil, err
+		}
+		if m.Name != "" && m.Name != k.Name {
+			return nil, errorOf(ErrInvalid, "name: %q is not the name of key_id %q", m.Name, m.ID)
+		}
+	} else if k, err = b.runtime.keyByName(m.Name); err != nil {
+		return nil, err
+	}
+	return &decision{entry: &configSet{key: auth.KeyPrefix + k.Name}, done: answer(&KeyReply{Key: k})}, nil
+}
+
+func (m *RevokeKey) refuse(err error) any { return &KeyReply{Err: err} }
+
+// decide checks a SetAcl: the key must be stored. The new key is the
+// stored one with the new permissions, read and written by the one
+// writer, so a SetAcl cannot bring back a key revoked meanwhile.
+func (m *SetAcl) decide(b *brokerActor) (*decision, error) {
+	k, err := b.runtime.KeyByID(m.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	k.Permissions = m.Permissions
+	key, value := auth.KeyPrefix+k.Name, k.Encode()
+	if err := b.runtime.checkSet(key, value); err != nil {
+		return nil, err
+	}
+	return &decision{entry: &configSet{key: key, value: value}, done: answer(&KeyReply{Key: k})}, nil
+}
+
+func (m *SetAcl) refuse(err error) any { return &KeyReply{Err: err} }

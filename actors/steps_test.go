@@ -210,7 +210,7 @@ func TestDeleteQueueCutShortIsFinishedLater(t *testing.T) {
 			f.create("q", time.Minute)
 			f.fill("q", 30)
 			f.fill("q.dlq", 30)
-			steps.arm(1)
+			steps.arm(2) // the delete's mark is written, its reap fails
 			require.ErrorIs(t, f.ask(nil, &DeleteQueue{Name: "q"}).(*AdminReply).Err, ErrStorage)
 			recs, err := steps.Queues()
 			require.NoError(t, err)

@@ -35,11 +35,14 @@ type System struct {
 	throttles *Throttles
 }
 
-// Start builds the actor system and recovers every stored queue before it
-// returns.
+// Start migrates the stored data to this filad's schema version, builds
+// the actor system, and recovers every stored queue before it returns.
 func Start(opts Options) (*System, error) {
 	opts, err := opts.validate()
 	if err != nil {
+		return nil, err
+	}
+	if err := migrate(opts.Store, opts.DefaultQueue, opts.Logger); err != nil {
 		return nil, err
 	}
 	runtime, err := loadRuntimeConfig(opts.Store, opts.ConfigStore)
@@ -72,7 +75,7 @@ func Start(opts Options) (*System, error) {
 				onTick:    opts.onTick,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{},
-			reaping: map[string]*reaping{}, unfinished: map[string]bool{}}
+			reaping: map[string]*reaping{}, unfinished: map[string]bool{}, retiring: map[string]*retiring{}}
 	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)

@@ -217,16 +217,3 @@ func (s *Server) ListConfig(_ context.Context, req *filav1.ListConfigRequest) (*
 // reservedConfigPrefix holds the api keys in the runtime config store: the
 // config RPCs neither show nor change it.
 const reservedConfigPrefix = "auth."
-
-// setConfig writes the runtime config store through the broker (bypassing
-// the reserved-prefix check of the SetConfig RPC).
-func (s *Server) setConfig(ctx context.Context, m *actors.SetConfig) error {
-	res, err := s.sys.Ask(ctx, s.sys.Broker(), telemetry.InjectHeaders(ctx), m)
-	if err != nil {
-		return toStatus(err)
-	}
-	if r, ok := res.(*actors.AdminReply); ok && r.Err != nil {
-		return toStatus(r.Err)
-	}
-	return nil
-}

@@ -10,15 +10,18 @@ import (
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/auth"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // The API-key RPCs follow Fila's key model (docs/compatibility.md): a key
 // has a key_id, may be a superadmin, and may be created with no permissions
 // and granted them later with SetAcl. Keys live in the runtime config store
-// under auth.KeyPrefix + name; every change to them goes through s.keysMu,
-// so that a SetAcl's read-modify-write cannot bring back a key revoked
-// meanwhile (the gateway is their only writer: SetConfig refuses the
-// prefix).
+// under auth.KeyPrefix + name, and the broker's key commands (CreateKey,
+// RevokeKey, SetAcl) are their one writer: it checks that a key exists, or
+// does not, in the step that writes it (SetConfig refuses the prefix).
+// s.keysMu orders what follows a change here (ending the key's streams)
+// with the changes after it, so that a revoke's end of streams cannot land
+// on the key of that name created after it.
 
 // maxExpiresAtMs is the latest expires_at_ms a key may have (auth's limit).
 var maxExpiresAtMs = uint64(time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC).UnixMilli())
@@ -59,10 +62,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *filav1.CreateApiKeyReque
 	k.Hash = auth.Hash(secret)
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
-	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + k.Name, Value: k.Encode(), IfAbsent: true}); err != nil {
-		if status.Code(err) == codes.AlreadyExists {
-			return nil, status.Errorf(codes.AlreadyExists, "api key %q exists (revoke it first)", k.Name)
-		}
+	if _, err := s.keyCommand(ctx, &actors.CreateKey{Key: k}); err != nil {
 		return nil, err
 	}
 	return &filav1.CreateApiKeyResponse{KeyId: k.KeyID(), Key: secret, IsSuperadmin: k.Superadmin, Name: k.Name}, nil
@@ -72,26 +72,13 @@ func (s *Server) CreateApiKey(ctx context.Context, req *filav1.CreateApiKeyReque
 // or by name, stops working at once, and its open Consume streams end
 // (UNAUTHENTICATED).
 func (s *Server) RevokeApiKey(ctx context.Context, req *filav1.RevokeApiKeyRequest) (*filav1.RevokeApiKeyResponse, error) {
+	if req.GetKeyId() == "" && req.GetName() == "" {
+		return nil, toStatus(invalid("key_id: required (or name)"))
+	}
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
-	var k *auth.Key
-	switch id, name := req.GetKeyId(), req.GetName(); {
-	case id == "" && name == "":
-		return nil, toStatus(invalid("key_id: required (or name)"))
-	case id != "":
-		var err error
-		if k, err = s.keyByID(id); err != nil {
-			return nil, err
-		}
-		if name != "" && name != k.Name {
-			return nil, toStatus(invalid("name: %q is not the name of key_id %q", name, id))
-		}
-	default:
-		if k = s.storedKey(name); k == nil {
-			return nil, status.Errorf(codes.NotFound, "api key %q does not exist", name)
-		}
-	}
-	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + k.Name}); err != nil {
+	k, err := s.keyCommand(ctx, &actors.RevokeKey{ID: req.GetKeyId(), Name: req.GetName()})
+	if err != nil {
 		return nil, err
 	}
 	if s.opts.Auth != nil {
@@ -104,7 +91,7 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *filav1.RevokeApiKeyReque
 // dates, never secrets. The bootstrap key is not listed: it is not stored.
 func (s *Server) ListApiKeys(_ context.Context, _ *filav1.ListApiKeysRequest) (*filav1.ListApiKeysResponse, error) {
 	resp := &filav1.ListApiKeysResponse{}
-	for _, k := range s.storedKeys() {
+	for _, k := range s.sys.RuntimeConfig().APIKeys() {
 		info := &filav1.ApiKeyInfo{
 			KeyId: k.KeyID(), Name: k.Name, CreatedAtMs: unixMs(k.CreatedAt), ExpiresAtMs: unixMs(k.ExpiresAt),
 			IsSuperadmin: k.Superadmin, Fingerprint: k.Hash[:min(8, len(k.Hash))],
@@ -137,12 +124,8 @@ func (s *Server) SetAcl(ctx context.Context, req *filav1.SetAclRequest) (*filav1
 	}
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
-	k, err := s.keyByID(req.GetKeyId())
+	k, err := s.keyCommand(ctx, &actors.SetAcl{KeyID: req.GetKeyId(), Permissions: perms})
 	if err != nil {
-		return nil, err
-	}
-	k.Permissions = perms
-	if err := s.setConfig(ctx, &actors.SetConfig{Key: auth.KeyPrefix + k.Name, Value: k.Encode()}); err != nil {
 		return nil, err
 	}
 	if s.opts.Auth != nil {
@@ -170,39 +153,26 @@ func (s *Server) GetAcl(_ context.Context, req *filav1.GetAclRequest) (*filav1.G
 	return resp, nil
 }
 
-// storedKeys are the keys in the runtime config store, by name.
-func (s *Server) storedKeys() []*auth.Key {
-	var out []*auth.Key
-	for _, e := range s.sys.RuntimeConfig().List(auth.KeyPrefix) {
-		if k, err := auth.Decode(e.Value); err == nil {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// storedKey is the stored key named name, or nil.
-func (s *Server) storedKey(name string) *auth.Key {
-	v, ok := s.sys.RuntimeConfig().Get(auth.KeyPrefix + name)
-	if !ok {
-		return nil
-	}
-	k, err := auth.Decode(v)
+// keyCommand has the broker run a key command, and returns the key it
+// changed (nil for CreateKey).
+func (s *Server) keyCommand(ctx context.Context, m any) (*auth.Key, error) {
+	res, err := s.sys.Ask(ctx, s.sys.Broker(), telemetry.InjectHeaders(ctx), m)
 	if err != nil {
-		return nil
+		return nil, toStatus(err)
 	}
-	return k
+	switch r := res.(type) {
+	case *actors.AdminReply:
+		return nil, toStatus(r.Err)
+	case *actors.KeyReply:
+		return r.Key, toStatus(r.Err)
+	}
+	return nil, status.Errorf(codes.Internal, "gateway: unexpected reply %T to %T", res, m)
 }
 
-// keyByID is the stored key whose key_id is id, or NOT_FOUND (the
-// bootstrap key has none: it is not stored).
+// keyByID is the stored key whose key_id is id, or NOT_FOUND.
 func (s *Server) keyByID(id string) (*auth.Key, error) {
-	for _, k := range s.storedKeys() {
-		if k.KeyID() == id {
-			return k, nil
-		}
-	}
-	return nil, status.Errorf(codes.NotFound, "api key with key_id %q does not exist", id)
+	k, err := s.sys.RuntimeConfig().KeyByID(id)
+	return k, toStatus(err)
 }
 
 // unixMs is t in Unix milliseconds; 0 for the zero time.

@@ -22,13 +22,13 @@ func toStatus(err error) error {
 	switch {
 	case errors.As(err, &inv), errors.Is(err, actors.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, actors.ErrQueueNotFound), errors.Is(err, actors.ErrNotLeased):
+	case errors.Is(err, actors.ErrNotFound), errors.Is(err, actors.ErrNotLeased):
 		code = codes.NotFound
 	case errors.Is(err, actors.ErrLeaseExpired), errors.Is(err, actors.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
 	case errors.Is(err, actors.ErrNotAttempted):
 		code = codes.Aborted
-	case errors.Is(err, actors.ErrQueueExists):
+	case errors.Is(err, actors.ErrExists):
 		code = codes.AlreadyExists
 	case errors.Is(err, actors.ErrOverloaded), errors.Is(err, actors.ErrLimit), errors.Is(err, syscall.ENOSPC):
 		// A full disk is a resource running out, not a broken broker: the

@@ -12,6 +12,7 @@
 //	c 0x00 <key>                 → runtime config value (raw bytes)
 //	d 0x00 <queue>               → deletion mark: the queue is deleted, and
 //	                               its messages and leases may remain
+//	v 0x00                       → schema version (schema.go), uint64 BE
 //
 // Message ids are UUIDv7 strings, so a queue's messages scan in the order they
 // were enqueued, which is what recovery needs to keep each fairness key FIFO.
@@ -78,6 +79,8 @@ type Store interface {
 	// LastMessage returns the greatest id of queue's messages, "" when it
 	// has none. It reads one key.
 	LastMessage(queue string) (string, error)
+	// SchemaVersion is the version SetSchemaVersion last stored, 0 if none.
+	SchemaVersion() (uint64, error)
 	// Stats reports what the committer has done so far.
 	Stats() Stats
 	// Close waits for submitted batches to commit, then closes the store.
