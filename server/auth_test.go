@@ -107,7 +107,9 @@ func TestAuth(t *testing.T) {
 	// A stream opened before its key expires ends when it does, and the key
 	// is refused from then on.
 	// 3 s: time to open the stream before the expiry on a busy machine.
-	expires := time.Now().Add(3 * time.Second)
+	// The key holds milliseconds: its expiry is this truncated, and the
+	// stream may end up to 1 ms before an untruncated time.
+	expires := time.UnixMilli(time.Now().Add(3 * time.Second).UnixMilli())
 	soon, err := b.admin.CreateApiKey(boot, &filav1.CreateApiKeyRequest{Name: "brief", ExpiresAtMs: uint64(expires.UnixMilli()),
 		Permissions: []*filav1.Permission{{QueuePattern: "orders", Actions: []string{"consume"}}}})
 	require.NoError(t, err)
