@@ -32,10 +32,10 @@ type Report struct {
 	// need the final state could not run, and the report fails.
 	Drained bool
 
-	IDs                                       int
-	EnqueueOK, EnqueueUnknown, EnqueueFailed  int
-	Deliveries, DrainDeliveries               int
-	AckOK, AckUnknown, AckFailed              int
+	IDs                                      int
+	EnqueueOK, EnqueueUnknown, EnqueueFailed int
+	Deliveries, DrainDeliveries              int
+	AckOK, AckUnknown, AckFailed             int
 	// Duplicates counts ids delivered more than once (redelivery after a
 	// lease expired, a crash, or an unknown ack): allowed, at-least-once.
 	Duplicates int

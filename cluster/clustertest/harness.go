@@ -200,7 +200,7 @@ func (n *Node) awaitServing(exited <-chan struct{}) error {
 		case <-ctx.Done():
 		}
 	}()
-	conn, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), FastReconnect())
 	if err != nil {
 		return err
 	}

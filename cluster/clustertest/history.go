@@ -121,15 +121,16 @@ type Op struct {
 
 // History records operations from many goroutines.
 type History struct {
-	mu  sync.Mutex
-	ops []Op
+	mu     sync.Mutex
+	ops    []Op
+	counts map[[2]int]int // by kind and outcome
 	// t0 anchors Now: monotonic time since t0, on t0's Unix clock, so a
 	// wall-clock step during the run does not reorder the client's events.
 	t0 time.Time
 }
 
 // NewHistory starts an empty history.
-func NewHistory() *History { return &History{t0: time.Now()} }
+func NewHistory() *History { return &History{t0: time.Now(), counts: map[[2]int]int{}} }
 
 // Now is the current time, in the nanoseconds Op uses.
 func (h *History) Now() int64 { return h.t0.UnixNano() + int64(time.Since(h.t0)) }
@@ -141,7 +142,15 @@ func (h *History) Add(op Op) {
 	}
 	h.mu.Lock()
 	h.ops = append(h.ops, op)
+	h.counts[[2]int{int(op.Kind), int(op.Outcome)}]++
 	h.mu.Unlock()
+}
+
+// Count is how many ops of kind with outcome were recorded so far.
+func (h *History) Count(kind Kind, outcome Outcome) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[[2]int{int(kind), int(outcome)}]
 }
 
 // Ops returns a copy of what was recorded.

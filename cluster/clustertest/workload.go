@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/fila-dev/filad/client"
@@ -22,13 +24,29 @@ const OpTimeout = 5 * time.Second
 // the next attempt while a node is down: it spares the CPU, nothing more.
 const retryPause = 20 * time.Millisecond
 
+// FastReconnect makes a gRPC client redial a restarted node within tens of
+// milliseconds instead of gRPC's default backoff of a second and more:
+// the workload resumes sooner after a kill, which only makes runs denser.
+func FastReconnect() grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond},
+		MinConnectTimeout: time.Second,
+	})
+}
+
 // Produce enqueues up to n messages to queue, one at a time, until ctx
-// ends, each with a fresh id "<prefix>-<i>" as its payload, and records
+// ends, each after wait returns (nil: no wait; a workload uses it to keep
+// the backlog within what its consumers settle), each with a fresh id "<prefix>-<i>" as its payload, and records
 // each call. It never retries an id: a retry of an unknown enqueue is a
 // second message, which the per-id model would not know.
-func Produce(ctx context.Context, c *client.Client, h *History, queue string, worker int, prefix string, n int) int {
+func Produce(ctx context.Context, c *client.Client, h *History, queue string, worker int, prefix string, n int, wait func(context.Context)) int {
 	sent := 0
 	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if wait != nil {
+			if wait(ctx); ctx.Err() != nil {
+				break
+			}
+		}
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		call := h.Now()
 		callCtx, cancel := context.WithTimeout(context.Background(), OpTimeout)
@@ -51,7 +69,7 @@ func Produce(ctx context.Context, c *client.Client, h *History, queue string, wo
 func Consume(ctx context.Context, c *client.Client, h *History, queue string, worker int, rng *rand.Rand, ackRate float64) {
 	for ctx.Err() == nil {
 		opened := h.Now()
-		s, err := c.Lease(ctx, queue, 4)
+		s, err := c.Lease(ctx, queue, 16)
 		if err != nil {
 			pause(ctx)
 			continue
@@ -97,6 +115,10 @@ func pause(ctx context.Context) {
 // broker kept a message out of reach); it decides no checker verdict.
 const DrainTimeout = 2 * time.Minute
 
+// drainMaxInFlight is filad's limit on a stream's leases: the drain can
+// hold at most that many messages, so a run must leave fewer behind.
+const drainMaxInFlight = 10_000
+
 // drainLease is the drain's visibility timeout: far beyond the check, so
 // nothing the drain holds goes back to ready while it finishes.
 const drainLease = time.Hour
@@ -120,7 +142,7 @@ func Drain(ctx context.Context, c *client.Client, h *History, queue string, work
 	streamCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	opened := h.Now()
-	s, err := c.Lease(streamCtx, queue, 100_000)
+	s, err := c.Lease(streamCtx, queue, drainMaxInFlight)
 	if err != nil {
 		return fmt.Errorf("drain: lease: %w", err)
 	}
@@ -160,7 +182,7 @@ func Drain(ctx context.Context, c *client.Client, h *History, queue string, work
 			streamErr <- err
 			return fmt.Errorf("drain: stream ended: %w", err)
 		case <-ctx.Done():
-			return fmt.Errorf("drain: not complete after %v (held %d; last stats %v, %v)", DrainTimeout, n, st, err)
+			return fmt.Errorf("drain: not complete after %v (held %d of at most %d; last stats %v, %v)", DrainTimeout, n, drainMaxInFlight, st, err)
 		}
 	}
 }
