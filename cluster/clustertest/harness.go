@@ -12,10 +12,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -154,9 +156,30 @@ func Start(t testing.TB, opts Options) *Cluster {
 }
 
 // freeAddr picks a loopback port that is free now. The node keeps it for
-// its life, restarts included, as a real node keeps its address.
+// its life, restarts included, as a real node keeps its address. It is
+// taken below the kernel's ephemeral range (ip_local_port_range), so that
+// while a killed node is down no outgoing connection of any process on the
+// machine is given its port; a port from :0 would be from that range.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const from = 10_000
+	if low > from+1000 {
+		for range 1000 {
+			addr := fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from))
+			if l, err := net.Listen("tcp", addr); err == nil {
+				_ = l.Close()
+				return addr
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -270,6 +293,17 @@ func (n *Node) signal(sig syscall.Signal, paused bool) error {
 	}
 	n.paused = paused
 	return nil
+}
+
+// Pid is the process id of the node's current process, 0 before it first
+// starts.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
 }
 
 // Paused reports whether the node was paused and not resumed since.
