@@ -231,18 +231,13 @@ func (n *Node) awaitServing(exited <-chan struct{}) error {
 	for ctx.Err() == nil {
 		// WaitForReady: the port may not be listening yet.
 		w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
-		if err != nil {
-			continue
-		}
-		for {
-			resp, err := w.Recv()
-			if err != nil {
-				break // the stream broke: watch again while ctx lasts
-			}
-			if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+		for err == nil {
+			var resp *healthpb.HealthCheckResponse
+			if resp, err = w.Recv(); err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 				return nil
 			}
 		}
+		pause(ctx) // the stream broke: watch again while ctx lasts
 	}
 	select {
 	case <-exited:

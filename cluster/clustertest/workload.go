@@ -128,8 +128,9 @@ const drainLease = time.Hour
 // everything (messages under the workload's short leases come as those
 // expire), records each delivery with Drain set, and ends, recording
 // DrainEnd, once the broker reports nothing ready or delayed and as many
-// in flight as the drain holds. It keeps holding until ctx ends, so call
-// Check before cancelling ctx only if the broker's state matters after.
+// in flight as the drain holds. Its stream ends when it returns; the
+// messages stay leased for the hour, so the broker's state stays as the
+// drain found it while the test checks it.
 func Drain(ctx context.Context, c *client.Client, h *History, queue string, worker int) error {
 	ctx, cancel := context.WithTimeout(ctx, DrainTimeout)
 	defer cancel()
