@@ -301,6 +301,11 @@ func (n *Node) Pid() int {
 	return n.cmd.Process.Pid
 }
 
+// DataDir is the node's data directory. Change it only while the node is
+// down (after Kill or Stop): a test may wipe it, or put back an older
+// copy to stand in for a disk that lost writes.
+func (n *Node) DataDir() string { return n.dataDir }
+
 // Paused reports whether the node was paused and not resumed since.
 func (n *Node) Paused() bool {
 	n.mu.Lock()
