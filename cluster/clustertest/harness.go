@@ -74,16 +74,15 @@ type Options struct {
 	// Nodes is how many filad processes to run. Defaults to 1.
 	Nodes int
 	// Env returns extra environment variables (FILA_<SECTION>__<KEY>=...) for
-	// node i (0-based); they come after the harness's own, so they win.
-	// Defaults to none.
-	Env func(i int) []string
+	// node i (0-based), given every node's addresses (a cluster's
+	// initial_members needs them all); they come after the harness's own,
+	// so they win. Defaults to none.
+	Env func(i int, nodes []*Node) []string
 }
 
 // Cluster is N filad processes, each on its own loopback port and data
 // directory. Every process is killed when the test ends, pass or fail.
 type Cluster struct {
-	t     testing.TB
-	bin   string
 	Nodes []*Node
 }
 
@@ -93,11 +92,15 @@ type Node struct {
 	// Index is the node's position in Cluster.Nodes.
 	Index int
 	// Addr is the client address, 127.0.0.1:<port>.
-	Addr    string
-	dataDir string
-	logPath string
-	env     []string
-	bin     string
+	Addr string
+	// InternalAddr is a second free loopback port kept for the node, for a
+	// cluster's internal listener (cluster.internal_listen_addr); a single
+	// node does not use it.
+	InternalAddr string
+	dataDir      string
+	logPath      string
+	env          []string
+	bin          string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -115,14 +118,18 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	n := max(opts.Nodes, 1)
-	c := &Cluster{t: t, bin: bin}
+	c := &Cluster{}
 	root := t.TempDir()
+	taken := map[string]bool{}
 	for i := range n {
 		dir := filepath.Join(root, fmt.Sprintf("n%d", i+1))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		node := &Node{Index: i, Addr: freeAddr(t), dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: bin}
+		node := &Node{Index: i, Addr: freeAddr(t, taken), InternalAddr: freeAddr(t, taken), dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: bin}
+		c.Nodes = append(c.Nodes, node)
+	}
+	for i, node := range c.Nodes {
 		node.env = []string{
 			"FILA_SERVER__LISTEN_ADDR=" + node.Addr,
 			"FILA_STORAGE__SYNC_WRITES=true",
@@ -133,9 +140,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 			"FILA_LOG__LEVEL=info",
 		}
 		if opts.Env != nil {
-			node.env = append(node.env, opts.Env(i)...)
+			node.env = append(node.env, opts.Env(i, c.Nodes)...)
 		}
-		c.Nodes = append(c.Nodes, node)
 	}
 	t.Cleanup(func() {
 		for _, node := range c.Nodes {
@@ -159,8 +165,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 // its life, restarts included, as a real node keeps its address. It is
 // taken below the kernel's ephemeral range (ip_local_port_range), so that
 // while a killed node is down no outgoing connection of any process on the
-// machine is given its port; a port from :0 would be from that range.
-func freeAddr(t testing.TB) string {
+// machine is given its port; a port from :0 would be from that range. It
+// skips the addresses in taken (this cluster's) and adds its own.
+func freeAddr(t testing.TB, taken map[string]bool) string {
 	t.Helper()
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
@@ -174,8 +181,12 @@ func freeAddr(t testing.TB) string {
 	if low > from+1000 {
 		for range 1000 {
 			addr := fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from))
+			if taken[addr] {
+				continue
+			}
 			if l, err := net.Listen("tcp", addr); err == nil {
 				_ = l.Close()
+				taken[addr] = true
 				return addr
 			}
 		}
@@ -186,6 +197,7 @@ func freeAddr(t testing.TB) string {
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
+	taken[addr] = true
 	return addr
 }
 

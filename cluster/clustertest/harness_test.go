@@ -3,6 +3,7 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -78,4 +79,29 @@ func TestHarnessLifecycle(t *testing.T) {
 	require.NotZero(t, pid)
 	err := syscall.Kill(pid, 0)
 	require.True(t, errors.Is(err, syscall.ESRCH), "the node outlived its test: %v", err)
+}
+
+// TestHarnessStartsNNodes: each node its own address, internal address
+// and data directory, and Env's settings reach only the node they are for.
+func TestHarnessStartsNNodes(t *testing.T) {
+	vt := func(i int) uint64 { return uint64(1000 * (i + 1)) }
+	c := Start(t, Options{Nodes: 2, Env: func(i int, nodes []*Node) []string {
+		require.Len(t, nodes, 2, "Env sees every node")
+		return []string{fmt.Sprintf("FILA_QUEUES__DEFAULT_VISIBILITY_TIMEOUT_MS=%d", vt(i))}
+	}})
+	addrs := map[string]bool{}
+	for i, n := range c.Nodes {
+		addrs[n.Addr], addrs[n.InternalAddr] = true, true
+		require.NotEqual(t, c.Nodes[1-i].DataDir(), n.DataDir())
+		cl, err := client.Dial(n.Addr, client.Options{})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = cl.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
+		defer cancel()
+		require.NoError(t, cl.CreateQueue(ctx, "q", client.QueueConfig{}))
+		st, err := cl.Stats(ctx, "q")
+		require.NoError(t, err)
+		require.Equal(t, vt(i), st.GetConfig().GetVisibilityTimeoutMs(), "node %d got its own Env", i+1)
+	}
+	require.Len(t, addrs, 4, "every address distinct")
 }
