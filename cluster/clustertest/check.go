@@ -81,32 +81,20 @@ type perID struct {
 // Check runs every check on a history that ends with a drain.
 func Check(ops []Op) Report {
 	var r Report
-	byID := map[string]*perID{}
-	get := func(id string) *perID {
-		p := byID[id]
-		if p == nil {
-			p = &perID{}
-			byID[id] = p
-		}
-		return p
-	}
-	var drainEnd int64
+	byID, drainEnd := group(ops)
 	for _, op := range ops {
 		switch op.Kind {
 		case Enqueue:
-			get(op.ID).enqueues = append(get(op.ID).enqueues, op)
 			count(op.Outcome, &r.EnqueueOK, &r.EnqueueUnknown, &r.EnqueueFailed)
 		case Deliver:
-			get(op.ID).deliveries = append(get(op.ID).deliveries, op)
 			r.Deliveries++
 			if op.Drain {
 				r.DrainDeliveries++
 			}
 		case Ack:
-			get(op.ID).acks = append(get(op.ID).acks, op)
 			count(op.Outcome, &r.AckOK, &r.AckUnknown, &r.AckFailed)
 		case DrainEnd:
-			r.Drained, drainEnd = true, op.Call
+			r.Drained = true
 		}
 	}
 	r.IDs = len(byID)
@@ -310,6 +298,65 @@ func cmpOr(s, def string) string {
 // drain's end, after everything that returned.
 func notLinearizable(byID map[string]*perID, drainEnd int64) []string {
 	m := model.ToModel()
+	history := porcupineHistory(byID, drainEnd)
+	if porcupine.CheckOperations(m, history) {
+		return nil
+	}
+	// Name the ids: each partition alone.
+	var bad []string
+	for _, part := range m.Partition(history) {
+		if !porcupine.CheckOperations(m, part) {
+			bad = append(bad, part[0].Metadata.(string))
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
+// Visualize writes porcupine's HTML view of the ids in ids (their
+// operations, and the longest orders the model accepts) to path: what to
+// open when Check names an id not linearizable.
+func Visualize(ops []Op, ids []string, path string) error {
+	byID, drainEnd := group(ops)
+	only := map[string]*perID{}
+	for _, id := range ids {
+		if p := byID[id]; p != nil {
+			only[id] = p
+		}
+	}
+	m := model.ToModel()
+	_, info := porcupine.CheckOperationsVerbose(m, porcupineHistory(only, drainEnd), 0)
+	return porcupine.VisualizePath(m, info, path)
+}
+
+// group sorts ops by id and finds the drain's end (0 without one).
+func group(ops []Op) (map[string]*perID, int64) {
+	byID := map[string]*perID{}
+	var drainEnd int64
+	for _, op := range ops {
+		if op.Kind == DrainEnd {
+			drainEnd = op.Call
+			continue
+		}
+		p := byID[op.ID]
+		if p == nil {
+			p = &perID{}
+			byID[op.ID] = p
+		}
+		switch op.Kind {
+		case Enqueue:
+			p.enqueues = append(p.enqueues, op)
+		case Deliver:
+			p.deliveries = append(p.deliveries, op)
+		case Ack:
+			p.acks = append(p.acks, op)
+		}
+	}
+	return byID, drainEnd
+}
+
+// porcupineHistory is the operations porcupine checks.
+func porcupineHistory(byID map[string]*perID, drainEnd int64) []porcupine.Operation {
 	var history []porcupine.Operation
 	add := func(id string, op Op, in input) {
 		history = append(history, porcupine.Operation{ClientId: op.Client, Input: in, Call: op.Call, Return: op.Return, Metadata: id})
@@ -324,16 +371,5 @@ func notLinearizable(byID map[string]*perID, drainEnd int64) []string {
 		}
 		add(id, Op{Call: drainEnd, Return: drainEnd}, input{final: true, token: heldAtDrain(p.deliveries)})
 	}
-	if porcupine.CheckOperations(m, history) {
-		return nil
-	}
-	// Name the ids: each partition alone.
-	var bad []string
-	for _, part := range m.Partition(history) {
-		if !porcupine.CheckOperations(m, part) {
-			bad = append(bad, part[0].Metadata.(string))
-		}
-	}
-	sort.Strings(bad)
-	return bad
+	return history
 }

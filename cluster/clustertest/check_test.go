@@ -3,6 +3,8 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -193,3 +195,15 @@ func TestDeliverCall(t *testing.T) {
 }
 
 func timeAt(ns int64) time.Time { return time.Unix(0, ns) }
+
+// TestVisualize: a failing id's view is written, an HTML page naming it.
+func TestVisualize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.html")
+	ops := []Op{enq("a", OK, 0, 1), enq("b", OK, 0, 1), dlv("b", "t1", 2, 3), ack("b", "t1", OK, 4, 5), end(10)}
+	require.Equal(t, []string{"a"}, Check(ops).NotLinearizable)
+	require.NoError(t, Visualize(ops, []string{"a"}, path))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "<html")
+	require.Contains(t, string(b), "drain holds nothing")
+}

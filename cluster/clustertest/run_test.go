@@ -133,6 +133,9 @@ func runWorkload(t *testing.T) run {
 	t.Logf("real run: %d enqueues sent, %d ops recorded, %d kills, %d pauses; workload %v, total %v", sent.Load(), len(ops), kills, pauses,
 		workload.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	t.Logf("checker: %s", r)
+	if len(r.NotLinearizable) > 0 {
+		visualize(t, ops, r.NotLinearizable)
+	}
 	return run{ops: ops, kills: kills, pauses: pauses, sent: int(sent.Load()), report: r}
 }
 
@@ -224,4 +227,20 @@ func messageID(ops []Op, id string) string {
 		}
 	}
 	return ""
+}
+
+// visualize writes porcupine's view of the failing ids where it outlives
+// the test, and says where.
+func visualize(t *testing.T, ops []Op, ids []string) {
+	f, err := os.CreateTemp("", "clustertest-*.html")
+	if err != nil {
+		t.Logf("porcupine visualisation: %v", err)
+		return
+	}
+	_ = f.Close()
+	if err := Visualize(ops, ids[:min(len(ids), 20)], f.Name()); err != nil {
+		t.Logf("porcupine visualisation: %v", err)
+		return
+	}
+	t.Logf("porcupine visualisation of %d ids: %s", min(len(ids), 20), f.Name())
 }
