@@ -1,0 +1,246 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/fila-dev/filad/client"
+)
+
+func TestMain(m *testing.M) {
+	code := Main(m)
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// knob reads a CLUSTERTEST_* setting: not FILA_*, so filad never sees it
+// as config.
+func knob(t *testing.T, name string, def uint64) uint64 {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	require.NoError(t, err, "%s=%q", name, v)
+	return n
+}
+
+// run is what one real run leaves: its history and what it did.
+type run struct {
+	ops                 []Op
+	kills, pauses, sent int
+	report              Report
+}
+
+var (
+	realOnce sync.Once
+	realRun  run
+)
+
+// realHistory runs the workload once per test binary against one filad
+// process under the seeded nemesis and returns it, so the mutation test
+// reuses the run instead of paying for another.
+func realHistory(t *testing.T) run {
+	realOnce.Do(func() { realRun = runWorkload(t) })
+	if realRun.ops == nil {
+		t.Fatal("the real run failed (see its test)")
+	}
+	return realRun
+}
+
+// runWorkload: 2 producers and 2 consumers (acking 90%, abandoning the
+// rest to expire) against one filad with sync_writes, while the nemesis
+// kills it with SIGKILL and pauses it with SIGSTOP; then heal, a tail of
+// enqueues with no consumer (so the drain surely has work), the drain,
+// and the check.
+func runWorkload(t *testing.T) run {
+	seed := knob(t, "CLUSTERTEST_SEED", uint64(time.Now().UnixNano()))
+	maxOps := int(knob(t, "CLUSTERTEST_OPS", 1500))
+	kills, pauses := int(knob(t, "CLUSTERTEST_KILLS", 3)), int(knob(t, "CLUSTERTEST_PAUSES", 3))
+	t.Logf("seed %d (CLUSTERTEST_SEED=%d replays the fault schedule); at most %d enqueues; %d kills, %d pauses", seed, seed, maxOps, kills, pauses)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	start := time.Now()
+
+	c := Start(t, Options{Nodes: 1})
+	clients := make([]*client.Client, len(c.Nodes))
+	for i, n := range c.Nodes {
+		cl, err := client.Dial(n.Addr, client.Options{DialOptions: []grpc.DialOption{FastReconnect()}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = cl.Close() })
+		clients[i] = cl
+	}
+	on := func(worker int) *client.Client { return clients[worker%len(clients)] }
+	const queue = "checker"
+	ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
+	require.NoError(t, on(0).CreateQueue(ctx, queue, client.QueueConfig{VisibilityTimeoutMS: 1000}))
+	cancel()
+
+	h := NewHistory()
+	var sent atomic.Int64
+	produceCtx, stopProducers := context.WithCancel(context.Background())
+	consumeCtx, stopConsumers := context.WithCancel(context.Background())
+	defer stopProducers()
+	defer stopConsumers()
+	// Producers wait while more than 64 acknowledged enqueues are not yet
+	// acked, so that most messages go the whole way, not only to the drain.
+	backlog := func(ctx context.Context) {
+		for ctx.Err() == nil && h.Count(Enqueue, OK)-h.Count(Ack, OK) > 64 {
+			pause(ctx)
+		}
+	}
+	var producers, consumers sync.WaitGroup
+	const workers = 2
+	for w := range workers {
+		producers.Go(func() {
+			sent.Add(int64(Produce(produceCtx, on(w), h, queue, w, fmt.Sprintf("p%d", w), maxOps/workers, backlog)))
+		})
+		consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
+		consumers.Go(func() { Consume(consumeCtx, on(w), h, queue, 10+w, consumerRNG, 0.9) })
+	}
+	schedule := Schedule(rng.Uint64(), len(c.Nodes), kills, pauses)
+	nemesisErr := c.Run(context.Background(), schedule, t.Logf)
+	stopProducers()
+	producers.Wait()
+	require.NoError(t, nemesisErr)
+	require.NoError(t, c.Heal())
+	stopConsumers()
+	consumers.Wait()
+	for w := range workers {
+		sent.Add(int64(Produce(context.Background(), on(w), h, queue, w, fmt.Sprintf("tail%d", w), 10, nil)))
+	}
+	workload := time.Since(start)
+
+	drainCtx, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	require.NoError(t, Drain(drainCtx, on(0), h, queue, 100))
+	ops := h.Ops()
+	r := Check(ops)
+	t.Logf("real run: %d enqueues sent, %d ops recorded, %d kills, %d pauses; workload %v, total %v", sent.Load(), len(ops), kills, pauses,
+		workload.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("checker: %s", r)
+	if len(r.NotLinearizable) > 0 {
+		visualize(t, ops, r.NotLinearizable)
+	}
+	return run{ops: ops, kills: kills, pauses: pauses, sent: int(sent.Load()), report: r}
+}
+
+// TestRealRunUnderKillsAndPauses is the checker against a real filad
+// process with sync_writes, killed with SIGKILL and paused with SIGSTOP
+// under load: nothing lost, nothing resurrected, no phantom, every id
+// linearizable. CLUSTERTEST_SEED replays a run; CLUSTERTEST_OPS,
+// CLUSTERTEST_KILLS and CLUSTERTEST_PAUSES make it longer.
+func TestRealRunUnderKillsAndPauses(t *testing.T) {
+	r := realHistory(t).report
+	require.True(t, r.OK(), "%s", r)
+	require.Positive(t, r.EnqueueOK, "the workload enqueued nothing")
+	require.Positive(t, r.AckOK, "the workload acked nothing")
+	require.Positive(t, r.DrainDeliveries, "the drain found nothing, though the tail enqueued with no consumer")
+}
+
+// TestRealRunCanFail proves the real run's verdict can fail: the real
+// history, with one bug injected, must be flagged for that id, and only
+// it. (A SIGKILL with sync_writes off does not lose data, the page cache
+// survives a process kill, so the bug is injected into the history.)
+func TestRealRunCanFail(t *testing.T) {
+	real := realHistory(t)
+	require.True(t, real.report.OK(), "the real run itself failed: %s", real.report)
+	ops := real.ops
+	// An id acknowledged at enqueue and found only by the drain: the tail.
+	var drainedOnly, acked string
+	var ackedAt int64
+	seen := map[string]int{}
+	for _, op := range ops {
+		if op.Kind == Deliver && !op.Drain {
+			seen[op.ID]++
+		}
+	}
+	for _, op := range ops {
+		if op.Kind == Deliver && op.Drain && seen[op.ID] == 0 && drainedOnly == "" {
+			drainedOnly = op.ID
+		}
+		if op.Kind == Ack && op.Outcome == OK && acked == "" {
+			acked, ackedAt = op.ID, op.Return
+		}
+	}
+	require.NotEmpty(t, drainedOnly)
+	require.NotEmpty(t, acked)
+	var end int64
+	for _, op := range ops {
+		if op.Kind == DrainEnd {
+			end = op.Call
+		}
+	}
+
+	for _, tc := range []struct {
+		name   string
+		mutate func([]Op) []Op
+		id     string
+		flags  func(Report) []string
+	}{
+		{"an acked enqueue missing from the drain is lost", func(ops []Op) []Op {
+			var out []Op
+			for _, op := range ops {
+				if !(op.Kind == Deliver && op.ID == drainedOnly) {
+					out = append(out, op)
+				}
+			}
+			return out
+		}, drainedOnly, func(r Report) []string { return r.Lost }},
+		{"a delivery leased after an ok ack returned is a resurrection", func(ops []Op) []Op {
+			return append(ops, Op{Kind: Deliver, ID: acked, Token: "injected", MessageID: messageID(ops, acked), Outcome: OK, Call: ackedAt + 1, Return: ackedAt + 2})
+		}, acked, func(r Report) []string { return r.Resurrected }},
+		{"a delivery nobody sent is a phantom", func(ops []Op) []Op {
+			return append(ops,
+				Op{Kind: Deliver, ID: "injected", Token: "injected", MessageID: "injected", Outcome: OK, Call: end - 2, Return: end - 1},
+				Op{Kind: Ack, ID: "injected", Token: "injected", MessageID: "injected", Outcome: OK, Call: end - 1, Return: end})
+		}, "injected", func(r Report) []string { return r.Phantoms }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Check(tc.mutate(append([]Op(nil), ops...)))
+			require.False(t, r.OK(), "%s", r)
+			require.Equal(t, []string{tc.id}, tc.flags(r), "%s", r)
+			require.Equal(t, []string{tc.id}, r.NotLinearizable, "%s", r)
+		})
+	}
+}
+
+// messageID is the broker's id of the message with payload id.
+func messageID(ops []Op, id string) string {
+	for _, op := range ops {
+		if op.Kind == Deliver && op.ID == id {
+			return op.MessageID
+		}
+	}
+	return ""
+}
+
+// visualize writes porcupine's view of the failing ids where it outlives
+// the test, and says where.
+func visualize(t *testing.T, ops []Op, ids []string) {
+	f, err := os.CreateTemp("", "clustertest-*.html")
+	if err != nil {
+		t.Logf("porcupine visualisation: %v", err)
+		return
+	}
+	_ = f.Close()
+	if err := Visualize(ops, ids[:min(len(ids), 20)], f.Name()); err != nil {
+		t.Logf("porcupine visualisation: %v", err)
+		return
+	}
+	t.Logf("porcupine visualisation of %d ids: %s", min(len(ids), 20), f.Name())
+}
