@@ -1,0 +1,555 @@
+// Package cluster replicates filad's state over etcd-io/raft: a meta
+// group and a fixed number of partition groups, all of a node's groups
+// driven by one goroutine (Driver), their log in the node's badger
+// (cluster/raftlog), their messages over cluster/transport.
+//
+// The design, and why, is docs/architecture.md's "Where the cluster plugs
+// in" and docs/decisions.md's issue-24 sections.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	"github.com/fila-dev/filad/storage"
+)
+
+// LogStore is where the driver keeps its groups' raft logs. Persist must
+// make every update of one loop durable before it returns (one
+// transaction and one sync for all groups: the node's group commit).
+type LogStore interface {
+	// Storage is group's log as raft reads it.
+	Storage(group uint64) raft.Storage
+	// Persist durably saves the updates of one loop, all or none.
+	Persist(updates []LogUpdate) error
+}
+
+// LogUpdate is what one Ready asks to persist for one group.
+type LogUpdate struct {
+	Group     uint64
+	Entries   []*pb.Entry
+	HardState *pb.HardState // nil when unchanged
+	Snapshot  *pb.Snapshot  // nil when none
+}
+
+// Entry is a committed entry as the state machine sees it.
+type Entry struct {
+	Index, Term uint64
+	// Data is what Propose was given.
+	Data []byte
+}
+
+// StateMachine applies committed entries. The driver calls it on its own
+// goroutine, in log order per group; it must be deterministic and must
+// not block on anything the driver does.
+type StateMachine interface {
+	// Apply applies entries, and records the last one's index as group's
+	// applied index atomically with them.
+	Apply(group uint64, entries []Entry) error
+	// Applied is group's applied index as Apply last recorded it: raft
+	// resumes applying after it when the node starts.
+	Applied(group uint64) (uint64, error)
+}
+
+// DriverOptions configures a Driver.
+type DriverOptions struct {
+	// NodeID is this node's raft id (> 0).
+	NodeID uint64
+	// Groups are the groups this node is a member of.
+	Groups []uint64
+	// Peers are the voters a fresh group starts with (this node included);
+	// ignored for a group whose log already holds state.
+	Peers []uint64
+	// Tick is one raft tick; ElectionTicks and HeartbeatTicks count them.
+	Tick                          time.Duration
+	ElectionTicks, HeartbeatTicks int
+	Log                           LogStore
+	Machine                       StateMachine
+	// Send hands messages to the transport; it must not block.
+	Send func(to uint64, msgs []*clusterv1.GroupMessage)
+	// Leading is told when this node becomes a group's leader and has
+	// applied everything committed before its term (the barrier: raft's
+	// empty entry of the term is applied), and when it stops leading
+	// (term 0). On the driver's goroutine: it must not block.
+	Leading func(group, term uint64)
+	Logger  *slog.Logger
+}
+
+// DefaultTick and friends are the raft timing filad runs with: an
+// election after 1 s without a leader, a heartbeat every tick. A loaded
+// 2-core machine can stall a process for hundreds of milliseconds; 1 s
+// keeps that from electing spuriously.
+const (
+	DefaultTick           = 100 * time.Millisecond
+	DefaultElectionTicks  = 10
+	DefaultHeartbeatTicks = 1
+)
+
+// ErrNotLeader: the group's leader is another node (or none is known).
+var ErrNotLeader = errors.New("cluster: not the group's leader")
+
+// NotLeaderError is ErrNotLeader naming the leader this node knows of.
+type NotLeaderError struct {
+	Group, Leader uint64 // Leader 0: none known
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return fmt.Sprintf("cluster: group %d has no leader now", e.Group)
+	}
+	return fmt.Sprintf("cluster: group %d is led by node %d", e.Group, e.Leader)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) hold.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// Driver runs a node's raft groups on one goroutine: one ticker for all,
+// and per loop one Persist of every group's Ready, then the sends, then
+// the applies. It is safe for concurrent use.
+type Driver struct {
+	opts   DriverOptions
+	log    *slog.Logger
+	groups map[uint64]*group
+	// prefix makes this incarnation's proposal ids unique across restarts.
+	prefix uint32
+
+	inbox       chan inbound
+	props       chan *proposal
+	unreachable chan uint64
+	stop, done  chan struct{}
+
+	mu     sync.Mutex
+	status map[uint64]GroupStatus
+	next   uint32 // proposal counter
+}
+
+type group struct {
+	id uint64
+	rn *raft.RawNode
+	// leading is the term this node leads in and has passed the barrier
+	// of; 0 when not leading.
+	leading uint64
+	// waiting are this node's proposals not yet applied, by id.
+	waiting map[uint64]*proposal
+}
+
+type inbound struct {
+	group uint64
+	msg   *pb.Message
+}
+
+type proposal struct {
+	group uint64
+	id    uint64
+	data  []byte // with the id in front
+	term  uint64 // the term it was proposed in
+	done  chan error
+}
+
+// GroupStatus is what a group looks like from this node.
+type GroupStatus struct {
+	Leader, Term uint64
+	// Leading is true once this node leads and passed its term's barrier.
+	Leading bool
+	Applied uint64
+}
+
+// NewDriver starts a driver; Stop it.
+func NewDriver(opts DriverOptions) (*Driver, error) {
+	if opts.NodeID == 0 || opts.Log == nil || opts.Machine == nil || opts.Send == nil {
+		return nil, errors.New("cluster: NodeID, Log, Machine and Send are required")
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = DefaultTick
+	}
+	if opts.ElectionTicks <= 0 {
+		opts.ElectionTicks = DefaultElectionTicks
+	}
+	if opts.HeartbeatTicks <= 0 {
+		opts.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Leading == nil {
+		opts.Leading = func(uint64, uint64) {}
+	}
+	var p [4]byte
+	if _, err := rand.Read(p[:]); err != nil {
+		return nil, err
+	}
+	d := &Driver{
+		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, prefix: binary.BigEndian.Uint32(p[:]),
+		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64),
+		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
+	}
+	peers := make([]raft.Peer, len(opts.Peers))
+	for i, id := range opts.Peers {
+		peers[i] = raft.Peer{ID: id}
+	}
+	for _, gid := range opts.Groups {
+		st := opts.Log.Storage(gid)
+		applied, err := opts.Machine.Applied(gid)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
+		}
+		rn, err := raft.NewRawNode(&raft.Config{
+			ID: opts.NodeID, ElectionTick: opts.ElectionTicks, HeartbeatTick: opts.HeartbeatTicks,
+			Storage: st, Applied: applied,
+			MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, MaxUncommittedEntriesSize: 64 << 20,
+			CheckQuorum: true, PreVote: true,
+			Logger: raftLogger{opts.Logger.With(slog.Uint64("group", gid))},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
+		}
+		hs, _, err := st.InitialState()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
+		}
+		if raft.IsEmptyHardState(hs) && len(peers) > 0 {
+			if err := rn.Bootstrap(peers); err != nil {
+				return nil, fmt.Errorf("cluster: bootstrap group %d: %w", gid, err)
+			}
+		}
+		d.groups[gid] = &group{id: gid, rn: rn, waiting: map[uint64]*proposal{}}
+	}
+	go d.run()
+	return d, nil
+}
+
+// Step hands a message from the transport to its group. It never blocks:
+// when the driver is behind, the message is dropped, as a congested link
+// would drop it, and raft resends.
+func (d *Driver) Step(msgs []*clusterv1.GroupMessage) {
+	for _, gm := range msgs {
+		m := &pb.Message{}
+		if err := proto.Unmarshal(gm.GetMessage(), m); err != nil {
+			d.log.Warn("raft message dropped: it does not decode", slog.Uint64("group", gm.GetGroup()), slog.Any("error", err))
+			continue
+		}
+		select {
+		case d.inbox <- inbound{group: gm.GetGroup(), msg: m}:
+		default:
+		}
+	}
+}
+
+// Unreachable tells the groups that sending to peer failed.
+func (d *Driver) Unreachable(peer uint64) {
+	select {
+	case d.unreachable <- peer:
+	default:
+	}
+}
+
+// Propose appends data to group's log and waits until this node has
+// applied it. It fails with a *NotLeaderError when this node does not lead
+// the group (nothing was proposed), and with storage.ErrOutcomeUnknown
+// when it stopped leading, or ctx ended, after proposing: the entry may
+// still commit under the next leader.
+func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
+	st, ok := d.Status(group)
+	switch {
+	case !ok:
+		return fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
+	case !st.Leading:
+		return &NotLeaderError{Group: group, Leader: st.Leader}
+	}
+	d.mu.Lock()
+	d.next++
+	id := uint64(d.prefix)<<32 | uint64(d.next)
+	d.mu.Unlock()
+	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: make(chan error, 1)}
+	p.data = append(p.data, data...)
+	select {
+	case d.props <- p:
+	case <-ctx.Done():
+		return ctx.Err() // not proposed
+	case <-d.stop:
+		return storage.ErrClosed
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", storage.ErrOutcomeUnknown, ctx.Err())
+	case <-d.done:
+		return storage.ErrOutcomeUnknown
+	}
+}
+
+// Status is group's state as this node last saw it.
+func (d *Driver) Status(group uint64) (GroupStatus, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, ok := d.status[group]
+	if !ok {
+		_, ok = d.groups[group]
+	}
+	return st, ok
+}
+
+// Stop ends the driver; proposals waiting end with ErrOutcomeUnknown.
+func (d *Driver) Stop() {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	<-d.done
+}
+
+func (d *Driver) run() {
+	defer close(d.done)
+	defer d.failWaiting(storage.ErrOutcomeUnknown)
+	t := time.NewTicker(d.opts.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			for _, g := range d.groups {
+				g.rn.Tick()
+			}
+		case in := <-d.inbox:
+			d.step(in)
+			for n := 0; n < 4096; n++ { // what else arrived: one Ready for all of it
+				select {
+				case in := <-d.inbox:
+					d.step(in)
+					continue
+				default:
+				}
+				break
+			}
+		case p := <-d.props:
+			d.propose(p)
+			for n := 0; n < 4096; n++ {
+				select {
+				case p := <-d.props:
+					d.propose(p)
+					continue
+				default:
+				}
+				break
+			}
+		case peer := <-d.unreachable:
+			for _, g := range d.groups {
+				g.rn.ReportUnreachable(peer)
+			}
+		}
+		if err := d.ready(); err != nil {
+			// The log could not be made durable: nothing of this loop may
+			// be sent or applied. A node that cannot write its log must
+			// stop taking part; its peers carry on without it.
+			d.log.Error("raft log write failed; the node stops its raft groups", slog.Any("error", err))
+			return
+		}
+	}
+}
+
+func (d *Driver) step(in inbound) {
+	if g := d.groups[in.group]; g != nil {
+		_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
+	}
+}
+
+func (d *Driver) propose(p *proposal) {
+	g := d.groups[p.group]
+	if g.leading == 0 {
+		p.done <- &NotLeaderError{Group: p.group, Leader: g.rn.BasicStatus().Lead}
+		return
+	}
+	if err := g.rn.Propose(p.data); err != nil {
+		p.done <- fmt.Errorf("%w: %w", ErrNotLeader, err) // dropped: not appended
+		return
+	}
+	p.term = g.leading
+	g.waiting[p.id] = p
+}
+
+// ready does one loop's work for every group that has some: persist all,
+// then send, then apply, then advance.
+func (d *Driver) ready() error {
+	type pending struct {
+		g  *group
+		rd raft.Ready
+	}
+	var rds []pending
+	var updates []LogUpdate
+	for _, g := range d.groups {
+		if !g.rn.HasReady() {
+			continue
+		}
+		rd := g.rn.Ready()
+		rds = append(rds, pending{g, rd})
+		u := LogUpdate{Group: g.id, Entries: rd.Entries}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			u.HardState = rd.HardState
+		}
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			u.Snapshot = rd.Snapshot
+		}
+		if u.Entries != nil || u.HardState != nil || u.Snapshot != nil {
+			updates = append(updates, u)
+		}
+	}
+	if len(rds) == 0 {
+		return nil
+	}
+	if len(updates) > 0 {
+		if err := d.opts.Log.Persist(updates); err != nil {
+			return err
+		}
+	}
+	for _, p := range rds {
+		d.send(p.g.id, p.rd.Messages)
+	}
+	for _, p := range rds {
+		if err := d.apply(p.g, p.rd.CommittedEntries); err != nil {
+			return err
+		}
+		p.g.rn.Advance(p.rd)
+		d.observe(p.g)
+	}
+	return nil
+}
+
+// send groups messages by peer.
+func (d *Driver) send(group uint64, msgs []*pb.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	by := map[uint64][]*clusterv1.GroupMessage{}
+	for _, m := range msgs {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			d.log.Error("raft message dropped: it does not encode", slog.Any("error", err))
+			continue
+		}
+		by[m.GetTo()] = append(by[m.GetTo()], &clusterv1.GroupMessage{Group: group, Message: b})
+	}
+	for to, ms := range by {
+		d.opts.Send(to, ms)
+	}
+}
+
+func (d *Driver) apply(g *group, committed []*pb.Entry) error {
+	if len(committed) == 0 {
+		return nil
+	}
+	entries := make([]Entry, 0, len(committed))
+	var mine []uint64
+	barrier := false
+	for _, e := range committed {
+		switch e.GetType() {
+		case pb.EntryType_EntryNormal:
+			data := e.GetData()
+			if len(data) == 0 {
+				// The empty entry a leader appends at the start of its
+				// term: once it is applied, so is everything before it.
+				if st := g.rn.BasicStatus(); st.RaftState == raft.StateLeader && e.GetTerm() == st.GetTerm() {
+					barrier = true
+				}
+				continue
+			}
+			if len(data) < 8 {
+				return fmt.Errorf("cluster: group %d entry %d: %d bytes, no proposal id", g.id, e.GetIndex(), len(data))
+			}
+			entries = append(entries, Entry{Index: e.GetIndex(), Term: e.GetTerm(), Data: data[8:]})
+			mine = append(mine, binary.BigEndian.Uint64(data))
+		case pb.EntryType_EntryConfChange:
+			cc := &pb.ConfChange{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
+			}
+			g.rn.ApplyConfChange(cc)
+		case pb.EntryType_EntryConfChangeV2:
+			cc := &pb.ConfChangeV2{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
+			}
+			g.rn.ApplyConfChange(cc)
+		}
+	}
+	if len(entries) > 0 {
+		if err := d.opts.Machine.Apply(g.id, entries); err != nil {
+			return fmt.Errorf("cluster: apply group %d: %w", g.id, err)
+		}
+	}
+	for _, id := range mine {
+		if p := g.waiting[id]; p != nil {
+			delete(g.waiting, id)
+			p.done <- nil
+		}
+	}
+	if barrier {
+		st := g.rn.BasicStatus()
+		g.leading = st.GetTerm()
+		d.opts.Leading(g.id, st.GetTerm())
+	}
+	d.mu.Lock()
+	s := d.status[g.id]
+	s.Applied = committed[len(committed)-1].GetIndex()
+	d.status[g.id] = s
+	d.mu.Unlock()
+	return nil
+}
+
+// observe notes leader changes: a node that stopped leading tells Leading
+// and fails its waiting proposals as unknown (they may still commit).
+func (d *Driver) observe(g *group) {
+	st := g.rn.BasicStatus()
+	if g.leading != 0 && (st.RaftState != raft.StateLeader || st.GetTerm() != g.leading) {
+		g.leading = 0
+		for id, p := range g.waiting {
+			delete(g.waiting, id)
+			p.done <- storage.ErrOutcomeUnknown
+		}
+		d.opts.Leading(g.id, 0)
+	}
+	d.mu.Lock()
+	s := d.status[g.id]
+	s.Leader, s.Term, s.Leading = st.Lead, st.GetTerm(), g.leading != 0
+	d.status[g.id] = s
+	d.mu.Unlock()
+}
+
+func (d *Driver) failWaiting(err error) {
+	for _, g := range d.groups {
+		for id, p := range g.waiting {
+			delete(g.waiting, id)
+			p.done <- err
+		}
+	}
+}
+
+// raftLogger sends etcd raft's log to slog: its Info is chatty (every
+// vote), so it goes to DEBUG; warnings and errors stay what they are.
+type raftLogger struct{ l *slog.Logger }
+
+func (r raftLogger) Debug(v ...any)              { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Debugf(f string, v ...any)   { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Info(v ...any)               { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Infof(f string, v ...any)    { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Warning(v ...any)            { r.l.Warn(fmt.Sprint(v...)) }
+func (r raftLogger) Warningf(f string, v ...any) { r.l.Warn(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Error(v ...any)              { r.l.Error(fmt.Sprint(v...)) }
+func (r raftLogger) Errorf(f string, v ...any)   { r.l.Error(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Fatal(v ...any)              { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(f string, v ...any)   { r.Fatal(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Panic(v ...any)              { panic(fmt.Sprint(v...)) }
+func (r raftLogger) Panicf(f string, v ...any)   { panic(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,329 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3"
+
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	"github.com/fila-dev/filad/storage"
+)
+
+// patience bounds the wait for an event that must come: it fails a test
+// only on a broken machine, never decides a healthy one.
+const patience = 90 * time.Second
+
+// memLog is a LogStore in memory; it survives its driver, as a disk does.
+type memLog struct {
+	mu sync.Mutex
+	st map[uint64]*raft.MemoryStorage
+}
+
+func (l *memLog) Storage(group uint64) raft.Storage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.st[group] == nil {
+		l.st[group] = raft.NewMemoryStorage()
+	}
+	return l.st[group]
+}
+
+func (l *memLog) Persist(updates []LogUpdate) error {
+	for _, u := range updates {
+		st := l.Storage(u.Group).(*raft.MemoryStorage)
+		if u.Snapshot != nil {
+			if err := st.ApplySnapshot(u.Snapshot); err != nil {
+				return err
+			}
+		}
+		if u.HardState != nil {
+			if err := st.SetHardState(u.HardState); err != nil {
+				return err
+			}
+		}
+		if err := st.Append(u.Entries); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listMachine records what it applied, per group; it survives its driver.
+type listMachine struct {
+	mu      sync.Mutex
+	applied map[uint64][]string
+	index   map[uint64]uint64
+}
+
+func (m *listMachine) Apply(group uint64, entries []Entry) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range entries {
+		if e.Index <= m.index[group] {
+			return fmt.Errorf("entry %d applied again (applied %d)", e.Index, m.index[group])
+		}
+		m.applied[group] = append(m.applied[group], string(e.Data))
+		m.index[group] = e.Index
+	}
+	return nil
+}
+
+func (m *listMachine) Applied(group uint64) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.index[group], nil
+}
+
+func (m *listMachine) list(group uint64) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.applied[group])
+}
+
+// testCluster is n drivers on an in-process network that can cut nodes off.
+type testCluster struct {
+	t      *testing.T
+	groups []uint64
+	peers  []uint64
+	mu     sync.Mutex
+	nodes  map[uint64]*Driver
+	cut    map[uint64]bool
+	logs   map[uint64]*memLog
+	sms    map[uint64]*listMachine
+}
+
+func newTestCluster(t *testing.T, n int, groups ...uint64) *testCluster {
+	c := &testCluster{t: t, groups: groups, nodes: map[uint64]*Driver{}, cut: map[uint64]bool{},
+		logs: map[uint64]*memLog{}, sms: map[uint64]*listMachine{}}
+	for id := uint64(1); id <= uint64(n); id++ {
+		c.peers = append(c.peers, id)
+		c.logs[id] = &memLog{st: map[uint64]*raft.MemoryStorage{}}
+		c.sms[id] = &listMachine{applied: map[uint64][]string{}, index: map[uint64]uint64{}}
+	}
+	for _, id := range c.peers {
+		c.start(id)
+	}
+	t.Cleanup(func() {
+		for _, id := range c.peers {
+			c.kill(id)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(id uint64) {
+	d, err := NewDriver(DriverOptions{
+		NodeID: id, Groups: c.groups, Peers: c.peers,
+		Tick: 20 * time.Millisecond, ElectionTicks: 10,
+		Log: c.logs[id], Machine: c.sms[id],
+		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
+			c.mu.Lock()
+			dst, down := c.nodes[to], c.cut[id] || c.cut[to]
+			c.mu.Unlock()
+			if dst != nil && !down {
+				dst.Step(msgs)
+			}
+		},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[id] = d
+	c.mu.Unlock()
+}
+
+// kill stops a node as kill -9 would; its log and state machine stay.
+func (c *testCluster) kill(id uint64) {
+	c.mu.Lock()
+	d := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if d != nil {
+		d.Stop()
+	}
+}
+
+func (c *testCluster) isolate(id uint64, off bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut[id] = off
+}
+
+func (c *testCluster) node(id uint64) *Driver {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// leader waits for a node other than not to lead group past its barrier.
+func (c *testCluster) leader(group, not uint64) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for time.Now().Before(deadline) {
+		for _, id := range c.peers {
+			if d := c.node(id); d != nil && id != not {
+				if st, _ := d.Status(group); st.Leading {
+					return id
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // polls raft's status; the outcome is the status's
+	}
+	c.t.Fatalf("group %d has no leader", group)
+	return 0
+}
+
+// put proposes v to group until a leader acknowledges it, as a client
+// retrying would: an unknown outcome may leave a duplicate.
+func (c *testCluster) put(group uint64, v string) {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for time.Now().Before(deadline) {
+		d := c.node(c.leader(group, 0))
+		if d == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := d.Propose(ctx, group, []byte(v))
+		cancel()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, storage.ErrOutcomeUnknown) && !errors.Is(err, storage.ErrClosed) {
+			c.t.Fatalf("propose %s to group %d: %v", v, group, err)
+		}
+	}
+	c.t.Fatalf("put %s to group %d: never acknowledged", v, group)
+}
+
+// converged waits until every node applied the same list in group, one
+// holding every value of want (in want's order, duplicates aside).
+func (c *testCluster) converged(group uint64, want []string) []string {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		lists := map[uint64][]string{}
+		for _, id := range c.peers {
+			lists[id] = c.sms[id].list(group)
+		}
+		same := true
+		for _, id := range c.peers[1:] {
+			same = same && slices.Equal(lists[id], lists[c.peers[0]])
+		}
+		if same && containsInOrder(lists[c.peers[0]], want) {
+			return lists[c.peers[0]]
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("group %d did not converge: %v", group, lists)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// containsInOrder: want is a subsequence of got.
+func containsInOrder(got, want []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+func TestGroupsElectAndReplicateInOrder(t *testing.T) {
+	c := newTestCluster(t, 3, 1, 2, 3, 4)
+	want := map[uint64][]string{}
+	for i := range 30 {
+		for _, g := range c.groups {
+			v := fmt.Sprintf("g%d-%d", g, i)
+			c.put(g, v)
+			want[g] = append(want[g], v)
+		}
+	}
+	for _, g := range c.groups {
+		c.converged(g, want[g])
+	}
+}
+
+func TestProposeAtAFollowerNamesTheLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	leader := c.leader(1, 0)
+	follower := c.peers[0]
+	if follower == leader {
+		follower = c.peers[1]
+	}
+	err := c.node(follower).Propose(context.Background(), 1, []byte("x"))
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) || !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("propose at a follower: %v, want a NotLeaderError", err)
+	}
+	// The follower may not have heard of a new leader yet; a leader it
+	// names is the one it follows.
+	if nl.Leader != 0 && nl.Leader != leader {
+		if st, _ := c.node(follower).Status(1); st.Leader != nl.Leader {
+			t.Fatalf("named leader %d, its status says %d", nl.Leader, st.Leader)
+		}
+	}
+	if err := c.node(leader).Propose(context.Background(), 9, []byte("x")); err == nil || errors.Is(err, ErrNotLeader) {
+		t.Fatalf("propose to a group the node is not in: %v", err)
+	}
+}
+
+// A leader killed mid-run: another is elected, nothing acknowledged is
+// lost, and the killed node catches up from the log once back.
+func TestLeaderKillLosesNothingAcknowledged(t *testing.T) {
+	c := newTestCluster(t, 3, 1, 2)
+	var want []string
+	for i := range 20 {
+		v := fmt.Sprintf("before-%d", i)
+		c.put(1, v)
+		want = append(want, v)
+	}
+	old := c.leader(1, 0)
+	c.kill(old)
+	next := c.leader(1, old)
+	if next == old {
+		t.Fatalf("the killed node %d still leads", old)
+	}
+	for i := range 20 {
+		v := fmt.Sprintf("after-%d", i)
+		c.put(1, v)
+		want = append(want, v)
+	}
+	c.start(old)
+	got := c.converged(1, want)
+	t.Logf("group 1: %d entries applied on each node (%d acknowledged), leader %d → %d", len(got), len(want), old, next)
+}
+
+// A leader cut off from its peers steps down (CheckQuorum), and what it
+// was waiting for ends as an unknown outcome, not as a failure: the entry
+// may still commit under the next leader.
+func TestLostLeadershipIsAnUnknownOutcome(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	leader := c.leader(1, 0)
+	c.isolate(leader, true)
+	err := c.node(leader).Propose(context.Background(), 1, []byte("cut off"))
+	if !errors.Is(err, storage.ErrOutcomeUnknown) && !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("propose at an isolated leader: %v, want an unknown outcome (or not leader, had it stepped down first)", err)
+	}
+	c.isolate(leader, false)
+	c.put(1, "healed")
+	c.converged(1, []string{"healed"})
+}
+
+func TestDriverOptionsAreRequired(t *testing.T) {
+	if _, err := NewDriver(DriverOptions{NodeID: 1}); err == nil {
+		t.Fatal("a driver without a log, machine and transport started")
+	}
+}

@@ -1,0 +1,350 @@
+// Package transport carries raft messages between the nodes of a filad
+// cluster over gRPC on the internal port (fila.cluster.v1.Raft).
+//
+// Raft tolerates lost messages and retransmits what matters, so the
+// transport is built to never hold the raft driver up: Send only queues,
+// and drops when a peer's queue is full or the peer is unreachable. Each
+// peer has one goroutine that keeps one stream open to it, sends what is
+// queued in batches, and reconnects with backoff when the stream breaks.
+// The messages of one stream arrive in the order they were sent.
+//
+// Faults (drop the links to or from a peer) are compiled in, so that the
+// process-level cluster tests can partition real nodes without iptables;
+// a node turns them on only when its config asks for a control address.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+)
+
+// Options configures a Transport.
+type Options struct {
+	// NodeID is this node's id (> 0).
+	NodeID uint64
+	// Deliver receives the messages a peer sent, on that peer's stream's
+	// goroutine, in the order sent. It must not block for long: the stream
+	// waits for it.
+	Deliver func(from uint64, msgs []*clusterv1.GroupMessage)
+	// Dial opens a connection to a peer's internal address (TLS, if any, is
+	// its business). Required.
+	Dial func(addr string) (*grpc.ClientConn, error)
+	// Unreachable, if set, is told when sending to a peer failed, so the
+	// raft driver can report the peer unreachable to its groups. It is
+	// called on the peer's goroutine and must not block.
+	Unreachable func(peer uint64)
+	// QueueLen bounds the messages waiting for one peer; Send drops past it.
+	// DefaultQueueLen when 0.
+	QueueLen int
+	// MaxBatch bounds the messages of one send. DefaultMaxBatch when 0.
+	MaxBatch int
+	// Faults, if set, drops what its rules say.
+	Faults *Faults
+	// Logger is slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultQueueLen = 4096
+	DefaultMaxBatch = 256
+	// backoffMin and backoffMax bound the wait between two connection
+	// attempts to a peer that is down: short enough that a restarted node
+	// hears its group within an election timeout (1 s in filad's
+	// defaults), long enough that a dead one costs nearly nothing.
+	backoffMin = 20 * time.Millisecond
+	backoffMax = 500 * time.Millisecond
+)
+
+// Transport sends raft messages to peers and serves theirs. It is safe for
+// concurrent use.
+type Transport struct {
+	clusterv1.UnimplementedRaftServer
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	peers  map[uint64]*peer
+	closed bool
+	wg     sync.WaitGroup
+
+	// received counts messages delivered; refused those dropped on
+	// arrival by a fault rule.
+	received, refused atomic.Uint64
+}
+
+// New returns a Transport; Register it on the internal gRPC server and
+// SetPeer each peer.
+func New(opts Options) (*Transport, error) {
+	switch {
+	case opts.NodeID == 0:
+		return nil, errors.New("transport: NodeID must be > 0")
+	case opts.Deliver == nil || opts.Dial == nil:
+		return nil, errors.New("transport: Deliver and Dial are required")
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = DefaultQueueLen
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Transport{opts: opts, log: opts.Logger, peers: map[uint64]*peer{}}, nil
+}
+
+// Register serves fila.cluster.v1.Raft on g.
+func (t *Transport) Register(g *grpc.Server) { clusterv1.RegisterRaftServer(g, t) }
+
+// SetPeer adds peer id at addr, or moves it there (its stream reconnects).
+func (t *Transport) SetPeer(id uint64, addr string) error {
+	if id == 0 || id == t.opts.NodeID {
+		return fmt.Errorf("transport: peer id %d is not another node's", id)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("transport: closed")
+	}
+	if p := t.peers[id]; p != nil {
+		if p.addr == addr {
+			return nil
+		}
+		p.stop()
+	}
+	p := &peer{id: id, addr: addr, t: t, queue: make(chan *clusterv1.GroupMessage, t.opts.QueueLen), done: make(chan struct{})}
+	t.peers[id] = p
+	t.wg.Add(1)
+	go p.run()
+	return nil
+}
+
+// RemovePeer stops sending to peer id; what was queued for it is dropped.
+func (t *Transport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.peers[id]; p != nil {
+		p.stop()
+		delete(t.peers, id)
+	}
+}
+
+// Send queues msgs for peer to and never blocks. It reports how many were
+// queued: the rest were dropped (the peer is unknown, its queue is full,
+// or a fault rule cuts the link).
+func (t *Transport) Send(to uint64, msgs ...*clusterv1.GroupMessage) int {
+	t.mu.Lock()
+	p := t.peers[to]
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	if !t.opts.Faults.allows(t.opts.NodeID, to) {
+		p.dropped.Add(uint64(len(msgs)))
+		return 0
+	}
+	for i, m := range msgs {
+		select {
+		case p.queue <- m:
+		default:
+			p.dropped.Add(uint64(len(msgs) - i))
+			return i
+		}
+	}
+	return len(msgs)
+}
+
+// Close stops every peer's stream; Deliver is not called once it returns,
+// except by streams the gRPC server still serves (stop it first).
+func (t *Transport) Close() {
+	t.mu.Lock()
+	t.closed = true
+	for id, p := range t.peers {
+		p.stop()
+		delete(t.peers, id)
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// PeerStats is what was sent to one peer so far.
+type PeerStats struct {
+	// Sent counts messages written to a stream; Dropped those lost before
+	// (a full queue, a fault, a broken stream).
+	Sent, Dropped uint64
+	// Connected is whether a stream to the peer is open now.
+	Connected bool
+}
+
+// Stats reports each peer's counts.
+func (t *Transport) Stats() map[uint64]PeerStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[uint64]PeerStats, len(t.peers))
+	for id, p := range t.peers {
+		out[id] = PeerStats{Sent: p.sent.Load(), Dropped: p.dropped.Load(), Connected: p.connected.Load()}
+	}
+	return out
+}
+
+// Received reports the messages delivered from peers, and those a fault
+// rule refused on arrival.
+func (t *Transport) Received() (delivered, refused uint64) {
+	return t.received.Load(), t.refused.Load()
+}
+
+// Stream implements clusterv1.RaftServer: it delivers one peer's batches.
+func (t *Transport) Stream(s clusterv1.Raft_StreamServer) error {
+	for {
+		b, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if b.GetTo() != t.opts.NodeID {
+			return status.Errorf(codes.FailedPrecondition, "raft batch for node %d reached node %d", b.GetTo(), t.opts.NodeID)
+		}
+		if !t.opts.Faults.allows(b.GetFrom(), t.opts.NodeID) {
+			t.refused.Add(uint64(len(b.GetMessages())))
+			continue
+		}
+		t.received.Add(uint64(len(b.GetMessages())))
+		t.opts.Deliver(b.GetFrom(), b.GetMessages())
+	}
+}
+
+// peer is one peer's queue and the goroutine that streams it.
+type peer struct {
+	id    uint64
+	addr  string
+	t     *Transport
+	queue chan *clusterv1.GroupMessage
+	done  chan struct{}
+	once  sync.Once
+
+	sent, dropped atomic.Uint64
+	connected     atomic.Bool
+}
+
+func (p *peer) stop() { p.once.Do(func() { close(p.done) }) }
+
+// run keeps a stream to the peer open, reconnecting with backoff. The
+// connection lives as long as the peer: gRPC redials it underneath.
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	conn, err := p.t.opts.Dial(p.addr)
+	if err != nil {
+		p.t.log.Error("raft peer address refused", slog.Uint64("peer", p.id), slog.String("addr", p.addr), slog.Any("error", err))
+		return
+	}
+	defer conn.Close()
+	client := clusterv1.NewRaftClient(conn)
+	backoff := backoffMin
+	for {
+		sent, err := p.stream(client)
+		p.connected.Store(false)
+		if err == nil {
+			return // stopped
+		}
+		if p.t.opts.Unreachable != nil {
+			p.t.opts.Unreachable(p.id)
+		}
+		p.t.log.Debug("raft stream to peer broke", slog.Uint64("peer", p.id), slog.String("addr", p.addr), slog.Any("error", err))
+		if sent {
+			backoff = backoffMin // it was up: it may be back soon
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, backoffMax)
+	}
+}
+
+// stream sends the queue on one stream until it breaks (an error) or the
+// peer is stopped (nil). sent reports whether any batch went out.
+func (p *peer) stream(client clusterv1.RaftClient) (sent bool, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel() // a stream blocked in Send or connecting ends too
+		case <-ctx.Done():
+		}
+	}()
+	s, err := client.Stream(ctx)
+	if err != nil {
+		return false, p.stoppedOr(err)
+	}
+	// The receiver never sends: Recv returns when it ends the stream (a
+	// refusal, a restart), which a sender with nothing to send would
+	// otherwise learn only at its next Send.
+	ended := make(chan error, 1)
+	go func() {
+		_, err := s.Recv()
+		ended <- err
+	}()
+	batch := &clusterv1.RaftBatch{From: p.t.opts.NodeID, To: p.id}
+	for {
+		var first *clusterv1.GroupMessage
+		select {
+		case <-p.done:
+			_ = s.CloseSend()
+			return sent, nil
+		case err := <-ended:
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("the peer ended the stream")
+			}
+			return sent, p.stoppedOr(err)
+		case first = <-p.queue:
+		}
+		batch.Messages = append(batch.Messages[:0], first)
+	more:
+		for len(batch.Messages) < p.t.opts.MaxBatch {
+			select {
+			case m := <-p.queue:
+				batch.Messages = append(batch.Messages, m)
+			default:
+				break more
+			}
+		}
+		if err := s.Send(batch); err != nil {
+			p.dropped.Add(uint64(len(batch.Messages)))
+			if rerr := <-ended; rerr != nil && !errors.Is(rerr, io.EOF) {
+				err = rerr // the receiver's reason says more than EOF
+			}
+			return sent, p.stoppedOr(err)
+		}
+		sent = true
+		p.sent.Add(uint64(len(batch.Messages)))
+		p.connected.Store(true)
+	}
+}
+
+// stoppedOr is nil once the peer is stopped (err is then the stream's
+// cancellation), else err.
+func (p *peer) stoppedOr(err error) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+		return err
+	}
+}

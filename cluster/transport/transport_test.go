@@ -1,0 +1,283 @@
+package transport
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+)
+
+// patience bounds how long a test waits for an event that must come; it
+// only fails a test on a broken machine, never decides a healthy one.
+const patience = 60 * time.Second
+
+// node is one transport with its own gRPC server on a loopback port.
+type node struct {
+	t           *Transport
+	addr        string
+	srv         *grpc.Server
+	got         chan arrival
+	unreachable chan uint64
+}
+
+type arrival struct {
+	from uint64
+	msg  *clusterv1.GroupMessage
+}
+
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// startNode serves a transport for id on lis (a new loopback port when nil).
+func startNode(t *testing.T, id uint64, lis net.Listener, opts Options) *node {
+	t.Helper()
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := &node{addr: lis.Addr().String(), got: make(chan arrival, 1<<16), unreachable: make(chan uint64, 1<<10)}
+	opts.NodeID, opts.Dial = id, dial
+	opts.Deliver = func(from uint64, msgs []*clusterv1.GroupMessage) {
+		for _, m := range msgs {
+			n.got <- arrival{from, m}
+		}
+	}
+	opts.Unreachable = func(peer uint64) {
+		select {
+		case n.unreachable <- peer:
+		default:
+		}
+	}
+	tr, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.t, n.srv = tr, grpc.NewServer()
+	tr.Register(n.srv)
+	go func() { _ = n.srv.Serve(lis) }()
+	t.Cleanup(func() { n.srv.Stop(); tr.Close() })
+	return n
+}
+
+func msg(group uint64, i int) *clusterv1.GroupMessage {
+	return &clusterv1.GroupMessage{Group: group, Message: []byte(strconv.Itoa(i))}
+}
+
+// next waits for n's next arrival.
+func (n *node) next(t *testing.T) arrival {
+	t.Helper()
+	select {
+	case a := <-n.got:
+		return a
+	case <-time.After(patience):
+		t.Fatal("no message arrived")
+		return arrival{}
+	}
+}
+
+// expect waits for count arrivals from from, numbered first.. in order.
+func (n *node) expect(t *testing.T, from uint64, first, count int) {
+	t.Helper()
+	for i := first; i < first+count; i++ {
+		a := n.next(t)
+		if a.from != from || string(a.msg.GetMessage()) != strconv.Itoa(i) {
+			t.Fatalf("arrival %d: got %q from %d, want %d from %d", i-first, a.msg.GetMessage(), a.from, i, from)
+		}
+	}
+}
+
+func TestMessagesArriveInOrderFromTheirSender(t *testing.T) {
+	n1, n2, n3 := startNode(t, 1, nil, Options{}), startNode(t, 2, nil, Options{}), startNode(t, 3, nil, Options{})
+	for _, p := range []*node{n2, n3} {
+		if err := n1.t.SetPeer(map[*node]uint64{n2: 2, n3: 3}[p], p.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const count = 1000 // under DefaultQueueLen: nothing may be dropped
+	for i := range count {
+		for _, to := range []uint64{2, 3} {
+			if q := n1.t.Send(to, msg(uint64(i%3), i)); q != 1 {
+				t.Fatalf("Send %d to %d queued %d", i, to, q)
+			}
+		}
+	}
+	n2.expect(t, 1, 0, count)
+	n3.expect(t, 1, 0, count)
+	if d, r := n2.t.Received(); d != count || r != 0 {
+		t.Errorf("node 2 received %d, refused %d; want %d, 0", d, r, count)
+	}
+}
+
+// A peer that does not answer must not hold the sender up: Send queues up
+// to QueueLen and drops the rest at once, and what was queued goes out, in
+// order, once the peer serves.
+func TestSendNeverBlocksOnASilentPeer(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0") // accepts, says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	const queueLen = 64
+	n1 := startNode(t, 1, nil, Options{QueueLen: queueLen})
+	if err := n1.t.SetPeer(2, lis.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	queued := 0
+	for i := range 10 * queueLen {
+		queued += n1.t.Send(2, msg(1, i))
+	}
+	if queued != queueLen {
+		t.Fatalf("queued %d of %d for a silent peer, want the queue's %d", queued, 10*queueLen, queueLen)
+	}
+	if st := n1.t.Stats()[2]; st.Dropped != 9*queueLen || st.Sent != 0 {
+		t.Fatalf("stats %+v, want %d dropped, none sent", st, 9*queueLen)
+	}
+	n2 := startNode(t, 2, lis, Options{}) // now it serves
+	n2.expect(t, 1, 0, queueLen)
+}
+
+func TestFaultsCutALink(t *testing.T) {
+	f1, f2 := &Faults{}, &Faults{}
+	n1, n2 := startNode(t, 1, nil, Options{Faults: f1}), startNode(t, 2, nil, Options{Faults: f2})
+	if err := n1.t.SetPeer(2, n2.addr); err != nil {
+		t.Fatal(err)
+	}
+
+	f1.Cut(2, Outgoing)
+	if q := n1.t.Send(2, msg(1, 0), msg(1, 1)); q != 0 {
+		t.Fatalf("a cut link queued %d", q)
+	}
+	if st := n1.t.Stats()[2]; st.Dropped != 2 {
+		t.Fatalf("stats %+v, want 2 dropped", st)
+	}
+	f1.Heal()
+
+	f2.Cut(1, Incoming)
+	for i := 2; i < 12; i++ {
+		n1.t.Send(2, msg(1, i))
+	}
+	deadline := time.Now().Add(patience)
+	for _, refused := n2.t.Received(); refused < 10; _, refused = n2.t.Received() {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2 refused %d of 10 messages from a cut peer", refused)
+		}
+		time.Sleep(time.Millisecond) // polls a counter; the outcome is the counter's
+	}
+	f2.Heal()
+	n1.t.Send(2, msg(1, 12))
+	n2.expect(t, 1, 12, 1) // the first to arrive: nothing cut came through
+}
+
+// A batch meant for another node is refused, and the sender hears that the
+// peer it meant is unreachable.
+func TestMisroutedBatchIsRefused(t *testing.T) {
+	n1, n2 := startNode(t, 1, nil, Options{}), startNode(t, 2, nil, Options{})
+	if err := n1.t.SetPeer(3, n2.addr); err != nil { // node 3's address is node 2's
+		t.Fatal(err)
+	}
+	n1.t.Send(3, msg(1, 0))
+	select {
+	case peer := <-n1.unreachable:
+		if peer != 3 {
+			t.Fatalf("unreachable %d, want 3", peer)
+		}
+	case <-time.After(patience):
+		t.Fatal("the sender was never told")
+	}
+	if d, _ := n2.t.Received(); d != 0 {
+		t.Fatalf("node 2 took %d messages meant for node 3", d)
+	}
+}
+
+// A restarted peer hears its senders again without anyone reconfiguring.
+func TestReconnectsToARestartedPeer(t *testing.T) {
+	n1, n2 := startNode(t, 1, nil, Options{}), startNode(t, 2, nil, Options{})
+	if err := n1.t.SetPeer(2, n2.addr); err != nil {
+		t.Fatal(err)
+	}
+	n1.t.Send(2, msg(1, 0))
+	n2.expect(t, 1, 0, 1)
+	n2.srv.Stop()
+	lis, err := net.Listen("tcp", n2.addr)
+	if err != nil {
+		t.Fatalf("port %s not free again once its server stopped: %v", n2.addr, err)
+	}
+	n2b := startNode(t, 2, lis, Options{})
+	// Messages sent while the old stream breaks may be lost (raft resends):
+	// send until one arrives.
+	deadline := time.Now().Add(patience)
+	for i := 1; ; i++ {
+		n1.t.Send(2, msg(1, i))
+		select {
+		case a := <-n2b.got:
+			if a.from != 1 {
+				t.Fatalf("arrival from %d", a.from)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no message reached the restarted peer")
+		}
+	}
+}
+
+func TestPeerIDs(t *testing.T) {
+	n1 := startNode(t, 1, nil, Options{})
+	for _, id := range []uint64{0, 1} {
+		if err := n1.t.SetPeer(id, "127.0.0.1:1"); err == nil {
+			t.Errorf("SetPeer(%d) accepted", id)
+		}
+	}
+	if _, err := New(Options{Deliver: func(uint64, []*clusterv1.GroupMessage) {}, Dial: dial}); err == nil {
+		t.Error("New without a NodeID accepted")
+	}
+	if q := n1.t.Send(9, msg(1, 0)); q != 0 {
+		t.Errorf("Send to an unknown peer queued %d", q)
+	}
+}
+
+func TestControlHandler(t *testing.T) {
+	f := &Faults{}
+	srv := httptest.NewServer(f.ControlHandler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		path     string
+		code     int
+		from, to uint64 // a link to check afterwards
+		allowed  bool
+	}{
+		{"/cut?peer=2&dir=out", http.StatusOK, 1, 2, false},
+		{"/heal", http.StatusOK, 1, 2, true},
+		{"/cut?peer=3&dir=in", http.StatusOK, 3, 1, false},
+		{"/cut?peer=3&dir=in", http.StatusOK, 1, 3, true},
+		{"/cut?peer=4", http.StatusOK, 4, 1, false},
+		{"/cut?peer=0", http.StatusBadRequest, 1, 2, true},
+		{"/cut?peer=x", http.StatusBadRequest, 1, 2, true},
+		{"/cut?peer=2&dir=sideways", http.StatusBadRequest, 1, 2, true},
+	} {
+		resp, err := http.Post(srv.URL+tc.path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: status %d, want %d", tc.path, resp.StatusCode, tc.code)
+		}
+		if got := f.allows(tc.from, tc.to); got != tc.allowed {
+			t.Errorf("after %s: %d→%d allowed %v, want %v", tc.path, tc.from, tc.to, got, tc.allowed)
+		}
+	}
+	if (*Faults)(nil).allows(1, 2) != true {
+		t.Error("nil Faults cut a link")
+	}
+}
