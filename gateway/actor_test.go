@@ -28,7 +28,7 @@ func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 
 	// A limit of 0 refuses whatever the depth; one far above what an idle
 	// queue holds (at most its own start-up reading) admits.
-	g := &gatewayActor{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
+	g := &translator{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
 	_, _, err = g.translate(&call{req: &filav1.EnqueueRequest{Queue: "busy"}})
 	require.ErrorIs(t, err, actors.ErrOverloaded)
 	require.ErrorContains(t, err, "requests waiting (limit 0)")
