@@ -8,15 +8,42 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// QueueRef is how the gateway reaches a queue actor without asking the
-// broker: its PID, and the depth of its mailbox for admission control.
+// QueueRef is how the gateway reaches a queue without asking the broker:
+// where the queue lives, its actor's PID, and the depth of its mailbox for
+// admission control. A QueueRef does not change once it is in the
+// Directory; a queue that moves gets a new one.
 type QueueRef struct {
 	// Name is the queue's name.
 	Name string
-	// PID is the queue actor; it stays the same across supervisor restarts.
+	// Location is where the queue's actor runs; the zero Location is this
+	// node, the only one a single node knows.
+	Location Location
+	// PID is the queue actor when Location is local; it stays the same
+	// across supervisor restarts.
 	PID     *actor.PID
 	mailbox *mailboxDepth
 }
+
+// Location is where a queue is served, as this node knows it. The zero
+// value is local: this node runs the queue's actor. In a cluster the queue
+// lives in a partition group whose leader runs the actor, and a node that
+// is not that leader records what it knows of it: the leader's node, its
+// client address, and the term in which that was learned, so that a newer
+// term's news replaces an older one (docs/architecture.md, "Routing").
+type Location struct {
+	// Node is the id of the other node that leads the queue's partition;
+	// "" when this node runs the queue's actor.
+	Node string
+	// LeaderAddr is that node's client address (host:port), "" when not
+	// known; a non-leader's refusal names it (NotLeaderError) so that a
+	// client can go there.
+	LeaderAddr string
+	// Term is the leadership term Node and LeaderAddr are from; 0 when local.
+	Term uint64
+}
+
+// Local reports whether this node runs the queue's actor.
+func (l Location) Local() bool { return l.Node == "" }
 
 // MailboxDepth is the number of messages posted to the queue actor and not
 // yet taken by it.

@@ -64,3 +64,28 @@ func (e *worded) Unwrap() error { return e.kind }
 func errorOf(kind error, format string, a ...any) error {
 	return &worded{kind: kind, msg: fmt.Sprintf(format, a...)}
 }
+// ErrNotLeader: this node does not lead the queue's partition, so it may not
+// decide for the queue; the call is to be retried at the leader. Errors that
+// know the leader are a *NotLeaderError, which matches ErrNotLeader with
+// errors.Is. Nothing returns it on a single node: every queue is local.
+var ErrNotLeader = errors.New("not the leader of the queue")
+
+// NotLeaderError is ErrNotLeader naming the queue and, when this node knows
+// it, the client address of the node that leads the queue now.
+type NotLeaderError struct {
+	// Queue is the queue the call named.
+	Queue string
+	// LeaderAddr is the leader's client address (host:port), "" when not
+	// known (an election is under way, or no leader has been heard of).
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderAddr == "" {
+		return fmt.Sprintf("%v %q; its leader is not known yet", ErrNotLeader, e.Queue)
+	}
+	return fmt.Sprintf("%v %q; its leader is at %s", ErrNotLeader, e.Queue, e.LeaderAddr)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) hold.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

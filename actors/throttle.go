@@ -57,12 +57,18 @@ func ParseThrottle(v string) (rate float64, burst int, err error) {
 }
 
 // Throttles are the token buckets of the throttle keys, shared by every
-// queue (a provider's rate limit holds whatever queue its messages come
-// from). Rates come from the runtime config store, read on each use, so a
-// change, a removal or a restart applies without any other signal. It is
-// safe for concurrent use: one lock, taken only for messages that carry
-// throttle keys, so that taking a token from each of a message's keys is
-// all or nothing.
+// queue of this node (a provider's rate limit holds whatever queue its
+// messages come from). Rates come from the runtime config store, read on
+// each use, so a change, a removal or a restart applies without any other
+// signal. It is safe for concurrent use: one lock, taken only for messages
+// that carry throttle keys, so that taking a token from each of a message's
+// keys is all or nothing.
+//
+// The buckets are node-local state, never replicated: a rate holds per
+// node, which is the whole broker on a single node. In a cluster a token is
+// taken where deliveries are decided, on the queue's partition leader, so
+// a rate holds per partition leader (docs/decisions.md, issue 23); the
+// tokens start full on a new leader, as they do after a restart.
 type Throttles struct {
 	config  *RuntimeConfig
 	mu      sync.Mutex

@@ -14,20 +14,18 @@ import (
 	"github.com/fila-dev/filad/scripting"
 )
 
-// call is one gRPC request on its way to the actors. The caller's span
-// context travels in the envelope header, and the gateway actor forwards it
-// in the envelope of the message it makes.
+// call is one gRPC request on its way to the actors.
 type call struct {
 	req any
 	// consumer is set for Consume calls: the stream's delivery buffer.
 	consumer *actors.Consumer
 }
 
-// gatewayActor turns calls into actor messages: it validates, resolves the
-// queue, applies admission control, and forwards to the queue actor (or the
-// broker) with the caller as sender, so the reply goes straight back. It keeps
-// no state, so a pool of them serves calls in parallel.
-type gatewayActor struct {
+// translator turns calls into actor messages on the calling goroutine: it
+// validates, resolves the queue's route, applies admission control, and
+// names the actor (a queue actor or the broker) the message goes to. It
+// keeps no state, so one value serves every call at once.
+type translator struct {
 	dir        *actors.Directory
 	broker     *actor.PID
 	maxPayload int
@@ -40,33 +38,20 @@ type gatewayActor struct {
 	log *slog.Logger
 }
 
-// Receive implements actor.Actor.
-func (g *gatewayActor) Receive(ctx actor.Context) {
-	c, ok := ctx.Message().(*call)
-	if !ok {
-		return
-	}
+// target is translate with a panic turned into the call's error: a bug in
+// translating one request fails that request at once (INTERNAL) instead of
+// taking the process down with it.
+func (g *translator) target(c *call) (pid *actor.PID, msg any, err error) {
 	defer func() {
-		// A bug in translating one request fails that request at once
-		// (INTERNAL) instead of leaving its caller waiting for the timeout.
 		if r := recover(); r != nil {
 			g.log.Error("gateway: request translation panicked", slog.String("request", fmt.Sprintf("%T", c.req)), slog.Any("panic", r))
-			ctx.Respond(fmt.Errorf("gateway: internal error translating %T", c.req))
+			pid, msg, err = nil, nil, fmt.Errorf("gateway: internal error translating %T", c.req)
 		}
 	}()
-	target, msg, err := g.translate(c)
-	if err != nil {
-		ctx.Respond(err)
-		return
-	}
-	var header map[string]string
-	if h := ctx.MessageHeader(); h != nil && h.Length() > 0 {
-		header = h.ToMap()
-	}
-	ctx.Send(target, &actor.MessageEnvelope{Header: header, Message: msg, Sender: ctx.Sender()})
+	return g.translate(c)
 }
 
-func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
+func (g *translator) translate(c *call) (*actor.PID, any, error) {
 	switch r := c.req.(type) {
 	case *filav1.EnqueueRequest:
 		ref, err := g.queue("queue", r.GetQueue())
@@ -187,8 +172,12 @@ func (g *gatewayActor) translate(c *call) (*actor.PID, any, error) {
 	return nil, nil, fmt.Errorf("gateway: unexpected request %T", c.req)
 }
 
-// queue validates a queue name and finds its actor.
-func (g *gatewayActor) queue(field, name string) (*actors.QueueRef, error) {
+// queue validates a queue name and resolves its route: name → QueueRef →
+// Location. It is the one place a call learns where its queue lives. A
+// queue led by another node is refused with that node's address (Fila's
+// redirect); a cluster's proxy for unary calls (docs/architecture.md,
+// "Routing") replaces that refusal here.
+func (g *translator) queue(field, name string) (*actors.QueueRef, error) {
 	if err := validateQueueName(field, name); err != nil {
 		return nil, err
 	}
@@ -196,10 +185,13 @@ func (g *gatewayActor) queue(field, name string) (*actors.QueueRef, error) {
 	if ref == nil {
 		return nil, actors.QueueNotFound(name)
 	}
+	if loc := ref.Location; !loc.Local() {
+		return nil, &actors.NotLeaderError{Queue: name, LeaderAddr: loc.LeaderAddr}
+	}
 	return ref, nil
 }
 
-func (g *gatewayActor) settleTarget(queue, id, leaseID string) (*actors.QueueRef, error) {
+func (g *translator) settleTarget(queue, id, leaseID string) (*actors.QueueRef, error) {
 	if err := validateQueueName("queue", queue); err != nil {
 		return nil, err
 	}

@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -28,7 +31,7 @@ func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 
 	// A limit of 0 refuses whatever the depth; one far above what an idle
 	// queue holds (at most its own start-up reading) admits.
-	g := &gatewayActor{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
+	g := &translator{dir: sys.Directory(), maxPayload: 1024, maxMailbox: 0}
 	_, _, err = g.translate(&call{req: &filav1.EnqueueRequest{Queue: "busy"}})
 	require.ErrorIs(t, err, actors.ErrOverloaded)
 	require.ErrorContains(t, err, "requests waiting (limit 0)")
@@ -39,4 +42,18 @@ func TestTranslateRefusesOverloadedQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ref.PID, pid)
 	require.IsType(t, &actors.Enqueue{}, msg)
+}
+
+// TestTargetTurnsPanicIntoError: a bug in translating one request (here a
+// translator without a directory) fails that request with an error naming
+// the request type, which toStatus makes INTERNAL, and leaves the caller's
+// goroutine running.
+func TestTargetTurnsPanicIntoError(t *testing.T) {
+	t.Parallel()
+	g := &translator{log: slog.New(slog.DiscardHandler)}
+	pid, msg, err := g.target(&call{req: &filav1.EnqueueRequest{Queue: "q"}})
+	require.Nil(t, pid)
+	require.Nil(t, msg)
+	require.EqualError(t, err, "gateway: internal error translating *filav1.EnqueueRequest")
+	require.Equal(t, codes.Internal, status.Code(toStatus(err)))
 }

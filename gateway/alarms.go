@@ -24,7 +24,7 @@ const (
 var AlarmNames = [numAlarms]string{AlarmDisk: "disk", AlarmMemory: "memory"}
 
 // Alarms is the alarms' state: written by the resource monitor, read by
-// every gateway actor without locks. The zero value has none raised.
+// every call's translation without locks. The zero value has none raised.
 type Alarms struct {
 	reasons [numAlarms]atomic.Pointer[string]
 }

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/auth"
@@ -348,35 +350,40 @@ func on(action auth.Action, queues ...string) []need {
 	return out
 }
 
-// required is what a request needs. Key.Allows decides a dead-letter
-// queue's rights by its source's, so nothing here names that rule.
+// required is what a request needs: its entry in permissions, or, for a
+// request not there (none of filad's, which TestEveryMethodHasPermission
+// holds), admin on the whole broker, the safe default.
 func required(req any) []need {
-	switch r := req.(type) {
-	case *filav1.EnqueueRequest:
-		return on(auth.Produce, r.GetQueue())
-	case *filav1.EnqueueBatchRequest:
-		return on(auth.Produce, queuesOf(r.GetMessages())...)
-	case *filav1.ConsumeRequest:
-		return on(auth.Consume, r.GetQueue())
-	case *filav1.AckRequest:
-		return on(auth.Consume, r.GetQueue())
-	case *filav1.NackRequest:
-		return on(auth.Consume, r.GetQueue())
-	case *filav1.ExtendRequest:
-		return on(auth.Consume, r.GetQueue())
-	case *filav1.AckBatchRequest:
-		return on(auth.Consume, queuesOf(r.GetAcks())...)
-	case *filav1.NackBatchRequest:
-		return on(auth.Consume, queuesOf(r.GetNacks())...)
-	case *filav1.CreateQueueRequest:
-		return on(auth.Admin, r.GetName())
-	case *filav1.DeleteQueueRequest:
-		return on(auth.Admin, r.GetQueue())
-	case *filav1.UpdateQueueRequest:
-		return on(auth.Admin, r.GetName())
-	case *filav1.GetStatsRequest:
-		return on(auth.Admin, r.GetQueue())
-	case *filav1.RedriveRequest:
+	if m, ok := req.(proto.Message); ok {
+		if needs := permissions[m.ProtoReflect().Descriptor().FullName()]; needs != nil {
+			return needs(m)
+		}
+	}
+	return on(auth.Admin, "")
+}
+
+// permissions is what each RPC needs, by the full name of its request
+// message: every RPC of the services filad serves has its own request
+// type and an entry here (TestEveryMethodHasPermission walks the
+// registered services' descriptors to keep it so). Key.Allows decides a
+// dead-letter queue's rights by its source's, so nothing here names that
+// rule.
+var permissions = byRequest(
+	// FilaService: the hot path.
+	rule(func(r *filav1.EnqueueRequest) []need { return on(auth.Produce, r.GetQueue()) }),
+	rule(func(r *filav1.EnqueueBatchRequest) []need { return on(auth.Produce, queuesOf(r.GetMessages())...) }),
+	rule(func(r *filav1.ConsumeRequest) []need { return on(auth.Consume, r.GetQueue()) }),
+	rule(func(r *filav1.AckRequest) []need { return on(auth.Consume, r.GetQueue()) }),
+	rule(func(r *filav1.NackRequest) []need { return on(auth.Consume, r.GetQueue()) }),
+	rule(func(r *filav1.ExtendRequest) []need { return on(auth.Consume, r.GetQueue()) }),
+	rule(func(r *filav1.AckBatchRequest) []need { return on(auth.Consume, queuesOf(r.GetAcks())...) }),
+	rule(func(r *filav1.NackBatchRequest) []need { return on(auth.Consume, queuesOf(r.GetNacks())...) }),
+	// FilaAdmin, on one queue.
+	rule(func(r *filav1.CreateQueueRequest) []need { return on(auth.Admin, r.GetName()) }),
+	rule(func(r *filav1.DeleteQueueRequest) []need { return on(auth.Admin, r.GetQueue()) }),
+	rule(func(r *filav1.UpdateQueueRequest) []need { return on(auth.Admin, r.GetName()) }),
+	rule(func(r *filav1.GetStatsRequest) []need { return on(auth.Admin, r.GetQueue()) }),
+	rule(func(r *filav1.RedriveRequest) []need {
 		// Redrive moves a DLQ's messages into its source queue (the name
 		// without ".dlq"): admin on the DLQ, and produce where they land.
 		// A name that is no DLQ's is refused by the queue (INVALID_ARGUMENT)
@@ -387,13 +394,48 @@ func required(req any) []need {
 			needs = append(needs, need{auth.Produce, target})
 		}
 		return needs
-	case *filav1.PeekRequest:
-		return on(auth.Admin, r.GetQueue())
-	case *filav1.PurgeQueueRequest:
-		return on(auth.Admin, r.GetQueue())
+	}),
+	rule(func(r *filav1.PeekRequest) []need { return on(auth.Admin, r.GetQueue()) }),
+	rule(func(r *filav1.PurgeQueueRequest) []need { return on(auth.Admin, r.GetQueue()) }),
+	// FilaAdmin on the whole broker: the queue list, the config store, the
+	// keys and their ACLs, the backup.
+	rule(broker[*filav1.ListQueuesRequest]),
+	rule(broker[*filav1.SetConfigRequest]),
+	rule(broker[*filav1.GetConfigRequest]),
+	rule(broker[*filav1.ListConfigRequest]),
+	rule(broker[*filav1.CreateApiKeyRequest]),
+	rule(broker[*filav1.RevokeApiKeyRequest]),
+	rule(broker[*filav1.ListApiKeysRequest]),
+	rule(broker[*filav1.SetAclRequest]),
+	rule(broker[*filav1.GetAclRequest]),
+	rule(broker[*filav1.BackupRequest]),
+)
+
+// permission is one entry of permissions: a request type and its needs.
+type permission struct {
+	request protoreflect.FullName
+	needs   func(proto.Message) []need
+}
+
+// rule is the permission of requests of type R.
+func rule[R proto.Message](needs func(R) []need) permission {
+	var zero R // a nil message still describes its type
+	return permission{zero.ProtoReflect().Descriptor().FullName(), func(m proto.Message) []need { return needs(m.(R)) }}
+}
+
+// broker is admin on the whole broker, whatever the request.
+func broker[R any](R) []need { return on(auth.Admin, "") }
+
+// byRequest indexes ps by request type; a type given twice is a bug.
+func byRequest(ps ...permission) map[protoreflect.FullName]func(proto.Message) []need {
+	m := make(map[protoreflect.FullName]func(proto.Message) []need, len(ps))
+	for _, p := range ps {
+		if m[p.request] != nil {
+			panic("gateway: two permissions for " + p.request)
+		}
+		m[p.request] = p.needs
 	}
-	// ListQueues, the config store and the keys: the whole broker.
-	return on(auth.Admin, "")
+	return m
 }
 
 // queuesOf is the queue each item of a batch names.

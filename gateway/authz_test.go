@@ -4,6 +4,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/auth"
@@ -44,5 +48,54 @@ func TestRequired(t *testing.T) {
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, required(tt.req), tt.name)
+	}
+}
+
+// TestEveryMethodHasPermission: every method of every service the gateway
+// registers is exempt from keys (health, reflection) or has its own entry
+// in permissions, so that a new RPC cannot silently fall to required's
+// default; and every entry is some method's, so none is left behind when
+// an RPC goes.
+func TestEveryMethodHasPermission(t *testing.T) {
+	t.Parallel()
+	g := grpc.NewServer()
+	(&Server{health: health.NewServer()}).Register(g)
+	byInput := map[protoreflect.FullName]string{} // request type → its method
+	services := g.GetServiceInfo()
+	require.Contains(t, services, filav1.FilaService_ServiceDesc.ServiceName)
+	require.Contains(t, services, filav1.FilaAdmin_ServiceDesc.ServiceName)
+	for name, info := range services {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+		require.NoError(t, err, "service %s has no descriptor", name)
+		sd, ok := d.(protoreflect.ServiceDescriptor)
+		require.True(t, ok, "%s is not a service", name)
+		for _, m := range info.Methods {
+			method := "/" + name + "/" + m.Name
+			if exempt(method) {
+				continue
+			}
+			md := sd.Methods().ByName(protoreflect.Name(m.Name))
+			require.NotNil(t, md, "%s: no descriptor", method)
+			in := md.Input().FullName()
+			require.Contains(t, permissions, in, "%s: no entry for %s in gateway/authz.go's permissions", method, in)
+			other, dup := byInput[in]
+			require.False(t, dup, "%s and %s share the request type %s: give each RPC its own, so that each has its own permission", method, other, in)
+			byInput[in] = method
+		}
+	}
+	for in := range permissions {
+		require.Contains(t, byInput, in, "permissions has an entry for %s, which no registered method takes", in)
+	}
+}
+
+// TestRequiredDefault: a message with no entry needs admin on the whole
+// broker, the safe side.
+func TestRequiredDefault(t *testing.T) {
+	t.Parallel()
+	for _, req := range []any{&filav1.ConsumeResponse{}, "not a message", nil} {
+		require.Equal(t, on(auth.Admin, ""), required(req), "%T", req)
+	}
+	for _, req := range []any{&filav1.BackupRequest{}, &filav1.SetAclRequest{}, &filav1.SetConfigRequest{Key: "throttle.x"}} {
+		require.Equal(t, on(auth.Admin, ""), required(req), "%T", req)
 	}
 }

@@ -45,7 +45,7 @@ func split[T any](s *Server, reqs []any, stop bool, convert func(any) T, fail fu
 	var parts []*part[T]
 	byPID := map[string]*part[T]{}
 	for i, req := range reqs {
-		pid, msg, err := s.batches.translate(&call{req: req})
+		pid, msg, err := s.translator.translate(&call{req: req})
 		if err != nil {
 			fail(i, err)
 			if stop {

@@ -25,13 +25,15 @@ import (
 // the interceptors below then answer INVALID_ARGUMENT naming it before any
 // handler runs. Nothing else about decoding changes.
 
-// ServerOptions are the grpc.Server options that make request decoding
-// errors name their field: the codec and its interceptors.
+// ServerOptions are the grpc.Server options the gateway's services need:
+// the codec and interceptors that make request decoding errors name their
+// field, and the interceptors that put the leader's address in the
+// trailers of a call refused by a non-leader (status.go).
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(utf8Codec{encoding.GetCodecV2("proto")}),
-		grpc.ChainUnaryInterceptor(rejectInvalidUTF8Unary),
-		grpc.ChainStreamInterceptor(rejectInvalidUTF8Stream),
+		grpc.ChainUnaryInterceptor(rejectInvalidUTF8Unary, leaderHintUnary),
+		grpc.ChainStreamInterceptor(rejectInvalidUTF8Stream, leaderHintStream),
 	}
 }
 

@@ -1,8 +1,8 @@
 // Package gateway is filad's gRPC face: it serves fila.v1.FilaService and
 // fila.v1.FilaAdmin, the gRPC health service and server reflection. Each
-// call becomes an actor message through a pool of gateway actors, with the
-// call's W3C span context in the envelope header; the queue actor answers
-// the caller directly.
+// call is translated on its handler's goroutine into an actor message and
+// asked of the queue actor (or the broker) it routes to, with the call's
+// context and its W3C span context in the envelope header.
 package gateway
 
 import (
@@ -12,12 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/router"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,8 +26,8 @@ import (
 )
 
 // Options configures a Server. The configured values have no defaults
-// here (config.Defaults is their one home): all but PoolSize and Logger are
-// required.
+// here (config.Defaults is their one home): all but Alarms, Auth, Backup
+// and Logger are required.
 type Options struct {
 	// System is the running actor tree.
 	System *actors.System
@@ -50,8 +47,6 @@ type Options struct {
 	// Auth, when set, is the authorizer in front of the services; revoking
 	// a key ends its streams through it.
 	Auth *Authorizer
-	// PoolSize is the number of gateway actors. 2 × GOMAXPROCS when 0.
-	PoolSize int
 	// Backup writes a consistent snapshot of the store (the Backup RPC);
 	// nil answers UNIMPLEMENTED.
 	Backup func(io.Writer) error
@@ -66,7 +61,6 @@ func (o Options) validate() (Options, error) {
 	case o.MaxMessageBytes < 1, o.MaxMailbox < 1, o.DefaultMaxInFlight < 1, o.MaxBatchItems < 1, o.MaxBatchBytes < 1:
 		return o, fmt.Errorf("gateway: incomplete Options %+v (build them from config)", o)
 	}
-	o.PoolSize = cmp.Or(o.PoolSize, 2*runtime.GOMAXPROCS(0))
 	o.Logger = cmp.Or(o.Logger, slog.Default())
 	return o, nil
 }
@@ -78,23 +72,23 @@ type Server struct {
 
 	opts    Options
 	sys     *actors.System
-	pool    *actor.PID
 	health  *health.Server
 	closing atomic.Bool
-	batches *gatewayActor
+	// translator turns every call (and each item of a batch) into its actor
+	// message.
+	translator *translator
 	// keysMu orders the changes to API keys (keys.go).
 	keysMu sync.Mutex
 }
 
-// New starts the gateway actor pool.
+// New returns a Server for opts.System.
 func New(opts Options) (*Server, error) {
 	opts, err := opts.validate()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, sys: opts.System, health: health.NewServer()}
-	newTranslator := func() *gatewayActor {
-		return &gatewayActor{
+	return &Server{opts: opts, sys: opts.System, health: health.NewServer(),
+		translator: &translator{
 			dir:           opts.System.Directory(),
 			broker:        opts.System.Broker(),
 			maxPayload:    opts.MaxMessageBytes,
@@ -103,21 +97,7 @@ func New(opts Options) (*Server, error) {
 			queueDefaults: opts.System.DefaultQueue(),
 			lua:           opts.System.LuaLimits(),
 			log:           opts.Logger,
-		}
-	}
-	// Batch calls translate their items on the calling goroutine (a gateway
-	// actor keeps no state, so one value serves them all) and ask each queue
-	// they touch once.
-	s.batches = newTranslator()
-	props := router.NewRoundRobinPool(opts.PoolSize, actor.WithProducer(func() actor.Actor {
-		return newTranslator()
-	}))
-	pool, err := opts.System.SpawnNamed(props, "gateway")
-	if err != nil {
-		return nil, err
-	}
-	s.pool = pool
-	return s, nil
+		}}, nil
 }
 
 // Register adds the fila.v1 services, health and reflection to g.
@@ -142,16 +122,25 @@ func (s *Server) BeginShutdown(ctx context.Context) {
 	}
 }
 
-// Close stops the gateway actors; call it after the gRPC server has stopped.
-func (s *Server) Close() { s.sys.StopActor(s.pool) }
+// Close is the last step of a stop, after the gRPC server has stopped. The
+// gateway owns no actors or connections today, so it releases nothing; the
+// pooled connections a cluster proxies over will close here.
+func (s *Server) Close() {}
 
-// ask sends a call through the gateway pool with ctx's span context in the
-// envelope header and returns the reply, or the call's error as a status.
+// ask translates a call and asks the actor it routes to, bounded by ctx,
+// with ctx's span context in the envelope header; it returns the reply, or
+// the call's error as a status. The handler's goroutine does the
+// translating: a stateless hop through an actor would add a mailbox and a
+// goroutine switch to every call (docs/decisions.md).
 func (s *Server) ask(ctx context.Context, c *call) (any, error) {
 	if s.closing.Load() {
 		return nil, toStatus(actors.ErrShuttingDown)
 	}
-	res, err := s.sys.Ask(ctx, s.pool, telemetry.InjectHeaders(ctx), c)
+	pid, msg, err := s.translator.target(c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := s.sys.Ask(ctx, pid, telemetry.InjectHeaders(ctx), msg)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -6,7 +6,9 @@ import (
 	"syscall"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
@@ -36,10 +38,67 @@ func toStatus(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, actors.ErrShuttingDown), errors.Is(err, actor.ErrTimeout):
 		code = codes.Unavailable
+	case errors.Is(err, actors.ErrNotLeader):
+		// Retryable, at the leader: a client that finds LeaderHintMetadata
+		// on the response goes there.
+		var nl *actors.NotLeaderError
+		if errors.As(err, &nl) && nl.LeaderAddr != "" {
+			return &leaderHint{status.New(codes.Unavailable, err.Error()), nl.LeaderAddr}
+		}
+		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	}
 	return status.Error(code, err.Error())
+}
+
+// LeaderHintMetadata is the response metadata key naming the client address
+// of the queue's leader on an UNAVAILABLE from a node that is not the
+// leader (actors.NotLeaderError). It is Fila's convention: Fila's server
+// puts it in the metadata of its error status, which gRPC sends as
+// trailers, and Fila's clients read it from the trailers of the failed call
+// or stream (docs/decisions.md).
+const LeaderHintMetadata = "x-fila-leader-addr"
+
+// leaderHint is the UNAVAILABLE status of a NotLeaderError that knows the
+// leader, keeping the leader's address for the interceptors that put it
+// in the call's trailers.
+type leaderHint struct {
+	st   *status.Status
+	addr string
+}
+
+func (h *leaderHint) Error() string { return h.st.Err().Error() }
+
+// GRPCStatus makes gRPC (and status.FromError) see the status.
+func (h *leaderHint) GRPCStatus() *status.Status { return h.st }
+
+// hintOf is the trailer metadata a handler's error asks for: the leader's
+// address of a leaderHint, nil for any other error.
+func hintOf(err error) metadata.MD {
+	var h *leaderHint
+	if !errors.As(err, &h) {
+		return nil
+	}
+	return metadata.Pairs(LeaderHintMetadata, h.addr)
+}
+
+// leaderHintUnary puts a refused call's leader address in its trailers.
+func leaderHintUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if md := hintOf(err); md != nil {
+		_ = grpc.SetTrailer(ctx, md) // fails only when the call is already over
+	}
+	return resp, err
+}
+
+// leaderHintStream puts a refused stream's leader address in its trailers.
+func leaderHintStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	if md := hintOf(err); md != nil {
+		ss.SetTrailer(md)
+	}
+	return err
 }
