@@ -64,6 +64,7 @@ func (e *worded) Unwrap() error { return e.kind }
 func errorOf(kind error, format string, a ...any) error {
 	return &worded{kind: kind, msg: fmt.Sprintf(format, a...)}
 }
+
 // ErrNotLeader: this node does not lead the queue's partition, so it may not
 // decide for the queue; the call is to be retried at the leader. Errors that
 // know the leader are a *NotLeaderError, which matches ErrNotLeader with
