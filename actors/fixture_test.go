@@ -2,8 +2,10 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,8 +23,37 @@ import (
 // by itself one second after the last dead letter (requests to a deleted
 // queue's actor make some); these tests finish sooner than that.
 func TestMain(m *testing.M) {
+	checkEachStep = recordViolation
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// violations are the invariant failures queue actors reported since the
+// last takeViolations: every queue actor of these tests checks its memory
+// after each message it handles (checkInvariants), and each fixture fails
+// its test if any was reported while it ran.
+var violations struct {
+	sync.Mutex
+	found []string
+}
+
+func recordViolation(queue string, msg any, err error) {
+	if err == nil {
+		return
+	}
+	violations.Lock()
+	defer violations.Unlock()
+	if len(violations.found) < 10 {
+		violations.found = append(violations.found, fmt.Sprintf("queue %s after %T: %v", queue, msg, err))
+	}
+}
+
+func takeViolations() []string {
+	violations.Lock()
+	defer violations.Unlock()
+	found := violations.found
+	violations.found = nil
+	return found
 }
 
 // waitFor bounds every wait in these tests; none should come near it.
@@ -67,7 +98,12 @@ func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture 
 	sys, err := Start(opts)
 	require.NoError(t, err)
 	f.sys = sys
-	t.Cleanup(f.stop)
+	t.Cleanup(func() {
+		f.stop()
+		for _, v := range takeViolations() {
+			t.Errorf("invariant broken: %s", v)
+		}
+	})
 	return f
 }
 

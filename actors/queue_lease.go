@@ -97,11 +97,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 			break // every key's next message is throttled: the timer retries
 		}
 		q.fair.delivered(key, weight)
-		m.leased, m.leasedAt, m.expiresAt, m.consumer = true, now, expires, s.c.id
-		m.leaseGen++
-		m.leaseID = q.leaseIDs.next()
-		q.leased++
-		q.expiries.push(expiry{at: expires, id: m.id, gen: m.leaseGen})
+		q.applyLease(m, now, expires, q.leaseIDs.next(), s.c.id)
 		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
 		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
@@ -125,19 +121,6 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	q.count(telemetry.Redelivered, redelivered)
 	q.armTimer(ctx)
 	q.changed(ctx)
-}
-
-// unlease ends m's lease and gives its consumer the slot back.
-func (q *queueActor) unlease(m *message) {
-	m.leased = false
-	q.leased--
-	for _, s := range q.consumers {
-		if s.c.id == m.consumer {
-			s.credit++
-			break
-		}
-	}
-	m.consumer = 0
 }
 
 // nextConsumer returns the next consumer with credit and buffer room after
@@ -174,7 +157,7 @@ func (q *queueActor) tick(ctx actor.Context) {
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()
 		m := q.msgs[e.id]
-		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
+		if m == nil || m.state != stateLeased || m.leaseGen != e.gen {
 			continue // settled or leased again since
 		}
 		if m.expiresAt.After(now) {
@@ -184,7 +167,9 @@ func (q *queueActor) tick(ctx actor.Context) {
 			q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
 			continue
 		}
-		q.unlease(m)
+		// failExpired ends the lease: until then, another entry of the
+		// same lease (see transition) must not find it.
+		m.leaseGen++
 		endDelivery(m, "expired")
 		expired = append(expired, m)
 	}
@@ -254,9 +239,9 @@ func (q *queueActor) heldLease(id, leaseID string) (*message, error) {
 	switch {
 	case m == nil:
 		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
-	case leaseID != "" && (!m.leased || m.leaseID != leaseID):
+	case leaseID != "" && (m.state != stateLeased && m.state != stateSettling || m.leaseID != leaseID):
 		return nil, fmt.Errorf("%w: lease_id %s of message_id %s is no longer held", ErrLeaseExpired, leaseID, id)
-	case !m.leased || m.settling:
+	case m.state != stateLeased:
 		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
 	}
 	return m, nil
@@ -280,7 +265,7 @@ func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 	rec.ExpiresAtUnixMs = expires.UnixMilli()
 	var b storage.Batch
 	b.PutLease(q.cfg.Name, m.id, rec)
-	d := &extendDone{id: m.id, leaseID: m.leaseID, expiresAt: expires, sender: ctx.Sender()}
+	d := &extendDone{id: m.id, leaseID: m.leaseID, expiresAt: expires, epoch: q.epoch, sender: ctx.Sender()}
 	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
 		d.err = err
 		return d
@@ -293,7 +278,7 @@ func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
 		return
 	}
 	m := q.msgs[d.id]
-	if m == nil || !m.leased || m.leaseID != d.leaseID {
+	if m == nil || (m.state != stateLeased && m.state != stateSettling) || m.leaseID != d.leaseID {
 		// Settled or expired while the write was on its way: the extension
 		// came too late, and the record it wrote is stale (a lease record
 		// without its lease is dropped on recovery).

@@ -48,7 +48,7 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRe
 		items[i] = q.prepareEnqueue(parent, req, &b)
 		refused = stopAtRefusal && items[i].err != nil
 	}
-	d := &enqueueDone{items: items, batch: batch, owner: q, sender: ctx.Sender()}
+	d := &enqueueDone{items: items, batch: batch, epoch: q.epoch, sender: ctx.Sender()}
 	if b.Len() == 0 {
 		q.enqueued(ctx, d) // nothing to write: every item was refused
 		return
@@ -99,7 +99,7 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		it.err = err
 		return it
 	}
-	if reason, err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
+	if reason, err := q.holding().admit(q.cfg, len(req.Payload)); err != nil {
 		q.metrics.Refused[reason].Add(1)
 		it.err = err
 		return it
@@ -154,34 +154,30 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		rec.ReadyAtUnixMs = readyAtMillis(time.Now().Add(delay))
 	}
 	it.msg = &message{id: id, rec: rec}
-	q.held.add(rec) // now, so a burst cannot overshoot while it commits
+	q.reserved.add(rec) // now, so a burst cannot overshoot while it commits
 	b.PutMessage(q.cfg.Name, id, rec)
 	return it
 }
 
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
-	// Only this incarnation counted the messages in held when it submitted
-	// them; after a supervisor restart the load counted what was stored.
-	mine := d.owner == q
+	// Only this epoch reserved the messages when it submitted them; after
+	// a restart the load counted what was stored.
+	mine := d.epoch == q.epoch
 	replies := make([]EnqueueReply, len(d.items))
-	added := 0
+	added, delayed, now := 0, false, time.Now()
 	for i, it := range d.items {
+		if it.err == nil && mine {
+			q.reserved.remove(it.msg.rec)
+		}
 		switch {
 		case it.err != nil:
 			replies[i].Err = it.err
 		case d.err != nil:
-			if mine {
-				q.held.remove(it.msg.rec)
-			}
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
 			// After a restart the message may already have been loaded.
 			if _, known := q.msgs[it.msg.id]; !known {
-				q.msgs[it.msg.id] = it.msg
-				q.makeReadyOrDelay(ctx, it.msg, true)
-				if !mine {
-					q.held.add(it.msg.rec)
-				}
+				delayed = q.applyMessage(it.msg, it.msg.rec, now) || delayed
 			}
 			added++
 			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.rec.GetFairnessKey()))
@@ -193,6 +189,9 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		ctx.Send(d.sender, &EnqueueBatchReply{Results: replies})
 	} else {
 		ctx.Send(d.sender, &replies[0])
+	}
+	if delayed {
+		q.armTimer(ctx)
 	}
 	if added > 0 {
 		q.count(telemetry.Enqueued, int64(added))
@@ -220,7 +219,7 @@ func (q *queueActor) settle(ctx actor.Context, reqs []SettleItem, batch bool) {
 	for i, r := range reqs {
 		items[i] = q.prepareSettle(parent, r, &b)
 	}
-	d := &settleDone{items: items, batch: batch, sender: ctx.Sender()}
+	d := &settleDone{items: items, batch: batch, epoch: q.epoch, sender: ctx.Sender()}
 	if b.Len() == 0 {
 		q.settled(ctx, d)
 		return
@@ -249,7 +248,7 @@ func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *stor
 	if r.Nack {
 		q.debug(spanCtx, "nack received", slog.String("msg_id", r.ID), slog.String("error", clip(r.Error, maxLoggedNackError)))
 	}
-	m.settling = true
+	q.transition(m, stateSettling)
 	if r.Nack {
 		it.fate = q.fail(b, m, false, r.Error, time.Now())
 		if span.IsRecording() {
@@ -267,30 +266,27 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	var acked, nacked int64
 	var dlq *QueueRef // the queue's DLQ, when a nack dead-lettered
 	var moved []*message
-	now := time.Now()
+	// Only this epoch's memory holds the items as settling; an earlier
+	// one's settle that committed ends a lease the reload found still
+	// standing, and changes nothing otherwise.
+	mine := d.epoch == q.epoch
+	rearm, now := false, time.Now()
 	for i, it := range d.items {
+		m := q.msgs[it.id]
 		switch {
 		case it.err != nil:
 			errs[i] = it.err
 		case d.err != nil:
 			errs[i] = fmt.Errorf("%w: %w", ErrStorage, d.err)
-			if m := q.msgs[it.id]; m != nil {
-				m.settling = false
-				// The lease stands. If it expired while the write was
-				// failing, its expiry entry was skipped: expire it now.
-				// Otherwise that entry is still queued and fires on time.
-				if !m.expiresAt.After(time.Now()) {
-					q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
-					q.armTimer(ctx)
-				}
+			if mine && m != nil && m.state == stateSettling {
+				// The lease stands, with an expiry entry again (one that
+				// fell due while it was settling was passed over).
+				q.transition(m, stateLeased)
+				rearm = true
 			}
 		default:
-			if m := q.msgs[it.id]; m != nil { // nil only if a restart reloaded the queue after the commit
-				if m.leased {
-					q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
-					q.unlease(m)
-				}
-				m.settling = false
+			if m != nil && (m.state == stateSettling && mine || m.state == stateLeased && !mine) {
+				q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
 				if it.nack {
 					endDelivery(m, "nack: "+it.fate.outcome.String())
 					q.applyFailure(ctx, m, it.fate)
@@ -299,7 +295,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 					}
 				} else {
 					endDelivery(m, "ack")
-					q.forget(m)
+					q.transition(m, stateGone)
 				}
 			}
 			if it.nack {
@@ -311,6 +307,9 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			}
 		}
 		endSpan(it.span, errs[i])
+	}
+	if rearm {
+		q.armTimer(ctx)
 	}
 	if dlq != nil {
 		ctx.Send(dlq.PID, &adopt{msgs: moved}) // the move is durable
