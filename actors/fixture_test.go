@@ -218,3 +218,100 @@ func (s *faultyStore) Submit(b *storage.Batch, done func(error)) {
 	}
 	s.Store.Submit(b, done)
 }
+
+// unknownStore wraps a Store: each batch armed completes with
+// storage.ErrOutcomeUnknown, written first or not, as a replicated store
+// whose leader lost its term before the entry was known committed leaves
+// it. Unarmed batches pass through.
+type unknownStore struct {
+	storage.Store
+	mu sync.Mutex
+	// fates are the next batches' (Submit's, or Defer's): true, applied.
+	fates, deferred []bool
+	// hold, when set, keeps the next Submit from being written until it
+	// is closed; held is closed once that batch is submitted.
+	hold, held chan struct{}
+}
+
+// holdNext keeps the next Submit from being written (and completed) until
+// release is called: a completion that arrives late.
+func (s *unknownStore) holdNext() (held <-chan struct{}, release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold, s.held = make(chan struct{}), make(chan struct{})
+	hold := s.hold
+	return s.held, func() { close(hold) }
+}
+
+// arm makes the next Submit (deferred: Defer) complete with an unknown
+// outcome, having applied its batch or not.
+func (s *unknownStore) arm(deferred, applied bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if deferred {
+		s.deferred = append(s.deferred, applied)
+	} else {
+		s.fates = append(s.fates, applied)
+	}
+}
+
+func (s *unknownStore) Submit(b *storage.Batch, done func(error)) {
+	s.mu.Lock()
+	hold, held := s.hold, s.held
+	s.hold = nil
+	s.mu.Unlock()
+	if hold != nil {
+		close(held)
+		go func() {
+			<-hold
+			s.Store.Submit(b, done)
+		}()
+		return
+	}
+	s.write(s.Store.Submit, &s.fates, b, done)
+}
+
+func (s *unknownStore) Defer(b *storage.Batch, done func(error)) {
+	s.write(s.Store.Defer, &s.deferred, b, done)
+}
+
+func (s *unknownStore) write(write func(*storage.Batch, func(error)), fates *[]bool, b *storage.Batch, done func(error)) {
+	s.mu.Lock()
+	armed, applied := len(*fates) > 0, false
+	if armed {
+		applied, *fates = (*fates)[0], (*fates)[1:]
+	}
+	s.mu.Unlock()
+	switch {
+	case !armed:
+		write(b, done)
+	case !applied:
+		done(storage.ErrOutcomeUnknown)
+	default:
+		write(b, func(err error) {
+			if err == nil {
+				err = storage.ErrOutcomeUnknown
+			}
+			done(err)
+		})
+	}
+}
+
+func newUnknownFixture(t *testing.T) (*fixture, *unknownStore) {
+	t.Helper()
+	unknown := &unknownStore{Store: storage.NewMemory()}
+	return startOn(t, &faultyStore{Store: unknown}), unknown
+}
+
+// requireMatchesStore fails unless the queue's stats count what the store
+// holds for it: every stored message ready, delayed or leased, and the
+// leases the leased ones.
+func (f *fixture) requireMatchesStore(queue string) *QueueStats {
+	f.t.Helper()
+	contents, err := f.store.LoadQueue(queue)
+	require.NoError(f.t, err)
+	st := f.stats(queue)
+	require.EqualValues(f.t, len(contents.Messages), st.Depth+st.InFlight+st.Delayed, "messages: memory %+v, store %d", st, len(contents.Messages))
+	require.EqualValues(f.t, len(contents.Leases), st.InFlight, "leases")
+	return st
+}

@@ -88,6 +88,8 @@ type queueActor struct {
 	// retired is set once the queue is deleted: every request is answered
 	// with it, and the actor stops as soon as it is idle.
 	retired *retire
+	// steps counts the messages handled, while checkEachStep is set.
+	steps int
 }
 
 // queueDeps is what a queue actor shares with the rest of the system, all
@@ -182,7 +184,7 @@ func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) ac
 func (q *queueActor) Receive(ctx actor.Context) {
 	q.receive(ctx)
 	if checkEachStep != nil {
-		checkEachStep(q.cfg.Name, ctx.Message(), q.checkInvariants())
+		checkEachStep(q.cfg.Name, ctx.Message(), q.checkStep())
 	}
 }
 
@@ -231,6 +233,10 @@ func (q *queueActor) receive(ctx actor.Context) {
 		q.dispatch(ctx)
 	case *timerTick:
 		q.tick(ctx)
+	case *writeUnknown:
+		if m.epoch == q.epoch {
+			q.reload(ctx)
+		}
 	case *adopt:
 		q.adopted(ctx, m.msgs)
 	case *Redrive:
@@ -408,7 +414,7 @@ func (q *queueActor) unsubscribe(ctx actor.Context, id uint64, unsent []*Deliver
 		q.transition(m, stateReady)
 	}
 	if b.Len() > 0 {
-		q.deps.store.Defer(&b, q.logFailure("return unsent leases"))
+		q.deps.store.Defer(&b, q.logFailure(ctx, "return unsent leases"))
 		q.dispatch(ctx)
 	}
 	q.changed(ctx)

@@ -265,6 +265,11 @@ func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
 			ErrFailedPrecondition, op.done)})
 		return
 	}
+	if unknownOutcome(d.err) {
+		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: ErrOutcomeUnknown})
+		q.reload(ctx)
+		return
+	}
 	if d.err != nil {
 		delayed, now := false, time.Now()
 		for _, ms := range [][]*message{d.msgs, op.rest} {

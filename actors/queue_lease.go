@@ -116,7 +116,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	if n == 0 {
 		return
 	}
-	q.deps.store.Defer(&b, q.logFailure("write leases"))
+	q.deps.store.Defer(&b, q.logFailure(ctx, "write leases"))
 	q.count(telemetry.Leased, int64(n))
 	q.count(telemetry.Redelivered, redelivered)
 	q.armTimer(ctx)
@@ -199,7 +199,7 @@ func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time
 		}
 	}
 	q.count(telemetry.Expired, int64(len(ms)))
-	logFailure, system := q.logFailure(what), ctx.ActorSystem()
+	logFailure, system := q.logFailure(ctx, what), ctx.ActorSystem()
 	q.deps.store.Defer(&b, func(err error) {
 		logFailure(err)
 		if err == nil && dlq != nil {
@@ -273,6 +273,13 @@ func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 }
 
 func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
+	if unknownOutcome(d.err) {
+		ctx.Send(d.sender, &ExtendReply{Err: ErrOutcomeUnknown})
+		if d.epoch == q.epoch {
+			q.reload(ctx)
+		}
+		return
+	}
 	if d.err != nil {
 		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return

@@ -1,10 +1,15 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
 )
 
 // A message's life in its queue actor is a small state machine, and
@@ -172,6 +177,29 @@ func (q *queueActor) applyLease(m *message, leasedAt, expiresAt time.Time, lease
 // result of its checkInvariants.
 var checkEachStep func(queue string, msg any, err error)
 
+// fullCheckSize bounds the queues checkStep checks in full at every step;
+// a larger one is checked in full every size/fullCheckSize steps, so that
+// a test of 10,000 messages costs about fullCheckSize per step, not O(n²).
+const fullCheckSize = 1000
+
+// checkStep is checkInvariants after a step, at a bounded cost: the counts
+// always, everything as often as the queue's size allows.
+func (q *queueActor) checkStep() error {
+	q.steps++
+	size := len(q.msgs) + q.expiries.len() + q.delays.len()
+	if size <= fullCheckSize || q.steps%(size/fullCheckSize+1) == 0 {
+		return q.checkInvariants()
+	}
+	n := 0
+	for _, c := range q.inState {
+		n += c
+	}
+	if n != len(q.msgs) || q.ready.len() != q.inState[stateReady] {
+		return fmt.Errorf("%d messages, %d counted by state %v; the DRR holds %d", len(q.msgs), n, q.inState, q.ready.len())
+	}
+	return nil
+}
+
 // checkInvariants reports the first way the queue's memory disagrees with
 // itself: the per-state counts against the messages' states, the holdings
 // against the messages, the DRR against the ready messages, the heaps
@@ -238,4 +266,55 @@ func (q *queueActor) checkInvariants() error {
 		}
 	}
 	return nil
+}
+
+// ErrOutcomeUnknown answers a request whose write the store could not say
+// was done or not (storage.ErrOutcomeUnknown): it may have been applied. The
+// queue has reloaded its state from the store; the caller may retry, and an
+// enqueue retried may then be stored twice. It matches
+// storage.ErrOutcomeUnknown and ErrShuttingDown, so that the gateway
+// answers UNAVAILABLE (the client retries) without a case of its own.
+var ErrOutcomeUnknown error = outcomeUnknownError{}
+
+type outcomeUnknownError struct{}
+
+func (outcomeUnknownError) Error() string {
+	return "write outcome unknown: it may or may not have been applied; the queue reloaded from storage"
+}
+
+func (outcomeUnknownError) Is(target error) bool {
+	return target == ErrShuttingDown || target == storage.ErrOutcomeUnknown
+}
+
+// unknownOutcome reports whether a completion's err leaves its write's
+// fate unknown.
+func unknownOutcome(err error) bool { return err != nil && errors.Is(err, storage.ErrOutcomeUnknown) }
+
+// writeUnknown: a write nobody waits on (leases, expiries) completed with
+// an unknown outcome in epoch.
+type writeUnknown struct{ epoch uint64 }
+
+// reload drops the queue's memory and loads it again from the store: what
+// a queue actor does when a write of its epoch has an unknown outcome,
+// instead of rolling memory back. Its consumers end as at a restart (their
+// streams subscribe again); the completions still on their way belong to
+// the old epoch and change memory only as far as the store says.
+func (q *queueActor) reload(ctx actor.Context) {
+	q.deps.log.Warn("a write's outcome is unknown; reloading the queue from storage", slog.String("queue_id", q.cfg.Name))
+	q.sendReading(ctx) // counts not yet reported survive the reload
+	q.endConsumers(errRestarted)
+	for _, m := range q.msgs {
+		if m.state == stateLeased || m.state == stateSettling {
+			endDelivery(m, "reloaded")
+		}
+	}
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	q.timer, q.timerAt, q.throttledUntil = nil, time.Time{}, time.Time{}
+	q.msgs, q.ready, q.inState = make(map[string]*message), newDRR[*message](q.deps.quantum), [stateCount]int{}
+	q.expiries, q.delays = expiryHeap{}, expiryHeap{}
+	q.held, q.reserved = holdings{}, holdings{}
+	q.oldest.at, q.oldest.enqueued = time.Time{}, 0
+	q.load(ctx)
 }

@@ -172,13 +172,17 @@ func withAttempt(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
 }
 
 // logFailure is the completion of a write nobody waits on (leases, expiries):
-// a failure is logged, and recovery reconciles from what did commit.
-func (q *queueActor) logFailure(what string) func(error) {
-	log := q.deps.log
-	name := q.cfg.Name
+// a failure is logged, and recovery reconciles from what did commit; an
+// unknown outcome makes this epoch reload now.
+func (q *queueActor) logFailure(ctx actor.Context, what string) func(error) {
+	log, name, epoch := q.deps.log, q.cfg.Name, q.epoch
+	self, system := ctx.Self(), ctx.ActorSystem()
 	return func(err error) {
 		if err != nil {
 			log.Error("storage write failed", slog.String("queue_id", name), slog.String("op", what), slog.Any("error", err))
+		}
+		if unknownOutcome(err) {
+			system.Root.Send(self, &writeUnknown{epoch: epoch})
 		}
 	}
 }

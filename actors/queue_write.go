@@ -162,7 +162,7 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	// Only this epoch reserved the messages when it submitted them; after
 	// a restart the load counted what was stored.
-	mine := d.epoch == q.epoch
+	mine, unknown := d.epoch == q.epoch, unknownOutcome(d.err)
 	replies := make([]EnqueueReply, len(d.items))
 	added, delayed, now := 0, false, time.Now()
 	for i, it := range d.items {
@@ -172,6 +172,8 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		switch {
 		case it.err != nil:
 			replies[i].Err = it.err
+		case unknown:
+			replies[i].Err = ErrOutcomeUnknown
 		case d.err != nil:
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
@@ -189,6 +191,10 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		ctx.Send(d.sender, &EnqueueBatchReply{Results: replies})
 	} else {
 		ctx.Send(d.sender, &replies[0])
+	}
+	if unknown && mine {
+		q.reload(ctx)
+		return
 	}
 	if delayed {
 		q.armTimer(ctx)
@@ -269,13 +275,15 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	// Only this epoch's memory holds the items as settling; an earlier
 	// one's settle that committed ends a lease the reload found still
 	// standing, and changes nothing otherwise.
-	mine := d.epoch == q.epoch
+	mine, unknown := d.epoch == q.epoch, unknownOutcome(d.err)
 	rearm, now := false, time.Now()
 	for i, it := range d.items {
 		m := q.msgs[it.id]
 		switch {
 		case it.err != nil:
 			errs[i] = it.err
+		case unknown:
+			errs[i] = ErrOutcomeUnknown
 		case d.err != nil:
 			errs[i] = fmt.Errorf("%w: %w", ErrStorage, d.err)
 			if mine && m != nil && m.state == stateSettling {
@@ -307,6 +315,9 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			}
 		}
 		endSpan(it.span, errs[i])
+	}
+	if unknown && mine {
+		q.reload(ctx)
 	}
 	if rearm {
 		q.armTimer(ctx)
