@@ -159,7 +159,8 @@ func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, no
 
 // applyFailure installs what fail decided, in memory: m is ready, delayed,
 // or gone from this queue. A dead-lettered message is handed to the DLQ by
-// the caller once the move is durable (handOver).
+// the caller once the move is durable (handOver). It records nothing: the
+// caller counts the outcome (countFailure).
 func (q *queueActor) applyFailure(ctx actor.Context, m *message, f failure) {
 	switch f.outcome {
 	case retryNow, retryLater:
@@ -168,6 +169,12 @@ func (q *queueActor) applyFailure(ctx actor.Context, m *message, f failure) {
 		}
 	case deadLetter, drop:
 		q.transition(m, stateGone)
+	}
+}
+
+// countFailure counts a failed delivery's end in the queue's reading.
+func (q *queueActor) countFailure(f failure) {
+	if f.outcome == deadLetter || f.outcome == drop {
 		q.count(telemetry.DeadLettered, 1)
 	}
 }

@@ -22,6 +22,7 @@ import (
 //
 //	queue.go           the actor: Receive, start and stop, consumers, stats, readings
 //	queue_messages.go  the messages it handles and its view of a message
+//	queue_state.go     a message's states, transition, the apply of records, reload
 //	queue_write.go     Enqueue, Ack and Nack: a durable write, then the reply
 //	queue_lease.go     dispatch to consumers, credit, visibility timers, expiry
 //	queue_store.go     its config and records, loading from storage

@@ -193,6 +193,7 @@ func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time
 	var dlq *QueueRef
 	for _, m := range ms {
 		f := q.fail(&b, m, true, "", now)
+		q.countFailure(f)
 		q.applyFailure(ctx, m, f)
 		if f.outcome == deadLetter {
 			moved, dlq = append(moved, &message{id: m.id, rec: f.rec}), f.dlq

@@ -45,7 +45,7 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRe
 			items[i] = &enqueueItem{span: span, ctx: spanCtx, err: ErrNotAttempted}
 			continue
 		}
-		items[i] = q.prepareEnqueue(parent, req, &b)
+		items[i] = q.decideEnqueue(parent, req, &b)
 		refused = stopAtRefusal && items[i].err != nil
 	}
 	d := &enqueueDone{items: items, batch: batch, epoch: q.epoch, sender: ctx.Sender()}
@@ -59,42 +59,16 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRe
 	})
 }
 
-// prepareEnqueue checks req against the queue's rules and, if it passes,
-// adds its write to b.
-func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
-	// A message that carries a trace context of another trace than the call
-	// (an item of a batch from many producers) keeps it: its span joins that
-	// trace. In the call's own trace (a single Enqueue), the span stays a
-	// child of the RPC span.
-	if _, own := req.Headers[traceparentHeader]; own {
-		carried := telemetry.ExtractHeaders(context.Background(), propagation.MapCarrier(req.Headers))
-		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
-			parent = carried
-		}
-	}
-	spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
+// decideEnqueue is an enqueue's decide step, the leader's alone: it
+// settles everything that is not a function of the records (the span, the
+// fairness key and weight from the headers and the on_enqueue hook, the
+// delay, admission, the message id, the clock, the creation context) into
+// the message's record, reserves its room and adds its write to b; or
+// refuses it. Applying the record once committed is enqueued's.
+func (q *queueActor) decideEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
+	spanCtx, span := q.enqueueSpan(parent, req)
 	it := &enqueueItem{span: span, ctx: spanCtx}
-	key := req.Headers[q.cfg.FairnessKeyHeader]
-	if key == "" {
-		key = DefaultFairnessKey
-	}
-	// 0 when the message carries no weight: then it leaves its key's weight
-	// as the latest message that did carry one set it.
-	weight := uint32(0)
-	if w, ok := req.Headers[WeightHeader]; ok {
-		n, err := strconv.ParseUint(w, 10, 32)
-		if err != nil || n < 1 || n > MaxWeight {
-			it.err = fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)
-			return it
-		}
-		weight = uint32(n)
-	}
-	if res := q.scriptEnqueue(spanCtx, req); res.FairnessKey != "" || res.Weight > 0 || len(res.ThrottleKeys) > 0 {
-		key = cmp.Or(res.FairnessKey, key)
-		weight = cmp.Or(res.Weight, weight)
-		it.throttleKeys = res.ThrottleKeys
-	}
-	delay, err := enqueueDelay(req.Headers)
+	key, weight, delay, err := q.route(spanCtx, req, it)
 	if err != nil {
 		it.err = err
 		return it
@@ -115,11 +89,64 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSend, q.cfg.Name, id)...)
 		span.SetAttributes(telemetry.KeyFairnessKey.String(key))
 	}
-	// The message's creation context is this span's: delivery links to it,
-	// and a consumer's processing span can join its trace. Only a sampled
-	// context is written: an unsampled traceparent (…-00) would make a
-	// consumer with its own always-on tracing drop its spans, and would cost
-	// every message ~100 bytes and a parse for a trace nobody records.
+	now := time.Now()
+	rec := newMessageRecord(spanCtx, req, key, weight, it.throttleKeys, now)
+	if delay > 0 {
+		rec.ReadyAtUnixMs = readyAtMillis(now.Add(delay))
+	}
+	it.msg = &message{id: id, rec: rec}
+	q.reserved.add(rec) // now, so a burst cannot overshoot while it commits
+	b.PutMessage(q.cfg.Name, id, rec)
+	return it
+}
+
+// enqueueSpan starts an enqueued message's span. A message that carries a
+// trace context of another trace than the call (an item of a batch from
+// many producers) keeps it: its span joins that trace. In the call's own
+// trace (a single Enqueue), the span stays a child of the RPC span.
+func (q *queueActor) enqueueSpan(parent context.Context, req *Enqueue) (context.Context, trace.Span) {
+	if _, own := req.Headers[traceparentHeader]; own {
+		carried := telemetry.ExtractHeaders(context.Background(), propagation.MapCarrier(req.Headers))
+		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
+			parent = carried
+		}
+	}
+	return q.startChild(parent, telemetry.SpanEnqueue)
+}
+
+// route is where req goes in the queue: its fairness key and weight, from
+// its headers unless the on_enqueue hook names them (the hook's throttle
+// keys go into it), and its delay. weight is 0 when the message carries
+// none: then it leaves its key's weight as the latest message that did
+// carry one set it.
+func (q *queueActor) route(spanCtx context.Context, req *Enqueue, it *enqueueItem) (key string, weight uint32, delay time.Duration, err error) {
+	key = req.Headers[q.cfg.FairnessKeyHeader]
+	if key == "" {
+		key = DefaultFairnessKey
+	}
+	if w, ok := req.Headers[WeightHeader]; ok {
+		n, err := strconv.ParseUint(w, 10, 32)
+		if err != nil || n < 1 || n > MaxWeight {
+			return "", 0, 0, fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)
+		}
+		weight = uint32(n)
+	}
+	if res := q.scriptEnqueue(spanCtx, req); res.FairnessKey != "" || res.Weight > 0 || len(res.ThrottleKeys) > 0 {
+		key = cmp.Or(res.FairnessKey, key)
+		weight = cmp.Or(res.Weight, weight)
+		it.throttleKeys = res.ThrottleKeys
+	}
+	delay, err = enqueueDelay(req.Headers)
+	return key, weight, delay, err
+}
+
+// newMessageRecord is req's record as the queue stores it, enqueued at now.
+// The message's creation context is the span's in spanCtx: delivery links
+// to it, and a consumer's processing span can join its trace. Only a
+// sampled context is written: an unsampled traceparent (…-00) would make a
+// consumer with its own always-on tracing drop its spans, and would cost
+// every message ~100 bytes and a parse for a trace nobody records.
+func newMessageRecord(spanCtx context.Context, req *Enqueue, key string, weight uint32, throttleKeys []string, now time.Time) *storagev1.MessageRecord {
 	var carrier map[string]string
 	if trace.SpanContextFromContext(spanCtx).IsSampled() {
 		carrier = telemetry.InjectHeaders(spanCtx)
@@ -140,35 +167,39 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 			headers[tracestateHeader] = ts
 		}
 	}
-	rec := &storagev1.MessageRecord{
+	return &storagev1.MessageRecord{
 		Headers:             headers,
 		Payload:             req.Payload,
 		FairnessKey:         key,
 		Weight:              weight,
-		EnqueuedAtUnixNs:    time.Now().UnixNano(),
+		EnqueuedAtUnixNs:    now.UnixNano(),
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
-		ThrottleKeys:        it.throttleKeys,
+		ThrottleKeys:        throttleKeys,
 	}
-	if delay > 0 {
-		rec.ReadyAtUnixMs = readyAtMillis(time.Now().Add(delay))
-	}
-	it.msg = &message{id: id, rec: rec}
-	q.reserved.add(rec) // now, so a burst cannot overshoot while it commits
-	b.PutMessage(q.cfg.Name, id, rec)
-	return it
 }
 
+// enqueued is an enqueue's commit edge: the reservations of this epoch are
+// released, the committed records are applied, and then the replies, the
+// items' spans, the logs and the counters go out.
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	// Only this epoch reserved the messages when it submitted them; after
 	// a restart the load counted what was stored.
 	mine, unknown := d.epoch == q.epoch, unknownOutcome(d.err)
-	replies := make([]EnqueueReply, len(d.items))
-	added, delayed, now := 0, false, time.Now()
-	for i, it := range d.items {
-		if it.err == nil && mine {
-			q.reserved.remove(it.msg.rec)
+	if mine {
+		for _, it := range d.items {
+			if it.err == nil {
+				q.reserved.remove(it.msg.rec)
+			}
 		}
+	}
+	delayed := false
+	if d.err == nil {
+		delayed = q.applyEnqueued(d.items, time.Now())
+	}
+	replies := make([]EnqueueReply, len(d.items))
+	added := 0
+	for i, it := range d.items {
 		switch {
 		case it.err != nil:
 			replies[i].Err = it.err
@@ -177,10 +208,6 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		case d.err != nil:
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
-			// After a restart the message may already have been loaded.
-			if _, known := q.msgs[it.msg.id]; !known {
-				delayed = q.applyMessage(it.msg, it.msg.rec, now) || delayed
-			}
 			added++
 			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.rec.GetFairnessKey()))
 			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.rec.GetFairnessKey()}
@@ -204,6 +231,21 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 		q.dispatch(ctx)
 		q.changed(ctx)
 	}
+}
+
+// applyEnqueued applies the committed records of items (those not refused
+// before the write), as of now, and reports whether one is delayed.
+func (q *queueActor) applyEnqueued(items []*enqueueItem, now time.Time) (delayed bool) {
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		// After a restart the message may already have been loaded.
+		if _, known := q.msgs[it.msg.id]; !known {
+			delayed = q.applyMessage(it.msg, it.msg.rec, now) || delayed
+		}
+	}
+	return delayed
 }
 
 // settleItem is one Ack or Nack on its way to storage.
@@ -294,16 +336,17 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			}
 		default:
 			if m != nil && (m.state == stateSettling && mine || m.state == stateLeased && !mine) {
+				// The delivery's telemetry ends at the commit edge; then
+				// the apply.
 				q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
 				if it.nack {
 					endDelivery(m, "nack: "+it.fate.outcome.String())
-					q.applyFailure(ctx, m, it.fate)
-					if it.fate.outcome == deadLetter {
-						dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
-					}
+					q.countFailure(it.fate)
 				} else {
 					endDelivery(m, "ack")
-					q.transition(m, stateGone)
+				}
+				if q.applySettle(ctx, m, it) {
+					dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
 				}
 			}
 			if it.nack {
@@ -336,6 +379,18 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		q.dispatch(ctx)
 		q.changed(ctx)
 	}
+}
+
+// applySettle applies a committed ack (m is gone) or nack (m is ready,
+// delayed or gone, as fail decided), and reports whether the nack moved m
+// to the DLQ, which the caller then hands it to.
+func (q *queueActor) applySettle(ctx actor.Context, m *message, it *settleItem) (deadLettered bool) {
+	if !it.nack {
+		q.transition(m, stateGone)
+		return false
+	}
+	q.applyFailure(ctx, m, it.fate)
+	return it.fate.outcome == deadLetter
 }
 
 // commitParent is the span the commit span goes under: the item's own span
