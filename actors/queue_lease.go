@@ -96,11 +96,13 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		if !ok {
 			break // every key's next message is throttled: the timer retries
 		}
-		q.fair.delivered(key, weight)
-		q.applyLease(m, now, expires, q.leaseIDs.next(), s.c.id)
+		// Decided: the consumer, the message (DRR, throttles), the token
+		// and the clock. The lease is applied at once and written
+		// deferred; its telemetry follows.
+		q.applyLease(m, now, expires, q.leaseIDs.next(), s)
 		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
-		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
+		q.fair.delivered(key, weight)
 		m.span = q.deliverySpan(s.parent, m)
 		if m.rec.GetAttemptCount() == 0 {
 			waited := now.Sub(time.Unix(0, m.rec.GetEnqueuedAtUnixNs()))

@@ -163,12 +163,17 @@ func (q *queueActor) applyMessage(m *message, rec *storagev1.MessageRecord, now 
 	return false
 }
 
-// applyLease makes m leased until expiresAt, with the lease's token; the
-// one apply of a lease, whether load read its record or dispatch decided
-// it. consumer is 0 for a lease loaded from storage.
-func (q *queueActor) applyLease(m *message, leasedAt, expiresAt time.Time, leaseID string, consumer uint64) {
+// applyLease makes m leased until expiresAt, with the lease's token, to
+// consumer, which it takes a credit of; the one apply of a lease, whether
+// load read its record (consumer nil: nobody holds it until it expires or
+// is settled) or dispatch decided it. release gives the credit back.
+func (q *queueActor) applyLease(m *message, leasedAt, expiresAt time.Time, leaseID string, consumer *consumerSlot) {
 	m.leaseGen++
-	m.leasedAt, m.expiresAt, m.leaseID, m.consumer = leasedAt, expiresAt, leaseID, consumer
+	m.leasedAt, m.expiresAt, m.leaseID, m.consumer = leasedAt, expiresAt, leaseID, 0
+	if consumer != nil {
+		m.consumer = consumer.c.id
+		consumer.credit--
+	}
 	q.transition(m, stateLeased)
 }
 

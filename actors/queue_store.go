@@ -123,7 +123,7 @@ func (q *queueActor) load(ctx actor.Context) {
 		if l, ok := contents.Leases[m.id]; ok {
 			m.rec = sm.Record
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
-			q.applyLease(m, time.Unix(0, l.GetLeasedAtUnixNs()), at, l.GetLeaseId(), 0)
+			q.applyLease(m, time.Unix(0, l.GetLeasedAtUnixNs()), at, l.GetLeaseId(), nil)
 			if !at.After(now) {
 				m.leaseGen++ // as tick does: its expiry entry is stale
 				expired = append(expired, m)
