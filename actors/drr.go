@@ -236,3 +236,12 @@ func (f *fifo[T]) pop() T {
 
 // fifoKeepCap is the capacity an empty fifo keeps for reuse.
 const fifoKeepCap = 1024
+
+// forEach calls fn with every ready item: O(items), for checks.
+func (d *drr[T]) forEach(fn func(T)) {
+	for _, k := range d.keys {
+		for _, it := range k.items.items[k.items.head:] {
+			fn(it)
+		}
+	}
+}

@@ -160,14 +160,22 @@ func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, no
 
 // applyFailure installs what fail decided, in memory: m is ready, delayed,
 // or gone from this queue. A dead-lettered message is handed to the DLQ by
-// the caller once the move is durable (handOver).
+// the caller once the move is durable (handOver). It records nothing: the
+// caller counts the outcome (countFailure).
 func (q *queueActor) applyFailure(ctx actor.Context, m *message, f failure) {
 	switch f.outcome {
 	case retryNow, retryLater:
-		m.rec = f.rec
-		q.makeReadyOrDelay(ctx, m, false)
+		if q.applyMessage(m, f.rec, time.Now()) {
+			q.armTimer(ctx)
+		}
 	case deadLetter, drop:
-		q.forget(m)
+		q.transition(m, stateGone)
+	}
+}
+
+// countFailure counts a failed delivery's end in the queue's reading.
+func (q *queueActor) countFailure(f failure) {
+	if f.outcome == deadLetter || f.outcome == drop {
 		q.count(telemetry.DeadLettered, 1)
 	}
 }
@@ -221,15 +229,16 @@ func handOver(system *actor.ActorSystem, to *actor.PID, moved []*message) {
 
 // adopted takes in messages another queue's durable write moved here.
 func (q *queueActor) adopted(ctx actor.Context, msgs []*message) {
-	n := 0
+	n, delayed, now := 0, false, time.Now()
 	for _, m := range msgs {
 		if _, known := q.msgs[m.id]; known {
 			continue // loaded from storage by a restart since the move
 		}
-		q.msgs[m.id] = m
-		q.held.add(m.rec)
-		q.makeReadyOrDelay(ctx, m, true)
+		delayed = q.applyMessage(m, m.rec, now) || delayed
 		n++
+	}
+	if delayed {
+		q.armTimer(ctx)
 	}
 	if n > 0 {
 		q.dispatch(ctx)
@@ -237,38 +246,16 @@ func (q *queueActor) adopted(ctx actor.Context, msgs []*message) {
 	}
 }
 
-// makeReadyOrDelay makes m ready, or holds it back until its record's
-// ready_at when that is still ahead.
-func (q *queueActor) makeReadyOrDelay(ctx actor.Context, m *message, fresh bool) {
-	if at := m.rec.GetReadyAtUnixMs(); at > 0 {
-		if readyAt := time.UnixMilli(at); readyAt.After(time.Now()) {
-			m.readyAt = readyAt
-			q.delayed++
-			q.delays.push(expiry{at: readyAt, id: m.id})
-			q.armTimer(ctx)
-			return
-		}
-	}
-	q.makeReady(m, fresh)
-}
-
 // promote makes every delayed message whose time has come ready.
 func (q *queueActor) promote(now time.Time) {
 	for q.delays.len() > 0 && !q.delays.peek().at.After(now) {
 		e := q.delays.pop()
 		m := q.msgs[e.id]
-		if m == nil || !m.readyAt.Equal(e.at) {
+		if m == nil || m.state != stateDelayed || !m.readyAt.Equal(e.at) {
 			continue // purged, redriven or moved since
 		}
-		q.undelay(m)
-		q.makeReady(m, m.rec.GetAttemptCount() == 0)
+		q.transition(m, stateReady)
 	}
-}
-
-// undelay takes m out of the delayed set; its heap entry goes stale.
-func (q *queueActor) undelay(m *message) {
-	m.readyAt = time.Time{}
-	q.delayed--
 }
 
 // readyAtMillis is t in Unix milliseconds rounded up, as records store a

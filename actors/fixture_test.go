@@ -2,8 +2,10 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,8 +23,37 @@ import (
 // by itself one second after the last dead letter (requests to a deleted
 // queue's actor make some); these tests finish sooner than that.
 func TestMain(m *testing.M) {
+	checkEachStep = recordViolation
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// violations are the invariant failures queue actors reported since the
+// last takeViolations: every queue actor of these tests checks its memory
+// after each message it handles (checkInvariants), and each fixture fails
+// its test if any was reported while it ran.
+var violations struct {
+	sync.Mutex
+	found []string
+}
+
+func recordViolation(queue string, msg any, err error) {
+	if err == nil {
+		return
+	}
+	violations.Lock()
+	defer violations.Unlock()
+	if len(violations.found) < 10 {
+		violations.found = append(violations.found, fmt.Sprintf("queue %s after %T: %v", queue, msg, err))
+	}
+}
+
+func takeViolations() []string {
+	violations.Lock()
+	defer violations.Unlock()
+	found := violations.found
+	violations.found = nil
+	return found
 }
 
 // waitFor bounds every wait in these tests; none should come near it.
@@ -67,7 +98,12 @@ func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture 
 	sys, err := Start(opts)
 	require.NoError(t, err)
 	f.sys = sys
-	t.Cleanup(f.stop)
+	t.Cleanup(func() {
+		f.stop()
+		for _, v := range takeViolations() {
+			t.Errorf("invariant broken: %s", v)
+		}
+	})
 	return f
 }
 
@@ -181,4 +217,101 @@ func (s *faultyStore) Submit(b *storage.Batch, done func(error)) {
 		panic("storage bug injected by a test")
 	}
 	s.Store.Submit(b, done)
+}
+
+// unknownStore wraps a Store: each batch armed completes with
+// storage.ErrOutcomeUnknown, written first or not, as a replicated store
+// whose leader lost its term before the entry was known committed leaves
+// it. Unarmed batches pass through.
+type unknownStore struct {
+	storage.Store
+	mu sync.Mutex
+	// fates are the next batches' (Submit's, or Defer's): true, applied.
+	fates, deferred []bool
+	// hold, when set, keeps the next Submit from being written until it
+	// is closed; held is closed once that batch is submitted.
+	hold, held chan struct{}
+}
+
+// holdNext keeps the next Submit from being written (and completed) until
+// release is called: a completion that arrives late.
+func (s *unknownStore) holdNext() (held <-chan struct{}, release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold, s.held = make(chan struct{}), make(chan struct{})
+	hold := s.hold
+	return s.held, func() { close(hold) }
+}
+
+// arm makes the next Submit (deferred: Defer) complete with an unknown
+// outcome, having applied its batch or not.
+func (s *unknownStore) arm(deferred, applied bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if deferred {
+		s.deferred = append(s.deferred, applied)
+	} else {
+		s.fates = append(s.fates, applied)
+	}
+}
+
+func (s *unknownStore) Submit(b *storage.Batch, done func(error)) {
+	s.mu.Lock()
+	hold, held := s.hold, s.held
+	s.hold = nil
+	s.mu.Unlock()
+	if hold != nil {
+		close(held)
+		go func() {
+			<-hold
+			s.Store.Submit(b, done)
+		}()
+		return
+	}
+	s.write(s.Store.Submit, &s.fates, b, done)
+}
+
+func (s *unknownStore) Defer(b *storage.Batch, done func(error)) {
+	s.write(s.Store.Defer, &s.deferred, b, done)
+}
+
+func (s *unknownStore) write(write func(*storage.Batch, func(error)), fates *[]bool, b *storage.Batch, done func(error)) {
+	s.mu.Lock()
+	armed, applied := len(*fates) > 0, false
+	if armed {
+		applied, *fates = (*fates)[0], (*fates)[1:]
+	}
+	s.mu.Unlock()
+	switch {
+	case !armed:
+		write(b, done)
+	case !applied:
+		done(storage.ErrOutcomeUnknown)
+	default:
+		write(b, func(err error) {
+			if err == nil {
+				err = storage.ErrOutcomeUnknown
+			}
+			done(err)
+		})
+	}
+}
+
+func newUnknownFixture(t *testing.T) (*fixture, *unknownStore) {
+	t.Helper()
+	unknown := &unknownStore{Store: storage.NewMemory()}
+	return startOn(t, &faultyStore{Store: unknown}), unknown
+}
+
+// requireMatchesStore fails unless the queue's stats count what the store
+// holds for it: every stored message ready, delayed or leased, and the
+// leases the leased ones.
+func (f *fixture) requireMatchesStore(queue string) *QueueStats {
+	f.t.Helper()
+	contents, err := f.store.LoadQueue(queue)
+	require.NoError(f.t, err)
+	st := f.stats(queue)
+	require.EqualValues(f.t, len(contents.Messages), st.Depth+st.InFlight+st.Delayed, "messages: memory %+v, store %d", st, len(contents.Messages))
+	require.EqualValues(f.t, len(contents.Leases), st.InFlight, "leases")
+	return st
 }

@@ -22,6 +22,7 @@ import (
 //
 //	queue.go           the actor: Receive, start and stop, consumers, stats, readings
 //	queue_messages.go  the messages it handles and its view of a message
+//	queue_state.go     a message's states, transition, the apply of records, reload
 //	queue_write.go     Enqueue, Ack and Nack: a durable write, then the reply
 //	queue_lease.go     dispatch to consumers, credit, visibility timers, expiry
 //	queue_store.go     its config and records, loading from storage
@@ -37,14 +38,14 @@ type queueActor struct {
 	cfg    QueueConfig
 	deps   queueDeps
 
-	msgs     map[string]*message
-	ready    *drr[*message]
-	leased   int
+	msgs  map[string]*message
+	ready *drr[*message]
+	// inState counts the messages in q.msgs by state; transition keeps it.
+	inState  [stateCount]int
 	expiries expiryHeap
 	// delays holds the delayed messages by ready time (entries of messages
-	// no longer delayed are stale and skipped); delayed counts them.
+	// no longer delayed are stale and skipped).
 	delays    expiryHeap
-	delayed   int
 	timer     *time.Timer
 	timerAt   time.Time
 	consumers []*consumerSlot
@@ -58,10 +59,13 @@ type queueActor struct {
 	leaseIDs  leaseIDs
 	// mailbox counts the requests waiting for this actor.
 	mailbox *mailboxDepth
-	// pending counts writes submitted and not yet answered.
-	pending int
-	// held is what counts against the queue's max_depth and max_bytes.
-	held holdings
+	// epoch is this incarnation's (configCell.epochs): a completion of an
+	// earlier one found memory reloaded since its write was decided.
+	epoch uint64
+	// held is the stored messages (those in msgs); reserved, the enqueues
+	// of this epoch being written. Both count against max_depth and
+	// max_bytes.
+	held, reserved holdings
 	// fair counts deliveries per fairness key for the fila.fairness.* metrics.
 	fair *fairnessMeter
 	// scripts runs the queue's Lua hooks.
@@ -85,6 +89,8 @@ type queueActor struct {
 	// retired is set once the queue is deleted: every request is answered
 	// with it, and the actor stops as soon as it is idle.
 	retired *retire
+	// steps counts the messages handled, while checkEachStep is set.
+	steps int
 }
 
 // queueDeps is what a queue actor shares with the rest of the system, all
@@ -121,6 +127,12 @@ type configCell struct {
 	metricsOnce sync.Once
 	metrics     *telemetry.QueueMetrics
 	series      *telemetry.QueueSeries
+	// epochs numbers the queue's actor incarnations: each load takes the
+	// next (a supervisor restart, a reload after an unknown outcome).
+	epochs atomic.Uint64
+	// inflight counts the completions submitted and not yet received, of
+	// every incarnation: a retired queue stops only once none is left.
+	inflight atomic.Int64
 }
 
 // queueMetrics returns the queue's instruments, opening its series in set
@@ -171,6 +183,13 @@ func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) ac
 
 // Receive implements actor.Actor.
 func (q *queueActor) Receive(ctx actor.Context) {
+	q.receive(ctx)
+	if checkEachStep != nil {
+		checkEachStep(q.cfg.Name, ctx.Message(), q.checkStep())
+	}
+}
+
+func (q *queueActor) receive(ctx actor.Context) {
 	if q.retired != nil {
 		q.receiveRetired(ctx)
 		return
@@ -191,7 +210,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *EnqueueBatch:
 		q.enqueue(ctx, m.Items, true, m.StopAtRefusal)
 	case *enqueueDone:
-		q.pending--
+		q.config.inflight.Add(-1)
 		q.enqueued(ctx, m)
 	case *Ack:
 		q.settle(ctx, []SettleItem{{ID: m.ID, LeaseID: m.LeaseID}}, false)
@@ -200,12 +219,12 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *SettleBatch:
 		q.settle(ctx, m.Items, true)
 	case *settleDone:
-		q.pending--
+		q.config.inflight.Add(-1)
 		q.settled(ctx, m)
 	case *Extend:
 		q.extend(ctx, m)
 	case *extendDone:
-		q.pending--
+		q.config.inflight.Add(-1)
 		q.extended(ctx, m)
 	case *Subscribe:
 		q.subscribe(ctx, m.Consumer)
@@ -215,6 +234,10 @@ func (q *queueActor) Receive(ctx actor.Context) {
 		q.dispatch(ctx)
 	case *timerTick:
 		q.tick(ctx)
+	case *writeUnknown:
+		if m.epoch == q.epoch {
+			q.reload(ctx)
+		}
 	case *adopt:
 		q.adopted(ctx, m.msgs)
 	case *Redrive:
@@ -224,7 +247,7 @@ func (q *queueActor) Receive(ctx actor.Context) {
 	case *Purge:
 		q.purge(ctx)
 	case *moveDone:
-		q.pending--
+		q.config.inflight.Add(-1)
 		q.moved(ctx, m)
 	case *flushReading:
 		q.sendReading(ctx)
@@ -250,7 +273,7 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 	err := q.retired.err
 	switch m := ctx.Message().(type) {
 	case *enqueueDone, *settleDone, *extendDone, *moveDone:
-		q.pending--
+		q.config.inflight.Add(-1)
 		switch d := m.(type) {
 		case *enqueueDone:
 			for _, it := range d.items {
@@ -324,9 +347,9 @@ func settleRefusal(n int, batch bool, err error) any {
 // retireIfIdle stops a retired actor once its mailbox holds nothing but
 // the message being handled and no write of its is in flight.
 func (q *queueActor) retireIfIdle(ctx actor.Context) {
-	// pending can be below 0: an actor restarted by its supervisor receives
-	// the completions of its predecessor's writes.
-	if q.pending <= 0 && q.mailbox.n.Load() <= 1 {
+	// inflight is the cell's: an actor restarted by its supervisor waits
+	// for its predecessors' writes too.
+	if q.config.inflight.Load() <= 0 && q.mailbox.n.Load() <= 1 {
 		ctx.Stop(ctx.Self())
 	}
 }
@@ -384,16 +407,15 @@ func (q *queueActor) unsubscribe(ctx actor.Context, id uint64, unsent []*Deliver
 	var b storage.Batch
 	for _, d := range unsent {
 		m := q.msgs[d.ID]
-		if m == nil || !m.leased || m.settling || m.leaseID != d.LeaseID {
+		if m == nil || m.state != stateLeased || m.leaseID != d.LeaseID {
 			continue
 		}
-		q.unlease(m)
 		endDelivery(m, "returned")
 		b.DeleteLease(q.cfg.Name, m.id)
-		q.makeReady(m, false)
+		q.transition(m, stateReady)
 	}
 	if b.Len() > 0 {
-		q.deps.store.Defer(&b, q.logFailure("return unsent leases"))
+		q.deps.store.Defer(&b, q.logFailure(ctx, "return unsent leases"))
 		q.dispatch(ctx)
 	}
 	q.changed(ctx)
@@ -402,8 +424,8 @@ func (q *queueActor) unsubscribe(ctx actor.Context, id uint64, unsent []*Deliver
 func (q *queueActor) stats() *QueueStats {
 	st := &QueueStats{
 		Depth:     int64(q.ready.len()),
-		InFlight:  int64(q.leased),
-		Delayed:   int64(q.delayed),
+		InFlight:  int64(q.inFlight()),
+		Delayed:   int64(q.inState[stateDelayed]),
 		Config:    q.cfg,
 		Consumers: len(q.consumers),
 		Quantum:   q.deps.quantum,
@@ -457,12 +479,12 @@ func (q *queueActor) changed(ctx actor.Context) {
 func (q *queueActor) sendReading(ctx actor.Context) {
 	r := q.counts
 	r.Gauges[telemetry.Depth] = int64(q.ready.len())
-	r.Gauges[telemetry.LeasesActive] = int64(q.leased)
+	r.Gauges[telemetry.LeasesActive] = int64(q.inFlight())
 	r.Gauges[telemetry.ConsumersActive] = int64(len(q.consumers))
-	r.Gauges[telemetry.Delayed] = int64(q.delayed)
+	r.Gauges[telemetry.Delayed] = int64(q.inState[stateDelayed])
 	r.Gauges[telemetry.OldestReady] = q.oldestReady()
 	r.Gauges[telemetry.DRRActiveKeys] = int64(q.ready.active)
-	r.Gauges[telemetry.Bytes] = int64(q.held.bytes)
+	r.Gauges[telemetry.Bytes] = int64(q.held.bytes + q.reserved.bytes)
 	r.Gauges[telemetry.MaxDepth] = int64(q.cfg.MaxDepth)
 	r.Gauges[telemetry.MaxBytes] = int64(q.cfg.MaxBytes)
 	credit := 0
@@ -485,11 +507,14 @@ func (q *queueActor) submit(ctx actor.Context, spanCtx context.Context, b *stora
 	commit := q.commitSpan(spanCtx)
 	self, system := ctx.Self(), ctx.ActorSystem()
 	hist, start := q.metrics.CommitDuration, time.Now()
-	q.pending++
 	q.deps.store.Submit(b, func(err error) {
 		// On the committer's goroutine: touch nothing of the actor's.
 		hist.Record(spanCtx, time.Since(start).Seconds())
 		endSpan(commit, err)
 		system.Root.Send(self, done(err))
 	})
+	// After Submit, which may panic (a storage bug): then no completion
+	// comes. Before the completion is handled: it is in the mailbox at the
+	// earliest, behind the message being handled.
+	q.config.inflight.Add(1)
 }

@@ -75,9 +75,9 @@ type (
 
 // moveOp is a purge or redrive in progress.
 type moveOp struct {
-	// owner is the actor that began it: after a supervisor restart the
-	// messages it took are not the new actor's.
-	owner  *queueActor
+	// epoch is the incarnation that began it: after a restart or a reload
+	// the messages it took are not the new epoch's.
+	epoch  uint64
 	to     *QueueRef // a redrive's source queue; nil for a purge
 	cursor string    // the last id read from the store
 	bound  string    // the greatest id stored when it began
@@ -102,7 +102,7 @@ const (
 )
 
 // idle reports whether m is neither leased nor being moved.
-func idle(m *message) bool { return !m.leased && !m.settling && !m.moving }
+func idle(m *message) bool { return m.state == stateReady || m.state == stateDelayed }
 
 // peek answers a page of Peek: it reads ids after req.After in chunks and
 // keeps the messages that are not leased, until it has Limit+1 of them or
@@ -157,7 +157,7 @@ func (q *queueActor) startMove(ctx actor.Context, op *moveOp) {
 		ctx.Respond(&MoveReply{Err: fmt.Errorf("%w: %w", ErrStorage, err)})
 		return
 	}
-	op.owner, op.bound, op.sender = q, bound, ctx.Sender()
+	op.epoch, op.bound, op.sender = q.epoch, bound, ctx.Sender()
 	op.read = bound == ""
 	q.nextMove(ctx, op)
 }
@@ -182,19 +182,17 @@ func (q *queueActor) takeMore(op *moveOp) error {
 		if m == nil || !idle(m) {
 			continue
 		}
-		m.moving = true
-		if !m.readyAt.IsZero() {
-			q.undelay(m)
-		} else {
+		if m.state == stateReady {
 			keys[m.rec.GetFairnessKey()] = struct{}{}
 		}
+		q.transition(m, stateMoving)
 		op.rest = append(op.rest, m)
 		op.taken++
 	}
 	if op.limit > 0 && op.taken == op.limit {
 		op.read = true
 	}
-	q.ready.removeFrom(keys, func(m *message) bool { return m.moving })
+	q.ready.removeFrom(keys, func(m *message) bool { return m.state == stateMoving })
 	return nil
 }
 
@@ -209,7 +207,7 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 			return
 		}
 		if len(op.rest) == 0 && !op.read {
-			q.pending++ // the next turn is part of the operation, as a write is
+			q.config.inflight.Add(1) // the next turn is part of the operation, as a write is
 			ctx.Send(ctx.Self(), &moveDone{op: op, sender: op.sender})
 			return
 		}
@@ -260,26 +258,34 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 // moved completes one step of a purge or redrive and starts the next.
 func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
 	op := d.op
-	if op.owner != q {
+	if op.epoch != q.epoch {
 		// The actor restarted since the operation began and reloaded from
 		// storage: the messages taken are not this incarnation's.
 		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: fmt.Errorf("%w: the queue's actor restarted after %d messages; run it again for the rest",
 			ErrFailedPrecondition, op.done)})
 		return
 	}
+	if unknownOutcome(d.err) {
+		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: ErrOutcomeUnknown})
+		q.reload(ctx)
+		return
+	}
 	if d.err != nil {
+		delayed, now := false, time.Now()
 		for _, ms := range [][]*message{d.msgs, op.rest} {
 			for _, m := range ms {
-				m.moving = false
-				q.makeReadyOrDelay(ctx, m, false)
+				delayed = q.applyMessage(m, m.rec, now) || delayed
 			}
+		}
+		if delayed {
+			q.armTimer(ctx)
 		}
 		q.dispatch(ctx)
 		ctx.Send(op.sender, &MoveReply{Moved: op.done, Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return
 	}
 	for _, m := range d.msgs {
-		q.forget(m)
+		q.transition(m, stateGone)
 	}
 	if op.to != nil && len(d.msgs) > 0 {
 		q.count(telemetry.Redriven, int64(len(d.msgs)))

@@ -96,15 +96,13 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		if !ok {
 			break // every key's next message is throttled: the timer retries
 		}
-		q.fair.delivered(key, weight)
-		m.leased, m.leasedAt, m.expiresAt, m.consumer = true, now, expires, s.c.id
-		m.leaseGen++
-		m.leaseID = q.leaseIDs.next()
-		q.leased++
-		q.expiries.push(expiry{at: expires, id: m.id, gen: m.leaseGen})
+		// Decided: the consumer, the message (DRR, throttles), the token
+		// and the clock. The lease is applied at once and written
+		// deferred; its telemetry follows.
+		q.applyLease(m, now, expires, q.leaseIDs.next(), s)
 		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
-		s.credit--
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
+		q.fair.delivered(key, weight)
 		m.span = q.deliverySpan(s.parent, m)
 		if m.rec.GetAttemptCount() == 0 {
 			waited := now.Sub(time.Unix(0, m.rec.GetEnqueuedAtUnixNs()))
@@ -120,24 +118,11 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	if n == 0 {
 		return
 	}
-	q.deps.store.Defer(&b, q.logFailure("write leases"))
+	q.deps.store.Defer(&b, q.logFailure(ctx, "write leases"))
 	q.count(telemetry.Leased, int64(n))
 	q.count(telemetry.Redelivered, redelivered)
 	q.armTimer(ctx)
 	q.changed(ctx)
-}
-
-// unlease ends m's lease and gives its consumer the slot back.
-func (q *queueActor) unlease(m *message) {
-	m.leased = false
-	q.leased--
-	for _, s := range q.consumers {
-		if s.c.id == m.consumer {
-			s.credit++
-			break
-		}
-	}
-	m.consumer = 0
 }
 
 // nextConsumer returns the next consumer with credit and buffer room after
@@ -174,7 +159,7 @@ func (q *queueActor) tick(ctx actor.Context) {
 	for q.expiries.len() > 0 && !q.expiries.peek().at.After(now) {
 		e := q.expiries.pop()
 		m := q.msgs[e.id]
-		if m == nil || !m.leased || m.settling || m.leaseGen != e.gen {
+		if m == nil || m.state != stateLeased || m.leaseGen != e.gen {
 			continue // settled or leased again since
 		}
 		if m.expiresAt.After(now) {
@@ -184,7 +169,9 @@ func (q *queueActor) tick(ctx actor.Context) {
 			q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
 			continue
 		}
-		q.unlease(m)
+		// failExpired ends the lease: until then, another entry of the
+		// same lease (see transition) must not find it.
+		m.leaseGen++
 		endDelivery(m, "expired")
 		expired = append(expired, m)
 	}
@@ -208,13 +195,14 @@ func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time
 	var dlq *QueueRef
 	for _, m := range ms {
 		f := q.fail(&b, m, true, "", now)
+		q.countFailure(f)
 		q.applyFailure(ctx, m, f)
 		if f.outcome == deadLetter {
 			moved, dlq = append(moved, &message{id: m.id, rec: f.rec}), f.dlq
 		}
 	}
 	q.count(telemetry.Expired, int64(len(ms)))
-	logFailure, system := q.logFailure(what), ctx.ActorSystem()
+	logFailure, system := q.logFailure(ctx, what), ctx.ActorSystem()
 	q.deps.store.Defer(&b, func(err error) {
 		logFailure(err)
 		if err == nil && dlq != nil {
@@ -254,9 +242,9 @@ func (q *queueActor) heldLease(id, leaseID string) (*message, error) {
 	switch {
 	case m == nil:
 		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
-	case leaseID != "" && (!m.leased || m.leaseID != leaseID):
+	case leaseID != "" && (m.state != stateLeased && m.state != stateSettling || m.leaseID != leaseID):
 		return nil, fmt.Errorf("%w: lease_id %s of message_id %s is no longer held", ErrLeaseExpired, leaseID, id)
-	case !m.leased || m.settling:
+	case m.state != stateLeased:
 		return nil, fmt.Errorf("%w: message_id %s", ErrNotLeased, id)
 	}
 	return m, nil
@@ -280,7 +268,7 @@ func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 	rec.ExpiresAtUnixMs = expires.UnixMilli()
 	var b storage.Batch
 	b.PutLease(q.cfg.Name, m.id, rec)
-	d := &extendDone{id: m.id, leaseID: m.leaseID, expiresAt: expires, sender: ctx.Sender()}
+	d := &extendDone{id: m.id, leaseID: m.leaseID, expiresAt: expires, epoch: q.epoch, sender: ctx.Sender()}
 	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
 		d.err = err
 		return d
@@ -288,12 +276,19 @@ func (q *queueActor) extend(ctx actor.Context, req *Extend) {
 }
 
 func (q *queueActor) extended(ctx actor.Context, d *extendDone) {
+	if unknownOutcome(d.err) {
+		ctx.Send(d.sender, &ExtendReply{Err: ErrOutcomeUnknown})
+		if d.epoch == q.epoch {
+			q.reload(ctx)
+		}
+		return
+	}
 	if d.err != nil {
 		ctx.Send(d.sender, &ExtendReply{Err: fmt.Errorf("%w: %w", ErrStorage, d.err)})
 		return
 	}
 	m := q.msgs[d.id]
-	if m == nil || !m.leased || m.leaseID != d.leaseID {
+	if m == nil || (m.state != stateLeased && m.state != stateSettling) || m.leaseID != d.leaseID {
 		// Settled or expired while the write was on its way: the extension
 		// came too late, and the record it wrote is stale (a lease record
 		// without its lease is dropped on recovery).

@@ -118,22 +118,26 @@ type (
 		stopped *actor.PID
 	}
 	// enqueueDone, settleDone: a storage commit has finished.
+	// Each carries the epoch of the incarnation that submitted it: only
+	// that incarnation's memory reflects the write's decisions.
 	enqueueDone struct {
 		items  []*enqueueItem
-		batch  bool        // answer with an EnqueueBatchReply
-		owner  *queueActor // the incarnation that submitted it
+		batch  bool // answer with an EnqueueBatchReply
+		epoch  uint64
 		sender *actor.PID
 		err    error
 	}
 	extendDone struct {
 		id, leaseID string
 		expiresAt   time.Time
+		epoch       uint64
 		sender      *actor.PID
 		err         error
 	}
 	settleDone struct {
 		items  []*settleItem
 		batch  bool // answer with a SettleBatchReply
+		epoch  uint64
 		sender *actor.PID
 		err    error
 	}
@@ -150,19 +154,17 @@ type (
 type message struct {
 	id  string
 	rec *storagev1.MessageRecord
-	// leased is true from delivery until ack, nack or expiry.
-	leased    bool
-	settling  bool // an ack or nack is being written
+	// state is where the message is in its life; only transition changes
+	// it (queue_state.go).
+	state     msgState
 	leaseGen  uint64
 	leaseID   string // the current lease's token, as the consumer has it
 	leasedAt  time.Time
 	expiresAt time.Time // the current lease's end; Extend moves it
 	consumer  uint64    // the consumer it is leased to
-	// readyAt is set while the message is delayed (retry backoff or
-	// fila-delay-ms): it is neither ready nor leased until then.
+	// readyAt is when a delayed message (retry backoff or fila-delay-ms)
+	// becomes ready; zero in every other state.
 	readyAt time.Time
-	// moving is set while a purge or redrive of it is being written.
-	moving bool
 	// span is the current lease's delivery span; nil unless recorded.
 	span trace.Span
 	// throttled: a throttle held it back since it last passed one (it is

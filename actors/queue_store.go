@@ -115,31 +115,28 @@ func (q *queueActor) load(ctx actor.Context) {
 		// Panicking hands the failure to the supervisor, which retries.
 		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
 	}
+	q.epoch = q.config.epochs.Add(1)
 	now := time.Now()
 	var expired []*message
 	for _, sm := range contents.Messages {
-		m := &message{id: sm.ID, rec: sm.Record}
-		q.msgs[m.id] = m
-		q.held.add(m.rec)
+		m := &message{id: sm.ID}
 		if l, ok := contents.Leases[m.id]; ok {
+			m.rec = sm.Record
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
-			if at.After(now) {
-				m.leased, m.leaseGen, m.leasedAt, m.expiresAt = true, 1, time.Unix(0, l.GetLeasedAtUnixNs()), at
-				m.leaseID = l.GetLeaseId()
-				q.leased++
-				q.expiries.push(expiry{at: at, id: m.id, gen: 1})
-				continue
+			q.applyLease(m, time.Unix(0, l.GetLeasedAtUnixNs()), at, l.GetLeaseId(), nil)
+			if !at.After(now) {
+				m.leaseGen++ // as tick does: its expiry entry is stale
+				expired = append(expired, m)
 			}
-			expired = append(expired, m)
 			continue
 		}
-		q.makeReadyOrDelay(ctx, m, true) // in enqueue order: the latest weight wins again
+		q.applyMessage(m, sm.Record, now) // in enqueue order: the latest weight wins again
 	}
 	q.failExpired(ctx, expired, now, "expire leases on recovery")
 	q.armTimer(ctx)
 	q.changed(ctx)
 	q.deps.log.Debug("queue recovered", slog.String("queue_id", q.cfg.Name),
-		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.leased))
+		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.inFlight()))
 }
 
 // reconfigure reads the config cell and installs its scripts. A script
@@ -155,28 +152,6 @@ func (q *queueActor) reconfigure() {
 				slog.String("hook", s.hook), slog.Any("error", err))
 			_ = q.scripts.Set(s.hook, "")
 		}
-	}
-}
-
-// makeReady puts m in the ready index under its fairness key. A new message
-// (or one recovered in enqueue order) that carries a weight sets its key's
-// weight; a requeued one is not news and leaves the weight alone.
-func (q *queueActor) makeReady(m *message, fresh bool) {
-	weight := int64(0)
-	if fresh {
-		weight = int64(m.rec.GetWeight())
-	}
-	q.ready.push(m.rec.GetFairnessKey(), weight, m)
-}
-
-// forget drops an acked message.
-func (q *queueActor) forget(m *message) {
-	q.held.remove(m.rec)
-	delete(q.msgs, m.id)
-	if len(q.msgs) == 0 {
-		// Go maps never shrink: after a burst, a drained queue would keep
-		// the burst's buckets for good.
-		q.msgs = make(map[string]*message)
 	}
 }
 
@@ -197,13 +172,17 @@ func withAttempt(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
 }
 
 // logFailure is the completion of a write nobody waits on (leases, expiries):
-// a failure is logged, and recovery reconciles from what did commit.
-func (q *queueActor) logFailure(what string) func(error) {
-	log := q.deps.log
-	name := q.cfg.Name
+// a failure is logged, and recovery reconciles from what did commit; an
+// unknown outcome makes this epoch reload now.
+func (q *queueActor) logFailure(ctx actor.Context, what string) func(error) {
+	log, name, epoch := q.deps.log, q.cfg.Name, q.epoch
+	self, system := ctx.Self(), ctx.ActorSystem()
 	return func(err error) {
 		if err != nil {
 			log.Error("storage write failed", slog.String("queue_id", name), slog.String("op", what), slog.Any("error", err))
+		}
+		if unknownOutcome(err) {
+			system.Root.Send(self, &writeUnknown{epoch: epoch})
 		}
 	}
 }
@@ -211,6 +190,12 @@ func (q *queueActor) logFailure(what string) func(error) {
 // holdings are what a queue holds against its max_depth and max_bytes:
 // stored messages and those whose Enqueue is being written.
 type holdings struct{ messages, bytes uint64 }
+
+// holding is what the queue holds now: its stored messages and its
+// enqueues being written.
+func (q *queueActor) holding() holdings {
+	return holdings{messages: q.held.messages + q.reserved.messages, bytes: q.held.bytes + q.reserved.bytes}
+}
 
 func (h *holdings) add(rec *storagev1.MessageRecord) {
 	h.messages++

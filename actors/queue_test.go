@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -504,4 +505,160 @@ func TestNothingIsDeliveredToAnEndedStream(t *testing.T) {
 	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
 	require.Empty(t, c.Deliveries, "not redelivered to the ended stream")
 	require.EqualValues(t, 1, f.stats("q").Depth, "ready for the next consumer")
+}
+
+// TestUnknownOutcomeReloadsFromStore: a write that completes with
+// storage.ErrOutcomeUnknown, applied or not, is answered UNAVAILABLE (the
+// gateway maps ErrShuttingDown so), ends the queue's consumers as a restart
+// does, and leaves the actor holding what the store holds, not a rollback
+// of memory: an enqueue applied is delivered, one not applied is not; an
+// ack applied is gone, one not applied leaves the lease standing with its
+// token; and so on. The invariants are checked after every step, as in
+// every test here.
+func TestUnknownOutcomeReloadsFromStore(t *testing.T) {
+	t.Parallel()
+	type state struct{ depth, inFlight int64 }
+	for _, tc := range []struct {
+		name string
+		// stored: a message is stored before the write; leased: and
+		// delivered; deferred: the write is the lease dispatch writes, one
+		// nobody waits on.
+		stored, leased, deferred bool
+		act                      func(f *fixture, d *Delivery) error
+		// what the queue holds after the reload, when the write was
+		// applied and when it was not.
+		applied, notApplied state
+	}{
+		{name: "enqueue", act: func(f *fixture, _ *Delivery) error {
+			return f.ask("q", &Enqueue{Payload: []byte("x")}).(*EnqueueReply).Err
+		}, applied: state{1, 0}, notApplied: state{0, 0}},
+		{name: "enqueue batch", act: func(f *fixture, _ *Delivery) error {
+			r := f.ask("q", &EnqueueBatch{Items: []*Enqueue{{Payload: []byte("x")}, {Payload: []byte("y")}}}).(*EnqueueBatchReply)
+			require.ErrorIs(t, r.Results[1].Err, ErrOutcomeUnknown)
+			return r.Results[0].Err
+		}, applied: state{2, 0}, notApplied: state{0, 0}},
+		{name: "ack", leased: true, act: func(f *fixture, d *Delivery) error {
+			return f.settle("q", &Ack{ID: d.ID, LeaseID: d.LeaseID})
+		}, applied: state{0, 0}, notApplied: state{0, 1}},
+		{name: "nack", leased: true, act: func(f *fixture, d *Delivery) error {
+			return f.settle("q", &Nack{ID: d.ID, LeaseID: d.LeaseID})
+		}, applied: state{1, 0}, notApplied: state{0, 1}},
+		{name: "extend", leased: true, act: func(f *fixture, d *Delivery) error {
+			return f.ask("q", &Extend{ID: d.ID, LeaseID: d.LeaseID, Timeout: time.Hour}).(*ExtendReply).Err
+		}, applied: state{0, 1}, notApplied: state{0, 1}},
+		{name: "purge", stored: true, act: func(f *fixture, _ *Delivery) error {
+			return f.ask("q", &Purge{}).(*MoveReply).Err
+		}, applied: state{0, 0}, notApplied: state{1, 0}},
+		{name: "lease write", deferred: true, applied: state{0, 1}, notApplied: state{1, 0}},
+	} {
+		for _, applied := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s applied %v", tc.name, applied), func(t *testing.T) {
+				t.Parallel()
+				f, store := newUnknownFixture(t)
+				f.create("q", time.Minute)
+				var c *Consumer
+				var d *Delivery
+				if tc.stored || tc.leased || tc.deferred {
+					f.enqueue("q", nil)
+				}
+				switch {
+				case tc.leased:
+					c = f.subscribe("q", 1)
+					d = f.recv(c)
+				case tc.deferred:
+					store.arm(true, applied)
+					c = f.subscribe("q", 1)
+					requireRestarted(t, c) // by the reload; the delivery stays in its buffer
+					require.Len(t, c.Deliveries, 1)
+					d = <-c.Deliveries
+				}
+				if tc.act != nil {
+					store.arm(false, applied)
+					err := tc.act(f, d)
+					require.ErrorIs(t, err, ErrOutcomeUnknown)
+					require.ErrorIs(t, err, storage.ErrOutcomeUnknown)
+					require.ErrorIs(t, err, ErrShuttingDown, "answered UNAVAILABLE")
+				}
+				if c != nil {
+					requireRestarted(t, c)
+				}
+				want := tc.notApplied
+				if applied {
+					want = tc.applied
+				}
+				st := f.requireMatchesStore("q")
+				require.Equal(t, want, state{st.Depth, st.InFlight})
+				if want.inFlight > 0 && d != nil {
+					require.NoError(t, f.settle("q", &Ack{ID: d.ID, LeaseID: d.LeaseID}), "the lease reloaded keeps its token")
+				}
+				if want.depth > 0 {
+					c := f.subscribe("q", int(want.depth))
+					for range want.depth {
+						got := f.recv(c)
+						if d != nil {
+							require.Equal(t, d.ID, got.ID)
+						}
+					}
+				}
+				f.requireMatchesStore("q")
+			})
+		}
+	}
+}
+
+// requireRestarted waits until c is ended as a queue actor's restart or
+// reload ends it (told to subscribe again), or fails once waitFor passes.
+func requireRestarted(t *testing.T, c *Consumer) {
+	t.Helper()
+	select {
+	case <-c.Done():
+		require.True(t, IsRestart(c.Err()), "consumer told to subscribe again: %v", c.Err())
+	case <-time.After(waitFor):
+		t.Fatal("consumer not ended")
+	}
+}
+
+// TestCompletionOfAnEarlierEpoch: an enqueue whose commit completes only
+// after the queue reloaded (another write's outcome was unknown) was not in
+// the store the reload read; its completion, of the earlier epoch, adds the
+// message (the store has it) without touching the new epoch's reservations,
+// and its caller gets its id.
+func TestCompletionOfAnEarlierEpoch(t *testing.T) {
+	t.Parallel()
+	f, store := newUnknownFixture(t)
+	f.create("q", time.Minute)
+	ref := f.sys.Directory().Lookup("q")
+	held, release := store.holdNext()
+	late := make(chan *EnqueueReply, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		r, err := f.sys.Ask(ctx, ref.PID, nil, &Enqueue{Payload: []byte("late")})
+		if err != nil {
+			r = &EnqueueReply{Err: err}
+		}
+		late <- r.(*EnqueueReply)
+	}()
+	select {
+	case <-held:
+	case <-time.After(waitFor):
+		t.Fatal("the enqueue was not submitted")
+	}
+	store.arm(false, false)
+	require.ErrorIs(t, f.ask("q", &Enqueue{Payload: []byte("lost")}).(*EnqueueReply).Err, ErrOutcomeUnknown)
+	require.Zero(t, f.requireMatchesStore("q").Depth, "reloaded: the late enqueue is not stored yet")
+
+	release()
+	var r *EnqueueReply
+	select {
+	case r = <-late:
+	case <-time.After(waitFor):
+		t.Fatal("no reply to the late enqueue")
+	}
+	require.NoError(t, r.Err)
+	require.EqualValues(t, 1, f.requireMatchesStore("q").Depth)
+	c := f.subscribe("q", 1)
+	d := f.recv(c)
+	require.Equal(t, r.ID, d.ID)
+	require.Equal(t, "late", string(d.Record.GetPayload()))
 }

@@ -54,7 +54,7 @@ func errorType(err error) string {
 		err  error
 		name string
 	}{
-		{ErrQueueNotFound, "queue_not_found"}, {ErrNotLeased, "not_leased"}, {ErrLeaseExpired, "lease_expired"},
+		{ErrOutcomeUnknown, "outcome_unknown"}, {ErrQueueNotFound, "queue_not_found"}, {ErrNotLeased, "not_leased"}, {ErrLeaseExpired, "lease_expired"},
 		{ErrInvalid, "invalid_argument"}, {ErrOverloaded, "overloaded"}, {ErrStorage, "storage"},
 		{ErrShuttingDown, "shutting_down"}, {ErrFailedPrecondition, "failed_precondition"},
 	} {

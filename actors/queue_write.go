@@ -45,10 +45,10 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRe
 			items[i] = &enqueueItem{span: span, ctx: spanCtx, err: ErrNotAttempted}
 			continue
 		}
-		items[i] = q.prepareEnqueue(parent, req, &b)
+		items[i] = q.decideEnqueue(parent, req, &b)
 		refused = stopAtRefusal && items[i].err != nil
 	}
-	d := &enqueueDone{items: items, batch: batch, owner: q, sender: ctx.Sender()}
+	d := &enqueueDone{items: items, batch: batch, epoch: q.epoch, sender: ctx.Sender()}
 	if b.Len() == 0 {
 		q.enqueued(ctx, d) // nothing to write: every item was refused
 		return
@@ -59,47 +59,21 @@ func (q *queueActor) enqueue(ctx actor.Context, reqs []*Enqueue, batch, stopAtRe
 	})
 }
 
-// prepareEnqueue checks req against the queue's rules and, if it passes,
-// adds its write to b.
-func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
-	// A message that carries a trace context of another trace than the call
-	// (an item of a batch from many producers) keeps it: its span joins that
-	// trace. In the call's own trace (a single Enqueue), the span stays a
-	// child of the RPC span.
-	if _, own := req.Headers[traceparentHeader]; own {
-		carried := telemetry.ExtractHeaders(context.Background(), propagation.MapCarrier(req.Headers))
-		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
-			parent = carried
-		}
-	}
-	spanCtx, span := q.startChild(parent, telemetry.SpanEnqueue)
+// decideEnqueue is an enqueue's decide step, the leader's alone: it
+// settles everything that is not a function of the records (the span, the
+// fairness key and weight from the headers and the on_enqueue hook, the
+// delay, admission, the message id, the clock, the creation context) into
+// the message's record, reserves its room and adds its write to b; or
+// refuses it. Applying the record once committed is enqueued's.
+func (q *queueActor) decideEnqueue(parent context.Context, req *Enqueue, b *storage.Batch) *enqueueItem {
+	spanCtx, span := q.enqueueSpan(parent, req)
 	it := &enqueueItem{span: span, ctx: spanCtx}
-	key := req.Headers[q.cfg.FairnessKeyHeader]
-	if key == "" {
-		key = DefaultFairnessKey
-	}
-	// 0 when the message carries no weight: then it leaves its key's weight
-	// as the latest message that did carry one set it.
-	weight := uint32(0)
-	if w, ok := req.Headers[WeightHeader]; ok {
-		n, err := strconv.ParseUint(w, 10, 32)
-		if err != nil || n < 1 || n > MaxWeight {
-			it.err = fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)
-			return it
-		}
-		weight = uint32(n)
-	}
-	if res := q.scriptEnqueue(spanCtx, req); res.FairnessKey != "" || res.Weight > 0 || len(res.ThrottleKeys) > 0 {
-		key = cmp.Or(res.FairnessKey, key)
-		weight = cmp.Or(res.Weight, weight)
-		it.throttleKeys = res.ThrottleKeys
-	}
-	delay, err := enqueueDelay(req.Headers)
+	key, weight, delay, err := q.route(spanCtx, req, it)
 	if err != nil {
 		it.err = err
 		return it
 	}
-	if reason, err := q.held.admit(q.cfg, len(req.Payload)); err != nil {
+	if reason, err := q.holding().admit(q.cfg, len(req.Payload)); err != nil {
 		q.metrics.Refused[reason].Add(1)
 		it.err = err
 		return it
@@ -115,11 +89,64 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 		span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpSend, q.cfg.Name, id)...)
 		span.SetAttributes(telemetry.KeyFairnessKey.String(key))
 	}
-	// The message's creation context is this span's: delivery links to it,
-	// and a consumer's processing span can join its trace. Only a sampled
-	// context is written: an unsampled traceparent (…-00) would make a
-	// consumer with its own always-on tracing drop its spans, and would cost
-	// every message ~100 bytes and a parse for a trace nobody records.
+	now := time.Now()
+	rec := newMessageRecord(spanCtx, req, key, weight, it.throttleKeys, now)
+	if delay > 0 {
+		rec.ReadyAtUnixMs = readyAtMillis(now.Add(delay))
+	}
+	it.msg = &message{id: id, rec: rec}
+	q.reserved.add(rec) // now, so a burst cannot overshoot while it commits
+	b.PutMessage(q.cfg.Name, id, rec)
+	return it
+}
+
+// enqueueSpan starts an enqueued message's span. A message that carries a
+// trace context of another trace than the call (an item of a batch from
+// many producers) keeps it: its span joins that trace. In the call's own
+// trace (a single Enqueue), the span stays a child of the RPC span.
+func (q *queueActor) enqueueSpan(parent context.Context, req *Enqueue) (context.Context, trace.Span) {
+	if _, own := req.Headers[traceparentHeader]; own {
+		carried := telemetry.ExtractHeaders(context.Background(), propagation.MapCarrier(req.Headers))
+		if c := trace.SpanContextFromContext(carried); c.IsValid() && c.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
+			parent = carried
+		}
+	}
+	return q.startChild(parent, telemetry.SpanEnqueue)
+}
+
+// route is where req goes in the queue: its fairness key and weight, from
+// its headers unless the on_enqueue hook names them (the hook's throttle
+// keys go into it), and its delay. weight is 0 when the message carries
+// none: then it leaves its key's weight as the latest message that did
+// carry one set it.
+func (q *queueActor) route(spanCtx context.Context, req *Enqueue, it *enqueueItem) (key string, weight uint32, delay time.Duration, err error) {
+	key = req.Headers[q.cfg.FairnessKeyHeader]
+	if key == "" {
+		key = DefaultFairnessKey
+	}
+	if w, ok := req.Headers[WeightHeader]; ok {
+		n, err := strconv.ParseUint(w, 10, 32)
+		if err != nil || n < 1 || n > MaxWeight {
+			return "", 0, 0, fmt.Errorf("%w: header %s must be an integer from 1 to %d", ErrInvalid, WeightHeader, MaxWeight)
+		}
+		weight = uint32(n)
+	}
+	if res := q.scriptEnqueue(spanCtx, req); res.FairnessKey != "" || res.Weight > 0 || len(res.ThrottleKeys) > 0 {
+		key = cmp.Or(res.FairnessKey, key)
+		weight = cmp.Or(res.Weight, weight)
+		it.throttleKeys = res.ThrottleKeys
+	}
+	delay, err = enqueueDelay(req.Headers)
+	return key, weight, delay, err
+}
+
+// newMessageRecord is req's record as the queue stores it, enqueued at now.
+// The message's creation context is the span's in spanCtx: delivery links
+// to it, and a consumer's processing span can join its trace. Only a
+// sampled context is written: an unsampled traceparent (…-00) would make a
+// consumer with its own always-on tracing drop its spans, and would cost
+// every message ~100 bytes and a parse for a trace nobody records.
+func newMessageRecord(spanCtx context.Context, req *Enqueue, key string, weight uint32, throttleKeys []string, now time.Time) *storagev1.MessageRecord {
 	var carrier map[string]string
 	if trace.SpanContextFromContext(spanCtx).IsSampled() {
 		carrier = telemetry.InjectHeaders(spanCtx)
@@ -140,49 +167,47 @@ func (q *queueActor) prepareEnqueue(parent context.Context, req *Enqueue, b *sto
 			headers[tracestateHeader] = ts
 		}
 	}
-	rec := &storagev1.MessageRecord{
+	return &storagev1.MessageRecord{
 		Headers:             headers,
 		Payload:             req.Payload,
 		FairnessKey:         key,
 		Weight:              weight,
-		EnqueuedAtUnixNs:    time.Now().UnixNano(),
+		EnqueuedAtUnixNs:    now.UnixNano(),
 		CreationTraceparent: carrier[traceparentHeader],
 		CreationTracestate:  carrier[tracestateHeader],
-		ThrottleKeys:        it.throttleKeys,
+		ThrottleKeys:        throttleKeys,
 	}
-	if delay > 0 {
-		rec.ReadyAtUnixMs = readyAtMillis(time.Now().Add(delay))
-	}
-	it.msg = &message{id: id, rec: rec}
-	q.held.add(rec) // now, so a burst cannot overshoot while it commits
-	b.PutMessage(q.cfg.Name, id, rec)
-	return it
 }
 
+// enqueued is an enqueue's commit edge: the reservations of this epoch are
+// released, the committed records are applied, and then the replies, the
+// items' spans, the logs and the counters go out.
 func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
-	// Only this incarnation counted the messages in held when it submitted
-	// them; after a supervisor restart the load counted what was stored.
-	mine := d.owner == q
+	// Only this epoch reserved the messages when it submitted them; after
+	// a restart the load counted what was stored.
+	mine, unknown := d.epoch == q.epoch, unknownOutcome(d.err)
+	if mine {
+		for _, it := range d.items {
+			if it.err == nil {
+				q.reserved.remove(it.msg.rec)
+			}
+		}
+	}
+	delayed := false
+	if d.err == nil {
+		delayed = q.applyEnqueued(d.items, time.Now())
+	}
 	replies := make([]EnqueueReply, len(d.items))
 	added := 0
 	for i, it := range d.items {
 		switch {
 		case it.err != nil:
 			replies[i].Err = it.err
+		case unknown:
+			replies[i].Err = ErrOutcomeUnknown
 		case d.err != nil:
-			if mine {
-				q.held.remove(it.msg.rec)
-			}
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
-			// After a restart the message may already have been loaded.
-			if _, known := q.msgs[it.msg.id]; !known {
-				q.msgs[it.msg.id] = it.msg
-				q.makeReadyOrDelay(ctx, it.msg, true)
-				if !mine {
-					q.held.add(it.msg.rec)
-				}
-			}
 			added++
 			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.rec.GetFairnessKey()))
 			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.rec.GetFairnessKey()}
@@ -194,11 +219,33 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	} else {
 		ctx.Send(d.sender, &replies[0])
 	}
+	if unknown && mine {
+		q.reload(ctx)
+		return
+	}
+	if delayed {
+		q.armTimer(ctx)
+	}
 	if added > 0 {
 		q.count(telemetry.Enqueued, int64(added))
 		q.dispatch(ctx)
 		q.changed(ctx)
 	}
+}
+
+// applyEnqueued applies the committed records of items (those not refused
+// before the write), as of now, and reports whether one is delayed.
+func (q *queueActor) applyEnqueued(items []*enqueueItem, now time.Time) (delayed bool) {
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		// After a restart the message may already have been loaded.
+		if _, known := q.msgs[it.msg.id]; !known {
+			delayed = q.applyMessage(it.msg, it.msg.rec, now) || delayed
+		}
+	}
+	return delayed
 }
 
 // settleItem is one Ack or Nack on its way to storage.
@@ -220,7 +267,7 @@ func (q *queueActor) settle(ctx actor.Context, reqs []SettleItem, batch bool) {
 	for i, r := range reqs {
 		items[i] = q.prepareSettle(parent, r, &b)
 	}
-	d := &settleDone{items: items, batch: batch, sender: ctx.Sender()}
+	d := &settleDone{items: items, batch: batch, epoch: q.epoch, sender: ctx.Sender()}
 	if b.Len() == 0 {
 		q.settled(ctx, d)
 		return
@@ -249,7 +296,7 @@ func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *stor
 	if r.Nack {
 		q.debug(spanCtx, "nack received", slog.String("msg_id", r.ID), slog.String("error", clip(r.Error, maxLoggedNackError)))
 	}
-	m.settling = true
+	q.transition(m, stateSettling)
 	if r.Nack {
 		it.fate = q.fail(b, m, false, r.Error, time.Now())
 		if span.IsRecording() {
@@ -267,39 +314,39 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	var acked, nacked int64
 	var dlq *QueueRef // the queue's DLQ, when a nack dead-lettered
 	var moved []*message
-	now := time.Now()
+	// Only this epoch's memory holds the items as settling; an earlier
+	// one's settle that committed ends a lease the reload found still
+	// standing, and changes nothing otherwise.
+	mine, unknown := d.epoch == q.epoch, unknownOutcome(d.err)
+	rearm, now := false, time.Now()
 	for i, it := range d.items {
+		m := q.msgs[it.id]
 		switch {
 		case it.err != nil:
 			errs[i] = it.err
+		case unknown:
+			errs[i] = ErrOutcomeUnknown
 		case d.err != nil:
 			errs[i] = fmt.Errorf("%w: %w", ErrStorage, d.err)
-			if m := q.msgs[it.id]; m != nil {
-				m.settling = false
-				// The lease stands. If it expired while the write was
-				// failing, its expiry entry was skipped: expire it now.
-				// Otherwise that entry is still queued and fires on time.
-				if !m.expiresAt.After(time.Now()) {
-					q.expiries.push(expiry{at: time.Now(), id: m.id, gen: m.leaseGen})
-					q.armTimer(ctx)
-				}
+			if mine && m != nil && m.state == stateSettling {
+				// The lease stands, with an expiry entry again (one that
+				// fell due while it was settling was passed over).
+				q.transition(m, stateLeased)
+				rearm = true
 			}
 		default:
-			if m := q.msgs[it.id]; m != nil { // nil only if a restart reloaded the queue after the commit
-				if m.leased {
-					q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
-					q.unlease(m)
-				}
-				m.settling = false
+			if m != nil && (m.state == stateSettling && mine || m.state == stateLeased && !mine) {
+				// The delivery's telemetry ends at the commit edge; then
+				// the apply.
+				q.metrics.ProcessDuration.Record(spanContext(m), now.Sub(m.leasedAt).Seconds())
 				if it.nack {
 					endDelivery(m, "nack: "+it.fate.outcome.String())
-					q.applyFailure(ctx, m, it.fate)
-					if it.fate.outcome == deadLetter {
-						dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
-					}
+					q.countFailure(it.fate)
 				} else {
 					endDelivery(m, "ack")
-					q.forget(m)
+				}
+				if q.applySettle(ctx, m, it) {
+					dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
 				}
 			}
 			if it.nack {
@@ -311,6 +358,12 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 			}
 		}
 		endSpan(it.span, errs[i])
+	}
+	if unknown && mine {
+		q.reload(ctx)
+	}
+	if rearm {
+		q.armTimer(ctx)
 	}
 	if dlq != nil {
 		ctx.Send(dlq.PID, &adopt{msgs: moved}) // the move is durable
@@ -326,6 +379,18 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 		q.dispatch(ctx)
 		q.changed(ctx)
 	}
+}
+
+// applySettle applies a committed ack (m is gone) or nack (m is ready,
+// delayed or gone, as fail decided), and reports whether the nack moved m
+// to the DLQ, which the caller then hands it to.
+func (q *queueActor) applySettle(ctx actor.Context, m *message, it *settleItem) (deadLettered bool) {
+	if !it.nack {
+		q.transition(m, stateGone)
+		return false
+	}
+	q.applyFailure(ctx, m, it.fate)
+	return it.fate.outcome == deadLetter
 }
 
 // commitParent is the span the commit span goes under: the item's own span
