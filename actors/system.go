@@ -171,10 +171,3 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.level}
 }
 
-// SpawnNamed starts a top-level actor (such as the gateway pool) in this system.
-func (s *System) SpawnNamed(props *actor.Props, name string) (*actor.PID, error) {
-	return s.as.Root.SpawnNamed(props, name)
-}
-
-// StopActor stops a top-level actor and waits until it has stopped.
-func (s *System) StopActor(pid *actor.PID) { _ = s.as.Root.StopFuture(pid).Wait() }
