@@ -56,7 +56,7 @@ type request struct {
 
 // prefixStepKeys bounds the keys one step of a DeletePrefix deletes: one
 // small transaction, so that other batches wait for about one step of it.
-const prefixStepKeys = 2048
+const prefixStepKeys = 1000
 
 // DeferMax is how long a deferred batch may wait for a commit that someone
 // waits on before it is committed on its own.
@@ -380,7 +380,28 @@ type stepState struct {
 	unit int    // the next unit to apply
 	op   int    // in a DeletePrefix unit, the next op
 	from []byte // in that op, the key to read from (nil: the prefix)
-	err  error  // the first error; it ends the batch
+	// ahead is the read of the keys from from on, started while the step
+	// before committed, so the committer seldom waits for a read.
+	ahead chan keysRead
+	err   error // the first error; it ends the batch
+}
+
+type keysRead struct {
+	keys [][]byte
+	err  error
+}
+
+// readKeys reads up to prefixStepKeys keys under prefix from from on, on
+// a goroutine of its own (Close waits for it).
+func (s *Badger) readKeys(prefix, from []byte) chan keysRead {
+	ch := make(chan keysRead, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		keys, err := s.keys(prefix, from, prefixStepKeys)
+		ch <- keysRead{keys, err}
+	}()
+	return ch
 }
 
 // stepBackground applies one step of r's batch, which holds a DeletePrefix
@@ -408,7 +429,20 @@ func (s *Badger) stepBackground(r *request) (finished bool) {
 		}
 		ops := b.unit(st.unit)
 		prefix := ops[st.op].key
-		keys, err := s.keys(prefix, st.from, prefixStepKeys)
+		if st.ahead == nil {
+			st.ahead = s.readKeys(prefix, st.from)
+		}
+		read := <-st.ahead
+		st.ahead = nil
+		keys, err := read.keys, read.err
+		if err == nil && len(keys) == prefixStepKeys {
+			// Read on from the next key after the last one this step
+			// deletes, while it commits: that skips what it deletes, so a
+			// step costs about prefixStepKeys keys however many the steps
+			// before took.
+			st.from = append(keys[len(keys)-1], 0)
+			st.ahead = s.readKeys(prefix, st.from)
+		}
 		if err == nil && len(keys) > 0 {
 			err = s.deleteKeys(keys)
 		}
@@ -417,10 +451,6 @@ func (s *Badger) stepBackground(r *request) (finished bool) {
 			break
 		}
 		if len(keys) == prefixStepKeys {
-			// The next key after the last one deleted: reading from there
-			// skips what this step deleted, so a step costs about
-			// prefixStepKeys keys however many the steps before took.
-			st.from = append(keys[len(keys)-1], 0)
 			break
 		}
 		st.op, st.from = st.op+1, nil

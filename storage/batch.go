@@ -33,7 +33,9 @@ type op struct {
 // lease, by id) that sit next to each other form a unit, and a unit is
 // always applied atomically; a batch too big for one badger transaction is
 // split between units, so a batch is atomic only as a whole when it fits
-// (Store.MaxAtomicBatch says when). The zero value is empty and ready to use.
+// in one (half of badger's size and count limits). A DeleteQueueItems is a
+// unit that is not atomic: see there. Every op names the batch's Owner,
+// and a batch must have one. The zero value is empty and ready to use.
 // A Batch is not safe for concurrent use.
 type Batch struct {
 	ops  []op

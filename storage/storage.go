@@ -176,6 +176,11 @@ func lastMessage(last lastKeyFunc, queue string) (string, error) {
 // where the last step ended, so a step costs about limit keys however much
 // the steps before deleted. The queue's keys must have no other writer
 // meanwhile. A Reaper is not safe for concurrent use.
+//
+// Its steps are batches of single deletes, not one DeleteQueueItems: that
+// takes its steps back to back inside the committer, and measured with
+// filabench's delete of a full queue and DLQ it made another queue's
+// Enqueue slower (docs/decisions.md, issue 23).
 type Reaper struct {
 	queue  string
 	leases bool   // past the messages, on to the leases

@@ -53,7 +53,7 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 			n    int
 		}{
 			{"few", 5},
-			{"more than a step", 3000}, // a step of badger's is 2048 keys
+			{"more than a step", 3000}, // a step of badger's is 1000 keys
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
