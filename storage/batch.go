@@ -43,13 +43,15 @@ type Batch struct {
 	// units[i] is the index in ops where unit i starts.
 	units   []int
 	lastKey string // the item of the last unit, "" for a unit of its own
+	// owner is whose b is, set by the first op (owned); other is the
+	// first owner of a later op that differs, for the error (a pointer, as
+	// only a refused batch has one).
+	owner Owner
+	other *Owner
 	// background: see SetBackground.
 	background bool
-	// owner is whose b is, set by the first op (owned); other is the first
-	// owner of a later op that differs (mixed), for the error.
-	owner, other Owner
-	owned, mixed bool
-	prefixes     bool // some op is a DeletePrefix: see DeleteQueueItems
+	owned      bool
+	prefixes   bool // some op is a DeletePrefix: see DeleteQueueItems
 }
 
 // Owner is whose a batch is: the unit a replicated store proposes it to.
@@ -102,8 +104,8 @@ func (b *Batch) Owner() Owner { return b.owner }
 // them, when b's ops have more than one owner; stores refuse such a batch
 // whole. It returns nil otherwise.
 func (b *Batch) CheckOwner() error {
-	if b.mixed {
-		return fmt.Errorf("%w: %s and %s", ErrMixedOwners, b.owner, b.other)
+	if b.other != nil {
+		return fmt.Errorf("%w: %s and %s", ErrMixedOwners, b.owner, *b.other)
 	}
 	return nil
 }
@@ -113,8 +115,9 @@ func (b *Batch) own(o Owner) {
 	switch {
 	case !b.owned:
 		b.owner, b.owned = o, true
-	case b.owner != o && !b.mixed:
-		b.other, b.mixed = o, true
+	case b.owner != o && b.other == nil:
+		b.other = new(Owner) // allocated only here, for a refused batch
+		*b.other = o
 	}
 }
 
