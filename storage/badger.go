@@ -190,7 +190,9 @@ func (s *Badger) Write(b *Batch) error {
 // are committed one per transaction: when nothing else waits, at once;
 // when other batches wait too, turn about with them, so that a write that
 // arrives during a purge waits for one step of it at most, and the purge
-// still moves on under a steady load.
+// still moves on under a steady load. A batch with a DeletePrefix
+// (DeleteQueueItems) takes one step a turn (stepBackground), then waits
+// behind the other background batches for its next.
 func (s *Badger) commitLoop() {
 	defer s.wg.Done()
 	var (
