@@ -1,6 +1,9 @@
 // Package storagetest is the contract every storage.Store must meet, as one
 // suite that runs against each implementation (river's riverdrivertest is
-// the model): badger in a temp dir and the in-memory store alike.
+// the model): badger in a temp dir and the in-memory store alike, and each
+// behind Late. It also holds stores for writers' tests that a single node
+// never shows: Late (completions arrive later) and Unknown (outcome
+// unknown).
 package storagetest
 
 import (
