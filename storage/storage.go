@@ -61,6 +61,8 @@ type Store interface {
 	LoadQueue(queue string) (*QueueContents, error)
 	// Submit queues b for the next group commit and calls done, from the
 	// committer goroutine, once b is durable or has failed. done must not block.
+	// A batch refused whole before it is queued (ErrMixedOwners, ErrClosed)
+	// has done called inside Submit.
 	Submit(b *Batch, done func(error))
 	// Defer is Submit for a batch nobody waits on (lease bookkeeping): it is
 	// committed with the next submitted batch, or on its own after DeferMax,
