@@ -46,7 +46,17 @@ type request struct {
 	batch    *Batch
 	done     func(error)
 	deferred bool // nobody waits on it: it may ride with a later commit
+	// part: a part of a batch applied in steps (stepBackground), whose
+	// own request counts in Stats.Batches, not this one.
+	part bool
+	// step is where a batch applied in steps has got to; nil until its
+	// first step.
+	step *stepState
 }
+
+// prefixStepKeys bounds the keys one step of a DeletePrefix deletes: one
+// small transaction, so that other batches wait for about one step of it.
+const prefixStepKeys = 1000
 
 // DeferMax is how long a deferred batch may wait for a commit that someone
 // waits on before it is committed on its own.
@@ -150,6 +160,10 @@ func (s *Badger) Defer(b *Batch, done func(error)) {
 }
 
 func (s *Badger) submit(r request) {
+	if err := r.batch.CheckOwner(); err != nil {
+		r.done(err)
+		return
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -176,7 +190,9 @@ func (s *Badger) Write(b *Batch) error {
 // are committed one per transaction: when nothing else waits, at once;
 // when other batches wait too, turn about with them, so that a write that
 // arrives during a purge waits for one step of it at most, and the purge
-// still moves on under a steady load.
+// still moves on under a steady load. A batch with a DeletePrefix
+// (DeleteQueueItems) takes one step a turn (stepBackground), then waits
+// behind the other background batches for its next.
 func (s *Badger) commitLoop() {
 	defer s.wg.Done()
 	var (
@@ -206,9 +222,20 @@ func (s *Badger) commitLoop() {
 		bgTurn = true
 	}
 	flushBackground := func() {
-		s.commitGroup(background[:1])
+		head := background[0]
+		finished := true
+		if head.batch.prefixes {
+			finished = s.stepBackground(&head)
+		} else {
+			s.commitGroup(background[:1])
+		}
 		background[0] = request{}
 		background = background[1:]
+		if !finished {
+			// Behind the other background batches: each gets its steps
+			// in turn, so a long delete does not hold up a redrive.
+			background = append(background, head)
+		}
 		if len(background) == 0 {
 			background = nil // let the backing array go
 		}
@@ -301,7 +328,9 @@ func (s *Badger) commitGroup(group []request) {
 	}
 	finish := func(upTo int) { // every request before upTo is fully committed
 		for ; completed < upTo; completed++ {
-			s.batches.Add(1)
+			if !group[completed].part {
+				s.batches.Add(1)
+			}
 			group[completed].done(errs[completed])
 		}
 	}
@@ -346,6 +375,122 @@ func (s *Badger) commitGroup(group []request) {
 		txn.Discard()
 	}
 	finish(len(group))
+}
+
+// stepState is how far stepBackground has applied a batch.
+type stepState struct {
+	unit int    // the next unit to apply
+	op   int    // in a DeletePrefix unit, the next op
+	from []byte // in that op, the key to read from (nil: the prefix)
+	// ahead is the read of the keys from from on, started while the step
+	// before committed, so the committer seldom waits for a read.
+	ahead chan keysRead
+	err   error // the first error; it ends the batch
+}
+
+type keysRead struct {
+	keys [][]byte
+	err  error
+}
+
+// readKeys reads up to prefixStepKeys keys under prefix from from on, on
+// a goroutine of its own (Close waits for it).
+func (s *Badger) readKeys(prefix, from []byte) chan keysRead {
+	ch := make(chan keysRead, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		keys, err := s.keys(prefix, from, prefixStepKeys)
+		ch <- keysRead{keys, err}
+	}()
+	return ch
+}
+
+// stepBackground applies one step of r's batch, which holds a DeletePrefix
+// unit: its next run of other units, as commitGroup would, or one bounded
+// transaction of a DeletePrefix (prefixStepKeys keys). It reports whether
+// the batch is finished, and then has called r's done, with the first
+// error. An error ends the batch where it stands: the units before it
+// stay applied, as DeleteQueueItems documents.
+func (s *Badger) stepBackground(r *request) (finished bool) {
+	b := r.batch
+	if r.step == nil {
+		r.step = &stepState{}
+	}
+	st := r.step
+	for st.err == nil && st.unit < len(b.units) {
+		if !b.prefixUnit(st.unit) {
+			end := st.unit + 1
+			for end < len(b.units) && !b.prefixUnit(end) {
+				end++
+			}
+			part := request{batch: b.view(st.unit, end), part: true, done: func(err error) { st.err = err }}
+			s.commitGroup([]request{part})
+			st.unit = end
+			break
+		}
+		ops := b.unit(st.unit)
+		prefix := ops[st.op].key
+		if st.ahead == nil {
+			st.ahead = s.readKeys(prefix, st.from)
+		}
+		read := <-st.ahead
+		st.ahead = nil
+		keys, err := read.keys, read.err
+		if err == nil && len(keys) == prefixStepKeys {
+			// Read on from the next key after the last one this step
+			// deletes, while it commits: that skips what it deletes, so a
+			// step costs about prefixStepKeys keys however many the steps
+			// before took.
+			st.from = append(keys[len(keys)-1], 0)
+			st.ahead = s.readKeys(prefix, st.from)
+		}
+		if err == nil && len(keys) > 0 {
+			err = s.deleteKeys(keys)
+		}
+		if err != nil {
+			st.err = err
+			break
+		}
+		if len(keys) == prefixStepKeys {
+			break
+		}
+		st.op, st.from = st.op+1, nil
+		if st.op == len(ops) {
+			st.unit, st.op = st.unit+1, 0
+		}
+		if len(keys) > 0 {
+			break // a transaction this step; the rest next step
+		}
+	}
+	if st.err == nil && st.unit < len(b.units) {
+		return false
+	}
+	s.batches.Add(1)
+	r.done(st.err)
+	return true
+}
+
+// deleteKeys deletes keys in one transaction (the caller bounds them).
+func (s *Badger) deleteKeys(keys [][]byte) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return fmt.Errorf("storage: delete prefix: %w", err)
+		}
+	}
+	err := txn.Commit()
+	s.commits.Add(1)
+	if err != nil {
+		err = fmt.Errorf("storage: commit: %w", err)
+		s.log.Error("storage commit failed", slog.Int("batches", 1), slog.Any("error", err))
+		return err
+	}
+	if s.onCommit != nil {
+		s.onCommit(len(keys))
+	}
+	return nil
 }
 
 func (s *Badger) gcLoop(ctx context.Context, every time.Duration) {

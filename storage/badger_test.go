@@ -238,3 +238,85 @@ func TestBackgroundBatchesDoNotStarveDeferredOnes(t *testing.T) {
 	wg.Wait()
 	require.Less(t, deferAt, 2*steps-1, "the deferred write went in while the steps were still running")
 }
+
+// TestDeleteQueueItemsGivesWayBetweenSteps: a DeleteQueueItems of more
+// keys than a step takes is committed in steps from the background lane;
+// a write waiting meanwhile goes in after the first step, and another
+// background batch gets its turn before the delete's next step.
+func TestDeleteQueueItemsGivesWayBetweenSteps(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		armed   bool
+		commits []int // items per transaction once armed, in commit order
+		hold    = make(chan struct{})
+		held    = make(chan struct{})
+	)
+	s, err := Open(Options{Dir: t.TempDir(), SyncWrites: true, OnCommit: func(items int) {
+		mu.Lock()
+		if !armed {
+			mu.Unlock()
+			return
+		}
+		first := len(commits) == 0
+		commits = append(commits, items)
+		mu.Unlock()
+		if first {
+			close(held)
+			<-hold // the committer is busy until the test has submitted everything
+		}
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	const n = 2*prefixStepKeys + prefixStepKeys/2
+	var fill Batch
+	for i := range n {
+		fill.PutMessage("big", fmt.Sprintf("%05d", i), &storagev1.MessageRecord{Payload: []byte("x")})
+	}
+	require.NoError(t, s.Write(&fill))
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+
+	var (
+		order  = make(chan string, 4)
+		submit = func(name string, b *Batch) {
+			s.Submit(b, func(err error) {
+				if err != nil {
+					t.Errorf("%s: %v", name, err) // not FailNow: this is the committer
+				}
+				order <- name
+			})
+		}
+		message = func(queue string) *Batch {
+			var b Batch
+			b.PutMessage(queue, "1", &storagev1.MessageRecord{})
+			return &b
+		}
+	)
+	submit("first", message("other"))
+	<-held
+	var del Batch
+	del.DeleteQueueItems("big")
+	submit("delete", &del)
+	submit("probe", message("other"))
+	var step Batch
+	for i := range 100 {
+		step.DeleteMessage("purged", fmt.Sprint(i))
+	}
+	step.SetBackground()
+	submit("step", &step)
+	close(hold)
+	var got []string
+	for range 4 {
+		got = append(got, <-order)
+	}
+	require.Equal(t, []string{"first", "probe", "step", "delete"}, got)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []int{1, prefixStepKeys, 1, 100, prefixStepKeys, prefixStepKeys / 2}, commits,
+		"a step of the delete, the waiting write, the other background batch, the delete's other steps")
+	qc, err := s.LoadQueue("big")
+	require.NoError(t, err)
+	require.Empty(t, qc.Messages)
+}

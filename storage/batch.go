@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,17 +21,21 @@ const (
 	prefixDeleted = 'd'
 )
 
-// op is one put (value != nil) or delete (value == nil).
+// op is one put (value != nil), delete (value == nil), or, with prefix
+// set, a delete of every key under key (see DeleteQueueItems).
 type op struct {
-	key   []byte
-	value []byte
+	key    []byte
+	value  []byte
+	prefix bool
 }
 
 // Batch is a set of changes. The changes to one item (a message and its
 // lease, by id) that sit next to each other form a unit, and a unit is
 // always applied atomically; a batch too big for one badger transaction is
 // split between units, so a batch is atomic only as a whole when it fits
-// (Store.MaxAtomicBatch says when). The zero value is empty and ready to use.
+// in one (half of badger's size and count limits). A DeleteQueueItems is a
+// unit that is not atomic: see there. Every op names the batch's Owner,
+// and a batch must have one. The zero value is empty and ready to use.
 // A Batch is not safe for concurrent use.
 type Batch struct {
 	ops  []op
@@ -38,8 +43,82 @@ type Batch struct {
 	// units[i] is the index in ops where unit i starts.
 	units   []int
 	lastKey string // the item of the last unit, "" for a unit of its own
+	// owner is whose b is, set by the first op (owned); other is the
+	// first owner of a later op that differs, for the error (a pointer, as
+	// only a refused batch has one).
+	owner Owner
+	other *Owner
 	// background: see SetBackground.
 	background bool
+	owned      bool
+	prefixes   bool // some op is a DeletePrefix: see DeleteQueueItems
+}
+
+// Owner is whose a batch is: the unit a replicated store proposes it to.
+// A batch belongs to one queue family (Family: a queue and its DLQ,
+// "<name>.dlq", which always stay together so that dead-lettering and
+// redrive, MoveMessage, are one unit of one owner) or to the meta owner
+// (Meta: queue definitions, deletion marks and the runtime config). The
+// zero Owner is an empty batch's.
+type Owner struct {
+	// Family is the family's queue name: a queue's name with one trailing
+	// ".dlq" removed. "" when Meta.
+	Family string
+	// Meta marks the meta owner.
+	Meta bool
+}
+
+// MetaOwner owns queue definitions, deletion marks and runtime config.
+var MetaOwner = Owner{Meta: true}
+
+// FamilyOf returns the owner of queue's messages and leases: its name
+// with one trailing ".dlq" removed, so "orders" and "orders.dlq" share one.
+func FamilyOf(queue string) Owner {
+	return Owner{Family: strings.TrimSuffix(queue, dlqSuffix)}
+}
+
+// dlqSuffix ends a dead-letter queue's name (actors.DLQSuffix; storage
+// cannot import actors).
+const dlqSuffix = ".dlq"
+
+// String names o for errors.
+func (o Owner) String() string {
+	switch {
+	case o.Meta:
+		return "meta"
+	case o == Owner{}:
+		return "none"
+	}
+	return fmt.Sprintf("queue family %q", o.Family)
+}
+
+// ErrMixedOwners completes a batch whose ops have more than one Owner;
+// no store applies any of it.
+var ErrMixedOwners = errors.New("storage: batch mixes owners")
+
+// Owner is whose b is: the owner of its ops, the zero Owner when it has
+// none. For a batch that mixes owners (see CheckOwner) it is the first.
+func (b *Batch) Owner() Owner { return b.owner }
+
+// CheckOwner returns an error wrapping ErrMixedOwners, naming two of
+// them, when b's ops have more than one owner; stores refuse such a batch
+// whole. It returns nil otherwise.
+func (b *Batch) CheckOwner() error {
+	if b.other != nil {
+		return fmt.Errorf("%w: %s and %s", ErrMixedOwners, b.owner, *b.other)
+	}
+	return nil
+}
+
+// own records that the next op is o's. It costs a string compare.
+func (b *Batch) own(o Owner) {
+	switch {
+	case !b.owned:
+		b.owner, b.owned = o, true
+	case b.owner != o && b.other == nil:
+		b.other = new(Owner) // allocated only here, for a refused batch
+		*b.other = o
+	}
 }
 
 // Units is the number of units in b.
@@ -67,12 +146,16 @@ func (b *Batch) Len() int { return len(b.ops) }
 
 // PutQueue stores a queue definition.
 func (b *Batch) PutQueue(rec *storagev1.QueueRecord) {
+	b.own(MetaOwner)
 	b.put("", queueKey(rec.GetName()), rec)
 }
 
 // DeleteQueue removes a queue definition (not its messages: see
 // RetireQueues for deleting a queue whole).
-func (b *Batch) DeleteQueue(queue string) { b.del("", queueKey(queue)) }
+func (b *Batch) DeleteQueue(queue string) {
+	b.own(MetaOwner)
+	b.del("", queueKey(queue))
+}
 
 // RetireQueues starts the deletion of queues (a queue and its DLQ): it
 // removes their definitions and marks each deleted, all in one unit, so a
@@ -82,6 +165,7 @@ func (b *Batch) DeleteQueue(queue string) { b.del("", queueKey(queue)) }
 // so that recovery finishes what a crash cut short.
 func (b *Batch) RetireQueues(queues ...string) {
 	// No queue name holds 0x01, so this item is no message's.
+	b.own(MetaOwner)
 	item := "\x01retire\x00" + strings.Join(queues, "\x00")
 	for _, q := range queues {
 		b.del(item, queueKey(q))
@@ -93,6 +177,7 @@ func (b *Batch) RetireQueues(queues ...string) {
 // queue's mark (and, for good measure, any definition). Submit it after
 // the queue's last message and lease are gone.
 func (b *Batch) ForgetQueue(queue string) {
+	b.own(MetaOwner)
 	item := "\x01forget\x00" + queue
 	b.del(item, queueKey(queue))
 	b.del(item, deletedKey(queue))
@@ -100,21 +185,25 @@ func (b *Batch) ForgetQueue(queue string) {
 
 // PutMessage stores a message.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
+	b.own(FamilyOf(queue))
 	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)
 }
 
 // DeleteMessage removes a message.
 func (b *Batch) DeleteMessage(queue, id string) {
+	b.own(FamilyOf(queue))
 	b.del(queue+"\x00"+id, itemKey(prefixMessage, queue, id))
 }
 
 // PutLease stores a lease.
 func (b *Batch) PutLease(queue, id string, rec *storagev1.LeaseRecord) {
+	b.own(FamilyOf(queue))
 	b.put(queue+"\x00"+id, itemKey(prefixLease, queue, id), rec)
 }
 
 // DeleteLease removes a lease.
 func (b *Batch) DeleteLease(queue, id string) {
+	b.own(FamilyOf(queue))
 	b.del(queue+"\x00"+id, itemKey(prefixLease, queue, id))
 }
 
@@ -122,6 +211,8 @@ func (b *Batch) DeleteLease(queue, id string) {
 // message and its lease leave from and the message arrives in to in one
 // unit, so a crash never leaves it in both queues or in neither.
 func (b *Batch) MoveMessage(from, to, id string, rec *storagev1.MessageRecord) {
+	b.own(FamilyOf(from))
+	b.own(FamilyOf(to))
 	item := from + "\x00" + id
 	b.del(item, itemKey(prefixMessage, from, id))
 	b.del(item, itemKey(prefixLease, from, id))
@@ -130,11 +221,32 @@ func (b *Batch) MoveMessage(from, to, id string, rec *storagev1.MessageRecord) {
 
 // PutConfig stores value under key in the runtime config store.
 func (b *Batch) PutConfig(key, value string) {
+	b.own(MetaOwner)
 	b.add("", op{key: configKey(key), value: []byte(value)})
 }
 
 // DeleteConfig removes key from the runtime config store.
-func (b *Batch) DeleteConfig(key string) { b.del("", configKey(key)) }
+func (b *Batch) DeleteConfig(key string) {
+	b.own(MetaOwner)
+	b.del("", configKey(key))
+}
+
+// DeleteQueueItems removes every message and lease of queue (and of no
+// other queue, whatever its name starts with), as a unit of its own that
+// is not atomic: a store may apply it in bounded steps, with other
+// batches committed between them, and it makes b a background batch
+// (SetBackground) for that reason. It is idempotent, and a crash part way
+// leaves part of it done, so its owner repeats it until it completes (the
+// deletion mark of RetireQueues makes recovery finish a queue's delete).
+// Ops after it in b apply after its last step.
+func (b *Batch) DeleteQueueItems(queue string) {
+	b.own(FamilyOf(queue))
+	b.background, b.prefixes = true, true
+	// No queue name holds 0x01, so this item is no message's.
+	item := "\x01items\x00" + queue
+	b.add(item, op{key: queueItemsPrefix(prefixMessage, queue), prefix: true})
+	b.add(item, op{key: queueItemsPrefix(prefixLease, queue), prefix: true})
+}
 
 func (b *Batch) put(item string, key []byte, m proto.Message) {
 	value, err := proto.Marshal(m)
@@ -167,6 +279,24 @@ func (b *Batch) unit(i int) []op {
 		end = b.units[i+1]
 	}
 	return b.ops[b.units[i]:end]
+}
+
+// view returns units [from, to) of b as a batch of their own, sharing
+// b's ops.
+func (b *Batch) view(from, to int) *Batch {
+	end := len(b.ops)
+	if to < len(b.units) {
+		end = b.units[to]
+	}
+	v := &Batch{ops: b.ops[b.units[from]:end], background: b.background, owner: b.owner, owned: b.owned}
+	v.units = make([]int, to-from)
+	for i := range v.units {
+		v.units[i] = b.units[from+i] - b.units[from]
+	}
+	for _, o := range v.ops {
+		v.size += o.size()
+	}
+	return v
 }
 
 // opOverhead is a generous bound on badger's per-entry bookkeeping, used to

@@ -53,3 +53,23 @@ func TestBadgerDeferredBatchesRideWithTheNextCommit(t *testing.T) {
 	require.EqualValues(t, 2, after.Batches-before.Batches)
 	require.EqualValues(t, 1, after.Commits-before.Commits, "one commit for both")
 }
+
+func TestLateBadgerContract(t *testing.T) {
+	t.Parallel()
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		s, err := storage.Open(storage.Options{Dir: t.TempDir(), SyncWrites: true})
+		require.NoError(t, err)
+		l := storagetest.Late(s)
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		return l
+	})
+}
+
+func TestLateMemoryContract(t *testing.T) {
+	t.Parallel()
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		l := storagetest.Late(storage.NewMemory())
+		t.Cleanup(func() { require.NoError(t, l.Close()) })
+		return l
+	})
+}

@@ -14,7 +14,8 @@ import (
 // It passes the same contract tests as Badger (storagetest), so the actors'
 // rules can be unit-tested against it in milliseconds; filad itself never
 // uses it. Each batch is applied atomically when it is submitted, so
-// batches apply in submission order, and done runs before Submit returns.
+// batches apply in submission order, and done runs before Submit returns;
+// a DeleteQueueItems too is applied at once, in one step.
 type Memory struct {
 	mu     sync.Mutex
 	data   map[string][]byte
@@ -42,7 +43,18 @@ func (m *Memory) apply(b *Batch) error {
 	if m.closed {
 		return ErrClosed
 	}
+	if err := b.CheckOwner(); err != nil {
+		return err
+	}
 	for _, o := range b.ops {
+		if o.prefix {
+			for k := range m.data {
+				if strings.HasPrefix(k, string(o.key)) {
+					delete(m.data, k)
+				}
+			}
+			continue
+		}
 		if o.value == nil {
 			delete(m.data, string(o.key))
 		} else {

@@ -62,6 +62,8 @@ type Store interface {
 	LoadQueue(queue string) (*QueueContents, error)
 	// Submit queues b for the next group commit and calls done, from the
 	// committer goroutine, once b is durable or has failed. done must not block.
+	// A batch refused whole before it is queued (ErrMixedOwners, ErrClosed)
+	// has done called inside Submit.
 	Submit(b *Batch, done func(error))
 	// Defer is Submit for a batch nobody waits on (lease bookkeeping): it is
 	// committed with the next submitted batch, or on its own after DeferMax,
@@ -179,6 +181,11 @@ func lastMessage(last lastKeyFunc, queue string) (string, error) {
 // where the last step ended, so a step costs about limit keys however much
 // the steps before deleted. The queue's keys must have no other writer
 // meanwhile. A Reaper is not safe for concurrent use.
+//
+// Its steps are batches of single deletes, not one DeleteQueueItems: that
+// takes its steps back to back inside the committer, and measured with
+// filabench's delete of a full queue and DLQ it made another queue's
+// Enqueue slower (docs/decisions.md, issue 23).
 type Reaper struct {
 	queue  string
 	leases bool   // past the messages, on to the leases

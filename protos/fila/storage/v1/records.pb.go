@@ -25,6 +25,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BatchOp_Kind int32
+
+const (
+	BatchOp_KIND_UNSPECIFIED BatchOp_Kind = 0
+	// KIND_PUT stores value under key.
+	BatchOp_KIND_PUT BatchOp_Kind = 1
+	// KIND_DELETE removes key.
+	BatchOp_KIND_DELETE BatchOp_Kind = 2
+	// KIND_DELETE_PREFIX removes every key under key, a queue's message or
+	// lease prefix (storage.(*Batch).DeleteQueueItems).
+	BatchOp_KIND_DELETE_PREFIX BatchOp_Kind = 3
+)
+
+// Enum value maps for BatchOp_Kind.
+var (
+	BatchOp_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_PUT",
+		2: "KIND_DELETE",
+		3: "KIND_DELETE_PREFIX",
+	}
+	BatchOp_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":   0,
+		"KIND_PUT":           1,
+		"KIND_DELETE":        2,
+		"KIND_DELETE_PREFIX": 3,
+	}
+)
+
+func (x BatchOp_Kind) Enum() *BatchOp_Kind {
+	p := new(BatchOp_Kind)
+	*p = x
+	return p
+}
+
+func (x BatchOp_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BatchOp_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fila_storage_v1_records_proto_enumTypes[0].Descriptor()
+}
+
+func (BatchOp_Kind) Type() protoreflect.EnumType {
+	return &file_fila_storage_v1_records_proto_enumTypes[0]
+}
+
+func (x BatchOp_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BatchOp_Kind.Descriptor instead.
+func (BatchOp_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4, 0}
+}
+
 // QueueRecord is a queue's durable definition.
 type QueueRecord struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -355,6 +411,153 @@ func (x *LeaseRecord) GetLeaseId() string {
 	return ""
 }
 
+// BatchRecord is a storage.Batch as bytes: what a replicated store puts in
+// one log entry, so that every replica applies the same changes in the
+// same units. See storage.(*Batch).Marshal and storage.UnmarshalBatch.
+type BatchRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// family and meta are the batch's owner (storage.Owner): a queue family,
+	// named by its queue (a queue and its ".dlq"), or the meta owner. Both
+	// unset for a batch with no ops.
+	Family string `protobuf:"bytes,1,opt,name=family,proto3" json:"family,omitempty"`
+	Meta   bool   `protobuf:"varint,2,opt,name=meta,proto3" json:"meta,omitempty"`
+	// background: storage.(*Batch).SetBackground.
+	Background bool       `protobuf:"varint,3,opt,name=background,proto3" json:"background,omitempty"`
+	Ops        []*BatchOp `protobuf:"bytes,4,rep,name=ops,proto3" json:"ops,omitempty"`
+	// unit_starts[i] is the index in ops where unit i starts: 0 first, then
+	// strictly increasing, each less than the number of ops.
+	UnitStarts    []uint32 `protobuf:"varint,5,rep,packed,name=unit_starts,json=unitStarts,proto3" json:"unit_starts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRecord) Reset() {
+	*x = BatchRecord{}
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRecord) ProtoMessage() {}
+
+func (x *BatchRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRecord.ProtoReflect.Descriptor instead.
+func (*BatchRecord) Descriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchRecord) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *BatchRecord) GetMeta() bool {
+	if x != nil {
+		return x.Meta
+	}
+	return false
+}
+
+func (x *BatchRecord) GetBackground() bool {
+	if x != nil {
+		return x.Background
+	}
+	return false
+}
+
+func (x *BatchRecord) GetOps() []*BatchOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *BatchRecord) GetUnitStarts() []uint32 {
+	if x != nil {
+		return x.UnitStarts
+	}
+	return nil
+}
+
+// BatchOp is one change of a BatchRecord.
+type BatchOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  BatchOp_Kind           `protobuf:"varint,1,opt,name=kind,proto3,enum=fila.storage.v1.BatchOp_Kind" json:"kind,omitempty"`
+	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// value is set for KIND_PUT only (and may be empty).
+	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOp) Reset() {
+	*x = BatchOp{}
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOp) ProtoMessage() {}
+
+func (x *BatchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
+func (*BatchOp) Descriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BatchOp) GetKind() BatchOp_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return BatchOp_KIND_UNSPECIFIED
+}
+
+func (x *BatchOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *BatchOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
@@ -394,7 +597,25 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\vLeaseRecord\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x01 \x01(\x03R\x0fexpiresAtUnixMs\x12)\n" +
 	"\x11leased_at_unix_ns\x18\x02 \x01(\x03R\x0eleasedAtUnixNs\x12\x19\n" +
-	"\blease_id\x18\x03 \x01(\tR\aleaseIdB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
+	"\blease_id\x18\x03 \x01(\tR\aleaseId\"\xa6\x01\n" +
+	"\vBatchRecord\x12\x16\n" +
+	"\x06family\x18\x01 \x01(\tR\x06family\x12\x12\n" +
+	"\x04meta\x18\x02 \x01(\bR\x04meta\x12\x1e\n" +
+	"\n" +
+	"background\x18\x03 \x01(\bR\n" +
+	"background\x12*\n" +
+	"\x03ops\x18\x04 \x03(\v2\x18.fila.storage.v1.BatchOpR\x03ops\x12\x1f\n" +
+	"\vunit_starts\x18\x05 \x03(\rR\n" +
+	"unitStarts\"\xb9\x01\n" +
+	"\aBatchOp\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.fila.storage.v1.BatchOp.KindR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"S\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
+	"\bKIND_PUT\x10\x01\x12\x0f\n" +
+	"\vKIND_DELETE\x10\x02\x12\x16\n" +
+	"\x12KIND_DELETE_PREFIX\x10\x03B<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
 
 var (
 	file_fila_storage_v1_records_proto_rawDescOnce sync.Once
@@ -408,20 +629,26 @@ func file_fila_storage_v1_records_proto_rawDescGZIP() []byte {
 	return file_fila_storage_v1_records_proto_rawDescData
 }
 
-var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_fila_storage_v1_records_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_fila_storage_v1_records_proto_goTypes = []any{
-	(*QueueRecord)(nil),   // 0: fila.storage.v1.QueueRecord
-	(*MessageRecord)(nil), // 1: fila.storage.v1.MessageRecord
-	(*LeaseRecord)(nil),   // 2: fila.storage.v1.LeaseRecord
-	nil,                   // 3: fila.storage.v1.MessageRecord.HeadersEntry
+	(BatchOp_Kind)(0),     // 0: fila.storage.v1.BatchOp.Kind
+	(*QueueRecord)(nil),   // 1: fila.storage.v1.QueueRecord
+	(*MessageRecord)(nil), // 2: fila.storage.v1.MessageRecord
+	(*LeaseRecord)(nil),   // 3: fila.storage.v1.LeaseRecord
+	(*BatchRecord)(nil),   // 4: fila.storage.v1.BatchRecord
+	(*BatchOp)(nil),       // 5: fila.storage.v1.BatchOp
+	nil,                   // 6: fila.storage.v1.MessageRecord.HeadersEntry
 }
 var file_fila_storage_v1_records_proto_depIdxs = []int32{
-	3, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
+	5, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
+	0, // 2: fila.storage.v1.BatchOp.kind:type_name -> fila.storage.v1.BatchOp.Kind
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_fila_storage_v1_records_proto_init() }
@@ -434,13 +661,14 @@ func file_fila_storage_v1_records_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_storage_v1_records_proto_rawDesc), len(file_fila_storage_v1_records_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_fila_storage_v1_records_proto_goTypes,
 		DependencyIndexes: file_fila_storage_v1_records_proto_depIdxs,
+		EnumInfos:         file_fila_storage_v1_records_proto_enumTypes,
 		MessageInfos:      file_fila_storage_v1_records_proto_msgTypes,
 	}.Build()
 	File_fila_storage_v1_records_proto = out.File

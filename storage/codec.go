@@ -1,0 +1,170 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// ErrMalformedBatch wraps every error UnmarshalBatch returns for bytes
+// that are not a well-formed batch.
+var ErrMalformedBatch = errors.New("storage: malformed batch")
+
+// Marshal encodes b as a storagev1.BatchRecord, keeping its ops, its unit
+// boundaries, its background flag and its owner, so that UnmarshalBatch
+// returns a batch that applies to the same state. It fails for a batch
+// that mixes owners (CheckOwner), which no store would apply.
+func (b *Batch) Marshal() ([]byte, error) {
+	if err := b.CheckOwner(); err != nil {
+		return nil, err
+	}
+	rec := &storagev1.BatchRecord{
+		Family:     b.owner.Family,
+		Meta:       b.owner.Meta,
+		Background: b.background,
+		Ops:        make([]*storagev1.BatchOp, len(b.ops)),
+		UnitStarts: make([]uint32, len(b.units)),
+	}
+	for i, o := range b.ops {
+		bo := &storagev1.BatchOp{Key: o.key}
+		switch {
+		case o.prefix:
+			bo.Kind = storagev1.BatchOp_KIND_DELETE_PREFIX
+		case o.value == nil:
+			bo.Kind = storagev1.BatchOp_KIND_DELETE
+		default:
+			bo.Kind, bo.Value = storagev1.BatchOp_KIND_PUT, o.value
+		}
+		rec.Ops[i] = bo
+	}
+	for i, u := range b.units {
+		rec.UnitStarts[i] = uint32(u)
+	}
+	return proto.Marshal(rec)
+}
+
+// UnmarshalBatch decodes what Marshal encoded. It returns an error
+// wrapping ErrMalformedBatch, never a partial batch, when data does not
+// decode, an op's kind is unknown, its key is none filad writes, its
+// value does not fit its kind, a unit starts out of order or out of
+// range, a DeletePrefix shares its unit with other ops or sits in a batch
+// not marked background, or the owner recorded is not the ops' owner.
+// More ops may be added to the batch returned; they start a unit of their
+// own.
+func UnmarshalBatch(data []byte) (*Batch, error) {
+	rec := &storagev1.BatchRecord{}
+	if err := proto.Unmarshal(data, rec); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedBatch, err)
+	}
+	b := &Batch{background: rec.GetBackground(), ops: make([]op, 0, len(rec.GetOps()))}
+	for i, bo := range rec.GetOps() {
+		o, owner, err := decodeOp(bo)
+		if err != nil {
+			return nil, fmt.Errorf("%w: op %d: %w", ErrMalformedBatch, i, err)
+		}
+		b.own(owner)
+		b.prefixes = b.prefixes || o.prefix
+		b.ops = append(b.ops, o)
+		b.size += o.size()
+	}
+	if err := b.CheckOwner(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedBatch, err)
+	}
+	if want := (Owner{Family: rec.GetFamily(), Meta: rec.GetMeta()}); want != b.owner {
+		return nil, fmt.Errorf("%w: owner %s recorded, the ops are %s's", ErrMalformedBatch, want, b.owner)
+	}
+	if b.prefixes && !b.background {
+		return nil, fmt.Errorf("%w: a DeletePrefix in a batch not marked background", ErrMalformedBatch)
+	}
+	starts := rec.GetUnitStarts()
+	if len(b.ops) > 0 && (len(starts) == 0 || starts[0] != 0) {
+		return nil, fmt.Errorf("%w: the first unit does not start at op 0", ErrMalformedBatch)
+	}
+	b.units = make([]int, len(starts))
+	for i, u := range starts {
+		switch {
+		case int64(u) >= int64(len(b.ops)):
+			return nil, fmt.Errorf("%w: unit %d starts at op %d of %d", ErrMalformedBatch, i, u, len(b.ops))
+		case i > 0 && u <= starts[i-1]:
+			return nil, fmt.Errorf("%w: unit %d starts at op %d, not after unit %d's %d", ErrMalformedBatch, i, u, i-1, starts[i-1])
+		}
+		b.units[i] = int(u)
+	}
+	for u := range b.units {
+		if n := prefixOps(b.unit(u)); n > 0 && n < len(b.unit(u)) {
+			return nil, fmt.Errorf("%w: unit %d mixes DeletePrefix with other ops", ErrMalformedBatch, u)
+		}
+	}
+	return b, nil
+}
+
+// decodeOp checks one op and returns it with its owner, read from its key.
+func decodeOp(bo *storagev1.BatchOp) (op, Owner, error) {
+	o := op{key: bo.GetKey()}
+	owner, items, err := keyOwner(o.key)
+	if err != nil {
+		return op{}, Owner{}, err
+	}
+	switch bo.GetKind() {
+	case storagev1.BatchOp_KIND_PUT:
+		o.value = bo.GetValue()
+		if o.value == nil {
+			o.value = []byte{} // an empty value is a put, not a delete
+		}
+	case storagev1.BatchOp_KIND_DELETE:
+		if len(bo.GetValue()) > 0 {
+			return op{}, Owner{}, errors.New("a delete has a value")
+		}
+	case storagev1.BatchOp_KIND_DELETE_PREFIX:
+		if len(bo.GetValue()) > 0 || !items {
+			return op{}, Owner{}, errors.New("a DeletePrefix is not of a queue's message or lease prefix, or has a value")
+		}
+		o.prefix = true
+	default:
+		return op{}, Owner{}, fmt.Errorf("unknown kind %d", bo.GetKind())
+	}
+	if !o.prefix && items {
+		return op{}, Owner{}, errors.New("a message or lease key has no id")
+	}
+	return o, owner, nil
+}
+
+// keyOwner returns the owner of key, one of the layout's (see the package
+// doc), and whether key is a queue's whole message or lease prefix
+// (queueItemsPrefix) rather than one item's key.
+func keyOwner(key []byte) (o Owner, items bool, err error) {
+	if len(key) < 2 || key[1] != sep {
+		return Owner{}, false, fmt.Errorf("key of %d bytes is none of the layout's", len(key))
+	}
+	rest := key[2:]
+	switch key[0] {
+	case prefixQueue, prefixConfig, prefixDeleted:
+		return MetaOwner, false, nil
+	case prefixMessage, prefixLease:
+		queue, id, found := bytes.Cut(rest, []byte{sep})
+		if !found || len(queue) == 0 {
+			return Owner{}, false, errors.New("a message or lease key without its queue")
+		}
+		return FamilyOf(string(queue)), len(id) == 0, nil
+	}
+	return Owner{}, false, fmt.Errorf("key kind %q is none of the layout's", key[0])
+}
+
+// prefixUnit reports whether unit u is a DeletePrefix unit (its first op
+// is a DeletePrefix; UnmarshalBatch and DeleteQueueItems keep such a unit
+// free of other ops).
+func (b *Batch) prefixUnit(u int) bool { return b.ops[b.units[u]].prefix }
+
+// prefixOps counts the DeletePrefix ops in ops.
+func prefixOps(ops []op) (n int) {
+	for _, o := range ops {
+		if o.prefix {
+			n++
+		}
+	}
+	return n
+}
