@@ -144,6 +144,7 @@ func TestContractAgainstMemoryStorage(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ms := raft.NewMemoryStorage()
 			// live keeps its Store (and so its memory of terms) throughout;
 			// cold is reopened after every op, so it answers from disk.

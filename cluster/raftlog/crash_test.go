@@ -174,6 +174,7 @@ func TestCrashBetweenTransactions(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			n := newNode(t, t.TempDir())
 			var groups []uint64
 			for g, ops := range tc.setup {
@@ -287,6 +288,7 @@ func TestFailedCommit(t *testing.T) {
 		{name: "before the second transaction", failAt: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			n := newNode(t, t.TempDir())
 			const g = 3
 			runOps(t, n, g, setup)
