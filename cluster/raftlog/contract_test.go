@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"testing"
 
+	badger "github.com/dgraph-io/badger/v4"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fila-dev/filad/cluster/raftlog"
 )
@@ -203,4 +205,32 @@ func TestManyGroupsInOneWrite(t *testing.T) {
 	for g := range rounds {
 		requireSameStorage(t, mems[g], n.log(g))
 	}
+}
+
+// TestSnapshotMarker checks that the marker a snapshot receiver sets is read
+// back after a restart, and that the snapshot's ApplySnapshot clears it with
+// the log's reset.
+func TestSnapshotMarker(t *testing.T) {
+	n := newNode(t, t.TempDir())
+	const g = 5
+	_, ok, err := n.s.SnapshotMarker(g)
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	m := meta(40, 3, 1, 2, 3)
+	require.NoError(t, n.db.Update(func(txn *badger.Txn) error { return raftlog.SetSnapshotMarker(txn, g, m) }))
+	n.reopen()
+	got, ok, err := n.s.SnapshotMarker(g)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, proto.Equal(pb.EnsureSnapshotMetadata(m), got), "marker: %v", got)
+
+	require.NoError(t, snapshotOp(40, 3, 1, 2, 3).apply(n, g))
+	n.reopen()
+	_, ok, err = n.s.SnapshotMarker(g)
+	require.NoError(t, err)
+	require.False(t, ok, "ApplySnapshot clears the marker")
+	applied, err := n.s.Applied(g)
+	require.NoError(t, err)
+	require.True(t, proto.Equal(pb.EnsureSnapshotMetadata(m), applied), "applied: %v", applied)
 }
