@@ -19,12 +19,17 @@ import (
 
 // openDB opens a badger DB as a cluster node would (SyncWrites off, the
 // driver syncs), with small files so that crash images copy quickly.
-func openDB(t testing.TB, dir string) *badger.DB {
+func openDB(t testing.TB, dir string) *badger.DB { return openDBWith(t, dir, 1<<20) }
+
+// openDBWith is openDB with memtables of the given size: a test that takes
+// a crash image of a busy DB needs them large enough never to flush, since
+// a flush running while the image is copied would tear it.
+func openDBWith(t testing.TB, dir string, memtable int64) *badger.DB {
 	t.Helper()
 	db, err := badger.Open(badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithSyncWrites(false).
-		WithMemTableSize(1 << 20).
+		WithMemTableSize(memtable).
 		WithValueLogFileSize(1 << 20).
 		WithValueThreshold(1 << 10))
 	require.NoError(t, err)

@@ -111,7 +111,7 @@ func stateKey(group, index uint64) []byte {
 func startNode(t *testing.T, id uint64, dir string, net *router, groups int, fresh bool) *raftNode {
 	t.Helper()
 	n := &raftNode{
-		id: id, dir: dir, net: net, db: openDB(t, dir),
+		id: id, dir: dir, net: net, db: openDBWith(t, dir, 8<<20),
 		groups: map[uint64]*replica{}, props: make(chan proposal, 1024),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		leader: map[uint64]bool{}, seen: map[uint64]map[string]bool{},

@@ -231,7 +231,7 @@ func (l *Log) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	ents := make([]*pb.Entry, 0, min(hi-lo, 64))
 	err := l.s.db.View(func(txn *badger.Txn) error {
 		prefix := groupKey(prefixEntry, l.group)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: hi-lo > 1, PrefetchSize: int(min(hi-lo, 16))})
 		defer it.Close()
 		var size uint64
 		want := lo
