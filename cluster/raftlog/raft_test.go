@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -39,13 +40,15 @@ type envelope struct {
 type router struct {
 	mu    sync.Mutex
 	inbox map[uint64]chan envelope
+	mute  map[uint64]bool // nodes whose messages are dropped (they still hear)
 }
 
 func (r *router) send(e envelope) {
 	r.mu.Lock()
 	ch := r.inbox[e.m.GetTo()]
+	muted := r.mute[e.m.GetFrom()]
 	r.mu.Unlock()
-	if ch == nil {
+	if ch == nil || muted {
 		return
 	}
 	select {
@@ -60,6 +63,12 @@ func (r *router) attach(id uint64) chan envelope {
 	r.inbox[id] = ch
 	r.mu.Unlock()
 	return ch
+}
+
+func (r *router) setMute(id uint64, muted bool) {
+	r.mu.Lock()
+	r.mute[id] = muted
+	r.mu.Unlock()
 }
 
 func (r *router) detach(id uint64) {
@@ -300,7 +309,7 @@ type testCluster struct {
 }
 
 func newTestCluster(t *testing.T, groups int) *testCluster {
-	c := &testCluster{t: t, net: &router{inbox: map[uint64]chan envelope{}}, nodes: map[uint64]*raftNode{}, groups: groups}
+	c := &testCluster{t: t, net: &router{inbox: map[uint64]chan envelope{}, mute: map[uint64]bool{}}, nodes: map[uint64]*raftNode{}, groups: groups}
 	for id := uint64(1); id <= 3; id++ {
 		c.nodes[id] = startNode(t, id, t.TempDir(), c.net, groups, true)
 	}
@@ -317,10 +326,14 @@ func newTestCluster(t *testing.T, groups int) *testCluster {
 	return c
 }
 
-// leaderOf is a node that believes it leads group, else any node.
-func (c *testCluster) leaderOf(group uint64) *raftNode {
+// leaderOf is a node that believes it leads group, else any node; never one
+// in skip.
+func (c *testCluster) leaderOf(group uint64, skip ...uint64) *raftNode {
 	var any *raftNode
-	for _, n := range c.nodes {
+	for id, n := range c.nodes {
+		if slices.Contains(skip, id) {
+			continue
+		}
 		n.mu.Lock()
 		l := n.leader[group]
 		n.mu.Unlock()
@@ -351,16 +364,20 @@ func (c *testCluster) waitFor(what string, cond func() bool) {
 	}
 }
 
-// propose gets every payload applied on every running node, proposing again
-// to the current leader the ones the leader has not applied after a while
-// (at-least-once, as a client retries: duplicates are allowed).
-func (c *testCluster) propose(payloads map[uint64][]string) {
+// propose gets every payload applied on every running node but those in
+// skip, proposing again to the current leader the ones the leader has not
+// applied after a while (at-least-once, as a client retries: duplicates are
+// allowed).
+func (c *testCluster) propose(payloads map[uint64][]string, skip ...uint64) {
 	c.t.Helper()
 	var last time.Time
 	c.waitFor("payloads applied on every node", func() bool {
 		all := true
 		for g, ps := range payloads {
-			for _, n := range c.nodes {
+			for id, n := range c.nodes {
+				if slices.Contains(skip, id) {
+					continue
+				}
 				n.mu.Lock()
 				for _, p := range ps {
 					all = all && n.seen[g][p]
@@ -373,7 +390,7 @@ func (c *testCluster) propose(payloads map[uint64][]string) {
 		}
 		last = time.Now()
 		for g, ps := range payloads {
-			l := c.leaderOf(g)
+			l := c.leaderOf(g, skip...)
 			l.mu.Lock()
 			var missing []string
 			for _, p := range ps {
@@ -478,4 +495,81 @@ func TestThreeNodesOverTheStore(t *testing.T) {
 			require.Equal(t, seq, n.stateSequence(t, g, applied), "group %d: node %d's state machine against node 1's", g, id)
 		}
 	}
+}
+
+// TestDivergentLeaderIsTruncated makes a leader append entries nobody else
+// gets (its messages are dropped), lets the others elect a leader and commit
+// theirs at those indices, and checks that the old leader's conflicting
+// suffix is gone: from its log and its state machine, after it catches up
+// and again after a restart from a crash image. A store that kept or
+// resurrected the suffix would apply an entry that was never committed.
+func TestDivergentLeaderIsTruncated(t *testing.T) {
+	const group, k = 1, 40
+	c := newTestCluster(t, 1)
+	c.propose(c.payloads("first", 10))
+
+	var old *raftNode
+	c.waitFor("a leader", func() bool {
+		old = c.leaderOf(group)
+		old.mu.Lock()
+		defer old.mu.Unlock()
+		return old.leader[group]
+	})
+	r := old.groups[group]
+	old.mu.Lock()
+	from, err := r.log.LastIndex() // read under the node's lock: its loop writes
+	old.mu.Unlock()
+	require.NoError(t, err)
+	c.net.setMute(old.id, true)
+	lost := map[string]bool{}
+	for i := range k {
+		p := fmt.Sprintf("never committed/%d", i)
+		lost[p] = true
+		old.props <- proposal{group: group, data: []byte(p)}
+	}
+	// The old leader appends them before it can notice it lost its quorum:
+	// that takes an election timeout (1 s) without answers.
+	c.waitFor("the muted leader's own entries", func() bool {
+		last, err := r.log.LastIndex()
+		return err == nil && last >= from+k
+	})
+	// Far fewer entries than k, then and later: the old leader's suffix
+	// past them must be truncated, since nothing overwrites it.
+	c.propose(c.payloads("after the split", 5), old.id) // it hears them, but commits nothing while muted
+	c.net.setMute(old.id, false)
+	c.propose(c.payloads("healed", 5))
+
+	requireNone := func(what string) {
+		t.Helper()
+		for id, n := range c.nodes {
+			for _, d := range n.stateSequence(t, group, math.MaxUint64) {
+				require.False(t, lost[d], "%s: node %d applied %q", what, id, d)
+			}
+			last, err := n.groups[group].log.LastIndex()
+			require.NoError(t, err)
+			es, err := n.groups[group].log.Entries(1, last+1, math.MaxUint64)
+			require.NoError(t, err)
+			for _, e := range es {
+				require.False(t, lost[string(e.GetData())], "%s: node %d's log holds %q at %d", what, id, e.GetData(), e.GetIndex())
+			}
+		}
+	}
+	for _, n := range c.nodes {
+		n.halt()
+	}
+	requireNone("after catching up")
+	// The old leader comes back from a crash image, the others cleanly.
+	for id, n := range c.nodes {
+		dir := n.dir
+		if id == old.id {
+			dir = crashImage(t, n.dir)
+		}
+		require.NoError(t, n.db.Close())
+		c.nodes[id] = startNode(t, id, dir, c.net, 1, false)
+	}
+	c.propose(c.payloads("restarted", 5))
+	for _, n := range c.nodes {
+		n.halt()
+	}
+	requireNone("after a crash and restart")
 }
