@@ -191,11 +191,21 @@ func (n *raftNode) run(inbox chan envelope) {
 				r.rn.Tick()
 			}
 		case e := <-inbox:
-			if r := n.groups[e.group]; r != nil {
-				_ = r.rn.Step(e.m) // a message for a stale term is refused; raft carries on
-			}
+			n.step(e)
 		case p := <-n.props:
 			_ = n.groups[p.group].rn.Propose(p.data) // dropped without a leader; the test proposes again
+		}
+		// Take whatever else is waiting into the same Ready, as a driver
+		// batches: one Write and one sync for all of it.
+		for more := true; more; {
+			select {
+			case e := <-inbox:
+				n.step(e)
+			case p := <-n.props:
+				_ = n.groups[p.group].rn.Propose(p.data)
+			default:
+				more = false
+			}
 		}
 		if err := n.ready(); err != nil {
 			n.mu.Lock()
@@ -203,6 +213,12 @@ func (n *raftNode) run(inbox chan envelope) {
 			n.mu.Unlock()
 			return
 		}
+	}
+}
+
+func (n *raftNode) step(e envelope) {
+	if r := n.groups[e.group]; r != nil {
+		_ = r.rn.Step(e.m) // a message for a stale term is refused; raft carries on
 	}
 }
 
@@ -516,9 +532,7 @@ func TestDivergentLeaderIsTruncated(t *testing.T) {
 		return old.leader[group]
 	})
 	r := old.groups[group]
-	old.mu.Lock()
-	from, err := r.log.LastIndex() // read under the node's lock: its loop writes
-	old.mu.Unlock()
+	from, err := r.log.LastIndex()
 	require.NoError(t, err)
 	c.net.setMute(old.id, true)
 	lost := map[string]bool{}
@@ -527,8 +541,9 @@ func TestDivergentLeaderIsTruncated(t *testing.T) {
 		lost[p] = true
 		old.props <- proposal{group: group, data: []byte(p)}
 	}
-	// The old leader appends them before it can notice it lost its quorum:
-	// that takes an election timeout (1 s) without answers.
+	// The old leader appends them (in one or a few loops: its driver takes
+	// all waiting proposals into one Ready) before it can notice it lost its
+	// quorum, which takes an election timeout (1 s) without answers.
 	c.waitFor("the muted leader's own entries", func() bool {
 		last, err := r.log.LastIndex()
 		return err == nil && last >= from+k
