@@ -262,8 +262,9 @@ func TestCrashDuringCompaction(t *testing.T) {
 
 // TestFailedCommit fails a Write's badger commit before its first
 // transaction (nothing changes, in memory or on disk) and before its second
-// (memory answers what the disk holds, a consistent log); and a Write with
-// one invalid op writes nothing, not even other groups' ops.
+// (memory answers what the disk holds, a consistent log); and an invalid
+// Write (an append leaving a gap, a commit index past the log) writes
+// nothing, not even other groups' ops.
 func TestFailedCommit(t *testing.T) {
 	setup := []op{appendOp(1, 10, 1), hardStateOp(1, 1, 3)}
 	write := []op{appendOp(4, 6, 2), hardStateOp(2, 2, 5)}
@@ -316,13 +317,17 @@ func TestFailedCommit(t *testing.T) {
 		})
 	}
 
-	t.Run("an invalid op", func(t *testing.T) {
+	t.Run("an invalid Write", func(t *testing.T) {
 		n := newNode(t, t.TempDir())
 		runOps(t, n, 1, setup)
 		w := n.s.NewWrite()
 		w.Append(2, ents(1, 2, 1))
 		w.Append(1, ents(12, 12, 1)) // leaves a gap after 10
 		require.ErrorContains(t, w.Commit(), "gap")
+		w = n.s.NewWrite()
+		w.Append(2, ents(1, 2, 1))
+		w.SetHardState(1, hardState(1, 1, 11)) // commits past the last index
+		require.ErrorContains(t, w.Commit(), "beyond the last index")
 		requireSameImage(t, before, readImage(t, n.log(1)), "group 1")
 		requireSameImage(t, logImage{first: 1}, readImage(t, n.log(2)), "group 2")
 		n.reopen()

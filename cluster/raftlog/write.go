@@ -14,8 +14,8 @@ import (
 // Ready asks to persist) and commits them together: one badger transaction
 // when they fit in half of badger's limits, else as few as it takes, ordered
 // so that a crash between them leaves each group's log as some earlier moment
-// had it (see the package doc). A Write is used by one goroutine and
-// committed once.
+// had it (see the package doc). A Write is used by one goroutine; once
+// committed it is empty again.
 type Write struct {
 	s   *Store
 	ops []writeOp
@@ -117,7 +117,12 @@ func (w *Write) Commit() error {
 		}
 	}
 	for _, g := range groups {
-		if err := plans[g].setState(&p, plans[g].v.logState); err != nil {
+		st := plans[g].v.logState
+		if c := st.hs.GetCommit(); c > st.last {
+			// A state load would refuse, and raft would panic on.
+			return fmt.Errorf("raftlog: group %d: hard state commits %d, beyond the last index %d", g, c, st.last)
+		}
+		if err := plans[g].setState(&p, st); err != nil {
 			return err
 		}
 	}
@@ -130,6 +135,7 @@ func (w *Write) Commit() error {
 	for _, g := range groups {
 		plans[g].log.v = plans[g].v
 	}
+	w.ops = nil
 	return nil
 }
 
