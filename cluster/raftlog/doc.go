@@ -19,8 +19,9 @@
 // # Which entries exist
 //
 // The h record alone says which entries form the log: the r keys in
-// (base, last]. An r key outside those bounds is garbage; nothing reads it,
-// and it is deleted as part of the write that put it outside. Every change of
+// (base, last]. An r key outside those bounds is garbage that nothing reads;
+// the write that puts it outside deletes it (a crash may leave some, which a
+// later append overwrites or a later compaction deletes). Every change of
 // the bounds is one write of h, so a truncation of a conflicting suffix, a
 // snapshot's reset of the log and a compaction are each atomic however many
 // r keys they delete, and a crash between any two badger transactions leaves
