@@ -30,7 +30,7 @@ import (
 // transaction and one sync for all groups: the node's group commit).
 type LogStore interface {
 	// Storage is group's log as raft reads it.
-	Storage(group uint64) raft.Storage
+	Storage(group uint64) (raft.Storage, error)
 	// Persist durably saves the updates of one loop, all or none.
 	Persist(updates []LogUpdate) error
 }
@@ -54,9 +54,11 @@ type Entry struct {
 // goroutine, in log order per group; it must be deterministic and must
 // not block on anything the driver does.
 type StateMachine interface {
-	// Apply applies entries, and records the last one's index as group's
-	// applied index atomically with them.
-	Apply(group uint64, entries []Entry) error
+	// Apply applies entries (those of one loop that carry data; there may
+	// be none), and records applied (the last committed entry's index and
+	// term, and the group's membership then) with or after them, never
+	// before: a replay from the applied index must not skip an entry.
+	Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error
 	// Applied is group's applied index as Apply last recorded it: raft
 	// resumes applying after it when the node starts.
 	Applied(group uint64) (uint64, error)
@@ -132,11 +134,18 @@ type Driver struct {
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
 	next   uint32 // proposal counter
+	// sending is held (read) while a proposal is being queued; the loop
+	// takes it whole to close the queue, so that no proposal is queued
+	// after the loop drained it.
+	sending sync.RWMutex
+	closed  bool
 }
 
 type group struct {
 	id uint64
 	rn *raft.RawNode
+	// conf is the group's membership as last applied.
+	conf *pb.ConfState
 	// leading is the term this node leads in and has passed the barrier
 	// of; 0 when not leading.
 	leading uint64
@@ -153,8 +162,9 @@ type proposal struct {
 	group uint64
 	id    uint64
 	data  []byte // with the id in front
-	term  uint64 // the term it was proposed in
-	done  chan error
+	// done is told the outcome once, on the driver's goroutine (or the
+	// caller's, for a refusal before proposing).
+	done func(error)
 }
 
 // GroupStatus is what a group looks like from this node.
@@ -199,7 +209,10 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		peers[i] = raft.Peer{ID: id}
 	}
 	for _, gid := range opts.Groups {
-		st := opts.Log.Storage(gid)
+		st, err := opts.Log.Storage(gid)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
+		}
 		applied, err := opts.Machine.Applied(gid)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
@@ -214,7 +227,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
 		}
-		hs, _, err := st.InitialState()
+		hs, cs, err := st.InitialState()
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
 		}
@@ -223,7 +236,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: bootstrap group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, waiting: map[uint64]*proposal{}}
+		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}}
 	}
 	go d.run()
 	return d, nil
@@ -254,39 +267,59 @@ func (d *Driver) Unreachable(peer uint64) {
 	}
 }
 
-// Propose appends data to group's log and waits until this node has
-// applied it. It fails with a *NotLeaderError when this node does not lead
-// the group (nothing was proposed), and with storage.ErrOutcomeUnknown
-// when it stopped leading, or ctx ended, after proposing: the entry may
-// still commit under the next leader.
-func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
+// ProposeAsync appends data to group's log, in the order of the calls,
+// and calls done once this node has applied it (nil), or with why not:
+// a *NotLeaderError when this node does not lead the group (nothing was
+// proposed; done runs before ProposeAsync returns), and
+// storage.ErrOutcomeUnknown when it stopped leading after proposing (the
+// entry may still commit under the next leader). done must not block. It
+// waits only while the driver's proposal queue is full.
+func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 	st, ok := d.Status(group)
 	switch {
 	case !ok:
-		return fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
+		done(fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group))
+		return
 	case !st.Leading:
-		return &NotLeaderError{Group: group, Leader: st.Leader}
+		done(&NotLeaderError{Group: group, Leader: st.Leader})
+		return
 	}
 	d.mu.Lock()
 	d.next++
 	id := uint64(d.prefix)<<32 | uint64(d.next)
 	d.mu.Unlock()
-	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: make(chan error, 1)}
+	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: done}
 	p.data = append(p.data, data...)
-	select {
-	case d.props <- p:
-	case <-ctx.Done():
-		return ctx.Err() // not proposed
-	case <-d.stop:
-		return storage.ErrClosed
+	d.sending.RLock()
+	defer d.sending.RUnlock()
+	if d.closed {
+		done(storage.ErrClosed)
+		return
 	}
 	select {
-	case err := <-p.done:
+	case d.props <- p:
+	case <-d.stop:
+		done(storage.ErrClosed)
+	}
+}
+
+// Propose is ProposeAsync waiting for the outcome; a ctx that ends after
+// the proposal went out makes it storage.ErrOutcomeUnknown.
+func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
+	ch := make(chan error, 1)
+	d.ProposeAsync(group, data, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", storage.ErrOutcomeUnknown, ctx.Err())
 	case <-d.done:
-		return storage.ErrOutcomeUnknown
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return storage.ErrOutcomeUnknown
+		}
 	}
 }
 
@@ -313,6 +346,7 @@ func (d *Driver) Stop() {
 
 func (d *Driver) run() {
 	defer close(d.done)
+	defer d.refuseQueued()
 	defer d.failWaiting(storage.ErrOutcomeUnknown)
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
@@ -370,14 +404,13 @@ func (d *Driver) step(in inbound) {
 func (d *Driver) propose(p *proposal) {
 	g := d.groups[p.group]
 	if g.leading == 0 {
-		p.done <- &NotLeaderError{Group: p.group, Leader: g.rn.BasicStatus().Lead}
+		p.done(&NotLeaderError{Group: p.group, Leader: g.rn.BasicStatus().Lead})
 		return
 	}
 	if err := g.rn.Propose(p.data); err != nil {
-		p.done <- fmt.Errorf("%w: %w", ErrNotLeader, err) // dropped: not appended
+		p.done(fmt.Errorf("%w: %w", ErrNotLeader, err)) // dropped: not appended
 		return
 	}
-	p.term = g.leading
 	g.waiting[p.id] = p
 }
 
@@ -476,24 +509,24 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
 				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
-			g.rn.ApplyConfChange(cc)
+			g.conf = g.rn.ApplyConfChange(cc)
 		case pb.EntryType_EntryConfChangeV2:
 			cc := &pb.ConfChangeV2{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
 				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
-			g.rn.ApplyConfChange(cc)
+			g.conf = g.rn.ApplyConfChange(cc)
 		}
 	}
-	if len(entries) > 0 {
-		if err := d.opts.Machine.Apply(g.id, entries); err != nil {
-			return fmt.Errorf("cluster: apply group %d: %w", g.id, err)
-		}
+	last := committed[len(committed)-1]
+	applied := &pb.SnapshotMetadata{Index: new(last.GetIndex()), Term: new(last.GetTerm()), ConfState: g.conf}
+	if err := d.opts.Machine.Apply(g.id, entries, applied); err != nil {
+		return fmt.Errorf("cluster: apply group %d: %w", g.id, err)
 	}
 	for _, id := range mine {
 		if p := g.waiting[id]; p != nil {
 			delete(g.waiting, id)
-			p.done <- nil
+			p.done(nil)
 		}
 	}
 	if barrier {
@@ -517,7 +550,7 @@ func (d *Driver) observe(g *group) {
 		g.leading = 0
 		for id, p := range g.waiting {
 			delete(g.waiting, id)
-			p.done <- storage.ErrOutcomeUnknown
+			p.done(storage.ErrOutcomeUnknown)
 		}
 		d.opts.Leading(g.id, 0)
 	}
@@ -528,11 +561,26 @@ func (d *Driver) observe(g *group) {
 	d.mu.Unlock()
 }
 
+// refuseQueued answers the proposals queued and never proposed.
+func (d *Driver) refuseQueued() {
+	d.sending.Lock()
+	d.closed = true
+	d.sending.Unlock()
+	for {
+		select {
+		case p := <-d.props:
+			p.done(storage.ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
 func (d *Driver) failWaiting(err error) {
 	for _, g := range d.groups {
 		for id, p := range g.waiting {
 			delete(g.waiting, id)
-			p.done <- err
+			p.done(err)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	"github.com/fila-dev/filad/storage"
@@ -27,18 +28,19 @@ type memLog struct {
 	st map[uint64]*raft.MemoryStorage
 }
 
-func (l *memLog) Storage(group uint64) raft.Storage {
+func (l *memLog) Storage(group uint64) (raft.Storage, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.st[group] == nil {
 		l.st[group] = raft.NewMemoryStorage()
 	}
-	return l.st[group]
+	return l.st[group], nil
 }
 
 func (l *memLog) Persist(updates []LogUpdate) error {
 	for _, u := range updates {
-		st := l.Storage(u.Group).(*raft.MemoryStorage)
+		s, _ := l.Storage(u.Group)
+		st := s.(*raft.MemoryStorage)
 		if u.Snapshot != nil {
 			if err := st.ApplySnapshot(u.Snapshot); err != nil {
 				return err
@@ -63,7 +65,7 @@ type listMachine struct {
 	index   map[uint64]uint64
 }
 
-func (m *listMachine) Apply(group uint64, entries []Entry) error {
+func (m *listMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range entries {
@@ -71,8 +73,11 @@ func (m *listMachine) Apply(group uint64, entries []Entry) error {
 			return fmt.Errorf("entry %d applied again (applied %d)", e.Index, m.index[group])
 		}
 		m.applied[group] = append(m.applied[group], string(e.Data))
-		m.index[group] = e.Index
 	}
+	if applied.GetIndex() <= m.index[group] {
+		return fmt.Errorf("applied index %d after %d", applied.GetIndex(), m.index[group])
+	}
+	m.index[group] = applied.GetIndex()
 	return nil
 }
 

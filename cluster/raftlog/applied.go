@@ -17,11 +17,22 @@ import (
 // what a crash loses. The driver restarts a group with raft.Config.Applied
 // set to the stored index, and InitialState answers its ConfState.
 func SetApplied(txn *badger.Txn, group uint64, applied *pb.SnapshotMetadata) error {
+	k, v, err := AppliedRecord(group, applied)
+	if err != nil {
+		return err
+	}
+	return txn.Set(k, v)
+}
+
+// AppliedRecord is the key and value SetApplied writes, for a state
+// machine that writes its transaction through another writer (the
+// storage committer's ApplyCommitted) rather than a badger.Txn of its own.
+func AppliedRecord(group uint64, applied *pb.SnapshotMetadata) (key, value []byte, err error) {
 	b, err := proto.Marshal(pb.EnsureSnapshotMetadata(proto.CloneOf(applied)))
 	if err != nil {
-		return fmt.Errorf("raftlog: group %d: applied record: %w", group, err)
+		return nil, nil, fmt.Errorf("raftlog: group %d: applied record: %w", group, err)
 	}
-	return txn.Set(groupKey(prefixApplied, group), b)
+	return groupKey(prefixApplied, group), b, nil
 }
 
 // Applied is group's applied record as committed: zero index, term and an

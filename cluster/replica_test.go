@@ -1,0 +1,210 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/storage/storagetest"
+)
+
+const testPartitions = 3
+
+// replicaNet is n replicas on an in-process network.
+type replicaNet struct {
+	t     *testing.T
+	dir   string
+	peers []uint64
+	mu    sync.Mutex
+	nodes map[uint64]*Replica
+}
+
+func newReplicaNet(t *testing.T, n int) *replicaNet {
+	c := &replicaNet{t: t, dir: t.TempDir(), nodes: map[uint64]*Replica{}}
+	for id := uint64(1); id <= uint64(n); id++ {
+		c.peers = append(c.peers, id)
+	}
+	for _, id := range c.peers {
+		c.open(id)
+	}
+	t.Cleanup(func() {
+		for _, id := range c.peers {
+			c.close(id)
+		}
+	})
+	return c
+}
+
+func (c *replicaNet) open(id uint64) *Replica {
+	c.t.Helper()
+	r, err := OpenReplica(ReplicaOptions{
+		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: c.peers, Partitions: testPartitions,
+		Tick: 20 * time.Millisecond, ElectionTicks: 10,
+		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
+			c.mu.Lock()
+			dst := c.nodes[to]
+			c.mu.Unlock()
+			if dst != nil {
+				dst.Driver.Step(msgs)
+			}
+		},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[id] = r
+	c.mu.Unlock()
+	return r
+}
+
+func (c *replicaNet) close(id uint64) {
+	c.mu.Lock()
+	r := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if r != nil {
+		if err := r.Close(); err != nil {
+			c.t.Error(err)
+		}
+	}
+}
+
+// leaderOf waits for a replica that leads group past its barrier.
+func (c *replicaNet) leaderOf(group uint64) *Replica {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		nodes := maps.Clone(c.nodes)
+		c.mu.Unlock()
+		for _, r := range nodes {
+			if st, _ := r.Driver.Status(group); st.Leading {
+				return r
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // polls raft's status; the outcome is the status's
+	}
+	c.t.Fatalf("group %d has no leader", group)
+	return nil
+}
+
+// write writes b through its group's leader, again after a leader change
+// (puts and deletes may apply twice: no harm).
+func (c *replicaNet) write(b *storage.Batch) {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for time.Now().Before(deadline) {
+		err := c.leaderOf(GroupOf(b.Owner(), testPartitions)).Store.Write(b)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, storage.ErrOutcomeUnknown) && !errors.Is(err, storage.ErrClosed) {
+			c.t.Fatalf("write: %v", err)
+		}
+	}
+	c.t.Fatal("write never acknowledged")
+}
+
+// The replicated store keeps the storage contract: a one-node cluster,
+// so that every group is led where the suite writes and reads.
+func TestReplicatedStoreKeepsTheStoreContract(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		c := newReplicaNet(t, 1)
+		for g := uint64(0); g <= testPartitions; g++ {
+			c.leaderOf(g)
+		}
+		return c.nodes[1].Store
+	})
+}
+
+// What a leader acknowledged is on every replica, the same, including on
+// one that was down meanwhile and came back from its directory.
+func TestReplicasConverge(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	queues := []string{"a", "a.dlq", "b", "c"}
+	write := func(round, n int) {
+		for i := range n {
+			var meta storage.Batch
+			meta.PutConfig(fmt.Sprintf("k%d-%d", round, i), "v")
+			c.write(&meta)
+			for _, q := range queues {
+				var b storage.Batch
+				b.PutMessage(q, fmt.Sprintf("%d-%03d", round, i), &storagev1.MessageRecord{Payload: []byte(q)})
+				c.write(&b)
+			}
+		}
+		var del storage.Batch
+		del.DeleteQueueItems("c")
+		c.write(&del)
+	}
+	converged := func() map[string]string {
+		t.Helper()
+		deadline := time.Now().Add(patience)
+		for {
+			dumps := map[uint64]map[string]string{}
+			for _, id := range c.peers {
+				dumps[id] = storagetest.Dump(t, c.nodes[id].Local, queues...)
+			}
+			if maps.Equal(dumps[1], dumps[2]) && maps.Equal(dumps[1], dumps[3]) {
+				return dumps[1]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replicas differ: %d, %d, %d keys", len(dumps[1]), len(dumps[2]), len(dumps[3]))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	write(0, 10)
+	first := converged()
+	down := c.leaderOf(1 + 0).Driver.opts.NodeID // a partition's leader
+	c.close(down)
+	write(1, 10)
+	c.open(down)
+	got := converged()
+	if len(got) <= len(first) {
+		t.Fatalf("%d keys after the second round, %d after the first", len(got), len(first))
+	}
+	for _, key := range []string{"m/a/0-009", "m/a.dlq/1-009", "m/b/1-009", "c/k1-9"} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("%s missing", key)
+		}
+	}
+	for key := range got {
+		if strings.HasPrefix(key, "m/c/") {
+			t.Fatalf("%s survived queue c's DeleteQueueItems", key)
+		}
+	}
+}
+
+func TestGroupOf(t *testing.T) {
+	if g := GroupOf(storage.MetaOwner, 16); g != MetaGroup {
+		t.Errorf("meta owner in group %d", g)
+	}
+	seen := map[uint64]bool{}
+	for i := range 200 {
+		fam := storage.FamilyOf(fmt.Sprintf("q%d", i))
+		g := GroupOf(fam, 16)
+		if g < 1 || g > 16 {
+			t.Fatalf("family %q in group %d", fam.Family, g)
+		}
+		if g2 := GroupOf(storage.FamilyOf(fam.Family+".dlq"), 16); g2 != g {
+			t.Fatalf("a queue and its DLQ in groups %d and %d", g, g2)
+		}
+		seen[g] = true
+	}
+	if len(seen) < 12 {
+		t.Errorf("200 families reached %d of 16 partitions", len(seen))
+	}
+}
