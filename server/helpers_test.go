@@ -40,11 +40,32 @@ type setupOpts struct {
 	dataDir string
 }
 
+// unhurriedScriptMS is the hook calls' time limit (lua.default_timeout_ms)
+// in these tests unless one sets its own: most are about what a script
+// does, and an ordinary call, microseconds on an idle machine, can outlast
+// the 10 ms default on a busy one under -race and fall back to the
+// queue's defaults. A test about the time limit sets it back with
+// defaultScriptTime.
+const unhurriedScriptMS = 60_000
+
+// defaultScriptTime restores filad's own lua.default_timeout_ms, for a test
+// about the time limit (only scripts that never finish reach it there).
+func defaultScriptTime(c *config.Config) {
+	c.Lua.DefaultTimeoutMS = config.Defaults().Lua.DefaultTimeoutMS
+}
+
 // setup starts filad on 127.0.0.1:0 with badger in a temp dir (so.dataDir
-// when set) and stops it when the test ends.
+// when set) and hook calls limited to unhurriedScriptMS (so.cfg may change
+// both), and stops it when the test ends.
 func setup(t testing.TB, so setupOpts) *bundle {
 	t.Helper()
-	b := filadtest.Start(t, filadtest.Options{Config: so.cfg, Server: so.opts, DataDir: so.dataDir})
+	cfg := func(c *config.Config) {
+		c.Lua.DefaultTimeoutMS = unhurriedScriptMS
+		if so.cfg != nil {
+			so.cfg(c)
+		}
+	}
+	b := filadtest.Start(t, filadtest.Options{Config: cfg, Server: so.opts, DataDir: so.dataDir})
 	return &bundle{srv: b.Server, svc: b.Service, admin: b.Admin, conn: b.Conn, cfg: b.Config}
 }
 
