@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/filadtest"
@@ -101,6 +102,18 @@ func (b *bundle) stats(t *testing.T, queue string) *filav1.GetStatsResponse {
 	st, err := b.admin.GetStats(ctxT(t), &filav1.GetStatsRequest{Queue: queue})
 	require.NoError(t, err)
 	return st
+}
+
+// setVisibilityTimeout makes queue's next leases last ms. A test whose
+// first lease must expire and whose next must not (a late settle, a
+// redelivery) gives the first a short timeout and the next a long one, so
+// that the test's own calls cannot outlast the lease they need.
+func (b *bundle) setVisibilityTimeout(t *testing.T, queue string, ms uint64) {
+	t.Helper()
+	_, err := b.admin.UpdateQueue(ctxT(t), &filav1.UpdateQueueRequest{Name: queue,
+		Config:     &filav1.QueueConfig{VisibilityTimeoutMs: ms},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"visibility_timeout_ms"}}})
+	require.NoError(t, err)
 }
 
 // requireEmpty fails unless queue has nothing ready and nothing leased.
