@@ -120,15 +120,21 @@ func TestCallsCannotExhaustTime(t *testing.T) {
 // level within the same limits, and says which.
 func TestCompileBoundsTheTopLevel(t *testing.T) {
 	t.Parallel()
-	limits := Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 8 << 20}
-	tests := []struct{ name, top, want string }{
-		{"string.rep 1e12", `local s = string.rep("x", 1e12)`, "memory budget of 8388608 bytes (lua.default_memory_limit_bytes)"},
-		{"a backtracking pattern", `string.find(("a"):rep(40), ("a-"):rep(12) .. "b")`, "time budget of 50ms (lua.default_timeout_ms)"},
-		{"pcall around the refusal", `for i = 1, 10 do pcall(string.rep, "x", 1e12) end`, "memory budget"},
+	// Compile runs on the real clock: the memory cases have a minute, so
+	// that time cannot stop them first however busy the machine; the
+	// backtracking pattern never ends, so it reaches 50 ms on any machine.
+	tests := []struct {
+		name, top, want string
+		timeout         time.Duration
+	}{
+		{"string.rep 1e12", `local s = string.rep("x", 1e12)`, "memory budget of 8388608 bytes (lua.default_memory_limit_bytes)", time.Minute},
+		{"a backtracking pattern", `string.find(("a"):rep(40), ("a-"):rep(12) .. "b")`, "time budget of 50ms (lua.default_timeout_ms)", 50 * time.Millisecond},
+		{"pcall around the refusal", `for i = 1, 10 do pcall(string.rep, "x", 1e12) end`, "memory budget", time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			limits := Limits{Timeout: tt.timeout, MemoryBytes: 8 << 20}
 			_, err := Compile(OnEnqueue, tt.top+"\nfunction on_enqueue(msg) return {} end", OnEnqueue, limits)
 			require.ErrorContains(t, err, tt.want)
 		})

@@ -9,8 +9,16 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// testLimits: memory ample enough that a loop meets the timeout first.
-var testLimits = Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 30, BreakerThreshold: 3, BreakerCooldown: time.Minute}
+// testLimits are for tests about what a script does: a minute, so that no
+// ordinary call reaches the time limit however busy the machine, and memory
+// ample enough that a loop meets the timeout first. A test that needs a
+// runaway stopped by time gives its Runner a ticking clock.
+var testLimits = Limits{Timeout: time.Minute, MemoryBytes: 1 << 30, BreakerThreshold: 3, BreakerCooldown: time.Minute}
+
+// loopLimits stop a Compile's top level by time (Compile runs on the real
+// clock): only a top level that never ends reaches 50 ms, on any machine,
+// and it takes about 8 million instructions to reach the memory limit.
+var loopLimits = Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 30}
 
 type config map[string]string
 
@@ -18,17 +26,20 @@ func (c config) Get(k string) (string, bool) { v, ok := c[k]; return v, ok }
 
 func TestCompileReportsLuaErrorsWithTheirLine(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ name, src, want string }{
-		{"syntax", "function on_enqueue(msg)\n  return {\nend", "line:3"},
-		{"no hook", "x = 1", "defines no function on_enqueue"},
-		{"top level raises", "error('boom')", "boom"},
-		{"top level loops", "while true do end", "ran over its time budget of 50ms (lua.default_timeout_ms)"},
-		{"too big", strings.Repeat(" ", MaxScriptBytes+1), "over the limit"},
+	tests := []struct {
+		name, src, want string
+		limits          Limits
+	}{
+		{"syntax", "function on_enqueue(msg)\n  return {\nend", "line:3", testLimits},
+		{"no hook", "x = 1", "defines no function on_enqueue", testLimits},
+		{"top level raises", "error('boom')", "boom", testLimits},
+		{"top level loops", "while true do end", "ran over its time budget of 50ms (lua.default_timeout_ms)", loopLimits},
+		{"too big", strings.Repeat(" ", MaxScriptBytes+1), "over the limit", testLimits},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Compile("on_enqueue", tt.src, OnEnqueue, testLimits)
+			_, err := Compile("on_enqueue", tt.src, OnEnqueue, tt.limits)
 			require.ErrorContains(t, err, tt.want)
 		})
 	}
@@ -59,7 +70,7 @@ func TestOnEnqueue(t *testing.T) {
 		{"os is gone", `os.exit(1)`, EnqueueResult{}, "with key 'exit'"},
 		{"io is gone", `io.open("/etc/passwd")`, EnqueueResult{}, "with key 'open'"},
 		{"require is gone", `require("os")`, EnqueueResult{}, "attempt to call a non-function"},
-		{"loops forever", `while true do end`, EnqueueResult{}, "ran over its time budget of 50ms"},
+		{"loops forever", `while true do end`, EnqueueResult{}, "ran over its time budget of 1m0s"},
 		{"allocates without end", `local t = {}; while true do t[#t + 1] = string.rep("x", 4096) end`, EnqueueResult{}, ""},
 	}
 	for _, tt := range tests {
@@ -67,11 +78,15 @@ func TestOnEnqueue(t *testing.T) {
 			t.Parallel()
 			r := NewRunner(testLimits, config{"weight.acme": "3"})
 			defer r.Close()
+			// Virtual time: the deadline is 60,000 clock reads away, which
+			// only a runaway script reaches, on any machine.
+			clock := ticking(time.Millisecond)
+			var reads int
+			r.clock = func() time.Time { reads++; return clock() }
 			require.NoError(t, r.Set(OnEnqueue, "function on_enqueue(msg) "+tt.body+" end"))
-			start := time.Now()
 			got, c := r.OnEnqueue(EnqueueInput{Headers: map[string]string{"tenant": "acme"}, PayloadSize: 42, Queue: "jobs"})
 			require.True(t, c.Ran)
-			require.Less(t, time.Since(start), 5*time.Second, "stopped")
+			require.Less(t, reads, 120_000, "stopped within 2x the budget")
 			require.Equal(t, tt.want, got)
 			if tt.err == "" && tt.want.FairnessKey == "" {
 				require.Error(t, c.Err, "the runaway script was stopped")

@@ -106,25 +106,28 @@ func scrapeMetrics(t *testing.T, b *bundle) string {
 // with a message and no consumer (linttiny); and a call with a bad key.
 func exerciseEveryMetric(t *testing.T, b *bundle) {
 	t.Helper()
-	b.createQueue(t, "lint", &filav1.QueueConfig{MaxAttempts: 1, VisibilityTimeoutMs: 500})
+	// The first is nacked on a lease of the default length, which its Nack
+	// cannot outlast; the others are leased for 500 ms, to expire.
+	b.createQueue(t, "lint", &filav1.QueueConfig{MaxAttempts: 1})
 	var reqs []*filav1.EnqueueRequest
 	for i := range lintMessages {
 		reqs = append(reqs, &filav1.EnqueueRequest{Queue: "lint", Headers: map[string]string{"fila-fairness-key": []string{"a", "b"}[i%2]}})
 	}
-	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs})
+	_, err := b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs[:1]})
 	require.NoError(t, err)
 	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "lint", MaxInFlight: 1000, MaxBatch: 100})
 	require.NoError(t, err)
-	var ms []*filav1.Message
-	for len(ms) < lintMessages {
-		resp, err := stream.Recv()
+	resp, err := stream.Recv()
+	require.NoError(t, err)
+	first := resp.GetMessages()[0]
+	_, err = b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "lint", MessageId: first.GetId(), LeaseId: first.GetLeaseId()})
+	require.NoError(t, err)
+	b.setVisibilityTimeout(t, "lint", 500)
+	_, err = b.svc.EnqueueBatch(ctxT(t), &filav1.EnqueueBatchRequest{Messages: reqs[1:]})
+	require.NoError(t, err)
+	for leased := 1; leased < lintMessages; leased += len(resp.GetMessages()) {
+		resp, err = stream.Recv()
 		require.NoError(t, err)
-		if len(ms) == 0 {
-			first := resp.GetMessages()[0]
-			_, err = b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "lint", MessageId: first.GetId(), LeaseId: first.GetLeaseId()})
-			require.NoError(t, err)
-		}
-		ms = append(ms, resp.GetMessages()...)
 	}
 	// The rest expire (500 ms leases) into the DLQ; one comes back.
 	eventually(t, func() bool { return b.stats(t, "lint.dlq").GetDepth() == lintMessages }, "all in the DLQ")

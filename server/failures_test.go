@@ -58,7 +58,8 @@ func TestPoisonMessageThroughTheAPI(t *testing.T) {
 }
 
 // TestBackoffDelaysRedeliveries checks each redelivery against the time its
-// nack was answered: never earlier than its backoff.
+// nack was answered: never earlier than its backoff; and that a message
+// waiting out its backoff is delayed, not ready, and not delivered.
 func TestBackoffDelaysRedeliveries(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
@@ -71,15 +72,24 @@ func TestBackoffDelaysRedeliveries(t *testing.T) {
 		nacked := time.Now() // the broker cannot have had the nack earlier
 		_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "q", MessageId: id, LeaseId: m.GetLeaseId()})
 		require.NoError(t, err)
-		if i == 0 {
-			st := b.stats(t, "q")
-			require.EqualValues(t, 1, st.GetDelayed())
-			require.Zero(t, st.GetDepth(), "a delayed message is not ready")
-		}
 		m = recvN(t, stream, 1)[0]
 		require.GreaterOrEqual(t, time.Since(nacked), delay*time.Millisecond, "retry %d early", i+1)
 		require.EqualValues(t, i+1, m.GetMetadata().GetAttemptCount())
 	}
+
+	// While it waits, a message is counted as delayed, not ready, and not
+	// delivered to the consumer that is there to take it. Its delay is a
+	// minute, so that no step of the test can outlast it.
+	b.createQueue(t, "held", &filav1.QueueConfig{RetryBackoff: &filav1.RetryBackoff{InitialMs: 60_000, MaxMs: 60_000}})
+	id = b.enqueue(t, "held", nil, nil)
+	stream, _ = b.lease(t, "held")
+	m = recvN(t, stream, 1)[0]
+	_, err := b.svc.Nack(ctxT(t), &filav1.NackRequest{Queue: "held", MessageId: id, LeaseId: m.GetLeaseId()})
+	require.NoError(t, err)
+	st := b.stats(t, "held")
+	require.EqualValues(t, 1, st.GetDelayed())
+	require.Zero(t, st.GetDepth(), "a delayed message is not ready")
+	require.Zero(t, st.GetInFlight(), "a delayed message is not delivered")
 }
 
 // TestUpdateQueueWithAMask changes only the named fields, and the next

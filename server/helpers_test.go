@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/filadtest"
@@ -40,11 +41,32 @@ type setupOpts struct {
 	dataDir string
 }
 
+// unhurriedScriptMS is the hook calls' time limit (lua.default_timeout_ms)
+// in these tests unless one sets its own: most are about what a script
+// does, and an ordinary call, microseconds on an idle machine, can outlast
+// the 10 ms default on a busy one under -race and fall back to the
+// queue's defaults. A test about the time limit sets it back with
+// defaultScriptTime.
+const unhurriedScriptMS = 60_000
+
+// defaultScriptTime restores filad's own lua.default_timeout_ms, for a test
+// about the time limit (only scripts that never finish reach it there).
+func defaultScriptTime(c *config.Config) {
+	c.Lua.DefaultTimeoutMS = config.Defaults().Lua.DefaultTimeoutMS
+}
+
 // setup starts filad on 127.0.0.1:0 with badger in a temp dir (so.dataDir
-// when set) and stops it when the test ends.
+// when set) and hook calls limited to unhurriedScriptMS (so.cfg may change
+// both), and stops it when the test ends.
 func setup(t testing.TB, so setupOpts) *bundle {
 	t.Helper()
-	b := filadtest.Start(t, filadtest.Options{Config: so.cfg, Server: so.opts, DataDir: so.dataDir})
+	cfg := func(c *config.Config) {
+		c.Lua.DefaultTimeoutMS = unhurriedScriptMS
+		if so.cfg != nil {
+			so.cfg(c)
+		}
+	}
+	b := filadtest.Start(t, filadtest.Options{Config: cfg, Server: so.opts, DataDir: so.dataDir})
 	return &bundle{srv: b.Server, svc: b.Service, admin: b.Admin, conn: b.Conn, cfg: b.Config}
 }
 
@@ -80,6 +102,18 @@ func (b *bundle) stats(t *testing.T, queue string) *filav1.GetStatsResponse {
 	st, err := b.admin.GetStats(ctxT(t), &filav1.GetStatsRequest{Queue: queue})
 	require.NoError(t, err)
 	return st
+}
+
+// setVisibilityTimeout makes queue's next leases last ms. A test whose
+// first lease must expire and whose next must not (a late settle, a
+// redelivery) gives the first a short timeout and the next a long one, so
+// that the test's own calls cannot outlast the lease they need.
+func (b *bundle) setVisibilityTimeout(t *testing.T, queue string, ms uint64) {
+	t.Helper()
+	_, err := b.admin.UpdateQueue(ctxT(t), &filav1.UpdateQueueRequest{Name: queue,
+		Config:     &filav1.QueueConfig{VisibilityTimeoutMs: ms},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"visibility_timeout_ms"}}})
+	require.NoError(t, err)
 }
 
 // requireEmpty fails unless queue has nothing ready and nothing leased.

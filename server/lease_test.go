@@ -21,7 +21,8 @@ func TestLateSettleOfExpiredLeaseIsRefused(t *testing.T) {
 	id := b.enqueue(t, "q", nil, []byte("x"))
 	a, closeA := b.lease(t, "q")
 	fromA := recvN(t, a, 1)[0]
-	closeA() // A walks away; its lease expires
+	closeA()                               // A walks away; its lease expires
+	b.setVisibilityTimeout(t, "q", 60_000) // and B's outlasts the test
 	bStream, _ := b.lease(t, "q")
 	fromB := recvN(t, bStream, 1)[0]
 	require.Equal(t, id, fromB.GetId())

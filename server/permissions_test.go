@@ -45,8 +45,7 @@ func TestPermissionMatrix(t *testing.T) {
 		conn, err := grpc.NewClient(b.srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, c, k))))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = conn.Close() })
-		// Connected (TLS handshake done) before any call: a lease's short
-		// wait below must not include it on a busy machine.
+		// Connected (TLS handshake done) before any call.
 		conn.Connect()
 		readyCtx, ready := context.WithTimeout(context.Background(), waitFor)
 		for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
@@ -59,7 +58,7 @@ func TestPermissionMatrix(t *testing.T) {
 		}
 		return filav1.NewFilaServiceClient(conn), filav1.NewFilaAdminClient(conn), ctx
 	}
-	_, bootAdmin, boot := connect("nobody", bootstrapKey)
+	bootSvc, bootAdmin, boot := connect("nobody", bootstrapKey)
 	_, err := bootAdmin.CreateQueue(boot(nil), &filav1.CreateQueueRequest{Name: "m"})
 	require.NoError(t, err)
 	grant := func(name string, perms ...*filav1.Permission) string {
@@ -71,7 +70,11 @@ func TestPermissionMatrix(t *testing.T) {
 	type call func(context.Context, filav1.FilaServiceClient, filav1.FilaAdminClient) error
 	lease := func(queue string) call {
 		return func(ctx context.Context, s filav1.FilaServiceClient, _ filav1.FilaAdminClient) error {
-			ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			// A message waits, so an allowed stream answers with it at once
+			// and a refused one with the refusal: no deadline decides which.
+			_, err := bootSvc.Enqueue(boot(nil), &filav1.EnqueueRequest{Queue: queue})
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(ctx, waitFor)
 			defer cancel()
 			st, err := s.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
 			if err != nil {

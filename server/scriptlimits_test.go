@@ -27,7 +27,7 @@ const backtracking = `string.find(("a"):rep(40), ("a-"):rep(14) .. "b")`
 func TestHostileScriptsLeaveTheBrokerServing(t *testing.T) {
 	t.Parallel()
 	logs := &logCapture{}
-	b := setup(t, setupOpts{opts: server.Options{Logger: slog.New(logs)}})
+	b := setup(t, setupOpts{cfg: defaultScriptTime, opts: server.Options{Logger: slog.New(logs)}})
 	for _, tt := range []struct{ top, want string }{
 		{`local s = string.rep("x", 1e12)`, "lua.default_memory_limit_bytes"},
 		{`local s = ("x"):rep(4e8)`, "lua.default_memory_limit_bytes"},

@@ -466,7 +466,7 @@ func TestUnsampledMessagesCarryNoBrokerTraceparent(t *testing.T) {
 func TestFailureTelemetry(t *testing.T) {
 	t.Parallel()
 	b, h := harnessed(t, setupOpts{})
-	b.createQueue(t, "f", &filav1.QueueConfig{MaxAttempts: 1, VisibilityTimeoutMs: 50})
+	b.createQueue(t, "f", &filav1.QueueConfig{MaxAttempts: 1}) // the nack cannot come too late
 	b.enqueue(t, "f", nil, []byte("poison"))
 	created := h.FindSpan(t, telemetry.SpanEnqueue, nil)
 	stream, cancel := b.lease(t, "f")
@@ -477,6 +477,7 @@ func TestFailureTelemetry(t *testing.T) {
 	require.True(t, telemetrytest.HasAttr(settle, telemetry.KeyOutcome.String("dead_letter")))
 
 	// A second message's lease runs out: expired, and dead-lettered too.
+	b.setVisibilityTimeout(t, "f", 50)
 	b.enqueue(t, "f", nil, nil)
 	recvN(t, stream, 1)
 	cancel()
