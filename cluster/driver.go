@@ -235,6 +235,14 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 			if err := rn.Bootstrap(peers); err != nil {
 				return nil, fmt.Errorf("cluster: bootstrap group %d: %w", gid, err)
 			}
+			cs = &pb.ConfState{Voters: opts.Peers}
+		}
+		if v := cs.GetVoters(); len(v) == 1 && v[0] == opts.NodeID {
+			// The only voter: no one else can win, so waiting an election
+			// timeout (1-2 s) before serving after a restart buys nothing.
+			if err := rn.Campaign(); err != nil {
+				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
+			}
 		}
 		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}}
 	}
@@ -385,12 +393,19 @@ func (d *Driver) run() {
 				g.rn.ReportUnreachable(peer)
 			}
 		}
-		if err := d.ready(); err != nil {
-			// The log could not be made durable: nothing of this loop may
-			// be sent or applied. A node that cannot write its log must
-			// stop taking part; its peers carry on without it.
-			d.log.Error("raft log write failed; the node stops its raft groups", slog.Any("error", err))
-			return
+		// Advance can leave more to do at once (a leader's own append
+		// lets its commit index move: the entries are then to apply), so
+		// loop until no group has a Ready rather than wait for the next
+		// tick or message.
+		for more := true; more; {
+			var err error
+			if more, err = d.ready(); err != nil {
+				// The log could not be made durable: nothing of this loop
+				// may be sent or applied. A node that cannot write its log
+				// must stop taking part; its peers carry on without it.
+				d.log.Error("raft log write failed; the node stops its raft groups", slog.Any("error", err))
+				return
+			}
 		}
 	}
 }
@@ -415,8 +430,8 @@ func (d *Driver) propose(p *proposal) {
 }
 
 // ready does one loop's work for every group that has some: persist all,
-// then send, then apply, then advance.
-func (d *Driver) ready() error {
+// then send, then apply, then advance. did is false when no group had any.
+func (d *Driver) ready() (did bool, err error) {
 	type pending struct {
 		g  *group
 		rd raft.Ready
@@ -441,11 +456,11 @@ func (d *Driver) ready() error {
 		}
 	}
 	if len(rds) == 0 {
-		return nil
+		return false, nil
 	}
 	if len(updates) > 0 {
 		if err := d.opts.Log.Persist(updates); err != nil {
-			return err
+			return false, err
 		}
 	}
 	for _, p := range rds {
@@ -453,12 +468,12 @@ func (d *Driver) ready() error {
 	}
 	for _, p := range rds {
 		if err := d.apply(p.g, p.rd.CommittedEntries); err != nil {
-			return err
+			return false, err
 		}
 		p.g.rn.Advance(p.rd)
 		d.observe(p.g)
 	}
-	return nil
+	return true, nil
 }
 
 // send groups messages by peer.

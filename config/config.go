@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +42,75 @@ type Config struct {
 	// Telemetry is nil when the [telemetry] section is absent: then no
 	// exporter is created and no connection is attempted.
 	Telemetry *Telemetry `koanf:"telemetry"`
+	// Cluster replicates the store over raft; off by default.
+	Cluster Cluster `koanf:"cluster"`
 }
+
+// Cluster configures replication over raft (docs/architecture.md, "Where
+// the cluster plugs in"). With Enabled false, the default, filad is one
+// node: no raft, no internal port, nothing else here is read.
+type Cluster struct {
+	// Enabled turns the cluster on. The data directory then holds the raft
+	// log beside the store; a directory written with the cluster on does
+	// not open with it off, nor the other way round.
+	Enabled bool `koanf:"enabled"`
+	// NodeID is this node's id among Members (> 0).
+	NodeID uint64 `koanf:"node_id"`
+	// InternalListenAddr is where the other nodes reach this one (raft
+	// messages); never the client port, never exposed to clients.
+	InternalListenAddr string `koanf:"internal_listen_addr"`
+	// Members are every voter as "id=host:port" (the internal address),
+	// comma-separated, this node included, the same on every node. Only
+	// one member is supported so far: more need queue placement, which
+	// issue 24 is building.
+	Members string `koanf:"members"`
+	// Partitions is the number of partition groups, fixed when the
+	// cluster is created.
+	Partitions int `koanf:"partitions"`
+	// TickMS is one raft tick; ElectionTicks and HeartbeatTicks count them.
+	TickMS         int `koanf:"tick_ms"`
+	ElectionTicks  int `koanf:"election_ticks"`
+	HeartbeatTicks int `koanf:"heartbeat_ticks"`
+	// FaultControlAddr, for tests only, serves the transport's fault rules
+	// (cut links) over HTTP on a loopback address; "" serves none.
+	FaultControlAddr string `koanf:"fault_control_addr"`
+}
+
+// Member is one voter of Cluster.Members.
+type Member struct {
+	ID   uint64
+	Addr string
+}
+
+// ParseMembers reads Members; the config check has refused what it cannot
+// read.
+func (c Cluster) ParseMembers() ([]Member, error) {
+	var out []Member
+	seen := map[uint64]bool{}
+	for _, part := range strings.Split(c.Members, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		n, err := strconv.ParseUint(id, 10, 64)
+		if !ok || err != nil || n == 0 {
+			return nil, fmt.Errorf("member %q: want id=host:port with an id > 0", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("member %q: address must be host:port", part)
+		}
+		if seen[n] {
+			return nil, fmt.Errorf("member id %d appears twice", n)
+		}
+		seen[n] = true
+		out = append(out, Member{ID: n, Addr: addr})
+	}
+	return out, nil
+}
+
+// Tick is TickMS as a duration.
+func (c Cluster) Tick() time.Duration { return time.Duration(c.TickMS) * time.Millisecond }
 
 // Server configures the gRPC listener and request limits.
 type Server struct {
@@ -292,6 +361,7 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
+		Cluster:   Cluster{Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1},
 	}
 }
 
@@ -703,6 +773,7 @@ func (c Config) check() []fieldError {
 	if c.Limits.DiskReserveBytes < 0 {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
+	errs = append(errs, c.Cluster.check()...)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")
@@ -776,4 +847,50 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		host = net.JoinHostPort(u.Hostname(), "4317")
 	}
 	return Endpoint{HostPort: host, Insecure: u.Scheme == "http"}, nil
+}
+
+// check validates the [cluster] section when it is enabled.
+func (c Cluster) check() []fieldError {
+	if !c.Enabled {
+		return nil
+	}
+	var errs []fieldError
+	bad := func(key string, v any, why string) { errs = append(errs, fieldError{key, v, why}) }
+	if _, _, err := net.SplitHostPort(c.InternalListenAddr); err != nil {
+		bad("cluster.internal_listen_addr", c.InternalListenAddr, "must be host:port")
+	}
+	members, err := c.ParseMembers()
+	switch {
+	case err != nil:
+		bad("cluster.members", c.Members, err.Error())
+	case len(members) == 0:
+		bad("cluster.members", c.Members, "must name this node at least (id=host:port)")
+	case len(members) > 1:
+		bad("cluster.members", c.Members, "more than one member is not supported yet (issue 24 builds queue placement first)")
+	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
+		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.members")
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		bad("cluster.partitions", c.Partitions, "must be from 1 to 1024")
+	}
+	if c.TickMS < 1 || c.TickMS > 10_000 {
+		bad("cluster.tick_ms", c.TickMS, "must be from 1 to 10000")
+	}
+	if c.HeartbeatTicks < 1 || c.ElectionTicks <= c.HeartbeatTicks {
+		bad("cluster.election_ticks", c.ElectionTicks, fmt.Sprintf("must be more than cluster.heartbeat_ticks (%d), which must be at least 1", c.HeartbeatTicks))
+	}
+	if a := c.FaultControlAddr; a != "" {
+		if host, _, err := net.SplitHostPort(a); err != nil || !isLoopback(host) {
+			bad("cluster.fault_control_addr", a, "must be a loopback host:port (it is for tests)")
+		}
+	}
+	return errs
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -60,7 +60,8 @@ type Server struct {
 	cfg       config.Config
 	log       *slog.Logger
 	store     storage.Store
-	ownStore  bool // opened here, so closed here
+	ownStore  bool         // opened here, so closed here
+	node      *clusterNode // with [cluster] enabled: the replica under store
 	telemetry *otlpexport.Handle
 	system    *actors.System
 	gateway   *gateway.Server
@@ -99,7 +100,7 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}()
 
 	s.startTelemetry(ctx, opts)
-	reserve, err := s.openStorage(opts)
+	reserve, err := s.openStorage(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -144,13 +145,23 @@ func (s *Server) startTelemetry(ctx context.Context, opts Options) {
 // openStorage sets s.store: the caller's, or badger opened in the data
 // directory behind its disk reserve, which it returns (nil with the
 // caller's store).
-func (s *Server) openStorage(opts Options) (*diskReserve, error) {
+func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, error) {
 	if s.store = opts.Store; s.store != nil {
 		return nil, nil
 	}
 	reserve, err := openDiskReserve(s.cfg.Storage.DataDir, s.cfg.Limits.DiskReserveBytes)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Cluster.Enabled {
+		if s.node, err = openCluster(ctx, s.cfg, s.log); err != nil {
+			return reserve, err
+		}
+		s.store, s.ownStore = s.node.replica.Store, true
+		return reserve, nil
+	}
+	if err := refuseClusterDir(s.cfg.Storage.DataDir); err != nil {
+		return reserve, err
 	}
 	commitItems, err := telemetry.NewCommitItems(s.telemetry.MeterProvider)
 	if err != nil {
@@ -412,6 +423,9 @@ func (s *Server) teardown(ctx context.Context) error {
 	}
 	if s.store != nil && s.ownStore {
 		errs = append(errs, s.store.Close())
+	}
+	if s.node != nil {
+		errs = append(errs, s.node.close())
 	}
 	if s.serving {
 		// A start that failed never served: its error says why, and

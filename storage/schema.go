@@ -14,8 +14,9 @@ func schemaKey() []byte { return []byte{prefixSchema, sep} }
 // SetSchemaVersion records that the stored data is at schema version v:
 // every migration up to v has run. Put it in the batch of the migration's
 // changes, so that a crash leaves the data either migrated and marked, or
-// neither.
+// neither. The version is the meta owner's, as queue definitions are.
 func (b *Batch) SetSchemaVersion(v uint64) {
+	b.own(MetaOwner)
 	b.add("", op{key: schemaKey(), value: binary.BigEndian.AppendUint64(nil, v)})
 }
 

@@ -56,7 +56,7 @@ var (
 // process under the seeded nemesis and returns it, so the mutation test
 // reuses the run instead of paying for another.
 func realHistory(t *testing.T) run {
-	realOnce.Do(func() { realRun = runWorkload(t) })
+	realOnce.Do(func() { realRun = runWorkload(t, Options{Nodes: 1}) })
 	if realRun.ops == nil {
 		t.Fatal("the real run failed (see its test)")
 	}
@@ -68,7 +68,7 @@ func realHistory(t *testing.T) run {
 // kills it with SIGKILL and pauses it with SIGSTOP; then heal, a tail of
 // enqueues with no consumer (so the drain surely has work), the drain,
 // and the check.
-func runWorkload(t *testing.T) run {
+func runWorkload(t *testing.T, opts Options) run {
 	seed := knob(t, "CLUSTERTEST_SEED", uint64(time.Now().UnixNano()))
 	maxOps := int(knob(t, "CLUSTERTEST_OPS", 1500))
 	kills, pauses := int(knob(t, "CLUSTERTEST_KILLS", 3)), int(knob(t, "CLUSTERTEST_PAUSES", 3))
@@ -76,7 +76,7 @@ func runWorkload(t *testing.T) run {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
 
-	c := Start(t, Options{Nodes: 1})
+	c := Start(t, opts)
 	clients := make([]*client.Client, len(c.Nodes))
 	for i, n := range c.Nodes {
 		cl, err := client.Dial(n.Addr, client.Options{DialOptions: []grpc.DialOption{FastReconnect()}})
@@ -150,6 +150,24 @@ func TestRealRunUnderKillsAndPauses(t *testing.T) {
 	require.Positive(t, r.EnqueueOK, "the workload enqueued nothing")
 	require.Positive(t, r.AckOK, "the workload acked nothing")
 	require.Positive(t, r.DrainDeliveries, "the drain found nothing, though the tail enqueued with no consumer")
+}
+
+// TestRealRunOfAOneNodeCluster is the same run against filad with the
+// cluster on and one member: every write goes through the raft log (a
+// proposal, its commit, its apply), and every restart after a SIGKILL
+// replays the log and elects before serving.
+func TestRealRunOfAOneNodeCluster(t *testing.T) {
+	r := runWorkload(t, Options{Nodes: 1, Env: func(i int, nodes []*Node) []string {
+		n := nodes[i]
+		return []string{
+			"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1",
+			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + n.InternalAddr,
+			"FILA_CLUSTER__MEMBERS=1=" + n.InternalAddr,
+		}
+	}}).report
+	require.True(t, r.OK(), "%s", r)
+	require.Positive(t, r.EnqueueOK, "the workload enqueued nothing")
+	require.Positive(t, r.AckOK, "the workload acked nothing")
 }
 
 // TestRealRunCanFail proves the real run's verdict can fail: the real

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
@@ -59,6 +60,7 @@ func SampleBatches() []*storage.Batch {
 		}
 		b.PutConfig("k", "v")
 		b.PutConfig("empty", "")
+		b.SetSchemaVersion(1) // a migration's mark rides with its changes
 	})
 	for _, q := range sampleQueues {
 		batch(func(b *storage.Batch) {
@@ -108,6 +110,9 @@ func Dump(t *testing.T, s storage.Store, queues ...string) map[string]string {
 	require.NoError(t, err)
 	for _, e := range cfg {
 		out["c/"+e.Key] = e.Value
+	}
+	if v, err := s.SchemaVersion(); assert.NoError(t, err) && v != 0 {
+		out["v"] = fmt.Sprint(v)
 	}
 	deleted, err := s.DeletedQueues()
 	require.NoError(t, err)
