@@ -231,15 +231,18 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
 		}
+		bootstrapped := false
 		if raft.IsEmptyHardState(hs) && len(peers) > 0 {
 			if err := rn.Bootstrap(peers); err != nil {
 				return nil, fmt.Errorf("cluster: bootstrap group %d: %w", gid, err)
 			}
-			cs = &pb.ConfState{Voters: opts.Peers}
+			bootstrapped = true
 		}
-		if v := cs.GetVoters(); len(v) == 1 && v[0] == opts.NodeID {
+		if v := cs.GetVoters(); !bootstrapped && len(v) == 1 && v[0] == opts.NodeID {
 			// The only voter: no one else can win, so waiting an election
 			// timeout (1-2 s) before serving after a restart buys nothing.
+			// (A group just bootstrapped cannot campaign before it applies
+			// its membership: it elects after the timeout, once.)
 			if err := rn.Campaign(); err != nil {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
