@@ -14,13 +14,17 @@ const ReserveFile = "DISK_RESERVE"
 
 // diskReserve is space held for the store in an allocated file beside it.
 // badger writes its tables and logs through mmapped files, and a write to a
-// full file system kills the process with SIGBUS (seen on a full tmpfs, in
-// a memtable flush): no error reaches filad. The disk alarm refuses Enqueue
-// well before that, but acks, leases and other programs still write. When
-// the disk is all but full the monitor deletes the reserve, so the store
-// can finish its flushes and compactions while Enqueue is refused, and
-// allocates it again once there is room. CockroachDB's ballast file is the
-// model. Only the resource monitor's goroutine uses it after start.
+// sparse page on a full file system kills the process with SIGBUS: no
+// error reaches filad. The store allocates its memtable logs ahead (see
+// storage/walahead.go), so leases, acks and small messages are safe; it
+// cannot allocate the table files that flushes and compactions write, nor
+// the value log, before badger writes them. The disk alarm refuses
+// Enqueue well before the disk is full, but acks, leases and other
+// programs still write. When the disk is all but full the monitor deletes
+// the reserve, so the store can finish its flushes and compactions while
+// Enqueue is refused, and allocates it again once there is room.
+// CockroachDB's ballast file is the model. Only the resource monitor's
+// goroutine uses it after start.
 type diskReserve struct {
 	path string
 	size int64

@@ -80,6 +80,7 @@ type Badger struct {
 	maxCount  int64
 	closeOnce sync.Once
 	closeErr  error
+	walAhead  *walAhead // only the committer uses it
 }
 
 var _ Store = (*Badger)(nil)
@@ -121,6 +122,7 @@ func Open(opts Options) (*Badger, error) {
 		maxSize:  db.MaxBatchSize() / 2,
 		maxCount: db.MaxBatchCount() / 2,
 		onCommit: opts.OnCommit,
+		walAhead: newWALAhead(opts.Dir, bopts.MemTableSize, log),
 	}
 	gcCtx, stop := context.WithCancel(context.Background())
 	s.stopGC = stop
@@ -313,6 +315,7 @@ func (s *Badger) commitGroup(group []request) {
 			err = txn.Commit()
 		}
 		txn.Discard()
+		s.walAhead.tend() // before the next commit can switch memtables
 		if err != nil {
 			err = fmt.Errorf("storage: commit: %w", err)
 			s.log.Error("storage commit failed", slog.Int("batches", len(inTxn)), slog.Any("error", err))
@@ -601,6 +604,7 @@ func (s *Badger) Close() error {
 		s.stopGC()
 		s.wg.Wait()
 		s.closeErr = s.db.Close()
+		s.walAhead.close()
 	})
 	return s.closeErr
 }

@@ -101,13 +101,16 @@ func startFilad(t *testing.T, dataDir string, env ...string) *proc {
 		if t.Failed() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			var keep []string // the log, and a crash's first lines, not every goroutine
+			var keep []string // the log's JSON lines and its first lines
 			for i, l := range p.logs {
-				if strings.HasPrefix(l, "{") || i < 12 || strings.Contains(l, "fatal") || strings.Contains(l, "SIGBUS") {
+				if strings.HasPrefix(l, "{") || i < 12 {
 					keep = append(keep, l)
 				}
 			}
 			t.Logf("filad's log:\n%s", strings.Join(keep[max(0, len(keep)-40):], "\n"))
+			if crash := crashReport(p.logs); len(crash) > 0 {
+				t.Logf("filad's crash, with the stack of the goroutine that crashed:\n%s", strings.Join(crash, "\n"))
+			}
 		}
 	})
 	select {
@@ -118,6 +121,29 @@ func startFilad(t *testing.T, dataDir string, env ...string) *proc {
 		t.Fatal("filad did not start serving")
 	}
 	return p
+}
+
+// crashReport is the part of a Go runtime crash report in logs that says
+// what failed: from its "panic:" or "fatal error:" line to the end of the
+// first goroutine's stack, which is the one that crashed; the other
+// goroutines are left out.
+func crashReport(logs []string) []string {
+	for i, l := range logs {
+		if !strings.HasPrefix(l, "panic:") && !strings.HasPrefix(l, "fatal error:") && !strings.HasPrefix(l, "unexpected fault address") {
+			continue
+		}
+		end, inStack := i, false
+		for end < len(logs) {
+			if strings.HasPrefix(logs[end], "goroutine ") {
+				inStack = true
+			} else if inStack && logs[end] == "" {
+				break
+			}
+			end++
+		}
+		return logs[i:end]
+	}
+	return nil
 }
 
 func (p *proc) kill9(t *testing.T) {

@@ -1,0 +1,148 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// walAhead keeps the disk blocks of badger's memtable logs (its *.mem
+// write-ahead logs) allocated before badger writes to them. badger creates
+// each one sparse (ftruncate to twice the memtable size) and writes it
+// through a shared mmap; on a full file system a write to a page with no
+// block behind it raises SIGBUS, which kills the process: no error reaches
+// the store. With the blocks allocated first, such a write never needs
+// space.
+//
+// badger names its memtable logs by a counter and creates the next one by
+// opening it with O_CREATE but not O_EXCL, and sizes it only when it is
+// empty. So walAhead creates the next one itself, empty, with its blocks
+// allocated past its end (FALLOC_FL_KEEP_SIZE): badger then takes it as
+// new, and its ftruncate keeps those blocks. Allocating fails with ENOSPC,
+// an error, where a fault would have killed filad; it is retried on every
+// commit, and the disk reserve (server/reserve.go) is what gives it room.
+// Only the committer uses it after Open.
+type walAhead struct {
+	dir   string
+	size  int64 // what badger sizes a memtable log to
+	next  int   // the number of the memtable log badger creates next
+	ready bool  // next is created and allocated
+	log   *slog.Logger
+	warn  bool // the last attempt failed and was logged
+}
+
+// newWALAhead allocates the blocks of the memtable log badger.Open created
+// and of the DISCARD file it maps (dir must hold an open store), and
+// prepares the next memtable log.
+func newWALAhead(dir string, memTableSize int64, log *slog.Logger) *walAhead {
+	w := &walAhead{dir: dir, size: 2 * memTableSize, log: log}
+	w.next = lastMemtable(dir) + 1
+	for _, f := range []string{w.path(w.next - 1), filepath.Join(dir, "DISCARD")} {
+		if err := allocateFile(f, 0, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("could not allocate a store file's blocks; a write to it on a full disk would crash filad",
+				slog.String("file", f), slog.Any("error", err))
+		}
+	}
+	w.tend()
+	return w
+}
+
+func (w *walAhead) path(fid int) string {
+	return filepath.Join(w.dir, fmt.Sprintf("%05d.mem", fid))
+}
+
+// tend moves on past the memtable logs badger has taken (a sized file) and
+// makes sure the next one is created and allocated. It costs a stat or two
+// when nothing changed.
+func (w *walAhead) tend() {
+	for {
+		st, err := os.Stat(w.path(w.next))
+		if err == nil && st.Size() == 0 && w.ready {
+			if _, err := os.Stat(w.path(w.next + 1)); err != nil {
+				return // prepared and not taken yet: the common case
+			}
+			// badger went past it (it rotated twice between two commits,
+			// then dropped it): ours is a stray empty file.
+			_ = os.Remove(w.path(w.next))
+			w.next, w.ready = lastMemtable(w.dir)+1, false
+			continue
+		}
+		if err != nil || st.Size() == 0 {
+			break
+		}
+		// Taken. If it was not ready, badger made it sparse: allocate its
+		// holes now, the sooner the better.
+		if !w.ready {
+			_ = allocateFile(w.path(w.next), unix.FALLOC_FL_KEEP_SIZE, w.size)
+		}
+		w.next, w.ready = w.next+1, false
+	}
+	err := allocateFile(w.path(w.next), unix.FALLOC_FL_KEEP_SIZE, w.size, os.O_CREATE)
+	switch {
+	case err == nil:
+		w.ready = true
+		if w.warn {
+			w.log.Info("the next memtable log is allocated again", slog.String("file", w.path(w.next)))
+		}
+		w.warn = false
+	case !w.warn:
+		w.warn = true
+		w.log.Warn("could not allocate the next memtable log ahead; will retry on every commit, and until then a memtable switch on a full disk would crash filad",
+			slog.String("file", w.path(w.next)), slog.Any("error", err))
+	}
+}
+
+// close removes the prepared memtable log, which badger did not take, so
+// that a restart does not find it (removeEmptyMemtables would, and say a
+// crash left it). The store must be closed.
+func (w *walAhead) close() {
+	if st, err := os.Stat(w.path(w.next)); err == nil && st.Size() == 0 {
+		_ = os.Remove(w.path(w.next))
+	}
+}
+
+// lastMemtable is the highest memtable log number in dir, 0 if none.
+func lastMemtable(dir string) int {
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	last := 0
+	for _, m := range mems {
+		if fid, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(m), ".mem")); err == nil {
+			last = max(last, fid)
+		}
+	}
+	return last
+}
+
+// allocateFile allocates the blocks of path's first size bytes (its whole
+// length when size is 0) with fallocate mode. flag adds to O_RDWR.
+func allocateFile(path string, mode uint32, size int64, flag ...int) error {
+	fl := os.O_RDWR
+	for _, f := range flag {
+		fl |= f
+	}
+	f, err := os.OpenFile(path, fl, 0o644)
+	if err != nil {
+		return err
+	}
+	if size == 0 {
+		st, err := f.Stat()
+		if err != nil {
+			_ = f.Close()
+			return err
+		}
+		size = st.Size()
+	}
+	if size > 0 {
+		err = unix.Fallocate(int(f.Fd()), mode, 0, size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

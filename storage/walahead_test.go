@@ -1,0 +1,88 @@
+package storage
+
+import (
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// memLog is a memtable log in a store's directory: its length and the
+// bytes of disk allocated to it.
+type memLog struct {
+	name            string
+	size, allocated int64
+}
+
+func memLogs(t *testing.T, dir string) []memLog {
+	t.Helper()
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	require.NoError(t, err)
+	var out []memLog
+	for _, m := range mems {
+		var st syscall.Stat_t
+		require.NoError(t, syscall.Stat(m, &st))
+		out = append(out, memLog{filepath.Base(m), st.Size, st.Blocks * 512})
+	}
+	return out
+}
+
+// requireAllocatedAhead: every memtable log badger writes has all its
+// blocks allocated, so a write to it on a full disk cannot fault (SIGBUS),
+// and the next one is ready, empty and allocated, before badger switches
+// to it. It returns the name of the log in use.
+func requireAllocatedAhead(t *testing.T, dir string, memTableSize int64) string {
+	t.Helper()
+	logs := memLogs(t, dir)
+	var inUse, ready []string
+	for _, l := range logs {
+		if l.size == 0 {
+			ready = append(ready, l.name)
+			require.GreaterOrEqual(t, l.allocated, 2*memTableSize, "%s: the next memtable log allocated ahead", l.name)
+			continue
+		}
+		inUse = append(inUse, l.name)
+		require.GreaterOrEqual(t, l.allocated, l.size, "%s: a memtable log in use has no holes", l.name)
+	}
+	require.Len(t, ready, 1, "one next memtable log ready: %v", logs)
+	require.NotEmpty(t, inUse, "%v", logs)
+	require.Greater(t, ready[0], inUse[len(inUse)-1], "the ready log is the one badger takes next")
+	return inUse[len(inUse)-1]
+}
+
+func TestMemtableLogsAreAllocatedAhead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SyncWrites: true})
+	require.NoError(t, err)
+	const memTableSize = 16 << 20 // as Open sets it
+	first := requireAllocatedAhead(t, dir, memTableSize)
+
+	// 24 MiB of messages under the value threshold: all of it goes to the
+	// memtable logs, and badger switches memtables at least once.
+	const n, payload = 8000, 3 << 10
+	for i := 0; i < n; i += 500 {
+		var b Batch
+		for j := i; j < i+500; j++ {
+			b.PutMessage("q", fmt.Sprintf("%06d", j), &storagev1.MessageRecord{Payload: make([]byte, payload)})
+		}
+		require.NoError(t, s.Write(&b))
+	}
+	later := requireAllocatedAhead(t, dir, memTableSize)
+	require.Greater(t, later, first, "badger switched memtables, to the one allocated ahead")
+
+	// A clean close leaves no empty log behind, and the store opens again.
+	require.NoError(t, s.Close())
+	for _, l := range memLogs(t, dir) {
+		require.NotZero(t, l.size, "%s left empty after a clean close", l.name)
+	}
+	s = open(t, dir)
+	qc, err := s.LoadQueue("q")
+	require.NoError(t, err)
+	require.Len(t, qc.Messages, n)
+	requireAllocatedAhead(t, dir, memTableSize)
+}
