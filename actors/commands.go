@@ -32,9 +32,12 @@ import (
 // is ALREADY_EXISTS). Every other message (EndStreams, reap steps, a
 // retiring actor's stop) is served meanwhile.
 //
-// In a cluster, the broker is the meta group's proposer: step 2 proposes
-// the entry instead of submitting its batch, and apply is what every node
-// runs on the committed entry.
+// In a cluster, the broker is the meta group's proposer: step 2's store
+// proposes the batch to the meta group, and refuses it on a node that does
+// not lead that group (ErrNotLeader: the command answers that error, and
+// nothing changes). The other nodes' brokers do not run apply: the log
+// brings the batch into their stores, and MetaApplied brings their memory
+// to match (placement.go).
 
 // A command is a message that changes the broker's state.
 type command interface {
