@@ -118,6 +118,9 @@ func TestPlacementChangedMovesAFamily(t *testing.T) {
 	c := f.subscribe("q", 1)
 	leased := f.recv(c)
 	oldPID := f.sys.Directory().Lookup("q").PID
+	unchanged := f.metaView()
+	require.NoError(t, f.ask(nil, &PlacementChanged{}).(*AdminReply).Err)
+	require.Same(t, unchanged.refs["q"], f.sys.Directory().Lookup("q"), "nothing moved, nothing re-published")
 
 	place.set("q", elsewhere)
 	require.NoError(t, f.ask(nil, &PlacementChanged{}).(*AdminReply).Err)
@@ -136,6 +139,12 @@ func TestPlacementChangedMovesAFamily(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, contents.Messages, 5, "nothing reaped")
 	require.Len(t, contents.Leases, 1)
+	// A new leader elsewhere: the Directory names it.
+	third := Location{Node: "3", LeaderAddr: "127.0.0.1:5557", Term: 4}
+	place.set("q", third)
+	require.NoError(t, f.ask(nil, &PlacementChanged{}).(*AdminReply).Err)
+	f.requireServed("q", third)
+	f.requireServed("q.dlq", third)
 
 	place.set("q", Location{})
 	require.NoError(t, f.ask(nil, &PlacementChanged{}).(*AdminReply).Err)
