@@ -45,11 +45,13 @@ type (
 )
 
 // brokerActor is the root of the queue actors: it creates, recovers, deletes
-// and supervises them. It owns the Directory's writes.
+// and supervises them, and runs each where Options.Placement says
+// (placement.go). It owns the Directory's writes.
 type brokerActor struct {
-	opts     Options
-	deps     queueDeps
-	dir      *Directory
+	opts Options
+	deps queueDeps
+	dir  *Directory
+	// children holds every live queue, whether its actor runs here or not.
 	children map[string]*child
 	// deleting holds the names whose delete is underway, from the write
 	// that marks them deleted until their contents are reaped: such a name
@@ -59,18 +61,29 @@ type brokerActor struct {
 	deleting   map[string]bool
 	reaping    map[string]*reaping
 	unfinished map[string]bool
-	// retiring holds the actors of deleted queues until they have stopped.
+	// retiring holds the actors of deleted queues, and of queues now served
+	// elsewhere, until they have stopped.
 	retiring map[string]*retiring
 	// runtime is the runtime config store; the broker is its one writer.
 	runtime *RuntimeConfig
 	// commands holds the commands waiting for the one in flight.
 	commands commandQueue
+	// metaStale is set when MetaApplied came while a command was in
+	// flight: the store may hold that command's write before its apply
+	// ran, so the reload waits for it (placement.go).
+	metaStale bool
+	// metaWaiters are the senders of the MetaApplied messages deferred so,
+	// answered once the reload has run.
+	metaWaiters []*actor.PID
 }
 
-// child is a live queue actor and the config cell it reads.
+// child is a live queue: the config cell its actor reads, and the actor
+// when it runs here (pid nil otherwise, where says where it runs: the
+// Location in the queue's Directory entry).
 type child struct {
 	pid    *actor.PID
 	config *configCell
+	where  Location
 }
 
 // Receive implements actor.Actor.
@@ -87,9 +100,15 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		b.reapStepped(ctx, m)
 	case *EndStreams:
 		for _, c := range b.children {
-			ctx.Send(c.pid, &endConsumers{err: ErrShuttingDown})
+			if c.pid != nil {
+				ctx.Send(c.pid, &endConsumers{err: ErrShuttingDown})
+			}
 		}
 		ctx.Respond(&AdminReply{})
+	case *PlacementChanged:
+		b.placeAll(ctx, respondLater(ctx))
+	case *MetaApplied:
+		b.metaApplied(ctx)
 	case *actor.Stopping:
 		b.refuseCommands(ctx)
 	}
@@ -117,7 +136,7 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 	// a name is never both; the reap removes any record regardless.
 	recs = slices.DeleteFunc(recs, func(rec *storagev1.QueueRecord) bool { return b.deleting[rec.GetName()] })
 	for _, rec := range recs {
-		b.spawn(ctx, queueConfigFrom(rec))
+		b.define(ctx, queueConfigFrom(rec))
 	}
 	if len(recs) > 0 {
 		b.opts.Logger.Info("queues recovered", slog.Int("queues", len(recs)))
@@ -206,21 +225,32 @@ func dlqConfig(defaults, source QueueConfig) QueueConfig {
 	}
 }
 
-func (b *brokerActor) spawn(ctx actor.Context, cfg QueueConfig) {
+// define adds a queue to the broker and the Directory, and starts its
+// actor if it runs here.
+func (b *brokerActor) define(ctx actor.Context, cfg QueueConfig) {
+	b.children[cfg.Name] = &child{config: newConfigCell(cfg)}
+	b.place(ctx, cfg.Name)
+}
+
+// spawn starts the actor of the queue c, which is to run here, and
+// publishes it. c's config cell is the one every incarnation of the
+// queue's actor on this node shares, so that epochs keep growing and
+// writes in flight are counted across a move away and back.
+func (b *brokerActor) spawn(ctx actor.Context, name string, c *child) {
 	depth := &mailboxDepth{}
-	config := newConfigCell(cfg)
+	config := c.config
 	props := actor.PropsFromProducer(
 		// A new actor per call: a restart must start from storage and the
 		// config cell, not from the state that panicked.
 		func() actor.Actor { return newQueueActor(config, depth, b.deps) },
 		actor.WithMailbox(actor.Unbounded(depth)),
 	)
-	pid, err := ctx.SpawnNamed(props, cfg.Name)
+	pid, err := ctx.SpawnNamed(props, name)
 	if err != nil {
-		panic(fmt.Errorf("actors: spawn queue %s: %w", cfg.Name, err))
+		panic(fmt.Errorf("actors: spawn queue %s: %w", name, err))
 	}
-	b.children[cfg.Name] = &child{pid: pid, config: config}
-	b.dir.add(&QueueRef{Name: cfg.Name, PID: pid, mailbox: depth})
+	c.pid, c.where = pid, Location{}
+	b.dir.add(&QueueRef{Name: name, PID: pid, mailbox: depth})
 }
 
 // decide checks an UpdateQueue: the queue must exist. The patch is
@@ -270,46 +300,67 @@ func (m *DeleteQueue) decide(b *brokerActor) (*decision, error) {
 
 func (m *DeleteQueue) refuse(err error) any { return &AdminReply{Err: err} }
 
-// retiring is a deleted queue's actor on its way out: stopped completes
-// once it has stopped.
+// retiring is a queue's actor on its way out (its queue deleted, or now
+// served elsewhere): once it has stopped, the broker forgets it and runs
+// then, in order.
 type retiring struct {
 	pid     *actor.PID
 	stopped *actor.Future
+	then    []func()
 }
 
-// retire takes a queue's actor out of the broker and the Directory and
-// tells it to stop. It answers whatever still reaches it NOT_FOUND, ends
-// its consumers, waits for its writes in flight, and stops itself;
-// awaitRetired waits for that.
-func (b *brokerActor) retire(ctx actor.Context, name string) {
+// remove takes a deleted queue out of the broker and the Directory, and
+// retires its actor if it runs here: the actor answers whatever still
+// reaches it NOT_FOUND.
+func (b *brokerActor) remove(ctx actor.Context, name string) {
 	c := b.children[name]
 	delete(b.children, name)
 	b.dir.remove(name)
-	r := &retiring{pid: c.pid, stopped: actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)}
-	b.retiring[name] = r
-	ctx.Send(r.pid, &retire{err: fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name), stopped: r.stopped.PID()})
+	if c.pid != nil {
+		b.retire(ctx, name, c.pid, fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name))
+	}
 }
 
-// awaitRetired calls done once the named queues' actors have stopped.
-// Blocking on that here could deadlock the broker, so each wait's
-// continuation runs as a message of its own.
-func (b *brokerActor) awaitRetired(ctx actor.Context, names []string, done func()) {
-	if len(names) == 0 {
-		done()
-		return
-	}
-	name := names[0]
-	r := b.retiring[name]
+// retire tells a queue's actor to stop: it answers whatever still reaches
+// it with err, ends its consumers with err, waits for its writes in
+// flight, and stops itself; awaitRetired waits for that. Blocking on it
+// here could deadlock the broker, so the wait's continuation runs as a
+// message of its own.
+func (b *brokerActor) retire(ctx actor.Context, name string, pid *actor.PID, err error) {
+	r := &retiring{pid: pid, stopped: actor.NewFuture(ctx.ActorSystem(), b.opts.RequestTimeout)}
+	b.retiring[name] = r
+	ctx.Send(pid, &retire{err: err, stopped: r.stopped.PID()})
 	ctx.ReenterAfter(r.stopped, func(_ any, err error) {
 		if err != nil {
 			// Its writes did not finish in time: stop it regardless.
-			b.opts.Logger.Warn("deleted queue's actor did not retire in time; stopping it", slog.String("queue_id", name))
+			b.opts.Logger.Warn("queue's actor did not retire in time; stopping it", slog.String("queue_id", name))
 			_ = ctx.PoisonFuture(r.pid).Wait()
 		}
 		delete(b.retiring, name)
 		ctx.Send(b.deps.telemetry, &queueGone{queue: name})
-		b.awaitRetired(ctx, names[1:], done)
+		for _, then := range r.then {
+			then()
+		}
 	})
+}
+
+// awaitRetired calls done once the named queues' actors that are retiring
+// have stopped.
+func (b *brokerActor) awaitRetired(_ actor.Context, names []string, done func()) {
+	left := 0
+	for _, name := range names {
+		if r := b.retiring[name]; r != nil {
+			left++
+			r.then = append(r.then, func() {
+				if left--; left == 0 {
+					done()
+				}
+			})
+		}
+	}
+	if left == 0 {
+		done()
+	}
 }
 
 // reapLimit is how many messages, or leases, one reap step deletes: one

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -31,9 +32,12 @@ import (
 // is ALREADY_EXISTS). Every other message (EndStreams, reap steps, a
 // retiring actor's stop) is served meanwhile.
 //
-// In a cluster, the broker is the meta group's proposer: step 2 proposes
-// the entry instead of submitting its batch, and apply is what every node
-// runs on the committed entry.
+// In a cluster, the broker is the meta group's proposer: step 2's store
+// proposes the batch to the meta group, and refuses it on a node that does
+// not lead that group (ErrNotLeader: the command answers that error, and
+// nothing changes). The other nodes' brokers do not run apply: the log
+// brings the batch into their stores, and MetaApplied brings their memory
+// to match (placement.go).
 
 // A command is a message that changes the broker's state.
 type command interface {
@@ -98,19 +102,21 @@ func (b *brokerActor) apply(ctx actor.Context, e entry) {
 	switch e := e.(type) {
 	case *queuesDefined:
 		for _, c := range e.configs {
-			b.spawn(ctx, c)
+			b.define(ctx, c)
 			b.opts.Logger.Info("queue created", slog.String("queue_id", c.Name))
 		}
 	case *queueUpdated:
 		c := b.children[e.config.Name]
 		c.config.set(e.config)
-		ctx.Send(c.pid, &configChanged{})
+		if c.pid != nil {
+			ctx.Send(c.pid, &configChanged{})
+		}
 		b.opts.Logger.Info("queue updated", slog.String("queue_id", e.config.Name))
 	case *queuesRetired:
 		for _, name := range e.names {
 			b.deleting[name] = true
 			if b.children[name] != nil {
-				b.retire(ctx, name)
+				b.remove(ctx, name)
 			}
 		}
 	case *configSet:
@@ -183,21 +189,37 @@ func (b *brokerActor) runCommands(ctx actor.Context) {
 	}
 }
 
-// written applies the command in flight once its write is durable (or
-// refuses it if the write failed: a store that fails a batch applied none
-// of it), then runs the next.
+// written applies the command in flight once its write is durable, or
+// refuses it, then runs the next:
+//   - a store that fails a batch applied none of it: memory stays, and the
+//     refusal is ErrStorage;
+//   - a store that is not the meta group's leader (its error matches
+//     ErrNotLeader) proposed nothing: memory stays, and the refusal is the
+//     store's error as it is, so that it carries the leader's address;
+//   - a store that cannot tell (storage.ErrOutcomeUnknown) may apply the
+//     batch, now or later: memory is reloaded from the store (as
+//     MetaApplied does; a later apply comes with a MetaApplied of its
+//     own), and the refusal is ErrOutcomeUnknown (UNAVAILABLE).
 func (b *brokerActor) written(ctx actor.Context, m *commandWritten) {
 	p := b.commands.inFlight
 	if p == nil {
 		return // refused already: the broker is stopping
 	}
 	b.commands.inFlight = nil
-	if m.err != nil {
-		p.answer(ctx, p.cmd.refuse(fmt.Errorf("%w: %w", ErrStorage, m.err)))
-	} else {
+	switch {
+	case m.err == nil:
 		b.apply(ctx, p.decided.entry)
 		p.decided.done(ctx, b, p)
+	case errors.Is(m.err, ErrNotLeader):
+		p.answer(ctx, p.cmd.refuse(m.err))
+	case errors.Is(m.err, storage.ErrOutcomeUnknown):
+		b.metaStale = true
+		b.reloadIfStale(ctx)
+		p.answer(ctx, p.cmd.refuse(fmt.Errorf("%w: the change may or may not have been stored; retry it", ErrOutcomeUnknown)))
+	default:
+		p.answer(ctx, p.cmd.refuse(fmt.Errorf("%w: %w", ErrStorage, m.err)))
 	}
+	b.reloadIfStale(ctx) // a MetaApplied that came meanwhile
 	b.runCommands(ctx)
 }
 

@@ -18,10 +18,10 @@ type QueueRef struct {
 	// Location is where the queue's actor runs; the zero Location is this
 	// node, the only one a single node knows.
 	Location Location
-	// PID is the queue actor when Location is local; it stays the same
-	// across supervisor restarts.
+	// PID is the queue actor when Location is local, nil otherwise; it
+	// stays the same across supervisor restarts.
 	PID     *actor.PID
-	mailbox *mailboxDepth
+	mailbox *mailboxDepth // nil when not local
 }
 
 // Location is where a queue is served, as this node knows it. The zero
@@ -47,11 +47,19 @@ func (l Location) Local() bool { return l.Node == "" }
 
 // MailboxDepth is the number of messages posted to the queue actor and not
 // yet taken by it.
-func (r *QueueRef) MailboxDepth() int64 { return r.mailbox.n.Load() }
+// It is 0 for a queue served elsewhere.
+func (r *QueueRef) MailboxDepth() int64 {
+	if r.mailbox == nil {
+		return 0
+	}
+	return r.mailbox.n.Load()
+}
 
-// Directory maps queue names to live queue actors. Only the broker actor
-// writes it; gateways read it concurrently. It is a routing table, not queue
-// state: it changes only on create, delete and recovery.
+// Directory maps queue names to where they are served: this node's queue
+// actors, and in a cluster the other nodes' queues. Only the broker actor
+// writes it; gateways read it concurrently. It is a routing table, not
+// queue state: it changes only on create, delete, recovery and a change of
+// placement (PlacementChanged, MetaApplied).
 type Directory struct {
 	m sync.Map // string → *QueueRef
 }

@@ -74,7 +74,8 @@ var ErrNotLeader = errors.New("not the leader of the queue")
 // NotLeaderError is ErrNotLeader naming the queue and, when this node knows
 // it, the client address of the node that leads the queue now.
 type NotLeaderError struct {
-	// Queue is the queue the call named.
+	// Queue is the queue the call named; "" for a broker command, which
+	// the meta group's leader decides.
 	Queue string
 	// LeaderAddr is the leader's client address (host:port), "" when not
 	// known (an election is under way, or no leader has been heard of).
@@ -82,6 +83,12 @@ type NotLeaderError struct {
 }
 
 func (e *NotLeaderError) Error() string {
+	if e.Queue == "" { // a broker command: the meta group's leader decides
+		if e.LeaderAddr == "" {
+			return "not the leader of the cluster's queue definitions and runtime config; its leader is not known yet"
+		}
+		return "not the leader of the cluster's queue definitions and runtime config; its leader is at " + e.LeaderAddr
+	}
 	if e.LeaderAddr == "" {
 		return fmt.Sprintf("%v %q; its leader is not known yet", ErrNotLeader, e.Queue)
 	}

@@ -65,6 +65,9 @@ type Options struct {
 	// ConfigStore bounds the runtime config store. Required: every limit
 	// at least 1.
 	ConfigStore RuntimeConfigLimits
+	// Placement says which queues' actors run on this node (placement.go).
+	// nil: all of them, a single node.
+	Placement Placement
 	// FairnessKeys is how many fairness keys of a queue get per-key series
 	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
 	FairnessKeys int

@@ -147,6 +147,10 @@ func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
 	case to == nil:
 		ctx.Respond(&MoveReply{Err: fmt.Errorf("%w: %q, the source queue of %q", ErrQueueNotFound, source, q.cfg.Name)})
 		return
+	case !to.Location.Local():
+		// The family is moving to another node: this actor is about to stop too.
+		ctx.Respond(&MoveReply{Err: &NotLeaderError{Queue: source, LeaderAddr: to.Location.LeaderAddr}})
+		return
 	}
 	q.startMove(ctx, &moveOp{to: to, limit: req.Count})
 }

@@ -31,10 +31,13 @@ type (
 // recoveryProgressEvery is how often a long recovery logs its progress.
 const recoveryProgressEvery = 5 * time.Second
 
-// awaitRecovery waits until every queue actor has loaded, logging the
-// progress of a long recovery and its totals.
+// awaitRecovery waits until every queue actor of this node has loaded,
+// logging the progress of a long recovery and its totals.
 func (s *System) awaitRecovery() error {
-	names := s.dir.Names()
+	names := slices.DeleteFunc(s.dir.Names(), func(name string) bool {
+		ref := s.dir.Lookup(name)
+		return ref == nil || !ref.Location.Local()
+	})
 	if len(names) == 0 {
 		return nil
 	}

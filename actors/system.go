@@ -132,8 +132,13 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	res, err := f.Result()
 	_, dead := res.(*actor.DeadLetterResponse)
 	if dead || errors.Is(err, actor.ErrDeadLetter) {
-		// The actor stopped (its queue was deleted) before it took msg.
-		return nil, QueueNotFound(path.Base(pid.Id))
+		// The actor stopped before it took msg: its queue was deleted, or
+		// is served by another node now.
+		name := path.Base(pid.Id)
+		if ref := s.dir.Lookup(name); ref != nil && !ref.Location.Local() {
+			return nil, &NotLeaderError{Queue: name, LeaderAddr: ref.Location.LeaderAddr}
+		}
+		return nil, QueueNotFound(name)
 	}
 	if errors.Is(err, actor.ErrTimeout) && callerBound {
 		// The caller's deadline, not filad's own bound, ended the wait.
