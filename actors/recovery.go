@@ -112,7 +112,12 @@ func migrate(store storage.Store, defaults QueueConfig, log *slog.Logger) error 
 			return fmt.Errorf("actors: migration %d (%s): %w", m.version, m.name, err)
 		}
 		b.SetSchemaVersion(m.version)
-		if err := store.Write(b); err != nil {
+		if err := store.Write(b); errors.Is(err, ErrNotLeader) {
+			// A cluster node that does not lead the meta group: its leader
+			// migrates, and the change reaches this node through the log.
+			log.Info("data not migrated here: the meta group's leader does it", slog.Uint64("schema_version", m.version))
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("actors: migration %d (%s): %w", m.version, m.name, err)
 		}
 		log.Info("data migrated", slog.Uint64("schema_version", m.version), slog.String("migration", m.name), slog.Int("changes", b.Len()-1))

@@ -170,6 +170,8 @@ type proposal struct {
 // GroupStatus is what a group looks like from this node.
 type GroupStatus struct {
 	Leader, Term uint64
+	// Commit is the group's commit index as this node knows it.
+	Commit uint64
 	// Leading is true once this node leads and passed its term's barrier.
 	Leading bool
 	Applied uint64
@@ -574,7 +576,7 @@ func (d *Driver) observe(g *group) {
 	}
 	d.mu.Lock()
 	s := d.status[g.id]
-	s.Leader, s.Term, s.Leading = st.Lead, st.GetTerm(), g.leading != 0
+	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
 	d.status[g.id] = s
 	d.mu.Unlock()
 }

@@ -49,7 +49,14 @@ type ReplicaOptions struct {
 	Send func(to uint64, msgs []*clusterv1.GroupMessage)
 	// Leading: as DriverOptions.
 	Leading func(group, term uint64)
-	Logger  *slog.Logger
+	// MetaApplied, if set, is told after entries of the meta group were
+	// applied here (the node's broker reconciles with them), on the
+	// driver's goroutine: it must not block.
+	MetaApplied func()
+	// ClientAddrs are the members' client addresses by node id, which a
+	// refusal names as the leader's.
+	ClientAddrs map[uint64]string
+	Logger      *slog.Logger
 }
 
 // Replica is one node's copy of the replicated state: its badger store,
@@ -80,14 +87,14 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB()},
-		Machine: batchMachine{local: local, log: r.Log},
+		Machine: batchMachine{local: local, log: r.Log, metaApplied: opts.MetaApplied},
 		Send:    opts.Send, Leading: opts.Leading, Logger: opts.Logger,
 	})
 	if err != nil {
 		_ = local.Close()
 		return nil, err
 	}
-	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions}
+	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, clientAddrs: opts.ClientAddrs}
 	return r, nil
 }
 
@@ -128,8 +135,9 @@ func (l raftLogStore) Persist(updates []LogUpdate) error {
 // batchMachine applies committed entries, each an encoded storage.Batch,
 // to the local store, with the group's applied record after them.
 type batchMachine struct {
-	local *storage.Badger
-	log   *raftlog.Store
+	local       *storage.Badger
+	log         *raftlog.Store
+	metaApplied func()
 }
 
 func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error {
@@ -150,7 +158,13 @@ func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotM
 	if err != nil {
 		return err
 	}
-	return m.local.ApplyCommitted(batches, []storage.RawPut{{Key: k, Value: v}})
+	if err := m.local.ApplyCommitted(batches, []storage.RawPut{{Key: k, Value: v}}); err != nil {
+		return err
+	}
+	if group == MetaGroup && len(batches) > 0 && m.metaApplied != nil {
+		m.metaApplied()
+	}
+	return nil
 }
 
 func (m batchMachine) Applied(group uint64) (uint64, error) {
@@ -161,12 +175,14 @@ func (m batchMachine) Applied(group uint64) (uint64, error) {
 // ReplicatedStore is the storage.Store of a cluster node: Submit proposes
 // a batch to its owner's group and completes once this node has applied
 // it, and the reads are of the node's applied state. Only the leader of a
-// batch's group can write it (a *NotLeaderError otherwise); an entry whose
+// batch's group can write it (an actors.NotLeaderError naming the leader's
+// client address otherwise, with the driver's *NotLeaderError in its chain); an entry whose
 // fate its leader lost completes with storage.ErrOutcomeUnknown.
 type ReplicatedStore struct {
-	local      *storage.Badger
-	driver     *Driver
-	partitions int
+	local       *storage.Badger
+	driver      *Driver
+	partitions  int
+	clientAddrs map[uint64]string
 	// batches counts the batches applied here; closed refuses writes.
 	batches atomic.Uint64
 	closed  atomic.Bool
@@ -189,7 +205,7 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		if err == nil {
 			s.batches.Add(1)
 		}
-		done(err)
+		done(notLeader(err, s.clientAddrs))
 	}
 	if b.Len() == 0 {
 		applied(nil)

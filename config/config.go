@@ -59,10 +59,10 @@ type Cluster struct {
 	// InternalListenAddr is where the other nodes reach this one (raft
 	// messages); never the client port, never exposed to clients.
 	InternalListenAddr string `koanf:"internal_listen_addr"`
-	// Members are every voter as "id=host:port" (the internal address),
-	// comma-separated, this node included, the same on every node. Only
-	// one member is supported so far: more need queue placement, which
-	// issue 24 is building.
+	// Members are every voter as "id=host:port" (the internal address)
+	// or "id=host:port@client_host:port" (and the client address, which a
+	// node not leading a queue names to its callers),
+	// comma-separated, this node included, the same on every node.
 	Members string `koanf:"members"`
 	// Partitions is the number of partition groups, fixed when the
 	// cluster is created.
@@ -78,8 +78,10 @@ type Cluster struct {
 
 // Member is one voter of Cluster.Members.
 type Member struct {
-	ID   uint64
-	Addr string
+	ID uint64
+	// Addr is the internal address; ClientAddr the client one, "" if not
+	// given.
+	Addr, ClientAddr string
 }
 
 // ParseMembers reads Members; the config check has refused what it cannot
@@ -97,14 +99,18 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 		if !ok || err != nil || n == 0 {
 			return nil, fmt.Errorf("member %q: want id=host:port with an id > 0", part)
 		}
+		addr, client, _ := strings.Cut(addr, "@")
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, fmt.Errorf("member %q: address must be host:port", part)
+		}
+		if _, _, err := net.SplitHostPort(client); client != "" && err != nil {
+			return nil, fmt.Errorf("member %q: the client address after @ must be host:port", part)
 		}
 		if seen[n] {
 			return nil, fmt.Errorf("member id %d appears twice", n)
 		}
 		seen[n] = true
-		out = append(out, Member{ID: n, Addr: addr})
+		out = append(out, Member{ID: n, Addr: addr, ClientAddr: client})
 	}
 	return out, nil
 }
@@ -865,8 +871,6 @@ func (c Cluster) check() []fieldError {
 		bad("cluster.members", c.Members, err.Error())
 	case len(members) == 0:
 		bad("cluster.members", c.Members, "must name this node at least (id=host:port)")
-	case len(members) > 1:
-		bad("cluster.members", c.Members, "more than one member is not supported yet (issue 24 builds queue placement first)")
 	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
 		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.members")
 	}

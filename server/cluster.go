@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster"
 	"github.com/fila-dev/filad/cluster/transport"
 	"github.com/fila-dev/filad/config"
@@ -31,6 +33,27 @@ type clusterNode struct {
 	grpc      *grpc.Server
 	lis       net.Listener
 	control   *http.Server // the fault rules, in tests only
+	// placement answers the broker where each family is served.
+	placement *cluster.Placement
+	// system is the actor system once it runs: leadership changes and
+	// meta entries applied here are told to its broker.
+	system atomic.Pointer[actors.System]
+}
+
+// tell sends msg to the broker, once the actors run (before, their start
+// reads the state afresh).
+func (n *clusterNode) tell(msg any) {
+	if sys := n.system.Load(); sys != nil {
+		sys.Send(sys.Broker(), msg)
+	}
+}
+
+// attach hands the running actor system to the node, and tells its broker
+// the placement now, in case leadership moved while the actors started.
+func (n *clusterNode) attach(sys *actors.System) {
+	n.system.Store(sys)
+	n.tell(&actors.PlacementChanged{})
+	n.tell(&actors.MetaApplied{})
 }
 
 // clusterMarker is the file that says a data directory holds a cluster
@@ -77,18 +100,24 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		return nil, err
 	}
 	peers := make([]uint64, len(members))
+	clientAddrs := map[uint64]string{}
 	for i, m := range members {
 		peers[i] = m.ID
+		clientAddrs[m.ID] = m.ClientAddr
 	}
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
 		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
 		Tick: cc.Tick(), ElectionTicks: cc.ElectionTicks, HeartbeatTicks: cc.HeartbeatTicks,
-		Send:   func(to uint64, msgs []*clusterv1.GroupMessage) { n.transport.Send(to, msgs...) },
-		Logger: log,
+		Send:        func(to uint64, msgs []*clusterv1.GroupMessage) { n.transport.Send(to, msgs...) },
+		Leading:     func(uint64, uint64) { n.tell(&actors.PlacementChanged{}) },
+		MetaApplied: func() { n.tell(&actors.MetaApplied{}) },
+		ClientAddrs: clientAddrs,
+		Logger:      log,
 	}); err != nil {
 		return nil, err
 	}
 	driver = n.replica.Driver
+	n.placement = cluster.NewPlacement(n.replica, clientAddrs)
 	for _, m := range members {
 		if m.ID != cc.NodeID {
 			if err := n.transport.SetPeer(m.ID, m.Addr); err != nil {
@@ -110,7 +139,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		n.control = &http.Server{Handler: faults.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.control.Serve(lis) }()
 	}
-	if err := n.awaitLeading(ctx, cc); err != nil {
+	if err := n.awaitReady(ctx, cc, len(members)); err != nil {
 		return nil, err
 	}
 	log.Info("cluster node ready", slog.Uint64("node_id", cc.NodeID), slog.Int("members", len(members)),
@@ -118,13 +147,26 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	return n, nil
 }
 
-// awaitLeading waits until this node leads every group: with one member
-// it always comes to, after an election timeout. It polls the driver's
-// status, and gives up only with ctx or after many election timeouts.
-func (n *clusterNode) awaitLeading(ctx context.Context, cc config.Cluster) error {
+// awaitReady waits until the node may serve: with one member, until it
+// leads every group (after an election timeout at the first start, at
+// once after a restart); with more, until every group has a leader and
+// this node has applied the meta group as far as it knew it committed,
+// so that its broker starts with the queues the cluster has. It polls
+// the driver's status, and gives up only with ctx or after many election
+// timeouts (the other members may not be up yet).
+func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members int) error {
 	bound := time.Now().Add(100 * time.Duration(cc.ElectionTicks) * cc.Tick())
+	var metaCommit uint64
 	for g := uint64(0); g <= uint64(cc.Partitions); {
-		if st, _ := n.replica.Driver.Status(g); st.Leading {
+		st, _ := n.replica.Driver.Status(g)
+		if g == cluster.MetaGroup && st.Leader != 0 && metaCommit == 0 {
+			metaCommit = max(st.Commit, 1)
+		}
+		ready := st.Leading
+		if members > 1 {
+			ready = st.Leader != 0 && (g != cluster.MetaGroup || st.Applied >= metaCommit)
+		}
+		if ready {
 			g++
 			continue
 		}

@@ -2,7 +2,18 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/stretchr/testify/require"
 
@@ -75,4 +86,135 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 			require.ErrorContains(t, err, tc.refusal)
 		})
 	}
+}
+
+// threeNodes starts a three-member cluster in one process: client and
+// internal listeners picked first, so that every node's members line
+// names them all, and the nodes started together (none is ready before
+// its groups have leaders, which takes two of them).
+func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
+	t.Helper()
+	const n = 3
+	clients := make([]net.Listener, n)
+	internal := make([]string, n)
+	var members []string
+	for i := range n {
+		var err error
+		clients[i], err = net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		internal[i] = l.Addr().String()
+		require.NoError(t, l.Close()) // free for the node; a test-only race for the port
+		addrs = append(addrs, clients[i].Addr().String())
+		members = append(members, fmt.Sprintf("%d=%s@%s", i+1, internal[i], addrs[i]))
+	}
+	srvs = make([]*server.Server, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		cfg := filadtest.Config(t.TempDir())
+		cfg.Cluster = config.Defaults().Cluster
+		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
+		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = internal[i], strings.Join(members, ",")
+		cfg.Cluster.Partitions = 4
+		wg.Go(func() { srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]}) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, s := range srvs {
+			if s != nil {
+				_ = s.Shutdown(context.Background())
+			}
+		}
+	})
+	for i, err := range errs {
+		require.NoError(t, err, "node %d", i+1)
+	}
+	return addrs, srvs
+}
+
+// untilServed calls call on each node in turn until one answers it
+// without UNAVAILABLE (the others do not lead what it needs, or not yet),
+// and returns that node's index. A refusal must name a leader the test
+// knows, or none.
+func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
+	t.Helper()
+	conns := make([]*grpc.ClientConn, len(addrs))
+	for i, a := range addrs {
+		conns[i] = dialAddr(t, a)
+	}
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		for i, conn := range conns {
+			if i == skip {
+				continue
+			}
+			var md metadata.MD
+			err := call(conn, &md)
+			if err == nil {
+				return i
+			}
+			require.Equal(t, codes.Unavailable, status.Code(err), "node %d: %v", i+1, err)
+			if hint := md.Get("x-fila-leader-addr"); len(hint) > 0 {
+				require.Contains(t, addrs, hint[0], "the leader hint names a member's client address")
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polls the nodes; the outcome is their answers
+	}
+	t.Fatal("no node served the call")
+	return -1
+}
+
+// Three real nodes in one process: a queue created at the meta leader is
+// served by its partition's leader; when that node stops, another takes
+// the partition over, and every acknowledged message is still there.
+func TestThreeNodeClusterFailsOver(t *testing.T) {
+	addrs, srvs := threeNodes(t)
+	ctx := ctxT(t)
+	untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"}, grpc.Trailer(md))
+		if status.Code(err) == codes.AlreadyExists {
+			return nil // a retry of a create whose answer was lost
+		}
+		return err
+	})
+	enqueue := func(skip int, payload string) int {
+		return untilServed(t, addrs, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
+			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders", Payload: []byte(payload)}, grpc.Trailer(md))
+			if status.Code(err) == codes.NotFound {
+				return status.Error(codes.Unavailable, "not applied here yet") // the create is on its way through the log
+			}
+			return err
+		})
+	}
+	leader := enqueue(-1, "m0")
+	for i := 1; i < 10; i++ {
+		require.Equal(t, leader, enqueue(-1, fmt.Sprint("m", i)), "the partition's leader stays while nothing fails")
+	}
+	require.NoError(t, srvs[leader].Shutdown(context.Background()))
+	srvs[leader] = nil
+	next := enqueue(leader, "after")
+	require.NotEqual(t, leader, next)
+
+	stream, err := filav1.NewFilaServiceClient(dialAddr(t, addrs[next])).Consume(ctx, &filav1.ConsumeRequest{Queue: "orders"})
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for len(got) < 11 {
+		resp, err := stream.Recv()
+		require.NoError(t, err, "after %d messages", len(got))
+		got[string(resp.GetMessage().GetPayload())] = true
+	}
+	for i := range 10 {
+		require.True(t, got[fmt.Sprint("m", i)], "m%d acknowledged before the failover", i)
+	}
+	require.True(t, got["after"])
+}
+
+func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }

@@ -183,8 +183,13 @@ func (s *Server) startActors(opts Options) (err error) {
 	if _, err = telemetry.RegisterInstruments(s.telemetry.MeterProvider, board); err != nil {
 		return err
 	}
+	var placement actors.Placement // nil: every queue here
+	if s.node != nil {
+		placement = s.node.placement
+	}
 	if s.system, err = actors.Start(actors.Options{
 		Store:          s.store,
+		Placement:      placement,
 		Quantum:        int64(cfg.Scheduler.Quantum),
 		RequestTimeout: cfg.Server.RequestTimeout(),
 		DefaultQueue: actors.QueueConfig{
@@ -208,6 +213,9 @@ func (s *Server) startActors(opts Options) (err error) {
 		Logger:         s.log,
 	}); err != nil {
 		return err
+	}
+	if s.node != nil {
+		s.node.attach(s.system)
 	}
 	_, err = telemetry.RegisterThrottleTokens(s.telemetry.MeterProvider, func() map[string]float64 {
 		out := map[string]float64{}
@@ -409,6 +417,9 @@ func (s *Server) teardown(ctx context.Context) error {
 	}
 	if s.monitor != nil {
 		s.monitor.close()
+	}
+	if s.node != nil {
+		s.node.system.Store(nil) // the driver tells a stopping broker nothing more
 	}
 	if s.system != nil {
 		s.system.Stop()
