@@ -42,6 +42,7 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 	}
 	require.EqualValues(t, n, f.stats(name).InFlight)
 	f.stop()
+	f.awaitWrites() // leases are written deferred: Stop does not wait for them
 	qc, err := store.LoadQueue(name)
 	require.NoError(t, err)
 	require.Len(t, qc.Leases, n, "the 10,000 leases were durable")
@@ -58,10 +59,14 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 	st := f.stats(name)
 	require.EqualValues(t, n, st.Depth)
 	require.Zero(t, st.InFlight)
-	require.Eventually(t, func() bool {
-		qc, err := store.LoadQueue(name)
-		return err == nil && len(qc.Leases) == 0 && qc.Messages[0].Record.GetAttemptCount() == 1
-	}, waitFor, 10*time.Millisecond, "the requeues were durable")
+	f.awaitWrites()
+	qc, err = store.LoadQueue(name)
+	require.NoError(t, err)
+	require.Empty(t, qc.Leases, "the requeues were durable")
+	require.Len(t, qc.Messages, n)
+	for _, m := range qc.Messages {
+		require.EqualValues(t, 1, m.Record.GetAttemptCount(), "message %s: the expired delivery counts", m.ID)
+	}
 
 	require.NoError(t, f.ask(nil, &DeleteQueue{Name: name}).(*AdminReply).Err)
 	qc, err = store.LoadQueue(name)

@@ -177,6 +177,15 @@ func (f *fixture) recv(c *Consumer) *Delivery {
 	return d
 }
 
+// awaitWrites returns once every batch submitted or deferred so far is
+// durable: it writes an empty batch, and the store commits batches in
+// order. It is how a test waits for a write nobody answers (lease
+// bookkeeping, expiries) without guessing how long that takes.
+func (f *fixture) awaitWrites() {
+	f.t.Helper()
+	require.NoError(f.t, f.store.Write(&storage.Batch{}))
+}
+
 func (f *fixture) stats(queue string) *QueueStats {
 	f.t.Helper()
 	return f.ask(queue, &GetStats{}).(*QueueStats)
