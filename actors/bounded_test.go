@@ -49,12 +49,7 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 
 	// While filad is down, every lease runs out: recovery finds them all
 	// expired and requeues them in one batch.
-	var expire storage.Batch
-	for id, l := range qc.Leases {
-		l.ExpiresAtUnixMs = time.Now().Add(-time.Minute).UnixMilli()
-		expire.PutLease(name, id, l)
-	}
-	require.NoError(t, store.Write(&expire))
+	expireLeases(t, store, name)
 	f = startOn(t, store)
 	st := f.stats(name)
 	require.EqualValues(t, n, st.Depth)

@@ -186,6 +186,23 @@ func (f *fixture) awaitWrites() {
 	require.NoError(f.t, f.store.Write(&storage.Batch{}))
 }
 
+// expireLeases moves the end of every lease stored for queue a minute into
+// the past, as if filad had been down that long: for a stopped system, so
+// that a test about leases that expired while filad was down does not race
+// a short visibility timeout.
+func expireLeases(t *testing.T, store storage.Store, queue string) {
+	t.Helper()
+	qc, err := store.LoadQueue(queue)
+	require.NoError(t, err)
+	require.NotEmpty(t, qc.Leases, "no lease of %s to expire", queue)
+	var b storage.Batch
+	for id, l := range qc.Leases {
+		l.ExpiresAtUnixMs = time.Now().Add(-time.Minute).UnixMilli()
+		b.PutLease(queue, id, l)
+	}
+	require.NoError(t, store.Write(&b))
+}
+
 func (f *fixture) stats(queue string) *QueueStats {
 	f.t.Helper()
 	return f.ask(queue, &GetStats{}).(*QueueStats)

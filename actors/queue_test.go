@@ -126,7 +126,7 @@ func TestQueueRestartFromStorage(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.create("q", time.Hour)
-	f.create("short", 10*time.Millisecond)
+	f.create("short", time.Hour)
 	held := f.enqueue("q", map[string]string{"key": "k"})
 	ready := f.enqueue("q", map[string]string{"key": "k"})
 	c := f.subscribe("q", 1)
@@ -141,7 +141,11 @@ func TestQueueRestartFromStorage(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("consumer not ended by the stop")
 	}
-	time.Sleep(20 * time.Millisecond) // outlive "short"'s lease while stopped; the clock is the subject here
+	// While filad is down, "short"'s lease runs out (its end is moved into
+	// the past, so that no lease can expire before the stop however slow
+	// the machine).
+	f.awaitWrites() // leases are written deferred
+	expireLeases(t, f.store, "short")
 
 	f = startOn(t, f.store)
 	st := f.stats("q")
