@@ -87,10 +87,12 @@ func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture 
 		Quantum:        1,
 		RequestTimeout: waitFor,
 		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
-		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
-		ConfigStore:    testConfigLimits,
-		Board:          f.board,
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// No test here is about the script time budget (scripting's are);
+		// a short one could stop a well-behaved script on a busy machine.
+		Lua:         scripting.Limits{Timeout: 5 * time.Second, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
+		ConfigStore: testConfigLimits,
+		Board:       f.board,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, w := range with {
 		w(&opts)
