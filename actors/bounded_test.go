@@ -42,26 +42,26 @@ func TestMaximalQueueOnBadger(t *testing.T) {
 	}
 	require.EqualValues(t, n, f.stats(name).InFlight)
 	f.stop()
+	f.awaitWrites() // leases are written deferred: Stop does not wait for them
 	qc, err := store.LoadQueue(name)
 	require.NoError(t, err)
 	require.Len(t, qc.Leases, n, "the 10,000 leases were durable")
 
 	// While filad is down, every lease runs out: recovery finds them all
 	// expired and requeues them in one batch.
-	var expire storage.Batch
-	for id, l := range qc.Leases {
-		l.ExpiresAtUnixMs = time.Now().Add(-time.Minute).UnixMilli()
-		expire.PutLease(name, id, l)
-	}
-	require.NoError(t, store.Write(&expire))
+	expireLeases(t, store, name)
 	f = startOn(t, store)
 	st := f.stats(name)
 	require.EqualValues(t, n, st.Depth)
 	require.Zero(t, st.InFlight)
-	require.Eventually(t, func() bool {
-		qc, err := store.LoadQueue(name)
-		return err == nil && len(qc.Leases) == 0 && qc.Messages[0].Record.GetAttemptCount() == 1
-	}, waitFor, 10*time.Millisecond, "the requeues were durable")
+	f.awaitWrites()
+	qc, err = store.LoadQueue(name)
+	require.NoError(t, err)
+	require.Empty(t, qc.Leases, "the requeues were durable")
+	require.Len(t, qc.Messages, n)
+	for _, m := range qc.Messages {
+		require.EqualValues(t, 1, m.Record.GetAttemptCount(), "message %s: the expired delivery counts", m.ID)
+	}
 
 	require.NoError(t, f.ask(nil, &DeleteQueue{Name: name}).(*AdminReply).Err)
 	qc, err = store.LoadQueue(name)

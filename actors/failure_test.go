@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
@@ -124,35 +125,67 @@ func TestMaxAttemptsWithDeadLetterOffDropsTheMessage(t *testing.T) {
 func TestRetryBackoffHoldsMessagesBackAcrossARestart(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
+	// The first retry waits initial; the second a minute, which no restart
+	// on a slow machine outlasts, so "still delayed" is never a race.
 	const initial = 150 * time.Millisecond
 	f.createWith(QueueConfig{Name: "q", VisibilityTimeout: time.Minute,
-		Backoff: Backoff{Initial: initial, Max: time.Second, Multiplier: 2}})
+		Backoff: Backoff{Initial: initial, Max: time.Minute, Multiplier: 400}})
 	id := f.enqueue("q", nil)
 	c := f.subscribe("q", 1)
 	d := f.recv(c)
+	// The clock starts before the Nack: the broker's delay starts while it
+	// handles the Nack, so a time taken after the answer could be up to
+	// that long late (it failed by 1.3 ms).
 	nacked := time.Now()
+	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
+	d = f.recv(c)
+	require.GreaterOrEqual(t, time.Since(nacked), initial, "not delivered before its delay")
+	require.EqualValues(t, 1, d.Record.GetAttemptCount())
+
+	nacked = time.Now()
 	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
 	st := f.stats("q")
 	require.EqualValues(t, 0, st.Depth, "a delayed message is not ready depth")
 	require.EqualValues(t, 1, st.Delayed)
 	requireNoDelivery(t, c)
-	d = f.recv(c)
-	require.GreaterOrEqual(t, time.Since(nacked), initial, "not delivered before its delay")
-	require.EqualValues(t, 1, d.Record.GetAttemptCount())
 
-	// The second retry waits initial × 2, and a restart keeps the delay.
-	// The clock starts before the Nack, as above: the broker's delay starts
-	// while it handles the Nack, so a time taken after the answer could be
-	// up to that long late (it failed by 1.3 ms).
-	nacked = time.Now()
-	require.NoError(t, f.settle("q", &Nack{ID: id, LeaseID: d.LeaseID}))
+	// A restart keeps the delay: the ready time is stored, and the queue
+	// recovers the message delayed.
 	f.stop()
+	rec := storedMessage(t, f.store, "q", id)
+	require.GreaterOrEqual(t, rec.GetReadyAtUnixMs(), nacked.Add(time.Minute).UnixMilli(), "the delay is stored")
 	f = startOn(t, f.store)
+	c = f.subscribe("q", 1)
 	require.EqualValues(t, 1, f.stats("q").Delayed, "recovered as delayed")
+	requireNoDelivery(t, c)
+
+	// While filad is down the minute runs out but for initial: the
+	// recovered queue delivers the message when it is due, not before.
+	f.stop()
+	due := time.Now().Add(initial)
+	rec.ReadyAtUnixMs = readyAtMillis(due)
+	var b storage.Batch
+	b.PutMessage("q", id, rec)
+	require.NoError(t, f.store.Write(&b))
+	f = startOn(t, f.store)
 	c = f.subscribe("q", 1)
 	d = f.recv(c)
-	require.GreaterOrEqual(t, time.Since(nacked), 2*initial, "the delay outlived the restart")
+	require.False(t, time.Now().Before(due), "not delivered before its ready time")
 	require.EqualValues(t, 2, d.Record.GetAttemptCount())
+}
+
+// storedMessage is the record store holds for the message id of queue.
+func storedMessage(t *testing.T, store storage.Store, queue, id string) *storagev1.MessageRecord {
+	t.Helper()
+	qc, err := store.LoadQueue(queue)
+	require.NoError(t, err)
+	for _, m := range qc.Messages {
+		if m.ID == id {
+			return m.Record
+		}
+	}
+	t.Fatalf("message %s of %s is not stored", id, queue)
+	return nil
 }
 
 func TestEnqueueDelayHeader(t *testing.T) {
@@ -160,21 +193,29 @@ func TestEnqueueDelayHeader(t *testing.T) {
 	f := newFixture(t)
 	f.create("q", time.Minute)
 	c := f.subscribe("q", 2)
+	// A minute's delay outlasts the steps below however slow the machine,
+	// so the message enqueued after it without one is always first.
 	sent := time.Now()
-	late := f.enqueue("q", map[string]string{DelayHeader: "120"})
+	held := f.enqueue("q", map[string]string{DelayHeader: "60000"})
 	now := f.enqueue("q", map[string]string{DelayHeader: "0"})
 	require.Equal(t, now, f.recv(c).ID, "0 is no delay")
+	require.EqualValues(t, 1, f.stats("q").Delayed)
+	requireNoDelivery(t, c)
+	require.GreaterOrEqual(t, storedMessage(t, f.store, "q", held).GetReadyAtUnixMs(), sent.Add(time.Minute).UnixMilli(), "the delay is stored")
+	// A short delay ends: the message is delivered then, not before.
+	sent = time.Now()
+	late := f.enqueue("q", map[string]string{DelayHeader: "120"})
 	d := f.recv(c)
 	require.Equal(t, late, d.ID)
 	require.GreaterOrEqual(t, time.Since(sent), 120*time.Millisecond)
 
+	before := f.stats("q")
 	for _, bad := range []string{"-1", "soon", "86400001", "1e3"} {
 		r := f.ask("q", &Enqueue{Headers: map[string]string{DelayHeader: bad}}).(*EnqueueReply)
 		require.ErrorIs(t, r.Err, ErrInvalid, bad)
 		require.ErrorContains(t, r.Err, DelayHeader)
 	}
-	st := f.stats("q")
-	require.Zero(t, st.Depth+st.Delayed, "refused enqueues change nothing")
+	require.Equal(t, before, f.stats("q"), "refused enqueues change nothing")
 }
 
 func TestPeekPurgeAndTheirRules(t *testing.T) {

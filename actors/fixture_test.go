@@ -87,10 +87,12 @@ func startOn(t *testing.T, store *faultyStore, with ...func(*Options)) *fixture 
 		Quantum:        1,
 		RequestTimeout: waitFor,
 		DefaultQueue:   QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "key"},
-		Lua:            scripting.Limits{Timeout: 50 * time.Millisecond, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
-		ConfigStore:    testConfigLimits,
-		Board:          f.board,
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// No test here is about the script time budget (scripting's are);
+		// a short one could stop a well-behaved script on a busy machine.
+		Lua:         scripting.Limits{Timeout: 5 * time.Second, MemoryBytes: 1 << 20, BreakerThreshold: 3, BreakerCooldown: time.Minute},
+		ConfigStore: testConfigLimits,
+		Board:       f.board,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, w := range with {
 		w(&opts)
@@ -175,6 +177,32 @@ func (f *fixture) recv(c *Consumer) *Delivery {
 		f.sys.Send(f.sys.Directory().Lookup(d.Queue).PID, &ConsumerReady{})
 	}
 	return d
+}
+
+// awaitWrites returns once every batch submitted or deferred so far is
+// durable: it writes an empty batch, and the store commits batches in
+// order. It is how a test waits for a write nobody answers (lease
+// bookkeeping, expiries) without guessing how long that takes.
+func (f *fixture) awaitWrites() {
+	f.t.Helper()
+	require.NoError(f.t, f.store.Write(&storage.Batch{}))
+}
+
+// expireLeases moves the end of every lease stored for queue a minute into
+// the past, as if filad had been down that long: for a stopped system, so
+// that a test about leases that expired while filad was down does not race
+// a short visibility timeout.
+func expireLeases(t *testing.T, store storage.Store, queue string) {
+	t.Helper()
+	qc, err := store.LoadQueue(queue)
+	require.NoError(t, err)
+	require.NotEmpty(t, qc.Leases, "no lease of %s to expire", queue)
+	var b storage.Batch
+	for id, l := range qc.Leases {
+		l.ExpiresAtUnixMs = time.Now().Add(-time.Minute).UnixMilli()
+		b.PutLease(queue, id, l)
+	}
+	require.NoError(t, store.Write(&b))
 }
 
 func (f *fixture) stats(queue string) *QueueStats {

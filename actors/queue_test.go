@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,7 +127,7 @@ func TestQueueRestartFromStorage(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.create("q", time.Hour)
-	f.create("short", 10*time.Millisecond)
+	f.create("short", time.Hour)
 	held := f.enqueue("q", map[string]string{"key": "k"})
 	ready := f.enqueue("q", map[string]string{"key": "k"})
 	c := f.subscribe("q", 1)
@@ -141,7 +142,11 @@ func TestQueueRestartFromStorage(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("consumer not ended by the stop")
 	}
-	time.Sleep(20 * time.Millisecond) // outlive "short"'s lease while stopped; the clock is the subject here
+	// While filad is down, "short"'s lease runs out (its end is moved into
+	// the past, so that no lease can expire before the stop however slow
+	// the machine).
+	f.awaitWrites() // leases are written deferred
+	expireLeases(t, f.store, "short")
 
 	f = startOn(t, f.store)
 	st := f.stats("q")
@@ -423,11 +428,15 @@ func TestQueueDepthAndBytesLimits(t *testing.T) {
 // for a later expiry (a holder extending over and over grew the heap with
 // entries that stayed up to 12 h); the entry already queued re-arms itself.
 // Extended 500 times, then shortened, the lease still expires on time, and
-// an extended lease outlives its original timeout.
+// an extended lease outlives its original timeout. The original timeout
+// only has to outlast the first Extend's round trip, so it is seconds; the
+// test then waits for its entry's tick (a test hook), not for a time.
 func TestRepeatedExtendThenShorten(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	f.create("q", 40*time.Millisecond)
+	var ticks atomic.Int64
+	f := startOn(t, &faultyStore{Store: storage.NewMemory()}, countTicks("q", &ticks))
+	const vt = 2 * time.Second
+	f.create("q", vt)
 	id := f.enqueue("q", nil)
 	c := f.subscribe("q", 1)
 	d := f.recv(c)
@@ -435,12 +444,12 @@ func TestRepeatedExtendThenShorten(t *testing.T) {
 		r := f.ask("q", &Extend{ID: id, LeaseID: d.LeaseID, Timeout: time.Hour}).(*ExtendReply)
 		require.NoError(t, r.Err)
 	}
-	// The original 40 ms entry has fired by now and re-armed for the hour:
-	// the lease is still held.
-	require.Eventually(t, func() bool { return time.Since(d.LeasedAt) > 100*time.Millisecond }, waitFor, 5*time.Millisecond)
+	// The original entry fires (the lease's only one: the extensions
+	// pushed none) and re-arms for the hour: the lease is still held.
+	require.Eventually(t, func() bool { return ticks.Load() > 0 }, vt+waitFor, 5*time.Millisecond, "the original entry never fired")
 	require.EqualValues(t, 1, f.stats("q").InFlight)
 	requireNoDelivery(t, c)
-	// Shorten it: it comes back after 30 ms despite the hour before.
+	// Shorten it: it comes back despite the hour before.
 	r := f.ask("q", &Extend{ID: id, LeaseID: d.LeaseID, Timeout: 30 * time.Millisecond}).(*ExtendReply)
 	require.NoError(t, r.Err)
 	again := f.recv(c)

@@ -518,24 +518,38 @@ func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(
 // ConfigEntries implements Store.
 func (s *Badger) ConfigEntries() ([]ConfigEntry, error) { return loadConfig(s.scan) }
 
-// LoadQueue implements Store.
-func (s *Badger) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(s.scan, queue) }
+// LoadQueue implements Store. Its messages and leases are read in one
+// transaction, so that a commit landing between the two scans cannot tear
+// a unit (a settle's message without its lease).
+func (s *Badger) LoadQueue(queue string) (*QueueContents, error) {
+	var qc *QueueContents
+	err := s.db.View(func(txn *badger.Txn) (err error) {
+		qc, err = loadQueue(func(prefix []byte, fn func(k, v []byte) error) error { return scanTxn(txn, prefix, fn) }, queue)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: load queue %q: %w", queue, err)
+	}
+	return qc, nil
+}
 
 // scan calls fn for every key under prefix, in key order.
 func (s *Badger) scan(prefix []byte, fn func(k, v []byte) error) error {
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if err := item.Value(func(v []byte) error { return fn(item.KeyCopy(nil), v) }); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.db.View(func(txn *badger.Txn) error { return scanTxn(txn, prefix, fn) }); err != nil {
 		return fmt.Errorf("storage: scan %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// scanTxn calls fn for every key under prefix that txn sees, in key order.
+func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		if err := item.Value(func(v []byte) error { return fn(item.KeyCopy(nil), v) }); err != nil {
+			return err
+		}
 	}
 	return nil
 }

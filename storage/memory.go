@@ -72,12 +72,24 @@ func (m *Memory) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(
 // ConfigEntries implements Store.
 func (m *Memory) ConfigEntries() ([]ConfigEntry, error) { return loadConfig(m.scan) }
 
-// LoadQueue implements Store.
-func (m *Memory) LoadQueue(queue string) (*QueueContents, error) { return loadQueue(m.scan, queue) }
+// LoadQueue implements Store. Its messages and leases are read under one hold of the lock, so that no
+// batch lands between the two.
+func (m *Memory) LoadQueue(queue string) (*QueueContents, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return loadQueue(m.scanLocked, queue)
+}
 
-// scan walks a sorted copy of the keys under prefix, so fn may take its time.
+// scan calls fn for every key under prefix, in key order, holding m.mu:
+// fn must not call back into m.
 func (m *Memory) scan(prefix []byte, fn func(k, v []byte) error) error {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scanLocked(prefix, fn)
+}
+
+// scanLocked is scan for a caller that holds m.mu.
+func (m *Memory) scanLocked(prefix []byte, fn func(k, v []byte) error) error {
 	type kv struct{ k, v []byte }
 	var found []kv
 	for k, v := range m.data {
@@ -85,7 +97,6 @@ func (m *Memory) scan(prefix []byte, fn func(k, v []byte) error) error {
 			found = append(found, kv{[]byte(k), v})
 		}
 	}
-	m.mu.Unlock()
 	slices.SortFunc(found, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
 	for _, e := range found {
 		if err := fn(e.k, e.v); err != nil {

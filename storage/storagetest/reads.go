@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -47,6 +48,53 @@ func runReads(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Empty(t, got)
 		_, err = s.QueueItems("q", false, "", 0)
 		require.ErrorContains(t, err, "limit 0")
+	})
+
+	// A commit landing while LoadQueue reads must not tear a unit: each
+	// write here changes message 0 and its lease together (as a settle or
+	// an expiry does), so every load must see the two at the same attempt.
+	// The filler messages after it keep a load's reading long, so that
+	// commits land during it; read in two scans, a load paired an old
+	// message with a newer lease.
+	t.Run("LoadQueueIsOneSnapshot", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var filler storage.Batch
+		for i := range 1000 {
+			filler.PutMessage("q", fmt.Sprintf("1%04d", i), &storagev1.MessageRecord{})
+		}
+		require.NoError(t, s.Write(&filler))
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			for i := uint32(0); ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var b storage.Batch
+				b.PutMessage("q", "0", &storagev1.MessageRecord{AttemptCount: i})
+				b.PutLease("q", "0", &storagev1.LeaseRecord{LeaseId: fmt.Sprint(i)})
+				if err := s.Write(&b); err != nil {
+					t.Errorf("write %d: %v", i, err)
+					return
+				}
+			}
+		}()
+		defer func() { close(stop); <-stopped }()
+		for load := range 300 {
+			qc, err := s.LoadQueue("q")
+			require.NoError(t, err)
+			if qc.Messages[0].ID != "0" {
+				require.Empty(t, qc.Leases, "load %d: a lease without its message", load)
+				continue
+			}
+			l := qc.Leases["0"]
+			require.NotNil(t, l, "load %d: the message without its lease", load)
+			require.Equal(t, fmt.Sprint(qc.Messages[0].Record.GetAttemptCount()), l.GetLeaseId(),
+				"load %d: message and lease from different commits", load)
+		}
 	})
 
 	t.Run("LastMessage", func(t *testing.T) {
