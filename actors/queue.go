@@ -2,6 +2,8 @@ package actors
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -274,6 +276,14 @@ func (q *queueActor) receiveRetired(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *enqueueDone, *settleDone, *extendDone, *moveDone:
 		q.config.inflight.Add(-1)
+		err := err
+		if errors.Is(err, ErrNotLeader) {
+			// The queue moved to another node while this was written: it
+			// may have been, and a not-leader answer (whose hint invites a
+			// retry there) could store it twice. Its caller learns that
+			// the outcome is unknown.
+			err = fmt.Errorf("%w: the queue %q moved to another node while this was written", ErrOutcomeUnknown, q.cfg.Name)
+		}
 		switch d := m.(type) {
 		case *enqueueDone:
 			for _, it := range d.items {
