@@ -118,7 +118,9 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
 		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = internal[i], strings.Join(members, ",")
 		cfg.Cluster.Partitions = 4
-		wg.Go(func() { srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]}) })
+		wg.Go(func() {
+			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})
+		})
 	}
 	wg.Wait()
 	t.Cleanup(func() {
