@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -59,8 +60,12 @@ type Options struct {
 	DialOptions []grpc.DialOption
 }
 
-// Client talks to one filad. It is safe for concurrent use.
+// Client talks to one filad, or to a filad cluster through one of its
+// nodes: a call that node refuses with a leader's address (it does not
+// lead the queue) is made again at that leader, and that queue's calls go
+// there from then on. It is safe for concurrent use.
 type Client struct {
+	leaders *leaders
 	conn    *grpc.ClientConn
 	svc     filav1.FilaServiceClient
 	admin   filav1.FilaAdminClient
@@ -98,11 +103,16 @@ func Dial(addr string, opts Options) (*Client, error) {
 	dial = append(append(dial,
 		grpc.WithStatsHandler(cleanStreamEnd{otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop))})),
 		opts.DialOptions...)
-	conn, err := grpc.NewClient(addr, dial...)
+	// A cluster node that does not lead a queue names the one that does;
+	// the client goes there (leaders.go).
+	follow := newLeaders(func(addr string) (*grpc.ClientConn, error) { return grpc.NewClient(addr, dial...) })
+	conn, err := grpc.NewClient(addr, append(slices.Clip(dial),
+		grpc.WithChainUnaryInterceptor(follow.unary), grpc.WithChainStreamInterceptor(follow.stream))...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
 	return &Client{
+		leaders: follow,
 		conn:    conn,
 		svc:     filav1.NewFilaServiceClient(conn),
 		admin:   filav1.NewFilaAdminClient(conn),
@@ -113,8 +123,12 @@ func Dial(addr string, opts Options) (*Client, error) {
 	}, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection, and those to the cluster leaders it was
+// sent to.
+func (c *Client) Close() error {
+	c.leaders.close()
+	return c.conn.Close()
+}
 
 // Enqueue stores a message in queue and returns its id once it is durable.
 // It runs under a "send <queue>" producer span whose context it injects into

@@ -250,6 +250,9 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 			}
 		}
 		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}}
+		// What a restart applied before the crash counts: raft delivers
+		// only what comes after it, maybe nothing.
+		d.status[gid] = GroupStatus{Applied: applied}
 	}
 	go d.run()
 	return d, nil

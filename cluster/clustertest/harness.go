@@ -153,8 +153,16 @@ func Start(t testing.TB, opts Options) *Cluster {
 			}
 		}
 	})
-	for _, node := range c.Nodes {
-		if err := node.start(); err != nil {
+	// All at once: a cluster's node serves only once its groups have
+	// leaders, which takes a majority of the nodes up.
+	errs := make([]error, len(c.Nodes))
+	var wg sync.WaitGroup
+	for i, node := range c.Nodes {
+		wg.Go(func() { errs[i] = node.start() })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,6 +164,28 @@ func TestRealRunOfAOneNodeCluster(t *testing.T) {
 			"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1",
 			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + n.InternalAddr,
 			"FILA_CLUSTER__MEMBERS=1=" + n.InternalAddr,
+		}
+	}}).report
+	require.True(t, r.OK(), "%s", r)
+	require.Positive(t, r.EnqueueOK, "the workload enqueued nothing")
+	require.Positive(t, r.AckOK, "the workload acked nothing")
+}
+
+// TestRealRunOfAThreeNodeCluster is the run against three filad
+// processes in one cluster: the clients talk to every node and follow
+// the leaders' hints, while the nemesis kills and pauses nodes (one at a
+// time), so partitions fail over under the workload.
+func TestRealRunOfAThreeNodeCluster(t *testing.T) {
+	r := runWorkload(t, Options{Nodes: 3, Env: func(i int, nodes []*Node) []string {
+		var members []string
+		for j, n := range nodes {
+			members = append(members, fmt.Sprintf("%d=%s@%s", j+1, n.InternalAddr, n.Addr))
+		}
+		return []string{
+			"FILA_CLUSTER__ENABLED=true", fmt.Sprintf("FILA_CLUSTER__NODE_ID=%d", i+1),
+			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + nodes[i].InternalAddr,
+			"FILA_CLUSTER__MEMBERS=" + strings.Join(members, ","),
+			"FILA_CLUSTER__PARTITIONS=4",
 		}
 	}}).report
 	require.True(t, r.OK(), "%s", r)
