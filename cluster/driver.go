@@ -137,8 +137,9 @@ type Driver struct {
 	// sending is held (read) while a proposal is being queued; the loop
 	// takes it whole to close the queue, so that no proposal is queued
 	// after the loop drained it.
-	sending sync.RWMutex
-	closed  bool
+	sending  sync.RWMutex
+	closed   bool
+	stopOnce sync.Once
 }
 
 type group struct {
@@ -222,8 +223,13 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		rn, err := raft.NewRawNode(&raft.Config{
 			ID: opts.NodeID, ElectionTick: opts.ElectionTicks, HeartbeatTick: opts.HeartbeatTicks,
 			Storage: st, Applied: applied,
-			MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, MaxUncommittedEntriesSize: 64 << 20,
-			CheckQuorum: true, PreVote: true,
+			MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256,
+			// No limit on what a leader holds uncommitted: one that drops a
+			// large proposal and takes a smaller one queued after it breaks
+			// the order its store promises. The actors' mailboxes and the
+			// proposal queue bound it instead.
+			MaxUncommittedEntriesSize: 0,
+			CheckQuorum:               true, PreVote: true,
 			Logger: raftLogger{opts.Logger.With(slog.Uint64("group", gid))},
 		})
 		if err != nil {
@@ -252,7 +258,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
-		d.status[gid] = GroupStatus{Applied: applied}
+		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
 	}
 	go d.run()
 	return d, nil
@@ -352,18 +358,22 @@ func (d *Driver) Status(group uint64) (GroupStatus, bool) {
 
 // Stop ends the driver; proposals waiting end with ErrOutcomeUnknown.
 func (d *Driver) Stop() {
-	select {
-	case <-d.stop:
-	default:
-		close(d.stop)
-	}
+	d.stopOnce.Do(func() { close(d.stop) })
 	<-d.done
 }
+
+// Done is closed once the driver has ended: stopped, or failed to write
+// its log (then it logged why, and leads nothing any more).
+func (d *Driver) Done() <-chan struct{} { return d.done }
 
 func (d *Driver) run() {
 	defer close(d.done)
 	defer d.refuseQueued()
 	defer d.failWaiting(storage.ErrOutcomeUnknown)
+	defer d.abdicate()
+	// However the loop ends, a proposer blocked on a full queue is let go
+	// (it selects on stop), so refuseQueued can close the queue.
+	defer d.stopOnce.Do(func() { close(d.stop) })
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
 	for {
@@ -431,7 +441,9 @@ func (d *Driver) propose(p *proposal) {
 		return
 	}
 	if err := g.rn.Propose(p.data); err != nil {
-		p.done(fmt.Errorf("%w: %w", ErrNotLeader, err)) // dropped: not appended
+		// Dropped, not appended (a leadership transfer under way): not
+		// written, a plain failure, not a refusal naming a leader.
+		p.done(fmt.Errorf("cluster: group %d: %w", p.group, err))
 		return
 	}
 	g.waiting[p.id] = p
@@ -552,36 +564,63 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 			p.done(nil)
 		}
 	}
-	if barrier {
-		st := g.rn.BasicStatus()
-		g.leading = st.GetTerm()
-		d.opts.Leading(g.id, st.GetTerm())
-	}
 	d.mu.Lock()
 	s := d.status[g.id]
 	s.Applied = committed[len(committed)-1].GetIndex()
 	d.status[g.id] = s
 	d.mu.Unlock()
+	if barrier {
+		g.leading = g.rn.BasicStatus().GetTerm()
+		// Status first: Leading's receiver reads it (the broker's
+		// Placement) and must see this node lead.
+		d.publish(g)
+		d.opts.Leading(g.id, g.leading)
+	}
 	return nil
+}
+
+// publish copies g's raft status into what Status answers.
+func (d *Driver) publish(g *group) {
+	st := g.rn.BasicStatus()
+	d.mu.Lock()
+	s := d.status[g.id]
+	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
+	d.status[g.id] = s
+	d.mu.Unlock()
 }
 
 // observe notes leader changes: a node that stopped leading tells Leading
 // and fails its waiting proposals as unknown (they may still commit).
 func (d *Driver) observe(g *group) {
 	st := g.rn.BasicStatus()
-	if g.leading != 0 && (st.RaftState != raft.StateLeader || st.GetTerm() != g.leading) {
+	lost := g.leading != 0 && (st.RaftState != raft.StateLeader || st.GetTerm() != g.leading)
+	if lost {
 		g.leading = 0
 		for id, p := range g.waiting {
 			delete(g.waiting, id)
 			p.done(storage.ErrOutcomeUnknown)
 		}
+	}
+	d.publish(g) // before Leading: its receiver must see this node no longer lead
+	if lost {
 		d.opts.Leading(g.id, 0)
 	}
-	d.mu.Lock()
-	s := d.status[g.id]
-	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
-	d.status[g.id] = s
-	d.mu.Unlock()
+}
+
+// abdicate is the driver's end: no group is led here any more, and
+// Leading says so for those that were, so that nothing goes on serving
+// from memory what this node can no longer write.
+func (d *Driver) abdicate() {
+	for _, g := range d.groups {
+		was := g.leading
+		g.leading = 0
+		d.mu.Lock()
+		d.status[g.id] = GroupStatus{Applied: d.status[g.id].Applied}
+		d.mu.Unlock()
+		if was != 0 {
+			d.opts.Leading(g.id, 0)
+		}
+	}
 }
 
 // refuseQueued answers the proposals queued and never proposed.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -330,5 +331,115 @@ func TestLostLeadershipIsAnUnknownOutcome(t *testing.T) {
 func TestDriverOptionsAreRequired(t *testing.T) {
 	if _, err := NewDriver(DriverOptions{NodeID: 1}); err == nil {
 		t.Fatal("a driver without a log, machine and transport started")
+	}
+}
+
+// failingLog is a memLog whose Persist fails once failed is set, as a
+// full disk would.
+type failingLog struct {
+	memLog
+	failed atomic.Bool
+}
+
+func (l *failingLog) Persist(updates []LogUpdate) error {
+	if l.failed.Load() {
+		return errors.New("disk full")
+	}
+	return l.memLog.Persist(updates)
+}
+
+// soloDriver is a one-member driver whose Leading calls are recorded,
+// each with what Status said from inside the call.
+type soloDriver struct {
+	d     *Driver
+	log   *failingLog
+	mu    sync.Mutex
+	calls []string
+}
+
+func startSolo(t *testing.T) *soloDriver {
+	t.Helper()
+	s := &soloDriver{log: &failingLog{memLog: memLog{st: map[uint64]*raft.MemoryStorage{}}}}
+	ready := make(chan struct{})
+	var err error
+	s.d, err = NewDriver(DriverOptions{
+		NodeID: 1, Groups: []uint64{1}, Peers: []uint64{1}, Tick: 10 * time.Millisecond,
+		Log: s.log, Machine: &listMachine{applied: map[uint64][]string{}, index: map[uint64]uint64{}},
+		Send: func(uint64, []*clusterv1.GroupMessage) {},
+		Leading: func(group, term uint64) {
+			<-ready
+			st, _ := s.d.Status(group)
+			s.mu.Lock()
+			s.calls = append(s.calls, fmt.Sprintf("term>0=%v leading=%v", term > 0, st.Leading))
+			s.mu.Unlock()
+		},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	close(ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.d.Stop)
+	return s
+}
+
+func (s *soloDriver) leading(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for st, _ := s.d.Status(1); !st.Leading; st, _ = s.d.Status(1) {
+		if time.Now().After(deadline) {
+			t.Fatal("never led")
+		}
+		time.Sleep(5 * time.Millisecond) // polls the status; the outcome is the status's
+	}
+}
+
+func (s *soloDriver) recorded() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// Leading's receiver (the broker asking Placement) sees the status the
+// call announces: leading when it starts, not when it ends.
+func TestLeadingSeesItsOwnStatus(t *testing.T) {
+	s := startSolo(t)
+	s.leading(t)
+	s.d.Stop()
+	if got, want := s.recorded(), []string{"term>0=true leading=true", "term>0=false leading=false"}; !slices.Equal(got, want) {
+		t.Fatalf("Leading calls saw %v, want %v", got, want)
+	}
+}
+
+// A driver that cannot write its log leads nothing any more, says so,
+// and lets every proposer go, even those waiting on a full queue.
+func TestADeadDriverLeadsNothingAndWedgesNoOne(t *testing.T) {
+	s := startSolo(t)
+	s.leading(t)
+	s.log.failed.Store(true)
+	answered := make(chan error, 5000)
+	for range 5000 { // more than the proposal queue holds
+		go s.d.ProposeAsync(1, []byte("x"), func(err error) { answered <- err })
+	}
+	select {
+	case <-s.d.Done():
+	case <-time.After(patience):
+		t.Fatal("the driver did not end when its log failed")
+	}
+	for range 5000 {
+		select {
+		case err := <-answered:
+			if err == nil {
+				t.Fatal("a proposal succeeded on a dead driver")
+			}
+		case <-time.After(patience):
+			t.Fatal("a proposer was never answered")
+		}
+	}
+	if st, _ := s.d.Status(1); st.Leading || st.Leader != 0 {
+		t.Fatalf("status after death: %+v", st)
+	}
+	if got := s.recorded(); len(got) != 2 || got[1] != "term>0=false leading=false" {
+		t.Fatalf("Leading calls %v: the loss was not told", got)
 	}
 }
