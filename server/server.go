@@ -53,6 +53,11 @@ type Options struct {
 	// Config.Storage.DataDir (which is then not read). It stays the
 	// caller's to close, after Shutdown.
 	Store storage.Store
+	// Owned, when set, is called once the data directory is this filad's
+	// (its store is open, which locks it) and before it serves: the place
+	// for what must exist by the time a client or an operator sees it
+	// serving, such as the pid file.
+	Owned func()
 }
 
 // Server is a running filad.
@@ -103,6 +108,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	reserve, err := s.openStorage(ctx, opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Owned != nil {
+		opts.Owned()
 	}
 	if err = s.startActors(opts); err != nil {
 		return nil, err

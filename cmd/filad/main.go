@@ -92,17 +92,25 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
+	// The data directory's lock makes this filad its only one, so its pid
+	// file names "this filad": kill -HUP $(cat data/filad.pid). It is
+	// written once the lock is held and before filad serves, so that it
+	// is there when filad is seen serving.
+	pidFile := filepath.Join(cfg.Storage.DataDir, PidFile)
+	wrote := false
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, Owned: func() {
+		if err := writePid(pidFile); err != nil {
+			log.Warn("no pid file", slog.String("path", pidFile), slog.Any("error", err))
+			return
+		}
+		wrote = true
+	}})
+	if wrote {
+		defer removePid(pidFile)
+	}
 	if err != nil {
 		return err
 	}
-	// The data directory's lock makes this filad its only one, so its pid
-	// file names "this filad": kill -HUP $(cat data/filad.pid).
-	pidFile := filepath.Join(cfg.Storage.DataDir, PidFile)
-	if err := writePid(pidFile); err != nil {
-		log.Warn("no pid file", slog.String("path", pidFile), slog.Any("error", err))
-	}
-	defer removePid(pidFile)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
