@@ -85,7 +85,12 @@ type DriverOptions struct {
 	// empty entry of the term is applied), and when it stops leading
 	// (term 0). On the driver's goroutine: it must not block.
 	Leading func(group, term uint64)
-	Logger  *slog.Logger
+	// LeaderChanged, if set, is told when the leader this node knows of a
+	// group changes (another node won, or none is known), after Status
+	// says so: where a node that does not lead sends its callers. On the
+	// driver's goroutine: it must not block.
+	LeaderChanged func(group uint64)
+	Logger        *slog.Logger
 }
 
 // DefaultTick and friends are the raft timing filad runs with: an
@@ -579,14 +584,19 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 	return nil
 }
 
-// publish copies g's raft status into what Status answers.
+// publish copies g's raft status into what Status answers, and tells
+// LeaderChanged when the leader it names changed.
 func (d *Driver) publish(g *group) {
 	st := g.rn.BasicStatus()
 	d.mu.Lock()
 	s := d.status[g.id]
+	changed := s.Leader != st.Lead
 	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
 	d.status[g.id] = s
 	d.mu.Unlock()
+	if changed && d.opts.LeaderChanged != nil {
+		d.opts.LeaderChanged(g.id)
+	}
 }
 
 // observe notes leader changes: a node that stopped leading tells Leading

@@ -49,6 +49,8 @@ type ReplicaOptions struct {
 	Send func(to uint64, msgs []*clusterv1.GroupMessage)
 	// Leading: as DriverOptions.
 	Leading func(group, term uint64)
+	// LeaderChanged: as DriverOptions.
+	LeaderChanged func(group uint64)
 	// MetaApplied, if set, is told after entries of the meta group were
 	// applied here (the node's broker reconciles with them), on the
 	// driver's goroutine: it must not block.
@@ -88,7 +90,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB()},
 		Machine: batchMachine{local: local, log: r.Log, metaApplied: opts.MetaApplied},
-		Send:    opts.Send, Leading: opts.Leading, Logger: opts.Logger,
+		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Logger: opts.Logger,
 	})
 	if err != nil {
 		_ = local.Close()

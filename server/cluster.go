@@ -108,11 +108,14 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
 		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
 		Tick: cc.Tick(), ElectionTicks: cc.ElectionTicks, HeartbeatTicks: cc.HeartbeatTicks,
-		Send:        func(to uint64, msgs []*clusterv1.GroupMessage) { n.transport.Send(to, msgs...) },
-		Leading:     func(uint64, uint64) { n.tell(&actors.PlacementChanged{}) },
-		MetaApplied: func() { n.tell(&actors.MetaApplied{}) },
-		ClientAddrs: clientAddrs,
-		Logger:      log,
+		Send:    func(to uint64, msgs []*clusterv1.GroupMessage) { n.transport.Send(to, msgs...) },
+		Leading: func(uint64, uint64) { n.tell(&actors.PlacementChanged{}) },
+		// Where a queue led elsewhere is served changes with that
+		// leader: the Directory's hint must follow it.
+		LeaderChanged: func(uint64) { n.tell(&actors.PlacementChanged{}) },
+		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
+		ClientAddrs:   clientAddrs,
+		Logger:        log,
 	}); err != nil {
 		return nil, err
 	}

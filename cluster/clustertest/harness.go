@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,10 +98,17 @@ type Node struct {
 	// cluster's internal listener (cluster.internal_listen_addr); a single
 	// node does not use it.
 	InternalAddr string
-	dataDir      string
-	logPath      string
-	env          []string
-	bin          string
+	// ControlAddr is a third port kept for the node, for a cluster's fault
+	// rules (cluster.fault_control_addr), which Isolate and Heal drive.
+	ControlAddr string
+	dataDir     string
+	logPath     string
+	env         []string
+	bin         string
+
+	// isolated: Isolate cut it off and Rejoin has not healed it (a
+	// restart heals it too: the rules live in the process).
+	isolated bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -126,7 +134,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		node := &Node{Index: i, Addr: freeAddr(t, taken), InternalAddr: freeAddr(t, taken), dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: bin}
+		node := &Node{Index: i, Addr: freeAddr(t, taken), InternalAddr: freeAddr(t, taken), ControlAddr: freeAddr(t, taken), dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: bin}
 		c.Nodes = append(c.Nodes, node)
 	}
 	for i, node := range c.Nodes {
@@ -363,6 +371,48 @@ func (c *Cluster) Heal() error {
 				return err
 			}
 		}
+		if n.isolated {
+			if err := c.Rejoin(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Isolate cuts node n's raft links to and from every other node (its
+// clients still reach it): the node's own fault rules, over its control
+// address, which a cluster's Env must have set (FILA_CLUSTER__FAULT_CONTROL_ADDR).
+func (c *Cluster) Isolate(n *Node) error {
+	for _, o := range c.Nodes {
+		if o != n {
+			if err := n.control(fmt.Sprintf("/cut?peer=%d&dir=both", o.Index+1)); err != nil {
+				return err
+			}
+		}
+	}
+	n.isolated = true
+	return nil
+}
+
+// Rejoin removes node n's fault rules.
+func (c *Cluster) Rejoin(n *Node) error {
+	if err := n.control("/heal"); err != nil {
+		return err
+	}
+	n.isolated = false
+	return nil
+}
+
+// control posts to the node's fault control handler.
+func (n *Node) control(path string) error {
+	resp, err := http.Post("http://"+n.ControlAddr+path, "text/plain", nil)
+	if err != nil {
+		return fmt.Errorf("clustertest: node %d fault control: %w", n.Index+1, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("clustertest: node %d fault control %s: %s", n.Index+1, path, resp.Status)
 	}
 	return nil
 }

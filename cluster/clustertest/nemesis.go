@@ -15,11 +15,17 @@ const (
 	Kill9 FaultKind = iota + 1
 	// Pause sends SIGSTOP, waits, then SIGCONT.
 	Pause
+	// Isolate cuts the node's raft links to every other node, waits, then
+	// heals them (a network partition of one node from the rest).
+	Isolate
 )
 
 func (k FaultKind) String() string {
-	if k == Kill9 {
+	switch k {
+	case Kill9:
 		return "kill -9 + restart"
+	case Isolate:
+		return "isolate"
 	}
 	return "pause"
 }
@@ -31,15 +37,16 @@ type Fault struct {
 	Node int
 	// After is how long the nemesis waits before the fault.
 	After time.Duration
-	// For is how long a Pause lasts.
+	// For is how long a Pause or an Isolate lasts.
 	For time.Duration
 }
 
-// Schedule draws kills and pauses in a random order from seed, so that a
-// failing run replays with the same seed. Waits are 100–600 ms and pauses
-// 200–1500 ms: when faults land is what varies, and no verdict depends on
-// it.
-func Schedule(seed uint64, nodes, kills, pauses int) []Fault {
+// Schedule draws kills, pauses and isolations in a random order from seed,
+// so that a failing run replays with the same seed. Waits are 100–600 ms,
+// pauses 200–1500 ms and isolations 1.5–3 s (longer than an election
+// timeout, so that an isolated leader is replaced): when faults land is
+// what varies, and no verdict depends on it.
+func Schedule(seed uint64, nodes, kills, pauses int, isolations ...int) []Fault {
 	rng := rand.New(rand.NewPCG(seed, 0x636c7573746572))
 	var fs []Fault
 	for range kills {
@@ -48,12 +55,20 @@ func Schedule(seed uint64, nodes, kills, pauses int) []Fault {
 	for range pauses {
 		fs = append(fs, Fault{Kind: Pause})
 	}
+	for _, n := range isolations {
+		for range n {
+			fs = append(fs, Fault{Kind: Isolate})
+		}
+	}
 	rng.Shuffle(len(fs), func(i, j int) { fs[i], fs[j] = fs[j], fs[i] })
 	for i := range fs {
 		fs[i].Node = rng.IntN(max(nodes, 1))
 		fs[i].After = time.Duration(100+rng.IntN(500)) * time.Millisecond
-		if fs[i].Kind == Pause {
+		switch fs[i].Kind {
+		case Pause:
 			fs[i].For = time.Duration(200+rng.IntN(1300)) * time.Millisecond
+		case Isolate:
+			fs[i].For = time.Duration(1500+rng.IntN(1500)) * time.Millisecond
 		}
 	}
 	return fs
@@ -88,6 +103,18 @@ func (c *Cluster) Run(ctx context.Context, schedule []Fault, logf func(format st
 				return err
 			}
 			logf("nemesis %d/%d: node %d paused (SIGSTOP) for %v", i+1, len(schedule), n.Index+1, f.For)
+		case Isolate:
+			if err := c.Isolate(n); err != nil {
+				return err
+			}
+			err := sleep(ctx, f.For)
+			if rerr := c.Rejoin(n); rerr != nil {
+				return rerr
+			}
+			if err != nil {
+				return err
+			}
+			logf("nemesis %d/%d: node %d isolated from the others for %v", i+1, len(schedule), n.Index+1, f.For)
 		default:
 			return fmt.Errorf("clustertest: fault kind %d", f.Kind)
 		}

@@ -73,7 +73,11 @@ func runWorkload(t *testing.T, opts Options) run {
 	seed := knob(t, "CLUSTERTEST_SEED", uint64(time.Now().UnixNano()))
 	maxOps := int(knob(t, "CLUSTERTEST_OPS", 1500))
 	kills, pauses := int(knob(t, "CLUSTERTEST_KILLS", 3)), int(knob(t, "CLUSTERTEST_PAUSES", 3))
-	t.Logf("seed %d (CLUSTERTEST_SEED=%d replays the fault schedule); at most %d enqueues; %d kills, %d pauses", seed, seed, maxOps, kills, pauses)
+	isolations := 0 // a single node has no one to be cut from
+	if opts.Nodes > 1 {
+		isolations = int(knob(t, "CLUSTERTEST_ISOLATIONS", 3))
+	}
+	t.Logf("seed %d (CLUSTERTEST_SEED=%d replays the fault schedule); at most %d enqueues; %d kills, %d pauses, %d isolations", seed, seed, maxOps, kills, pauses, isolations)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
 
@@ -113,7 +117,7 @@ func runWorkload(t *testing.T, opts Options) run {
 		consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
 		consumers.Go(func() { Consume(consumeCtx, on(w), h, queue, 10+w, consumerRNG, 0.9) })
 	}
-	schedule := Schedule(rng.Uint64(), len(c.Nodes), kills, pauses)
+	schedule := Schedule(rng.Uint64(), len(c.Nodes), kills, pauses, isolations)
 	nemesisErr := c.Run(context.Background(), schedule, t.Logf)
 	stopProducers()
 	producers.Wait()
@@ -186,6 +190,7 @@ func TestRealRunOfAThreeNodeCluster(t *testing.T) {
 			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + nodes[i].InternalAddr,
 			"FILA_CLUSTER__MEMBERS=" + strings.Join(members, ","),
 			"FILA_CLUSTER__PARTITIONS=4",
+			"FILA_CLUSTER__FAULT_CONTROL_ADDR=" + nodes[i].ControlAddr,
 		}
 	}}).report
 	require.True(t, r.OK(), "%s", r)

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/fila-dev/filad/client"
@@ -134,33 +136,42 @@ const drainLease = time.Hour
 func Drain(ctx context.Context, c *client.Client, h *History, queue string, worker int) error {
 	ctx, cancel := context.WithTimeout(ctx, DrainTimeout)
 	defer cancel()
-	if _, err := c.Admin().UpdateQueue(ctx, &filav1.UpdateQueueRequest{Name: queue,
-		Config:     &filav1.QueueConfig{VisibilityTimeoutMs: uint64(drainLease / time.Millisecond)},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"visibility_timeout_ms"}}}); err != nil {
+	// In a cluster a call can meet a partition between leaders just after
+	// the heal: UNAVAILABLE says nothing was done, so it is asked again.
+	if err := untilAvailable(ctx, func() error {
+		_, err := c.Admin().UpdateQueue(ctx, &filav1.UpdateQueueRequest{Name: queue,
+			Config:     &filav1.QueueConfig{VisibilityTimeoutMs: uint64(drainLease / time.Millisecond)},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"visibility_timeout_ms"}}})
+		return err
+	}); err != nil {
 		return fmt.Errorf("drain: set the visibility timeout: %w", err)
 	}
 	var held atomic.Int64
 	streamCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	opened := h.Now()
-	s, err := c.Lease(streamCtx, queue, drainMaxInFlight)
-	if err != nil {
-		return fmt.Errorf("drain: lease: %w", err)
-	}
 	streamErr := make(chan error, 1)
 	go func() {
 		seen := map[string]bool{}
 		for {
-			m, err := s.Next()
-			if err != nil {
+			// A stream that a leader change ends is opened again: what the
+			// last one held stays leased (drainLease), and counts as held.
+			opened := h.Now()
+			s, err := c.Lease(streamCtx, queue, drainMaxInFlight)
+			for err == nil {
+				var m *filav1.Message
+				if m, err = s.Next(); err == nil {
+					record(h, m, worker, opened, true)
+					if !seen[m.GetId()] {
+						seen[m.GetId()] = true
+						held.Add(1)
+					}
+				}
+			}
+			if status.Code(err) != codes.Unavailable || streamCtx.Err() != nil {
 				streamErr <- err
 				return
 			}
-			record(h, m, worker, opened, true)
-			if !seen[m.GetId()] {
-				seen[m.GetId()] = true
-				held.Add(1)
-			}
+			pause(streamCtx)
 		}
 	}()
 	defer func() { stop(); <-streamErr }()
@@ -185,5 +196,17 @@ func Drain(ctx context.Context, c *client.Client, h *History, queue string, work
 		case <-ctx.Done():
 			return fmt.Errorf("drain: not complete after %v (held %d of at most %d; last stats %v, %v)", DrainTimeout, n, drainMaxInFlight, st, err)
 		}
+	}
+}
+
+// untilAvailable calls f until it answers anything but UNAVAILABLE, or ctx
+// ends.
+func untilAvailable(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		pause(ctx)
 	}
 }
