@@ -884,14 +884,20 @@ func (c Cluster) check() []fieldError {
 		bad("cluster.election_ticks", c.ElectionTicks, fmt.Sprintf("must be more than cluster.heartbeat_ticks (%d), which must be at least 1", c.HeartbeatTicks))
 	}
 	if a := c.FaultControlAddr; a != "" {
-		if host, _, err := net.SplitHostPort(a); err != nil || !isLoopback(host) {
+		if !IsLoopback(a) {
 			bad("cluster.fault_control_addr", a, "must be a loopback host:port (it is for tests)")
 		}
 	}
 	return errs
 }
 
-func isLoopback(host string) bool {
+// IsLoopback reports whether a listen address (host:port) can only be
+// reached from this machine; a malformed one, or every interface, cannot.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
 	if host == "localhost" {
 		return true
 	}

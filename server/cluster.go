@@ -90,7 +90,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 			driver.Step(msgs)
 		},
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		},
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
@@ -131,7 +131,11 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
-	n.grpc = grpc.NewServer()
+	n.grpc = grpc.NewServer(transport.ServerOptions()...)
+	if !config.IsLoopback(cc.InternalListenAddr) {
+		log.Warn("the cluster's internal port has no TLS and no authentication yet: anyone who reaches it can take part in the raft groups; keep it on a private network",
+			slog.String("internal_listen_addr", cc.InternalListenAddr))
+	}
 	n.transport.Register(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {

@@ -266,7 +266,7 @@ func (s *Server) startResources(reserve *diskReserve) (err error) {
 // returns the authorizer its calls go through (nil when auth is off).
 func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 	cfg := s.cfg
-	if cfg.Auth.Required(isLoopback(cfg.Server.ListenAddr)) {
+	if cfg.Auth.Required(config.IsLoopback(cfg.Server.ListenAddr)) {
 		if authz, err = gateway.NewAuthorizer(s.system, gateway.AuthOptions{
 			Bootstrap: cfg.Auth.BootstrapKey, EndUser: cfg.Auth.EndUserID, MeterProvider: s.telemetry.MeterProvider, Logger: s.log,
 		}); err != nil {
@@ -299,7 +299,7 @@ func (s *Server) newGRPC(authz *gateway.Authorizer) (err error) {
 			return err
 		}
 		transport = append(transport, grpc.Creds(credentials.NewTLS(s.tls.serverConfig())))
-	} else if !isLoopback(cfg.Server.ListenAddr) {
+	} else if !config.IsLoopback(cfg.Server.ListenAddr) {
 		s.log.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change every queue; set [server.tls] (docs/security.md)",
 			slog.String("listen_addr", cfg.Server.ListenAddr))
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync/atomic"
 
@@ -65,18 +64,4 @@ func (f *tlsFiles) serverConfig() *tls.Config {
 			return f.current.Load(), nil
 		},
 	}
-}
-
-// isLoopback reports whether a listen address can only be reached from
-// this machine.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -50,6 +50,9 @@ type Options struct {
 	QueueLen int
 	// MaxBatch bounds the messages of one send. DefaultMaxBatch when 0.
 	MaxBatch int
+	// MaxBatchBytes bounds the bytes of one send beyond its first message
+	// (which goes alone if it is larger). DefaultMaxBatchBytes when 0.
+	MaxBatchBytes int
 	// Faults, if set, drops what its rules say.
 	Faults *Faults
 	// Logger is slog.Default() when nil.
@@ -58,8 +61,15 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultQueueLen = 4096
-	DefaultMaxBatch = 256
+	DefaultQueueLen      = 4096
+	DefaultMaxBatch      = 256
+	DefaultMaxBatchBytes = 4 << 20
+	// MaxMessageBytes is the largest send a stream carries, both ways: one
+	// raft message holds at least one whole entry, and an entry is one
+	// storage batch, up to server.max_batch_bytes (256 MiB at most) and
+	// its headers. gRPC's default, 4 MiB, would wedge a group on the first
+	// larger batch: its append could never reach a follower.
+	MaxMessageBytes = 300 << 20
 	// backoffMin and backoffMax bound the wait between two connection
 	// attempts to a peer that is down: short enough that a restarted node
 	// hears its group within an election timeout (1 s in filad's
@@ -100,10 +110,24 @@ func New(opts Options) (*Transport, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
 	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = DefaultMaxBatchBytes
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Transport{opts: opts, log: opts.Logger, peers: map[uint64]*peer{}}, nil
+}
+
+// ServerOptions are what the internal gRPC server needs for the
+// transport's streams (their message size).
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}
+}
+
+// DialOptions are what a connection to a peer needs (its message size).
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes))}
 }
 
 // Register serves fila.cluster.v1.Raft on g.
@@ -316,11 +340,13 @@ func (p *peer) stream(client clusterv1.RaftClient) (sent bool, err error) {
 		case first = <-p.queue:
 		}
 		batch.Messages = append(batch.Messages[:0], first)
+		bytes := 0
 	more:
-		for len(batch.Messages) < p.t.opts.MaxBatch {
+		for len(batch.Messages) < p.t.opts.MaxBatch && bytes < p.t.opts.MaxBatchBytes {
 			select {
 			case m := <-p.queue:
 				batch.Messages = append(batch.Messages, m)
+				bytes += len(m.GetMessage())
 			default:
 				break more
 			}

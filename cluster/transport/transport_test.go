@@ -33,7 +33,7 @@ type arrival struct {
 }
 
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient(addr, append(DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 }
 
 // startNode serves a transport for id on lis (a new loopback port when nil).
@@ -62,7 +62,7 @@ func startNode(t *testing.T, id uint64, lis net.Listener, opts Options) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.t, n.srv = tr, grpc.NewServer()
+	n.t, n.srv = tr, grpc.NewServer(ServerOptions()...)
 	tr.Register(n.srv)
 	go func() { _ = n.srv.Serve(lis) }()
 	t.Cleanup(func() { n.srv.Stop(); tr.Close() })
@@ -279,5 +279,24 @@ func TestControlHandler(t *testing.T) {
 	}
 	if (*Faults)(nil).allows(1, 2) != true {
 		t.Error("nil Faults cut a link")
+	}
+}
+
+// A raft message holds at least one whole entry, and an entry is a storage
+// batch of up to server.max_batch_bytes: one over gRPC's default 4 MiB
+// must still reach the peer, or its group could never replicate it.
+func TestLargeMessagesArrive(t *testing.T) {
+	n1, n2 := startNode(t, 1, nil, Options{}), startNode(t, 2, nil, Options{})
+	if err := n1.t.SetPeer(2, n2.addr); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 20<<20)
+	for i := range 3 { // three together would be 60 MiB in one send without the byte bound
+		n1.t.Send(2, &clusterv1.GroupMessage{Group: 1, Message: append(big[:0:0], byte(i))}, &clusterv1.GroupMessage{Group: 1, Message: big})
+	}
+	for range 6 {
+		if a := n2.next(t); a.from != 1 {
+			t.Fatalf("arrival from %d", a.from)
+		}
 	}
 }
