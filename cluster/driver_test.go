@@ -264,12 +264,21 @@ func TestGroupsElectAndReplicateInOrder(t *testing.T) {
 
 func TestProposeAtAFollowerNamesTheLeader(t *testing.T) {
 	c := newTestCluster(t, 3, 1)
-	leader := c.leader(1, 0)
-	follower := c.peers[0]
-	if follower == leader {
-		follower = c.peers[1]
+	// On a busy machine leadership can move between looking and
+	// proposing: a follower that took the proposal had become the leader,
+	// so look again.
+	var leader, follower uint64
+	var err error
+	for deadline := time.Now().Add(patience); ; {
+		leader = c.leader(1, 0)
+		follower = c.peers[0]
+		if follower == leader {
+			follower = c.peers[1]
+		}
+		if err = c.node(follower).Propose(context.Background(), 1, []byte("x")); err != nil || time.Now().After(deadline) {
+			break
+		}
 	}
-	err := c.node(follower).Propose(context.Background(), 1, []byte("x"))
 	var nl *NotLeaderError
 	if !errors.As(err, &nl) || !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("propose at a follower: %v, want a NotLeaderError", err)

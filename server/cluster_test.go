@@ -192,7 +192,9 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 	}
 	leader := enqueue(-1, "m0")
 	for i := 1; i < 10; i++ {
-		require.Equal(t, leader, enqueue(-1, fmt.Sprint("m", i)), "the partition's leader stays while nothing fails")
+		// A busy machine can elect another leader meanwhile: the one shut
+		// down is the last that served.
+		leader = enqueue(-1, fmt.Sprint("m", i))
 	}
 	require.NoError(t, srvs[leader].Shutdown(context.Background()))
 	srvs[leader] = nil
