@@ -171,6 +171,8 @@ type proposal struct {
 	// done is told the outcome once, on the driver's goroutine (or the
 	// caller's, for a refusal before proposing).
 	done func(error)
+	// forward: see ProposeForwarded.
+	forward bool
 }
 
 // GroupStatus is what a group looks like from this node.
@@ -330,6 +332,40 @@ func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 	}
 }
 
+// ProposeForwarded hands data to raft here whether or not this node
+// leads group: a follower's raft forwards it to the leader it knows. No
+// one tells whether it committed, so data must be idempotent and the
+// caller watches for its effect, proposing again if it does not come. It
+// answers an error when raft dropped it here (no leader known, a transfer
+// under way) or the driver stopped.
+func (d *Driver) ProposeForwarded(group uint64, data []byte) error {
+	if _, ok := d.Status(group); !ok {
+		return fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
+	}
+	ch := make(chan error, 1)
+	// id 0: no node waits for it (ids of ProposeAsync start at 1).
+	p := &proposal{group: group, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), 0), done: func(err error) { ch <- err }, forward: true}
+	p.data = append(p.data, data...)
+	d.sending.RLock()
+	if d.closed {
+		d.sending.RUnlock()
+		return storage.ErrClosed
+	}
+	select {
+	case d.props <- p:
+	case <-d.stop:
+		d.sending.RUnlock()
+		return storage.ErrClosed
+	}
+	d.sending.RUnlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-d.done:
+		return storage.ErrClosed
+	}
+}
+
 // Propose is ProposeAsync waiting for the outcome; a ctx that ends after
 // the proposal went out makes it storage.ErrOutcomeUnknown.
 func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
@@ -441,6 +477,10 @@ func (d *Driver) step(in inbound) {
 
 func (d *Driver) propose(p *proposal) {
 	g := d.groups[p.group]
+	if p.forward {
+		p.done(g.rn.Propose(p.data))
+		return
+	}
 	if g.leading == 0 {
 		p.done(&NotLeaderError{Group: p.group, Leader: g.rn.BasicStatus().Lead})
 		return

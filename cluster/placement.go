@@ -16,16 +16,16 @@ import (
 type Placement struct {
 	driver     *Driver
 	partitions int
-	// clientAddrs are the members' client addresses, by node id, for the
-	// hint a refusal carries.
-	clientAddrs map[uint64]string
+	// nodes name the leader's client address for the hint a refusal
+	// carries.
+	nodes *Nodes
 }
 
 var _ actors.Placement = (*Placement)(nil)
 
-// NewPlacement answers for r's groups; clientAddrs may lack a member.
-func NewPlacement(r *Replica, clientAddrs map[uint64]string) *Placement {
-	return &Placement{driver: r.Driver, partitions: r.Store.partitions, clientAddrs: clientAddrs}
+// NewPlacement answers for r's groups.
+func NewPlacement(r *Replica) *Placement {
+	return &Placement{driver: r.Driver, partitions: r.Store.partitions, nodes: r.Nodes}
 }
 
 // Where implements actors.Placement.
@@ -34,16 +34,16 @@ func (p *Placement) Where(family string) actors.Location {
 	if st.Leading {
 		return actors.Location{}
 	}
-	return actors.Location{Node: strconv.FormatUint(st.Leader, 10), LeaderAddr: p.clientAddrs[st.Leader], Term: st.Term}
+	return actors.Location{Node: strconv.FormatUint(st.Leader, 10), LeaderAddr: p.nodes.ClientAddr(st.Leader), Term: st.Term}
 }
 
 // notLeader turns the driver's refusal into the actors' (what the gateway
 // answers UNAVAILABLE with the leader's client address), keeping the
 // driver's error in the chain.
-func notLeader(err error, clientAddrs map[uint64]string) error {
+func notLeader(err error, nodes *Nodes) error {
 	var nl *NotLeaderError
 	if !errors.As(err, &nl) {
 		return err
 	}
-	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: clientAddrs[nl.Leader]}, err)
+	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: nodes.ClientAddr(nl.Leader)}, err)
 }

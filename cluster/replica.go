@@ -55,10 +55,10 @@ type ReplicaOptions struct {
 	// applied here (the node's broker reconciles with them), on the
 	// driver's goroutine: it must not block.
 	MetaApplied func()
-	// ClientAddrs are the members' client addresses by node id, which a
-	// refusal names as the leader's.
-	ClientAddrs map[uint64]string
-	Logger      *slog.Logger
+	// Nodes are the members; the meta group's node table is applied to
+	// it. A refusal names the leader's client address from it.
+	Nodes  *Nodes
+	Logger *slog.Logger
 }
 
 // Replica is one node's copy of the replicated state: its badger store,
@@ -70,6 +70,9 @@ type Replica struct {
 	Log    *raftlog.Store
 	Driver *Driver
 	Store  *ReplicatedStore
+	// Nodes is ReplicaOptions.Nodes, kept up to date with the meta group.
+	Nodes  *Nodes
+	logger *slog.Logger
 }
 
 // OpenReplica opens the node's store and log and starts its driver.
@@ -80,7 +83,17 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Replica{Local: local, Log: raftlog.New(local.DB())}
+	if opts.Nodes == nil {
+		opts.Nodes = NewNodes(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := opts.Nodes.reload(local); err != nil {
+		_ = local.Close()
+		return nil, err
+	}
+	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, logger: opts.Logger}
 	groups := make([]uint64, 0, opts.Partitions+1)
 	for g := uint64(0); g <= uint64(opts.Partitions); g++ {
 		groups = append(groups, g)
@@ -89,14 +102,14 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB()},
-		Machine: batchMachine{local: local, log: r.Log, metaApplied: opts.MetaApplied},
+		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, metaApplied: opts.MetaApplied},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Logger: opts.Logger,
 	})
 	if err != nil {
 		_ = local.Close()
 		return nil, err
 	}
-	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, clientAddrs: opts.ClientAddrs}
+	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, nodes: opts.Nodes}
 	return r, nil
 }
 
@@ -139,6 +152,7 @@ func (l raftLogStore) Persist(updates []LogUpdate) error {
 type batchMachine struct {
 	local       *storage.Badger
 	log         *raftlog.Store
+	nodes       *Nodes
 	metaApplied func()
 }
 
@@ -163,8 +177,13 @@ func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotM
 	if err := m.local.ApplyCommitted(batches, []storage.RawPut{{Key: k, Value: v}}); err != nil {
 		return err
 	}
-	if group == MetaGroup && len(batches) > 0 && m.metaApplied != nil {
-		m.metaApplied()
+	if group == MetaGroup && len(batches) > 0 {
+		if err := m.nodes.reload(m.local); err != nil {
+			return err
+		}
+		if m.metaApplied != nil {
+			m.metaApplied()
+		}
 	}
 	return nil
 }
@@ -181,10 +200,10 @@ func (m batchMachine) Applied(group uint64) (uint64, error) {
 // client address otherwise, with the driver's *NotLeaderError in its chain); an entry whose
 // fate its leader lost completes with storage.ErrOutcomeUnknown.
 type ReplicatedStore struct {
-	local       *storage.Badger
-	driver      *Driver
-	partitions  int
-	clientAddrs map[uint64]string
+	local      *storage.Badger
+	driver     *Driver
+	partitions int
+	nodes      *Nodes
 	// batches counts the batches applied here; closed refuses writes.
 	batches atomic.Uint64
 	closed  atomic.Bool
@@ -207,7 +226,7 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		if err == nil {
 			s.batches.Add(1)
 		}
-		done(notLeader(err, s.clientAddrs))
+		done(notLeader(err, s.nodes))
 	}
 	if b.Len() == 0 {
 		applied(nil)

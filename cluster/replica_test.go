@@ -1,17 +1,20 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fila-dev/filad/actors"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
@@ -206,5 +209,64 @@ func TestGroupOf(t *testing.T) {
 	}
 	if len(seen) < 12 {
 		t.Errorf("200 families reached %d of 16 partitions", len(seen))
+	}
+}
+
+// Every member registers its addresses through whichever node leads the
+// meta group, and every replica learns them all: a follower's refusal
+// then names the leader's client address.
+func TestMembersRegisterThroughTheMetaLeader(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	c.leaderOf(MetaGroup)
+	self := func(id uint64) NodeInfo {
+		return NodeInfo{ID: id, InternalAddr: fmt.Sprintf("10.0.0.%d:7555", id), ClientAddr: fmt.Sprintf("10.0.0.%d:5555", id)}
+	}
+	var wg sync.WaitGroup
+	for _, id := range c.peers {
+		r := c.nodes[id]
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			if err := r.Register(ctx, self(id), 50*time.Millisecond); err != nil {
+				t.Errorf("node %d: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	want := []NodeInfo{self(1), self(2), self(3)}
+	deadline := time.Now().Add(patience)
+	for _, id := range c.peers {
+		for !slices.Equal(c.nodes[id].Nodes.All(), want) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // polls the applied table; the outcome is its content
+		}
+		if got := c.nodes[id].Nodes.All(); !slices.Equal(got, want) {
+			t.Fatalf("node %d's member table: %+v, want %+v", id, got, want)
+		}
+	}
+
+	leader := c.leaderOf(1)
+	var follower *Replica
+	for _, r := range c.nodes {
+		if r != leader {
+			follower = r
+		}
+	}
+	var b storage.Batch
+	queueOnPartition := ""
+	for i := 0; queueOnPartition == ""; i++ {
+		if q := fmt.Sprint("q", i); GroupOf(storage.FamilyOf(q), testPartitions) == 1 {
+			queueOnPartition = q
+		}
+	}
+	b.PutMessage(queueOnPartition, "m1", &storagev1.MessageRecord{Payload: []byte("x")})
+	err := follower.Store.Write(&b)
+	var nl *actors.NotLeaderError
+	if !errors.As(err, &nl) {
+		t.Fatalf("a follower's write: %v, want a refusal naming the leader", err)
+	}
+	// The leader may have changed meanwhile on a busy machine: any other
+	// member's registered address is right, none or its own is not.
+	if others := []string{self(1).ClientAddr, self(2).ClientAddr, self(3).ClientAddr}; !slices.Contains(others, nl.LeaderAddr) || nl.LeaderAddr == self(follower.Driver.opts.NodeID).ClientAddr {
+		t.Fatalf("the refusal names %q, want another member's registered client address", nl.LeaderAddr)
 	}
 }

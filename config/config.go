@@ -59,11 +59,23 @@ type Cluster struct {
 	// InternalListenAddr is where the other nodes reach this one (raft
 	// messages); never the client port, never exposed to clients.
 	InternalListenAddr string `koanf:"internal_listen_addr"`
-	// Members are every voter as "id=host:port" (the internal address)
-	// or "id=host:port@client_host:port" (and the client address, which a
-	// node not leading a queue names to its callers),
-	// comma-separated, this node included, the same on every node.
-	Members string `koanf:"members"`
+	// InitialMembers are the voters of a new cluster, each "id=host:port"
+	// (its internal address), this node included, the same list on every
+	// node. As an environment variable, comma-separated. Read when the
+	// cluster is created; a node restarted with its data directory rejoins
+	// by itself.
+	InitialMembers []string `koanf:"initial_members"`
+	// ReplicationFactor is the number of replicas of each partition
+	// (default 3, at most the number of members). Until membership changes
+	// exist (issue 25) every member holds every partition, so it must be
+	// at least the number of initial members; with fewer members, each
+	// partition has as many replicas as there are members.
+	ReplicationFactor int `koanf:"replication_factor"`
+	// AdvertiseClientAddr is the client address this node registers in the
+	// meta group, which other nodes name to clients as a leader's; by
+	// default server.listen_addr. Set it when clients reach the node by
+	// another name.
+	AdvertiseClientAddr string `koanf:"advertise_client_addr"`
 	// Partitions is the number of partition groups, fixed when the
 	// cluster is created.
 	Partitions int `koanf:"partitions"`
@@ -76,20 +88,20 @@ type Cluster struct {
 	FaultControlAddr string `koanf:"fault_control_addr"`
 }
 
-// Member is one voter of Cluster.Members.
+// Member is one voter of Cluster.InitialMembers.
 type Member struct {
 	ID uint64
-	// Addr is the internal address; ClientAddr the client one, "" if not
-	// given.
-	Addr, ClientAddr string
+	// Addr is the internal address.
+	Addr string
 }
 
-// ParseMembers reads Members; the config check has refused what it cannot
-// read.
+// ParseMembers reads InitialMembers; an element may hold several members,
+// comma-separated (as the environment variable does). The config check
+// has refused what it cannot read.
 func (c Cluster) ParseMembers() ([]Member, error) {
 	var out []Member
 	seen := map[uint64]bool{}
-	for _, part := range strings.Split(c.Members, ",") {
+	for _, part := range strings.Split(strings.Join(c.InitialMembers, ","), ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
@@ -99,18 +111,14 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 		if !ok || err != nil || n == 0 {
 			return nil, fmt.Errorf("member %q: want id=host:port with an id > 0", part)
 		}
-		addr, client, _ := strings.Cut(addr, "@")
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("member %q: address must be host:port", part)
-		}
-		if _, _, err := net.SplitHostPort(client); client != "" && err != nil {
-			return nil, fmt.Errorf("member %q: the client address after @ must be host:port", part)
+			return nil, fmt.Errorf("member %q: address must be host:port (the internal address)", part)
 		}
 		if seen[n] {
 			return nil, fmt.Errorf("member id %d appears twice", n)
 		}
 		seen[n] = true
-		out = append(out, Member{ID: n, Addr: addr, ClientAddr: client})
+		out = append(out, Member{ID: n, Addr: addr})
 	}
 	return out, nil
 }
@@ -367,7 +375,7 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
-		Cluster:   Cluster{Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1},
+		Cluster:   Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1},
 	}
 }
 
@@ -868,11 +876,21 @@ func (c Cluster) check() []fieldError {
 	members, err := c.ParseMembers()
 	switch {
 	case err != nil:
-		bad("cluster.members", c.Members, err.Error())
+		bad("cluster.initial_members", c.InitialMembers, err.Error())
 	case len(members) == 0:
-		bad("cluster.members", c.Members, "must name this node at least (id=host:port)")
+		bad("cluster.initial_members", c.InitialMembers, "must name this node at least (id=host:port)")
 	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
-		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.members")
+		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.initial_members")
+	case c.ReplicationFactor < len(members):
+		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d) until membership changes exist: every member holds every partition", len(members)))
+	}
+	if c.ReplicationFactor < 1 {
+		bad("cluster.replication_factor", c.ReplicationFactor, "must be at least 1")
+	}
+	if a := c.AdvertiseClientAddr; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("cluster.advertise_client_addr", a, "must be host:port")
+		}
 	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		bad("cluster.partitions", c.Partitions, "must be from 1 to 1024")
@@ -903,4 +921,13 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// ClientAddr is the client address this node registers in a cluster's
+// meta group: cluster.advertise_client_addr, else server.listen_addr.
+func (c Config) ClientAddr() string {
+	if c.Cluster.AdvertiseClientAddr != "" {
+		return c.Cluster.AdvertiseClientAddr
+	}
+	return c.Server.ListenAddr
 }

@@ -91,6 +91,43 @@ func TestLoad(t *testing.T) {
 		{name: "TOML syntax error has a line", toml: "[server]\nlisten_addr = \n", wantErr: "fila.toml:2:"},
 		{name: "bad log level", env: []string{"FILA_LOG__LEVEL=loud"}, wantErr: "FILA_LOG__LEVEL (log.level) = loud: must be debug"},
 		{
+			name: "cluster initial members from the file, a list",
+			toml: "[cluster]\nenabled = true\nnode_id = 2\ninternal_listen_addr = \"127.0.0.1:7556\"\ninitial_members = [\"1=127.0.0.1:7555\", \"2=127.0.0.1:7556\", \"3=127.0.0.1:7557\"]\n",
+			check: func(t *testing.T, c Config) {
+				m, err := c.Cluster.ParseMembers()
+				require.NoError(t, err)
+				require.Equal(t, []Member{{1, "127.0.0.1:7555"}, {2, "127.0.0.1:7556"}, {3, "127.0.0.1:7557"}}, m)
+				require.Equal(t, 3, c.Cluster.ReplicationFactor)
+				require.Equal(t, c.Server.ListenAddr, c.ClientAddr(), "the client address defaults to server.listen_addr")
+			},
+		},
+		{
+			name: "cluster initial members from the environment, comma-separated",
+			env: []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555",
+				"FILA_CLUSTER__INITIAL_MEMBERS=1=127.0.0.1:7555,2=127.0.0.1:7556", "FILA_CLUSTER__ADVERTISE_CLIENT_ADDR=filad-1.internal:5555"},
+			check: func(t *testing.T, c Config) {
+				m, err := c.Cluster.ParseMembers()
+				require.NoError(t, err)
+				require.Equal(t, []Member{{1, "127.0.0.1:7555"}, {2, "127.0.0.1:7556"}}, m)
+				require.Equal(t, "filad-1.internal:5555", c.ClientAddr())
+			},
+		},
+		{
+			name:    "a replication factor below the members",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1,3=c:1", "FILA_CLUSTER__REPLICATION_FACTOR=2"},
+			wantErr: "FILA_CLUSTER__REPLICATION_FACTOR (cluster.replication_factor) = 2: must be at least the number of initial members (3)",
+		},
+		{
+			name:    "a node not among the initial members",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=4", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1"},
+			wantErr: "cluster.node_id) = 4: must be the id of one of cluster.initial_members",
+		},
+		{
+			name:    "a member without its address",
+			toml:    "[cluster]\nenabled = true\nnode_id = 1\ninternal_listen_addr = \"127.0.0.1:7555\"\ninitial_members = [\"1\"]\n",
+			wantErr: "cluster.initial_members",
+		},
+		{
 			name:  "other FILA_ variables are not config",
 			env:   []string{"FILA_ADDR=127.0.0.1:5555", "FILA_SOMETHING=1", "FILADELPHIA=2"},
 			check: func(t *testing.T, c Config) { require.Equal(t, Defaults(), c) },

@@ -38,6 +38,39 @@ type clusterNode struct {
 	// system is the actor system once it runs: leadership changes and
 	// meta entries applied here are told to its broker.
 	system atomic.Pointer[actors.System]
+	// self is this node as the initial members name it; stopRegister
+	// ends its registration in the meta group (register).
+	self         cluster.NodeInfo
+	stopRegister context.CancelFunc
+	registered   chan struct{}
+	tick         time.Duration
+}
+
+// register records this node's client address in the meta group, in the
+// background: the other nodes name it to clients whose queue this node
+// leads. It is told the address the client port is bound to (or the
+// advertised one).
+func (n *clusterNode) register(clientAddr string, log *slog.Logger) {
+	if host, _, err := net.SplitHostPort(clientAddr); err == nil {
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			log.Warn("cluster: this node's client address names no host, so other nodes cannot name it to clients; set cluster.advertise_client_addr",
+				slog.String("client_addr", clientAddr))
+		}
+	}
+	self := n.self
+	self.ClientAddr = clientAddr
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopRegister = cancel
+	go func() {
+		defer close(n.registered)
+		err := n.replica.Register(ctx, self, 10*n.tick)
+		switch {
+		case err == nil:
+			log.Info("cluster: node registered", slog.Uint64("node_id", self.ID), slog.String("client_addr", clientAddr))
+		case ctx.Err() == nil:
+			log.Warn("cluster: node not registered", slog.Any("error", err))
+		}
+	}()
 }
 
 // tell sends msg to the broker, once the actors run (before, their start
@@ -73,7 +106,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{}
+	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -100,10 +133,13 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		return nil, err
 	}
 	peers := make([]uint64, len(members))
-	clientAddrs := map[uint64]string{}
+	initial := make([]cluster.NodeInfo, len(members))
 	for i, m := range members {
 		peers[i] = m.ID
-		clientAddrs[m.ID] = m.ClientAddr
+		initial[i] = cluster.NodeInfo{ID: m.ID, InternalAddr: m.Addr}
+		if m.ID == cc.NodeID {
+			n.self = initial[i]
+		}
 	}
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
 		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
@@ -114,13 +150,13 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		// leader: the Directory's hint must follow it.
 		LeaderChanged: func(uint64) { n.tell(&actors.PlacementChanged{}) },
 		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
-		ClientAddrs:   clientAddrs,
+		Nodes:         cluster.NewNodes(initial),
 		Logger:        log,
 	}); err != nil {
 		return nil, err
 	}
 	driver = n.replica.Driver
-	n.placement = cluster.NewPlacement(n.replica, clientAddrs)
+	n.placement = cluster.NewPlacement(n.replica)
 	for _, m := range members {
 		if m.ID != cc.NodeID {
 			if err := n.transport.SetPeer(m.ID, m.Addr); err != nil {
@@ -191,6 +227,10 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 
 // close stops serving the other nodes, then the driver and the store.
 func (n *clusterNode) close() error {
+	if n.stopRegister != nil {
+		n.stopRegister()
+		<-n.registered
+	}
 	if n.control != nil {
 		_ = n.control.Close()
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ import (
 // oneNodeCluster turns the cluster on with this node its only member.
 func oneNodeCluster(c *config.Config) {
 	c.Cluster.Enabled, c.Cluster.NodeID = true, 1
-	c.Cluster.InternalListenAddr, c.Cluster.Members = "127.0.0.1:0", "1=127.0.0.1:0"
+	c.Cluster.InternalListenAddr, c.Cluster.InitialMembers = "127.0.0.1:0", []string{"1=127.0.0.1:0"}
 }
 
 // With the cluster on, every write goes through the raft log: a message
@@ -69,7 +68,7 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 	}{
 		{"a single node's store as a cluster node", nil, oneNodeCluster, "holds a single node's store"},
 		{"a cluster node's replica as a single node", oneNodeCluster, nil, "start it with [cluster] enabled"},
-		{"another node's replica", oneNodeCluster, func(c *config.Config) { oneNodeCluster(c); c.Cluster.NodeID, c.Cluster.Members = 2, "2=127.0.0.1:0" }, `belongs to node "1"`},
+		{"another node's replica", oneNodeCluster, func(c *config.Config) { oneNodeCluster(c); c.Cluster.NodeID, c.Cluster.InitialMembers = 2, []string{"2=127.0.0.1:0"} }, `belongs to node "1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := filadtest.Start(t, filadtest.Options{Config: tc.first})
@@ -107,7 +106,7 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		internal[i] = l.Addr().String()
 		require.NoError(t, l.Close()) // free for the node; a test-only race for the port
 		addrs = append(addrs, clients[i].Addr().String())
-		members = append(members, fmt.Sprintf("%d=%s@%s", i+1, internal[i], addrs[i]))
+		members = append(members, fmt.Sprintf("%d=%s", i+1, internal[i]))
 	}
 	srvs = make([]*server.Server, n)
 	errs := make([]error, n)
@@ -116,7 +115,7 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		cfg := filadtest.Config(t.TempDir())
 		cfg.Cluster = config.Defaults().Cluster
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
-		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = internal[i], strings.Join(members, ",")
+		cfg.Cluster.InternalListenAddr, cfg.Cluster.InitialMembers = internal[i], members
 		cfg.Cluster.Partitions = 4
 		wg.Go(func() {
 			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})

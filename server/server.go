@@ -128,6 +128,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	if err = s.serve(opts); err != nil {
 		return nil, err
 	}
+	if s.node != nil {
+		s.node.register(cmp.Or(cfg.Cluster.AdvertiseClientAddr, s.lis.Addr().String()), s.log)
+	}
 	s.log.Info("filad serving", slog.String("listen_addr", s.lis.Addr().String()),
 		slog.String("data_dir", cfg.Storage.DataDir), slog.Bool("sync_writes", cfg.Storage.SyncWrites),
 		slog.Bool("telemetry", s.telemetry.Enabled), slog.Bool("tls", s.tls != nil), slog.Bool("auth", authz != nil))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
@@ -517,6 +518,21 @@ func (s *Badger) Queues() ([]*storagev1.QueueRecord, error) { return loadQueues(
 
 // ConfigEntries implements Store.
 func (s *Badger) ConfigEntries() ([]ConfigEntry, error) { return loadConfig(s.scan) }
+
+// Nodes returns the cluster members the meta group recorded
+// (Batch.PutNode), in id order; none on a single node.
+func (s *Badger) Nodes() ([]*storagev1.NodeRecord, error) {
+	var out []*storagev1.NodeRecord
+	err := s.scan([]byte{prefixNode, sep}, func(_, v []byte) error {
+		rec := &storagev1.NodeRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return fmt.Errorf("storage: node record: %w", err)
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
 
 // LoadQueue implements Store. Its messages and leases are read in one
 // transaction, so that a commit landing between the two scans cannot tear

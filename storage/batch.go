@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,6 +20,7 @@ const (
 	prefixLease   = 'l'
 	prefixConfig  = 'c'
 	prefixDeleted = 'd'
+	prefixNode    = 'n'
 )
 
 // op is one put (value != nil), delete (value == nil), or, with prefix
@@ -231,6 +233,13 @@ func (b *Batch) DeleteConfig(key string) {
 	b.del("", configKey(key))
 }
 
+// PutNode records a cluster member (meta owner): the meta group's node
+// table, which a node reads with (*Badger).Nodes.
+func (b *Batch) PutNode(rec *storagev1.NodeRecord) {
+	b.own(MetaOwner)
+	b.put("", nodeKey(rec.GetId()), rec)
+}
+
 // DeleteQueueItems removes every message and lease of queue (and of no
 // other queue, whatever its name starts with), as a unit of its own that
 // is not atomic: a store may apply it in bounded steps, with other
@@ -315,6 +324,12 @@ func deletedKey(queue string) []byte {
 
 func configKey(key string) []byte {
 	return append([]byte{prefixConfig, sep}, key...)
+}
+
+// nodeKey is a member's key: its id, big-endian, so the table scans in id
+// order.
+func nodeKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixNode, sep}, id)
 }
 
 func itemKey(prefix byte, queue, id string) []byte {

@@ -142,7 +142,7 @@ func keyOwner(key []byte) (o Owner, items bool, err error) {
 	}
 	rest := key[2:]
 	switch key[0] {
-	case prefixQueue, prefixConfig, prefixDeleted, prefixSchema:
+	case prefixQueue, prefixConfig, prefixDeleted, prefixSchema, prefixNode:
 		return MetaOwner, false, nil
 	case prefixMessage, prefixLease:
 		queue, id, found := bytes.Cut(rest, []byte{sep})

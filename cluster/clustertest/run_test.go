@@ -167,7 +167,7 @@ func TestRealRunOfAOneNodeCluster(t *testing.T) {
 		return []string{
 			"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1",
 			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + n.InternalAddr,
-			"FILA_CLUSTER__MEMBERS=1=" + n.InternalAddr,
+			"FILA_CLUSTER__INITIAL_MEMBERS=1=" + n.InternalAddr,
 		}
 	}}).report
 	require.True(t, r.OK(), "%s", r)
@@ -183,12 +183,12 @@ func TestRealRunOfAThreeNodeCluster(t *testing.T) {
 	r := runWorkload(t, Options{Nodes: 3, Env: func(i int, nodes []*Node) []string {
 		var members []string
 		for j, n := range nodes {
-			members = append(members, fmt.Sprintf("%d=%s@%s", j+1, n.InternalAddr, n.Addr))
+			members = append(members, fmt.Sprintf("%d=%s", j+1, n.InternalAddr))
 		}
 		return []string{
 			"FILA_CLUSTER__ENABLED=true", fmt.Sprintf("FILA_CLUSTER__NODE_ID=%d", i+1),
 			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + nodes[i].InternalAddr,
-			"FILA_CLUSTER__MEMBERS=" + strings.Join(members, ","),
+			"FILA_CLUSTER__INITIAL_MEMBERS=" + strings.Join(members, ","),
 			"FILA_CLUSTER__PARTITIONS=4",
 			"FILA_CLUSTER__FAULT_CONTROL_ADDR=" + nodes[i].ControlAddr,
 		}

@@ -558,6 +558,69 @@ func (x *BatchOp) GetValue() []byte {
 	return nil
 }
 
+// NodeRecord is a cluster member as the meta group records it: where the
+// other nodes reach it (internal_addr) and where clients do (client_addr,
+// the address a refusal names as a leader's).
+type NodeRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	InternalAddr  string                 `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
+	ClientAddr    string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRecord) Reset() {
+	*x = NodeRecord{}
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRecord) ProtoMessage() {}
+
+func (x *NodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
+func (*NodeRecord) Descriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetInternalAddr() string {
+	if x != nil {
+		return x.InternalAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
 var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
@@ -615,7 +678,13 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bKIND_PUT\x10\x01\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x02\x12\x16\n" +
-	"\x12KIND_DELETE_PREFIX\x10\x03B<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
+	"\x12KIND_DELETE_PREFIX\x10\x03\"b\n" +
+	"\n" +
+	"NodeRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
+	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x03 \x01(\tR\n" +
+	"clientAddrB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
 
 var (
 	file_fila_storage_v1_records_proto_rawDescOnce sync.Once
@@ -630,7 +699,7 @@ func file_fila_storage_v1_records_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_storage_v1_records_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_fila_storage_v1_records_proto_goTypes = []any{
 	(BatchOp_Kind)(0),     // 0: fila.storage.v1.BatchOp.Kind
 	(*QueueRecord)(nil),   // 1: fila.storage.v1.QueueRecord
@@ -638,10 +707,11 @@ var file_fila_storage_v1_records_proto_goTypes = []any{
 	(*LeaseRecord)(nil),   // 3: fila.storage.v1.LeaseRecord
 	(*BatchRecord)(nil),   // 4: fila.storage.v1.BatchRecord
 	(*BatchOp)(nil),       // 5: fila.storage.v1.BatchOp
-	nil,                   // 6: fila.storage.v1.MessageRecord.HeadersEntry
+	(*NodeRecord)(nil),    // 6: fila.storage.v1.NodeRecord
+	nil,                   // 7: fila.storage.v1.MessageRecord.HeadersEntry
 }
 var file_fila_storage_v1_records_proto_depIdxs = []int32{
-	6, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
+	7, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
 	5, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
 	0, // 2: fila.storage.v1.BatchOp.kind:type_name -> fila.storage.v1.BatchOp.Kind
 	3, // [3:3] is the sub-list for method output_type
@@ -662,7 +732,7 @@ func file_fila_storage_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_storage_v1_records_proto_rawDesc), len(file_fila_storage_v1_records_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+)
+
+// NodeInfo is one member: where the other nodes reach it, and where
+// clients do ("" until the member registered it in the meta group).
+type NodeInfo struct {
+	ID                       uint64
+	InternalAddr, ClientAddr string
+}
+
+// Nodes is this node's view of the members: the configured initial
+// members, overlaid with the node table the meta group applied here
+// (each member registers its own addresses, Replica.Register). Reads are
+// lock-free; it is safe for concurrent use.
+type Nodes struct {
+	initial map[uint64]NodeInfo
+	m       atomic.Pointer[map[uint64]NodeInfo]
+}
+
+// NewNodes starts from the initial members.
+func NewNodes(initial []NodeInfo) *Nodes {
+	n := &Nodes{initial: map[uint64]NodeInfo{}}
+	for _, i := range initial {
+		n.initial[i.ID] = i
+	}
+	m := maps.Clone(n.initial)
+	n.m.Store(&m)
+	return n
+}
+
+// Get returns member id, and whether it is one.
+func (n *Nodes) Get(id uint64) (NodeInfo, bool) {
+	i, ok := (*n.m.Load())[id]
+	return i, ok
+}
+
+// ClientAddr is member id's client address, "" when not known.
+func (n *Nodes) ClientAddr(id uint64) string {
+	i, _ := n.Get(id)
+	return i.ClientAddr
+}
+
+// Count is the number of members.
+func (n *Nodes) Count() int { return len(*n.m.Load()) }
+
+// All returns the members in id order.
+func (n *Nodes) All() []NodeInfo {
+	m := *n.m.Load()
+	out := make([]NodeInfo, 0, len(m))
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id])
+	}
+	return out
+}
+
+// reload overlays the node table stored in local on the initial members.
+func (n *Nodes) reload(local *storage.Badger) error {
+	recs, err := local.Nodes()
+	if err != nil {
+		return err
+	}
+	m := maps.Clone(n.initial)
+	for _, r := range recs {
+		m[r.GetId()] = NodeInfo{ID: r.GetId(), InternalAddr: r.GetInternalAddr(), ClientAddr: r.GetClientAddr()}
+	}
+	n.m.Store(&m)
+	return nil
+}
+
+// Register records self in the meta group's node table, through whichever
+// node leads it, and returns once this node has applied the record (at
+// once when it already holds it). It proposes again every retry until
+// then, or until ctx ends: a forwarded proposal can be lost on the way
+// (no leader, a leader change), and the record is idempotent.
+func (r *Replica) Register(ctx context.Context, self NodeInfo, retry time.Duration) error {
+	var b storage.Batch
+	b.PutNode(&storagev1.NodeRecord{Id: self.ID, InternalAddr: self.InternalAddr, ClientAddr: self.ClientAddr})
+	data, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	for {
+		// The initial members have no client address, so an equal entry
+		// is the stored record (self.ClientAddr is never "").
+		if got, ok := r.Nodes.Get(self.ID); ok && got == self {
+			return nil
+		}
+		if err := r.Driver.ProposeForwarded(MetaGroup, data); err != nil {
+			r.logger.Debug("cluster: registering this node", slog.Any("err", err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: registering node %d: %w", self.ID, ctx.Err())
+		case <-r.Driver.Done():
+			return storage.ErrClosed
+		case <-time.After(retry):
+		}
+	}
+}
