@@ -83,6 +83,12 @@ type Cluster struct {
 	TickMS         int `koanf:"tick_ms"`
 	ElectionTicks  int `koanf:"election_ticks"`
 	HeartbeatTicks int `koanf:"heartbeat_ticks"`
+	// TLSCAFile is the CA that signed the members' certificates: with
+	// [server.tls] on, the internal port is mutual TLS, each node
+	// presenting its server.tls certificate (which then needs both the
+	// serverAuth and clientAuth extended key usages) and verifying its
+	// peer's against this CA. Default: server.tls.client_ca_file.
+	TLSCAFile string `koanf:"tls_ca_file"`
 	// FaultControlAddr, for tests only, serves the transport's fault rules
 	// (cut links) over HTTP on a loopback address; "" serves none.
 	FaultControlAddr string `koanf:"fault_control_addr"`
@@ -121,6 +127,15 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 		out = append(out, Member{ID: n, Addr: addr})
 	}
 	return out, nil
+}
+
+// PeerCAFile is the CA file the internal port verifies members'
+// certificates with: TLSCAFile, else the client port's client CA.
+func (c Cluster) PeerCAFile(t TLS) string {
+	if c.TLSCAFile != "" {
+		return c.TLSCAFile
+	}
+	return t.ClientCAFile
 }
 
 // Tick is TickMS as a duration.
@@ -788,6 +803,9 @@ func (c Config) check() []fieldError {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
 	errs = append(errs, c.Cluster.check()...)
+	if c.Cluster.Enabled && c.Server.TLS.Enabled() && c.Cluster.PeerCAFile(c.Server.TLS) == "" {
+		bad("cluster.tls_ca_file", "", "must name the CA of the members' certificates: with server.tls on, the internal port is mutual TLS (or set server.tls.client_ca_file)")
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		bad("log.level", c.Log.Level, "must be debug, info, warn or error")

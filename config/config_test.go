@@ -123,6 +123,11 @@ func TestLoad(t *testing.T) {
 			wantErr: "cluster.node_id) = 4: must be the id of one of cluster.initial_members",
 		},
 		{
+			name:    "a cluster with TLS needs the members' CA",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=127.0.0.1:7555", "FILA_SERVER__TLS__CERT_FILE=c.pem", "FILA_SERVER__TLS__KEY_FILE=k.pem"},
+			wantErr: "cluster.tls_ca_file",
+		},
+		{
 			name:    "a member without its address",
 			toml:    "[cluster]\nenabled = true\nnode_id = 1\ninternal_listen_addr = \"127.0.0.1:7555\"\ninitial_members = [\"1\"]\n",
 			wantErr: "cluster.initial_members",

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fila-dev/filad/actors"
@@ -97,7 +98,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -123,7 +124,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 			driver.Step(msgs)
 		},
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+			return grpc.NewClient(addr, append(transport.DialOptions(), peerDialCreds(tlsFiles))...)
 		},
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
@@ -167,11 +168,14 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
-	n.grpc = grpc.NewServer(transport.ServerOptions()...)
-	if !config.IsLoopback(cc.InternalListenAddr) {
-		log.Warn("the cluster's internal port has no TLS and no authentication yet: anyone who reaches it can take part in the raft groups; keep it on a private network",
+	serverOpts := transport.ServerOptions()
+	if tlsFiles != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tlsFiles.peerServerConfig())))
+	} else if !config.IsLoopback(cc.InternalListenAddr) {
+		log.Warn("the cluster's internal port is plaintext without [server.tls]: anyone who reaches it can take part in the raft groups; set [server.tls] (the internal port is then mutual TLS) or keep it on a private network",
 			slog.String("internal_listen_addr", cc.InternalListenAddr))
 	}
+	n.grpc = grpc.NewServer(serverOpts...)
 	n.transport.Register(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
@@ -188,6 +192,15 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	log.Info("cluster node ready", slog.Uint64("node_id", cc.NodeID), slog.Int("members", len(members)),
 		slog.Int("partitions", cc.Partitions), slog.String("internal_listen_addr", n.lis.Addr().String()))
 	return n, nil
+}
+
+// peerDialCreds are the credentials this node dials the other members
+// with: mutual TLS when [server.tls] is on, else plaintext.
+func peerDialCreds(f *tlsFiles) grpc.DialOption {
+	if f == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(f.peerClientConfig()))
 }
 
 // awaitReady waits until the node may serve: with one member, until it

@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/filadtest"
+	"github.com/fila-dev/filad/internal/testpki"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 )
@@ -68,7 +72,10 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 	}{
 		{"a single node's store as a cluster node", nil, oneNodeCluster, "holds a single node's store"},
 		{"a cluster node's replica as a single node", oneNodeCluster, nil, "start it with [cluster] enabled"},
-		{"another node's replica", oneNodeCluster, func(c *config.Config) { oneNodeCluster(c); c.Cluster.NodeID, c.Cluster.InitialMembers = 2, []string{"2=127.0.0.1:0"} }, `belongs to node "1"`},
+		{"another node's replica", oneNodeCluster, func(c *config.Config) {
+			oneNodeCluster(c)
+			c.Cluster.NodeID, c.Cluster.InitialMembers = 2, []string{"2=127.0.0.1:0"}
+		}, `belongs to node "1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := filadtest.Start(t, filadtest.Options{Config: tc.first})
@@ -92,6 +99,12 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 // names them all, and the nodes started together (none is ready before
 // its groups have leaders, which takes two of them).
 func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
+	t.Helper()
+	return threeNodesWith(t, nil)
+}
+
+// threeNodesWith is threeNodes with node i's config changed by change.
+func threeNodesWith(t *testing.T, change func(i int, c *config.Config)) (addrs []string, srvs []*server.Server) {
 	t.Helper()
 	const n = 3
 	clients := make([]net.Listener, n)
@@ -117,6 +130,9 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
 		cfg.Cluster.InternalListenAddr, cfg.Cluster.InitialMembers = internal[i], members
 		cfg.Cluster.Partitions = 4
+		if change != nil {
+			change(i, &cfg)
+		}
 		wg.Go(func() {
 			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})
 		})
@@ -145,6 +161,12 @@ func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.Cl
 	for i, a := range addrs {
 		conns[i] = dialAddr(t, a)
 	}
+	return untilServedOn(t, conns, addrs, skip, call)
+}
+
+// untilServedOn is untilServed over connections already made.
+func untilServedOn(t *testing.T, conns []*grpc.ClientConn, addrs []string, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
+	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) {
 		for i, conn := range conns {
@@ -220,4 +242,85 @@ func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// With [server.tls] on, the internal port is mutual TLS: three nodes with
+// certificates of one CA form a cluster and serve, and the internal port
+// refuses a plaintext caller and one whose certificate another CA signed.
+func TestClusterInternalPortIsMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	root, stranger := testpki.NewCA(t, "filad members CA"), testpki.NewCA(t, "another CA")
+	caFile := writeFile(t, dir, "ca.pem", root.PEM)
+	var internal []string
+	addrs, _ := threeNodesWith(t, func(i int, c *config.Config) {
+		cert, key := root.IssueNode(t, fmt.Sprint("node-", i+1), int64(100+i))
+		c.Server.TLS = config.TLS{CertFile: writeFile(t, dir, fmt.Sprint(i, ".pem"), cert), KeyFile: writeFile(t, dir, fmt.Sprint(i, ".key"), key), MinVersion: "1.2"}
+		c.Cluster.TLSCAFile = caFile
+		internal = append(internal, c.Cluster.InternalListenAddr)
+	})
+	ctx := ctxT(t)
+	conns := make([]*grpc.ClientConn, len(addrs))
+	for i, a := range addrs {
+		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, nil, nil))))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		conns[i] = conn
+	}
+	untilServedOn(t, conns, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "secure"}, grpc.Trailer(md))
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	})
+	untilServedOn(t, conns, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "secure", Payload: []byte("x")}, grpc.Trailer(md))
+		if status.Code(err) == codes.NotFound {
+			return status.Error(codes.Unavailable, "not applied here yet")
+		}
+		return err
+	})
+
+	strangeCert, strangeKey := stranger.IssueNode(t, "intruder", 7)
+	memberCert, memberKey := root.IssueNode(t, "node-4", 8)
+	for _, tc := range []struct {
+		name   string
+		cfg    *tls.Config // nil: plaintext
+		served bool
+	}{
+		{"a member's certificate", root.ClientConfig(t, memberCert, memberKey), true}, // the control: the probe can succeed
+		{"plaintext", nil, false},
+		{"another CA's certificate", root.ClientConfig(t, strangeCert, strangeKey), false},
+		{"no certificate", root.ClientConfig(t, nil, nil), false},
+	} {
+		c, err := net.Dial("tcp", internal[0])
+		require.NoError(t, err)
+		if tc.cfg != nil {
+			tc.cfg.NextProtos, tc.cfg.ServerName = []string{"h2"}, "127.0.0.1"
+			c = tls.Client(c, tc.cfg)
+		}
+		err = speaksHTTP2(c)
+		require.Equal(t, tc.served, err == nil, "%s at the internal port: %v", tc.name, err)
+	}
+}
+
+// speaksHTTP2 sends an HTTP/2 client preface on c and reports whether a
+// SETTINGS frame comes back (nil): the internal port served the caller.
+// A refusal is an error: a TLS alert, a closed connection or garbage.
+func speaksHTTP2(c net.Conn) error {
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")); err != nil {
+		return err
+	}
+	head := make([]byte, 9)
+	if _, err := io.ReadFull(c, head); err != nil {
+		return err
+	}
+	if head[3] != 0x4 {
+		return fmt.Errorf("frame type %d, not SETTINGS", head[3])
+	}
+	return nil
 }

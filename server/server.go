@@ -105,6 +105,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}()
 
 	s.startTelemetry(ctx, opts)
+	if cfg.Server.TLS.Enabled() {
+		peerCA := ""
+		if cfg.Cluster.Enabled {
+			peerCA = cfg.Cluster.PeerCAFile(cfg.Server.TLS)
+		}
+		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA); err != nil {
+			return nil, err
+		}
+	}
 	reserve, err := s.openStorage(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -165,7 +174,7 @@ func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, e
 		return nil, err
 	}
 	if s.cfg.Cluster.Enabled {
-		if s.node, err = openCluster(ctx, s.cfg, s.log); err != nil {
+		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.log); err != nil {
 			return reserve, err
 		}
 		s.store, s.ownStore = s.node.replica.Store, true
@@ -297,10 +306,7 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 func (s *Server) newGRPC(authz *gateway.Authorizer) (err error) {
 	cfg := s.cfg
 	transport := []grpc.ServerOption{}
-	if cfg.Server.TLS.Enabled() {
-		if s.tls, err = loadTLS(cfg.Server.TLS); err != nil {
-			return err
-		}
+	if s.tls != nil {
 		transport = append(transport, grpc.Creds(credentials.NewTLS(s.tls.serverConfig())))
 	} else if !config.IsLoopback(cfg.Server.ListenAddr) {
 		s.log.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change every queue; set [server.tls] (docs/security.md)",

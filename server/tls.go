@@ -16,13 +16,32 @@ import (
 // every handshake after that uses the new ones, and connections already
 // open keep theirs. A reload that fails keeps the old material.
 type tlsFiles struct {
-	cfg     config.TLS
-	current atomic.Pointer[tls.Config]
+	cfg config.TLS
+	// peerCAFile, for a cluster node, is the CA of the members'
+	// certificates (config.Cluster.PeerCAFile); "" on a single node.
+	peerCAFile string
+	current    atomic.Pointer[tls.Config]
+	// peers is the internal port's config as a server: the same
+	// certificate, and the members' CA required of every caller.
+	peers atomic.Pointer[tls.Config]
 }
 
-func loadTLS(cfg config.TLS) (*tlsFiles, error) {
-	f := &tlsFiles{cfg: cfg}
+func loadTLS(cfg config.TLS, peerCAFile string) (*tlsFiles, error) {
+	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile}
 	return f, f.reload()
+}
+
+// readCAs reads a PEM file of CA certificates; key names it in errors.
+func readCAs(path, key string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", key)
+	}
+	return pool, nil
 }
 
 // reload reads the files and builds the config handshakes use.
@@ -40,18 +59,68 @@ func (f *tlsFiles) reload() error {
 		c.MinVersion = tls.VersionTLS13
 	}
 	if f.cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(f.cfg.ClientCAFile)
+		pool, err := readCAs(f.cfg.ClientCAFile, "server.tls.client_ca_file")
 		if err != nil {
-			return fmt.Errorf("server.tls.client_ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("server.tls.client_ca_file: no PEM certificate in it")
+			return err
 		}
 		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
+	var p *tls.Config
+	if f.peerCAFile != "" {
+		pool, err := readCAs(f.peerCAFile, "cluster.tls_ca_file")
+		if err != nil {
+			return err
+		}
+		p = c.Clone()
+		// RootCAs: the same pool verifies the members this node dials.
+		p.ClientCAs, p.ClientAuth, p.RootCAs = pool, tls.RequireAndVerifyClientCert, pool
+	}
 	f.current.Store(c)
+	if p != nil {
+		f.peers.Store(p)
+	}
 	return nil
+}
+
+// peerServerConfig is the internal port's TLS config: mutual, each
+// handshake with the material current at that moment.
+func (f *tlsFiles) peerServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return f.peers.Load(), nil
+		},
+	}
+}
+
+// peerClientConfig is the config this node dials the other members
+// with: it presents its certificate and verifies theirs against the
+// members' CA, both as current at each handshake (a reload reaches new
+// connections; the transport redials a broken one).
+func (f *tlsFiles) peerClientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &f.peers.Load().Certificates[0], nil
+		},
+		// Go's own verification would read RootCAs fixed at dial time;
+		// VerifyConnection does the same checks (chain to the members'
+		// CA, the name dialed) against the pool current at the handshake.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("cluster: the member presented no certificate")
+			}
+			opts := x509.VerifyOptions{DNSName: cs.ServerName, Roots: f.peers.Load().RootCAs, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		},
+	}
 }
 
 // serverConfig is the listener's TLS config: each handshake takes the
