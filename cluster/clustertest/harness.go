@@ -85,6 +85,10 @@ type Options struct {
 // directory. Every process is killed when the test ends, pass or fail.
 type Cluster struct {
 	Nodes []*Node
+	// Leader, when set, names the index of the node leading what the
+	// workload uses (a fault with AtLeader hits it); ok false when no
+	// node says.
+	Leader func(ctx context.Context) (index int, ok bool)
 }
 
 // Node is one filad process: its address and data directory stay the same

@@ -33,15 +33,20 @@ func (k FaultKind) String() string {
 // Fault is one step of a nemesis schedule.
 type Fault struct {
 	Kind FaultKind
-	// Node is the index of the node it hits.
+	// Node is the index of the node it hits, unless AtLeader.
 	Node int
+	// AtLeader hits the node leading the workload's queue when the fault
+	// lands (Cluster.Leader), Node when none is known.
+	AtLeader bool
 	// After is how long the nemesis waits before the fault.
 	After time.Duration
 	// For is how long a Pause or an Isolate lasts.
 	For time.Duration
 }
 
-// Schedule draws kills, pauses and isolations in a random order from seed,
+// Schedule draws kills, pauses and isolations in a random order from seed
+// (every kill, and every other isolation, at the leader of the moment;
+// the other isolations and the pauses at a random node),
 // so that a failing run replays with the same seed. Waits are 100–600 ms,
 // pauses 200–1500 ms and isolations 1.5–3 s (longer than an election
 // timeout, so that an isolated leader is replaced): when faults land is
@@ -61,8 +66,16 @@ func Schedule(seed uint64, nodes, kills, pauses int, isolations ...int) []Fault 
 		}
 	}
 	rng.Shuffle(len(fs), func(i, j int) { fs[i], fs[j] = fs[j], fs[i] })
+	isolated := 0
 	for i := range fs {
 		fs[i].Node = rng.IntN(max(nodes, 1))
+		switch fs[i].Kind {
+		case Kill9:
+			fs[i].AtLeader = true
+		case Isolate:
+			fs[i].AtLeader = isolated%2 == 0
+			isolated++
+		}
 		fs[i].After = time.Duration(100+rng.IntN(500)) * time.Millisecond
 		switch fs[i].Kind {
 		case Pause:
@@ -82,7 +95,12 @@ func (c *Cluster) Run(ctx context.Context, schedule []Fault, logf func(format st
 		if err := sleep(ctx, f.After); err != nil {
 			return err
 		}
-		n := c.Nodes[f.Node]
+		n, what := c.Nodes[f.Node], "node"
+		if f.AtLeader && c.Leader != nil {
+			if i, ok := c.Leader(ctx); ok {
+				n, what = c.Nodes[i], "leader"
+			}
+		}
 		start := time.Now()
 		switch f.Kind {
 		case Kill9:
@@ -90,7 +108,7 @@ func (c *Cluster) Run(ctx context.Context, schedule []Fault, logf func(format st
 			if err := n.Restart(); err != nil {
 				return err
 			}
-			logf("nemesis %d/%d: node %d killed with SIGKILL, serving again after %v", i+1, len(schedule), n.Index+1, time.Since(start).Round(time.Millisecond))
+			logf("nemesis %d/%d: %s %d killed with SIGKILL, serving again after %v", i+1, len(schedule), what, n.Index+1, time.Since(start).Round(time.Millisecond))
 		case Pause:
 			if err := n.Pause(); err != nil {
 				return err
@@ -114,7 +132,7 @@ func (c *Cluster) Run(ctx context.Context, schedule []Fault, logf func(format st
 			if err != nil {
 				return err
 			}
-			logf("nemesis %d/%d: node %d isolated from the others for %v", i+1, len(schedule), n.Index+1, f.For)
+			logf("nemesis %d/%d: %s %d isolated from the others for %v", i+1, len(schedule), what, n.Index+1, f.For)
 		default:
 			return fmt.Errorf("clustertest: fault kind %d", f.Kind)
 		}

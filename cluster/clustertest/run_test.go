@@ -117,6 +117,7 @@ func runWorkload(t *testing.T, opts Options) run {
 		consumerRNG := rand.New(rand.NewPCG(rng.Uint64(), uint64(w)))
 		consumers.Go(func() { Consume(consumeCtx, on(w), h, queue, 10+w, consumerRNG, 0.9) })
 	}
+	c.Leader = func(ctx context.Context) (int, bool) { return leaderOf(ctx, clients, queue) }
 	schedule := Schedule(rng.Uint64(), len(c.Nodes), kills, pauses, isolations)
 	nemesisErr := c.Run(context.Background(), schedule, t.Logf)
 	stopProducers()
@@ -289,4 +290,19 @@ func visualize(t *testing.T, ops []Op, ids []string) {
 		return
 	}
 	t.Logf("porcupine visualisation of %d ids: %s", min(len(ids), 20), f.Name())
+}
+
+// leaderOf asks the nodes in turn which node leads queue's partition
+// (GetStats' leader_node_id; node ids are indexes + 1 here); false when
+// none answers with one (a single node answers 0).
+func leaderOf(ctx context.Context, clients []*client.Client, queue string) (int, bool) {
+	for _, cl := range clients {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cl.Stats(ctx, queue)
+		cancel()
+		if id := st.GetLeaderNodeId(); err == nil && id > 0 && int(id) <= len(clients) {
+			return int(id) - 1, true
+		}
+	}
+	return 0, false
 }
