@@ -324,3 +324,62 @@ func speaksHTTP2(c net.Conn) error {
 	}
 	return nil
 }
+
+// Leases replicate as data: messages leased from a partition leader that
+// then stops are acked through the new leader with their lease tokens,
+// and after that nothing of them is left to deliver again.
+func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
+	addrs, srvs := threeNodes(t)
+	ctx := ctxT(t)
+	untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		// Leases long enough that none expires before the test acks it.
+		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "jobs",
+			Config: &filav1.QueueConfig{VisibilityTimeoutMs: 600_000}}, grpc.Trailer(md))
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	})
+	notYet := func(err error) error {
+		if status.Code(err) == codes.NotFound {
+			return status.Error(codes.Unavailable, "not applied here yet") // the create is on its way through the log
+		}
+		return err
+	}
+	const n = 5
+	leader := -1
+	for i := range n {
+		leader = untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "jobs", Payload: fmt.Appendf(nil, "j%d", i)}, grpc.Trailer(md))
+			return notYet(err)
+		})
+	}
+	streamCtx, stopStream := context.WithCancel(ctx)
+	stream, err := filav1.NewFilaServiceClient(dialAddr(t, addrs[leader])).Consume(streamCtx, &filav1.ConsumeRequest{Queue: "jobs"})
+	require.NoError(t, err)
+	var leased []*filav1.Message
+	for len(leased) < n {
+		resp, err := stream.Recv()
+		require.NoError(t, err, "the leader's stream, after %d messages", len(leased))
+		leased = append(leased, resp.GetMessage())
+	}
+	stopStream()
+	require.NoError(t, srvs[leader].Shutdown(context.Background()))
+	srvs[leader] = nil
+
+	for _, m := range leased {
+		require.NotEmpty(t, m.GetLeaseId())
+		untilServed(t, addrs, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
+			_, err := filav1.NewFilaServiceClient(conn).Ack(ctx, &filav1.AckRequest{Queue: "jobs", MessageId: m.GetId(), LeaseId: m.GetLeaseId()}, grpc.Trailer(md))
+			return err // a lease the new leader did not know would be FAILED_PRECONDITION, and fail here
+		})
+	}
+	untilServed(t, addrs, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		st, err := filav1.NewFilaAdminClient(conn).GetStats(ctx, &filav1.GetStatsRequest{Queue: "jobs"}, grpc.Trailer(md))
+		if err != nil {
+			return err
+		}
+		require.Zero(t, st.GetDepth()+st.GetInFlight()+st.GetDelayed(), "acked messages left in the queue: %+v", st)
+		return nil
+	})
+}
