@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -32,6 +33,15 @@ type Placement interface {
 	// without its DLQ suffix (storage.FamilyOf). It is called from the
 	// broker actor only, and must answer at once from memory.
 	Where(family string) Location
+}
+
+// MetaSyncer is a Placement that can wait until this node has applied
+// every queue definition committed anywhere before the call (a cluster's
+// read index on its meta group). System.SyncQueues uses it, so that a
+// queue created through another node is not answered NOT_FOUND here
+// merely because its definition is still on its way.
+type MetaSyncer interface {
+	SyncMeta(ctx context.Context) error
 }
 
 // Messages the cluster sends the broker. Either may be sent with Send;

@@ -117,6 +117,29 @@ func (s *System) Board() *telemetry.Board { return s.opts.Board }
 // Send delivers msg to pid with no reply expected.
 func (s *System) Send(pid *actor.PID, msg any) { s.as.Root.Send(pid, msg) }
 
+// SyncQueues waits until the Directory holds every queue definition
+// committed before the call: in a cluster whose Placement is a
+// MetaSyncer, until this node has applied its meta group that far and its
+// broker has reconciled with it; on a single node it returns nil at once.
+// A caller that found no queue asks it before answering NOT_FOUND.
+func (s *System) SyncQueues(ctx context.Context) error {
+	ms, ok := s.opts.Placement.(MetaSyncer)
+	if !ok {
+		return nil
+	}
+	if err := ms.SyncMeta(ctx); err != nil {
+		return err
+	}
+	res, err := s.Ask(ctx, s.Broker(), nil, &MetaApplied{})
+	if err != nil {
+		return err
+	}
+	if r, ok := res.(*AdminReply); ok && r.Err != nil {
+		return r.Err
+	}
+	return nil
+}
+
 // Ask sends msg to pid in an envelope carrying header (may be nil) and waits
 // for the reply, bounded by Options.RequestTimeout and ctx.
 func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]string, msg any) (any, error) {

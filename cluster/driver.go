@@ -157,6 +157,8 @@ type group struct {
 	leading uint64
 	// waiting are this node's proposals not yet applied, by id.
 	waiting map[uint64]*proposal
+	// reads are this node's ReadIndex requests not yet answered, by id.
+	reads map[uint64]*proposal
 }
 
 type inbound struct {
@@ -173,6 +175,11 @@ type proposal struct {
 	done func(error)
 	// forward: see ProposeForwarded.
 	forward bool
+	// read makes it a ReadIndex request, not a proposal: readDone is told
+	// the index (see ReadIndex); ticksLeft bounds the wait.
+	read      bool
+	readDone  func(index uint64, err error)
+	ticksLeft int
 }
 
 // GroupStatus is what a group looks like from this node.
@@ -262,7 +269,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}}
+		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
 		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
@@ -366,6 +373,78 @@ func (d *Driver) ProposeForwarded(group uint64, data []byte) error {
 	}
 }
 
+// ReadIndex returns an index of group such that, once this node has
+// applied it (WaitApplied), it has applied every entry committed before
+// the call: raft's ReadIndex, which the leader confirms with a quorum. It
+// answers an error when the request went unanswered for three election
+// timeouts (no leader; raft drops such a request), or with ctx.
+func (d *Driver) ReadIndex(ctx context.Context, group uint64) (uint64, error) {
+	if _, ok := d.Status(group); !ok {
+		return 0, fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
+	}
+	type answer struct {
+		index uint64
+		err   error
+	}
+	ch := make(chan answer, 1)
+	d.mu.Lock()
+	d.next++
+	id := uint64(d.prefix)<<32 | uint64(d.next)
+	d.mu.Unlock()
+	p := &proposal{group: group, id: id, read: true, readDone: func(i uint64, err error) { ch <- answer{i, err} }}
+	d.sending.RLock()
+	if d.closed {
+		d.sending.RUnlock()
+		return 0, storage.ErrClosed
+	}
+	select {
+	case d.props <- p:
+	case <-d.stop:
+		d.sending.RUnlock()
+		return 0, storage.ErrClosed
+	case <-ctx.Done():
+		d.sending.RUnlock()
+		return 0, ctx.Err()
+	}
+	d.sending.RUnlock()
+	select {
+	case a := <-ch:
+		return a.index, a.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-d.done:
+		return 0, storage.ErrClosed
+	}
+}
+
+// WaitApplied returns once this node has applied group up to index, or
+// with ctx's error.
+func (d *Driver) WaitApplied(ctx context.Context, group, index uint64) error {
+	for {
+		if st, _ := d.Status(group); st.Applied >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.done:
+			return storage.ErrClosed
+		case <-time.After(2 * time.Millisecond): // applies land within a loop; a short poll is cheap
+		}
+	}
+}
+
+// expireReads answers the ReadIndex requests of g that waited too long
+// (raft drops one when there is no leader, and never says).
+func expireReads(g *group) {
+	for id, r := range g.reads {
+		if r.ticksLeft--; r.ticksLeft <= 0 {
+			delete(g.reads, id)
+			r.readDone(0, fmt.Errorf("cluster: group %d: read index unanswered (no leader?)", g.id))
+		}
+	}
+}
+
 // Propose is ProposeAsync waiting for the outcome; a ctx that ends after
 // the proposal went out makes it storage.ErrOutcomeUnknown.
 func (d *Driver) Propose(ctx context.Context, group uint64, data []byte) error {
@@ -424,6 +503,7 @@ func (d *Driver) run() {
 		case <-t.C:
 			for _, g := range d.groups {
 				g.rn.Tick()
+				expireReads(g)
 			}
 		case in := <-d.inbox:
 			d.step(in)
@@ -477,6 +557,12 @@ func (d *Driver) step(in inbound) {
 
 func (d *Driver) propose(p *proposal) {
 	g := d.groups[p.group]
+	if p.read {
+		g.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, p.id))
+		p.ticksLeft = 3 * d.opts.ElectionTicks
+		g.reads[p.id] = p
+		return
+	}
 	if p.forward {
 		p.done(g.rn.Propose(p.data))
 		return
@@ -534,6 +620,16 @@ func (d *Driver) ready() (did bool, err error) {
 	for _, p := range rds {
 		if err := d.apply(p.g, p.rd.CommittedEntries); err != nil {
 			return false, err
+		}
+		for _, rs := range p.rd.ReadStates {
+			if len(rs.RequestCtx) != 8 {
+				continue
+			}
+			id := binary.BigEndian.Uint64(rs.RequestCtx)
+			if r := p.g.reads[id]; r != nil {
+				delete(p.g.reads, id)
+				r.readDone(rs.Index, nil)
+			}
 		}
 		p.g.rn.Advance(p.rd)
 		d.observe(p.g)
@@ -681,7 +777,7 @@ func (d *Driver) refuseQueued() {
 	for {
 		select {
 		case p := <-d.props:
-			p.done(storage.ErrClosed)
+			p.fail(storage.ErrClosed)
 		default:
 			return
 		}
@@ -694,7 +790,20 @@ func (d *Driver) failWaiting(err error) {
 			delete(g.waiting, id)
 			p.done(err)
 		}
+		for id, r := range g.reads {
+			delete(g.reads, id)
+			r.fail(err)
+		}
 	}
+}
+
+// fail tells p's caller err, whether p is a proposal or a read.
+func (p *proposal) fail(err error) {
+	if p.read {
+		p.readDone(0, err)
+		return
+	}
+	p.done(err)
 }
 
 // raftLogger sends etcd raft's log to slog: its Info is chatty (every

@@ -452,3 +452,50 @@ func TestADeadDriverLeadsNothingAndWedgesNoOne(t *testing.T) {
 		t.Fatalf("Leading calls %v: the loss was not told", got)
 	}
 }
+
+// A follower's ReadIndex covers what the leader committed before it, even
+// when the follower has not heard of it yet: once the follower has
+// applied that index, it holds the value. Cut off, it gets no index.
+func TestReadIndexAtAFollowerCoversWhatTheLeaderCommitted(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	leader := c.leader(1, 0)
+	follower := c.peers[0]
+	if follower == leader {
+		follower = c.peers[1]
+	}
+	c.isolate(follower, true)
+	c.put(1, "v1")
+	st, _ := c.node(c.leader(1, follower)).Status(1)
+	committed := st.Applied // v1's index or later
+
+	cut, cancel := context.WithTimeout(context.Background(), patience)
+	_, err := c.node(follower).ReadIndex(cut, 1)
+	cancel()
+	if err == nil {
+		t.Fatal("a follower cut off from every peer got a read index")
+	}
+
+	c.isolate(follower, false)
+	deadline := time.Now().Add(patience)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		index, err := c.node(follower).ReadIndex(ctx, 1)
+		if err == nil {
+			if index < committed {
+				t.Fatalf("read index %d, below the %d the leader had applied before the read", index, committed)
+			}
+			if err := c.node(follower).WaitApplied(ctx, 1, index); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			break
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			t.Fatalf("no read index after healing: %v", err)
+		}
+	}
+	if !slices.Contains(c.sms[follower].list(1), "v1") {
+		t.Fatalf("the follower applied the read index but lacks v1: %v", c.sms[follower].list(1))
+	}
+}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,7 +22,10 @@ type Placement struct {
 	nodes *Nodes
 }
 
-var _ actors.Placement = (*Placement)(nil)
+var (
+	_ actors.Placement  = (*Placement)(nil)
+	_ actors.MetaSyncer = (*Placement)(nil)
+)
 
 // NewPlacement answers for r's groups.
 func NewPlacement(r *Replica) *Placement {
@@ -35,6 +39,16 @@ func (p *Placement) Where(family string) actors.Location {
 		return actors.Location{}
 	}
 	return actors.Location{Node: strconv.FormatUint(st.Leader, 10), LeaderAddr: p.nodes.ClientAddr(st.Leader), Term: st.Term}
+}
+
+// SyncMeta implements actors.MetaSyncer: it returns once this node has
+// applied the meta group as far as it was committed when called.
+func (p *Placement) SyncMeta(ctx context.Context) error {
+	index, err := p.driver.ReadIndex(ctx, MetaGroup)
+	if err != nil {
+		return err
+	}
+	return p.driver.WaitApplied(ctx, MetaGroup, index)
 }
 
 // notLeader turns the driver's refusal into the actors' (what the gateway
