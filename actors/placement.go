@@ -230,6 +230,6 @@ func (r *RuntimeConfig) reload(entries []storage.ConfigEntry) bool {
 	entries = slices.Clone(entries)
 	r.usage = usage
 	r.entries.Store(&entries)
-	r.version.Add(1)
+	r.published()
 	return true
 }

@@ -42,6 +42,21 @@ type RuntimeConfig struct {
 	limits  RuntimeConfigLimits
 	// usage is what the limits count now; only the writer touches it.
 	usage configUsage
+	// changed is closed, and replaced, at every change (Changed).
+	changed atomic.Pointer[chan struct{}]
+}
+
+// Changed returns a channel closed at the next change of the snapshot,
+// whichever node wrote it: a watcher takes it, reads the snapshot, and
+// waits on it.
+func (r *RuntimeConfig) Changed() <-chan struct{} { return *r.changed.Load() }
+
+// published bumps the version and wakes the watchers of Changed; the
+// writer calls it after storing a new snapshot.
+func (r *RuntimeConfig) published() {
+	r.version.Add(1)
+	next := make(chan struct{})
+	close(*r.changed.Swap(&next))
 }
 
 // configUsage is what RuntimeConfigLimits count.
@@ -68,6 +83,8 @@ func loadRuntimeConfig(store storage.Store, limits RuntimeConfigLimits) (*Runtim
 		return nil, fmt.Errorf("actors: load runtime config: %w", err)
 	}
 	r := &RuntimeConfig{limits: limits}
+	first := make(chan struct{})
+	r.changed.Store(&first)
 	for _, e := range entries {
 		r.usage.add(e.Key, e.Value, 1)
 	}
@@ -133,7 +150,7 @@ func (r *RuntimeConfig) apply(key, value string) {
 	}
 	r.usage = next
 	r.entries.Store(&es)
-	r.version.Add(1)
+	r.published()
 }
 
 // APIKeys are the API keys stored (auth.KeyPrefix entries), by name; an

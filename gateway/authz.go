@@ -33,6 +33,7 @@ import (
 // queue, never the key. Health and reflection need no key.
 type Authorizer struct {
 	keys    *auth.Keyring
+	rc      *actors.RuntimeConfig // where keys live: watched by open streams
 	log     *slog.Logger
 	enduser bool
 	// failures counts fila.auth.failures by reason.
@@ -78,7 +79,7 @@ func NewAuthorizer(sys *actors.System, opts AuthOptions) (*Authorizer, error) {
 		return nil, err
 	}
 	return &Authorizer{
-		keys: auth.NewKeyring(keySource{sys.RuntimeConfig()}, opts.Bootstrap), log: opts.Logger, enduser: opts.EndUser,
+		keys: auth.NewKeyring(keySource{sys.RuntimeConfig()}, opts.Bootstrap), rc: sys.RuntimeConfig(), log: opts.Logger, enduser: opts.EndUser,
 		failures: failures, streams: map[string]map[*tracked]struct{}{},
 	}, nil
 }
@@ -131,6 +132,8 @@ func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if exempt(info.FullMethod) {
 		return handler(srv, ss)
 	}
+	// Taken before the key is read: a change after that read wakes watch.
+	changed := a.rc.Changed()
 	k, err := a.authenticate(ss.Context())
 	if err != nil {
 		return err
@@ -139,6 +142,7 @@ func (a *Authorizer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	defer cancel(nil)
 	t := a.track(k.Name, cancel)
 	defer a.untrack(k.Name, t)
+	go a.watch(ctx, changed, k, t)
 	if !k.ExpiresAt.IsZero() { // a stream does not outlive its key
 		expiry := time.AfterFunc(time.Until(k.ExpiresAt), func() { cancel(errExpired) })
 		defer expiry.Stop()
@@ -214,6 +218,32 @@ func (a *Authorizer) revoked(name string) {
 	defer a.streamsMu.Unlock()
 	for t := range a.streams[name] {
 		t.cancel(errRevoked)
+	}
+}
+
+// watch ends t's stream, opened with k, once k is revoked or may no
+// longer consume the stream's queue, whichever node made the change: in a
+// cluster the runtime config store is replicated, and its snapshot here
+// changes when the meta group applies another node's write (revoked and
+// aclChanged cover the changes made through this node, at once). It
+// returns when ctx ends.
+func (a *Authorizer) watch(ctx context.Context, changed <-chan struct{}, k *auth.Key, t *tracked) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		changed = a.rc.Changed()
+		now := a.keys.ByName(k.Name)
+		a.streamsMu.Lock()
+		switch {
+		case now == nil || now.Hash != k.Hash:
+			t.cancel(errRevoked)
+		case t.queue != "" && !now.Allows(auth.Consume, t.queue):
+			t.cancel(errDenied)
+		}
+		a.streamsMu.Unlock()
 	}
 }
 
