@@ -27,6 +27,11 @@ type filadTarget struct {
 	seq    atomic.Int64
 	// queueConfig is what newQueue creates queues with (nil: defaults).
 	queueConfig *filav1.QueueConfig
+	// follow: a cluster node, whose queues may be led by others
+	// (leaderFor); leaders are the targets dialed at them.
+	follow  bool
+	mu      sync.Mutex
+	leaders map[string]*filadTarget
 }
 
 func newFiladTarget(addr string) (*filadTarget, error) {
@@ -70,12 +75,59 @@ func (bearerKey) RequireTransportSecurity() bool { return false }
 func (t *filadTarget) close() {
 	_ = t.conn.Close()
 	_ = t.client.Close()
+	for _, l := range t.leaders {
+		l.close()
+	}
 }
 
+// newQueue creates a queue through the client, which follows a cluster
+// node's hint to the meta group's leader.
 func (t *filadTarget) newQueue(ctx context.Context) (string, error) {
 	name := fmt.Sprintf("bench-%d", t.seq.Add(1))
-	_, err := t.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name, Config: t.queueConfig})
+	_, err := t.client.Admin().CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name, Config: t.queueConfig})
 	return name, err
+}
+
+// leaderFor is a target dialed at the node that leads queue: t itself
+// on a single node or when t's node leads it, else one per leader,
+// closed with t. The leader a hint names is asked too, until it answers
+// as the leader: it may not have applied the queue's record yet.
+func (t *filadTarget) leaderFor(ctx context.Context, queue string) (*filadTarget, error) {
+	if !t.follow {
+		return t, nil
+	}
+	at := t
+	for range 10 {
+		addr, err := leaderOf(ctx, at.conn, queue)
+		if err != nil || addr == at.conn.Target() {
+			return at, err
+		}
+		if at, err = t.dialed(addr); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("the leader of %s moved 10 times while it was looked for", queue)
+}
+
+// dialed is t, or t's target for another node of its cluster.
+func (t *filadTarget) dialed(addr string) (*filadTarget, error) {
+	if addr == t.conn.Target() {
+		return t, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.leaders[addr]; l != nil {
+		return l, nil
+	}
+	l, err := newFiladTarget(addr)
+	if err != nil {
+		return nil, err
+	}
+	if t.leaders == nil {
+		t.leaders = map[string]*filadTarget{}
+	}
+	t.leaders[addr] = l
+	return l, nil
 }
 
 // produce enqueues n messages from p concurrent producers, each waiting for
@@ -218,6 +270,12 @@ func (t *filadTarget) lifecycleBatchedThroughput(ctx context.Context, callers, c
 	if err != nil {
 		return result{}, err
 	}
+	// In a cluster, straight to the queue's leader: the Producer's
+	// batches name no single queue, so the client cannot follow a hint
+	// for them (t itself on a single node).
+	if t, err = t.leaderFor(ctx, q); err != nil {
+		return result{}, err
+	}
 	start := time.Now()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -236,7 +294,7 @@ func (t *filadTarget) lifecycleBatchedThroughput(ctx context.Context, callers, c
 		})
 	}
 	if err := t.produceBatched(ctx, q, callers, n, payload); err != nil {
-		return result{}, err
+		return result{}, fmt.Errorf("produce: %w", err)
 	}
 	select {
 	case <-allHandled:
@@ -248,7 +306,7 @@ func (t *filadTarget) lifecycleBatchedThroughput(ctx context.Context, callers, c
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			return result{}, err
+			return result{}, fmt.Errorf("consume: %w", err)
 		}
 	}
 	return rate(fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), n, time.Since(start)), nil

@@ -7,6 +7,7 @@
 //	go run ./cmd/filabench                 # the full suite (several minutes)
 //	go run ./cmd/filabench -short          # proves the tool works; figures not meaningful
 //	go run ./cmd/filabench -only lifecycle # workloads whose name contains "lifecycle"
+//	go run ./cmd/filabench -no-nats -cluster 3 -only cluster # a 3-node cluster against one node
 package main
 
 import (
@@ -36,6 +37,11 @@ type benchFlags struct {
 	jsonPath string
 	only     string
 	noNATS   bool
+	// cluster is the node count of the cluster workloads (cluster.go);
+	// 0, the default, runs none.
+	cluster   int
+	rounds    int
+	failovers int
 }
 
 func main() {
@@ -45,10 +51,14 @@ func main() {
 	flag.StringVar(&f.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&f.only, "only", "", "run only the workloads whose name contains this")
 	flag.BoolVar(&f.noNATS, "no-nats", false, "skip the NATS JetStream yardstick")
+	flag.IntVar(&f.cluster, "cluster", 0, "also run the cluster workloads with this many filad processes (RF = N) against single-node filad; 0: none")
+	flag.IntVar(&f.rounds, "rounds", 3, "alternating rounds of the cluster throughput comparison")
+	flag.IntVar(&f.failovers, "failovers", 5, "partition leader kills in the cluster failover workload (needs -cluster 3 or more)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if f.short {
 		f.messages = 300
+		f.rounds, f.failovers = 1, 1
 	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
@@ -96,7 +106,7 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 		fmt.Fprintln(out, "           JetStream acknowledges a publish before fsync (it syncs every 2 min by default).")
 	}
 	var results []result
-	for _, w := range workloads() {
+	for _, w := range workloads(f) {
 		if !strings.Contains(w.name, f.only) {
 			continue
 		}

@@ -31,7 +31,7 @@ func (e *bench) filadBinary() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "filad")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/filad").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fila-dev/filad/cmd/filad").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build filad (run filabench from the repository root): %v\n%s", err, out)
 	}
 	e.filadBin = bin

@@ -32,7 +32,7 @@ const (
 	targetNATSAlways = "NATS JetStream sync_interval=always"
 )
 
-func workloads() []workload {
+func workloads(f benchFlags) []workload {
 	var ws []workload
 	for _, size := range []int{64, 1024, 64 << 10} {
 		for _, p := range []int{1, 4} {
@@ -243,6 +243,9 @@ func workloads() []workload {
 			return e.memory(ctx, n)
 		}},
 	)
+	if f.cluster > 0 {
+		ws = append(ws, clusterWorkloads(f.cluster)...)
+	}
 	return ws
 }
 

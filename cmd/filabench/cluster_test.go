@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseHistogram(t *testing.T) {
+	text := `# HELP fila_raft_entries_per_append Raft entries per log append.
+# TYPE fila_raft_entries_per_append histogram
+fila_raft_entries_per_append_bucket{le="1"} 3
+fila_raft_entries_per_append_sum{otel_scope_name="x"} 120
+fila_raft_entries_per_append_count{otel_scope_name="x"} 10
+fila_raft_entries_per_append_sum{otel_scope_name="y"} 30 1733097600000
+fila_raft_entries_per_append_count{otel_scope_name="y"} 5
+fila_raft_entries_per_append_other 99
+`
+	v, err := parseHistogram(strings.NewReader(text), entriesPerAppend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != [2]float64{150, 15} {
+		t.Fatalf("sum, count = %v, want [150 15]", v)
+	}
+	if _, err := parseHistogram(strings.NewReader("fila_storage_commit_messages_sum 3\n"), entriesPerAppend); err == nil {
+		t.Fatal("a scrape without the histogram gave no error")
+	}
+}
+
+// TestClusterFailover runs the failover workload once on three real
+// filad processes: the partition leader found, killed, an enqueue through
+// a survivor that succeeds, the node restarted.
+func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three filad processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := &bench{f: benchFlags{messages: 300}, out: io.Discard}
+	t.Cleanup(func() {
+		if e.filadBin != "" {
+			_ = os.RemoveAll(filepath.Dir(e.filadBin))
+		}
+	})
+	rs, err := e.clusterFailover(ctx, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Unit != "ms p50" || rs[0].Value <= 0 || rs[1].Value < rs[0].Value {
+		t.Fatalf("results: %+v", rs)
+	}
+}
