@@ -26,8 +26,10 @@ import (
 )
 
 // LogStore is where the driver keeps its groups' raft logs. Persist must
-// make every update of one loop durable before it returns (one
-// transaction and one sync for all groups: the node's group commit).
+// make every update of one loop that says MustSync durable before it
+// returns (one transaction and one sync for all groups: the node's group
+// commit); the others (a commit index that moved, nothing else) it may
+// leave to a later sync.
 type LogStore interface {
 	// Storage is group's log as raft reads it.
 	Storage(group uint64) (raft.Storage, error)
@@ -41,6 +43,10 @@ type LogUpdate struct {
 	Entries   []*pb.Entry
 	HardState *pb.HardState // nil when unchanged
 	Snapshot  *pb.Snapshot  // nil when none
+	// MustSync is raft's Ready.MustSync: entries, a vote or a term, which
+	// must be on disk before any message of this loop goes out. A commit
+	// index alone need not be: raft learns it again from the leader.
+	MustSync bool
 }
 
 // Entry is a committed entry as the state machine sees it.
@@ -595,7 +601,7 @@ func (d *Driver) ready() (did bool, err error) {
 		}
 		rd := g.rn.Ready()
 		rds = append(rds, pending{g, rd})
-		u := LogUpdate{Group: g.id, Entries: rd.Entries}
+		u := LogUpdate{Group: g.id, Entries: rd.Entries, MustSync: rd.MustSync}
 		if !raft.IsEmptyHardState(rd.HardState) {
 			u.HardState = rd.HardState
 		}
