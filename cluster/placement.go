@@ -45,5 +45,5 @@ func notLeader(err error, clientAddrs map[uint64]string) error {
 	if !errors.As(err, &nl) {
 		return err
 	}
-	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: clientAddrs[nl.Leader]}, err)
+	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: clientAddrs[nl.Leader], LeaderNode: nl.Leader}, err)
 }

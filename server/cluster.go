@@ -11,9 +11,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -21,6 +27,7 @@ import (
 	"github.com/fila-dev/filad/cluster"
 	"github.com/fila-dev/filad/cluster/transport"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 )
 
@@ -38,6 +45,11 @@ type clusterNode struct {
 	// system is the actor system once it runs: leadership changes and
 	// meta entries applied here are told to its broker.
 	system atomic.Pointer[actors.System]
+	// internal serves the calls other nodes forward on grpc, once the
+	// gateway is bound to it; peers are the connections this node
+	// forwards over.
+	internal *gateway.Internal
+	peers    *peerConns
 }
 
 // tell sends msg to the broker, once the actors run (before, their start
@@ -64,7 +76,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger, tp trace.TracerProvider) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -73,7 +85,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{}
+	n := &clusterNode{internal: &gateway.Internal{}, peers: newPeerConns(internalAddrs(members))}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -131,12 +143,21 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
-	n.grpc = grpc.NewServer(transport.ServerOptions()...)
+	n.grpc = grpc.NewServer(append(transport.ServerOptions(),
+		// The forwarded calls' spans, children of the forwarding node's
+		// proxy span; not raft's. Their durations are measured where the
+		// client called, not a second time here.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
+			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
+			otelgrpc.WithFilter(filters.ServicePrefix("fila.v1.")),
+		)))...)
 	if !config.IsLoopback(cc.InternalListenAddr) {
 		log.Warn("the cluster's internal port has no TLS and no authentication yet: anyone who reaches it can take part in the raft groups; keep it on a private network",
 			slog.String("internal_listen_addr", cc.InternalListenAddr))
 	}
 	n.transport.Register(n.grpc)
+	n.internal.Register(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
 		lis, err := net.Listen("tcp", cc.FaultControlAddr)
@@ -200,6 +221,9 @@ func (n *clusterNode) close() error {
 	if n.transport != nil {
 		n.transport.Close()
 	}
+	if n.peers != nil {
+		n.peers.close()
+	}
 	if n.replica != nil {
 		return n.replica.Close()
 	}
@@ -254,5 +278,64 @@ func holdsStore(dir string) (bool, error) {
 		return false, nil
 	default:
 		return false, err
+	}
+}
+
+// internalAddrs are the members' internal addresses by node id: where
+// this node forwards the calls for what another node leads.
+func internalAddrs(members []config.Member) map[uint64]string {
+	addrs := make(map[uint64]string, len(members))
+	for _, m := range members {
+		addrs[m.ID] = m.Addr
+	}
+	return addrs
+}
+
+// peerConns are the connections to the other members' internal ports
+// for forwarded calls, one per member, dialed on first use.
+type peerConns struct {
+	addrs  map[uint64]string
+	mu     sync.Mutex
+	conns  map[uint64]*grpc.ClientConn
+	closed bool
+}
+
+var _ gateway.Peers = (*peerConns)(nil)
+
+func newPeerConns(addrs map[uint64]string) *peerConns {
+	return &peerConns{addrs: addrs, conns: map[uint64]*grpc.ClientConn{}}
+}
+
+// Conn implements gateway.Peers.
+func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return nil, errors.New("cluster: node stopping")
+	case p.conns[node] != nil:
+		return p.conns[node], nil
+	case p.addrs[node] == "":
+		return nil, fmt.Errorf("cluster: node %d is not a member", node)
+	}
+	c, err := grpc.NewClient(p.addrs[node], append(transport.DialOptions(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A reply (a Peek page, a batch's results) may be as large as
+		// what the client port sends.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageBytes)))...)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[node] = c
+	return c, nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for id, c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, id)
 	}
 }

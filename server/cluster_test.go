@@ -17,7 +17,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fila-dev/filad/auth"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
 	"github.com/fila-dev/filad/internal/filadtest"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
@@ -88,15 +90,33 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 	}
 }
 
-// threeNodes starts a three-member cluster in one process: client and
+// trio is a three-member cluster in one process.
+type trio struct {
+	addrs    []string // the client addresses
+	internal []string // the internal addresses the members line names
+	srvs     []*server.Server
+	relays   []*relay // with trioOptions.relays: in front of each internal port
+}
+
+type trioOptions struct {
+	// cfg changes node i's config (0-based), after the cluster's settings.
+	cfg func(i int, c *config.Config)
+	// opts are node i's server options (its Listener is the harness's).
+	opts func(i int) server.Options
+	// relays puts a pausable relay in front of every internal port.
+	relays bool
+}
+
+// startTrio starts a three-member cluster in one process: client and
 // internal listeners picked first, so that every node's members line
 // names them all, and the nodes started together (none is ready before
 // its groups have leaders, which takes two of them).
-func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
+func startTrio(t *testing.T, o trioOptions) *trio {
 	t.Helper()
 	const n = 3
+	tr := &trio{srvs: make([]*server.Server, n)}
 	clients := make([]net.Listener, n)
-	internal := make([]string, n)
+	listen := make([]string, n)
 	var members []string
 	for i := range n {
 		var err error
@@ -104,27 +124,41 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		require.NoError(t, err)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
-		internal[i] = l.Addr().String()
+		listen[i] = l.Addr().String()
 		require.NoError(t, l.Close()) // free for the node; a test-only race for the port
-		addrs = append(addrs, clients[i].Addr().String())
-		members = append(members, fmt.Sprintf("%d=%s@%s", i+1, internal[i], addrs[i]))
+		named := listen[i]
+		if o.relays {
+			r := startRelay(t, listen[i])
+			tr.relays = append(tr.relays, r)
+			named = r.addr()
+		}
+		tr.internal = append(tr.internal, named)
+		tr.addrs = append(tr.addrs, clients[i].Addr().String())
+		members = append(members, fmt.Sprintf("%d=%s@%s", i+1, named, tr.addrs[i]))
 	}
-	srvs = make([]*server.Server, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := filadtest.Config(t.TempDir())
 		cfg.Cluster = config.Defaults().Cluster
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
-		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = internal[i], strings.Join(members, ",")
+		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = listen[i], strings.Join(members, ",")
 		cfg.Cluster.Partitions = 4
+		if o.cfg != nil {
+			o.cfg(i, &cfg)
+		}
+		var opts server.Options
+		if o.opts != nil {
+			opts = o.opts(i)
+		}
+		opts.Listener = clients[i]
 		wg.Go(func() {
-			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})
+			tr.srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, opts)
 		})
 	}
 	wg.Wait()
 	t.Cleanup(func() {
-		for _, s := range srvs {
+		for _, s := range tr.srvs {
 			if s != nil {
 				_ = s.Shutdown(context.Background())
 			}
@@ -133,23 +167,26 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 	for i, err := range errs {
 		require.NoError(t, err, "node %d", i+1)
 	}
-	return addrs, srvs
+	return tr
 }
 
 // untilServed calls call on each node in turn until one answers it
 // without UNAVAILABLE (the others do not lead what it needs, or not yet),
-// and returns that node's index. A refusal must name a leader the test
-// knows, or none.
-func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
+// and returns that node's index. It calls the internal ports, as a
+// forwarded call (with the bootstrap key's name, which a node with auth
+// on wants), since a node never forwards those: on the client port every
+// node would serve the call, by proxy. A refusal must name a leader the
+// test knows, or none.
+func untilServed(t *testing.T, tr *trio, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
 	t.Helper()
-	conns := make([]*grpc.ClientConn, len(addrs))
-	for i, a := range addrs {
-		conns[i] = dialAddr(t, a)
+	conns := make([]*grpc.ClientConn, len(tr.internal))
+	for i, a := range tr.internal {
+		conns[i] = dialAddr(t, a, grpc.WithUnaryInterceptor(asForwarded))
 	}
 	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) {
 		for i, conn := range conns {
-			if i == skip {
+			if i == skip || tr.srvs[i] == nil {
 				continue
 			}
 			var md metadata.MD
@@ -158,8 +195,8 @@ func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.Cl
 				return i
 			}
 			require.Equal(t, codes.Unavailable, status.Code(err), "node %d: %v", i+1, err)
-			if hint := md.Get("x-fila-leader-addr"); len(hint) > 0 {
-				require.Contains(t, addrs, hint[0], "the leader hint names a member's client address")
+			if hint := md.Get(gateway.LeaderHintMetadata); len(hint) > 0 {
+				require.Contains(t, tr.addrs, hint[0], "the leader hint names a member's client address")
 			}
 		}
 		time.Sleep(10 * time.Millisecond) // polls the nodes; the outcome is their answers
@@ -168,13 +205,21 @@ func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.Cl
 	return -1
 }
 
+// asForwarded marks a test's call to an internal port as forwarded (by
+// no node), by the bootstrap key.
+func asForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx = metadata.AppendToOutgoingContext(ctx, gateway.ForwardedMetadata, "0", gateway.ForwardedKeyMetadata, auth.BootstrapName)
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
 // Three real nodes in one process: a queue created at the meta leader is
 // served by its partition's leader; when that node stops, another takes
 // the partition over, and every acknowledged message is still there.
 func TestThreeNodeClusterFailsOver(t *testing.T) {
-	addrs, srvs := threeNodes(t)
+	tr := startTrio(t, trioOptions{})
+	addrs, srvs := tr.addrs, tr.srvs
 	ctx := ctxT(t)
-	untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"}, grpc.Trailer(md))
 		if status.Code(err) == codes.AlreadyExists {
 			return nil // a retry of a create whose answer was lost
@@ -182,7 +227,7 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 		return err
 	})
 	enqueue := func(skip int, payload string) int {
-		return untilServed(t, addrs, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		return untilServed(t, tr, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
 			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders", Payload: []byte(payload)}, grpc.Trailer(md))
 			if status.Code(err) == codes.NotFound {
 				return status.Error(codes.Unavailable, "not applied here yet") // the create is on its way through the log
@@ -215,9 +260,9 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 	require.True(t, got["after"])
 }
 
-func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
+func dialAddr(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
