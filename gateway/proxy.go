@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/auth"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
@@ -96,6 +97,9 @@ func (s *Server) forwardTo(ctx context.Context, err error) uint64 {
 // forwardable is forwardTo for an error the translator or an actor gave
 // (before toStatus), as a batch item gets.
 func (s *Server) forwardable(ctx context.Context, err error) uint64 {
+	if s.opts.Peers == nil || err == nil || !errors.Is(err, actors.ErrNotLeader) {
+		return 0
+	}
 	return s.forwardTo(ctx, toStatus(err))
 }
 

@@ -21,7 +21,10 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster"
@@ -85,7 +88,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{internal: &gateway.Internal{}, peers: newPeerConns(internalAddrs(members))}
+	n := &clusterNode{internal: &gateway.Internal{}}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -95,6 +98,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 	if cc.FaultControlAddr != "" {
 		faults = &transport.Faults{}
 	}
+	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults)
 	var driver *cluster.Driver // set below; the transport delivers to it
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
@@ -151,7 +155,16 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger, tp tr
 			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 			otelgrpc.WithFilter(filters.ServicePrefix("fila.v1.")),
-		)))...)
+		)),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			// A cut link drops forwarded calls as it drops raft messages.
+			if v := metadata.ValueFromIncomingContext(ctx, gateway.ForwardedMetadata); len(v) > 0 {
+				if from, _ := strconv.ParseUint(v[0], 10, 64); !faults.Allows(from, cc.NodeID) {
+					return nil, status.Errorf(codes.Unavailable, "the link from node %d is cut (cluster fault rules)", from)
+				}
+			}
+			return handler(ctx, req)
+		}))...)
 	if !config.IsLoopback(cc.InternalListenAddr) {
 		log.Warn("the cluster's internal port has no TLS and no authentication yet: anyone who reaches it can take part in the raft groups; keep it on a private network",
 			slog.String("internal_listen_addr", cc.InternalListenAddr))
@@ -294,7 +307,9 @@ func internalAddrs(members []config.Member) map[uint64]string {
 // peerConns are the connections to the other members' internal ports
 // for forwarded calls, one per member, dialed on first use.
 type peerConns struct {
+	self   uint64
 	addrs  map[uint64]string
+	faults *transport.Faults // nil: none
 	mu     sync.Mutex
 	conns  map[uint64]*grpc.ClientConn
 	closed bool
@@ -302,8 +317,8 @@ type peerConns struct {
 
 var _ gateway.Peers = (*peerConns)(nil)
 
-func newPeerConns(addrs map[uint64]string) *peerConns {
-	return &peerConns{addrs: addrs, conns: map[uint64]*grpc.ClientConn{}}
+func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults) *peerConns {
+	return &peerConns{self: self, addrs: addrs, faults: faults, conns: map[uint64]*grpc.ClientConn{}}
 }
 
 // Conn implements gateway.Peers.
@@ -313,6 +328,8 @@ func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
 	switch {
 	case p.closed:
 		return nil, errors.New("cluster: node stopping")
+	case !p.faults.Allows(p.self, node):
+		return nil, fmt.Errorf("cluster: the link to node %d is cut (cluster fault rules)", node)
 	case p.conns[node] != nil:
 		return p.conns[node], nil
 	case p.addrs[node] == "":

@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -96,8 +98,12 @@ func TestFollowerProxiesToTheLeader(t *testing.T) {
 	for i := range hs {
 		hs[i] = telemetrytest.New(t)
 	}
+	controls := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	tr := startTrio(t, trioOptions{relays: true,
-		cfg: func(_ int, c *config.Config) { c.Cluster.Partitions = proxyPartitions },
+		cfg: func(i int, c *config.Config) {
+			c.Cluster.Partitions = proxyPartitions
+			c.Cluster.FaultControlAddr = controls[i]
+		},
 		opts: func(i int) server.Options {
 			return server.Options{TracerProvider: hs[i].TracerProvider, MeterProvider: hs[i].MeterProvider}
 		}})
@@ -178,9 +184,39 @@ func TestFollowerProxiesToTheLeader(t *testing.T) {
 		require.Equal(t, codes.NotFound, codes.Code(r.GetCode()), "item %d: %s", i, r.GetMessage())
 	}
 
+	// A link cut by the fault rules drops forwarded calls too.
+	l := leaderOf(t, tr, qa)
+	if l != f {
+		faultControl(t, controls[f], fmt.Sprintf("/cut?peer=%d&dir=out", l+1))
+		_, err = svc.Enqueue(ctx, &filav1.EnqueueRequest{Queue: qa, Payload: []byte("cut")})
+		faultControl(t, controls[f], "/heal")
+		if status.Code(err) != codes.OK || leaderOf(t, tr, qa) == l { // not a call that went to a new leader
+			require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+			require.ErrorContains(t, err, "cut")
+		}
+	}
+
 	// A leader that stops answering: the proxied call ends with its
 	// caller's deadline, or UNAVAILABLE, and does not hang.
 	requireDeadlinePassesThrough(t, tr, f, qa, svc)
+}
+
+// freeAddr is a loopback address free now (a test-only race for the port).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// faultControl posts to a node's fault control port.
+func faultControl(t *testing.T, addr, path string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+path, "text/plain", nil)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode, path)
 }
 
 // requireProxiedTrace finds the trace of the call under client: the
@@ -241,6 +277,7 @@ func requireDeadlinePassesThrough(t *testing.T, tr *trio, f int, queue string, s
 		if err == nil {
 			continue
 		}
+		t.Logf("a call to paused node %d through node %d: %s after %v", l+1, f+1, status.Code(err), took.Round(time.Millisecond))
 		require.Contains(t, []codes.Code{codes.DeadlineExceeded, codes.Unavailable}, status.Code(err), "%v", err)
 		require.Less(t, took, 10*time.Second, "the call ended with its deadline, not the server's bound")
 		return
