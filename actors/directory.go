@@ -2,6 +2,7 @@ package actors
 
 import (
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -44,6 +45,13 @@ type Location struct {
 
 // Local reports whether this node runs the queue's actor.
 func (l Location) Local() bool { return l.Node == "" }
+
+// NotLeader is the refusal of a call for queue, served at l: it names
+// l's leader (its client address and node id) as far as l knows it.
+func (l Location) NotLeader(queue string) *NotLeaderError {
+	node, _ := strconv.ParseUint(l.Node, 10, 64) // "0" or "": not known
+	return &NotLeaderError{Queue: queue, LeaderAddr: l.LeaderAddr, LeaderNode: node}
+}
 
 // MailboxDepth is the number of messages posted to the queue actor and not
 // yet taken by it.

@@ -80,6 +80,10 @@ type NotLeaderError struct {
 	// LeaderAddr is the leader's client address (host:port), "" when not
 	// known (an election is under way, or no leader has been heard of).
 	LeaderAddr string
+	// LeaderNode is the leader's node id, 0 when not known. A node that
+	// proxies calls (gateway) forwards the call there: nothing was done
+	// here, so the call can be made at the leader once.
+	LeaderNode uint64
 }
 
 func (e *NotLeaderError) Error() string {

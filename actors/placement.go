@@ -112,7 +112,7 @@ func (b *brokerActor) place(ctx actor.Context, name string) (retiring bool) {
 		pid := c.pid
 		c.pid, c.where = nil, want
 		b.dir.add(&QueueRef{Name: name, Location: want})
-		b.retire(ctx, name, pid, &NotLeaderError{Queue: name, LeaderAddr: want.LeaderAddr})
+		b.retire(ctx, name, pid, want.NotLeader(name))
 		b.opts.Logger.Info("queue served by another node now", slog.String("queue_id", name), slog.String("node", want.Node))
 		return true
 	case c.where != want:

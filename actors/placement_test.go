@@ -126,7 +126,7 @@ func TestPlacementChangedMovesAFamily(t *testing.T) {
 	require.NoError(t, f.ask(nil, &PlacementChanged{}).(*AdminReply).Err)
 	var nl *NotLeaderError
 	require.ErrorAs(t, requireEnded(t, c), &nl, "the consumer ends UNAVAILABLE")
-	require.Equal(t, &NotLeaderError{Queue: "q", LeaderAddr: elsewhere.LeaderAddr}, nl)
+	require.Equal(t, &NotLeaderError{Queue: "q", LeaderAddr: elsewhere.LeaderAddr, LeaderNode: 2}, nl, "naming the leader's node, for a proxy")
 	f.requireServed("q", elsewhere)
 	f.requireServed("q.dlq", elsewhere)
 	f.requireServed("other", Location{})

@@ -149,7 +149,7 @@ func (q *queueActor) redrive(ctx actor.Context, req *Redrive) {
 		return
 	case !to.Location.Local():
 		// The family is moving to another node: this actor is about to stop too.
-		ctx.Respond(&MoveReply{Err: &NotLeaderError{Queue: source, LeaderAddr: to.Location.LeaderAddr}})
+		ctx.Respond(&MoveReply{Err: to.Location.NotLeader(source)})
 		return
 	}
 	q.startMove(ctx, &moveOp{to: to, limit: req.Count})

@@ -159,7 +159,7 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 		// is served by another node now.
 		name := path.Base(pid.Id)
 		if ref := s.dir.Lookup(name); ref != nil && !ref.Location.Local() {
-			return nil, &NotLeaderError{Queue: name, LeaderAddr: ref.Location.LeaderAddr}
+			return nil, ref.Location.NotLeader(name)
 		}
 		return nil, QueueNotFound(name)
 	}

@@ -10,8 +10,10 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -27,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -58,7 +61,19 @@ type Options struct {
 	APIKey string
 	// DialOptions are added to the defaults (transport, otelgrpc).
 	DialOptions []grpc.DialOption
+	// Seeds are cluster nodes' client addresses that Dial tries first, in
+	// order, before its addr: it connects to the first that answers
+	// within SeedTimeout, so that a client that knows several nodes
+	// starts while one of them is down. Empty: Dial connects lazily to
+	// addr alone.
+	Seeds []string
+	// SeedTimeout bounds the wait for each seed's answer. Defaults to
+	// SeedTimeoutDefault.
+	SeedTimeout time.Duration
 }
+
+// SeedTimeoutDefault is Options.SeedTimeout's default.
+const SeedTimeoutDefault = 3 * time.Second
 
 // Client talks to one filad, or to a filad cluster through one of its
 // nodes: a call that node refuses with a leader's address (it does not
@@ -78,7 +93,9 @@ type Client struct {
 }
 
 // Dial connects to filad at addr (host:port), over TLS when opts.TLS is
-// set; the connection is made lazily, on the first call.
+// set; the connection is made lazily, on the first call. With
+// opts.Seeds, it connects now, to the first of the seeds (then addr, if
+// not "") that answers, and fails naming them when none does.
 func Dial(addr string, opts Options) (*Client, error) {
 	tp := opts.TracerProvider
 	if tp == nil {
@@ -106,10 +123,23 @@ func Dial(addr string, opts Options) (*Client, error) {
 	// A cluster node that does not lead a queue names the one that does;
 	// the client goes there (leaders.go).
 	follow := newLeaders(func(addr string) (*grpc.ClientConn, error) { return grpc.NewClient(addr, dial...) })
-	conn, err := grpc.NewClient(addr, append(slices.Clip(dial),
-		grpc.WithChainUnaryInterceptor(follow.unary), grpc.WithChainStreamInterceptor(follow.stream))...)
+	dialOne := func(addr string) (*grpc.ClientConn, error) {
+		conn, err := grpc.NewClient(addr, append(slices.Clip(dial),
+			grpc.WithChainUnaryInterceptor(follow.unary), grpc.WithChainStreamInterceptor(follow.stream))...)
+		if err != nil {
+			return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+		}
+		return conn, nil
+	}
+	var conn *grpc.ClientConn
+	var err error
+	if len(opts.Seeds) == 0 {
+		conn, err = dialOne(addr)
+	} else {
+		conn, addr, err = dialSeeds(append(slices.Clip(opts.Seeds), addr), cmp.Or(opts.SeedTimeout, SeedTimeoutDefault), dialOne)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+		return nil, err
 	}
 	return &Client{
 		leaders: follow,
@@ -121,6 +151,49 @@ func Dial(addr string, opts Options) (*Client, error) {
 		prop:    prop,
 		server:  serverAttrs(addr),
 	}, nil
+}
+
+// dialSeeds connects to the first of addrs ("" skipped) that answers
+// within timeout, and returns its connection and address.
+func dialSeeds(addrs []string, timeout time.Duration, dial func(string) (*grpc.ClientConn, error)) (*grpc.ClientConn, string, error) {
+	var errs []error
+	for _, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		conn, err := dial(addr)
+		if err == nil {
+			if err = awaitReady(conn, timeout); err == nil {
+				return conn, addr, nil
+			}
+			_ = conn.Close()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	if len(errs) == 0 {
+		return nil, "", errors.New("client: no address to dial")
+	}
+	return nil, "", fmt.Errorf("client: no seed answered: %w", errors.Join(errs...))
+}
+
+// awaitReady connects conn and waits until it is ready, fails its first
+// attempt, or timeout passes.
+func awaitReady(conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		switch st := conn.GetState(); st {
+		case connectivity.Ready:
+			return nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return fmt.Errorf("not reachable (%s)", st)
+		default:
+			if !conn.WaitForStateChange(ctx, st) {
+				return fmt.Errorf("no answer within %v", timeout)
+			}
+		}
+	}
 }
 
 // Close closes the connection, and those to the cluster leaders it was

@@ -59,5 +59,5 @@ func notLeader(err error, nodes *Nodes) error {
 	if !errors.As(err, &nl) {
 		return err
 	}
-	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: nodes.ClientAddr(nl.Leader)}, err)
+	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: nodes.ClientAddr(nl.Leader), LeaderNode: nl.Leader}, err)
 }

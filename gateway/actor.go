@@ -186,7 +186,7 @@ func (g *translator) queue(field, name string) (*actors.QueueRef, error) {
 		return nil, actors.QueueNotFound(name)
 	}
 	if loc := ref.Location; !loc.Local() {
-		return nil, &actors.NotLeaderError{Queue: name, LeaderAddr: loc.LeaderAddr}
+		return nil, loc.NotLeader(name)
 	}
 	return ref, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -40,12 +41,17 @@ func stopAtRefusal(ctx context.Context) bool {
 
 // split translates every item and groups the good ones by queue, in batch
 // order; a refused item's error goes to fail, and with stop, so does every
-// item after it.
-func split[T any](s *Server, reqs []any, stop bool, convert func(any) T, fail func(i int, err error)) []*part[T] {
+// item after it. An item for a queue another node leads, when this node
+// proxies, is not refused: it goes to away, to be forwarded to that node.
+func split[T any](s *Server, ctx context.Context, reqs []any, stop bool, convert func(any) T, fail func(i int, err error), away remote) []*part[T] {
 	var parts []*part[T]
 	byPID := map[string]*part[T]{}
 	for i, req := range reqs {
 		pid, msg, err := s.translator.translate(&call{req: req})
+		if node := s.forwardable(ctx, err); node != 0 {
+			away[node] = append(away[node], i)
+			continue
+		}
 		if err != nil {
 			fail(i, err)
 			if stop {
@@ -123,7 +129,29 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 		reqs[i] = m
 	}
 	stop := stopAtRefusal(ctx)
-	parts := split(s, reqs, stop, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail)
+	away := remote{}
+	parts := split(s, ctx, reqs, stop, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail, away)
+	forwarding := forwardParts(s, ctx, away, filav1.FilaService_EnqueueBatch_FullMethodName,
+		func(at []int) (proto.Message, proto.Message) {
+			sub := &filav1.EnqueueBatchRequest{Messages: make([]*filav1.EnqueueRequest, len(at))}
+			for j, i := range at {
+				sub.Messages[j] = msgs[i]
+			}
+			return sub, &filav1.EnqueueBatchResponse{}
+		},
+		func(at []int, reply proto.Message, err error) {
+			got := reply.(*filav1.EnqueueBatchResponse).GetResults()
+			for j, i := range at {
+				switch {
+				case err != nil:
+					results[i] = &filav1.EnqueueResult{Result: &filav1.EnqueueResult_Error{Error: statusOf(err)}}
+				case len(got) != len(at):
+					fail(i, errUnexpectedReply(reply))
+				default:
+					results[i] = got[j]
+				}
+			}
+		})
 	askParts(s, ctx, parts,
 		func(p *part[*actors.Enqueue]) any { return &actors.EnqueueBatch{Items: p.items, StopAtRefusal: stop} },
 		func(p *part[*actors.Enqueue], res any, err error) {
@@ -141,6 +169,7 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 				}
 			}
 		})
+	forwarding.Wait()
 	return &filav1.EnqueueBatchResponse{Results: results}, nil
 }
 
@@ -173,7 +202,8 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 	annotateBatch(ctx, op, len(reqs))
 	results := make([]*filav1.Status, len(reqs))
 	fail := func(i int, err error) { results[i] = itemStatus(err) }
-	parts := split(s, reqs, false, func(m any) actors.SettleItem {
+	away := remote{}
+	parts := split(s, ctx, reqs, false, func(m any) actors.SettleItem {
 		switch m := m.(type) {
 		case *actors.Ack:
 			return actors.SettleItem{ID: m.ID, LeaseID: m.LeaseID}
@@ -181,7 +211,38 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 			return actors.SettleItem{ID: m.ID, LeaseID: m.LeaseID, Nack: true, Error: m.Error}
 		}
 		panic("gateway: not a settle")
-	}, fail)
+	}, fail, away)
+	method, build := filav1.FilaService_AckBatch_FullMethodName, func(at []int) proto.Message {
+		sub := &filav1.AckBatchRequest{}
+		for _, i := range at {
+			sub.Acks = append(sub.Acks, reqs[i].(*filav1.AckRequest))
+		}
+		return sub
+	}
+	if field == "nacks" {
+		method, build = filav1.FilaService_NackBatch_FullMethodName, func(at []int) proto.Message {
+			sub := &filav1.NackBatchRequest{}
+			for _, i := range at {
+				sub.Nacks = append(sub.Nacks, reqs[i].(*filav1.NackRequest))
+			}
+			return sub
+		}
+	}
+	forwarding := forwardParts(s, ctx, away, method,
+		func(at []int) (proto.Message, proto.Message) { return build(at), &filav1.SettleBatchResponse{} },
+		func(at []int, reply proto.Message, err error) {
+			got := reply.(*filav1.SettleBatchResponse).GetResults()
+			for j, i := range at {
+				switch {
+				case err != nil:
+					results[i] = statusOf(err)
+				case len(got) != len(at):
+					fail(i, errUnexpectedReply(reply))
+				default:
+					results[i] = got[j]
+				}
+			}
+		})
 	askParts(s, ctx, parts,
 		func(p *part[actors.SettleItem]) any { return &actors.SettleBatch{Items: p.items} },
 		func(p *part[actors.SettleItem], res any, err error) {
@@ -197,7 +258,15 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 				}
 			}
 		})
+	forwarding.Wait()
 	return &filav1.SettleBatchResponse{Results: results}, nil
+}
+
+// statusOf is an item's result when the call forwarding it failed as a
+// whole: that call's code and message.
+func statusOf(err error) *filav1.Status {
+	st := status.Convert(err)
+	return &filav1.Status{Code: int32(st.Code()), Message: st.Message()}
 }
 
 // itemStatus is an item's result: code 0 for nil, else the code and

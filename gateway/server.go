@@ -14,6 +14,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -52,6 +56,17 @@ type Options struct {
 	Backup func(io.Writer) error
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
+	// Peers, when set (a cluster), are the other nodes' internal ports, to
+	// which a call refused here for another node's queue is forwarded
+	// (proxy.go); nil refuses it with the leader's address.
+	Peers Peers
+	// NodeID is this node's id in the cluster, sent with forwarded calls.
+	NodeID uint64
+	// ForwardTimeout bounds a forwarded call whose caller set no
+	// deadline; 0 leaves it unbounded.
+	ForwardTimeout time.Duration
+	// TracerProvider makes the proxy's spans; the global one when nil.
+	TracerProvider trace.TracerProvider
 }
 
 func (o Options) validate() (Options, error) {
@@ -62,6 +77,9 @@ func (o Options) validate() (Options, error) {
 		return o, fmt.Errorf("gateway: incomplete Options %+v (build them from config)", o)
 	}
 	o.Logger = cmp.Or(o.Logger, slog.Default())
+	if o.TracerProvider == nil {
+		o.TracerProvider = otel.GetTracerProvider()
+	}
 	return o, nil
 }
 
@@ -79,6 +97,9 @@ type Server struct {
 	translator *translator
 	// keysMu orders the changes to API keys (keys.go).
 	keysMu sync.Mutex
+	// tracer makes the proxy's spans; forwarded counts what it forwards.
+	tracer    trace.Tracer
+	forwarded ForwardCounter
 }
 
 // New returns a Server for opts.System.
@@ -88,6 +109,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	return &Server{opts: opts, sys: opts.System, health: health.NewServer(),
+		tracer: opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		translator: &translator{
 			dir:           opts.System.Directory(),
 			broker:        opts.System.Broker(),
@@ -123,8 +145,8 @@ func (s *Server) BeginShutdown(ctx context.Context) {
 }
 
 // Close is the last step of a stop, after the gRPC server has stopped. The
-// gateway owns no actors or connections today, so it releases nothing; the
-// pooled connections a cluster proxies over will close here.
+// gateway owns no actors or connections, so it releases nothing; the
+// connections a cluster proxies over (Options.Peers) are their owner's.
 func (s *Server) Close() {}
 
 // ask translates a call and asks the actor it routes to, bounded by ctx,

@@ -42,8 +42,14 @@ func toStatus(err error) error {
 		// Retryable, at the leader: a client that finds LeaderHintMetadata
 		// on the response goes there.
 		var nl *actors.NotLeaderError
-		if errors.As(err, &nl) && nl.LeaderAddr != "" {
-			return &leaderHint{status.New(codes.Unavailable, err.Error()), nl.LeaderAddr}
+		if errors.As(err, &nl) && (nl.LeaderAddr != "" || nl.LeaderNode != 0) {
+			h := &leaderHint{st: status.New(codes.Unavailable, err.Error()), addr: nl.LeaderAddr}
+			// A write that may have been done is never made again
+			// elsewhere (the proxy only forwards a plain refusal).
+			if !errors.Is(err, actors.ErrOutcomeUnknown) {
+				h.node = nl.LeaderNode
+			}
+			return h
 		}
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
@@ -67,7 +73,10 @@ const LeaderHintMetadata = "x-fila-leader-addr"
 // in the call's trailers.
 type leaderHint struct {
 	st   *status.Status
-	addr string
+	addr string // "" when not known: no trailer
+	// node is the leader's node id when the call may be forwarded there
+	// (proxy.go), 0 when not.
+	node uint64
 }
 
 func (h *leaderHint) Error() string { return h.st.Err().Error() }
@@ -79,7 +88,7 @@ func (h *leaderHint) GRPCStatus() *status.Status { return h.st }
 // address of a leaderHint, nil for any other error.
 func hintOf(err error) metadata.MD {
 	var h *leaderHint
-	if !errors.As(err, &h) {
+	if !errors.As(err, &h) || h.addr == "" {
 		return nil
 	}
 	return metadata.Pairs(LeaderHintMetadata, h.addr)

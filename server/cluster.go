@@ -11,17 +11,27 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster"
 	"github.com/fila-dev/filad/cluster/transport"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 )
 
@@ -45,6 +55,11 @@ type clusterNode struct {
 	stopRegister context.CancelFunc
 	registered   chan struct{}
 	tick         time.Duration
+	// internal serves the calls other nodes forward on grpc, once the
+	// gateway is bound to it; peers are the connections this node
+	// forwards over.
+	internal *gateway.Internal
+	peers    *peerConns
 }
 
 // register records this node's client address in the meta group, in the
@@ -98,7 +113,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log *slog.Logger, tp trace.TracerProvider) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -107,7 +122,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{})}
+	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -117,6 +132,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 	if cc.FaultControlAddr != "" {
 		faults = &transport.Faults{}
 	}
+	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, peerDialCreds(tlsFiles))
 	var driver *cluster.Driver // set below; the transport delivers to it
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
@@ -168,15 +184,33 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
-	serverOpts := transport.ServerOptions()
+	serverOpts := append(transport.ServerOptions(),
+		// The forwarded calls' spans, children of the forwarding node's
+		// proxy span; not raft's. Their durations are measured where the
+		// client called, not a second time here.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
+			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
+			otelgrpc.WithFilter(filters.ServicePrefix("fila.v1.")),
+		)),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			// A cut link drops forwarded calls as it drops raft messages.
+			if v := metadata.ValueFromIncomingContext(ctx, gateway.ForwardedMetadata); len(v) > 0 {
+				if from, _ := strconv.ParseUint(v[0], 10, 64); !faults.Allows(from, cc.NodeID) {
+					return nil, status.Errorf(codes.Unavailable, "the link from node %d is cut (cluster fault rules)", from)
+				}
+			}
+			return handler(ctx, req)
+		}))
 	if tlsFiles != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tlsFiles.peerServerConfig())))
 	} else if !config.IsLoopback(cc.InternalListenAddr) {
-		log.Warn("the cluster's internal port is plaintext without [server.tls]: anyone who reaches it can take part in the raft groups; set [server.tls] (the internal port is then mutual TLS) or keep it on a private network",
+		log.Warn("the cluster's internal port is plaintext without [server.tls]: anyone who reaches it can take part in the raft groups and forward calls as any api key; set [server.tls] (the internal port is then mutual TLS) or keep it on a private network",
 			slog.String("internal_listen_addr", cc.InternalListenAddr))
 	}
 	n.grpc = grpc.NewServer(serverOpts...)
 	n.transport.Register(n.grpc)
+	n.internal.Register(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
 		lis, err := net.Listen("tcp", cc.FaultControlAddr)
@@ -253,6 +287,9 @@ func (n *clusterNode) close() error {
 	if n.transport != nil {
 		n.transport.Close()
 	}
+	if n.peers != nil {
+		n.peers.close()
+	}
 	if n.replica != nil {
 		return n.replica.Close()
 	}
@@ -307,5 +344,69 @@ func holdsStore(dir string) (bool, error) {
 		return false, nil
 	default:
 		return false, err
+	}
+}
+
+// internalAddrs are the members' internal addresses by node id: where
+// this node forwards the calls for what another node leads.
+func internalAddrs(members []config.Member) map[uint64]string {
+	addrs := make(map[uint64]string, len(members))
+	for _, m := range members {
+		addrs[m.ID] = m.Addr
+	}
+	return addrs
+}
+
+// peerConns are the connections to the other members' internal ports
+// for forwarded calls, one per member, dialed on first use.
+type peerConns struct {
+	self   uint64
+	addrs  map[uint64]string
+	faults *transport.Faults // nil: none
+	creds  grpc.DialOption   // peerDialCreds: mutual TLS with [server.tls]
+	mu     sync.Mutex
+	conns  map[uint64]*grpc.ClientConn
+	closed bool
+}
+
+var _ gateway.Peers = (*peerConns)(nil)
+
+func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds grpc.DialOption) *peerConns {
+	return &peerConns{self: self, addrs: addrs, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}
+}
+
+// Conn implements gateway.Peers.
+func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return nil, errors.New("cluster: node stopping")
+	case !p.faults.Allows(p.self, node):
+		return nil, fmt.Errorf("cluster: the link to node %d is cut (cluster fault rules)", node)
+	case p.conns[node] != nil:
+		return p.conns[node], nil
+	case p.addrs[node] == "":
+		return nil, fmt.Errorf("cluster: node %d is not a member", node)
+	}
+	c, err := grpc.NewClient(p.addrs[node], append(transport.DialOptions(),
+		p.creds,
+		// A reply (a Peek page, a batch's results) may be as large as
+		// what the client port sends.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageBytes)))...)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[node] = c
+	return c, nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for id, c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, id)
 	}
 }

@@ -19,7 +19,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fila-dev/filad/auth"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/gateway"
 	"github.com/fila-dev/filad/internal/filadtest"
 	"github.com/fila-dev/filad/internal/testpki"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -94,21 +96,33 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 	}
 }
 
-// threeNodes starts a three-member cluster in one process: client and
+// trio is a three-member cluster in one process.
+type trio struct {
+	addrs    []string // the client addresses
+	internal []string // the internal addresses the members line names
+	srvs     []*server.Server
+	relays   []*relay // with trioOptions.relays: in front of each internal port
+}
+
+type trioOptions struct {
+	// cfg changes node i's config (0-based), after the cluster's settings.
+	cfg func(i int, c *config.Config)
+	// opts are node i's server options (its Listener is the harness's).
+	opts func(i int) server.Options
+	// relays puts a pausable relay in front of every internal port.
+	relays bool
+}
+
+// startTrio starts a three-member cluster in one process: client and
 // internal listeners picked first, so that every node's members line
 // names them all, and the nodes started together (none is ready before
 // its groups have leaders, which takes two of them).
-func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
-	t.Helper()
-	return threeNodesWith(t, nil)
-}
-
-// threeNodesWith is threeNodes with node i's config changed by change.
-func threeNodesWith(t *testing.T, change func(i int, c *config.Config)) (addrs []string, srvs []*server.Server) {
+func startTrio(t *testing.T, o trioOptions) *trio {
 	t.Helper()
 	const n = 3
+	tr := &trio{srvs: make([]*server.Server, n)}
 	clients := make([]net.Listener, n)
-	internal := make([]string, n)
+	listen := make([]string, n)
 	var members []string
 	for i := range n {
 		var err error
@@ -116,30 +130,41 @@ func threeNodesWith(t *testing.T, change func(i int, c *config.Config)) (addrs [
 		require.NoError(t, err)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
-		internal[i] = l.Addr().String()
+		listen[i] = l.Addr().String()
 		require.NoError(t, l.Close()) // free for the node; a test-only race for the port
-		addrs = append(addrs, clients[i].Addr().String())
-		members = append(members, fmt.Sprintf("%d=%s", i+1, internal[i]))
+		named := listen[i]
+		if o.relays {
+			r := startRelay(t, listen[i])
+			tr.relays = append(tr.relays, r)
+			named = r.addr()
+		}
+		tr.internal = append(tr.internal, named)
+		tr.addrs = append(tr.addrs, clients[i].Addr().String())
+		members = append(members, fmt.Sprintf("%d=%s", i+1, named))
 	}
-	srvs = make([]*server.Server, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := filadtest.Config(t.TempDir())
 		cfg.Cluster = config.Defaults().Cluster
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
-		cfg.Cluster.InternalListenAddr, cfg.Cluster.InitialMembers = internal[i], members
+		cfg.Cluster.InternalListenAddr, cfg.Cluster.InitialMembers = listen[i], members
 		cfg.Cluster.Partitions = 4
-		if change != nil {
-			change(i, &cfg)
+		if o.cfg != nil {
+			o.cfg(i, &cfg)
 		}
+		var opts server.Options
+		if o.opts != nil {
+			opts = o.opts(i)
+		}
+		opts.Listener = clients[i]
 		wg.Go(func() {
-			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})
+			tr.srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, opts)
 		})
 	}
 	wg.Wait()
 	t.Cleanup(func() {
-		for _, s := range srvs {
+		for _, s := range tr.srvs {
 			if s != nil {
 				_ = s.Shutdown(context.Background())
 			}
@@ -148,29 +173,26 @@ func threeNodesWith(t *testing.T, change func(i int, c *config.Config)) (addrs [
 	for i, err := range errs {
 		require.NoError(t, err, "node %d", i+1)
 	}
-	return addrs, srvs
+	return tr
 }
 
 // untilServed calls call on each node in turn until one answers it
 // without UNAVAILABLE (the others do not lead what it needs, or not yet),
-// and returns that node's index. A refusal must name a leader the test
-// knows, or none.
-func untilServed(t *testing.T, addrs []string, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
+// and returns that node's index. It calls the internal ports, as a
+// forwarded call (with the bootstrap key's name, which a node with auth
+// on wants), since a node never forwards those: on the client port every
+// node would serve the call, by proxy. A refusal must name a leader the
+// test knows, or none.
+func untilServed(t *testing.T, tr *trio, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
 	t.Helper()
-	conns := make([]*grpc.ClientConn, len(addrs))
-	for i, a := range addrs {
-		conns[i] = dialAddr(t, a)
+	conns := make([]*grpc.ClientConn, len(tr.internal))
+	for i, a := range tr.internal {
+		conns[i] = dialAddr(t, a, grpc.WithUnaryInterceptor(asForwarded))
 	}
-	return untilServedOn(t, conns, addrs, skip, call)
-}
-
-// untilServedOn is untilServed over connections already made.
-func untilServedOn(t *testing.T, conns []*grpc.ClientConn, addrs []string, skip int, call func(conn *grpc.ClientConn, md *metadata.MD) error) int {
-	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) {
 		for i, conn := range conns {
-			if i == skip {
+			if i == skip || tr.srvs[i] == nil {
 				continue
 			}
 			var md metadata.MD
@@ -179,8 +201,8 @@ func untilServedOn(t *testing.T, conns []*grpc.ClientConn, addrs []string, skip 
 				return i
 			}
 			require.Equal(t, codes.Unavailable, status.Code(err), "node %d: %v", i+1, err)
-			if hint := md.Get("x-fila-leader-addr"); len(hint) > 0 {
-				require.Contains(t, addrs, hint[0], "the leader hint names a member's client address")
+			if hint := md.Get(gateway.LeaderHintMetadata); len(hint) > 0 {
+				require.Contains(t, tr.addrs, hint[0], "the leader hint names a member's client address")
 			}
 		}
 		time.Sleep(10 * time.Millisecond) // polls the nodes; the outcome is their answers
@@ -189,13 +211,21 @@ func untilServedOn(t *testing.T, conns []*grpc.ClientConn, addrs []string, skip 
 	return -1
 }
 
+// asForwarded marks a test's call to an internal port as forwarded (by
+// no node), by the bootstrap key.
+func asForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx = metadata.AppendToOutgoingContext(ctx, gateway.ForwardedMetadata, "0", gateway.ForwardedKeyMetadata, auth.BootstrapName)
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
 // Three real nodes in one process: a queue created at the meta leader is
 // served by its partition's leader; when that node stops, another takes
 // the partition over, and every acknowledged message is still there.
 func TestThreeNodeClusterFailsOver(t *testing.T) {
-	addrs, srvs := threeNodes(t)
+	tr := startTrio(t, trioOptions{})
+	addrs, srvs := tr.addrs, tr.srvs
 	ctx := ctxT(t)
-	untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"}, grpc.Trailer(md))
 		if status.Code(err) == codes.AlreadyExists {
 			return nil // a retry of a create whose answer was lost
@@ -203,7 +233,7 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 		return err
 	})
 	enqueue := func(skip int, payload string) int {
-		return untilServed(t, addrs, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		return untilServed(t, tr, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
 			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders", Payload: []byte(payload)}, grpc.Trailer(md))
 			if status.Code(err) == codes.NotFound {
 				return status.Error(codes.Unavailable, "not applied here yet") // the create is on its way through the log
@@ -236,9 +266,9 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 	require.True(t, got["after"])
 }
 
-func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
+func dialAddr(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -251,13 +281,12 @@ func TestClusterInternalPortIsMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	root, stranger := testpki.NewCA(t, "filad members CA"), testpki.NewCA(t, "another CA")
 	caFile := writeFile(t, dir, "ca.pem", root.PEM)
-	var internal []string
-	addrs, _ := threeNodesWith(t, func(i int, c *config.Config) {
+	tr := startTrio(t, trioOptions{cfg: func(i int, c *config.Config) {
 		cert, key := root.IssueNode(t, fmt.Sprint("node-", i+1), int64(100+i))
 		c.Server.TLS = config.TLS{CertFile: writeFile(t, dir, fmt.Sprint(i, ".pem"), cert), KeyFile: writeFile(t, dir, fmt.Sprint(i, ".key"), key), MinVersion: "1.2"}
 		c.Cluster.TLSCAFile = caFile
-		internal = append(internal, c.Cluster.InternalListenAddr)
-	})
+	}})
+	addrs, internal := tr.addrs, tr.internal
 	ctx := ctxT(t)
 	conns := make([]*grpc.ClientConn, len(addrs))
 	for i, a := range addrs {
@@ -266,20 +295,19 @@ func TestClusterInternalPortIsMutualTLS(t *testing.T) {
 		t.Cleanup(func() { _ = conn.Close() })
 		conns[i] = conn
 	}
-	untilServedOn(t, conns, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "secure"}, grpc.Trailer(md))
-		if status.Code(err) == codes.AlreadyExists {
-			return nil
-		}
-		return err
-	})
-	untilServedOn(t, conns, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-		_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "secure", Payload: []byte("x")}, grpc.Trailer(md))
-		if status.Code(err) == codes.NotFound {
-			return status.Error(codes.Unavailable, "not applied here yet")
-		}
-		return err
-	})
+	// Through each node's client port: what another node leads is
+	// forwarded to it over the internal port, so this crosses it.
+	for i, conn := range conns {
+		require.Eventually(t, func() bool {
+			_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: fmt.Sprint("secure", i)})
+			return err == nil || status.Code(err) == codes.AlreadyExists
+		}, waitFor, 10*time.Millisecond, "CreateQueue through node %d", i+1)
+		require.Eventually(t, func() bool {
+			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: fmt.Sprint("secure", i), Payload: []byte("x")})
+			return err == nil
+		}, waitFor, 10*time.Millisecond, "Enqueue through node %d", i+1)
+	}
+	require.Positive(t, tr.srvs[0].Forwarded().Load()+tr.srvs[1].Forwarded().Load()+tr.srvs[2].Forwarded().Load(), "some call crossed the internal port")
 
 	strangeCert, strangeKey := stranger.IssueNode(t, "intruder", 7)
 	memberCert, memberKey := root.IssueNode(t, "node-4", 8)
@@ -329,9 +357,10 @@ func speaksHTTP2(c net.Conn) error {
 // then stops are acked through the new leader with their lease tokens,
 // and after that nothing of them is left to deliver again.
 func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
-	addrs, srvs := threeNodes(t)
+	tr := startTrio(t, trioOptions{})
+	addrs, srvs := tr.addrs, tr.srvs
 	ctx := ctxT(t)
-	untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		// Leases long enough that none expires before the test acks it.
 		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "jobs",
 			Config: &filav1.QueueConfig{VisibilityTimeoutMs: 600_000}}, grpc.Trailer(md))
@@ -349,7 +378,7 @@ func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
 	const n = 5
 	leader := -1
 	for i := range n {
-		leader = untilServed(t, addrs, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		leader = untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "jobs", Payload: fmt.Appendf(nil, "j%d", i)}, grpc.Trailer(md))
 			return notYet(err)
 		})
@@ -369,12 +398,12 @@ func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
 
 	for _, m := range leased {
 		require.NotEmpty(t, m.GetLeaseId())
-		untilServed(t, addrs, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		untilServed(t, tr, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
 			_, err := filav1.NewFilaServiceClient(conn).Ack(ctx, &filav1.AckRequest{Queue: "jobs", MessageId: m.GetId(), LeaseId: m.GetLeaseId()}, grpc.Trailer(md))
 			return err // a lease the new leader did not know would be FAILED_PRECONDITION, and fail here
 		})
 	}
-	untilServed(t, addrs, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
+	untilServed(t, tr, leader, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		st, err := filav1.NewFilaAdminClient(conn).GetStats(ctx, &filav1.GetStatsRequest{Queue: "jobs"}, grpc.Trailer(md))
 		if err != nil {
 			return err

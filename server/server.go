@@ -174,7 +174,7 @@ func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, e
 		return nil, err
 	}
 	if s.cfg.Cluster.Enabled {
-		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.log); err != nil {
+		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.log, s.telemetry.TracerProvider); err != nil {
 			return reserve, err
 		}
 		s.store, s.ownStore = s.node.replica.Store, true
@@ -285,7 +285,15 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 			return nil, err
 		}
 	}
+	var peers gateway.Peers // nil: no proxy, a single node
+	if s.node != nil {
+		peers = s.node.peers
+	}
 	s.gateway, err = gateway.New(gateway.Options{
+		Peers:              peers,
+		NodeID:             cfg.Cluster.NodeID,
+		ForwardTimeout:     cfg.Server.RequestTimeout(),
+		TracerProvider:     s.telemetry.TracerProvider,
 		Auth:               authz,
 		Alarms:             s.alarms,
 		System:             s.system,
@@ -297,6 +305,9 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 		Backup:             backupOf(s.store),
 		Logger:             s.log,
 	})
+	if err == nil && s.node != nil {
+		s.node.internal.Bind(s.gateway)
+	}
 	return authz, err
 }
 
@@ -314,6 +325,10 @@ func (s *Server) newGRPC(authz *gateway.Authorizer) (err error) {
 	}
 	if authz != nil {
 		transport = append(transport, grpc.ChainUnaryInterceptor(authz.Unary), grpc.ChainStreamInterceptor(authz.Stream))
+	}
+	if s.node != nil {
+		// After the authorizer: a forwarded call carries its key.
+		transport = append(transport, grpc.ChainUnaryInterceptor(s.gateway.ProxyUnary))
 	}
 	s.grpc = grpc.NewServer(append(append(gateway.ServerOptions(), transport...),
 		// otelgrpc's spans and its rpc.server.call.duration, with the
@@ -400,6 +415,10 @@ func (s *Server) ReloadTLS() error {
 // PrometheusAddr is where /metrics is served for Prometheus, or nil when
 // telemetry.prometheus_listen_addr is not set.
 func (s *Server) PrometheusAddr() net.Addr { return s.telemetry.PrometheusAddr }
+
+// Forwarded counts the calls this node forwarded to the leader of what
+// they needed (a cluster's proxy); it stays 0 on a single node.
+func (s *Server) Forwarded() *gateway.ForwardCounter { return s.gateway.Forwarded() }
 
 // Addr is the address being served.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }

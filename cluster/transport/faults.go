@@ -50,6 +50,11 @@ func (f *Faults) Heal() {
 	f.sendTo, f.recvFrom = nil, nil
 }
 
+// Allows reports whether a call from → to (a forwarded client call) passes
+// the rules of the node that holds f, as a raft message would; a nil
+// *Faults allows everything.
+func (f *Faults) Allows(from, to uint64) bool { return f.allows(from, to) }
+
 // allows reports whether a message from → to passes the rules of the node
 // that holds f (which is from or to).
 func (f *Faults) allows(from, to uint64) bool {
