@@ -159,6 +159,13 @@ func (s *Server) ask(ctx context.Context, c *call) (any, error) {
 		return nil, toStatus(actors.ErrShuttingDown)
 	}
 	pid, msg, err := s.translator.target(c)
+	if errors.Is(err, actors.ErrQueueNotFound) && s.sys.SyncQueues(ctx) == nil {
+		// In a cluster the definition may still be on its way here (the
+		// queue was created through another node): once this node has
+		// applied the meta group as far as it was committed when asked,
+		// not found is the answer. On a single node this is at once.
+		pid, msg, err = s.translator.target(c)
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -412,3 +412,30 @@ func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
 		return nil
 	})
 }
+
+// A queue created through one node is found at once through every other:
+// a node that has not applied the definition yet catches up with the
+// meta group (a read index) before it answers NOT_FOUND.
+func TestAQueueCreatedThroughOneNodeIsFoundAtOnceOnTheOthers(t *testing.T) {
+	tr := startTrio(t, trioOptions{})
+	ctx := ctxT(t)
+	conns := make([]*grpc.ClientConn, len(tr.addrs))
+	for i, a := range tr.addrs {
+		conns[i] = dialAddr(t, a)
+	}
+	// The first create waits out the cluster's start (leaders being
+	// elected); the test is in the ones after it.
+	require.Eventually(t, func() bool {
+		_, err := filav1.NewFilaAdminClient(conns[0]).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "warmup"})
+		return err == nil
+	}, waitFor, 10*time.Millisecond)
+	for i := range 30 {
+		name := fmt.Sprint("q", i)
+		_, err := filav1.NewFilaAdminClient(conns[i%3]).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name})
+		require.NoError(t, err)
+		for _, other := range []int{(i + 1) % 3, (i + 2) % 3} {
+			_, err := filav1.NewFilaServiceClient(conns[other]).Enqueue(ctx, &filav1.EnqueueRequest{Queue: name, Payload: []byte("x")})
+			require.NotEqual(t, codes.NotFound, status.Code(err), "queue %s created through node %d, enqueued through node %d: %v", name, i%3+1, other+1, err)
+		}
+	}
+}
