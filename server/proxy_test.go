@@ -356,3 +356,57 @@ func TestProxyKeepsTheCallersKey(t *testing.T) {
 		&filav1.EnqueueRequest{Queue: qb, Payload: []byte("p")})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "the leader checks the rights of the key named: %v", err)
 }
+
+// A key revoked through another node ends the key's streams here too: the
+// revoke runs at the meta group's leader, and the stream's node learns of
+// it when it applies the meta group.
+func TestARevokeThroughAnotherNodeEndsTheStream(t *testing.T) {
+	tr := startTrio(t, trioOptions{cfg: func(_ int, c *config.Config) {
+		c.Cluster.Partitions = proxyPartitions
+		c.Auth = config.Auth{Mode: "on", BootstrapKey: bootstrapKey}
+	}})
+	leaders := placedQueues(t, tr, 2*proxyPartitions)
+	meta := untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: "probe"}, grpc.Trailer(md))
+		if status.Code(err) == codes.AlreadyExists {
+			return nil
+		}
+		return err
+	})
+	queue := ""
+	for q, l := range leaders {
+		if l != meta {
+			queue = q
+		}
+	}
+	require.NotEmpty(t, queue, "every partition led by the meta leader, node %d", meta+1)
+	l := leaders[queue]
+	leaderAdmin := filav1.NewFilaAdminClient(dialAddr(t, tr.addrs[l]))
+	created, err := leaderAdmin.CreateApiKey(withKey(bootstrapKey), &filav1.CreateApiKeyRequest{Name: "consumer",
+		Permissions: []*filav1.Permission{{QueuePattern: queue, Actions: []string{"consume"}}}})
+	require.NoError(t, err)
+	svc := filav1.NewFilaServiceClient(dialAddr(t, tr.addrs[l]))
+	_, err = svc.Enqueue(withKey(bootstrapKey), &filav1.EnqueueRequest{Queue: queue, Payload: []byte("p")})
+	require.NoError(t, err)
+
+	// The stream at the queue's leader, once it delivers (so it is open
+	// and its queue checked); the key reaches that node in its own time.
+	ctx, cancel := context.WithTimeout(withKey(created.GetKey()), waitFor)
+	defer cancel()
+	var stream grpc.ServerStreamingClient[filav1.ConsumeResponse]
+	deadline := time.Now().Add(waitFor)
+	for {
+		stream, err = svc.Consume(ctx, &filav1.ConsumeRequest{Queue: queue})
+		require.NoError(t, err)
+		if _, err = stream.Recv(); status.Code(err) != codes.Unauthenticated || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polls until the key is applied at the leader
+	}
+	require.NoError(t, err, "the stream at node %d", l+1)
+
+	_, err = filav1.NewFilaAdminClient(dialAddr(t, tr.addrs[meta])).RevokeApiKey(withKey(bootstrapKey), &filav1.RevokeApiKeyRequest{Name: "consumer"})
+	require.NoError(t, err, "the revoke at the meta leader, node %d", meta+1)
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "the stream at node %d after a revoke at node %d: %v", l+1, meta+1, err)
+}
