@@ -50,6 +50,9 @@ type Options struct {
 	// Backup writes a consistent snapshot of the store (the Backup RPC);
 	// nil answers UNIMPLEMENTED.
 	Backup func(io.Writer) error
+	// Cluster, on a cluster node, says where queues are led, for the
+	// replication fields of GetStats and ListQueues; nil is a single node.
+	Cluster ClusterView
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
 }

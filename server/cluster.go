@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/fila-dev/filad/cluster/transport"
 	"github.com/fila-dev/filad/config"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/otlpexport"
 )
 
 // clusterNode is this node's part of a cluster: its replica (the store,
@@ -38,6 +41,9 @@ type clusterNode struct {
 	// system is the actor system once it runs: leadership changes and
 	// meta entries applied here are told to its broker.
 	system atomic.Pointer[actors.System]
+	// metrics are the raft and forwarding instruments; the driver is their
+	// Observer.
+	metrics *telemetry.ClusterMetrics
 }
 
 // tell sends msg to the broker, once the actors run (before, their start
@@ -64,7 +70,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -74,6 +80,9 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		return nil, err
 	}
 	n := &clusterNode{}
+	if n.metrics, err = telemetry.NewClusterMetrics(tel.MeterProvider); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -115,11 +124,16 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		LeaderChanged: func(uint64) { n.tell(&actors.PlacementChanged{}) },
 		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
 		ClientAddrs:   clientAddrs,
+		Observer:      n.metrics,
+		Tracer:        tel.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		Logger:        log,
 	}); err != nil {
 		return nil, err
 	}
 	driver = n.replica.Driver
+	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
+		return nil, err
+	}
 	n.placement = cluster.NewPlacement(n.replica, clientAddrs)
 	for _, m := range members {
 		if m.ID != cc.NodeID {
@@ -187,6 +201,19 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 		}
 	}
 	return nil
+}
+
+// raftGroups reads the driver's groups for the raft gauges.
+func (n *clusterNode) raftGroups(partitions int) func() []telemetry.GroupReading {
+	return func() []telemetry.GroupReading {
+		out := make([]telemetry.GroupReading, 0, partitions+1)
+		for g := uint64(0); g <= uint64(partitions); g++ {
+			st, _ := n.replica.Driver.Status(g)
+			out = append(out, telemetry.GroupReading{Group: g, Commit: st.Commit, Applied: st.Applied,
+				Leading: st.Leading, Meta: g == cluster.MetaGroup})
+		}
+		return out
+	}
 }
 
 // close stops serving the other nodes, then the driver and the store.

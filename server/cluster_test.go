@@ -94,6 +94,13 @@ func TestClusterAndSingleNodeDirectoriesDoNotMix(t *testing.T) {
 // its groups have leaders, which takes two of them).
 func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 	t.Helper()
+	return threeNodesWith(t, nil)
+}
+
+// threeNodesWith is threeNodes with each node's config and options
+// amended by with (i: the node's index; its id is i+1), when not nil.
+func threeNodesWith(t *testing.T, with func(i int, cfg *config.Config, opts *server.Options)) (addrs []string, srvs []*server.Server) {
+	t.Helper()
 	const n = 3
 	clients := make([]net.Listener, n)
 	internal := make([]string, n)
@@ -118,8 +125,12 @@ func threeNodes(t *testing.T) (addrs []string, srvs []*server.Server) {
 		cfg.Cluster.Enabled, cfg.Cluster.NodeID = true, uint64(i+1)
 		cfg.Cluster.InternalListenAddr, cfg.Cluster.Members = internal[i], strings.Join(members, ",")
 		cfg.Cluster.Partitions = 4
+		opts := server.Options{Listener: clients[i]}
+		if with != nil {
+			with(i, &cfg, &opts)
+		}
 		wg.Go(func() {
-			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, server.Options{Listener: clients[i]})
+			srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, opts)
 		})
 	}
 	wg.Wait()
