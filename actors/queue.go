@@ -515,6 +515,9 @@ func (q *queueActor) sendReading(ctx actor.Context) {
 // cover the wait. It is the one way a queue actor waits on storage.
 func (q *queueActor) submit(ctx actor.Context, spanCtx context.Context, b *storage.Batch, done func(error) any) {
 	commit := q.commitSpan(spanCtx)
+	if commit.SpanContext().IsValid() {
+		b.SetTrace(trace.ContextWithSpan(spanCtx, commit))
+	}
 	self, system := ctx.Self(), ctx.ActorSystem()
 	hist, start := q.metrics.CommitDuration, time.Now()
 	q.deps.store.Submit(b, func(err error) {

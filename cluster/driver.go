@@ -96,7 +96,27 @@ type DriverOptions struct {
 	// says so: where a node that does not lead sends its callers. On the
 	// driver's goroutine: it must not block.
 	LeaderChanged func(group uint64)
-	Logger        *slog.Logger
+	// Observer, if set, is told the driver's figures as they happen (see
+	// Observer); nil costs nothing.
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+// Observer receives the driver's figures for telemetry. Its methods run
+// on the driver's goroutine, once per event named, and must be cheap and
+// never block: record into an instrument and return.
+type Observer interface {
+	// Persisted: one loop's log write (one Persist and its sync) made
+	// entries durable, summed over the groups; only called with entries > 0.
+	Persisted(entries int)
+	// Committed: a proposal of this node's was applied here, took after
+	// ProposeAsync queued it (the commit on the leader, as a client's
+	// write waits for it).
+	Committed(group uint64, took time.Duration)
+	// LeaderChanged: this node learnt that group has a new leader (a
+	// leader it did not know before: an election won, here or elsewhere).
+	// Not called when the leader becomes unknown.
+	LeaderChanged(group, leader uint64)
 }
 
 // DefaultTick and friends are the raft timing filad runs with: an
@@ -186,6 +206,8 @@ type proposal struct {
 	read      bool
 	readDone  func(index uint64, err error)
 	ticksLeft int
+	// start is when it was queued, for Observer.Committed.
+	start time.Time
 }
 
 // GroupStatus is what a group looks like from this node.
@@ -196,6 +218,9 @@ type GroupStatus struct {
 	// Leading is true once this node leads and passed its term's barrier.
 	Leading bool
 	Applied uint64
+	// Voters is the number of voters of the group's membership as last
+	// applied here (its replication count); 0 before the first apply.
+	Voters int
 }
 
 // NewDriver starts a driver; Stop it.
@@ -330,7 +355,7 @@ func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 	d.next++
 	id := uint64(d.prefix)<<32 | uint64(d.next)
 	d.mu.Unlock()
-	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: done}
+	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: done, start: time.Now()}
 	p.data = append(p.data, data...)
 	d.sending.RLock()
 	defer d.sending.RUnlock()
@@ -619,6 +644,15 @@ func (d *Driver) ready() (did bool, err error) {
 		if err := d.opts.Log.Persist(updates); err != nil {
 			return false, err
 		}
+		if d.opts.Observer != nil {
+			n := 0
+			for _, u := range updates {
+				n += len(u.Entries)
+			}
+			if n > 0 {
+				d.opts.Observer.Persisted(n)
+			}
+		}
 	}
 	for _, p := range rds {
 		d.send(p.g.id, p.rd.Messages)
@@ -709,6 +743,9 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 		if p := g.waiting[id]; p != nil {
 			delete(g.waiting, id)
 			p.done(nil)
+			if d.opts.Observer != nil {
+				d.opts.Observer.Committed(g.id, time.Since(p.start))
+			}
 		}
 	}
 	d.mu.Lock()
@@ -734,8 +771,12 @@ func (d *Driver) publish(g *group) {
 	s := d.status[g.id]
 	changed := s.Leader != st.Lead
 	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
+	s.Voters = len(g.conf.GetVoters())
 	d.status[g.id] = s
 	d.mu.Unlock()
+	if changed && st.Lead != 0 && d.opts.Observer != nil {
+		d.opts.Observer.LeaderChanged(g.id, st.Lead)
+	}
 	if changed && d.opts.LeaderChanged != nil {
 		d.opts.LeaderChanged(g.id)
 	}

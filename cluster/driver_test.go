@@ -104,15 +104,17 @@ type testCluster struct {
 	cut    map[uint64]bool
 	logs   map[uint64]*memLog
 	sms    map[uint64]*listMachine
+	obs    map[uint64]*countObserver
 }
 
 func newTestCluster(t *testing.T, n int, groups ...uint64) *testCluster {
 	c := &testCluster{t: t, groups: groups, nodes: map[uint64]*Driver{}, cut: map[uint64]bool{},
-		logs: map[uint64]*memLog{}, sms: map[uint64]*listMachine{}}
+		logs: map[uint64]*memLog{}, sms: map[uint64]*listMachine{}, obs: map[uint64]*countObserver{}}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.peers = append(c.peers, id)
 		c.logs[id] = &memLog{st: map[uint64]*raft.MemoryStorage{}}
 		c.sms[id] = &listMachine{applied: map[uint64][]string{}, index: map[uint64]uint64{}}
+		c.obs[id] = &countObserver{leaders: map[uint64][]uint64{}}
 	}
 	for _, id := range c.peers {
 		c.start(id)
@@ -129,7 +131,7 @@ func (c *testCluster) start(id uint64) {
 	d, err := NewDriver(DriverOptions{
 		NodeID: id, Groups: c.groups, Peers: c.peers,
 		Tick: 20 * time.Millisecond, ElectionTicks: 10,
-		Log: c.logs[id], Machine: c.sms[id],
+		Log: c.logs[id], Machine: c.sms[id], Observer: c.obs[id],
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
 			c.mu.Lock()
 			dst, down := c.nodes[to], c.cut[id] || c.cut[to]

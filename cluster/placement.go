@@ -61,3 +61,15 @@ func notLeader(err error, nodes *Nodes) error {
 	}
 	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: nodes.ClientAddr(nl.Leader), LeaderNode: nl.Leader}, err)
 }
+
+// Queue is who leads the partition of queue (a queue's or its DLQ's
+// name) as this node knows it (0: no leader known) and how many voters
+// the partition has (its replication count): what GetStats and
+// ListQueues report.
+func (p *Placement) Queue(queue string) (leader uint64, voters int) {
+	st, _ := p.driver.Status(GroupOf(storage.FamilyOf(queue), p.partitions))
+	return st.Leader, st.Voters
+}
+
+// Members is the number of the cluster's members.
+func (p *Placement) Members() int { return p.nodes.Count() }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -10,11 +11,15 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fila-dev/filad/cluster/raftlog"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // MetaGroup is the raft group of queue definitions, deletion marks and the
@@ -57,7 +62,12 @@ type ReplicaOptions struct {
 	MetaApplied func()
 	// Nodes are the members; the meta group's node table is applied to
 	// it. A refusal names the leader's client address from it.
-	Nodes  *Nodes
+	Nodes *Nodes
+	// Observer: as DriverOptions.
+	Observer Observer
+	// Tracer, if set, records a fila.raft.commit span for each batch whose
+	// Trace carries a span (the queue actor's commit span), as its child.
+	Tracer trace.Tracer
 	Logger *slog.Logger
 }
 
@@ -103,13 +113,13 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB()},
 		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, metaApplied: opts.MetaApplied},
-		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Logger: opts.Logger,
+		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
 	})
 	if err != nil {
 		_ = local.Close()
 		return nil, err
 	}
-	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, nodes: opts.Nodes}
+	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, nodes: opts.Nodes, tracer: opts.Tracer}
 	return r, nil
 }
 
@@ -211,6 +221,7 @@ type ReplicatedStore struct {
 	driver     *Driver
 	partitions int
 	nodes      *Nodes
+	tracer     trace.Tracer // nil: no spans
 	// batches counts the batches applied here; closed refuses writes.
 	batches atomic.Uint64
 	closed  atomic.Bool
@@ -229,14 +240,9 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		done(err)
 		return
 	}
-	applied := func(err error) {
-		if err == nil {
-			s.batches.Add(1)
-		}
-		done(notLeader(err, s.nodes))
-	}
 	if b.Len() == 0 {
-		applied(nil)
+		s.batches.Add(1)
+		done(nil)
 		return
 	}
 	data, err := b.Marshal()
@@ -244,7 +250,46 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		done(err)
 		return
 	}
-	s.driver.ProposeAsync(GroupOf(b.Owner(), s.partitions), data, applied)
+	group := GroupOf(b.Owner(), s.partitions)
+	span := s.commitSpan(b, group)
+	s.driver.ProposeAsync(group, data, func(err error) {
+		if err == nil {
+			s.batches.Add(1)
+		}
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, "raft commit failed")
+				span.SetAttributes(attribute.String("error.type", raftErrorType(err)))
+			}
+			span.End()
+		}
+		done(notLeader(err, s.nodes))
+	})
+}
+
+// commitSpan starts the fila.raft.commit span of b, a child of the span
+// b's Trace carries; nil when there is none (no tracer, or no sampled
+// parent: a root span per batch would only be noise).
+func (s *ReplicatedStore) commitSpan(b *storage.Batch, group uint64) trace.Span {
+	if s.tracer == nil || b.Trace() == nil || !trace.SpanContextFromContext(b.Trace()).IsSampled() {
+		return nil
+	}
+	_, span := s.tracer.Start(b.Trace(), telemetry.SpanRaftCommit, trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attribute.Int64(telemetry.AttrRaftGroup, int64(group)), attribute.Int("fila.raft.batch.ops", b.Len())))
+	return span
+}
+
+// raftErrorType names a failed commit's kind, low in cardinality.
+func raftErrorType(err error) string {
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		return "not_leader"
+	case errors.Is(err, storage.ErrOutcomeUnknown):
+		return "outcome_unknown"
+	case errors.Is(err, storage.ErrClosed):
+		return "closed"
+	}
+	return "other"
 }
 
 // Defer implements storage.Store: a proposal rides with the others of the

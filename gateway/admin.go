@@ -14,6 +14,34 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
+// ClusterView is what the admin handlers report of the cluster
+// (cluster.Placement implements it). Its answers come from memory.
+type ClusterView interface {
+	// Queue is the node leading queue's partition as this node knows it (0:
+	// none known now) and the partition's voters.
+	Queue(queue string) (leader uint64, voters int)
+	// Members is the number of the cluster's members.
+	Members() int
+}
+
+// replication is queue's leader_node_id and replication_count: 0 and 1 on
+// a single node (one copy, no node id).
+func (s *Server) replication(queue string) (leader uint64, count uint32) {
+	if s.opts.Cluster == nil {
+		return 0, 1
+	}
+	leader, voters := s.opts.Cluster.Queue(queue)
+	return leader, uint32(voters)
+}
+
+// clusterNodes is ListQueues' cluster_node_count: 1 on a single node.
+func (s *Server) clusterNodes() uint32 {
+	if s.opts.Cluster == nil {
+		return 1
+	}
+	return uint32(s.opts.Cluster.Members())
+}
+
 func adminErr(r *actors.AdminReply) error { return r.Err }
 
 // CreateQueue implements filav1.FilaAdminServer. The queue's id is its name.
@@ -56,6 +84,7 @@ func (s *Server) GetStats(ctx context.Context, req *filav1.GetStatsRequest) (*fi
 		Delayed:            uint64(st.Delayed),
 		Config:             configProto(st.Config),
 	}
+	resp.LeaderNodeId, resp.ReplicationCount = s.replication(req.GetQueue())
 	for _, ts := range s.sys.Throttles().Stats(time.Now()) {
 		resp.PerThrottleStats = append(resp.PerThrottleStats, &filav1.PerThrottleKeyStats{
 			Key: ts.Key, Tokens: ts.Tokens, RatePerSecond: ts.RatePerSec, Burst: float64(ts.Burst),
@@ -78,10 +107,14 @@ func (s *Server) ListQueues(ctx context.Context, _ *filav1.ListQueuesRequest) (*
 		return nil, toStatus(actors.ErrShuttingDown)
 	}
 	readings := s.sys.Board().Snapshot()
-	resp := &filav1.ListQueuesResponse{}
+	resp := &filav1.ListQueuesResponse{ClusterNodeCount: s.clusterNodes()}
 	for _, name := range s.sys.Directory().Names() {
 		g := readings[name]
+		// A queue led elsewhere has no reading here (its gauges are its
+		// leader's): its zeros come with the node to ask.
+		leader, _ := s.replication(name)
 		resp.Queues = append(resp.Queues, &filav1.QueueInfo{
+			LeaderNodeId:    leader,
 			Name:            name,
 			Depth:           uint64(g.Gauges[telemetry.Depth]),
 			InFlight:        uint64(g.Gauges[telemetry.LeasesActive]),

@@ -159,6 +159,9 @@ func newReply(full string) (proto.Message, error) {
 // caller's client may follow it; it is not forwarded again.
 func (s *Server) forward(ctx context.Context, node uint64, method string, req, reply proto.Message) error {
 	s.forwarded.add()
+	if s.opts.OnForward != nil {
+		s.opts.OnForward(ctx, method)
+	}
 	ctx, span := s.tracer.Start(ctx, "fila.proxy "+method[strings.LastIndexByte(method, '/')+1:],
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.Int64("fila.node.target", int64(node))))
 	defer span.End()

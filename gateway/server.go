@@ -54,6 +54,9 @@ type Options struct {
 	// Backup writes a consistent snapshot of the store (the Backup RPC);
 	// nil answers UNIMPLEMENTED.
 	Backup func(io.Writer) error
+	// Cluster, on a cluster node, says where queues are led, for the
+	// replication fields of GetStats and ListQueues; nil is a single node.
+	Cluster ClusterView
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
 	// Peers, when set (a cluster), are the other nodes' internal ports, to
@@ -62,6 +65,9 @@ type Options struct {
 	Peers Peers
 	// NodeID is this node's id in the cluster, sent with forwarded calls.
 	NodeID uint64
+	// OnForward, if set, is told each call forwarded to a leader (once per
+	// leader for a split batch): the fila.cluster.forwarded counter.
+	OnForward func(ctx context.Context, fullMethod string)
 	// ForwardTimeout bounds a forwarded call whose caller set no
 	// deadline; 0 leaves it unbounded.
 	ForwardTimeout time.Duration

@@ -33,6 +33,8 @@ import (
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	"github.com/fila-dev/filad/telemetry"
+	"github.com/fila-dev/filad/telemetry/otlpexport"
 )
 
 // clusterNode is this node's part of a cluster: its replica (the store,
@@ -55,6 +57,9 @@ type clusterNode struct {
 	stopRegister context.CancelFunc
 	registered   chan struct{}
 	tick         time.Duration
+	// metrics are the raft and forwarding instruments; the driver is their
+	// Observer.
+	metrics *telemetry.ClusterMetrics
 	// internal serves the calls other nodes forward on grpc, once the
 	// gateway is bound to it; peers are the connections this node
 	// forwards over.
@@ -113,7 +118,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log *slog.Logger, tp trace.TracerProvider) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -123,6 +128,9 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 		return nil, err
 	}
 	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}}
+	if n.metrics, err = telemetry.NewClusterMetrics(tel.MeterProvider); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -168,11 +176,16 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 		LeaderChanged: func(uint64) { n.tell(&actors.PlacementChanged{}) },
 		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
 		Nodes:         cluster.NewNodes(initial),
+		Observer:      n.metrics,
+		Tracer:        tel.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		Logger:        log,
 	}); err != nil {
 		return nil, err
 	}
 	driver = n.replica.Driver
+	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
+		return nil, err
+	}
 	n.placement = cluster.NewPlacement(n.replica)
 	for _, m := range members {
 		if m.ID != cc.NodeID {
@@ -189,7 +202,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, log
 		// proxy span; not raft's. Their durations are measured where the
 		// client called, not a second time here.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
+			otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
 			otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 			otelgrpc.WithFilter(filters.ServicePrefix("fila.v1.")),
 		)),
@@ -270,6 +283,19 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 		}
 	}
 	return nil
+}
+
+// raftGroups reads the driver's groups for the raft gauges.
+func (n *clusterNode) raftGroups(partitions int) func() []telemetry.GroupReading {
+	return func() []telemetry.GroupReading {
+		out := make([]telemetry.GroupReading, 0, partitions+1)
+		for g := uint64(0); g <= uint64(partitions); g++ {
+			st, _ := n.replica.Driver.Status(g)
+			out = append(out, telemetry.GroupReading{Group: g, Commit: st.Commit, Applied: st.Applied,
+				Leading: st.Leading, Meta: g == cluster.MetaGroup})
+		}
+		return out
+	}
 }
 
 // close stops serving the other nodes, then the driver and the store.

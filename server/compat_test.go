@@ -236,8 +236,7 @@ func TestFilaClientFlow(t *testing.T) {
 	must(boot, "FilaService/Ack", &fila.AckRequest{Queue: "compat", MessageId: id}, &fila.AckResponse{})
 	requireCode(t, boot.call("FilaService/Ack", &fila.AckRequest{Queue: "compat", MessageId: id}, &fila.AckResponse{}), codes.NotFound)
 
-	// Stats: fairness keys, throttle buckets, the cluster fields (0 on a
-	// single node, as Fila answers).
+	// Stats: fairness keys, throttle buckets, the cluster fields.
 	closeStream()
 	eventually(t, func() bool {
 		return must(boot, "FilaAdmin/GetStats", &fila.GetStatsRequest{Queue: "compat"}, &fila.GetStatsResponse{}).GetActiveConsumers() == 0
@@ -262,10 +261,12 @@ func TestFilaClientFlow(t *testing.T) {
 	require.Equal(t, 1000.0, th.GetRatePerSecond())
 	require.Equal(t, 1000.0, th.GetBurst())
 	require.Positive(t, th.GetTokens())
+	// Issue 24: on a single node the replication fields read 0/1/1 (no
+	// node id, one copy, one node).
 	require.Zero(t, st.GetLeaderNodeId())
-	require.Zero(t, st.GetReplicationCount())
+	require.Equal(t, uint32(1), st.GetReplicationCount())
 	queues := must(boot, "FilaAdmin/ListQueues", &fila.ListQueuesRequest{}, &fila.ListQueuesResponse{})
-	require.Zero(t, queues.GetClusterNodeCount())
+	require.Equal(t, uint32(1), queues.GetClusterNodeCount())
 	var names []string
 	for _, q := range queues.GetQueues() {
 		names = append(names, q.GetName())

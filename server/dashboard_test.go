@@ -18,6 +18,7 @@ import (
 	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 // TestDashboardUsesOnlyExportedMetrics lints deploy/grafana/filad.json:
@@ -29,7 +30,8 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 	b := everyMetricBroker(t, "")
 	exerciseEveryMetric(t, b)
 	exported := map[string]bool{}
-	for _, line := range strings.Split(scrapeMetrics(t, b), "\n") {
+	scraped := scrapeMetrics(t, b) + "\n" + scrapeCluster(t)
+	for _, line := range strings.Split(scraped, "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {
 			exported[regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*`).FindString(line)] = true
 		}
@@ -85,6 +87,42 @@ func everyMetricBroker(t *testing.T, otlp string) *bundle {
 		c.Lua.CircuitBreakerCooldownMS = 100 // a broken script runs again soon
 	}, opts: server.Options{ExportTimeout: 200 * time.Millisecond}})
 	return asKey(t, b, bootstrapKey)
+}
+
+// scrapeCluster returns the /metrics of a one-node cluster that wrote a
+// message: the fila.raft.* series. Nothing forwards a call or sends a
+// snapshot to a lone node, so the test records one of each itself, as the
+// proxy and the snapshot transfer do (Server.ClusterMetrics).
+func scrapeCluster(t *testing.T) string {
+	t.Helper()
+	b := clusterMetricBroker(t)
+	exerciseCluster(t, b)
+	return scrapeMetrics(t, b)
+}
+
+// clusterMetricBroker starts a one-node cluster serving /metrics, with a
+// queue to write to.
+func clusterMetricBroker(t *testing.T) *bundle {
+	t.Helper()
+	b := setup(t, setupOpts{cfg: func(c *config.Config) {
+		tc := config.TelemetryDefaults()
+		tc.OTLPEndpoint, tc.PrometheusListenAddr, tc.MetricsIntervalMS = "", "127.0.0.1:0", 200
+		c.Telemetry = &tc
+		oneNodeCluster(c)
+	}})
+	b.createQueue(t, "lintcluster", nil)
+	return b
+}
+
+// exerciseCluster writes through b's raft log and records a forwarded
+// call and a snapshot.
+func exerciseCluster(t *testing.T, b *bundle) {
+	t.Helper()
+	b.enqueue(t, "lintcluster", nil, []byte("x"))
+	m := b.srv.ClusterMetrics()
+	require.NotNil(t, m)
+	m.Forwarded(ctxT(t), "/fila.v1.FilaService/Enqueue")
+	m.Snapshot(ctxT(t), telemetry.SnapshotSent, 1<<20, time.Second)
 }
 
 // scrapeMetrics returns filad's /metrics in the text format.

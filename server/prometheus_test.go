@@ -42,9 +42,11 @@ func TestRealPrometheus(t *testing.T) {
 	// A dead OTLP endpoint: spans are still sampled (so buckets get
 	// exemplars) and every export fails (so the export alert has cause).
 	b := everyMetricBroker(t, "http://127.0.0.1:1")
-	prom := startPrometheus(t, bin, b.srv.PrometheusAddr().String())
+	// A one-node cluster beside it, for the cluster row and alerts.
+	cb := clusterMetricBroker(t)
+	prom := startPrometheus(t, bin, b.srv.PrometheusAddr().String(), cb.srv.PrometheusAddr().String())
 
-	prom.await(t, `up{job="filad"} == 1`, "Prometheus scrapes filad")
+	prom.await(t, `count(up{job="filad"} == 1) == 2`, "Prometheus scrapes both filads")
 	exerciseEveryMetric(t, b)
 	// A dead-lettering Prometheus sees happen: the counter is scraped at 0
 	// first, so its increase is real.
@@ -73,6 +75,9 @@ func TestRealPrometheus(t *testing.T) {
 	require.NoError(t, err)
 	cancel()
 	b.sync(t, "lintlua", "lintdl")
+	// The cluster's second wave, once its histograms were scraped.
+	prom.await(t, `fila_raft_commit_duration_seconds_count > 0`, "Prometheus has the cluster's first wave")
+	exerciseCluster(t, cb)
 
 	// The rules first: the starved key's fair share looks back 60 s.
 	t.Run("every rule evaluates; the alerts the traffic provokes are active", rulesEvaluate(prom))
@@ -108,6 +113,8 @@ func rulesEvaluate(prom *prometheus) func(t *testing.T) {
 			"FilaResourceAlarm":            {"no alarm is raised (the disk has room)", `fila_alarm_active_ratio`},
 			"FilaDiskNearAlarm":            {"the disk has room (it may fire on a nearly full one)", `instance:fila_storage_disk_free:ratio_min_free`},
 			"FilaCommitLatencyHigh":        {"commits take well under 100 ms at p99 (it may fire on a very slow disk)", `queue:fila_storage_commit_duration_seconds:p99_5m`},
+			"FilaPartitionWithoutLeader":   {"the one-node cluster leads every partition", `fila_raft_partitions_led`},
+			"FilaRaftApplyLagHigh":         {"a lone node applies what it commits at once", `fila_raft_apply_lag`},
 		}
 		active := []string{"FilaDeadLettering", "FilaNoConsumers", "FilaTelemetryExportFailing", "FilaFairnessKeyStarved"}
 		var rules []promRule
@@ -167,9 +174,10 @@ type prometheus struct {
 	started time.Time
 }
 
-// startPrometheus runs bin scraping target every second and evaluating
-// deploy/prometheus/rules.yml every second, and stops it when the test ends.
-func startPrometheus(t *testing.T, bin, target string) *prometheus {
+// startPrometheus runs bin scraping targets (one job) every second and
+// evaluating deploy/prometheus/rules.yml every second, and stops it when
+// the test ends.
+func startPrometheus(t *testing.T, bin string, targets ...string) *prometheus {
 	t.Helper()
 	rules, err := filepath.Abs("../deploy/prometheus/rules.yml")
 	require.NoError(t, err)
@@ -178,8 +186,8 @@ func startPrometheus(t *testing.T, bin, target string) *prometheus {
 rule_files: [%q]
 scrape_configs:
   - job_name: filad
-    static_configs: [{targets: [%q]}]
-`, rules, target)
+    static_configs: [{targets: [%s]}]
+`, rules, quoteAll(targets))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -346,6 +354,15 @@ func (p *prometheus) exemplarTraceIDs(t *testing.T, expr string) []string {
 		}
 	}
 	return out
+}
+
+// quoteAll is targets as a YAML flow list's items.
+func quoteAll(targets []string) string {
+	q := make([]string, len(targets))
+	for i, t := range targets {
+		q[i] = strconv.Quote(t)
+	}
+	return strings.Join(q, ", ")
 }
 
 // dashboardQuery is one query of deploy/grafana/filad.json.

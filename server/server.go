@@ -156,7 +156,11 @@ func (s *Server) startTelemetry(ctx context.Context, opts Options) {
 		return
 	}
 	var err error
-	if s.telemetry, err = otlpexport.Setup(ctx, s.cfg.Telemetry, otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: s.cfg.Storage.DataDir}); err != nil {
+	setup := otlpexport.SetupOptions{Logger: s.log, ExportTimeout: opts.ExportTimeout, DataDir: s.cfg.Storage.DataDir}
+	if s.cfg.Cluster.Enabled {
+		setup.NodeID = s.cfg.Cluster.NodeID
+	}
+	if s.telemetry, err = otlpexport.Setup(ctx, s.cfg.Telemetry, setup); err != nil {
 		s.log.Warn("telemetry disabled: set-up failed", slog.Any("error", err))
 		s.telemetry = otlpexport.Disabled()
 	}
@@ -174,7 +178,7 @@ func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, e
 		return nil, err
 	}
 	if s.cfg.Cluster.Enabled {
-		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.log, s.telemetry.TracerProvider); err != nil {
+		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.telemetry, s.log); err != nil {
 			return reserve, err
 		}
 		s.store, s.ownStore = s.node.replica.Store, true
@@ -292,6 +296,7 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 	s.gateway, err = gateway.New(gateway.Options{
 		Peers:              peers,
 		NodeID:             cfg.Cluster.NodeID,
+		OnForward:          s.ClusterMetrics().Forwarded,
 		ForwardTimeout:     cfg.Server.RequestTimeout(),
 		TracerProvider:     s.telemetry.TracerProvider,
 		Auth:               authz,
@@ -303,12 +308,32 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 		MaxBatchItems:      cfg.Server.MaxBatchItems,
 		MaxBatchBytes:      cfg.Server.MaxBatchBytes,
 		Backup:             backupOf(s.store),
+		Cluster:            s.clusterView(),
 		Logger:             s.log,
 	})
 	if err == nil && s.node != nil {
 		s.node.internal.Bind(s.gateway)
 	}
 	return authz, err
+}
+
+// clusterView is the gateway's view of the cluster: nil on a single node.
+func (s *Server) clusterView() gateway.ClusterView {
+	if s.node == nil {
+		return nil
+	}
+	return s.node.placement
+}
+
+// ClusterMetrics are the cluster node's instruments (fila.raft.*,
+// fila.cluster.*): the proxy counts its forwarded calls there
+// (ClusterMetrics.Forwarded). nil on a single node; a nil *ClusterMetrics
+// records nothing.
+func (s *Server) ClusterMetrics() *telemetry.ClusterMetrics {
+	if s.node == nil {
+		return nil
+	}
+	return s.node.metrics
 }
 
 // newGRPC makes s.grpc, the transport (TLS when configured, authz's

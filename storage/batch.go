@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,6 +55,8 @@ type Batch struct {
 	background bool
 	owned      bool
 	prefixes   bool // some op is a DeletePrefix: see DeleteQueueItems
+	// trace: see SetTrace.
+	trace context.Context // a span's parent, carried with the batch, never marshalled
 }
 
 // Owner is whose a batch is: the unit a replicated store proposes it to.
@@ -139,6 +142,14 @@ func (b *Batch) Units() int { return len(b.units) }
 // the steps of an operator tool change only messages it has taken out of
 // their queue (and the deleted queue's), which nothing else writes.
 func (b *Batch) SetBackground() { b.background = true }
+
+// SetTrace makes ctx's span the parent of the spans a store records for
+// b (a replicated store's fila.raft.commit). Only the span travels: it
+// is never marshalled, and a store reads nothing else of ctx.
+func (b *Batch) SetTrace(ctx context.Context) { b.trace = ctx }
+
+// Trace is what SetTrace set; nil when nothing did.
+func (b *Batch) Trace() context.Context { return b.trace }
 
 // Background reports whether SetBackground marked b.
 func (b *Batch) Background() bool { return b.background }

@@ -107,6 +107,10 @@ type SetupOptions struct {
 	// DataDir is the store's directory: service.instance.id is derived
 	// from it (InstanceID). Empty: a random id per process.
 	DataDir string
+	// NodeID is the cluster node's id (cluster.node_id), put on the
+	// resource as fila.node.id, so that every span and series says which
+	// node it is from; 0 (a single node) puts none.
+	NodeID uint64
 }
 
 // Setup builds the OTLP/gRPC pipeline that cfg describes and installs it,
@@ -128,7 +132,7 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 	if disabled, _ := strconv.ParseBool(getenv("OTEL_SDK_DISABLED")); cfg == nil || disabled {
 		return Disabled(), nil
 	}
-	res, err := newResource(ctx, cfg.ServiceName, opts.DataDir)
+	res, err := newResource(ctx, cfg.ServiceName, opts.DataDir, opts.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -185,13 +189,18 @@ func Setup(ctx context.Context, cfg *config.Telemetry, opts SetupOptions) (*Hand
 
 // newResource is filad's resource: service.name, service.version, a
 // service.instance.id stable across restarts of the same data directory,
-// host.name and the SDK's attributes; OTEL_RESOURCE_ATTRIBUTES and
-// OTEL_SERVICE_NAME, read last, win.
-func newResource(ctx context.Context, serviceName, dataDir string) (*resource.Resource, error) {
+// host.name, the SDK's attributes and, on a cluster node (nodeID > 0),
+// fila.node.id; OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, read last,
+// win.
+func newResource(ctx context.Context, serviceName, dataDir string, nodeID uint64) (*resource.Resource, error) {
 	host, _ := os.Hostname()
+	attrs := []attribute.KeyValue{semconv.ServiceName(serviceName), semconv.ServiceVersion(telemetry.Version),
+		semconv.ServiceInstanceID(InstanceID(host, dataDir))}
+	if nodeID > 0 {
+		attrs = append(attrs, NodeIDAttr(nodeID))
+	}
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceVersion(telemetry.Version),
-			semconv.ServiceInstanceID(InstanceID(host, dataDir))),
+		resource.WithAttributes(attrs...),
 		resource.WithHost(),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
@@ -200,6 +209,12 @@ func newResource(ctx context.Context, serviceName, dataDir string) (*resource.Re
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	return res, nil
+}
+
+// NodeIDAttr is the fila.node.id resource attribute of a cluster node: an
+// int64 (node ids are 1..2^63, config checks it).
+func NodeIDAttr(nodeID uint64) attribute.KeyValue {
+	return attribute.Int64(telemetry.AttrNodeID, int64(nodeID))
 }
 
 // instanceNamespace is the UUIDv5 namespace of filad's instance ids.

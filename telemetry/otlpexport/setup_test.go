@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -61,7 +62,7 @@ func TestSetupEnabledBuildsExporters(t *testing.T) {
 // directory another one, and OTEL_RESOURCE_ATTRIBUTES still wins.
 func TestInstanceIDIsStablePerDataDir(t *testing.T) {
 	instance := func(dir string) string {
-		res, err := newResource(context.Background(), "fila", dir)
+		res, err := newResource(context.Background(), "fila", dir, 0)
 		require.NoError(t, err)
 		v, ok := res.Set().Value(semconv.ServiceInstanceIDKey)
 		require.True(t, ok)
@@ -76,4 +77,18 @@ func TestInstanceIDIsStablePerDataDir(t *testing.T) {
 	require.NotEqual(t, instance(""), instance(""), "no data directory: random per process")
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=mine")
 	require.Equal(t, "mine", instance(dir), "OTEL_RESOURCE_ATTRIBUTES wins")
+}
+
+// A cluster node's resource names it by fila.node.id; a single node's
+// has no such attribute.
+func TestResourceNamesTheClusterNode(t *testing.T) {
+	res, err := newResource(context.Background(), "fila", t.TempDir(), 3)
+	require.NoError(t, err)
+	v, ok := res.Set().Value(telemetry.AttrNodeID)
+	require.True(t, ok)
+	require.Equal(t, int64(3), v.AsInt64())
+	res, err = newResource(context.Background(), "fila", t.TempDir(), 0)
+	require.NoError(t, err)
+	_, ok = res.Set().Value(telemetry.AttrNodeID)
+	require.False(t, ok, "a single node has no node id")
 }

@@ -1400,8 +1400,8 @@ func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
 type ListQueuesResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Queues []*QueueInfo           `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
-	// cluster_node_count is the number of nodes in the cluster; 0 on a
-	// single node, as in Fila.
+	// cluster_node_count is the number of the cluster's members; 1 on a
+	// single node.
 	ClusterNodeCount uint32 `protobuf:"varint,2,opt,name=cluster_node_count,json=clusterNodeCount,proto3" json:"cluster_node_count,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -1457,7 +1457,8 @@ type QueueInfo struct {
 	Depth           uint64                 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
 	InFlight        uint64                 `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	ActiveConsumers uint32                 `protobuf:"varint,4,opt,name=active_consumers,json=activeConsumers,proto3" json:"active_consumers,omitempty"`
-	// leader_node_id is the node leading the queue; 0 on a single node.
+	// leader_node_id is the node leading the queue's partition, as the node
+	// answering knows it (0: no leader known now); 0 on a single node.
 	LeaderNodeId uint64 `protobuf:"varint,5,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	// delayed is the number of messages waiting out a retry or enqueue delay.
 	Delayed       uint64 `protobuf:"varint,16,opt,name=delayed,proto3" json:"delayed,omitempty"`
@@ -1626,8 +1627,9 @@ type GetStatsResponse struct {
 	// with SetConfig("throttle.<key>", "<rate>[,<burst>]")); they are shared
 	// by all queues.
 	PerThrottleStats []*PerThrottleKeyStats `protobuf:"bytes,7,rep,name=per_throttle_stats,json=perThrottleStats,proto3" json:"per_throttle_stats,omitempty"`
-	// leader_node_id and replication_count describe the queue's replication;
-	// both are 0 on a single node, as in Fila.
+	// leader_node_id and replication_count describe the queue's replication:
+	// the node leading its partition and the partition's voters; 0 and 1 on
+	// a single node.
 	LeaderNodeId     uint64 `protobuf:"varint,8,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	ReplicationCount uint32 `protobuf:"varint,9,opt,name=replication_count,json=replicationCount,proto3" json:"replication_count,omitempty"`
 	// next_page_token fetches the next page; empty on the last.
