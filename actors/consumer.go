@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,42 @@ type Delivery struct {
 	Record    *storagev1.MessageRecord
 	LeasedAt  time.Time
 	ExpiresAt time.Time
+	// Written, when not nil (in a cluster), is the write of the lease
+	// record: the stream must not send the message before it is durable
+	// (Written.Wait). A partition leader deposed without knowing it would
+	// otherwise deliver from stale state a message the new leader already
+	// saw acked. On a single node it is nil: the lease is written
+	// deferred, and a crash at worst redelivers.
+	Written *LeaseWrite
+}
+
+// LeaseWrite is the outcome of one dispatch's lease write, shared by its
+// deliveries.
+type LeaseWrite struct {
+	done chan struct{}
+	err  error
+}
+
+func newLeaseWrite() *LeaseWrite { return &LeaseWrite{done: make(chan struct{})} }
+
+// finish records the write's outcome; called once.
+func (w *LeaseWrite) finish(err error) {
+	w.err = err
+	close(w.done)
+}
+
+// Wait returns once the lease write is durable (nil), failed (its
+// error: the delivery must not be sent), or ctx ended.
+func (w *LeaseWrite) Wait(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return w.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 var consumerIDs atomic.Uint64

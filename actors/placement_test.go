@@ -500,3 +500,46 @@ func TestBrokerCommandOutcomeUnknownReloads(t *testing.T) {
 		})
 	}
 }
+
+// heldDefers completes every Defer only once release is closed: a lease
+// write that is slow to become durable.
+type heldDefers struct {
+	storage.Store
+	release chan struct{}
+}
+
+func (s *heldDefers) Defer(b *storage.Batch, done func(error)) {
+	s.Store.Defer(b, func(err error) {
+		go func() {
+			<-s.release
+			done(err)
+		}()
+	})
+}
+
+// In a cluster a delivery carries its lease write, and is not to be sent
+// before that is durable (a deposed leader must not deliver from stale
+// state); on a single node it carries none.
+func TestInAClusterADeliveryWaitsForItsLeaseWrite(t *testing.T) {
+	t.Parallel()
+	held := &heldDefers{Store: storage.NewMemory(), release: make(chan struct{})}
+	f := startOn(t, &faultyStore{Store: held}, withPlacement(&fakePlacement{}))
+	f.create("q", time.Minute)
+	f.fill("q", 1)
+	d := f.recv(f.subscribe("q", 1))
+	require.NotNil(t, d.Written, "a cluster's delivery carries its lease write")
+	select {
+	case <-d.Written.done:
+		t.Fatal("the lease write is done before the store completed it")
+	default:
+	}
+	close(held.release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	require.NoError(t, d.Written.Wait(ctx))
+
+	single := newFixture(t)
+	single.create("q", time.Minute)
+	single.fill("q", 1)
+	require.Nil(t, single.recv(single.subscribe("q", 1)).Written, "a single node's delivery waits for nothing")
+}

@@ -116,6 +116,10 @@ type queueDeps struct {
 	throttles *Throttles
 	// onTick is Options.onTick.
 	onTick func(queue string)
+	// gateDeliveries holds each delivery until its lease is durable
+	// (Delivery.Written): in a cluster, where a deposed leader must not
+	// deliver from stale state.
+	gateDeliveries bool
 }
 
 // configCell holds a queue's current config. The broker replaces it (and

@@ -87,6 +87,10 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	q.throttledUntil = time.Time{}
 	expires := now.Add(q.cfg.VisibilityTimeout)
 	n, redelivered := 0, int64(0)
+	var written *LeaseWrite
+	if q.deps.gateDeliveries {
+		written = newLeaseWrite()
+	}
 	for q.ready.len() > 0 {
 		s := q.nextConsumer()
 		if s == nil {
@@ -101,7 +105,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		// deferred; its telemetry follows.
 		q.applyLease(m, now, expires, q.leaseIDs.next(), s)
 		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
-		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires}
+		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires, Written: written}
 		q.fair.delivered(key, weight)
 		m.span = q.deliverySpan(s.parent, m)
 		if m.rec.GetAttemptCount() == 0 {
@@ -116,9 +120,18 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 		q.armTimer(ctx) // the earliest refill
 	}
 	if n == 0 {
+		if written != nil {
+			written.finish(nil)
+		}
 		return
 	}
-	q.deps.store.Defer(&b, q.logFailure(ctx, "write leases"))
+	logFailure := q.logFailure(ctx, "write leases")
+	q.deps.store.Defer(&b, func(err error) {
+		logFailure(err)
+		if written != nil {
+			written.finish(err)
+		}
+	})
 	q.count(telemetry.Leased, int64(n))
 	q.count(telemetry.Redelivered, redelivered)
 	q.armTimer(ctx)

@@ -73,6 +73,8 @@ func Start(opts Options) (*System, error) {
 				runtime:   s.runtime,
 				throttles: s.throttles,
 				onTick:    opts.onTick,
+				// A Placement means a cluster (nil is a single node).
+				gateDeliveries: opts.Placement != nil,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{},
 			reaping: map[string]*reaping{}, unfinished: map[string]bool{}, retiring: map[string]*retiring{}}

@@ -134,6 +134,15 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_ConsumeServ
 		if wasFull {
 			s.sys.Send(sub.Queue, &actors.ConsumerReady{})
 		}
+		for _, d := range taken {
+			if err := d.Written.Wait(ctx); err != nil {
+				// The lease is not durable (a cluster's leader deposed
+				// meanwhile): nothing of the frame may be sent. The queue
+				// is stopping here; its consumers end with a hint.
+				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID(), Unsent: slices.Clone(taken)})
+				return err
+			}
+		}
 		if err := stream.Send(resp); err != nil {
 			// The stream is gone (or going): what this frame took was never
 			// sent; the queue returns it at once with what is still buffered.

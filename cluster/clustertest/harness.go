@@ -388,12 +388,14 @@ func (c *Cluster) Heal() error {
 // clients still reach it): the node's own fault rules, over its control
 // address, which a cluster's Env must have set (FILA_CLUSTER__FAULT_CONTROL_ADDR).
 func (c *Cluster) Isolate(n *Node) error {
+	var others []string
 	for _, o := range c.Nodes {
 		if o != n {
-			if err := n.control(fmt.Sprintf("/cut?peer=%d&dir=both", o.Index+1)); err != nil {
-				return err
-			}
+			others = append(others, strconv.Itoa(o.Index+1))
 		}
+	}
+	if err := n.control(http.MethodPut, `{"drop": [`+strings.Join(others, ", ")+`]}`); err != nil {
+		return err
 	}
 	n.isolated = true
 	return nil
@@ -401,22 +403,27 @@ func (c *Cluster) Isolate(n *Node) error {
 
 // Rejoin removes node n's fault rules.
 func (c *Cluster) Rejoin(n *Node) error {
-	if err := n.control("/heal"); err != nil {
+	if err := n.control(http.MethodDelete, ""); err != nil {
 		return err
 	}
 	n.isolated = false
 	return nil
 }
 
-// control posts to the node's fault control handler.
-func (n *Node) control(path string) error {
-	resp, err := http.Post("http://"+n.ControlAddr+path, "text/plain", nil)
+// control sends method /faults with body to the node's fault control
+// handler (cluster.fault_control_addr).
+func (n *Node) control(method, body string) error {
+	req, err := http.NewRequest(method, "http://"+n.ControlAddr+"/faults", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("clustertest: node %d fault control: %w", n.Index+1, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("clustertest: node %d fault control %s: %s", n.Index+1, path, resp.Status)
+		return fmt.Errorf("clustertest: node %d fault control %s /faults: %s", n.Index+1, method, resp.Status)
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -50,6 +52,40 @@ func (f *Faults) Heal() {
 	f.sendTo, f.recvFrom = nil, nil
 }
 
+// Drop replaces every rule with cuts both ways to and from peers.
+func (f *Faults) Drop(peers []uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sendTo, f.recvFrom = map[uint64]bool{}, map[uint64]bool{}
+	for _, p := range peers {
+		f.sendTo[p], f.recvFrom[p] = true, true
+	}
+}
+
+// Rules returns the peers cut both ways (drop), and those cut one way
+// only (out: what this node sends them; in: what arrives from them), in
+// id order.
+func (f *Faults) Rules() (drop, out, in []uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for p := range f.sendTo {
+		if f.recvFrom[p] {
+			drop = append(drop, p)
+		} else {
+			out = append(out, p)
+		}
+	}
+	for p := range f.recvFrom {
+		if !f.sendTo[p] {
+			in = append(in, p)
+		}
+	}
+	slices.Sort(drop)
+	slices.Sort(out)
+	slices.Sort(in)
+	return drop, out, in
+}
+
 // Allows reports whether a call from → to (a forwarded client call) passes
 // the rules of the node that holds f, as a raft message would; a nil
 // *Faults allows everything.
@@ -67,10 +103,19 @@ func (f *Faults) allows(from, to uint64) bool {
 }
 
 // ControlHandler serves the rules over HTTP for a test harness that
-// drives real processes:
+// drives real processes, in the interface of issue 24 so that any tool
+// can drive it:
 //
-//	POST /cut?peer=2&dir=both|out|in   cut a link
-//	POST /heal                         remove every rule
+//	PUT /faults {"drop": [2, 3]}       drop every internal message (raft,
+//	                                   forwarded calls) to and from nodes
+//	                                   2 and 3, replacing every rule
+//	DELETE /faults                     heal: remove every rule
+//	GET /faults                        {"drop": [...], "out": [...], "in": [...]}
+//
+// and, for one-way cuts:
+//
+//	POST /cut?peer=2&dir=both|out|in   add a cut
+//	POST /heal                         as DELETE /faults
 //
 // It must only ever listen on a loopback address that the node's config
 // names for tests.
@@ -90,9 +135,41 @@ func (f *Faults) ControlHandler() http.Handler {
 		f.Cut(peer, d)
 		fmt.Fprintf(w, "cut %d\n", peer)
 	})
-	mux.HandleFunc("POST /heal", func(w http.ResponseWriter, _ *http.Request) {
+	heal := func(w http.ResponseWriter, _ *http.Request) {
 		f.Heal()
 		fmt.Fprintln(w, "healed")
+	}
+	mux.HandleFunc("POST /heal", heal)
+	mux.HandleFunc("DELETE /faults", heal)
+	mux.HandleFunc("PUT /faults", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Drop []uint64 `json:"drop"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			http.Error(w, `body: want {"drop": [node ids]}: `+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if slices.Contains(body.Drop, 0) {
+			http.Error(w, "drop: node ids are > 0", http.StatusBadRequest)
+			return
+		}
+		f.Drop(body.Drop)
+		fmt.Fprintf(w, "dropping %v\n", body.Drop)
+	})
+	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, _ *http.Request) {
+		drop, out, in := f.Rules()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string][]uint64{"drop": nonNil(drop), "out": nonNil(out), "in": nonNil(in)})
 	})
 	return mux
+}
+
+// nonNil makes an empty list encode as [], not null.
+func nonNil(ids []uint64) []uint64 {
+	if ids == nil {
+		return []uint64{}
+	}
+	return ids
 }

@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -279,6 +281,51 @@ func TestControlHandler(t *testing.T) {
 	}
 	if (*Faults)(nil).allows(1, 2) != true {
 		t.Error("nil Faults cut a link")
+	}
+}
+
+// The issue's interface: PUT /faults replaces the rules with drops both
+// ways, GET shows them, DELETE heals; bad bodies change nothing.
+func TestControlHandlerFaultsResource(t *testing.T) {
+	f := &Faults{}
+	srv := httptest.NewServer(f.ControlHandler())
+	defer srv.Close()
+	do := func(method, body string) (int, string) {
+		req, err := http.NewRequest(method, srv.URL+"/faults", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	f.Cut(9, Outgoing)
+	if code, _ := do(http.MethodPut, `{"drop": [2, 3]}`); code != http.StatusOK {
+		t.Fatalf("PUT: %d", code)
+	}
+	if f.allows(1, 2) || f.allows(3, 1) || !f.allows(1, 9) {
+		t.Error("PUT did not replace the rules with drops of 2 and 3 both ways")
+	}
+	if _, got := do(http.MethodGet, ""); got != `{"drop":[2,3],"in":[],"out":[]}` {
+		t.Errorf("GET: %s", got)
+	}
+	for _, bad := range []string{`{"drop": [0]}`, `{"drop": "2"}`, `{"cut": [2]}`, `nonsense`} {
+		if code, _ := do(http.MethodPut, bad); code != http.StatusBadRequest {
+			t.Errorf("PUT %s: %d, want 400", bad, code)
+		}
+	}
+	if f.allows(1, 2) {
+		t.Error("a refused PUT changed the rules")
+	}
+	if code, _ := do(http.MethodDelete, ""); code != http.StatusOK || !f.allows(1, 2) || !f.allows(3, 1) {
+		t.Errorf("DELETE: %d; still cut", code)
+	}
+	if _, got := do(http.MethodGet, ""); got != `{"drop":[],"in":[],"out":[]}` {
+		t.Errorf("GET after DELETE: %s", got)
 	}
 }
 
