@@ -83,11 +83,13 @@ type Cluster struct {
 	TickMS         int `koanf:"tick_ms"`
 	ElectionTicks  int `koanf:"election_ticks"`
 	HeartbeatTicks int `koanf:"heartbeat_ticks"`
-	// TLSCAFile is the CA that signed the members' certificates: with
-	// [server.tls] on, the internal port is mutual TLS, each node
-	// presenting its server.tls certificate (which then needs both the
-	// serverAuth and clientAuth extended key usages) and verifying its
-	// peer's against this CA. Default: server.tls.client_ca_file.
+	// TLSCAFile is the CA that signed the members' certificates, required
+	// with [server.tls] on: the internal port is then mutual TLS, each
+	// node presenting its server.tls certificate (which needs both the
+	// serverAuth and clientAuth extended key usages, and a name of its
+	// host in initial_members) and checking its peer's the same way. Give
+	// the members a CA of their own: not the clients' CA, whose client
+	// certificates must not reach the internal port.
 	TLSCAFile string `koanf:"tls_ca_file"`
 	// FaultControlAddr, for tests only, serves the transport's fault rules
 	// (cut links) over HTTP on a loopback address; "" serves none.
@@ -129,13 +131,17 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 	return out, nil
 }
 
-// PeerCAFile is the CA file the internal port verifies members'
-// certificates with: TLSCAFile, else the client port's client CA.
-func (c Cluster) PeerCAFile(t TLS) string {
-	if c.TLSCAFile != "" {
-		return c.TLSCAFile
+// MemberHosts are the hosts of the initial members' internal addresses,
+// which a member's certificate must name.
+func (c Cluster) MemberHosts() []string {
+	members, _ := c.ParseMembers()
+	var hosts []string
+	for _, m := range members {
+		if h, _, err := net.SplitHostPort(m.Addr); err == nil && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
 	}
-	return t.ClientCAFile
+	return hosts
 }
 
 // Tick is TickMS as a duration.
@@ -803,8 +809,8 @@ func (c Config) check() []fieldError {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
 	errs = append(errs, c.Cluster.check()...)
-	if c.Cluster.Enabled && c.Server.TLS.Enabled() && c.Cluster.PeerCAFile(c.Server.TLS) == "" {
-		bad("cluster.tls_ca_file", "", "must name the CA of the members' certificates: with server.tls on, the internal port is mutual TLS (or set server.tls.client_ca_file)")
+	if c.Cluster.Enabled && c.Server.TLS.Enabled() && c.Cluster.TLSCAFile == "" {
+		bad("cluster.tls_ca_file", "", "must name the CA of the members' certificates: with server.tls on, the internal port is mutual TLS")
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
@@ -939,13 +945,4 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// ClientAddr is the client address this node registers in a cluster's
-// meta group: cluster.advertise_client_addr, else server.listen_addr.
-func (c Config) ClientAddr() string {
-	if c.Cluster.AdvertiseClientAddr != "" {
-		return c.Cluster.AdvertiseClientAddr
-	}
-	return c.Server.ListenAddr
 }

@@ -98,7 +98,7 @@ func TestLoad(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, []Member{{1, "127.0.0.1:7555"}, {2, "127.0.0.1:7556"}, {3, "127.0.0.1:7557"}}, m)
 				require.Equal(t, 3, c.Cluster.ReplicationFactor)
-				require.Equal(t, c.Server.ListenAddr, c.ClientAddr(), "the client address defaults to server.listen_addr")
+				require.Equal(t, []string{"127.0.0.1"}, c.Cluster.MemberHosts())
 			},
 		},
 		{
@@ -109,7 +109,7 @@ func TestLoad(t *testing.T) {
 				m, err := c.Cluster.ParseMembers()
 				require.NoError(t, err)
 				require.Equal(t, []Member{{1, "127.0.0.1:7555"}, {2, "127.0.0.1:7556"}}, m)
-				require.Equal(t, "filad-1.internal:5555", c.ClientAddr())
+				require.Equal(t, "filad-1.internal:5555", c.Cluster.AdvertiseClientAddr)
 			},
 		},
 		{

@@ -140,7 +140,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if cc.FaultControlAddr != "" {
 		faults = &transport.Faults{}
 	}
-	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, peerDialCreds(tlsFiles))
+	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, func(addr string) grpc.DialOption { return peerDialCreds(tlsFiles, addr) })
 	var driver *cluster.Driver // set below; the transport delivers to it
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
@@ -148,7 +148,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 			driver.Step(msgs)
 		},
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, append(transport.DialOptions(), peerDialCreds(tlsFiles))...)
+			return grpc.NewClient(addr, append(transport.DialOptions(), peerDialCreds(tlsFiles, addr))...)
 		},
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
@@ -243,11 +243,11 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 
 // peerDialCreds are the credentials this node dials the other members
 // with: mutual TLS when [server.tls] is on, else plaintext.
-func peerDialCreds(f *tlsFiles) grpc.DialOption {
+func peerDialCreds(f *tlsFiles, addr string) grpc.DialOption {
 	if f == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(f.peerClientConfig()))
+	return grpc.WithTransportCredentials(credentials.NewTLS(f.peerClientConfig(addr)))
 }
 
 // awaitReady waits until the node may serve: with one member, until it
@@ -388,8 +388,8 @@ func internalAddrs(members []config.Member) map[uint64]string {
 type peerConns struct {
 	self   uint64
 	addrs  map[uint64]string
-	faults *transport.Faults // nil: none
-	creds  grpc.DialOption   // peerDialCreds: mutual TLS with [server.tls]
+	faults *transport.Faults                 // nil: none
+	creds  func(addr string) grpc.DialOption // peerDialCreds: mutual TLS with [server.tls]
 	mu     sync.Mutex
 	conns  map[uint64]*grpc.ClientConn
 	closed bool
@@ -397,7 +397,7 @@ type peerConns struct {
 
 var _ gateway.Peers = (*peerConns)(nil)
 
-func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds grpc.DialOption) *peerConns {
+func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds func(addr string) grpc.DialOption) *peerConns {
 	return &peerConns{self: self, addrs: addrs, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}
 }
 
@@ -416,7 +416,7 @@ func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
 		return nil, fmt.Errorf("cluster: node %d is not a member", node)
 	}
 	c, err := grpc.NewClient(p.addrs[node], append(transport.DialOptions(),
-		p.creds,
+		p.creds(p.addrs[node]),
 		// A reply (a Peek page, a batch's results) may be as large as
 		// what the client port sends.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageBytes)))...)

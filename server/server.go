@@ -106,11 +106,11 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 
 	s.startTelemetry(ctx, opts)
 	if cfg.Server.TLS.Enabled() {
-		peerCA := ""
+		peerCA, hosts := "", []string(nil)
 		if cfg.Cluster.Enabled {
-			peerCA = cfg.Cluster.PeerCAFile(cfg.Server.TLS)
+			peerCA, hosts = cfg.Cluster.TLSCAFile, cfg.Cluster.MemberHosts()
 		}
-		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA); err != nil {
+		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA, hosts); err != nil {
 			return nil, err
 		}
 	}

@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 
 	"github.com/fila-dev/filad/config"
@@ -18,17 +20,36 @@ import (
 type tlsFiles struct {
 	cfg config.TLS
 	// peerCAFile, for a cluster node, is the CA of the members'
-	// certificates (config.Cluster.PeerCAFile); "" on a single node.
+	// certificates (cluster.tls_ca_file); "" on a single node.
 	peerCAFile string
-	current    atomic.Pointer[tls.Config]
+	// memberHosts are the hosts of the members' internal addresses: a
+	// peer's certificate must name one of them.
+	memberHosts []string
+	current     atomic.Pointer[tls.Config]
 	// peers is the internal port's config as a server: the same
 	// certificate, and the members' CA required of every caller.
 	peers atomic.Pointer[tls.Config]
 }
 
-func loadTLS(cfg config.TLS, peerCAFile string) (*tlsFiles, error) {
-	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile}
+func loadTLS(cfg config.TLS, peerCAFile string, memberHosts []string) (*tlsFiles, error) {
+	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile, memberHosts: memberHosts}
 	return f, f.reload()
+}
+
+// verifyMember checks what the chain check does not: that a peer's
+// certificate is a member's (both key usages, as every member's has) and
+// names one of the members' hosts. Without it any certificate of the CA
+// with clientAuth, a client's, would pass on the internal port.
+func (f *tlsFiles) verifyMember(cert *x509.Certificate) error {
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return errors.New("cluster: the peer certificate lacks the serverAuth and clientAuth key usages of a member's")
+	}
+	for _, h := range f.memberHosts {
+		if cert.VerifyHostname(h) == nil {
+			return nil
+		}
+	}
+	return errors.New("cluster: the peer certificate names none of the members' hosts")
 }
 
 // readCAs reads a PEM file of CA certificates; key names it in errors.
@@ -74,6 +95,12 @@ func (f *tlsFiles) reload() error {
 		p = c.Clone()
 		// RootCAs: the same pool verifies the members this node dials.
 		p.ClientCAs, p.ClientAuth, p.RootCAs = pool, tls.RequireAndVerifyClientCert, pool
+		p.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("cluster: the caller presented no certificate")
+			}
+			return f.verifyMember(cs.PeerCertificates[0])
+		}
 	}
 	f.current.Store(c)
 	if p != nil {
@@ -94,11 +121,17 @@ func (f *tlsFiles) peerServerConfig() *tls.Config {
 	}
 }
 
-// peerClientConfig is the config this node dials the other members
-// with: it presents its certificate and verifies theirs against the
-// members' CA, both as current at each handshake (a reload reaches new
-// connections; the transport redials a broken one).
-func (f *tlsFiles) peerClientConfig() *tls.Config {
+// peerClientConfig is the config this node dials the member at addr
+// with: it presents its certificate and verifies the member's against the
+// members' CA and addr's host, both as current at each handshake (a
+// reload reaches new connections; the transport redials a broken one).
+// The host is checked here, not through the handshake's server name,
+// which Go leaves empty for an IP address.
+func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2"},
@@ -113,12 +146,14 @@ func (f *tlsFiles) peerClientConfig() *tls.Config {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("cluster: the member presented no certificate")
 			}
-			opts := x509.VerifyOptions{DNSName: cs.ServerName, Roots: f.peers.Load().RootCAs, Intermediates: x509.NewCertPool()}
+			opts := x509.VerifyOptions{DNSName: host, Roots: f.peers.Load().RootCAs, Intermediates: x509.NewCertPool()}
 			for _, c := range cs.PeerCertificates[1:] {
 				opts.Intermediates.AddCert(c)
 			}
-			_, err := cs.PeerCertificates[0].Verify(opts)
-			return err
+			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+				return err
+			}
+			return f.verifyMember(cs.PeerCertificates[0])
 		},
 	}
 }

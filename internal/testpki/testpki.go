@@ -89,9 +89,15 @@ func (c *CA) issue(t T, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
 // server's and a client's, as the internal port's mutual TLS needs.
 func (c *CA) IssueNode(t T, cn string, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return c.IssueNodeAt(t, cn, serial, "127.0.0.1")
+}
+
+// IssueNodeAt is IssueNode for the IP address ip.
+func (c *CA) IssueNodeAt(t T, cn string, serial int64, ip string) (certPEM, keyPEM []byte) {
+	t.Helper()
 	return c.issue(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}})
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, IPAddresses: []net.IP{net.ParseIP(ip)}})
 }
 
 // ClientConfig trusts c and presents certPEM/keyPEM when given.
