@@ -84,14 +84,15 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		faults = &transport.Faults{}
 	}
 	var driver *cluster.Driver // set below; the transport delivers to it
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	}
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
 		Deliver: func(_ uint64, msgs []*clusterv1.GroupMessage) {
 			driver.Step(msgs)
 		},
-		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-		},
+		Dial:        dial,
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
 		Logger:      log,
@@ -100,10 +101,11 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		return nil, err
 	}
 	peers := make([]uint64, len(members))
-	clientAddrs := map[uint64]string{}
+	clientAddrs, peerAddrs := map[uint64]string{}, map[uint64]string{}
 	for i, m := range members {
 		peers[i] = m.ID
 		clientAddrs[m.ID] = m.ClientAddr
+		peerAddrs[m.ID] = m.Addr
 	}
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
 		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
@@ -116,6 +118,9 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
 		ClientAddrs:   clientAddrs,
 		Logger:        log,
+		// Snapshots: fetched from the leader's internal port.
+		PeerAddrs: peerAddrs, Dial: dial,
+		SnapshotEntries: cc.SnapshotEntries, SnapshotRate: cc.SnapshotRateMiB << 20,
 	}); err != nil {
 		return nil, err
 	}
@@ -137,6 +142,7 @@ func openCluster(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *c
 			slog.String("internal_listen_addr", cc.InternalListenAddr))
 	}
 	n.transport.Register(n.grpc)
+	n.replica.RegisterSnapshots(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
 		lis, err := net.Listen("tcp", cc.FaultControlAddr)
