@@ -1,16 +1,20 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster/raftlog"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
@@ -252,5 +256,60 @@ func TestCompactionStaysBelowSyncedApplied(t *testing.T) {
 	}
 	if _, err := l.Entries(141, 201, 1<<30); err != nil {
 		t.Fatalf("entries above the compaction: %v", err)
+	}
+}
+
+// A node that stopped during a snapshot install (the marker is set) never
+// serves the group until a snapshot installs: elected, it passes no
+// barrier, while its other groups serve.
+func TestAnInstallCutShortHoldsTheGroup(t *testing.T) {
+	c := newReplicaNet(t, 1)
+	group := GroupOf(storage.FamilyOf("a"), testPartitions)
+	var b storage.Batch
+	b.PutMessage("a", "1", &storagev1.MessageRecord{Payload: []byte("x")})
+	c.write(&b)
+	c.close(1)
+	local, err := storage.Open(storage.Options{Dir: filepath.Join(c.dir, "1"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.DB().Update(func(txn *badger.Txn) error {
+		return raftlog.SetSnapshotMarker(txn, group, &pb.SnapshotMetadata{Index: new(uint64(1000)), Term: new(uint64(9))})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.open(1)
+	fam := "b"
+	for i := 0; GroupOf(storage.FamilyOf(fam), testPartitions) == group; i++ {
+		fam = fmt.Sprintf("b%d", i)
+	}
+	// The other group serves; a write to it goes through the same driver
+	// loop that would have passed the held group's barrier by then.
+	var ob storage.Batch
+	ob.PutMessage(fam, "1", &storagev1.MessageRecord{Payload: []byte("y")})
+	c.write(&ob)
+	deadline := time.Now().Add(patience)
+	for {
+		st, _ := r.Driver.Status(group)
+		if st.Leader == 1 && st.Applied >= st.Commit && st.Commit > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %d never elected its only node: %+v", group, st)
+		}
+		time.Sleep(5 * time.Millisecond) // polls raft's status
+	}
+	c.write(&ob) // one more loop past the held group's barrier
+	if st, _ := r.Driver.Status(group); st.Leading {
+		t.Fatalf("group %d, held by its snapshot marker, is served: %+v", group, st)
+	}
+	var ab storage.Batch
+	ab.PutMessage("a", "2", &storagev1.MessageRecord{Payload: []byte("x")})
+	err = r.Store.Write(&ab)
+	if !errors.Is(err, actors.ErrNotLeader) || !strings.Contains(err.Error(), (&NotLeaderError{Group: group, Leader: 1}).Error()) {
+		t.Fatalf("a write to the held group: %v, want a refusal of group %d", err, group)
 	}
 }
