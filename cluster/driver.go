@@ -185,6 +185,8 @@ type group struct {
 	// held: the state is partly a snapshot's after a crash; this node
 	// must not lead until a snapshot installs.
 	held bool
+	// st is the group's log as raft reads it.
+	st raft.Storage
 	// snapSent are the peers a MsgSnap went to in the last Ready; raft is
 	// told after Advance that it went (the data follows out of band).
 	snapSent []uint64
@@ -299,7 +301,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
+		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
 		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
@@ -496,8 +498,15 @@ func (d *Driver) startInstall(g *group, m *pb.Message) {
 	if g.installing {
 		return
 	}
-	if m.GetSnapshot().GetMetadata().GetIndex() <= g.rn.Status().Applied {
+	meta := m.GetSnapshot().GetMetadata()
+	if meta.GetIndex() <= g.rn.Status().Applied {
 		_ = g.rn.Step(m) // stale: raft answers it without a copy
+		return
+	}
+	if t, err := g.st.Term(meta.GetIndex()); err == nil && t == meta.GetTerm() {
+		// The log has the snapshot's entry: raft only moves the commit
+		// index on, and the entries apply from the log.
+		_ = g.rn.Step(m)
 		return
 	}
 	g.installing = true

@@ -36,6 +36,11 @@ const (
 	snapshotChunkBytes = 1 << 20
 	// snapshotIdle is how long a snapshot nobody fetched is kept.
 	snapshotIdle = 5 * time.Minute
+	// snapshotReuse is how long a group's newest snapshot answers raft
+	// even if the applied index has moved on: raft asks again at every
+	// probe of a follower behind (each heartbeat), and a new read each
+	// time would pile up reads and make the one in flight stale.
+	snapshotReuse = 10 * time.Second
 	// fetchAttempts bounds the resumptions of one transfer before the
 	// install gives up (raft sends another snapshot).
 	fetchAttempts = 10
@@ -156,6 +161,7 @@ type snapshots struct {
 
 type heldSnapshot struct {
 	group    uint64
+	made     time.Time
 	txn      *badger.Txn
 	meta     *pb.SnapshotMetadata
 	refs     int
@@ -192,13 +198,13 @@ func (s *snapshots) make(group uint64) (*pb.Snapshot, error) {
 		txn.Discard()
 		return nil, err
 	}
-	if reuse != nil && reuse.meta.GetIndex() == meta.GetIndex() {
+	if reuse != nil && (reuse.meta.GetIndex() == meta.GetIndex() || now.Sub(reuse.made) < snapshotReuse) {
 		txn.Discard()
 		reuse.lastUsed = now
 		return s.snapshotOf(reuseID, reuse)
 	}
 	s.next++
-	h := &heldSnapshot{group: group, txn: txn, meta: meta, lastUsed: now}
+	h := &heldSnapshot{group: group, txn: txn, meta: meta, made: now, lastUsed: now}
 	s.held[s.next] = h
 	s.counters.made.Add(1)
 	s.logger.Info("raft snapshot made for a follower behind the compacted log",
