@@ -13,6 +13,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"golang.org/x/time/rate"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster/raftlog"
@@ -311,5 +312,26 @@ func TestAnInstallCutShortHoldsTheGroup(t *testing.T) {
 	err = r.Store.Write(&ab)
 	if !errors.Is(err, actors.ErrNotLeader) || !strings.Contains(err.Error(), (&NotLeaderError{Group: group, Leader: 1}).Error()) {
 		t.Fatalf("a write to the held group: %v, want a refusal of group %d", err, group)
+	}
+}
+
+// Snapshot transfer keeps to the node's rate: what a follower receives
+// takes at least bytes/rate (less the limiter's burst) to arrive.
+func TestSnapshotTransferIsRateLimited(t *testing.T) {
+	const perSec, burst = 4 << 10, 1 << 10
+	c, down, _ := snapshotRun(t, func(r *Replica) {
+		r.snaps.chunkBytes.Store(256) // every chunk within the burst: fully counted
+		r.snaps.limiter = rate.NewLimiter(perSec, burst)
+	})
+	st := c.node(down).SnapshotStats()
+	// Each install may start with a full bucket.
+	free := min(st.ReceivedBytes, st.Installs*burst)
+	floor := time.Duration(float64(st.ReceivedBytes-free) / perSec * float64(time.Second))
+	t.Logf("received %d bytes in %d installs, %v (floor %v)", st.ReceivedBytes, st.Installs, st.InstallTime, floor)
+	if floor < 100*time.Millisecond {
+		t.Fatalf("%d bytes: too few to show a rate", st.ReceivedBytes)
+	}
+	if st.InstallTime < floor {
+		t.Fatalf("%d bytes in %v: faster than %d B/s allows (%v)", st.ReceivedBytes, st.InstallTime, perSec, floor)
 	}
 }
