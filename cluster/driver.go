@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,7 +100,22 @@ type DriverOptions struct {
 	// Observer, if set, is told the driver's figures as they happen (see
 	// Observer); nil costs nothing.
 	Observer Observer
-	Logger   *slog.Logger
+	// InstallSnapshot, if set, writes the state a raft snapshot message
+	// names into the state machine before raft is given the message: the
+	// snapshot's Data is a reference (the state travels out of band), and
+	// the copy may take long. The driver runs it on a goroutine of its own
+	// and meanwhile takes no Ready of that group (nothing of its old log
+	// is applied over the copy); other groups carry on. nil error: the
+	// group's state is the snapshot's, and raft then resets its log. An
+	// error drops the message (the leader sends another). ctx ends when
+	// the driver stops. When nil, raft gets the message as it came (a
+	// snapshot whose Data is the state, for a LogStore that stores it).
+	InstallSnapshot func(ctx context.Context, group uint64, snap *pb.Snapshot) error
+	// Held are groups whose state was left partly installed by a crash
+	// during InstallSnapshot: the driver never lets this node lead them
+	// (Leading is not told) until a snapshot has installed.
+	Held   []uint64
+	Logger *slog.Logger
 }
 
 // Observer receives the driver's figures for telemetry. Its methods run
@@ -161,6 +177,12 @@ type Driver struct {
 	props       chan *proposal
 	unreachable chan uint64
 	stop, done  chan struct{}
+	// installed carries the outcome of an InstallSnapshot goroutine back
+	// to the loop; installs are those goroutines, stopped by cancel.
+	installed chan installResult
+	installs  sync.WaitGroup
+	cancel    context.CancelFunc
+	ctx       context.Context
 
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
@@ -185,6 +207,23 @@ type group struct {
 	waiting map[uint64]*proposal
 	// reads are this node's ReadIndex requests not yet answered, by id.
 	reads map[uint64]*proposal
+	// installing: an InstallSnapshot of this group is under way; the
+	// group's Ready waits for it.
+	installing bool
+	// held: the state is partly a snapshot's after a crash; this node
+	// must not lead until a snapshot installs.
+	held bool
+	// st is the group's log as raft reads it.
+	st raft.Storage
+	// snapSent are the peers a MsgSnap went to in the last Ready; raft is
+	// told after Advance that it went (the data follows out of band).
+	snapSent []uint64
+}
+
+type installResult struct {
+	group uint64
+	msg   *pb.Message
+	err   error
 }
 
 type inbound struct {
@@ -251,7 +290,9 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, prefix: binary.BigEndian.Uint32(p[:]),
 		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
+		installed: make(chan installResult, 1),
 	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	peers := make([]raft.Peer, len(opts.Peers))
 	for i, id := range opts.Peers {
 		peers[i] = raft.Peer{ID: id}
@@ -300,7 +341,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}}
+		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
 		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
@@ -519,6 +560,8 @@ func (d *Driver) Done() <-chan struct{} { return d.done }
 
 func (d *Driver) run() {
 	defer close(d.done)
+	defer d.installs.Wait() // they write the DB, which the caller closes after Stop
+	defer d.cancel()
 	defer d.refuseQueued()
 	defer d.failWaiting(storage.ErrOutcomeUnknown)
 	defer d.abdicate()
@@ -562,6 +605,8 @@ func (d *Driver) run() {
 			for _, g := range d.groups {
 				g.rn.ReportUnreachable(peer)
 			}
+		case r := <-d.installed:
+			d.finishInstall(r)
 		}
 		// Advance can leave more to do at once (a leader's own append
 		// lets its commit index move: the entries are then to apply), so
@@ -581,9 +626,58 @@ func (d *Driver) run() {
 }
 
 func (d *Driver) step(in inbound) {
-	if g := d.groups[in.group]; g != nil {
-		_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
+	g := d.groups[in.group]
+	if g == nil {
+		return
 	}
+	if in.msg.GetType() == pb.MessageType_MsgSnap && d.opts.InstallSnapshot != nil {
+		d.startInstall(g, in.msg)
+		return
+	}
+	_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
+}
+
+// startInstall copies the state a MsgSnap names on a goroutine; raft gets
+// the message once the copy is done (finishInstall). A MsgSnap arriving
+// while a copy is under way is dropped: the leader resends if the copy
+// does not bring this node up to date.
+func (d *Driver) startInstall(g *group, m *pb.Message) {
+	if g.installing {
+		return
+	}
+	meta := m.GetSnapshot().GetMetadata()
+	if meta.GetIndex() <= g.rn.Status().Applied {
+		_ = g.rn.Step(m) // stale: raft answers it without a copy
+		return
+	}
+	if t, err := g.st.Term(meta.GetIndex()); err == nil && t == meta.GetTerm() {
+		// The log has the snapshot's entry: raft only moves the commit
+		// index on, and the entries apply from the log.
+		_ = g.rn.Step(m)
+		return
+	}
+	g.installing = true
+	d.installs.Add(1)
+	go func() {
+		defer d.installs.Done()
+		err := d.opts.InstallSnapshot(d.ctx, g.id, m.GetSnapshot())
+		select {
+		case d.installed <- installResult{group: g.id, msg: m, err: err}:
+		case <-d.ctx.Done():
+		}
+	}()
+}
+
+func (d *Driver) finishInstall(r installResult) {
+	g := d.groups[r.group]
+	g.installing = false
+	if r.err != nil {
+		d.log.Warn("raft snapshot not installed; the leader will send another",
+			slog.Uint64("group", r.group), slog.Uint64("index", r.msg.GetSnapshot().GetMetadata().GetIndex()), slog.Any("error", r.err))
+		return
+	}
+	g.held = false
+	_ = g.rn.Step(r.msg)
 }
 
 func (d *Driver) propose(p *proposal) {
@@ -621,7 +715,7 @@ func (d *Driver) ready() (did bool, err error) {
 	var rds []pending
 	var updates []LogUpdate
 	for _, g := range d.groups {
-		if !g.rn.HasReady() {
+		if g.installing || !g.rn.HasReady() {
 			continue
 		}
 		rd := g.rn.Ready()
@@ -655,7 +749,7 @@ func (d *Driver) ready() (did bool, err error) {
 		}
 	}
 	for _, p := range rds {
-		d.send(p.g.id, p.rd.Messages)
+		d.send(p.g, p.rd.Messages)
 	}
 	for _, p := range rds {
 		if err := d.apply(p.g, p.rd.CommittedEntries); err != nil {
@@ -671,19 +765,39 @@ func (d *Driver) ready() (did bool, err error) {
 				r.readDone(rs.Index, nil)
 			}
 		}
+		if s := p.rd.Snapshot; !raft.IsEmptySnap(s) {
+			d.mu.Lock()
+			st := d.status[p.g.id]
+			st.Applied = max(st.Applied, s.GetMetadata().GetIndex())
+			d.status[p.g.id] = st
+			d.mu.Unlock()
+			p.g.conf = s.GetMetadata().GetConfState()
+		}
 		p.g.rn.Advance(p.rd)
+		// The snapshot's data goes out of band, fetched by the follower:
+		// the message went, and raft may go on probing the follower.
+		// (Should the fetch fail, the follower rejects the probe, and raft
+		// sends a snapshot again.)
+		for _, to := range p.g.snapSent {
+			p.g.rn.ReportSnapshot(to, raft.SnapshotFinish)
+		}
+		p.g.snapSent = p.g.snapSent[:0]
 		d.observe(p.g)
 	}
 	return true, nil
 }
 
 // send groups messages by peer.
-func (d *Driver) send(group uint64, msgs []*pb.Message) {
+func (d *Driver) send(g *group, msgs []*pb.Message) {
 	if len(msgs) == 0 {
 		return
 	}
+	group := g.id
 	by := map[uint64][]*clusterv1.GroupMessage{}
 	for _, m := range msgs {
+		if m.GetType() == pb.MessageType_MsgSnap {
+			g.snapSent = append(g.snapSent, m.GetTo())
+		}
 		b, err := proto.Marshal(m)
 		if err != nil {
 			d.log.Error("raft message dropped: it does not encode", slog.Any("error", err))
@@ -753,6 +867,11 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 	s.Applied = committed[len(committed)-1].GetIndex()
 	d.status[g.id] = s
 	d.mu.Unlock()
+	if barrier && g.held {
+		d.log.Error("this node leads a group whose state a crash left partly installed from a snapshot; it serves none of it until a snapshot installs",
+			slog.Uint64("group", g.id))
+		barrier = false
+	}
 	if barrier {
 		g.leading = g.rn.BasicStatus().GetTerm()
 		// Status first: Leading's receiver reads it (the broker's

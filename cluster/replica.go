@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,8 +17,11 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
 
 	"github.com/fila-dev/filad/cluster/raftlog"
+	"github.com/fila-dev/filad/cluster/transport"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
@@ -68,7 +74,24 @@ type ReplicaOptions struct {
 	// Tracer, if set, records a fila.raft.commit span for each batch whose
 	// Trace carries a span (the queue actor's commit span), as its child.
 	Tracer trace.Tracer
-	Logger *slog.Logger
+	// PeerAddrs are the members' internal addresses by node id, where a
+	// follower fetches a snapshot from its leader (fila.cluster.v1.Snapshots)
+	// over a connection Dial opens. Without them a node can still compact
+	// and serve snapshots, but not install one.
+	PeerAddrs map[uint64]string
+	Dial      func(addr string) (*grpc.ClientConn, error)
+	// SnapshotEntries is how many durably applied entries beyond LogTail a
+	// group's log holds before it is compacted. DefaultSnapshotEntries
+	// when 0.
+	SnapshotEntries int
+	// LogTail is how many applied entries a compaction keeps, so that a
+	// follower a little behind catches up from the log, not a snapshot.
+	// SnapshotEntries/2 when 0.
+	LogTail int
+	// SnapshotRate bounds the bytes per second this node sends in
+	// snapshots. DefaultSnapshotRate when 0.
+	SnapshotRate int
+	Logger       *slog.Logger
 }
 
 // Replica is one node's copy of the replicated state: its badger store,
@@ -83,6 +106,13 @@ type Replica struct {
 	// Nodes is ReplicaOptions.Nodes, kept up to date with the meta group.
 	Nodes  *Nodes
 	logger *slog.Logger
+
+	snaps     *snapshots
+	compactor *compactor
+	counters  snapshotCounters
+
+	connMu sync.Mutex
+	conns  map[uint64]*grpc.ClientConn
 }
 
 // OpenReplica opens the node's store and log and starts its driver.
@@ -103,19 +133,45 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		_ = local.Close()
 		return nil, err
 	}
-	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, logger: opts.Logger}
+	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, DefaultSnapshotEntries)
+	opts.LogTail = cmp.Or(opts.LogTail, opts.SnapshotEntries/2)
+	opts.SnapshotRate = cmp.Or(opts.SnapshotRate, DefaultSnapshotRate)
+	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, logger: opts.Logger, conns: map[uint64]*grpc.ClientConn{}}
+	r.snaps = &snapshots{
+		node: opts.NodeID, db: local.DB(), log: r.Log, partitions: opts.Partitions,
+		limiter: rate.NewLimiter(rate.Limit(opts.SnapshotRate), max(opts.SnapshotRate, snapshotChunkBytes)),
+		logger:  opts.Logger, counters: &r.counters, held: map[uint64]*heldSnapshot{},
+		client: func(node uint64) (clusterv1.SnapshotsClient, error) { return r.snapshotClient(opts, node) },
+	}
 	groups := make([]uint64, 0, opts.Partitions+1)
+	var held []uint64
 	for g := uint64(0); g <= uint64(opts.Partitions); g++ {
 		groups = append(groups, g)
+		m, ok, err := r.Log.SnapshotMarker(g)
+		if err != nil {
+			_ = local.Close()
+			return nil, err
+		}
+		if ok {
+			// See docs/decisions.md, "Snapshot install": the state is part
+			// old, part snapshot; the log replays over it idempotently, and
+			// the leader sends a snapshot again.
+			opts.Logger.Warn("a raft snapshot install was cut short by a stop; the group waits for another snapshot before this node may lead it",
+				slog.Uint64("group", g), slog.Uint64("index", m.GetIndex()))
+			held = append(held, g)
+		}
 	}
+	r.compactor = newCompactor(r.Log, opts.SnapshotEntries, opts.LogTail, &r.counters, opts.Logger)
 	r.Driver, err = NewDriver(DriverOptions{
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
-		Log:     raftLogStore{r.Log, local.DB()},
-		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, metaApplied: opts.MetaApplied},
+		Log:     raftLogStore{r.Log, local.DB(), r.snaps, r.compactor},
+		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, metaApplied: opts.MetaApplied, compactor: r.compactor},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
+		InstallSnapshot: r.snaps.install, Held: held,
 	})
 	if err != nil {
+		r.compactor.stop()
 		_ = local.Close()
 		return nil, err
 	}
@@ -126,17 +182,65 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 // Close stops the driver and closes the store.
 func (r *Replica) Close() error {
 	r.Driver.Stop()
+	r.compactor.stop()
+	r.snaps.close()
+	r.connMu.Lock()
+	for id, c := range r.conns {
+		_ = c.Close()
+		delete(r.conns, id)
+	}
+	r.connMu.Unlock()
 	return r.Local.Close()
+}
+
+// RegisterSnapshots serves this node's snapshots (fila.cluster.v1.Snapshots)
+// on g, the internal gRPC server, to followers that fetch them.
+func (r *Replica) RegisterSnapshots(g *grpc.Server) { clusterv1.RegisterSnapshotsServer(g, r.snaps) }
+
+// SnapshotStats are this node's compaction and snapshot counts so far.
+func (r *Replica) SnapshotStats() SnapshotStats { return r.counters.stats() }
+
+func (r *Replica) snapshotClient(opts ReplicaOptions, node uint64) (clusterv1.SnapshotsClient, error) {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	if c := r.conns[node]; c != nil {
+		return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
+	}
+	addr, ok := opts.PeerAddrs[node]
+	if !ok || opts.Dial == nil {
+		return nil, fmt.Errorf("%w: node %d", errNoSnapshotClient, node)
+	}
+	c, err := opts.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	r.conns[node] = c
+	return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
+}
+
+// snapshotsClient receives chunks as large as the transport's messages.
+type snapshotsClient struct{ clusterv1.SnapshotsClient }
+
+func (c snapshotsClient) Fetch(ctx context.Context, in *clusterv1.FetchSnapshot, opts ...grpc.CallOption) (grpc.ServerStreamingClient[clusterv1.SnapshotChunk], error) {
+	return c.SnapshotsClient.Fetch(ctx, in, append(opts, grpc.MaxCallRecvMsgSize(transport.MaxMessageBytes))...)
 }
 
 // raftLogStore is the driver's LogStore over raftlog: one Write for all
 // groups of a loop, then one sync of the DB.
 type raftLogStore struct {
-	s  *raftlog.Store
-	db *badger.DB
+	s         *raftlog.Store
+	db        *badger.DB
+	snaps     *snapshots
+	compactor *compactor
 }
 
-func (l raftLogStore) Storage(group uint64) (raft.Storage, error) { return l.s.Log(group) }
+func (l raftLogStore) Storage(group uint64) (raft.Storage, error) {
+	lg, err := l.s.Log(group)
+	if err != nil {
+		return nil, err
+	}
+	return snapStorage{Log: lg, group: group, snaps: l.snaps}, nil
+}
 
 func (l raftLogStore) Persist(updates []LogUpdate) error {
 	w := l.s.NewWrite()
@@ -144,8 +248,8 @@ func (l raftLogStore) Persist(updates []LogUpdate) error {
 	for _, u := range updates {
 		mustSync = mustSync || u.MustSync
 		if u.Snapshot != nil {
-			// Nothing compacts the log yet, so no leader sends one.
-			return fmt.Errorf("cluster: group %d: snapshot at %d: snapshots are not supported yet", u.Group, u.Snapshot.GetMetadata().GetIndex())
+			// The driver had InstallSnapshot write its data already.
+			w.ApplySnapshot(u.Group, u.Snapshot.GetMetadata())
 		}
 		w.Append(u.Group, u.Entries)
 		w.SetHardState(u.Group, u.HardState)
@@ -156,12 +260,25 @@ func (l raftLogStore) Persist(updates []LogUpdate) error {
 	if err := w.Commit(); err != nil {
 		return err
 	}
+	for _, u := range updates {
+		if u.Snapshot != nil {
+			l.compactor.applied(u.Group, u.Snapshot.GetMetadata().GetIndex())
+			mustSync = true // raft's MustSync does not count a snapshot
+		}
+	}
 	if !mustSync {
 		// Only commit indexes moved: about half a leader's loops under
 		// load. The next sync covers them (docs/decisions.md).
 		return nil
 	}
-	return l.db.Sync()
+	// Every apply committed before this sync begins is durable once it
+	// returns: what compaction may discard below (raftlog.Store.Compact).
+	covered := l.compactor.beforeSync()
+	if err := l.db.Sync(); err != nil {
+		return err
+	}
+	l.compactor.synced(covered)
+	return nil
 }
 
 // batchMachine applies committed entries, each an encoded storage.Batch,
@@ -171,6 +288,7 @@ type batchMachine struct {
 	log         *raftlog.Store
 	nodes       *Nodes
 	metaApplied func()
+	compactor   *compactor
 }
 
 func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error {
@@ -194,6 +312,7 @@ func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotM
 	if err := m.local.ApplyCommitted(batches, []storage.RawPut{{Key: k, Value: v}}); err != nil {
 		return err
 	}
+	m.compactor.applied(group, applied.GetIndex())
 	if group == MetaGroup && len(batches) > 0 {
 		if err := m.nodes.reload(m.local); err != nil {
 			return err

@@ -7,12 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
@@ -30,12 +36,21 @@ type replicaNet struct {
 	peers []uint64
 	mu    sync.Mutex
 	nodes map[uint64]*Replica
+	// tune, if set, adjusts each replica's options before it opens.
+	tune func(*ReplicaOptions)
+	// addrs are the nodes' snapshot servers: real gRPC on loopback, which
+	// outlive the replicas behind them (a restart keeps the address).
+	addrs map[uint64]string
 }
 
-func newReplicaNet(t *testing.T, n int) *replicaNet {
-	c := &replicaNet{t: t, dir: t.TempDir(), nodes: map[uint64]*Replica{}}
+func newReplicaNet(t *testing.T, n int, tune ...func(*ReplicaOptions)) *replicaNet {
+	c := &replicaNet{t: t, dir: t.TempDir(), nodes: map[uint64]*Replica{}, addrs: map[uint64]string{}}
+	if len(tune) > 0 {
+		c.tune = tune[0]
+	}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.peers = append(c.peers, id)
+		c.serveSnapshots(id)
 	}
 	for _, id := range c.peers {
 		c.open(id)
@@ -50,7 +65,7 @@ func newReplicaNet(t *testing.T, n int) *replicaNet {
 
 func (c *replicaNet) open(id uint64) *Replica {
 	c.t.Helper()
-	r, err := OpenReplica(ReplicaOptions{
+	opts := ReplicaOptions{
 		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: c.peers, Partitions: testPartitions,
 		Tick: 20 * time.Millisecond, ElectionTicks: 10,
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
@@ -61,8 +76,16 @@ func (c *replicaNet) open(id uint64) *Replica {
 				dst.Driver.Step(msgs)
 			}
 		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PeerAddrs: c.addrs,
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		},
+	}
+	if c.tune != nil {
+		c.tune(&opts)
+	}
+	r, err := OpenReplica(opts)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -70,6 +93,42 @@ func (c *replicaNet) open(id uint64) *Replica {
 	c.nodes[id] = r
 	c.mu.Unlock()
 	return r
+}
+
+// serveSnapshots starts node id's snapshot server, which forwards to
+// whichever replica of id is open.
+func (c *replicaNet) serveSnapshots(id uint64) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	clusterv1.RegisterSnapshotsServer(g, snapshotsProxy{c: c, id: id})
+	go func() { _ = g.Serve(lis) }()
+	c.t.Cleanup(g.Stop)
+	c.addrs[id] = lis.Addr().String()
+}
+
+type snapshotsProxy struct {
+	clusterv1.UnimplementedSnapshotsServer
+	c  *replicaNet
+	id uint64
+}
+
+func (p snapshotsProxy) Fetch(req *clusterv1.FetchSnapshot, s grpc.ServerStreamingServer[clusterv1.SnapshotChunk]) error {
+	p.c.mu.Lock()
+	r := p.c.nodes[p.id]
+	p.c.mu.Unlock()
+	if r == nil {
+		return status.Error(codes.Unavailable, "node down")
+	}
+	return r.snaps.Fetch(req, s)
+}
+
+func (c *replicaNet) node(id uint64) *Replica {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
 }
 
 func (c *replicaNet) close(id uint64) {

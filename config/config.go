@@ -91,6 +91,14 @@ type Cluster struct {
 	// the members a CA of their own: not the clients' CA, whose client
 	// certificates must not reach the internal port.
 	TLSCAFile string `koanf:"tls_ca_file"`
+	// SnapshotEntries is how many applied entries a group's raft log holds
+	// beyond the tail it keeps (SnapshotEntries/2) before it is compacted;
+	// a follower behind the compacted log catches up by a snapshot.
+	// Defaults to 10000.
+	SnapshotEntries int `koanf:"snapshot_entries"`
+	// SnapshotRateMiB bounds the MiB per second a node sends in snapshots.
+	// Defaults to 64.
+	SnapshotRateMiB int `koanf:"snapshot_rate_mib"`
 	// FaultControlAddr, for tests only, serves the transport's fault rules
 	// (cut links) over HTTP on a loopback address; "" serves none.
 	FaultControlAddr string `koanf:"fault_control_addr"`
@@ -396,7 +404,7 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
-		Cluster:   Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1},
+		Cluster:   Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64},
 	}
 }
 
@@ -924,6 +932,12 @@ func (c Cluster) check() []fieldError {
 	}
 	if c.HeartbeatTicks < 1 || c.ElectionTicks <= c.HeartbeatTicks {
 		bad("cluster.election_ticks", c.ElectionTicks, fmt.Sprintf("must be more than cluster.heartbeat_ticks (%d), which must be at least 1", c.HeartbeatTicks))
+	}
+	if c.SnapshotEntries < 2 || c.SnapshotEntries > 10_000_000 {
+		bad("cluster.snapshot_entries", c.SnapshotEntries, "must be from 2 to 10000000")
+	}
+	if c.SnapshotRateMiB < 1 || c.SnapshotRateMiB > 10_240 {
+		bad("cluster.snapshot_rate_mib", c.SnapshotRateMiB, "must be from 1 to 10240")
 	}
 	if a := c.FaultControlAddr; a != "" {
 		if !IsLoopback(a) {

@@ -142,14 +142,17 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	}
 	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, func(addr string) grpc.DialOption { return peerDialCreds(tlsFiles, addr) })
 	var driver *cluster.Driver // set below; the transport delivers to it
+	// Raft messages and snapshot fetches dial the members alike: mutual
+	// TLS with [server.tls], checked against the host dialed.
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, append(transport.DialOptions(), peerDialCreds(tlsFiles, addr))...)
+	}
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
 		Deliver: func(_ uint64, msgs []*clusterv1.GroupMessage) {
 			driver.Step(msgs)
 		},
-		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, append(transport.DialOptions(), peerDialCreds(tlsFiles, addr))...)
-		},
+		Dial:        dial,
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
 		Logger:      log,
@@ -179,6 +182,9 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		Observer:      n.metrics,
 		Tracer:        tel.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		Logger:        log,
+		// Snapshots: fetched from the leader's internal port.
+		PeerAddrs: internalAddrs(members), Dial: dial,
+		SnapshotEntries: cc.SnapshotEntries, SnapshotRate: cc.SnapshotRateMiB << 20,
 	}); err != nil {
 		return nil, err
 	}
@@ -224,6 +230,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	n.grpc = grpc.NewServer(serverOpts...)
 	n.transport.Register(n.grpc)
 	n.internal.Register(n.grpc)
+	n.replica.RegisterSnapshots(n.grpc)
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
 		lis, err := net.Listen("tcp", cc.FaultControlAddr)

@@ -168,3 +168,13 @@ func prefixOps(ops []op) (n int) {
 	}
 	return n
 }
+
+// KeyOwner is the owner of a key of this package's layout (see the package
+// doc): the meta owner for queue definitions, runtime config, deletion
+// marks and the schema version, a queue family for messages and leases.
+// ok is false for a key outside the layout (a replicated log's own
+// records), which belongs to no owner.
+func KeyOwner(key []byte) (o Owner, ok bool) {
+	o, _, err := keyOwner(key)
+	return o, err == nil
+}

@@ -81,3 +81,21 @@ func (s *Store) readMeta(p byte, group uint64) (*pb.SnapshotMetadata, bool, erro
 	}
 	return pb.EnsureSnapshotMetadata(m), found, nil
 }
+
+// AppliedIn is group's applied record as txn reads it (zero if none was
+// set): for a reader that needs the record and the state machine's keys
+// from one point in time, as a snapshot does.
+func AppliedIn(txn *badger.Txn, group uint64) (*pb.SnapshotMetadata, error) {
+	m := &pb.SnapshotMetadata{}
+	item, err := txn.Get(groupKey(prefixApplied, group))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return pb.EnsureSnapshotMetadata(m), nil
+	case err != nil:
+		return nil, fmt.Errorf("raftlog: group %d: read applied record: %w", group, err)
+	}
+	if err := item.Value(func(b []byte) error { return proto.Unmarshal(b, m) }); err != nil {
+		return nil, fmt.Errorf("raftlog: group %d: read applied record: %w", group, err)
+	}
+	return pb.EnsureSnapshotMetadata(m), nil
+}

@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"sync"
+
+	"go.etcd.io/raft/v3"
+
+	"github.com/fila-dev/filad/cluster/raftlog"
+)
+
+// compactor discards the applied head of each group's log on a goroutine
+// of its own, so that the driver's loop never waits for the deletes. It
+// learns from the replica's apply and persist which index of each group
+// is applied durably: applied and then covered by a DB.Sync that began
+// after the apply committed (raftlog.Store.Compact's rule). Once that
+// index is more than entries beyond the log's first index plus the tail
+// it keeps, it compacts to the index less the tail.
+type compactor struct {
+	log            *raftlog.Store
+	entries, tail  uint64
+	counters       *snapshotCounters
+	logger         *slog.Logger
+	wake           chan struct{}
+	quit, finished chan struct{}
+	stopOnce       sync.Once
+
+	mu sync.Mutex
+	// committed is each group's applied index as committed (not yet
+	// synced); durable is what a sync covers, the compaction's bound.
+	committed, durable map[uint64]uint64
+}
+
+func newCompactor(log *raftlog.Store, entries, tail int, counters *snapshotCounters, logger *slog.Logger) *compactor {
+	c := &compactor{
+		log: log, entries: uint64(max(entries, 1)), tail: uint64(max(tail, 0)), counters: counters, logger: logger,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), finished: make(chan struct{}),
+		committed: map[uint64]uint64{}, durable: map[uint64]uint64{},
+	}
+	go c.run()
+	return c
+}
+
+// applied notes that group's applied record at index has committed.
+func (c *compactor) applied(group, index uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.committed[group] = max(c.committed[group], index)
+}
+
+// beforeSync is what the sync about to begin covers.
+func (c *compactor) beforeSync() map[uint64]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.committed)
+}
+
+// synced notes that covered is durable and wakes the goroutine.
+func (c *compactor) synced(covered map[uint64]uint64) {
+	c.mu.Lock()
+	for g, i := range covered {
+		c.durable[g] = max(c.durable[g], i)
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *compactor) stop() {
+	c.stopOnce.Do(func() { close(c.quit) })
+	<-c.finished
+}
+
+func (c *compactor) run() {
+	defer close(c.finished)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		durable := maps.Clone(c.durable)
+		c.mu.Unlock()
+		for g, synced := range durable {
+			select {
+			case <-c.quit:
+				return
+			default:
+			}
+			c.compact(g, synced)
+		}
+	}
+}
+
+func (c *compactor) compact(group, synced uint64) {
+	l, err := c.log.Log(group)
+	if err != nil {
+		return
+	}
+	first, err := l.FirstIndex()
+	if err != nil || synced < first+c.entries+c.tail {
+		return
+	}
+	index := synced - c.tail
+	err = c.log.Compact(group, index, synced)
+	switch {
+	case errors.Is(err, raft.ErrCompacted):
+		// A snapshot moved the log past it meanwhile.
+	case err != nil:
+		c.logger.Warn("raft log compaction failed; it is tried again after the next sync",
+			slog.Uint64("group", group), slog.Uint64("index", index), slog.Any("error", err))
+	default:
+		c.counters.compactions.Add(1)
+		c.counters.compacted.Add(index - first + 1)
+		c.logger.Debug("raft log compacted", slog.Uint64("group", group), slog.Uint64("below", index+1), slog.Uint64("entries", index-first+1))
+	}
+}
