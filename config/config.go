@@ -139,6 +139,17 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 	return out, nil
 }
 
+// namesHost reports whether addr is host:port with a host that is not
+// empty or unspecified (0.0.0.0, ::): one a client elsewhere can dial.
+func namesHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
+}
+
 // MemberHosts are the hosts of the initial members' internal addresses,
 // which a member's certificate must name.
 func (c Cluster) MemberHosts() []string {
@@ -817,6 +828,11 @@ func (c Config) check() []fieldError {
 		bad("limits.disk_reserve_bytes", c.Limits.DiskReserveBytes, "must not be negative (0: no reserve)")
 	}
 	errs = append(errs, c.Cluster.check()...)
+	if cc := c.Cluster; cc.Enabled && cc.AdvertiseClientAddr == "" && !namesHost(c.Server.ListenAddr) {
+		if members, _ := cc.ParseMembers(); len(members) > 1 {
+			bad("cluster.advertise_client_addr", "", fmt.Sprintf("must be set: server.listen_addr %q names no host, and the other nodes name this node's client address to clients", c.Server.ListenAddr))
+		}
+	}
 	if c.Cluster.Enabled && c.Server.TLS.Enabled() && c.Cluster.TLSCAFile == "" {
 		bad("cluster.tls_ca_file", "", "must name the CA of the members' certificates: with server.tls on, the internal port is mutual TLS")
 	}
@@ -919,10 +935,8 @@ func (c Cluster) check() []fieldError {
 	if c.ReplicationFactor < 1 {
 		bad("cluster.replication_factor", c.ReplicationFactor, "must be at least 1")
 	}
-	if a := c.AdvertiseClientAddr; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("cluster.advertise_client_addr", a, "must be host:port")
-		}
+	if a := c.AdvertiseClientAddr; a != "" && !namesHost(a) {
+		bad("cluster.advertise_client_addr", a, "must be host:port with a host clients can reach (not 0.0.0.0 or ::)")
 	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		bad("cluster.partitions", c.Partitions, "must be from 1 to 1024")

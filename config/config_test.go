@@ -123,6 +123,16 @@ func TestLoad(t *testing.T) {
 			wantErr: "cluster.node_id) = 4: must be the id of one of cluster.initial_members",
 		},
 		{
+			name:    "a cluster node listening on every interface must advertise a client address",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1", "FILA_SERVER__LISTEN_ADDR=0.0.0.0:5555"},
+			wantErr: "cluster.advertise_client_addr",
+		},
+		{
+			name:    "an advertised client address must name a host",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1", "FILA_CLUSTER__ADVERTISE_CLIENT_ADDR=:5555"},
+			wantErr: "must be host:port with a host clients can reach",
+		},
+		{
 			name:    "a cluster with TLS needs the members' CA",
 			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=127.0.0.1:7555", "FILA_SERVER__TLS__CERT_FILE=c.pem", "FILA_SERVER__TLS__KEY_FILE=k.pem"},
 			wantErr: "cluster.tls_ca_file",
