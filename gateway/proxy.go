@@ -185,7 +185,7 @@ func (s *Server) invoke(ctx context.Context, node uint64, method string, req, re
 	if stopAtRefusal(ctx) {
 		md.Set(StopAtRefusalMetadata, "true")
 	}
-	otel.GetTextMapPropagator().Inject(ctx, metadataCarrier(md))
+	otel.GetTextMapPropagator().Inject(ctx, MetadataCarrier(md))
 	if _, ok := ctx.Deadline(); !ok && s.opts.ForwardTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.ForwardTimeout)
@@ -203,20 +203,21 @@ func (s *Server) invoke(ctx context.Context, node uint64, method string, req, re
 	return st.Err()
 }
 
-// metadataCarrier is gRPC metadata as the propagator's carrier (whose
-// keys are lower case, as metadata's are).
-type metadataCarrier metadata.MD
+// MetadataCarrier is gRPC metadata as an OpenTelemetry propagator's
+// carrier (whose keys are lower case, as metadata's are): what the proxy
+// injects the caller's trace context into.
+type MetadataCarrier metadata.MD
 
-func (c metadataCarrier) Get(key string) string {
+func (c MetadataCarrier) Get(key string) string {
 	if v := metadata.MD(c).Get(key); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
-func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+func (c MetadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
 
-func (c metadataCarrier) Keys() []string {
+func (c MetadataCarrier) Keys() []string {
 	keys := make([]string, 0, len(c))
 	for k := range c {
 		keys = append(keys, k)

@@ -118,7 +118,7 @@ func TestFollowerProxiesToTheLeader(t *testing.T) {
 	t.Cleanup(func() { _ = clientTP.Shutdown(context.Background()) })
 	spanCtx, clientSpan := clientTP.Tracer("test").Start(ctx, "produce")
 	md := metadata.MD{}
-	propagation.TraceContext{}.Inject(spanCtx, metadataCarrier(md))
+	propagation.TraceContext{}.Inject(spanCtx, gateway.MetadataCarrier(md))
 	before := tr.srvs[f].Forwarded().Load()
 	_, err := svc.Enqueue(metadata.NewOutgoingContext(ctx, md), &filav1.EnqueueRequest{Queue: qa, Payload: []byte("one")})
 	clientSpan.End()
@@ -283,24 +283,6 @@ func requireDeadlinePassesThrough(t *testing.T, tr *trio, f int, queue string, s
 		return
 	}
 	t.Fatal("the leader kept moving: no call reached a paused leader")
-}
-
-// metadataCarrier is gRPC metadata as a propagator's carrier.
-type metadataCarrier metadata.MD
-
-func (c metadataCarrier) Get(key string) string {
-	if v := metadata.MD(c).Get(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
-func (c metadataCarrier) Keys() []string {
-	var keys []string
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // A forwarded call keeps its caller's identity: a key with rights on one

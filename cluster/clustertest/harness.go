@@ -12,8 +12,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +26,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fila-dev/filad/internal/ports"
 )
 
 // StartTimeout bounds how long a node may take to serve after it is
@@ -181,43 +181,13 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// freeAddr picks a loopback port that is free now. The node keeps it for
-// its life, restarts included, as a real node keeps its address. It is
-// taken below the kernel's ephemeral range (ip_local_port_range), so that
-// while a killed node is down no outgoing connection of any process on the
-// machine is given its port; a port from :0 would be from that range. It
-// skips the addresses in taken (this cluster's) and adds its own.
+// freeAddr is ports.Free, failing t when there is none.
 func freeAddr(t testing.TB, taken map[string]bool) string {
 	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	const from = 10_000
-	if low > from+1000 {
-		for range 1000 {
-			addr := fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from))
-			if taken[addr] {
-				continue
-			}
-			if l, err := net.Listen("tcp", addr); err == nil {
-				_ = l.Close()
-				taken[addr] = true
-				return addr
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Free(taken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	taken[addr] = true
 	return addr
 }
 

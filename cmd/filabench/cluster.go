@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +29,7 @@ import (
 	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/cluster/raftlog"
 	"github.com/fila-dev/filad/config"
+	"github.com/fila-dev/filad/internal/ports"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -90,11 +89,11 @@ func (e *bench) startCluster(n int, withMetrics bool) (*benchCluster, error) {
 	for i := 1; i <= n; i++ {
 		node := &clusterNode{id: i, bin: bin, dataDir: filepath.Join(dir, fmt.Sprintf("n%d", i), "data"),
 			logPath: filepath.Join(dir, fmt.Sprintf("n%d", i), "filad.log")}
-		if node.addr, err = freeAddr(taken); err == nil {
-			node.internal, err = freeAddr(taken)
+		if node.addr, err = ports.Free(taken); err == nil {
+			node.internal, err = ports.Free(taken)
 		}
 		if err == nil && withMetrics {
-			node.metrics, err = freeAddr(taken)
+			node.metrics, err = ports.Free(taken)
 		}
 		if err != nil {
 			_ = os.RemoveAll(dir)
@@ -247,36 +246,6 @@ func logTail(path string, lines int) string {
 	}
 	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(all[max(0, len(all)-lines):], "\n")
-}
-
-// freeAddr picks a free loopback port below the kernel's ephemeral range
-// (as cluster/clustertest does), so that while a killed node is down no
-// outgoing connection is given its port; it skips and adds to taken.
-func freeAddr(taken map[string]bool) (string, error) {
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				low = v
-			}
-		}
-	}
-	const from = 10_000
-	for range 1000 {
-		if low <= from+1000 {
-			break
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(low-from))
-		if taken[addr] {
-			continue
-		}
-		if l, err := net.Listen("tcp", addr); err == nil {
-			_ = l.Close()
-			taken[addr] = true
-			return addr, nil
-		}
-	}
-	return "", errors.New("filabench: no free loopback port below the ephemeral range")
 }
 
 // leaderOf asks the node conn is dialed at which node leads queue: an
