@@ -8,12 +8,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/protocol"
 )
 
 // LeaderAddrKey is the trailer in which a cluster node that does not lead
 // what a call needs names the client address of the node that does
 // (Fila's convention). Such a refusal means nothing was done.
-const LeaderAddrKey = "x-fila-leader-addr"
+const LeaderAddrKey = protocol.LeaderAddrMetadata
 
 // leaders follows a cluster's refusals: a call refused UNAVAILABLE with a
 // leader's address is made again there, once, and the calls for the same
@@ -131,8 +133,11 @@ func (l *leaders) unary(ctx context.Context, method string, req, reply any, cc *
 		}
 		return err // it may have been done: the caller decides
 	}
+	// The first call goes where the client was dialed; a node not leading
+	// the queue is asked for the hint, not to proxy, so that the later
+	// calls go to the leader directly.
 	var trailer metadata.MD
-	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+	err := invoker(metadata.AppendToOutgoingContext(ctx, protocol.RedirectMetadata, "1"), method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
 	if h := hint(err, trailer); h != "" {
 		return l.retryAt(ctx, queue, h, method, req, reply, opts)
 	}

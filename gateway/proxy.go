@@ -23,6 +23,7 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/auth"
+	"github.com/fila-dev/filad/protocol"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -108,6 +109,9 @@ func (s *Server) forwardable(ctx context.Context, err error) uint64 {
 // authorizer, whose key the forwarded call carries.
 func (s *Server) ProxyUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	resp, err := handler(ctx, req)
+	if len(metadata.ValueFromIncomingContext(ctx, protocol.RedirectMetadata)) > 0 {
+		return resp, err // the caller follows hints (protocol.RedirectMetadata)
+	}
 	node := s.forwardTo(ctx, err)
 	if node == 0 {
 		return resp, err

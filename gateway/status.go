@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/protocol"
 )
 
 // toStatus maps an error from validation or the actors to its gRPC status.
@@ -66,7 +67,7 @@ func toStatus(err error) error {
 // puts it in the metadata of its error status, which gRPC sends as
 // trailers, and Fila's clients read it from the trailers of the failed call
 // or stream (docs/decisions.md).
-const LeaderHintMetadata = "x-fila-leader-addr"
+const LeaderHintMetadata = protocol.LeaderAddrMetadata
 
 // leaderHint is the UNAVAILABLE status of a NotLeaderError that knows the
 // leader, keeping the leader's address for the interceptors that put it

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/gateway"
+	"github.com/fila-dev/filad/protocol"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
@@ -391,4 +392,26 @@ func TestARevokeThroughAnotherNodeEndsTheStream(t *testing.T) {
 	require.NoError(t, err, "the revoke at the meta leader, node %d", meta+1)
 	_, err = stream.Recv()
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "the stream at node %d after a revoke at node %d: %v", l+1, meta+1, err)
+}
+
+// A client that follows hints asks for them (protocol.RedirectMetadata):
+// a follower then refuses with the leader's address instead of proxying,
+// and without the key it proxies.
+func TestAClientThatFollowsHintsIsRedirectedNotProxied(t *testing.T) {
+	tr := startTrio(t, trioOptions{cfg: func(_ int, c *config.Config) { c.Cluster.Partitions = proxyPartitions }})
+	leaders := placedQueues(t, tr, proxyPartitions)
+	var queue string
+	for q := range leaders {
+		queue = q
+	}
+	l := leaders[queue]
+	f := (l + 1) % 3
+	svc := filav1.NewFilaServiceClient(dialAddr(t, tr.addrs[f]))
+	var trailer metadata.MD
+	_, err := svc.Enqueue(metadata.AppendToOutgoingContext(ctxT(t), protocol.RedirectMetadata, "1"),
+		&filav1.EnqueueRequest{Queue: queue, Payload: []byte("p")}, grpc.Trailer(&trailer))
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Equal(t, []string{tr.addrs[l]}, trailer.Get(protocol.LeaderAddrMetadata), "the hint names the leader, node %d", l+1)
+	_, err = svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: queue, Payload: []byte("p")})
+	require.NoError(t, err, "proxied without the key")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/fila-dev/filad/cluster/raftlog"
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/internal/ports"
+	"github.com/fila-dev/filad/protocol"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -261,6 +262,9 @@ func leaderOf(ctx context.Context, conn *grpc.ClientConn, queue string) (string,
 	for {
 		var trailer metadata.MD
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// Asked for the hint, not to proxy: the node answering is the one
+		// asked only when it leads.
+		cctx = metadata.AppendToOutgoingContext(cctx, protocol.RedirectMetadata, "1")
 		_, err := svc.Ack(cctx, &filav1.AckRequest{Queue: queue, MessageId: "00000000-0000-7000-8000-000000000000"}, grpc.Trailer(&trailer))
 		cancel()
 		if status.Code(err) == codes.NotFound && strings.Contains(status.Convert(err).Message(), "not leased") {
