@@ -109,8 +109,10 @@ func (s *Server) forwardable(ctx context.Context, err error) uint64 {
 // authorizer, whose key the forwarded call carries.
 func (s *Server) ProxyUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	resp, err := handler(ctx, req)
-	if len(metadata.ValueFromIncomingContext(ctx, protocol.RedirectMetadata)) > 0 {
-		return resp, err // the caller follows hints (protocol.RedirectMetadata)
+	if h := (*leaderHint)(nil); errors.As(err, &h) && h.addr != "" && len(metadata.ValueFromIncomingContext(ctx, protocol.RedirectMetadata)) > 0 {
+		// The caller follows hints (protocol.RedirectMetadata), and this
+		// refusal has one to follow; without an address it is proxied.
+		return resp, err
 	}
 	node := s.forwardTo(ctx, err)
 	if node == 0 {

@@ -26,7 +26,8 @@ const (
 	// RedirectMetadata, sent by a client that follows leader hints (any
 	// value), asks a node not leading the call's queue to refuse it with
 	// LeaderAddrMetadata rather than proxy it, so that the client learns
-	// the leader and its next calls go there directly. Batches naming
-	// several queues are proxied regardless.
+	// the leader and its next calls go there directly. A refusal that
+	// would carry no address (the leader's not known here yet) and batches
+	// naming several queues are proxied regardless.
 	RedirectMetadata = "x-fila-redirect"
 )
