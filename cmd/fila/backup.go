@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,19 +13,26 @@ import (
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
-var adminSubcommands = map[string]subcommandSpec{
-	"backup": {synopsis: "admin backup FILE   (an online, consistent backup; restore it with `filad restore FILE --data-dir DIR`)", min: 1, max: 1},
+// adminSubcommands are built per call: --force writes into force.
+func adminSubcommands(force *bool) map[string]subcommandSpec {
+	return map[string]subcommandSpec{
+		"backup": {synopsis: "admin backup FILE [--force]   (an online, consistent backup; restore it with `filad restore FILE --data-dir DIR`; --force replaces an existing FILE)",
+			min: 1, max: 1, flags: func(fs *flag.FlagSet) {
+				fs.BoolVar(force, "force", false, "replace FILE if it exists")
+			}},
+	}
 }
 
 // adminCmd is the broker-wide operations: `fila admin backup FILE`.
 func adminCmd(ctx context.Context, g global, args []string, e env) int {
-	_, pos, code, ok := subcommand("admin", args, &e, adminSubcommands)
+	var force bool
+	_, pos, code, ok := subcommand("admin", args, &e, adminSubcommands(&force))
 	if !ok {
 		return code
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		start := time.Now()
-		n, err := backup(ctx, admin, pos[0])
+		n, err := backup(ctx, admin, pos[0], force)
 		if err != nil {
 			return err
 		}
@@ -34,11 +42,15 @@ func adminCmd(ctx context.Context, g global, args []string, e env) int {
 }
 
 // backup writes the Backup stream to path, whole or not at all: into a
-// temporary file beside it, synced, then renamed.
-func backup(ctx context.Context, admin filav1.FilaAdminClient, path string) (int64, error) {
+// temporary file beside it, synced, then renamed. An existing file is
+// replaced only with force: a backup is often the only copy of something,
+// and a typo must not destroy it.
+func backup(ctx context.Context, admin filav1.FilaAdminClient, path string, force bool) (int64, error) {
 	// Before the stream: a bad target is found before the whole store is read.
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return 0, fmt.Errorf("admin backup: %s is a directory; give a file name", path)
+	} else if err == nil && !force {
+		return 0, fmt.Errorf("admin backup: %s exists; give --force to replace it", path)
 	}
 	if path == "-" {
 		return 0, errors.New("admin backup: give a file name (writing to stdout is not supported)")

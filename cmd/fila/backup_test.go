@@ -194,3 +194,25 @@ func TestRestoreRefusesWhatIsNotABackup(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "is a directory; give a file name")
 }
+
+// TestBackupKeepsAnExistingFileUnlessForced: a backup is often the only
+// copy of something; a second backup to the same name must not replace it
+// by accident.
+func TestBackupKeepsAnExistingFileUnlessForced(t *testing.T) {
+	t.Parallel()
+	addr := startBroker(t)
+	file := filepath.Join(t.TempDir(), "filad.backup")
+	require.NoError(t, os.WriteFile(file, []byte("an older backup"), 0o600))
+
+	r := fila(t, addr, "", "admin", "backup", file)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "exists; give --force to replace it")
+	kept, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.Equal(t, "an older backup", string(kept))
+
+	r = fila(t, addr, "", "admin", "backup", file, "--force")
+	require.Zero(t, r.code, r.stderr)
+	into := filepath.Join(t.TempDir(), "restored")
+	require.NoError(t, storage.Restore(file, into), "the forced backup replaced the file whole")
+}
