@@ -28,7 +28,7 @@ func health(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	creds := insecure.NewCredentials()
 	if *caFile != "" {

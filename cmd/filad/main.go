@@ -30,11 +30,34 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
+// Exit statuses, as fila's: 1 for a failure (a bad config, a store that
+// will not open, a probe that fails), 2 for a bad command line, which a
+// script can tell apart without reading the message.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "filad:", err)
-		os.Exit(1)
+		var usage usageError
+		if errors.As(err, &usage) {
+			os.Exit(exitUsage)
+		}
+		os.Exit(exitFailure)
 	}
+}
+
+// usageError is a bad command line: filad exits 2 for it.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// badUsage marks err as a bad command line.
+func badUsage(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
 }
 
 func run(args []string) error {
@@ -58,14 +81,14 @@ func run(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h printed the usage; asking for help is not a failure
 		}
-		return err
+		return usageError{err}
 	}
 	if *version {
 		fmt.Println("filad", telemetry.VersionLine())
 		return nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (filad takes flags, or the command version, health or restore)", fs.Arg(0))
+		return badUsage("unexpected argument %q (filad takes flags, or the command version, health or restore)", fs.Arg(0))
 	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {
@@ -73,7 +96,7 @@ func run(args []string) error {
 	}
 	if flagSet(fs, "data-dir") {
 		if *dataDir == "" {
-			return errors.New("--data-dir: must not be empty (leave the flag out for storage.data_dir)")
+			return badUsage("--data-dir: must not be empty (leave the flag out for storage.data_dir)")
 		}
 		cfg.Storage.DataDir = *dataDir
 	}

@@ -338,12 +338,15 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{name: "version", args: []string{"--version"}, stdout: "filad 0.1.0-dev (commit "},
 		{name: "version as a word", args: []string{"version"}, stdout: "filad 0.1.0-dev (commit "},
-		{name: "an unknown word does not start a server", args: []string{"serve"}, wantCode: 1, stderr: `unexpected argument "serve"`, never: "filad serving"},
-		{name: "restore needs a data directory", args: []string{"restore", "/dev/null"}, wantCode: 1, stderr: "usage: filad restore FILE --data-dir DIR"},
+		{name: "an unknown word does not start a server", args: []string{"serve"}, wantCode: 2, stderr: `unexpected argument "serve"`, never: "filad serving"},
+		{name: "restore needs a data directory", args: []string{"restore", "/dev/null"}, wantCode: 2, stderr: "usage: filad restore FILE --data-dir DIR"},
 		{name: "restore refuses what is not a backup", args: []string{"restore", "/dev/null", "--data-dir", t.TempDir()}, wantCode: 1, stderr: "not a filad backup"},
 		{name: "health of nothing listening", args: []string{"health", "--addr", "127.0.0.1:1", "--timeout", "1s"}, wantCode: 1, stderr: "health of 127.0.0.1:1"},
+		{name: "an unknown flag is a bad command line", args: []string{"--no-such-flag"}, wantCode: 2, stderr: "flag provided but not defined: -no-such-flag", never: "filad serving"},
+		{name: "an unknown health flag is a bad command line", args: []string{"health", "--port", "1"}, wantCode: 2, stderr: "flag provided but not defined: -port"},
+		{name: "a bad config is a failure, not a usage error", args: []string{"--config", "", "--data-dir", t.TempDir()}, env: []string{"FILA_SERVER__LISTEN_ADDR=not an address"}, wantCode: 1, stderr: "listen_addr", never: "filad serving"},
 		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
-		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 1, stderr: "--data-dir: must not be empty"},
+		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 2, stderr: "--data-dir: must not be empty"},
 		{
 			name: "failed start does not claim to have stopped", args: []string{"--config", "", "--data-dir", t.TempDir()},
 			env: []string{"FILA_SERVER__LISTEN_ADDR=" + busy.Addr().String()}, wantCode: 1,

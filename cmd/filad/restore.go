@@ -22,19 +22,19 @@ func restore(args []string) error {
 	}
 	fs.SetOutput(io.Discard) // errors are returned once, with the usage line
 	// Flags may come after FILE: parse what is around it.
-	usage := errors.New("usage: filad restore FILE --data-dir DIR")
+	usage := badUsage("usage: filad restore FILE --data-dir DIR")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
 			fs.Usage()
 			return nil
 		}
-		return fmt.Errorf("%w; %w", err, usage)
+		return badUsage("%w; %w", err, usage)
 	}
 	rest := fs.Args()
 	if len(rest) > 0 {
 		if err := fs.Parse(rest[1:]); err != nil {
-			return fmt.Errorf("%w; %w", err, usage)
+			return badUsage("%w; %w", err, usage)
 		}
 		rest = append(rest[:1], fs.Args()...)
 	}
