@@ -81,6 +81,10 @@ const SeedTimeoutDefault = 3 * time.Second
 // there from then on. It is safe for concurrent use.
 type Client struct {
 	leaders *leaders
+	// nodes are the addresses the client was given (the seeds, then the
+	// dialed one): where a consumer whose stream ended looks for the
+	// queue's leader when no node named it.
+	nodes   []string
 	conn    *grpc.ClientConn
 	svc     filav1.FilaServiceClient
 	admin   filav1.FilaAdminClient
@@ -133,6 +137,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 	}
 	var conn *grpc.ClientConn
 	var err error
+	nodes := knownNodes(opts.Seeds, addr)
 	if len(opts.Seeds) == 0 {
 		conn, err = dialOne(addr)
 	} else {
@@ -143,6 +148,7 @@ func Dial(addr string, opts Options) (*Client, error) {
 	}
 	return &Client{
 		leaders: follow,
+		nodes:   nodes,
 		conn:    conn,
 		svc:     filav1.NewFilaServiceClient(conn),
 		admin:   filav1.NewFilaAdminClient(conn),
@@ -310,7 +316,7 @@ func (c *Client) LeaseBatched(ctx context.Context, queue string, maxInFlight, ma
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{s: s, c: c, ctx: ctx, queue: queue}, nil
+	return &Stream{s: s, c: c, ctx: ctx, queue: queue, opened: time.Now()}, nil
 }
 
 // Stream is an open lease stream. It is not safe for concurrent use.
@@ -320,6 +326,10 @@ type Stream struct {
 	c       *Client
 	ctx     context.Context
 	queue   string
+	// opened and delivered tell Consume's reconnector whether this stream
+	// worked before it ended.
+	opened    time.Time
+	delivered bool
 }
 
 // Next blocks for the next leased message. Each frame's messages count in
@@ -330,6 +340,7 @@ func (s *Stream) Next() (*filav1.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.delivered = true
 		if m := resp.GetMessage(); m != nil {
 			s.c.recordConsumed(s.ctx, s.queue, 1)
 			return m, nil

@@ -29,6 +29,15 @@ type ConsumeOptions struct {
 	// after ctx is cancelled so finished work is not redelivered. Defaults
 	// to 10 s.
 	SettleTimeout time.Duration
+	// Reconnect is how long Consume goes on opening a new stream after one
+	// ends UNAVAILABLE: a cluster's failover (the node leading the queue
+	// stepped down or died), a node's restart or graceful stop. It opens
+	// the next at the leader the end named, else at each known node (the
+	// seeds and the dialed address) in turn, with a backoff; the window
+	// starts again once a stream delivers. Handlers still running from the
+	// ended stream go on, and their acks reach the new leader, where the
+	// leases are. 0 means ReconnectDefault; negative never reconnects.
+	Reconnect time.Duration
 }
 
 // Consume leases from queue and runs h for each message, with at most
@@ -38,7 +47,9 @@ type ConsumeOptions struct {
 // the messaging semantic conventions.
 //
 // Consume returns nil when ctx is cancelled, after every running handler
-// has finished and been settled; it returns the stream's error otherwise.
+// has finished and been settled; it returns the stream's error otherwise:
+// one that is not UNAVAILABLE, or the last when opts.Reconnect has passed
+// without a stream that worked.
 func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions, h Handler) error {
 	maxInFlight := opts.MaxInFlight
 	if maxInFlight <= 0 {
@@ -50,22 +61,39 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 	}
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Frames of up to maxInFlight messages: whatever is ready comes at once.
-	stream, err := c.LeaseBatched(streamCtx, queue, uint32(maxInFlight), uint32(maxInFlight))
-	if err != nil {
-		return err
-	}
 	settle := c.newSettler(settleTimeout)
 	defer settle.close() // after every handler has queued its settle
+	// The slots bound the handlers across reconnects: those of an ended
+	// stream hold theirs until they finish.
 	slots := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Frames of up to maxInFlight messages: whatever is ready comes at once.
+	req := &filav1.ConsumeRequest{Queue: queue, MaxInFlight: uint32(maxInFlight), MaxBatch: uint32(maxInFlight)}
+	re := newReconnector(c, opts.Reconnect)
 	for {
-		m, err := stream.Next()
-		if err != nil {
+		stream, err := re.open(streamCtx, req)
+		if err == nil {
+			err = c.serve(ctx, stream, slots, &wg, func(m *filav1.Message) { c.process(ctx, queue, m, h, settle) })
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !re.again(ctx, stream, err) {
 			if ctx.Err() != nil {
 				return nil
 			}
+			return err
+		}
+	}
+}
+
+// serve runs handle for each message of stream, each in its own goroutine
+// holding a slot, until the stream ends (its error) or ctx does (nil).
+func (c *Client) serve(ctx context.Context, stream *Stream, slots chan struct{}, wg *sync.WaitGroup, handle func(*filav1.Message)) error {
+	for {
+		m, err := stream.Next()
+		if err != nil {
 			return err
 		}
 		select {
@@ -76,7 +104,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			c.process(ctx, queue, m, h, settle)
+			handle(m)
 		})
 	}
 }
