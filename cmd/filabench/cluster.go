@@ -47,6 +47,9 @@ func clusterWorkloads(nodes int) []workload {
 		{fmt.Sprintf("cluster RF%d failover", nodes), func(ctx context.Context, e *bench) ([]result, error) {
 			return e.clusterFailover(ctx, nodes, e.f.failovers)
 		}},
+		{fmt.Sprintf("cluster RF%d idle", nodes), func(ctx context.Context, e *bench) ([]result, error) {
+			return e.clusterIdle(ctx, nodes)
+		}},
 	}
 }
 

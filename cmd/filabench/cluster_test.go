@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,36 @@ func TestClusterFailover(t *testing.T) {
 	}
 	if len(rs) != 2 || rs[0].Unit != "ms p50" || rs[0].Value <= 0 || rs[1].Value < rs[0].Value {
 		t.Fatalf("results: %+v", rs)
+	}
+}
+
+// The idle workload measures every node: a share of a core and the bytes
+// written, which heartbeats make more than zero on every node.
+func TestClusterIdle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three filad processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := &bench{f: benchFlags{short: true}, out: io.Discard}
+	t.Cleanup(func() {
+		if e.filadBin != "" {
+			_ = os.RemoveAll(filepath.Dir(e.filadBin))
+		}
+	})
+	rs, err := e.clusterIdle(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 6 {
+		t.Fatalf("want a CPU share and a write rate per node, got %+v", rs)
+	}
+	for _, r := range rs {
+		// A share of a core can round to 0 in a short window (the clock
+		// ticks in 10 ms); bytes written cannot, with heartbeats flowing.
+		cpu := r.Unit == "% of one core"
+		if (cpu && (r.Value < 0 || r.Value > 100*float64(runtime.NumCPU()))) || (!cpu && r.Value <= 0) {
+			t.Fatalf("implausible: %+v", r)
+		}
 	}
 }
