@@ -22,6 +22,18 @@ type ClusterView interface {
 	Queue(queue string) (leader uint64, voters int)
 	// Members is the number of the cluster's members.
 	Members() int
+	// Status is this node's view of the members and groups
+	// (GetClusterStatus).
+	Status() *filav1.GetClusterStatusResponse
+}
+
+// GetClusterStatus answers this node's view of the cluster; a single node
+// says it is none.
+func (s *Server) GetClusterStatus(context.Context, *filav1.GetClusterStatusRequest) (*filav1.GetClusterStatusResponse, error) {
+	if s.opts.Cluster == nil {
+		return &filav1.GetClusterStatusResponse{}, nil
+	}
+	return s.opts.Cluster.Status(), nil
 }
 
 // replication is queue's leader_node_id and replication_count: 0 and 1 on

@@ -428,7 +428,7 @@ var permissions = byRequest(
 	rule(func(r *filav1.PeekRequest) []need { return on(auth.Admin, r.GetQueue()) }),
 	rule(func(r *filav1.PurgeQueueRequest) []need { return on(auth.Admin, r.GetQueue()) }),
 	// FilaAdmin on the whole broker: the queue list, the config store, the
-	// keys and their ACLs, the backup.
+	// keys and their ACLs, the backup, the cluster's status.
 	rule(broker[*filav1.ListQueuesRequest]),
 	rule(broker[*filav1.SetConfigRequest]),
 	rule(broker[*filav1.GetConfigRequest]),
@@ -439,6 +439,7 @@ var permissions = byRequest(
 	rule(broker[*filav1.SetAclRequest]),
 	rule(broker[*filav1.GetAclRequest]),
 	rule(broker[*filav1.BackupRequest]),
+	rule(broker[*filav1.GetClusterStatusRequest]),
 )
 
 // permission is one entry of permissions: a request type and its needs.

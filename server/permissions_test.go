@@ -244,6 +244,10 @@ func TestPermissionMatrix(t *testing.T) {
 			_, err := a.ListApiKeys(ctx, &filav1.ListApiKeysRequest{})
 			return err
 		}),
+		plain("GetClusterStatus", "admin", "*", func(ctx context.Context, _ filav1.FilaServiceClient, a filav1.FilaAdminClient) error {
+			_, err := a.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
+			return err
+		}),
 		plain("Backup", "admin", "*", func(ctx context.Context, _ filav1.FilaServiceClient, a filav1.FilaAdminClient) error {
 			st, err := a.Backup(ctx, &filav1.BackupRequest{})
 			if err != nil {

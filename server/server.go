@@ -322,7 +322,8 @@ func (s *Server) clusterView() gateway.ClusterView {
 	if s.node == nil {
 		return nil
 	}
-	return s.node.placement
+	return clusterStatus{Placement: s.node.placement, self: s.cfg.Cluster.NodeID, nodes: s.node.replica.Nodes,
+		driver: s.node.replica.Driver, partitions: s.cfg.Cluster.Partitions}
 }
 
 // ClusterMetrics are the cluster node's instruments (fila.raft.*,

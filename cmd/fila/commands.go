@@ -77,6 +77,7 @@ var commands = map[string]command{
 	"enqueue":  enqueueCmd,
 	"consume":  consumeCmd,
 	"admin":    adminCmd,
+	"cluster":  clusterCmd,
 	// completion is added by init: it reads this table.
 }
 

@@ -37,7 +37,7 @@ func commandTree() map[string]map[string][]string {
 		add("queue", name, fs)
 	}
 	for cmd, subs := range map[string]map[string]subcommandSpec{
-		"config": configSubcommands, "throttle": throttleSubcommands, "key": keySubcommands(&keyOpts{}), "admin": adminSubcommands(new(bool)),
+		"config": configSubcommands, "throttle": throttleSubcommands, "key": keySubcommands(&keyOpts{}), "admin": adminSubcommands(new(bool)), "cluster": clusterSubcommands,
 	} {
 		for name, spec := range subs {
 			add(cmd, name, spec.flagSet(cmd+" "+name))

@@ -859,6 +859,272 @@ func (x *BackupChunk) GetData() []byte {
 	return nil
 }
 
+type GetClusterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterStatusRequest) Reset() {
+	*x = GetClusterStatusRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterStatusRequest) ProtoMessage() {}
+
+func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+type GetClusterStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// enabled is false on a single node ([cluster] off).
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// node_id is the answering node's.
+	NodeId uint64 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// nodes are the members in id order.
+	Nodes []*ClusterNodeStatus `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// groups are the meta group (id 0) and the partitions, in id order.
+	Groups        []*ClusterGroupStatus `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterStatusResponse) Reset() {
+	*x = GetClusterStatusResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterStatusResponse) ProtoMessage() {}
+
+func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetClusterStatusResponse) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *GetClusterStatusResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *GetClusterStatusResponse) GetNodes() []*ClusterNodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetClusterStatusResponse) GetGroups() []*ClusterGroupStatus {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type ClusterNodeStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// client_addr is "" until the member registered it in the meta group.
+	ClientAddr   string `protobuf:"bytes,2,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	InternalAddr string `protobuf:"bytes,3,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
+	// groups_led is how many groups the answering node sees it lead.
+	GroupsLed     uint32 `protobuf:"varint,4,opt,name=groups_led,json=groupsLed,proto3" json:"groups_led,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNodeStatus) Reset() {
+	*x = ClusterNodeStatus{}
+	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNodeStatus) ProtoMessage() {}
+
+func (x *ClusterNodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNodeStatus.ProtoReflect.Descriptor instead.
+func (*ClusterNodeStatus) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClusterNodeStatus) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ClusterNodeStatus) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *ClusterNodeStatus) GetInternalAddr() string {
+	if x != nil {
+		return x.InternalAddr
+	}
+	return ""
+}
+
+func (x *ClusterNodeStatus) GetGroupsLed() uint32 {
+	if x != nil {
+		return x.GroupsLed
+	}
+	return 0
+}
+
+type ClusterGroupStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id 0 is the meta group; 1..partitions are the partitions.
+	GroupId uint64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// leader_node_id is 0 when the answering node knows no leader.
+	LeaderNodeId uint64 `protobuf:"varint,2,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
+	Term         uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	// commit_index and applied_index are the answering node's.
+	CommitIndex  uint64 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// voters is the group's replication count as last applied here.
+	Voters        uint32 `protobuf:"varint,6,opt,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterGroupStatus) Reset() {
+	*x = ClusterGroupStatus{}
+	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterGroupStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterGroupStatus) ProtoMessage() {}
+
+func (x *ClusterGroupStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterGroupStatus.ProtoReflect.Descriptor instead.
+func (*ClusterGroupStatus) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClusterGroupStatus) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *ClusterGroupStatus) GetLeaderNodeId() uint64 {
+	if x != nil {
+		return x.LeaderNodeId
+	}
+	return 0
+}
+
+func (x *ClusterGroupStatus) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClusterGroupStatus) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *ClusterGroupStatus) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ClusterGroupStatus) GetVoters() uint32 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
 type SetConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -870,7 +1136,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1148,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[13]
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1161,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetConfigRequest) GetKey() string {
@@ -920,7 +1186,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1198,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[14]
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1211,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type GetConfigRequest struct {
@@ -957,7 +1223,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1235,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[15]
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1248,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetConfigRequest) GetKey() string {
@@ -1001,7 +1267,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1279,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[16]
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1292,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetConfigResponse) GetValue() string {
@@ -1046,7 +1312,7 @@ type ListConfigRequest struct {
 
 func (x *ListConfigRequest) Reset() {
 	*x = ListConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1324,7 @@ func (x *ListConfigRequest) String() string {
 func (*ListConfigRequest) ProtoMessage() {}
 
 func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1337,7 @@ func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListConfigRequest) GetPrefix() string {
@@ -1091,7 +1357,7 @@ type ListConfigResponse struct {
 
 func (x *ListConfigResponse) Reset() {
 	*x = ListConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1369,7 @@ func (x *ListConfigResponse) String() string {
 func (*ListConfigResponse) ProtoMessage() {}
 
 func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1382,7 @@ func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListConfigResponse) GetEntries() []*ConfigEntry {
@@ -1143,7 +1409,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1421,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1434,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConfigEntry) GetKey() string {
@@ -1195,7 +1461,7 @@ type CreateQueueRequest struct {
 
 func (x *CreateQueueRequest) Reset() {
 	*x = CreateQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1473,7 @@ func (x *CreateQueueRequest) String() string {
 func (*CreateQueueRequest) ProtoMessage() {}
 
 func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1486,7 @@ func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueRequest.ProtoReflect.Descriptor instead.
 func (*CreateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateQueueRequest) GetName() string {
@@ -1246,7 +1512,7 @@ type CreateQueueResponse struct {
 
 func (x *CreateQueueResponse) Reset() {
 	*x = CreateQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1524,7 @@ func (x *CreateQueueResponse) String() string {
 func (*CreateQueueResponse) ProtoMessage() {}
 
 func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1537,7 @@ func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueResponse.ProtoReflect.Descriptor instead.
 func (*CreateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateQueueResponse) GetQueueId() string {
@@ -1290,7 +1556,7 @@ type DeleteQueueRequest struct {
 
 func (x *DeleteQueueRequest) Reset() {
 	*x = DeleteQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1568,7 @@ func (x *DeleteQueueRequest) String() string {
 func (*DeleteQueueRequest) ProtoMessage() {}
 
 func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1581,7 @@ func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueRequest.ProtoReflect.Descriptor instead.
 func (*DeleteQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteQueueRequest) GetQueue() string {
@@ -1333,7 +1599,7 @@ type DeleteQueueResponse struct {
 
 func (x *DeleteQueueResponse) Reset() {
 	*x = DeleteQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[23]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1611,7 @@ func (x *DeleteQueueResponse) String() string {
 func (*DeleteQueueResponse) ProtoMessage() {}
 
 func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[23]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1624,7 @@ func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueResponse.ProtoReflect.Descriptor instead.
 func (*DeleteQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ListQueuesRequest struct {
@@ -1369,7 +1635,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[24]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1647,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[24]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1660,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type ListQueuesResponse struct {
@@ -1409,7 +1675,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[25]
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1687,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[25]
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1700,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*QueueInfo {
@@ -1468,7 +1734,7 @@ type QueueInfo struct {
 
 func (x *QueueInfo) Reset() {
 	*x = QueueInfo{}
-	mi := &file_fila_v1_admin_proto_msgTypes[26]
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1746,7 @@ func (x *QueueInfo) String() string {
 func (*QueueInfo) ProtoMessage() {}
 
 func (x *QueueInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[26]
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1759,7 @@ func (x *QueueInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueInfo.ProtoReflect.Descriptor instead.
 func (*QueueInfo) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *QueueInfo) GetName() string {
@@ -1554,7 +1820,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1832,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1845,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetStatsRequest) GetQueue() string {
@@ -1645,7 +1911,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[28]
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1923,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[28]
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1936,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetStatsResponse) GetDepth() uint64 {
@@ -1769,7 +2035,7 @@ type PerThrottleKeyStats struct {
 
 func (x *PerThrottleKeyStats) Reset() {
 	*x = PerThrottleKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2047,7 @@ func (x *PerThrottleKeyStats) String() string {
 func (*PerThrottleKeyStats) ProtoMessage() {}
 
 func (x *PerThrottleKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2060,7 @@ func (x *PerThrottleKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerThrottleKeyStats.ProtoReflect.Descriptor instead.
 func (*PerThrottleKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PerThrottleKeyStats) GetKey() string {
@@ -1837,7 +2103,7 @@ type PerFairnessKeyStats struct {
 
 func (x *PerFairnessKeyStats) Reset() {
 	*x = PerFairnessKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2115,7 @@ func (x *PerFairnessKeyStats) String() string {
 func (*PerFairnessKeyStats) ProtoMessage() {}
 
 func (x *PerFairnessKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2128,7 @@ func (x *PerFairnessKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerFairnessKeyStats.ProtoReflect.Descriptor instead.
 func (*PerFairnessKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PerFairnessKeyStats) GetKey() string {
@@ -1907,7 +2173,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2185,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2198,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Permission) GetQueuePattern() string {
@@ -1967,7 +2233,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2245,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2258,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -2038,7 +2304,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2316,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2329,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateApiKeyResponse) GetKeyId() string {
@@ -2105,7 +2371,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2383,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2396,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeApiKeyRequest) GetKeyId() string {
@@ -2155,7 +2421,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2433,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2446,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type ListApiKeysRequest struct {
@@ -2191,7 +2457,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2469,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2482,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type ListApiKeysResponse struct {
@@ -2228,7 +2494,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2506,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2519,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKeyInfo {
@@ -2281,7 +2547,7 @@ type ApiKeyInfo struct {
 
 func (x *ApiKeyInfo) Reset() {
 	*x = ApiKeyInfo{}
-	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	mi := &file_fila_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2559,7 @@ func (x *ApiKeyInfo) String() string {
 func (*ApiKeyInfo) ProtoMessage() {}
 
 func (x *ApiKeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	mi := &file_fila_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2572,7 @@ func (x *ApiKeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKeyInfo.ProtoReflect.Descriptor instead.
 func (*ApiKeyInfo) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ApiKeyInfo) GetKeyId() string {
@@ -2370,7 +2636,7 @@ type AclPermission struct {
 
 func (x *AclPermission) Reset() {
 	*x = AclPermission{}
-	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	mi := &file_fila_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2648,7 @@ func (x *AclPermission) String() string {
 func (*AclPermission) ProtoMessage() {}
 
 func (x *AclPermission) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	mi := &file_fila_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2661,7 @@ func (x *AclPermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclPermission.ProtoReflect.Descriptor instead.
 func (*AclPermission) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AclPermission) GetKind() string {
@@ -2423,7 +2689,7 @@ type SetAclRequest struct {
 
 func (x *SetAclRequest) Reset() {
 	*x = SetAclRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	mi := &file_fila_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2701,7 @@ func (x *SetAclRequest) String() string {
 func (*SetAclRequest) ProtoMessage() {}
 
 func (x *SetAclRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	mi := &file_fila_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2714,7 @@ func (x *SetAclRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAclRequest.ProtoReflect.Descriptor instead.
 func (*SetAclRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetAclRequest) GetKeyId() string {
@@ -2473,7 +2739,7 @@ type SetAclResponse struct {
 
 func (x *SetAclResponse) Reset() {
 	*x = SetAclResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	mi := &file_fila_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2751,7 @@ func (x *SetAclResponse) String() string {
 func (*SetAclResponse) ProtoMessage() {}
 
 func (x *SetAclResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	mi := &file_fila_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2764,7 @@ func (x *SetAclResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAclResponse.ProtoReflect.Descriptor instead.
 func (*SetAclResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type GetAclRequest struct {
@@ -2510,7 +2776,7 @@ type GetAclRequest struct {
 
 func (x *GetAclRequest) Reset() {
 	*x = GetAclRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[42]
+	mi := &file_fila_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2788,7 @@ func (x *GetAclRequest) String() string {
 func (*GetAclRequest) ProtoMessage() {}
 
 func (x *GetAclRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[42]
+	mi := &file_fila_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2801,7 @@ func (x *GetAclRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAclRequest.ProtoReflect.Descriptor instead.
 func (*GetAclRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetAclRequest) GetKeyId() string {
@@ -2557,7 +2823,7 @@ type GetAclResponse struct {
 
 func (x *GetAclResponse) Reset() {
 	*x = GetAclResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[43]
+	mi := &file_fila_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2835,7 @@ func (x *GetAclResponse) String() string {
 func (*GetAclResponse) ProtoMessage() {}
 
 func (x *GetAclResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[43]
+	mi := &file_fila_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2848,7 @@ func (x *GetAclResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAclResponse.ProtoReflect.Descriptor instead.
 func (*GetAclResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetAclResponse) GetKeyId() string {
@@ -2669,7 +2935,27 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x06purged\x18\x01 \x01(\x04R\x06purged\"\x0f\n" +
 	"\rBackupRequest\"!\n" +
 	"\vBackupChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\":\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x19\n" +
+	"\x17GetClusterStatusRequest\"\xb4\x01\n" +
+	"\x18GetClusterStatusResponse\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x120\n" +
+	"\x05nodes\x18\x03 \x03(\v2\x1a.fila.v1.ClusterNodeStatusR\x05nodes\x123\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1b.fila.v1.ClusterGroupStatusR\x06groups\"\x91\x01\n" +
+	"\x11ClusterNodeStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1f\n" +
+	"\vclient_addr\x18\x02 \x01(\tR\n" +
+	"clientAddr\x12#\n" +
+	"\rinternal_addr\x18\x03 \x01(\tR\finternalAddr\x12\x1d\n" +
+	"\n" +
+	"groups_led\x18\x04 \x01(\rR\tgroupsLed\"\xc9\x01\n" +
+	"\x12ClusterGroupStatus\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12$\n" +
+	"\x0eleader_node_id\x18\x02 \x01(\x04R\fleaderNodeId\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12!\n" +
+	"\fcommit_index\x18\x04 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06voters\x18\x06 \x01(\rR\x06voters\":\n" +
 	"\x10SetConfigRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x13\n" +
@@ -2780,7 +3066,7 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\ris_superadmin\x18\x03 \x01(\bR\fisSuperadmin*1\n" +
 	"\aKeySort\x12\x10\n" +
 	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
-	"\x10KEY_SORT_PENDING\x10\x012\x8e\t\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xe7\t\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
@@ -2801,7 +3087,8 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\vListApiKeys\x12\x1b.fila.v1.ListApiKeysRequest\x1a\x1c.fila.v1.ListApiKeysResponse\x129\n" +
 	"\x06SetAcl\x12\x16.fila.v1.SetAclRequest\x1a\x17.fila.v1.SetAclResponse\x129\n" +
 	"\x06GetAcl\x12\x16.fila.v1.GetAclRequest\x1a\x17.fila.v1.GetAclResponse\x128\n" +
-	"\x06Backup\x12\x16.fila.v1.BackupRequest\x1a\x14.fila.v1.BackupChunk0\x01B1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\x06Backup\x12\x16.fila.v1.BackupRequest\x1a\x14.fila.v1.BackupChunk0\x01\x12W\n" +
+	"\x10GetClusterStatus\x12 .fila.v1.GetClusterStatusRequest\x1a!.fila.v1.GetClusterStatusResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_admin_proto_rawDescOnce sync.Once
@@ -2816,119 +3103,127 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_fila_v1_admin_proto_goTypes = []any{
-	(KeySort)(0),                  // 0: fila.v1.KeySort
-	(*QueueConfig)(nil),           // 1: fila.v1.QueueConfig
-	(*RetryBackoff)(nil),          // 2: fila.v1.RetryBackoff
-	(*UpdateQueueRequest)(nil),    // 3: fila.v1.UpdateQueueRequest
-	(*UpdateQueueResponse)(nil),   // 4: fila.v1.UpdateQueueResponse
-	(*RedriveRequest)(nil),        // 5: fila.v1.RedriveRequest
-	(*RedriveResponse)(nil),       // 6: fila.v1.RedriveResponse
-	(*PeekRequest)(nil),           // 7: fila.v1.PeekRequest
-	(*PeekResponse)(nil),          // 8: fila.v1.PeekResponse
-	(*PeekedMessage)(nil),         // 9: fila.v1.PeekedMessage
-	(*PurgeQueueRequest)(nil),     // 10: fila.v1.PurgeQueueRequest
-	(*PurgeQueueResponse)(nil),    // 11: fila.v1.PurgeQueueResponse
-	(*BackupRequest)(nil),         // 12: fila.v1.BackupRequest
-	(*BackupChunk)(nil),           // 13: fila.v1.BackupChunk
-	(*SetConfigRequest)(nil),      // 14: fila.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),     // 15: fila.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),      // 16: fila.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),     // 17: fila.v1.GetConfigResponse
-	(*ListConfigRequest)(nil),     // 18: fila.v1.ListConfigRequest
-	(*ListConfigResponse)(nil),    // 19: fila.v1.ListConfigResponse
-	(*ConfigEntry)(nil),           // 20: fila.v1.ConfigEntry
-	(*CreateQueueRequest)(nil),    // 21: fila.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil),   // 22: fila.v1.CreateQueueResponse
-	(*DeleteQueueRequest)(nil),    // 23: fila.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil),   // 24: fila.v1.DeleteQueueResponse
-	(*ListQueuesRequest)(nil),     // 25: fila.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),    // 26: fila.v1.ListQueuesResponse
-	(*QueueInfo)(nil),             // 27: fila.v1.QueueInfo
-	(*GetStatsRequest)(nil),       // 28: fila.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),      // 29: fila.v1.GetStatsResponse
-	(*PerThrottleKeyStats)(nil),   // 30: fila.v1.PerThrottleKeyStats
-	(*PerFairnessKeyStats)(nil),   // 31: fila.v1.PerFairnessKeyStats
-	(*Permission)(nil),            // 32: fila.v1.Permission
-	(*CreateApiKeyRequest)(nil),   // 33: fila.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 34: fila.v1.CreateApiKeyResponse
-	(*RevokeApiKeyRequest)(nil),   // 35: fila.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 36: fila.v1.RevokeApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 37: fila.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 38: fila.v1.ListApiKeysResponse
-	(*ApiKeyInfo)(nil),            // 39: fila.v1.ApiKeyInfo
-	(*AclPermission)(nil),         // 40: fila.v1.AclPermission
-	(*SetAclRequest)(nil),         // 41: fila.v1.SetAclRequest
-	(*SetAclResponse)(nil),        // 42: fila.v1.SetAclResponse
-	(*GetAclRequest)(nil),         // 43: fila.v1.GetAclRequest
-	(*GetAclResponse)(nil),        // 44: fila.v1.GetAclResponse
-	nil,                           // 45: fila.v1.PeekedMessage.HeadersEntry
-	(*fieldmaskpb.FieldMask)(nil), // 46: google.protobuf.FieldMask
-	(*MessageMetadata)(nil),       // 47: fila.v1.MessageMetadata
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(KeySort)(0),                     // 0: fila.v1.KeySort
+	(*QueueConfig)(nil),              // 1: fila.v1.QueueConfig
+	(*RetryBackoff)(nil),             // 2: fila.v1.RetryBackoff
+	(*UpdateQueueRequest)(nil),       // 3: fila.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),      // 4: fila.v1.UpdateQueueResponse
+	(*RedriveRequest)(nil),           // 5: fila.v1.RedriveRequest
+	(*RedriveResponse)(nil),          // 6: fila.v1.RedriveResponse
+	(*PeekRequest)(nil),              // 7: fila.v1.PeekRequest
+	(*PeekResponse)(nil),             // 8: fila.v1.PeekResponse
+	(*PeekedMessage)(nil),            // 9: fila.v1.PeekedMessage
+	(*PurgeQueueRequest)(nil),        // 10: fila.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),       // 11: fila.v1.PurgeQueueResponse
+	(*BackupRequest)(nil),            // 12: fila.v1.BackupRequest
+	(*BackupChunk)(nil),              // 13: fila.v1.BackupChunk
+	(*GetClusterStatusRequest)(nil),  // 14: fila.v1.GetClusterStatusRequest
+	(*GetClusterStatusResponse)(nil), // 15: fila.v1.GetClusterStatusResponse
+	(*ClusterNodeStatus)(nil),        // 16: fila.v1.ClusterNodeStatus
+	(*ClusterGroupStatus)(nil),       // 17: fila.v1.ClusterGroupStatus
+	(*SetConfigRequest)(nil),         // 18: fila.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 19: fila.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 20: fila.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 21: fila.v1.GetConfigResponse
+	(*ListConfigRequest)(nil),        // 22: fila.v1.ListConfigRequest
+	(*ListConfigResponse)(nil),       // 23: fila.v1.ListConfigResponse
+	(*ConfigEntry)(nil),              // 24: fila.v1.ConfigEntry
+	(*CreateQueueRequest)(nil),       // 25: fila.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil),      // 26: fila.v1.CreateQueueResponse
+	(*DeleteQueueRequest)(nil),       // 27: fila.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),      // 28: fila.v1.DeleteQueueResponse
+	(*ListQueuesRequest)(nil),        // 29: fila.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),       // 30: fila.v1.ListQueuesResponse
+	(*QueueInfo)(nil),                // 31: fila.v1.QueueInfo
+	(*GetStatsRequest)(nil),          // 32: fila.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 33: fila.v1.GetStatsResponse
+	(*PerThrottleKeyStats)(nil),      // 34: fila.v1.PerThrottleKeyStats
+	(*PerFairnessKeyStats)(nil),      // 35: fila.v1.PerFairnessKeyStats
+	(*Permission)(nil),               // 36: fila.v1.Permission
+	(*CreateApiKeyRequest)(nil),      // 37: fila.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),     // 38: fila.v1.CreateApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),      // 39: fila.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),     // 40: fila.v1.RevokeApiKeyResponse
+	(*ListApiKeysRequest)(nil),       // 41: fila.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),      // 42: fila.v1.ListApiKeysResponse
+	(*ApiKeyInfo)(nil),               // 43: fila.v1.ApiKeyInfo
+	(*AclPermission)(nil),            // 44: fila.v1.AclPermission
+	(*SetAclRequest)(nil),            // 45: fila.v1.SetAclRequest
+	(*SetAclResponse)(nil),           // 46: fila.v1.SetAclResponse
+	(*GetAclRequest)(nil),            // 47: fila.v1.GetAclRequest
+	(*GetAclResponse)(nil),           // 48: fila.v1.GetAclResponse
+	nil,                              // 49: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil),    // 50: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),          // 51: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
 	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	46, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	50, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
 	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
-	45, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
-	47, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
-	48, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
-	48, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
-	20, // 9: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
-	1,  // 10: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	27, // 11: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
-	0,  // 12: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
-	31, // 13: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerFairnessKeyStats
-	30, // 14: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleKeyStats
-	1,  // 15: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
-	32, // 16: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
-	39, // 17: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
-	32, // 18: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
-	40, // 19: fila.v1.SetAclRequest.permissions:type_name -> fila.v1.AclPermission
-	40, // 20: fila.v1.GetAclResponse.permissions:type_name -> fila.v1.AclPermission
-	21, // 21: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	23, // 22: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	25, // 23: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	28, // 24: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
-	3,  // 25: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
-	5,  // 26: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
-	7,  // 27: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
-	10, // 28: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
-	14, // 29: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
-	16, // 30: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
-	18, // 31: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
-	33, // 32: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
-	35, // 33: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
-	37, // 34: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
-	41, // 35: fila.v1.FilaAdmin.SetAcl:input_type -> fila.v1.SetAclRequest
-	43, // 36: fila.v1.FilaAdmin.GetAcl:input_type -> fila.v1.GetAclRequest
-	12, // 37: fila.v1.FilaAdmin.Backup:input_type -> fila.v1.BackupRequest
-	22, // 38: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	24, // 39: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	26, // 40: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	29, // 41: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	4,  // 42: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
-	6,  // 43: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
-	8,  // 44: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
-	11, // 45: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
-	15, // 46: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
-	17, // 47: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
-	19, // 48: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
-	34, // 49: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
-	36, // 50: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
-	38, // 51: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
-	42, // 52: fila.v1.FilaAdmin.SetAcl:output_type -> fila.v1.SetAclResponse
-	44, // 53: fila.v1.FilaAdmin.GetAcl:output_type -> fila.v1.GetAclResponse
-	13, // 54: fila.v1.FilaAdmin.Backup:output_type -> fila.v1.BackupChunk
-	38, // [38:55] is the sub-list for method output_type
-	21, // [21:38] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	49, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	51, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	52, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	52, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	16, // 9: fila.v1.GetClusterStatusResponse.nodes:type_name -> fila.v1.ClusterNodeStatus
+	17, // 10: fila.v1.GetClusterStatusResponse.groups:type_name -> fila.v1.ClusterGroupStatus
+	24, // 11: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
+	1,  // 12: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
+	31, // 13: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
+	0,  // 14: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
+	35, // 15: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerFairnessKeyStats
+	34, // 16: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleKeyStats
+	1,  // 17: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
+	36, // 18: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
+	43, // 19: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
+	36, // 20: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
+	44, // 21: fila.v1.SetAclRequest.permissions:type_name -> fila.v1.AclPermission
+	44, // 22: fila.v1.GetAclResponse.permissions:type_name -> fila.v1.AclPermission
+	25, // 23: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	27, // 24: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	29, // 25: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	32, // 26: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	3,  // 27: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
+	5,  // 28: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
+	7,  // 29: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
+	10, // 30: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
+	18, // 31: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	20, // 32: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	22, // 33: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	37, // 34: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
+	39, // 35: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
+	41, // 36: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
+	45, // 37: fila.v1.FilaAdmin.SetAcl:input_type -> fila.v1.SetAclRequest
+	47, // 38: fila.v1.FilaAdmin.GetAcl:input_type -> fila.v1.GetAclRequest
+	12, // 39: fila.v1.FilaAdmin.Backup:input_type -> fila.v1.BackupRequest
+	14, // 40: fila.v1.FilaAdmin.GetClusterStatus:input_type -> fila.v1.GetClusterStatusRequest
+	26, // 41: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	28, // 42: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	30, // 43: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	33, // 44: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 45: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 46: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 47: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 48: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	19, // 49: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	21, // 50: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	23, // 51: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	38, // 52: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
+	40, // 53: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
+	42, // 54: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
+	46, // 55: fila.v1.FilaAdmin.SetAcl:output_type -> fila.v1.SetAclResponse
+	48, // 56: fila.v1.FilaAdmin.GetAcl:output_type -> fila.v1.GetAclResponse
+	13, // 57: fila.v1.FilaAdmin.Backup:output_type -> fila.v1.BackupChunk
+	15, // 58: fila.v1.FilaAdmin.GetClusterStatus:output_type -> fila.v1.GetClusterStatusResponse
+	41, // [41:59] is the sub-list for method output_type
+	23, // [23:41] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_fila_v1_admin_proto_init() }
@@ -2944,7 +3239,7 @@ func file_fila_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,23 +19,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FilaAdmin_CreateQueue_FullMethodName  = "/fila.v1.FilaAdmin/CreateQueue"
-	FilaAdmin_DeleteQueue_FullMethodName  = "/fila.v1.FilaAdmin/DeleteQueue"
-	FilaAdmin_ListQueues_FullMethodName   = "/fila.v1.FilaAdmin/ListQueues"
-	FilaAdmin_GetStats_FullMethodName     = "/fila.v1.FilaAdmin/GetStats"
-	FilaAdmin_UpdateQueue_FullMethodName  = "/fila.v1.FilaAdmin/UpdateQueue"
-	FilaAdmin_Redrive_FullMethodName      = "/fila.v1.FilaAdmin/Redrive"
-	FilaAdmin_Peek_FullMethodName         = "/fila.v1.FilaAdmin/Peek"
-	FilaAdmin_PurgeQueue_FullMethodName   = "/fila.v1.FilaAdmin/PurgeQueue"
-	FilaAdmin_SetConfig_FullMethodName    = "/fila.v1.FilaAdmin/SetConfig"
-	FilaAdmin_GetConfig_FullMethodName    = "/fila.v1.FilaAdmin/GetConfig"
-	FilaAdmin_ListConfig_FullMethodName   = "/fila.v1.FilaAdmin/ListConfig"
-	FilaAdmin_CreateApiKey_FullMethodName = "/fila.v1.FilaAdmin/CreateApiKey"
-	FilaAdmin_RevokeApiKey_FullMethodName = "/fila.v1.FilaAdmin/RevokeApiKey"
-	FilaAdmin_ListApiKeys_FullMethodName  = "/fila.v1.FilaAdmin/ListApiKeys"
-	FilaAdmin_SetAcl_FullMethodName       = "/fila.v1.FilaAdmin/SetAcl"
-	FilaAdmin_GetAcl_FullMethodName       = "/fila.v1.FilaAdmin/GetAcl"
-	FilaAdmin_Backup_FullMethodName       = "/fila.v1.FilaAdmin/Backup"
+	FilaAdmin_CreateQueue_FullMethodName      = "/fila.v1.FilaAdmin/CreateQueue"
+	FilaAdmin_DeleteQueue_FullMethodName      = "/fila.v1.FilaAdmin/DeleteQueue"
+	FilaAdmin_ListQueues_FullMethodName       = "/fila.v1.FilaAdmin/ListQueues"
+	FilaAdmin_GetStats_FullMethodName         = "/fila.v1.FilaAdmin/GetStats"
+	FilaAdmin_UpdateQueue_FullMethodName      = "/fila.v1.FilaAdmin/UpdateQueue"
+	FilaAdmin_Redrive_FullMethodName          = "/fila.v1.FilaAdmin/Redrive"
+	FilaAdmin_Peek_FullMethodName             = "/fila.v1.FilaAdmin/Peek"
+	FilaAdmin_PurgeQueue_FullMethodName       = "/fila.v1.FilaAdmin/PurgeQueue"
+	FilaAdmin_SetConfig_FullMethodName        = "/fila.v1.FilaAdmin/SetConfig"
+	FilaAdmin_GetConfig_FullMethodName        = "/fila.v1.FilaAdmin/GetConfig"
+	FilaAdmin_ListConfig_FullMethodName       = "/fila.v1.FilaAdmin/ListConfig"
+	FilaAdmin_CreateApiKey_FullMethodName     = "/fila.v1.FilaAdmin/CreateApiKey"
+	FilaAdmin_RevokeApiKey_FullMethodName     = "/fila.v1.FilaAdmin/RevokeApiKey"
+	FilaAdmin_ListApiKeys_FullMethodName      = "/fila.v1.FilaAdmin/ListApiKeys"
+	FilaAdmin_SetAcl_FullMethodName           = "/fila.v1.FilaAdmin/SetAcl"
+	FilaAdmin_GetAcl_FullMethodName           = "/fila.v1.FilaAdmin/GetAcl"
+	FilaAdmin_Backup_FullMethodName           = "/fila.v1.FilaAdmin/Backup"
+	FilaAdmin_GetClusterStatus_FullMethodName = "/fila.v1.FilaAdmin/GetClusterStatus"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -77,6 +78,11 @@ type FilaAdminClient interface {
 	// filad serves; `filad restore` writes it into a new data directory.
 	// filad's addition; it needs admin on "*".
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+	// GetClusterStatus is the answering node's view of the cluster: its
+	// members and every raft group's leader, term and indexes, from memory.
+	// A single node answers enabled = false and nothing else. filad's
+	// addition (`fila cluster status`); it needs admin on "*".
+	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
 }
 
 type filaAdminClient struct {
@@ -266,6 +272,16 @@ func (c *filaAdminClient) Backup(ctx context.Context, in *BackupRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FilaAdmin_BackupClient = grpc.ServerStreamingClient[BackupChunk]
 
+func (c *filaAdminClient) GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetClusterStatusResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_GetClusterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -305,6 +321,11 @@ type FilaAdminServer interface {
 	// filad serves; `filad restore` writes it into a new data directory.
 	// filad's addition; it needs admin on "*".
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	// GetClusterStatus is the answering node's view of the cluster: its
+	// members and every raft group's leader, term and indexes, from memory.
+	// A single node answers enabled = false and nothing else. filad's
+	// addition (`fila cluster status`); it needs admin on "*".
+	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -365,6 +386,9 @@ func (UnimplementedFilaAdminServer) GetAcl(context.Context, *GetAclRequest) (*Ge
 }
 func (UnimplementedFilaAdminServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedFilaAdminServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -686,6 +710,24 @@ func _FilaAdmin_Backup_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FilaAdmin_BackupServer = grpc.ServerStreamingServer[BackupChunk]
 
+func _FilaAdmin_GetClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClusterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).GetClusterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_GetClusterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).GetClusterStatus(ctx, req.(*GetClusterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -756,6 +798,10 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAcl",
 			Handler:    _FilaAdmin_GetAcl_Handler,
+		},
+		{
+			MethodName: "GetClusterStatus",
+			Handler:    _FilaAdmin_GetClusterStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+var clusterSubcommands = map[string]subcommandSpec{
+	"status":     {synopsis: "cluster status   (the members, the groups each leads, groups without a leader)", json: true},
+	"nodes":      {synopsis: "cluster nodes", json: true},
+	"partitions": {synopsis: "cluster partitions   (every raft group: leader, term, commit and applied index)", json: true},
+}
+
+// clusterCmd shows the answering node's view of its cluster
+// (GetClusterStatus).
+func clusterCmd(ctx context.Context, g global, args []string, e env) int {
+	sub, _, code, ok := subcommand("cluster", args, &e, clusterSubcommands)
+	if !ok {
+		return code
+	}
+	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
+		resp, err := admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
+		if err != nil || e.json {
+			return e.showErr(resp, err)
+		}
+		if !resp.GetEnabled() {
+			fmt.Fprintln(e.stdout, "a single node: [cluster] is not enabled")
+			return nil
+		}
+		switch sub {
+		case "status":
+			printClusterSummary(e.stdout, resp)
+			printClusterNodes(e.stdout, resp)
+		case "nodes":
+			printClusterNodes(e.stdout, resp)
+		default:
+			printClusterGroups(e.stdout, resp)
+		}
+		return nil
+	})
+}
+
+func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
+	var leaderless []uint64
+	for _, grp := range resp.GetGroups() {
+		if grp.GetLeaderNodeId() == 0 {
+			leaderless = append(leaderless, grp.GetGroupId())
+		}
+	}
+	members := "members"
+	if len(resp.GetNodes()) == 1 {
+		members = "member"
+	}
+	fmt.Fprintf(out, "as node %d sees it: %d %s, %d groups (the meta group and %d partitions)",
+		resp.GetNodeId(), len(resp.GetNodes()), members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
+	if len(leaderless) == 0 {
+		fmt.Fprintln(out, ", every group has a leader")
+	} else {
+		fmt.Fprintf(out, "; without a leader: groups %v\n", leaderless)
+	}
+}
+
+func printClusterNodes(out io.Writer, resp *filav1.GetClusterStatusResponse) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tCLIENT\tINTERNAL\tLEADS")
+	for _, n := range resp.GetNodes() {
+		client := n.GetClientAddr()
+		if client == "" {
+			client = "(not registered)"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\n", n.GetNodeId(), client, n.GetInternalAddr(), n.GetGroupsLed())
+	}
+	_ = w.Flush()
+}
+
+func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tVOTERS")
+	for _, grp := range resp.GetGroups() {
+		name := fmt.Sprint(grp.GetGroupId())
+		if grp.GetGroupId() == 0 {
+			name = "0 (meta)"
+		}
+		leader := fmt.Sprint(grp.GetLeaderNodeId())
+		if grp.GetLeaderNodeId() == 0 {
+			leader = "none"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\n", name, leader, grp.GetTerm(), grp.GetCommitIndex(), grp.GetAppliedIndex(), grp.GetVoters())
+	}
+	_ = w.Flush()
+}
