@@ -112,7 +112,7 @@ type Transport struct {
 	received, refused atomic.Uint64
 	// warned are the peers a dropped message was logged for, so that a
 	// peer that keeps sending them is logged once.
-	warned warnOnce
+	warned LogOnce
 }
 
 // New returns a Transport; Register it on the internal gRPC server and
@@ -320,7 +320,7 @@ func (t *Transport) screen(sender uint64, msgs []*clusterv1.GroupMessage) []*clu
 			kept = append(make([]*clusterv1.GroupMessage, 0, len(msgs)), msgs[:i]...)
 		}
 		t.refused.Add(1)
-		if t.warned.first(sender) {
+		if t.warned.First(sender) {
 			t.log.Warn("cluster: raft message dropped: not the sending node's to send (logged once per node)",
 				slog.Uint64("peer", sender), slog.Uint64("group", gm.GetGroup()), slog.Any("error", err))
 		}
@@ -367,15 +367,16 @@ func header(b []byte) (typ raftpb.MessageType, from, to uint64, err error) {
 	return typ, from, to, nil
 }
 
-// warnOnce remembers the peers already warned about, up to a bound past
-// which it warns no more (an intruder naming ever new ids cannot grow it).
-type warnOnce struct {
+// LogOnce remembers the peers already logged about, up to a bound past
+// which it logs no more (an intruder naming ever new ids cannot grow it).
+// The zero value is ready; it is safe for concurrent use.
+type LogOnce struct {
 	mu   sync.Mutex
 	seen map[uint64]bool
 }
 
-// first reports whether id is warned about for the first time.
-func (w *warnOnce) first(id uint64) bool {
+// First reports whether id is logged about for the first time.
+func (w *LogOnce) First(id uint64) bool {
 	const bound = 1024
 	w.mu.Lock()
 	defer w.mu.Unlock()
