@@ -28,7 +28,7 @@ type tlsFiles struct {
 	// certificate must name the host of one of them, and of the one whose
 	// id the peer claims (verifyMemberID).
 	members map[uint64]string
-	current     atomic.Pointer[tls.Config]
+	current atomic.Pointer[tls.Config]
 	// peers is the internal port's config as a server: the same
 	// certificate, and the members' CA required of every caller.
 	peers atomic.Pointer[tls.Config]
