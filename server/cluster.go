@@ -459,6 +459,9 @@ type peerConns struct {
 
 var _ gateway.Peers = (*peerConns)(nil)
 
+// The cluster metrics are told of snapshot transfers (ReplicaOptions.Observer).
+var _ cluster.SnapshotObserver = (*telemetry.ClusterMetrics)(nil)
+
 func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds func(addr string) grpc.DialOption) *peerConns {
 	return &peerConns{self: self, addrs: addrs, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}
 }
