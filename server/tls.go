@@ -55,14 +55,14 @@ func (f *tlsFiles) verifyMember(cert *x509.Certificate) error {
 	return errors.New("cluster: the peer certificate names none of the members' hosts")
 }
 
-// NodeURIScheme is the scheme of the URI SAN that names the node id a
+// nodeURIScheme is the scheme of the URI SAN that names the node id a
 // member's certificate is for: fila-node://7 is node 7's. Optional; a
 // certificate that names one or more may speak only for those.
-const NodeURIScheme = "fila-node"
+const nodeURIScheme = "fila-node"
 
 // verifyMemberID checks that cert, a member's (verifyMember), may speak
 // for member id: it names the host of that member's internal address,
-// and, if it names node ids (NodeURIScheme), id among them. Members that
+// and, if it names node ids (nodeURIScheme), id among them. Members that
 // share a host share its name, so only the node id tells their
 // certificates apart (docs/security.md).
 func (f *tlsFiles) verifyMemberID(cert *x509.Certificate, id uint64) error {
@@ -79,12 +79,12 @@ func (f *tlsFiles) verifyMemberID(cert *x509.Certificate, id uint64) error {
 	return nil
 }
 
-// nodeIDs are the node ids cert names (NodeURIScheme URI SANs); named
+// nodeIDs are the node ids cert names (nodeURIScheme URI SANs); named
 // reports whether it names any, a malformed one included (which then
 // matches no id).
 func nodeIDs(cert *x509.Certificate) (ids []uint64, named bool) {
 	for _, u := range cert.URIs {
-		if u.Scheme != NodeURIScheme {
+		if u.Scheme != nodeURIScheme {
 			continue
 		}
 		named = true
@@ -196,7 +196,7 @@ func (f *tlsFiles) peerServerConfig() *tls.Config {
 // The host is checked here, not through the handshake's server name,
 // which Go leaves empty for an IP address.
 //
-// A certificate that names node ids (NodeURIScheme) must name the member
+// A certificate that names node ids (nodeURIScheme) must name the member
 // this node dials there.
 func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
 	host := hostOf(addr)
