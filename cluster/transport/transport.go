@@ -8,6 +8,10 @@
 // queued in batches, and reconnects with backoff when the stream breaks.
 // The messages of one stream arrive in the order they were sent.
 //
+// A stream carries one node's messages: the receiver may refuse the
+// sender it claims (Options.Authenticate: filad checks the TLS
+// certificate), and drops any raft message not from that sender to itself.
+//
 // Faults (drop the links to or from a peer) are compiled in, so that the
 // process-level cluster tests can partition real nodes without iptables;
 // a node turns them on only when its config asks for a control address.
