@@ -1,13 +1,19 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
@@ -85,9 +91,7 @@ func (n *Nodes) reload(local *storage.Badger) error {
 // then, or until ctx ends: a forwarded proposal can be lost on the way
 // (no leader, a leader change), and the record is idempotent.
 func (r *Replica) Register(ctx context.Context, self NodeInfo, retry time.Duration) error {
-	var b storage.Batch
-	b.PutNode(&storagev1.NodeRecord{Id: self.ID, InternalAddr: self.InternalAddr, ClientAddr: self.ClientAddr})
-	data, err := b.Marshal()
+	data, err := registration(self)
 	if err != nil {
 		return err
 	}
@@ -108,4 +112,80 @@ func (r *Replica) Register(ctx context.Context, self NodeInfo, retry time.Durati
 		case <-time.After(retry):
 		}
 	}
+}
+
+// registration is the batch Register proposes for self.
+func registration(self NodeInfo) ([]byte, error) {
+	var b storage.Batch
+	b.PutNode(&storagev1.NodeRecord{Id: self.ID, InternalAddr: self.InternalAddr, ClientAddr: self.ClientAddr})
+	return b.Marshal()
+}
+
+// AdmitForwarded decides a proposal (a marshalled raft MsgProp) that peer
+// from forwarded to this node: nil when it is what Register sends, that
+// node's own record and nothing else. A member proposes through another
+// only to register itself, so this is all a peer may append to a log it
+// does not lead; anything else, another node's record (its client
+// address is where clients are sent), a queue's batch, a conf change, or
+// a proposal id some waiting proposal of the leader's could be mistaken
+// for, is refused. It is the transport's Options.AdmitProposal.
+func AdmitForwarded(from uint64, msg []byte) error {
+	m := &pb.Message{}
+	if err := proto.Unmarshal(msg, m); err != nil {
+		return fmt.Errorf("cluster: a forwarded proposal that does not decode: %w", err)
+	}
+	for _, e := range m.GetEntries() {
+		if err := admitRegistration(from, e); err != nil {
+			return fmt.Errorf("cluster: a proposal node %d forwarded is refused: %w", from, err)
+		}
+	}
+	return nil
+}
+
+func admitRegistration(from uint64, e *pb.Entry) error {
+	data := e.GetData()
+	switch {
+	case e.GetType() != pb.EntryType_EntryNormal:
+		return fmt.Errorf("an entry of type %s", e.GetType())
+	case len(data) < 8 || binary.BigEndian.Uint64(data) != 0:
+		return errors.New("an entry with a proposal id (ProposeForwarded's are 0)")
+	}
+	if _, err := storage.UnmarshalBatch(data[8:]); err != nil {
+		return err
+	}
+	rec := &storagev1.BatchRecord{}
+	if err := proto.Unmarshal(data[8:], rec); err != nil {
+		return err
+	}
+	ops := rec.GetOps()
+	if len(ops) != 1 || ops[0].GetKind() != storagev1.BatchOp_KIND_PUT || !rec.GetMeta() {
+		return errors.New("a batch that is not one node record")
+	}
+	node := &storagev1.NodeRecord{}
+	if err := proto.Unmarshal(ops[0].GetValue(), node); err != nil {
+		return err
+	}
+	if node.GetId() != from {
+		return fmt.Errorf("node %d's record, not its own", node.GetId())
+	}
+	if !bytes.Equal(ops[0].GetKey(), nodeRecordKey(from)) {
+		return errors.New("a batch that is not one node record")
+	}
+	return nil
+}
+
+// nodeRecordKey is the key PutNode stores node id's record under, as a
+// batch carries it.
+func nodeRecordKey(id uint64) []byte {
+	var b storage.Batch
+	b.PutNode(&storagev1.NodeRecord{Id: id})
+	data, err := b.Marshal()
+	rec := &storagev1.BatchRecord{}
+	if err == nil {
+		err = proto.Unmarshal(data, rec)
+	}
+	if err != nil || len(rec.GetOps()) != 1 {
+		return nil // never: a batch of one PutNode marshals
+	}
+	return rec.GetOps()[0].GetKey()
 }

@@ -69,7 +69,8 @@ type ReplicaOptions struct {
 	// Nodes are the members; the meta group's node table is applied to
 	// it. A refusal names the leader's client address from it.
 	Nodes *Nodes
-	// Observer: as DriverOptions.
+	// Observer: as DriverOptions. If it is a SnapshotObserver too, it is
+	// told of the snapshots this node sends and installs.
 	Observer Observer
 	// Tracer, if set, records a fila.raft.commit span for each batch whose
 	// Trace carries a span (the queue actor's commit span), as its child.
@@ -141,7 +142,8 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		node: opts.NodeID, db: local.DB(), log: r.Log, partitions: opts.Partitions,
 		limiter: rate.NewLimiter(rate.Limit(opts.SnapshotRate), max(opts.SnapshotRate, snapshotChunkBytes)),
 		logger:  opts.Logger, counters: &r.counters, held: map[uint64]*heldSnapshot{},
-		client: func(node uint64) (clusterv1.SnapshotsClient, error) { return r.snapshotClient(opts, node) },
+		client:   func(node uint64) (clusterv1.SnapshotsClient, error) { return r.snapshotClient(opts, node) },
+		observer: snapshotObserverOf(opts.Observer),
 	}
 	groups := make([]uint64, 0, opts.Partitions+1)
 	var held []uint64

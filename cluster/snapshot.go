@@ -68,6 +68,28 @@ type SnapshotStats struct {
 	InstallTime                                       time.Duration
 }
 
+// SnapshotObserver is told of each snapshot transfer that completed, on
+// the goroutine that made it; it must not block. A ReplicaOptions.Observer
+// that implements it is (telemetry.ClusterMetrics records
+// fila.raft.snapshot.bytes and .duration).
+type SnapshotObserver interface {
+	// SentSnapshot: a Fetch stream this node served ended with the last
+	// chunk; bytes (of keys and values) and took are that stream's, so a
+	// transfer resumed after a break counts only what its last stream
+	// sent.
+	SentSnapshot(bytes uint64, took time.Duration)
+	// InstalledSnapshot: this node received and installed a snapshot;
+	// bytes are all it received for it, took from the start of the
+	// install to its sync.
+	InstalledSnapshot(bytes uint64, took time.Duration)
+}
+
+// snapshotObserverOf is o as a SnapshotObserver, nil when it is none.
+func snapshotObserverOf(o Observer) SnapshotObserver {
+	so, _ := o.(SnapshotObserver)
+	return so
+}
+
 type snapshotCounters struct {
 	compactions, compacted, made                 atomic.Uint64
 	sent, sends, sendFailures, sendNanos         atomic.Uint64
@@ -146,6 +168,7 @@ type snapshots struct {
 	logger     *slog.Logger
 	counters   *snapshotCounters
 	client     func(node uint64) (clusterv1.SnapshotsClient, error)
+	observer   SnapshotObserver // nil: none
 
 	mu     sync.Mutex
 	next   uint64
@@ -314,6 +337,9 @@ func (s *snapshots) Fetch(req *clusterv1.FetchSnapshot, stream grpc.ServerStream
 	}
 	if err == nil {
 		s.counters.sends.Add(1)
+		if s.observer != nil {
+			s.observer.SentSnapshot(sent, time.Since(start))
+		}
 	}
 	return err
 }
@@ -345,6 +371,9 @@ func (s *snapshots) install(ctx context.Context, group uint64, snap *pb.Snapshot
 		}
 		s.counters.installs.Add(1)
 		s.counters.installNanos.Add(uint64(time.Since(start)))
+		if s.observer != nil {
+			s.observer.InstalledSnapshot(received, time.Since(start))
+		}
 		log.Info("raft snapshot received", slog.Uint64("bytes", received), slog.Duration("took", time.Since(start)))
 	}()
 	client, err := s.client(ref.GetNode())

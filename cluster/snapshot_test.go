@@ -29,9 +29,15 @@ func smallLog(o *ReplicaOptions) { o.SnapshotEntries, o.LogTail = 40, 10 }
 // snapshotRun writes to a three-node cluster while one follower is down
 // long enough that every leader compacts past what it has, brings it back,
 // and waits until all three hold the same keys. prepare runs on each
-// replica before the writes that the follower misses.
-func snapshotRun(t *testing.T, prepare func(*Replica)) (c *replicaNet, down uint64, dump map[string]string) {
-	c = newReplicaNet(t, 3, smallLog)
+// replica before the writes that the follower misses; tune, if given,
+// changes every replica's options after smallLog.
+func snapshotRun(t *testing.T, prepare func(*Replica), tune ...func(*ReplicaOptions)) (c *replicaNet, down uint64, dump map[string]string) {
+	c = newReplicaNet(t, 3, func(o *ReplicaOptions) {
+		smallLog(o)
+		for _, f := range tune {
+			f(o)
+		}
+	})
 	queues := []string{"a", "b"}
 	group := GroupOf(storage.FamilyOf("a"), testPartitions)
 	for i := range 20 {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/fila-dev/filad/actors"
@@ -65,6 +66,48 @@ type clusterNode struct {
 	// forwards over.
 	internal *gateway.Internal
 	peers    *peerConns
+	// guard binds the node id an internal call claims to the caller's
+	// certificate.
+	guard *peerGuard
+}
+
+// peerGuard checks that the caller of an internal call may speak for the
+// node it claims to be: with [server.tls], that its certificate names that
+// member's host (and its node id, if it names any: verifyMemberID).
+// Without TLS there is no identity to check, and it admits every claim
+// (docs/security.md).
+type peerGuard struct {
+	tls     *tlsFiles // nil: plaintext
+	log     *slog.Logger
+	metrics *telemetry.ClusterMetrics
+	logged  transport.LogOnce
+}
+
+// check admits ctx's caller as node claimed, or answers PermissionDenied
+// naming the claim and what the certificate names; a refusal is counted
+// (fila.cluster.peer.refused, by call) and logged once per claimed id.
+func (g *peerGuard) check(ctx context.Context, claimed uint64, call string) error {
+	if g.tls == nil {
+		return nil
+	}
+	err := errors.New("the caller presented no certificate")
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			err = g.tls.verifyMemberID(info.State.PeerCertificates[0], claimed)
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	g.metrics.PeerRefused(ctx, call)
+	if g.logged.First(claimed) {
+		attrs := []any{slog.String("call", call), slog.Uint64("claimed_node", claimed), slog.Any("error", err)}
+		if p, ok := peer.FromContext(ctx); ok {
+			attrs = append(attrs, slog.String("remote", p.Addr.String()))
+		}
+		g.log.Warn("cluster: an internal call refused: the caller may not speak for the node it claims (logged once per node id)", attrs...)
+	}
+	return status.Errorf(codes.PermissionDenied, "cluster: the caller may not speak for node %d: %v", claimed, err)
 }
 
 // register records this node's client address in the meta group, in the
@@ -140,6 +183,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if cc.FaultControlAddr != "" {
 		faults = &transport.Faults{}
 	}
+	n.guard = &peerGuard{tls: tlsFiles, log: log, metrics: n.metrics}
 	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, func(addr string) grpc.DialOption { return peerDialCreds(tlsFiles, addr) })
 	var driver *cluster.Driver // set below; the transport delivers to it
 	// Raft messages and snapshot fetches dial the members alike: mutual
@@ -156,6 +200,10 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		Unreachable: func(peer uint64) { driver.Unreachable(peer) },
 		Faults:      faults,
 		Logger:      log,
+		Authenticate: func(ctx context.Context, claimed uint64) error {
+			return n.guard.check(ctx, claimed, telemetry.PeerCallRaft)
+		},
+		AdmitProposal: cluster.AdmitForwarded,
 	})
 	if err != nil {
 		return nil, err
@@ -213,9 +261,16 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 			otelgrpc.WithFilter(filters.ServicePrefix("fila.v1.")),
 		)),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			// The node a forwarded call names must be the caller's
+			// (an unparsable or absent id is no member's); a call not
+			// marked forwarded is refused by the gateway.
 			// A cut link drops forwarded calls as it drops raft messages.
 			if v := metadata.ValueFromIncomingContext(ctx, gateway.ForwardedMetadata); len(v) > 0 {
-				if from, _ := strconv.ParseUint(v[0], 10, 64); !faults.Allows(from, cc.NodeID) {
+				from, _ := strconv.ParseUint(v[0], 10, 64)
+				if err := n.guard.check(ctx, from, telemetry.PeerCallForwarded); err != nil {
+					return nil, err
+				}
+				if !faults.Allows(from, cc.NodeID) {
 					return nil, status.Errorf(codes.Unavailable, "the link from node %d is cut (cluster fault rules)", from)
 				}
 			}
@@ -403,6 +458,9 @@ type peerConns struct {
 }
 
 var _ gateway.Peers = (*peerConns)(nil)
+
+// The cluster metrics are told of snapshot transfers (ReplicaOptions.Observer).
+var _ cluster.SnapshotObserver = (*telemetry.ClusterMetrics)(nil)
 
 func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds func(addr string) grpc.DialOption) *peerConns {
 	return &peerConns{self: self, addrs: addrs, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}

@@ -111,6 +111,17 @@ type trioOptions struct {
 	opts func(i int) server.Options
 	// relays puts a pausable relay in front of every internal port.
 	relays bool
+	// spread puts node i's ports on 127.0.0.(i+1) (trioHost), so that
+	// each member has a host of its own.
+	spread bool
+}
+
+// trioHost is node i's host: 127.0.0.1 for all, or one each when spread.
+func trioHost(i int, spread bool) string {
+	if spread {
+		return fmt.Sprintf("127.0.0.%d", i+1)
+	}
+	return "127.0.0.1"
 }
 
 // startTrio starts a three-member cluster in one process: client and
@@ -126,9 +137,10 @@ func startTrio(t *testing.T, o trioOptions) *trio {
 	var members []string
 	for i := range n {
 		var err error
-		clients[i], err = net.Listen("tcp", "127.0.0.1:0")
+		host := trioHost(i, o.spread)
+		clients[i], err = net.Listen("tcp", host+":0")
 		require.NoError(t, err)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", host+":0")
 		require.NoError(t, err)
 		listen[i] = l.Addr().String()
 		require.NoError(t, l.Close()) // free for the node; a test-only race for the port

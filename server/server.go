@@ -106,11 +106,12 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 
 	s.startTelemetry(ctx, opts)
 	if cfg.Server.TLS.Enabled() {
-		peerCA, hosts := "", []string(nil)
+		peerCA, members := "", map[uint64]string(nil)
 		if cfg.Cluster.Enabled {
-			peerCA, hosts = cfg.Cluster.TLSCAFile, cfg.Cluster.MemberHosts()
+			ms, _ := cfg.Cluster.ParseMembers() // valid: cfg.Validate checked it
+			peerCA, members = cfg.Cluster.TLSCAFile, internalAddrs(ms)
 		}
-		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA, hosts); err != nil {
+		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA, members); err != nil {
 			return nil, err
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/fila-dev/filad/config"
@@ -22,17 +24,18 @@ type tlsFiles struct {
 	// peerCAFile, for a cluster node, is the CA of the members'
 	// certificates (cluster.tls_ca_file); "" on a single node.
 	peerCAFile string
-	// memberHosts are the hosts of the members' internal addresses: a
-	// peer's certificate must name one of them.
-	memberHosts []string
-	current     atomic.Pointer[tls.Config]
+	// members are the members' internal addresses by node id: a peer's
+	// certificate must name the host of one of them, and of the one whose
+	// id the peer claims (verifyMemberID).
+	members map[uint64]string
+	current atomic.Pointer[tls.Config]
 	// peers is the internal port's config as a server: the same
 	// certificate, and the members' CA required of every caller.
 	peers atomic.Pointer[tls.Config]
 }
 
-func loadTLS(cfg config.TLS, peerCAFile string, memberHosts []string) (*tlsFiles, error) {
-	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile, memberHosts: memberHosts}
+func loadTLS(cfg config.TLS, peerCAFile string, members map[uint64]string) (*tlsFiles, error) {
+	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile, members: members}
 	return f, f.reload()
 }
 
@@ -44,12 +47,77 @@ func (f *tlsFiles) verifyMember(cert *x509.Certificate) error {
 	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return errors.New("cluster: the peer certificate lacks the serverAuth and clientAuth key usages of a member's")
 	}
-	for _, h := range f.memberHosts {
-		if cert.VerifyHostname(h) == nil {
+	for _, addr := range f.members {
+		if cert.VerifyHostname(hostOf(addr)) == nil {
 			return nil
 		}
 	}
 	return errors.New("cluster: the peer certificate names none of the members' hosts")
+}
+
+// nodeURIScheme is the scheme of the URI SAN that names the node id a
+// member's certificate is for: fila-node://7 is node 7's. Optional; a
+// certificate that names one or more may speak only for those.
+const nodeURIScheme = "fila-node"
+
+// verifyMemberID checks that cert, a member's (verifyMember), may speak
+// for member id: it names the host of that member's internal address,
+// and, if it names node ids (nodeURIScheme), id among them. Members that
+// share a host share its name, so only the node id tells their
+// certificates apart (docs/security.md).
+func (f *tlsFiles) verifyMemberID(cert *x509.Certificate, id uint64) error {
+	addr, ok := f.members[id]
+	if !ok {
+		return fmt.Errorf("node %d is no member, and the certificate names %s", id, certNames(cert))
+	}
+	if host := hostOf(addr); cert.VerifyHostname(host) != nil {
+		return fmt.Errorf("the certificate names %s, not %s, the host of node %d's internal address", certNames(cert), host, id)
+	}
+	if ids, named := nodeIDs(cert); named && !slices.Contains(ids, id) {
+		return fmt.Errorf("the certificate is for %s, not node %d", certNames(cert), id)
+	}
+	return nil
+}
+
+// nodeIDs are the node ids cert names (nodeURIScheme URI SANs); named
+// reports whether it names any, a malformed one included (which then
+// matches no id).
+func nodeIDs(cert *x509.Certificate) (ids []uint64, named bool) {
+	for _, u := range cert.URIs {
+		if u.Scheme != nodeURIScheme {
+			continue
+		}
+		named = true
+		if id, err := strconv.ParseUint(u.Host, 10, 64); err == nil && id > 0 && u.Path == "" && u.User == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, named
+}
+
+// certNames lists what cert names (DNS names, IP addresses, URIs) for an
+// error: a certificate's names are not secret.
+func certNames(cert *x509.Certificate) string {
+	var names []string
+	names = append(names, cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
+	}
+	for _, u := range cert.URIs {
+		names = append(names, u.String())
+	}
+	if len(names) == 0 {
+		return "no host"
+	}
+	return "[" + strings.Join(names, " ") + "]"
+}
+
+// hostOf is the host of a host:port address (addr itself without a port).
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 // readCAs reads a PEM file of CA certificates; key names it in errors.
@@ -127,10 +195,16 @@ func (f *tlsFiles) peerServerConfig() *tls.Config {
 // reload reaches new connections; the transport redials a broken one).
 // The host is checked here, not through the handshake's server name,
 // which Go leaves empty for an IP address.
+//
+// A certificate that names node ids (nodeURIScheme) must name the member
+// this node dials there.
 func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
+	host := hostOf(addr)
+	var dialed []uint64 // the members at addr
+	for id, a := range f.members {
+		if a == addr {
+			dialed = append(dialed, id)
+		}
 	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -152,6 +226,9 @@ func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
 			}
 			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
 				return err
+			}
+			if ids, named := nodeIDs(cs.PeerCertificates[0]); named && !slices.ContainsFunc(ids, func(id uint64) bool { return slices.Contains(dialed, id) }) {
+				return fmt.Errorf("cluster: the member at %s presented a certificate for %s, not for node(s) %v", addr, certNames(cs.PeerCertificates[0]), dialed)
 			}
 			return f.verifyMember(cs.PeerCertificates[0])
 		},

@@ -40,6 +40,8 @@ var (
 		Description: "Partitions this node leads now (past the term's barrier), the meta group left out."}
 	ClusterForwarded = MetricSpec{Name: "fila.cluster.forwarded", Unit: "{call}",
 		Description: "Calls this node proxied to the leader of their queue, by rpc.method."}
+	ClusterPeerRefused = MetricSpec{Name: "fila.cluster.peer.refused", Unit: "{call}",
+		Description: "Internal calls refused because the caller's certificate may not speak for the node they claim, by call (raft, forwarded)."}
 	RaftSnapshotBytes = MetricSpec{Name: "fila.raft.snapshot.bytes", Unit: "By",
 		Description: "Size of each raft snapshot sent or received, by direction."}
 	RaftSnapshotDuration = MetricSpec{Name: "fila.raft.snapshot.duration", Unit: "s",
@@ -52,6 +54,15 @@ const (
 	AttrRPCMethod = "rpc.method"
 	// AttrDirection is sent or received, on the snapshot instruments.
 	AttrDirection = "direction"
+	// AttrCall is the kind of internal call refused, on
+	// fila.cluster.peer.refused: PeerCallRaft or PeerCallForwarded.
+	AttrCall = "call"
+)
+
+// Internal calls a peer's identity is checked on (AttrCall).
+const (
+	PeerCallRaft      = "raft"
+	PeerCallForwarded = "forwarded"
 )
 
 // GroupReading is one raft group as this node sees it at a collection.
@@ -67,7 +78,7 @@ type GroupReading struct {
 // snapshot transfer. A nil *ClusterMetrics records nothing.
 type ClusterMetrics struct {
 	commit, append, snapBytes, snapTime metric.Float64Histogram
-	leaders, forwarded                  metric.Int64Counter
+	leaders, forwarded, peerRefused     metric.Int64Counter
 }
 
 // NewClusterMetrics creates the cluster's synchronous instruments on mp;
@@ -104,6 +115,7 @@ func NewClusterMetrics(mp metric.MeterProvider) (*ClusterMetrics, error) {
 	c.snapTime = hist(RaftSnapshotDuration, []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300})
 	c.leaders = counter(RaftLeaderChanges)
 	c.forwarded = counter(ClusterForwarded)
+	c.peerRefused = counter(ClusterPeerRefused)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +186,15 @@ func (c *ClusterMetrics) Forwarded(ctx context.Context, fullMethod string) {
 	}
 }
 
+// PeerRefused counts one internal call refused because the caller's
+// certificate may not speak for the node it claimed; call is
+// PeerCallRaft or PeerCallForwarded.
+func (c *ClusterMetrics) PeerRefused(ctx context.Context, call string) {
+	if c != nil {
+		c.peerRefused.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrCall, call)))
+	}
+}
+
 // Snapshot directions.
 const (
 	SnapshotSent     = "sent"
@@ -188,4 +209,16 @@ func (c *ClusterMetrics) Snapshot(ctx context.Context, direction string, bytes i
 		c.snapBytes.Record(ctx, float64(bytes), a)
 		c.snapTime.Record(ctx, took.Seconds(), a)
 	}
+}
+
+// SentSnapshot records a snapshot stream this node sent whole
+// (cluster.SnapshotObserver): fila.raft.snapshot.* with direction sent.
+func (c *ClusterMetrics) SentSnapshot(bytes uint64, took time.Duration) {
+	c.Snapshot(context.Background(), SnapshotSent, int64(bytes), took)
+}
+
+// InstalledSnapshot records a snapshot this node received and installed
+// (cluster.SnapshotObserver): direction received.
+func (c *ClusterMetrics) InstalledSnapshot(bytes uint64, took time.Duration) {
+	c.Snapshot(context.Background(), SnapshotReceived, int64(bytes), took)
 }

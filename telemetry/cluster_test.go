@@ -31,8 +31,14 @@ func TestClusterMetricsRecordWhatTheyAreTold(t *testing.T) {
 	c.LeaderChanged(2, 2)
 	c.Forwarded(context.Background(), "/fila.v1.FilaService/Enqueue")
 	c.Snapshot(context.Background(), SnapshotSent, 4096, time.Second)
+	c.PeerRefused(context.Background(), PeerCallRaft)
 
 	ints := collect(t, reader)
+	refused := ints[ClusterPeerRefused.Name]
+	require.Len(t, refused, 1)
+	call, _ := refused[0].Attributes.Value(AttrCall)
+	require.Equal(t, PeerCallRaft, call.AsString())
+	require.Equal(t, int64(1), refused[0].Value)
 	require.Equal(t, int64(2), ints[RaftPartitionsLed.Name][0].Value, "partitions led, the meta group left out")
 	lag := map[int64]int64{}
 	for _, p := range ints[RaftApplyLag.Name] {
@@ -75,4 +81,7 @@ func TestNilClusterMetricsRecordNothing(t *testing.T) {
 	c.LeaderChanged(1, 1)
 	c.Forwarded(context.Background(), "/x")
 	c.Snapshot(context.Background(), SnapshotReceived, 1, time.Second)
+	c.SentSnapshot(1, time.Second)
+	c.InstalledSnapshot(1, time.Second)
+	c.PeerRefused(context.Background(), PeerCallForwarded)
 }

@@ -8,6 +8,10 @@
 // queued in batches, and reconnects with backoff when the stream breaks.
 // The messages of one stream arrive in the order they were sent.
 //
+// A stream carries one node's messages: the receiver may refuse the
+// sender it claims (Options.Authenticate: filad checks the TLS
+// certificate), and drops any raft message not from that sender to itself.
+//
 // Faults (drop the links to or from a peer) are compiled in, so that the
 // process-level cluster tests can partition real nodes without iptables;
 // a node turns them on only when its config asks for a control address.
@@ -23,9 +27,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 )
@@ -55,6 +61,20 @@ type Options struct {
 	MaxBatchBytes int
 	// Faults, if set, drops what its rules say.
 	Faults *Faults
+	// Authenticate, if set, binds a stream to the node it claims to send
+	// for: it is called once per stream, with the stream's context (its
+	// peer's TLS state) and the id the first batch names as its sender,
+	// and a non-nil error (a gRPC status, PermissionDenied) ends the
+	// stream with it before anything is delivered. Without it (no TLS:
+	// nothing to check a claim against) a stream is taken as from the node
+	// it names.
+	Authenticate func(ctx context.Context, claimed uint64) error
+	// AdmitProposal, if set, is asked about each proposal (a raft MsgProp)
+	// a peer forwards, with the peer's id and the marshalled message; an
+	// error drops that message (counted in Received's refused). A node
+	// forwards a proposal only to register itself, so filad admits only
+	// that (cluster.AdmitForwarded).
+	AdmitProposal func(from uint64, msg []byte) error
 	// Logger is slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -91,8 +111,12 @@ type Transport struct {
 	wg     sync.WaitGroup
 
 	// received counts messages delivered; refused those dropped on
-	// arrival by a fault rule.
+	// arrival by a fault rule, or because they were not the stream's
+	// sender's to send (screen).
 	received, refused atomic.Uint64
+	// warned are the peers a dropped message was logged for, so that a
+	// peer that keeps sending them is logged once.
+	warned LogOnce
 }
 
 // New returns a Transport; Register it on the internal gRPC server and
@@ -224,15 +248,22 @@ func (t *Transport) Stats() map[uint64]PeerStats {
 	return out
 }
 
-// Received reports the messages delivered from peers, and those a fault
-// rule refused on arrival.
+// Received reports the messages delivered from peers, and those refused
+// on arrival: by a fault rule, or as not their stream's sender's to send.
 func (t *Transport) Received() (delivered, refused uint64) {
 	return t.received.Load(), t.refused.Load()
 }
 
 // Stream implements clusterv1.RaftServer: it delivers one peer's batches.
+// A stream carries one node's messages: its first batch names the sender,
+// which Options.Authenticate may refuse, and a later batch that names
+// another ends the stream (PermissionDenied). Each raft message in a
+// batch must be from that sender and to this node, or it is dropped
+// (screen): the batch's claim is what was authenticated, the messages'
+// own From is what raft believes.
 func (t *Transport) Stream(s clusterv1.Raft_StreamServer) error {
-	for {
+	var sender uint64
+	for first := true; ; first = false {
 		b, err := s.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -243,13 +274,124 @@ func (t *Transport) Stream(s clusterv1.Raft_StreamServer) error {
 		if b.GetTo() != t.opts.NodeID {
 			return status.Errorf(codes.FailedPrecondition, "raft batch for node %d reached node %d", b.GetTo(), t.opts.NodeID)
 		}
-		if !t.opts.Faults.allows(b.GetFrom(), t.opts.NodeID) {
+		switch {
+		case first:
+			sender = b.GetFrom()
+			if t.opts.Authenticate != nil {
+				if err := t.opts.Authenticate(s.Context(), sender); err != nil {
+					return err
+				}
+			}
+		case b.GetFrom() != sender:
+			return status.Errorf(codes.PermissionDenied, "a raft stream carries one node's messages: it began as node %d's, and a batch claims node %d", sender, b.GetFrom())
+		}
+		if !t.opts.Faults.allows(sender, t.opts.NodeID) {
 			t.refused.Add(uint64(len(b.GetMessages())))
 			continue
 		}
-		t.received.Add(uint64(len(b.GetMessages())))
-		t.opts.Deliver(b.GetFrom(), b.GetMessages())
+		msgs := t.screen(sender, b.GetMessages())
+		t.received.Add(uint64(len(msgs)))
+		if len(msgs) > 0 {
+			t.opts.Deliver(sender, msgs)
+		}
 	}
+}
+
+// screen returns the messages of msgs that sender may send this node:
+// raft messages from sender to this node, and of the proposals only those
+// AdmitProposal admits. The rest are dropped, counted and logged once per
+// sender. A message raft relays in good faith is dropped too: a follower
+// forwarding a proposal another node sent it (it believed this one led)
+// keeps that node's From. Raft tolerates the loss, and filad's one
+// forwarded proposal, a registration, is proposed again until it applies.
+func (t *Transport) screen(sender uint64, msgs []*clusterv1.GroupMessage) []*clusterv1.GroupMessage {
+	var kept []*clusterv1.GroupMessage // nil until one is dropped: then msgs is copied
+	for i, gm := range msgs {
+		typ, from, to, err := header(gm.GetMessage())
+		switch {
+		case err == nil && (from != sender || to != t.opts.NodeID):
+			err = fmt.Errorf("a raft message from node %d to node %d on node %d's stream to node %d", from, to, sender, t.opts.NodeID)
+		case err == nil && typ == raftpb.MsgProp && t.opts.AdmitProposal != nil:
+			err = t.opts.AdmitProposal(sender, gm.GetMessage())
+		}
+		if err == nil {
+			if kept != nil {
+				kept = append(kept, gm)
+			}
+			continue
+		}
+		if kept == nil {
+			kept = append(make([]*clusterv1.GroupMessage, 0, len(msgs)), msgs[:i]...)
+		}
+		t.refused.Add(1)
+		if t.warned.First(sender) {
+			t.log.Warn("cluster: raft message dropped: not the sending node's to send (logged once per node)",
+				slog.Uint64("peer", sender), slog.Uint64("group", gm.GetGroup()), slog.Any("error", err))
+		}
+	}
+	if kept == nil {
+		return msgs
+	}
+	return kept
+}
+
+// header reads the type, From and To of a marshalled raftpb.Message
+// without decoding the rest (its entries are skipped, not copied).
+func header(b []byte) (typ raftpb.MessageType, from, to uint64, err error) {
+	// raftpb.Message's field numbers (raft.proto): type 1, to 2, from 3.
+	const fieldType, fieldTo, fieldFrom = 1, 2, 3
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, 0, fmt.Errorf("a raft message that does not decode: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if wt == protowire.VarintType && num >= fieldType && num <= fieldFrom {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, 0, fmt.Errorf("a raft message that does not decode: %w", protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case fieldType:
+				typ = raftpb.MessageType(v)
+			case fieldTo:
+				to = v
+			case fieldFrom:
+				from = v
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, wt, b)
+		if n < 0 {
+			return 0, 0, 0, fmt.Errorf("a raft message that does not decode: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return typ, from, to, nil
+}
+
+// LogOnce remembers the peers already logged about, up to a bound past
+// which it logs no more (an intruder naming ever new ids cannot grow it).
+// The zero value is ready; it is safe for concurrent use.
+type LogOnce struct {
+	mu   sync.Mutex
+	seen map[uint64]bool
+}
+
+// First reports whether id is logged about for the first time.
+func (w *LogOnce) First(id uint64) bool {
+	const bound = 1024
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen[id] || len(w.seen) >= bound {
+		return false
+	}
+	if w.seen == nil {
+		w.seen = map[uint64]bool{}
+	}
+	w.seen[id] = true
+	return true
 }
 
 // peer is one peer's queue and the goroutine that streams it.

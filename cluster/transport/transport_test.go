@@ -1,17 +1,24 @@
 package transport
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 )
@@ -71,8 +78,28 @@ func startNode(t *testing.T, id uint64, lis net.Listener, opts Options) *node {
 	return n
 }
 
-func msg(group uint64, i int) *clusterv1.GroupMessage {
-	return &clusterv1.GroupMessage{Group: group, Message: []byte(strconv.Itoa(i))}
+// msg is the i-th message of these tests: a raft heartbeat of group from
+// node 1 to node to, numbered by its commit index.
+func msg(to, group uint64, i int) *clusterv1.GroupMessage {
+	return raftMsg(group, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(to), Commit: new(uint64(i))})
+}
+
+func raftMsg(group uint64, m *raftpb.Message) *clusterv1.GroupMessage {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return &clusterv1.GroupMessage{Group: group, Message: b}
+}
+
+// number is the number msg gave a message.
+func number(t *testing.T, gm *clusterv1.GroupMessage) int {
+	t.Helper()
+	m := &raftpb.Message{}
+	if err := proto.Unmarshal(gm.GetMessage(), m); err != nil {
+		t.Fatal(err)
+	}
+	return int(m.GetCommit())
 }
 
 // next waits for n's next arrival.
@@ -92,8 +119,8 @@ func (n *node) expect(t *testing.T, from uint64, first, count int) {
 	t.Helper()
 	for i := first; i < first+count; i++ {
 		a := n.next(t)
-		if a.from != from || string(a.msg.GetMessage()) != strconv.Itoa(i) {
-			t.Fatalf("arrival %d: got %q from %d, want %d from %d", i-first, a.msg.GetMessage(), a.from, i, from)
+		if got := number(t, a.msg); a.from != from || got != i {
+			t.Fatalf("arrival %d: got %d from %d, want %d from %d", i-first, got, a.from, i, from)
 		}
 	}
 }
@@ -108,7 +135,7 @@ func TestMessagesArriveInOrderFromTheirSender(t *testing.T) {
 	const count = 1000 // under DefaultQueueLen: nothing may be dropped
 	for i := range count {
 		for _, to := range []uint64{2, 3} {
-			if q := n1.t.Send(to, msg(uint64(i%3), i)); q != 1 {
+			if q := n1.t.Send(to, msg(to, uint64(i%3), i)); q != 1 {
 				t.Fatalf("Send %d to %d queued %d", i, to, q)
 			}
 		}
@@ -135,7 +162,7 @@ func TestSendNeverBlocksOnASilentPeer(t *testing.T) {
 	}
 	queued := 0
 	for i := range 10 * queueLen {
-		queued += n1.t.Send(2, msg(1, i))
+		queued += n1.t.Send(2, msg(2, 1, i))
 	}
 	if queued != queueLen {
 		t.Fatalf("queued %d of %d for a silent peer, want the queue's %d", queued, 10*queueLen, queueLen)
@@ -155,7 +182,7 @@ func TestFaultsCutALink(t *testing.T) {
 	}
 
 	f1.Cut(2, Outgoing)
-	if q := n1.t.Send(2, msg(1, 0), msg(1, 1)); q != 0 {
+	if q := n1.t.Send(2, msg(2, 1, 0), msg(2, 1, 1)); q != 0 {
 		t.Fatalf("a cut link queued %d", q)
 	}
 	if st := n1.t.Stats()[2]; st.Dropped != 2 {
@@ -165,7 +192,7 @@ func TestFaultsCutALink(t *testing.T) {
 
 	f2.Cut(1, Incoming)
 	for i := 2; i < 12; i++ {
-		n1.t.Send(2, msg(1, i))
+		n1.t.Send(2, msg(2, 1, i))
 	}
 	deadline := time.Now().Add(patience)
 	for _, refused := n2.t.Received(); refused < 10; _, refused = n2.t.Received() {
@@ -175,7 +202,7 @@ func TestFaultsCutALink(t *testing.T) {
 		time.Sleep(time.Millisecond) // polls a counter; the outcome is the counter's
 	}
 	f2.Heal()
-	n1.t.Send(2, msg(1, 12))
+	n1.t.Send(2, msg(2, 1, 12))
 	n2.expect(t, 1, 12, 1) // the first to arrive: nothing cut came through
 }
 
@@ -186,7 +213,7 @@ func TestMisroutedBatchIsRefused(t *testing.T) {
 	if err := n1.t.SetPeer(3, n2.addr); err != nil { // node 3's address is node 2's
 		t.Fatal(err)
 	}
-	n1.t.Send(3, msg(1, 0))
+	n1.t.Send(3, msg(3, 1, 0))
 	select {
 	case peer := <-n1.unreachable:
 		if peer != 3 {
@@ -206,7 +233,7 @@ func TestReconnectsToARestartedPeer(t *testing.T) {
 	if err := n1.t.SetPeer(2, n2.addr); err != nil {
 		t.Fatal(err)
 	}
-	n1.t.Send(2, msg(1, 0))
+	n1.t.Send(2, msg(2, 1, 0))
 	n2.expect(t, 1, 0, 1)
 	n2.srv.Stop()
 	lis, err := net.Listen("tcp", n2.addr)
@@ -218,7 +245,7 @@ func TestReconnectsToARestartedPeer(t *testing.T) {
 	// send until one arrives.
 	deadline := time.Now().Add(patience)
 	for i := 1; ; i++ {
-		n1.t.Send(2, msg(1, i))
+		n1.t.Send(2, msg(2, 1, i))
 		select {
 		case a := <-n2b.got:
 			if a.from != 1 {
@@ -243,7 +270,7 @@ func TestPeerIDs(t *testing.T) {
 	if _, err := New(Options{Deliver: func(uint64, []*clusterv1.GroupMessage) {}, Dial: dial}); err == nil {
 		t.Error("New without a NodeID accepted")
 	}
-	if q := n1.t.Send(9, msg(1, 0)); q != 0 {
+	if q := n1.t.Send(9, msg(9, 1, 0)); q != 0 {
 		t.Errorf("Send to an unknown peer queued %d", q)
 	}
 }
@@ -339,11 +366,150 @@ func TestLargeMessagesArrive(t *testing.T) {
 	}
 	big := make([]byte, 20<<20)
 	for i := range 3 { // three together would be 60 MiB in one send without the byte bound
-		n1.t.Send(2, &clusterv1.GroupMessage{Group: 1, Message: append(big[:0:0], byte(i))}, &clusterv1.GroupMessage{Group: 1, Message: big})
+		n1.t.Send(2, msg(2, 1, i), raftMsg(1, &raftpb.Message{Type: raftpb.MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2)), Entries: []*raftpb.Entry{{Data: big}}}))
 	}
 	for range 6 {
 		if a := n2.next(t); a.from != 1 {
 			t.Fatalf("arrival from %d", a.from)
 		}
 	}
+}
+
+// rawStream opens a raft stream to n as a client of its own, to send what
+// an honest transport never would.
+func rawStream(t *testing.T, n *node) clusterv1.Raft_StreamClient {
+	t.Helper()
+	conn, err := dial(n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	s, err := clusterv1.NewRaftClient(conn).Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// ended sends b on s, then closes it, and returns how the receiver ended
+// the stream: nil when it took everything.
+func ended(t *testing.T, s clusterv1.Raft_StreamClient, bs ...*clusterv1.RaftBatch) error {
+	t.Helper()
+	for _, b := range bs {
+		if err := s.Send(b); err != nil {
+			break // the receiver ended it; Recv says why
+		}
+	}
+	_ = s.CloseSend()
+	_, err := s.Recv()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// A raft message is delivered only as its stream's sender's, to this
+// node: one that names another sender or another receiver is dropped
+// (and counted), the rest of its batch delivered.
+func TestMessagesNotTheSendersAreDropped(t *testing.T) {
+	n2 := startNode(t, 2, nil, Options{})
+	forged := raftMsg(1, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(3)), To: new(uint64(2)), Commit: new(uint64(7))})
+	elsewhere := raftMsg(1, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(3)), Commit: new(uint64(8))})
+	garbage := &clusterv1.GroupMessage{Group: 1, Message: []byte{0xff}}
+	err := ended(t, rawStream(t, n2), &clusterv1.RaftBatch{From: 1, To: 2, Messages: []*clusterv1.GroupMessage{msg(2, 1, 0), forged, elsewhere, garbage, msg(2, 1, 1)}})
+	if err != nil {
+		t.Fatalf("the stream ended with %v", err)
+	}
+	n2.expect(t, 1, 0, 2)
+	if d, r := n2.t.Received(); d != 2 || r != 3 {
+		t.Fatalf("delivered %d, refused %d; want 2, 3", d, r)
+	}
+}
+
+// With Authenticate, a stream is refused with its status before anything
+// of it is delivered, and a stream that was admitted as one node's cannot
+// go on as another's.
+func TestStreamsAreBoundToTheSenderAuthenticated(t *testing.T) {
+	var claims []uint64
+	var mu sync.Mutex
+	n2 := startNode(t, 2, nil, Options{Authenticate: func(_ context.Context, claimed uint64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		claims = append(claims, claimed)
+		if claimed != 1 {
+			return status.Errorf(codes.PermissionDenied, "not node %d", claimed)
+		}
+		return nil
+	}})
+	forged := raftMsg(1, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(3)), To: new(uint64(2))})
+	if err := ended(t, rawStream(t, n2), &clusterv1.RaftBatch{From: 3, To: 2, Messages: []*clusterv1.GroupMessage{forged}}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a claim Authenticate refused: %v, want PermissionDenied", err)
+	}
+	err := ended(t, rawStream(t, n2),
+		&clusterv1.RaftBatch{From: 1, To: 2, Messages: []*clusterv1.GroupMessage{msg(2, 1, 0)}},
+		&clusterv1.RaftBatch{From: 3, To: 2, Messages: []*clusterv1.GroupMessage{forged}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a stream that changed its sender: %v, want PermissionDenied", err)
+	}
+	n2.expect(t, 1, 0, 1)
+	if d, _ := n2.t.Received(); d != 1 {
+		t.Fatalf("delivered %d, want only the admitted sender's 1", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(claims, []uint64{3, 1}) {
+		t.Fatalf("Authenticate saw %v, want once per stream: [3 1]", claims)
+	}
+}
+
+// AdmitProposal decides the proposals a peer forwards; other messages
+// pass without it.
+func TestForwardedProposalsAreAdmittedOrDropped(t *testing.T) {
+	n2 := startNode(t, 2, nil, Options{AdmitProposal: func(from uint64, b []byte) error {
+		m := &raftpb.Message{}
+		if err := proto.Unmarshal(b, m); err != nil || from != 1 {
+			return errors.New("not decoded")
+		}
+		if len(m.GetEntries()) == 1 && string(m.GetEntries()[0].GetData()) == "ok" {
+			return nil
+		}
+		return errors.New("not admitted")
+	}})
+	prop := func(data string) *clusterv1.GroupMessage {
+		return raftMsg(0, &raftpb.Message{Type: raftpb.MsgProp.Enum(), From: new(uint64(1)), To: new(uint64(2)), Entries: []*raftpb.Entry{{Data: []byte(data)}}})
+	}
+	if err := ended(t, rawStream(t, n2), &clusterv1.RaftBatch{From: 1, To: 2, Messages: []*clusterv1.GroupMessage{prop("bad"), prop("ok"), msg(2, 0, 5)}}); err != nil {
+		t.Fatalf("the stream ended with %v", err)
+	}
+	a := n2.next(t)
+	m := &raftpb.Message{}
+	if err := proto.Unmarshal(a.msg.GetMessage(), m); err != nil || m.GetType() != raftpb.MsgProp || string(m.GetEntries()[0].GetData()) != "ok" {
+		t.Fatalf("first arrival %v (%v), want the admitted proposal", m, err)
+	}
+	n2.expect(t, 1, 5, 1)
+	if d, r := n2.t.Received(); d != 2 || r != 1 {
+		t.Fatalf("delivered %d, refused %d; want 2, 1", d, r)
+	}
+}
+
+// The per-message check on arrival reads three fields off the wire; next
+// to the decode the driver does anyway it should cost next to nothing.
+// go test -run - -bench Screen ./cluster/transport/
+func BenchmarkScreenVersusDecode(b *testing.B) {
+	app := raftMsg(1, &raftpb.Message{Type: raftpb.MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(3)),
+		Entries: []*raftpb.Entry{{Data: make([]byte, 4096)}, {Data: make([]byte, 4096)}}}).GetMessage()
+	b.Run("header", func(b *testing.B) {
+		for b.Loop() {
+			if _, from, _, err := header(app); err != nil || from != 1 {
+				b.Fatal(from, err)
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		for b.Loop() {
+			if err := proto.Unmarshal(app, &raftpb.Message{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

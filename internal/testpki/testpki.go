@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"time"
 )
 
@@ -92,12 +93,21 @@ func (c *CA) IssueNode(t T, cn string, serial int64) (certPEM, keyPEM []byte) {
 	return c.IssueNodeAt(t, cn, serial, "127.0.0.1")
 }
 
-// IssueNodeAt is IssueNode for the IP address ip.
-func (c *CA) IssueNodeAt(t T, cn string, serial int64, ip string) (certPEM, keyPEM []byte) {
+// IssueNodeAt is IssueNode for the IP address ip, naming uris too (URI
+// SANs, such as the node id filad reads from fila-node://<id>).
+func (c *CA) IssueNodeAt(t T, cn string, serial int64, ip string, uris ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	return c.issue(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, IPAddresses: []net.IP{net.ParseIP(ip)}})
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, IPAddresses: []net.IP{net.ParseIP(ip)}}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	return c.issue(t, tmpl)
 }
 
 // ClientConfig trusts c and presents certPEM/keyPEM when given.
