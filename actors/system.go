@@ -73,6 +73,7 @@ func Start(opts Options) (*System, error) {
 				runtime:   s.runtime,
 				throttles: s.throttles,
 				onTick:    opts.onTick,
+				cache:     newMessageCache(opts.MessageCacheBytes),
 				// A Placement means a cluster (nil is a single node).
 				gateDeliveries: opts.Placement != nil,
 			},
