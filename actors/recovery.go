@@ -132,7 +132,9 @@ func migrate(store storage.Store, defaults QueueConfig, log *slog.Logger) error 
 // matters: a filad from before index records refuses the data from now
 // on, since it would store messages without them, which a queue marked
 // indexed would never load.
-func planIndexRecords(storage.Store, QueueConfig) (*storage.Batch, error) { return &storage.Batch{}, nil }
+func planIndexRecords(storage.Store, QueueConfig) (*storage.Batch, error) {
+	return &storage.Batch{}, nil
+}
 
 // planDLQs defines the dead-letter queue of every queue stored without
 // one (created before dead-letter queues existed), with the server's
