@@ -42,11 +42,16 @@ func (e *bench) filadBinary() (string, error) {
 // loopback port; env adds FILA_* settings. It returns once filad has logged
 // its listen address.
 func (e *bench) startFiladProcess(env ...string) (*filadProcess, error) {
-	bin, err := e.filadBinary()
+	dir, err := os.MkdirTemp("", "filabench-proc")
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "filabench-proc")
+	return e.startFiladProcessIn(dir, env...)
+}
+
+// startFiladProcessIn is startFiladProcess on dir's data (a restart).
+func (e *bench) startFiladProcessIn(dir string, env ...string) (*filadProcess, error) {
+	bin, err := e.filadBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +87,12 @@ func (e *bench) startFiladProcess(env ...string) (*filadProcess, error) {
 }
 
 func (p *filadProcess) pid() int { return p.cmd.Process.Pid }
+
+// kill9 kills filad with SIGKILL and reaps it, leaving its data.
+func (p *filadProcess) kill9() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
 
 func (p *filadProcess) close() {
 	_ = p.cmd.Process.Kill()
