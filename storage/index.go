@@ -156,15 +156,7 @@ func loadIndex(scan scanFunc, queue string) (*QueueIndex, error) {
 			return nil, err
 		}
 	}
-	err = scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
-		rec := &storagev1.LeaseRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return err
-		}
-		qi.Leases[splitItemKey(k, queue)] = rec
-		return nil
-	})
-	if err != nil {
+	if err := loadLeases(scan, queue, qi.Leases); err != nil {
 		return nil, err
 	}
 	return qi, nil

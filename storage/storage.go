@@ -284,16 +284,20 @@ func loadQueue(scan scanFunc, queue string) (*QueueContents, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
+	if err := loadLeases(scan, queue, qc.Leases); err != nil {
+		return nil, err
+	}
+	return qc, nil
+}
+
+// loadLeases decodes queue's leases into leases, by message id.
+func loadLeases(scan scanFunc, queue string, leases map[string]*storagev1.LeaseRecord) error {
+	return scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
 		rec := &storagev1.LeaseRecord{}
 		if err := proto.Unmarshal(v, rec); err != nil {
 			return err
 		}
-		qc.Leases[splitItemKey(k, queue)] = rec
+		leases[splitItemKey(k, queue)] = rec
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return qc, nil
 }

@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/fila-dev/filad/client"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -168,7 +165,7 @@ func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 			return nil, err
 		}
 		start := time.Now()
-		err = drain(ctx, t, q, 4, n)
+		err = consumeBatched(ctx, t, q, 4, n)(true)
 		took := time.Since(start)
 		rss, _ := rssMB(p.pid())
 		stop()
@@ -180,37 +177,4 @@ func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// drain consumes and acks n messages of q with c client.Consume consumers.
-func drain(ctx context.Context, t *filadTarget, q string, c, n int) error {
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var handled atomic.Int64
-	all := make(chan struct{})
-	errs := make(chan error, c)
-	var wg sync.WaitGroup
-	for range c {
-		wg.Go(func() {
-			errs <- t.client.Consume(cctx, q, client.ConsumeOptions{MaxInFlight: 256}, func(context.Context, *filav1.Message) error {
-				if handled.Add(1) == int64(n) {
-					close(all)
-				}
-				return nil
-			})
-		})
-	}
-	select {
-	case <-all:
-	case <-ctx.Done():
-	}
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
 }
