@@ -86,11 +86,13 @@ func (e *bench) backlogMemory(ctx context.Context, n, size int) ([]result, error
 	if err != nil {
 		return nil, err
 	}
+	idleAnon, _ := rssAnonMB(p.pid())
 	q, err := fillBacklog(ctx, t, n, size)
 	if err != nil {
 		return nil, err
 	}
 	full, _ := rssMB(p.pid())
+	fullAnon, _ := rssAnonMB(p.pid())
 	// A restart loads the index alone: what stays resident per message.
 	t.close()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -106,11 +108,15 @@ func (e *bench) backlogMemory(ctx context.Context, n, size int) ([]result, error
 		return nil, err
 	}
 	restarted, _ := rssMB(p.pid())
-	note := fmt.Sprintf("%d × %d B; idle %.0f MB, enqueued %.0f MB, restarted %.0f MB", n, size, idle, full, restarted)
+	restartedAnon, _ := rssAnonMB(p.pid())
+	note := fmt.Sprintf("%d × %d B; RSS (anonymous) idle %.0f (%.0f) MB, enqueued %.0f (%.0f) MB, restarted %.0f (%.0f) MB",
+		n, size, idle, idleAnon, full, fullAnon, restarted, restartedAnon)
 	label := fmt.Sprintf("%d KiB", size>>10)
 	return []result{
 		{Workload: "backlog RSS per message enqueued, " + label, Target: targetNoSync, Value: perMessage(full, idle, n), Unit: "B/msg", Note: note},
 		{Workload: "backlog RSS per message after a restart, " + label, Target: targetNoSync, Value: perMessage(restarted, idle, n), Unit: "B/msg", Note: note},
+		{Workload: "backlog anonymous RSS per message after a restart, " + label, Target: targetNoSync, Value: perMessage(restartedAnon, idleAnon, n), Unit: "B/msg",
+			Note: "what is not badger's mmapped files"},
 	}, nil
 }
 
