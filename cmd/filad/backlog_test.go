@@ -29,7 +29,7 @@ func TestBacklogBiggerThanTheCacheSurvivesKill9(t *testing.T) {
 	cache := "FILA_STORAGE__MESSAGE_CACHE_MIB=1"
 	p := startFilad(t, dataDir, cache)
 	c := connect(t, p.addr)
-	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "backlog", Config: &filav1.QueueConfig{FairnessKeyHeader: "tenant", VisibilityTimeoutMs: 1000}})
+	_, err := c.admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "backlog", Config: &filav1.QueueConfig{FairnessKeyHeader: "tenant", VisibilityTimeoutMs: 5000}})
 	require.NoError(t, err)
 	const n, keys, batch = 3000, 3, 100
 	payload := func(seq int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("%07d|", seq)), 128) } // 1 KiB
@@ -62,6 +62,10 @@ func TestBacklogBiggerThanTheCacheSurvivesKill9(t *testing.T) {
 
 	p = startFilad(t, dataDir, cache)
 	c = connect(t, p.addr)
+	// The leases left by the kill keep their short expiry and come back;
+	// the drain's own get a minute, which no slow ack here outlasts.
+	_, err = c.admin.UpdateQueue(ctx, &filav1.UpdateQueueRequest{Name: "backlog", Config: &filav1.QueueConfig{VisibilityTimeoutMs: 60_000}})
+	require.NoError(t, err)
 	stream, err = c.svc.Consume(ctx, &filav1.ConsumeRequest{Queue: "backlog"})
 	require.NoError(t, err)
 	seen := map[int]bool{}
