@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -96,7 +97,9 @@ const (
 // installed by applyFailure.
 type failure struct {
 	outcome outcome
-	// rec is the message's new record: in this queue, or in the DLQ.
+	// idx is a retried message's new index record in this queue; rec, a
+	// dead-lettered one's whole record in the DLQ.
+	idx *storagev1.MessageIndexRecord
 	rec *storagev1.MessageRecord
 	// dlq receives a dead-lettered message.
 	dlq *QueueRef
@@ -109,7 +112,7 @@ type failure struct {
 // caller runs once that is safe. expired says the lease ran out; errText is
 // a nack's reason.
 func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText string, now time.Time) failure {
-	attempts := m.rec.GetAttemptCount() + 1 // deliveries so far
+	attempts := m.idx.GetAttemptCount() + 1 // deliveries so far
 	if res, ok := q.scriptFailure(m, attempts, errText); ok {
 		if res.DeadLetter {
 			if f, done := q.endLife(b, m, attempts, expired, errText); done {
@@ -140,20 +143,29 @@ func (q *queueActor) endLife(b *storage.Batch, m *message, attempts uint32, expi
 	if dlq == nil {
 		return failure{}, false
 	}
-	rec := deadLetterRecord(m.rec, q.cfg.Name, attempts, expired, errText)
+	body, err := q.body(m)
+	if err != nil {
+		// Its headers and payload are unreadable now: it retries rather
+		// than being lost or dead-lettered without them.
+		q.deps.log.Error("message not dead-lettered: its record could not be read; it retries", slog.String("queue_id", q.cfg.Name),
+			slog.String("msg_id", m.id), slog.Any("error", err))
+		return failure{}, false
+	}
+	rec := deadLetterRecord(body, q.cfg.Name, attempts, expired, errText)
 	b.MoveMessage(q.cfg.Name, DLQName(q.cfg.Name), m.id, rec)
 	return failure{outcome: deadLetter, rec: rec, dlq: dlq}, true
 }
 
-// retry writes m back with attempt_count + 1, ready after delay.
+// retry writes m back with attempt_count + 1, ready after delay: its
+// index record alone, as its headers and payload stay as they are.
 func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, now time.Time) failure {
-	rec := withAttempt(m.rec)
-	f := failure{outcome: retryNow, rec: rec}
+	idx := nextAttempt(m.idx)
+	f := failure{outcome: retryNow, idx: idx}
 	if delay > 0 {
-		rec.ReadyAtUnixMs = readyAtMillis(now.Add(min(delay, MaxDelay)))
+		idx.ReadyAtUnixMs = readyAtMillis(now.Add(min(delay, MaxDelay)))
 		f.outcome = retryLater
 	}
-	b.PutMessage(q.cfg.Name, m.id, rec)
+	b.PutIndex(q.cfg.Name, m.id, idx)
 	b.DeleteLease(q.cfg.Name, m.id)
 	return f
 }
@@ -165,7 +177,7 @@ func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, no
 func (q *queueActor) applyFailure(ctx actor.Context, m *message, f failure) {
 	switch f.outcome {
 	case retryNow, retryLater:
-		if q.applyMessage(m, f.rec, time.Now()) {
+		if q.applyMessage(m, f.idx, time.Now()) {
 			q.armTimer(ctx)
 		}
 	case deadLetter, drop:
@@ -221,20 +233,22 @@ func redriveRecord(rec *storagev1.MessageRecord) *storagev1.MessageRecord {
 // handOver sends the messages another queue's write moved into (the DLQ,
 // or a redrive's source), once that write is durable. Called on the
 // committer's goroutine: it touches nothing of the actor's.
-func handOver(system *actor.ActorSystem, to *actor.PID, moved []*message) {
+func handOver(system *actor.ActorSystem, to *actor.PID, moved []movedMessage) {
 	if len(moved) > 0 {
 		system.Root.Send(to, &adopt{msgs: moved})
 	}
 }
 
 // adopted takes in messages another queue's durable write moved here.
-func (q *queueActor) adopted(ctx actor.Context, msgs []*message) {
+func (q *queueActor) adopted(ctx actor.Context, msgs []movedMessage) {
 	n, delayed, now := 0, false, time.Now()
-	for _, m := range msgs {
-		if _, known := q.msgs[m.id]; known {
+	for _, mm := range msgs {
+		if _, known := q.msgs[mm.id]; known {
 			continue // loaded from storage by a restart since the move
 		}
-		delayed = q.applyMessage(m, m.rec, now) || delayed
+		m := &message{id: mm.id}
+		q.deps.cache.put(q.cfg.Name, m.id, mm.rec)
+		delayed = q.applyMessage(m, storage.IndexOf(mm.rec), now) || delayed
 		n++
 	}
 	if delayed {

@@ -68,6 +68,11 @@ type Options struct {
 	// Placement says which queues' actors run on this node (placement.go).
 	// nil: all of them, a single node.
 	Placement Placement
+	// MessageCacheBytes bounds the cache of message headers and payloads
+	// the queues deliver from (issue 26: a queue keeps an index entry per
+	// message, and reads what the cache misses from the store). 0 caches
+	// nothing: every delivery reads the store.
+	MessageCacheBytes int64
 	// FairnessKeys is how many fairness keys of a queue get per-key series
 	// (fila.fairness.*); later keys are summed as one. 0 turns them off.
 	FairnessKeys int

@@ -93,6 +93,9 @@ type queueActor struct {
 	retired *retire
 	// steps counts the messages handled, while checkEachStep is set.
 	steps int
+	// outgoing is dispatch's list, kept between calls to spare an
+	// allocation each.
+	outgoing []outgoing
 }
 
 // queueDeps is what a queue actor shares with the rest of the system, all
@@ -116,6 +119,9 @@ type queueDeps struct {
 	throttles *Throttles
 	// onTick is Options.onTick.
 	onTick func(queue string)
+	// cache holds the headers and payloads of messages likely to be
+	// delivered soon, for every queue of the system.
+	cache *messageCache
 	// gateDeliveries holds each delivery until its lease is durable
 	// (Delivery.Written): in a cluster, where a deposed leader must not
 	// deliver from stale state.
@@ -168,6 +174,9 @@ type consumerSlot struct {
 	credit int
 	// parent is the Lease call's span context; deliveries are its children.
 	parent context.Context
+	// queued counts the deliveries dispatch has decided for it and not yet
+	// put in its buffer: they have room there already.
+	queued int
 }
 
 func newQueueActor(config *configCell, mailbox *mailboxDepth, deps queueDeps) actor.Actor {
@@ -464,7 +473,7 @@ func (q *queueActor) oldestReady() int64 {
 	if q.ready.active <= manyKeys || now.Sub(q.oldest.at) >= oldestReadyEvery {
 		q.oldest.at, q.oldest.enqueued = now, 0
 		q.ready.forEachHead(func(m *message) {
-			if at := m.rec.GetEnqueuedAtUnixNs(); q.oldest.enqueued == 0 || at < q.oldest.enqueued {
+			if at := m.idx.GetEnqueuedAtUnixNs(); q.oldest.enqueued == 0 || at < q.oldest.enqueued {
 				q.oldest.enqueued = at
 			}
 		})

@@ -66,9 +66,9 @@ type (
 	// goes on.
 	moveDone struct {
 		op     *moveOp
-		msgs   []*message // this step's, as they were in this queue
-		moved  []*message // this step's, as the source queue has them
-		sender *actor.PID // op's: a retired queue answers it
+		msgs   []*message     // this step's, as they were in this queue
+		moved  []movedMessage // this step's, as the source queue has them
+		sender *actor.PID     // op's: a retired queue answers it
 		err    error
 	}
 )
@@ -109,6 +109,7 @@ func idle(m *message) bool { return m.state == stateReady || m.state == stateDel
 // the queue ends.
 func (q *queueActor) peek(req *Peek) any {
 	r := &PeekReply{}
+	var page []*message
 	chunk := min(max(req.Limit+1, 64), moveStep)
 	for after := req.After; ; {
 		ids, err := q.deps.store.QueueItems(q.cfg.Name, false, after, chunk)
@@ -120,17 +121,30 @@ func (q *queueActor) peek(req *Peek) any {
 			if m == nil || !idle(m) {
 				continue
 			}
-			if len(r.Messages) == req.Limit {
+			if len(page) == req.Limit {
 				r.More = true
-				return r
+				return q.peeked(r, page)
 			}
-			r.Messages = append(r.Messages, Peeked{ID: m.id, Record: m.rec, ReadyAt: m.readyAt})
+			page = append(page, m)
 		}
 		if len(ids) < chunk {
-			return r
+			return q.peeked(r, page)
 		}
 		after = ids[len(ids)-1]
 	}
+}
+
+// peeked completes r with the page's messages, their headers and payloads
+// read in one go (bodies).
+func (q *queueActor) peeked(r *PeekReply, page []*message) any {
+	recs, err := q.bodies(page)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	for i, m := range page {
+		r.Messages = append(r.Messages, Peeked{ID: m.id, Record: recs[i], ReadyAt: m.readyAt})
+	}
+	return r
 }
 
 func (q *queueActor) purge(ctx actor.Context) {
@@ -187,7 +201,7 @@ func (q *queueActor) takeMore(op *moveOp) error {
 			continue
 		}
 		if m.state == stateReady {
-			keys[m.rec.GetFairnessKey()] = struct{}{}
+			keys[m.idx.GetFairnessKey()] = struct{}{}
 		}
 		q.transition(m, stateMoving)
 		op.rest = append(op.rest, m)
@@ -231,7 +245,7 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 	if op.to != nil {
 		bytes := 0
 		for i, m := range op.rest[:n] {
-			if bytes += len(m.rec.GetPayload()); i > 0 && bytes > moveStepBytes {
+			if bytes += int(m.idx.GetPayloadBytes()); i > 0 && bytes > moveStepBytes {
 				n = i
 				break
 			}
@@ -244,14 +258,25 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 	}
 	var b storage.Batch
 	b.SetBackground()
-	for _, m := range step.msgs {
+	var recs []*storagev1.MessageRecord
+	if op.to != nil {
+		var err error
+		if recs, err = q.bodies(step.msgs); err != nil {
+			// As a failed write of the step: its messages go back.
+			step.err = err
+			q.config.inflight.Add(1) // as a write's completion is
+			ctx.Send(ctx.Self(), step)
+			return
+		}
+	}
+	for i, m := range step.msgs {
 		if op.to == nil {
 			b.DeleteMessage(q.cfg.Name, m.id)
 			continue
 		}
-		rec := redriveRecord(m.rec)
+		rec := redriveRecord(recs[i])
 		b.MoveMessage(q.cfg.Name, op.to.Name, m.id, rec)
-		step.moved = append(step.moved, &message{id: m.id, rec: rec})
+		step.moved = append(step.moved, movedMessage{id: m.id, rec: rec})
 	}
 	q.submit(ctx, telemetry.ExtractHeaders(context.Background(), ctx.MessageHeader()), &b, func(err error) any {
 		step.err = err
@@ -278,7 +303,7 @@ func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
 		delayed, now := false, time.Now()
 		for _, ms := range [][]*message{d.msgs, op.rest} {
 			for _, m := range ms {
-				delayed = q.applyMessage(m, m.rec, now) || delayed
+				delayed = q.applyMessage(m, m.idx, now) || delayed
 			}
 		}
 		if delayed {

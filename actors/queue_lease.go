@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -76,8 +77,18 @@ func (h *expiryHeap) pop() expiry {
 	return top
 }
 
+// outgoing is a delivery dispatch has decided and not yet sent.
+type outgoing struct {
+	m      *message
+	s      *consumerSlot
+	key    string
+	weight int64
+}
+
 // dispatch leases ready messages to consumers with credit, round-robin, and
-// records the leases in one storage batch.
+// records the leases in one storage batch. It decides every delivery
+// first, then reads the headers and payloads of those the message cache
+// does not hold in one read of the store, then sends them.
 func (q *queueActor) dispatch(ctx actor.Context) {
 	if q.ready.len() == 0 || len(q.consumers) == 0 {
 		return
@@ -91,35 +102,24 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	if q.deps.gateDeliveries {
 		written = newLeaseWrite()
 	}
-	for q.ready.len() > 0 {
-		s := q.nextConsumer()
-		if s == nil {
+	// Rounds until one sends nothing: a consumer that drains its buffer
+	// while a round reads never saw it full, so it sends no
+	// ConsumerReady; the next round fills it instead, as a dispatch that
+	// sent each delivery as it decided it would have.
+	for {
+		sent, again, err := q.dispatchRound(&b, now, expires, written)
+		n, redelivered = n+sent, redelivered+again
+		if sent == 0 || err != nil {
 			break
 		}
-		m, key, weight, ok := q.ready.popWhere(q.takeThrottle)
-		if !ok {
-			break // every key's next message is throttled: the timer retries
-		}
-		// Decided: the consumer, the message (DRR, throttles), the token
-		// and the clock. The lease is applied at once and written
-		// deferred; its telemetry follows.
-		q.applyLease(m, now, expires, q.leaseIDs.next(), s)
-		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
-		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: m.rec, LeasedAt: now, ExpiresAt: expires, Written: written}
-		q.fair.delivered(key, weight)
-		m.span = q.deliverySpan(s.parent, m)
-		if m.rec.GetAttemptCount() == 0 {
-			waited := now.Sub(time.Unix(0, m.rec.GetEnqueuedAtUnixNs()))
-			q.metrics.WaitDuration.Record(spanContext(m), waited.Seconds())
-		} else {
-			redelivered++
-		}
-		n++
 	}
 	if !q.throttledUntil.IsZero() {
 		q.armTimer(ctx) // the earliest refill
 	}
 	if n == 0 {
+		if b.Len() > 0 {
+			q.deps.store.Defer(&b, q.logFailure(ctx, "undo leases"))
+		}
 		if written != nil {
 			written.finish(nil)
 		}
@@ -138,6 +138,69 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 	q.changed(ctx)
 }
 
+// dispatchRound is one round of dispatch: it decides deliveries while a
+// consumer has credit and buffer room and a message is ready, reads their
+// headers and payloads in one go (bodies), and sends them. It reports how
+// many it sent and how many of those were redeliveries. When the read
+// fails, none is sent: their leases are undone in b and they are ready
+// again.
+func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, written *LeaseWrite) (sent int, redelivered int64, err error) {
+	out := q.outgoing[:0]
+	defer func() {
+		clear(out)
+		q.outgoing = out[:0]
+	}()
+	for q.ready.len() > 0 {
+		s := q.nextConsumer()
+		if s == nil {
+			break
+		}
+		m, key, weight, ok := q.ready.popWhere(q.takeThrottle)
+		if !ok {
+			break // every key's next message is throttled: the timer retries
+		}
+		// Decided: the consumer, the message (DRR, throttles), the token
+		// and the clock. The lease is applied at once and written
+		// deferred; its telemetry follows.
+		q.applyLease(m, now, expires, q.leaseIDs.next(), s)
+		b.PutLease(q.cfg.Name, m.id, m.leaseRecord())
+		s.queued++
+		out = append(out, outgoing{m: m, s: s, key: key, weight: weight})
+	}
+	if len(out) == 0 {
+		return 0, 0, nil
+	}
+	ms := make([]*message, len(out))
+	for i, o := range out {
+		ms[i] = o.m
+	}
+	recs, err := q.bodies(ms)
+	if err != nil {
+		q.deps.log.Error("messages not delivered: their records could not be read; they stay ready", slog.String("queue_id", q.cfg.Name),
+			slog.Int("messages", len(out)), slog.Any("error", err))
+	}
+	for i, o := range out {
+		m, s := o.m, o.s
+		s.queued--
+		if err != nil {
+			b.DeleteLease(q.cfg.Name, m.id) // after its put: the lease is undone
+			q.transition(m, stateReady)
+			continue
+		}
+		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: recs[i], LeasedAt: now, ExpiresAt: expires, Written: written}
+		q.fair.delivered(o.key, o.weight)
+		m.span = q.deliverySpan(s.parent, m, recs[i])
+		if m.idx.GetAttemptCount() == 0 {
+			waited := now.Sub(time.Unix(0, m.idx.GetEnqueuedAtUnixNs()))
+			q.metrics.WaitDuration.Record(spanContext(m), waited.Seconds())
+		} else {
+			redelivered++
+		}
+		sent++
+	}
+	return sent, redelivered, err
+}
+
 // nextConsumer returns the next consumer with credit and buffer room after
 // the last one served, whose stream has not ended, or nil if none. Credit alone is not enough:
 // a lease that expires while its message still waits in the buffer returns
@@ -146,7 +209,7 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 func (q *queueActor) nextConsumer() *consumerSlot {
 	for range q.consumers {
 		q.next = (q.next + 1) % len(q.consumers)
-		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries) < cap(s.c.Deliveries) && !s.c.gone() {
+		if s := q.consumers[q.next]; s.credit > 0 && len(s.c.Deliveries)+s.queued < cap(s.c.Deliveries) && !s.c.gone() {
 			return s
 		}
 	}
@@ -204,14 +267,14 @@ func (q *queueActor) failExpired(ctx actor.Context, ms []*message, now time.Time
 		return
 	}
 	var b storage.Batch
-	var moved []*message
+	var moved []movedMessage
 	var dlq *QueueRef
 	for _, m := range ms {
 		f := q.fail(&b, m, true, "", now)
 		q.countFailure(f)
 		q.applyFailure(ctx, m, f)
 		if f.outcome == deadLetter {
-			moved, dlq = append(moved, &message{id: m.id, rec: f.rec}), f.dlq
+			moved, dlq = append(moved, movedMessage{id: m.id, rec: f.rec}), f.dlq
 		}
 	}
 	q.count(telemetry.Expired, int64(len(ms)))

@@ -145,15 +145,25 @@ type (
 	timerTick struct{}
 	// adopt: another queue's durable write moved these messages here (a
 	// dead-lettering into a DLQ, or a redrive out of one).
-	adopt struct{ msgs []*message }
+	adopt struct{ msgs []movedMessage }
 	// flushReading: report the queue's reading to the telemetry actor.
 	flushReading struct{}
 )
 
-// message is the queue actor's view of one stored message.
-type message struct {
+// movedMessage is a message as another queue's write stored it.
+type movedMessage struct {
 	id  string
 	rec *storagev1.MessageRecord
+}
+
+// message is the queue actor's view of one stored message: its index
+// entry, not its headers and payload, which are read from the message
+// cache or the store when it is delivered (body).
+type message struct {
+	id string
+	// idx is what the queue schedules it by; never changed in place (a
+	// retry installs a new one), as deliveries are made from it.
+	idx *storagev1.MessageIndexRecord
 	// state is where the message is in its life; only transition changes
 	// it (queue_state.go).
 	state     msgState

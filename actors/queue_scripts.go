@@ -90,7 +90,15 @@ func (q *queueActor) scriptFailure(m *message, attempts uint32, errText string) 
 	if !q.scripts.Has(scripting.OnFailure) {
 		return scripting.FailureResult{}, false
 	}
-	res, ok, c := q.scripts.OnFailure(scripting.FailureInput{Headers: m.rec.GetHeaders(), ID: m.id, Attempts: attempts, Queue: q.cfg.Name, Error: errText})
+	body, err := q.body(m)
+	if err != nil {
+		// Without its headers the script cannot decide: the queue's own
+		// policy does.
+		q.deps.log.Error("on_failure not run: the message's record could not be read", slog.String("queue_id", q.cfg.Name),
+			slog.String("msg_id", m.id), slog.Any("error", err))
+		return scripting.FailureResult{}, false
+	}
+	res, ok, c := q.scripts.OnFailure(scripting.FailureInput{Headers: body.GetHeaders(), ID: m.id, Attempts: attempts, Queue: q.cfg.Name, Error: errText})
 	action := "retry"
 	if res.DeadLetter {
 		action = "dlq"

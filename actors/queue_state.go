@@ -74,7 +74,7 @@ func (s msgState) resident() bool { return s != stateNew && s != stateGone }
 
 // transition moves m to state to. What it needs beyond the state is set on
 // m first: the lease's fields (leaseGen, leaseID, leasedAt, expiresAt,
-// consumer) for stateLeased from ready or new, readyAt for stateDelayed, rec
+// consumer) for stateLeased from ready or new, readyAt for stateDelayed, idx
 // for a new or requeued record. A message leaves stateReady only by being
 // taken out of the DRR (dispatch's pop, a move's removeFrom) just before.
 //
@@ -88,7 +88,7 @@ func (q *queueActor) transition(m *message, to msgState) {
 	switch from {
 	case stateNew:
 		q.msgs[m.id] = m
-		q.held.add(m.rec)
+		q.held.add(m.idx.GetPayloadBytes())
 	case stateDelayed:
 		m.readyAt = time.Time{} // its heap entry goes stale
 	case stateLeased, stateSettling:
@@ -109,10 +109,10 @@ func (q *queueActor) transition(m *message, to msgState) {
 		// one due on its first attempt, that carries a weight sets its
 		// key's weight; a requeued one is not news and leaves it alone.
 		weight := int64(0)
-		if from == stateNew || (from == stateDelayed && m.rec.GetAttemptCount() == 0) {
-			weight = int64(m.rec.GetWeight())
+		if from == stateNew || (from == stateDelayed && m.idx.GetAttemptCount() == 0) {
+			weight = int64(m.idx.GetWeight())
 		}
-		q.ready.push(m.rec.GetFairnessKey(), weight, m)
+		q.ready.push(m.idx.GetFairnessKey(), weight, m)
 	case stateDelayed:
 		q.delays.push(expiry{at: m.readyAt, id: m.id})
 	case stateLeased:
@@ -121,7 +121,8 @@ func (q *queueActor) transition(m *message, to msgState) {
 		// lease is harmless: the first to fire ends it, the other is stale.
 		q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
 	case stateGone:
-		q.held.remove(m.rec)
+		q.held.remove(m.idx.GetPayloadBytes())
+		q.deps.cache.remove(q.cfg.Name, m.id)
 		delete(q.msgs, m.id)
 		if len(q.msgs) == 0 {
 			// Go maps never shrink: after a burst, a drained queue would
@@ -145,14 +146,14 @@ func (q *queueActor) release(m *message) {
 // inFlight is how many messages are leased, settling included.
 func (q *queueActor) inFlight() int { return q.inState[stateLeased] + q.inState[stateSettling] }
 
-// applyMessage makes a stored message record part of the queue: ready, or
-// delayed when its ready_at is after now. It is the one apply of a message
-// record, whether load read it, an enqueue or a failed delivery's retry
-// committed it, or another queue's move brought it here. It reports
-// whether m is delayed (the caller then arms the timer).
-func (q *queueActor) applyMessage(m *message, rec *storagev1.MessageRecord, now time.Time) (delayed bool) {
-	m.rec = rec
-	if at := rec.GetReadyAtUnixMs(); at > 0 {
+// applyMessage makes a stored message's index record part of the queue:
+// ready, or delayed when its ready_at is after now. It is the one apply of
+// a message record, whether load read it, an enqueue or a failed
+// delivery's retry committed it, or another queue's move brought it here.
+// It reports whether m is delayed (the caller then arms the timer).
+func (q *queueActor) applyMessage(m *message, idx *storagev1.MessageIndexRecord, now time.Time) (delayed bool) {
+	m.idx = idx
+	if at := idx.GetReadyAtUnixMs(); at > 0 {
 		if readyAt := time.UnixMilli(at); readyAt.After(now) {
 			m.readyAt = readyAt
 			q.transition(m, stateDelayed)
@@ -219,7 +220,7 @@ func (q *queueActor) checkInvariants() error {
 			return fmt.Errorf("message %s (key %s) in state %s", m.id, id, m.state)
 		}
 		counts[m.state]++
-		held.add(m.rec)
+		held.add(m.idx.GetPayloadBytes())
 		if m.state == stateLeased || m.state == stateSettling {
 			leasedTo[m.consumer]++
 		}

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unique"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/scripting"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -107,21 +109,29 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 }
 
 // load loads the queue from storage: on first start, after a restart by the
-// supervisor, and after a broker restart alike.
+// supervisor, and after a broker restart alike. It reads the messages'
+// index records, not their payloads (storage.Store.LoadIndex); a queue
+// stored before index records existed is read whole once, and its index
+// records written then (indexQueue).
 func (q *queueActor) load(ctx actor.Context) {
 	q.reconfigure()
-	contents, err := q.deps.store.LoadQueue(q.cfg.Name)
+	contents, err := q.deps.store.LoadIndex(q.cfg.Name)
 	if err != nil {
 		// Panicking hands the failure to the supervisor, which retries.
 		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
 	}
 	q.epoch = q.config.epochs.Add(1)
+	if !contents.Indexed {
+		q.indexQueue(ctx, contents.Unindexed)
+	}
 	now := time.Now()
 	var expired []*message
 	for _, sm := range contents.Messages {
 		m := &message{id: sm.ID}
+		// One string per fairness key, not per message.
+		sm.Index.FairnessKey = unique.Make(sm.Index.GetFairnessKey()).Value()
 		if l, ok := contents.Leases[m.id]; ok {
-			m.rec = sm.Record
+			m.idx = sm.Index
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
 			q.applyLease(m, time.Unix(0, l.GetLeasedAtUnixNs()), at, l.GetLeaseId(), nil)
 			if !at.After(now) {
@@ -130,13 +140,33 @@ func (q *queueActor) load(ctx actor.Context) {
 			}
 			continue
 		}
-		q.applyMessage(m, sm.Record, now) // in enqueue order: the latest weight wins again
+		q.applyMessage(m, sm.Index, now) // in enqueue order: the latest weight wins again
 	}
 	q.failExpired(ctx, expired, now, "expire leases on recovery")
 	q.armTimer(ctx)
 	q.changed(ctx)
 	q.deps.log.Debug("queue recovered", slog.String("queue_id", q.cfg.Name),
 		slog.Int("messages", len(q.msgs)), slog.Int("leased", q.inFlight()))
+}
+
+// indexQueue writes the index records of the messages stored without one
+// (by a filad before index records) and marks the queue indexed, so that
+// its next load reads no payload. Nobody waits on it: until it commits
+// (or if it fails), loads read those messages whole again, which is
+// correct, only slower; an index record written meanwhile by a retry wins
+// over the one made from the whole record, and this write never replaces
+// it, as it is submitted before anything else of this epoch.
+func (q *queueActor) indexQueue(ctx actor.Context, unindexed []storage.IndexedMessage) {
+	var b storage.Batch
+	for _, m := range unindexed {
+		b.PutIndex(q.cfg.Name, m.ID, m.Index)
+	}
+	b.MarkIndexed(q.cfg.Name)
+	q.deps.store.Defer(&b, q.logFailure(ctx, "write index records"))
+	if len(unindexed) > 0 {
+		q.deps.log.Info("queue indexed: its messages stored before index records have them now",
+			slog.String("queue_id", q.cfg.Name), slog.Int("messages", len(unindexed)))
+	}
 }
 
 // reconfigure reads the config cell and installs its scripts. A script
@@ -152,6 +182,20 @@ func (q *queueActor) reconfigure() {
 				slog.String("hook", s.hook), slog.Any("error", err))
 			_ = q.scripts.Set(s.hook, "")
 		}
+	}
+}
+
+// nextAttempt returns a copy of idx with attempt_count + 1, ready at once
+// (ready_at unset); index records
+// are never changed in place because deliveries are made from them.
+func nextAttempt(idx *storagev1.MessageIndexRecord) *storagev1.MessageIndexRecord {
+	return &storagev1.MessageIndexRecord{
+		FairnessKey:      idx.GetFairnessKey(),
+		Weight:           idx.GetWeight(),
+		AttemptCount:     idx.GetAttemptCount() + 1,
+		EnqueuedAtUnixNs: idx.GetEnqueuedAtUnixNs(),
+		ThrottleKeys:     idx.GetThrottleKeys(),
+		PayloadBytes:     idx.GetPayloadBytes(),
 	}
 }
 
@@ -197,14 +241,16 @@ func (q *queueActor) holding() holdings {
 	return holdings{messages: q.held.messages + q.reserved.messages, bytes: q.held.bytes + q.reserved.bytes}
 }
 
-func (h *holdings) add(rec *storagev1.MessageRecord) {
+// add counts a message of payloadBytes.
+func (h *holdings) add(payloadBytes uint64) {
 	h.messages++
-	h.bytes += uint64(len(rec.GetPayload()))
+	h.bytes += payloadBytes
 }
 
-func (h *holdings) remove(rec *storagev1.MessageRecord) {
+// remove uncounts a message of payloadBytes.
+func (h *holdings) remove(payloadBytes uint64) {
 	h.messages--
-	h.bytes -= uint64(len(rec.GetPayload()))
+	h.bytes -= payloadBytes
 }
 
 // admit says why a message of size bytes would break the queue's limits,

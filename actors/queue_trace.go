@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -73,12 +74,12 @@ func errorType(err error) string {
 // dead end: at 1% sampling, nearly every one). A message whose creation was not sampled carries no creation
 // context and gets no span: nil, at no cost. Messages carry only sampled
 // creation contexts, so the parse below runs for sampled messages alone.
-func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span {
-	tp := m.rec.GetCreationTraceparent()
+func (q *queueActor) deliverySpan(stream context.Context, m *message, rec *storagev1.MessageRecord) trace.Span {
+	tp := rec.GetCreationTraceparent()
 	if tp == "" {
 		return nil
 	}
-	carrier := propagation.MapCarrier{traceparentHeader: tp, tracestateHeader: m.rec.GetCreationTracestate()}
+	carrier := propagation.MapCarrier{traceparentHeader: tp, tracestateHeader: rec.GetCreationTracestate()}
 	created := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), carrier))
 	if !created.IsSampled() {
 		return nil
@@ -88,7 +89,7 @@ func (q *queueActor) deliverySpan(stream context.Context, m *message) trace.Span
 		return nil
 	}
 	span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpDeliver, q.cfg.Name, m.id)...)
-	span.SetAttributes(telemetry.KeyFairnessKey.String(m.rec.GetFairnessKey()), telemetry.KeyAttempt.Int64(int64(m.rec.GetAttemptCount())))
+	span.SetAttributes(telemetry.KeyFairnessKey.String(m.idx.GetFairnessKey()), telemetry.KeyAttempt.Int64(int64(m.idx.GetAttemptCount())))
 	return span
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unique"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
@@ -28,6 +29,7 @@ import (
 // storage.
 type enqueueItem struct {
 	msg          *message
+	rec          *storagev1.MessageRecord // msg's, whole: the cache's once committed
 	span         trace.Span
 	ctx          context.Context // the span's, for logs
 	err          error           // refused before the write
@@ -94,9 +96,10 @@ func (q *queueActor) decideEnqueue(parent context.Context, req *Enqueue, b *stor
 	if delay > 0 {
 		rec.ReadyAtUnixMs = readyAtMillis(now.Add(delay))
 	}
-	it.msg = &message{id: id, rec: rec}
-	q.reserved.add(rec) // now, so a burst cannot overshoot while it commits
-	b.PutMessage(q.cfg.Name, id, rec)
+	it.rec = rec
+	it.msg = &message{id: id, idx: storage.IndexOf(rec)}
+	q.reserved.add(uint64(len(req.Payload))) // now, so a burst cannot overshoot while it commits
+	b.PutMessageIndexed(q.cfg.Name, id, rec, it.msg.idx)
 	return it
 }
 
@@ -124,6 +127,7 @@ func (q *queueActor) route(spanCtx context.Context, req *Enqueue, it *enqueueIte
 	if key == "" {
 		key = DefaultFairnessKey
 	}
+	defer func() { key = unique.Make(key).Value() }() // one string per key, not per message
 	if w, ok := req.Headers[WeightHeader]; ok {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil || n < 1 || n > MaxWeight {
@@ -189,7 +193,7 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 	if mine {
 		for _, it := range d.items {
 			if it.err == nil {
-				q.reserved.remove(it.msg.rec)
+				q.reserved.remove(uint64(len(it.rec.GetPayload())))
 			}
 		}
 	}
@@ -209,8 +213,8 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
 			added++
-			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.rec.GetFairnessKey()))
-			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.rec.GetFairnessKey()}
+			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.idx.GetFairnessKey()))
+			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.idx.GetFairnessKey()}
 		}
 		endSpan(it.span, replies[i].Err)
 	}
@@ -242,7 +246,8 @@ func (q *queueActor) applyEnqueued(items []*enqueueItem, now time.Time) (delayed
 		}
 		// After a restart the message may already have been loaded.
 		if _, known := q.msgs[it.msg.id]; !known {
-			delayed = q.applyMessage(it.msg, it.msg.rec, now) || delayed
+			q.deps.cache.put(q.cfg.Name, it.msg.id, it.rec) // hot: the next to be delivered, when the backlog is small
+			delayed = q.applyMessage(it.msg, it.msg.idx, now) || delayed
 		}
 	}
 	return delayed
@@ -313,7 +318,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 	errs := make([]error, len(d.items))
 	var acked, nacked int64
 	var dlq *QueueRef // the queue's DLQ, when a nack dead-lettered
-	var moved []*message
+	var moved []movedMessage
 	// Only this epoch's memory holds the items as settling; an earlier
 	// one's settle that committed ends a lease the reload found still
 	// standing, and changes nothing otherwise.
@@ -346,7 +351,7 @@ func (q *queueActor) settled(ctx actor.Context, d *settleDone) {
 					endDelivery(m, "ack")
 				}
 				if q.applySettle(ctx, m, it) {
-					dlq, moved = it.fate.dlq, append(moved, &message{id: m.id, rec: it.fate.rec})
+					dlq, moved = it.fate.dlq, append(moved, movedMessage{id: m.id, rec: it.fate.rec})
 				}
 			}
 			if it.nack {

@@ -87,6 +87,7 @@ type migration struct {
 // leaves the ones before it as they are: some data dir may still need them.
 var migrations = []migration{
 	{version: 1, name: "dead-letter queues for the queues created before them", plan: planDLQs},
+	{version: 2, name: "index records beside message records", plan: planIndexRecords},
 }
 
 // SchemaVersion is the schema version of the data this filad writes: the
@@ -123,6 +124,16 @@ func migrate(store storage.Store, defaults QueueConfig, log *slog.Logger) error 
 		log.Info("data migrated", slog.Uint64("schema_version", m.version), slog.String("migration", m.name), slog.Int("changes", b.Len()-1))
 	}
 	return nil
+}
+
+// planIndexRecords changes nothing: each queue writes the index records
+// of its messages stored without one when it next loads (indexQueue), as
+// its own family's write (in a cluster, its leader's). The version is what
+// matters: a filad from before index records refuses the data from now
+// on, since it would store messages without them, which a queue marked
+// indexed would never load.
+func planIndexRecords(storage.Store, QueueConfig) (*storage.Batch, error) {
+	return &storage.Batch{}, nil
 }
 
 // planDLQs defines the dead-letter queue of every queue stored without

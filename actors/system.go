@@ -33,6 +33,8 @@ type System struct {
 	dir       *Directory
 	runtime   *RuntimeConfig
 	throttles *Throttles
+	// cache is the queues' message cache (queue_cache.go).
+	cache *messageCache
 }
 
 // Start migrates the stored data to this filad's schema version, builds
@@ -51,7 +53,8 @@ func Start(opts Options) (*System, error) {
 	}
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
-	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime)}
+	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime),
+		cache: newMessageCache(opts.MessageCacheBytes)}
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
 	}), "telemetry")
@@ -73,6 +76,7 @@ func Start(opts Options) (*System, error) {
 				runtime:   s.runtime,
 				throttles: s.throttles,
 				onTick:    opts.onTick,
+				cache:     s.cache,
 				// A Placement means a cluster (nil is a single node).
 				gateDeliveries: opts.Placement != nil,
 			},

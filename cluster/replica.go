@@ -445,6 +445,16 @@ func (s *ReplicatedStore) QueueItems(queue string, leases bool, after string, li
 	return s.local.QueueItems(queue, leases, after, limit)
 }
 
+// LoadIndex implements storage.Store.
+func (s *ReplicatedStore) LoadIndex(queue string) (*storage.QueueIndex, error) {
+	return s.local.LoadIndex(queue)
+}
+
+// ReadMessages implements storage.Store.
+func (s *ReplicatedStore) ReadMessages(queue string, ids []string) ([]*storagev1.MessageRecord, error) {
+	return s.local.ReadMessages(queue, ids)
+}
+
 // LastMessage implements storage.Store.
 func (s *ReplicatedStore) LastMessage(queue string) (string, error) {
 	return s.local.LastMessage(queue)

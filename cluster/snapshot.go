@@ -114,7 +114,9 @@ func groupPrefixes(group uint64) [][]byte {
 	if group == MetaGroup {
 		return [][]byte{[]byte("c\x00"), []byte("d\x00"), []byte("q\x00"), []byte("v\x00")}
 	}
-	return [][]byte{[]byte("l\x00"), []byte("m\x00")}
+	// i and j: the messages' index records and the queues' indexed marks
+	// (storage/index.go).
+	return [][]byte{[]byte("i\x00"), []byte("j\x00"), []byte("l\x00"), []byte("m\x00")}
 }
 
 // scanGroup calls fn with each of group's state keys after after (all

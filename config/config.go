@@ -332,6 +332,12 @@ type Storage struct {
 	// reply. With false, an answered write survives a crash of filad but not
 	// of the machine. Defaults to true.
 	SyncWrites bool `koanf:"sync_writes"`
+	// MessageCacheMiB bounds, in MiB, the cache of message headers and
+	// payloads the queues deliver from: a queue keeps an index entry per
+	// message in memory, and a message the cache does not hold is read
+	// from disk when it is delivered (docs/architecture.md). 0 caches
+	// nothing. Defaults to 64.
+	MessageCacheMiB int `koanf:"message_cache_mib"`
 }
 
 // Scheduler configures DRR.
@@ -408,7 +414,7 @@ func Defaults() Config {
 			MaxBatchItems: 1000, MaxBatchBytes: 16 << 20,
 			TLS: TLS{MinVersion: "1.2"},
 		},
-		Storage:   Storage{DataDir: "data", SyncWrites: true},
+		Storage:   Storage{DataDir: "data", SyncWrites: true, MessageCacheMiB: 64},
 		Scheduler: Scheduler{Quantum: 1},
 		Queues:    Queues{DefaultVisibilityTimeoutMS: 30_000, DefaultFairnessKeyHeader: "fila-fairness-key"},
 		Limits:    Limits{MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 128 << 20, CheckIntervalMS: 1000, MaxConfigKeys: 10_000, MaxConfigBytes: 16 << 20, MaxAPIKeys: 1000},
@@ -777,6 +783,9 @@ func (c Config) check() []fieldError {
 	}
 	if c.Server.DefaultMaxInFlight < 1 || c.Server.DefaultMaxInFlight > MaxInFlightLimit {
 		bad("server.default_max_in_flight", c.Server.DefaultMaxInFlight, fmt.Sprintf("must be from 1 to %d", MaxInFlightLimit))
+	}
+	if c.Storage.MessageCacheMiB < 0 || c.Storage.MessageCacheMiB > 1<<20 {
+		bad("storage.message_cache_mib", c.Storage.MessageCacheMiB, "must be from 0 to 1048576")
 	}
 	if c.Storage.DataDir == "" {
 		bad("storage.data_dir", `""`, "must not be empty")

@@ -221,8 +221,9 @@ func (s *Server) startActors(opts Options) (err error) {
 			VisibilityTimeout: cfg.Queues.DefaultVisibilityTimeout(),
 			FairnessKeyHeader: cfg.Queues.DefaultFairnessKeyHeader,
 		},
-		Board:        board,
-		FairnessKeys: fairnessKeys(cfg, opts),
+		Board:             board,
+		FairnessKeys:      fairnessKeys(cfg, opts),
+		MessageCacheBytes: int64(cfg.Storage.MessageCacheMiB) << 20,
 		ConfigStore: actors.RuntimeConfigLimits{
 			MaxKeys: cfg.Limits.MaxConfigKeys, MaxBytes: cfg.Limits.MaxConfigBytes, MaxAPIKeys: cfg.Limits.MaxAPIKeys,
 		},

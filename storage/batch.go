@@ -196,16 +196,27 @@ func (b *Batch) ForgetQueue(queue string) {
 	b.del(item, deletedKey(queue))
 }
 
-// PutMessage stores a message.
+// PutMessage stores a message, and its index record (IndexOf) in the
+// same unit.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
-	b.own(FamilyOf(queue))
-	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)
+	b.PutMessageIndexed(queue, id, rec, IndexOf(rec))
 }
 
-// DeleteMessage removes a message.
+// PutMessageIndexed is PutMessage for a caller that has made rec's index
+// record, IndexOf(rec), already.
+func (b *Batch) PutMessageIndexed(queue, id string, rec *storagev1.MessageRecord, idx *storagev1.MessageIndexRecord) {
+	b.own(FamilyOf(queue))
+	item := queue + "\x00" + id
+	b.put(item, itemKey(prefixMessage, queue, id), rec)
+	b.put(item, itemKey(prefixIndex, queue, id), idx)
+}
+
+// DeleteMessage removes a message and its index record.
 func (b *Batch) DeleteMessage(queue, id string) {
 	b.own(FamilyOf(queue))
-	b.del(queue+"\x00"+id, itemKey(prefixMessage, queue, id))
+	item := queue + "\x00" + id
+	b.del(item, itemKey(prefixMessage, queue, id))
+	b.del(item, itemKey(prefixIndex, queue, id))
 }
 
 // PutLease stores a lease.
@@ -228,8 +239,10 @@ func (b *Batch) MoveMessage(from, to, id string, rec *storagev1.MessageRecord) {
 	b.own(FamilyOf(to))
 	item := from + "\x00" + id
 	b.del(item, itemKey(prefixMessage, from, id))
+	b.del(item, itemKey(prefixIndex, from, id))
 	b.del(item, itemKey(prefixLease, from, id))
 	b.put(item, itemKey(prefixMessage, to, id), rec)
+	b.put(item, itemKey(prefixIndex, to, id), IndexOf(rec))
 }
 
 // PutConfig stores value under key in the runtime config store.
@@ -251,7 +264,7 @@ func (b *Batch) PutNode(rec *storagev1.NodeRecord) {
 	b.put("", nodeKey(rec.GetId()), rec)
 }
 
-// DeleteQueueItems removes every message and lease of queue (and of no
+// DeleteQueueItems removes every message (with its index record) and lease of queue (and of no
 // other queue, whatever its name starts with), as a unit of its own that
 // is not atomic: a store may apply it in bounded steps, with other
 // batches committed between them, and it makes b a background batch
@@ -265,6 +278,7 @@ func (b *Batch) DeleteQueueItems(queue string) {
 	// No queue name holds 0x01, so this item is no message's.
 	item := "\x01items\x00" + queue
 	b.add(item, op{key: queueItemsPrefix(prefixMessage, queue), prefix: true})
+	b.add(item, op{key: queueItemsPrefix(prefixIndex, queue), prefix: true})
 	b.add(item, op{key: queueItemsPrefix(prefixLease, queue), prefix: true})
 }
 

@@ -121,7 +121,7 @@ func decodeOp(bo *storagev1.BatchOp) (op, Owner, error) {
 		}
 	case storagev1.BatchOp_KIND_DELETE_PREFIX:
 		if len(bo.GetValue()) > 0 || !items {
-			return op{}, Owner{}, errors.New("a DeletePrefix is not of a queue's message or lease prefix, or has a value")
+			return op{}, Owner{}, errors.New("a DeletePrefix is not of a queue's message, index or lease prefix, or has a value")
 		}
 		o.prefix = true
 	default:
@@ -144,7 +144,12 @@ func keyOwner(key []byte) (o Owner, items bool, err error) {
 	switch key[0] {
 	case prefixQueue, prefixConfig, prefixDeleted, prefixSchema, prefixNode:
 		return MetaOwner, false, nil
-	case prefixMessage, prefixLease:
+	case prefixIndexed:
+		if len(rest) == 0 || bytes.IndexByte(rest, sep) >= 0 {
+			return Owner{}, false, errors.New("a queue's indexed mark without its queue")
+		}
+		return FamilyOf(string(rest)), false, nil
+	case prefixMessage, prefixLease, prefixIndex:
 		queue, id, found := bytes.Cut(rest, []byte{sep})
 		if !found || len(queue) == 0 {
 			return Owner{}, false, errors.New("a message or lease key without its queue")
@@ -171,7 +176,8 @@ func prefixOps(ops []op) (n int) {
 
 // KeyOwner is the owner of a key of this package's layout (see the package
 // doc): the meta owner for queue definitions, runtime config, deletion
-// marks and the schema version, a queue family for messages and leases.
+// marks and the schema version, a queue family for messages, their index
+// records, the indexed mark and leases.
 // ok is false for a key outside the layout (a replicated log's own
 // records), which belongs to no owner.
 func KeyOwner(key []byte) (o Owner, ok bool) {

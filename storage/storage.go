@@ -8,6 +8,8 @@
 //
 //	q 0x00 <queue>               → storagev1.QueueRecord
 //	m 0x00 <queue> 0x00 <id>     → storagev1.MessageRecord
+//	i 0x00 <queue> 0x00 <id>     → storagev1.MessageIndexRecord (index.go)
+//	j 0x00 <queue>               → the queue's messages all have index records
 //	l 0x00 <queue> 0x00 <id>     → storagev1.LeaseRecord
 //	c 0x00 <key>                 → runtime config value (raw bytes)
 //	d 0x00 <queue>               → deletion mark: the queue is deleted, and
@@ -58,8 +60,18 @@ type Store interface {
 	Queues() ([]*storagev1.QueueRecord, error)
 	// ConfigEntries returns the runtime config store, in key order.
 	ConfigEntries() ([]ConfigEntry, error)
-	// LoadQueue returns the messages and leases stored for one queue.
+	// LoadQueue returns the messages and leases stored for one queue, each
+	// message whole, with its index record's fields where it has one.
 	LoadQueue(queue string) (*QueueContents, error)
+	// LoadIndex returns what a queue schedules by: its messages' index
+	// records and its leases, reading no payload once the queue is marked
+	// indexed (see QueueIndex).
+	LoadIndex(queue string) (*QueueIndex, error)
+	// ReadMessages returns the message records of ids in queue, in the
+	// order of ids, nil for an id with none, as stored: their scheduling
+	// fields may be older than the index record's (WithIndex). It reads
+	// them in one transaction.
+	ReadMessages(queue string, ids []string) ([]*storagev1.MessageRecord, error)
 	// Submit queues b for the next group commit and calls done, from the
 	// committer goroutine, once b is durable or has failed. done must not block.
 	// A batch refused whole before it is queued (ErrMixedOwners, ErrClosed)
@@ -241,30 +253,51 @@ func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {
 	return out, err
 }
 
-// loadQueue decodes one queue's messages and leases.
+// loadQueue decodes one queue's messages and leases; a message's index
+// record, where it has one, gives its scheduling fields.
 func loadQueue(scan scanFunc, queue string) (*QueueContents, error) {
 	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
-	err := scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
+	index := map[string]*storagev1.MessageIndexRecord{}
+	err := scan(queueItemsPrefix(prefixIndex, queue), func(k, v []byte) error {
+		idx := &storagev1.MessageIndexRecord{}
+		if err := proto.Unmarshal(v, idx); err != nil {
+			return err
+		}
+		index[splitItemKey(k, queue)] = idx
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
 		rec := &storagev1.MessageRecord{}
 		if err := proto.Unmarshal(v, rec); err != nil {
 			return err
 		}
-		qc.Messages = append(qc.Messages, StoredMessage{ID: splitItemKey(k, queue), Record: rec})
+		id := splitItemKey(k, queue)
+		if idx, ok := index[id]; ok {
+			rec = WithIndex(rec, idx)
+		}
+		qc.Messages = append(qc.Messages, StoredMessage{ID: id, Record: rec})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
+	if err := loadLeases(scan, queue, qc.Leases); err != nil {
+		return nil, err
+	}
+	return qc, nil
+}
+
+// loadLeases decodes queue's leases into leases, by message id.
+func loadLeases(scan scanFunc, queue string, leases map[string]*storagev1.LeaseRecord) error {
+	return scan(queueItemsPrefix(prefixLease, queue), func(k, v []byte) error {
 		rec := &storagev1.LeaseRecord{}
 		if err := proto.Unmarshal(v, rec); err != nil {
 			return err
 		}
-		qc.Leases[splitItemKey(k, queue)] = rec
+		leases[splitItemKey(k, queue)] = rec
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return qc, nil
 }

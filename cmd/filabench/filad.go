@@ -239,6 +239,45 @@ func (t *filadTarget) lifecycleThroughput(ctx context.Context, producers, consum
 	return rate(fmt.Sprintf("lifecycle %dP/%dC %dB", producers, consumers, len(payload)), n, time.Since(start)), nil
 }
 
+// consumeBatched starts c client.Consume consumers (frames, coalesced
+// acks, MaxInFlight 256) of q. wait(true) returns once they have handled
+// n messages (or ctx is done), wait(false) at once; either stops them,
+// waits until their acks are answered, and returns the first error.
+func consumeBatched(ctx context.Context, t *filadTarget, q string, c, n int) (wait func(all bool) error) {
+	cctx, cancel := context.WithCancel(ctx)
+	var handled atomic.Int64
+	allHandled := make(chan struct{})
+	errs := make(chan error, c)
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			errs <- t.client.Consume(cctx, q, client.ConsumeOptions{MaxInFlight: 256}, func(context.Context, *filav1.Message) error {
+				if handled.Add(1) == int64(n) {
+					close(allHandled)
+				}
+				return nil
+			})
+		})
+	}
+	return func(all bool) error {
+		if all {
+			select {
+			case <-allHandled:
+			case <-ctx.Done():
+			}
+		}
+		cancel()
+		wg.Wait() // Consume returns once its acks are answered
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		return ctx.Err()
+	}
+}
+
 // produceBatched enqueues n messages through the client's batching
 // Producer, with callers concurrent callers (each waits for its own id, and
 // the Producer gathers them into EnqueueBatch calls).
@@ -277,37 +316,13 @@ func (t *filadTarget) lifecycleBatchedThroughput(ctx context.Context, callers, c
 		return result{}, err
 	}
 	start := time.Now()
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var handled atomic.Int64
-	allHandled := make(chan struct{})
-	errs := make(chan error, consumers)
-	var wg sync.WaitGroup
-	for range consumers {
-		wg.Go(func() {
-			errs <- t.client.Consume(cctx, q, client.ConsumeOptions{MaxInFlight: 256}, func(context.Context, *filav1.Message) error {
-				if handled.Add(1) == int64(n) {
-					close(allHandled)
-				}
-				return nil
-			})
-		})
-	}
+	wait := consumeBatched(ctx, t, q, consumers, n)
 	if err := t.produceBatched(ctx, q, callers, n, payload); err != nil {
+		_ = wait(false)
 		return result{}, fmt.Errorf("produce: %w", err)
 	}
-	select {
-	case <-allHandled:
-	case <-ctx.Done():
-		return result{}, ctx.Err()
-	}
-	cancel()
-	wg.Wait() // Consume returns once its acks are answered
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return result{}, fmt.Errorf("consume: %w", err)
-		}
+	if err := wait(true); err != nil {
+		return result{}, fmt.Errorf("consume: %w", err)
 	}
 	return rate(fmt.Sprintf("lifecycle batched %dC %dB", consumers, len(payload)), n, time.Since(start)), nil
 }

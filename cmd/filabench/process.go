@@ -42,11 +42,16 @@ func (e *bench) filadBinary() (string, error) {
 // loopback port; env adds FILA_* settings. It returns once filad has logged
 // its listen address.
 func (e *bench) startFiladProcess(env ...string) (*filadProcess, error) {
-	bin, err := e.filadBinary()
+	dir, err := os.MkdirTemp("", "filabench-proc")
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "filabench-proc")
+	return e.startFiladProcessIn(dir, env...)
+}
+
+// startFiladProcessIn is startFiladProcess on dir's data (a restart).
+func (e *bench) startFiladProcessIn(dir string, env ...string) (*filadProcess, error) {
+	bin, err := e.filadBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +88,12 @@ func (e *bench) startFiladProcess(env ...string) (*filadProcess, error) {
 
 func (p *filadProcess) pid() int { return p.cmd.Process.Pid }
 
+// kill9 kills filad with SIGKILL and reaps it, leaving its data.
+func (p *filadProcess) kill9() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
+
 func (p *filadProcess) close() {
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
@@ -90,18 +101,25 @@ func (p *filadProcess) close() {
 }
 
 // rssMB reads VmRSS of pid from /proc.
-func rssMB(pid int) (float64, error) {
+func rssMB(pid int) (float64, error) { return procStatusMB(pid, "VmRSS:") }
+
+// rssAnonMB reads RssAnon of pid from /proc: its resident memory that is
+// not file pages (badger's mmapped tables and value log are those).
+func rssAnonMB(pid int) (float64, error) { return procStatusMB(pid, "RssAnon:") }
+
+// procStatusMB reads the field of /proc/<pid>/status named field, in MB.
+func procStatusMB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, err := strconv.ParseFloat(f[1], 64)
 			return kb / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	return 0, fmt.Errorf("no %s for pid %d", field, pid)
 }
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on

@@ -243,6 +243,7 @@ func workloads(f benchFlags) []workload {
 			return e.memory(ctx, n)
 		}},
 	)
+	ws = append(ws, backlogWorkloads()...)
 	if f.cluster > 0 {
 		ws = append(ws, clusterWorkloads(f.cluster)...)
 	}

@@ -78,7 +78,7 @@ func (x BatchOp_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BatchOp_Kind.Descriptor instead.
 func (BatchOp_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4, 0}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // QueueRecord is a queue's durable definition.
@@ -348,6 +348,105 @@ func (x *MessageRecord) GetThrottleKeys() []string {
 	return nil
 }
 
+// MessageIndexRecord is what a queue schedules a message by, stored beside
+// its MessageRecord (key "i", same queue and id) and written in the same
+// unit: recovery and a new leader read these, never the payloads. Where
+// both are stored, this record's fields win over the MessageRecord's (a
+// retry rewrites only this one). A message stored before index records
+// existed has none; it is read whole.
+type MessageIndexRecord struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	FairnessKey      string                 `protobuf:"bytes,1,opt,name=fairness_key,json=fairnessKey,proto3" json:"fairness_key,omitempty"`
+	Weight           uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	AttemptCount     uint32                 `protobuf:"varint,3,opt,name=attempt_count,json=attemptCount,proto3" json:"attempt_count,omitempty"`
+	EnqueuedAtUnixNs int64                  `protobuf:"varint,4,opt,name=enqueued_at_unix_ns,json=enqueuedAtUnixNs,proto3" json:"enqueued_at_unix_ns,omitempty"`
+	ReadyAtUnixMs    int64                  `protobuf:"varint,5,opt,name=ready_at_unix_ms,json=readyAtUnixMs,proto3" json:"ready_at_unix_ms,omitempty"`
+	ThrottleKeys     []string               `protobuf:"bytes,6,rep,name=throttle_keys,json=throttleKeys,proto3" json:"throttle_keys,omitempty"`
+	// payload_bytes is the payload's length (max_bytes counts it).
+	PayloadBytes  uint64 `protobuf:"varint,7,opt,name=payload_bytes,json=payloadBytes,proto3" json:"payload_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageIndexRecord) Reset() {
+	*x = MessageIndexRecord{}
+	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageIndexRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageIndexRecord) ProtoMessage() {}
+
+func (x *MessageIndexRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageIndexRecord.ProtoReflect.Descriptor instead.
+func (*MessageIndexRecord) Descriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MessageIndexRecord) GetFairnessKey() string {
+	if x != nil {
+		return x.FairnessKey
+	}
+	return ""
+}
+
+func (x *MessageIndexRecord) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *MessageIndexRecord) GetAttemptCount() uint32 {
+	if x != nil {
+		return x.AttemptCount
+	}
+	return 0
+}
+
+func (x *MessageIndexRecord) GetEnqueuedAtUnixNs() int64 {
+	if x != nil {
+		return x.EnqueuedAtUnixNs
+	}
+	return 0
+}
+
+func (x *MessageIndexRecord) GetReadyAtUnixMs() int64 {
+	if x != nil {
+		return x.ReadyAtUnixMs
+	}
+	return 0
+}
+
+func (x *MessageIndexRecord) GetThrottleKeys() []string {
+	if x != nil {
+		return x.ThrottleKeys
+	}
+	return nil
+}
+
+func (x *MessageIndexRecord) GetPayloadBytes() uint64 {
+	if x != nil {
+		return x.PayloadBytes
+	}
+	return 0
+}
+
 // LeaseRecord is a lease in force: the message is invisible until expiry.
 type LeaseRecord struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -362,7 +461,7 @@ type LeaseRecord struct {
 
 func (x *LeaseRecord) Reset() {
 	*x = LeaseRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +473,7 @@ func (x *LeaseRecord) String() string {
 func (*LeaseRecord) ProtoMessage() {}
 
 func (x *LeaseRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +486,7 @@ func (x *LeaseRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRecord.ProtoReflect.Descriptor instead.
 func (*LeaseRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{2}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LeaseRecord) GetExpiresAtUnixMs() int64 {
@@ -433,7 +532,7 @@ type BatchRecord struct {
 
 func (x *BatchRecord) Reset() {
 	*x = BatchRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +544,7 @@ func (x *BatchRecord) String() string {
 func (*BatchRecord) ProtoMessage() {}
 
 func (x *BatchRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +557,7 @@ func (x *BatchRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRecord.ProtoReflect.Descriptor instead.
 func (*BatchRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{3}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BatchRecord) GetFamily() string {
@@ -509,7 +608,7 @@ type BatchOp struct {
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +620,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +633,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BatchOp) GetKind() BatchOp_Kind {
@@ -572,7 +671,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +683,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +696,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeRecord) GetId() uint64 {
@@ -656,7 +755,15 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	" \x03(\tR\fthrottleKeys\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
+	"\x12MessageIndexRecord\x12!\n" +
+	"\ffairness_key\x18\x01 \x01(\tR\vfairnessKey\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12#\n" +
+	"\rattempt_count\x18\x03 \x01(\rR\fattemptCount\x12-\n" +
+	"\x13enqueued_at_unix_ns\x18\x04 \x01(\x03R\x10enqueuedAtUnixNs\x12'\n" +
+	"\x10ready_at_unix_ms\x18\x05 \x01(\x03R\rreadyAtUnixMs\x12#\n" +
+	"\rthrottle_keys\x18\x06 \x03(\tR\fthrottleKeys\x12#\n" +
+	"\rpayload_bytes\x18\a \x01(\x04R\fpayloadBytes\"\x80\x01\n" +
 	"\vLeaseRecord\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x01 \x01(\x03R\x0fexpiresAtUnixMs\x12)\n" +
 	"\x11leased_at_unix_ns\x18\x02 \x01(\x03R\x0eleasedAtUnixNs\x12\x19\n" +
@@ -699,20 +806,21 @@ func file_fila_storage_v1_records_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_storage_v1_records_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_fila_storage_v1_records_proto_goTypes = []any{
-	(BatchOp_Kind)(0),     // 0: fila.storage.v1.BatchOp.Kind
-	(*QueueRecord)(nil),   // 1: fila.storage.v1.QueueRecord
-	(*MessageRecord)(nil), // 2: fila.storage.v1.MessageRecord
-	(*LeaseRecord)(nil),   // 3: fila.storage.v1.LeaseRecord
-	(*BatchRecord)(nil),   // 4: fila.storage.v1.BatchRecord
-	(*BatchOp)(nil),       // 5: fila.storage.v1.BatchOp
-	(*NodeRecord)(nil),    // 6: fila.storage.v1.NodeRecord
-	nil,                   // 7: fila.storage.v1.MessageRecord.HeadersEntry
+	(BatchOp_Kind)(0),          // 0: fila.storage.v1.BatchOp.Kind
+	(*QueueRecord)(nil),        // 1: fila.storage.v1.QueueRecord
+	(*MessageRecord)(nil),      // 2: fila.storage.v1.MessageRecord
+	(*MessageIndexRecord)(nil), // 3: fila.storage.v1.MessageIndexRecord
+	(*LeaseRecord)(nil),        // 4: fila.storage.v1.LeaseRecord
+	(*BatchRecord)(nil),        // 5: fila.storage.v1.BatchRecord
+	(*BatchOp)(nil),            // 6: fila.storage.v1.BatchOp
+	(*NodeRecord)(nil),         // 7: fila.storage.v1.NodeRecord
+	nil,                        // 8: fila.storage.v1.MessageRecord.HeadersEntry
 }
 var file_fila_storage_v1_records_proto_depIdxs = []int32{
-	7, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
-	5, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
+	8, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
+	6, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
 	0, // 2: fila.storage.v1.BatchOp.kind:type_name -> fila.storage.v1.BatchOp.Kind
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
@@ -732,7 +840,7 @@ func file_fila_storage_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_storage_v1_records_proto_rawDesc), len(file_fila_storage_v1_records_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

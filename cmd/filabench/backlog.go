@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+)
+
+// The backlog workloads (issue 26): a queue keeps an index entry per
+// message in memory and reads payloads from disk when it delivers them.
+//
+//	backlog-memory:  RSS per queued message, 1M × 1 KiB and 100k × 64 KiB,
+//	                 enqueued and after a restart (the index alone)
+//	backlog-restart: kill -9 with 1M × 1 KiB queued, time until filad
+//	                 serves at full depth, and its RSS then
+//	backlog-drain:   the batched lifecycle's consumers draining a backlog
+//	                 far larger than the message cache, and one that fits
+func backlogWorkloads() []workload {
+	return []workload{
+		{"backlog-memory", func(ctx context.Context, e *bench) ([]result, error) {
+			var out []result
+			for _, c := range []struct{ n, size int }{{e.backlogN(1_000_000), 1024}, {e.backlogN(100_000), 64 << 10}} {
+				r, err := e.backlogMemory(ctx, c.n, c.size)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, r...)
+			}
+			return out, nil
+		}},
+		{"backlog-restart", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.backlogRestart(ctx, e.backlogN(1_000_000))
+		}},
+		{"backlog-drain", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.backlogDrain(ctx, e.backlogN(200_000))
+		}},
+	}
+}
+
+// backlogN is n, or a fiftieth of it with -short.
+func (e *bench) backlogN(n int) int {
+	if e.f.short {
+		return n / 50
+	}
+	return n
+}
+
+// fillBacklog enqueues n messages of size bytes into a new queue through
+// the batching Producer and returns the queue.
+func fillBacklog(ctx context.Context, t *filadTarget, n, size int) (string, error) {
+	q, err := t.newQueue(ctx)
+	if err != nil {
+		return "", err
+	}
+	return q, t.produceBatched(ctx, q, 256, n, make([]byte, size))
+}
+
+// awaitDepth polls q's depth until it is n, for up to a minute.
+func awaitDepth(ctx context.Context, t *filadTarget, q string, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := t.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: q})
+		if err == nil && st.GetDepth() == uint64(n) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("queue %s: depth %d, not %d, after a minute (%v)", q, st.GetDepth(), n, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// perMessage is the RSS growth from idle per message, in bytes.
+func perMessage(rss, idle float64, n int) float64 { return (rss - idle) * (1 << 20) / float64(n) }
+
+func (e *bench) backlogMemory(ctx context.Context, n, size int) ([]result, error) {
+	p, t, stop, err := e.startFiladTarget("FILA_STORAGE__SYNC_WRITES=false")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { stop() }()
+	idle, err := rssMB(p.pid())
+	if err != nil {
+		return nil, err
+	}
+	idleAnon, _ := rssAnonMB(p.pid())
+	q, err := fillBacklog(ctx, t, n, size)
+	if err != nil {
+		return nil, err
+	}
+	full, _ := rssMB(p.pid())
+	fullAnon, _ := rssAnonMB(p.pid())
+	// A restart loads the index alone: what stays resident per message.
+	t.close()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Wait()
+	if p, err = e.startFiladProcessIn(p.dir, "FILA_STORAGE__SYNC_WRITES=false"); err != nil {
+		return nil, err
+	}
+	if t, err = newFiladTarget(p.addr); err != nil {
+		return nil, err
+	}
+	stop = func() { t.close(); p.close() }
+	if err := awaitDepth(ctx, t, q, n); err != nil {
+		return nil, err
+	}
+	restarted, _ := rssMB(p.pid())
+	restartedAnon, _ := rssAnonMB(p.pid())
+	note := fmt.Sprintf("%d × %d B; RSS (anonymous) idle %.0f (%.0f) MB, enqueued %.0f (%.0f) MB, restarted %.0f (%.0f) MB",
+		n, size, idle, idleAnon, full, fullAnon, restarted, restartedAnon)
+	label := fmt.Sprintf("%d KiB", size>>10)
+	return []result{
+		{Workload: "backlog RSS per message enqueued, " + label, Target: targetNoSync, Value: perMessage(full, idle, n), Unit: "B/msg", Note: note},
+		{Workload: "backlog RSS per message after a restart, " + label, Target: targetNoSync, Value: perMessage(restarted, idle, n), Unit: "B/msg", Note: note},
+		{Workload: "backlog anonymous RSS per message after a restart, " + label, Target: targetNoSync, Value: perMessage(restartedAnon, idleAnon, n), Unit: "B/msg",
+			Note: "what is not badger's mmapped files"},
+	}, nil
+}
+
+func (e *bench) backlogRestart(ctx context.Context, n int) ([]result, error) {
+	p, t, _, err := e.startFiladTarget()
+	if err != nil {
+		return nil, err
+	}
+	q, err := fillBacklog(ctx, t, n, 1024)
+	if err != nil {
+		t.close()
+		p.close()
+		return nil, err
+	}
+	t.close()
+	p.kill9()
+	start := time.Now()
+	if p, err = e.startFiladProcessIn(p.dir); err != nil {
+		return nil, err
+	}
+	defer p.close()
+	if t, err = newFiladTarget(p.addr); err != nil {
+		return nil, err
+	}
+	defer t.close()
+	if err := awaitDepth(ctx, t, q, n); err != nil {
+		return nil, err
+	}
+	took := time.Since(start)
+	rss, _ := rssMB(p.pid())
+	note := fmt.Sprintf("%d × 1 KiB, sync_writes=true; load average %s", n, loadAverage())
+	return []result{
+		{Workload: "backlog restart after kill -9 → full depth served", Target: targetSync, Value: took.Seconds(), Unit: "s", Note: note},
+		{Workload: "backlog RSS at full depth after the restart", Target: targetSync, Value: rss, Unit: "MB", Note: note},
+	}, nil
+}
+
+// backlogDrain fills a queue with n × 1 KiB, then drains it with the
+// batched lifecycle's consumers (4, MaxInFlight 256), with a message
+// cache of 8 MiB (the backlog is over ten times that) and of 2 GiB (it
+// all fits).
+func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
+	var out []result
+	for _, mib := range []int{8, 2048} {
+		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__MESSAGE_CACHE_MIB=%d", mib))
+		if err != nil {
+			return nil, err
+		}
+		q, err := fillBacklog(ctx, t, n, 1024)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		start := time.Now()
+		err = consumeBatched(ctx, t, q, 4, n)(true)
+		took := time.Since(start)
+		rss, _ := rssMB(p.pid())
+		stop()
+		if err != nil {
+			return nil, err
+		}
+		r := rate(fmt.Sprintf("backlog drain, message cache %d MiB", mib), n, took)
+		r.Target, r.Note = targetSync, fmt.Sprintf("%d × 1 KiB queued first; RSS at the end %.0f MB", n, rss)
+		out = append(out, r)
+	}
+	return out, nil
+}

@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+)
+
+// TestLoadIndexReadsBothLayoutsThenTheIndexAlone: a queue stored before
+// index records (message records alone) loads whole, its messages listed
+// as unindexed; one whose index records and mark are written loads from
+// them alone, without reading a message record, and a retry's index record wins over the message record.
+func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
+	t.Parallel()
+	for name, s := range map[string]interface {
+		Store
+		Write(*Batch) error
+	}{"memory": NewMemory(), "badger": open(t, t.TempDir())} {
+		t.Run(name, func(t *testing.T) {
+			var old Batch
+			for _, id := range []string{"1", "2"} {
+				// As a filad before index records wrote them.
+				old.put("q\x00"+id, itemKey(prefixMessage, "q", id), &storagev1.MessageRecord{FairnessKey: "k" + id, Payload: []byte("payload " + id), AttemptCount: 2})
+			}
+			old.PutMessage("q.dlq", "3", &storagev1.MessageRecord{FairnessKey: "other"}) // a name that starts the same
+			old.MarkIndexed("q.dlq")
+			require.NoError(t, s.Write(&old))
+			qi, err := s.LoadIndex("q")
+			require.NoError(t, err)
+			require.False(t, qi.Indexed, "q.dlq's mark is not q's")
+			require.Len(t, qi.Messages, 2)
+			require.Len(t, qi.Unindexed, 2)
+			require.Equal(t, "k1", qi.Messages[0].Index.GetFairnessKey())
+			require.EqualValues(t, len("payload 1"), qi.Messages[0].Index.GetPayloadBytes())
+
+			var idx Batch
+			for _, m := range qi.Unindexed {
+				idx.PutIndex("q", m.ID, m.Index)
+			}
+			idx.MarkIndexed("q")
+			retried := proto.Clone(qi.Messages[1].Index).(*storagev1.MessageIndexRecord)
+			retried.AttemptCount = 3
+			idx.PutIndex("q", "2", retried)
+			// A message record alone (no filad writes one now): a load of a
+			// marked queue does not look at message records, so it is not
+			// found; one that read them would list it.
+			idx.put("q\x00"+"4", itemKey(prefixMessage, "q", "4"), &storagev1.MessageRecord{})
+			require.NoError(t, s.Write(&idx))
+			qi, err = s.LoadIndex("q")
+			require.NoError(t, err)
+			require.True(t, qi.Indexed)
+			require.Empty(t, qi.Unindexed)
+			require.Len(t, qi.Messages, 2)
+			require.Equal(t, "1", qi.Messages[0].ID)
+			require.EqualValues(t, 3, qi.Messages[1].Index.GetAttemptCount(), "the index record wins")
+
+			recs, err := s.ReadMessages("q", []string{"1", "missing"})
+			require.NoError(t, err)
+			require.Equal(t, []byte("payload 1"), recs[0].GetPayload())
+			require.Nil(t, recs[1])
+		})
+	}
+}
