@@ -64,7 +64,8 @@ type (
 	// queue records and the runtime config from the store and brings its
 	// memory to match: a new record defines the queue (its actor starts
 	// where Placement says), a record gone retires the queue here (the
-	// deleting node reaps its contents, not this one), a changed record
+	// leader of its partition reaps its contents: reap_cluster.go), a
+	// changed record
 	// becomes the queue's config (its actor is told), and changed config
 	// entries publish a new RuntimeConfig snapshot, which the keyring and
 	// the throttles read. When memory already matches, as on the node
@@ -178,7 +179,9 @@ func (b *brokerActor) reloadMeta(ctx actor.Context) error {
 	if err == nil {
 		var entries []storage.ConfigEntry
 		if entries, err = b.opts.Store.ConfigEntries(); err == nil {
+			b.reconcileReaps(ctx) // first: the names marked are the ones being deleted
 			b.reconcileQueues(ctx, recs)
+			b.reconcileReaps(ctx) // the reaps of the queues it just retired
 			b.runtime.reload(entries)
 			return nil
 		}

@@ -23,8 +23,9 @@ type Placement struct {
 }
 
 var (
-	_ actors.Placement  = (*Placement)(nil)
-	_ actors.MetaSyncer = (*Placement)(nil)
+	_ actors.Placement     = (*Placement)(nil)
+	_ actors.MetaSyncer    = (*Placement)(nil)
+	_ actors.MetaForwarder = (*Placement)(nil)
 )
 
 // NewPlacement answers for r's groups.
@@ -49,6 +50,19 @@ func (p *Placement) SyncMeta(ctx context.Context) error {
 		return err
 	}
 	return p.driver.WaitApplied(ctx, MetaGroup, index)
+}
+
+// ForwardMeta implements actors.MetaForwarder: b goes to the meta group's
+// leader through this node's raft (Driver.ProposeForwarded).
+func (p *Placement) ForwardMeta(b *storage.Batch) error {
+	if !b.Owner().Meta {
+		return fmt.Errorf("cluster: a batch of %s forwarded to the meta group", b.Owner())
+	}
+	data, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	return p.driver.ProposeForwarded(MetaGroup, data)
 }
 
 // notLeader turns the driver's refusal into the actors' (what the gateway

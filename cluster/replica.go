@@ -440,6 +440,11 @@ func (s *ReplicatedStore) LoadQueue(queue string) (*storage.QueueContents, error
 // DeletedQueues implements storage.Store.
 func (s *ReplicatedStore) DeletedQueues() ([]string, error) { return s.local.DeletedQueues() }
 
+// DeletionMarks implements storage.Store.
+func (s *ReplicatedStore) DeletionMarks() ([]storage.DeletionMark, error) {
+	return s.local.DeletionMarks()
+}
+
 // QueueItems implements storage.Store.
 func (s *ReplicatedStore) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {
 	return s.local.QueueItems(queue, leases, after, limit)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -25,10 +26,12 @@ const (
 )
 
 // op is one put (value != nil), delete (value == nil), or, with prefix
-// set, a delete of every key under key (see DeleteQueueItems).
+// set, a delete of every key under key (see DeleteQueueItems), or, with
+// cond set, a delete of key only if its value is cond then (ForgetMark).
 type op struct {
 	key    []byte
 	value  []byte
+	cond   []byte
 	prefix bool
 }
 
@@ -173,16 +176,36 @@ func (b *Batch) DeleteQueue(queue string) {
 // RetireQueues starts the deletion of queues (a queue and its DLQ): it
 // removes their definitions and marks each deleted, all in one unit, so a
 // crash leaves either both queues or neither. Their messages and leases are
-// deleted afterwards in bounded batches (ReapStep), and the last of them
-// clears the marks (ForgetQueue); Store.DeletedQueues lists the marks left,
-// so that recovery finishes what a crash cut short.
-func (b *Batch) RetireQueues(queues ...string) {
+// deleted afterwards in bounded batches (Reaper), and the last of them
+// clears the marks (ForgetQueue, or ForgetMark); Store.DeletedQueues lists
+// the marks left, so that recovery finishes what a crash cut short. Each
+// mark is a DeletionMarkRecord with a token of its own and partition (the
+// family's, 0 when unplaced), which the reap of a cluster needs after the
+// record is gone (RetireQueuesOn).
+func (b *Batch) RetireQueues(queues ...string) { b.RetireQueuesOn(0, queues...) }
+
+// RetireQueuesOn is RetireQueues of queues placed on partition.
+func (b *Batch) RetireQueuesOn(partition uint32, queues ...string) {
 	// No queue name holds 0x01, so this item is no message's.
 	b.own(MetaOwner)
 	item := "\x01retire\x00" + strings.Join(queues, "\x00")
 	for _, q := range queues {
 		b.del(item, queueKey(q))
-		b.add(item, op{key: deletedKey(q), value: []byte{1}})
+		mark, err := proto.Marshal(&storagev1.DeletionMarkRecord{Token: markToken(), Partition: partition})
+		if err != nil {
+			panic(fmt.Sprintf("storage: marshal a deletion mark: %v", err)) // our own record: a bug
+		}
+		b.add(item, op{key: deletedKey(q), value: mark})
+	}
+}
+
+// markToken is a deletion's token: random and never 0, so that a mark's
+// record always has bytes and two deletions of a name never share one.
+func markToken() uint64 {
+	for {
+		if t := rand.Uint64(); t != 0 {
+			return t
+		}
 	}
 }
 
@@ -194,6 +217,17 @@ func (b *Batch) ForgetQueue(queue string) {
 	item := "\x01forget\x00" + queue
 	b.del(item, queueKey(queue))
 	b.del(item, deletedKey(queue))
+}
+
+// ForgetMark ends a deletion as ForgetQueue does, but only the one mark
+// names: when applied, the queue's mark is removed if it still holds
+// mark.Value, and nothing changes otherwise (a later deletion of the name
+// has its own token). It leaves any definition alone: one that exists
+// then is a queue created again, after this deletion's mark went. So it
+// may be proposed more than once, and late.
+func (b *Batch) ForgetMark(mark DeletionMark) {
+	b.own(MetaOwner)
+	b.add("\x01forget\x00"+mark.Queue, op{key: deletedKey(mark.Queue), cond: mark.Value})
 }
 
 // PutMessage stores a message.
@@ -290,7 +324,7 @@ func (b *Batch) add(item string, o op) {
 	b.size += o.size()
 }
 
-func (o op) size() int { return len(o.key) + len(o.value) + opOverhead }
+func (o op) size() int { return len(o.key) + len(o.value) + len(o.cond) + opOverhead }
 
 // unit returns the ops of unit i.
 func (b *Batch) unit(i int) []op {

@@ -34,6 +34,8 @@ func (b *Batch) Marshal() ([]byte, error) {
 		switch {
 		case o.prefix:
 			bo.Kind = storagev1.BatchOp_KIND_DELETE_PREFIX
+		case o.cond != nil:
+			bo.Kind, bo.Value = storagev1.BatchOp_KIND_DELETE_IF_VALUE, o.cond
 		case o.value == nil:
 			bo.Kind = storagev1.BatchOp_KIND_DELETE
 		default:
@@ -124,6 +126,11 @@ func decodeOp(bo *storagev1.BatchOp) (op, Owner, error) {
 			return op{}, Owner{}, errors.New("a DeletePrefix is not of a queue's message or lease prefix, or has a value")
 		}
 		o.prefix = true
+	case storagev1.BatchOp_KIND_DELETE_IF_VALUE:
+		if len(bo.GetValue()) == 0 || items {
+			return op{}, Owner{}, errors.New("a conditional delete has no value, or is of a message or lease")
+		}
+		o.cond = bo.GetValue()
 	default:
 		return op{}, Owner{}, fmt.Errorf("unknown kind %d", bo.GetKind())
 	}

@@ -74,6 +74,9 @@ type Store interface {
 	// DeletedQueues returns the queues whose deletion RetireQueues started
 	// and ForgetQueue has not ended, in name order.
 	DeletedQueues() ([]string, error)
+	// DeletionMarks returns the marks DeletedQueues names, with their
+	// values, in name order.
+	DeletionMarks() ([]DeletionMark, error)
 	// QueueItems returns the ids of up to limit (> 0) of queue's messages,
 	// or with leases of its leases, whose ids sort after after (""; from
 	// the first), in id order. It reads keys only.
@@ -141,6 +144,30 @@ func loadDeleted(keys keysFunc) ([]string, error) {
 	return out, err
 }
 
+// DeletionMark is a queue's deletion mark as stored: Value is its bytes
+// (what ForgetMark compares), Partition the family's partition it
+// records (0: none, as in a mark written before marks were records).
+type DeletionMark struct {
+	Queue     string
+	Value     []byte
+	Partition uint32
+}
+
+// loadMarks lists the deletion marks with their values.
+func loadMarks(scan scanFunc) ([]DeletionMark, error) {
+	var out []DeletionMark
+	err := scan([]byte{prefixDeleted, sep}, func(k, v []byte) error {
+		m := DeletionMark{Queue: string(k[2:]), Value: slices.Clone(v)}
+		rec := &storagev1.DeletionMarkRecord{}
+		if proto.Unmarshal(v, rec) == nil {
+			m.Partition = rec.GetPartition()
+		} // else an old mark, 0x01: no partition recorded
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
 // queueItems is Store.QueueItems over keys.
 func queueItems(keys keysFunc, queue string, leases bool, after string, limit int) ([]string, error) {
 	if limit <= 0 {
@@ -188,15 +215,21 @@ func lastMessage(last lastKeyFunc, queue string) (string, error) {
 // Enqueue slower (docs/decisions.md, issue 23).
 type Reaper struct {
 	queue  string
-	leases bool   // past the messages, on to the leases
-	after  string // the last id a step deleted
+	mark   *DeletionMark // NewMarkReaper's: the last step is ForgetMark
+	leases bool          // past the messages, on to the leases
+	after  string        // the last id a step deleted
 }
 
 // NewReaper starts the reap of queue.
 func NewReaper(queue string) *Reaper { return &Reaper{queue: queue} }
 
+// NewMarkReaper starts the reap of mark's queue that ends with
+// ForgetMark(mark) instead of ForgetQueue: the reap of a cluster, whose
+// last step may be proposed again, or late.
+func NewMarkReaper(mark DeletionMark) *Reaper { return &Reaper{queue: mark.Queue, mark: &mark} }
+
 // Next returns the next step, deletes for up to limit items, or once none
-// is left (then last is true) ForgetQueue. Submit it and wait for it
+// is left (then last is true) ForgetQueue (ForgetMark). Submit it and wait for it
 // before asking for the next one. Each step is a bounded transaction and a
 // background batch (Batch.SetBackground), so other queues' writes are
 // committed between steps, and first.
@@ -222,7 +255,11 @@ func (r *Reaper) Next(s Store, limit int) (b *Batch, last bool, err error) {
 			r.leases, r.after = true, ""
 			continue
 		}
-		b.ForgetQueue(r.queue)
+		if r.mark != nil {
+			b.ForgetMark(*r.mark)
+		} else {
+			b.ForgetQueue(r.queue)
+		}
 		return b, true, nil
 	}
 }

@@ -46,6 +46,40 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 		requireQueues(t, s, "ab")
 	})
 
+	t.Run("ForgetMarkEndsOnlyItsDeletion", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var retire storage.Batch
+		retire.RetireQueuesOn(7, "a", "a.dlq")
+		require.NoError(t, s.Write(&retire))
+		first := marks(t, s)
+		require.Len(t, first, 2)
+		require.Equal(t, uint32(7), first[0].Partition, "the mark records the partition")
+		require.NotEqual(t, first[0].Value, first[1].Value, "each mark has a token of its own")
+
+		// The reap's last step, then a queue of the name created again,
+		// deleted again: the first deletion's ForgetMark, repeated late
+		// (through the codec, as a replica applies it), changes nothing.
+		forget := forgetBatch(t, first[0])
+		require.NoError(t, s.Write(forget))
+		require.Equal(t, []string{"a.dlq"}, names(marks(t, s)))
+		var again storage.Batch
+		again.PutQueue(&storagev1.QueueRecord{Name: "a"})
+		require.NoError(t, s.Write(&again))
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		requireQueues(t, s, "a") // the definition created again stays
+		var retireAgain storage.Batch
+		retireAgain.RetireQueues("a")
+		require.NoError(t, s.Write(&retireAgain))
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		require.Equal(t, []string{"a", "a.dlq"}, names(marks(t, s)), "a late ForgetMark leaves the later deletion's mark")
+		second := marks(t, s)[0]
+		require.Zero(t, second.Partition)
+		require.NoError(t, s.Write(forgetBatch(t, second)))
+		require.NoError(t, s.Write(forgetBatch(t, first[1])))
+		require.Empty(t, marks(t, s))
+	})
+
 	t.Run("DeleteQueueItemsLeavesOthers", func(t *testing.T) {
 		t.Parallel()
 		for _, tc := range []struct {
@@ -85,4 +119,31 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 			})
 		}
 	})
+}
+
+func marks(t *testing.T, s storage.Store) []storage.DeletionMark {
+	t.Helper()
+	m, err := s.DeletionMarks()
+	require.NoError(t, err)
+	return m
+}
+
+func names(marks []storage.DeletionMark) []string {
+	out := []string{}
+	for _, m := range marks {
+		out = append(out, m.Queue)
+	}
+	return out
+}
+
+// forgetBatch is ForgetMark(mark) as a replica decodes it from its log.
+func forgetBatch(t *testing.T, mark storage.DeletionMark) *storage.Batch {
+	t.Helper()
+	var b storage.Batch
+	b.ForgetMark(mark)
+	data, err := b.Marshal()
+	require.NoError(t, err)
+	decoded, err := storage.UnmarshalBatch(data)
+	require.NoError(t, err)
+	return decoded
 }
