@@ -168,6 +168,11 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
 	cfg := m.Config
 	cfg.CreatedAt = time.Now()
+	if p, ok := b.opts.Placement.(Partitioner); ok {
+		// Decided here, from this node's applied state, and recorded:
+		// every node reads it from the record.
+		cfg.Partition = p.Partition(storage.FamilyOf(cfg.Name).Family)
+	}
 	cfgs, err := b.planCreate(cfg)
 	if err != nil {
 		return nil, err
@@ -180,6 +185,8 @@ func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
 		return &decision{entry: &queuesDefined{configs: cfgs}, done: answer(&AdminReply{})}, nil
 	}
 	b.opts.Logger.Warn("removing leftovers of an earlier delete before creating the queue", slog.String("queue_id", cfg.Name))
+	// Leftovers have no record nor mark: their marks record no partition
+	// (0), which a cluster places by the hash, where it routes them now.
 	return &decision{entry: &queuesRetired{names: left}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
 		if b.metaForwarder() != nil {
 			b.awaitMarksGone(ctx, left, func() { // reaped by the partition's leader
@@ -246,6 +253,7 @@ func dlqConfig(defaults, source QueueConfig) QueueConfig {
 		VisibilityTimeout: defaults.VisibilityTimeout,
 		FairnessKeyHeader: defaults.FairnessKeyHeader,
 		CreatedAt:         source.CreatedAt,
+		Partition:         source.Partition, // a family is on one partition
 	}
 }
 
@@ -316,7 +324,8 @@ func (m *DeleteQueue) decide(b *brokerActor) (*decision, error) {
 	if dlq := DLQName(name); b.children[dlq] != nil {
 		names = append(names, dlq)
 	}
-	return &decision{entry: &queuesRetired{names: names}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+	partition := b.children[name].config.get().Partition
+	return &decision{entry: &queuesRetired{names: names, partition: partition}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
 		if b.metaForwarder() != nil {
 			// Reaped by the partition's leader (reap_cluster.go).
 			b.awaitMarksGone(ctx, names, func() { p.answer(ctx, &AdminReply{}) })

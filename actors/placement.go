@@ -44,6 +44,16 @@ type MetaSyncer interface {
 	SyncMeta(ctx context.Context) error
 }
 
+// Partitioner is a Placement that chooses the partition of a queue family
+// created (a cluster's): the one the family is placed on already (a live
+// queue of it, a deletion mark, or a reaped one), else the least loaded.
+// CreateQueue records the answer in the queue's record; 0 means placed by
+// a hash of the name. It is called from the broker only, and answers
+// from this node's applied state at once.
+type Partitioner interface {
+	Partition(family string) uint32
+}
+
 // Messages the cluster sends the broker. Either may be sent with Send;
 // asked, each answers *AdminReply once its reconcile is done.
 type (

@@ -29,11 +29,12 @@ import (
 //     (Reaper), and stops at once when the mark goes or changes, or the
 //     partition moves to another leader (whose broker goes on from what
 //     its replica holds);
-//  3. it proposes the mark's removal to the meta group through its
-//     leader (MetaForwarder), conditional on the mark's token
-//     (storage.(*Batch).ForgetMark), and again after clusterReapRetry
-//     until the mark is gone: a removal that lands late, or twice, never
-//     ends a later deletion of the name, and never touches a definition.
+//  3. it proposes the mark's end to the meta group through its leader
+//     (MetaForwarder), conditional on the mark's token
+//     (storage.(*Batch).ForgetMark: the mark stays, reaped, as the name's
+//     placement), and again after clusterReapRetry until it is seen
+//     applied: an end that lands late, or twice, never ends a later
+//     deletion of the name, and never touches a definition.
 //
 // The DeleteQueue answers once the marks are gone here (the meta leader
 // has applied their removal).
@@ -108,7 +109,7 @@ func (b *brokerActor) reconcileReaps(ctx actor.Context) {
 		return
 	}
 	b.initClusterReaps()
-	marks, err := b.opts.Store.DeletionMarks()
+	marks, err := b.deletionMarks()
 	if err != nil {
 		b.opts.Logger.Error("cannot read the deletion marks; reaping waits", slog.Any("error", err))
 		b.retryReapLater(ctx, nil)
@@ -154,6 +155,13 @@ func (b *brokerActor) reconcileReaps(ctx actor.Context) {
 	}
 }
 
+// deletionMarks are the marks of the deletions under way (not the reaped
+// ones, which only place their names).
+func (b *brokerActor) deletionMarks() ([]storage.DeletionMark, error) {
+	marks, err := b.opts.Store.DeletionMarks()
+	return slices.DeleteFunc(marks, func(m storage.DeletionMark) bool { return m.Reaped }), err
+}
+
 func (b *brokerActor) initClusterReaps() {
 	if b.creaps == nil {
 		b.creaps, b.markWaiters = map[string]*clusterReap{}, map[string][]func(){}
@@ -193,7 +201,7 @@ func (b *brokerActor) reapConfirmedMsg(ctx actor.Context, m *reapConfirmed) {
 		b.retryReapLater(ctx, r)
 		return
 	}
-	marks, err := b.opts.Store.DeletionMarks()
+	marks, err := b.deletionMarks()
 	if err != nil {
 		b.retryReapLater(ctx, r)
 		return

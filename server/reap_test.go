@@ -33,7 +33,8 @@ func familyKeys(t *testing.T, s storage.Store, queue string) (msgs, leases int, 
 // A queue deleted through a node that does not lead its partition (the
 // meta leader, which carries out the delete) is reaped all the same: its
 // partition's leader deletes the messages and leases, on every replica,
-// and the marks go; the name, created again, is empty.
+// and the marks go; the name, created again, is empty, and placed where
+// it was.
 func TestADeleteThroughANodeThatDoesNotLeadThePartitionReapsEverywhere(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	ctx := ctxT(t)
@@ -79,6 +80,9 @@ func TestADeleteThroughANodeThatDoesNotLeadThePartitionReapsEverywhere(t *testin
 		return true
 	}, waitFor, 10*time.Millisecond, "every replica holds the queue's messages and a lease")
 
+	placed := partitionsOf(t, tr.srvs[leader].StoreForTest())[queue]
+	require.NotZero(t, placed, "CreateQueue records the partition")
+
 	// The delete, served by the meta leader itself (a forwarded call is
 	// not forwarded again).
 	conn := dialAddr(t, tr.internal[meta], grpc.WithUnaryInterceptor(asForwarded))
@@ -100,6 +104,14 @@ func TestADeleteThroughANodeThatDoesNotLeadThePartitionReapsEverywhere(t *testin
 	require.NoError(t, delErr)
 
 	create(queue)
+	require.Eventually(t, func() bool {
+		for _, s := range tr.srvs {
+			if partitionsOf(t, s.StoreForTest())[queue] != placed {
+				return false
+			}
+		}
+		return true
+	}, waitFor, 10*time.Millisecond, "every node records the name created again on its partition")
 	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		st, err := filav1.NewFilaAdminClient(conn).GetStats(ctx, &filav1.GetStatsRequest{Queue: queue}, grpc.Trailer(md))
 		if status.Code(err) == codes.NotFound {

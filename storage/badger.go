@@ -357,7 +357,7 @@ func (s *Badger) commitGroup(group []request) {
 			var err error
 			for _, o := range ops {
 				if o.cond != nil {
-					err = deleteIfValue(txn, o)
+					err = putIfValue(txn, o)
 				} else if o.value == nil {
 					err = txn.Delete(o.key)
 				} else {
@@ -479,10 +479,10 @@ func (s *Badger) stepBackground(r *request) (finished bool) {
 }
 
 // deleteKeys deletes keys in one transaction (the caller bounds them).
-// deleteIfValue applies o, a conditional delete (ForgetMark), in txn: it
-// reads the key as txn sees it, the units before it in the same
-// transaction included.
-func deleteIfValue(txn *badger.Txn, o op) error {
+// putIfValue applies o, a conditional put (ForgetMark), in txn: it reads
+// the key as txn sees it, the units before it in the same transaction
+// included.
+func putIfValue(txn *badger.Txn, o op) error {
 	item, err := txn.Get(o.key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil
@@ -494,7 +494,7 @@ func deleteIfValue(txn *badger.Txn, o op) error {
 	if err != nil || !bytes.Equal(v, o.cond) {
 		return err
 	}
-	return txn.Delete(o.key)
+	return txn.Set(o.key, o.value)
 }
 
 func (s *Badger) deleteKeys(keys [][]byte) error {
@@ -592,7 +592,7 @@ func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
 }
 
 // DeletedQueues implements Store.
-func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) }
+func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.scan) }
 
 // DeletionMarks implements Store.
 func (s *Badger) DeletionMarks() ([]DeletionMark, error) { return loadMarks(s.scan) }

@@ -27,7 +27,7 @@ const (
 
 // op is one put (value != nil), delete (value == nil), or, with prefix
 // set, a delete of every key under key (see DeleteQueueItems), or, with
-// cond set, a delete of key only if its value is cond then (ForgetMark).
+// cond set, a put of value only if key's value is cond then (ForgetMark).
 type op struct {
 	key    []byte
 	value  []byte
@@ -219,15 +219,20 @@ func (b *Batch) ForgetQueue(queue string) {
 	b.del(item, deletedKey(queue))
 }
 
-// ForgetMark ends a deletion as ForgetQueue does, but only the one mark
-// names: when applied, the queue's mark is removed if it still holds
-// mark.Value, and nothing changes otherwise (a later deletion of the name
-// has its own token). It leaves any definition alone: one that exists
-// then is a queue created again, after this deletion's mark went. So it
-// may be proposed more than once, and late.
+// ForgetMark ends the deletion mark names, a cluster's: when applied, the
+// queue's mark, if it still holds mark.Value, becomes a reaped mark (no
+// deletion, the name's placement: DeletionMark.Reaped), and nothing
+// changes otherwise (a later deletion of the name has its own token). It
+// leaves any definition alone: one that exists then is a queue created
+// again, after this deletion ended. So it may be proposed more than once,
+// and late.
 func (b *Batch) ForgetMark(mark DeletionMark) {
 	b.own(MetaOwner)
-	b.add("\x01forget\x00"+mark.Queue, op{key: deletedKey(mark.Queue), cond: mark.Value})
+	reaped, err := proto.Marshal(&storagev1.DeletionMarkRecord{Partition: mark.Partition, Reaped: true})
+	if err != nil {
+		panic(fmt.Sprintf("storage: marshal a deletion mark: %v", err)) // our own record: a bug
+	}
+	b.add("\x01forget\x00"+mark.Queue, op{key: deletedKey(mark.Queue), value: reaped, cond: mark.Value})
 }
 
 // PutMessage stores a message.

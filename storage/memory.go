@@ -57,7 +57,7 @@ func (m *Memory) apply(b *Batch) error {
 		}
 		if o.cond != nil {
 			if v, ok := m.data[string(o.key)]; ok && bytes.Equal(v, o.cond) {
-				delete(m.data, string(o.key))
+				m.data[string(o.key)] = slices.Clone(o.value)
 			}
 		} else if o.value == nil {
 			delete(m.data, string(o.key))
@@ -111,7 +111,7 @@ func (m *Memory) scanLocked(prefix []byte, fn func(k, v []byte) error) error {
 }
 
 // DeletedQueues implements Store.
-func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.keys) }
+func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.scan) }
 
 // DeletionMarks implements Store.
 func (m *Memory) DeletionMarks() ([]DeletionMark, error) { return loadMarks(m.scan) }

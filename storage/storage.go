@@ -72,10 +72,10 @@ type Store interface {
 	// Write submits b and waits until it is durable.
 	Write(b *Batch) error
 	// DeletedQueues returns the queues whose deletion RetireQueues started
-	// and ForgetQueue has not ended, in name order.
+	// and ForgetQueue (ForgetMark) has not ended, in name order.
 	DeletedQueues() ([]string, error)
-	// DeletionMarks returns the marks DeletedQueues names, with their
-	// values, in name order.
+	// DeletionMarks returns every deletion mark with its value, reaped
+	// ones (ForgetMark's) too, in name order.
 	DeletionMarks() ([]DeletionMark, error)
 	// QueueItems returns the ids of up to limit (> 0) of queue's messages,
 	// or with leases of its leases, whose ids sort after after (""; from
@@ -134,12 +134,14 @@ type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
 // at or after from (nil: from the start), in key order.
 type keysFunc func(prefix, from []byte, limit int) ([][]byte, error)
 
-// loadDeleted lists the deletion marks.
-func loadDeleted(keys keysFunc) ([]string, error) {
-	ks, err := keys([]byte{prefixDeleted, sep}, nil, 0)
-	out := make([]string, 0, len(ks))
-	for _, k := range ks {
-		out = append(out, string(k[2:]))
+// loadDeleted lists the deletion marks that are not reaped.
+func loadDeleted(scan scanFunc) ([]string, error) {
+	marks, err := loadMarks(scan)
+	out := make([]string, 0, len(marks))
+	for _, m := range marks {
+		if !m.Reaped {
+			out = append(out, m.Queue)
+		}
 	}
 	return out, err
 }
@@ -147,10 +149,13 @@ func loadDeleted(keys keysFunc) ([]string, error) {
 // DeletionMark is a queue's deletion mark as stored: Value is its bytes
 // (what ForgetMark compares), Partition the family's partition it
 // records (0: none, as in a mark written before marks were records).
+// Reaped marks are no deletion: ForgetMark ended it, and the mark stays
+// as the name's placement.
 type DeletionMark struct {
 	Queue     string
 	Value     []byte
 	Partition uint32
+	Reaped    bool
 }
 
 // loadMarks lists the deletion marks with their values.
@@ -160,7 +165,7 @@ func loadMarks(scan scanFunc) ([]DeletionMark, error) {
 		m := DeletionMark{Queue: string(k[2:]), Value: slices.Clone(v)}
 		rec := &storagev1.DeletionMarkRecord{}
 		if proto.Unmarshal(v, rec) == nil {
-			m.Partition = rec.GetPartition()
+			m.Partition, m.Reaped = rec.GetPartition(), rec.GetReaped()
 		} // else an old mark, 0x01: no partition recorded
 		out = append(out, m)
 		return nil

@@ -57,12 +57,17 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Equal(t, uint32(7), first[0].Partition, "the mark records the partition")
 		require.NotEqual(t, first[0].Value, first[1].Value, "each mark has a token of its own")
 
-		// The reap's last step, then a queue of the name created again,
-		// deleted again: the first deletion's ForgetMark, repeated late
-		// (through the codec, as a replica applies it), changes nothing.
-		forget := forgetBatch(t, first[0])
-		require.NoError(t, s.Write(forget))
-		require.Equal(t, []string{"a.dlq"}, names(marks(t, s)))
+		// The reap's last step ends the deletion, and the mark stays as the
+		// name's placement, reaped.
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		requireDeleted(t, s, "a.dlq")
+		reaped := marks(t, s)[0]
+		require.True(t, reaped.Reaped)
+		require.Equal(t, uint32(7), reaped.Partition, "a reaped mark keeps the partition")
+
+		// A queue of the name created again, deleted again: the first
+		// deletion's ForgetMark, repeated late (through the codec, as a
+		// replica applies it), changes nothing.
 		var again storage.Batch
 		again.PutQueue(&storagev1.QueueRecord{Name: "a"})
 		require.NoError(t, s.Write(&again))
@@ -72,12 +77,14 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 		retireAgain.RetireQueues("a")
 		require.NoError(t, s.Write(&retireAgain))
 		require.NoError(t, s.Write(forgetBatch(t, first[0])))
-		require.Equal(t, []string{"a", "a.dlq"}, names(marks(t, s)), "a late ForgetMark leaves the later deletion's mark")
+		requireDeleted(t, s, "a", "a.dlq") // a late ForgetMark leaves the later deletion's mark
 		second := marks(t, s)[0]
+		require.False(t, second.Reaped)
 		require.Zero(t, second.Partition)
 		require.NoError(t, s.Write(forgetBatch(t, second)))
 		require.NoError(t, s.Write(forgetBatch(t, first[1])))
-		require.Empty(t, marks(t, s))
+		requireDeleted(t, s)
+		require.Len(t, marks(t, s), 2, "both stay, reaped")
 	})
 
 	t.Run("DeleteQueueItemsLeavesOthers", func(t *testing.T) {
@@ -128,12 +135,12 @@ func marks(t *testing.T, s storage.Store) []storage.DeletionMark {
 	return m
 }
 
-func names(marks []storage.DeletionMark) []string {
-	out := []string{}
-	for _, m := range marks {
-		out = append(out, m.Queue)
-	}
-	return out
+// requireDeleted: the names DeletedQueues lists are want.
+func requireDeleted(t *testing.T, s storage.Store, want ...string) {
+	t.Helper()
+	deleted, err := s.DeletedQueues()
+	require.NoError(t, err)
+	require.Equal(t, append([]string{}, want...), deleted)
 }
 
 // forgetBatch is ForgetMark(mark) as a replica decodes it from its log.

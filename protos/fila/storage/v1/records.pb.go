@@ -36,9 +36,10 @@ const (
 	// KIND_DELETE_PREFIX removes every key under key, a queue's message or
 	// lease prefix (storage.(*Batch).DeleteQueueItems).
 	BatchOp_KIND_DELETE_PREFIX BatchOp_Kind = 3
-	// KIND_DELETE_IF_VALUE removes key if, when applied, its value is
-	// value (storage.(*Batch).ForgetMark); it changes nothing otherwise.
-	BatchOp_KIND_DELETE_IF_VALUE BatchOp_Kind = 4
+	// KIND_PUT_IF_VALUE stores value under key if, when applied, key's
+	// value is if_value (storage.(*Batch).ForgetMark); it changes nothing
+	// otherwise.
+	BatchOp_KIND_PUT_IF_VALUE BatchOp_Kind = 4
 )
 
 // Enum value maps for BatchOp_Kind.
@@ -48,14 +49,14 @@ var (
 		1: "KIND_PUT",
 		2: "KIND_DELETE",
 		3: "KIND_DELETE_PREFIX",
-		4: "KIND_DELETE_IF_VALUE",
+		4: "KIND_PUT_IF_VALUE",
 	}
 	BatchOp_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED":     0,
-		"KIND_PUT":             1,
-		"KIND_DELETE":          2,
-		"KIND_DELETE_PREFIX":   3,
-		"KIND_DELETE_IF_VALUE": 4,
+		"KIND_UNSPECIFIED":   0,
+		"KIND_PUT":           1,
+		"KIND_DELETE":        2,
+		"KIND_DELETE_PREFIX": 3,
+		"KIND_PUT_IF_VALUE":  4,
 	}
 )
 
@@ -253,7 +254,13 @@ type DeletionMarkRecord struct {
 	Token uint64 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
 	// partition is the family's partition (QueueRecord.partition), so that
 	// the reap finds it after the record is gone; 0: placed by the hash.
-	Partition     uint32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition uint32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// reaped: the deletion is over (a cluster's reap ended it with
+	// storage.(*Batch).ForgetMark). Such a mark is no deletion any more; it
+	// stays as the name's placement, so that a queue of the name created
+	// again goes to the same partition, whose log orders the old contents'
+	// reap before the new queue's writes.
+	Reaped        bool `protobuf:"varint,3,opt,name=reaped,proto3" json:"reaped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,6 +307,13 @@ func (x *DeletionMarkRecord) GetPartition() uint32 {
 		return x.Partition
 	}
 	return 0
+}
+
+func (x *DeletionMarkRecord) GetReaped() bool {
+	if x != nil {
+		return x.Reaped
+	}
+	return false
 }
 
 // MessageRecord is a message as stored: everything needed to deliver it again
@@ -579,9 +593,11 @@ type BatchOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  BatchOp_Kind           `protobuf:"varint,1,opt,name=kind,proto3,enum=fila.storage.v1.BatchOp_Kind" json:"kind,omitempty"`
 	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	// value is set for KIND_PUT (and may be empty) and KIND_DELETE_IF_VALUE
+	// value is set for KIND_PUT (and may be empty) and KIND_PUT_IF_VALUE
 	// only.
-	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// if_value is set for KIND_PUT_IF_VALUE only, never empty.
+	IfValue       []byte `protobuf:"bytes,4,opt,name=if_value,json=ifValue,proto3" json:"if_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -633,6 +649,13 @@ func (x *BatchOp) GetKey() []byte {
 func (x *BatchOp) GetValue() []byte {
 	if x != nil {
 		return x.Value
+	}
+	return nil
+}
+
+func (x *BatchOp) GetIfValue() []byte {
+	if x != nil {
+		return x.IfValue
 	}
 	return nil
 }
@@ -721,10 +744,11 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\x0fdead_letter_off\x18\v \x01(\bR\rdeadLetterOff\x12*\n" +
 	"\x11on_enqueue_script\x18\f \x01(\tR\x0fonEnqueueScript\x12*\n" +
 	"\x11on_failure_script\x18\r \x01(\tR\x0fonFailureScript\x12\x1c\n" +
-	"\tpartition\x18\x0e \x01(\rR\tpartition\"H\n" +
+	"\tpartition\x18\x0e \x01(\rR\tpartition\"`\n" +
 	"\x12DeletionMarkRecord\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\x04R\x05token\x12\x1c\n" +
-	"\tpartition\x18\x02 \x01(\rR\tpartition\"\xed\x03\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x16\n" +
+	"\x06reaped\x18\x03 \x01(\bR\x06reaped\"\xed\x03\n" +
 	"\rMessageRecord\x12E\n" +
 	"\aheaders\x18\x01 \x03(\v2+.fila.storage.v1.MessageRecord.HeadersEntryR\aheaders\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
@@ -752,17 +776,18 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"background\x12*\n" +
 	"\x03ops\x18\x04 \x03(\v2\x18.fila.storage.v1.BatchOpR\x03ops\x12\x1f\n" +
 	"\vunit_starts\x18\x05 \x03(\rR\n" +
-	"unitStarts\"\xd3\x01\n" +
+	"unitStarts\"\xeb\x01\n" +
 	"\aBatchOp\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.fila.storage.v1.BatchOp.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"m\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x19\n" +
+	"\bif_value\x18\x04 \x01(\fR\aifValue\"j\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bKIND_PUT\x10\x01\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x02\x12\x16\n" +
-	"\x12KIND_DELETE_PREFIX\x10\x03\x12\x18\n" +
-	"\x14KIND_DELETE_IF_VALUE\x10\x04\"b\n" +
+	"\x12KIND_DELETE_PREFIX\x10\x03\x12\x15\n" +
+	"\x11KIND_PUT_IF_VALUE\x10\x04\"b\n" +
 	"\n" +
 	"NodeRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
