@@ -109,6 +109,8 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		b.clusterStepped(ctx, m)
 	case *reapRetry:
 		b.reapRetried(ctx, m)
+	case *marksGone:
+		m.then()
 	case *EndStreams:
 		for _, c := range b.children {
 			if c.pid != nil {

@@ -74,6 +74,8 @@ type (
 	}
 	// reapRetry: try again (reap nil: reconcile every reap).
 	reapRetry struct{ reap *clusterReap }
+	// marksGone runs then: a mark awaited (awaitMarksGone) is gone.
+	marksGone struct{ then func() }
 )
 
 // metaForwarder is the Placement as a MetaForwarder; nil on a single node
@@ -126,11 +128,12 @@ func (b *brokerActor) reconcileReaps(ctx actor.Context) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(b.markWaiters)) {
 		if _, ok := marked[name]; !ok {
-			waiters := b.markWaiters[name]
-			delete(b.markWaiters, name)
-			for _, w := range waiters {
-				w()
+			// As messages of their own: a waiter may run a command, which
+			// must not begin inside a reload of the broker's memory.
+			for _, w := range b.markWaiters[name] {
+				ctx.Send(ctx.Self(), &marksGone{then: w})
 			}
+			delete(b.markWaiters, name)
 		}
 	}
 	for name, r := range b.creaps {
