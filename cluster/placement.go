@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
+
+	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/storage"
@@ -70,6 +73,19 @@ func (p *Placement) ForwardMeta(b *storage.Batch) error {
 		return err
 	}
 	return p.driver.ProposeForwarded(MetaGroup, data)
+}
+
+// admitForget reports whether e is what ForwardMeta sends for a reap: a
+// ForgetMark alone (storage.IsForgetMark), with no proposal id. It can
+// only end the deletion whose mark, token included, it names, as that
+// family's partition leader does once it has reaped (AdmitForwarded).
+func admitForget(e *pb.Entry) bool {
+	data := e.GetData()
+	if e.GetType() != pb.EntryType_EntryNormal || len(data) < 8 || binary.BigEndian.Uint64(data) != 0 {
+		return false
+	}
+	b, err := storage.UnmarshalBatch(data[8:])
+	return err == nil && storage.IsForgetMark(b)
 }
 
 // notLeader turns the driver's refusal into the actors' (what the gateway

@@ -235,6 +235,18 @@ func (b *Batch) ForgetMark(mark DeletionMark) {
 	b.add("\x01forget\x00"+mark.Queue, op{key: deletedKey(mark.Queue), value: reaped, cond: mark.Value})
 }
 
+// IsForgetMark reports whether b is one ForgetMark and nothing else: a
+// conditional put of a reaped mark over a deletion mark. Such a batch can
+// end only a deletion whose mark it names exactly, never create one,
+// and touches no definition (a cluster admits it from any member).
+func IsForgetMark(b *Batch) bool {
+	if len(b.ops) != 1 || b.ops[0].cond == nil || len(b.ops[0].key) < 3 || b.ops[0].key[0] != prefixDeleted || b.ops[0].key[1] != sep {
+		return false
+	}
+	rec := &storagev1.DeletionMarkRecord{}
+	return proto.Unmarshal(b.ops[0].value, rec) == nil && rec.GetReaped() && rec.GetToken() == 0
+}
+
 // PutMessage stores a message.
 func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
 	b.own(FamilyOf(queue))
