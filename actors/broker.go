@@ -61,6 +61,11 @@ type brokerActor struct {
 	deleting   map[string]bool
 	reaping    map[string]*reaping
 	unfinished map[string]bool
+	// In a cluster (reap_cluster.go) the marks stored say which names are
+	// being deleted, and creaps holds the reaps this node carries out,
+	// markWaiters what waits for a mark to go.
+	creaps      map[string]*clusterReap
+	markWaiters map[string][]func()
 	// retiring holds the actors of deleted queues, and of queues now served
 	// elsewhere, until they have stopped.
 	retiring map[string]*retiring
@@ -98,6 +103,14 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		b.written(ctx, m)
 	case *reapStepDone:
 		b.reapStepped(ctx, m)
+	case *reapConfirmed:
+		b.reapConfirmedMsg(ctx, m)
+	case *clusterStepDone:
+		b.clusterStepped(ctx, m)
+	case *reapRetry:
+		b.reapRetried(ctx, m)
+	case *marksGone:
+		m.then()
 	case *EndStreams:
 		for _, c := range b.children {
 			if c.pid != nil {
@@ -107,6 +120,7 @@ func (b *brokerActor) Receive(ctx actor.Context) {
 		ctx.Respond(&AdminReply{})
 	case *PlacementChanged:
 		b.placeAll(ctx, respondLater(ctx))
+		b.reconcileReaps(ctx) // a partition led here now, or no longer
 	case *MetaApplied:
 		b.metaApplied(ctx)
 	case *actor.Stopping:
@@ -121,6 +135,11 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 	deleted, err := b.opts.Store.DeletedQueues()
 	if err != nil {
 		panic(fmt.Errorf("actors: list deleted queues: %w", err))
+	}
+	if b.metaForwarder() != nil {
+		// A cluster's partition leaders reap, once they know they lead.
+		b.reconcileReaps(ctx)
+		deleted = nil
 	}
 	for _, name := range deleted {
 		b.reap(ctx, name, func(error) {})
@@ -151,6 +170,11 @@ func (b *brokerActor) recoverQueues(ctx actor.Context) {
 func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
 	cfg := m.Config
 	cfg.CreatedAt = time.Now()
+	if p, ok := b.opts.Placement.(Partitioner); ok {
+		// Decided here, from this node's applied state, and recorded:
+		// every node reads it from the record.
+		cfg.Partition = p.Partition(storage.FamilyOf(cfg.Name).Family)
+	}
 	cfgs, err := b.planCreate(cfg)
 	if err != nil {
 		return nil, err
@@ -163,7 +187,16 @@ func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
 		return &decision{entry: &queuesDefined{configs: cfgs}, done: answer(&AdminReply{})}, nil
 	}
 	b.opts.Logger.Warn("removing leftovers of an earlier delete before creating the queue", slog.String("queue_id", cfg.Name))
+	// Leftovers have no record nor mark: their marks record no partition
+	// (0), which a cluster places by the hash, where it routes them now.
 	return &decision{entry: &queuesRetired{names: left}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+		if b.metaForwarder() != nil {
+			b.awaitMarksGone(ctx, left, func() { // reaped by the partition's leader
+				b.commands.pushFront(p)
+				b.runCommands(ctx)
+			})
+			return
+		}
 		b.reapAll(ctx, left, func(err error) {
 			if err != nil {
 				p.answer(ctx, &AdminReply{Err: err})
@@ -222,6 +255,7 @@ func dlqConfig(defaults, source QueueConfig) QueueConfig {
 		VisibilityTimeout: defaults.VisibilityTimeout,
 		FairnessKeyHeader: defaults.FairnessKeyHeader,
 		CreatedAt:         source.CreatedAt,
+		Partition:         source.Partition, // a family is on one partition
 	}
 }
 
@@ -277,7 +311,8 @@ func (m *UpdateQueue) refuse(err error) any { return &UpdateQueueReply{Err: err}
 // no write of theirs, such as a dead-lettering or a redrive between the
 // two, can land behind the reap) are their contents reaped in bounded
 // steps. The reply comes when the reap is done; later commands do not wait
-// for it.
+// for it. In a cluster the reap is the partition leader's, and the reply
+// comes when the marks are gone (reap_cluster.go).
 func (m *DeleteQueue) decide(b *brokerActor) (*decision, error) {
 	name := m.Name
 	if b.children[name] == nil {
@@ -291,7 +326,13 @@ func (m *DeleteQueue) decide(b *brokerActor) (*decision, error) {
 	if dlq := DLQName(name); b.children[dlq] != nil {
 		names = append(names, dlq)
 	}
-	return &decision{entry: &queuesRetired{names: names}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+	partition := b.children[name].config.get().Partition
+	return &decision{entry: &queuesRetired{names: names, partition: partition}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+		if b.metaForwarder() != nil {
+			// Reaped by the partition's leader (reap_cluster.go).
+			b.awaitMarksGone(ctx, names, func() { p.answer(ctx, &AdminReply{}) })
+			return
+		}
 		b.awaitRetired(ctx, names, func() {
 			b.reapAll(ctx, names, func(err error) { p.answer(ctx, &AdminReply{Err: err}) })
 		})

@@ -71,8 +71,12 @@ type (
 	// queueUpdated: a queue's config replaced.
 	queueUpdated struct{ config QueueConfig }
 	// queuesRetired: queues deleted, their records removed and their names
-	// marked; their contents are reaped afterwards.
-	queuesRetired struct{ names []string }
+	// marked, with their family's partition; their contents are reaped
+	// afterwards.
+	queuesRetired struct {
+		names     []string
+		partition uint32
+	}
 	// configSet: a runtime config key set, or deleted (value ""). API keys
 	// are such keys.
 	configSet struct{ key, value string }
@@ -86,7 +90,7 @@ func (e *queuesDefined) write(b *storage.Batch) {
 
 func (e *queueUpdated) write(b *storage.Batch) { b.PutQueue(e.config.record()) }
 
-func (e *queuesRetired) write(b *storage.Batch) { b.RetireQueues(e.names...) }
+func (e *queuesRetired) write(b *storage.Batch) { b.RetireQueuesOn(e.partition, e.names...) }
 
 func (e *configSet) write(b *storage.Batch) {
 	if e.value == "" {

@@ -44,6 +44,16 @@ type MetaSyncer interface {
 	SyncMeta(ctx context.Context) error
 }
 
+// Partitioner is a Placement that chooses the partition of a queue family
+// created (a cluster's): the one the family is placed on already (a live
+// queue of it, a deletion mark, or a reaped one), else the least loaded.
+// CreateQueue records the answer in the queue's record; 0 means placed by
+// a hash of the name. It is called from the broker only, and answers
+// from this node's applied state at once.
+type Partitioner interface {
+	Partition(family string) uint32
+}
+
 // Messages the cluster sends the broker. Either may be sent with Send;
 // asked, each answers *AdminReply once its reconcile is done.
 type (
@@ -64,7 +74,8 @@ type (
 	// queue records and the runtime config from the store and brings its
 	// memory to match: a new record defines the queue (its actor starts
 	// where Placement says), a record gone retires the queue here (the
-	// deleting node reaps its contents, not this one), a changed record
+	// leader of its partition reaps its contents: reap_cluster.go), a
+	// changed record
 	// becomes the queue's config (its actor is told), and changed config
 	// entries publish a new RuntimeConfig snapshot, which the keyring and
 	// the throttles read. When memory already matches, as on the node
@@ -178,7 +189,9 @@ func (b *brokerActor) reloadMeta(ctx actor.Context) error {
 	if err == nil {
 		var entries []storage.ConfigEntry
 		if entries, err = b.opts.Store.ConfigEntries(); err == nil {
+			b.reconcileReaps(ctx) // first: the names marked are the ones being deleted
 			b.reconcileQueues(ctx, recs)
+			b.reconcileReaps(ctx) // the reaps of the queues it just retired
 			b.runtime.reload(entries)
 			return nil
 		}

@@ -35,6 +35,10 @@ type QueueConfig struct {
 	OnEnqueueScript, OnFailureScript string
 	// CreatedAt is when the queue was created; set by CreateQueue.
 	CreatedAt time.Time
+	// Partition is the cluster partition of the queue's family, chosen by
+	// CreateQueue (Partitioner); 0 on a single node, and placed by a hash
+	// of the name in a cluster.
+	Partition uint32
 }
 
 // QueuePatch changes some fields of a QueueConfig; nil fields stay as
@@ -85,6 +89,7 @@ func (c QueueConfig) record() *storagev1.QueueRecord {
 		DeadLetterOff:       !c.DeadLetter,
 		OnEnqueueScript:     c.OnEnqueueScript,
 		OnFailureScript:     c.OnFailureScript,
+		Partition:           c.Partition,
 	}
 }
 
@@ -105,6 +110,7 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 		OnEnqueueScript: rec.GetOnEnqueueScript(),
 		OnFailureScript: rec.GetOnFailureScript(),
 		CreatedAt:       time.UnixMilli(rec.GetCreatedAtUnixMs()),
+		Partition:       rec.GetPartition(),
 	}
 }
 

@@ -135,7 +135,7 @@ func AdmitForwarded(from uint64, msg []byte) error {
 		return fmt.Errorf("cluster: a forwarded proposal that does not decode: %w", err)
 	}
 	for _, e := range m.GetEntries() {
-		if err := admitRegistration(from, e); err != nil {
+		if err := admitRegistration(from, e); err != nil && !admitForget(e) {
 			return fmt.Errorf("cluster: a proposal node %d forwarded is refused: %w", from, err)
 		}
 	}

@@ -33,6 +33,7 @@ func TestAdmitForwardedTakesOnlyTheSendersRegistration(t *testing.T) {
 		}
 		return data
 	}
+	mark := storage.DeletionMark{Queue: "q", Value: []byte{1}, Partition: 2}
 	cc, err := proto.Marshal(&pb.ConfChange{Type: pb.ConfChangeType_ConfChangeRemoveNode.Enum(), NodeId: new(uint64(1))})
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +57,15 @@ func TestAdmitForwardedTakesOnlyTheSendersRegistration(t *testing.T) {
 		"an empty entry":  {[]*pb.Entry{{Type: pb.EntryType_EntryNormal.Enum()}}, false},
 		"garbage":         {[]*pb.Entry{entry(0, []byte{0xff, 0xff})}, false},
 		"a conf change":   {[]*pb.Entry{{Type: pb.EntryType_EntryConfChange.Enum(), Data: cc}}, false},
+		// A partition leader's end of a reap (reap_cluster.go), and only that.
+		"a reap's ForgetMark":             {[]*pb.Entry{entry(0, batch(func(b *storage.Batch) { b.ForgetMark(mark) }))}, true},
+		"a ForgetMark with a proposal id": {[]*pb.Entry{entry(7, batch(func(b *storage.Batch) { b.ForgetMark(mark) }))}, false},
+		"a ForgetMark and more": {[]*pb.Entry{entry(0, batch(func(b *storage.Batch) {
+			b.ForgetMark(mark)
+			b.DeleteQueue("q")
+		}))}, false},
+		"a mark put":        {[]*pb.Entry{entry(0, batch(func(b *storage.Batch) { b.RetireQueues("q") }))}, false},
+		"a queue forgotten": {[]*pb.Entry{entry(0, batch(func(b *storage.Batch) { b.ForgetQueue("q") }))}, false},
 	} {
 		msg, err := proto.Marshal(&pb.Message{Type: pb.MessageType_MsgProp.Enum(), From: new(uint64(2)), To: new(uint64(1)), Entries: tc.entries})
 		if err != nil {

@@ -32,10 +32,10 @@ import (
 // runtime config; partitions are groups 1..Partitions.
 const MetaGroup = 0
 
-// GroupOf is the group a batch of owner is proposed to: the meta group,
-// or the family's partition. Placement by a hash of the family is the
-// first step; the cluster issue records each queue's partition at
-// CreateQueue instead (least loaded first), which this gives way to.
+// GroupOf is the meta group for the meta owner, else the partition a hash
+// of the family's name gives: where a family is placed that no record or
+// mark places (Families.Group), and where CreateQueue's search for the
+// least loaded partition starts.
 func GroupOf(owner storage.Owner, partitions int) uint64 {
 	if owner.Meta || partitions <= 0 {
 		return MetaGroup
@@ -105,8 +105,11 @@ type Replica struct {
 	Driver *Driver
 	Store  *ReplicatedStore
 	// Nodes is ReplicaOptions.Nodes, kept up to date with the meta group.
-	Nodes  *Nodes
-	logger *slog.Logger
+	Nodes *Nodes
+	// Families places each queue family on its partition, kept up to date
+	// with the meta group.
+	Families *Families
+	logger   *slog.Logger
 
 	snaps     *snapshots
 	compactor *compactor
@@ -130,16 +133,26 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := opts.Nodes.reload(local); err != nil {
+	families := newFamilies(opts.Partitions)
+	if err := reloadMeta(local, opts.Nodes, families); err != nil {
 		_ = local.Close()
 		return nil, err
 	}
 	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, DefaultSnapshotEntries)
 	opts.LogTail = cmp.Or(opts.LogTail, opts.SnapshotEntries/2)
 	opts.SnapshotRate = cmp.Or(opts.SnapshotRate, DefaultSnapshotRate)
-	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, logger: opts.Logger, conns: map[uint64]*grpc.ClientConn{}}
+	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, Families: families, logger: opts.Logger, conns: map[uint64]*grpc.ClientConn{}}
 	r.snaps = &snapshots{
-		node: opts.NodeID, db: local.DB(), log: r.Log, partitions: opts.Partitions,
+		node: opts.NodeID, db: local.DB(), log: r.Log, groupOf: families.Group,
+		metaInstalled: func() error {
+			if err := reloadMeta(local, opts.Nodes, families); err != nil {
+				return err
+			}
+			if opts.MetaApplied != nil {
+				opts.MetaApplied() // the broker reads the definitions the snapshot brought
+			}
+			return nil
+		},
 		limiter: rate.NewLimiter(rate.Limit(opts.SnapshotRate), max(opts.SnapshotRate, snapshotChunkBytes)),
 		logger:  opts.Logger, counters: &r.counters, held: map[uint64]*heldSnapshot{},
 		client:   func(node uint64) (clusterv1.SnapshotsClient, error) { return r.snapshotClient(opts, node) },
@@ -168,7 +181,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB(), r.snaps, r.compactor},
-		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, metaApplied: opts.MetaApplied, compactor: r.compactor},
+		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
 		InstallSnapshot: r.snaps.install, Held: held,
 	})
@@ -177,7 +190,8 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		_ = local.Close()
 		return nil, err
 	}
-	r.Store = &ReplicatedStore{local: local, driver: r.Driver, partitions: opts.Partitions, nodes: opts.Nodes, tracer: opts.Tracer}
+	r.Store = &ReplicatedStore{local: local, driver: r.Driver, families: families, nodes: opts.Nodes, tracer: opts.Tracer}
+	r.snaps.syncMeta = func(ctx context.Context) error { return syncMeta(ctx, r.Driver) }
 	return r, nil
 }
 
@@ -283,12 +297,21 @@ func (l raftLogStore) Persist(updates []LogUpdate) error {
 	return nil
 }
 
+// reloadMeta brings nodes and families to the meta group's state in local.
+func reloadMeta(local *storage.Badger, nodes *Nodes, families *Families) error {
+	if err := nodes.reload(local); err != nil {
+		return err
+	}
+	return families.reload(local)
+}
+
 // batchMachine applies committed entries, each an encoded storage.Batch,
 // to the local store, with the group's applied record after them.
 type batchMachine struct {
 	local       *storage.Badger
 	log         *raftlog.Store
 	nodes       *Nodes
+	families    *Families
 	metaApplied func()
 	compactor   *compactor
 }
@@ -316,7 +339,9 @@ func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotM
 	}
 	m.compactor.applied(group, applied.GetIndex())
 	if group == MetaGroup && len(batches) > 0 {
-		if err := m.nodes.reload(m.local); err != nil {
+		// Before anything applied later is routed: a family created is
+		// placed before its queue's actor can write.
+		if err := reloadMeta(m.local, m.nodes, m.families); err != nil {
 			return err
 		}
 		if m.metaApplied != nil {
@@ -338,11 +363,11 @@ func (m batchMachine) Applied(group uint64) (uint64, error) {
 // client address otherwise, with the driver's *NotLeaderError in its chain); an entry whose
 // fate its leader lost completes with storage.ErrOutcomeUnknown.
 type ReplicatedStore struct {
-	local      *storage.Badger
-	driver     *Driver
-	partitions int
-	nodes      *Nodes
-	tracer     trace.Tracer // nil: no spans
+	local    *storage.Badger
+	driver   *Driver
+	families *Families
+	nodes    *Nodes
+	tracer   trace.Tracer // nil: no spans
 	// batches counts the batches applied here; closed refuses writes.
 	batches atomic.Uint64
 	closed  atomic.Bool
@@ -371,7 +396,7 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		done(err)
 		return
 	}
-	group := GroupOf(b.Owner(), s.partitions)
+	group := s.families.Group(b.Owner())
 	span := s.commitSpan(b, group)
 	s.driver.ProposeAsync(group, data, func(err error) {
 		if err == nil {
@@ -439,6 +464,11 @@ func (s *ReplicatedStore) LoadQueue(queue string) (*storage.QueueContents, error
 
 // DeletedQueues implements storage.Store.
 func (s *ReplicatedStore) DeletedQueues() ([]string, error) { return s.local.DeletedQueues() }
+
+// DeletionMarks implements storage.Store.
+func (s *ReplicatedStore) DeletionMarks() ([]storage.DeletionMark, error) {
+	return s.local.DeletionMarks()
+}
 
 // QueueItems implements storage.Store.
 func (s *ReplicatedStore) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {

@@ -168,7 +168,7 @@ func (c *replicaNet) write(b *storage.Batch) {
 	c.t.Helper()
 	deadline := time.Now().Add(patience)
 	for time.Now().Before(deadline) {
-		err := c.leaderOf(GroupOf(b.Owner(), testPartitions)).Store.Write(b)
+		err := c.leaderOf(c.groupOf(b.Owner())).Store.Write(b)
 		if err == nil {
 			return
 		}
@@ -327,5 +327,38 @@ func TestMembersRegisterThroughTheMetaLeader(t *testing.T) {
 	// member's registered address is right, none or its own is not.
 	if others := []string{self(1).ClientAddr, self(2).ClientAddr, self(3).ClientAddr}; !slices.Contains(others, nl.LeaderAddr) || nl.LeaderAddr == self(follower.Driver.opts.NodeID).ClientAddr {
 		t.Fatalf("the refusal names %q, want another member's registered client address", nl.LeaderAddr)
+	}
+}
+
+// groupOf is where a live replica places o (they agree once each has
+// applied the meta group's records: placed).
+func (c *replicaNet) groupOf(o storage.Owner) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.nodes {
+		return r.Families.Group(o)
+	}
+	return GroupOf(o, testPartitions)
+}
+
+// placed waits until every live replica places queue's family on group.
+func (c *replicaNet) placed(queue string, group uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		c.mu.Lock()
+		nodes := maps.Clone(c.nodes)
+		c.mu.Unlock()
+		all := true
+		for _, r := range nodes {
+			all = all && r.Families.Group(storage.FamilyOf(queue)) == group
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the replicas never all placed %s on group %d", queue, group)
+		}
+		time.Sleep(5 * time.Millisecond) // polls the tables; the outcome is theirs
 	}
 }

@@ -122,7 +122,7 @@ func groupPrefixes(group uint64) [][]byte {
 // scanGroup calls fn with each of group's state keys after after (all
 // when empty), in key order, until fn answers false. k and v are valid
 // only during the call.
-func scanGroup(txn *badger.Txn, group uint64, partitions int, after []byte, fn func(k, v []byte) (bool, error)) error {
+func scanGroup(txn *badger.Txn, group uint64, groupOf func(storage.Owner) uint64, after []byte, fn func(k, v []byte) (bool, error)) error {
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
 	defer it.Close()
 	for _, p := range groupPrefixes(group) {
@@ -140,7 +140,7 @@ func scanGroup(txn *badger.Txn, group uint64, partitions int, after []byte, fn f
 				continue
 			}
 			o, ok := storage.KeyOwner(k)
-			if !ok || GroupOf(o, partitions) != group {
+			if !ok || groupOf(o) != group {
 				continue
 			}
 			v, err := item.ValueCopy(nil)
@@ -162,15 +162,24 @@ func scanGroup(txn *badger.Txn, group uint64, partitions int, after []byte, fn f
 // installs of those it receives as a follower.
 type snapshots struct {
 	clusterv1.UnimplementedSnapshotsServer
-	node       uint64
-	db         *badger.DB
-	log        *raftlog.Store
-	partitions int
-	limiter    *rate.Limiter
-	logger     *slog.Logger
-	counters   *snapshotCounters
-	client     func(node uint64) (clusterv1.SnapshotsClient, error)
-	observer   SnapshotObserver // nil: none
+	node uint64
+	db   *badger.DB
+	log  *raftlog.Store
+	// groupOf places a key's owner (Families.Group). A partition's keys
+	// are selected, on both sides, only once this node has applied the
+	// meta group as far as it was committed then (syncMeta): a family with
+	// keys in a snapshot was created before it, so both sides know its
+	// partition, which never changes (a name created again keeps it).
+	groupOf  func(storage.Owner) uint64
+	syncMeta func(ctx context.Context) error
+	// metaInstalled reloads what is read from the meta group's state once
+	// a snapshot of it is installed.
+	metaInstalled func() error
+	limiter       *rate.Limiter
+	logger        *slog.Logger
+	counters      *snapshotCounters
+	client        func(node uint64) (clusterv1.SnapshotsClient, error)
+	observer      SnapshotObserver // nil: none
 
 	mu     sync.Mutex
 	next   uint64
@@ -326,7 +335,12 @@ func (s *snapshots) Fetch(req *clusterv1.FetchSnapshot, stream grpc.ServerStream
 		chunk, size = &clusterv1.SnapshotChunk{}, 0
 		return nil
 	}
-	err = scanGroup(h.txn, req.GetGroup(), s.partitions, req.GetAfter(), func(k, v []byte) (bool, error) {
+	if req.GetGroup() != MetaGroup && s.syncMeta != nil {
+		if err := s.syncMeta(ctx); err != nil {
+			return status.Errorf(codes.Unavailable, "snapshot of group %d: the meta group is not caught up here: %v", req.GetGroup(), err)
+		}
+	}
+	err = scanGroup(h.txn, req.GetGroup(), s.groupOf, req.GetAfter(), func(k, v []byte) (bool, error) {
 		chunk.Pairs = append(chunk.Pairs, &clusterv1.KeyValue{Key: bytes.Clone(k), Value: v})
 		size += len(k) + len(v)
 		if size >= chunkBytes {
@@ -382,6 +396,11 @@ func (s *snapshots) install(ctx context.Context, group uint64, snap *pb.Snapshot
 	if err != nil {
 		return err
 	}
+	if group != MetaGroup && s.syncMeta != nil {
+		if err := s.syncMeta(ctx); err != nil {
+			return fmt.Errorf("snapshot of group %d: the meta group is not caught up here: %w", group, err)
+		}
+	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return raftlog.SetSnapshotMarker(txn, group, meta) }); err != nil {
 		return err
 	}
@@ -408,7 +427,13 @@ func (s *snapshots) install(ctx context.Context, group uint64, snap *pb.Snapshot
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-	return s.db.Sync()
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	if group == MetaGroup && s.metaInstalled != nil {
+		return s.metaInstalled()
+	}
+	return nil
 }
 
 // fetch runs one Fetch stream, writing each chunk as it comes and moving
@@ -446,8 +471,10 @@ func (s *snapshots) fetch(ctx context.Context, client clusterv1.SnapshotsClient,
 func (s *snapshots) replaceRange(group uint64, after []byte, chunk *clusterv1.SnapshotChunk) error {
 	pairs := chunk.GetPairs()
 	for i, kv := range pairs {
+		// Any family's key in a partition's snapshot: the leader placed
+		// it (and this node, with the meta group as far as then, alike).
 		o, ok := storage.KeyOwner(kv.GetKey())
-		if !ok || GroupOf(o, s.partitions) != group || (i == 0 && len(after) > 0 && bytes.Compare(kv.GetKey(), after) <= 0) ||
+		if !ok || o.Meta != (group == MetaGroup) || (i == 0 && len(after) > 0 && bytes.Compare(kv.GetKey(), after) <= 0) ||
 			(i > 0 && bytes.Compare(kv.GetKey(), pairs[i-1].GetKey()) <= 0) {
 			return fmt.Errorf("snapshot of group %d: chunk key %d is not a key of the group in order", group, i)
 		}
@@ -462,7 +489,7 @@ func (s *snapshots) replaceRange(group uint64, after []byte, chunk *clusterv1.Sn
 	}
 	var stale [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scanGroup(txn, group, s.partitions, after, func(k, _ []byte) (bool, error) {
+		return scanGroup(txn, group, s.groupOf, after, func(k, _ []byte) (bool, error) {
 			if end != nil && bytes.Compare(k, end) > 0 {
 				return false, nil
 			}

@@ -30,7 +30,10 @@ func smallLog(o *ReplicaOptions) { o.SnapshotEntries, o.LogTail = 40, 10 }
 // long enough that every leader compacts past what it has, brings it back,
 // and waits until all three hold the same keys. prepare runs on each
 // replica before the writes that the follower misses; tune, if given,
-// changes every replica's options after smallLog.
+// changes every replica's options after smallLog. Queues a and b are
+// recorded (as CreateQueue places families) on two partitions, neither
+// of them the one their hash gives, which holds nothing: a snapshot that
+// selected keys by the hash would not carry them.
 func snapshotRun(t *testing.T, prepare func(*Replica), tune ...func(*ReplicaOptions)) (c *replicaNet, down uint64, dump map[string]string) {
 	c = newReplicaNet(t, 3, func(o *ReplicaOptions) {
 		smallLog(o)
@@ -39,7 +42,17 @@ func snapshotRun(t *testing.T, prepare func(*Replica), tune ...func(*ReplicaOpti
 		}
 	})
 	queues := []string{"a", "b"}
-	group := GroupOf(storage.FamilyOf("a"), testPartitions)
+	hash := GroupOf(storage.FamilyOf("a"), testPartitions)
+	if GroupOf(storage.FamilyOf("b"), testPartitions) != hash {
+		t.Fatal("the test wants a and b of one hash")
+	}
+	group, bGroup := hash%testPartitions+1, (hash+1)%testPartitions+1
+	var rec storage.Batch
+	rec.PutQueue(&storagev1.QueueRecord{Name: "a", Partition: uint32(group)})
+	rec.PutQueue(&storagev1.QueueRecord{Name: "b", Partition: uint32(bGroup)})
+	c.write(&rec)
+	c.placed("a", group)
+	c.placed("b", bGroup)
 	for i := range 20 {
 		for _, q := range queues {
 			var b storage.Batch

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -355,7 +356,9 @@ func (s *Badger) commitGroup(group []request) {
 			}
 			var err error
 			for _, o := range ops {
-				if o.value == nil {
+				if o.cond != nil {
+					err = putIfValue(txn, o)
+				} else if o.value == nil {
 					err = txn.Delete(o.key)
 				} else {
 					err = txn.Set(o.key, o.value)
@@ -476,6 +479,24 @@ func (s *Badger) stepBackground(r *request) (finished bool) {
 }
 
 // deleteKeys deletes keys in one transaction (the caller bounds them).
+// putIfValue applies o, a conditional put (ForgetMark), in txn: it reads
+// the key as txn sees it, the units before it in the same transaction
+// included.
+func putIfValue(txn *badger.Txn, o op) error {
+	item, err := txn.Get(o.key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil || !bytes.Equal(v, o.cond) {
+		return err
+	}
+	return txn.Set(o.key, o.value)
+}
+
 func (s *Badger) deleteKeys(keys [][]byte) error {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
@@ -571,7 +592,10 @@ func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
 }
 
 // DeletedQueues implements Store.
-func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.keys) }
+func (s *Badger) DeletedQueues() ([]string, error) { return loadDeleted(s.scan) }
+
+// DeletionMarks implements Store.
+func (s *Badger) DeletionMarks() ([]DeletionMark, error) { return loadMarks(s.scan) }
 
 // QueueItems implements Store.
 func (s *Badger) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -25,10 +26,12 @@ const (
 )
 
 // op is one put (value != nil), delete (value == nil), or, with prefix
-// set, a delete of every key under key (see DeleteQueueItems).
+// set, a delete of every key under key (see DeleteQueueItems), or, with
+// cond set, a put of value only if key's value is cond then (ForgetMark).
 type op struct {
 	key    []byte
 	value  []byte
+	cond   []byte
 	prefix bool
 }
 
@@ -173,16 +176,36 @@ func (b *Batch) DeleteQueue(queue string) {
 // RetireQueues starts the deletion of queues (a queue and its DLQ): it
 // removes their definitions and marks each deleted, all in one unit, so a
 // crash leaves either both queues or neither. Their messages and leases are
-// deleted afterwards in bounded batches (ReapStep), and the last of them
-// clears the marks (ForgetQueue); Store.DeletedQueues lists the marks left,
-// so that recovery finishes what a crash cut short.
-func (b *Batch) RetireQueues(queues ...string) {
+// deleted afterwards in bounded batches (Reaper), and the last of them
+// clears the marks (ForgetQueue, or ForgetMark); Store.DeletedQueues lists
+// the marks left, so that recovery finishes what a crash cut short. Each
+// mark is a DeletionMarkRecord with a token of its own and partition (the
+// family's, 0 when unplaced), which the reap of a cluster needs after the
+// record is gone (RetireQueuesOn).
+func (b *Batch) RetireQueues(queues ...string) { b.RetireQueuesOn(0, queues...) }
+
+// RetireQueuesOn is RetireQueues of queues placed on partition.
+func (b *Batch) RetireQueuesOn(partition uint32, queues ...string) {
 	// No queue name holds 0x01, so this item is no message's.
 	b.own(MetaOwner)
 	item := "\x01retire\x00" + strings.Join(queues, "\x00")
 	for _, q := range queues {
 		b.del(item, queueKey(q))
-		b.add(item, op{key: deletedKey(q), value: []byte{1}})
+		mark, err := proto.Marshal(&storagev1.DeletionMarkRecord{Token: markToken(), Partition: partition})
+		if err != nil {
+			panic(fmt.Sprintf("storage: marshal a deletion mark: %v", err)) // our own record: a bug
+		}
+		b.add(item, op{key: deletedKey(q), value: mark})
+	}
+}
+
+// markToken is a deletion's token: random and never 0, so that a mark's
+// record always has bytes and two deletions of a name never share one.
+func markToken() uint64 {
+	for {
+		if t := rand.Uint64(); t != 0 {
+			return t
+		}
 	}
 }
 
@@ -194,6 +217,34 @@ func (b *Batch) ForgetQueue(queue string) {
 	item := "\x01forget\x00" + queue
 	b.del(item, queueKey(queue))
 	b.del(item, deletedKey(queue))
+}
+
+// ForgetMark ends the deletion mark names, a cluster's: when applied, the
+// queue's mark, if it still holds mark.Value, becomes a reaped mark (no
+// deletion, the name's placement: DeletionMark.Reaped), and nothing
+// changes otherwise (a later deletion of the name has its own token). It
+// leaves any definition alone: one that exists then is a queue created
+// again, after this deletion ended. So it may be proposed more than once,
+// and late.
+func (b *Batch) ForgetMark(mark DeletionMark) {
+	b.own(MetaOwner)
+	reaped, err := proto.Marshal(&storagev1.DeletionMarkRecord{Partition: mark.Partition, Reaped: true})
+	if err != nil {
+		panic(fmt.Sprintf("storage: marshal a deletion mark: %v", err)) // our own record: a bug
+	}
+	b.add("\x01forget\x00"+mark.Queue, op{key: deletedKey(mark.Queue), value: reaped, cond: mark.Value})
+}
+
+// IsForgetMark reports whether b is one ForgetMark and nothing else: a
+// conditional put of a reaped mark over a deletion mark. Such a batch can
+// end only a deletion whose mark it names exactly, never create one,
+// and touches no definition (a cluster admits it from any member).
+func IsForgetMark(b *Batch) bool {
+	if len(b.ops) != 1 || b.ops[0].cond == nil || len(b.ops[0].key) < 3 || b.ops[0].key[0] != prefixDeleted || b.ops[0].key[1] != sep {
+		return false
+	}
+	rec := &storagev1.DeletionMarkRecord{}
+	return proto.Unmarshal(b.ops[0].value, rec) == nil && rec.GetReaped() && rec.GetToken() == 0
 }
 
 // PutMessage stores a message, and its index record (IndexOf) in the
@@ -304,7 +355,7 @@ func (b *Batch) add(item string, o op) {
 	b.size += o.size()
 }
 
-func (o op) size() int { return len(o.key) + len(o.value) + opOverhead }
+func (o op) size() int { return len(o.key) + len(o.value) + len(o.cond) + opOverhead }
 
 // unit returns the ops of unit i.
 func (b *Batch) unit(i int) []op {

@@ -34,6 +34,8 @@ func (b *Batch) Marshal() ([]byte, error) {
 		switch {
 		case o.prefix:
 			bo.Kind = storagev1.BatchOp_KIND_DELETE_PREFIX
+		case o.cond != nil:
+			bo.Kind, bo.Value, bo.IfValue = storagev1.BatchOp_KIND_PUT_IF_VALUE, o.value, o.cond
 		case o.value == nil:
 			bo.Kind = storagev1.BatchOp_KIND_DELETE
 		default:
@@ -116,7 +118,7 @@ func decodeOp(bo *storagev1.BatchOp) (op, Owner, error) {
 			o.value = []byte{} // an empty value is a put, not a delete
 		}
 	case storagev1.BatchOp_KIND_DELETE:
-		if len(bo.GetValue()) > 0 {
+		if len(bo.GetValue()) > 0 || len(bo.GetIfValue()) > 0 {
 			return op{}, Owner{}, errors.New("a delete has a value")
 		}
 	case storagev1.BatchOp_KIND_DELETE_PREFIX:
@@ -124,6 +126,11 @@ func decodeOp(bo *storagev1.BatchOp) (op, Owner, error) {
 			return op{}, Owner{}, errors.New("a DeletePrefix is not of a queue's message, index or lease prefix, or has a value")
 		}
 		o.prefix = true
+	case storagev1.BatchOp_KIND_PUT_IF_VALUE:
+		if len(bo.GetIfValue()) == 0 || len(bo.GetValue()) == 0 || owner != MetaOwner {
+			return op{}, Owner{}, errors.New("a conditional put lacks a value or the value it replaces, or is not of the meta owner")
+		}
+		o.value, o.cond = bo.GetValue(), bo.GetIfValue()
 	default:
 		return op{}, Owner{}, fmt.Errorf("unknown kind %d", bo.GetKind())
 	}

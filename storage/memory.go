@@ -55,7 +55,11 @@ func (m *Memory) apply(b *Batch) error {
 			}
 			continue
 		}
-		if o.value == nil {
+		if o.cond != nil {
+			if v, ok := m.data[string(o.key)]; ok && bytes.Equal(v, o.cond) {
+				m.data[string(o.key)] = slices.Clone(o.value)
+			}
+		} else if o.value == nil {
 			delete(m.data, string(o.key))
 		} else {
 			m.data[string(o.key)] = slices.Clone(o.value)
@@ -107,7 +111,10 @@ func (m *Memory) scanLocked(prefix []byte, fn func(k, v []byte) error) error {
 }
 
 // DeletedQueues implements Store.
-func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.keys) }
+func (m *Memory) DeletedQueues() ([]string, error) { return loadDeleted(m.scan) }
+
+// DeletionMarks implements Store.
+func (m *Memory) DeletionMarks() ([]DeletionMark, error) { return loadMarks(m.scan) }
 
 // QueueItems implements Store.
 func (m *Memory) QueueItems(queue string, leases bool, after string, limit int) ([]string, error) {

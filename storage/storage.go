@@ -84,8 +84,11 @@ type Store interface {
 	// Write submits b and waits until it is durable.
 	Write(b *Batch) error
 	// DeletedQueues returns the queues whose deletion RetireQueues started
-	// and ForgetQueue has not ended, in name order.
+	// and ForgetQueue (ForgetMark) has not ended, in name order.
 	DeletedQueues() ([]string, error)
+	// DeletionMarks returns every deletion mark with its value, reaped
+	// ones (ForgetMark's) too, in name order.
+	DeletionMarks() ([]DeletionMark, error)
 	// QueueItems returns the ids of up to limit (> 0) of queue's messages,
 	// or with leases of its leases, whose ids sort after after (""; from
 	// the first), in id order. It reads keys only.
@@ -143,13 +146,42 @@ type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
 // at or after from (nil: from the start), in key order.
 type keysFunc func(prefix, from []byte, limit int) ([][]byte, error)
 
-// loadDeleted lists the deletion marks.
-func loadDeleted(keys keysFunc) ([]string, error) {
-	ks, err := keys([]byte{prefixDeleted, sep}, nil, 0)
-	out := make([]string, 0, len(ks))
-	for _, k := range ks {
-		out = append(out, string(k[2:]))
+// loadDeleted lists the deletion marks that are not reaped.
+func loadDeleted(scan scanFunc) ([]string, error) {
+	marks, err := loadMarks(scan)
+	out := make([]string, 0, len(marks))
+	for _, m := range marks {
+		if !m.Reaped {
+			out = append(out, m.Queue)
+		}
 	}
+	return out, err
+}
+
+// DeletionMark is a queue's deletion mark as stored: Value is its bytes
+// (what ForgetMark compares), Partition the family's partition it
+// records (0: none, as in a mark written before marks were records).
+// Reaped marks are no deletion: ForgetMark ended it, and the mark stays
+// as the name's placement.
+type DeletionMark struct {
+	Queue     string
+	Value     []byte
+	Partition uint32
+	Reaped    bool
+}
+
+// loadMarks lists the deletion marks with their values.
+func loadMarks(scan scanFunc) ([]DeletionMark, error) {
+	var out []DeletionMark
+	err := scan([]byte{prefixDeleted, sep}, func(k, v []byte) error {
+		m := DeletionMark{Queue: string(k[2:]), Value: slices.Clone(v)}
+		rec := &storagev1.DeletionMarkRecord{}
+		if proto.Unmarshal(v, rec) == nil {
+			m.Partition, m.Reaped = rec.GetPartition(), rec.GetReaped()
+		} // else an old mark, 0x01: no partition recorded
+		out = append(out, m)
+		return nil
+	})
 	return out, err
 }
 
@@ -200,15 +232,21 @@ func lastMessage(last lastKeyFunc, queue string) (string, error) {
 // Enqueue slower (docs/decisions.md, issue 23).
 type Reaper struct {
 	queue  string
-	leases bool   // past the messages, on to the leases
-	after  string // the last id a step deleted
+	mark   *DeletionMark // NewMarkReaper's: the last step is ForgetMark
+	leases bool          // past the messages, on to the leases
+	after  string        // the last id a step deleted
 }
 
 // NewReaper starts the reap of queue.
 func NewReaper(queue string) *Reaper { return &Reaper{queue: queue} }
 
+// NewMarkReaper starts the reap of mark's queue that ends with
+// ForgetMark(mark) instead of ForgetQueue: the reap of a cluster, whose
+// last step may be proposed again, or late.
+func NewMarkReaper(mark DeletionMark) *Reaper { return &Reaper{queue: mark.Queue, mark: &mark} }
+
 // Next returns the next step, deletes for up to limit items, or once none
-// is left (then last is true) ForgetQueue. Submit it and wait for it
+// is left (then last is true) ForgetQueue (ForgetMark). Submit it and wait for it
 // before asking for the next one. Each step is a bounded transaction and a
 // background batch (Batch.SetBackground), so other queues' writes are
 // committed between steps, and first.
@@ -234,7 +272,11 @@ func (r *Reaper) Next(s Store, limit int) (b *Batch, last bool, err error) {
 			r.leases, r.after = true, ""
 			continue
 		}
-		b.ForgetQueue(r.queue)
+		if r.mark != nil {
+			b.ForgetMark(*r.mark)
+		} else {
+			b.ForgetQueue(r.queue)
+		}
 		return b, true, nil
 	}
 }

@@ -46,6 +46,47 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 		requireQueues(t, s, "ab")
 	})
 
+	t.Run("ForgetMarkEndsOnlyItsDeletion", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var retire storage.Batch
+		retire.RetireQueuesOn(7, "a", "a.dlq")
+		require.NoError(t, s.Write(&retire))
+		first := marks(t, s)
+		require.Len(t, first, 2)
+		require.Equal(t, uint32(7), first[0].Partition, "the mark records the partition")
+		require.NotEqual(t, first[0].Value, first[1].Value, "each mark has a token of its own")
+
+		// The reap's last step ends the deletion, and the mark stays as the
+		// name's placement, reaped.
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		requireDeleted(t, s, "a.dlq")
+		reaped := marks(t, s)[0]
+		require.True(t, reaped.Reaped)
+		require.Equal(t, uint32(7), reaped.Partition, "a reaped mark keeps the partition")
+
+		// A queue of the name created again, deleted again: the first
+		// deletion's ForgetMark, repeated late (through the codec, as a
+		// replica applies it), changes nothing.
+		var again storage.Batch
+		again.PutQueue(&storagev1.QueueRecord{Name: "a"})
+		require.NoError(t, s.Write(&again))
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		requireQueues(t, s, "a") // the definition created again stays
+		var retireAgain storage.Batch
+		retireAgain.RetireQueues("a")
+		require.NoError(t, s.Write(&retireAgain))
+		require.NoError(t, s.Write(forgetBatch(t, first[0])))
+		requireDeleted(t, s, "a", "a.dlq") // a late ForgetMark leaves the later deletion's mark
+		second := marks(t, s)[0]
+		require.False(t, second.Reaped)
+		require.Zero(t, second.Partition)
+		require.NoError(t, s.Write(forgetBatch(t, second)))
+		require.NoError(t, s.Write(forgetBatch(t, first[1])))
+		requireDeleted(t, s)
+		require.Len(t, marks(t, s), 2, "both stay, reaped")
+	})
+
 	t.Run("DeleteQueueItemsLeavesOthers", func(t *testing.T) {
 		t.Parallel()
 		for _, tc := range []struct {
@@ -85,4 +126,31 @@ func runDeletes(t *testing.T, open func(t *testing.T) storage.Store) {
 			})
 		}
 	})
+}
+
+func marks(t *testing.T, s storage.Store) []storage.DeletionMark {
+	t.Helper()
+	m, err := s.DeletionMarks()
+	require.NoError(t, err)
+	return m
+}
+
+// requireDeleted: the names DeletedQueues lists are want.
+func requireDeleted(t *testing.T, s storage.Store, want ...string) {
+	t.Helper()
+	deleted, err := s.DeletedQueues()
+	require.NoError(t, err)
+	require.Equal(t, append([]string{}, want...), deleted)
+}
+
+// forgetBatch is ForgetMark(mark) as a replica decodes it from its log.
+func forgetBatch(t *testing.T, mark storage.DeletionMark) *storage.Batch {
+	t.Helper()
+	var b storage.Batch
+	b.ForgetMark(mark)
+	data, err := b.Marshal()
+	require.NoError(t, err)
+	decoded, err := storage.UnmarshalBatch(data)
+	require.NoError(t, err)
+	return decoded
 }

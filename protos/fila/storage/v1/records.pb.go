@@ -36,6 +36,10 @@ const (
 	// KIND_DELETE_PREFIX removes every key under key, a queue's message or
 	// lease prefix (storage.(*Batch).DeleteQueueItems).
 	BatchOp_KIND_DELETE_PREFIX BatchOp_Kind = 3
+	// KIND_PUT_IF_VALUE stores value under key if, when applied, key's
+	// value is if_value (storage.(*Batch).ForgetMark); it changes nothing
+	// otherwise.
+	BatchOp_KIND_PUT_IF_VALUE BatchOp_Kind = 4
 )
 
 // Enum value maps for BatchOp_Kind.
@@ -45,12 +49,14 @@ var (
 		1: "KIND_PUT",
 		2: "KIND_DELETE",
 		3: "KIND_DELETE_PREFIX",
+		4: "KIND_PUT_IF_VALUE",
 	}
 	BatchOp_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":   0,
 		"KIND_PUT":           1,
 		"KIND_DELETE":        2,
 		"KIND_DELETE_PREFIX": 3,
+		"KIND_PUT_IF_VALUE":  4,
 	}
 )
 
@@ -78,7 +84,7 @@ func (x BatchOp_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BatchOp_Kind.Descriptor instead.
 func (BatchOp_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5, 0}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // QueueRecord is a queue's durable definition.
@@ -99,8 +105,13 @@ type QueueRecord struct {
 	DeadLetterOff   bool   `protobuf:"varint,11,opt,name=dead_letter_off,json=deadLetterOff,proto3" json:"dead_letter_off,omitempty"`
 	OnEnqueueScript string `protobuf:"bytes,12,opt,name=on_enqueue_script,json=onEnqueueScript,proto3" json:"on_enqueue_script,omitempty"`
 	OnFailureScript string `protobuf:"bytes,13,opt,name=on_failure_script,json=onFailureScript,proto3" json:"on_failure_script,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// partition is the cluster partition group (1..partitions) the queue's
+	// family was placed on at CreateQueue; 0 in a single node's store and
+	// in records written before placement was recorded, which are placed
+	// by a hash of the family's name (cluster.GroupOf).
+	Partition     uint32 `protobuf:"varint,14,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueRecord) Reset() {
@@ -224,6 +235,87 @@ func (x *QueueRecord) GetOnFailureScript() string {
 	return ""
 }
 
+func (x *QueueRecord) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+// DeletionMarkRecord is the value of a queue's deletion mark: the queue is
+// deleted, and its messages and leases may remain until they are reaped.
+// Marks written before this record are the single byte 0x01, which does
+// not decode as one (a token and partition of 0).
+type DeletionMarkRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token tells this deletion of the name from any other (random, never
+	// 0): the reap's last step removes the mark only if it still holds this
+	// token, so that a late or repeated removal never ends a later deletion.
+	Token uint64 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
+	// partition is the family's partition (QueueRecord.partition), so that
+	// the reap finds it after the record is gone; 0: placed by the hash.
+	Partition uint32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// reaped: the deletion is over (a cluster's reap ended it with
+	// storage.(*Batch).ForgetMark). Such a mark is no deletion any more; it
+	// stays as the name's placement, so that a queue of the name created
+	// again goes to the same partition, whose log orders the old contents'
+	// reap before the new queue's writes.
+	Reaped        bool `protobuf:"varint,3,opt,name=reaped,proto3" json:"reaped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletionMarkRecord) Reset() {
+	*x = DeletionMarkRecord{}
+	mi := &file_fila_storage_v1_records_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletionMarkRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletionMarkRecord) ProtoMessage() {}
+
+func (x *DeletionMarkRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_storage_v1_records_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletionMarkRecord.ProtoReflect.Descriptor instead.
+func (*DeletionMarkRecord) Descriptor() ([]byte, []int) {
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeletionMarkRecord) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *DeletionMarkRecord) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DeletionMarkRecord) GetReaped() bool {
+	if x != nil {
+		return x.Reaped
+	}
+	return false
+}
+
 // MessageRecord is a message as stored: everything needed to deliver it again
 // after a restart.
 type MessageRecord struct {
@@ -250,7 +342,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[1]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +354,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[1]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +367,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{1}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MessageRecord) GetHeaders() map[string]string {
@@ -370,7 +462,7 @@ type MessageIndexRecord struct {
 
 func (x *MessageIndexRecord) Reset() {
 	*x = MessageIndexRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +474,7 @@ func (x *MessageIndexRecord) String() string {
 func (*MessageIndexRecord) ProtoMessage() {}
 
 func (x *MessageIndexRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[2]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +487,7 @@ func (x *MessageIndexRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageIndexRecord.ProtoReflect.Descriptor instead.
 func (*MessageIndexRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{2}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MessageIndexRecord) GetFairnessKey() string {
@@ -461,7 +553,7 @@ type LeaseRecord struct {
 
 func (x *LeaseRecord) Reset() {
 	*x = LeaseRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +565,7 @@ func (x *LeaseRecord) String() string {
 func (*LeaseRecord) ProtoMessage() {}
 
 func (x *LeaseRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[3]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +578,7 @@ func (x *LeaseRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRecord.ProtoReflect.Descriptor instead.
 func (*LeaseRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{3}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LeaseRecord) GetExpiresAtUnixMs() int64 {
@@ -532,7 +624,7 @@ type BatchRecord struct {
 
 func (x *BatchRecord) Reset() {
 	*x = BatchRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +636,7 @@ func (x *BatchRecord) String() string {
 func (*BatchRecord) ProtoMessage() {}
 
 func (x *BatchRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[4]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +649,7 @@ func (x *BatchRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRecord.ProtoReflect.Descriptor instead.
 func (*BatchRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{4}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BatchRecord) GetFamily() string {
@@ -600,15 +692,18 @@ type BatchOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  BatchOp_Kind           `protobuf:"varint,1,opt,name=kind,proto3,enum=fila.storage.v1.BatchOp_Kind" json:"kind,omitempty"`
 	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	// value is set for KIND_PUT only (and may be empty).
-	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// value is set for KIND_PUT (and may be empty) and KIND_PUT_IF_VALUE
+	// only.
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// if_value is set for KIND_PUT_IF_VALUE only, never empty.
+	IfValue       []byte `protobuf:"bytes,4,opt,name=if_value,json=ifValue,proto3" json:"if_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +715,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[5]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +728,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{5}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BatchOp) GetKind() BatchOp_Kind {
@@ -657,6 +752,13 @@ func (x *BatchOp) GetValue() []byte {
 	return nil
 }
 
+func (x *BatchOp) GetIfValue() []byte {
+	if x != nil {
+		return x.IfValue
+	}
+	return nil
+}
+
 // NodeRecord is a cluster member as the meta group records it: where the
 // other nodes reach it (internal_addr) and where clients do (client_addr,
 // the address a refusal names as a leader's).
@@ -671,7 +773,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +785,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_storage_v1_records_proto_msgTypes[6]
+	mi := &file_fila_storage_v1_records_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +798,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{6}
+	return file_fila_storage_v1_records_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeRecord) GetId() uint64 {
@@ -724,7 +826,7 @@ var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
 
 const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\x86\x04\n" +
+	"\x1dfila/storage/v1/records.proto\x12\x0ffila.storage.v1\"\xa4\x04\n" +
 	"\vQueueRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x15visibility_timeout_ms\x18\x02 \x01(\x04R\x13visibilityTimeoutMs\x12.\n" +
@@ -740,7 +842,12 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	" \x01(\x01R\x0fretryMultiplier\x12&\n" +
 	"\x0fdead_letter_off\x18\v \x01(\bR\rdeadLetterOff\x12*\n" +
 	"\x11on_enqueue_script\x18\f \x01(\tR\x0fonEnqueueScript\x12*\n" +
-	"\x11on_failure_script\x18\r \x01(\tR\x0fonFailureScript\"\xed\x03\n" +
+	"\x11on_failure_script\x18\r \x01(\tR\x0fonFailureScript\x12\x1c\n" +
+	"\tpartition\x18\x0e \x01(\rR\tpartition\"`\n" +
+	"\x12DeletionMarkRecord\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\x04R\x05token\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x16\n" +
+	"\x06reaped\x18\x03 \x01(\bR\x06reaped\"\xed\x03\n" +
 	"\rMessageRecord\x12E\n" +
 	"\aheaders\x18\x01 \x03(\v2+.fila.storage.v1.MessageRecord.HeadersEntryR\aheaders\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
@@ -776,16 +883,18 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"background\x12*\n" +
 	"\x03ops\x18\x04 \x03(\v2\x18.fila.storage.v1.BatchOpR\x03ops\x12\x1f\n" +
 	"\vunit_starts\x18\x05 \x03(\rR\n" +
-	"unitStarts\"\xb9\x01\n" +
+	"unitStarts\"\xeb\x01\n" +
 	"\aBatchOp\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.fila.storage.v1.BatchOp.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"S\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x19\n" +
+	"\bif_value\x18\x04 \x01(\fR\aifValue\"j\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bKIND_PUT\x10\x01\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x02\x12\x16\n" +
-	"\x12KIND_DELETE_PREFIX\x10\x03\"b\n" +
+	"\x12KIND_DELETE_PREFIX\x10\x03\x12\x15\n" +
+	"\x11KIND_PUT_IF_VALUE\x10\x04\"b\n" +
 	"\n" +
 	"NodeRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
@@ -806,21 +915,22 @@ func file_fila_storage_v1_records_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_storage_v1_records_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_fila_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_fila_storage_v1_records_proto_goTypes = []any{
 	(BatchOp_Kind)(0),          // 0: fila.storage.v1.BatchOp.Kind
 	(*QueueRecord)(nil),        // 1: fila.storage.v1.QueueRecord
-	(*MessageRecord)(nil),      // 2: fila.storage.v1.MessageRecord
-	(*MessageIndexRecord)(nil), // 3: fila.storage.v1.MessageIndexRecord
-	(*LeaseRecord)(nil),        // 4: fila.storage.v1.LeaseRecord
-	(*BatchRecord)(nil),        // 5: fila.storage.v1.BatchRecord
-	(*BatchOp)(nil),            // 6: fila.storage.v1.BatchOp
-	(*NodeRecord)(nil),         // 7: fila.storage.v1.NodeRecord
-	nil,                        // 8: fila.storage.v1.MessageRecord.HeadersEntry
+	(*DeletionMarkRecord)(nil), // 2: fila.storage.v1.DeletionMarkRecord
+	(*MessageRecord)(nil),      // 3: fila.storage.v1.MessageRecord
+	(*MessageIndexRecord)(nil), // 4: fila.storage.v1.MessageIndexRecord
+	(*LeaseRecord)(nil),        // 5: fila.storage.v1.LeaseRecord
+	(*BatchRecord)(nil),        // 6: fila.storage.v1.BatchRecord
+	(*BatchOp)(nil),            // 7: fila.storage.v1.BatchOp
+	(*NodeRecord)(nil),         // 8: fila.storage.v1.NodeRecord
+	nil,                        // 9: fila.storage.v1.MessageRecord.HeadersEntry
 }
 var file_fila_storage_v1_records_proto_depIdxs = []int32{
-	8, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
-	6, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
+	9, // 0: fila.storage.v1.MessageRecord.headers:type_name -> fila.storage.v1.MessageRecord.HeadersEntry
+	7, // 1: fila.storage.v1.BatchRecord.ops:type_name -> fila.storage.v1.BatchOp
 	0, // 2: fila.storage.v1.BatchOp.kind:type_name -> fila.storage.v1.BatchOp.Kind
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
@@ -840,7 +950,7 @@ func file_fila_storage_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_storage_v1_records_proto_rawDesc), len(file_fila_storage_v1_records_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
