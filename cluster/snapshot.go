@@ -111,12 +111,7 @@ func (c *snapshotCounters) stats() SnapshotStats {
 // order: the meta group's, or every partition's (a partition's keys are
 // those of its families among them).
 func groupPrefixes(group uint64) [][]byte {
-	if group == MetaGroup {
-		return [][]byte{[]byte("c\x00"), []byte("d\x00"), []byte("q\x00"), []byte("v\x00")}
-	}
-	// i and j: the messages' index records and the queues' indexed marks
-	// (storage/index.go).
-	return [][]byte{[]byte("i\x00"), []byte("j\x00"), []byte("l\x00"), []byte("m\x00")}
+	return storage.OwnerPrefixes(group == MetaGroup)
 }
 
 // scanGroup calls fn with each of group's state keys after after (all

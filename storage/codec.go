@@ -149,7 +149,7 @@ func keyOwner(key []byte) (o Owner, items bool, err error) {
 	}
 	rest := key[2:]
 	switch key[0] {
-	case prefixQueue, prefixConfig, prefixDeleted, prefixSchema, prefixNode:
+	case metaKinds[0], metaKinds[1], metaKinds[2], metaKinds[3], metaKinds[4]:
 		return MetaOwner, false, nil
 	case prefixIndexed:
 		if len(rest) == 0 || bytes.IndexByte(rest, sep) >= 0 {
@@ -179,6 +179,29 @@ func prefixOps(ops []op) (n int) {
 		}
 	}
 	return n
+}
+
+// metaKinds and familyKinds are the key kinds of the meta owner and of a
+// queue family, each in key order: keyOwner and OwnerPrefixes read them,
+// so a new kind is a change in one place.
+var (
+	metaKinds   = [...]byte{prefixConfig, prefixDeleted, prefixNode, prefixQueue, prefixSchema}
+	familyKinds = [...]byte{prefixIndex, prefixIndexed, prefixLease, prefixMessage}
+)
+
+// OwnerPrefixes are the key prefixes under which the meta owner's keys
+// (meta true) or every queue family's keys lie, in key order: what a
+// snapshot of the meta group or of a partition scans.
+func OwnerPrefixes(meta bool) [][]byte {
+	kinds := familyKinds[:]
+	if meta {
+		kinds = metaKinds[:]
+	}
+	out := make([][]byte, len(kinds))
+	for i, k := range kinds {
+		out[i] = []byte{k, sep}
+	}
+	return out
 }
 
 // KeyOwner is the owner of a key of this package's layout (see the package
