@@ -62,12 +62,13 @@ type Entry struct {
 	Data []byte
 }
 
-// StateMachine applies committed entries. The driver calls it on its own
-// goroutine, in log order per group; it must be deterministic and must
-// not block on anything the driver does.
+// StateMachine applies committed entries. The driver calls it on one
+// goroutine of its own (the applier, not the loop), in log order per
+// group; it must be deterministic and must not block on anything the
+// driver does.
 type StateMachine interface {
-	// Apply applies entries (those of one loop that carry data; there may
-	// be none), and records applied (the last committed entry's index and
+	// Apply applies entries (those that carry data of one or more of raft's
+	// applies of the group; there may be none), and records applied (the last committed entry's index and
 	// term, and the group's membership then) with or after them, never
 	// before: a replay from the applied index must not skip an entry.
 	Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error

@@ -64,7 +64,7 @@ type ReplicaOptions struct {
 	LeaderChanged func(group uint64)
 	// MetaApplied, if set, is told after entries of the meta group were
 	// applied here (the node's broker reconciles with them), on the
-	// driver's goroutine: it must not block.
+	// driver's applier goroutine: it must not block.
 	MetaApplied func()
 	// Nodes are the members; the meta group's node table is applied to
 	// it. A refusal names the leader's client address from it.
@@ -117,8 +117,9 @@ type Replica struct {
 
 // OpenReplica opens the node's store and log and starts its driver.
 func OpenReplica(opts ReplicaOptions) (*Replica, error) {
-	// No fsync per commit: the driver syncs the log once a loop, and that
-	// sync covers the applied state written before it (cluster.md 2.5).
+	// No fsync per commit: the driver's persister syncs the log once per
+	// write of everything queued, and that sync covers the applied state
+	// written before it (cluster.md 2.5).
 	local, err := storage.Open(storage.Options{Dir: opts.Dir, SyncWrites: false, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
