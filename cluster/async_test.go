@@ -37,11 +37,11 @@ func TestAnEntryOfAnotherTermAnswersNoProposal(t *testing.T) {
 	p := &proposal{group: 1, id: id, term: 7, done: func(err error) { outcome = append(outcome, err) }}
 	g := &group{id: 1, waiting: map[uint64]*proposal{id: p}, reads: map[uint64]*proposal{}}
 	d := &Driver{groups: map[uint64]*group{1: g}, status: map[uint64]GroupStatus{}}
-	d.finishApply([]applyJob{{group: 1, mine: []uint64{id}, mineTerms: []uint64{6}}})
+	d.finishApply(applyJob{group: 1, mine: []uint64{id}, mineTerms: []uint64{6}})
 	if len(outcome) != 0 || g.waiting[id] == nil {
 		t.Fatalf("an entry of term 6 answered the proposal of term 7: %v", outcome)
 	}
-	d.finishApply([]applyJob{{group: 1, mine: []uint64{id}, mineTerms: []uint64{7}}})
+	d.finishApply(applyJob{group: 1, mine: []uint64{id}, mineTerms: []uint64{7}})
 	if len(outcome) != 1 || outcome[0] != nil || g.waiting[id] != nil {
 		t.Fatalf("its own entry did not answer the proposal: %v", outcome)
 	}

@@ -62,10 +62,9 @@ type Entry struct {
 	Data []byte
 }
 
-// StateMachine applies committed entries. The driver calls it on one
-// goroutine of its own (the applier, not the loop), in log order per
-// group; it must be deterministic and must not block on anything the
-// driver does.
+// StateMachine applies committed entries. The driver calls it on its own
+// goroutine, in log order per group; it must be deterministic and must
+// not block on anything the driver does.
 type StateMachine interface {
 	// Apply applies entries (those that carry data of one or more of raft's
 	// applies of the group; there may be none), and records applied (the last committed entry's index and
@@ -172,7 +171,8 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
 // Driver runs a node's raft groups on one goroutine: one ticker for all,
 // and per loop every group's Ready: its log writes queued for the
-// persister, its messages to peers sent, its committed entries applied.
+// persister, its messages to peers sent, its committed entries applied
+// (on the loop, while the persister syncs).
 // The persister is a second goroutine that writes all queued log writes
 // in one Persist (one sync), then lets out the messages that waited for
 // them (raft's asynchronous storage writes: docs/decisions.md, "Log
@@ -190,14 +190,6 @@ type Driver struct {
 	appendSignal chan struct{}
 	persisted    chan persistResult
 	persister    sync.WaitGroup
-	// applyQ are the committed entries the loop queued for the applier,
-	// in order; applySignal (capacity 1) says there are some. appliedCh
-	// carries each batch of applies back to the loop.
-	applyMu     sync.Mutex
-	applyQ      []applyJob
-	applySignal chan struct{}
-	appliedCh   chan applyResult
-	applier     sync.WaitGroup
 
 	inbox       chan inbound
 	props       chan *proposal
@@ -242,9 +234,6 @@ type group struct {
 	// installing: an InstallSnapshot of this group is under way; the
 	// group's Ready waits for it.
 	installing bool
-	// applying counts this group's jobs with the applier: an install
-	// waits until there are none (it writes the same keys).
-	applying int
 	// held: the state is partly a snapshot's after a crash; this node
 	// must not lead until a snapshot installs.
 	held bool
@@ -270,9 +259,8 @@ type persistResult struct {
 	err     error
 }
 
-// applyJob is one MsgStorageApply of a group, read on the loop: the
-// entries for the state machine, and what the loop does once they are
-// applied.
+// applyJob is one MsgStorageApply of a group: the entries for the state
+// machine, and what the loop does once they are applied.
 type applyJob struct {
 	group   uint64
 	entries []Entry
@@ -285,12 +273,6 @@ type applyJob struct {
 	// node led in that term; 0 when none.
 	barrier uint64
 	resp    []*pb.Message
-}
-
-// applyResult is the applier's answer for jobs, in their order.
-type applyResult struct {
-	jobs []applyJob
-	err  error
 }
 
 type installResult struct {
@@ -369,7 +351,6 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
 		installed:    make(chan installResult, 1),
 		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
-		applySignal: make(chan struct{}, 1), appliedCh: make(chan applyResult, 1),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	peers := make([]raft.Peer, len(opts.Peers))
@@ -438,9 +419,10 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 }
 
 // commitApplied raises group's stored commit index to applied when a
-// stop left it below: the applier and the persister write side by side,
-// so the applied record of entries can reach the disk before the
-// HardState that commits them, and raft refuses to start with applied
+// stop left it below: the loop applies entries while the HardState that
+// commits them may still wait in the persister's queue (a commit index
+// alone is written with the next write), so the applied record can reach
+// the disk first, and raft refuses to start with applied
 // beyond its commit index. The raise is sound: nothing applies before
 // it commits, nor before it is durable in this node's log, so every
 // entry up to applied is in the log and committed.
@@ -671,7 +653,6 @@ func (d *Driver) run() {
 	defer close(d.done)
 	defer d.installs.Wait()  // they write the DB, which the caller closes after Stop
 	defer d.persister.Wait() // so does it
-	defer d.applier.Wait()   // and it
 	defer d.cancel()
 	defer d.refuseQueued()
 	defer d.failWaiting(storage.ErrOutcomeUnknown)
@@ -681,8 +662,6 @@ func (d *Driver) run() {
 	defer d.stopOnce.Do(func() { close(d.stop) })
 	d.persister.Add(1)
 	go d.persist()
-	d.applier.Add(1)
-	go d.applyLoop()
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
 	for {
@@ -714,13 +693,6 @@ func (d *Driver) run() {
 				return
 			}
 			d.finishPersist(r)
-		case r := <-d.appliedCh:
-			if r.err != nil {
-				// A replica cannot skip an entry the others applied.
-				d.log.Error("raft apply failed; the node stops its raft groups", slog.Any("error", r.err))
-				return
-			}
-			d.finishApply(r.jobs)
 		}
 		// Whatever else arrived, messages and proposals both, goes into
 		// this loop's Ready: above all the proposals that queued while
@@ -734,7 +706,8 @@ func (d *Driver) run() {
 		for more := true; more; {
 			var err error
 			if more, err = d.ready(); err != nil {
-				d.log.Error("raft entries do not decode; the node stops its raft groups", slog.Any("error", err))
+				// A replica cannot skip an entry the others applied.
+				d.log.Error("raft apply failed; the node stops its raft groups", slog.Any("error", err))
 				return
 			}
 		}
@@ -782,9 +755,7 @@ func (d *Driver) step(in inbound) {
 // while a copy is under way is dropped: the leader resends if the copy
 // does not bring this node up to date.
 func (d *Driver) startInstall(g *group, m *pb.Message) {
-	if g.installing || g.applying > 0 {
-		// Under way, or the applier still writes the group's state: the
-		// leader sends the snapshot again if it is still needed.
+	if g.installing {
 		return
 	}
 	meta := m.GetSnapshot().GetMetadata()
@@ -857,7 +828,10 @@ func (d *Driver) propose(p *proposal) {
 // way); those that must wait for this node's log write (votes, a
 // follower's acknowledgement, the leader's own) are the responses of the
 // MsgStorageAppend, let out by the persister after the sync. Committed
-// entries come in a MsgStorageApply only once they are durable here.
+// entries come in a MsgStorageApply only once they are durable here; the
+// loop applies them itself, while the persister syncs what it queued
+// before (a goroutine of their own bought nothing measurable and cost
+// each commit two more hand-offs; docs/decisions.md).
 func (d *Driver) ready() (did bool, err error) {
 	type apply struct {
 		g   *group
@@ -915,23 +889,17 @@ func (d *Driver) ready() (did bool, err error) {
 		default: // already signalled: the persister takes these too
 		}
 	}
-	if len(applies) > 0 {
-		ajobs := make([]applyJob, 0, len(applies))
-		for _, a := range applies {
-			j, err := d.prepareApply(a.g, a.msg)
-			if err != nil {
-				return false, err
+	for _, a := range applies {
+		j, err := d.prepareApply(a.g, a.msg)
+		if err != nil {
+			return false, err
+		}
+		if j.applied != nil {
+			if err := d.opts.Machine.Apply(j.group, j.entries, j.applied); err != nil {
+				return false, fmt.Errorf("cluster: apply group %d: %w", j.group, err)
 			}
-			a.g.applying++
-			ajobs = append(ajobs, j)
 		}
-		d.applyMu.Lock()
-		d.applyQ = append(d.applyQ, ajobs...)
-		d.applyMu.Unlock()
-		select {
-		case d.applySignal <- struct{}{}:
-		default:
-		}
+		d.finishApply(j)
 	}
 	for _, g := range readied {
 		d.observe(g)
@@ -1119,94 +1087,43 @@ func (d *Driver) prepareApply(g *group, m *pb.Message) (applyJob, error) {
 	return j, nil
 }
 
-// applyLoop is the applier: it takes every apply queued and hands it to
-// the state machine, a group's consecutive jobs in one Apply (one write),
-// then tells the loop. While it writes, the loop goes on proposing and
-// the persister on syncing. It ends with the driver, or after an Apply
-// failed.
-func (d *Driver) applyLoop() {
-	defer d.applier.Done()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.applySignal:
-		}
-		d.applyMu.Lock()
-		jobs := d.applyQ
-		d.applyQ = nil
-		d.applyMu.Unlock()
-		var err error
-		for i := 0; i < len(jobs) && err == nil; {
-			k := i + 1
-			for k < len(jobs) && jobs[k].group == jobs[i].group {
-				k++
-			}
-			if jobs[k-1].applied != nil {
-				entries := jobs[i].entries
-				if k-i > 1 {
-					entries = nil
-					for _, j := range jobs[i:k] {
-						entries = append(entries, j.entries...)
-					}
-				}
-				if e := d.opts.Machine.Apply(jobs[i].group, entries, jobs[k-1].applied); e != nil {
-					err = fmt.Errorf("cluster: apply group %d: %w", jobs[i].group, e)
-				}
-			}
-			i = k
-		}
-		select {
-		case d.appliedCh <- applyResult{jobs: jobs, err: err}:
-		case <-d.stop:
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// finishApply is the loop's part of applied jobs: the proposals answered,
+// finishApply is what follows an applied job: the proposals answered,
 // the status, the barrier passed, and raft told.
-func (d *Driver) finishApply(jobs []applyJob) {
-	for _, j := range jobs {
-		g := d.groups[j.group]
-		g.applying--
-		for i, id := range j.mine {
-			if p := g.waiting[id]; p != nil && p.term == j.mineTerms[i] {
-				delete(g.waiting, id)
-				p.done(nil)
-				if d.opts.Observer != nil {
-					d.opts.Observer.Committed(g.id, time.Since(p.start))
-				}
+func (d *Driver) finishApply(j applyJob) {
+	g := d.groups[j.group]
+	for i, id := range j.mine {
+		if p := g.waiting[id]; p != nil && p.term == j.mineTerms[i] {
+			delete(g.waiting, id)
+			p.done(nil)
+			if d.opts.Observer != nil {
+				d.opts.Observer.Committed(g.id, time.Since(p.start))
 			}
 		}
-		if j.applied != nil {
-			d.mu.Lock()
-			s := d.status[g.id]
-			s.Applied = j.applied.GetIndex()
-			d.status[g.id] = s
-			d.mu.Unlock()
-		}
-		d.stepLocal(g, j.resp)
-		if j.barrier == 0 {
-			continue
-		}
-		if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.GetTerm() != j.barrier {
-			continue // lost the term while the barrier applied
-		}
-		if g.held {
-			d.log.Error("this node leads a group whose state a crash left partly installed from a snapshot; it serves none of it until a snapshot installs",
-				slog.Uint64("group", g.id))
-			continue
-		}
-		g.leading = j.barrier
-		// Status first: Leading's receiver reads it (the broker's
-		// Placement) and must see this node lead.
-		d.publish(g)
-		d.opts.Leading(g.id, g.leading)
 	}
+	if j.applied != nil {
+		d.mu.Lock()
+		s := d.status[g.id]
+		s.Applied = j.applied.GetIndex()
+		d.status[g.id] = s
+		d.mu.Unlock()
+	}
+	d.stepLocal(g, j.resp)
+	if j.barrier == 0 {
+		return
+	}
+	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.GetTerm() != j.barrier {
+		return // lost the term while the barrier applied
+	}
+	if g.held {
+		d.log.Error("this node leads a group whose state a crash left partly installed from a snapshot; it serves none of it until a snapshot installs",
+			slog.Uint64("group", g.id))
+		return
+	}
+	g.leading = j.barrier
+	// Status first: Leading's receiver reads it (the broker's
+	// Placement) and must see this node lead.
+	d.publish(g)
+	d.opts.Leading(g.id, g.leading)
 }
 
 // publish copies g's raft status into what Status answers, and tells
