@@ -718,23 +718,19 @@ func (d *Driver) run() {
 // proposal queue, up to a bound each so that a flood cannot hold off the
 // Ready.
 func (d *Driver) drain() {
+	drainChan(d.inbox, d.step)
+	drainChan(d.props, d.propose)
+}
+
+// drainChan hands f what waits in ch, up to 4096.
+func drainChan[T any](ch <-chan T, f func(T)) {
 	for range 4096 {
 		select {
-		case in := <-d.inbox:
-			d.step(in)
-			continue
+		case v := <-ch:
+			f(v)
 		default:
+			return
 		}
-		break
-	}
-	for range 4096 {
-		select {
-		case p := <-d.props:
-			d.propose(p)
-			continue
-		default:
-		}
-		break
 	}
 }
 

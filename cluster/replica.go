@@ -64,7 +64,7 @@ type ReplicaOptions struct {
 	LeaderChanged func(group uint64)
 	// MetaApplied, if set, is told after entries of the meta group were
 	// applied here (the node's broker reconciles with them), on the
-	// driver's applier goroutine: it must not block.
+	// driver's goroutine: it must not block.
 	MetaApplied func()
 	// Nodes are the members; the meta group's node table is applied to
 	// it. A refusal names the leader's client address from it.

@@ -170,12 +170,9 @@ type heldSnapshot struct {
 
 // make is raft.Storage.Snapshot of group on the leader: the applied
 // record as of now, with a reference to a read of the group's keys at the
-// same moment. It runs on the driver's loop while the applier may be
-// writing the group: the read sees the state its applied record says,
-// plus perhaps some units of the next apply (never the record before its
-// units); the follower replays the log from the record over them, which
-// is harmless (docs/decisions.md, "Log writes off the loop"). A snapshot
-// of the same applied index is reused.
+// same moment. It runs on the driver's goroutine, where no apply is under
+// way, so the read sees the state the applied record says. A snapshot of
+// the same applied index is reused.
 func (s *snapshots) make(group uint64) (*pb.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
