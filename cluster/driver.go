@@ -27,14 +27,17 @@ import (
 )
 
 // LogStore is where the driver keeps its groups' raft logs. Persist must
-// make every update of one loop that says MustSync durable before it
-// returns (one transaction and one sync for all groups: the node's group
-// commit); the others (a commit index that moved, nothing else) it may
-// leave to a later sync.
+// make every update of one call that says MustSync durable before it
+// returns (one transaction and one sync for all groups, and for every
+// loop's appends that queued while the previous Persist ran: the node's
+// group commit); the others (a commit index that moved, nothing else) it
+// may leave to a later sync. Persist runs on a goroutine of the driver's
+// own, one call at a time, while the driver's loop goes on reading the
+// logs through Storage: a log must answer its reads while it is written.
 type LogStore interface {
 	// Storage is group's log as raft reads it.
 	Storage(group uint64) (raft.Storage, error)
-	// Persist durably saves the updates of one loop, all or none.
+	// Persist durably saves updates, in their order, all or none.
 	Persist(updates []LogUpdate) error
 }
 
@@ -44,9 +47,11 @@ type LogUpdate struct {
 	Entries   []*pb.Entry
 	HardState *pb.HardState // nil when unchanged
 	Snapshot  *pb.Snapshot  // nil when none
-	// MustSync is raft's Ready.MustSync: entries, a vote or a term, which
-	// must be on disk before any message of this loop goes out. A commit
-	// index alone need not be: raft learns it again from the leader.
+	// MustSync: entries, a vote, a term, or a message that waits for this
+	// update (a vote or an append's acknowledgement to a peer), which must
+	// be on disk before that message goes out or raft learns it is stable.
+	// A commit index alone need not be: raft learns it again from the
+	// leader.
 	MustSync bool
 }
 
@@ -61,8 +66,8 @@ type Entry struct {
 // goroutine, in log order per group; it must be deterministic and must
 // not block on anything the driver does.
 type StateMachine interface {
-	// Apply applies entries (those of one loop that carry data; there may
-	// be none), and records applied (the last committed entry's index and
+	// Apply applies entries (those that carry data of one or more of raft's
+	// applies of the group; there may be none), and records applied (the last committed entry's index and
 	// term, and the group's membership then) with or after them, never
 	// before: a replay from the applied index must not skip an entry.
 	Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error
@@ -122,8 +127,9 @@ type DriverOptions struct {
 // on the driver's goroutine, once per event named, and must be cheap and
 // never block: record into an instrument and return.
 type Observer interface {
-	// Persisted: one loop's log write (one Persist and its sync) made
-	// entries durable, summed over the groups; only called with entries > 0.
+	// Persisted: one log write (one Persist and its sync: the appends of
+	// every loop that queued behind the previous one) made entries
+	// durable, summed over the groups; only called with entries > 0.
 	Persisted(entries int)
 	// Committed: a proposal of this node's was applied here, took after
 	// ProposeAsync queued it (the commit on the leader, as a client's
@@ -164,14 +170,26 @@ func (e *NotLeaderError) Error() string {
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
 // Driver runs a node's raft groups on one goroutine: one ticker for all,
-// and per loop one Persist of every group's Ready, then the sends, then
-// the applies. It is safe for concurrent use.
+// and per loop every group's Ready: its log writes queued for the
+// persister, its messages to peers sent, its committed entries applied
+// (on the loop, while the persister syncs).
+// The persister is a second goroutine that writes all queued log writes
+// in one Persist (one sync), then lets out the messages that waited for
+// them (raft's asynchronous storage writes: docs/decisions.md, "Log
+// writes off the loop"). It is safe for concurrent use.
 type Driver struct {
 	opts   DriverOptions
 	log    *slog.Logger
 	groups map[uint64]*group
-	// prefix makes this incarnation's proposal ids unique across restarts.
-	prefix uint32
+
+	// appends are the log writes the loop queued for the persister, in
+	// order; appendSignal (capacity 1) says there are some. persisted
+	// carries each Persist's outcome back to the loop.
+	appendMu     sync.Mutex
+	appends      []appendJob
+	appendSignal chan struct{}
+	persisted    chan persistResult
+	persister    sync.WaitGroup
 
 	inbox       chan inbound
 	props       chan *proposal
@@ -186,7 +204,13 @@ type Driver struct {
 
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
-	next   uint32 // proposal counter
+	// next is the last proposal or read id handed out: a 64-bit counter
+	// from a random start, so that it repeats only after 2^64 ids, and
+	// another incarnation's (or node's) ids overlap this one's only by a
+	// chance of about ids/2^64. A proposal also matches its entry only in
+	// the term it was proposed in (see proposal.term), which no other
+	// incarnation leads.
+	next uint64
 	// sending is held (read) while a proposal is being queued; the loop
 	// takes it whole to close the queue, so that no proposal is queued
 	// after the loop drained it.
@@ -220,6 +244,37 @@ type group struct {
 	snapSent []uint64
 }
 
+// appendJob is one group's MsgStorageAppend: what to write, and the
+// messages to let out once it is durable.
+type appendJob struct {
+	group    uint64
+	msg      *pb.Message
+	mustSync bool
+}
+
+// persistResult is one Persist of jobs, in their order.
+type persistResult struct {
+	jobs    []appendJob
+	entries int
+	err     error
+}
+
+// applyJob is one MsgStorageApply of a group: the entries for the state
+// machine, and what the loop does once they are applied.
+type applyJob struct {
+	group   uint64
+	entries []Entry
+	applied *pb.SnapshotMetadata
+	// mine are the proposal ids of the entries, in order, and their
+	// terms.
+	mine      []uint64
+	mineTerms []uint64
+	// barrier is the term whose empty entry this job applies while this
+	// node led in that term; 0 when none.
+	barrier uint64
+	resp    []*pb.Message
+}
+
 type installResult struct {
 	group uint64
 	msg   *pb.Message
@@ -234,7 +289,11 @@ type inbound struct {
 type proposal struct {
 	group uint64
 	id    uint64
-	data  []byte // with the id in front
+	// term is the term it was appended in, as this node's leader: its
+	// entry has that term, and an entry of another term with the same id
+	// is not its.
+	term uint64
+	data []byte // with the id in front
 	// done is told the outcome once, on the driver's goroutine (or the
 	// caller's, for a refusal before proposing).
 	done func(error)
@@ -282,15 +341,16 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 	if opts.Leading == nil {
 		opts.Leading = func(uint64, uint64) {}
 	}
-	var p [4]byte
+	var p [8]byte
 	if _, err := rand.Read(p[:]); err != nil {
 		return nil, err
 	}
 	d := &Driver{
-		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, prefix: binary.BigEndian.Uint32(p[:]),
+		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
 		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
-		installed: make(chan installResult, 1),
+		installed:    make(chan installResult, 1),
+		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	peers := make([]raft.Peer, len(opts.Peers))
@@ -306,6 +366,9 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
 		}
+		if err := commitApplied(opts.Log, gid, st, applied); err != nil {
+			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
+		}
 		rn, err := raft.NewRawNode(&raft.Config{
 			ID: opts.NodeID, ElectionTick: opts.ElectionTicks, HeartbeatTick: opts.HeartbeatTicks,
 			Storage: st, Applied: applied,
@@ -316,7 +379,12 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 			// proposal queue bound it instead.
 			MaxUncommittedEntriesSize: 0,
 			CheckQuorum:               true, PreVote: true,
-			Logger: raftLogger{opts.Logger.With(slog.Uint64("group", gid))},
+			// Log writes go to the persister and messages that wait for
+			// them ride on its answer: the loop takes proposals and
+			// applies while a sync runs, and the next sync carries all
+			// that queued meanwhile.
+			AsyncStorageWrites: true,
+			Logger:             raftLogger{opts.Logger.With(slog.Uint64("group", gid))},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
@@ -348,6 +416,23 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 	}
 	go d.run()
 	return d, nil
+}
+
+// commitApplied raises group's stored commit index to applied when a
+// stop left it below: the loop applies entries while the HardState that
+// commits them may still wait in the persister's queue (a commit index
+// alone is written with the next write), so the applied record can reach
+// the disk first, and raft refuses to start with applied
+// beyond its commit index. The raise is sound: nothing applies before
+// it commits, nor before it is durable in this node's log, so every
+// entry up to applied is in the log and committed.
+func commitApplied(log LogStore, group uint64, st raft.Storage, applied uint64) error {
+	hs, _, err := st.InitialState()
+	if err != nil || applied <= hs.GetCommit() || raft.IsEmptyHardState(hs) {
+		return err
+	}
+	raised := &pb.HardState{Term: new(hs.GetTerm()), Vote: new(hs.GetVote()), Commit: new(applied)}
+	return log.Persist([]LogUpdate{{Group: group, HardState: raised, MustSync: true}})
 }
 
 // Step hands a message from the transport to its group. It never blocks:
@@ -392,10 +477,7 @@ func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 		done(&NotLeaderError{Group: group, Leader: st.Leader})
 		return
 	}
-	d.mu.Lock()
-	d.next++
-	id := uint64(d.prefix)<<32 | uint64(d.next)
-	d.mu.Unlock()
+	id := d.nextID()
 	p := &proposal{group: group, id: id, data: binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), id), done: done, start: time.Now()}
 	p.data = append(p.data, data...)
 	d.sending.RLock()
@@ -409,6 +491,18 @@ func (d *Driver) ProposeAsync(group uint64, data []byte, done func(error)) {
 	case <-d.stop:
 		done(storage.ErrClosed)
 	}
+}
+
+// nextID is a proposal or read id, never 0 (ProposeForwarded's, which
+// no one waits for).
+func (d *Driver) nextID() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.next++
+	if d.next == 0 {
+		d.next++
+	}
+	return d.next
 }
 
 // ProposeForwarded hands data to raft here whether or not this node
@@ -459,10 +553,7 @@ func (d *Driver) ReadIndex(ctx context.Context, group uint64) (uint64, error) {
 		err   error
 	}
 	ch := make(chan answer, 1)
-	d.mu.Lock()
-	d.next++
-	id := uint64(d.prefix)<<32 | uint64(d.next)
-	d.mu.Unlock()
+	id := d.nextID()
 	p := &proposal{group: group, id: id, read: true, readDone: func(i uint64, err error) { ch <- answer{i, err} }}
 	d.sending.RLock()
 	if d.closed {
@@ -560,7 +651,8 @@ func (d *Driver) Done() <-chan struct{} { return d.done }
 
 func (d *Driver) run() {
 	defer close(d.done)
-	defer d.installs.Wait() // they write the DB, which the caller closes after Stop
+	defer d.installs.Wait()  // they write the DB, which the caller closes after Stop
+	defer d.persister.Wait() // so does it
 	defer d.cancel()
 	defer d.refuseQueued()
 	defer d.failWaiting(storage.ErrOutcomeUnknown)
@@ -568,6 +660,8 @@ func (d *Driver) run() {
 	// However the loop ends, a proposer blocked on a full queue is let go
 	// (it selects on stop), so refuseQueued can close the queue.
 	defer d.stopOnce.Do(func() { close(d.stop) })
+	d.persister.Add(1)
+	go d.persist()
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
 	for {
@@ -581,46 +675,61 @@ func (d *Driver) run() {
 			}
 		case in := <-d.inbox:
 			d.step(in)
-			for n := 0; n < 4096; n++ { // what else arrived: one Ready for all of it
-				select {
-				case in := <-d.inbox:
-					d.step(in)
-					continue
-				default:
-				}
-				break
-			}
 		case p := <-d.props:
 			d.propose(p)
-			for n := 0; n < 4096; n++ {
-				select {
-				case p := <-d.props:
-					d.propose(p)
-					continue
-				default:
-				}
-				break
-			}
 		case peer := <-d.unreachable:
 			for _, g := range d.groups {
 				g.rn.ReportUnreachable(peer)
 			}
 		case r := <-d.installed:
 			d.finishInstall(r)
+		case r := <-d.persisted:
+			if r.err != nil {
+				// The log could not be made durable: nothing that waited
+				// for it goes out or is applied. A node that cannot write
+				// its log must stop taking part; its peers carry on
+				// without it.
+				d.log.Error("raft log write failed; the node stops its raft groups", slog.Any("error", r.err))
+				return
+			}
+			d.finishPersist(r)
 		}
-		// Advance can leave more to do at once (a leader's own append
-		// lets its commit index move: the entries are then to apply), so
-		// loop until no group has a Ready rather than wait for the next
-		// tick or message.
+		// Whatever else arrived, messages and proposals both, goes into
+		// this loop's Ready: above all the proposals that queued while
+		// the persister synced, whose write then starts before this
+		// loop applies what that sync committed, and runs beside it.
+		d.drain()
+		// An apply's answer can leave more to do at once (raft releases
+		// the next committed entries once it hears the last were applied),
+		// so loop until no group has a Ready rather than wait for the
+		// next tick or message.
 		for more := true; more; {
 			var err error
 			if more, err = d.ready(); err != nil {
-				// The log could not be made durable: nothing of this loop
-				// may be sent or applied. A node that cannot write its log
-				// must stop taking part; its peers carry on without it.
-				d.log.Error("raft log write failed; the node stops its raft groups", slog.Any("error", err))
+				// A replica cannot skip an entry the others applied.
+				d.log.Error("raft apply failed; the node stops its raft groups", slog.Any("error", err))
 				return
 			}
+		}
+	}
+}
+
+// drain steps what waits in the inbox and proposes what waits in the
+// proposal queue, up to a bound each so that a flood cannot hold off the
+// Ready.
+func (d *Driver) drain() {
+	drainChan(d.inbox, d.step)
+	drainChan(d.props, d.propose)
+}
+
+// drainChan hands f what waits in ch, up to 4096.
+func drainChan[T any](ch <-chan T, f func(T)) {
+	for range 4096 {
+		select {
+		case v := <-ch:
+			f(v)
+		default:
+			return
 		}
 	}
 }
@@ -702,101 +811,218 @@ func (d *Driver) propose(p *proposal) {
 		p.done(fmt.Errorf("cluster: group %d: %w", p.group, err))
 		return
 	}
+	p.term = g.rn.BasicStatus().GetTerm() // a leader appends with its own term
 	g.waiting[p.id] = p
 }
 
-// ready does one loop's work for every group that has some: persist all,
-// then send, then apply, then advance. did is false when no group had any.
+// ready does one loop's work for every group that has some: queue its
+// log writes for the persister, send its messages, apply what committed.
+// did is false when no group had any.
+//
+// With raft's asynchronous storage writes a Ready's messages are safe to
+// send at once (a leader's appends go out while its own write is under
+// way); those that must wait for this node's log write (votes, a
+// follower's acknowledgement, the leader's own) are the responses of the
+// MsgStorageAppend, let out by the persister after the sync. Committed
+// entries come in a MsgStorageApply only once they are durable here; the
+// loop applies them itself, while the persister syncs what it queued
+// before (a goroutine of their own bought nothing measurable and cost
+// each commit two more hand-offs; docs/decisions.md).
 func (d *Driver) ready() (did bool, err error) {
-	type pending struct {
-		g  *group
-		rd raft.Ready
+	type apply struct {
+		g   *group
+		msg *pb.Message
 	}
-	var rds []pending
-	var updates []LogUpdate
+	var jobs []appendJob
+	var applies []apply
+	var readied []*group
 	for _, g := range d.groups {
 		if g.installing || !g.rn.HasReady() {
 			continue
 		}
+		readied = append(readied, g)
 		rd := g.rn.Ready()
-		rds = append(rds, pending{g, rd})
-		u := LogUpdate{Group: g.id, Entries: rd.Entries, MustSync: rd.MustSync}
-		if !raft.IsEmptyHardState(rd.HardState) {
-			u.HardState = rd.HardState
-		}
-		if !raft.IsEmptySnap(rd.Snapshot) {
-			u.Snapshot = rd.Snapshot
-		}
-		if u.Entries != nil || u.HardState != nil || u.Snapshot != nil {
-			updates = append(updates, u)
-		}
-	}
-	if len(rds) == 0 {
-		return false, nil
-	}
-	if len(updates) > 0 {
-		if err := d.opts.Log.Persist(updates); err != nil {
-			return false, err
-		}
-		if d.opts.Observer != nil {
-			n := 0
-			for _, u := range updates {
-				n += len(u.Entries)
-			}
-			if n > 0 {
-				d.opts.Observer.Persisted(n)
+		out := rd.Messages[:0:0]
+		for _, m := range rd.Messages {
+			switch m.GetTo() {
+			case raft.LocalAppendThread:
+				jobs = append(jobs, appendJob{group: g.id, msg: m, mustSync: appendMustSync(rd, m, d.opts.NodeID)})
+			case raft.LocalApplyThread:
+				applies = append(applies, apply{g, m})
+			default:
+				out = append(out, m)
 			}
 		}
-	}
-	for _, p := range rds {
-		d.send(p.g, p.rd.Messages)
-	}
-	for _, p := range rds {
-		if err := d.apply(p.g, p.rd.CommittedEntries); err != nil {
-			return false, err
+		d.send(g, out)
+		for _, to := range g.snapSent {
+			// The snapshot's data goes out of band, fetched by the
+			// follower: the message went, and raft may go on probing the
+			// follower. (Should the fetch fail, the follower rejects the
+			// probe, and raft sends a snapshot again.)
+			g.rn.ReportSnapshot(to, raft.SnapshotFinish)
 		}
-		for _, rs := range p.rd.ReadStates {
+		g.snapSent = g.snapSent[:0]
+		for _, rs := range rd.ReadStates {
 			if len(rs.RequestCtx) != 8 {
 				continue
 			}
 			id := binary.BigEndian.Uint64(rs.RequestCtx)
-			if r := p.g.reads[id]; r != nil {
-				delete(p.g.reads, id)
+			if r := g.reads[id]; r != nil {
+				delete(g.reads, id)
 				r.readDone(rs.Index, nil)
 			}
 		}
-		if s := p.rd.Snapshot; !raft.IsEmptySnap(s) {
-			d.mu.Lock()
-			st := d.status[p.g.id]
-			st.Applied = max(st.Applied, s.GetMetadata().GetIndex())
-			d.status[p.g.id] = st
-			d.mu.Unlock()
-			p.g.conf = s.GetMetadata().GetConfState()
+	}
+	if len(readied) == 0 {
+		return false, nil
+	}
+	if len(jobs) > 0 {
+		d.appendMu.Lock()
+		d.appends = append(d.appends, jobs...)
+		d.appendMu.Unlock()
+		select {
+		case d.appendSignal <- struct{}{}:
+		default: // already signalled: the persister takes these too
 		}
-		p.g.rn.Advance(p.rd)
-		// The snapshot's data goes out of band, fetched by the follower:
-		// the message went, and raft may go on probing the follower.
-		// (Should the fetch fail, the follower rejects the probe, and raft
-		// sends a snapshot again.)
-		for _, to := range p.g.snapSent {
-			p.g.rn.ReportSnapshot(to, raft.SnapshotFinish)
+	}
+	for _, a := range applies {
+		j, err := d.prepareApply(a.g, a.msg)
+		if err != nil {
+			return false, err
 		}
-		p.g.snapSent = p.g.snapSent[:0]
-		d.observe(p.g)
+		if j.applied != nil {
+			if err := d.opts.Machine.Apply(j.group, j.entries, j.applied); err != nil {
+				return false, fmt.Errorf("cluster: apply group %d: %w", j.group, err)
+			}
+		}
+		d.finishApply(j)
+	}
+	for _, g := range readied {
+		d.observe(g)
 	}
 	return true, nil
 }
 
-// send groups messages by peer.
+// appendMustSync says whether m, a MsgStorageAppend of rd, must be
+// durable before its responses are let out: raft's MustSync (entries, a
+// vote or a term), a snapshot, or any response to a peer (which acts on
+// it as durable). What is left is a commit index, and this node's own
+// bookkeeping of stability, which an earlier synced write already backs.
+func appendMustSync(rd raft.Ready, m *pb.Message, self uint64) bool {
+	if rd.MustSync || m.GetSnapshot() != nil {
+		return true
+	}
+	for _, r := range m.GetResponses() {
+		if r.GetTo() != self {
+			return true
+		}
+	}
+	return false
+}
+
+// persist is the persister: it takes every log write queued, writes them
+// in one Persist, lets the messages that waited for them out to peers
+// (this node's own go back to the loop with the outcome), and starts
+// again. While it writes, the loop queues more: the next Persist carries
+// them all. It ends with the driver, or after a write failed.
+func (d *Driver) persist() {
+	defer d.persister.Done()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.appendSignal:
+		}
+		d.appendMu.Lock()
+		jobs := d.appends
+		d.appends = nil
+		d.appendMu.Unlock()
+		if len(jobs) == 0 {
+			continue
+		}
+		updates := make([]LogUpdate, 0, len(jobs))
+		entries := 0
+		for _, j := range jobs {
+			m := j.msg
+			u := LogUpdate{Group: j.group, Entries: m.GetEntries(), MustSync: j.mustSync}
+			if m.Term != nil || m.Vote != nil || m.Commit != nil {
+				// raft sets these three only when the HardState changed.
+				u.HardState = &pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+			}
+			if sn := m.GetSnapshot(); sn != nil && !raft.IsEmptySnap(sn) {
+				u.Snapshot = sn
+			}
+			entries += len(u.Entries)
+			updates = append(updates, u)
+		}
+		err := d.opts.Log.Persist(updates)
+		if err == nil {
+			for _, j := range jobs {
+				var remote []*pb.Message
+				for _, r := range j.msg.GetResponses() {
+					if r.GetTo() != d.opts.NodeID {
+						remote = append(remote, r)
+					}
+				}
+				d.sendTo(j.group, remote, nil)
+			}
+		}
+		select {
+		case d.persisted <- persistResult{jobs: jobs, entries: entries, err: err}:
+		case <-d.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// finishPersist hands raft, on the loop, what a Persist made durable:
+// each job's responses addressed to this node, in order.
+func (d *Driver) finishPersist(r persistResult) {
+	for _, j := range r.jobs {
+		g := d.groups[j.group]
+		if s := j.msg.GetSnapshot(); s != nil && !raft.IsEmptySnap(s) {
+			d.mu.Lock()
+			st := d.status[g.id]
+			st.Applied = max(st.Applied, s.GetMetadata().GetIndex())
+			d.status[g.id] = st
+			d.mu.Unlock()
+			g.conf = s.GetMetadata().GetConfState()
+		}
+		d.stepLocal(g, j.msg.GetResponses())
+	}
+	if r.entries > 0 && d.opts.Observer != nil {
+		d.opts.Observer.Persisted(r.entries)
+	}
+}
+
+// stepLocal steps the responses of a storage message that are this
+// node's own (the others went to peers).
+func (d *Driver) stepLocal(g *group, msgs []*pb.Message) {
+	for _, m := range msgs {
+		if m.GetTo() == d.opts.NodeID {
+			_ = g.rn.Step(m) // raft drops a stale one (a term since changed)
+		}
+	}
+}
+
+// send sends g's messages, grouped by peer, noting the snapshots sent.
 func (d *Driver) send(g *group, msgs []*pb.Message) {
+	d.sendTo(g.id, msgs, func(to uint64) { g.snapSent = append(g.snapSent, to) })
+}
+
+// sendTo sends group's messages, grouped by peer; snap, if set, is told
+// each peer a MsgSnap goes to. Safe on any goroutine when snap is nil.
+func (d *Driver) sendTo(group uint64, msgs []*pb.Message, snap func(to uint64)) {
 	if len(msgs) == 0 {
 		return
 	}
-	group := g.id
 	by := map[uint64][]*clusterv1.GroupMessage{}
 	for _, m := range msgs {
-		if m.GetType() == pb.MessageType_MsgSnap {
-			g.snapSent = append(g.snapSent, m.GetTo())
+		if m.GetType() == pb.MessageType_MsgSnap && snap != nil {
+			snap(m.GetTo())
 		}
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -810,13 +1036,14 @@ func (d *Driver) send(g *group, msgs []*pb.Message) {
 	}
 }
 
-func (d *Driver) apply(g *group, committed []*pb.Entry) error {
-	if len(committed) == 0 {
-		return nil
-	}
-	entries := make([]Entry, 0, len(committed))
-	var mine []uint64
-	barrier := false
+// prepareApply reads m, a MsgStorageApply of g, on the loop: the
+// entries the state machine gets, the proposals they answer, whether the
+// term's barrier is among them; membership changes apply to raft here
+// (they are committed; the state machine's applied record carries the
+// membership after them).
+func (d *Driver) prepareApply(g *group, m *pb.Message) (applyJob, error) {
+	committed := m.GetEntries()
+	j := applyJob{group: g.id, resp: m.GetResponses(), entries: make([]Entry, 0, len(committed))}
 	for _, e := range committed {
 		switch e.GetType() {
 		case pb.EntryType_EntryNormal:
@@ -825,36 +1052,43 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 				// The empty entry a leader appends at the start of its
 				// term: once it is applied, so is everything before it.
 				if st := g.rn.BasicStatus(); st.RaftState == raft.StateLeader && e.GetTerm() == st.GetTerm() {
-					barrier = true
+					j.barrier = e.GetTerm()
 				}
 				continue
 			}
 			if len(data) < 8 {
-				return fmt.Errorf("cluster: group %d entry %d: %d bytes, no proposal id", g.id, e.GetIndex(), len(data))
+				return j, fmt.Errorf("cluster: group %d entry %d: %d bytes, no proposal id", g.id, e.GetIndex(), len(data))
 			}
-			entries = append(entries, Entry{Index: e.GetIndex(), Term: e.GetTerm(), Data: data[8:]})
-			mine = append(mine, binary.BigEndian.Uint64(data))
+			j.entries = append(j.entries, Entry{Index: e.GetIndex(), Term: e.GetTerm(), Data: data[8:]})
+			j.mine = append(j.mine, binary.BigEndian.Uint64(data))
+			j.mineTerms = append(j.mineTerms, e.GetTerm())
 		case pb.EntryType_EntryConfChange:
 			cc := &pb.ConfChange{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
-				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
+				return j, fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
 			g.conf = g.rn.ApplyConfChange(cc)
 		case pb.EntryType_EntryConfChangeV2:
 			cc := &pb.ConfChangeV2{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
-				return fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
+				return j, fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
 			g.conf = g.rn.ApplyConfChange(cc)
 		}
 	}
-	last := committed[len(committed)-1]
-	applied := &pb.SnapshotMetadata{Index: new(last.GetIndex()), Term: new(last.GetTerm()), ConfState: g.conf}
-	if err := d.opts.Machine.Apply(g.id, entries, applied); err != nil {
-		return fmt.Errorf("cluster: apply group %d: %w", g.id, err)
+	if len(committed) > 0 {
+		last := committed[len(committed)-1]
+		j.applied = &pb.SnapshotMetadata{Index: new(last.GetIndex()), Term: new(last.GetTerm()), ConfState: g.conf}
 	}
-	for _, id := range mine {
-		if p := g.waiting[id]; p != nil {
+	return j, nil
+}
+
+// finishApply is what follows an applied job: the proposals answered,
+// the status, the barrier passed, and raft told.
+func (d *Driver) finishApply(j applyJob) {
+	g := d.groups[j.group]
+	for i, id := range j.mine {
+		if p := g.waiting[id]; p != nil && p.term == j.mineTerms[i] {
 			delete(g.waiting, id)
 			p.done(nil)
 			if d.opts.Observer != nil {
@@ -862,24 +1096,30 @@ func (d *Driver) apply(g *group, committed []*pb.Entry) error {
 			}
 		}
 	}
-	d.mu.Lock()
-	s := d.status[g.id]
-	s.Applied = committed[len(committed)-1].GetIndex()
-	d.status[g.id] = s
-	d.mu.Unlock()
-	if barrier && g.held {
+	if j.applied != nil {
+		d.mu.Lock()
+		s := d.status[g.id]
+		s.Applied = j.applied.GetIndex()
+		d.status[g.id] = s
+		d.mu.Unlock()
+	}
+	d.stepLocal(g, j.resp)
+	if j.barrier == 0 {
+		return
+	}
+	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.GetTerm() != j.barrier {
+		return // lost the term while the barrier applied
+	}
+	if g.held {
 		d.log.Error("this node leads a group whose state a crash left partly installed from a snapshot; it serves none of it until a snapshot installs",
 			slog.Uint64("group", g.id))
-		barrier = false
+		return
 	}
-	if barrier {
-		g.leading = g.rn.BasicStatus().GetTerm()
-		// Status first: Leading's receiver reads it (the broker's
-		// Placement) and must see this node lead.
-		d.publish(g)
-		d.opts.Leading(g.id, g.leading)
-	}
-	return nil
+	g.leading = j.barrier
+	// Status first: Leading's receiver reads it (the broker's
+	// Placement) and must see this node lead.
+	d.publish(g)
+	d.opts.Leading(g.id, g.leading)
 }
 
 // publish copies g's raft status into what Status answers, and tells

@@ -121,8 +121,9 @@ type Replica struct {
 
 // OpenReplica opens the node's store and log and starts its driver.
 func OpenReplica(opts ReplicaOptions) (*Replica, error) {
-	// No fsync per commit: the driver syncs the log once a loop, and that
-	// sync covers the applied state written before it (cluster.md 2.5).
+	// No fsync per commit: the driver's persister syncs the log once per
+	// write of everything queued, and that sync covers the applied state
+	// written before it (cluster.md 2.5).
 	local, err := storage.Open(storage.Options{Dir: opts.Dir, SyncWrites: false, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
