@@ -343,3 +343,13 @@ func (f *fixture) requireMatchesStore(queue string) *QueueStats {
 	require.EqualValues(f.t, len(contents.Leases), st.InFlight, "leases")
 	return st
 }
+
+// awaitIndexed waits until queue's indexed mark is stored: the deferred
+// write a queue's first load makes (indexQueue).
+func (f *fixture) awaitIndexed(queue string) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		contents, err := f.store.LoadIndex(queue)
+		return err == nil && contents.Indexed
+	}, waitFor, time.Millisecond, "queue %s never marked indexed", queue)
+}

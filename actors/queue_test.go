@@ -565,6 +565,9 @@ func TestUnknownOutcomeReloadsFromStore(t *testing.T) {
 				t.Parallel()
 				f, store := newUnknownFixture(t)
 				f.create("q", time.Minute)
+				// A new queue writes its indexed mark deferred as it loads:
+				// that write must be done before one is armed to fail.
+				f.awaitIndexed("q")
 				var c *Consumer
 				var d *Delivery
 				if tc.stored || tc.leased || tc.deferred {
