@@ -187,9 +187,15 @@ func (m *CreateQueue) decide(b *brokerActor) (*decision, error) {
 		return &decision{entry: &queuesDefined{configs: cfgs}, done: answer(&AdminReply{})}, nil
 	}
 	b.opts.Logger.Warn("removing leftovers of an earlier delete before creating the queue", slog.String("queue_id", cfg.Name))
-	// Leftovers have no record nor mark: their marks record no partition
-	// (0), which a cluster places by the hash, where it routes them now.
-	return &decision{entry: &queuesRetired{names: left}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
+	// Leftovers are marked with the partition their keys are on now (a
+	// reaped mark's, when this node's copy of it lags the reap; else the
+	// hash's): the reap runs there, and the family never moves, which
+	// snapshots rely on. A single node has no partitions (0).
+	var partition uint32
+	if p, ok := b.opts.Placement.(Partitioner); ok {
+		partition = p.Routed(storage.FamilyOf(cfg.Name).Family)
+	}
+	return &decision{entry: &queuesRetired{names: left, partition: partition}, done: func(ctx actor.Context, b *brokerActor, p *pendingCommand) {
 		if b.metaForwarder() != nil {
 			b.awaitMarksGone(ctx, left, func() { // reaped by the partition's leader
 				b.commands.pushFront(p)

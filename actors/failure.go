@@ -247,7 +247,7 @@ func (q *queueActor) adopted(ctx actor.Context, msgs []movedMessage) {
 			continue // loaded from storage by a restart since the move
 		}
 		m := &message{id: mm.id}
-		q.deps.cache.put(q.cfg.Name, m.id, mm.rec)
+		q.deps.cache.put(q.cacheScope, m.id, mm.rec)
 		delayed = q.applyMessage(m, storage.IndexOf(mm.rec), now) || delayed
 		n++
 	}

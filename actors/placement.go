@@ -52,6 +52,10 @@ type MetaSyncer interface {
 // from this node's applied state at once.
 type Partitioner interface {
 	Partition(family string) uint32
+	// Routed is the partition family's keys go to now: its record's or
+	// mark's, else the hash's. A delete's leftovers are marked with it,
+	// so that the reap runs where they are and the family never moves.
+	Routed(family string) uint32
 }
 
 // Messages the cluster sends the broker. Either may be sent with Send;

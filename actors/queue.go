@@ -64,6 +64,12 @@ type queueActor struct {
 	// epoch is this incarnation's (configCell.epochs): a completion of an
 	// earlier one found memory reloaded since its write was decided.
 	epoch uint64
+	// cacheScope names this incarnation's entries in the message cache
+	// (the queue's name and epoch): a queue that loads again, here after
+	// its partition was led elsewhere meanwhile, must not deliver a record
+	// the other leader has since rewritten (a redrive, another move to
+	// the DLQ), so it never reads an earlier incarnation's entries.
+	cacheScope string
 	// held is the stored messages (those in msgs); reserved, the enqueues
 	// of this epoch being written. Both count against max_depth and
 	// max_bytes.

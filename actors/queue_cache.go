@@ -134,7 +134,7 @@ func (q *queueActor) bodies(ms []*message) ([]*storagev1.MessageRecord, error) {
 	out := make([]*storagev1.MessageRecord, len(ms))
 	var missed []int
 	for i, m := range ms {
-		if out[i] = q.deps.cache.get(q.cfg.Name, m.id); out[i] == nil {
+		if out[i] = q.deps.cache.get(q.cacheScope, m.id); out[i] == nil {
 			missed = append(missed, i)
 		}
 	}
@@ -151,7 +151,7 @@ func (q *queueActor) bodies(ms []*message) ([]*storagev1.MessageRecord, error) {
 			if read[j] == nil {
 				return nil, fmt.Errorf("message %s of queue %s is indexed but has no record", ids[j], q.cfg.Name)
 			}
-			q.deps.cache.put(q.cfg.Name, ids[j], read[j])
+			q.deps.cache.put(q.cacheScope, ids[j], read[j])
 			out[i] = read[j]
 		}
 	}

@@ -122,7 +122,7 @@ func (q *queueActor) transition(m *message, to msgState) {
 		q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
 	case stateGone:
 		q.held.remove(m.idx.GetPayloadBytes())
-		q.deps.cache.remove(q.cfg.Name, m.id)
+		q.deps.cache.remove(q.cacheScope, m.id)
 		delete(q.msgs, m.id)
 		if len(q.msgs) == 0 {
 			// Go maps never shrink: after a burst, a drained queue would

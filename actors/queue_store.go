@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 	"unique"
 
@@ -127,6 +128,7 @@ func (q *queueActor) load(ctx actor.Context) {
 		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
 	}
 	q.epoch = q.config.epochs.Add(1)
+	q.cacheScope = q.cfg.Name + "\x00" + strconv.FormatUint(q.epoch, 10)
 	if !contents.Indexed {
 		q.indexQueue(ctx, contents.Unindexed)
 	}

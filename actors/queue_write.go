@@ -246,7 +246,7 @@ func (q *queueActor) applyEnqueued(items []*enqueueItem, now time.Time) (delayed
 		}
 		// After a restart the message may already have been loaded.
 		if _, known := q.msgs[it.msg.id]; !known {
-			q.deps.cache.put(q.cfg.Name, it.msg.id, it.rec) // hot: the next to be delivered, when the backlog is small
+			q.deps.cache.put(q.cacheScope, it.msg.id, it.rec) // hot: the next to be delivered, when the backlog is small
 			delayed = q.applyMessage(it.msg, it.msg.idx, now) || delayed
 		}
 	}

@@ -36,7 +36,12 @@ type ConsumeOptions struct {
 	// seeds and the dialed address) in turn, with a backoff; the window
 	// starts again once a stream delivers. Handlers still running from the
 	// ended stream go on, and their acks reach the new leader, where the
-	// leases are. 0 means ReconnectDefault; negative never reconnects.
+	// leases are. The new stream asks for MaxInFlight as the first did:
+	// what it leases while the old stream's handlers still hold their
+	// slots waits for one with its lease running, so a handler slower
+	// than the visibility timeout can see such a message redelivered
+	// (at-least-once, never lost). 0 means ReconnectDefault; negative
+	// never reconnects.
 	Reconnect time.Duration
 }
 

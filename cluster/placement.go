@@ -62,6 +62,11 @@ func syncMeta(ctx context.Context, d *Driver) error {
 // Partition implements actors.Partitioner (Families.Choose).
 func (p *Placement) Partition(family string) uint32 { return p.families.Choose(family) }
 
+// Routed implements actors.Partitioner.
+func (p *Placement) Routed(family string) uint32 {
+	return uint32(p.families.Group(storage.Owner{Family: family}))
+}
+
 // ForwardMeta implements actors.MetaForwarder: b goes to the meta group's
 // leader through this node's raft (Driver.ProposeForwarded).
 func (p *Placement) ForwardMeta(b *storage.Batch) error {
