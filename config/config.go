@@ -170,6 +170,12 @@ func (c Cluster) Tick() time.Duration { return time.Duration(c.TickMS) * time.Mi
 type Server struct {
 	// ListenAddr is the gRPC address. Defaults to "127.0.0.1:5555".
 	ListenAddr string `koanf:"listen_addr"`
+	// PprofListenAddr, when set, serves Go's runtime profiles at
+	// http://<addr>/debug/pprof/ (CPU, heap, allocations, goroutines,
+	// block, mutex, execution trace). It must be a loopback address.
+	// Defaults to "" (off). In [server], not [telemetry], because naming
+	// the telemetry section turns OTLP export on.
+	PprofListenAddr string `koanf:"pprof_listen_addr"`
 	// MaxMessageBytes is the largest payload Enqueue accepts. Defaults to 1 MiB.
 	MaxMessageBytes int `koanf:"max_message_bytes"`
 	// ShutdownTimeoutMS bounds how long unary calls in flight may take to
@@ -764,6 +770,9 @@ func (c Config) check() []fieldError {
 	}
 	if _, _, err := net.SplitHostPort(c.Server.ListenAddr); err != nil {
 		bad("server.listen_addr", c.Server.ListenAddr, "must be host:port")
+	}
+	if a := c.Server.PprofListenAddr; a != "" && !IsLoopback(a) {
+		bad("server.pprof_listen_addr", a, "must be a loopback host:port (profiles are for this machine)")
 	}
 	if c.Server.MaxMessageBytes < 1 || c.Server.MaxMessageBytes > MaxMessageBytesLimit {
 		bad("server.max_message_bytes", c.Server.MaxMessageBytes, fmt.Sprintf("must be from 1 to %d", MaxMessageBytesLimit))

@@ -90,6 +90,11 @@ func TestLoad(t *testing.T) {
 		{name: "message limit", toml: "[server]\nmax_message_bytes = -1\n", wantErr: "server.max_message_bytes = -1"},
 		{name: "TOML syntax error has a line", toml: "[server]\nlisten_addr = \n", wantErr: "fila.toml:2:"},
 		{name: "bad log level", env: []string{"FILA_LOG__LEVEL=loud"}, wantErr: "FILA_LOG__LEVEL (log.level) = loud: must be debug"},
+		{name: "profiles on loopback", env: []string{"FILA_SERVER__PPROF_LISTEN_ADDR=127.0.0.1:6060"}, check: func(t *testing.T, c Config) {
+			require.Equal(t, "127.0.0.1:6060", c.Server.PprofListenAddr)
+		}},
+		{name: "profiles on every interface", env: []string{"FILA_SERVER__PPROF_LISTEN_ADDR=0.0.0.0:6060"},
+			wantErr: "FILA_SERVER__PPROF_LISTEN_ADDR (server.pprof_listen_addr) = 0.0.0.0:6060: must be a loopback host:port"},
 		{
 			name: "cluster initial members from the file, a list",
 			toml: "[cluster]\nenabled = true\nnode_id = 2\ninternal_listen_addr = \"127.0.0.1:7556\"\ninitial_members = [\"1=127.0.0.1:7555\", \"2=127.0.0.1:7556\", \"3=127.0.0.1:7557\"]\n",

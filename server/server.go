@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"sync"
 	"time"
@@ -77,6 +78,9 @@ type Server struct {
 	lis       net.Listener
 	served    chan error
 	serving   bool // Start got as far as serving
+	// profiling serves the runtime profiles (profiling.go); nil when off.
+	profiling     *http.Server
+	profilingAddr net.Addr
 
 	stopOnce sync.Once
 	stopErr  error
@@ -105,6 +109,9 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 	}()
 
 	s.startTelemetry(ctx, opts)
+	if err = s.startProfiling(); err != nil {
+		return nil, err
+	}
 	if cfg.Server.TLS.Enabled() {
 		peerCA, members := "", map[uint64]string(nil)
 		if cfg.Cluster.Enabled {
@@ -495,6 +502,9 @@ func (s *Server) teardown(ctx context.Context) error {
 			s.log.Info("telemetry not fully flushed at shutdown", slog.Any("error", err))
 		}
 		cancel()
+	}
+	if s.profiling != nil {
+		_ = s.profiling.Close() // a profile being taken ends with it
 	}
 	if s.store != nil && s.ownStore {
 		errs = append(errs, s.store.Close())
