@@ -1,8 +1,8 @@
 package server_test
 
 import (
+	"fmt"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -20,8 +20,7 @@ func TestClusterStatusOfEachNode(t *testing.T) {
 		var resp *filav1.GetClusterStatusResponse
 		// Registration is in the background: poll until every member's
 		// client address is applied here.
-		deadline := time.Now().Add(waitFor)
-		for {
+		eventuallyTrue(t, func() (bool, string) {
 			var err error
 			resp, err = admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
 			require.NoError(t, err)
@@ -31,12 +30,8 @@ func TestClusterStatusOfEachNode(t *testing.T) {
 					registered++
 				}
 			}
-			if registered == len(tr.addrs) {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "node %d sees %d of %d registered", i+1, registered, len(tr.addrs))
-			time.Sleep(20 * time.Millisecond) // polls the node's view
-		}
+			return registered == len(tr.addrs), fmt.Sprintf("node %d sees %d of %d registered", i+1, registered, len(tr.addrs))
+		})
 		require.True(t, resp.GetEnabled())
 		require.EqualValues(t, i+1, resp.GetNodeId())
 		require.Len(t, resp.GetNodes(), 3)

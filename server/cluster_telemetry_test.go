@@ -190,20 +190,3 @@ func cutLink(t *testing.T, addr string, peer int) {
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode, "cut %d", peer)
 }
-
-// eventuallyTrue polls cond until it holds, failing with its last word
-// after waitFor.
-func eventuallyTrue(t *testing.T, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(why)
-		}
-		time.Sleep(10 * time.Millisecond) // polls; the outcome is cond's
-	}
-}

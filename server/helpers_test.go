@@ -21,6 +21,7 @@ import (
 	"github.com/fila-dev/filad/internal/filadtest"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/server"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // waitFor bounds every wait in these tests; nothing here should take long.
@@ -267,3 +268,10 @@ func (v *logCaptureView) WithAttrs(as []slog.Attr) slog.Handler {
 	return &logCaptureView{v.c, append(slices.Clone(v.attrs), as...)}
 }
 func (v *logCaptureView) WithGroup(string) slog.Handler { return v }
+
+// eventuallyTrue polls cond until it holds, failing with its last word
+// after waitFor.
+func eventuallyTrue(t *testing.T, cond func() (bool, string)) {
+	t.Helper()
+	telemetrytest.Await(t, waitFor, cond)
+}

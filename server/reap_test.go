@@ -71,18 +71,16 @@ func deleteAtMeta(t *testing.T, tr *trio, meta int, queue string) error {
 // lease or a live deletion mark of queue or its DLQ.
 func requireReaped(t *testing.T, tr *trio, queue string, delErr func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
 	for i, s := range tr.srvs {
-		for s != nil {
+		if s == nil {
+			continue
+		}
+		eventuallyTrue(t, func() (bool, string) {
 			msgs, leases, marked := familyKeys(t, s.StoreForTest(), queue)
 			dlqMsgs, dlqLeases, dlqMarked := familyKeys(t, s.StoreForTest(), queue+".dlq")
-			if msgs+leases+dlqMsgs+dlqLeases == 0 && !marked && !dlqMarked {
-				break
-			}
-			require.True(t, time.Now().Before(deadline),
-				"node %d still holds %d+ messages, %d+ leases of %s, marked deleted: %v (delete answered %v)", i+1, msgs, leases, queue, marked, delErr())
-			time.Sleep(10 * time.Millisecond) // polls the replica; the outcome is what it holds
-		}
+			return msgs+leases+dlqMsgs+dlqLeases == 0 && !marked && !dlqMarked,
+				fmt.Sprintf("node %d still holds %d+ messages, %d+ leases of %s, marked deleted: %v (delete answered %v)", i+1, msgs, leases, queue, marked, delErr())
+		})
 	}
 }
 

@@ -242,7 +242,15 @@ func (h *Harness) AssertNoSeries(t testing.TB, name string, attrs ...attribute.K
 // await polls cond until it holds, failing with its last word at the deadline.
 func (h *Harness) await(t testing.TB, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(settleWithin)
+	Await(t, settleWithin, cond)
+}
+
+// Await polls cond until it holds, and fails t with cond's last word
+// when within passes first: for tests that wait on a state they can only
+// observe, with a bound generous enough for a busy machine.
+func Await(t testing.TB, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		ok, why := cond()
 		if ok {
@@ -251,7 +259,7 @@ func (h *Harness) await(t testing.TB, cond func() (bool, string)) {
 		if time.Now().After(deadline) {
 			t.Fatal(why)
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // between looks; the outcome is cond's
 	}
 }
 
