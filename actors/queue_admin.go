@@ -137,7 +137,7 @@ func (q *queueActor) peek(req *Peek) any {
 // peeked completes r with the page's messages, their headers and payloads
 // read in one go (bodies).
 func (q *queueActor) peeked(r *PeekReply, page []*message) any {
-	recs, err := q.bodies(page)
+	recs, err := q.bodies(page, false)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
@@ -261,7 +261,7 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 	var recs []*storagev1.MessageRecord
 	if op.to != nil {
 		var err error
-		if recs, err = q.bodies(step.msgs); err != nil {
+		if recs, err = q.bodies(step.msgs, false); err != nil {
 			// As a failed write of the step: its messages go back.
 			step.err = err
 			q.config.inflight.Add(1) // as a write's completion is

@@ -128,9 +128,12 @@ func (c *messageCache) holding() (entries int, bytes int64) {
 
 // bodies returns the whole records of ms, in order, as a delivery shows
 // them: headers and payload from the cache or, for those it misses, from
-// one read of the store (those are cached then: a nacked message comes
-// round again), with the scheduling fields of each message's index entry.
-func (q *queueActor) bodies(ms []*message) ([]*storagev1.MessageRecord, error) {
+// one read of the store, with the scheduling fields of each message's
+// index entry. keep caches what was read: a delivery's (a nacked message
+// comes round again), not a Peek page's, a redrive's or a dead-lettering's,
+// whose messages are browsed once or leave this queue, and would push out
+// what is about to be delivered.
+func (q *queueActor) bodies(ms []*message, keep bool) ([]*storagev1.MessageRecord, error) {
 	out := make([]*storagev1.MessageRecord, len(ms))
 	var missed []int
 	for i, m := range ms {
@@ -151,7 +154,9 @@ func (q *queueActor) bodies(ms []*message) ([]*storagev1.MessageRecord, error) {
 			if read[j] == nil {
 				return nil, fmt.Errorf("message %s of queue %s is indexed but has no record", ids[j], q.cfg.Name)
 			}
-			q.deps.cache.put(q.cacheScope, ids[j], read[j])
+			if keep {
+				q.deps.cache.put(q.cacheScope, ids[j], read[j])
+			}
 			out[i] = read[j]
 		}
 	}
@@ -163,7 +168,7 @@ func (q *queueActor) bodies(ms []*message) ([]*storagev1.MessageRecord, error) {
 
 // body is bodies of one message.
 func (q *queueActor) body(m *message) (*storagev1.MessageRecord, error) {
-	recs, err := q.bodies([]*message{m})
+	recs, err := q.bodies([]*message{m}, false)
 	if err != nil {
 		return nil, err
 	}

@@ -110,12 +110,17 @@ func TestBacklogOverTheCacheIsDeliveredPeekedAndRedriven(t *testing.T) {
 		require.Equal(t, strconv.Itoa(i), rec.GetHeaders()["i"], "message %d's headers", i)
 		require.Equal(t, payload(i), rec.GetPayload(), "message %d's payload", i)
 	}
+	before := cachedIDs(f.sys.cache)
+	require.NotEmpty(t, before, "the newest enqueued are cached")
 	p := f.ask("q", &Peek{Limit: n}).(*PeekReply)
 	require.Len(t, p.Messages, n)
 	for i, m := range p.Messages {
 		require.Equal(t, ids[i], m.ID)
 		check(i, m.Record)
 	}
+	// What a Peek reads past the cache is not kept: browsing a backlog
+	// must not push out what is about to be delivered.
+	require.Equal(t, before, cachedIDs(f.sys.cache), "the peek's reads took the place of the newest enqueued")
 
 	// Each is delivered once, nacked, and dead-lettered (max_attempts 1):
 	// the DLQ's record is made from the one read.
@@ -151,4 +156,15 @@ func TestBacklogOverTheCacheIsDeliveredPeekedAndRedriven(t *testing.T) {
 		require.NoError(t, f.settle("q", &Ack{ID: d.ID, LeaseID: d.LeaseID}))
 	}
 	require.NoError(t, checkCache(f.sys.cache))
+}
+
+// cachedIDs are the message ids c holds, of any queue.
+func cachedIDs(c *messageCache) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := map[string]bool{}
+	for k := range c.items {
+		ids[k.id] = true
+	}
+	return ids
 }

@@ -174,7 +174,7 @@ func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, wri
 	for i, o := range out {
 		ms[i] = o.m
 	}
-	recs, err := q.bodies(ms)
+	recs, err := q.bodies(ms, true)
 	if err != nil {
 		q.deps.log.Error("messages not delivered: their records could not be read; they stay ready", slog.String("queue_id", q.cfg.Name),
 			slog.Int("messages", len(out)), slog.Any("error", err))

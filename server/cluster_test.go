@@ -223,6 +223,18 @@ func untilServed(t *testing.T, tr *trio, skip int, call func(conn *grpc.ClientCo
 	return -1
 }
 
+// createQueue creates q through the meta leader and returns its index.
+func createQueue(t *testing.T, tr *trio, q string) int {
+	t.Helper()
+	return untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
+		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: q}, grpc.Trailer(md))
+		if status.Code(err) == codes.AlreadyExists {
+			return nil // a retry of a create whose answer was lost
+		}
+		return err
+	})
+}
+
 // asForwarded marks a test's call to an internal port as forwarded (by
 // no node), by the bootstrap key.
 func asForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -237,13 +249,7 @@ func TestThreeNodeClusterFailsOver(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	addrs, srvs := tr.addrs, tr.srvs
 	ctx := ctxT(t)
-	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"}, grpc.Trailer(md))
-		if status.Code(err) == codes.AlreadyExists {
-			return nil // a retry of a create whose answer was lost
-		}
-		return err
-	})
+	createQueue(t, tr, "orders")
 	enqueue := func(skip int, payload string) int {
 		return untilServed(t, tr, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
 			_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders", Payload: []byte(payload)}, grpc.Trailer(md))

@@ -24,13 +24,7 @@ import (
 func TestAClientOfOneFollowerConsumesAcrossAFailover(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	ctx := ctxT(t)
-	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"}, grpc.Trailer(md))
-		if status.Code(err) == codes.AlreadyExists {
-			return nil // a retry of a create whose answer was lost
-		}
-		return err
-	})
+	createQueue(t, tr, "orders")
 	// The node that serves an enqueue on its internal port leads the queue.
 	leader := untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		_, err := filav1.NewFilaServiceClient(conn).Enqueue(ctx, &filav1.EnqueueRequest{Queue: "orders", Payload: []byte("m0")}, grpc.Trailer(md))

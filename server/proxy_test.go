@@ -34,17 +34,10 @@ const proxyPartitions = 8
 // one's leader (a node index), as the internal ports answer it.
 func placedQueues(t *testing.T, tr *trio, n int) map[string]int {
 	t.Helper()
-	ctx := ctxT(t)
 	leaders := map[string]int{}
 	for i := range n {
 		q := fmt.Sprint("q", i)
-		untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-			_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: q}, grpc.Trailer(md))
-			if status.Code(err) == codes.AlreadyExists {
-				return nil // a retry of a create whose answer was lost
-			}
-			return err
-		})
+		createQueue(t, tr, q)
 		leaders[q] = leaderOf(t, tr, q)
 	}
 	return leaders

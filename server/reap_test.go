@@ -31,18 +31,6 @@ func familyKeys(t *testing.T, s storage.Store, queue string) (msgs, leases int, 
 	return len(m), len(l), slices.Contains(deleted, queue)
 }
 
-// createQueue creates q through the meta leader and returns its index.
-func createQueue(t *testing.T, tr *trio, q string) int {
-	t.Helper()
-	return untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
-		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: q}, grpc.Trailer(md))
-		if status.Code(err) == codes.AlreadyExists {
-			return nil // a retry of a create whose answer was lost
-		}
-		return err
-	})
-}
-
 // doomedQueue creates queues until one's partition is led by another node
 // than the meta leader, and returns it with the meta leader's and its
 // leader's index. It skips the test when the meta leader leads them all.
