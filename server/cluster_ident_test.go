@@ -54,7 +54,7 @@ func TestClusterInternalPortBindsTheClaimedNodeToItsCertificate(t *testing.T) {
 	conn, err := grpc.NewClient(tr.internal[0], grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, cert, key))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 
 	stream := func(claimed uint64) error {
 		s, err := clusterv1.NewRaftClient(conn).Stream(ctx)

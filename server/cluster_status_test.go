@@ -14,7 +14,7 @@ import (
 // each member leads adding up to the groups that have a leader.
 func TestClusterStatusOfEachNode(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	for i, addr := range tr.addrs {
 		admin := filav1.NewFilaAdminClient(dialAddr(t, addr))
 		var resp *filav1.GetClusterStatusResponse

@@ -46,7 +46,7 @@ func TestClusterTelemetryAndReplicationFields(t *testing.T) {
 		},
 	})
 	addrs := tr.addrs
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "tele"}, grpc.Trailer(md))
 		if status.Code(err) == codes.AlreadyExists {

@@ -40,7 +40,7 @@ func oneNodeCluster(c *config.Config) {
 func TestOneNodeClusterServesAndRecovers(t *testing.T) {
 	t.Parallel()
 	b := filadtest.Start(t, filadtest.Options{Config: oneNodeCluster})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	_, err := b.Admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "orders"})
 	require.NoError(t, err)
 	for range 5 {
@@ -248,7 +248,7 @@ func asForwarded(ctx context.Context, method string, req, reply any, cc *grpc.Cl
 func TestThreeNodeClusterFailsOver(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	addrs, srvs := tr.addrs, tr.srvs
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	createQueue(t, tr, "orders")
 	enqueue := func(skip int, payload string) int {
 		return untilServed(t, tr, skip, func(conn *grpc.ClientConn, md *metadata.MD) error {
@@ -305,7 +305,7 @@ func TestClusterInternalPortIsMutualTLS(t *testing.T) {
 		c.Cluster.TLSCAFile = caFile
 	}})
 	addrs, internal := tr.addrs, tr.internal
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	conns := make([]*grpc.ClientConn, len(addrs))
 	for i, a := range addrs {
 		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(credentials.NewTLS(root.ClientConfig(t, nil, nil))))
@@ -377,7 +377,7 @@ func speaksHTTP2(c net.Conn) error {
 func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	addrs, srvs := tr.addrs, tr.srvs
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {
 		// Leases long enough that none expires before the test acks it.
 		_, err := filav1.NewFilaAdminClient(conn).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: "jobs",
@@ -436,7 +436,7 @@ func TestLeasesAckedThroughTheNewLeaderAreNotRedelivered(t *testing.T) {
 // meta group (a read index) before it answers NOT_FOUND.
 func TestAQueueCreatedThroughOneNodeIsFoundAtOnceOnTheOthers(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	conns := make([]*grpc.ClientConn, len(tr.addrs))
 	for i, a := range tr.addrs {
 		conns[i] = dialAddr(t, a)
@@ -449,8 +449,16 @@ func TestAQueueCreatedThroughOneNodeIsFoundAtOnceOnTheOthers(t *testing.T) {
 	}, waitFor, 10*time.Millisecond)
 	for i := range 30 {
 		name := fmt.Sprint("q", i)
-		_, err := filav1.NewFilaAdminClient(conns[i%3]).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name})
-		require.NoError(t, err)
+		// An election of the meta group meanwhile refuses a create
+		// UNAVAILABLE; a retry of one that was done finds it there.
+		eventuallyTrue(t, func() (bool, string) {
+			_, err := filav1.NewFilaAdminClient(conns[i%3]).CreateQueue(ctx, &filav1.CreateQueueRequest{Name: name})
+			if code := status.Code(err); code != codes.Unavailable {
+				require.Contains(t, []codes.Code{codes.OK, codes.AlreadyExists}, code, "create %s: %v", name, err)
+				return true, ""
+			}
+			return false, fmt.Sprintf("create %s: %v", name, err)
+		})
 		for _, other := range []int{(i + 1) % 3, (i + 2) % 3} {
 			_, err := filav1.NewFilaServiceClient(conns[other]).Enqueue(ctx, &filav1.EnqueueRequest{Queue: name, Payload: []byte("x")})
 			require.NotEqual(t, codes.NotFound, status.Code(err), "queue %s created through node %d, enqueued through node %d: %v", name, i%3+1, other+1, err)

@@ -23,7 +23,7 @@ import (
 // delivering, and what was acknowledged before is still there.
 func TestAClientOfOneFollowerConsumesAcrossAFailover(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	createQueue(t, tr, "orders")
 	// The node that serves an enqueue on its internal port leads the queue.
 	leader := untilServed(t, tr, -1, func(conn *grpc.ClientConn, md *metadata.MD) error {

@@ -85,6 +85,16 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
+// clusterCtx bounds a whole cluster test: several phases (start-up,
+// elections, a failover), each awaited within waitFor of its own, so the
+// test as a whole gets a bound of several: one waitFor over every phase
+// would fail on a busy machine although each phase kept its bound.
+func clusterCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*waitFor)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func (b *bundle) createQueue(t testing.TB, name string, cfg *filav1.QueueConfig) {
 	t.Helper()
 	_, err := b.admin.CreateQueue(ctxT(t), &filav1.CreateQueueRequest{Name: name, Config: cfg})

@@ -105,7 +105,7 @@ func TestFollowerProxiesToTheLeader(t *testing.T) {
 	f, qa, qb := spread(t, leaders)
 	conn := dialAddr(t, tr.addrs[f])
 	svc, admin := filav1.NewFilaServiceClient(conn), filav1.NewFilaAdminClient(conn)
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 
 	// Produce through the follower, in a trace of the test's own.
 	clientTP := sdktrace.NewTracerProvider()

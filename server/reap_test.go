@@ -79,7 +79,7 @@ func requireReaped(t *testing.T, tr *trio, queue string, delErr func() error) {
 // it was.
 func TestADeleteThroughANodeThatDoesNotLeadThePartitionReapsEverywhere(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	queue, meta, leader := doomedQueue(t, tr)
 	svc := filav1.NewFilaServiceClient(dialAddr(t, tr.addrs[leader]))
 	for i := range 20 {
@@ -133,7 +133,7 @@ func TestADeleteThroughANodeThatDoesNotLeadThePartitionReapsEverywhere(t *testin
 // the delete answers.
 func TestAReapCutByALeaderChangeIsFinishedByTheNext(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
-	ctx := ctxT(t)
+	ctx := clusterCtx(t)
 	queue, meta, leader := doomedQueue(t, tr)
 	svc := filav1.NewFilaServiceClient(dialAddr(t, tr.addrs[leader]))
 	const n = 3000 // three steps of the reap
