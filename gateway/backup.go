@@ -16,7 +16,7 @@ const backupChunkBytes = 256 << 10
 // the broker: the snapshot is a read at one timestamp).
 func (s *Server) Backup(_ *filav1.BackupRequest, stream filav1.FilaAdmin_BackupServer) error {
 	if s.opts.Backup == nil {
-		return status.Error(codes.Unimplemented, "this store has no backup (an in-memory store)")
+		return status.Error(codes.Unimplemented, "this filad's store has no online backup: a cluster node's is not built yet (docs/backup.md), and an in-memory store has none")
 	}
 	w := &chunkWriter{stream: stream, buf: make([]byte, 0, backupChunkBytes)}
 	if err := s.opts.Backup(w); err != nil {

@@ -61,7 +61,7 @@ func backup(ctx context.Context, admin filav1.FilaAdminClient, path string, forc
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".partial-*")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("admin backup: cannot write beside %s: %w", path, errors.Unwrap(err))
 	}
 	defer os.Remove(f.Name()) // a no-op once renamed
 	defer f.Close()

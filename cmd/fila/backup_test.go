@@ -211,6 +211,11 @@ func TestBackupKeepsAnExistingFileUnlessForced(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "an older backup", string(kept))
 
+	r = fila(t, addr, "", "admin", "backup", filepath.Join(t.TempDir(), "no", "such", "dir", "x.backup"))
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "admin backup: cannot write beside")
+	require.NotContains(t, r.stderr, ".partial-", "the temporary name is not the user's business")
+
 	r = fila(t, addr, "", "admin", "backup", file, "--force")
 	require.Zero(t, r.code, r.stderr)
 	into := filepath.Join(t.TempDir(), "restored")

@@ -11,7 +11,7 @@ import (
 
 var clusterSubcommands = map[string]subcommandSpec{
 	"status":     {synopsis: "cluster status   (the members, the groups each leads, groups without a leader)", json: true},
-	"nodes":      {synopsis: "cluster nodes", json: true},
+	"nodes":      {synopsis: "cluster nodes   (each member: client and internal address, groups it leads)", json: true},
 	"partitions": {synopsis: "cluster partitions   (every raft group: leader, term, commit and applied index)", json: true},
 }
 
