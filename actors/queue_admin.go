@@ -189,7 +189,7 @@ func (q *queueActor) takeMore(op *moveOp) error {
 		return err
 	}
 	op.read = len(ids) < moveStep
-	keys := map[string]struct{}{}
+	keys := map[string]int{} // ready messages taken, by fairness key
 	for _, id := range ids {
 		if id > op.bound || (op.limit > 0 && op.taken == op.limit) {
 			op.read = true
@@ -201,7 +201,7 @@ func (q *queueActor) takeMore(op *moveOp) error {
 			continue
 		}
 		if m.state == stateReady {
-			keys[m.idx.GetFairnessKey()] = struct{}{}
+			keys[m.idx.GetFairnessKey()]++
 		}
 		q.transition(m, stateMoving)
 		op.rest = append(op.rest, m)
@@ -327,31 +327,44 @@ func (q *queueActor) moved(ctx actor.Context, d *moveDone) {
 	q.nextMove(ctx, op)
 }
 
-// removeFrom drops, from the named keys only, every item for which drop
-// is true, in place, keeping the order of the others, and returns how
-// many it dropped. It costs O(the named keys' items) and allocates
-// nothing; it lives here, beside its one caller (a purge or redrive takes
-// its messages a step at a time), rather than beside the scheduler's hot
-// path in drr.go.
-func (d *drr[T]) removeFrom(keys map[string]struct{}, drop func(T) bool) int {
+// removeFrom drops, from each named key, as many items as keys names for
+// it (or, if it holds fewer such items, every one), those for which drop
+// is true, in place, keeping the order of the others, and returns how many
+// it dropped. It reads a key's items from its head only until it has
+// dropped its count: a purge or redrive takes the oldest messages of a key
+// first, so a step costs about the step's messages, not the key's whole
+// backlog (reading all of it every step made a purge quadratic in the
+// queue's depth, issue 19). It allocates nothing; it lives here, beside
+// its one caller, rather than beside the scheduler's hot path in drr.go.
+func (d *drr[T]) removeFrom(keys map[string]int, drop func(T) bool) int {
 	n := 0
-	for key := range keys {
+	for key, want := range keys {
 		k := d.keys[key]
 		if k == nil {
 			continue
 		}
 		live := k.items.items[k.items.head:]
-		kept := live[:0]
-		for _, it := range live {
-			if drop(it) {
-				n++
+		kept, dropped, i := 0, 0, 0
+		for ; i < len(live) && dropped < want; i++ {
+			if drop(live[i]) {
+				dropped++
 			} else {
-				kept = append(kept, it)
+				live[kept] = live[i]
+				kept++
 			}
 		}
-		clear(live[len(kept):])
-		k.items.items = k.items.items[:k.items.head+len(kept)]
-		if len(kept) == 0 {
+		// live[:kept] is kept, live[kept:i] is free, live[i:] is unread.
+		if kept == 0 {
+			clear(live[:i]) // the common case: a prefix went
+			k.items.head += i
+		} else {
+			m := copy(live[kept:], live[i:])
+			clear(live[kept+m:])
+			k.items.items = k.items.items[:k.items.head+kept+m]
+		}
+		n += dropped
+		if k.items.len() == 0 {
+			k.items = fifo[T]{}
 			d.deactivate(k)
 		}
 	}

@@ -134,11 +134,12 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 				statsMax = max(statsMax, time.Since(start))
 			}
 		})
-		gcBefore := gcCycles()
+		gcBefore, schedBefore := gcCycles(), schedLatencies()
 		start := time.Now()
 		err = op.run(q)
 		took := time.Since(start)
 		gcs := gcCycles() - gcBefore
+		sched := schedLatencies().since(schedBefore)
 		close(stop)
 		wg.Wait()
 		close(probeErr)
@@ -158,8 +159,8 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 		w := fmt.Sprintf("%s, %d messages", op.name, n)
 		// The machine's load and the collections during the operation say
 		// how far a figure is this operation's and how far its neighbours'.
-		note := fmt.Sprintf("%d enqueues to another queue meanwhile; %d GC cycles; load average %s",
-			len(enqueues), gcs, loadAverage())
+		note := fmt.Sprintf("%d enqueues to another queue meanwhile; %d GC cycles; goroutine run-queue wait p99 %.1f ms; load average %s",
+			len(enqueues), gcs, sched.quantile(0.99)*1000, loadAverage())
 		out = append(out,
 			result{Workload: w, Value: took.Seconds() * 1000, Unit: "ms taken"},
 			result{Workload: w + ": other queue's Enqueue", Value: pct(0.50), Unit: "ms p50", Note: note},
@@ -177,6 +178,49 @@ func gcCycles() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// schedHist is the Go scheduler's histogram of how long goroutines waited
+// runnable before they ran (/sched/latencies:seconds). filad runs in
+// this process: a wait there is one every hop of a request pays, so it
+// tells CPU-bound work inside filad (badger's compactions, say) from a
+// lock or a queue.
+type schedHist struct {
+	counts  []uint64
+	buckets []float64
+}
+
+func schedLatencies() schedHist {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	h := s[0].Value.Float64Histogram()
+	return schedHist{counts: slices.Clone(h.Counts), buckets: h.Buckets}
+}
+
+// since is the histogram of the waits after before was read.
+func (h schedHist) since(before schedHist) schedHist {
+	d := schedHist{counts: slices.Clone(h.counts), buckets: h.buckets}
+	for i := range min(len(d.counts), len(before.counts)) {
+		d.counts[i] -= before.counts[i]
+	}
+	return d
+}
+
+// quantile is the upper bound of the bucket that holds quantile q, in
+// seconds (0 for an empty histogram).
+func (h schedHist) quantile(q float64) float64 {
+	var total uint64
+	for _, c := range h.counts {
+		total += c
+	}
+	want := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for i, c := range h.counts {
+		if seen += c; seen >= want && c > 0 {
+			return h.buckets[i+1]
+		}
+	}
+	return 0
 }
 
 // loadAverage is the machine's one-minute load average, or "?".
