@@ -299,10 +299,11 @@ func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {
 // record, where it has one, gives its scheduling fields.
 func loadQueue(scan scanFunc, queue string) (*QueueContents, error) {
 	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
-	index := map[string]*storagev1.MessageIndexRecord{}
+	index := map[string]Index{}
+	keys := interner{}
 	err := scan(queueItemsPrefix(prefixIndex, queue), func(k, v []byte) error {
-		idx := &storagev1.MessageIndexRecord{}
-		if err := proto.Unmarshal(v, idx); err != nil {
+		idx, err := decodeIndex(v, keys)
+		if err != nil {
 			return err
 		}
 		index[splitItemKey(k, queue)] = idx
