@@ -133,6 +133,9 @@ func (q *queueActor) load(ctx actor.Context) {
 	}
 	now := time.Now()
 	var expired []*message
+	if len(q.msgs) == 0 {
+		q.msgs = make(map[string]*message, len(contents.Messages)) // grown once, not by doubling
+	}
 	for _, sm := range contents.Messages {
 		m := &message{id: sm.ID}
 		if l, ok := contents.Leases[m.id]; ok {

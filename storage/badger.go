@@ -584,7 +584,9 @@ func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		if err := item.Value(func(v []byte) error { return fn(item.KeyCopy(nil), v) }); err != nil {
+		// No copy of the key: fn copies what it keeps (scanFunc), and a
+		// recovery reads a million of them.
+		if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
 			return err
 		}
 	}

@@ -139,7 +139,8 @@ type Stats struct {
 	Commits uint64
 }
 
-// scanFunc calls fn for every stored key under prefix, in key order.
+// scanFunc calls fn for every stored key under prefix, in key order. k and
+// v are valid only until fn returns: fn copies what it keeps.
 type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
 
 // keysFunc returns up to limit (0: all) stored keys under prefix that are
