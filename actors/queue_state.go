@@ -207,10 +207,10 @@ func (q *queueActor) checkStep() error {
 }
 
 // checkInvariants reports the first way the queue's memory disagrees with
-// itself: the per-state counts against the messages' states, the holdings
-// against the messages, the DRR against the ready messages, the heaps
-// against the delayed and leased ones, and each consumer's credit against
-// its leases. It costs O(messages + heap entries): tests only.
+// itself: the per-state counts against the messages' states, a lease
+// held by exactly the leased and settling ones, the holdings against the
+// messages, the DRR against the ready messages, the heaps against the
+// delayed and leased ones, and each consumer's credit against its leases. It costs O(messages + heap entries): tests only.
 func (q *queueActor) checkInvariants() error {
 	var counts [stateCount]int
 	var held holdings
@@ -223,6 +223,9 @@ func (q *queueActor) checkInvariants() error {
 		held.add(uint64(m.idx.PayloadBytes))
 		if m.state == stateLeased || m.state == stateSettling {
 			leasedTo[m.consumer]++
+		}
+		if leased := m.state == stateLeased || m.state == stateSettling; leased != (m.lease != nil) {
+			return fmt.Errorf("message %s in state %s has lease %+v", m.id, m.state, m.lease)
 		}
 		if (m.state == stateDelayed) == (m.readyAt == 0) {
 			return fmt.Errorf("message %s in state %s has readyAt %v", m.id, m.state, m.readyAt)
