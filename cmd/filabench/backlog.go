@@ -18,6 +18,9 @@ import (
 //	                 serves at full depth, and its RSS then
 //	backlog-drain:   the batched lifecycle's consumers draining a backlog
 //	                 far larger than the message cache, and one that fits
+//	huge-backlog:    with -huge-backlog N (10M in the issue): N × 1 KiB
+//	                 enqueued, kill -9, restart, drained, with the peak RSS
+//	                 of each phase
 func backlogWorkloads() []workload {
 	return []workload{
 		{"backlog-memory", func(ctx context.Context, e *bench) ([]result, error) {
@@ -183,4 +186,95 @@ func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// rssPeak samples pid's RSS every 100 ms until stop is called, which
+// returns the largest sample in MB.
+func rssPeak(pid int) (stop func() float64) {
+	done, peak := make(chan struct{}), make(chan float64, 1)
+	go func() {
+		top := 0.0
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if rss, err := rssMB(pid); err == nil {
+				top = max(top, rss)
+			}
+			select {
+			case <-done:
+				peak <- top
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() float64 { close(done); return <-peak }
+}
+
+// hugeBacklog enqueues n × 1 KiB into one queue (sync_writes=true), kills
+// filad with SIGKILL, restarts it until it serves at full depth, and
+// drains the queue with the batched lifecycle's consumers, sampling RSS
+// throughout (issue 26: 10M × 1 KiB under 2.5 GB).
+func (e *bench) hugeBacklog(ctx context.Context, n int) ([]result, error) {
+	p, t, _, err := e.startFiladTarget()
+	if err != nil {
+		return nil, err
+	}
+	peak := rssPeak(p.pid())
+	start := time.Now()
+	q, err := fillBacklog(ctx, t, n, 1024)
+	enqueued, enqueuePeak := time.Since(start), peak()
+	t.close()
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.kill9()
+	start = time.Now()
+	if p, err = e.startFiladProcessIn(p.dir); err != nil {
+		return nil, err
+	}
+	defer p.close()
+	peak = rssPeak(p.pid())
+	if t, err = newFiladTarget(p.addr); err != nil {
+		peak()
+		return nil, err
+	}
+	defer t.close()
+	err = awaitDepth(ctx, t, q, n)
+	restarted, restartPeak := time.Since(start), peak()
+	if err != nil {
+		return nil, err
+	}
+	peak = rssPeak(p.pid())
+	start = time.Now()
+	err = consumeBatched(ctx, t, q, 4, n)(true)
+	drained, drainPeak := time.Since(start), peak()
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: q})
+	if err != nil {
+		return nil, err
+	}
+	if left := st.GetDepth() + st.GetInFlight() + st.GetDelayed(); left != 0 {
+		return nil, fmt.Errorf("queue %s: %d messages left after the drain", q, left)
+	}
+	note := fmt.Sprintf("%d × 1 KiB, sync_writes=true; load average %s", n, loadAverage())
+	label := fmt.Sprintf("%dM × 1 KiB", n/1_000_000)
+	if n < 1_000_000 {
+		label = fmt.Sprintf("%dk × 1 KiB", n/1000)
+	}
+	enq := rate("huge backlog enqueue, "+label, n, enqueued)
+	enq.Target, enq.Note = targetSync, note
+	drain := rate("huge backlog drain after the restart, "+label, n, drained)
+	drain.Target, drain.Note = targetSync, note
+	return []result{
+		enq,
+		{Workload: "huge backlog peak RSS while enqueuing, " + label, Target: targetSync, Value: enqueuePeak, Unit: "MB", Note: note},
+		{Workload: "huge backlog restart after kill -9 → full depth, " + label, Target: targetSync, Value: restarted.Seconds(), Unit: "s", Note: note},
+		{Workload: "huge backlog peak RSS while restarting, " + label, Target: targetSync, Value: restartPeak, Unit: "MB", Note: note},
+		drain,
+		{Workload: "huge backlog peak RSS while draining, " + label, Target: targetSync, Value: drainPeak, Unit: "MB", Note: note},
+	}, nil
 }

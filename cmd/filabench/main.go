@@ -42,6 +42,9 @@ type benchFlags struct {
 	cluster   int
 	rounds    int
 	failovers int
+	// hugeBacklog is the message count of the huge-backlog workload
+	// (backlog.go); 0, the default, runs none.
+	hugeBacklog int
 }
 
 func main() {
@@ -54,6 +57,7 @@ func main() {
 	flag.IntVar(&f.cluster, "cluster", 0, "also run the cluster workloads with this many filad processes (RF = N) against single-node filad; 0: none")
 	flag.IntVar(&f.rounds, "rounds", 3, "alternating rounds of the cluster throughput comparison")
 	flag.IntVar(&f.failovers, "failovers", 5, "partition leader kills in the cluster failover workload (needs -cluster 3 or more)")
+	flag.IntVar(&f.hugeBacklog, "huge-backlog", 0, "also run the huge-backlog workload with this many 1 KiB messages (10000000: ~12 GB of disk, tens of minutes); 0: none")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if f.short {

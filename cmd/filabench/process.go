@@ -80,7 +80,7 @@ func (e *bench) startFiladProcessIn(dir string, env ...string) (*filadProcess, e
 	select {
 	case p.addr = <-addr:
 		return p, nil
-	case <-time.After(20 * time.Second):
+	case <-time.After(2 * time.Minute): // a big backlog's recovery comes first (10M × 1 KiB: some 20 s)
 		p.close()
 		return nil, fmt.Errorf("filad did not start")
 	}
