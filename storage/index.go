@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -73,13 +74,19 @@ func (x Index) WithThrottleKeys(keys []string) Index {
 
 // throttleSets interns throttle key sets: there are as few as there are
 // throttle keys, and a message keeps a pointer, not a slice of its own.
-var throttleSets sync.Map // joined by 0x00 → *[]string
+var throttleSets sync.Map // each key length-prefixed, so no two sets meet → *[]string
 
 func internThrottle(keys []string) *[]string {
 	if len(keys) == 0 {
 		return nil
 	}
-	joined := strings.Join(keys, "\x00")
+	var sb strings.Builder
+	for _, k := range keys {
+		sb.WriteString(strconv.Itoa(len(k)))
+		sb.WriteByte(':')
+		sb.WriteString(k)
+	}
+	joined := sb.String()
 	if p, ok := throttleSets.Load(joined); ok {
 		return p.(*[]string)
 	}

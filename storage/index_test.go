@@ -63,3 +63,15 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestThrottleKeySetsAreInternedApart: equal sets share one slice, and
+// sets that would join to the same string stay apart.
+func TestThrottleKeySetsAreInternedApart(t *testing.T) {
+	a := Index{}.WithThrottleKeys([]string{"a\x00b"})
+	b := Index{}.WithThrottleKeys([]string{"a", "b"})
+	require.Equal(t, []string{"a\x00b"}, a.ThrottleKeys())
+	require.Equal(t, []string{"a", "b"}, b.ThrottleKeys())
+	again := Index{}.WithThrottleKeys([]string{"a", "b"})
+	require.Same(t, &b.ThrottleKeys()[0], &again.ThrottleKeys()[0], "one slice per set")
+	require.Nil(t, Index{}.WithThrottleKeys(nil).ThrottleKeys())
+}
