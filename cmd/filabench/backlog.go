@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +23,8 @@ import (
 //	backlog-restart: kill -9 with 1M × 1 KiB queued, time until filad
 //	                 serves at full depth, and its RSS then
 //	backlog-drain:   the batched lifecycle's consumers draining a backlog
-//	                 far larger than the message cache, and one that fits
+//	                 far larger than the message cache, and one that fits,
+//	                 with the p99 of the store reads the cache's misses cost
 //	huge-backlog:    with -huge-backlog N (10M in the issue): N × 1 KiB
 //	                 enqueued, kill -9, restart, drained, with the peak RSS
 //	                 of each phase
@@ -164,7 +171,7 @@ func (e *bench) backlogRestart(ctx context.Context, n int) ([]result, error) {
 func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 	var out []result
 	for _, mib := range []int{8, 2048} {
-		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__MESSAGE_CACHE_MIB=%d", mib))
+		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__MESSAGE_CACHE_MIB=%d", mib), "FILA_TELEMETRY__PROMETHEUS_LISTEN_ADDR=127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
@@ -177,13 +184,18 @@ func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 		err = consumeBatched(ctx, t, q, 4, n)(true)
 		took := time.Since(start)
 		rss, _ := rssMB(p.pid())
+		reads, p99, herr := histogramQuantile(p.metricsURL, "fila_storage_read_duration_seconds", q, 0.99)
 		stop()
 		if err != nil {
 			return nil, err
 		}
+		if herr != nil {
+			return nil, fmt.Errorf("fila.storage.read.duration: %w", herr)
+		}
 		r := rate(fmt.Sprintf("backlog drain, message cache %d MiB", mib), n, took)
-		r.Target, r.Note = targetSync, fmt.Sprintf("%d × 1 KiB queued first; RSS at the end %.0f MB", n, rss)
-		out = append(out, r)
+		r.Target, r.Note = targetSync, fmt.Sprintf("%d × 1 KiB queued first; RSS at the end %.0f MB; %d store reads", n, rss, reads)
+		out = append(out, r, result{Workload: fmt.Sprintf("backlog drain store read p99, message cache %d MiB", mib), Target: targetSync,
+			Value: p99 * 1000, Unit: "ms", Note: fmt.Sprintf("fila.storage.read.duration: the upper bound of the bucket holding the 99th percentile of %d reads (each a dispatch round's misses)", reads)})
 	}
 	return out, nil
 }
@@ -277,4 +289,66 @@ func (e *bench) hugeBacklog(ctx context.Context, n int) ([]result, error) {
 		drain,
 		{Workload: "huge backlog peak RSS while draining, " + label, Target: targetSync, Value: drainPeak, Unit: "MB", Note: note},
 	}, nil
+}
+
+// histogramQuantile scrapes url (Prometheus text) for the histogram name
+// of queue and returns its count and the upper bound of the bucket that
+// holds quantile q (0 when it has no measurement).
+func histogramQuantile(url, name, queue string, q float64) (count uint64, bound float64, err error) {
+	if url == "" {
+		return 0, 0, fmt.Errorf("filad serves no metrics")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	type bucket struct {
+		le    float64
+		count uint64
+	}
+	var buckets []bucket
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, `queue_id="`+queue+`"`) {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `le="`)
+		le, rest, _ := strings.Cut(rest, `"`)
+		fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(fields) == 0 {
+			return 0, 0, fmt.Errorf("bucket line %q", line)
+		}
+		b := bucket{le: math.Inf(1)}
+		if le != "+Inf" {
+			if b.le, err = strconv.ParseFloat(le, 64); err != nil {
+				return 0, 0, fmt.Errorf("bucket line %q: %w", line, err)
+			}
+		}
+		c, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("bucket line %q: %w", line, err)
+		}
+		b.count = uint64(c)
+		buckets = append(buckets, b)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i].le < buckets[j].le })
+	if len(buckets) == 0 {
+		return 0, 0, nil
+	}
+	count = buckets[len(buckets)-1].count // cumulative: +Inf holds them all
+	if count == 0 {
+		return 0, 0, nil
+	}
+	for _, b := range buckets {
+		if float64(b.count) >= q*float64(count) {
+			return count, b.le, nil
+		}
+	}
+	return count, math.Inf(1), nil
 }
