@@ -46,6 +46,9 @@ type benchFlags struct {
 	// allocation profiles (profile.go); "" writes none.
 	serverProfile        string
 	serverProfileSeconds int
+	// hugeBacklog is the message count of the huge-backlog workload
+	// (backlog.go); 0, the default, runs none.
+	hugeBacklog int
 }
 
 func main() {
@@ -61,6 +64,7 @@ func main() {
 	flag.StringVar(&f.serverProfile, "server-profile", "", "the cpu workloads also write filad's CPU and allocation profiles into this directory")
 	flag.IntVar(&f.serverProfileSeconds, "server-profile-seconds", 10, "how long each filad CPU profile runs, from the workload's start")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (filabench itself, the clients) to this file")
+	flag.IntVar(&f.hugeBacklog, "huge-backlog", 0, "also run the huge-backlog workload with this many 1 KiB messages (10000000: ~12 GB of disk, tens of minutes); 0: none")
 	flag.Parse()
 	if f.short {
 		f.messages = 300

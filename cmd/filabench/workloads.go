@@ -244,6 +244,11 @@ func workloads(f benchFlags) []workload {
 		}},
 	)
 	ws = append(ws, backlogWorkloads()...)
+	if f.hugeBacklog > 0 {
+		ws = append(ws, workload{"huge-backlog", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.hugeBacklog(ctx, f.hugeBacklog)
+		}})
+	}
 	if f.cluster > 0 {
 		ws = append(ws, clusterWorkloads(f.cluster)...)
 	}
