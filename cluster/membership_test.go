@@ -1,0 +1,131 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+// confs are the memberships of every group as their leaders applied them.
+func (c *replicaNet) confs() map[uint64]*pb.ConfState {
+	out := map[uint64]*pb.ConfState{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g := uint64(0); g <= testPartitions; g++ {
+		for _, r := range c.nodes {
+			if st, _ := r.Driver.Status(g); st.Leading {
+				out[g] = st.Conf
+			}
+		}
+	}
+	return out
+}
+
+// everyGroup waits until each group's leader applied a membership that
+// holds ok.
+func (c *replicaNet) everyGroup(what string, ok func(*pb.ConfState) bool) {
+	c.t.Helper()
+	telemetrytest.Await(c.t, patience, func() (bool, string) {
+		confs := c.confs()
+		for g := uint64(0); g <= testPartitions; g++ {
+			if confs[g] == nil || !ok(confs[g]) {
+				return false, fmt.Sprintf("not every group %s: %v", what, confs)
+			}
+		}
+		return true, ""
+	})
+}
+
+func (c *replicaNet) control(id uint64) {
+	m := StartMembership(c.node(id), id, testPartitions, DefaultTick/5, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c.t.Cleanup(m.Stop)
+}
+
+// A node recorded in the table is added to the groups as a learner
+// first: while it is down it stays one (it has caught up with nothing),
+// and the groups commit with their old quorum. Started empty (no
+// bootstrap), it catches up and is promoted to voter everywhere. A node
+// then removed leaves every group, leaders included, and the rest
+// serve.
+func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	for g := uint64(0); g <= testPartitions; g++ {
+		c.leaderOf(g)
+	}
+	for _, id := range c.peers {
+		c.control(id)
+	}
+	var b storage.Batch
+	b.PutMessage("orders", "m1", &storagev1.MessageRecord{Payload: []byte("before")})
+	c.write(&b)
+
+	c.serveSnapshots(4)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	metaLeader := func() *Replica { return c.leaderOf(MetaGroup) }
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := metaLeader().AddNode(ctx, 4, c.addrs[4])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
+	})
+	// One group at a time per leader: a leader adds the learner to its
+	// next group only once the last one caught up, which a node that is
+	// down never does.
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		confs := c.confs()
+		for _, cs := range confs {
+			if slices.Contains(cs.GetLearners(), 4) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no group has node 4 as a learner: %v", confs)
+	})
+	b = storage.Batch{}
+	b.PutMessage("orders", "m2", &storagev1.MessageRecord{Payload: []byte("with a learner down")})
+	c.write(&b)
+	for _, cs := range c.confs() {
+		if slices.Contains(cs.GetVoters(), 4) {
+			t.Fatalf("a learner that caught up with nothing was promoted: %v", cs)
+		}
+	}
+
+	c.openWith(4, nil)
+	c.control(4)
+	c.everyGroup("has node 4 as a voter", func(cs *pb.ConfState) bool {
+		return slices.Contains(cs.GetVoters(), 4) && len(cs.GetLearners()) == 0 && len(cs.GetVoters()) == 4
+	})
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		got, err := c.node(4).Local.LoadQueue("orders")
+		return err == nil && len(got.Messages) == 2, fmt.Sprintf("node 4 holds %+v (%v)", got, err)
+	})
+
+	leaderOfMeta := metaLeader().Driver.opts.NodeID
+	gone := leaderOfMeta // removing the meta leader: it hands the group over first
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := metaLeader().RemoveNode(ctx, gone)
+		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
+	})
+	c.everyGroup(fmt.Sprintf("let node %d go", gone), func(cs *pb.ConfState) bool {
+		return !slices.Contains(cs.GetVoters(), gone) && !slices.Contains(cs.GetLearners(), gone) && len(cs.GetVoters()) == 3
+	})
+	for g := uint64(0); g <= testPartitions; g++ {
+		if st, _ := c.node(gone).Driver.Status(g); st.Leading {
+			t.Fatalf("the removed node still leads group %d", g)
+		}
+	}
+	c.close(gone)
+	b = storage.Batch{}
+	b.PutMessage("orders", "m3", &storagev1.MessageRecord{Payload: []byte("after")})
+	c.write(&b)
+	if err := metaLeader().AddNode(ctx, gone, c.addrs[gone]); err == nil {
+		t.Fatal("a removed id was added again")
+	}
+}
