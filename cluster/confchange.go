@@ -132,3 +132,15 @@ func (d *Driver) Replication(ctx context.Context, group uint64) (Replication, er
 	}
 	return r, err
 }
+
+// confPending reports whether group has a membership change of this
+// node's under way (ChangeConf would answer ErrConfPending).
+func (d *Driver) confPending(ctx context.Context, group uint64) (bool, error) {
+	var pending bool
+	err := d.onLoop(ctx, func() {
+		if g := d.groups[group]; g != nil {
+			pending = g.confTicks > 0 || len(g.conf.GetVotersOutgoing()) > 0
+		}
+	})
+	return pending, err
+}

@@ -39,10 +39,19 @@ type Membership struct {
 
 // StartMembership runs r's controller every interval until Stop.
 func StartMembership(r *Replica, self uint64, partitions int, interval time.Duration, log *slog.Logger) *Membership {
+	m := newMembership(r, self, partitions, log)
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Membership{driver: r.Driver, nodes: r.Nodes, self: self, partitions: partitions, every: interval, log: log, stop: cancel, done: make(chan struct{})}
+	m.every, m.stop, m.done = interval, cancel, make(chan struct{})
 	go m.run(ctx)
 	return m
+}
+
+// newMembership is a controller that runs only when Reconcile is called
+// (Stop is a no-op).
+func newMembership(r *Replica, self uint64, partitions int, log *slog.Logger) *Membership {
+	done := make(chan struct{})
+	close(done)
+	return &Membership{driver: r.Driver, nodes: r.Nodes, self: self, partitions: partitions, log: log, stop: func() {}, done: done}
 }
 
 // Stop ends the controller and waits for it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"testing"
 
@@ -30,11 +31,12 @@ func (c *replicaNet) confs() map[uint64]*pb.ConfState {
 	return out
 }
 
-// everyGroup waits until each group's leader applied a membership that
-// holds ok.
+// everyGroup runs the controllers until each group's leader applied a
+// membership that holds ok.
 func (c *replicaNet) everyGroup(what string, ok func(*pb.ConfState) bool) {
 	c.t.Helper()
 	telemetrytest.Await(c.t, patience, func() (bool, string) {
+		c.settle(1)
 		confs := c.confs()
 		for g := uint64(0); g <= testPartitions; g++ {
 			if confs[g] == nil || !ok(confs[g]) {
@@ -45,9 +47,31 @@ func (c *replicaNet) everyGroup(what string, ok func(*pb.ConfState) bool) {
 	})
 }
 
-func (c *replicaNet) control(id uint64) {
-	m := StartMembership(c.node(id), id, testPartitions, DefaultTick/5, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	c.t.Cleanup(m.Stop)
+// settle runs every live node's controller for rounds rounds, each
+// round waiting until the changes it proposed applied: the controllers
+// run only here, so that what a test sees after is what they decided.
+func (c *replicaNet) settle(rounds int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for range rounds {
+		c.mu.Lock()
+		nodes := maps.Clone(c.nodes)
+		c.mu.Unlock()
+		for id, r := range nodes {
+			newMembership(r, id, testPartitions, slog.New(slog.NewTextHandler(io.Discard, nil))).Reconcile(ctx)
+		}
+		telemetrytest.Await(c.t, patience, func() (bool, string) {
+			for _, r := range nodes {
+				for g := uint64(0); g <= testPartitions; g++ {
+					if p, err := r.Driver.confPending(ctx, g); p || err != nil {
+						return false, fmt.Sprintf("group %d's change never applied (%v)", g, err)
+					}
+				}
+			}
+			return true, ""
+		})
+	}
 }
 
 // A node recorded in the table is added to the groups as a learner
@@ -60,9 +84,6 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	c := newReplicaNet(t, 3)
 	for g := uint64(0); g <= testPartitions; g++ {
 		c.leaderOf(g)
-	}
-	for _, id := range c.peers {
-		c.control(id)
 	}
 	var b storage.Batch
 	b.PutMessage("orders", "m1", &storagev1.MessageRecord{Payload: []byte("before")})
@@ -79,15 +100,16 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	// One group at a time per leader: a leader adds the learner to its
 	// next group only once the last one caught up, which a node that is
 	// down never does.
-	telemetrytest.Await(t, patience, func() (bool, string) {
-		confs := c.confs()
-		for _, cs := range confs {
-			if slices.Contains(cs.GetLearners(), 4) {
-				return true, ""
-			}
+	c.settle(5)
+	learner := 0
+	for _, cs := range c.confs() {
+		if slices.Contains(cs.GetLearners(), 4) {
+			learner++
 		}
-		return false, fmt.Sprintf("no group has node 4 as a learner: %v", confs)
-	})
+	}
+	if learner == 0 {
+		t.Fatalf("no group has node 4 as a learner: %v", c.confs())
+	}
 	b = storage.Batch{}
 	b.PutMessage("orders", "m2", &storagev1.MessageRecord{Payload: []byte("with a learner down")})
 	c.write(&b)
@@ -98,7 +120,6 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	}
 
 	c.openWith(4, nil)
-	c.control(4)
 	c.everyGroup("has node 4 as a voter", func(cs *pb.ConfState) bool {
 		return slices.Contains(cs.GetVoters(), 4) && len(cs.GetLearners()) == 0 && len(cs.GetVoters()) == 4
 	})
