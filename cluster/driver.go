@@ -424,7 +424,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
-		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
+		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit(), Conf: cs, Voters: len(cs.GetVoters())}
 	}
 	go d.run()
 	return d, nil
