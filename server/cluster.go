@@ -491,7 +491,7 @@ func internalAddrs(members []config.Member) map[uint64]string {
 // for forwarded calls, one per member, dialed on first use.
 type peerConns struct {
 	self   uint64
-	nodes  *cluster.Nodes // the members' internal addresses
+	nodes  *cluster.Nodes                    // the members' internal addresses
 	faults *transport.Faults                 // nil: none
 	creds  func(addr string) grpc.DialOption // peerDialCreds: mutual TLS with [server.tls]
 	mu     sync.Mutex

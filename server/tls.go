@@ -33,7 +33,7 @@ type tlsFiles struct {
 	// joinAddrs are the addresses a joining node asks (cluster.join): the
 	// members there are the ones it dials before it knows their ids.
 	joinAddrs []string
-	current atomic.Pointer[tls.Config]
+	current   atomic.Pointer[tls.Config]
 	// peers is the internal port's config as a server: the same
 	// certificate, and the members' CA required of every caller.
 	peers atomic.Pointer[tls.Config]
