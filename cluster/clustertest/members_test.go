@@ -41,8 +41,9 @@ func roles(t *testing.T, cl *client.Client, what string, cond func(voters, learn
 // checker's workload (docs/cluster.md, "Replacing a dead node"): three
 // nodes; one is killed with SIGKILL and stays dead; a fourth joins
 // (cluster.join) and becomes a voter of every group; the dead one is
-// removed (RemoveNode) and leaves every group; then another node is
-// killed, and the two left of the three members serve: nothing
+// removed (RemoveNode) and leaves every group, and restarted on its old
+// data disrupts nothing; then another node is killed, and the two left
+// of the three members serve: nothing
 // acknowledged is lost, nothing resurrected (the checker, at the drain).
 func TestRealRunReplacesADeadNode(t *testing.T) {
 	c := Start(t, Options{Nodes: 3, Env: threeNodes()})
@@ -111,6 +112,13 @@ func TestRealRunReplacesADeadNode(t *testing.T) {
 		return !slices.Contains(voters, 1) && !slices.Contains(learners, 1) && len(voters) == 3
 	})
 	enqueued(h.Count(Enqueue, OK) + 50)
+
+	// The removed node comes back on its old data: it still believes it
+	// is a voter and campaigns, and the others refuse its messages, so it
+	// disrupts nothing (and never serves: it stays unready until killed).
+	restarted := make(chan error, 1)
+	go func() { restarted <- dead.Restart() }()
+	t.Cleanup(func() { dead.Kill(); <-restarted })
 
 	c.Nodes[1].Kill()
 	t.Logf("node 2 killed at %d acknowledged enqueues; nodes 3 and 4 serve", h.Count(Enqueue, OK))
