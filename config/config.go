@@ -74,10 +74,10 @@ type Cluster struct {
 	// node restarted on its data directory rejoins by itself.
 	Join []string `koanf:"join"`
 	// ReplicationFactor is the number of replicas of each partition
-	// (default 3, at most the number of members). Until membership changes
-	// exist (issue 25) every member holds every partition, so it must be
-	// at least the number of initial members; with fewer members, each
-	// partition has as many replicas as there are members.
+	// (default 3, at most the number of members). Today every member holds
+	// every partition (members added later too), so it must be at least
+	// the number of initial members; with fewer members, each partition
+	// has as many replicas as there are members.
 	ReplicationFactor int `koanf:"replication_factor"`
 	// AdvertiseClientAddr is the client address this node registers in the
 	// meta group, which other nodes name to clients as a leader's; by
