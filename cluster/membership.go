@@ -27,6 +27,9 @@ const PromoteSlack = 100
 // group led here has a learner still catching up, so that a new node
 // fetches one snapshot per leader at a time, not one per group.
 type Membership struct {
+	// after, if set, runs after each round (the node forgets the peers
+	// no group holds any more).
+	after      func()
 	driver     *Driver
 	nodes      *Nodes
 	self       uint64
@@ -37,9 +40,11 @@ type Membership struct {
 	done       chan struct{}
 }
 
-// StartMembership runs r's controller every interval until Stop.
-func StartMembership(r *Replica, self uint64, partitions int, interval time.Duration, log *slog.Logger) *Membership {
+// StartMembership runs r's controller every interval until Stop, and
+// after (if set) after each round.
+func StartMembership(r *Replica, self uint64, partitions int, interval time.Duration, after func(), log *slog.Logger) *Membership {
 	m := newMembership(r, self, partitions, log)
+	m.after = after
 	ctx, cancel := context.WithCancel(context.Background())
 	m.every, m.stop, m.done = interval, cancel, make(chan struct{})
 	go m.run(ctx)
@@ -72,6 +77,9 @@ func (m *Membership) run(ctx context.Context) {
 			return
 		case <-t.C:
 			m.Reconcile(ctx)
+			if m.after != nil {
+				m.after()
+			}
 		}
 	}
 }

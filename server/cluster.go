@@ -76,6 +76,10 @@ type clusterNode struct {
 	// tls, with [server.tls], checks the members' certificates; the node
 	// table keeps its members current (syncPeers).
 	tls *tlsFiles
+	// driver is the replica's, once it is open: syncPeers reads the
+	// groups' memberships from it, on the driver's goroutine too.
+	driver     atomic.Pointer[cluster.Driver]
+	partitions int
 }
 
 // peerGuard checks that the caller of an internal call may speak for the
@@ -98,13 +102,15 @@ func (g *peerGuard) check(ctx context.Context, claimed uint64, call string) erro
 	return g.checkWith(ctx, claimed, call, g.tls.verifyMemberID)
 }
 
-// checkWith is check with verify judging the certificate (with TLS); a
-// node removed from the cluster is refused with or without TLS: it takes
-// part in nothing any more.
+// checkWith is check with verify judging the certificate (with TLS). A
+// node removed from the cluster is refused its forwarded calls and joins
+// with or without TLS; its raft stream is taken, and its messages are
+// dropped per group once the group let it go (clusterNode.leaving), so
+// that a leader being removed can still hand its groups over.
 func (g *peerGuard) checkWith(ctx context.Context, claimed uint64, call string, verify func(*x509.Certificate, uint64) error) error {
 	var err error
 	switch {
-	case g.nodes.Removed(claimed):
+	case call != telemetry.PeerCallRaft && g.nodes.Removed(claimed):
 		err = errors.New("it was removed from the cluster")
 	case g.tls == nil:
 		return nil
@@ -196,7 +202,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}}
+	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}, partitions: cc.Partitions}
 	if n.metrics, err = telemetry.NewClusterMetrics(tel.MeterProvider); err != nil {
 		return nil, err
 	}
@@ -230,7 +236,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		NodeID: cc.NodeID,
 		Deliver: func(from uint64, msgs []*clusterv1.GroupMessage) {
 			if nodes.Removed(from) {
-				return // a removed node takes part in no group (docs/cluster.md)
+				msgs = leaving(driver, from, msgs)
 			}
 			driver.Step(msgs)
 		},
@@ -275,6 +281,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		return nil, err
 	}
 	driver = n.replica.Driver
+	n.driver.Store(driver)
 	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
 		return nil, err
 	}
@@ -328,7 +335,9 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		n.control = &http.Server{Handler: faults.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.control.Serve(lis) }()
 	}
-	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, 5*cc.Tick(), log)
+	// After each round the peers are synced again: a removed node is
+	// forgotten once no group holds it any more.
+	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, 5*cc.Tick(), n.syncPeers, log)
 	if joining {
 		if err := n.join(ctx, cc, dial, log); err != nil {
 			return nil, err
@@ -520,7 +529,7 @@ func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
 	}
 	info, ok := p.nodes.Get(node)
 	switch {
-	case !ok || info.Removed || info.InternalAddr == "":
+	case !ok || info.InternalAddr == "":
 		return nil, fmt.Errorf("cluster: node %d is not a member", node)
 	case p.conns[node] != nil:
 		return p.conns[node], nil

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
+	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,14 +23,16 @@ import (
 )
 
 // syncPeers makes the transport and the members' certificate check follow
-// the node table: every member not removed is a peer at its internal
-// address, and a removed one is dropped. Nodes.Watch calls it on the
-// driver's goroutine; it does not block.
+// the node table: every member is a peer at its internal address, and a
+// removed one too while a group (as applied here) still holds it, so that
+// it can hand over what it leads; then it is dropped. Nodes.Watch calls
+// it on the driver's goroutine, and the membership controller after each
+// round; it does not block.
 func (n *clusterNode) syncPeers() {
 	addrs := map[uint64]string{}
 	for _, m := range n.guard.nodes.All() {
 		switch {
-		case m.Removed:
+		case m.Removed && !n.heldByAGroup(m.ID):
 			n.transport.RemovePeer(m.ID)
 			continue
 		case m.ID != n.self.ID && m.InternalAddr != "":
@@ -39,6 +43,39 @@ func (n *clusterNode) syncPeers() {
 	if n.tls != nil {
 		n.tls.setMembers(addrs)
 	}
+}
+
+// heldByAGroup reports whether a group's membership, as applied here,
+// still holds node id.
+func (n *clusterNode) heldByAGroup(id uint64) bool {
+	d := n.driver.Load()
+	if d == nil {
+		return true // still opening: the groups are not read yet
+	}
+	for g := uint64(0); g <= uint64(n.partitions); g++ {
+		if st, _ := d.Status(g); inConf(st.Conf, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// leaving keeps the messages of msgs, from a removed node, for the groups
+// that still hold it (it is leaving them: a leader hands over first); the
+// others are dropped, so that a removed node that comes back believing it
+// is a member disrupts no group.
+func leaving(d *cluster.Driver, from uint64, msgs []*clusterv1.GroupMessage) []*clusterv1.GroupMessage {
+	var kept []*clusterv1.GroupMessage
+	for _, m := range msgs {
+		if st, _ := d.Status(m.GetGroup()); inConf(st.Conf, from) {
+			kept = append(kept, m)
+		}
+	}
+	return kept
+}
+
+func inConf(cs *pb.ConfState, id uint64) bool {
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetVotersOutgoing(), id)
 }
 
 // member reports whether this node's replica belongs to the cluster

@@ -1,24 +1,24 @@
 package server_test
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
 // RemoveNode through any member (a follower of the meta group forwards it
 // to the leader) marks the node removed everywhere; from then on each
-// node refuses its raft stream, without TLS too, and a Join under its id;
-// AddNode refuses the id. Bad input names the field.
+// node refuses its forwarded calls, without TLS too, and a Join under its
+// id; AddNode refuses the id. Bad input names the field.
 func TestARemovedNodeIsRefusedOnTheInternalPort(t *testing.T) {
 	tr := startTrio(t, trioOptions{})
 	ctx := clusterCtx(t)
@@ -33,19 +33,12 @@ func TestARemovedNodeIsRefusedOnTheInternalPort(t *testing.T) {
 	_, err = admin.RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: 9})
 	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 
-	stream := func(node int, claimed uint64) error {
-		s, err := clusterv1.NewRaftClient(dialAddr(t, tr.internal[node])).Stream(ctx)
-		require.NoError(t, err)
-		if err := s.Send(&clusterv1.RaftBatch{From: claimed, To: uint64(node + 1)}); err == nil {
-			_ = s.CloseSend()
-		}
-		_, err = s.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	forward := func(node int, claimed uint64) error {
+		ctx := metadata.AppendToOutgoingContext(ctx, gateway.ForwardedMetadata, fmt.Sprint(claimed))
+		_, err := filav1.NewFilaAdminClient(dialAddr(t, tr.internal[node])).ListQueues(ctx, &filav1.ListQueuesRequest{})
 		return err
 	}
-	require.NoError(t, stream(0, 3), "the control: node 3's stream is taken before its removal")
+	require.NoError(t, forward(0, 3), "the control: node 3's forwarded call is taken before its removal")
 
 	_, err = admin.RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: 3})
 	require.NoError(t, err)
@@ -57,9 +50,9 @@ func TestARemovedNodeIsRefusedOnTheInternalPort(t *testing.T) {
 	// Each node refuses once it applied the mark.
 	for node := range 2 {
 		eventuallyTrue(t, func() (bool, string) {
-			err := stream(node, 3)
+			err := forward(node, 3)
 			return status.Code(err) == codes.PermissionDenied && strings.Contains(status.Convert(err).Message(), "removed from the cluster"),
-				fmt.Sprintf("node %d takes node 3's stream: %v", node+1, err)
+				fmt.Sprintf("node %d takes node 3's forwarded call: %v", node+1, err)
 		})
 	}
 	_, err = clusterv1.NewMembershipClient(dialAddr(t, tr.internal[0])).Join(ctx, &clusterv1.JoinRequest{NodeId: 3, InternalAddr: tr.internal[2]})
