@@ -258,9 +258,6 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 			peers = append(peers, m.ID)
 		}
 	}
-	// The transport and the dialers follow the node table: a member added
-	// is reached, a removed one forgotten.
-	nodes.Watch(n.syncPeers)
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
 		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
 		Tick: cc.Tick(), ElectionTicks: cc.ElectionTicks, HeartbeatTicks: cc.HeartbeatTicks,
@@ -282,6 +279,10 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	}
 	driver = n.replica.Driver
 	n.driver.Store(driver)
+	// The transport and the dialers follow the node table: a member added
+	// is reached, a removed one forgotten. Only now: a peer's stream tells
+	// the driver when it cannot reach it.
+	nodes.Watch(n.syncPeers)
 	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
 		return nil, err
 	}

@@ -54,12 +54,23 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 			leaderless = append(leaderless, grp.GetGroupId())
 		}
 	}
+	active, removed := 0, 0
+	for _, n := range resp.GetNodes() {
+		if n.GetRemoved() {
+			removed++
+		} else {
+			active++
+		}
+	}
 	members := "members"
-	if len(resp.GetNodes()) == 1 {
+	if active == 1 {
 		members = "member"
 	}
+	if removed > 0 {
+		members += fmt.Sprintf(" (and %d removed)", removed)
+	}
 	fmt.Fprintf(out, "as node %d sees it: %d %s, %d groups (the meta group and %d partitions)",
-		resp.GetNodeId(), len(resp.GetNodes()), members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
+		resp.GetNodeId(), active, members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
 	if len(leaderless) == 0 {
 		fmt.Fprintln(out, ", every group has a leader")
 	} else {
