@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,9 @@ type NodeInfo struct {
 // (each member registers its own addresses, Replica.Register). Reads are
 // lock-free; it is safe for concurrent use.
 type Nodes struct {
+	// mu guards initial, and orders the writers of m (reload, Add);
+	// readers only load m.
+	mu      sync.Mutex
 	initial map[uint64]NodeInfo
 	m       atomic.Pointer[map[uint64]NodeInfo]
 	// changed, if set, is told after a reload changed the table (Watch).
@@ -63,6 +67,8 @@ func (n *Nodes) Watch(f func()) { n.changed.Store(&f) }
 // joining node's, from its Join's answer); the node table overrides them
 // once it applies.
 func (n *Nodes) Add(members []NodeInfo) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	m := maps.Clone(*n.m.Load())
 	for _, i := range members {
 		if _, ok := m[i.ID]; !ok {
@@ -129,6 +135,8 @@ func (n *Nodes) reload(local *storage.Badger) error {
 	if err != nil {
 		return err
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	m := maps.Clone(n.initial)
 	for _, r := range recs {
 		m[r.GetId()] = NodeInfo{ID: r.GetId(), InternalAddr: r.GetInternalAddr(), ClientAddr: r.GetClientAddr(), Removed: r.GetRemoved()}
