@@ -150,3 +150,39 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 		t.Fatal("a removed id was added again")
 	}
 }
+
+// A registration committed after its node's removal (sent before the
+// node learnt of it) leaves the record removed on every replica.
+func TestARemovedNodeIsNotRevivedByALateRegistration(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).RemoveNode(ctx, 3)
+		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
+	})
+	late, err := registration(NodeInfo{ID: 3, InternalAddr: c.addrs[3], ClientAddr: "127.0.0.1:5557"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).Driver.Propose(ctx, MetaGroup, late)
+		return err == nil, fmt.Sprintf("the late registration: %v", err)
+	})
+	// Then an entry after it, so that every replica has applied past it.
+	var b storage.Batch
+	b.PutNode(&storagev1.NodeRecord{Id: 1, InternalAddr: c.addrs[1], ClientAddr: "127.0.0.1:5555"})
+	c.write(&b)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		for _, id := range c.peers {
+			got, _ := c.node(id).Nodes.Get(1)
+			if got.ClientAddr != "127.0.0.1:5555" {
+				return false, fmt.Sprintf("node %d has not applied the last entry", id)
+			}
+			if n3, _ := c.node(id).Nodes.Get(3); !n3.Removed {
+				return false, fmt.Sprintf("node %d sees node 3 revived: %+v", id, n3)
+			}
+		}
+		return true, ""
+	})
+}

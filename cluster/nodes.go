@@ -221,16 +221,8 @@ func admitRegistration(from uint64, e *pb.Entry) error {
 	if _, err := storage.UnmarshalBatch(data[8:]); err != nil {
 		return err
 	}
-	rec := &storagev1.BatchRecord{}
-	if err := proto.Unmarshal(data[8:], rec); err != nil {
-		return err
-	}
-	ops := rec.GetOps()
-	if len(ops) != 1 || ops[0].GetKind() != storagev1.BatchOp_KIND_PUT || !rec.GetMeta() {
-		return errors.New("a batch that is not one node record")
-	}
-	node := &storagev1.NodeRecord{}
-	if err := proto.Unmarshal(ops[0].GetValue(), node); err != nil {
+	node, err := nodeRecordOf(data[8:])
+	if err != nil {
 		return err
 	}
 	if node.GetId() != from {
@@ -239,10 +231,42 @@ func admitRegistration(from uint64, e *pb.Entry) error {
 	if node.GetRemoved() {
 		return errors.New("a record marked removed (only RemoveNode, on the meta leader, writes one)")
 	}
-	if !bytes.Equal(ops[0].GetKey(), nodeRecordKey(from)) {
-		return errors.New("a batch that is not one node record")
-	}
 	return nil
+}
+
+// nodeRecordOf is the node record that data, a marshalled storage batch,
+// puts, when it is one node record and nothing else (as Register,
+// AddNode and RemoveNode propose).
+func nodeRecordOf(data []byte) (*storagev1.NodeRecord, error) {
+	rec := &storagev1.BatchRecord{}
+	if err := proto.Unmarshal(data, rec); err != nil {
+		return nil, err
+	}
+	ops := rec.GetOps()
+	if len(ops) != 1 || ops[0].GetKind() != storagev1.BatchOp_KIND_PUT || !rec.GetMeta() {
+		return nil, errors.New("a batch that is not one node record")
+	}
+	node := &storagev1.NodeRecord{}
+	if err := proto.Unmarshal(ops[0].GetValue(), node); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(ops[0].GetKey(), nodeRecordKey(node.GetId())) {
+		return nil, errors.New("a batch that is not one node record")
+	}
+	return node, nil
+}
+
+// revives reports whether data, a meta entry, would put back a node
+// record that removed (the ids marked removed before it) holds, without
+// the mark: a registration the node sent before it learnt of its
+// removal, committed after the mark. Every replica skips such an entry
+// alike (removed is replicated state), so a removed id stays removed.
+func revives(data []byte, removed func(id uint64) bool) (id uint64, ok bool) {
+	node, err := nodeRecordOf(data)
+	if err != nil || node.GetRemoved() || !removed(node.GetId()) {
+		return 0, false
+	}
+	return node.GetId(), true
 }
 
 // nodeRecordKey is the key PutNode stores node id's record under, as a

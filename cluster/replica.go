@@ -181,7 +181,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB(), r.snaps, r.compactor},
-		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
+		Machine: batchMachine{logger: opts.Logger, local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
 		InstallSnapshot: r.snaps.install, Held: held,
 	})
@@ -309,6 +309,7 @@ func reloadMeta(local *storage.Badger, nodes *Nodes, families *Families) error {
 // batchMachine applies committed entries, each an encoded storage.Batch,
 // to the local store, with the group's applied record after them.
 type batchMachine struct {
+	logger      *slog.Logger
 	local       *storage.Badger
 	log         *raftlog.Store
 	nodes       *Nodes
@@ -319,7 +320,20 @@ type batchMachine struct {
 
 func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error {
 	batches := make([]*storage.Batch, 0, len(entries))
+	var removedHere map[uint64]bool // marked removed by entries of this call
 	for _, e := range entries {
+		if group == MetaGroup {
+			if id, ok := revives(e.Data, func(id uint64) bool { return removedHere[id] || m.nodes.Removed(id) }); ok {
+				m.logger.Warn("cluster: a removed node's record left as it is: a removed id is never a member again", slog.Uint64("node_id", id), slog.Uint64("index", e.Index))
+				continue
+			}
+			if rec, err := nodeRecordOf(e.Data); err == nil && rec.GetRemoved() {
+				if removedHere == nil {
+					removedHere = map[uint64]bool{}
+				}
+				removedHere[rec.GetId()] = true
+			}
+		}
 		b, err := storage.UnmarshalBatch(e.Data)
 		if err != nil {
 			// A replica cannot skip an entry the others applied: stop.
