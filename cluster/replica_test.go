@@ -65,8 +65,15 @@ func newReplicaNet(t *testing.T, n int, tune ...func(*ReplicaOptions)) *replicaN
 
 func (c *replicaNet) open(id uint64) *Replica {
 	c.t.Helper()
+	return c.openWith(id, c.peers)
+}
+
+// openWith opens replica id with peers as its groups' first voters (nil:
+// a node that joins, its groups empty until a leader adds it).
+func (c *replicaNet) openWith(id uint64, peers []uint64) *Replica {
+	c.t.Helper()
 	opts := ReplicaOptions{
-		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: c.peers, Partitions: testPartitions,
+		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: peers, Partitions: testPartitions,
 		Tick: 20 * time.Millisecond, ElectionTicks: 10,
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
 			c.mu.Lock()
@@ -76,8 +83,8 @@ func (c *replicaNet) open(id uint64) *Replica {
 				dst.Driver.Step(msgs)
 			}
 		},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		PeerAddrs: c.addrs,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Nodes:  NewNodes(c.infos()),
 		Dial: func(addr string) (*grpc.ClientConn, error) {
 			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		},
@@ -93,6 +100,16 @@ func (c *replicaNet) open(id uint64) *Replica {
 	c.nodes[id] = r
 	c.mu.Unlock()
 	return r
+}
+
+// infos are the nodes as initial members: their snapshot servers'
+// addresses.
+func (c *replicaNet) infos() []NodeInfo {
+	var out []NodeInfo
+	for id, addr := range c.addrs {
+		out = append(out, NodeInfo{ID: id, InternalAddr: addr})
+	}
+	return out
 }
 
 // serveSnapshots starts node id's snapshot server, which forwards to

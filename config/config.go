@@ -65,11 +65,19 @@ type Cluster struct {
 	// cluster is created; a node restarted with its data directory rejoins
 	// by itself.
 	InitialMembers []string `koanf:"initial_members"`
+	// Join, instead of InitialMembers, makes a new node join a running
+	// cluster: the internal addresses of any of its members (host:port; as
+	// an environment variable, comma-separated). The node starts its groups
+	// empty, asks a member to record it in the meta group, and the groups'
+	// leaders add it, as a learner first (docs/cluster.md, "Adding a
+	// node"). Read only while its data directory holds no membership; a
+	// node restarted on its data directory rejoins by itself.
+	Join []string `koanf:"join"`
 	// ReplicationFactor is the number of replicas of each partition
-	// (default 3, at most the number of members). Until membership changes
-	// exist (issue 25) every member holds every partition, so it must be
-	// at least the number of initial members; with fewer members, each
-	// partition has as many replicas as there are members.
+	// (default 3, at most the number of members). Today every member holds
+	// every partition (members added later too), so it must be at least
+	// the number of initial members; with fewer members, each partition
+	// has as many replicas as there are members.
 	ReplicationFactor int `koanf:"replication_factor"`
 	// AdvertiseClientAddr is the client address this node registers in the
 	// meta group, which other nodes name to clients as a leader's; by
@@ -137,6 +145,18 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 		out = append(out, Member{ID: n, Addr: addr})
 	}
 	return out, nil
+}
+
+// JoinAddrs reads Join; an element may hold several addresses,
+// comma-separated (as the environment variable does).
+func (c Cluster) JoinAddrs() []string {
+	var out []string
+	for _, part := range strings.Split(strings.Join(c.Join, ","), ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // namesHost reports whether addr is host:port with a host that is not
@@ -847,7 +867,7 @@ func (c Config) check() []fieldError {
 	}
 	errs = append(errs, c.Cluster.check()...)
 	if cc := c.Cluster; cc.Enabled && cc.AdvertiseClientAddr == "" && !namesHost(c.Server.ListenAddr) {
-		if members, _ := cc.ParseMembers(); len(members) > 1 {
+		if members, _ := cc.ParseMembers(); len(members) > 1 || len(cc.JoinAddrs()) > 0 {
 			bad("cluster.advertise_client_addr", "", fmt.Sprintf("must be set: server.listen_addr %q names no host, and the other nodes name this node's client address to clients", c.Server.ListenAddr))
 		}
 	}
@@ -940,15 +960,28 @@ func (c Cluster) check() []fieldError {
 		bad("cluster.internal_listen_addr", c.InternalListenAddr, "must be host:port")
 	}
 	members, err := c.ParseMembers()
+	join := c.JoinAddrs()
+	for _, a := range join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("cluster.join", a, "must be host:port (a member's internal address)")
+		}
+	}
 	switch {
 	case err != nil:
 		bad("cluster.initial_members", c.InitialMembers, err.Error())
+	case len(join) > 0 && len(members) > 0:
+		bad("cluster.join", c.Join, "set cluster.join (a node joining a running cluster) or cluster.initial_members (the members of a new one), not both")
+	case len(join) > 0 && !namesHost(c.InternalListenAddr):
+		bad("cluster.internal_listen_addr", c.InternalListenAddr, "a joining node records it as the address the members reach it at: it must name a host (not 0.0.0.0 or ::)")
+	case len(join) > 0 && c.NodeID == 0:
+		bad("cluster.node_id", c.NodeID, "must be > 0: the joining node's id, never one the cluster had")
+	case len(join) > 0:
 	case len(members) == 0:
 		bad("cluster.initial_members", c.InitialMembers, "must name this node at least (id=host:port)")
 	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
 		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.initial_members")
 	case c.ReplicationFactor < len(members):
-		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d) until membership changes exist: every member holds every partition", len(members)))
+		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d): every member holds every partition today", len(members)))
 	}
 	if c.ReplicationFactor < 1 {
 		bad("cluster.replication_factor", c.ReplicationFactor, "must be at least 1")

@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
@@ -25,6 +28,11 @@ type ClusterView interface {
 	// Status is this node's view of the members and groups
 	// (GetClusterStatus).
 	Status() *filav1.GetClusterStatusResponse
+	// AddNode and RemoveNode change the members (cluster.Replica's); a
+	// node that does not lead the meta group refuses naming its leader,
+	// so that the call is forwarded there.
+	AddNode(ctx context.Context, id uint64, internalAddr string) error
+	RemoveNode(ctx context.Context, id uint64) error
 }
 
 // GetClusterStatus answers this node's view of the cluster; a single node
@@ -34,6 +42,43 @@ func (s *Server) GetClusterStatus(context.Context, *filav1.GetClusterStatusReque
 		return &filav1.GetClusterStatusResponse{}, nil
 	}
 	return s.opts.Cluster.Status(), nil
+}
+
+// AddNode implements filav1.FilaAdminServer (membership).
+func (s *Server) AddNode(ctx context.Context, req *filav1.AddNodeRequest) (*filav1.AddNodeResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if _, _, err := net.SplitHostPort(req.GetInternalAddr()); err != nil {
+		return nil, toStatus(invalid("internal_addr: must be host:port, the node's cluster.internal_listen_addr as the members reach it (%v)", err))
+	}
+	if err := s.opts.Cluster.AddNode(ctx, req.GetNodeId(), req.GetInternalAddr()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &filav1.AddNodeResponse{}, nil
+}
+
+// RemoveNode implements filav1.FilaAdminServer (membership).
+func (s *Server) RemoveNode(ctx context.Context, req *filav1.RemoveNodeRequest) (*filav1.RemoveNodeResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if err := s.opts.Cluster.RemoveNode(ctx, req.GetNodeId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &filav1.RemoveNodeResponse{}, nil
+}
+
+// membershipRequest refuses a membership change on a single node, and a
+// node id of 0.
+func (s *Server) membershipRequest(id uint64) error {
+	if s.opts.Cluster == nil {
+		return status.Error(codes.FailedPrecondition, "a single node has no members to change: [cluster] is not enabled")
+	}
+	if id == 0 {
+		return toStatus(invalid("node_id: must be > 0"))
+	}
+	return nil
 }
 
 // replication is queue's leader_node_id and replication_count: 0 and 1 on

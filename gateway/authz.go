@@ -440,6 +440,9 @@ var permissions = byRequest(
 	rule(broker[*filav1.GetAclRequest]),
 	rule(broker[*filav1.BackupRequest]),
 	rule(broker[*filav1.GetClusterStatusRequest]),
+	// Membership.
+	rule(broker[*filav1.AddNodeRequest]),
+	rule(broker[*filav1.RemoveNodeRequest]),
 )
 
 // permission is one entry of permissions: a request type and its needs.

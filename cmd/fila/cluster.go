@@ -18,9 +18,12 @@ var clusterSubcommands = map[string]subcommandSpec{
 // clusterCmd shows the answering node's view of its cluster
 // (GetClusterStatus).
 func clusterCmd(ctx context.Context, g global, args []string, e env) int {
-	sub, _, code, ok := subcommand("cluster", args, &e, clusterSubcommands)
+	sub, pos, code, ok := subcommand("cluster", args, &e, clusterSubcommands)
 	if !ok {
 		return code
+	}
+	if run, ok := clusterMemberCommands[sub]; ok {
+		return run(ctx, g, e, pos)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		resp, err := admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
@@ -51,12 +54,23 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 			leaderless = append(leaderless, grp.GetGroupId())
 		}
 	}
+	active, removed := 0, 0
+	for _, n := range resp.GetNodes() {
+		if n.GetRemoved() {
+			removed++
+		} else {
+			active++
+		}
+	}
 	members := "members"
-	if len(resp.GetNodes()) == 1 {
+	if active == 1 {
 		members = "member"
 	}
+	if removed > 0 {
+		members += fmt.Sprintf(" (and %d removed)", removed)
+	}
 	fmt.Fprintf(out, "as node %d sees it: %d %s, %d groups (the meta group and %d partitions)",
-		resp.GetNodeId(), len(resp.GetNodes()), members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
+		resp.GetNodeId(), active, members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
 	if len(leaderless) == 0 {
 		fmt.Fprintln(out, ", every group has a leader")
 	} else {
@@ -66,20 +80,20 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 
 func printClusterNodes(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tCLIENT\tINTERNAL\tLEADS")
+	fmt.Fprintln(w, "NODE\tCLIENT\tINTERNAL\tLEADS\tROLE")
 	for _, n := range resp.GetNodes() {
 		client := n.GetClientAddr()
 		if client == "" {
 			client = "(not registered)"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\n", n.GetNodeId(), client, n.GetInternalAddr(), n.GetGroupsLed())
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\n", n.GetNodeId(), client, n.GetInternalAddr(), n.GetGroupsLed(), nodeRole(n))
 	}
 	_ = w.Flush()
 }
 
 func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tVOTERS")
+	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tVOTERS\tLEARNERS")
 	for _, grp := range resp.GetGroups() {
 		name := fmt.Sprint(grp.GetGroupId())
 		if grp.GetGroupId() == 0 {
@@ -89,7 +103,8 @@ func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 		if grp.GetLeaderNodeId() == 0 {
 			leader = "none"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\n", name, leader, grp.GetTerm(), grp.GetCommitIndex(), grp.GetAppliedIndex(), grp.GetVoters())
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", name, leader, grp.GetTerm(), grp.GetCommitIndex(), grp.GetAppliedIndex(),
+			idList(grp.GetVoterIds()), idList(grp.GetLearnerIds()))
 	}
 	_ = w.Flush()
 }
