@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
 	"unique"
+	"weak"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -73,8 +75,15 @@ func (x Index) WithThrottleKeys(keys []string) Index {
 }
 
 // throttleSets interns throttle key sets: there are as few as there are
-// throttle keys, and a message keeps a pointer, not a slice of its own.
-var throttleSets sync.Map // each key length-prefixed, so no two sets meet → *[]string
+// throttle keys in use, and a message keeps a pointer, not a slice of its
+// own. The table holds each set weakly, so a set no message names any
+// more is collected and its entry dropped (a hook may make a key per
+// user: the table must not grow with every key ever seen). Keys are
+// length-prefixed, so no two sets meet.
+var throttleSets = struct {
+	sync.Mutex
+	m map[string]weak.Pointer[[]string]
+}{m: map[string]weak.Pointer[[]string]{}}
 
 func internThrottle(keys []string) *[]string {
 	if len(keys) == 0 {
@@ -87,15 +96,36 @@ func internThrottle(keys []string) *[]string {
 		sb.WriteString(k)
 	}
 	joined := sb.String()
-	if p, ok := throttleSets.Load(joined); ok {
-		return p.(*[]string)
+	throttleSets.Lock()
+	defer throttleSets.Unlock()
+	if p := throttleSets.m[joined].Value(); p != nil {
+		return p
 	}
 	own := make([]string, len(keys))
 	for i, k := range keys {
 		own[i] = unique.Make(k).Value()
 	}
-	p, _ := throttleSets.LoadOrStore(joined, &own)
-	return p.(*[]string)
+	p := &own
+	throttleSets.m[joined] = weak.Make(p)
+	runtime.AddCleanup(p, forgetThrottleSet, joined)
+	return p
+}
+
+// forgetThrottleSet drops joined's entry once its set is collected,
+// unless the set was made again meanwhile.
+func forgetThrottleSet(joined string) {
+	throttleSets.Lock()
+	defer throttleSets.Unlock()
+	if throttleSets.m[joined].Value() == nil {
+		delete(throttleSets.m, joined)
+	}
+}
+
+// throttleSetsInterned is how many sets the table holds.
+func throttleSetsInterned() int {
+	throttleSets.Lock()
+	defer throttleSets.Unlock()
+	return len(throttleSets.m)
 }
 
 // IndexOf is the index record of rec, a message record as enqueued or

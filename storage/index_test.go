@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -74,4 +77,26 @@ func TestThrottleKeySetsAreInternedApart(t *testing.T) {
 	again := Index{}.WithThrottleKeys([]string{"a", "b"})
 	require.Same(t, &b.ThrottleKeys()[0], &again.ThrottleKeys()[0], "one slice per set")
 	require.Nil(t, Index{}.WithThrottleKeys(nil).ThrottleKeys())
+}
+
+// A set no index names any more leaves the table: a hook that makes a
+// throttle key per user must not grow memory with every user ever seen.
+func TestThrottleKeySetsNoOneNamesAreForgotten(t *testing.T) {
+	const n = 10_000
+	before := throttleSetsInterned()
+	kept := Index{}.WithThrottleKeys([]string{"kept"})
+	for i := range n {
+		_ = Index{}.WithThrottleKeys([]string{fmt.Sprint("user:", i)})
+	}
+	require.GreaterOrEqual(t, throttleSetsInterned(), before+1)
+	// Cleanups run after a collection, on the runtime's own goroutine:
+	// poll until they have (the deadline only bounds a failure).
+	deadline := time.Now().Add(30 * time.Second)
+	for throttleSetsInterned() > before+1 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	require.LessOrEqual(t, throttleSetsInterned(), before+1, "the sets of %d dropped indexes are still interned", n)
+	again := Index{}.WithThrottleKeys([]string{"kept"})
+	require.Same(t, &kept.ThrottleKeys()[0], &again.ThrottleKeys()[0], "a set still named is still shared")
 }
