@@ -191,8 +191,12 @@ type Driver struct {
 	persisted    chan persistResult
 	persister    sync.WaitGroup
 
-	inbox       chan inbound
-	props       chan *proposal
+	inbox chan inbound
+	props chan *proposal
+	// ctrl is work a caller has the loop do on a group's raft (a leader
+	// transfer, a look at the followers' progress), which only the loop
+	// may touch.
+	ctrl        chan func()
 	unreachable chan uint64
 	stop, done  chan struct{}
 	// installed carries the outcome of an InstallSnapshot goroutine back
@@ -204,6 +208,9 @@ type Driver struct {
 
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
+	// moved is closed, and replaced, whenever a group's leader as Status
+	// says changes: what a caller waiting for a leader waits on.
+	moved chan struct{}
 	// next is the last proposal or read id handed out: a 64-bit counter
 	// from a random start, so that it repeats only after 2^64 ids, and
 	// another incarnation's (or node's) ids overlap this one's only by a
@@ -349,6 +356,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
 		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
+		ctrl: make(chan func(), 16), moved: make(chan struct{}),
 		installed:    make(chan installResult, 1),
 		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
 	}
@@ -683,6 +691,8 @@ func (d *Driver) run() {
 			}
 		case r := <-d.installed:
 			d.finishInstall(r)
+		case f := <-d.ctrl:
+			f()
 		case r := <-d.persisted:
 			if r.err != nil {
 				// The log could not be made durable: nothing that waited
@@ -1132,6 +1142,10 @@ func (d *Driver) publish(g *group) {
 	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
 	s.Voters = len(g.conf.GetVoters())
 	d.status[g.id] = s
+	if changed {
+		close(d.moved)
+		d.moved = make(chan struct{})
+	}
 	d.mu.Unlock()
 	if changed && st.Lead != 0 && d.opts.Observer != nil {
 		d.opts.Observer.LeaderChanged(g.id, st.Lead)
