@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
@@ -25,6 +28,12 @@ type ClusterView interface {
 	// Status is this node's view of the members and groups
 	// (GetClusterStatus).
 	Status() *filav1.GetClusterStatusResponse
+
+	// TransferLeader moves group's leadership to node and answers the
+	// term it leads in once this node sees it lead; a refusal is a gRPC
+	// status, or an actors.NotLeaderError when another node leads the
+	// group (the call is forwarded there).
+	TransferLeader(ctx context.Context, group, node uint64) (term uint64, err error)
 }
 
 // GetClusterStatus answers this node's view of the cluster; a single node
@@ -34,6 +43,25 @@ func (s *Server) GetClusterStatus(context.Context, *filav1.GetClusterStatusReque
 		return &filav1.GetClusterStatusResponse{}, nil
 	}
 	return s.opts.Cluster.Status(), nil
+}
+
+// TransferLeader implements filav1.FilaAdminServer (issue 25's leader
+// transfer): on a single node, FAILED_PRECONDITION.
+func (s *Server) TransferLeader(ctx context.Context, req *filav1.TransferLeaderRequest) (*filav1.TransferLeaderResponse, error) {
+	if s.opts.Cluster == nil {
+		return nil, status.Error(codes.FailedPrecondition, "a single node: [cluster] is not enabled, there is no leader to transfer")
+	}
+	if req.GetNodeId() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "node_id: must be a member's id (> 0)")
+	}
+	term, err := s.opts.Cluster.TransferLeader(ctx, req.GetGroupId(), req.GetNodeId())
+	if errors.Is(err, actors.ErrNotLeader) {
+		return nil, toStatus(err) // the leader's hint: the proxy forwards it there
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.TransferLeaderResponse{Term: term}, nil
 }
 
 // replication is queue's leader_node_id and replication_count: 0 and 1 on

@@ -440,6 +440,8 @@ var permissions = byRequest(
 	rule(broker[*filav1.GetAclRequest]),
 	rule(broker[*filav1.BackupRequest]),
 	rule(broker[*filav1.GetClusterStatusRequest]),
+	// Leader transfer (issue 25).
+	rule(broker[*filav1.TransferLeaderRequest]),
 )
 
 // permission is one entry of permissions: a request type and its needs.

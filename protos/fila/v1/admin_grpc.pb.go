@@ -37,6 +37,7 @@ const (
 	FilaAdmin_GetAcl_FullMethodName           = "/fila.v1.FilaAdmin/GetAcl"
 	FilaAdmin_Backup_FullMethodName           = "/fila.v1.FilaAdmin/Backup"
 	FilaAdmin_GetClusterStatus_FullMethodName = "/fila.v1.FilaAdmin/GetClusterStatus"
+	FilaAdmin_TransferLeader_FullMethodName   = "/fila.v1.FilaAdmin/TransferLeader"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -83,6 +84,15 @@ type FilaAdminClient interface {
 	// A single node answers enabled = false and nothing else. filad's
 	// addition (`fila cluster status`); it needs admin on "*".
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 }
 
 type filaAdminClient struct {
@@ -282,6 +292,16 @@ func (c *filaAdminClient) GetClusterStatus(ctx context.Context, in *GetClusterSt
 	return out, nil
 }
 
+func (c *filaAdminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaderResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -326,6 +346,15 @@ type FilaAdminServer interface {
 	// A single node answers enabled = false and nothing else. filad's
 	// addition (`fila cluster status`); it needs admin on "*".
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -389,6 +418,9 @@ func (UnimplementedFilaAdminServer) Backup(*BackupRequest, grpc.ServerStreamingS
 }
 func (UnimplementedFilaAdminServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedFilaAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -728,6 +760,24 @@ func _FilaAdmin_GetClusterStatus_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaAdmin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -802,6 +852,10 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _FilaAdmin_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _FilaAdmin_TransferLeader_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
