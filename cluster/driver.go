@@ -846,11 +846,6 @@ func (d *Driver) ready() (did bool, err error) {
 	var jobs []appendJob
 	var applies []apply
 	var readied []*group
-	// Every group's messages to a peer go out in one Send: an idle
-	// cluster's heartbeats of all groups make one batch per peer and
-	// tick, not one per group (each a wake-up of the peer's sender).
-	// They go before this loop's applies, as each group's did.
-	outbox := map[uint64][]*clusterv1.GroupMessage{}
 	for _, g := range d.groups {
 		if g.installing || !g.rn.HasReady() {
 			continue
@@ -868,7 +863,7 @@ func (d *Driver) ready() (did bool, err error) {
 				out = append(out, m)
 			}
 		}
-		d.encode(outbox, g.id, out, func(to uint64) { g.snapSent = append(g.snapSent, to) })
+		d.send(g, out)
 		for _, to := range g.snapSent {
 			// The snapshot's data goes out of band, fetched by the
 			// follower: the message went, and raft may go on probing the
@@ -887,9 +882,6 @@ func (d *Driver) ready() (did bool, err error) {
 				r.readDone(rs.Index, nil)
 			}
 		}
-	}
-	for to, ms := range outbox {
-		d.opts.Send(to, ms)
 	}
 	if len(readied) == 0 {
 		return false, nil
@@ -982,7 +974,7 @@ func (d *Driver) persist() {
 						remote = append(remote, r)
 					}
 				}
-				d.sendTo(j.group, remote)
+				d.sendTo(j.group, remote, nil)
 			}
 		}
 		select {
@@ -1026,22 +1018,18 @@ func (d *Driver) stepLocal(g *group, msgs []*pb.Message) {
 	}
 }
 
-// sendTo sends group's messages, grouped by peer. Safe on any
-// goroutine.
-func (d *Driver) sendTo(group uint64, msgs []*pb.Message) {
+// send sends g's messages, grouped by peer, noting the snapshots sent.
+func (d *Driver) send(g *group, msgs []*pb.Message) {
+	d.sendTo(g.id, msgs, func(to uint64) { g.snapSent = append(g.snapSent, to) })
+}
+
+// sendTo sends group's messages, grouped by peer; snap, if set, is told
+// each peer a MsgSnap goes to. Safe on any goroutine when snap is nil.
+func (d *Driver) sendTo(group uint64, msgs []*pb.Message, snap func(to uint64)) {
 	if len(msgs) == 0 {
 		return
 	}
 	by := map[uint64][]*clusterv1.GroupMessage{}
-	d.encode(by, group, msgs, nil)
-	for to, ms := range by {
-		d.opts.Send(to, ms)
-	}
-}
-
-// encode adds group's messages to by, by peer; snap, if set, is told
-// each peer a MsgSnap goes to.
-func (d *Driver) encode(by map[uint64][]*clusterv1.GroupMessage, group uint64, msgs []*pb.Message, snap func(to uint64)) {
 	for _, m := range msgs {
 		if m.GetType() == pb.MessageType_MsgSnap && snap != nil {
 			snap(m.GetTo())
@@ -1052,6 +1040,9 @@ func (d *Driver) encode(by map[uint64][]*clusterv1.GroupMessage, group uint64, m
 			continue
 		}
 		by[m.GetTo()] = append(by[m.GetTo()], &clusterv1.GroupMessage{Group: group, Message: b})
+	}
+	for to, ms := range by {
+		d.opts.Send(to, ms)
 	}
 }
 
