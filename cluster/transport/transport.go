@@ -146,29 +146,13 @@ func New(opts Options) (*Transport, error) {
 // ServerOptions are what the internal gRPC server needs for the
 // transport's streams (their message size).
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes),
-		grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}
 }
 
-// DialOptions are what a connection to a peer needs (its message size,
-// its flow-control windows).
+// DialOptions are what a connection to a peer needs (its message size).
 func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes)),
-		grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow)}
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes))}
 }
-
-// StreamWindow and ConnWindow are the HTTP/2 flow-control windows of the
-// internal port's connections, both ways: fixed, so that gRPC's dynamic
-// window (its BDP estimator) is off. That estimator pings the peer after
-// every data frame it receives when no ping is out, so in an idle cluster
-// each batch of heartbeats cost a ping and its ack on top (a third of a
-// node's socket writes). 4 MiB per stream is far above a LAN's
-// bandwidth-delay product, and above the largest raft batch the sender
-// builds (MaxBatchBytes).
-const (
-	StreamWindow = 4 << 20
-	ConnWindow   = 16 << 20
-)
 
 // Register serves fila.cluster.v1.Raft on g.
 func (t *Transport) Register(g *grpc.Server) { clusterv1.RegisterRaftServer(g, t) }

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -513,55 +512,4 @@ func BenchmarkScreenVersusDecode(b *testing.B) {
 			}
 		}
 	})
-}
-
-// countingListener counts the writes to the connections it accepted.
-type countingListener struct {
-	net.Listener
-	writes *atomic.Int64
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return countingConn{c, l.writes}, nil
-}
-
-type countingConn struct {
-	net.Conn
-	writes *atomic.Int64
-}
-
-func (c countingConn) Write(b []byte) (int, error) {
-	c.writes.Add(1)
-	return c.Conn.Write(b)
-}
-
-// A receiver that only receives writes next to nothing back: no HTTP/2
-// ping per batch received (gRPC's BDP estimator, off with fixed windows),
-// no window update for a few small messages. An idle cluster's heartbeats
-// paid for one or two writes back per batch before.
-func TestReceivingCostsNoWritesBack(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writes := &atomic.Int64{}
-	n1, n2 := startNode(t, 1, nil, Options{}), startNode(t, 2, countingListener{lis, writes}, Options{})
-	if err := n1.t.SetPeer(2, n2.addr); err != nil {
-		t.Fatal(err)
-	}
-	n1.t.Send(2, msg(2, 0, 0))
-	n2.expect(t, 1, 0, 1) // the stream is up: its handshake's writes are done
-	before := writes.Load()
-	const count = 100
-	for i := 1; i <= count; i++ {
-		n1.t.Send(2, msg(2, 0, i)) // one at a time: one batch each
-		n2.expect(t, 1, i, 1)
-	}
-	if w := writes.Load() - before; w > count/10 {
-		t.Fatalf("the receiver wrote %d times back for %d batches received", w, count)
-	}
 }
