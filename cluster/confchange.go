@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/fila-dev/filad/storage"
 )
@@ -70,27 +68,6 @@ func (d *Driver) changeConf(group uint64, cc *pb.ConfChangeV2) error {
 	return nil
 }
 
-// TransferLeader asks raft to hand group's leadership to node to (raft's
-// TransferLeader: the leader brings to's log up to date, then tells it to
-// campaign at once). It returns once asked; Status shows the outcome.
-func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
-	var err error
-	if lerr := d.onLoop(ctx, func() {
-		g := d.groups[group]
-		switch {
-		case g == nil:
-			err = fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
-		case g.rn.BasicStatus().RaftState != raft.StateLeader:
-			err = &NotLeaderError{Group: group, Leader: g.rn.BasicStatus().Lead}
-		default:
-			g.rn.TransferLeader(to)
-		}
-	}); lerr != nil {
-		return lerr
-	}
-	return err
-}
-
 // Replication is how far each member of a group has the log, as its
 // leader tracks it.
 type Replication struct {
@@ -103,34 +80,22 @@ type Replication struct {
 	Replicating map[uint64]bool
 }
 
-// Replication reads group's progress from its leader's raft: a
-// *NotLeaderError when this node does not lead it.
+// Replication reads group's progress from its leader's raft (Progress,
+// learners included): a *NotLeaderError when this node does not lead it.
 func (d *Driver) Replication(ctx context.Context, group uint64) (Replication, error) {
-	var r Replication
-	var err error
-	if lerr := d.onLoop(ctx, func() {
-		g := d.groups[group]
-		if g == nil {
-			err = fmt.Errorf("cluster: node %d is no member of group %d", d.opts.NodeID, group)
-			return
-		}
-		st := g.rn.Status()
-		if st.RaftState != raft.StateLeader {
-			err = &NotLeaderError{Group: group, Leader: st.Lead}
-			return
-		}
-		r = Replication{Match: map[uint64]uint64{}, Replicating: map[uint64]bool{}}
-		for id, pr := range st.Progress {
-			r.Match[id] = pr.Match
-			r.Replicating[id] = pr.State == tracker.StateReplicate && pr.RecentActive
-			if id == d.opts.NodeID {
-				r.Last = pr.Match
-			}
-		}
-	}); lerr != nil {
-		return r, lerr
+	_, peers, err := d.Progress(ctx, group)
+	if err != nil {
+		return Replication{}, err
 	}
-	return r, err
+	r := Replication{Match: map[uint64]uint64{}, Replicating: map[uint64]bool{}}
+	for _, p := range peers {
+		r.Match[p.Node] = p.Match
+		r.Replicating[p.Node] = p.Replicating && p.Active
+		if p.Node == d.opts.NodeID {
+			r.Last = p.Match
+		}
+	}
+	return r, nil
 }
 
 // confPending reports whether group has a membership change of this

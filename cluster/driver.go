@@ -207,6 +207,9 @@ type Driver struct {
 
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
+	// moved is closed, and replaced, whenever a group's leader as Status
+	// says changes: what a caller waiting for a leader waits on.
+	moved chan struct{}
 	// next is the last proposal or read id handed out: a 64-bit counter
 	// from a random start, so that it repeats only after 2^64 ids, and
 	// another incarnation's (or node's) ids overlap this one's only by a
@@ -361,6 +364,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
 		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64), calls: make(chan func(), 16),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
+		moved:        make(chan struct{}),
 		installed:    make(chan installResult, 1),
 		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
 	}
@@ -1152,6 +1156,10 @@ func (d *Driver) publish(g *group) {
 	s.Voters = len(g.conf.GetVoters())
 	s.Conf = g.conf
 	d.status[g.id] = s
+	if changed {
+		close(d.moved)
+		d.moved = make(chan struct{})
+	}
 	d.mu.Unlock()
 	if changed && st.Lead != 0 && d.opts.Observer != nil {
 		d.opts.Observer.LeaderChanged(g.id, st.Lead)

@@ -199,7 +199,11 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 		}
 		if to != 0 {
 			m.log.Info("cluster: handing over a group's leadership before leaving it", slog.Uint64("group", group), slog.Uint64("to", to))
-			return false, m.driver.TransferLeader(ctx, group, to)
+			// TransferLeader waits until to leads: bounded, since raft
+			// abandons a transfer after an election timeout.
+			tctx, cancel := context.WithTimeout(ctx, 3*time.Duration(m.driver.opts.ElectionTicks)*m.driver.opts.Tick)
+			defer cancel()
+			return false, m.driver.TransferLeader(tctx, group, to)
 		}
 	}
 	return false, nil

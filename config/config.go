@@ -107,6 +107,16 @@ type Cluster struct {
 	// SnapshotRateMiB bounds the MiB per second a node sends in snapshots.
 	// Defaults to 64.
 	SnapshotRateMiB int `koanf:"snapshot_rate_mib"`
+	// LeaderBalance moves partition and meta leaderships back towards an
+	// even spread over the members after a failover (docs/cluster.md,
+	// "Leader balance"): each node hands a group it leads, one at a time,
+	// to a caught-up voter leading at least two fewer, while it leads more
+	// than its share. Defaults to true.
+	LeaderBalance bool `koanf:"leader_balance"`
+	// LeaderBalanceIntervalMS is the pause between two moves of one node
+	// (and between its looks when there is nothing to move). Defaults to
+	// 5000.
+	LeaderBalanceIntervalMS int `koanf:"leader_balance_interval_ms"`
 	// FaultControlAddr, for tests only, serves the transport's fault rules
 	// (cut links) over HTTP on a loopback address; "" serves none.
 	FaultControlAddr string `koanf:"fault_control_addr"`
@@ -181,6 +191,11 @@ func (c Cluster) MemberHosts() []string {
 		}
 	}
 	return hosts
+}
+
+// LeaderBalanceInterval is LeaderBalanceIntervalMS as a duration.
+func (c Cluster) LeaderBalanceInterval() time.Duration {
+	return time.Duration(c.LeaderBalanceIntervalMS) * time.Millisecond
 }
 
 // Tick is TickMS as a duration.
@@ -447,7 +462,8 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
-		Cluster:   Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64},
+		Cluster: Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64,
+			LeaderBalance: true, LeaderBalanceIntervalMS: 5000},
 	}
 }
 
@@ -1003,6 +1019,9 @@ func (c Cluster) check() []fieldError {
 	}
 	if c.SnapshotRateMiB < 1 || c.SnapshotRateMiB > 10_240 {
 		bad("cluster.snapshot_rate_mib", c.SnapshotRateMiB, "must be from 1 to 10240")
+	}
+	if c.LeaderBalanceIntervalMS < 100 || c.LeaderBalanceIntervalMS > 3_600_000 {
+		bad("cluster.leader_balance_interval_ms", c.LeaderBalanceIntervalMS, "must be from 100 to 3600000")
 	}
 	if a := c.FaultControlAddr; a != "" {
 		if !IsLoopback(a) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -33,6 +34,12 @@ type ClusterView interface {
 	// so that the call is forwarded there.
 	AddNode(ctx context.Context, id uint64, internalAddr string) error
 	RemoveNode(ctx context.Context, id uint64) error
+
+	// TransferLeader moves group's leadership to node and answers the
+	// term it leads in once this node sees it lead; a refusal is a gRPC
+	// status, or an actors.NotLeaderError when another node leads the
+	// group (the call is forwarded there).
+	TransferLeader(ctx context.Context, group, node uint64) (term uint64, err error)
 }
 
 // GetClusterStatus answers this node's view of the cluster; a single node
@@ -69,16 +76,33 @@ func (s *Server) RemoveNode(ctx context.Context, req *filav1.RemoveNodeRequest) 
 	return &filav1.RemoveNodeResponse{}, nil
 }
 
-// membershipRequest refuses a membership change on a single node, and a
-// node id of 0.
+// membershipRequest refuses a call about the cluster's members (a
+// membership change, a leader transfer) on a single node, and a node id
+// of 0.
 func (s *Server) membershipRequest(id uint64) error {
 	if s.opts.Cluster == nil {
-		return status.Error(codes.FailedPrecondition, "a single node has no members to change: [cluster] is not enabled")
+		return status.Error(codes.FailedPrecondition, "a single node has no members to change or leaders to move: [cluster] is not enabled")
 	}
 	if id == 0 {
-		return toStatus(invalid("node_id: must be > 0"))
+		return toStatus(invalid("node_id: must be a member's id (> 0)"))
 	}
 	return nil
+}
+
+// TransferLeader implements filav1.FilaAdminServer (issue 25's leader
+// transfer): on a single node, FAILED_PRECONDITION.
+func (s *Server) TransferLeader(ctx context.Context, req *filav1.TransferLeaderRequest) (*filav1.TransferLeaderResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	term, err := s.opts.Cluster.TransferLeader(ctx, req.GetGroupId(), req.GetNodeId())
+	if errors.Is(err, actors.ErrNotLeader) {
+		return nil, toStatus(err) // the leader's hint: the proxy forwards it there
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.TransferLeaderResponse{Term: term}, nil
 }
 
 // replication is queue's leader_node_id and replication_count: 0 and 1 on

@@ -443,6 +443,8 @@ var permissions = byRequest(
 	// Membership.
 	rule(broker[*filav1.AddNodeRequest]),
 	rule(broker[*filav1.RemoveNodeRequest]),
+	// Leader transfer (issue 25).
+	rule(broker[*filav1.TransferLeaderRequest]),
 )
 
 // permission is one entry of permissions: a request type and its needs.

@@ -80,6 +80,12 @@ type clusterNode struct {
 	// groups' memberships from it, on the driver's goroutine too.
 	driver     atomic.Pointer[cluster.Driver]
 	partitions int
+	// Leader balance (issue 25): balancer is nil with
+	// cluster.leader_balance off; groups are every group's id, election
+	// the election timeout.
+	balancer *cluster.Balancer
+	groups   []uint64
+	election time.Duration
 }
 
 // peerGuard checks that the caller of an internal call may speak for the
@@ -347,6 +353,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if err := n.awaitReady(ctx, cc, max(len(members), nodes.Count())); err != nil {
 		return nil, err
 	}
+	n.startBalance(cc, log)
 	log.Info("cluster node ready", slog.Uint64("node_id", cc.NodeID), slog.Int("members", len(members)),
 		slog.Int("partitions", cc.Partitions), slog.String("internal_listen_addr", n.lis.Addr().String()))
 	return n, nil
@@ -409,8 +416,54 @@ func (n *clusterNode) raftGroups(partitions int) func() []telemetry.GroupReading
 	}
 }
 
+// Leader balance (issue 25).
+
+// startBalance starts this node's part of leader balance, unless
+// cluster.leader_balance is off.
+func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
+	n.election = time.Duration(cc.ElectionTicks) * cc.Tick()
+	for g := uint64(0); g <= uint64(cc.Partitions); g++ {
+		n.groups = append(n.groups, g)
+	}
+	if !cc.LeaderBalance {
+		return
+	}
+	nodes := n.replica.Nodes
+	n.balancer = cluster.StartBalancer(cluster.BalanceOptions{
+		Driver: n.replica.Driver, Groups: n.groups, Interval: cc.LeaderBalanceInterval(), Logger: log,
+		Members: func() []uint64 {
+			var ids []uint64
+			for _, m := range nodes.All() {
+				ids = append(ids, m.ID)
+			}
+			return ids
+		},
+	})
+}
+
+// handOff is a graceful stop's first step: no more balance moves, and
+// every group this node leads handed to a caught-up voter, so that the
+// groups have a leader while this node stops (instead of none for an
+// election timeout). Bounded by three election timeouts.
+func (n *clusterNode) handOff(ctx context.Context, log *slog.Logger) {
+	if n.balancer != nil {
+		n.balancer.Stop()
+		n.balancer = nil
+	}
+	if n.replica == nil || len(n.groups) == 0 {
+		return
+	}
+	start := time.Now()
+	if moved := cluster.HandOff(ctx, n.replica.Driver, n.groups, 3*n.election, log); moved > 0 {
+		log.Info("stopping: group leaderships handed off", slog.Int("groups", moved), slog.Duration("took", time.Since(start)))
+	}
+}
+
 // close stops serving the other nodes, then the driver and the store.
 func (n *clusterNode) close() error {
+	if n.balancer != nil {
+		n.balancer.Stop()
+	}
 	if n.stopRegister != nil {
 		n.stopRegister()
 		<-n.registered

@@ -2,7 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fila-dev/filad/actors"
 	"github.com/fila-dev/filad/cluster"
 	"github.com/fila-dev/filad/gateway"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -17,6 +24,9 @@ type clusterStatus struct {
 	nodes      *cluster.Nodes
 	driver     *cluster.Driver
 	partitions int
+	// tick and electionTicks are the raft timing: what bounds a transfer.
+	tick          time.Duration
+	electionTicks int
 }
 
 var _ gateway.ClusterView = clusterStatus{}
@@ -56,4 +66,55 @@ func (c clusterStatus) AddNode(ctx context.Context, id uint64, internalAddr stri
 // RemoveNode implements gateway.ClusterView.
 func (c clusterStatus) RemoveNode(ctx context.Context, id uint64) error {
 	return c.replica.RemoveNode(ctx, id)
+}
+
+// Leader transfer (issue 25).
+
+// transferWait bounds a TransferLeader whose caller set no deadline: 5
+// election timeouts (raft gives a transfer one, the election that follows
+// takes a little more).
+func (c clusterStatus) transferWait() time.Duration {
+	return 5 * time.Duration(c.electionTicks) * c.tick
+}
+
+// TransferLeader implements gateway.ClusterView: the group's leadership to
+// node, on this node if it leads the group, else refused with the
+// leader's hint (an actors.NotLeaderError) for the proxy to forward.
+func (c clusterStatus) TransferLeader(ctx context.Context, group, node uint64) (uint64, error) {
+	if group > uint64(c.partitions) {
+		return 0, status.Errorf(codes.InvalidArgument, "group_id: %d is no group (0 is the meta group, 1..%d the partitions)", group, c.partitions)
+	}
+	if _, ok := c.nodes.Get(node); !ok {
+		return 0, status.Errorf(codes.InvalidArgument, "node_id: %d is not a member of the cluster", node)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.transferWait())
+		defer cancel()
+	}
+	err := c.driver.TransferLeader(ctx, group, node)
+	var nl *cluster.NotLeaderError
+	switch {
+	case err == nil:
+		st, _ := c.driver.Status(group)
+		return st.Term, nil
+	case errors.As(err, &nl):
+		return 0, &actors.NotLeaderError{Queue: groupName(group), LeaderAddr: c.nodes.ClientAddr(nl.Leader), LeaderNode: nl.Leader}
+	case errors.Is(err, cluster.ErrNotVoter):
+		return 0, status.Errorf(codes.FailedPrecondition, "node_id: node %d is not a voter of group %d: %v", node, group, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return 0, status.Errorf(codes.DeadlineExceeded, "%v (is node %d up and caught up?)", err, node)
+	case errors.Is(err, context.Canceled):
+		return 0, status.Error(codes.Canceled, err.Error())
+	default:
+		return 0, status.Error(codes.Unavailable, err.Error())
+	}
+}
+
+// groupName names a group in a refusal.
+func groupName(group uint64) string {
+	if group == cluster.MetaGroup {
+		return "group 0 (meta)"
+	}
+	return fmt.Sprintf("group %d", group)
 }

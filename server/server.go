@@ -335,7 +335,8 @@ func (s *Server) clusterView() gateway.ClusterView {
 		return nil
 	}
 	return clusterStatus{Placement: s.node.placement, replica: s.node.replica, self: s.cfg.Cluster.NodeID, nodes: s.node.replica.Nodes,
-		driver: s.node.replica.Driver, partitions: s.cfg.Cluster.Partitions}
+		driver: s.node.replica.Driver, partitions: s.cfg.Cluster.Partitions,
+		tick: s.cfg.Cluster.Tick(), electionTicks: s.cfg.Cluster.ElectionTicks}
 }
 
 // ClusterMetrics are the cluster node's instruments (fila.raft.*,
@@ -474,6 +475,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) teardown(ctx context.Context) error {
 	var errs []error
+	if s.node != nil {
+		s.node.handOff(ctx, s.log)
+	}
 	if s.grpc != nil {
 		s.gateway.BeginShutdown(ctx)
 		done := make(chan struct{})

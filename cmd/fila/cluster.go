@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -13,6 +14,9 @@ var clusterSubcommands = map[string]subcommandSpec{
 	"status":     {synopsis: "cluster status   (the members, the groups each leads, groups without a leader)", json: true},
 	"nodes":      {synopsis: "cluster nodes   (each member: client and internal address, groups it leads)", json: true},
 	"partitions": {synopsis: "cluster partitions   (every raft group: leader, term, commit and applied index)", json: true},
+	// Leader transfer (issue 25).
+	"transfer-leader": {synopsis: "cluster transfer-leader PARTITION NODE   (PARTITION: a group id, 0 or meta for the meta group; answers once NODE leads it)",
+		min: 2, max: 2, json: true},
 }
 
 // clusterCmd shows the answering node's view of its cluster
@@ -107,4 +111,39 @@ func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 			idList(grp.GetVoterIds()), idList(grp.GetLearnerIds()))
 	}
 	_ = w.Flush()
+}
+
+// Leader transfer (issue 25).
+
+// transferLeaderCmd moves a group's leadership (TransferLeader): any node
+// takes it and forwards it to the group's leader.
+func transferLeaderCmd(ctx context.Context, g global, e env, pos []string) int {
+	group, err := parseGroup(pos[0])
+	if err != nil {
+		return usageErr(e, "PARTITION %q: %v", pos[0], err)
+	}
+	node, err := strconv.ParseUint(pos[1], 10, 64)
+	if err != nil || node == 0 {
+		return usageErr(e, "NODE %q: want a member's node id (> 0)", pos[1])
+	}
+	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
+		resp, err := admin.TransferLeader(ctx, &filav1.TransferLeaderRequest{GroupId: group, NodeId: node})
+		if err != nil || e.json {
+			return e.showErr(resp, err)
+		}
+		fmt.Fprintf(e.stdout, "group %s: node %d leads it now (term %d)\n", pos[0], node, resp.GetTerm())
+		return nil
+	})
+}
+
+// parseGroup reads a raft group's name: its id, or "meta" for group 0.
+func parseGroup(s string) (uint64, error) {
+	if s == "meta" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("want a group id (0 or meta: the meta group; 1..partitions)")
+	}
+	return n, nil
 }

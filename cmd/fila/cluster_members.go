@@ -20,6 +20,8 @@ var clusterMemberSubcommands = map[string]subcommandSpec{
 var clusterMemberCommands = map[string]func(ctx context.Context, g global, e env, pos []string) int{
 	"add-node":    addNodeCmd,
 	"remove-node": removeNodeCmd,
+	// Leader transfer (cluster.go).
+	"transfer-leader": transferLeaderCmd,
 }
 
 func init() { maps.Copy(clusterSubcommands, clusterMemberSubcommands) }

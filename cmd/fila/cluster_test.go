@@ -75,3 +75,32 @@ func TestClusterCommands(t *testing.T) {
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, `unknown cluster subcommand "leaders"`)
 }
+
+// Leader transfer (issue 25): on a one-node cluster the only voter leads
+// already; the arguments are checked before any call.
+func TestClusterTransferLeaderCommand(t *testing.T) {
+	t.Parallel()
+	node := startBroker(t, func(c *config.Config) {
+		c.Cluster.Enabled, c.Cluster.NodeID, c.Cluster.Partitions = true, 1, 2
+		c.Cluster.InternalListenAddr, c.Cluster.InitialMembers = "127.0.0.1:0", []string{"1=127.0.0.1:0"}
+	})
+	r := fila(t, node, "", "cluster", "transfer-leader", "meta", "1")
+	require.Zero(t, r.code, r.stderr)
+	require.Regexp(t, `group meta: node 1 leads it now \(term [1-9]\d*\)`, r.stdout)
+	r = fila(t, node, "", "cluster", "transfer-leader", "2", "1", "--json")
+	require.Zero(t, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"term":`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "2", "5")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "node_id: 5 is not a member")
+	r = fila(t, node, "", "cluster", "transfer-leader", "x", "1")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, `PARTITION "x"`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "1")
+	require.Equal(t, 2, r.code)
+
+	single := startBroker(t)
+	r = fila(t, single, "", "cluster", "transfer-leader", "1", "1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "[cluster] is not enabled")
+}

@@ -39,6 +39,7 @@ const (
 	FilaAdmin_GetClusterStatus_FullMethodName = "/fila.v1.FilaAdmin/GetClusterStatus"
 	FilaAdmin_AddNode_FullMethodName          = "/fila.v1.FilaAdmin/AddNode"
 	FilaAdmin_RemoveNode_FullMethodName       = "/fila.v1.FilaAdmin/RemoveNode"
+	FilaAdmin_TransferLeader_FullMethodName   = "/fila.v1.FilaAdmin/TransferLeader"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -97,6 +98,15 @@ type FilaAdminClient interface {
 	// and its messages are refused from then on. A removed id never comes
 	// back. Answers once the mark is applied, not once every group let go.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 }
 
 type filaAdminClient struct {
@@ -316,6 +326,16 @@ func (c *filaAdminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest,
 	return out, nil
 }
 
+func (c *filaAdminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaderResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -372,6 +392,15 @@ type FilaAdminServer interface {
 	// and its messages are refused from then on. A removed id never comes
 	// back. Answers once the mark is applied, not once every group let go.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -441,6 +470,9 @@ func (UnimplementedFilaAdminServer) AddNode(context.Context, *AddNodeRequest) (*
 }
 func (UnimplementedFilaAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedFilaAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -816,6 +848,24 @@ func _FilaAdmin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaAdmin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -898,6 +948,10 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveNode",
 			Handler:    _FilaAdmin_RemoveNode_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _FilaAdmin_TransferLeader_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
