@@ -99,7 +99,7 @@ type failure struct {
 	outcome outcome
 	// idx is a retried message's new index record in this queue; rec, a
 	// dead-lettered one's whole record in the DLQ.
-	idx *storagev1.MessageIndexRecord
+	idx storage.Index
 	rec *storagev1.MessageRecord
 	// dlq receives a dead-lettered message.
 	dlq *QueueRef
@@ -112,7 +112,7 @@ type failure struct {
 // caller runs once that is safe. expired says the lease ran out; errText is
 // a nack's reason.
 func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText string, now time.Time) failure {
-	attempts := m.idx.GetAttemptCount() + 1 // deliveries so far
+	attempts := m.idx.AttemptCount + 1 // deliveries so far
 	if res, ok := q.scriptFailure(m, attempts, errText); ok {
 		if res.DeadLetter {
 			if f, done := q.endLife(b, m, attempts, expired, errText); done {
@@ -159,13 +159,12 @@ func (q *queueActor) endLife(b *storage.Batch, m *message, attempts uint32, expi
 // retry writes m back with attempt_count + 1, ready after delay: its
 // index record alone, as its headers and payload stay as they are.
 func (q *queueActor) retry(b *storage.Batch, m *message, delay time.Duration, now time.Time) failure {
-	idx := nextAttempt(m.idx)
-	f := failure{outcome: retryNow, idx: idx}
+	f := failure{outcome: retryNow, idx: nextAttempt(m.idx)}
 	if delay > 0 {
-		idx.ReadyAtUnixMs = readyAtMillis(now.Add(min(delay, MaxDelay)))
+		f.idx.ReadyAtUnixMs = readyAtMillis(now.Add(min(delay, MaxDelay)))
 		f.outcome = retryLater
 	}
-	b.PutIndex(q.cfg.Name, m.id, idx)
+	b.PutIndex(q.cfg.Name, m.id, f.idx)
 	b.DeleteLease(q.cfg.Name, m.id)
 	return f
 }
@@ -265,7 +264,7 @@ func (q *queueActor) promote(now time.Time) {
 	for q.delays.len() > 0 && !q.delays.peek().at.After(now) {
 		e := q.delays.pop()
 		m := q.msgs[e.id]
-		if m == nil || m.state != stateDelayed || !m.readyAt.Equal(e.at) {
+		if m == nil || m.state != stateDelayed || !m.readyTime().Equal(e.at) {
 			continue // purged, redriven or moved since
 		}
 		q.transition(m, stateReady)

@@ -59,6 +59,8 @@ type queueActor struct {
 	// never changes.
 	queueAttr metric.MeasurementOption
 	leaseIDs  leaseIDs
+	// leaseGens numbers the queue's leases (lease.leaseGen).
+	leaseGens uint64
 	// mailbox counts the requests waiting for this actor.
 	mailbox *mailboxDepth
 	// epoch is this incarnation's (configCell.epochs): a completion of an
@@ -479,7 +481,7 @@ func (q *queueActor) oldestReady() int64 {
 	if q.ready.active <= manyKeys || now.Sub(q.oldest.at) >= oldestReadyEvery {
 		q.oldest.at, q.oldest.enqueued = now, 0
 		q.ready.forEachHead(func(m *message) {
-			if at := m.idx.GetEnqueuedAtUnixNs(); q.oldest.enqueued == 0 || at < q.oldest.enqueued {
+			if at := m.idx.EnqueuedAtUnixNs; q.oldest.enqueued == 0 || at < q.oldest.enqueued {
 				q.oldest.enqueued = at
 			}
 		})

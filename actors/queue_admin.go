@@ -142,7 +142,7 @@ func (q *queueActor) peeked(r *PeekReply, page []*message) any {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	for i, m := range page {
-		r.Messages = append(r.Messages, Peeked{ID: m.id, Record: recs[i], ReadyAt: m.readyAt})
+		r.Messages = append(r.Messages, Peeked{ID: m.id, Record: recs[i], ReadyAt: m.readyTime()})
 	}
 	return r
 }
@@ -201,7 +201,7 @@ func (q *queueActor) takeMore(op *moveOp) error {
 			continue
 		}
 		if m.state == stateReady {
-			keys[m.idx.GetFairnessKey()]++
+			keys[m.idx.FairnessKey]++
 		}
 		q.transition(m, stateMoving)
 		op.rest = append(op.rest, m)
@@ -245,7 +245,7 @@ func (q *queueActor) nextMove(ctx actor.Context, op *moveOp) {
 	if op.to != nil {
 		bytes := 0
 		for i, m := range op.rest[:n] {
-			if bytes += int(m.idx.GetPayloadBytes()); i > 0 && bytes > moveStepBytes {
+			if bytes += int(m.idx.PayloadBytes); i > 0 && bytes > moveStepBytes {
 				n = i
 				break
 			}

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
@@ -146,7 +148,9 @@ func (q *queueActor) bodies(ms []*message, keep bool) ([]*storagev1.MessageRecor
 		for j, i := range missed {
 			ids[j] = ms[i].id
 		}
+		start := time.Now()
 		read, err := q.deps.store.ReadMessages(q.cfg.Name, ids)
+		q.metrics.ReadDuration.Record(context.Background(), time.Since(start).Seconds())
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -167,4 +168,15 @@ func cachedIDs(c *messageCache) map[string]bool {
 		ids[k.id] = true
 	}
 	return ids
+}
+
+// TestAReadyMessageCostsItsQueueLittle (issue 26: at most 256 bytes
+// resident per ready message): the entry a queue keeps per message stays
+// in the 96-byte size class, its index in 56 bytes, and whatever only a
+// lease needs outside both. With the 36-byte id (a 48-byte allocation)
+// and its map and DRR slots, a ready message costs about 200 bytes;
+// filabench's backlog-memory measures it.
+func TestAReadyMessageCostsItsQueueLittle(t *testing.T) {
+	require.LessOrEqual(t, unsafe.Sizeof(message{}), uintptr(96), "message")
+	require.LessOrEqual(t, unsafe.Sizeof(storage.Index{}), uintptr(56), "storage.Index")
 }

@@ -190,8 +190,8 @@ func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, wri
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: recs[i], LeasedAt: now, ExpiresAt: expires, Written: written}
 		q.fair.delivered(o.key, o.weight)
 		m.span = q.deliverySpan(s.parent, m, recs[i])
-		if m.idx.GetAttemptCount() == 0 {
-			waited := now.Sub(time.Unix(0, m.idx.GetEnqueuedAtUnixNs()))
+		if m.idx.AttemptCount == 0 {
+			waited := now.Sub(time.Unix(0, m.idx.EnqueuedAtUnixNs))
 			q.metrics.WaitDuration.Record(spanContext(m), waited.Seconds())
 		} else {
 			redelivered++

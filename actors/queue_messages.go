@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
 )
 
 // Messages a queue actor handles. Requests are answered to the envelope's
@@ -158,26 +159,56 @@ type movedMessage struct {
 
 // message is the queue actor's view of one stored message: its index
 // entry, not its headers and payload, which are read from the message
-// cache or the store when it is delivered (body).
+// cache or the store when it is delivered (body). It is kept small (96
+// bytes, issue 26): a ready message costs it, its id and its slots in the
+// queue's map and DRR, and nothing else; what only a leased message needs
+// is in its lease.
 type message struct {
 	id string
-	// idx is what the queue schedules it by; never changed in place (a
-	// retry installs a new one), as deliveries are made from it.
-	idx *storagev1.MessageIndexRecord
+	// idx is what the queue schedules it by; a retry installs a new one.
+	idx storage.Index
+	// lease is the current lease, while the message is leased or
+	// settling; nil in every other state. Its fields are promoted, so only
+	// code that knows the message is leased reads them.
+	*lease
+	// readyAt is when a delayed message (retry backoff or fila-delay-ms)
+	// becomes ready, in Unix nanoseconds; 0 in every other state.
+	readyAt int64
 	// state is where the message is in its life; only transition changes
 	// it (queue_state.go).
-	state     msgState
-	leaseGen  uint64
-	leaseID   string // the current lease's token, as the consumer has it
-	leasedAt  time.Time
-	expiresAt time.Time // the current lease's end; Extend moves it
-	consumer  uint64    // the consumer it is leased to
-	// readyAt is when a delayed message (retry backoff or fila-delay-ms)
-	// becomes ready; zero in every other state.
-	readyAt time.Time
-	// span is the current lease's delivery span; nil unless recorded.
-	span trace.Span
+	state msgState
 	// throttled: a throttle held it back since it last passed one (it is
 	// counted as held once).
 	throttled bool
+}
+
+// lease is a leased message's lease.
+type lease struct {
+	// leaseGen tells this lease's expiry entries from older ones: unique
+	// among the queue's leases (queueActor.leaseGens), and moved on when
+	// an expiry ends the lease.
+	leaseGen  uint64
+	leaseID   string // the token, as the consumer has it
+	leasedAt  time.Time
+	expiresAt time.Time // Extend moves it
+	consumer  uint64    // the consumer it is leased to; 0: none (recovered)
+	// span is the delivery span; nil unless recorded.
+	span trace.Span
+}
+
+// readyTime is m's readyAt as a time; zero unless m is delayed.
+func (m *message) readyTime() time.Time {
+	if m.readyAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, m.readyAt)
+}
+
+// deliverySpan is m's delivery span, nil when it is not leased or its
+// delivery is not recorded.
+func (m *message) deliverySpan() trace.Span {
+	if m == nil || m.lease == nil {
+		return nil
+	}
+	return m.span
 }

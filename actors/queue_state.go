@@ -8,7 +8,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
 )
 
@@ -73,8 +72,8 @@ var transitions = [stateCount][stateCount]bool{
 func (s msgState) resident() bool { return s != stateNew && s != stateGone }
 
 // transition moves m to state to. What it needs beyond the state is set on
-// m first: the lease's fields (leaseGen, leaseID, leasedAt, expiresAt,
-// consumer) for stateLeased from ready or new, readyAt for stateDelayed, idx
+// m first: its lease (applyLease) for stateLeased from ready or new, which
+// it drops when the message leaves leased and settling, readyAt for stateDelayed, idx
 // for a new or requeued record. A message leaves stateReady only by being
 // taken out of the DRR (dispatch's pop, a move's removeFrom) just before.
 //
@@ -88,12 +87,13 @@ func (q *queueActor) transition(m *message, to msgState) {
 	switch from {
 	case stateNew:
 		q.msgs[m.id] = m
-		q.held.add(m.idx.GetPayloadBytes())
+		q.held.add(uint64(m.idx.PayloadBytes))
 	case stateDelayed:
-		m.readyAt = time.Time{} // its heap entry goes stale
+		m.readyAt = 0 // its heap entry goes stale
 	case stateLeased, stateSettling:
 		if to != stateLeased && to != stateSettling {
 			q.release(m)
+			m.lease = nil
 		}
 	}
 	if from.resident() {
@@ -109,19 +109,19 @@ func (q *queueActor) transition(m *message, to msgState) {
 		// one due on its first attempt, that carries a weight sets its
 		// key's weight; a requeued one is not news and leaves it alone.
 		weight := int64(0)
-		if from == stateNew || (from == stateDelayed && m.idx.GetAttemptCount() == 0) {
-			weight = int64(m.idx.GetWeight())
+		if from == stateNew || (from == stateDelayed && m.idx.AttemptCount == 0) {
+			weight = int64(m.idx.Weight)
 		}
-		q.ready.push(m.idx.GetFairnessKey(), weight, m)
+		q.ready.push(m.idx.FairnessKey, weight, m)
 	case stateDelayed:
-		q.delays.push(expiry{at: m.readyAt, id: m.id})
+		q.delays.push(expiry{at: m.readyTime(), id: m.id})
 	case stateLeased:
 		// Back from settling too: the entry queued for this lease may have
 		// been passed over while it was settling. A second entry of the same
 		// lease is harmless: the first to fire ends it, the other is stale.
 		q.expiries.push(expiry{at: m.expiresAt, id: m.id, gen: m.leaseGen})
 	case stateGone:
-		q.held.remove(m.idx.GetPayloadBytes())
+		q.held.remove(uint64(m.idx.PayloadBytes))
 		q.deps.cache.remove(q.cacheScope, m.id)
 		delete(q.msgs, m.id)
 		if len(q.msgs) == 0 {
@@ -151,11 +151,11 @@ func (q *queueActor) inFlight() int { return q.inState[stateLeased] + q.inState[
 // a message record, whether load read it, an enqueue or a failed
 // delivery's retry committed it, or another queue's move brought it here.
 // It reports whether m is delayed (the caller then arms the timer).
-func (q *queueActor) applyMessage(m *message, idx *storagev1.MessageIndexRecord, now time.Time) (delayed bool) {
+func (q *queueActor) applyMessage(m *message, idx storage.Index, now time.Time) (delayed bool) {
 	m.idx = idx
-	if at := idx.GetReadyAtUnixMs(); at > 0 {
+	if at := idx.ReadyAtUnixMs; at > 0 {
 		if readyAt := time.UnixMilli(at); readyAt.After(now) {
-			m.readyAt = readyAt
+			m.readyAt = readyAt.UnixNano()
 			q.transition(m, stateDelayed)
 			return true
 		}
@@ -169,8 +169,8 @@ func (q *queueActor) applyMessage(m *message, idx *storagev1.MessageIndexRecord,
 // load read its record (consumer nil: nobody holds it until it expires or
 // is settled) or dispatch decided it. release gives the credit back.
 func (q *queueActor) applyLease(m *message, leasedAt, expiresAt time.Time, leaseID string, consumer *consumerSlot) {
-	m.leaseGen++
-	m.leasedAt, m.expiresAt, m.leaseID, m.consumer = leasedAt, expiresAt, leaseID, 0
+	q.leaseGens++
+	m.lease = &lease{leaseGen: q.leaseGens, leasedAt: leasedAt, expiresAt: expiresAt, leaseID: leaseID}
 	if consumer != nil {
 		m.consumer = consumer.c.id
 		consumer.credit--
@@ -207,10 +207,10 @@ func (q *queueActor) checkStep() error {
 }
 
 // checkInvariants reports the first way the queue's memory disagrees with
-// itself: the per-state counts against the messages' states, the holdings
-// against the messages, the DRR against the ready messages, the heaps
-// against the delayed and leased ones, and each consumer's credit against
-// its leases. It costs O(messages + heap entries): tests only.
+// itself: the per-state counts against the messages' states, a lease
+// held by exactly the leased and settling ones, the holdings against the
+// messages, the DRR against the ready messages, the heaps against the
+// delayed and leased ones, and each consumer's credit against its leases. It costs O(messages + heap entries): tests only.
 func (q *queueActor) checkInvariants() error {
 	var counts [stateCount]int
 	var held holdings
@@ -220,11 +220,14 @@ func (q *queueActor) checkInvariants() error {
 			return fmt.Errorf("message %s (key %s) in state %s", m.id, id, m.state)
 		}
 		counts[m.state]++
-		held.add(m.idx.GetPayloadBytes())
+		held.add(uint64(m.idx.PayloadBytes))
 		if m.state == stateLeased || m.state == stateSettling {
 			leasedTo[m.consumer]++
 		}
-		if (m.state == stateDelayed) == m.readyAt.IsZero() {
+		if leased := m.state == stateLeased || m.state == stateSettling; leased != (m.lease != nil) {
+			return fmt.Errorf("message %s in state %s has lease %+v", m.id, m.state, m.lease)
+		}
+		if (m.state == stateDelayed) == (m.readyAt == 0) {
 			return fmt.Errorf("message %s in state %s has readyAt %v", m.id, m.state, m.readyAt)
 		}
 	}
@@ -250,7 +253,7 @@ func (q *queueActor) checkInvariants() error {
 	}
 	due := map[string]bool{}
 	for _, e := range q.delays.items {
-		if m := q.msgs[e.id]; m != nil && m.state == stateDelayed && m.readyAt.Equal(e.at) {
+		if m := q.msgs[e.id]; m != nil && m.state == stateDelayed && m.readyTime().Equal(e.at) {
 			due[e.id] = true
 		}
 	}

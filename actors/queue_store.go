@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
-	"unique"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -134,10 +133,11 @@ func (q *queueActor) load(ctx actor.Context) {
 	}
 	now := time.Now()
 	var expired []*message
+	if len(q.msgs) == 0 {
+		q.msgs = make(map[string]*message, len(contents.Messages)) // grown once, not by doubling
+	}
 	for _, sm := range contents.Messages {
 		m := &message{id: sm.ID}
-		// One string per fairness key, not per message.
-		sm.Index.FairnessKey = unique.Make(sm.Index.GetFairnessKey()).Value()
 		if l, ok := contents.Leases[m.id]; ok {
 			m.idx = sm.Index
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
@@ -193,18 +193,12 @@ func (q *queueActor) reconfigure() {
 	}
 }
 
-// nextAttempt returns a copy of idx with attempt_count + 1, ready at once
-// (ready_at unset); index records
-// are never changed in place because deliveries are made from them.
-func nextAttempt(idx *storagev1.MessageIndexRecord) *storagev1.MessageIndexRecord {
-	return &storagev1.MessageIndexRecord{
-		FairnessKey:      idx.GetFairnessKey(),
-		Weight:           idx.GetWeight(),
-		AttemptCount:     idx.GetAttemptCount() + 1,
-		EnqueuedAtUnixNs: idx.GetEnqueuedAtUnixNs(),
-		ThrottleKeys:     idx.GetThrottleKeys(),
-		PayloadBytes:     idx.GetPayloadBytes(),
-	}
+// nextAttempt returns idx with attempt_count + 1, ready at once (ready_at
+// unset).
+func nextAttempt(idx storage.Index) storage.Index {
+	idx.AttemptCount++
+	idx.ReadyAtUnixMs = 0
+	return idx
 }
 
 // withAttempt returns a copy of rec with attempt_count + 1; records are

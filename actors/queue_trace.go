@@ -89,7 +89,7 @@ func (q *queueActor) deliverySpan(stream context.Context, m *message, rec *stora
 		return nil
 	}
 	span.SetAttributes(telemetry.MessagingAttrs(telemetry.OpDeliver, q.cfg.Name, m.id)...)
-	span.SetAttributes(telemetry.KeyFairnessKey.String(m.idx.GetFairnessKey()), telemetry.KeyAttempt.Int64(int64(m.idx.GetAttemptCount())))
+	span.SetAttributes(telemetry.KeyFairnessKey.String(m.idx.FairnessKey), telemetry.KeyAttempt.Int64(int64(m.idx.AttemptCount)))
 	return span
 }
 
@@ -99,10 +99,11 @@ func (q *queueActor) deliverySpan(stream context.Context, m *message, rec *stora
 // if that was sampled;
 // else a child of the call.
 func (q *queueActor) settleSpan(call context.Context, m *message) (context.Context, trace.Span) {
-	if m == nil || m.span == nil {
+	span := m.deliverySpan()
+	if span == nil {
 		return q.startChild(call, telemetry.SpanSettle)
 	}
-	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), m.span), telemetry.SpanSettle, linkIfSampled(call)...)
+	return q.deps.tracer.Start(trace.ContextWithSpan(context.Background(), span), telemetry.SpanSettle, linkIfSampled(call)...)
 }
 
 // linkIfSampled are the start options of an internal span in a message's
@@ -119,16 +120,17 @@ func linkIfSampled(ctx context.Context) []trace.SpanStartOption {
 // spanContext carries m's delivery span, if any, for a measurement's
 // exemplar.
 func spanContext(m *message) context.Context {
-	if m.span == nil {
+	span := m.deliverySpan()
+	if span == nil {
 		return context.Background()
 	}
-	return trace.ContextWithSpan(context.Background(), m.span)
+	return trace.ContextWithSpan(context.Background(), span)
 }
 
 // endDelivery ends m's delivery span, if it has one, with how the lease
 // ended: ack, nack's outcome, or expired.
 func endDelivery(m *message, outcome string) {
-	if m.span == nil {
+	if m.deliverySpan() == nil {
 		return
 	}
 	m.span.SetAttributes(telemetry.KeyOutcome.String(outcome))

@@ -213,8 +213,8 @@ func (q *queueActor) enqueued(ctx actor.Context, d *enqueueDone) {
 			replies[i].Err = fmt.Errorf("%w: %w", ErrStorage, d.err)
 		default:
 			added++
-			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.idx.GetFairnessKey()))
-			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.idx.GetFairnessKey()}
+			q.debug(it.ctx, "message enqueued", slog.String("msg_id", it.msg.id), slog.String("fairness_key", it.msg.idx.FairnessKey))
+			replies[i] = EnqueueReply{ID: it.msg.id, FairnessKey: it.msg.idx.FairnessKey}
 		}
 		endSpan(it.span, replies[i].Err)
 	}

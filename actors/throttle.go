@@ -183,7 +183,7 @@ func (t *Throttles) Stats(now time.Time) []ThrottleStats {
 // pass per message delivered, a hit once per message held back (however
 // often the scheduler looks at it again before it passes).
 func (q *queueActor) takeThrottle(m *message) bool {
-	keys := m.idx.GetThrottleKeys()
+	keys := m.idx.ThrottleKeys()
 	if len(keys) == 0 {
 		return true
 	}

@@ -191,8 +191,11 @@ type Driver struct {
 	persisted    chan persistResult
 	persister    sync.WaitGroup
 
-	inbox       chan inbound
-	props       chan *proposal
+	inbox chan inbound
+	props chan *proposal
+	// calls run on the loop (onLoop): what must read or change a group's
+	// raft state, as membership changes do.
+	calls       chan func()
 	unreachable chan uint64
 	stop, done  chan struct{}
 	// installed carries the outcome of an InstallSnapshot goroutine back
@@ -204,6 +207,9 @@ type Driver struct {
 
 	mu     sync.Mutex
 	status map[uint64]GroupStatus
+	// moved is closed, and replaced, whenever a group's leader as Status
+	// says changes: what a caller waiting for a leader waits on.
+	moved chan struct{}
 	// next is the last proposal or read id handed out: a 64-bit counter
 	// from a random start, so that it repeats only after 2^64 ids, and
 	// another incarnation's (or node's) ids overlap this one's only by a
@@ -242,6 +248,11 @@ type group struct {
 	// snapSent are the peers a MsgSnap went to in the last Ready; raft is
 	// told after Advance that it went (the data follows out of band).
 	snapSent []uint64
+	// confTicks > 0: a membership change this node proposed has not
+	// applied yet; raft takes one at a time (it would turn a second into
+	// an empty entry), so ChangeConf refuses until it applies, leadership
+	// is lost, or this many ticks passed (it was lost on the way).
+	confTicks int
 }
 
 // appendJob is one group's MsgStorageAppend: what to write, and the
@@ -319,6 +330,10 @@ type GroupStatus struct {
 	// Voters is the number of voters of the group's membership as last
 	// applied here (its replication count); 0 before the first apply.
 	Voters int
+	// Conf is the group's membership as last applied here (nil before
+	// the first): voters, learners, and the outgoing voters of a joint
+	// configuration. Read only.
+	Conf *pb.ConfState
 }
 
 // NewDriver starts a driver; Stop it.
@@ -347,8 +362,9 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 	}
 	d := &Driver{
 		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
-		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64),
+		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64), calls: make(chan func(), 16),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
+		moved:        make(chan struct{}),
 		installed:    make(chan installResult, 1),
 		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
 	}
@@ -412,7 +428,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
-		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit()}
+		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit(), Conf: cs, Voters: len(cs.GetVoters())}
 	}
 	go d.run()
 	return d, nil
@@ -672,7 +688,12 @@ func (d *Driver) run() {
 			for _, g := range d.groups {
 				g.rn.Tick()
 				expireReads(g)
+				if g.confTicks > 0 {
+					g.confTicks--
+				}
 			}
+		case f := <-d.calls:
+			f()
 		case in := <-d.inbox:
 			d.step(in)
 		case p := <-d.props:
@@ -1068,12 +1089,14 @@ func (d *Driver) prepareApply(g *group, m *pb.Message) (applyJob, error) {
 				return j, fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
 			g.conf = g.rn.ApplyConfChange(cc)
+			g.confTicks = 0
 		case pb.EntryType_EntryConfChangeV2:
 			cc := &pb.ConfChangeV2{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
 				return j, fmt.Errorf("cluster: group %d conf change %d: %w", g.id, e.GetIndex(), err)
 			}
 			g.conf = g.rn.ApplyConfChange(cc)
+			g.confTicks = 0
 		}
 	}
 	if len(committed) > 0 {
@@ -1131,7 +1154,12 @@ func (d *Driver) publish(g *group) {
 	changed := s.Leader != st.Lead
 	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
 	s.Voters = len(g.conf.GetVoters())
+	s.Conf = g.conf
 	d.status[g.id] = s
+	if changed {
+		close(d.moved)
+		d.moved = make(chan struct{})
+	}
 	d.mu.Unlock()
 	if changed && st.Lead != 0 && d.opts.Observer != nil {
 		d.opts.Observer.LeaderChanged(g.id, st.Lead)
@@ -1148,6 +1176,7 @@ func (d *Driver) observe(g *group) {
 	lost := g.leading != 0 && (st.RaftState != raft.StateLeader || st.GetTerm() != g.leading)
 	if lost {
 		g.leading = 0
+		g.confTicks = 0
 		for id, p := range g.waiting {
 			delete(g.waiting, id)
 			p.done(storage.ErrOutcomeUnknown)

@@ -75,12 +75,11 @@ type ReplicaOptions struct {
 	// Tracer, if set, records a fila.raft.commit span for each batch whose
 	// Trace carries a span (the queue actor's commit span), as its child.
 	Tracer trace.Tracer
-	// PeerAddrs are the members' internal addresses by node id, where a
-	// follower fetches a snapshot from its leader (fila.cluster.v1.Snapshots)
-	// over a connection Dial opens. Without them a node can still compact
-	// and serve snapshots, but not install one.
-	PeerAddrs map[uint64]string
-	Dial      func(addr string) (*grpc.ClientConn, error)
+	// Dial opens a connection to a member's internal address (as Nodes
+	// knows it: the meta group's node table), where a follower fetches a
+	// snapshot from its leader (fila.cluster.v1.Snapshots). Without it a
+	// node can still compact and serve snapshots, but not install one.
+	Dial func(addr string) (*grpc.ClientConn, error)
 	// SnapshotEntries is how many durably applied entries beyond LogTail a
 	// group's log holds before it is compacted. DefaultSnapshotEntries
 	// when 0.
@@ -116,7 +115,7 @@ type Replica struct {
 	counters  snapshotCounters
 
 	connMu sync.Mutex
-	conns  map[uint64]*grpc.ClientConn
+	conns  map[string]*grpc.ClientConn // by internal address
 }
 
 // OpenReplica opens the node's store and log and starts its driver.
@@ -142,7 +141,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, DefaultSnapshotEntries)
 	opts.LogTail = cmp.Or(opts.LogTail, opts.SnapshotEntries/2)
 	opts.SnapshotRate = cmp.Or(opts.SnapshotRate, DefaultSnapshotRate)
-	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, Families: families, logger: opts.Logger, conns: map[uint64]*grpc.ClientConn{}}
+	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, Families: families, logger: opts.Logger, conns: map[string]*grpc.ClientConn{}}
 	r.snaps = &snapshots{
 		node: opts.NodeID, db: local.DB(), log: r.Log, groupOf: families.Group,
 		metaInstalled: func() error {
@@ -182,7 +181,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
 		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB(), r.snaps, r.compactor},
-		Machine: batchMachine{local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
+		Machine: batchMachine{logger: opts.Logger, local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
 		InstallSnapshot: r.snaps.install, Held: held,
 	})
@@ -220,18 +219,19 @@ func (r *Replica) SnapshotStats() SnapshotStats { return r.counters.stats() }
 func (r *Replica) snapshotClient(opts ReplicaOptions, node uint64) (clusterv1.SnapshotsClient, error) {
 	r.connMu.Lock()
 	defer r.connMu.Unlock()
-	if c := r.conns[node]; c != nil {
-		return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
-	}
-	addr, ok := opts.PeerAddrs[node]
-	if !ok || opts.Dial == nil {
+	info, ok := r.Nodes.Get(node)
+	if !ok || info.InternalAddr == "" || opts.Dial == nil {
 		return nil, fmt.Errorf("%w: node %d", errNoSnapshotClient, node)
+	}
+	addr := info.InternalAddr
+	if c := r.conns[addr]; c != nil {
+		return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
 	}
 	c, err := opts.Dial(addr)
 	if err != nil {
 		return nil, err
 	}
-	r.conns[node] = c
+	r.conns[addr] = c
 	return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
 }
 
@@ -309,6 +309,7 @@ func reloadMeta(local *storage.Badger, nodes *Nodes, families *Families) error {
 // batchMachine applies committed entries, each an encoded storage.Batch,
 // to the local store, with the group's applied record after them.
 type batchMachine struct {
+	logger      *slog.Logger
 	local       *storage.Badger
 	log         *raftlog.Store
 	nodes       *Nodes
@@ -319,7 +320,20 @@ type batchMachine struct {
 
 func (m batchMachine) Apply(group uint64, entries []Entry, applied *pb.SnapshotMetadata) error {
 	batches := make([]*storage.Batch, 0, len(entries))
+	var removedHere map[uint64]bool // marked removed by entries of this call
 	for _, e := range entries {
+		if group == MetaGroup {
+			if id, ok := revives(e.Data, func(id uint64) bool { return removedHere[id] || m.nodes.Removed(id) }); ok {
+				m.logger.Warn("cluster: a removed node's record left as it is: a removed id is never a member again", slog.Uint64("node_id", id), slog.Uint64("index", e.Index))
+				continue
+			}
+			if rec, err := nodeRecordOf(e.Data); err == nil && rec.GetRemoved() {
+				if removedHere == nil {
+					removedHere = map[uint64]bool{}
+				}
+				removedHere[rec.GetId()] = true
+			}
+		}
 		b, err := storage.UnmarshalBatch(e.Data)
 		if err != nil {
 			// A replica cannot skip an entry the others applied: stop.

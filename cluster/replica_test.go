@@ -65,8 +65,15 @@ func newReplicaNet(t *testing.T, n int, tune ...func(*ReplicaOptions)) *replicaN
 
 func (c *replicaNet) open(id uint64) *Replica {
 	c.t.Helper()
+	return c.openWith(id, c.peers)
+}
+
+// openWith opens replica id with peers as its groups' first voters (nil:
+// a node that joins, its groups empty until a leader adds it).
+func (c *replicaNet) openWith(id uint64, peers []uint64) *Replica {
+	c.t.Helper()
 	opts := ReplicaOptions{
-		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: c.peers, Partitions: testPartitions,
+		Dir: filepath.Join(c.dir, fmt.Sprint(id)), NodeID: id, Peers: peers, Partitions: testPartitions,
 		Tick: 20 * time.Millisecond, ElectionTicks: 10,
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
 			c.mu.Lock()
@@ -76,8 +83,8 @@ func (c *replicaNet) open(id uint64) *Replica {
 				dst.Driver.Step(msgs)
 			}
 		},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		PeerAddrs: c.addrs,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Nodes:  NewNodes(c.infos()),
 		Dial: func(addr string) (*grpc.ClientConn, error) {
 			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		},
@@ -93,6 +100,16 @@ func (c *replicaNet) open(id uint64) *Replica {
 	c.nodes[id] = r
 	c.mu.Unlock()
 	return r
+}
+
+// infos are the nodes as initial members: their snapshot servers'
+// addresses.
+func (c *replicaNet) infos() []NodeInfo {
+	var out []NodeInfo
+	for id, addr := range c.addrs {
+		out = append(out, NodeInfo{ID: id, InternalAddr: addr})
+	}
+	return out
 }
 
 // serveSnapshots starts node id's snapshot server, which forwards to
@@ -303,25 +320,35 @@ func TestMembersRegisterThroughTheMetaLeader(t *testing.T) {
 		}
 	}
 
-	leader := c.leaderOf(1)
-	var follower *Replica
-	for _, r := range c.nodes {
-		if r != leader {
-			follower = r
-		}
-	}
-	var b storage.Batch
 	queueOnPartition := ""
 	for i := 0; queueOnPartition == ""; i++ {
 		if q := fmt.Sprint("q", i); GroupOf(storage.FamilyOf(q), testPartitions) == 1 {
 			queueOnPartition = q
 		}
 	}
-	b.PutMessage(queueOnPartition, "m1", &storagev1.MessageRecord{Payload: []byte("x")})
-	err := follower.Store.Write(&b)
+	// A write through a node that does not lead partition 1. The leader
+	// is read again if the node picked took over meanwhile (its write
+	// then succeeds, which is right for a leader and proves nothing), or
+	// if the refusal came mid-election (it names no leader then).
+	var follower *Replica
 	var nl *actors.NotLeaderError
-	if !errors.As(err, &nl) {
-		t.Fatalf("a follower's write: %v, want a refusal naming the leader", err)
+	for deadline := time.Now().Add(patience); ; {
+		var leader *Replica
+		leader, nl = c.leaderOf(1), nil
+		for _, r := range c.nodes {
+			if r != leader {
+				follower = r
+			}
+		}
+		var b storage.Batch
+		b.PutMessage(queueOnPartition, "m1", &storagev1.MessageRecord{Payload: []byte("x")})
+		err := follower.Store.Write(&b)
+		if errors.As(err, &nl) && nl.LeaderAddr != "" {
+			break
+		}
+		if (err != nil && nl == nil) || time.Now().After(deadline) {
+			t.Fatalf("a follower's write: %v, want a refusal naming the leader", err)
+		}
 	}
 	// The leader may have changed meanwhile on a busy machine: any other
 	// member's registered address is right, none or its own is not.

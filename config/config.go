@@ -65,11 +65,19 @@ type Cluster struct {
 	// cluster is created; a node restarted with its data directory rejoins
 	// by itself.
 	InitialMembers []string `koanf:"initial_members"`
+	// Join, instead of InitialMembers, makes a new node join a running
+	// cluster: the internal addresses of any of its members (host:port; as
+	// an environment variable, comma-separated). The node starts its groups
+	// empty, asks a member to record it in the meta group, and the groups'
+	// leaders add it, as a learner first (docs/cluster.md, "Adding a
+	// node"). Read only while its data directory holds no membership; a
+	// node restarted on its data directory rejoins by itself.
+	Join []string `koanf:"join"`
 	// ReplicationFactor is the number of replicas of each partition
-	// (default 3, at most the number of members). Until membership changes
-	// exist (issue 25) every member holds every partition, so it must be
-	// at least the number of initial members; with fewer members, each
-	// partition has as many replicas as there are members.
+	// (default 3, at most the number of members). Today every member holds
+	// every partition (members added later too), so it must be at least
+	// the number of initial members; with fewer members, each partition
+	// has as many replicas as there are members.
 	ReplicationFactor int `koanf:"replication_factor"`
 	// AdvertiseClientAddr is the client address this node registers in the
 	// meta group, which other nodes name to clients as a leader's; by
@@ -99,6 +107,16 @@ type Cluster struct {
 	// SnapshotRateMiB bounds the MiB per second a node sends in snapshots.
 	// Defaults to 64.
 	SnapshotRateMiB int `koanf:"snapshot_rate_mib"`
+	// LeaderBalance moves partition and meta leaderships back towards an
+	// even spread over the members after a failover (docs/cluster.md,
+	// "Leader balance"): each node hands a group it leads, one at a time,
+	// to a caught-up voter leading at least two fewer, while it leads more
+	// than its share. Defaults to true.
+	LeaderBalance bool `koanf:"leader_balance"`
+	// LeaderBalanceIntervalMS is the pause between two moves of one node
+	// (and between its looks when there is nothing to move). Defaults to
+	// 5000.
+	LeaderBalanceIntervalMS int `koanf:"leader_balance_interval_ms"`
 	// FaultControlAddr, for tests only, serves the transport's fault rules
 	// (cut links) over HTTP on a loopback address; "" serves none.
 	FaultControlAddr string `koanf:"fault_control_addr"`
@@ -139,6 +157,18 @@ func (c Cluster) ParseMembers() ([]Member, error) {
 	return out, nil
 }
 
+// JoinAddrs reads Join; an element may hold several addresses,
+// comma-separated (as the environment variable does).
+func (c Cluster) JoinAddrs() []string {
+	var out []string
+	for _, part := range strings.Split(strings.Join(c.Join, ","), ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
 // namesHost reports whether addr is host:port with a host that is not
 // empty or unspecified (0.0.0.0, ::): one a client elsewhere can dial.
 func namesHost(addr string) bool {
@@ -161,6 +191,11 @@ func (c Cluster) MemberHosts() []string {
 		}
 	}
 	return hosts
+}
+
+// LeaderBalanceInterval is LeaderBalanceIntervalMS as a duration.
+func (c Cluster) LeaderBalanceInterval() time.Duration {
+	return time.Duration(c.LeaderBalanceIntervalMS) * time.Millisecond
 }
 
 // Tick is TickMS as a duration.
@@ -427,7 +462,8 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
-		Cluster:   Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64},
+		Cluster: Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64,
+			LeaderBalance: true, LeaderBalanceIntervalMS: 5000},
 	}
 }
 
@@ -847,7 +883,7 @@ func (c Config) check() []fieldError {
 	}
 	errs = append(errs, c.Cluster.check()...)
 	if cc := c.Cluster; cc.Enabled && cc.AdvertiseClientAddr == "" && !namesHost(c.Server.ListenAddr) {
-		if members, _ := cc.ParseMembers(); len(members) > 1 {
+		if members, _ := cc.ParseMembers(); len(members) > 1 || len(cc.JoinAddrs()) > 0 {
 			bad("cluster.advertise_client_addr", "", fmt.Sprintf("must be set: server.listen_addr %q names no host, and the other nodes name this node's client address to clients", c.Server.ListenAddr))
 		}
 	}
@@ -940,15 +976,28 @@ func (c Cluster) check() []fieldError {
 		bad("cluster.internal_listen_addr", c.InternalListenAddr, "must be host:port")
 	}
 	members, err := c.ParseMembers()
+	join := c.JoinAddrs()
+	for _, a := range join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("cluster.join", a, "must be host:port (a member's internal address)")
+		}
+	}
 	switch {
 	case err != nil:
 		bad("cluster.initial_members", c.InitialMembers, err.Error())
+	case len(join) > 0 && len(members) > 0:
+		bad("cluster.join", c.Join, "set cluster.join (a node joining a running cluster) or cluster.initial_members (the members of a new one), not both")
+	case len(join) > 0 && !namesHost(c.InternalListenAddr):
+		bad("cluster.internal_listen_addr", c.InternalListenAddr, "a joining node records it as the address the members reach it at: it must name a host (not 0.0.0.0 or ::)")
+	case len(join) > 0 && c.NodeID == 0:
+		bad("cluster.node_id", c.NodeID, "must be > 0: the joining node's id, never one the cluster had")
+	case len(join) > 0:
 	case len(members) == 0:
 		bad("cluster.initial_members", c.InitialMembers, "must name this node at least (id=host:port)")
 	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
 		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.initial_members")
 	case c.ReplicationFactor < len(members):
-		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d) until membership changes exist: every member holds every partition", len(members)))
+		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d): every member holds every partition today", len(members)))
 	}
 	if c.ReplicationFactor < 1 {
 		bad("cluster.replication_factor", c.ReplicationFactor, "must be at least 1")
@@ -970,6 +1019,9 @@ func (c Cluster) check() []fieldError {
 	}
 	if c.SnapshotRateMiB < 1 || c.SnapshotRateMiB > 10_240 {
 		bad("cluster.snapshot_rate_mib", c.SnapshotRateMiB, "must be from 1 to 10240")
+	}
+	if c.LeaderBalanceIntervalMS < 100 || c.LeaderBalanceIntervalMS > 3_600_000 {
+		bad("cluster.leader_balance_interval_ms", c.LeaderBalanceIntervalMS, "must be from 100 to 3600000")
 	}
 	if a := c.FaultControlAddr; a != "" {
 		if !IsLoopback(a) {

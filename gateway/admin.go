@@ -2,10 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
@@ -25,6 +29,17 @@ type ClusterView interface {
 	// Status is this node's view of the members and groups
 	// (GetClusterStatus).
 	Status() *filav1.GetClusterStatusResponse
+	// AddNode and RemoveNode change the members (cluster.Replica's); a
+	// node that does not lead the meta group refuses naming its leader,
+	// so that the call is forwarded there.
+	AddNode(ctx context.Context, id uint64, internalAddr string) error
+	RemoveNode(ctx context.Context, id uint64) error
+
+	// TransferLeader moves group's leadership to node and answers the
+	// term it leads in once this node sees it lead; a refusal is a gRPC
+	// status, or an actors.NotLeaderError when another node leads the
+	// group (the call is forwarded there).
+	TransferLeader(ctx context.Context, group, node uint64) (term uint64, err error)
 }
 
 // GetClusterStatus answers this node's view of the cluster; a single node
@@ -34,6 +49,60 @@ func (s *Server) GetClusterStatus(context.Context, *filav1.GetClusterStatusReque
 		return &filav1.GetClusterStatusResponse{}, nil
 	}
 	return s.opts.Cluster.Status(), nil
+}
+
+// AddNode implements filav1.FilaAdminServer (membership).
+func (s *Server) AddNode(ctx context.Context, req *filav1.AddNodeRequest) (*filav1.AddNodeResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if _, _, err := net.SplitHostPort(req.GetInternalAddr()); err != nil {
+		return nil, toStatus(invalid("internal_addr: must be host:port, the node's cluster.internal_listen_addr as the members reach it (%v)", err))
+	}
+	if err := s.opts.Cluster.AddNode(ctx, req.GetNodeId(), req.GetInternalAddr()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &filav1.AddNodeResponse{}, nil
+}
+
+// RemoveNode implements filav1.FilaAdminServer (membership).
+func (s *Server) RemoveNode(ctx context.Context, req *filav1.RemoveNodeRequest) (*filav1.RemoveNodeResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if err := s.opts.Cluster.RemoveNode(ctx, req.GetNodeId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &filav1.RemoveNodeResponse{}, nil
+}
+
+// membershipRequest refuses a call about the cluster's members (a
+// membership change, a leader transfer) on a single node, and a node id
+// of 0.
+func (s *Server) membershipRequest(id uint64) error {
+	if s.opts.Cluster == nil {
+		return status.Error(codes.FailedPrecondition, "a single node has no members to change or leaders to move: [cluster] is not enabled")
+	}
+	if id == 0 {
+		return toStatus(invalid("node_id: must be a member's id (> 0)"))
+	}
+	return nil
+}
+
+// TransferLeader implements filav1.FilaAdminServer (issue 25's leader
+// transfer): on a single node, FAILED_PRECONDITION.
+func (s *Server) TransferLeader(ctx context.Context, req *filav1.TransferLeaderRequest) (*filav1.TransferLeaderResponse, error) {
+	if err := s.membershipRequest(req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	term, err := s.opts.Cluster.TransferLeader(ctx, req.GetGroupId(), req.GetNodeId())
+	if errors.Is(err, actors.ErrNotLeader) {
+		return nil, toStatus(err) // the leader's hint: the proxy forwards it there
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &filav1.TransferLeaderResponse{Term: term}, nil
 }
 
 // replication is queue's leader_node_id and replication_count: 0 and 1 on

@@ -440,6 +440,11 @@ var permissions = byRequest(
 	rule(broker[*filav1.GetAclRequest]),
 	rule(broker[*filav1.BackupRequest]),
 	rule(broker[*filav1.GetClusterStatusRequest]),
+	// Membership.
+	rule(broker[*filav1.AddNodeRequest]),
+	rule(broker[*filav1.RemoveNodeRequest]),
+	// Leader transfer (issue 25).
+	rule(broker[*filav1.TransferLeaderRequest]),
 )
 
 // permission is one entry of permissions: a request type and its needs.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -281,7 +282,9 @@ func (r *Runner) OnEnqueue(in EnqueueInput) (EnqueueResult, Call) {
 
 // DecodeEnqueue reads on_enqueue's result: a table with optional
 // fairness_key (a non-empty string), weight (an integer 1..1000) and
-// throttle_keys (a list of non-empty strings).
+// throttle_keys (a list of non-empty strings). Keys must be UTF-8: they
+// are stored in proto string fields and exported as attribute values (a
+// hook can cut a header's multi-byte character in half with string.sub).
 func DecodeEnqueue(v lua.LValue) (EnqueueResult, error) {
 	var res EnqueueResult
 	t, ok := v.(*lua.LTable)
@@ -291,8 +294,8 @@ func DecodeEnqueue(v lua.LValue) (EnqueueResult, error) {
 	switch k := t.RawGetString("fairness_key").(type) {
 	case *lua.LNilType:
 	case lua.LString:
-		if k == "" || len(k) > MaxFairnessKeyBytes {
-			return res, fmt.Errorf("fairness_key must be 1 to %d bytes", MaxFairnessKeyBytes)
+		if k == "" || len(k) > MaxFairnessKeyBytes || !utf8.ValidString(string(k)) {
+			return res, fmt.Errorf("fairness_key must be 1 to %d bytes of UTF-8", MaxFairnessKeyBytes)
 		}
 		res.FairnessKey = string(k)
 	default:
@@ -318,8 +321,8 @@ func DecodeEnqueue(v lua.LValue) (EnqueueResult, error) {
 		}
 		for i := 1; i <= n; i++ {
 			k, ok := keys.RawGetInt(i).(lua.LString)
-			if !ok || k == "" || len(k) > MaxThrottleKeyBytes {
-				return res, fmt.Errorf("throttle_keys[%d] must be a string of 1 to %d bytes", i, MaxThrottleKeyBytes)
+			if !ok || k == "" || len(k) > MaxThrottleKeyBytes || !utf8.ValidString(string(k)) {
+				return res, fmt.Errorf("throttle_keys[%d] must be a string of 1 to %d bytes of UTF-8", i, MaxThrottleKeyBytes)
 			}
 			res.ThrottleKeys = append(res.ThrottleKeys, string(k))
 		}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	lua "github.com/yuin/gopher-lua"
@@ -65,6 +66,8 @@ func TestOnEnqueue(t *testing.T) {
 		{"weight not whole", `return {weight = 1.5}`, EnqueueResult{}, "weight must be"},
 		{"key not a string", `return {fairness_key = {}}`, EnqueueResult{}, "want a string"},
 		{"throttle key not a string", `return {throttle_keys = {1}}`, EnqueueResult{}, "throttle_keys[1]"},
+		{"half a character as the key", `return {fairness_key = string.sub("é", 1, 1)}`, EnqueueResult{}, "bytes of UTF-8"},
+		{"a throttle key not UTF-8", `return {throttle_keys = {"ok", "\255"}}`, EnqueueResult{}, "throttle_keys[2] must be a string of 1 to"},
 		{"writes headers", `msg.headers.x = "y"; return {}`, EnqueueResult{}, "read-only"},
 		{"raises", `error("bad tenant")`, EnqueueResult{}, "bad tenant"},
 		{"os is gone", `os.exit(1)`, EnqueueResult{}, "with key 'exit'"},
@@ -178,7 +181,7 @@ func eval(t testing.TB, src string) lua.LValue {
 // FuzzDecodeEnqueue feeds arbitrary Lua expressions to the result decoder:
 // it may refuse them, never panic.
 func FuzzDecodeEnqueue(f *testing.F) {
-	for _, s := range []string{`{fairness_key = "a", weight = 3}`, `{throttle_keys = {"x", 2}}`, `nil`, `{weight = 1/0}`, `{weight = 0/0}`} {
+	for _, s := range []string{`{fairness_key = "a", weight = 3}`, `{fairness_key = string.sub("\195\169", 1, 1)}`, `{throttle_keys = {"\255"}}`, `{throttle_keys = {"x", 2}}`, `nil`, `{weight = 1/0}`, `{weight = 0/0}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
@@ -190,6 +193,9 @@ func FuzzDecodeEnqueue(f *testing.F) {
 		res, err := DecodeEnqueue(L.Get(-1))
 		if err == nil && res.Weight > MaxWeight {
 			t.Fatalf("weight %d accepted", res.Weight)
+		}
+		if err == nil && (!utf8.ValidString(res.FairnessKey) || !utf8.ValidString(strings.Join(res.ThrottleKeys, ""))) {
+			t.Fatalf("a key that is not UTF-8 accepted: %q %q", res.FairnessKey, res.ThrottleKeys)
 		}
 	})
 }

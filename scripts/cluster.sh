@@ -5,6 +5,7 @@
 #   scripts/cluster.sh status    which nodes run, with their addresses
 #   scripts/cluster.sh kill I    kill -9 node I (a crash: no shutdown code runs)
 #   scripts/cluster.sh start I   start node I again on its data directory (it rejoins)
+#   scripts/cluster.sh join      start node N+1, which joins the running cluster (cluster.join)
 #   scripts/cluster.sh down      SIGTERM every node by the pid it wrote, wait, report
 #
 # Node I serves clients on 127.0.0.1:555(4+I) and the other nodes on
@@ -42,25 +43,37 @@ pid_of() {
   echo "$pid"
 }
 
-# members_env is the cluster's membership as filad reads it, the same on
-# every node.
+# initial is the number of nodes `up` created the cluster with; the nodes
+# after them joined it.
+initial() {
+  if [[ -f $root/cluster.initial ]]; then cat "$root/cluster.initial"; else size; fi
+}
+
+# members_env is node I's membership setting: the initial members, the
+# same on each of them, or for a node added later the internal addresses
+# it joins through.
 members_env() {
-  local n=$1 i initial=()
-  for ((i = 1; i <= n; i++)); do
-    initial+=("$i=$(internal_addr "$i")")
+  local i=$1 n j initial=()
+  n=$(initial)
+  for ((j = 1; j <= n; j++)); do
+    if ((i > n)); then initial+=("$(internal_addr "$j")"); else initial+=("$j=$(internal_addr "$j")"); fi
   done
   # Each node registers its client address (its server.listen_addr) in
   # the meta group itself.
-  (IFS=,; echo "FILA_CLUSTER__INITIAL_MEMBERS=${initial[*]}")
+  if ((i > n)); then
+    (IFS=,; echo "FILA_CLUSTER__JOIN=${initial[*]}")
+  else
+    (IFS=,; echo "FILA_CLUSTER__INITIAL_MEMBERS=${initial[*]}")
+  fi
 }
 
 # launch starts node I in the background, appending to its log.
 launch() {
-  local i=$1 n=$2 d
+  local i=$1 d
   d=$(dir "$i")
   mkdir -p "$d/data"
   echo "--- start $(date -u +%FT%TZ)" >>"$d/filad.log"
-  env "$(members_env "$n")" \
+  env "$(members_env "$i")" \
     FILA_CLUSTER__ENABLED=true \
     FILA_CLUSTER__NODE_ID="$i" \
     FILA_CLUSTER__INTERNAL_LISTEN_ADDR="$(internal_addr "$i")" \
@@ -110,16 +123,17 @@ cmd_up() {
       fi
     done
     if [[ $(size) != "$n" ]]; then
-      echo "cluster.sh: $root holds a cluster of $(size) nodes; membership is fixed at creation (down, then rm -rf $root, to start another)" >&2
+      echo "cluster.sh: $root holds a cluster of $(size) nodes (add one with: scripts/cluster.sh join; or down, then rm -rf $root, to start another)" >&2
       exit 1
     fi
   fi
   build
   mkdir -p "$root"
   echo "$n" >"$root/cluster.size"
+  [[ -f $root/cluster.initial ]] || echo "$n" >"$root/cluster.initial"
   # All at once: a node serves only once its groups have leaders, which
   # takes a majority up.
-  for ((i = 1; i <= n; i++)); do launch "$i" "$n"; done
+  for ((i = 1; i <= n; i++)); do launch "$i"; done
   for ((i = 1; i <= n; i++)); do await_serving "$i" || failed=1; done
   ((failed == 0)) || exit 1
   echo "try: go run ./cmd/fila --addr $(client_addr 1) queue create orders"
@@ -131,8 +145,19 @@ cmd_start() {
   ((i >= 1 && i <= n)) || { echo "cluster.sh: no node $i in a cluster of $n" >&2; exit 2; }
   if pid_of "$i" >/dev/null; then echo "node $i already runs (pid $(pid_of "$i"))"; return; fi
   [[ -x $bin ]] || build
-  launch "$i" "$n"
+  launch "$i"
   await_serving "$i"
+}
+
+cmd_join() {
+  local i
+  i=$(($(size) + 1))
+  ((i <= 9)) || { echo "cluster.sh: at most 9 nodes" >&2; exit 2; }
+  [[ -x $bin ]] || build
+  echo "$i" >"$root/cluster.size"
+  launch "$i"
+  await_serving "$i"
+  echo "node $i joined; watch it become a voter: go run ./cmd/fila --addr $(client_addr 1) cluster status"
 }
 
 cmd_kill() {
@@ -187,8 +212,9 @@ down) cmd_down ;;
 status) cmd_status ;;
 kill) cmd_kill "${2:-}" ;;
 start) cmd_start "${2:-}" ;;
+join) cmd_join ;;
 *)
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
   ;;
 esac

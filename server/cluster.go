@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,22 @@ type clusterNode struct {
 	// guard binds the node id an internal call claims to the caller's
 	// certificate.
 	guard *peerGuard
+	// membership keeps each group's members what the node table says
+	// (the groups this node leads).
+	membership *cluster.Membership
+	// tls, with [server.tls], checks the members' certificates; the node
+	// table keeps its members current (syncPeers).
+	tls *tlsFiles
+	// driver is the replica's, once it is open: syncPeers reads the
+	// groups' memberships from it, on the driver's goroutine too.
+	driver     atomic.Pointer[cluster.Driver]
+	partitions int
+	// Leader balance (issue 25): balancer is nil with
+	// cluster.leader_balance off; groups are every group's id, election
+	// the election timeout.
+	balancer *cluster.Balancer
+	groups   []uint64
+	election time.Duration
 }
 
 // peerGuard checks that the caller of an internal call may speak for the
@@ -78,6 +95,7 @@ type clusterNode struct {
 // (docs/security.md).
 type peerGuard struct {
 	tls     *tlsFiles // nil: plaintext
+	nodes   *cluster.Nodes
 	log     *slog.Logger
 	metrics *telemetry.ClusterMetrics
 	logged  transport.LogOnce
@@ -87,13 +105,27 @@ type peerGuard struct {
 // naming the claim and what the certificate names; a refusal is counted
 // (fila.cluster.peer.refused, by call) and logged once per claimed id.
 func (g *peerGuard) check(ctx context.Context, claimed uint64, call string) error {
-	if g.tls == nil {
+	return g.checkWith(ctx, claimed, call, g.tls.verifyMemberID)
+}
+
+// checkWith is check with verify judging the certificate (with TLS). A
+// node removed from the cluster is refused its forwarded calls and joins
+// with or without TLS; its raft stream is taken, and its messages are
+// dropped per group once the group let it go (clusterNode.leaving), so
+// that a leader being removed can still hand its groups over.
+func (g *peerGuard) checkWith(ctx context.Context, claimed uint64, call string, verify func(*x509.Certificate, uint64) error) error {
+	var err error
+	switch {
+	case call != telemetry.PeerCallRaft && g.nodes.Removed(claimed):
+		err = errors.New("it was removed from the cluster")
+	case g.tls == nil:
 		return nil
-	}
-	err := errors.New("the caller presented no certificate")
-	if p, ok := peer.FromContext(ctx); ok {
-		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
-			err = g.tls.verifyMemberID(info.State.PeerCertificates[0], claimed)
+	default:
+		err = errors.New("the caller presented no certificate")
+		if p, ok := peer.FromContext(ctx); ok {
+			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+				err = verify(info.State.PeerCertificates[0], claimed)
+			}
 		}
 	}
 	if err == nil {
@@ -167,10 +199,16 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if err != nil {
 		return nil, err
 	}
+	joining := len(cc.JoinAddrs()) > 0
+	if joining {
+		// No initial members: the node learns them from its Join's answer,
+		// then from the node table its meta group applies.
+		members = []config.Member{{ID: cc.NodeID, Addr: cc.InternalListenAddr}}
+	}
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}}
+	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}, partitions: cc.Partitions}
 	if n.metrics, err = telemetry.NewClusterMetrics(tel.MeterProvider); err != nil {
 		return nil, err
 	}
@@ -183,8 +221,17 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if cc.FaultControlAddr != "" {
 		faults = &transport.Faults{}
 	}
-	n.guard = &peerGuard{tls: tlsFiles, log: log, metrics: n.metrics}
-	n.peers = newPeerConns(cc.NodeID, internalAddrs(members), faults, func(addr string) grpc.DialOption { return peerDialCreds(tlsFiles, addr) })
+	initial := make([]cluster.NodeInfo, len(members))
+	for i, m := range members {
+		initial[i] = cluster.NodeInfo{ID: m.ID, InternalAddr: m.Addr}
+		if m.ID == cc.NodeID {
+			n.self = initial[i]
+		}
+	}
+	nodes := cluster.NewNodes(initial)
+	n.tls = tlsFiles
+	n.guard = &peerGuard{tls: tlsFiles, nodes: nodes, log: log, metrics: n.metrics}
+	n.peers = newPeerConns(cc.NodeID, nodes, faults, func(addr string) grpc.DialOption { return peerDialCreds(tlsFiles, addr) })
 	var driver *cluster.Driver // set below; the transport delivers to it
 	// Raft messages and snapshot fetches dial the members alike: mutual
 	// TLS with [server.tls], checked against the host dialed.
@@ -193,7 +240,10 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	}
 	n.transport, err = transport.New(transport.Options{
 		NodeID: cc.NodeID,
-		Deliver: func(_ uint64, msgs []*clusterv1.GroupMessage) {
+		Deliver: func(from uint64, msgs []*clusterv1.GroupMessage) {
+			if nodes.Removed(from) {
+				msgs = leaving(driver, from, msgs)
+			}
 			driver.Step(msgs)
 		},
 		Dial:        dial,
@@ -208,13 +258,10 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	if err != nil {
 		return nil, err
 	}
-	peers := make([]uint64, len(members))
-	initial := make([]cluster.NodeInfo, len(members))
-	for i, m := range members {
-		peers[i] = m.ID
-		initial[i] = cluster.NodeInfo{ID: m.ID, InternalAddr: m.Addr}
-		if m.ID == cc.NodeID {
-			n.self = initial[i]
+	var peers []uint64 // a joining node's groups start empty: a leader adds it
+	if !joining {
+		for _, m := range members {
+			peers = append(peers, m.ID)
 		}
 	}
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
@@ -226,28 +273,27 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		// leader: the Directory's hint must follow it.
 		LeaderChanged: func(uint64) { n.tell(&actors.PlacementChanged{}) },
 		MetaApplied:   func() { n.tell(&actors.MetaApplied{}) },
-		Nodes:         cluster.NewNodes(initial),
+		Nodes:         nodes,
 		Observer:      n.metrics,
 		Tracer:        tel.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
 		Logger:        log,
 		// Snapshots: fetched from the leader's internal port.
-		PeerAddrs: internalAddrs(members), Dial: dial,
+		Dial:            dial,
 		SnapshotEntries: cc.SnapshotEntries, SnapshotRate: cc.SnapshotRateMiB << 20,
 	}); err != nil {
 		return nil, err
 	}
 	driver = n.replica.Driver
+	n.driver.Store(driver)
+	// The transport and the dialers follow the node table: a member added
+	// is reached, a removed one forgotten. Only now: a peer's stream tells
+	// the driver when it cannot reach it.
+	nodes.Watch(n.syncPeers)
 	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
 		return nil, err
 	}
 	n.placement = cluster.NewPlacement(n.replica)
-	for _, m := range members {
-		if m.ID != cc.NodeID {
-			if err := n.transport.SetPeer(m.ID, m.Addr); err != nil {
-				return nil, err
-			}
-		}
-	}
+	n.syncPeers()
 	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
@@ -286,6 +332,7 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	n.transport.Register(n.grpc)
 	n.internal.Register(n.grpc)
 	n.replica.RegisterSnapshots(n.grpc)
+	clusterv1.RegisterMembershipServer(n.grpc, joinServer{n: n})
 	go func() { _ = n.grpc.Serve(n.lis) }()
 	if faults != nil {
 		lis, err := net.Listen("tcp", cc.FaultControlAddr)
@@ -295,9 +342,18 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 		n.control = &http.Server{Handler: faults.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.control.Serve(lis) }()
 	}
-	if err := n.awaitReady(ctx, cc, len(members)); err != nil {
+	// After each round the peers are synced again: a removed node is
+	// forgotten once no group holds it any more.
+	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, 5*cc.Tick(), n.syncPeers, log)
+	if joining {
+		if err := n.join(ctx, cc, dial, log); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.awaitReady(ctx, cc, max(len(members), nodes.Count())); err != nil {
 		return nil, err
 	}
+	n.startBalance(cc, log)
 	log.Info("cluster node ready", slog.Uint64("node_id", cc.NodeID), slog.Int("members", len(members)),
 		slog.Int("partitions", cc.Partitions), slog.String("internal_listen_addr", n.lis.Addr().String()))
 	return n, nil
@@ -360,14 +416,63 @@ func (n *clusterNode) raftGroups(partitions int) func() []telemetry.GroupReading
 	}
 }
 
+// Leader balance (issue 25).
+
+// startBalance starts this node's part of leader balance, unless
+// cluster.leader_balance is off.
+func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
+	n.election = time.Duration(cc.ElectionTicks) * cc.Tick()
+	for g := uint64(0); g <= uint64(cc.Partitions); g++ {
+		n.groups = append(n.groups, g)
+	}
+	if !cc.LeaderBalance {
+		return
+	}
+	nodes := n.replica.Nodes
+	n.balancer = cluster.StartBalancer(cluster.BalanceOptions{
+		Driver: n.replica.Driver, Groups: n.groups, Interval: cc.LeaderBalanceInterval(), Logger: log,
+		Members: func() []uint64 {
+			var ids []uint64
+			for _, m := range nodes.All() {
+				ids = append(ids, m.ID)
+			}
+			return ids
+		},
+	})
+}
+
+// handOff is a graceful stop's first step: no more balance moves, and
+// every group this node leads handed to a caught-up voter, so that the
+// groups have a leader while this node stops (instead of none for an
+// election timeout). Bounded by three election timeouts.
+func (n *clusterNode) handOff(ctx context.Context, log *slog.Logger) {
+	if n.balancer != nil {
+		n.balancer.Stop()
+		n.balancer = nil
+	}
+	if n.replica == nil || len(n.groups) == 0 {
+		return
+	}
+	start := time.Now()
+	if moved := cluster.HandOff(ctx, n.replica.Driver, n.groups, 3*n.election, log); moved > 0 {
+		log.Info("stopping: group leaderships handed off", slog.Int("groups", moved), slog.Duration("took", time.Since(start)))
+	}
+}
+
 // close stops serving the other nodes, then the driver and the store.
 func (n *clusterNode) close() error {
+	if n.balancer != nil {
+		n.balancer.Stop()
+	}
 	if n.stopRegister != nil {
 		n.stopRegister()
 		<-n.registered
 	}
 	if n.control != nil {
 		_ = n.control.Close()
+	}
+	if n.membership != nil {
+		n.membership.Stop()
 	}
 	if n.grpc != nil {
 		n.grpc.Stop()
@@ -449,7 +554,7 @@ func internalAddrs(members []config.Member) map[uint64]string {
 // for forwarded calls, one per member, dialed on first use.
 type peerConns struct {
 	self   uint64
-	addrs  map[uint64]string
+	nodes  *cluster.Nodes                    // the members' internal addresses
 	faults *transport.Faults                 // nil: none
 	creds  func(addr string) grpc.DialOption // peerDialCreds: mutual TLS with [server.tls]
 	mu     sync.Mutex
@@ -462,8 +567,8 @@ var _ gateway.Peers = (*peerConns)(nil)
 // The cluster metrics are told of snapshot transfers (ReplicaOptions.Observer).
 var _ cluster.SnapshotObserver = (*telemetry.ClusterMetrics)(nil)
 
-func newPeerConns(self uint64, addrs map[uint64]string, faults *transport.Faults, creds func(addr string) grpc.DialOption) *peerConns {
-	return &peerConns{self: self, addrs: addrs, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}
+func newPeerConns(self uint64, nodes *cluster.Nodes, faults *transport.Faults, creds func(addr string) grpc.DialOption) *peerConns {
+	return &peerConns{self: self, nodes: nodes, faults: faults, creds: creds, conns: map[uint64]*grpc.ClientConn{}}
 }
 
 // Conn implements gateway.Peers.
@@ -475,13 +580,16 @@ func (p *peerConns) Conn(node uint64) (grpc.ClientConnInterface, error) {
 		return nil, errors.New("cluster: node stopping")
 	case !p.faults.Allows(p.self, node):
 		return nil, fmt.Errorf("cluster: the link to node %d is cut (cluster fault rules)", node)
+	}
+	info, ok := p.nodes.Get(node)
+	switch {
+	case !ok || info.InternalAddr == "":
+		return nil, fmt.Errorf("cluster: node %d is not a member", node)
 	case p.conns[node] != nil:
 		return p.conns[node], nil
-	case p.addrs[node] == "":
-		return nil, fmt.Errorf("cluster: node %d is not a member", node)
 	}
-	c, err := grpc.NewClient(p.addrs[node], append(transport.DialOptions(),
-		p.creds(p.addrs[node]),
+	c, err := grpc.NewClient(info.InternalAddr, append(transport.DialOptions(),
+		p.creds(info.InternalAddr),
 		// A reply (a Peek page, a batch's results) may be as large as
 		// what the client port sends.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageBytes)))...)

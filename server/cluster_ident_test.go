@@ -76,6 +76,15 @@ func TestClusterInternalPortBindsTheClaimedNodeToItsCertificate(t *testing.T) {
 		return err
 	}
 
+	join := func(claimed uint64, addr string) error {
+		_, err := clusterv1.NewMembershipClient(conn).Join(ctx, &clusterv1.JoinRequest{NodeId: claimed, InternalAddr: addr})
+		return err
+	}
+
+	require.NoError(t, join(2, tr.internal[1]), "the control: node 2's certificate joins as node 2, at its address")
+	err = join(5, "127.0.0.3:7999")
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "a join at node 3's host with node 2's certificate: %v", err)
+	require.Contains(t, status.Convert(err).Message(), "127.0.0.3")
 	require.NoError(t, stream(2), "the control: node 2's certificate streams as node 2")
 	require.NoError(t, forward(2), "the control: node 2's certificate forwards as node 2")
 	for what, err := range map[string]error{"a raft stream": stream(3), "a forwarded call": forward(3)} {
@@ -99,5 +108,5 @@ func TestClusterInternalPortBindsTheClaimedNodeToItsCertificate(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, map[string]int64{"raft": 1, "forwarded": 2}, refused)
+	require.Equal(t, map[string]int64{"raft": 1, "forwarded": 2, "join": 1}, refused)
 }

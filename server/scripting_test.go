@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -143,4 +144,25 @@ func TestThrottleThroughTheAPI(t *testing.T) {
 	tokens, ok := h.Float(t, telemetry.ThrottleTokens.Name, attribute.String("throttle_key", "provider:aws"))
 	require.True(t, ok)
 	require.Less(t, tokens, 1.0)
+}
+
+// A hook that cuts a header's multi-byte character in half returns a key
+// that is not UTF-8: the call fails (the defaults apply) and the message
+// is stored and delivered. Before, the store's proto encoding panicked
+// in the queue actor and the Enqueue got no answer.
+func TestAHookKeyThatIsNotUTF8FallsBackToTheDefaults(t *testing.T) {
+	t.Parallel()
+	b, _ := harnessed(t, setupOpts{})
+	b.createQueue(t, "halves", &filav1.QueueConfig{OnEnqueueScript: `
+function on_enqueue(msg)
+  return { fairness_key = string.sub(msg.headers["tenant"], 1, 1), throttle_keys = { string.sub(msg.headers["tenant"], 2) } }
+end`})
+	_, err := b.svc.Enqueue(ctxT(t), &filav1.EnqueueRequest{Queue: "halves", Headers: map[string]string{"tenant": "é"}, Payload: []byte("p")})
+	require.NoError(t, err)
+	stream, err := b.svc.Consume(ctxT(t), &filav1.ConsumeRequest{Queue: "halves"})
+	require.NoError(t, err)
+	m := recvN(t, stream, 1)[0]
+	require.Equal(t, "p", string(m.GetPayload()))
+	require.True(t, utf8.ValidString(m.GetMetadata().GetFairnessKey()), "fairness key %q", m.GetMetadata().GetFairnessKey())
+	require.NotEqual(t, "\xc3", m.GetMetadata().GetFairnessKey())
 }

@@ -113,12 +113,15 @@ func Start(ctx context.Context, cfg config.Config, opts Options) (_ *Server, err
 		return nil, err
 	}
 	if cfg.Server.TLS.Enabled() {
-		peerCA, members := "", map[uint64]string(nil)
+		peerCA, members, join := "", map[uint64]string(nil), []string(nil)
 		if cfg.Cluster.Enabled {
 			ms, _ := cfg.Cluster.ParseMembers() // valid: cfg.Validate checked it
-			peerCA, members = cfg.Cluster.TLSCAFile, internalAddrs(ms)
+			peerCA, members, join = cfg.Cluster.TLSCAFile, internalAddrs(ms), cfg.Cluster.JoinAddrs()
+			if len(join) > 0 {
+				members = map[uint64]string{cfg.Cluster.NodeID: cfg.Cluster.InternalListenAddr}
+			}
 		}
-		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA, members); err != nil {
+		if s.tls, err = loadTLS(cfg.Server.TLS, peerCA, members, join...); err != nil {
 			return nil, err
 		}
 	}
@@ -331,8 +334,9 @@ func (s *Server) clusterView() gateway.ClusterView {
 	if s.node == nil {
 		return nil
 	}
-	return clusterStatus{Placement: s.node.placement, self: s.cfg.Cluster.NodeID, nodes: s.node.replica.Nodes,
-		driver: s.node.replica.Driver, partitions: s.cfg.Cluster.Partitions}
+	return clusterStatus{Placement: s.node.placement, replica: s.node.replica, self: s.cfg.Cluster.NodeID, nodes: s.node.replica.Nodes,
+		driver: s.node.replica.Driver, partitions: s.cfg.Cluster.Partitions,
+		tick: s.cfg.Cluster.Tick(), electionTicks: s.cfg.Cluster.ElectionTicks}
 }
 
 // ClusterMetrics are the cluster node's instruments (fila.raft.*,
@@ -471,6 +475,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) teardown(ctx context.Context) error {
 	var errs []error
+	if s.node != nil {
+		s.node.handOff(ctx, s.log)
+	}
 	if s.grpc != nil {
 		s.gateway.BeginShutdown(ctx)
 		done := make(chan struct{})

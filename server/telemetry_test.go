@@ -920,3 +920,34 @@ end`})
 	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("pass"), 1)
 	h.AssertCounter(t, telemetry.ThrottleDecisions.Name, decision("hit"), 1)
 }
+
+// TestStoreReadsOfMissedMessagesAreMeasured (issue 26): with no message
+// cache, every delivery reads its message from the store, and
+// fila.storage.read.duration has one measurement per read (a dispatch
+// round's); with the default cache, a message just enqueued is delivered
+// from it and nothing is read.
+func TestStoreReadsOfMissedMessagesAreMeasured(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		cacheMiB int
+	}{{"no cache", 0}, {"default cache", config.Defaults().Storage.MessageCacheMiB}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, h := harnessed(t, setupOpts{cfg: func(c *config.Config) { c.Storage.MessageCacheMiB = tc.cacheMiB }})
+			b.createQueue(t, "reads", nil)
+			b.enqueue(t, "reads", nil, []byte("payload"))
+			stream, cancel := b.lease(t, "reads")
+			defer cancel()
+			m := recvN(t, stream, 1)[0]
+			require.Equal(t, []byte("payload"), m.GetPayload())
+			b.sync(t, "reads")
+			reads := h.HistogramCount(t, telemetry.ReadDuration.Name, qattr("reads")...)
+			if tc.cacheMiB == 0 {
+				require.EqualValues(t, 1, reads, "one read for the one delivery")
+			} else {
+				require.Zero(t, reads, "delivered from the cache")
+			}
+		})
+	}
+}

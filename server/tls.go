@@ -26,17 +26,40 @@ type tlsFiles struct {
 	peerCAFile string
 	// members are the members' internal addresses by node id: a peer's
 	// certificate must name the host of one of them, and of the one whose
-	// id the peer claims (verifyMemberID).
-	members map[uint64]string
-	current atomic.Pointer[tls.Config]
+	// id the peer claims (verifyMemberID). The node table the meta group
+	// applied keeps it current (setMembers): a node added is admitted, a
+	// removed one no longer.
+	members atomic.Pointer[map[uint64]string]
+	// joinAddrs are the addresses a joining node asks (cluster.join): the
+	// members there are the ones it dials before it knows their ids.
+	joinAddrs []string
+	current   atomic.Pointer[tls.Config]
 	// peers is the internal port's config as a server: the same
 	// certificate, and the members' CA required of every caller.
 	peers atomic.Pointer[tls.Config]
 }
 
-func loadTLS(cfg config.TLS, peerCAFile string, members map[uint64]string) (*tlsFiles, error) {
-	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile, members: members}
+func loadTLS(cfg config.TLS, peerCAFile string, members map[uint64]string, joinAddrs ...string) (*tlsFiles, error) {
+	f := &tlsFiles{cfg: cfg, peerCAFile: peerCAFile, joinAddrs: joinAddrs}
+	f.setMembers(members)
 	return f, f.reload()
+}
+
+// setMembers makes members the members' internal addresses from now on
+// (handshakes and checks after it).
+func (f *tlsFiles) setMembers(members map[uint64]string) { f.members.Store(&members) }
+
+// memberHosts are the hosts a member's certificate may name: the
+// members', and the join addresses'.
+func (f *tlsFiles) memberHosts() []string {
+	var hosts []string
+	for _, addr := range *f.members.Load() {
+		hosts = append(hosts, hostOf(addr))
+	}
+	for _, addr := range f.joinAddrs {
+		hosts = append(hosts, hostOf(addr))
+	}
+	return hosts
 }
 
 // verifyMember checks what the chain check does not: that a peer's
@@ -47,8 +70,8 @@ func (f *tlsFiles) verifyMember(cert *x509.Certificate) error {
 	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return errors.New("cluster: the peer certificate lacks the serverAuth and clientAuth key usages of a member's")
 	}
-	for _, addr := range f.members {
-		if cert.VerifyHostname(hostOf(addr)) == nil {
+	for _, host := range f.memberHosts() {
+		if cert.VerifyHostname(host) == nil {
 			return nil
 		}
 	}
@@ -66,10 +89,17 @@ const nodeURIScheme = "fila-node"
 // share a host share its name, so only the node id tells their
 // certificates apart (docs/security.md).
 func (f *tlsFiles) verifyMemberID(cert *x509.Certificate, id uint64) error {
-	addr, ok := f.members[id]
+	addr, ok := (*f.members.Load())[id]
 	if !ok {
 		return fmt.Errorf("node %d is no member, and the certificate names %s", id, certNames(cert))
 	}
+	return verifyNode(cert, id, addr)
+}
+
+// verifyNode checks that cert may speak for node id at internal address
+// addr: it names addr's host, and id if it names node ids. A joining
+// node's Join is checked so against the record it asks for.
+func verifyNode(cert *x509.Certificate, id uint64, addr string) error {
 	if host := hostOf(addr); cert.VerifyHostname(host) != nil {
 		return fmt.Errorf("the certificate names %s, not %s, the host of node %d's internal address", certNames(cert), host, id)
 	}
@@ -200,12 +230,6 @@ func (f *tlsFiles) peerServerConfig() *tls.Config {
 // this node dials there.
 func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
 	host := hostOf(addr)
-	var dialed []uint64 // the members at addr
-	for id, a := range f.members {
-		if a == addr {
-			dialed = append(dialed, id)
-		}
-	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2"},
@@ -227,7 +251,13 @@ func (f *tlsFiles) peerClientConfig(addr string) *tls.Config {
 			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
 				return err
 			}
-			if ids, named := nodeIDs(cs.PeerCertificates[0]); named && !slices.ContainsFunc(ids, func(id uint64) bool { return slices.Contains(dialed, id) }) {
+			var dialed []uint64 // the members at addr, as known at this handshake
+			for id, a := range *f.members.Load() {
+				if a == addr {
+					dialed = append(dialed, id)
+				}
+			}
+			if ids, named := nodeIDs(cs.PeerCertificates[0]); named && len(dialed) > 0 && !slices.ContainsFunc(ids, func(id uint64) bool { return slices.Contains(dialed, id) }) {
 				return fmt.Errorf("cluster: the member at %s presented a certificate for %s, not for node(s) %v", addr, certNames(cs.PeerCertificates[0]), dialed)
 			}
 			return f.verifyMember(cs.PeerCertificates[0])

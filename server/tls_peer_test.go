@@ -101,7 +101,8 @@ func TestPeerCertificatesMustBeAMembersForTheHostDialed(t *testing.T) {
 // the one way to tell apart members that share a host.
 func TestPeerCertificateSpeaksForTheMembersItNames(t *testing.T) {
 	root := testpki.NewCA(t, "members CA")
-	f := &tlsFiles{members: map[uint64]string{1: "127.0.0.1:7555", 2: "127.0.0.2:7556", 3: "127.0.0.1:7557"}}
+	f := &tlsFiles{}
+	f.setMembers(map[uint64]string{1: "127.0.0.1:7555", 2: "127.0.0.2:7556", 3: "127.0.0.1:7557"})
 	parse := func(certPEM []byte, _ []byte) *x509.Certificate {
 		b, _ := pem.Decode(certPEM)
 		c, err := x509.ParseCertificate(b.Bytes)

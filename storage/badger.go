@@ -102,8 +102,9 @@ func Open(opts Options) (*Badger, error) {
 		WithLogger(badgerLogger{log}).
 		WithDetectConflicts(false). // one committer; no concurrent read-modify-write
 		WithNumVersionsToKeep(1).
-		// filad reads from badger only to recover: the queue actors keep what
-		// they serve in memory. So a small block cache, and fewer, smaller
+		// filad reads from badger to recover (index records) and to deliver
+		// what the actors' message cache misses, which has a cache of its
+		// own. So a small block cache, and fewer, smaller
 		// memtables than badger's defaults (5 × 64 MiB, 256 MiB cache), which
 		// held ~800 MB resident with 100k 1 KiB messages (filabench memory).
 		WithBlockCacheSize(16 << 20).
@@ -584,7 +585,9 @@ func scanTxn(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		if err := item.Value(func(v []byte) error { return fn(item.KeyCopy(nil), v) }); err != nil {
+		// No copy of the key: fn copies what it keeps (scanFunc), and a
+		// recovery reads a million of them.
+		if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
 			return err
 		}
 	}

@@ -255,11 +255,10 @@ func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
 
 // PutMessageIndexed is PutMessage for a caller that has made rec's index
 // record, IndexOf(rec), already.
-func (b *Batch) PutMessageIndexed(queue, id string, rec *storagev1.MessageRecord, idx *storagev1.MessageIndexRecord) {
+func (b *Batch) PutMessageIndexed(queue, id string, rec *storagev1.MessageRecord, idx Index) {
 	b.own(FamilyOf(queue))
-	item := queue + "\x00" + id
-	b.put(item, itemKey(prefixMessage, queue, id), rec)
-	b.put(item, itemKey(prefixIndex, queue, id), idx)
+	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)
+	b.PutIndex(queue, id, idx)
 }
 
 // DeleteMessage removes a message and its index record.
@@ -293,7 +292,7 @@ func (b *Batch) MoveMessage(from, to, id string, rec *storagev1.MessageRecord) {
 	b.del(item, itemKey(prefixIndex, from, id))
 	b.del(item, itemKey(prefixLease, from, id))
 	b.put(item, itemKey(prefixMessage, to, id), rec)
-	b.put(item, itemKey(prefixIndex, to, id), IndexOf(rec))
+	b.add(item, op{key: itemKey(prefixIndex, to, id), value: indexValue(IndexOf(rec))})
 }
 
 // PutConfig stores value under key in the runtime config store.

@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 )
@@ -33,15 +35,15 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 			require.False(t, qi.Indexed, "q.dlq's mark is not q's")
 			require.Len(t, qi.Messages, 2)
 			require.Len(t, qi.Unindexed, 2)
-			require.Equal(t, "k1", qi.Messages[0].Index.GetFairnessKey())
-			require.EqualValues(t, len("payload 1"), qi.Messages[0].Index.GetPayloadBytes())
+			require.Equal(t, "k1", qi.Messages[0].Index.FairnessKey)
+			require.EqualValues(t, len("payload 1"), qi.Messages[0].Index.PayloadBytes)
 
 			var idx Batch
 			for _, m := range qi.Unindexed {
 				idx.PutIndex("q", m.ID, m.Index)
 			}
 			idx.MarkIndexed("q")
-			retried := proto.Clone(qi.Messages[1].Index).(*storagev1.MessageIndexRecord)
+			retried := qi.Messages[1].Index
 			retried.AttemptCount = 3
 			idx.PutIndex("q", "2", retried)
 			// A message record alone (no filad writes one now): a load of a
@@ -55,7 +57,7 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 			require.Empty(t, qi.Unindexed)
 			require.Len(t, qi.Messages, 2)
 			require.Equal(t, "1", qi.Messages[0].ID)
-			require.EqualValues(t, 3, qi.Messages[1].Index.GetAttemptCount(), "the index record wins")
+			require.EqualValues(t, 3, qi.Messages[1].Index.AttemptCount, "the index record wins")
 
 			recs, err := s.ReadMessages("q", []string{"1", "missing"})
 			require.NoError(t, err)
@@ -63,4 +65,38 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 			require.Nil(t, recs[1])
 		})
 	}
+}
+
+// TestThrottleKeySetsAreInternedApart: equal sets share one slice, and
+// sets that would join to the same string stay apart.
+func TestThrottleKeySetsAreInternedApart(t *testing.T) {
+	a := Index{}.WithThrottleKeys([]string{"a\x00b"})
+	b := Index{}.WithThrottleKeys([]string{"a", "b"})
+	require.Equal(t, []string{"a\x00b"}, a.ThrottleKeys())
+	require.Equal(t, []string{"a", "b"}, b.ThrottleKeys())
+	again := Index{}.WithThrottleKeys([]string{"a", "b"})
+	require.Same(t, &b.ThrottleKeys()[0], &again.ThrottleKeys()[0], "one slice per set")
+	require.Nil(t, Index{}.WithThrottleKeys(nil).ThrottleKeys())
+}
+
+// A set no index names any more leaves the table: a hook that makes a
+// throttle key per user must not grow memory with every user ever seen.
+func TestThrottleKeySetsNoOneNamesAreForgotten(t *testing.T) {
+	const n = 10_000
+	before := throttleSetsInterned()
+	kept := Index{}.WithThrottleKeys([]string{"kept"})
+	for i := range n {
+		_ = Index{}.WithThrottleKeys([]string{fmt.Sprint("user:", i)})
+	}
+	require.GreaterOrEqual(t, throttleSetsInterned(), before+1)
+	// Cleanups run after a collection, on the runtime's own goroutine:
+	// poll until they have (the deadline only bounds a failure).
+	deadline := time.Now().Add(30 * time.Second)
+	for throttleSetsInterned() > before+1 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	require.LessOrEqual(t, throttleSetsInterned(), before+1, "the sets of %d dropped indexes are still interned", n)
+	again := Index{}.WithThrottleKeys([]string{"kept"})
+	require.Same(t, &kept.ThrottleKeys()[0], &again.ThrottleKeys()[0], "a set still named is still shared")
 }

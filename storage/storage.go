@@ -139,7 +139,8 @@ type Stats struct {
 	Commits uint64
 }
 
-// scanFunc calls fn for every stored key under prefix, in key order.
+// scanFunc calls fn for every stored key under prefix, in key order. k and
+// v are valid only until fn returns: fn copies what it keeps.
 type scanFunc func(prefix []byte, fn func(k, v []byte) error) error
 
 // keysFunc returns up to limit (0: all) stored keys under prefix that are
@@ -299,10 +300,11 @@ func loadQueues(scan scanFunc) ([]*storagev1.QueueRecord, error) {
 // record, where it has one, gives its scheduling fields.
 func loadQueue(scan scanFunc, queue string) (*QueueContents, error) {
 	qc := &QueueContents{Leases: map[string]*storagev1.LeaseRecord{}}
-	index := map[string]*storagev1.MessageIndexRecord{}
+	index := map[string]Index{}
+	keys := interner{}
 	err := scan(queueItemsPrefix(prefixIndex, queue), func(k, v []byte) error {
-		idx := &storagev1.MessageIndexRecord{}
-		if err := proto.Unmarshal(v, idx); err != nil {
+		idx, err := decodeIndex(v, keys)
+		if err != nil {
 			return err
 		}
 		index[splitItemKey(k, queue)] = idx

@@ -63,6 +63,7 @@ const (
 const (
 	PeerCallRaft      = "raft"
 	PeerCallForwarded = "forwarded"
+	PeerCallJoin      = "join"
 )
 
 // GroupReading is one raft group as this node sees it at a collection.

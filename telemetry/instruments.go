@@ -105,9 +105,10 @@ var (
 // with the queue. On a nil QueueSeries every instrument is nil and records
 // nothing.
 type QueueMetrics struct {
-	// CommitDuration, WaitDuration and ProcessDuration record their specs
-	// in seconds; MessageSize records MessageSize in bytes.
-	CommitDuration, WaitDuration, ProcessDuration, MessageSize *Histogram
+	// CommitDuration, ReadDuration, WaitDuration and ProcessDuration
+	// record their specs in seconds; MessageSize records MessageSize in
+	// bytes.
+	CommitDuration, ReadDuration, WaitDuration, ProcessDuration, MessageSize *Histogram
 	// LuaBreakerActivations counts its spec.
 	LuaBreakerActivations *Counter
 	// Refused counts EnqueueRefused by reason (RefusedMaxDepth,
@@ -122,6 +123,7 @@ func NewQueueMetrics(q *QueueSeries) *QueueMetrics {
 	return &QueueMetrics{
 		series:                q,
 		CommitDuration:        q.Histogram(CommitDuration, CommitBuckets),
+		ReadDuration:          q.Histogram(ReadDuration, CommitBuckets),
 		WaitDuration:          q.Histogram(WaitDuration, MessageBuckets),
 		ProcessDuration:       q.Histogram(ProcessDuration, MessageBuckets),
 		MessageSize:           q.Histogram(MessageSize, SizeBuckets),

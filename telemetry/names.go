@@ -148,6 +148,9 @@ var (
 	// CommitDuration is how long a queue's durable write took, from submit
 	// to the committer's answer: the fsync wait a client's request sees.
 	CommitDuration = MetricSpec{Name: "fila.storage.commit.duration", Unit: "s", Description: "Time from submitting a queue's write to its durable commit."}
+	// ReadDuration is how long a queue's read of the message records its
+	// message cache missed took (issue 26): one per read, whoever reads.
+	ReadDuration = MetricSpec{Name: "fila.storage.read.duration", Unit: "s", Description: "Time a queue's read of the message records its cache missed took."}
 	// WaitDuration is how long a message waited from its enqueue to its
 	// first delivery.
 	WaitDuration = MetricSpec{Name: "fila.message.wait.duration", Unit: "s", Description: "Time from a message's enqueue to its first delivery."}

@@ -89,6 +89,12 @@ type Cluster struct {
 	// workload uses (a fault with AtLeader hits it); ok false when no
 	// node says.
 	Leader func(ctx context.Context) (index int, ok bool)
+
+	// root, taken and bin are where Add puts a node, the ports kept, and
+	// the filad every node runs.
+	root  string
+	taken map[string]bool
+	bin   string
 }
 
 // Node is one filad process: its address and data directory stay the same
@@ -130,27 +136,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	n := max(opts.Nodes, 1)
-	c := &Cluster{}
-	root := t.TempDir()
-	taken := map[string]bool{}
-	for i := range n {
-		dir := filepath.Join(root, fmt.Sprintf("n%d", i+1))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		node := &Node{Index: i, Addr: freeAddr(t, taken), InternalAddr: freeAddr(t, taken), ControlAddr: freeAddr(t, taken), dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: bin}
-		c.Nodes = append(c.Nodes, node)
+	c := &Cluster{root: t.TempDir(), taken: map[string]bool{}, bin: bin}
+	for range n {
+		c.newNode(t)
 	}
 	for i, node := range c.Nodes {
-		node.env = []string{
-			"FILA_SERVER__LISTEN_ADDR=" + node.Addr,
-			"FILA_STORAGE__SYNC_WRITES=true",
-			// The default reserve preallocates 128 MiB per node; a
-			// test machine's tmpfs need not hold that N times.
-			"FILA_LIMITS__DISK_RESERVE_BYTES=1048576",
-			"FILA_LIMITS__MIN_FREE_DISK_BYTES=1048576",
-			"FILA_LOG__LEVEL=info",
-		}
 		if opts.Env != nil {
 			node.env = append(node.env, opts.Env(i, c.Nodes)...)
 		}
@@ -179,6 +169,41 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	return c
+}
+
+// newNode appends a node with its own ports and directory, and the
+// harness's own environment, to c.Nodes.
+func (c *Cluster) newNode(t testing.TB) *Node {
+	t.Helper()
+	i := len(c.Nodes)
+	dir := filepath.Join(c.root, fmt.Sprintf("n%d", i+1))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	node := &Node{Index: i, Addr: freeAddr(t, c.taken), InternalAddr: freeAddr(t, c.taken), ControlAddr: freeAddr(t, c.taken),
+		dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log"), bin: c.bin}
+	node.env = []string{
+		"FILA_SERVER__LISTEN_ADDR=" + node.Addr,
+		"FILA_STORAGE__SYNC_WRITES=true",
+		// The default reserve preallocates 128 MiB per node; a
+		// test machine's tmpfs need not hold that N times.
+		"FILA_LIMITS__DISK_RESERVE_BYTES=1048576",
+		"FILA_LIMITS__MIN_FREE_DISK_BYTES=1048576",
+		"FILA_LOG__LEVEL=info",
+	}
+	c.Nodes = append(c.Nodes, node)
+	return node
+}
+
+// Add starts one more node, with env's variables (given the new node,
+// which is the last of c.Nodes by then): a node joining the running
+// cluster (cluster.join) is one. It waits until the node serves, and the
+// test's end kills it as the others.
+func (c *Cluster) Add(t testing.TB, env func(n *Node) []string) (*Node, error) {
+	t.Helper()
+	node := c.newNode(t)
+	node.env = append(node.env, env(node)...)
+	return node, node.start()
 }
 
 // freeAddr is ports.Free, failing t when there is none.

@@ -64,11 +64,8 @@ func realHistory(t *testing.T) run {
 	return realRun
 }
 
-// runWorkload: 2 producers and 2 consumers (acking 90%, abandoning the
-// rest to expire) against one filad with sync_writes, while the nemesis
-// kills it with SIGKILL and pauses it with SIGSTOP; then heal, a tail of
-// enqueues with no consumer (so the drain surely has work), the drain,
-// and the check.
+// runWorkload is runChecked under the seeded nemesis: SIGKILL and
+// SIGSTOP of a node (and isolations, with more than one).
 func runWorkload(t *testing.T, opts Options) run {
 	seed := knob(t, "CLUSTERTEST_SEED", uint64(time.Now().UnixNano()))
 	maxOps := int(knob(t, "CLUSTERTEST_OPS", 1500))
@@ -79,6 +76,19 @@ func runWorkload(t *testing.T, opts Options) run {
 	}
 	t.Logf("seed %d (CLUSTERTEST_SEED=%d replays the fault schedule); at most %d enqueues; %d kills, %d pauses, %d isolations", seed, seed, maxOps, kills, pauses, isolations)
 	rng := rand.New(rand.NewPCG(seed, 1))
+	r := runChecked(t, opts, rng, maxOps, func(c *Cluster, _ []*client.Client) error {
+		return c.Run(context.Background(), Schedule(rng.Uint64(), len(c.Nodes), kills, pauses, isolations), t.Logf)
+	})
+	r.kills, r.pauses = kills, pauses
+	return r
+}
+
+// runChecked runs the checker's workload (2 producers of up to maxOps
+// enqueues, 2 consumers acking 90% and abandoning the rest to expire)
+// against the cluster opts starts while nemesis breaks it; then heal, a
+// tail of enqueues with no consumer (so the drain surely has work), the
+// drain, and the check. The producers stop when nemesis returns.
+func runChecked(t *testing.T, opts Options, rng *rand.Rand, maxOps int, nemesis func(c *Cluster, clients []*client.Client) error) run {
 	start := time.Now()
 
 	c := Start(t, opts)
@@ -118,8 +128,7 @@ func runWorkload(t *testing.T, opts Options) run {
 		consumers.Go(func() { Consume(consumeCtx, on(w), h, queue, 10+w, consumerRNG, 0.9) })
 	}
 	c.Leader = func(ctx context.Context) (int, bool) { return leaderOf(ctx, clients, queue) }
-	schedule := Schedule(rng.Uint64(), len(c.Nodes), kills, pauses, isolations)
-	nemesisErr := c.Run(context.Background(), schedule, t.Logf)
+	nemesisErr := nemesis(c, clients)
 	stopProducers()
 	producers.Wait()
 	require.NoError(t, nemesisErr)
@@ -136,13 +145,13 @@ func runWorkload(t *testing.T, opts Options) run {
 	require.NoError(t, Drain(drainCtx, on(0), h, queue, 100))
 	ops := h.Ops()
 	r := Check(ops)
-	t.Logf("real run: %d enqueues sent, %d ops recorded, %d kills, %d pauses; workload %v, total %v", sent.Load(), len(ops), kills, pauses,
+	t.Logf("real run: %d enqueues sent, %d ops recorded; workload %v, total %v", sent.Load(), len(ops),
 		workload.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	t.Logf("checker: %s", r)
 	if len(r.NotLinearizable) > 0 {
 		visualize(t, ops, r.NotLinearizable)
 	}
-	return run{ops: ops, kills: kills, pauses: pauses, sent: int(sent.Load()), report: r}
+	return run{ops: ops, sent: int(sent.Load()), report: r}
 }
 
 // TestRealRunUnderKillsAndPauses is the checker against a real filad

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
@@ -13,14 +14,20 @@ var clusterSubcommands = map[string]subcommandSpec{
 	"status":     {synopsis: "cluster status   (the members, the groups each leads, groups without a leader)", json: true},
 	"nodes":      {synopsis: "cluster nodes   (each member: client and internal address, groups it leads)", json: true},
 	"partitions": {synopsis: "cluster partitions   (every raft group: leader, term, commit and applied index)", json: true},
+	// Leader transfer (issue 25).
+	"transfer-leader": {synopsis: "cluster transfer-leader PARTITION NODE   (PARTITION: a group id, 0 or meta for the meta group; answers once NODE leads it)",
+		min: 2, max: 2, json: true},
 }
 
 // clusterCmd shows the answering node's view of its cluster
 // (GetClusterStatus).
 func clusterCmd(ctx context.Context, g global, args []string, e env) int {
-	sub, _, code, ok := subcommand("cluster", args, &e, clusterSubcommands)
+	sub, pos, code, ok := subcommand("cluster", args, &e, clusterSubcommands)
 	if !ok {
 		return code
+	}
+	if run, ok := clusterMemberCommands[sub]; ok {
+		return run(ctx, g, e, pos)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		resp, err := admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
@@ -51,12 +58,23 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 			leaderless = append(leaderless, grp.GetGroupId())
 		}
 	}
+	active, removed := 0, 0
+	for _, n := range resp.GetNodes() {
+		if n.GetRemoved() {
+			removed++
+		} else {
+			active++
+		}
+	}
 	members := "members"
-	if len(resp.GetNodes()) == 1 {
+	if active == 1 {
 		members = "member"
 	}
+	if removed > 0 {
+		members += fmt.Sprintf(" (and %d removed)", removed)
+	}
 	fmt.Fprintf(out, "as node %d sees it: %d %s, %d groups (the meta group and %d partitions)",
-		resp.GetNodeId(), len(resp.GetNodes()), members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
+		resp.GetNodeId(), active, members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
 	if len(leaderless) == 0 {
 		fmt.Fprintln(out, ", every group has a leader")
 	} else {
@@ -66,20 +84,20 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 
 func printClusterNodes(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tCLIENT\tINTERNAL\tLEADS")
+	fmt.Fprintln(w, "NODE\tCLIENT\tINTERNAL\tLEADS\tROLE")
 	for _, n := range resp.GetNodes() {
 		client := n.GetClientAddr()
 		if client == "" {
 			client = "(not registered)"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\n", n.GetNodeId(), client, n.GetInternalAddr(), n.GetGroupsLed())
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\n", n.GetNodeId(), client, n.GetInternalAddr(), n.GetGroupsLed(), nodeRole(n))
 	}
 	_ = w.Flush()
 }
 
 func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tVOTERS")
+	fmt.Fprintln(w, "GROUP\tLEADER\tTERM\tCOMMIT\tAPPLIED\tVOTERS\tLEARNERS")
 	for _, grp := range resp.GetGroups() {
 		name := fmt.Sprint(grp.GetGroupId())
 		if grp.GetGroupId() == 0 {
@@ -89,7 +107,43 @@ func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 		if grp.GetLeaderNodeId() == 0 {
 			leader = "none"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\n", name, leader, grp.GetTerm(), grp.GetCommitIndex(), grp.GetAppliedIndex(), grp.GetVoters())
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", name, leader, grp.GetTerm(), grp.GetCommitIndex(), grp.GetAppliedIndex(),
+			idList(grp.GetVoterIds()), idList(grp.GetLearnerIds()))
 	}
 	_ = w.Flush()
+}
+
+// Leader transfer (issue 25).
+
+// transferLeaderCmd moves a group's leadership (TransferLeader): any node
+// takes it and forwards it to the group's leader.
+func transferLeaderCmd(ctx context.Context, g global, e env, pos []string) int {
+	group, err := parseGroup(pos[0])
+	if err != nil {
+		return usageErr(e, "PARTITION %q: %v", pos[0], err)
+	}
+	node, err := strconv.ParseUint(pos[1], 10, 64)
+	if err != nil || node == 0 {
+		return usageErr(e, "NODE %q: want a member's node id (> 0)", pos[1])
+	}
+	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
+		resp, err := admin.TransferLeader(ctx, &filav1.TransferLeaderRequest{GroupId: group, NodeId: node})
+		if err != nil || e.json {
+			return e.showErr(resp, err)
+		}
+		fmt.Fprintf(e.stdout, "group %s: node %d leads it now (term %d)\n", pos[0], node, resp.GetTerm())
+		return nil
+	})
+}
+
+// parseGroup reads a raft group's name: its id, or "meta" for group 0.
+func parseGroup(s string) (uint64, error) {
+	if s == "meta" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("want a group id (0 or meta: the meta group; 1..partitions)")
+	}
+	return n, nil
 }

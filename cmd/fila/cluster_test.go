@@ -24,11 +24,11 @@ func TestClusterCommands(t *testing.T) {
 	require.Zero(t, r.code, r.stderr)
 	// A one-node cluster serves once it leads all of its groups.
 	require.Contains(t, r.stdout, "as node 1 sees it: 1 member, 5 groups (the meta group and 4 partitions), every group has a leader")
-	require.Regexp(t, `(?m)^1\s+.+\s+127\.0\.0\.1:0\s+5$`, r.stdout, "node 1 leads all 5 groups")
+	require.Regexp(t, `(?m)^1\s+.+\s+127\.0\.0\.1:0\s+5\s+voter in 5$`, r.stdout, "node 1 leads all 5 groups, and votes in them")
 
 	r = fila(t, node, "", "cluster", "partitions")
 	require.Zero(t, r.code, r.stderr)
-	require.Regexp(t, `(?m)^0 \(meta\)\s+1\s+\d+\s+\d+\s+\d+\s+1$`, r.stdout)
+	require.Regexp(t, `(?m)^0 \(meta\)\s+1\s+\d+\s+\d+\s+\d+\s+1\s+-$`, r.stdout, "voter 1, no learner")
 	require.Regexp(t, `(?m)^4\s+1\s+`, r.stdout)
 
 	r = fila(t, node, "", "cluster", "nodes", "--json")
@@ -44,7 +44,63 @@ func TestClusterCommands(t *testing.T) {
 	require.Len(t, got.Nodes, 1)
 	require.Equal(t, 5, got.Nodes[0].GroupsLed)
 
+	// Membership: a node recorded, then removed; the last member stays,
+	// and a removed id is never added again.
+	r = fila(t, node, "", "cluster", "add-node", "2", "127.0.0.1:1")
+	require.Zero(t, r.code, r.stderr)
+	require.Contains(t, r.stdout, "node 2 recorded at 127.0.0.1:1")
+	r = fila(t, node, "", "cluster", "nodes")
+	require.Regexp(t, `(?m)^2\s+\(not registered\)\s+127\.0\.0\.1:1\s+0\s+`, r.stdout)
+	r = fila(t, node, "", "cluster", "add-node", "2", "127.0.0.1:2")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "node 2 is a member at 127.0.0.1:1, not 127.0.0.1:2")
+	r = fila(t, node, "", "cluster", "remove-node", "2")
+	require.Zero(t, r.code, r.stderr)
+	r = fila(t, node, "", "cluster", "status")
+	require.Regexp(t, `(?m)^2\s+.+\s+removed \(`, r.stdout)
+	require.Contains(t, r.stdout, "1 member (and 1 removed)")
+	r = fila(t, node, "", "cluster", "add-node", "2", "127.0.0.1:1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "node 2 was removed from the cluster")
+	r = fila(t, node, "", "cluster", "remove-node", "1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "node 1 is the cluster's last member")
+	r = fila(t, node, "", "cluster", "remove-node", "0")
+	require.Equal(t, 2, r.code, r.stderr)
+	r = fila(t, single, "", "cluster", "add-node", "2", "127.0.0.1:1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "a single node has no members to change")
+
 	r = fila(t, node, "", "cluster", "leaders")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, `unknown cluster subcommand "leaders"`)
+}
+
+// Leader transfer (issue 25): on a one-node cluster the only voter leads
+// already; the arguments are checked before any call.
+func TestClusterTransferLeaderCommand(t *testing.T) {
+	t.Parallel()
+	node := startBroker(t, func(c *config.Config) {
+		c.Cluster.Enabled, c.Cluster.NodeID, c.Cluster.Partitions = true, 1, 2
+		c.Cluster.InternalListenAddr, c.Cluster.InitialMembers = "127.0.0.1:0", []string{"1=127.0.0.1:0"}
+	})
+	r := fila(t, node, "", "cluster", "transfer-leader", "meta", "1")
+	require.Zero(t, r.code, r.stderr)
+	require.Regexp(t, `group meta: node 1 leads it now \(term [1-9]\d*\)`, r.stdout)
+	r = fila(t, node, "", "cluster", "transfer-leader", "2", "1", "--json")
+	require.Zero(t, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"term":`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "2", "5")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "node_id: 5 is not a member")
+	r = fila(t, node, "", "cluster", "transfer-leader", "x", "1")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, `PARTITION "x"`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "1")
+	require.Equal(t, 2, r.code)
+
+	single := startBroker(t)
+	r = fila(t, single, "", "cluster", "transfer-leader", "1", "1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "[cluster] is not enabled")
 }

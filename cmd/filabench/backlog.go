@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +23,11 @@ import (
 //	backlog-restart: kill -9 with 1M × 1 KiB queued, time until filad
 //	                 serves at full depth, and its RSS then
 //	backlog-drain:   the batched lifecycle's consumers draining a backlog
-//	                 far larger than the message cache, and one that fits
+//	                 far larger than the message cache, and one that fits,
+//	                 with the p99 of the store reads the cache's misses cost
+//	huge-backlog:    with -huge-backlog N (10M in the issue): N × 1 KiB
+//	                 enqueued, kill -9, restart, drained, with the peak RSS
+//	                 of each phase
 func backlogWorkloads() []workload {
 	return []workload{
 		{"backlog-memory", func(ctx context.Context, e *bench) ([]result, error) {
@@ -161,7 +171,7 @@ func (e *bench) backlogRestart(ctx context.Context, n int) ([]result, error) {
 func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 	var out []result
 	for _, mib := range []int{8, 2048} {
-		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__MESSAGE_CACHE_MIB=%d", mib))
+		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__MESSAGE_CACHE_MIB=%d", mib), "FILA_TELEMETRY__PROMETHEUS_LISTEN_ADDR=127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
@@ -174,13 +184,171 @@ func (e *bench) backlogDrain(ctx context.Context, n int) ([]result, error) {
 		err = consumeBatched(ctx, t, q, 4, n)(true)
 		took := time.Since(start)
 		rss, _ := rssMB(p.pid())
+		reads, p99, herr := histogramQuantile(p.metricsURL, "fila_storage_read_duration_seconds", q, 0.99)
 		stop()
 		if err != nil {
 			return nil, err
 		}
+		if herr != nil {
+			return nil, fmt.Errorf("fila.storage.read.duration: %w", herr)
+		}
 		r := rate(fmt.Sprintf("backlog drain, message cache %d MiB", mib), n, took)
-		r.Target, r.Note = targetSync, fmt.Sprintf("%d × 1 KiB queued first; RSS at the end %.0f MB", n, rss)
-		out = append(out, r)
+		r.Target, r.Note = targetSync, fmt.Sprintf("%d × 1 KiB queued first; RSS at the end %.0f MB; %d store reads", n, rss, reads)
+		out = append(out, r, result{Workload: fmt.Sprintf("backlog drain store read p99, message cache %d MiB", mib), Target: targetSync,
+			Value: p99 * 1000, Unit: "ms", Note: fmt.Sprintf("fila.storage.read.duration: the upper bound of the bucket holding the 99th percentile of %d reads (each a dispatch round's misses)", reads)})
 	}
 	return out, nil
+}
+
+// rssPeak samples pid's RSS every 100 ms until stop is called, which
+// returns the largest sample in MB.
+func rssPeak(pid int) (stop func() float64) {
+	done, peak := make(chan struct{}), make(chan float64, 1)
+	go func() {
+		top := 0.0
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if rss, err := rssMB(pid); err == nil {
+				top = max(top, rss)
+			}
+			select {
+			case <-done:
+				peak <- top
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() float64 { close(done); return <-peak }
+}
+
+// hugeBacklog enqueues n × 1 KiB into one queue (sync_writes=true), kills
+// filad with SIGKILL, restarts it until it serves at full depth, and
+// drains the queue with the batched lifecycle's consumers, sampling RSS
+// throughout (issue 26: 10M × 1 KiB under 2.5 GB).
+func (e *bench) hugeBacklog(ctx context.Context, n int) ([]result, error) {
+	p, t, _, err := e.startFiladTarget()
+	if err != nil {
+		return nil, err
+	}
+	peak := rssPeak(p.pid())
+	start := time.Now()
+	q, err := fillBacklog(ctx, t, n, 1024)
+	enqueued, enqueuePeak := time.Since(start), peak()
+	t.close()
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.kill9()
+	start = time.Now()
+	if p, err = e.startFiladProcessIn(p.dir); err != nil {
+		return nil, err
+	}
+	defer p.close()
+	peak = rssPeak(p.pid())
+	if t, err = newFiladTarget(p.addr); err != nil {
+		peak()
+		return nil, err
+	}
+	defer t.close()
+	err = awaitDepth(ctx, t, q, n)
+	restarted, restartPeak := time.Since(start), peak()
+	if err != nil {
+		return nil, err
+	}
+	peak = rssPeak(p.pid())
+	start = time.Now()
+	err = consumeBatched(ctx, t, q, 4, n)(true)
+	drained, drainPeak := time.Since(start), peak()
+	if err != nil {
+		return nil, err
+	}
+	st, err := t.admin.GetStats(ctx, &filav1.GetStatsRequest{Queue: q})
+	if err != nil {
+		return nil, err
+	}
+	if left := st.GetDepth() + st.GetInFlight() + st.GetDelayed(); left != 0 {
+		return nil, fmt.Errorf("queue %s: %d messages left after the drain", q, left)
+	}
+	note := fmt.Sprintf("%d × 1 KiB, sync_writes=true; load average %s", n, loadAverage())
+	label := fmt.Sprintf("%dM × 1 KiB", n/1_000_000)
+	if n < 1_000_000 {
+		label = fmt.Sprintf("%dk × 1 KiB", n/1000)
+	}
+	enq := rate("huge backlog enqueue, "+label, n, enqueued)
+	enq.Target, enq.Note = targetSync, note
+	drain := rate("huge backlog drain after the restart, "+label, n, drained)
+	drain.Target, drain.Note = targetSync, note
+	return []result{
+		enq,
+		{Workload: "huge backlog peak RSS while enqueuing, " + label, Target: targetSync, Value: enqueuePeak, Unit: "MB", Note: note},
+		{Workload: "huge backlog restart after kill -9 → full depth, " + label, Target: targetSync, Value: restarted.Seconds(), Unit: "s", Note: note},
+		{Workload: "huge backlog peak RSS while restarting, " + label, Target: targetSync, Value: restartPeak, Unit: "MB", Note: note},
+		drain,
+		{Workload: "huge backlog peak RSS while draining, " + label, Target: targetSync, Value: drainPeak, Unit: "MB", Note: note},
+	}, nil
+}
+
+// histogramQuantile scrapes url (Prometheus text) for the histogram name
+// of queue and returns its count and the upper bound of the bucket that
+// holds quantile q (0 when it has no measurement).
+func histogramQuantile(url, name, queue string, q float64) (count uint64, bound float64, err error) {
+	if url == "" {
+		return 0, 0, fmt.Errorf("filad serves no metrics")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	type bucket struct {
+		le    float64
+		count uint64
+	}
+	var buckets []bucket
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, `queue_id="`+queue+`"`) {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `le="`)
+		le, rest, _ := strings.Cut(rest, `"`)
+		fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(fields) == 0 {
+			return 0, 0, fmt.Errorf("bucket line %q", line)
+		}
+		b := bucket{le: math.Inf(1)}
+		if le != "+Inf" {
+			if b.le, err = strconv.ParseFloat(le, 64); err != nil {
+				return 0, 0, fmt.Errorf("bucket line %q: %w", line, err)
+			}
+		}
+		c, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("bucket line %q: %w", line, err)
+		}
+		b.count = uint64(c)
+		buckets = append(buckets, b)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i].le < buckets[j].le })
+	if len(buckets) == 0 {
+		return 0, 0, nil
+	}
+	count = buckets[len(buckets)-1].count // cumulative: +Inf holds them all
+	if count == 0 {
+		return 0, 0, nil
+	}
+	for _, b := range buckets {
+		if float64(b.count) >= q*float64(count) {
+			return count, b.le, nil
+		}
+	}
+	return count, math.Inf(1), nil
 }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -34,7 +37,7 @@ func (e *bench) clusterIdle(ctx context.Context, nodes int) ([]result, error) {
 	}
 	defer t.close()
 	for i := range queues {
-		if _, err := t.client.Admin().CreateQueue(ctx, &filav1.CreateQueueRequest{Name: fmt.Sprintf("idle-%04d", i)}); err != nil {
+		if err := createRetried(ctx, t.client.Admin(), fmt.Sprintf("idle-%04d", i)); err != nil {
 			return nil, fmt.Errorf("create queue %d of %d: %w", i+1, queues, err)
 		}
 	}
@@ -92,6 +95,28 @@ func (e *bench) clusterIdle(ctx context.Context, nodes int) ([]result, error) {
 			result{Workload: w, Target: targetSync, Value: kib, Unit: "KiB/s written", Note: "write calls, sockets and files: bounds its heartbeat traffic"})
 	}
 	return res, nil
+}
+
+// createRetried creates queue, again while the meta group's leader is
+// refusing or unknown (UNAVAILABLE: an election, or a leader balance move
+// in the cluster's first seconds), for up to clusterStartTimeout. A retry
+// that finds the queue (an earlier try's outcome was unknown) is done.
+func createRetried(ctx context.Context, admin filav1.FilaAdminClient, queue string) error {
+	deadline := time.Now().Add(clusterStartTimeout)
+	for retried := false; ; retried = true {
+		_, err := admin.CreateQueue(ctx, &filav1.CreateQueueRequest{Name: queue})
+		switch {
+		case err == nil, retried && status.Code(err) == codes.AlreadyExists:
+			return nil
+		case status.Code(err) != codes.Unavailable || time.Now().After(deadline):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond): // the election or move is under way
+		}
+	}
 }
 
 // awaitQueueCount waits until the node at addr lists want queues.

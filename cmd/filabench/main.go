@@ -42,6 +42,13 @@ type benchFlags struct {
 	cluster   int
 	rounds    int
 	failovers int
+	// serverProfile is where the CPU workloads write filad's own CPU and
+	// allocation profiles (profile.go); "" writes none.
+	serverProfile        string
+	serverProfileSeconds int
+	// hugeBacklog is the message count of the huge-backlog workload
+	// (backlog.go); 0, the default, runs none.
+	hugeBacklog int
 }
 
 func main() {
@@ -54,7 +61,10 @@ func main() {
 	flag.IntVar(&f.cluster, "cluster", 0, "also run the cluster workloads with this many filad processes (RF = N) against single-node filad; 0: none")
 	flag.IntVar(&f.rounds, "rounds", 3, "alternating rounds of the cluster throughput comparison")
 	flag.IntVar(&f.failovers, "failovers", 5, "partition leader kills in the cluster failover workload (needs -cluster 3 or more)")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&f.serverProfile, "server-profile", "", "the cpu workloads also write filad's CPU and allocation profiles into this directory")
+	flag.IntVar(&f.serverProfileSeconds, "server-profile-seconds", 10, "how long each filad CPU profile runs, from the workload's start")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (filabench itself, the clients) to this file")
+	flag.IntVar(&f.hugeBacklog, "huge-backlog", 0, "also run the huge-backlog workload with this many 1 KiB messages (10000000: ~12 GB of disk, tens of minutes); 0: none")
 	flag.Parse()
 	if f.short {
 		f.messages = 300
@@ -89,6 +99,8 @@ type bench struct {
 	// subprocess; built on first use.
 	filadBin string
 	out      io.Writer
+	// current is the name of the workload running.
+	current string
 }
 
 func run(ctx context.Context, f benchFlags, out io.Writer) error {
@@ -111,6 +123,7 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(out, "running %s ...\n", w.name)
+		e.current = w.name
 		rs, err := w.run(ctx, e)
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.name, err)

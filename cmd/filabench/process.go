@@ -19,6 +19,10 @@ type filadProcess struct {
 	cmd  *exec.Cmd
 	dir  string
 	addr string
+	// metricsURL is its Prometheus endpoint, when
+	// FILA_TELEMETRY__PROMETHEUS_LISTEN_ADDR turned it on (logged before
+	// the listen address).
+	metricsURL string
 }
 
 // filadBinary builds ./cmd/filad once per run.
@@ -65,22 +69,33 @@ func (e *bench) startFiladProcessIn(dir string, env ...string) (*filadProcess, e
 		return nil, err
 	}
 	p := &filadProcess{cmd: cmd, dir: dir}
-	addr := make(chan string, 1)
+	type started struct{ addr, metrics string }
+	addr := make(chan started, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		metrics := ""
 		for sc.Scan() {
 			var line struct {
+				Msg        string `json:"msg"`
+				Address    string `json:"address"`
 				ListenAddr string `json:"listen_addr"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.ListenAddr != "" {
-				addr <- line.ListenAddr
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			if line.Msg == "serving metrics for Prometheus" {
+				metrics = line.Address
+			}
+			if line.ListenAddr != "" {
+				addr <- started{line.ListenAddr, metrics}
 			}
 		}
 	}()
 	select {
-	case p.addr = <-addr:
+	case s := <-addr:
+		p.addr, p.metricsURL = s.addr, s.metrics
 		return p, nil
-	case <-time.After(20 * time.Second):
+	case <-time.After(2 * time.Minute): // a big backlog's recovery comes first (10M × 1 KiB: some 20 s)
 		p.close()
 		return nil, fmt.Errorf("filad did not start")
 	}

@@ -244,6 +244,11 @@ func workloads(f benchFlags) []workload {
 		}},
 	)
 	ws = append(ws, backlogWorkloads()...)
+	if f.hugeBacklog > 0 {
+		ws = append(ws, workload{"huge-backlog", func(ctx context.Context, e *bench) ([]result, error) {
+			return e.hugeBacklog(ctx, f.hugeBacklog)
+		}})
+	}
 	if f.cluster > 0 {
 		ws = append(ws, clusterWorkloads(f.cluster)...)
 	}
@@ -641,7 +646,12 @@ func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.C
 		return nil
 	}
 	for _, sync := range []bool{true, false} {
-		p, t, stop, err := e.startFiladTarget(fmt.Sprintf("FILA_STORAGE__SYNC_WRITES=%t", sync))
+		env := []string{fmt.Sprintf("FILA_STORAGE__SYNC_WRITES=%t", sync)}
+		prof, err := e.newServerProfile(fmt.Sprintf("sync-%t", sync))
+		if err != nil {
+			return nil, err
+		}
+		p, t, stop, err := e.startFiladTarget(append(env, prof.env()...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -649,7 +659,10 @@ func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.C
 		if !sync {
 			target = targetNoSync
 		}
-		err = measure(p.pid(), target, func() (result, error) { return onFilad(ctx, t) })
+		err = measure(p.pid(), target, func() (result, error) {
+			defer prof.start(ctx)()
+			return onFilad(ctx, t)
+		})
 		stop()
 		if err != nil {
 			return nil, err

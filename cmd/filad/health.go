@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,11 +23,8 @@ func health(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:5555", "filad's address")
 	caFile := fs.String("tls-ca", "", "CA certificate (PEM) to verify a TLS listener with; plaintext without it")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long the probe may take")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+	if help, err := parseFlags(fs, args, "usage: filad health [--addr ADDR] [--tls-ca FILE] [--timeout D]"); help || err != nil {
+		return err
 	}
 	creds := insecure.NewCredentials()
 	if *caFile != "" {

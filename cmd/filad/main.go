@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -60,6 +61,28 @@ func badUsage(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
+// filadUsage is the command line's first usage line; -h adds the flags.
+const filadUsage = "usage: filad [--config FILE] [--data-dir DIR] | filad version | filad health [--addr ADDR] | filad restore FILE --data-dir DIR"
+
+// parseFlags parses args into fs. Asked for help (-h), it prints usage
+// and fs's flags to stdout and says so (help: the command is done, and
+// it is not a failure). A bad flag is a usage error naming the flag, with
+// the usage line, reported once by main (fs itself prints nothing).
+func parseFlags(fs *flag.FlagSet, args []string, usage string) (help bool, err error) {
+	fs.SetOutput(io.Discard)
+	err = fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stdout)
+		fmt.Fprintln(os.Stdout, usage)
+		fs.PrintDefaults()
+		return true, nil
+	}
+	if err != nil {
+		return false, badUsage("%w; %s", err, usage)
+	}
+	return false, nil
+}
+
 func run(args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -73,22 +96,18 @@ func run(args []string) error {
 		}
 	}
 	fs := flag.NewFlagSet("filad", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
 	cfgPath := fs.String("config", "fila.toml", "path to the config file (a missing fila.toml means all defaults)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides storage.data_dir)")
 	version := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h printed the usage; asking for help is not a failure
-		}
-		return usageError{err}
+	if help, err := parseFlags(fs, args, filadUsage); help || err != nil {
+		return err
 	}
 	if *version {
 		fmt.Println("filad", telemetry.VersionLine())
 		return nil
 	}
 	if fs.NArg() > 0 {
-		return badUsage("unexpected argument %q (filad takes flags, or the command version, health or restore)", fs.Arg(0))
+		return badUsage("unexpected argument %q; %s", fs.Arg(0), filadUsage)
 	}
 	cfg, err := config.Load(*cfgPath, nil)
 	if err != nil {

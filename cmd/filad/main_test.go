@@ -335,6 +335,7 @@ func TestCommandLine(t *testing.T) {
 		stdout   string
 		stderr   string
 		never    string
+		once     string // in stderr exactly once
 	}{
 		{name: "version", args: []string{"--version"}, stdout: "filad 0.1.0-dev (commit "},
 		{name: "version as a word", args: []string{"version"}, stdout: "filad 0.1.0-dev (commit "},
@@ -342,10 +343,11 @@ func TestCommandLine(t *testing.T) {
 		{name: "restore needs a data directory", args: []string{"restore", "/dev/null"}, wantCode: 2, stderr: "usage: filad restore FILE --data-dir DIR"},
 		{name: "restore refuses what is not a backup", args: []string{"restore", "/dev/null", "--data-dir", t.TempDir()}, wantCode: 1, stderr: "not a filad backup"},
 		{name: "health of nothing listening", args: []string{"health", "--addr", "127.0.0.1:1", "--timeout", "1s"}, wantCode: 1, stderr: "health of 127.0.0.1:1"},
-		{name: "an unknown flag is a bad command line", args: []string{"--no-such-flag"}, wantCode: 2, stderr: "flag provided but not defined: -no-such-flag", never: "filad serving"},
+		{name: "an unknown flag is a bad command line", args: []string{"--no-such-flag"}, wantCode: 2, stderr: "usage: filad [--config FILE]", once: "flag provided but not defined: -no-such-flag", never: "filad serving"},
 		{name: "an unknown health flag is a bad command line", args: []string{"health", "--port", "1"}, wantCode: 2, stderr: "flag provided but not defined: -port"},
 		{name: "a bad config is a failure, not a usage error", args: []string{"--config", "", "--data-dir", t.TempDir()}, env: []string{"FILA_SERVER__LISTEN_ADDR=not an address"}, wantCode: 1, stderr: "listen_addr", never: "filad serving"},
-		{name: "help exits 0 with usage", args: []string{"--help"}, stderr: "-data-dir"},
+		{name: "help exits 0 with usage", args: []string{"--help"}, stdout: "filad restore FILE --data-dir DIR", never: "-data-dir"},
+		{name: "help of a command", args: []string{"health", "-h"}, stdout: "-tls-ca"},
 		{name: "empty data dir is refused", args: []string{"--config", "", "--data-dir", ""}, wantCode: 2, stderr: "--data-dir: must not be empty"},
 		{
 			name: "failed start does not claim to have stopped", args: []string{"--config", "", "--data-dir", t.TempDir()},
@@ -373,6 +375,9 @@ func TestCommandLine(t *testing.T) {
 			require.Contains(t, stderr.String(), tt.stderr)
 			if tt.never != "" {
 				require.NotContains(t, stderr.String(), tt.never)
+			}
+			if tt.once != "" {
+				require.Equal(t, 1, strings.Count(stderr.String(), tt.once), "stderr: %s", stderr.String())
 			}
 		})
 	}

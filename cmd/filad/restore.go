@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/fila-dev/filad/storage"
 )
@@ -16,30 +13,20 @@ import (
 func restore(args []string) error {
 	fs := flag.NewFlagSet("filad restore", flag.ContinueOnError)
 	dir := fs.String("data-dir", "", "the new data directory (must not exist, or be empty)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: filad restore FILE --data-dir DIR   (FILE from `fila admin backup`)")
-		fs.PrintDefaults()
-	}
-	fs.SetOutput(io.Discard) // errors are returned once, with the usage line
+	const usage = "usage: filad restore FILE --data-dir DIR   (FILE from `fila admin backup`)"
 	// Flags may come after FILE: parse what is around it.
-	usage := badUsage("usage: filad restore FILE --data-dir DIR")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fs.Usage()
-			return nil
-		}
-		return badUsage("%w; %w", err, usage)
+	if help, err := parseFlags(fs, args, usage); help || err != nil {
+		return err
 	}
 	rest := fs.Args()
 	if len(rest) > 0 {
-		if err := fs.Parse(rest[1:]); err != nil {
-			return badUsage("%w; %w", err, usage)
+		if help, err := parseFlags(fs, rest[1:], usage); help || err != nil {
+			return err
 		}
 		rest = append(rest[:1], fs.Args()...)
 	}
 	if len(rest) != 1 || *dir == "" {
-		return usage
+		return badUsage(usage)
 	}
 	if err := storage.Restore(rest[0], *dir); err != nil {
 		return err

@@ -974,7 +974,13 @@ type ClusterNodeStatus struct {
 	ClientAddr   string `protobuf:"bytes,2,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
 	InternalAddr string `protobuf:"bytes,3,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
 	// groups_led is how many groups the answering node sees it lead.
-	GroupsLed     uint32 `protobuf:"varint,4,opt,name=groups_led,json=groupsLed,proto3" json:"groups_led,omitempty"`
+	GroupsLed uint32 `protobuf:"varint,4,opt,name=groups_led,json=groupsLed,proto3" json:"groups_led,omitempty"`
+	// removed: RemoveNode marked it; it is leaving (or left) every group.
+	Removed bool `protobuf:"varint,5,opt,name=removed,proto3" json:"removed,omitempty"`
+	// voter_in and learner_in count the groups it is a voter and a learner
+	// of, as last applied on the answering node.
+	VoterIn       uint32 `protobuf:"varint,6,opt,name=voter_in,json=voterIn,proto3" json:"voter_in,omitempty"`
+	LearnerIn     uint32 `protobuf:"varint,7,opt,name=learner_in,json=learnerIn,proto3" json:"learner_in,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1037,6 +1043,27 @@ func (x *ClusterNodeStatus) GetGroupsLed() uint32 {
 	return 0
 }
 
+func (x *ClusterNodeStatus) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *ClusterNodeStatus) GetVoterIn() uint32 {
+	if x != nil {
+		return x.VoterIn
+	}
+	return 0
+}
+
+func (x *ClusterNodeStatus) GetLearnerIn() uint32 {
+	if x != nil {
+		return x.LearnerIn
+	}
+	return 0
+}
+
 type ClusterGroupStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group_id 0 is the meta group; 1..partitions are the partitions.
@@ -1048,7 +1075,11 @@ type ClusterGroupStatus struct {
 	CommitIndex  uint64 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	AppliedIndex uint64 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// voters is the group's replication count as last applied here.
-	Voters        uint32 `protobuf:"varint,6,opt,name=voters,proto3" json:"voters,omitempty"`
+	Voters uint32 `protobuf:"varint,6,opt,name=voters,proto3" json:"voters,omitempty"`
+	// voter_ids and learner_ids are its members by role, as last applied
+	// here (a learner receives the log but does not vote).
+	VoterIds      []uint64 `protobuf:"varint,7,rep,packed,name=voter_ids,json=voterIds,proto3" json:"voter_ids,omitempty"`
+	LearnerIds    []uint64 `protobuf:"varint,8,rep,packed,name=learner_ids,json=learnerIds,proto3" json:"learner_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1125,6 +1156,292 @@ func (x *ClusterGroupStatus) GetVoters() uint32 {
 	return 0
 }
 
+func (x *ClusterGroupStatus) GetVoterIds() []uint64 {
+	if x != nil {
+		return x.VoterIds
+	}
+	return nil
+}
+
+func (x *ClusterGroupStatus) GetLearnerIds() []uint64 {
+	if x != nil {
+		return x.LearnerIds
+	}
+	return nil
+}
+
+type AddNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the new member's cluster.node_id (> 0, never one removed).
+	NodeId uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// internal_addr is its cluster.internal_listen_addr as the members
+	// reach it (host:port).
+	InternalAddr  string `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNodeRequest) Reset() {
+	*x = AddNodeRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNodeRequest) ProtoMessage() {}
+
+func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
+func (*AddNodeRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AddNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *AddNodeRequest) GetInternalAddr() string {
+	if x != nil {
+		return x.InternalAddr
+	}
+	return ""
+}
+
+type AddNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNodeResponse) Reset() {
+	*x = AddNodeResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNodeResponse) ProtoMessage() {}
+
+func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
+func (*AddNodeResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+// Leader transfer (issue 25).
+type TransferLeaderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group_id 0 is the meta group; 1..partitions are the partitions.
+	GroupId uint64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// node_id is the voter to lead the group.
+	NodeId        uint64 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderRequest) Reset() {
+	*x = TransferLeaderRequest{}
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderRequest) ProtoMessage() {}
+
+func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TransferLeaderRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type TransferLeaderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// term is the group's term in which node_id leads, as the old leader
+	// learnt it.
+	Term          uint64 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderResponse) Reset() {
+	*x = TransferLeaderResponse{}
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderResponse) ProtoMessage() {}
+
+func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TransferLeaderResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 type SetConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1136,7 +1453,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1465,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[17]
+	mi := &file_fila_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1478,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetConfigRequest) GetKey() string {
@@ -1186,7 +1503,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1515,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[18]
+	mi := &file_fila_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1528,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type GetConfigRequest struct {
@@ -1223,7 +1540,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1552,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[19]
+	mi := &file_fila_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1565,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetConfigRequest) GetKey() string {
@@ -1267,7 +1584,7 @@ type GetConfigResponse struct {
 
 func (x *GetConfigResponse) Reset() {
 	*x = GetConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1596,7 @@ func (x *GetConfigResponse) String() string {
 func (*GetConfigResponse) ProtoMessage() {}
 
 func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[20]
+	mi := &file_fila_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1609,7 @@ func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetConfigResponse) GetValue() string {
@@ -1312,7 +1629,7 @@ type ListConfigRequest struct {
 
 func (x *ListConfigRequest) Reset() {
 	*x = ListConfigRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1641,7 @@ func (x *ListConfigRequest) String() string {
 func (*ListConfigRequest) ProtoMessage() {}
 
 func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[21]
+	mi := &file_fila_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1654,7 @@ func (x *ListConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListConfigRequest) GetPrefix() string {
@@ -1357,7 +1674,7 @@ type ListConfigResponse struct {
 
 func (x *ListConfigResponse) Reset() {
 	*x = ListConfigResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1686,7 @@ func (x *ListConfigResponse) String() string {
 func (*ListConfigResponse) ProtoMessage() {}
 
 func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[22]
+	mi := &file_fila_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1699,7 @@ func (x *ListConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListConfigResponse) GetEntries() []*ConfigEntry {
@@ -1409,7 +1726,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_fila_v1_admin_proto_msgTypes[23]
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1738,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[23]
+	mi := &file_fila_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1751,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConfigEntry) GetKey() string {
@@ -1461,7 +1778,7 @@ type CreateQueueRequest struct {
 
 func (x *CreateQueueRequest) Reset() {
 	*x = CreateQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[24]
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1790,7 @@ func (x *CreateQueueRequest) String() string {
 func (*CreateQueueRequest) ProtoMessage() {}
 
 func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[24]
+	mi := &file_fila_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1803,7 @@ func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueRequest.ProtoReflect.Descriptor instead.
 func (*CreateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateQueueRequest) GetName() string {
@@ -1512,7 +1829,7 @@ type CreateQueueResponse struct {
 
 func (x *CreateQueueResponse) Reset() {
 	*x = CreateQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[25]
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1841,7 @@ func (x *CreateQueueResponse) String() string {
 func (*CreateQueueResponse) ProtoMessage() {}
 
 func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[25]
+	mi := &file_fila_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1854,7 @@ func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueResponse.ProtoReflect.Descriptor instead.
 func (*CreateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateQueueResponse) GetQueueId() string {
@@ -1556,7 +1873,7 @@ type DeleteQueueRequest struct {
 
 func (x *DeleteQueueRequest) Reset() {
 	*x = DeleteQueueRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[26]
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1885,7 @@ func (x *DeleteQueueRequest) String() string {
 func (*DeleteQueueRequest) ProtoMessage() {}
 
 func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[26]
+	mi := &file_fila_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1898,7 @@ func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueRequest.ProtoReflect.Descriptor instead.
 func (*DeleteQueueRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteQueueRequest) GetQueue() string {
@@ -1599,7 +1916,7 @@ type DeleteQueueResponse struct {
 
 func (x *DeleteQueueResponse) Reset() {
 	*x = DeleteQueueResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1928,7 @@ func (x *DeleteQueueResponse) String() string {
 func (*DeleteQueueResponse) ProtoMessage() {}
 
 func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[27]
+	mi := &file_fila_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1941,7 @@ func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueResponse.ProtoReflect.Descriptor instead.
 func (*DeleteQueueResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type ListQueuesRequest struct {
@@ -1635,7 +1952,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[28]
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1964,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[28]
+	mi := &file_fila_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1977,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type ListQueuesResponse struct {
@@ -1675,7 +1992,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +2004,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[29]
+	mi := &file_fila_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +2017,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*QueueInfo {
@@ -1734,7 +2051,7 @@ type QueueInfo struct {
 
 func (x *QueueInfo) Reset() {
 	*x = QueueInfo{}
-	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2063,7 @@ func (x *QueueInfo) String() string {
 func (*QueueInfo) ProtoMessage() {}
 
 func (x *QueueInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[30]
+	mi := &file_fila_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2076,7 @@ func (x *QueueInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueInfo.ProtoReflect.Descriptor instead.
 func (*QueueInfo) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QueueInfo) GetName() string {
@@ -1820,7 +2137,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2149,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[31]
+	mi := &file_fila_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2162,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetStatsRequest) GetQueue() string {
@@ -1911,7 +2228,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2240,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[32]
+	mi := &file_fila_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2253,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetStatsResponse) GetDepth() uint64 {
@@ -2035,7 +2352,7 @@ type PerThrottleKeyStats struct {
 
 func (x *PerThrottleKeyStats) Reset() {
 	*x = PerThrottleKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2364,7 @@ func (x *PerThrottleKeyStats) String() string {
 func (*PerThrottleKeyStats) ProtoMessage() {}
 
 func (x *PerThrottleKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[33]
+	mi := &file_fila_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2377,7 @@ func (x *PerThrottleKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerThrottleKeyStats.ProtoReflect.Descriptor instead.
 func (*PerThrottleKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PerThrottleKeyStats) GetKey() string {
@@ -2103,7 +2420,7 @@ type PerFairnessKeyStats struct {
 
 func (x *PerFairnessKeyStats) Reset() {
 	*x = PerFairnessKeyStats{}
-	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2432,7 @@ func (x *PerFairnessKeyStats) String() string {
 func (*PerFairnessKeyStats) ProtoMessage() {}
 
 func (x *PerFairnessKeyStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[34]
+	mi := &file_fila_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2445,7 @@ func (x *PerFairnessKeyStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerFairnessKeyStats.ProtoReflect.Descriptor instead.
 func (*PerFairnessKeyStats) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PerFairnessKeyStats) GetKey() string {
@@ -2173,7 +2490,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2502,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[35]
+	mi := &file_fila_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2515,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Permission) GetQueuePattern() string {
@@ -2233,7 +2550,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	mi := &file_fila_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2562,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[36]
+	mi := &file_fila_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2575,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -2304,7 +2621,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	mi := &file_fila_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2633,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[37]
+	mi := &file_fila_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2646,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateApiKeyResponse) GetKeyId() string {
@@ -2371,7 +2688,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	mi := &file_fila_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2700,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[38]
+	mi := &file_fila_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2713,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeApiKeyRequest) GetKeyId() string {
@@ -2421,7 +2738,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	mi := &file_fila_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2750,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[39]
+	mi := &file_fila_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2763,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type ListApiKeysRequest struct {
@@ -2457,7 +2774,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	mi := &file_fila_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2786,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[40]
+	mi := &file_fila_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2799,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListApiKeysResponse struct {
@@ -2494,7 +2811,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	mi := &file_fila_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2823,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[41]
+	mi := &file_fila_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2836,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKeyInfo {
@@ -2547,7 +2864,7 @@ type ApiKeyInfo struct {
 
 func (x *ApiKeyInfo) Reset() {
 	*x = ApiKeyInfo{}
-	mi := &file_fila_v1_admin_proto_msgTypes[42]
+	mi := &file_fila_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2876,7 @@ func (x *ApiKeyInfo) String() string {
 func (*ApiKeyInfo) ProtoMessage() {}
 
 func (x *ApiKeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[42]
+	mi := &file_fila_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2889,7 @@ func (x *ApiKeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKeyInfo.ProtoReflect.Descriptor instead.
 func (*ApiKeyInfo) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ApiKeyInfo) GetKeyId() string {
@@ -2636,7 +2953,7 @@ type AclPermission struct {
 
 func (x *AclPermission) Reset() {
 	*x = AclPermission{}
-	mi := &file_fila_v1_admin_proto_msgTypes[43]
+	mi := &file_fila_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2965,7 @@ func (x *AclPermission) String() string {
 func (*AclPermission) ProtoMessage() {}
 
 func (x *AclPermission) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[43]
+	mi := &file_fila_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2978,7 @@ func (x *AclPermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclPermission.ProtoReflect.Descriptor instead.
 func (*AclPermission) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AclPermission) GetKind() string {
@@ -2689,7 +3006,7 @@ type SetAclRequest struct {
 
 func (x *SetAclRequest) Reset() {
 	*x = SetAclRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[44]
+	mi := &file_fila_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +3018,7 @@ func (x *SetAclRequest) String() string {
 func (*SetAclRequest) ProtoMessage() {}
 
 func (x *SetAclRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[44]
+	mi := &file_fila_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +3031,7 @@ func (x *SetAclRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAclRequest.ProtoReflect.Descriptor instead.
 func (*SetAclRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetAclRequest) GetKeyId() string {
@@ -2739,7 +3056,7 @@ type SetAclResponse struct {
 
 func (x *SetAclResponse) Reset() {
 	*x = SetAclResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[45]
+	mi := &file_fila_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +3068,7 @@ func (x *SetAclResponse) String() string {
 func (*SetAclResponse) ProtoMessage() {}
 
 func (x *SetAclResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[45]
+	mi := &file_fila_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +3081,7 @@ func (x *SetAclResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAclResponse.ProtoReflect.Descriptor instead.
 func (*SetAclResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type GetAclRequest struct {
@@ -2776,7 +3093,7 @@ type GetAclRequest struct {
 
 func (x *GetAclRequest) Reset() {
 	*x = GetAclRequest{}
-	mi := &file_fila_v1_admin_proto_msgTypes[46]
+	mi := &file_fila_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +3105,7 @@ func (x *GetAclRequest) String() string {
 func (*GetAclRequest) ProtoMessage() {}
 
 func (x *GetAclRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[46]
+	mi := &file_fila_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +3118,7 @@ func (x *GetAclRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAclRequest.ProtoReflect.Descriptor instead.
 func (*GetAclRequest) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetAclRequest) GetKeyId() string {
@@ -2823,7 +3140,7 @@ type GetAclResponse struct {
 
 func (x *GetAclResponse) Reset() {
 	*x = GetAclResponse{}
-	mi := &file_fila_v1_admin_proto_msgTypes[47]
+	mi := &file_fila_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +3152,7 @@ func (x *GetAclResponse) String() string {
 func (*GetAclResponse) ProtoMessage() {}
 
 func (x *GetAclResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_v1_admin_proto_msgTypes[47]
+	mi := &file_fila_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +3165,7 @@ func (x *GetAclResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAclResponse.ProtoReflect.Descriptor instead.
 func (*GetAclResponse) Descriptor() ([]byte, []int) {
-	return file_fila_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_fila_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetAclResponse) GetKeyId() string {
@@ -2941,21 +3258,40 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x120\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x1a.fila.v1.ClusterNodeStatusR\x05nodes\x123\n" +
-	"\x06groups\x18\x04 \x03(\v2\x1b.fila.v1.ClusterGroupStatusR\x06groups\"\x91\x01\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1b.fila.v1.ClusterGroupStatusR\x06groups\"\xe5\x01\n" +
 	"\x11ClusterNodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
 	"clientAddr\x12#\n" +
 	"\rinternal_addr\x18\x03 \x01(\tR\finternalAddr\x12\x1d\n" +
 	"\n" +
-	"groups_led\x18\x04 \x01(\rR\tgroupsLed\"\xc9\x01\n" +
+	"groups_led\x18\x04 \x01(\rR\tgroupsLed\x12\x18\n" +
+	"\aremoved\x18\x05 \x01(\bR\aremoved\x12\x19\n" +
+	"\bvoter_in\x18\x06 \x01(\rR\avoterIn\x12\x1d\n" +
+	"\n" +
+	"learner_in\x18\a \x01(\rR\tlearnerIn\"\x87\x02\n" +
 	"\x12ClusterGroupStatus\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12$\n" +
 	"\x0eleader_node_id\x18\x02 \x01(\x04R\fleaderNodeId\x12\x12\n" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x04 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x16\n" +
-	"\x06voters\x18\x06 \x01(\rR\x06voters\":\n" +
+	"\x06voters\x18\x06 \x01(\rR\x06voters\x12\x1b\n" +
+	"\tvoter_ids\x18\a \x03(\x04R\bvoterIds\x12\x1f\n" +
+	"\vlearner_ids\x18\b \x03(\x04R\n" +
+	"learnerIds\"N\n" +
+	"\x0eAddNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12#\n" +
+	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\"\x11\n" +
+	"\x0fAddNodeResponse\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"\x14\n" +
+	"\x12RemoveNodeResponse\"K\n" +
+	"\x15TransferLeaderRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\",\n" +
+	"\x16TransferLeaderResponse\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\":\n" +
 	"\x10SetConfigRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\x13\n" +
@@ -3066,7 +3402,7 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\ris_superadmin\x18\x03 \x01(\bR\fisSuperadmin*1\n" +
 	"\aKeySort\x12\x10\n" +
 	"\fKEY_SORT_KEY\x10\x00\x12\x14\n" +
-	"\x10KEY_SORT_PENDING\x10\x012\xe7\t\n" +
+	"\x10KEY_SORT_PENDING\x10\x012\xbf\v\n" +
 	"\tFilaAdmin\x12H\n" +
 	"\vCreateQueue\x12\x1b.fila.v1.CreateQueueRequest\x1a\x1c.fila.v1.CreateQueueResponse\x12H\n" +
 	"\vDeleteQueue\x12\x1b.fila.v1.DeleteQueueRequest\x1a\x1c.fila.v1.DeleteQueueResponse\x12E\n" +
@@ -3088,7 +3424,11 @@ const file_fila_v1_admin_proto_rawDesc = "" +
 	"\x06SetAcl\x12\x16.fila.v1.SetAclRequest\x1a\x17.fila.v1.SetAclResponse\x129\n" +
 	"\x06GetAcl\x12\x16.fila.v1.GetAclRequest\x1a\x17.fila.v1.GetAclResponse\x128\n" +
 	"\x06Backup\x12\x16.fila.v1.BackupRequest\x1a\x14.fila.v1.BackupChunk0\x01\x12W\n" +
-	"\x10GetClusterStatus\x12 .fila.v1.GetClusterStatusRequest\x1a!.fila.v1.GetClusterStatusResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
+	"\x10GetClusterStatus\x12 .fila.v1.GetClusterStatusRequest\x1a!.fila.v1.GetClusterStatusResponse\x12<\n" +
+	"\aAddNode\x12\x17.fila.v1.AddNodeRequest\x1a\x18.fila.v1.AddNodeResponse\x12E\n" +
+	"\n" +
+	"RemoveNode\x12\x1a.fila.v1.RemoveNodeRequest\x1a\x1b.fila.v1.RemoveNodeResponse\x12Q\n" +
+	"\x0eTransferLeader\x12\x1e.fila.v1.TransferLeaderRequest\x1a\x1f.fila.v1.TransferLeaderResponseB1Z/github.com/fila-dev/filad/protos/fila/v1;filav1b\x06proto3"
 
 var (
 	file_fila_v1_admin_proto_rawDescOnce sync.Once
@@ -3103,7 +3443,7 @@ func file_fila_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_fila_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_fila_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_fila_v1_admin_proto_goTypes = []any{
 	(KeySort)(0),                     // 0: fila.v1.KeySort
 	(*QueueConfig)(nil),              // 1: fila.v1.QueueConfig
@@ -3123,104 +3463,116 @@ var file_fila_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusResponse)(nil), // 15: fila.v1.GetClusterStatusResponse
 	(*ClusterNodeStatus)(nil),        // 16: fila.v1.ClusterNodeStatus
 	(*ClusterGroupStatus)(nil),       // 17: fila.v1.ClusterGroupStatus
-	(*SetConfigRequest)(nil),         // 18: fila.v1.SetConfigRequest
-	(*SetConfigResponse)(nil),        // 19: fila.v1.SetConfigResponse
-	(*GetConfigRequest)(nil),         // 20: fila.v1.GetConfigRequest
-	(*GetConfigResponse)(nil),        // 21: fila.v1.GetConfigResponse
-	(*ListConfigRequest)(nil),        // 22: fila.v1.ListConfigRequest
-	(*ListConfigResponse)(nil),       // 23: fila.v1.ListConfigResponse
-	(*ConfigEntry)(nil),              // 24: fila.v1.ConfigEntry
-	(*CreateQueueRequest)(nil),       // 25: fila.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil),      // 26: fila.v1.CreateQueueResponse
-	(*DeleteQueueRequest)(nil),       // 27: fila.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil),      // 28: fila.v1.DeleteQueueResponse
-	(*ListQueuesRequest)(nil),        // 29: fila.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),       // 30: fila.v1.ListQueuesResponse
-	(*QueueInfo)(nil),                // 31: fila.v1.QueueInfo
-	(*GetStatsRequest)(nil),          // 32: fila.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),         // 33: fila.v1.GetStatsResponse
-	(*PerThrottleKeyStats)(nil),      // 34: fila.v1.PerThrottleKeyStats
-	(*PerFairnessKeyStats)(nil),      // 35: fila.v1.PerFairnessKeyStats
-	(*Permission)(nil),               // 36: fila.v1.Permission
-	(*CreateApiKeyRequest)(nil),      // 37: fila.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),     // 38: fila.v1.CreateApiKeyResponse
-	(*RevokeApiKeyRequest)(nil),      // 39: fila.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),     // 40: fila.v1.RevokeApiKeyResponse
-	(*ListApiKeysRequest)(nil),       // 41: fila.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),      // 42: fila.v1.ListApiKeysResponse
-	(*ApiKeyInfo)(nil),               // 43: fila.v1.ApiKeyInfo
-	(*AclPermission)(nil),            // 44: fila.v1.AclPermission
-	(*SetAclRequest)(nil),            // 45: fila.v1.SetAclRequest
-	(*SetAclResponse)(nil),           // 46: fila.v1.SetAclResponse
-	(*GetAclRequest)(nil),            // 47: fila.v1.GetAclRequest
-	(*GetAclResponse)(nil),           // 48: fila.v1.GetAclResponse
-	nil,                              // 49: fila.v1.PeekedMessage.HeadersEntry
-	(*fieldmaskpb.FieldMask)(nil),    // 50: google.protobuf.FieldMask
-	(*MessageMetadata)(nil),          // 51: fila.v1.MessageMetadata
-	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
+	(*AddNodeRequest)(nil),           // 18: fila.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),          // 19: fila.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),        // 20: fila.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 21: fila.v1.RemoveNodeResponse
+	(*TransferLeaderRequest)(nil),    // 22: fila.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 23: fila.v1.TransferLeaderResponse
+	(*SetConfigRequest)(nil),         // 24: fila.v1.SetConfigRequest
+	(*SetConfigResponse)(nil),        // 25: fila.v1.SetConfigResponse
+	(*GetConfigRequest)(nil),         // 26: fila.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),        // 27: fila.v1.GetConfigResponse
+	(*ListConfigRequest)(nil),        // 28: fila.v1.ListConfigRequest
+	(*ListConfigResponse)(nil),       // 29: fila.v1.ListConfigResponse
+	(*ConfigEntry)(nil),              // 30: fila.v1.ConfigEntry
+	(*CreateQueueRequest)(nil),       // 31: fila.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil),      // 32: fila.v1.CreateQueueResponse
+	(*DeleteQueueRequest)(nil),       // 33: fila.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),      // 34: fila.v1.DeleteQueueResponse
+	(*ListQueuesRequest)(nil),        // 35: fila.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),       // 36: fila.v1.ListQueuesResponse
+	(*QueueInfo)(nil),                // 37: fila.v1.QueueInfo
+	(*GetStatsRequest)(nil),          // 38: fila.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 39: fila.v1.GetStatsResponse
+	(*PerThrottleKeyStats)(nil),      // 40: fila.v1.PerThrottleKeyStats
+	(*PerFairnessKeyStats)(nil),      // 41: fila.v1.PerFairnessKeyStats
+	(*Permission)(nil),               // 42: fila.v1.Permission
+	(*CreateApiKeyRequest)(nil),      // 43: fila.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),     // 44: fila.v1.CreateApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),      // 45: fila.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),     // 46: fila.v1.RevokeApiKeyResponse
+	(*ListApiKeysRequest)(nil),       // 47: fila.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),      // 48: fila.v1.ListApiKeysResponse
+	(*ApiKeyInfo)(nil),               // 49: fila.v1.ApiKeyInfo
+	(*AclPermission)(nil),            // 50: fila.v1.AclPermission
+	(*SetAclRequest)(nil),            // 51: fila.v1.SetAclRequest
+	(*SetAclResponse)(nil),           // 52: fila.v1.SetAclResponse
+	(*GetAclRequest)(nil),            // 53: fila.v1.GetAclRequest
+	(*GetAclResponse)(nil),           // 54: fila.v1.GetAclResponse
+	nil,                              // 55: fila.v1.PeekedMessage.HeadersEntry
+	(*fieldmaskpb.FieldMask)(nil),    // 56: google.protobuf.FieldMask
+	(*MessageMetadata)(nil),          // 57: fila.v1.MessageMetadata
+	(*timestamppb.Timestamp)(nil),    // 58: google.protobuf.Timestamp
 }
 var file_fila_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: fila.v1.QueueConfig.retry_backoff:type_name -> fila.v1.RetryBackoff
 	1,  // 1: fila.v1.UpdateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	50, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	56, // 2: fila.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 3: fila.v1.UpdateQueueResponse.config:type_name -> fila.v1.QueueConfig
 	9,  // 4: fila.v1.PeekResponse.messages:type_name -> fila.v1.PeekedMessage
-	49, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
-	51, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
-	52, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
-	52, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
+	55, // 5: fila.v1.PeekedMessage.headers:type_name -> fila.v1.PeekedMessage.HeadersEntry
+	57, // 6: fila.v1.PeekedMessage.metadata:type_name -> fila.v1.MessageMetadata
+	58, // 7: fila.v1.PeekedMessage.enqueued_at:type_name -> google.protobuf.Timestamp
+	58, // 8: fila.v1.PeekedMessage.ready_at:type_name -> google.protobuf.Timestamp
 	16, // 9: fila.v1.GetClusterStatusResponse.nodes:type_name -> fila.v1.ClusterNodeStatus
 	17, // 10: fila.v1.GetClusterStatusResponse.groups:type_name -> fila.v1.ClusterGroupStatus
-	24, // 11: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
+	30, // 11: fila.v1.ListConfigResponse.entries:type_name -> fila.v1.ConfigEntry
 	1,  // 12: fila.v1.CreateQueueRequest.config:type_name -> fila.v1.QueueConfig
-	31, // 13: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
+	37, // 13: fila.v1.ListQueuesResponse.queues:type_name -> fila.v1.QueueInfo
 	0,  // 14: fila.v1.GetStatsRequest.sort:type_name -> fila.v1.KeySort
-	35, // 15: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerFairnessKeyStats
-	34, // 16: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleKeyStats
+	41, // 15: fila.v1.GetStatsResponse.per_key_stats:type_name -> fila.v1.PerFairnessKeyStats
+	40, // 16: fila.v1.GetStatsResponse.per_throttle_stats:type_name -> fila.v1.PerThrottleKeyStats
 	1,  // 17: fila.v1.GetStatsResponse.config:type_name -> fila.v1.QueueConfig
-	36, // 18: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
-	43, // 19: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
-	36, // 20: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
-	44, // 21: fila.v1.SetAclRequest.permissions:type_name -> fila.v1.AclPermission
-	44, // 22: fila.v1.GetAclResponse.permissions:type_name -> fila.v1.AclPermission
-	25, // 23: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
-	27, // 24: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
-	29, // 25: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
-	32, // 26: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
+	42, // 18: fila.v1.CreateApiKeyRequest.permissions:type_name -> fila.v1.Permission
+	49, // 19: fila.v1.ListApiKeysResponse.keys:type_name -> fila.v1.ApiKeyInfo
+	42, // 20: fila.v1.ApiKeyInfo.permissions:type_name -> fila.v1.Permission
+	50, // 21: fila.v1.SetAclRequest.permissions:type_name -> fila.v1.AclPermission
+	50, // 22: fila.v1.GetAclResponse.permissions:type_name -> fila.v1.AclPermission
+	31, // 23: fila.v1.FilaAdmin.CreateQueue:input_type -> fila.v1.CreateQueueRequest
+	33, // 24: fila.v1.FilaAdmin.DeleteQueue:input_type -> fila.v1.DeleteQueueRequest
+	35, // 25: fila.v1.FilaAdmin.ListQueues:input_type -> fila.v1.ListQueuesRequest
+	38, // 26: fila.v1.FilaAdmin.GetStats:input_type -> fila.v1.GetStatsRequest
 	3,  // 27: fila.v1.FilaAdmin.UpdateQueue:input_type -> fila.v1.UpdateQueueRequest
 	5,  // 28: fila.v1.FilaAdmin.Redrive:input_type -> fila.v1.RedriveRequest
 	7,  // 29: fila.v1.FilaAdmin.Peek:input_type -> fila.v1.PeekRequest
 	10, // 30: fila.v1.FilaAdmin.PurgeQueue:input_type -> fila.v1.PurgeQueueRequest
-	18, // 31: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
-	20, // 32: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
-	22, // 33: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
-	37, // 34: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
-	39, // 35: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
-	41, // 36: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
-	45, // 37: fila.v1.FilaAdmin.SetAcl:input_type -> fila.v1.SetAclRequest
-	47, // 38: fila.v1.FilaAdmin.GetAcl:input_type -> fila.v1.GetAclRequest
+	24, // 31: fila.v1.FilaAdmin.SetConfig:input_type -> fila.v1.SetConfigRequest
+	26, // 32: fila.v1.FilaAdmin.GetConfig:input_type -> fila.v1.GetConfigRequest
+	28, // 33: fila.v1.FilaAdmin.ListConfig:input_type -> fila.v1.ListConfigRequest
+	43, // 34: fila.v1.FilaAdmin.CreateApiKey:input_type -> fila.v1.CreateApiKeyRequest
+	45, // 35: fila.v1.FilaAdmin.RevokeApiKey:input_type -> fila.v1.RevokeApiKeyRequest
+	47, // 36: fila.v1.FilaAdmin.ListApiKeys:input_type -> fila.v1.ListApiKeysRequest
+	51, // 37: fila.v1.FilaAdmin.SetAcl:input_type -> fila.v1.SetAclRequest
+	53, // 38: fila.v1.FilaAdmin.GetAcl:input_type -> fila.v1.GetAclRequest
 	12, // 39: fila.v1.FilaAdmin.Backup:input_type -> fila.v1.BackupRequest
 	14, // 40: fila.v1.FilaAdmin.GetClusterStatus:input_type -> fila.v1.GetClusterStatusRequest
-	26, // 41: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
-	28, // 42: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
-	30, // 43: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
-	33, // 44: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
-	4,  // 45: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
-	6,  // 46: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
-	8,  // 47: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
-	11, // 48: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
-	19, // 49: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
-	21, // 50: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
-	23, // 51: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
-	38, // 52: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
-	40, // 53: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
-	42, // 54: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
-	46, // 55: fila.v1.FilaAdmin.SetAcl:output_type -> fila.v1.SetAclResponse
-	48, // 56: fila.v1.FilaAdmin.GetAcl:output_type -> fila.v1.GetAclResponse
-	13, // 57: fila.v1.FilaAdmin.Backup:output_type -> fila.v1.BackupChunk
-	15, // 58: fila.v1.FilaAdmin.GetClusterStatus:output_type -> fila.v1.GetClusterStatusResponse
-	41, // [41:59] is the sub-list for method output_type
-	23, // [23:41] is the sub-list for method input_type
+	18, // 41: fila.v1.FilaAdmin.AddNode:input_type -> fila.v1.AddNodeRequest
+	20, // 42: fila.v1.FilaAdmin.RemoveNode:input_type -> fila.v1.RemoveNodeRequest
+	22, // 43: fila.v1.FilaAdmin.TransferLeader:input_type -> fila.v1.TransferLeaderRequest
+	32, // 44: fila.v1.FilaAdmin.CreateQueue:output_type -> fila.v1.CreateQueueResponse
+	34, // 45: fila.v1.FilaAdmin.DeleteQueue:output_type -> fila.v1.DeleteQueueResponse
+	36, // 46: fila.v1.FilaAdmin.ListQueues:output_type -> fila.v1.ListQueuesResponse
+	39, // 47: fila.v1.FilaAdmin.GetStats:output_type -> fila.v1.GetStatsResponse
+	4,  // 48: fila.v1.FilaAdmin.UpdateQueue:output_type -> fila.v1.UpdateQueueResponse
+	6,  // 49: fila.v1.FilaAdmin.Redrive:output_type -> fila.v1.RedriveResponse
+	8,  // 50: fila.v1.FilaAdmin.Peek:output_type -> fila.v1.PeekResponse
+	11, // 51: fila.v1.FilaAdmin.PurgeQueue:output_type -> fila.v1.PurgeQueueResponse
+	25, // 52: fila.v1.FilaAdmin.SetConfig:output_type -> fila.v1.SetConfigResponse
+	27, // 53: fila.v1.FilaAdmin.GetConfig:output_type -> fila.v1.GetConfigResponse
+	29, // 54: fila.v1.FilaAdmin.ListConfig:output_type -> fila.v1.ListConfigResponse
+	44, // 55: fila.v1.FilaAdmin.CreateApiKey:output_type -> fila.v1.CreateApiKeyResponse
+	46, // 56: fila.v1.FilaAdmin.RevokeApiKey:output_type -> fila.v1.RevokeApiKeyResponse
+	48, // 57: fila.v1.FilaAdmin.ListApiKeys:output_type -> fila.v1.ListApiKeysResponse
+	52, // 58: fila.v1.FilaAdmin.SetAcl:output_type -> fila.v1.SetAclResponse
+	54, // 59: fila.v1.FilaAdmin.GetAcl:output_type -> fila.v1.GetAclResponse
+	13, // 60: fila.v1.FilaAdmin.Backup:output_type -> fila.v1.BackupChunk
+	15, // 61: fila.v1.FilaAdmin.GetClusterStatus:output_type -> fila.v1.GetClusterStatusResponse
+	19, // 62: fila.v1.FilaAdmin.AddNode:output_type -> fila.v1.AddNodeResponse
+	21, // 63: fila.v1.FilaAdmin.RemoveNode:output_type -> fila.v1.RemoveNodeResponse
+	23, // 64: fila.v1.FilaAdmin.TransferLeader:output_type -> fila.v1.TransferLeaderResponse
+	44, // [44:65] is the sub-list for method output_type
+	23, // [23:44] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -3239,7 +3591,7 @@ func file_fila_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_v1_admin_proto_rawDesc), len(file_fila_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   49,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,9 @@ const (
 	FilaAdmin_GetAcl_FullMethodName           = "/fila.v1.FilaAdmin/GetAcl"
 	FilaAdmin_Backup_FullMethodName           = "/fila.v1.FilaAdmin/Backup"
 	FilaAdmin_GetClusterStatus_FullMethodName = "/fila.v1.FilaAdmin/GetClusterStatus"
+	FilaAdmin_AddNode_FullMethodName          = "/fila.v1.FilaAdmin/AddNode"
+	FilaAdmin_RemoveNode_FullMethodName       = "/fila.v1.FilaAdmin/RemoveNode"
+	FilaAdmin_TransferLeader_FullMethodName   = "/fila.v1.FilaAdmin/TransferLeader"
 )
 
 // FilaAdminClient is the client API for FilaAdmin service.
@@ -83,6 +86,27 @@ type FilaAdminClient interface {
 	// A single node answers enabled = false and nothing else. filad's
 	// addition (`fila cluster status`); it needs admin on "*".
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
+	// Membership (docs/cluster.md, "Adding, removing and replacing a
+	// node"). filad's additions; they need admin on "*".
+	//
+	// AddNode records a member in the meta group's node table: the groups'
+	// leaders then add it as a learner to every group, and promote it to a
+	// voter once it has caught up. Answers once the record is applied.
+	AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error)
+	// RemoveNode marks a member removed: the groups' leaders take it out of
+	// every group (a leader being removed hands its leadership over first),
+	// and its messages are refused from then on. A removed id never comes
+	// back. Answers once the mark is applied, not once every group let go.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 }
 
 type filaAdminClient struct {
@@ -282,6 +306,36 @@ func (c *filaAdminClient) GetClusterStatus(ctx context.Context, in *GetClusterSt
 	return out, nil
 }
 
+func (c *filaAdminClient) AddNode(ctx context.Context, in *AddNodeRequest, opts ...grpc.CallOption) (*AddNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddNodeResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_AddNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaAdminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *filaAdminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaderResponse)
+	err := c.cc.Invoke(ctx, FilaAdmin_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FilaAdminServer is the server API for FilaAdmin service.
 // All implementations must embed UnimplementedFilaAdminServer
 // for forward compatibility.
@@ -326,6 +380,27 @@ type FilaAdminServer interface {
 	// A single node answers enabled = false and nothing else. filad's
 	// addition (`fila cluster status`); it needs admin on "*".
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
+	// Membership (docs/cluster.md, "Adding, removing and replacing a
+	// node"). filad's additions; they need admin on "*".
+	//
+	// AddNode records a member in the meta group's node table: the groups'
+	// leaders then add it as a learner to every group, and promote it to a
+	// voter once it has caught up. Answers once the record is applied.
+	AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error)
+	// RemoveNode marks a member removed: the groups' leaders take it out of
+	// every group (a leader being removed hands its leadership over first),
+	// and its messages are refused from then on. A removed id never comes
+	// back. Answers once the mark is applied, not once every group let go.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// Leader transfer (issue 25). TransferLeader moves a raft group's
+	// leadership to a voter of the group, and answers once the group's
+	// leader sees it lead (FAILED_PRECONDITION: not a voter;
+	// INVALID_ARGUMENT: no such group or node; DEADLINE_EXCEEDED: it had not
+	// taken over within the caller's deadline, or 5 election timeouts).
+	// Any node takes it: one that does not lead the group forwards it to
+	// the leader. filad's addition (`fila cluster transfer-leader`); it
+	// needs admin on "*".
+	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	mustEmbedUnimplementedFilaAdminServer()
 }
 
@@ -389,6 +464,15 @@ func (UnimplementedFilaAdminServer) Backup(*BackupRequest, grpc.ServerStreamingS
 }
 func (UnimplementedFilaAdminServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedFilaAdminServer) AddNode(context.Context, *AddNodeRequest) (*AddNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddNode not implemented")
+}
+func (UnimplementedFilaAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedFilaAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
 }
 func (UnimplementedFilaAdminServer) mustEmbedUnimplementedFilaAdminServer() {}
 func (UnimplementedFilaAdminServer) testEmbeddedByValue()                   {}
@@ -728,6 +812,60 @@ func _FilaAdmin_GetClusterStatus_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FilaAdmin_AddNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).AddNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_AddNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).AddNode(ctx, req.(*AddNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaAdmin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FilaAdmin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FilaAdminServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FilaAdmin_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FilaAdminServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FilaAdmin_ServiceDesc is the grpc.ServiceDesc for FilaAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -802,6 +940,18 @@ var FilaAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _FilaAdmin_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "AddNode",
+			Handler:    _FilaAdmin_AddNode_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _FilaAdmin_RemoveNode_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _FilaAdmin_TransferLeader_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

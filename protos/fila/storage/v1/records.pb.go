@@ -763,10 +763,13 @@ func (x *BatchOp) GetIfValue() []byte {
 // other nodes reach it (internal_addr) and where clients do (client_addr,
 // the address a refusal names as a leader's).
 type NodeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	InternalAddr  string                 `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
-	ClientAddr    string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	InternalAddr string                 `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
+	ClientAddr   string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	// removed: RemoveNode marked it. The record stays, so that the id is
+	// never added again, and its raft messages and calls are refused.
+	Removed       bool `protobuf:"varint,4,opt,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -820,6 +823,13 @@ func (x *NodeRecord) GetClientAddr() string {
 		return x.ClientAddr
 	}
 	return ""
+}
+
+func (x *NodeRecord) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
 }
 
 var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
@@ -894,13 +904,14 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\bKIND_PUT\x10\x01\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x02\x12\x16\n" +
 	"\x12KIND_DELETE_PREFIX\x10\x03\x12\x15\n" +
-	"\x11KIND_PUT_IF_VALUE\x10\x04\"b\n" +
+	"\x11KIND_PUT_IF_VALUE\x10\x04\"|\n" +
 	"\n" +
 	"NodeRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
 	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
-	"clientAddrB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
+	"clientAddr\x12\x18\n" +
+	"\aremoved\x18\x04 \x01(\bR\aremovedB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
 
 var (
 	file_fila_storage_v1_records_proto_rawDescOnce sync.Once

@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// The target of a move leads at least two fewer than the mover, is a
+// member and caught up, and leads the fewest of those.
+func TestPickTarget(t *testing.T) {
+	members := []uint64{1, 2, 3}
+	up := func(node, match uint64) PeerProgress {
+		return PeerProgress{Node: node, Match: match, Active: true, Replicating: true}
+	}
+	for _, tc := range []struct {
+		name   string
+		counts map[uint64]int
+		peers  []PeerProgress
+		want   uint64
+	}{
+		{"the one back from a failover", map[uint64]int{1: 5, 2: 4, 3: 0}, []PeerProgress{up(1, 100), up(2, 100), up(3, 100)}, 3},
+		{"a spread within one moves nothing", map[uint64]int{1: 4, 2: 3, 3: 3}, []PeerProgress{up(1, 100), up(2, 100), up(3, 100)}, 0},
+		{"a lagging target is passed over", map[uint64]int{1: 5, 2: 3, 3: 0}, []PeerProgress{up(1, 100), up(2, 100), up(3, 10)}, 2},
+		{"a target not heard from is passed over", map[uint64]int{1: 6, 2: 6, 3: 0},
+			[]PeerProgress{up(1, 100), up(2, 100), {Node: 3, Match: 100, Replicating: true}}, 0},
+		{"a probed target is passed over", map[uint64]int{1: 6, 2: 6, 3: 0},
+			[]PeerProgress{up(1, 100), up(2, 100), {Node: 3, Match: 100, Active: true}}, 0},
+		{"a voter that is no member is passed over", map[uint64]int{1: 6, 2: 6}, []PeerProgress{up(1, 100), up(2, 100), up(4, 100)}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := pickTarget(1, tc.counts, members, tc.peers, 100, DefaultBalanceMaxLag)
+			if got != tc.want || ok != (tc.want != 0) {
+				t.Fatalf("pickTarget = %d, %v; want %d", got, ok, tc.want)
+			}
+		})
+	}
+}
+
+// Three drivers: whatever the first elections gave, the balancers end
+// with every node leading its share of six groups, and then move nothing.
+func TestBalancersSpreadLeadership(t *testing.T) {
+	groups := []uint64{0, 1, 2, 3, 4, 5}
+	c := newTestCluster(t, 3, groups...)
+	for _, g := range groups {
+		c.leader(g, 0)
+	}
+	// Everything led by node 1 first: the worst spread.
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for _, g := range groups {
+		for {
+			l := c.leader(g, 0)
+			if l == 1 {
+				break
+			}
+			_ = c.node(l).TransferLeader(ctx, g, 1)
+		}
+	}
+	members := func() []uint64 { return c.peers }
+	for _, id := range c.peers {
+		b := StartBalancer(BalanceOptions{Driver: c.node(id), Members: members, Groups: groups,
+			Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		t.Cleanup(b.Stop)
+	}
+	deadline := time.Now().Add(patience)
+	for {
+		counts, settled := leadCounts(c.node(1), groups)
+		if settled && counts[1] == 2 && counts[2] == 2 && counts[3] == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leadership not spread: %v", counts)
+		}
+		time.Sleep(10 * time.Millisecond) // polls the drivers' status; the outcome is theirs
+	}
+}

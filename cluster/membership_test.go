@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"testing"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
+	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
+)
+
+// confs are the memberships of every group as their leaders applied them.
+func (c *replicaNet) confs() map[uint64]*pb.ConfState {
+	out := map[uint64]*pb.ConfState{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g := uint64(0); g <= testPartitions; g++ {
+		for _, r := range c.nodes {
+			if st, _ := r.Driver.Status(g); st.Leading {
+				out[g] = st.Conf
+			}
+		}
+	}
+	return out
+}
+
+// everyGroup runs the controllers until each group's leader applied a
+// membership that holds ok.
+func (c *replicaNet) everyGroup(what string, ok func(*pb.ConfState) bool) {
+	c.t.Helper()
+	telemetrytest.Await(c.t, patience, func() (bool, string) {
+		c.settle(1)
+		confs := c.confs()
+		for g := uint64(0); g <= testPartitions; g++ {
+			if confs[g] == nil || !ok(confs[g]) {
+				return false, fmt.Sprintf("not every group %s: %v", what, confs)
+			}
+		}
+		return true, ""
+	})
+}
+
+// settle runs every live node's controller for rounds rounds, each
+// round waiting until the changes it proposed applied: the controllers
+// run only here, so that what a test sees after is what they decided.
+func (c *replicaNet) settle(rounds int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for range rounds {
+		c.mu.Lock()
+		nodes := maps.Clone(c.nodes)
+		c.mu.Unlock()
+		for id, r := range nodes {
+			newMembership(r, id, testPartitions, slog.New(slog.NewTextHandler(io.Discard, nil))).Reconcile(ctx)
+		}
+		telemetrytest.Await(c.t, patience, func() (bool, string) {
+			for _, r := range nodes {
+				for g := uint64(0); g <= testPartitions; g++ {
+					if p, err := r.Driver.confPending(ctx, g); p || err != nil {
+						return false, fmt.Sprintf("group %d's change never applied (%v)", g, err)
+					}
+				}
+			}
+			return true, ""
+		})
+	}
+}
+
+// A node recorded in the table is added to the groups as a learner
+// first: while it is down it stays one (it has caught up with nothing),
+// and the groups commit with their old quorum. Started empty (no
+// bootstrap), it catches up and is promoted to voter everywhere. A node
+// then removed leaves every group, leaders included, and the rest
+// serve.
+func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	for g := uint64(0); g <= testPartitions; g++ {
+		c.leaderOf(g)
+	}
+	var b storage.Batch
+	b.PutMessage("orders", "m1", &storagev1.MessageRecord{Payload: []byte("before")})
+	c.write(&b)
+
+	c.serveSnapshots(4)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	metaLeader := func() *Replica { return c.leaderOf(MetaGroup) }
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := metaLeader().AddNode(ctx, 4, c.addrs[4])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
+	})
+	// One group at a time per leader: a leader adds the learner to its
+	// next group only once the last one caught up, which a node that is
+	// down never does.
+	c.settle(5)
+	learner := 0
+	for _, cs := range c.confs() {
+		if slices.Contains(cs.GetLearners(), 4) {
+			learner++
+		}
+	}
+	if learner == 0 {
+		t.Fatalf("no group has node 4 as a learner: %v", c.confs())
+	}
+	b = storage.Batch{}
+	b.PutMessage("orders", "m2", &storagev1.MessageRecord{Payload: []byte("with a learner down")})
+	c.write(&b)
+	for _, cs := range c.confs() {
+		if slices.Contains(cs.GetVoters(), 4) {
+			t.Fatalf("a learner that caught up with nothing was promoted: %v", cs)
+		}
+	}
+
+	c.openWith(4, nil)
+	c.everyGroup("has node 4 as a voter", func(cs *pb.ConfState) bool {
+		return slices.Contains(cs.GetVoters(), 4) && len(cs.GetLearners()) == 0 && len(cs.GetVoters()) == 4
+	})
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		got, err := c.node(4).Local.LoadQueue("orders")
+		return err == nil && len(got.Messages) == 2, fmt.Sprintf("node 4 holds %+v (%v)", got, err)
+	})
+
+	leaderOfMeta := metaLeader().Driver.opts.NodeID
+	gone := leaderOfMeta // removing the meta leader: it hands the group over first
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := metaLeader().RemoveNode(ctx, gone)
+		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
+	})
+	c.everyGroup(fmt.Sprintf("let node %d go", gone), func(cs *pb.ConfState) bool {
+		return !slices.Contains(cs.GetVoters(), gone) && !slices.Contains(cs.GetLearners(), gone) && len(cs.GetVoters()) == 3
+	})
+	for g := uint64(0); g <= testPartitions; g++ {
+		if st, _ := c.node(gone).Driver.Status(g); st.Leading {
+			t.Fatalf("the removed node still leads group %d", g)
+		}
+	}
+	c.close(gone)
+	b = storage.Batch{}
+	b.PutMessage("orders", "m3", &storagev1.MessageRecord{Payload: []byte("after")})
+	c.write(&b)
+	if err := metaLeader().AddNode(ctx, gone, c.addrs[gone]); err == nil {
+		t.Fatal("a removed id was added again")
+	}
+}
+
+// A registration committed after its node's removal (sent before the
+// node learnt of it) leaves the record removed on every replica.
+func TestARemovedNodeIsNotRevivedByALateRegistration(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).RemoveNode(ctx, 3)
+		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
+	})
+	late, err := registration(NodeInfo{ID: 3, InternalAddr: c.addrs[3], ClientAddr: "127.0.0.1:5557"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).Driver.Propose(ctx, MetaGroup, late)
+		return err == nil, fmt.Sprintf("the late registration: %v", err)
+	})
+	// Then an entry after it, so that every replica has applied past it.
+	var b storage.Batch
+	b.PutNode(&storagev1.NodeRecord{Id: 1, InternalAddr: c.addrs[1], ClientAddr: "127.0.0.1:5555"})
+	c.write(&b)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		for _, id := range c.peers {
+			got, _ := c.node(id).Nodes.Get(1)
+			if got.ClientAddr != "127.0.0.1:5555" {
+				return false, fmt.Sprintf("node %d has not applied the last entry", id)
+			}
+			if n3, _ := c.node(id).Nodes.Get(3); !n3.Removed {
+				return false, fmt.Sprintf("node %d sees node 3 revived: %+v", id, n3)
+			}
+		}
+		return true, ""
+	})
+}
