@@ -193,7 +193,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, internal net.Listener, tlsFiles *tlsFiles, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -294,7 +294,10 @@ func openCluster(ctx context.Context, cfg config.Config, tlsFiles *tlsFiles, tel
 	}
 	n.placement = cluster.NewPlacement(n.replica)
 	n.syncPeers()
-	if n.lis, err = net.Listen("tcp", cc.InternalListenAddr); err != nil {
+	if n.lis = internal; n.lis == nil {
+		n.lis, err = net.Listen("tcp", cc.InternalListenAddr)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("cluster.internal_listen_addr: %w", err)
 	}
 	serverOpts := append(transport.ServerOptions(),

@@ -132,7 +132,7 @@ func startTrio(t *testing.T, o trioOptions) *trio {
 	t.Helper()
 	const n = 3
 	tr := &trio{srvs: make([]*server.Server, n)}
-	clients := make([]net.Listener, n)
+	clients, internals := make([]net.Listener, n), make([]net.Listener, n)
 	listen := make([]string, n)
 	var members []string
 	for i := range n {
@@ -140,10 +140,11 @@ func startTrio(t *testing.T, o trioOptions) *trio {
 		host := trioHost(i, o.spread)
 		clients[i], err = net.Listen("tcp", host+":0")
 		require.NoError(t, err)
-		l, err := net.Listen("tcp", host+":0")
+		// Held, and handed to the node: a port freed for it could be
+		// taken by a parallel test before it listens.
+		internals[i], err = net.Listen("tcp", host+":0")
 		require.NoError(t, err)
-		listen[i] = l.Addr().String()
-		require.NoError(t, l.Close()) // free for the node; a test-only race for the port
+		listen[i] = internals[i].Addr().String()
 		named := listen[i]
 		if o.relays {
 			r := startRelay(t, listen[i])
@@ -169,7 +170,7 @@ func startTrio(t *testing.T, o trioOptions) *trio {
 		if o.opts != nil {
 			opts = o.opts(i)
 		}
-		opts.Listener = clients[i]
+		opts.Listener, opts.InternalListener = clients[i], internals[i]
 		wg.Go(func() {
 			tr.srvs[i], errs[i] = filadtest.Serve(context.Background(), cfg, opts)
 		})

@@ -50,6 +50,11 @@ type Options struct {
 	// Listener, when set, is served instead of listening on
 	// Config.Server.ListenAddr.
 	Listener net.Listener
+	// InternalListener, when set, is the cluster's internal port instead
+	// of listening on Config.Cluster.InternalListenAddr (which the
+	// members line must still name): a harness that picks the members'
+	// ports first keeps them, so no other process can take one meanwhile.
+	InternalListener net.Listener
 	// Store, when set, is used instead of opening badger in
 	// Config.Storage.DataDir (which is then not read). It stays the
 	// caller's to close, after Shutdown.
@@ -189,7 +194,7 @@ func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, e
 		return nil, err
 	}
 	if s.cfg.Cluster.Enabled {
-		if s.node, err = openCluster(ctx, s.cfg, s.tls, s.telemetry, s.log); err != nil {
+		if s.node, err = openCluster(ctx, s.cfg, opts.InternalListener, s.tls, s.telemetry, s.log); err != nil {
 			return reserve, err
 		}
 		s.store, s.ownStore = s.node.replica.Store, true
