@@ -3,11 +3,12 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/fila-dev/filad/internal/ports"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/propagation"
@@ -198,10 +199,11 @@ func TestFollowerProxiesToTheLeader(t *testing.T) {
 // freeAddr is a loopback address free now (a test-only race for the port).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Below the ephemeral range: a port from :0 could be given to an
+	// outgoing connection between this check and the node's listen.
+	addr, err := ports.Free(map[string]bool{})
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // faultControl posts to a node's fault control port.
