@@ -92,13 +92,7 @@ func runChecked(t *testing.T, opts Options, rng *rand.Rand, maxOps int, nemesis 
 	start := time.Now()
 
 	c := Start(t, opts)
-	clients := make([]*client.Client, len(c.Nodes))
-	for i, n := range c.Nodes {
-		cl, err := client.Dial(n.Addr, client.Options{DialOptions: []grpc.DialOption{FastReconnect()}})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = cl.Close() })
-		clients[i] = cl
-	}
+	clients := dialAll(t, c)
 	on := func(worker int) *client.Client { return clients[worker%len(clients)] }
 	const queue = "checker"
 	ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
