@@ -120,11 +120,11 @@ func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 func transferLeaderCmd(ctx context.Context, g global, e env, pos []string) int {
 	group, err := parseGroup(pos[0])
 	if err != nil {
-		return usageErr(e, "PARTITION %q: %v", pos[0], err)
+		return usageErr(e, "cluster transfer-leader: PARTITION %q: %v", pos[0], err)
 	}
-	node, err := strconv.ParseUint(pos[1], 10, 64)
-	if err != nil || node == 0 {
-		return usageErr(e, "NODE %q: want a member's node id (> 0)", pos[1])
+	node, err := nodeArg("transfer-leader", "NODE", pos[1])
+	if err != nil {
+		return usageErr(e, "%v", err)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		resp, err := admin.TransferLeader(ctx, &filav1.TransferLeaderRequest{GroupId: group, NodeId: node})

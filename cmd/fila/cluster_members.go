@@ -27,9 +27,9 @@ var clusterMemberCommands = map[string]func(ctx context.Context, g global, e env
 func init() { maps.Copy(clusterSubcommands, clusterMemberSubcommands) }
 
 func addNodeCmd(ctx context.Context, g global, e env, pos []string) int {
-	id, err := strconv.ParseUint(pos[0], 10, 64)
-	if err != nil || id == 0 {
-		return usageErr(e, "cluster add-node: ID %q: want a node id > 0", pos[0])
+	id, err := nodeArg("add-node", "ID", pos[0])
+	if err != nil {
+		return usageErr(e, "%v", err)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		if _, err := admin.AddNode(ctx, &filav1.AddNodeRequest{NodeId: id, InternalAddr: pos[1]}); err != nil {
@@ -41,9 +41,9 @@ func addNodeCmd(ctx context.Context, g global, e env, pos []string) int {
 }
 
 func removeNodeCmd(ctx context.Context, g global, e env, pos []string) int {
-	id, err := strconv.ParseUint(pos[0], 10, 64)
-	if err != nil || id == 0 {
-		return usageErr(e, "cluster remove-node: ID %q: want a node id > 0", pos[0])
+	id, err := nodeArg("remove-node", "ID", pos[0])
+	if err != nil {
+		return usageErr(e, "%v", err)
 	}
 	return adminCall(ctx, g, e, func(admin filav1.FilaAdminClient) error {
 		if _, err := admin.RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: id}); err != nil {
@@ -52,6 +52,15 @@ func removeNodeCmd(ctx context.Context, g global, e env, pos []string) int {
 		fmt.Fprintf(e.stdout, "node %d marked removed: the groups let it go; `fila cluster status` shows it in none\n", id)
 		return nil
 	})
+}
+
+// nodeArg reads the node id argument name of `fila cluster verb`.
+func nodeArg(verb, name, s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("cluster %s: %s %q: want a node id > 0", verb, name, s)
+	}
+	return id, nil
 }
 
 // nodeRole is how many groups a member votes in and learns in, or that it

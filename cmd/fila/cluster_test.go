@@ -96,6 +96,12 @@ func TestClusterTransferLeaderCommand(t *testing.T) {
 	r = fila(t, node, "", "cluster", "transfer-leader", "x", "1")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, `PARTITION "x"`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "1", "0")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, `cluster transfer-leader: NODE "0": want a node id > 0`)
+	r = fila(t, node, "", "cluster", "transfer-leader", "99", "1")
+	require.NotZero(t, r.code)
+	require.Contains(t, r.stderr, "group_id: 99 is no group")
 	r = fila(t, node, "", "cluster", "transfer-leader", "1")
 	require.Equal(t, 2, r.code)
 
