@@ -81,7 +81,7 @@ func (x Index) WithThrottleKeys(keys []string) Index {
 // user: the table must not grow with every key ever seen). Keys are
 // length-prefixed, so no two sets meet.
 var throttleSets = struct {
-	sync.Mutex
+	sync.RWMutex
 	m map[string]weak.Pointer[[]string]
 }{m: map[string]weak.Pointer[[]string]{}}
 
@@ -96,6 +96,13 @@ func internThrottle(keys []string) *[]string {
 		sb.WriteString(k)
 	}
 	joined := sb.String()
+	// Most enqueues name a set in use: a shared lock finds it.
+	throttleSets.RLock()
+	p := throttleSets.m[joined].Value()
+	throttleSets.RUnlock()
+	if p != nil {
+		return p
+	}
 	throttleSets.Lock()
 	defer throttleSets.Unlock()
 	if p := throttleSets.m[joined].Value(); p != nil {
@@ -105,7 +112,7 @@ func internThrottle(keys []string) *[]string {
 	for i, k := range keys {
 		own[i] = unique.Make(k).Value()
 	}
-	p := &own
+	p = &own
 	throttleSets.m[joined] = weak.Make(p)
 	runtime.AddCleanup(p, forgetThrottleSet, joined)
 	return p
@@ -123,8 +130,8 @@ func forgetThrottleSet(joined string) {
 
 // throttleSetsInterned is how many sets the table holds.
 func throttleSetsInterned() int {
-	throttleSets.Lock()
-	defer throttleSets.Unlock()
+	throttleSets.RLock()
+	defer throttleSets.RUnlock()
 	return len(throttleSets.m)
 }
 
