@@ -76,8 +76,11 @@ func (b *Balancer) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		<-b.stop
-		cancel()
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done(): // run ended first
+		}
 	}()
 	t := time.NewTicker(b.opts.Interval)
 	defer t.Stop()

@@ -55,6 +55,9 @@ func TestBalancersSpreadLeadership(t *testing.T) {
 			if l == 1 {
 				break
 			}
+			if ctx.Err() != nil {
+				t.Fatalf("group %d never moved to node 1 (led by %d)", g, l)
+			}
 			_ = c.node(l).TransferLeader(ctx, g, 1)
 		}
 	}

@@ -146,7 +146,8 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 				return false, nil
 			}
 			m.log.Info("cluster: adding a node to a group as a learner", slog.Uint64("group", group), slog.Uint64("node_id", id))
-			return true, m.driver.ChangeConf(ctx, group, confChange(pb.ConfChangeType_ConfChangeAddLearnerNode, id))
+			err := m.driver.ChangeConf(ctx, group, confChange(pb.ConfChangeType_ConfChangeAddLearnerNode, id))
+			return err == nil, err
 		}
 	}
 	var rep *Replication
@@ -199,11 +200,11 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 		}
 		if to != 0 {
 			m.log.Info("cluster: handing over a group's leadership before leaving it", slog.Uint64("group", group), slog.Uint64("to", to))
-			// TransferLeader waits until to leads: bounded, since raft
-			// abandons a transfer after an election timeout.
-			tctx, cancel := context.WithTimeout(ctx, 3*time.Duration(m.driver.opts.ElectionTicks)*m.driver.opts.Tick)
-			defer cancel()
-			return false, m.driver.TransferLeader(tctx, group, to)
+			// Asked, not awaited: the next round sees who leads.
+			if err := m.driver.startTransfer(ctx, group, to); !errors.Is(err, errTransferring) {
+				return false, err
+			}
+			return false, nil
 		}
 	}
 	return false, nil

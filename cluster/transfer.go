@@ -27,32 +27,34 @@ var ErrNotVoter = errors.New("cluster: not a voter of the group")
 // a later call may try again). While a transfer is under way the leader
 // drops proposals (ProposeAsync answers a plain failure).
 func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
-	errc := make(chan error, 1)
-	err := d.onGroup(ctx, group, func(g *raftGroup) {
-		st := g.rn.BasicStatus()
-		switch {
-		case g.leading == 0:
-			errc <- &NotLeaderError{Group: group, Leader: st.Lead}
-		case to == d.opts.NodeID:
-			errc <- nil
-		case !slices.Contains(g.conf.GetVoters(), to):
-			errc <- fmt.Errorf("%w: node %d, group %d (voters %v)", ErrNotVoter, to, group, g.conf.GetVoters())
-		default:
-			g.rn.TransferLeader(to)
-			errc <- errTransferring
-		}
-	})
-	if err == nil {
-		select {
-		case err = <-errc:
-		case <-d.done:
-			err = storage.ErrClosed
-		}
-	}
-	if !errors.Is(err, errTransferring) {
+	if err := d.startTransfer(ctx, group, to); !errors.Is(err, errTransferring) {
 		return err
 	}
 	return d.awaitLeader(ctx, group, to)
+}
+
+// startTransfer asks group's raft to hand its leadership to to, and
+// returns at once: errTransferring when it asked, nil when to is this
+// node and it leads, else why not (as TransferLeader). The membership
+// controller uses it alone, and reads the outcome in its next round.
+func (d *Driver) startTransfer(ctx context.Context, group, to uint64) error {
+	var err error
+	if lerr := d.onGroup(ctx, group, func(g *raftGroup) {
+		st := g.rn.BasicStatus()
+		switch {
+		case g.leading == 0:
+			err = &NotLeaderError{Group: group, Leader: st.Lead}
+		case to == d.opts.NodeID:
+		case !slices.Contains(g.conf.GetVoters(), to):
+			err = fmt.Errorf("%w: node %d, group %d (voters %v)", ErrNotVoter, to, group, g.conf.GetVoters())
+		default:
+			g.rn.TransferLeader(to)
+			err = errTransferring
+		}
+	}); lerr != nil {
+		return lerr
+	}
+	return err
 }
 
 // errTransferring: the loop started the transfer; the caller waits.

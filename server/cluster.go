@@ -80,6 +80,7 @@ type clusterNode struct {
 	// groups' memberships from it, on the driver's goroutine too.
 	driver     atomic.Pointer[cluster.Driver]
 	partitions int
+	syncMu     sync.Mutex // one syncPeers at a time
 	// Leader balance (issue 25): balancer is nil with
 	// cluster.leader_balance off; groups are every group's id, election
 	// the election timeout.
@@ -436,7 +437,7 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 		Driver: n.replica.Driver, Groups: n.groups, Interval: cc.LeaderBalanceInterval(), Logger: log,
 		Members: func() []uint64 {
 			var ids []uint64
-			for _, m := range nodes.All() {
+			for _, m := range nodes.Active() { // a removed node leads nothing
 				ids = append(ids, m.ID)
 			}
 			return ids

@@ -29,6 +29,11 @@ import (
 // it on the driver's goroutine, and the membership controller after each
 // round; it does not block.
 func (n *clusterNode) syncPeers() {
+	// Called from the driver (after a node-table reload), a join and the
+	// membership rounds: one at a time, so that a round that read the
+	// table before a removal cannot write the removed peer back after.
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
 	addrs := map[uint64]string{}
 	for _, m := range n.guard.nodes.All() {
 		switch {
