@@ -180,6 +180,23 @@ func namesHost(addr string) bool {
 	return ip == nil || !ip.IsUnspecified()
 }
 
+// DialableAddr reports why addr cannot be dialed from elsewhere: it must
+// be host:port with a host that is not empty or unspecified and a port
+// in 1..65535 (an address given for a member, not one to listen on).
+func DialableAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if !namesHost(addr) {
+		return fmt.Errorf("%q names no host another machine can dial (empty, 0.0.0.0 or ::)", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is not 1..65535", addr, port)
+	}
+	return nil
+}
+
 // MemberHosts are the hosts of the initial members' internal addresses,
 // which a member's certificate must name.
 func (c Cluster) MemberHosts() []string {

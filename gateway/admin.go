@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fila-dev/filad/actors"
+	"github.com/fila-dev/filad/config"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
@@ -56,8 +55,8 @@ func (s *Server) AddNode(ctx context.Context, req *filav1.AddNodeRequest) (*fila
 	if err := s.membershipRequest(req.GetNodeId()); err != nil {
 		return nil, err
 	}
-	if _, _, err := net.SplitHostPort(req.GetInternalAddr()); err != nil {
-		return nil, toStatus(invalid("internal_addr: must be host:port, the node's cluster.internal_listen_addr as the members reach it (%v)", err))
+	if err := config.DialableAddr(req.GetInternalAddr()); err != nil {
+		return nil, toStatus(invalid("internal_addr: must be host:port, the node's cluster.internal_listen_addr as the members reach it: %v", err))
 	}
 	if err := s.opts.Cluster.AddNode(ctx, req.GetNodeId(), req.GetInternalAddr()); err != nil {
 		return nil, toStatus(err)
@@ -96,10 +95,10 @@ func (s *Server) TransferLeader(ctx context.Context, req *filav1.TransferLeaderR
 		return nil, err
 	}
 	term, err := s.opts.Cluster.TransferLeader(ctx, req.GetGroupId(), req.GetNodeId())
-	if errors.Is(err, actors.ErrNotLeader) {
-		return nil, toStatus(err) // the leader's hint: the proxy forwards it there
-	}
 	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			err = toStatus(err) // a NotLeaderError keeps the leader's hint: the proxy forwards it there
+		}
 		return nil, err
 	}
 	return &filav1.TransferLeaderResponse{Term: term}, nil

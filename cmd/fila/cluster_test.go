@@ -67,6 +67,14 @@ func TestClusterCommands(t *testing.T) {
 	require.Contains(t, r.stderr, "node 1 is the cluster's last member")
 	r = fila(t, node, "", "cluster", "remove-node", "0")
 	require.Equal(t, 2, r.code, r.stderr)
+	// An address no member could dial is refused before anything is
+	// recorded (a recorded id cannot be moved, only removed for good).
+	for addr, why := range map[string]string{"0.0.0.0:7000": "names no host", "10.0.0.5:": `port ""`, ":7000": "names no host", "h:abc": `port "abc"`, "h:0": `port "0"`, "nohost": "missing port"} {
+		r = fila(t, node, "", "cluster", "add-node", "3", addr)
+		require.NotZero(t, r.code, addr)
+		require.Contains(t, r.stderr, "internal_addr: must be host:port", addr)
+		require.Contains(t, r.stderr, why, addr)
+	}
 	r = fila(t, single, "", "cluster", "add-node", "2", "127.0.0.1:1")
 	require.NotZero(t, r.code)
 	require.Contains(t, r.stderr, "a single node has no members to change")
