@@ -128,13 +128,6 @@ func forgetThrottleSet(joined string) {
 	}
 }
 
-// throttleSetsInterned is how many sets the table holds.
-func throttleSetsInterned() int {
-	throttleSets.RLock()
-	defer throttleSets.RUnlock()
-	return len(throttleSets.m)
-}
-
 // IndexOf is the index record of rec, a message record as enqueued or
 // moved, with its fairness key interned.
 func IndexOf(rec *storagev1.MessageRecord) Index {
