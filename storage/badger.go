@@ -87,6 +87,14 @@ type Badger struct {
 
 var _ Store = (*Badger)(nil)
 
+const (
+	// valueThreshold is the smallest value badger keeps in its value log
+	// rather than inline in the LSM tree.
+	valueThreshold = 512
+	// valueLogFileSize is where badger starts a new value log file.
+	valueLogFileSize = 64 << 20
+)
+
 // Open opens (creating if needed) the store in opts.Dir and starts its
 // committer and value-log GC.
 func Open(opts Options) (*Badger, error) {
@@ -110,10 +118,16 @@ func Open(opts Options) (*Badger, error) {
 		WithBlockCacheSize(16 << 20).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
-		// Values over 4 KiB go to the value log, so big payloads do not fill
-		// the memtables (64 KiB enqueues: 3× faster than inline); value-log
-		// GC reclaims them after acks.
-		WithValueThreshold(4 << 10)
+		// Values over 512 B (payloads, with their headers) go to the value
+		// log, so compactions move keys and pointers, not payloads: inline,
+		// a 100k-message purge's compactions rewrote the payloads and took
+		// the CPU other queues' writes needed (issue 19; decisions.md);
+		// value-log GC reclaims them after acks. Index records stay inline.
+		WithValueThreshold(valueThreshold).
+		// badger maps each value log file sparse at twice this size and
+		// walAhead allocates all of it (so that a write on a full disk
+		// cannot fault): 128 MiB of disk, not badger's 2 GiB.
+		WithValueLogFileSize(valueLogFileSize)
 	db, err := badger.Open(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
@@ -125,7 +139,7 @@ func Open(opts Options) (*Badger, error) {
 		maxSize:  db.MaxBatchSize() / 2,
 		maxCount: db.MaxBatchCount() / 2,
 		onCommit: opts.OnCommit,
-		walAhead: newWALAhead(opts.Dir, bopts.MemTableSize, log),
+		walAhead: newWALAhead(opts.Dir, bopts.MemTableSize, bopts.ValueLogFileSize, log),
 	}
 	gcCtx, stop := context.WithCancel(context.Background())
 	s.stopGC = stop

@@ -28,6 +28,20 @@ import (
 // an error, where a fault would have killed filad; it is retried on every
 // commit, and the disk reserve (server/reserve.go) is what gives it room.
 // Only the committer uses it after Open.
+//
+// The value log (*.vlog, where values over the value threshold go) is
+// written the same way, through a shared mmap of a sparse file of twice
+// the value log file size. badger creates each one with O_EXCL, so it
+// cannot be prepared ahead: walAhead allocates the file badger writes to
+// as soon as it sees it, at Open (badger always starts a new one there)
+// and after every commit (badger rotates inside a write, so the commit
+// that rotates is the last to write to the old file and the next commit
+// the first to write to the new). What is left is a window: one badger
+// write that carries more than one request (the committer's and a value
+// log GC's rewrite, which badger batches together) can rotate and go on
+// writing into the new file before the committer allocates it. On a full
+// disk such a write would fault; it needs a rotation, a GC rewrite and a
+// full disk at the same moment.
 type walAhead struct {
 	dir   string
 	size  int64 // what badger sizes a memtable log to
@@ -35,15 +49,20 @@ type walAhead struct {
 	ready bool  // next is created and allocated
 	log   *slog.Logger
 	warn  bool // the last attempt failed and was logged
+
+	vlog     int   // the number of the value log file allocated last (0: none)
+	vlogSize int64 // what badger sizes a value log file to
+	vlogWarn bool  // the last value log allocation failed and was logged
 }
 
-// newWALAhead allocates the blocks of the memtable log badger.Open created
-// and of the DISCARD file it maps (dir must hold an open store), and
-// prepares the next memtable log.
-func newWALAhead(dir string, memTableSize int64, log *slog.Logger) *walAhead {
-	w := &walAhead{dir: dir, size: 2 * memTableSize, log: log}
+// newWALAhead allocates the blocks of the memtable log and value log file
+// badger.Open created and of the DISCARD file it maps (dir must hold an
+// open store), and prepares the next memtable log.
+func newWALAhead(dir string, memTableSize, valueLogFileSize int64, log *slog.Logger) *walAhead {
+	w := &walAhead{dir: dir, size: 2 * memTableSize, vlogSize: 2 * valueLogFileSize, log: log}
 	w.next = lastMemtable(dir) + 1
-	for _, f := range []string{w.path(w.next - 1), filepath.Join(dir, "DISCARD")} {
+	w.vlog = lastFile(dir, ".vlog")
+	for _, f := range []string{w.path(w.next - 1), w.vlogPath(w.vlog), filepath.Join(dir, "DISCARD")} {
 		if err := allocateFile(f, 0, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("could not allocate a store file's blocks; a write to it on a full disk would crash filad",
 				slog.String("file", f), slog.Any("error", err))
@@ -57,10 +76,36 @@ func (w *walAhead) path(fid int) string {
 	return filepath.Join(w.dir, fmt.Sprintf("%05d.mem", fid))
 }
 
+func (w *walAhead) vlogPath(fid int) string {
+	return filepath.Join(w.dir, fmt.Sprintf("%06d.vlog", fid))
+}
+
+// tendValueLog allocates the value log files badger created since the
+// last look: a stat when nothing changed.
+func (w *walAhead) tendValueLog() {
+	for {
+		if _, err := os.Stat(w.vlogPath(w.vlog + 1)); err != nil {
+			return
+		}
+		w.vlog++
+		err := allocateFile(w.vlogPath(w.vlog), unix.FALLOC_FL_KEEP_SIZE, w.vlogSize)
+		switch {
+		case err == nil && w.vlogWarn:
+			w.vlogWarn = false
+			w.log.Info("value log files are allocated again", slog.String("file", w.vlogPath(w.vlog)))
+		case err != nil && !w.vlogWarn && !errors.Is(err, os.ErrNotExist):
+			w.vlogWarn = true
+			w.log.Warn("could not allocate a value log file's blocks; a write to it on a full disk would crash filad",
+				slog.String("file", w.vlogPath(w.vlog)), slog.Any("error", err))
+		}
+	}
+}
+
 // tend moves on past the memtable logs badger has taken (a sized file) and
-// makes sure the next one is created and allocated. It costs a stat or two
-// when nothing changed.
+// makes sure the next one is created and allocated, then allocates a new
+// value log file. It costs a stat or three when nothing changed.
 func (w *walAhead) tend() {
+	w.tendValueLog()
 	for {
 		st, err := os.Stat(w.path(w.next))
 		if err == nil && st.Size() == 0 && w.ready {
@@ -108,11 +153,15 @@ func (w *walAhead) close() {
 }
 
 // lastMemtable is the highest memtable log number in dir, 0 if none.
-func lastMemtable(dir string) int {
-	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+func lastMemtable(dir string) int { return lastFile(dir, ".mem") }
+
+// lastFile is the highest number of a file named <number><ext> in dir, 0
+// if none.
+func lastFile(dir, ext string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
 	last := 0
-	for _, m := range mems {
-		if fid, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(m), ".mem")); err == nil {
+	for _, m := range files {
+		if fid, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(m), ext)); err == nil {
 			last = max(last, fid)
 		}
 	}

@@ -64,10 +64,10 @@ func TestMemtableLogsAreAllocatedAhead(t *testing.T) {
 
 	// 24 MiB of messages under the value threshold: all of it goes to the
 	// memtable logs, and badger switches memtables at least once.
-	const n, payload = 8000, 3 << 10
-	for i := 0; i < n; i += 500 {
+	const n, payload = 64000, valueThreshold - 128
+	for i := 0; i < n; i += 2000 {
 		var b Batch
-		for j := i; j < i+500; j++ {
+		for j := i; j < i+2000; j++ {
 			b.PutMessage("q", fmt.Sprintf("%06d", j), &storagev1.MessageRecord{Payload: make([]byte, payload)})
 		}
 		require.NoError(t, s.Write(&b))
@@ -85,4 +85,50 @@ func TestMemtableLogsAreAllocatedAhead(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, qc.Messages, n)
 	requireAllocatedAhead(t, dir, memTableSize)
+}
+
+// TestValueLogFilesAreAllocated: every value log file badger writes has
+// all its blocks allocated, the one Open started and those it rotates to,
+// so that a write to one on a full disk cannot fault (SIGBUS).
+func TestValueLogFilesAreAllocated(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SyncWrites: false})
+	require.NoError(t, err)
+	requireValueLogAllocated(t, dir, 1)
+
+	// Payloads over the value threshold, 2.5 value log files of them:
+	// badger rotates twice.
+	const payload = 16 << 10
+	n := 5 * valueLogFileSize / 2 / payload
+	for i := 0; i < n; i += 200 {
+		var b Batch
+		for j := i; j < min(i+200, n); j++ {
+			b.PutMessage("q", fmt.Sprintf("%06d", j), &storagev1.MessageRecord{Payload: make([]byte, payload)})
+		}
+		require.NoError(t, s.Write(&b))
+	}
+	requireValueLogAllocated(t, dir, 3)
+	require.NoError(t, s.Close())
+
+	// A restart starts a new file, allocated too.
+	s = open(t, dir)
+	requireValueLogAllocated(t, dir, 4)
+	qc, err := s.LoadQueue("q")
+	require.NoError(t, err)
+	require.Len(t, qc.Messages, n)
+}
+
+// requireValueLogAllocated: dir has at least files value log files, and
+// the newest (the one badger writes) has no holes.
+func requireValueLogAllocated(t *testing.T, dir string, files int) {
+	t.Helper()
+	vlogs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(vlogs), files, "value log files: %v", vlogs)
+	newest := vlogs[len(vlogs)-1] // Glob sorts; names are zero-padded
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(newest, &st))
+	require.GreaterOrEqual(t, st.Size, int64(2*valueLogFileSize), "%s: mapped at twice the file size", newest)
+	require.GreaterOrEqual(t, st.Blocks*512, st.Size, "%s: the value log file being written has no holes", newest)
 }

@@ -19,7 +19,7 @@ import (
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
-// TestDiskFullOnARealFileSystem runs filad on a small tmpfs and fills it to
+// TestDiskFullOnARealFileSystem runs filad on a small tmpfs (512 MiB: the store allocates about 200 MiB of it ahead, memtable logs and a value log file) and fills it to
 // the last byte, three times, with its queue holding a backlog: filad must
 // refuse Enqueue, keep serving leases and acks (its store writes on), never
 // crash, and take Enqueue again by itself once the space is back; a kill -9
@@ -30,12 +30,12 @@ import (
 // injected ENOSPC store, and this test says so and skips.
 func TestDiskFullOnARealFileSystem(t *testing.T) {
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Skipf("no tmpfs here (mount: %v: %s); server.TestDiskFullEpisodesUnderLoad covers full-disk writes with an injected ENOSPC store",
 			err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	t.Log("disk-full episodes on a real 256 MiB tmpfs")
+	t.Log("disk-full episodes on a real 512 MiB tmpfs")
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
