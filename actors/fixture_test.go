@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/scripting"
 	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
@@ -238,6 +240,17 @@ func requireNoDelivery(t *testing.T, c *Consumer) {
 type faultyStore struct {
 	storage.Store
 	panicNext atomic.Bool
+	// failReads, set, fails every ReadMessages (a disk read error).
+	failReads atomic.Bool
+}
+
+var errReadInjected = errors.New("read failed (injected by a test)")
+
+func (s *faultyStore) ReadMessages(queue string, ids []string) ([]*storagev1.MessageRecord, error) {
+	if s.failReads.Load() {
+		return nil, errReadInjected
+	}
+	return s.Store.ReadMessages(queue, ids)
 }
 
 func (s *faultyStore) Submit(b *storage.Batch, done func(error)) {

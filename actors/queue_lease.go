@@ -142,8 +142,8 @@ func (q *queueActor) dispatch(ctx actor.Context) {
 // consumer has credit and buffer room and a message is ready, reads their
 // headers and payloads in one go (bodies), and sends them. It reports how
 // many it sent and how many of those were redeliveries. When the read
-// fails, none is sent: their leases are undone in b and they are ready
-// again.
+// fails, none is sent: their leases are undone in b, they are ready
+// again, and the throttle tokens they took are given back.
 func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, written *LeaseWrite) (sent int, redelivered int64, err error) {
 	out := q.outgoing[:0]
 	defer func() {
@@ -185,6 +185,9 @@ func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, wri
 		if err != nil {
 			b.DeleteLease(q.cfg.Name, m.id) // after its put: the lease is undone
 			q.transition(m, stateReady)
+			if keys := m.idx.ThrottleKeys(); len(keys) > 0 {
+				q.deps.throttles.Refund(keys, time.Now()) // not delivered: its tokens are not spent
+			}
 			continue
 		}
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: recs[i], LeasedAt: now, ExpiresAt: expires, Written: written}

@@ -153,6 +153,21 @@ func (t *Throttles) Take(keys []string, now time.Time) (ok bool, hit string, ret
 	return true, "", time.Time{}
 }
 
+// Refund gives back the token Take took from each of keys, for a message
+// that was not delivered after all (its dispatch round's read failed):
+// kept, a failed read would spend the key's rate on deliveries that never
+// happened. A bucket is never filled past its burst, and a key no longer
+// throttled (or whose rate changed since) is left as it is.
+func (t *Throttles) Refund(keys []string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		if b := t.bucketLocked(k, now); b != nil {
+			b.tokens = min(b.burst, b.tokens+1)
+		}
+	}
+}
+
 // ThrottleStats is one throttle key's bucket now.
 type ThrottleStats struct {
 	Key        string

@@ -259,3 +259,28 @@ func TestThrottledQueueStaysIdle(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedReadRefundsThrottleTokens: a dispatch round whose read of the
+// messages' records fails delivers nothing, and gives back the tokens its
+// messages took. Kept, a key of burst 1 and a slow rate lost its one token
+// to a delivery that never happened, and its message waited the whole
+// refill (here ~17 minutes) once the store read again.
+func TestFailedReadRefundsThrottleTokens(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	require.NoError(t, f.ask(nil, &SetConfig{Key: "throttle.slow", Value: "0.001,1"}).(*AdminReply).Err)
+	f.createWith(QueueConfig{Name: "q", VisibilityTimeout: time.Minute, OnEnqueueScript: throttleByHeader})
+	f.enqueue("q", map[string]string{"key": "s", "throttle": "slow"})
+
+	f.store.failReads.Store(true)
+	c := f.subscribe("q", 10) // its dispatch takes the token, and its read fails
+	require.EqualValues(t, 1, f.stats("q").Depth, "not delivered: ready again")
+	requireNoDelivery(t, c)
+	st := f.sys.Throttles().Stats(time.Now())
+	require.Len(t, st, 1)
+	require.GreaterOrEqual(t, st[0].Tokens, 1.0, "the token is given back")
+
+	f.store.failReads.Store(false)
+	f.sys.Send(f.sys.Directory().Lookup("q").PID, &ConsumerReady{}) // a dispatch
+	require.Equal(t, "s", f.recv(c).Record.GetFairnessKey(), "delivered with the refunded token")
+}
