@@ -342,3 +342,65 @@ func TestPeekPages(t *testing.T) {
 		require.Equal(t, tc.more, p.More, "%+v", tc)
 	}
 }
+
+// TestStepwiseOperationsOutlastTheRequestTimeout (issue 19): a purge or
+// redrive of a big queue runs in steps and may take longer than
+// Options.RequestTimeout, which bounds one actor turn's reply. Its caller
+// waits for the whole operation (before, it got a timeout at 30 s while
+// the operation went on), and one who goes away stops waiting.
+func TestStepwiseOperationsOutlastTheRequestTimeout(t *testing.T) {
+	t.Parallel()
+	const requestTimeout = time.Second
+	for _, tc := range []struct {
+		name, from string
+		op         any
+	}{
+		{"purge", "q", &Purge{}},
+		{"redrive", "q.dlq", &Redrive{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			steps := &stepStore{Store: storage.NewMemory()}
+			f := startOn(t, &faultyStore{Store: steps}, func(o *Options) { o.RequestTimeout = requestTimeout })
+			f.create("q", time.Minute)
+			f.fill(tc.from, 2*moveStep)
+			pid := f.sys.Directory().Lookup(tc.from).PID
+			release := steps.holdFirst()
+			reply := make(chan any, 1)
+			start := time.Now()
+			go func() {
+				r, err := f.sys.Ask(context.Background(), pid, nil, tc.op)
+				if err != nil {
+					r = err
+				}
+				reply <- r
+			}()
+			steps.waitHeld(t)
+			// The step stays held until the request timeout has passed:
+			// this waits for time to pass, not for an event.
+			time.Sleep(requestTimeout - time.Since(start) + requestTimeout/2)
+			close(release)
+			r := <-reply
+			require.IsType(t, &MoveReply{}, r, "the reply, not a timeout: %v", r)
+			require.NoError(t, r.(*MoveReply).Err)
+			require.EqualValues(t, 2*moveStep, r.(*MoveReply).Moved)
+			require.Greater(t, time.Since(start), requestTimeout)
+
+			// A caller who goes away stops waiting; the operation goes on.
+			f.fill(tc.from, 2*moveStep)
+			release = steps.holdFirst()
+			ctx, cancel := context.WithCancel(context.Background())
+			gone := make(chan error, 1)
+			go func() {
+				_, err := f.sys.Ask(ctx, pid, nil, tc.op)
+				gone <- err
+			}()
+			steps.waitHeld(t)
+			cancel()
+			require.ErrorIs(t, <-gone, context.Canceled)
+			close(release)
+			require.Eventually(t, func() bool { return f.stats(tc.from).Depth == 0 }, waitFor, 10*time.Millisecond,
+				"the operation finished without its caller")
+		})
+	}
+}

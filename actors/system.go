@@ -146,10 +146,31 @@ func (s *System) SyncQueues(ctx context.Context) error {
 	return nil
 }
 
+// stepwise marks the requests whose reply comes once an operation of many
+// steps has finished: a purge, a redrive, the delete of a full queue. The
+// actor serves other requests between the steps, so such an operation on a
+// big queue may rightly take longer than Options.RequestTimeout, which
+// bounds a reply that one turn of an actor gives. Their wait is bounded by
+// the caller: its deadline, or its going away.
+type stepwise interface{ stepwise() }
+
+func (*Purge) stepwise()       {}
+func (*Redrive) stepwise()     {}
+func (*DeleteQueue) stepwise() {}
+
+// stepwiseTimeout bounds a stepwise request whose caller set no deadline,
+// so that a lost reply cannot hold the waiting goroutine for ever.
+const stepwiseTimeout = 24 * time.Hour
+
 // Ask sends msg to pid in an envelope carrying header (may be nil) and waits
-// for the reply, bounded by Options.RequestTimeout and ctx.
+// for the reply, bounded by Options.RequestTimeout and ctx. A purge, a
+// redrive or a queue's delete is bounded by ctx alone.
 func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]string, msg any) (any, error) {
 	timeout, callerBound := s.opts.RequestTimeout, false
+	_, long := msg.(stepwise)
+	if long {
+		timeout = stepwiseTimeout
+	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout, callerBound = time.Until(dl), true
 	}
@@ -158,7 +179,7 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	}
 	f := actor.NewFuture(s.as, timeout)
 	s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
-	res, err := f.Result()
+	res, err := result(ctx, f, long)
 	_, dead := res.(*actor.DeadLetterResponse)
 	if dead || errors.Is(err, actor.ErrDeadLetter) {
 		// The actor stopped before it took msg: its queue was deleted, or
@@ -177,6 +198,29 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 		return nil, fmt.Errorf("actors: no reply from %s: %w", pid.Id, err)
 	}
 	return res, nil
+}
+
+// result waits for f; watching ctx too when the wait may be long, so that
+// a caller who went away stops waiting (the operation goes on).
+func result(ctx context.Context, f *actor.Future, watchCaller bool) (any, error) {
+	if !watchCaller || ctx.Done() == nil {
+		return f.Result()
+	}
+	type outcome struct {
+		res any
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := f.Result()
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("actors: gave up waiting for the reply: %w", ctx.Err())
+	}
 }
 
 // Stop stops the queue actors (they end their streams), then the telemetry

@@ -248,7 +248,9 @@ type Server struct {
 	// or nacked. Defaults to 256.
 	DefaultMaxInFlight int `koanf:"default_max_in_flight"`
 	// RequestTimeoutMS bounds every wait on an actor's reply; a storage
-	// commit that takes longer is answered UNAVAILABLE. Defaults to 30000.
+	// commit that takes longer is answered UNAVAILABLE. Purge, Redrive and
+	// DeleteQueue run in steps and are bounded by their caller's deadline
+	// instead. Defaults to 30000.
 	RequestTimeoutMS int `koanf:"request_timeout_ms"`
 	// MaxHeaderListBytes bounds the gRPC metadata (HTTP/2 header list) of one
 	// call; a bigger one is refused before it is buffered. Defaults to 65536.

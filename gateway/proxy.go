@@ -179,6 +179,16 @@ func (s *Server) forward(ctx context.Context, node uint64, method string, req, r
 	return err
 }
 
+// stepwiseMethods answer once an operation of many steps has finished (a
+// purge, a redrive, the delete of a full queue), which may rightly take
+// longer than ForwardTimeout; as on the leader itself (actors.System.Ask),
+// their wait is bounded by the caller alone.
+var stepwiseMethods = map[string]bool{
+	filav1.FilaAdmin_PurgeQueue_FullMethodName:  true,
+	filav1.FilaAdmin_Redrive_FullMethodName:     true,
+	filav1.FilaAdmin_DeleteQueue_FullMethodName: true,
+}
+
 func (s *Server) invoke(ctx context.Context, node uint64, method string, req, reply proto.Message) error {
 	conn, err := s.opts.Peers.Conn(node)
 	if err != nil {
@@ -192,7 +202,7 @@ func (s *Server) invoke(ctx context.Context, node uint64, method string, req, re
 		md.Set(StopAtRefusalMetadata, "true")
 	}
 	otel.GetTextMapPropagator().Inject(ctx, MetadataCarrier(md))
-	if _, ok := ctx.Deadline(); !ok && s.opts.ForwardTimeout > 0 {
+	if _, ok := ctx.Deadline(); !ok && s.opts.ForwardTimeout > 0 && !stepwiseMethods[method] {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.ForwardTimeout)
 		defer cancel()
