@@ -95,15 +95,15 @@ const (
 )
 
 func (m *resourceMonitor) check() {
-	rss, rssErr := residentBytes()
+	anon, anonErr := anonymousBytes()
 	heapFree := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 	metrics.Read(heapFree)
-	nearAlarm := rssErr == nil && m.maxMem > 0 && float64(rss) >= memoryClearRatio*float64(m.maxMem)
+	nearAlarm := anonErr == nil && m.maxMem > 0 && float64(anon) >= memoryClearRatio*float64(m.maxMem)
 	if v := heapFree[0].Value; v.Kind() == metrics.KindUint64 && v.Uint64() > releaseAbove &&
 		(nearAlarm || time.Since(m.released) >= releaseEvery) {
 		debug.FreeOSMemory()
 		m.released = time.Now()
-		rss, rssErr = residentBytes()
+		anon, anonErr = anonymousBytes()
 	}
 	if free, err := freeDiskBytes(m.dir); err == nil {
 		free = m.tendReserve(free)
@@ -116,9 +116,9 @@ func (m *resourceMonitor) check() {
 		}
 		m.set(gateway.AlarmDisk, low || released, !low && !released, reason)
 	}
-	if rssErr == nil && m.maxMem > 0 {
-		m.set(gateway.AlarmMemory, rss >= m.maxMem, float64(rss) < memoryClearRatio*float64(m.maxMem),
-			fmt.Sprintf("resident memory %d bytes reached limits.max_memory_bytes %d", rss, m.maxMem))
+	if anonErr == nil && m.maxMem > 0 {
+		m.set(gateway.AlarmMemory, anon >= m.maxMem, float64(anon) < memoryClearRatio*float64(m.maxMem),
+			fmt.Sprintf("anonymous resident memory %d bytes reached limits.max_memory_bytes %d", anon, m.maxMem))
 	}
 }
 
@@ -173,21 +173,43 @@ func freeDiskBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * st.Bsize, nil
 }
 
-// residentBytes is this process's resident set size, from /proc.
+// residentBytes is this process's resident set size, from /proc: what
+// the process metrics report.
 func residentBytes() (int64, error) {
+	resident, _, err := statm()
+	return resident, err
+}
+
+// anonymousBytes is the part of the resident set that is not file pages:
+// the memory the kernel cannot reclaim without the process giving it back.
+// The memory alarm judges this. Badger reads and writes its value log
+// through mmapped files, so a big backlog's recent payloads are resident
+// file pages of this process: the page cache's, given back under pressure,
+// not a reason to refuse Enqueue.
+func anonymousBytes() (int64, error) {
+	resident, shared, err := statm()
+	return resident - shared, err
+}
+
+// statm reads /proc/self/statm's resident and shared (file-backed
+// resident) sizes, in bytes.
+func statm() (resident, shared int64, err error) {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, errors.New("statm: unexpected format")
+	if len(f) < 3 {
+		return 0, 0, errors.New("statm: unexpected format")
 	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, err
+	var pages [2]int64
+	for i := range pages {
+		if pages[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
+			return 0, 0, err
+		}
 	}
-	return pages * int64(os.Getpagesize()), nil
+	page := int64(os.Getpagesize())
+	return pages[0] * page, pages[1] * page, nil
 }
 
 // machineMemory is the cgroup v2 memory limit when one is set, else the
