@@ -135,8 +135,7 @@ func (q *queueActor) fail(b *storage.Batch, m *message, expired bool, errText st
 // being lost.
 func (q *queueActor) endLife(b *storage.Batch, m *message, attempts uint32, expired bool, errText string) (f failure, done bool) {
 	if !q.cfg.DeadLetter || IsDLQ(q.cfg.Name) {
-		b.DeleteMessage(q.cfg.Name, m.id)
-		b.DeleteLease(q.cfg.Name, m.id)
+		b.DeleteSettled(q.cfg.Name, m.id)
 		return failure{outcome: drop}, true
 	}
 	dlq := q.deps.dir.Lookup(DLQName(q.cfg.Name))

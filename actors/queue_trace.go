@@ -29,8 +29,12 @@ func (q *queueActor) startChild(ctx context.Context, name string) (context.Conte
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.IsSampled() {
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	return q.deps.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	return q.deps.tracer.Start(ctx, name, internalSpan)
 }
+
+// internalSpan is made once: an option per span was an allocation per
+// message.
+var internalSpan = trace.WithSpanKind(trace.SpanKindInternal)
 
 // commitSpan covers one durable write; end it when the committer reports.
 func (q *queueActor) commitSpan(ctx context.Context) trace.Span {

@@ -308,8 +308,7 @@ func (q *queueActor) prepareSettle(parent context.Context, r SettleItem, b *stor
 			span.SetAttributes(telemetry.KeyOutcome.String(it.fate.outcome.String()))
 		}
 	} else {
-		b.DeleteMessage(q.cfg.Name, r.ID)
-		b.DeleteLease(q.cfg.Name, r.ID)
+		b.DeleteSettled(q.cfg.Name, r.ID)
 	}
 	return it
 }

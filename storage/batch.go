@@ -257,8 +257,9 @@ func (b *Batch) PutMessage(queue, id string, rec *storagev1.MessageRecord) {
 // record, IndexOf(rec), already.
 func (b *Batch) PutMessageIndexed(queue, id string, rec *storagev1.MessageRecord, idx Index) {
 	b.own(FamilyOf(queue))
-	b.put(queue+"\x00"+id, itemKey(prefixMessage, queue, id), rec)
-	b.PutIndex(queue, id, idx)
+	item := queue + "\x00" + id
+	b.put(item, itemKey(prefixMessage, queue, id), rec)
+	b.add(item, op{key: itemKey(prefixIndex, queue, id), value: indexValue(idx)})
 }
 
 // DeleteMessage removes a message and its index record.
@@ -267,6 +268,16 @@ func (b *Batch) DeleteMessage(queue, id string) {
 	item := queue + "\x00" + id
 	b.del(item, itemKey(prefixMessage, queue, id))
 	b.del(item, itemKey(prefixIndex, queue, id))
+}
+
+// DeleteSettled removes a message, its index record and its lease in one
+// unit: a message acked, or dropped at the end of its life.
+func (b *Batch) DeleteSettled(queue, id string) {
+	b.own(FamilyOf(queue))
+	item := queue + "\x00" + id
+	b.del(item, itemKey(prefixMessage, queue, id))
+	b.del(item, itemKey(prefixIndex, queue, id))
+	b.del(item, itemKey(prefixLease, queue, id))
 }
 
 // PutLease stores a lease.

@@ -43,6 +43,31 @@ func runWrites(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Empty(t, qc.Leases)
 	})
 
+	t.Run("DeleteSettledRemovesMessageIndexAndLease", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var put storage.Batch
+		for _, id := range []string{"x", "y"} {
+			put.PutMessageIndexed("q", id, &storagev1.MessageRecord{Payload: []byte(id)}, storage.Index{Weight: 1})
+			put.PutLease("q", id, &storagev1.LeaseRecord{ExpiresAtUnixMs: 1})
+		}
+		require.NoError(t, s.Write(&put))
+		var del storage.Batch
+		del.DeleteSettled("q", "x")
+		require.Equal(t, 1, del.Units(), "one unit: all of the message or none")
+		require.NoError(t, s.Write(&del))
+		qc, err := s.LoadQueue("q")
+		require.NoError(t, err)
+		require.Len(t, qc.Messages, 1, "only x is gone")
+		require.Equal(t, "y", qc.Messages[0].ID)
+		require.NotContains(t, qc.Leases, "x")
+		require.Contains(t, qc.Leases, "y")
+		idx, err := s.LoadIndex("q")
+		require.NoError(t, err)
+		require.Len(t, idx.Messages, 1, "x's index record is gone too")
+		require.Equal(t, "y", idx.Messages[0].ID)
+	})
+
 	t.Run("DeferredBatchesCommitInOrder", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
