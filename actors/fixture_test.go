@@ -362,7 +362,7 @@ func (f *fixture) requireMatchesStore(queue string) *QueueStats {
 func (f *fixture) awaitIndexed(queue string) {
 	f.t.Helper()
 	require.Eventually(f.t, func() bool {
-		contents, err := f.store.LoadIndex(queue)
+		contents, err := f.store.LoadIndex(queue, nil)
 		return err == nil && contents.Indexed
 	}, waitFor, time.Millisecond, "queue %s never marked indexed", queue)
 }

@@ -121,24 +121,18 @@ func queueConfigFrom(rec *storagev1.QueueRecord) QueueConfig {
 // records written then (indexQueue).
 func (q *queueActor) load(ctx actor.Context) {
 	q.reconfigure()
-	contents, err := q.deps.store.LoadIndex(q.cfg.Name)
-	if err != nil {
-		// Panicking hands the failure to the supervisor, which retries.
-		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
-	}
 	q.epoch = q.config.epochs.Add(1)
 	q.cacheScope = q.cfg.Name + "\x00" + strconv.FormatUint(q.epoch, 10)
-	if !contents.Indexed {
-		q.indexQueue(ctx, contents.Unindexed)
-	}
 	now := time.Now()
 	var expired []*message
-	if len(q.msgs) == 0 {
-		q.msgs = make(map[string]*message, len(contents.Messages)) // grown once, not by doubling
+	if q.msgs == nil {
+		q.msgs = map[string]*message{}
 	}
-	for _, sm := range contents.Messages {
+	// The index records come one by one, straight into the queue's own
+	// entries: a backlog of ten million is never held twice.
+	contents, err := q.deps.store.LoadIndex(q.cfg.Name, func(sm storage.IndexedMessage, l *storagev1.LeaseRecord) error {
 		m := &message{id: sm.ID}
-		if l, ok := contents.Leases[m.id]; ok {
+		if l != nil {
 			m.idx = sm.Index
 			at := time.UnixMilli(l.GetExpiresAtUnixMs())
 			q.applyLease(m, time.Unix(0, l.GetLeasedAtUnixNs()), at, l.GetLeaseId(), nil)
@@ -146,9 +140,17 @@ func (q *queueActor) load(ctx actor.Context) {
 				m.leaseGen++ // as tick does: its expiry entry is stale
 				expired = append(expired, m)
 			}
-			continue
+			return nil
 		}
 		q.applyMessage(m, sm.Index, now) // in enqueue order: the latest weight wins again
+		return nil
+	})
+	if err != nil {
+		// Panicking hands the failure to the supervisor, which retries.
+		panic(fmt.Errorf("actors: load queue %s: %w", q.cfg.Name, err))
+	}
+	if !contents.Indexed {
+		q.indexQueue(ctx, contents.Unindexed)
 	}
 	q.failExpired(ctx, expired, now, "expire leases on recovery")
 	q.armTimer(ctx)

@@ -491,8 +491,8 @@ func (s *ReplicatedStore) QueueItems(queue string, leases bool, after string, li
 }
 
 // LoadIndex implements storage.Store.
-func (s *ReplicatedStore) LoadIndex(queue string) (*storage.QueueIndex, error) {
-	return s.local.LoadIndex(queue)
+func (s *ReplicatedStore) LoadIndex(queue string, each storage.IndexFunc) (*storage.QueueIndex, error) {
+	return s.local.LoadIndex(queue, each)
 }
 
 // ReadMessages implements storage.Store.

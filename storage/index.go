@@ -314,13 +314,14 @@ func indexedKey(queue string) []byte { return append([]byte{prefixIndexed, sep},
 // QueueIndex is what a queue schedules by, as last committed: an index
 // record per message and the leases.
 type QueueIndex struct {
-	// Messages are in id (enqueue) order.
+	// Messages are in id (enqueue) order; empty when LoadIndex was given
+	// each, which had them instead.
 	Messages []IndexedMessage
 	// Leases maps message id to its lease.
 	Leases map[string]*storagev1.LeaseRecord
 	// Indexed: the queue is marked (MarkIndexed), and only index records
 	// were read. Unindexed lists, otherwise, the messages stored without an
-	// index record, whose index in Messages was made from the whole record.
+	// index record, whose index was made from the whole record.
 	Indexed   bool
 	Unindexed []IndexedMessage
 }
@@ -331,17 +332,34 @@ type IndexedMessage struct {
 	Index Index
 }
 
-// loadIndex reads queue's index records and leases (scan is one
+// IndexFunc takes one message's index and its lease (nil: none) from
+// LoadIndex.
+type IndexFunc func(m IndexedMessage, lease *storagev1.LeaseRecord) error
+
+// loadIndex reads queue's leases and index records (scan is one
 // transaction's, so no unit tears between them), and, unless the queue is
-// marked indexed, its message records for the messages without one.
-func loadIndex(scan scanFunc, queue string) (*QueueIndex, error) {
+// marked indexed, its message records for the messages without one. Each
+// message's index goes to each, or, with each nil, into qi.Messages.
+func loadIndex(scan scanFunc, queue string, take IndexFunc) (*QueueIndex, error) {
 	qi := &QueueIndex{Leases: map[string]*storagev1.LeaseRecord{}}
+	each := func(im IndexedMessage) error {
+		if take == nil {
+			qi.Messages = append(qi.Messages, im)
+			return nil
+		}
+		return take(im, qi.Leases[im.ID])
+	}
 	key := indexedKey(queue)
 	err := scan(key, func(k, _ []byte) error {
 		qi.Indexed = qi.Indexed || bytes.Equal(k, key) // not "orders.dlq" for "orders"
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	// The leases first: whoever takes the messages one by one needs each
+	// one's lease as it comes.
+	if err := loadLeases(scan, queue, qi.Leases); err != nil {
 		return nil, err
 	}
 	var stored map[string]Index // !Indexed: by id
@@ -359,37 +377,26 @@ func loadIndex(scan scanFunc, queue string) (*QueueIndex, error) {
 			stored[id] = idx
 			return nil
 		}
-		qi.Messages = append(qi.Messages, IndexedMessage{ID: id, Index: idx})
-		return nil
+		return each(IndexedMessage{ID: id, Index: idx})
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || qi.Indexed {
+		return qi, err
 	}
-	if !qi.Indexed {
-		// Every message record, in id order; an index record wins.
-		err = scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
-			id := splitItemKey(k, queue)
-			if idx, ok := stored[id]; ok {
-				qi.Messages = append(qi.Messages, IndexedMessage{ID: id, Index: idx})
-				return nil
-			}
-			rec := &storagev1.MessageRecord{}
-			if err := proto.Unmarshal(v, rec); err != nil {
-				return err
-			}
-			im := IndexedMessage{ID: id, Index: IndexOf(rec)}
-			qi.Messages = append(qi.Messages, im)
-			qi.Unindexed = append(qi.Unindexed, im)
-			return nil
-		})
-		if err != nil {
-			return nil, err
+	// Every message record, in id order; an index record wins.
+	err = scan(queueItemsPrefix(prefixMessage, queue), func(k, v []byte) error {
+		id := splitItemKey(k, queue)
+		if idx, ok := stored[id]; ok {
+			return each(IndexedMessage{ID: id, Index: idx})
 		}
-	}
-	if err := loadLeases(scan, queue, qi.Leases); err != nil {
-		return nil, err
-	}
-	return qi, nil
+		rec := &storagev1.MessageRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		im := IndexedMessage{ID: id, Index: IndexOf(rec)}
+		qi.Unindexed = append(qi.Unindexed, im)
+		return each(im)
+	})
+	return qi, err
 }
 
 // getFunc calls fn with the value stored under key, and reports whether
@@ -412,10 +419,10 @@ func readMessages(get getFunc, queue string, ids []string) ([]*storagev1.Message
 }
 
 // LoadIndex implements Store, in one transaction.
-func (s *Badger) LoadIndex(queue string) (*QueueIndex, error) {
+func (s *Badger) LoadIndex(queue string, each IndexFunc) (*QueueIndex, error) {
 	var qi *QueueIndex
 	err := s.db.View(func(txn *badger.Txn) (err error) {
-		qi, err = loadIndex(func(prefix []byte, fn func(k, v []byte) error) error { return scanTxn(txn, prefix, fn) }, queue)
+		qi, err = loadIndex(func(prefix []byte, fn func(k, v []byte) error) error { return scanTxn(txn, prefix, fn) }, queue, each)
 		return err
 	})
 	if err != nil {
@@ -444,10 +451,10 @@ func (s *Badger) ReadMessages(queue string, ids []string) ([]*storagev1.MessageR
 }
 
 // LoadIndex implements Store.
-func (m *Memory) LoadIndex(queue string) (*QueueIndex, error) {
+func (m *Memory) LoadIndex(queue string, each IndexFunc) (*QueueIndex, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return loadIndex(m.scanLocked, queue)
+	return loadIndex(m.scanLocked, queue, each)
 }
 
 // ReadMessages implements Store.

@@ -31,7 +31,7 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 			old.PutMessage("q.dlq", "3", &storagev1.MessageRecord{FairnessKey: "other"}) // a name that starts the same
 			old.MarkIndexed("q.dlq")
 			require.NoError(t, s.Write(&old))
-			qi, err := s.LoadIndex("q")
+			qi, err := s.LoadIndex("q", nil)
 			require.NoError(t, err)
 			require.False(t, qi.Indexed, "q.dlq's mark is not q's")
 			require.Len(t, qi.Messages, 2)
@@ -52,7 +52,7 @@ func TestLoadIndexReadsBothLayoutsThenTheIndexAlone(t *testing.T) {
 			// found; one that read them would list it.
 			idx.put("q\x00"+"4", itemKey(prefixMessage, "q", "4"), &storagev1.MessageRecord{})
 			require.NoError(t, s.Write(&idx))
-			qi, err = s.LoadIndex("q")
+			qi, err = s.LoadIndex("q", nil)
 			require.NoError(t, err)
 			require.True(t, qi.Indexed)
 			require.Empty(t, qi.Unindexed)

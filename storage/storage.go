@@ -65,8 +65,11 @@ type Store interface {
 	LoadQueue(queue string) (*QueueContents, error)
 	// LoadIndex returns what a queue schedules by: its messages' index
 	// records and its leases, reading no payload once the queue is marked
-	// indexed (see QueueIndex).
-	LoadIndex(queue string) (*QueueIndex, error)
+	// indexed (see QueueIndex). With each set, it calls each for every
+	// message's index, in id order, with the message's lease (nil: none),
+	// and keeps none of them (QueueIndex.Messages stays empty): a big
+	// backlog's index is then never held twice.
+	LoadIndex(queue string, each IndexFunc) (*QueueIndex, error)
 	// ReadMessages returns the message records of ids in queue, in the
 	// order of ids, nil for an id with none, as stored: their scheduling
 	// fields may be older than the index record's (WithIndex). It reads

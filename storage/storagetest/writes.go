@@ -62,10 +62,31 @@ func runWrites(t *testing.T, open func(t *testing.T) storage.Store) {
 		require.Equal(t, "y", qc.Messages[0].ID)
 		require.NotContains(t, qc.Leases, "x")
 		require.Contains(t, qc.Leases, "y")
-		idx, err := s.LoadIndex("q")
+		idx, err := s.LoadIndex("q", nil)
 		require.NoError(t, err)
 		require.Len(t, idx.Messages, 1, "x's index record is gone too")
 		require.Equal(t, "y", idx.Messages[0].ID)
+	})
+
+	t.Run("LoadIndexHandsEachMessageWithItsLease", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		var put storage.Batch
+		for _, id := range []string{"a", "b", "c"} {
+			put.PutMessageIndexed("q", id, &storagev1.MessageRecord{Payload: []byte(id)}, storage.Index{Weight: 1})
+		}
+		put.PutLease("q", "b", &storagev1.LeaseRecord{ExpiresAtUnixMs: 5})
+		put.MarkIndexed("q")
+		require.NoError(t, s.Write(&put))
+		var got []string
+		qi, err := s.LoadIndex("q", func(m storage.IndexedMessage, l *storagev1.LeaseRecord) error {
+			got = append(got, fmt.Sprintf("%s:%d", m.ID, l.GetExpiresAtUnixMs()))
+			return nil
+		})
+		require.NoError(t, err)
+		require.Equal(t, []string{"a:0", "b:5", "c:0"}, got, "in id order, each with its lease")
+		require.Empty(t, qi.Messages, "handed over, not kept")
+		require.True(t, qi.Indexed)
 	})
 
 	t.Run("DeferredBatchesCommitInOrder", func(t *testing.T) {
