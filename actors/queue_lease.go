@@ -190,6 +190,7 @@ func (q *queueActor) dispatchRound(b *storage.Batch, now, expires time.Time, wri
 			}
 			continue
 		}
+		q.countPass(m) // before the send: whoever receives it sees the pass counted
 		s.c.Deliveries <- &Delivery{Queue: q.cfg.Name, ID: m.id, LeaseID: m.leaseID, Record: recs[i], LeasedAt: now, ExpiresAt: expires, Written: written}
 		q.fair.delivered(o.key, o.weight)
 		m.span = q.deliverySpan(s.parent, m, recs[i])

@@ -204,10 +204,7 @@ func (q *queueActor) takeThrottle(m *message) bool {
 	}
 	ok, hit, retryAt := q.deps.throttles.Take(keys, time.Now())
 	if ok {
-		for _, k := range keys {
-			q.throttleCounter(k, "pass").Add(1)
-		}
-		m.throttled = false
+		m.throttled = false // its pass is counted once it is delivered (countPass)
 		return true
 	}
 	if !m.throttled {
@@ -218,6 +215,15 @@ func (q *queueActor) takeThrottle(m *message) bool {
 		q.throttledUntil = retryAt
 	}
 	return false
+}
+
+// countPass counts the pass of each of m's throttle keys: m was delivered.
+// Not when its tokens were taken, since a delivery whose read fails gives
+// them back (Throttles.Refund) and takes them again later.
+func (q *queueActor) countPass(m *message) {
+	for _, k := range m.idx.ThrottleKeys() {
+		q.throttleCounter(k, "pass").Add(1)
+	}
 }
 
 // throttleCounter is the counter of throttle decisions on key with

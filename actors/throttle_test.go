@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry"
 )
 
 func TestParseThrottle(t *testing.T) {
@@ -267,7 +269,8 @@ func TestThrottledQueueStaysIdle(t *testing.T) {
 // refill (here ~17 minutes) once the store read again.
 func TestFailedReadRefundsThrottleTokens(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	series := telemetry.NewSeriesSet()
+	f := startOn(t, &faultyStore{Store: storage.NewMemory()}, func(o *Options) { o.Series = series })
 	require.NoError(t, f.ask(nil, &SetConfig{Key: "throttle.slow", Value: "0.001,1"}).(*AdminReply).Err)
 	f.createWith(QueueConfig{Name: "q", VisibilityTimeout: time.Minute, OnEnqueueScript: throttleByHeader})
 	f.enqueue("q", map[string]string{"key": "s", "throttle": "slow"})
@@ -283,4 +286,14 @@ func TestFailedReadRefundsThrottleTokens(t *testing.T) {
 	f.store.failReads.Store(false)
 	f.sys.Send(f.sys.Directory().Lookup("q").PID, &ConsumerReady{}) // a dispatch
 	require.Equal(t, "s", f.recv(c).Record.GetFairnessKey(), "delivered with the refunded token")
+	passes := int64(0)
+	series.Each(func(p telemetry.SeriesPoint) {
+		if p.Spec.Name == telemetry.ThrottleDecisions.Name && p.Counter != nil {
+			if v, ok := p.Attrs.Value(attribute.Key(telemetry.AttrResult)); !ok || v.AsString() != "pass" {
+				return
+			}
+			passes += p.Counter.Value()
+		}
+	})
+	require.EqualValues(t, 1, passes, "one pass: the delivery that failed to read is not one")
 }
