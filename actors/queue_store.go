@@ -125,9 +125,6 @@ func (q *queueActor) load(ctx actor.Context) {
 	q.cacheScope = q.cfg.Name + "\x00" + strconv.FormatUint(q.epoch, 10)
 	now := time.Now()
 	var expired []*message
-	if q.msgs == nil {
-		q.msgs = map[string]*message{}
-	}
 	// The index records come one by one, straight into the queue's own
 	// entries: a backlog of ten million is never held twice.
 	contents, err := q.deps.store.LoadIndex(q.cfg.Name, func(sm storage.IndexedMessage, l *storagev1.LeaseRecord) error {

@@ -177,9 +177,15 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}
-	f := actor.NewFuture(s.as, timeout)
-	s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
-	res, err := result(ctx, f, long)
+	var res any
+	var err error
+	if long {
+		res, err = s.awaitCaller(ctx, pid, &actor.MessageEnvelope{Header: header, Message: msg}, timeout)
+	} else {
+		f := actor.NewFuture(s.as, timeout)
+		s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
+		res, err = f.Result()
+	}
 	_, dead := res.(*actor.DeadLetterResponse)
 	if dead || errors.Is(err, actor.ErrDeadLetter) {
 		// The actor stopped before it took msg: its queue was deleted, or
@@ -200,26 +206,36 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	return res, nil
 }
 
-// result waits for f; watching ctx too when the wait may be long, so that
-// a caller who went away stops waiting (the operation goes on).
-func result(ctx context.Context, f *actor.Future, watchCaller bool) (any, error) {
-	if !watchCaller || ctx.Done() == nil {
-		return f.Result()
-	}
-	type outcome struct {
-		res any
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := f.Result()
-		done <- outcome{res, err}
-	}()
+// awaitCaller sends env to pid with a reply actor of its own as sender and
+// waits for the reply, the caller's going away, or timeout. A protoactor
+// future cannot be abandoned: a goroutine waiting on it lasts until the
+// reply, and stopping it early races with a late reply (the future writes
+// it without its lock). A reply actor stopped early just turns a late
+// reply into a dead letter.
+func (s *System) awaitCaller(ctx context.Context, pid *actor.PID, env *actor.MessageEnvelope, timeout time.Duration) (any, error) {
+	reply := make(chan any, 1)
+	replier := s.as.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case actor.SystemMessage, actor.AutoReceiveMessage:
+		default:
+			select {
+			case reply <- m:
+			default: // only the first reply counts
+			}
+		}
+	}))
+	defer s.as.Root.Stop(replier)
+	env.Sender = replier
+	s.as.Root.Send(pid, env)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
-	case o := <-done:
-		return o.res, o.err
+	case res := <-reply:
+		return res, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("actors: gave up waiting for the reply: %w", ctx.Err())
+	case <-t.C:
+		return nil, actor.ErrTimeout
 	}
 }
 

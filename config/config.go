@@ -286,8 +286,8 @@ type Limits struct {
 	// MinFreeDiskBytes raises the disk alarm when the data directory's file
 	// system has less free space than this. Defaults to 256 MiB.
 	MinFreeDiskBytes int64 `koanf:"min_free_disk_bytes"`
-	// MaxMemoryBytes raises the memory alarm when filad's resident memory
-	// reaches it; cmd/filad also sets GOMEMLIMIT to it (unless GOMEMLIMIT is
+	// MaxMemoryBytes raises the memory alarm when filad's anonymous
+	// resident memory (resident less file pages) reaches it; cmd/filad also sets GOMEMLIMIT to it (unless GOMEMLIMIT is
 	// set). 0 means 60% of the machine's memory (its cgroup limit when one
 	// is set). Defaults to 0.
 	MaxMemoryBytes int64 `koanf:"max_memory_bytes"`

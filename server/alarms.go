@@ -32,7 +32,7 @@ func MemoryLimit(l config.Limits) int64 {
 	return machineMemory() * 6 / 10
 }
 
-// resourceMonitor measures free disk and resident memory every interval
+// resourceMonitor measures free disk and anonymous memory every interval
 // and raises or clears the alarms, with one WARN when an alarm is raised
 // and one INFO when it clears.
 type resourceMonitor struct {
@@ -87,7 +87,7 @@ func (m *resourceMonitor) close() {
 // collection, and under churn, with more than 64 MiB free after every
 // cycle, a release at each check was half of all collections and held a
 // core for up to a second each time (issue 19's operator-tool stalls).
-// Near the memory alarm, where resident memory decides, it releases at
+// Near the memory alarm, where anonymous memory decides, it releases at
 // each check.
 const (
 	releaseAbove = 64 << 20
