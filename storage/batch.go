@@ -263,21 +263,22 @@ func (b *Batch) PutMessageIndexed(queue, id string, rec *storagev1.MessageRecord
 }
 
 // DeleteMessage removes a message and its index record.
-func (b *Batch) DeleteMessage(queue, id string) {
-	b.own(FamilyOf(queue))
-	item := queue + "\x00" + id
-	b.del(item, itemKey(prefixMessage, queue, id))
-	b.del(item, itemKey(prefixIndex, queue, id))
-}
+func (b *Batch) DeleteMessage(queue, id string) { b.deleteItem(queue, id, false) }
 
 // DeleteSettled removes a message, its index record and its lease in one
 // unit: a message acked, or dropped at the end of its life.
-func (b *Batch) DeleteSettled(queue, id string) {
+func (b *Batch) DeleteSettled(queue, id string) { b.deleteItem(queue, id, true) }
+
+// deleteItem removes message id's records, its lease too if lease, in one
+// unit (one item string for all of them).
+func (b *Batch) deleteItem(queue, id string, lease bool) {
 	b.own(FamilyOf(queue))
 	item := queue + "\x00" + id
 	b.del(item, itemKey(prefixMessage, queue, id))
 	b.del(item, itemKey(prefixIndex, queue, id))
-	b.del(item, itemKey(prefixLease, queue, id))
+	if lease {
+		b.del(item, itemKey(prefixLease, queue, id))
+	}
 }
 
 // PutLease stores a lease.
