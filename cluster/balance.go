@@ -138,11 +138,17 @@ func (b *Balancer) step(ctx context.Context) {
 type move struct{ group, to uint64 }
 
 // leadCounts is how many of groups each node leads as this node sees
-// them; settled is false while one of them has no leader known.
+// them; settled is false while one of them has no leader known. Only the
+// groups this node holds a replica of are counted: of the others it has
+// no raft view (a replication factor below the node count), so another
+// node's count may be short of the truth there.
 func leadCounts(d *Driver, groups []uint64) (counts map[uint64]int, settled bool) {
 	counts = map[uint64]int{}
 	for _, g := range groups {
 		st, _ := d.Status(g)
+		if !st.Holds(d.opts.NodeID) {
+			continue
+		}
 		if st.Leader == 0 {
 			return counts, false
 		}

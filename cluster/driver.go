@@ -85,6 +85,10 @@ type DriverOptions struct {
 	// Peers are the voters a fresh group starts with (this node included);
 	// ignored for a group whose log already holds state.
 	Peers []uint64
+	// GroupPeers, if set, are a fresh group's voters instead of Peers (a
+	// replication factor below the node count). A group whose voters do
+	// not include this node starts empty: a leader adds it later, if ever.
+	GroupPeers func(group uint64) []uint64
 	// Tick is one raft tick; ElectionTicks and HeartbeatTicks count them.
 	Tick                          time.Duration
 	ElectionTicks, HeartbeatTicks int
@@ -369,11 +373,17 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		appendSignal: make(chan struct{}, 1), persisted: make(chan persistResult, 1),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	peers := make([]raft.Peer, len(opts.Peers))
-	for i, id := range opts.Peers {
-		peers[i] = raft.Peer{ID: id}
-	}
 	for _, gid := range opts.Groups {
+		ids := opts.Peers
+		if opts.GroupPeers != nil {
+			ids = opts.GroupPeers(gid)
+		}
+		var peers []raft.Peer
+		if slices.Contains(ids, opts.NodeID) {
+			for _, id := range ids {
+				peers = append(peers, raft.Peer{ID: id})
+			}
+		}
 		st, err := opts.Log.Storage(gid)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: group %d: %w", gid, err)
@@ -653,6 +663,13 @@ func (d *Driver) Status(group uint64) (GroupStatus, bool) {
 		_, ok = d.groups[group]
 	}
 	return st, ok
+}
+
+// Holds reports whether the group's membership as last applied here
+// holds node: a voter, a learner, or an outgoing voter.
+func (s GroupStatus) Holds(node uint64) bool {
+	cs := s.Conf
+	return slices.Contains(cs.GetVoters(), node) || slices.Contains(cs.GetLearners(), node) || slices.Contains(cs.GetVotersOutgoing(), node)
 }
 
 // Stop ends the driver; proposals waiting end with ErrOutcomeUnknown.

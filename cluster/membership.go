@@ -31,7 +31,7 @@ type Membership struct {
 	// no group holds any more).
 	after      func()
 	driver     *Driver
-	nodes      *Nodes
+	replicas   func(group uint64) []uint64
 	self       uint64
 	partitions int
 	every      time.Duration
@@ -56,7 +56,7 @@ func StartMembership(r *Replica, self uint64, partitions int, interval time.Dura
 func newMembership(r *Replica, self uint64, partitions int, log *slog.Logger) *Membership {
 	done := make(chan struct{})
 	close(done)
-	return &Membership{driver: r.Driver, nodes: r.Nodes, self: self, partitions: partitions, log: log, stop: func() {}, done: done}
+	return &Membership{driver: r.Driver, replicas: r.Replicas, self: self, partitions: partitions, log: log, stop: func() {}, done: done}
 }
 
 // Stop ends the controller and waits for it.
@@ -84,17 +84,8 @@ func (m *Membership) run(ctx context.Context) {
 	}
 }
 
-// Replicas is which nodes should hold group: every member not removed,
-// today (the replication factor is the node count). It is the one place
-// that decides it: a replication factor below the node count chooses a
-// subset here.
-func (m *Membership) Replicas(group uint64) []uint64 {
-	var ids []uint64
-	for _, n := range m.nodes.Active() {
-		ids = append(ids, n.ID)
-	}
-	return ids
-}
+// Replicas is which nodes should hold group (Replica.Replicas).
+func (m *Membership) Replicas(group uint64) []uint64 { return m.replicas(group) }
 
 // Reconcile makes one step towards the wanted membership in each group
 // this node leads, at most one change per group: a proposal raft takes

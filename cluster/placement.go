@@ -1,16 +1,21 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/fila-dev/filad/actors"
+	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	"github.com/fila-dev/filad/storage"
 )
 
@@ -18,13 +23,34 @@ import (
 // driver's view of the partitions: here when this node leads the family's
 // partition and has passed its term's barrier, else the leader it knows
 // (Node "0" when it knows none: never the zero Location, which is here).
+//
+// A node that holds no replica of a partition (a replication factor below
+// the node count) has no raft view of its leader. It names a guess: the
+// leader a forward last found (Led), else the replica Replicas ranks
+// first; the proxy tries the guess, and once more at the leader a
+// follower there names (gateway.Leaders). A guess that did not answer
+// (Missed) moves on to the next replica.
 type Placement struct {
+	replica  *Replica
 	driver   *Driver
 	families *Families
 	// nodes name the leader's client address for the hint a refusal
 	// carries.
 	nodes *Nodes
+	// guess[g] is the node this node names for partition g while it holds
+	// no replica of it; 0 for none yet.
+	guess []atomic.Uint64
+	// changed, if set, is told when a guess changed (the broker points
+	// its Directory at it: actors.PlacementChanged). It must not block.
+	changed func()
+	// missed wakes the refresher early: a guess did not answer.
+	missed chan struct{}
 }
+
+// DefaultLeaderRefresh is how often a node asks who leads the partitions
+// it holds no replica of (and that hold a queue): a consumer's stream
+// opened there is refused naming that leader, which no forward corrects.
+const DefaultLeaderRefresh = 2 * time.Second
 
 var (
 	_ actors.Partitioner   = (*Placement)(nil)
@@ -33,18 +59,167 @@ var (
 	_ actors.MetaForwarder = (*Placement)(nil)
 )
 
-// NewPlacement answers for r's groups.
-func NewPlacement(r *Replica) *Placement {
-	return &Placement{driver: r.Driver, families: r.Families, nodes: r.Nodes}
+// NewPlacement answers for r's groups; changed, if set, is told when a
+// guess of a leader changed (see Placement).
+func NewPlacement(r *Replica, changed func()) *Placement {
+	return &Placement{replica: r, driver: r.Driver, families: r.Families, nodes: r.Nodes,
+		guess: make([]atomic.Uint64, r.Families.partitions+1), changed: changed, missed: make(chan struct{}, 1)}
+}
+
+// StartRefresh asks every interval (DefaultLeaderRefresh when 0), and at
+// once after a guess missed, a replica of each partition this node holds
+// none of who leads it (Membership/Leaders), and keeps the answers as
+// the guesses. stop ends it and waits.
+func (p *Placement) StartRefresh(interval time.Duration) (stop func()) {
+	interval = cmp.Or(interval, DefaultLeaderRefresh)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			p.refresh(ctx, interval)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-p.missed:
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+// refresh asks each node guessed for a partition held elsewhere who leads
+// the partitions it was guessed for, all at once, each call bounded by
+// timeout; a node that does not answer, or knows no leader, gives way to
+// the next replica.
+func (p *Placement) refresh(ctx context.Context, timeout time.Duration) {
+	self := p.driver.opts.NodeID
+	load := p.families.t.Load().load
+	ask := map[uint64][]uint64{} // node → the groups it is asked about
+	for g := uint64(1); g < uint64(len(p.guess)); g++ {
+		if g > uint64(len(load)) || load[g-1] == 0 {
+			continue // no queue there: no one asks where it is
+		}
+		if st, _ := p.driver.Status(g); st.Holds(self) {
+			continue
+		}
+		if n := p.guessed(g); n != 0 {
+			ask[n] = append(ask[n], g)
+		}
+	}
+	var wg sync.WaitGroup
+	var changed atomic.Bool
+	for node, groups := range ask {
+		wg.Go(func() {
+			answers := p.askLeaders(ctx, node, groups, timeout)
+			for i, g := range groups {
+				next := answers[i]
+				if next == 0 {
+					next = p.after(g, node)
+				}
+				if p.guess[g].Swap(next) != next {
+					changed.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if changed.Load() && p.changed != nil {
+		p.changed()
+	}
+}
+
+// askLeaders is node's answer to Membership/Leaders for groups, in their
+// order; all 0 when it did not answer.
+func (p *Placement) askLeaders(ctx context.Context, node uint64, groups []uint64, timeout time.Duration) []uint64 {
+	out := make([]uint64, len(groups))
+	conn, err := p.replica.peerConn(p.replica.dial, node)
+	if err != nil {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := clusterv1.NewMembershipClient(conn).Leaders(ctx, &clusterv1.LeadersRequest{NodeId: p.driver.opts.NodeID, Groups: groups})
+	if err != nil {
+		return out
+	}
+	for i, l := range resp.GetLeaders() {
+		if i < len(out) && l.GetGroup() == groups[i] {
+			out[i] = l.GetNodeId()
+		}
+	}
+	return out
 }
 
 // Where implements actors.Placement.
 func (p *Placement) Where(family string) actors.Location {
-	st, _ := p.driver.Status(p.families.Group(storage.Owner{Family: family}))
+	g := p.families.Group(storage.Owner{Family: family})
+	st, _ := p.driver.Status(g)
 	if st.Leading {
 		return actors.Location{}
 	}
-	return actors.Location{Node: strconv.FormatUint(st.Leader, 10), LeaderAddr: p.nodes.ClientAddr(st.Leader), Term: st.Term}
+	leader := st.Leader
+	if !st.Holds(p.driver.opts.NodeID) {
+		leader, st.Term = p.guessed(g), 0
+	}
+	return actors.Location{Node: strconv.FormatUint(leader, 10), LeaderAddr: p.nodes.ClientAddr(leader), Term: st.Term}
+}
+
+// guessed is the leader this node names for group, which it holds no
+// replica of: the last found, else the first of its replicas (0 when it
+// knows none).
+func (p *Placement) guessed(g uint64) uint64 {
+	if g >= uint64(len(p.guess)) {
+		return 0
+	}
+	if n := p.guess[g].Load(); n != 0 {
+		return n
+	}
+	return p.after(g, 0)
+}
+
+// Led implements gateway.Leaders.
+func (p *Placement) Led(queue string, node uint64) {
+	p.setGuess(queue, func(uint64) uint64 { return node })
+}
+
+// Missed implements gateway.Leaders: the next guess is the replica after
+// node (after), and the refresher asks it at once.
+func (p *Placement) Missed(queue string, node uint64) {
+	p.setGuess(queue, func(g uint64) uint64 { return p.after(g, node) })
+	select {
+	case p.missed <- struct{}{}:
+	default: // a refresh is due already
+	}
+}
+
+// after is the replica of g after node in Replicas' order, this node left
+// out (the first after the last, and the first when node is none of them).
+func (p *Placement) after(g, node uint64) uint64 {
+	others := slices.DeleteFunc(p.replica.Replicas(g), func(id uint64) bool { return id == p.driver.opts.NodeID })
+	if len(others) == 0 {
+		return 0
+	}
+	i := slices.Index(others, node) // -1: the first
+	return others[(i+1)%len(others)]
+}
+
+// setGuess sets queue's partition's guess to next(g), when this node
+// holds no replica of it, and tells changed if it changed.
+func (p *Placement) setGuess(queue string, next func(g uint64) uint64) {
+	g := p.families.Group(storage.FamilyOf(queue))
+	if g == MetaGroup || g >= uint64(len(p.guess)) {
+		return
+	}
+	if st, _ := p.driver.Status(g); st.Holds(p.driver.opts.NodeID) {
+		return // raft says who leads
+	}
+	n := next(g)
+	if old := p.guess[g].Swap(n); old != n && p.changed != nil {
+		p.changed()
+	}
 }
 
 // SyncMeta implements actors.MetaSyncer: it returns once this node has
@@ -109,7 +284,12 @@ func notLeader(err error, nodes *Nodes) error {
 // the partition has (its replication count): what GetStats and
 // ListQueues report.
 func (p *Placement) Queue(queue string) (leader uint64, voters int) {
-	st, _ := p.driver.Status(p.families.Group(storage.FamilyOf(queue)))
+	g := p.families.Group(storage.FamilyOf(queue))
+	st, _ := p.driver.Status(g)
+	if !st.Holds(p.driver.opts.NodeID) {
+		// No raft view here: the guess, and the count its replicas should be.
+		return p.guess[g].Load(), len(p.replica.Replicas(g))
+	}
 	return st.Leader, st.Voters
 }
 

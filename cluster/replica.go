@@ -56,6 +56,11 @@ type ReplicaOptions struct {
 	ElectionTicks, HeartbeatTicks int
 	// Partitions is the number of partition groups (besides the meta group).
 	Partitions int
+	// ReplicationFactor is how many nodes hold each partition (ReplicasOf);
+	// 0 or at least the node count: every node. A fresh partition starts
+	// on the Peers ReplicasOf ranks for it; this node starts the others
+	// empty, as a joining node does, until a leader adds it.
+	ReplicationFactor int
 	// Send hands raft messages to the transport.
 	Send func(to uint64, msgs []*clusterv1.GroupMessage)
 	// Leading: as DriverOptions.
@@ -108,6 +113,8 @@ type Replica struct {
 	// Families places each queue family on its partition, kept up to date
 	// with the meta group.
 	Families *Families
+	rf       int
+	dial     func(addr string) (*grpc.ClientConn, error)
 	logger   *slog.Logger
 
 	snaps     *snapshots
@@ -141,7 +148,7 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	opts.SnapshotEntries = cmp.Or(opts.SnapshotEntries, DefaultSnapshotEntries)
 	opts.LogTail = cmp.Or(opts.LogTail, opts.SnapshotEntries/2)
 	opts.SnapshotRate = cmp.Or(opts.SnapshotRate, DefaultSnapshotRate)
-	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, Families: families, logger: opts.Logger, conns: map[string]*grpc.ClientConn{}}
+	r := &Replica{Local: local, Log: raftlog.New(local.DB()), Nodes: opts.Nodes, Families: families, rf: opts.ReplicationFactor, dial: opts.Dial, logger: opts.Logger, conns: map[string]*grpc.ClientConn{}}
 	r.snaps = &snapshots{
 		node: opts.NodeID, db: local.DB(), log: r.Log, groupOf: families.Group,
 		metaInstalled: func() error {
@@ -179,7 +186,8 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	r.compactor = newCompactor(r.Log, opts.SnapshotEntries, opts.LogTail, &r.counters, opts.Logger)
 	r.Driver, err = NewDriver(DriverOptions{
 		NodeID: opts.NodeID, Groups: groups, Peers: opts.Peers,
-		Tick: opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
+		GroupPeers: func(g uint64) []uint64 { return ReplicasOf(g, opts.Peers, opts.ReplicationFactor) },
+		Tick:       opts.Tick, ElectionTicks: opts.ElectionTicks, HeartbeatTicks: opts.HeartbeatTicks,
 		Log:     raftLogStore{r.Log, local.DB(), r.snaps, r.compactor},
 		Machine: batchMachine{logger: opts.Logger, local: local, log: r.Log, nodes: opts.Nodes, families: families, metaApplied: opts.MetaApplied, compactor: r.compactor},
 		Send:    opts.Send, Leading: opts.Leading, LeaderChanged: opts.LeaderChanged, Observer: opts.Observer, Logger: opts.Logger,
@@ -193,6 +201,19 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	r.Store = &ReplicatedStore{local: local, driver: r.Driver, families: families, nodes: opts.Nodes, tracer: opts.Tracer}
 	r.snaps.syncMeta = func(ctx context.Context) error { return syncMeta(ctx, r.Driver) }
 	return r, nil
+}
+
+// Replicas is which nodes should hold group today: ReplicasOf over the
+// members the node table holds, removed ones not counted. It is the one
+// place that decides it (the membership controller makes each group's
+// configuration so; Placement routes by it where this node holds none).
+func (r *Replica) Replicas(group uint64) []uint64 {
+	active := r.Nodes.Active()
+	ids := make([]uint64, len(active))
+	for i, n := range active {
+		ids[i] = n.ID
+	}
+	return ReplicasOf(group, ids, r.rf)
 }
 
 // Close stops the driver and closes the store.
@@ -217,22 +238,46 @@ func (r *Replica) RegisterSnapshots(g *grpc.Server) { clusterv1.RegisterSnapshot
 func (r *Replica) SnapshotStats() SnapshotStats { return r.counters.stats() }
 
 func (r *Replica) snapshotClient(opts ReplicaOptions, node uint64) (clusterv1.SnapshotsClient, error) {
+	c, err := r.peerConn(opts.Dial, node)
+	if err != nil {
+		return nil, err
+	}
+	return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
+}
+
+// peerConn is the connection to node's internal port, dialed with dial
+// on first use and kept until Close.
+func (r *Replica) peerConn(dial func(string) (*grpc.ClientConn, error), node uint64) (*grpc.ClientConn, error) {
 	r.connMu.Lock()
 	defer r.connMu.Unlock()
 	info, ok := r.Nodes.Get(node)
-	if !ok || info.InternalAddr == "" || opts.Dial == nil {
-		return nil, fmt.Errorf("%w: node %d", errNoSnapshotClient, node)
+	if !ok || info.InternalAddr == "" || dial == nil {
+		return nil, fmt.Errorf("%w: node %d", errNoPeerClient, node)
 	}
 	addr := info.InternalAddr
 	if c := r.conns[addr]; c != nil {
-		return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
+		return c, nil
 	}
-	c, err := opts.Dial(addr)
+	c, err := dial(addr)
 	if err != nil {
 		return nil, err
 	}
 	r.conns[addr] = c
-	return snapshotsClient{clusterv1.NewSnapshotsClient(c)}, nil
+	return c, nil
+}
+
+// Leaders answers fila.cluster.v1.Membership/Leaders: the leader this node
+// knows of each group, 0 for a group it holds no replica of or whose
+// leader it does not know.
+func (r *Replica) Leaders(groups []uint64) []*clusterv1.GroupLeader {
+	out := make([]*clusterv1.GroupLeader, len(groups))
+	for i, g := range groups {
+		out[i] = &clusterv1.GroupLeader{Group: g}
+		if st, _ := r.Driver.Status(g); st.Holds(r.Driver.opts.NodeID) {
+			out[i].NodeId, out[i].Term = st.Leader, st.Term
+		}
+	}
+	return out
 }
 
 // snapshotsClient receives chunks as large as the transport's messages.

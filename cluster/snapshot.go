@@ -525,4 +525,4 @@ type snapStorage struct {
 
 func (s snapStorage) Snapshot() (*pb.Snapshot, error) { return s.snaps.make(s.group) }
 
-var errNoSnapshotClient = errors.New("cluster: no peer address to fetch a snapshot from")
+var errNoPeerClient = errors.New("cluster: no internal address known for the peer")

@@ -74,10 +74,11 @@ type Cluster struct {
 	// node restarted on its data directory rejoins by itself.
 	Join []string `koanf:"join"`
 	// ReplicationFactor is the number of replicas of each partition
-	// (default 3, at most the number of members). Today every member holds
-	// every partition (members added later too), so it must be at least
-	// the number of initial members; with fewer members, each partition
-	// has as many replicas as there are members.
+	// (default 3). With more members, each partition is on the
+	// replication_factor members that rendezvous hashing ranks first for
+	// it (docs/cluster.md, "Replication factor"), and the meta group on
+	// every member; with as many members or fewer, every member holds
+	// every partition. Every member must be given the same value.
 	ReplicationFactor int `koanf:"replication_factor"`
 	// AdvertiseClientAddr is the client address this node registers in the
 	// meta group, which other nodes name to clients as a leader's; by
@@ -1015,8 +1016,6 @@ func (c Cluster) check() []fieldError {
 		bad("cluster.initial_members", c.InitialMembers, "must name this node at least (id=host:port)")
 	case !slices.ContainsFunc(members, func(m Member) bool { return m.ID == c.NodeID }):
 		bad("cluster.node_id", c.NodeID, "must be the id of one of cluster.initial_members")
-	case c.ReplicationFactor < len(members):
-		bad("cluster.replication_factor", c.ReplicationFactor, fmt.Sprintf("must be at least the number of initial members (%d): every member holds every partition today", len(members)))
 	}
 	if c.ReplicationFactor < 1 {
 		bad("cluster.replication_factor", c.ReplicationFactor, "must be at least 1")

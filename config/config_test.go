@@ -118,9 +118,14 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
-			name:    "a replication factor below the members",
-			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1,3=c:1", "FILA_CLUSTER__REPLICATION_FACTOR=2"},
-			wantErr: "FILA_CLUSTER__REPLICATION_FACTOR (cluster.replication_factor) = 2: must be at least the number of initial members (3)",
+			name:  "a replication factor below the members",
+			env:   []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1,3=c:1", "FILA_CLUSTER__REPLICATION_FACTOR=2"},
+			check: func(t *testing.T, c Config) { require.Equal(t, 2, c.Cluster.ReplicationFactor) },
+		},
+		{
+			name:    "a replication factor of 0",
+			env:     []string{"FILA_CLUSTER__ENABLED=true", "FILA_CLUSTER__NODE_ID=1", "FILA_CLUSTER__INTERNAL_LISTEN_ADDR=127.0.0.1:7555", "FILA_CLUSTER__INITIAL_MEMBERS=1=a:1,2=b:1,3=c:1", "FILA_CLUSTER__REPLICATION_FACTOR=0"},
+			wantErr: "FILA_CLUSTER__REPLICATION_FACTOR (cluster.replication_factor) = 0: must be at least 1",
 		},
 		{
 			name:    "a node not among the initial members",

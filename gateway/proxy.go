@@ -35,10 +35,13 @@ import (
 // each leader its items as one batch and merges the results back in item
 // order. The forwarded call carries the caller's deadline, the name of
 // the key it was authorized with, and its trace context, and is marked
-// forwarded, so that the node receiving it never forwards it again: one
-// hop at most. Consume streams are never proxied: they keep answering
-// UNAVAILABLE with the leader's address (Fila's convention). A forwarded
-// call that fails is not retried: its outcome may be unknown.
+// forwarded, so that the node receiving it never forwards it again. Consume
+// streams are never proxied: they keep answering UNAVAILABLE with the
+// leader's address (Fila's convention). A forwarded call that fails is
+// not retried (its outcome may be unknown), but for one case: a plain
+// refusal there that names another leader, which this node tries once
+// (a node that holds no replica of a partition knows its leader only as a
+// guess: Leaders). So a unary call makes two hops at most.
 
 // Metadata of a forwarded call, read only on the internal port.
 const (
@@ -51,6 +54,18 @@ const (
 	// receiving node checks that key's rights again, as it stores them.
 	ForwardedKeyMetadata = "x-fila-forwarded-key"
 )
+
+// Leaders learns from forwards who leads a queue's partition (a cluster's
+// Placement, for the partitions this node holds no replica of and whose
+// leader it can only guess). Calls are concurrent; it must not block.
+type Leaders interface {
+	// Led: node leads queue's partition (it served a call for queue, or
+	// another node named it the leader).
+	Led(queue string, node uint64)
+	// Missed: node did not answer for queue (unreachable, or no leader
+	// known there): guess another.
+	Missed(queue string, node uint64)
+}
 
 // Peers are the connections to the other nodes' internal ports.
 type Peers interface {
@@ -126,10 +141,57 @@ func (s *Server) ProxyUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	if rerr != nil {
 		return resp, err
 	}
-	if err := s.forward(ctx, node, info.FullMethod, m, reply); err != nil {
-		return nil, err
+	queue := refusedQueue(err)
+	ferr := s.forward(ctx, node, info.FullMethod, m, reply)
+	if next := s.retryAt(ferr, node); next != 0 {
+		// The node asked is not the leader and names it: a guess of this
+		// node's was stale. Nothing was done there; try once at the leader.
+		node = next
+		reply, _ = newReply(info.FullMethod)
+		ferr = s.forward(ctx, node, info.FullMethod, m, reply)
+	}
+	s.learn(queue, node, ferr)
+	if ferr != nil {
+		return nil, ferr
 	}
 	return reply, nil
+}
+
+// refusedQueue is the queue a leaderHint refused ("" for none).
+func refusedQueue(err error) string {
+	var h *leaderHint
+	if errors.As(err, &h) {
+		return h.queue
+	}
+	return ""
+}
+
+// retryAt is the node to retry a forward to node at, 0 for none: its
+// error is a plain refusal there naming another leader.
+func (s *Server) retryAt(err error, node uint64) uint64 {
+	var h *leaderHint
+	if !errors.As(err, &h) || h.node == 0 || h.node == node || h.node == s.opts.NodeID {
+		return 0
+	}
+	return h.node
+}
+
+// learn tells Options.Leaders what the forward of a call for queue to
+// node showed: node answered (it leads), it named another, or it did not
+// answer.
+func (s *Server) learn(queue string, node uint64, err error) {
+	if s.opts.Leaders == nil || queue == "" {
+		return
+	}
+	var h *leaderHint
+	switch code := status.Code(err); {
+	case errors.As(err, &h) && h.node != 0 && h.node != s.opts.NodeID:
+		s.opts.Leaders.Led(queue, h.node)
+	case code == codes.Unavailable || code == codes.DeadlineExceeded:
+		s.opts.Leaders.Missed(queue, node)
+	default: // served there, or refused for the call's own reasons
+		s.opts.Leaders.Led(queue, node)
+	}
 }
 
 // newReply is a new response message of the fila.v1 method full
@@ -214,7 +276,11 @@ func (s *Server) invoke(ctx context.Context, node uint64, method string, req, re
 	}
 	st := status.Convert(err)
 	if v := trailer.Get(LeaderHintMetadata); st.Code() == codes.Unavailable && len(v) > 0 {
-		return &leaderHint{st: st, addr: v[0]}
+		h := &leaderHint{st: st, addr: v[0]}
+		if n := trailer.Get(leaderNodeMetadata); len(n) > 0 {
+			h.node, _ = strconv.ParseUint(n[0], 10, 64)
+		}
+		return h
 	}
 	return st.Err()
 }
@@ -328,7 +394,7 @@ func (s *Server) acceptForwarded(ctx context.Context, req any, _ *grpc.UnaryServ
 		ctx = context.WithValue(ctx, callerKey{}, k)
 	}
 	resp, err := handler(ctx, req)
-	if hint := hintOf(err); hint != nil {
+	if hint := internalHintOf(err); hint != nil {
 		_ = grpc.SetTrailer(ctx, hint)
 	}
 	return resp, err

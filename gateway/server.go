@@ -63,6 +63,10 @@ type Options struct {
 	// which a call refused here for another node's queue is forwarded
 	// (proxy.go); nil refuses it with the leader's address.
 	Peers Peers
+	// Leaders, if set, is told what each forward learnt about who leads a
+	// queue's partition: how a node that holds no replica of it finds the
+	// leader (proxy.go).
+	Leaders Leaders
 	// NodeID is this node's id in the cluster, sent with forwarded calls.
 	NodeID uint64
 	// OnForward, if set, is told each call forwarded to a leader (once per

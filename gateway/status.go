@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strconv"
 	"syscall"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -44,7 +45,7 @@ func toStatus(err error) error {
 		// on the response goes there.
 		var nl *actors.NotLeaderError
 		if errors.As(err, &nl) && (nl.LeaderAddr != "" || nl.LeaderNode != 0) {
-			h := &leaderHint{st: status.New(codes.Unavailable, err.Error()), addr: nl.LeaderAddr}
+			h := &leaderHint{st: status.New(codes.Unavailable, err.Error()), addr: nl.LeaderAddr, queue: nl.Queue}
 			// A write that may have been done is never made again
 			// elsewhere (the proxy only forwards a plain refusal).
 			if !errors.Is(err, actors.ErrOutcomeUnknown) {
@@ -78,6 +79,8 @@ type leaderHint struct {
 	// node is the leader's node id when the call may be forwarded there
 	// (proxy.go), 0 when not.
 	node uint64
+	// queue is the queue the refused call named ("" for a broker command).
+	queue string
 }
 
 func (h *leaderHint) Error() string { return h.st.Err().Error() }
@@ -94,6 +97,23 @@ func hintOf(err error) metadata.MD {
 	}
 	return metadata.Pairs(LeaderHintMetadata, h.addr)
 }
+
+// internalHintOf is hintOf for a forwarded call's refusal, answered on
+// the internal port: with the leader's node id too when the call may be
+// made there (nothing was done here), for the forwarding node to retry.
+func internalHintOf(err error) metadata.MD {
+	md := hintOf(err)
+	var h *leaderHint
+	if md != nil && errors.As(err, &h) && h.node != 0 {
+		md.Set(leaderNodeMetadata, strconv.FormatUint(h.node, 10))
+	}
+	return md
+}
+
+// leaderNodeMetadata names, in the trailers of a forwarded call's plain
+// refusal (internal port only), the node the forwarding node may retry it
+// at once.
+const leaderNodeMetadata = "x-fila-leader-node"
 
 // leaderHintUnary puts a refused call's leader address in its trailers.
 func leaderHintUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +74,9 @@ type clusterNode struct {
 	// membership keeps each group's members what the node table says
 	// (the groups this node leads).
 	membership *cluster.Membership
+	// stopRefresh ends the placement's asking who leads the partitions
+	// this node holds no replica of.
+	stopRefresh func()
 	// tls, with [server.tls], checks the members' certificates; the node
 	// table keeps its members current (syncPeers).
 	tls *tlsFiles
@@ -194,7 +198,7 @@ const clusterMarker = "CLUSTER"
 // transport on the internal address, and waits until the node may serve:
 // with one member, until it leads every group (a second or two, the
 // first election).
-func openCluster(ctx context.Context, cfg config.Config, internal net.Listener, tlsFiles *tlsFiles, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles *tlsFiles, tel *otlpexport.Handle, log *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	members, err := cc.ParseMembers()
 	if err != nil {
@@ -266,7 +270,7 @@ func openCluster(ctx context.Context, cfg config.Config, internal net.Listener, 
 		}
 	}
 	if n.replica, err = cluster.OpenReplica(cluster.ReplicaOptions{
-		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions,
+		Dir: cfg.Storage.DataDir, NodeID: cc.NodeID, Peers: peers, Partitions: cc.Partitions, ReplicationFactor: cc.ReplicationFactor,
 		Tick: cc.Tick(), ElectionTicks: cc.ElectionTicks, HeartbeatTicks: cc.HeartbeatTicks,
 		Send:    func(to uint64, msgs []*clusterv1.GroupMessage) { n.transport.Send(to, msgs...) },
 		Leading: func(uint64, uint64) { n.tell(&actors.PlacementChanged{}) },
@@ -293,9 +297,9 @@ func openCluster(ctx context.Context, cfg config.Config, internal net.Listener, 
 	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
 		return nil, err
 	}
-	n.placement = cluster.NewPlacement(n.replica)
+	n.placement = cluster.NewPlacement(n.replica, func() { n.tell(&actors.PlacementChanged{}) })
 	n.syncPeers()
-	if n.lis = internal; n.lis == nil {
+	if n.lis = opts.InternalListener; n.lis == nil {
 		n.lis, err = net.Listen("tcp", cc.InternalListenAddr)
 	}
 	if err != nil {
@@ -349,6 +353,7 @@ func openCluster(ctx context.Context, cfg config.Config, internal net.Listener, 
 	// After each round the peers are synced again: a removed node is
 	// forgotten once no group holds it any more.
 	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, 5*cc.Tick(), n.syncPeers, log)
+	n.stopRefresh = n.placement.StartRefresh(opts.LeaderRefresh)
 	if joining {
 		if err := n.join(ctx, cc, dial, log); err != nil {
 			return nil, err
@@ -390,6 +395,9 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 		ready := st.Leading
 		if members > 1 {
 			ready = st.Leader != 0 && (g != cluster.MetaGroup || st.Applied >= metaCommit)
+		}
+		if g != cluster.MetaGroup && !st.Holds(cc.NodeID) && !slices.Contains(n.replica.Replicas(g), cc.NodeID) {
+			ready = true // held by others only (a replication factor below the node count)
 		}
 		if ready {
 			g++
@@ -477,6 +485,9 @@ func (n *clusterNode) close() error {
 	}
 	if n.membership != nil {
 		n.membership.Stop()
+	}
+	if n.stopRefresh != nil {
+		n.stopRefresh()
 	}
 	if n.grpc != nil {
 		n.grpc.Stop()

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"time"
 
-	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -58,7 +56,7 @@ func (n *clusterNode) heldByAGroup(id uint64) bool {
 		return true // still opening: the groups are not read yet
 	}
 	for g := uint64(0); g <= uint64(n.partitions); g++ {
-		if st, _ := d.Status(g); inConf(st.Conf, id) {
+		if st, _ := d.Status(g); st.Holds(id) {
 			return true
 		}
 	}
@@ -72,15 +70,11 @@ func (n *clusterNode) heldByAGroup(id uint64) bool {
 func leaving(d *cluster.Driver, from uint64, msgs []*clusterv1.GroupMessage) []*clusterv1.GroupMessage {
 	var kept []*clusterv1.GroupMessage
 	for _, m := range msgs {
-		if st, _ := d.Status(m.GetGroup()); inConf(st.Conf, from) {
+		if st, _ := d.Status(m.GetGroup()); st.Holds(from) {
 			kept = append(kept, m)
 		}
 	}
 	return kept
-}
-
-func inConf(cs *pb.ConfState, id uint64) bool {
-	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetVotersOutgoing(), id)
 }
 
 // member reports whether this node's replica belongs to the cluster
@@ -159,6 +153,22 @@ type joinServer struct {
 }
 
 var _ clusterv1.MembershipServer = joinServer{}
+
+// Leaders implements clusterv1.MembershipServer: for a member only (with
+// [server.tls], its certificate checked as a forwarded call's), the
+// leader this node knows of each group asked.
+func (j joinServer) Leaders(ctx context.Context, req *clusterv1.LeadersRequest) (*clusterv1.LeadersResponse, error) {
+	if err := j.n.guard.check(ctx, req.GetNodeId(), telemetry.PeerCallLeaders); err != nil {
+		return nil, err
+	}
+	if _, ok := j.n.guard.nodes.Get(req.GetNodeId()); !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "node %d is no member of this cluster", req.GetNodeId())
+	}
+	if len(req.GetGroups()) > j.n.partitions+1 {
+		return nil, status.Errorf(codes.InvalidArgument, "groups: %d is over the %d groups of this cluster", len(req.GetGroups()), j.n.partitions+1)
+	}
+	return &clusterv1.LeadersResponse{Leaders: j.n.replica.Leaders(req.GetGroups())}, nil
+}
 
 // Join implements clusterv1.MembershipServer: the meta leader records the
 // caller (Replica.AddNode); another member names the leader. With

@@ -59,6 +59,10 @@ type Options struct {
 	// Config.Storage.DataDir (which is then not read). It stays the
 	// caller's to close, after Shutdown.
 	Store storage.Store
+	// LeaderRefresh is how often a cluster node asks a member who leads
+	// each partition it holds no replica of (cluster.DefaultLeaderRefresh
+	// when 0). A test sets it long to see a forward find the leader alone.
+	LeaderRefresh time.Duration
 	// Owned, when set, is called once the data directory is this filad's
 	// (its store is open, which locks it) and before it serves: the place
 	// for what must exist by the time a client or an operator sees it
@@ -194,7 +198,7 @@ func (s *Server) openStorage(ctx context.Context, opts Options) (*diskReserve, e
 		return nil, err
 	}
 	if s.cfg.Cluster.Enabled {
-		if s.node, err = openCluster(ctx, s.cfg, opts.InternalListener, s.tls, s.telemetry, s.log); err != nil {
+		if s.node, err = openCluster(ctx, s.cfg, opts, s.tls, s.telemetry, s.log); err != nil {
 			return reserve, err
 		}
 		s.store, s.ownStore = s.node.replica.Store, true
@@ -307,11 +311,13 @@ func (s *Server) startGateway() (authz *gateway.Authorizer, err error) {
 		}
 	}
 	var peers gateway.Peers // nil: no proxy, a single node
+	var leaders gateway.Leaders
 	if s.node != nil {
-		peers = s.node.peers
+		peers, leaders = s.node.peers, s.node.placement
 	}
 	s.gateway, err = gateway.New(gateway.Options{
 		Peers:              peers,
+		Leaders:            leaders,
 		NodeID:             cfg.Cluster.NodeID,
 		OnForward:          s.ClusterMetrics().Forwarded,
 		ForwardTimeout:     cfg.Server.RequestTimeout(),

@@ -55,7 +55,7 @@ const (
 	// AttrDirection is sent or received, on the snapshot instruments.
 	AttrDirection = "direction"
 	// AttrCall is the kind of internal call refused, on
-	// fila.cluster.peer.refused: PeerCallRaft or PeerCallForwarded.
+	// fila.cluster.peer.refused: one of the PeerCall values.
 	AttrCall = "call"
 )
 
@@ -64,6 +64,9 @@ const (
 	PeerCallRaft      = "raft"
 	PeerCallForwarded = "forwarded"
 	PeerCallJoin      = "join"
+	// PeerCallLeaders is Membership/Leaders: a member asking who leads
+	// the partitions it holds no replica of.
+	PeerCallLeaders = "leaders"
 )
 
 // GroupReading is one raft group as this node sees it at a collection.
@@ -188,8 +191,8 @@ func (c *ClusterMetrics) Forwarded(ctx context.Context, fullMethod string) {
 }
 
 // PeerRefused counts one internal call refused because the caller's
-// certificate may not speak for the node it claimed; call is
-// PeerCallRaft or PeerCallForwarded.
+// certificate may not speak for the node it claimed; call is one of the
+// PeerCall values.
 func (c *ClusterMetrics) PeerRefused(ctx context.Context, call string) {
 	if c != nil {
 		c.peerRefused.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrCall, call)))

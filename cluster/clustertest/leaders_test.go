@@ -30,7 +30,7 @@ const balancePartitions = 8
 // balancedNodes is the Env of three nodes with leader balance at the
 // tests' interval over balancePartitions partitions.
 func balancedNodes() func(i int, nodes []*Node) []string {
-	return threeNodes("FILA_CLUSTER__PARTITIONS="+fmt.Sprint(balancePartitions),
+	return clusterEnv("FILA_CLUSTER__PARTITIONS="+fmt.Sprint(balancePartitions),
 		"FILA_CLUSTER__LEADER_BALANCE_INTERVAL_MS="+balanceInterval)
 }
 

@@ -46,7 +46,7 @@ func roles(t *testing.T, cl *client.Client, what string, cond func(voters, learn
 // of the three members serve: nothing
 // acknowledged is lost, nothing resurrected (the checker, at the drain).
 func TestRealRunReplacesADeadNode(t *testing.T) {
-	c := Start(t, Options{Nodes: 3, Env: threeNodes()})
+	c := Start(t, Options{Nodes: 3, Env: clusterEnv()})
 	dial := func(n *Node) *client.Client {
 		cl, err := client.Dial(n.Addr, client.Options{DialOptions: []grpc.DialOption{FastReconnect()}})
 		require.NoError(t, err)

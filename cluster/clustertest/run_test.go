@@ -83,8 +83,9 @@ func runWorkload(t *testing.T, opts Options) run {
 	return r
 }
 
-// runChecked runs the checker's workload (2 producers of up to maxOps
-// enqueues, 2 consumers acking 90% and abandoning the rest to expire)
+// runChecked runs the checker's workload (a producer per node, at least
+// 2, of maxOps enqueues in all, and as many consumers acking 90% and
+// abandoning the rest to expire)
 // against the cluster opts starts while nemesis breaks it; then heal, a
 // tail of enqueues with no consumer (so the drain surely has work), the
 // drain, and the check. The producers stop when nemesis returns.
@@ -113,7 +114,7 @@ func runChecked(t *testing.T, opts Options, rng *rand.Rand, maxOps int, nemesis 
 		}
 	}
 	var producers, consumers sync.WaitGroup
-	const workers = 2
+	workers := max(2, len(clients)) // a producer and a consumer on each node, at least two
 	for w := range workers {
 		producers.Go(func() {
 			sent.Add(int64(Produce(produceCtx, on(w), h, queue, w, fmt.Sprintf("p%d", w), maxOps/workers, backlog)))
@@ -184,14 +185,15 @@ func TestRealRunOfAOneNodeCluster(t *testing.T) {
 // the leaders' hints, while the nemesis kills and pauses nodes (one at a
 // time), so partitions fail over under the workload.
 func TestRealRunOfAThreeNodeCluster(t *testing.T) {
-	r := runWorkload(t, Options{Nodes: 3, Env: threeNodes()}).report
+	r := runWorkload(t, Options{Nodes: 3, Env: clusterEnv()}).report
 	require.True(t, r.OK(), "%s", r)
 	require.Positive(t, r.EnqueueOK, "the workload enqueued nothing")
 	require.Positive(t, r.AckOK, "the workload acked nothing")
 }
 
-// threeNodes is the Env of a three-node cluster, with extra settings.
-func threeNodes(extra ...string) func(i int, nodes []*Node) []string {
+// clusterEnv is the Env of a cluster of as many nodes as the harness
+// starts, each an initial member, 4 partitions, with extra settings.
+func clusterEnv(extra ...string) func(i int, nodes []*Node) []string {
 	return func(i int, nodes []*Node) []string {
 		var members []string
 		for j, n := range nodes {
@@ -213,7 +215,7 @@ func threeNodes(extra ...string) func(i int, nodes []*Node) []string {
 // so that the returned one's state carries the quorum, and the drain and
 // the checker find everything acknowledged exactly where it should be.
 func TestRealRunCatchesUpBySnapshot(t *testing.T) {
-	c := Start(t, Options{Nodes: 3, Env: threeNodes("FILA_CLUSTER__SNAPSHOT_ENTRIES=20")})
+	c := Start(t, Options{Nodes: 3, Env: clusterEnv("FILA_CLUSTER__SNAPSHOT_ENTRIES=20")})
 	clients := make([]*client.Client, len(c.Nodes))
 	for i, n := range c.Nodes {
 		cl, err := client.Dial(n.Addr, client.Options{DialOptions: []grpc.DialOption{FastReconnect()}})

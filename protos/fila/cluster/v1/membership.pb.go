@@ -23,6 +23,165 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LeadersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the asking member's.
+	NodeId        uint64   `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Groups        []uint64 `protobuf:"varint,2,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeadersRequest) Reset() {
+	*x = LeadersRequest{}
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeadersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeadersRequest) ProtoMessage() {}
+
+func (x *LeadersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeadersRequest.ProtoReflect.Descriptor instead.
+func (*LeadersRequest) Descriptor() ([]byte, []int) {
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LeadersRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *LeadersRequest) GetGroups() []uint64 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type LeadersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leaders are in the order of the groups asked.
+	Leaders       []*GroupLeader `protobuf:"bytes,1,rep,name=leaders,proto3" json:"leaders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeadersResponse) Reset() {
+	*x = LeadersResponse{}
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeadersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeadersResponse) ProtoMessage() {}
+
+func (x *LeadersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeadersResponse.ProtoReflect.Descriptor instead.
+func (*LeadersResponse) Descriptor() ([]byte, []int) {
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LeadersResponse) GetLeaders() []*GroupLeader {
+	if x != nil {
+		return x.Leaders
+	}
+	return nil
+}
+
+type GroupLeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	// node_id is 0 when the answering node knows no leader of the group.
+	NodeId        uint64 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Term          uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLeader) Reset() {
+	*x = GroupLeader{}
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLeader) ProtoMessage() {}
+
+func (x *GroupLeader) ProtoReflect() protoreflect.Message {
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLeader.ProtoReflect.Descriptor instead.
+func (*GroupLeader) Descriptor() ([]byte, []int) {
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GroupLeader) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *GroupLeader) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *GroupLeader) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -34,7 +193,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[0]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +205,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[0]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +218,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{0}
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinRequest) GetNodeId() uint64 {
@@ -91,7 +250,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[1]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +262,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[1]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +275,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{1}
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinResponse) GetJoined() bool {
@@ -150,7 +309,7 @@ type JoinMember struct {
 
 func (x *JoinMember) Reset() {
 	*x = JoinMember{}
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[2]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +321,7 @@ func (x *JoinMember) String() string {
 func (*JoinMember) ProtoMessage() {}
 
 func (x *JoinMember) ProtoReflect() protoreflect.Message {
-	mi := &file_fila_cluster_v1_membership_proto_msgTypes[2]
+	mi := &file_fila_cluster_v1_membership_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +334,7 @@ func (x *JoinMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinMember.ProtoReflect.Descriptor instead.
 func (*JoinMember) Descriptor() ([]byte, []int) {
-	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{2}
+	return file_fila_cluster_v1_membership_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JoinMember) GetId() uint64 {
@@ -196,7 +355,16 @@ var File_fila_cluster_v1_membership_proto protoreflect.FileDescriptor
 
 const file_fila_cluster_v1_membership_proto_rawDesc = "" +
 	"\n" +
-	" fila/cluster/v1/membership.proto\x12\x0ffila.cluster.v1\"K\n" +
+	" fila/cluster/v1/membership.proto\x12\x0ffila.cluster.v1\"A\n" +
+	"\x0eLeadersRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\x04R\x06groups\"I\n" +
+	"\x0fLeadersResponse\x126\n" +
+	"\aleaders\x18\x01 \x03(\v2\x1c.fila.cluster.v1.GroupLeaderR\aleaders\"P\n" +
+	"\vGroupLeader\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\"K\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12#\n" +
 	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\"\x8f\x01\n" +
@@ -207,10 +375,11 @@ const file_fila_cluster_v1_membership_proto_rawDesc = "" +
 	"\n" +
 	"JoinMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
-	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr2Q\n" +
+	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr2\x9f\x01\n" +
 	"\n" +
 	"Membership\x12C\n" +
-	"\x04Join\x12\x1c.fila.cluster.v1.JoinRequest\x1a\x1d.fila.cluster.v1.JoinResponseB<Z:github.com/fila-dev/filad/protos/fila/cluster/v1;clusterv1b\x06proto3"
+	"\x04Join\x12\x1c.fila.cluster.v1.JoinRequest\x1a\x1d.fila.cluster.v1.JoinResponse\x12L\n" +
+	"\aLeaders\x12\x1f.fila.cluster.v1.LeadersRequest\x1a .fila.cluster.v1.LeadersResponseB<Z:github.com/fila-dev/filad/protos/fila/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_fila_cluster_v1_membership_proto_rawDescOnce sync.Once
@@ -224,21 +393,27 @@ func file_fila_cluster_v1_membership_proto_rawDescGZIP() []byte {
 	return file_fila_cluster_v1_membership_proto_rawDescData
 }
 
-var file_fila_cluster_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_fila_cluster_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_fila_cluster_v1_membership_proto_goTypes = []any{
-	(*JoinRequest)(nil),  // 0: fila.cluster.v1.JoinRequest
-	(*JoinResponse)(nil), // 1: fila.cluster.v1.JoinResponse
-	(*JoinMember)(nil),   // 2: fila.cluster.v1.JoinMember
+	(*LeadersRequest)(nil),  // 0: fila.cluster.v1.LeadersRequest
+	(*LeadersResponse)(nil), // 1: fila.cluster.v1.LeadersResponse
+	(*GroupLeader)(nil),     // 2: fila.cluster.v1.GroupLeader
+	(*JoinRequest)(nil),     // 3: fila.cluster.v1.JoinRequest
+	(*JoinResponse)(nil),    // 4: fila.cluster.v1.JoinResponse
+	(*JoinMember)(nil),      // 5: fila.cluster.v1.JoinMember
 }
 var file_fila_cluster_v1_membership_proto_depIdxs = []int32{
-	2, // 0: fila.cluster.v1.JoinResponse.members:type_name -> fila.cluster.v1.JoinMember
-	0, // 1: fila.cluster.v1.Membership.Join:input_type -> fila.cluster.v1.JoinRequest
-	1, // 2: fila.cluster.v1.Membership.Join:output_type -> fila.cluster.v1.JoinResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: fila.cluster.v1.LeadersResponse.leaders:type_name -> fila.cluster.v1.GroupLeader
+	5, // 1: fila.cluster.v1.JoinResponse.members:type_name -> fila.cluster.v1.JoinMember
+	3, // 2: fila.cluster.v1.Membership.Join:input_type -> fila.cluster.v1.JoinRequest
+	0, // 3: fila.cluster.v1.Membership.Leaders:input_type -> fila.cluster.v1.LeadersRequest
+	4, // 4: fila.cluster.v1.Membership.Join:output_type -> fila.cluster.v1.JoinResponse
+	1, // 5: fila.cluster.v1.Membership.Leaders:output_type -> fila.cluster.v1.LeadersResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_fila_cluster_v1_membership_proto_init() }
@@ -252,7 +427,7 @@ func file_fila_cluster_v1_membership_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fila_cluster_v1_membership_proto_rawDesc), len(file_fila_cluster_v1_membership_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,7 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Membership_Join_FullMethodName = "/fila.cluster.v1.Membership/Join"
+	Membership_Join_FullMethodName    = "/fila.cluster.v1.Membership/Join"
+	Membership_Leaders_FullMethodName = "/fila.cluster.v1.Membership/Leaders"
 )
 
 // MembershipClient is the client API for Membership service.
@@ -38,6 +39,12 @@ type MembershipClient interface {
 	// FAILED_PRECONDITION: the id was removed (a wiped node comes back
 	// under a new id), or is a member at another address.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// Leaders names the leader the answering member knows of each group
+	// asked: how a node that holds no replica of a partition (a replication
+	// factor below the node count) finds its leader (docs/cluster.md,
+	// "Replication factor"). A group the answering node holds no replica of
+	// either, or whose leader it does not know, is answered with node_id 0.
+	Leaders(ctx context.Context, in *LeadersRequest, opts ...grpc.CallOption) (*LeadersResponse, error)
 }
 
 type membershipClient struct {
@@ -58,6 +65,16 @@ func (c *membershipClient) Join(ctx context.Context, in *JoinRequest, opts ...gr
 	return out, nil
 }
 
+func (c *membershipClient) Leaders(ctx context.Context, in *LeadersRequest, opts ...grpc.CallOption) (*LeadersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeadersResponse)
+	err := c.cc.Invoke(ctx, Membership_Leaders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MembershipServer is the server API for Membership service.
 // All implementations must embed UnimplementedMembershipServer
 // for forward compatibility.
@@ -72,6 +89,12 @@ type MembershipServer interface {
 	// FAILED_PRECONDITION: the id was removed (a wiped node comes back
 	// under a new id), or is a member at another address.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// Leaders names the leader the answering member knows of each group
+	// asked: how a node that holds no replica of a partition (a replication
+	// factor below the node count) finds its leader (docs/cluster.md,
+	// "Replication factor"). A group the answering node holds no replica of
+	// either, or whose leader it does not know, is answered with node_id 0.
+	Leaders(context.Context, *LeadersRequest) (*LeadersResponse, error)
 	mustEmbedUnimplementedMembershipServer()
 }
 
@@ -84,6 +107,9 @@ type UnimplementedMembershipServer struct{}
 
 func (UnimplementedMembershipServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedMembershipServer) Leaders(context.Context, *LeadersRequest) (*LeadersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leaders not implemented")
 }
 func (UnimplementedMembershipServer) mustEmbedUnimplementedMembershipServer() {}
 func (UnimplementedMembershipServer) testEmbeddedByValue()                    {}
@@ -124,6 +150,24 @@ func _Membership_Join_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Membership_Leaders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeadersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MembershipServer).Leaders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Membership_Leaders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MembershipServer).Leaders(ctx, req.(*LeadersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Membership_ServiceDesc is the grpc.ServiceDesc for Membership service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -134,6 +178,10 @@ var Membership_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Join",
 			Handler:    _Membership_Join_Handler,
+		},
+		{
+			MethodName: "Leaders",
+			Handler:    _Membership_Leaders_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
