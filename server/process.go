@@ -10,17 +10,17 @@ import (
 	"github.com/fila-dev/filad/telemetry"
 )
 
-// readProcess reads filad's CPU time, resident memory and open file
-// descriptors; what this platform cannot tell reads -1.
+// readProcess reads filad's CPU time, resident and anonymous memory and
+// open file descriptors; what this platform cannot tell reads -1.
 func readProcess() telemetry.ProcessReading {
-	r := telemetry.ProcessReading{UserCPU: -1, SystemCPU: -1, RSS: -1, FDs: -1}
+	r := telemetry.ProcessReading{UserCPU: -1, SystemCPU: -1, RSS: -1, FDs: -1, Anonymous: -1}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		r.UserCPU = time.Duration(ru.Utime.Nano())
 		r.SystemCPU = time.Duration(ru.Stime.Nano())
 	}
-	if rss, err := residentBytes(); err == nil {
-		r.RSS = rss
+	if resident, shared, err := statm(); err == nil {
+		r.RSS, r.Anonymous = resident, resident-shared
 	}
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		r.FDs = int64(len(fds)) - 1 // less the one reading the directory

@@ -951,3 +951,17 @@ func TestStoreReadsOfMissedMessagesAreMeasured(t *testing.T) {
 		})
 	}
 }
+
+// TestProcessMemoryGauges: the export has the whole resident set and the
+// anonymous part of it that the memory alarm judges: positive, and no
+// larger than the whole.
+func TestProcessMemoryGauges(t *testing.T) {
+	t.Parallel()
+	_, h := harnessed(t, setupOpts{})
+	rss, ok := h.Value(t, telemetry.ProcessMemory.Name)
+	require.True(t, ok, "a %s series", telemetry.ProcessMemory.Name)
+	anon, ok := h.Value(t, telemetry.ProcessAnonymousMemory.Name)
+	require.True(t, ok, "a %s series", telemetry.ProcessAnonymousMemory.Name)
+	require.Positive(t, anon)
+	require.LessOrEqual(t, anon, rss)
+}

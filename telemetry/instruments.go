@@ -233,6 +233,8 @@ func RegisterStorage(mp metric.MeterProvider, minFree int64, read func() Storage
 type ProcessReading struct {
 	UserCPU, SystemCPU time.Duration
 	RSS, FDs           int64
+	// Anonymous is the resident set less its file-backed pages.
+	Anonymous int64
 }
 
 // RegisterProcess creates the process.* instruments on mp, read at each
@@ -251,6 +253,10 @@ func RegisterProcess(mp metric.MeterProvider, read func() ProcessReading) (metri
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %s: %w", ProcessFDs.Name, err)
 	}
+	anon, err := m.Int64ObservableGauge(ProcessAnonymousMemory.Name, metric.WithUnit(ProcessAnonymousMemory.Unit), metric.WithDescription(ProcessAnonymousMemory.Description))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %s: %w", ProcessAnonymousMemory.Name, err)
+	}
 	user := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "user")))
 	system := metric.WithAttributeSet(attribute.NewSet(attribute.String("cpu.mode", "system")))
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -265,6 +271,9 @@ func RegisterProcess(mp metric.MeterProvider, read func() ProcessReading) (metri
 		if r.FDs >= 0 {
 			o.ObserveInt64(fds, r.FDs)
 		}
+		if r.Anonymous >= 0 {
+			o.ObserveInt64(anon, r.Anonymous)
+		}
 		return nil
-	}, cpu, rss, fds)
+	}, cpu, rss, fds, anon)
 }

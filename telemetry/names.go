@@ -218,6 +218,10 @@ var (
 	ProcessCPUTime = MetricSpec{Name: "process.cpu.time", Unit: "s", Description: "CPU time filad has used, by cpu.mode (user, system)."}
 	ProcessMemory  = MetricSpec{Name: "process.memory.usage", Unit: "By", Description: "filad's resident memory (RSS)."}
 	ProcessFDs     = MetricSpec{Name: "process.unix.file_descriptor.count", Unit: "{file_descriptor}", Description: "File descriptors filad has open."}
+	// ProcessAnonymousMemory has no semantic-conventions name: it is
+	// filad's, beside process.memory.usage.
+	ProcessAnonymousMemory = MetricSpec{Name: "fila.process.memory.anonymous", Unit: "By",
+		Description: "filad's anonymous resident memory: the resident set less its file-backed pages (badger's mapped files, which the kernel reclaims); what the memory alarm judges against limits.max_memory_bytes."}
 )
 
 // ExportFailures counts failed OTLP exports by signal (traces, metrics):

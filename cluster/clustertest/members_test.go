@@ -13,13 +13,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fila-dev/filad/client"
+	"github.com/fila-dev/filad/cluster"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // roles waits until every group, as cl's node sees it, holds cond of its
 // voters and learners.
-func roles(t *testing.T, cl *client.Client, what string, cond func(voters, learners []uint64) bool) {
+func roles(t *testing.T, cl *client.Client, what string, cond func(group uint64, voters, learners []uint64) bool) {
 	t.Helper()
 	telemetrytest.Await(t, 6*OpTimeout, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
@@ -29,7 +30,7 @@ func roles(t *testing.T, cl *client.Client, what string, cond func(voters, learn
 			return false, fmt.Sprintf("%s: GetClusterStatus: %v", what, err)
 		}
 		for _, g := range st.GetGroups() {
-			if !cond(g.GetVoterIds(), g.GetLearnerIds()) {
+			if !cond(g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds()) {
 				return false, fmt.Sprintf("%s: group %d has voters %v, learners %v", what, g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds())
 			}
 		}
@@ -40,8 +41,8 @@ func roles(t *testing.T, cl *client.Client, what string, cond func(voters, learn
 // TestRealRunReplacesADeadNode is the documented replacement under the
 // checker's workload (docs/cluster.md, "Replacing a dead node"): three
 // nodes; one is killed with SIGKILL and stays dead; a fourth joins
-// (cluster.join) and becomes a voter of every group; the dead one is
-// removed (RemoveNode) and leaves every group, and restarted on its old
+// (cluster.join) and becomes a voter of the groups it ranks in; the dead
+// one is removed (RemoveNode) and leaves every group for the fourth, and restarted on its old
 // data disrupts nothing; then another node is killed, and the two left
 // of the three members serve: nothing
 // acknowledged is lost, nothing resurrected (the checker, at the drain).
@@ -99,8 +100,12 @@ func TestRealRunReplacesADeadNode(t *testing.T) {
 		}
 	})
 	require.NoError(t, err)
-	roles(t, survivor, "node 4 a voter everywhere", func(voters, learners []uint64) bool {
-		return slices.Contains(voters, 4) && len(learners) == 0
+	// At the default replication factor, 3 of the 4 members: node 4 joins
+	// the groups it ranks in above node 1 (the others wait for the
+	// removal), and each leader promotes it before it takes node 1 out.
+	roles(t, survivor, "node 4 a voter where it ranks", func(g uint64, voters, learners []uint64) bool {
+		wanted := slices.Contains(cluster.ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
+		return slices.Contains(voters, 4) == wanted && len(learners) == 0
 	})
 	enqueued(h.Count(Enqueue, OK) + 50)
 
@@ -108,8 +113,8 @@ func TestRealRunReplacesADeadNode(t *testing.T) {
 	_, err = survivor.Admin().RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: 1})
 	cancel()
 	require.NoError(t, err)
-	roles(t, survivor, "node 1 gone from every group", func(voters, learners []uint64) bool {
-		return !slices.Contains(voters, 1) && !slices.Contains(learners, 1) && len(voters) == 3
+	roles(t, survivor, "node 1 gone from every group, node 4 in", func(_ uint64, voters, learners []uint64) bool {
+		return !slices.Contains(voters, 1) && !slices.Contains(learners, 1) && slices.Contains(voters, 4) && len(voters) == 3
 	})
 	enqueued(h.Count(Enqueue, OK) + 50)
 
