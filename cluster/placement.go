@@ -180,6 +180,16 @@ func (p *Placement) guessed(g uint64) uint64 {
 	return p.after(g, 0)
 }
 
+// LearntLeader is the leader of group g that this node last learnt (from
+// a forward or the refresher), for a partition it holds no replica of; 0
+// when it learnt none.
+func (p *Placement) LearntLeader(g uint64) uint64 {
+	if g == MetaGroup || g >= uint64(len(p.guess)) {
+		return 0
+	}
+	return p.guess[g].Load()
+}
+
 // Led implements gateway.Leaders.
 func (p *Placement) Led(queue string, node uint64) {
 	p.setGuess(queue, func(uint64) uint64 { return node })
@@ -287,8 +297,9 @@ func (p *Placement) Queue(queue string) (leader uint64, voters int) {
 	g := p.families.Group(storage.FamilyOf(queue))
 	st, _ := p.driver.Status(g)
 	if !st.Holds(p.driver.opts.NodeID) {
-		// No raft view here: the guess, and the count its replicas should be.
-		return p.guess[g].Load(), len(p.replica.Replicas(g))
+		// No raft view here: what was learnt, and the count its replicas
+		// should be.
+		return p.LearntLeader(g), len(p.replica.Replicas(g))
 	}
 	return st.Leader, st.Voters
 }

@@ -32,12 +32,19 @@ type clusterStatus struct {
 var _ gateway.ClusterView = clusterStatus{}
 
 // Status implements gateway.ClusterView: every group as the driver last
-// saw it, and each member with the groups this node sees it lead.
+// saw it, and each member with the groups this node sees it lead. A
+// partition this node holds no replica of (a replication factor below the
+// node count) shows the leader it learnt, no term, and no members: it has
+// no raft view of them (ask a replica).
 func (c clusterStatus) Status() *filav1.GetClusterStatusResponse {
 	resp := &filav1.GetClusterStatusResponse{Enabled: true, NodeId: c.self}
 	led, voter, learner := map[uint64]uint32{}, map[uint64]uint32{}, map[uint64]uint32{}
 	for g := uint64(0); g <= uint64(c.partitions); g++ {
 		st, _ := c.driver.Status(g)
+		if !st.Holds(c.self) && g != cluster.MetaGroup {
+			// A stale view (a group this node was taken out of) or none.
+			st = cluster.GroupStatus{Leader: c.LearntLeader(g)}
+		}
 		resp.Groups = append(resp.Groups, &filav1.ClusterGroupStatus{GroupId: g, LeaderNodeId: st.Leader, Term: st.Term,
 			CommitIndex: st.Commit, AppliedIndex: st.Applied, Voters: uint32(st.Voters),
 			VoterIds: st.Conf.GetVoters(), LearnerIds: st.Conf.GetLearners()})

@@ -25,8 +25,8 @@ import (
 // forwards a call to the member it guesses, the one rendezvous ranks
 // first. That member is made a follower first, so it refuses, naming the
 // leader; the call is made there once, and succeeds (two forwards). The
-// guess then names the leader: calls forward once, and a stream opened
-// there is refused naming the leader's address. The periodic
+// guess then names the leader: calls forward once, a stream opened there
+// is refused naming the leader's address, and its status names it. The periodic
 // refresh is off (an hour), so the forwards alone find the leader.
 func TestANonHolderFindsTheLeaderThroughAMember(t *testing.T) {
 	tr := startTrio(t, trioOptions{
@@ -84,4 +84,9 @@ func TestANonHolderFindsTheLeaderThroughAMember(t *testing.T) {
 		return status.Code(err) == codes.Unavailable && slices.Equal(hint, []string{tr.addrs[second-1]}),
 			fmt.Sprintf("consume through node %d: %v, hint %v (the leader is at %s)", other, err, hint, tr.addrs[second-1])
 	})
+	// Its status names the leader it learnt, and no members.
+	st, err = admins[other-1].GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
+	require.NoError(t, err)
+	require.Equal(t, second, st.GetGroups()[g].GetLeaderNodeId())
+	require.Empty(t, st.GetGroups()[g].GetVoterIds())
 }
