@@ -130,7 +130,9 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 	// No fsync per commit: the driver's persister syncs the log once per
 	// write of everything queued, and that sync covers the applied state
 	// written before it (cluster.md 2.5).
-	local, err := storage.Open(storage.Options{Dir: opts.Dir, SyncWrites: false, Logger: opts.Logger})
+	// Two compactors, not badger's four: an idle cluster node's CPU is
+	// mostly threads woken by tickers (decisions.md, "Idle cost").
+	local, err := storage.Open(storage.Options{Dir: opts.Dir, SyncWrites: false, Logger: opts.Logger, Compactors: 2})
 	if err != nil {
 		return nil, err
 	}

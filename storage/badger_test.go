@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	badger "github.com/dgraph-io/badger/v4"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -322,4 +323,17 @@ func TestDeleteQueueItemsGivesWayBetweenSteps(t *testing.T) {
 	qc, err := s.LoadQueue("big")
 	require.NoError(t, err)
 	require.Empty(t, qc.Messages)
+}
+
+// TestCompactorsOption: Options.Compactors sets badger's compaction
+// goroutines (at least its minimum of 2); 0 keeps badger's default.
+func TestCompactorsOption(t *testing.T) {
+	for _, tc := range []struct{ asked, want int }{{0, badger.DefaultOptions("").NumCompactors}, {1, 2}, {2, 2}, {3, 3}} {
+		t.Run(fmt.Sprint(tc.asked), func(t *testing.T) {
+			s, err := Open(Options{Dir: t.TempDir(), Compactors: tc.asked})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, s.Close()) })
+			require.Equal(t, tc.want, s.DB().Opts().NumCompactors)
+		})
+	}
 }
