@@ -18,20 +18,39 @@ import (
 	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
-// roles waits until every group, as cl's node sees it, holds cond of its
-// voters and learners.
-func roles(t *testing.T, cl *client.Client, what string, cond func(group uint64, voters, learners []uint64) bool) {
+// roles waits until every group, as its leader among clients' nodes sees
+// it, holds cond of its voters and learners.
+func roles(t *testing.T, clients []*client.Client, what string, cond func(group uint64, voters, learners []uint64) bool) {
 	t.Helper()
 	telemetrytest.Await(t, 6*OpTimeout, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
-		defer cancel()
-		st, err := cl.Admin().GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
-		if err != nil {
-			return false, fmt.Sprintf("%s: GetClusterStatus: %v", what, err)
+		// Each group as its leader sees it: with a replication factor below
+		// the node count, a node may hold no replica of a group (any more).
+		views := map[uint64]*filav1.ClusterGroupStatus{}
+		groups := 0
+		for _, cl := range clients {
+			ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
+			st, err := cl.Admin().GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
+			cancel()
+			if err != nil {
+				continue // a node down
+			}
+			groups = len(st.GetGroups())
+			for _, g := range st.GetGroups() {
+				if g.GetLeaderNodeId() == st.GetNodeId() {
+					views[g.GetGroupId()] = g
+				}
+			}
 		}
-		for _, g := range st.GetGroups() {
-			if !cond(g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds()) {
-				return false, fmt.Sprintf("%s: group %d has voters %v, learners %v", what, g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds())
+		if groups == 0 {
+			return false, what + ": no node answers GetClusterStatus"
+		}
+		for id := range uint64(groups) {
+			g := views[id]
+			if g == nil {
+				return false, fmt.Sprintf("%s: no leader of group %d answers", what, id)
+			}
+			if !cond(id, g.GetVoterIds(), g.GetLearnerIds()) {
+				return false, fmt.Sprintf("%s: group %d has voters %v, learners %v", what, id, g.GetVoterIds(), g.GetLearnerIds())
 			}
 		}
 		return true, ""
@@ -103,7 +122,7 @@ func TestRealRunReplacesADeadNode(t *testing.T) {
 	// At the default replication factor, 3 of the 4 members: node 4 joins
 	// the groups it ranks in above node 1 (the others wait for the
 	// removal), and each leader promotes it before it takes node 1 out.
-	roles(t, survivor, "node 4 a voter where it ranks", func(g uint64, voters, learners []uint64) bool {
+	roles(t, []*client.Client{dial(c.Nodes[1]), survivor, dial(joined)}, "node 4 a voter where it ranks", func(g uint64, voters, learners []uint64) bool {
 		wanted := slices.Contains(cluster.ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
 		return slices.Contains(voters, 4) == wanted && len(learners) == 0
 	})
@@ -113,7 +132,7 @@ func TestRealRunReplacesADeadNode(t *testing.T) {
 	_, err = survivor.Admin().RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: 1})
 	cancel()
 	require.NoError(t, err)
-	roles(t, survivor, "node 1 gone from every group, node 4 in", func(_ uint64, voters, learners []uint64) bool {
+	roles(t, []*client.Client{dial(c.Nodes[1]), survivor, dial(joined)}, "node 1 gone from every group, node 4 in", func(_ uint64, voters, learners []uint64) bool {
 		return !slices.Contains(voters, 1) && !slices.Contains(learners, 1) && slices.Contains(voters, 4) && len(voters) == 3
 	})
 	enqueued(h.Count(Enqueue, OK) + 50)
