@@ -170,19 +170,30 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 		if slices.Contains(want, id) {
 			continue
 		}
+		if id != m.self && slices.Contains(voters, id) && len(voters) == 1 {
+			return false, nil // the last voter: nothing could commit the change
+		}
+		r, err := replication()
+		if err != nil {
+			return false, err
+		}
+		// A live member leaves only once every wanted voter is live. The
+		// ranking ignores liveness: while a wanted member is down (dead and
+		// not yet removed), the live one it displaced is the copy standing
+		// in for it, and taking that out would leave the group a replica
+		// short. Once the dead one is removed it is no longer wanted, and the
+		// live one usually is again.
+		if (id == m.self || r.Replicating[id]) && slices.ContainsFunc(voters, func(v uint64) bool {
+			return v != m.self && slices.Contains(want, v) && !r.Replicating[v]
+		}) {
+			continue
+		}
 		if id != m.self {
-			if slices.Contains(voters, id) && len(voters) == 1 {
-				return false, nil // the last voter: nothing could commit the change
-			}
 			m.log.Info("cluster: removing a node from a group", slog.Uint64("group", group), slog.Uint64("node_id", id))
 			return false, m.driver.ChangeConf(ctx, group, confChange(pb.ConfChangeType_ConfChangeRemoveNode, id))
 		}
 		// This leader is to go: hand the group to the wanted voter furthest
 		// along, which then removes this node.
-		r, err := replication()
-		if err != nil {
-			return false, err
-		}
 		var to uint64
 		for _, v := range voters {
 			if slices.Contains(want, v) && r.Replicating[v] && (to == 0 || r.Match[v] > r.Match[to]) {

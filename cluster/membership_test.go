@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
@@ -33,13 +34,13 @@ func (c *replicaNet) confs() map[uint64]*pb.ConfState {
 
 // everyGroup runs the controllers until each group's leader applied a
 // membership that holds ok.
-func (c *replicaNet) everyGroup(what string, ok func(*pb.ConfState) bool) {
+func (c *replicaNet) everyGroup(what string, ok func(g uint64, cs *pb.ConfState) bool) {
 	c.t.Helper()
 	telemetrytest.Await(c.t, patience, func() (bool, string) {
 		c.settle(1)
 		confs := c.confs()
 		for g := uint64(0); g <= testPartitions; g++ {
-			if confs[g] == nil || !ok(confs[g]) {
+			if confs[g] == nil || !ok(g, confs[g]) {
 				return false, fmt.Sprintf("not every group %s: %v", what, confs)
 			}
 		}
@@ -120,7 +121,7 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	}
 
 	c.openWith(4, nil)
-	c.everyGroup("has node 4 as a voter", func(cs *pb.ConfState) bool {
+	c.everyGroup("has node 4 as a voter", func(_ uint64, cs *pb.ConfState) bool {
 		return slices.Contains(cs.GetVoters(), 4) && len(cs.GetLearners()) == 0 && len(cs.GetVoters()) == 4
 	})
 	telemetrytest.Await(t, patience, func() (bool, string) {
@@ -134,7 +135,7 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 		err := metaLeader().RemoveNode(ctx, gone)
 		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
 	})
-	c.everyGroup(fmt.Sprintf("let node %d go", gone), func(cs *pb.ConfState) bool {
+	c.everyGroup(fmt.Sprintf("let node %d go", gone), func(_ uint64, cs *pb.ConfState) bool {
 		return !slices.Contains(cs.GetVoters(), gone) && !slices.Contains(cs.GetLearners(), gone) && len(cs.GetVoters()) == 3
 	})
 	for g := uint64(0); g <= testPartitions; g++ {
@@ -149,6 +150,61 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	if err := metaLeader().AddNode(ctx, gone, c.addrs[gone]); err == nil {
 		t.Fatal("a removed id was added again")
 	}
+}
+
+// At replication factor 3, a node dies and a fourth joins: the ranking
+// over the four (which ignores liveness) keeps the dead node in every
+// partition and drops a live one. The fourth becomes a voter where it
+// ranks, and the live one stays beside it while the dead one is wanted:
+// taking it out would leave two live copies. Once the dead node is
+// removed, every partition holds the three live nodes.
+func TestALiveReplicaStaysWhileAWantedOneIsDown(t *testing.T) {
+	c := newReplicaNet(t, 3, func(o *ReplicaOptions) { o.ReplicationFactor = 3 })
+	const dead = 1
+	displaced := 0
+	for g := uint64(1); g <= testPartitions; g++ {
+		want := ReplicasOf(g, []uint64{1, 2, 3, 4}, 3)
+		if slices.Contains(want, dead) && slices.Contains(want, 4) {
+			displaced++ // a live node ranks out
+		}
+	}
+	require.NotZero(t, displaced, "no partition would displace a live node: the test shows nothing")
+	for g := uint64(0); g <= testPartitions; g++ {
+		c.leaderOf(g)
+	}
+	c.close(dead)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	// A leader tells a dead follower only once it has not heard from it
+	// for an election timeout (raft's recent activity).
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		for g := uint64(0); g <= testPartitions; g++ {
+			r, err := c.leaderOf(g).Driver.Replication(ctx, g)
+			if err != nil || r.Replicating[dead] {
+				return false, fmt.Sprintf("group %d's leader still streams to node %d (%v)", g, dead, err)
+			}
+		}
+		return true, ""
+	})
+	c.serveSnapshots(4)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
+	})
+	c.openWith(4, nil)
+	c.everyGroup("has node 4 where it ranks and keeps nodes 2 and 3", func(g uint64, cs *pb.ConfState) bool {
+		ranks := g == MetaGroup || slices.Contains(ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
+		return slices.Contains(cs.GetVoters(), 4) == ranks && len(cs.GetLearners()) == 0 &&
+			slices.Contains(cs.GetVoters(), 2) && slices.Contains(cs.GetVoters(), 3)
+	})
+
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).RemoveNode(ctx, dead)
+		return err == nil, fmt.Sprintf("RemoveNode: %v", err)
+	})
+	c.everyGroup("holds the three live nodes", func(_ uint64, cs *pb.ConfState) bool {
+		return slices.Equal(slices.Sorted(slices.Values(cs.GetVoters())), []uint64{2, 3, 4}) && len(cs.GetLearners()) == 0
+	})
 }
 
 // A registration committed after its node's removal (sent before the

@@ -30,6 +30,13 @@ import (
 // first; the proxy tries the guess, and once more at the leader a
 // follower there names (gateway.Leaders). A guess that did not answer
 // (Missed) moves on to the next replica.
+//
+// A node taken out of a partition while it was cut off never learns it:
+// the leader stops sending to it once the change applied. Its replica
+// holds on, knowing no leader, and would name none for ever. So for a
+// partition held here whose raft view names no leader, the refresher
+// asks the other members, and a leader one of them names stands in for
+// raft's view until raft names one again (see raftView).
 type Placement struct {
 	replica  *Replica
 	driver   *Driver
@@ -38,7 +45,7 @@ type Placement struct {
 	// carries.
 	nodes *Nodes
 	// guess[g] is the node this node names for partition g while it holds
-	// no replica of it; 0 for none yet.
+	// no replica of it, or holds one that knows no leader; 0 for none yet.
 	guess []atomic.Uint64
 	// changed, if set, is told when a guess changed (the broker points
 	// its Directory at it: actors.PlacementChanged). It must not block.
@@ -93,22 +100,38 @@ func (p *Placement) StartRefresh(interval time.Duration) (stop func()) {
 // refresh asks each node guessed for a partition held elsewhere who leads
 // the partitions it was guessed for, all at once, each call bounded by
 // timeout; a node that does not answer, or knows no leader, gives way to
-// the next replica.
+// the next replica. A partition held here whose raft view names no
+// leader is asked of every other member: the first leader named is kept,
+// none is kept when no one names one (an election under way, which raft
+// will tell).
 func (p *Placement) refresh(ctx context.Context, timeout time.Duration) {
 	self := p.driver.opts.NodeID
 	load := p.families.t.Load().load
-	ask := map[uint64][]uint64{} // node → the groups it is asked about
+	ask := map[uint64][]uint64{}    // node → the groups it is asked about
+	leaderless := map[uint64]bool{} // groups held here that know no leader
 	for g := uint64(1); g < uint64(len(p.guess)); g++ {
 		if g > uint64(len(load)) || load[g-1] == 0 {
 			continue // no queue there: no one asks where it is
 		}
-		if st, _ := p.driver.Status(g); st.Holds(self) {
-			continue
-		}
-		if n := p.guessed(g); n != 0 {
-			ask[n] = append(ask[n], g)
+		st, _ := p.driver.Status(g)
+		switch {
+		case !st.Holds(self):
+			if n := p.guessed(g); n != 0 {
+				ask[n] = append(ask[n], g)
+			}
+		case st.Leader != 0:
+			p.guess[g].Store(0) // raft's view answers (raftView)
+		default:
+			leaderless[g] = true
+			for _, n := range p.nodes.Active() {
+				if n.ID != self {
+					ask[n.ID] = append(ask[n.ID], g)
+				}
+			}
 		}
 	}
+	var mu sync.Mutex
+	named := map[uint64]uint64{} // leaderless group → a leader some member named
 	var wg sync.WaitGroup
 	var changed atomic.Bool
 	for node, groups := range ask {
@@ -116,6 +139,14 @@ func (p *Placement) refresh(ctx context.Context, timeout time.Duration) {
 			answers := p.askLeaders(ctx, node, groups, timeout)
 			for i, g := range groups {
 				next := answers[i]
+				if leaderless[g] {
+					if next != 0 && next != self {
+						mu.Lock()
+						named[g] = next
+						mu.Unlock()
+					}
+					continue
+				}
 				if next == 0 {
 					next = p.after(g, node)
 				}
@@ -126,6 +157,11 @@ func (p *Placement) refresh(ctx context.Context, timeout time.Duration) {
 		})
 	}
 	wg.Wait()
+	for g := range leaderless {
+		if p.guess[g].Swap(named[g]) != named[g] {
+			changed.Store(true)
+		}
+	}
 	if changed.Load() && p.changed != nil {
 		p.changed()
 	}
@@ -161,14 +197,24 @@ func (p *Placement) Where(family string) actors.Location {
 		return actors.Location{}
 	}
 	leader := st.Leader
-	if !st.Holds(p.driver.opts.NodeID) {
+	if !p.raftView(g, st) {
 		leader, st.Term = p.guessed(g), 0
 	}
 	return actors.Location{Node: strconv.FormatUint(leader, 10), LeaderAddr: p.nodes.ClientAddr(leader), Term: st.Term}
 }
 
+// raftView reports whether raft's view of group g (st, its status here)
+// answers who leads it: this node holds a replica, and that replica names
+// a leader or no member named one instead (see Placement).
+func (p *Placement) raftView(g uint64, st GroupStatus) bool {
+	if !st.Holds(p.driver.opts.NodeID) {
+		return false
+	}
+	return st.Leader != 0 || g >= uint64(len(p.guess)) || p.guess[g].Load() == 0
+}
+
 // guessed is the leader this node names for group, which it holds no
-// replica of: the last found, else the first of its replicas (0 when it
+// replica of (or one that knows no leader): the last found, else the first of its replicas (0 when it
 // knows none).
 func (p *Placement) guessed(g uint64) uint64 {
 	if g >= uint64(len(p.guess)) {
@@ -223,7 +269,7 @@ func (p *Placement) setGuess(queue string, next func(g uint64) uint64) {
 	if g == MetaGroup || g >= uint64(len(p.guess)) {
 		return
 	}
-	if st, _ := p.driver.Status(g); st.Holds(p.driver.opts.NodeID) {
+	if st, _ := p.driver.Status(g); p.raftView(g, st) {
 		return // raft says who leads
 	}
 	n := next(g)
@@ -300,6 +346,9 @@ func (p *Placement) Queue(queue string) (leader uint64, voters int) {
 		// No raft view here: what was learnt, and the count its replicas
 		// should be.
 		return p.LearntLeader(g), len(p.replica.Replicas(g))
+	}
+	if !p.raftView(g, st) {
+		return p.LearntLeader(g), st.Voters
 	}
 	return st.Leader, st.Voters
 }

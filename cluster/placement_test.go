@@ -1,12 +1,19 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/fila-dev/filad/actors"
 	storagev1 "github.com/fila-dev/filad/protos/fila/storage/v1"
 	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 func TestLeastLoaded(t *testing.T) {
@@ -93,4 +100,59 @@ func TestFamiliesFollowRecordsAndMarks(t *testing.T) {
 	}
 	require.Equal(t, load, f.t.Load().load)
 	require.Equal(t, uint32(leastLoaded(load, hash("new"))), f.Choose("new"))
+}
+
+// A replica taken out of a partition while it was cut off never learns
+// it (the leader stops sending to it once the change applied): its raft
+// view names no leader for ever. Its placement asks the other members and
+// names the leader they name, and raft's view again once that names one.
+func TestAReplicaTakenOutUnawareNamesTheLeaderTheMembersName(t *testing.T) {
+	c := newReplicaNet(t, 3)
+	const g, queue = 1, "orders"
+	var b storage.Batch
+	b.PutQueue(&storagev1.QueueRecord{Name: queue, Partition: g})
+	c.write(&b)
+	leader := c.leaderOf(g)
+	lead := leader.Driver.opts.NodeID
+	victim := lead%3 + 1
+	out := c.node(victim)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		got := out.Families.Group(storage.Owner{Family: queue})
+		return got == g, fmt.Sprintf("node %d places %q on partition %d", victim, queue, got)
+	})
+
+	c.cut(victim, true)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	require.NoError(t, leader.Driver.ChangeConf(ctx, g, confChange(pb.ConfChangeType_ConfChangeRemoveNode, victim)))
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		lst, _ := leader.Driver.Status(g)
+		vst, _ := out.Driver.Status(g)
+		return !lst.Holds(victim) && vst.Holds(victim) && vst.Leader == 0,
+			fmt.Sprintf("the leader's membership %v; node %d's %v, leader %d", lst.Conf, victim, vst.Conf, vst.Leader)
+	})
+	c.cut(victim, false)
+
+	var changed atomic.Int32
+	p := NewPlacement(out, func() { changed.Add(1) })
+	require.Equal(t, "0", p.Where(queue).Node, "before it asked, node %d knows no leader", victim)
+	p.refresh(ctx, patience)
+	where := p.Where(queue)
+	require.Equal(t, strconv.FormatUint(lead, 10), where.Node, "node %d names the leader the members name", victim)
+	require.Equal(t, uint64(0), where.Term)
+	require.Equal(t, int32(1), changed.Load(), "the directory is told once")
+	l, _ := p.Queue(queue)
+	require.Equal(t, lead, l)
+
+	// Its raft view answers again once it names a leader: the node is
+	// added back, the leader sends to it again.
+	require.NoError(t, leader.Driver.ChangeConf(ctx, g, confChange(pb.ConfChangeType_ConfChangeAddNode, victim)))
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		vst, _ := out.Driver.Status(g)
+		return vst.Leader != 0, fmt.Sprintf("node %d knows no leader of partition %d", victim, g)
+	})
+	p.refresh(ctx, patience)
+	vst, _ := out.Driver.Status(g)
+	require.Equal(t, actors.Location{Node: strconv.FormatUint(vst.Leader, 10), LeaderAddr: out.Nodes.ClientAddr(vst.Leader), Term: vst.Term}, p.Where(queue))
+	require.Equal(t, uint64(0), p.LearntLeader(g))
 }

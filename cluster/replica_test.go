@@ -40,11 +40,14 @@ type replicaNet struct {
 	tune func(*ReplicaOptions)
 	// addrs are the nodes' snapshot servers: real gRPC on loopback, which
 	// outlive the replicas behind them (a restart keeps the address).
+	// They answer Membership/Leaders too.
 	addrs map[uint64]string
+	// cutOff are nodes whose raft messages, to and from, are dropped.
+	cutOff map[uint64]bool
 }
 
 func newReplicaNet(t *testing.T, n int, tune ...func(*ReplicaOptions)) *replicaNet {
-	c := &replicaNet{t: t, dir: t.TempDir(), nodes: map[uint64]*Replica{}, addrs: map[uint64]string{}}
+	c := &replicaNet{t: t, dir: t.TempDir(), nodes: map[uint64]*Replica{}, addrs: map[uint64]string{}, cutOff: map[uint64]bool{}}
 	if len(tune) > 0 {
 		c.tune = tune[0]
 	}
@@ -78,6 +81,9 @@ func (c *replicaNet) openWith(id uint64, peers []uint64) *Replica {
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
 			c.mu.Lock()
 			dst := c.nodes[to]
+			if c.cutOff[to] || c.cutOff[id] {
+				dst = nil
+			}
 			c.mu.Unlock()
 			if dst != nil {
 				dst.Driver.Step(msgs)
@@ -121,6 +127,7 @@ func (c *replicaNet) serveSnapshots(id uint64) {
 	}
 	g := grpc.NewServer()
 	clusterv1.RegisterSnapshotsServer(g, snapshotsProxy{c: c, id: id})
+	clusterv1.RegisterMembershipServer(g, leadersProxy{c: c, id: id})
 	go func() { _ = g.Serve(lis) }()
 	c.t.Cleanup(g.Stop)
 	c.addrs[id] = lis.Addr().String()
@@ -140,6 +147,30 @@ func (p snapshotsProxy) Fetch(req *clusterv1.FetchSnapshot, s grpc.ServerStreami
 		return status.Error(codes.Unavailable, "node down")
 	}
 	return r.snaps.Fetch(req, s)
+}
+
+// leadersProxy answers Membership/Leaders as whichever replica of id is
+// open (Replica.Leaders), as the server's internal port does.
+type leadersProxy struct {
+	clusterv1.UnimplementedMembershipServer
+	c  *replicaNet
+	id uint64
+}
+
+func (p leadersProxy) Leaders(_ context.Context, req *clusterv1.LeadersRequest) (*clusterv1.LeadersResponse, error) {
+	r := p.c.node(p.id)
+	if r == nil {
+		return nil, status.Error(codes.Unavailable, "node down")
+	}
+	return &clusterv1.LeadersResponse{Leaders: r.Leaders(req.GetGroups())}, nil
+}
+
+// cut drops node id's raft messages, to and from it, or stops dropping
+// them.
+func (c *replicaNet) cut(id uint64, off bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cutOff[id] = off
 }
 
 func (c *replicaNet) node(id uint64) *Replica {
