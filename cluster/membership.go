@@ -29,9 +29,15 @@ const PromoteSlack = 100
 type Membership struct {
 	// after, if set, runs after each round (the node forgets the peers
 	// no group holds any more).
-	after      func()
-	driver     *Driver
-	replicas   func(group uint64) []uint64
+	after    func()
+	driver   *Driver
+	replicas func(group uint64) []uint64
+	// agree is Replica.Disagreement: a round changes nothing while the
+	// members disagree on the settings the ranking depends on.
+	agree func() error
+	// disagreed is the last disagreement logged, so that it is logged once
+	// a change, not every round.
+	disagreed  string
 	self       uint64
 	partitions int
 	every      time.Duration
@@ -56,7 +62,7 @@ func StartMembership(r *Replica, self uint64, partitions int, interval time.Dura
 func newMembership(r *Replica, self uint64, partitions int, log *slog.Logger) *Membership {
 	done := make(chan struct{})
 	close(done)
-	return &Membership{driver: r.Driver, replicas: r.Replicas, self: self, partitions: partitions, log: log, stop: func() {}, done: done}
+	return &Membership{driver: r.Driver, replicas: r.Replicas, agree: r.Disagreement, self: self, partitions: partitions, log: log, stop: func() {}, done: done}
 }
 
 // Stop ends the controller and waits for it.
@@ -90,7 +96,22 @@ func (m *Membership) Replicas(group uint64) []uint64 { return m.replicas(group) 
 // Reconcile makes one step towards the wanted membership in each group
 // this node leads, at most one change per group: a proposal raft takes
 // (the next round sees it applied), never a wait for it.
+//
+// While a member registered another partition count or replication
+// factor than this node's, it changes nothing and logs the difference
+// (once each time it changes): two rankings would undo each other.
 func (m *Membership) Reconcile(ctx context.Context) {
+	if err := m.agree(); err != nil {
+		if err.Error() != m.disagreed {
+			m.log.Error("cluster: membership changes paused: the members' settings differ", slog.Any("error", err))
+		}
+		m.disagreed = err.Error()
+		return
+	}
+	if m.disagreed != "" {
+		m.log.Info("cluster: membership changes resumed: the members' settings agree")
+		m.disagreed = ""
+	}
 	catching := false // a group led here has a wanted learner still catching up
 	type work struct {
 		group uint64

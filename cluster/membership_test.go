@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -204,6 +207,63 @@ func TestALiveReplicaStaysWhileAWantedOneIsDown(t *testing.T) {
 	})
 	c.everyGroup("holds the three live nodes", func(_ uint64, cs *pb.ConfState) bool {
 		return slices.Equal(slices.Sorted(slices.Values(cs.GetVoters())), []uint64{2, 3, 4}) && len(cs.GetLearners()) == 0
+	})
+}
+
+// Members that registered different replication factors pause every
+// membership change (each ranking would undo the other's), and say so;
+// once the odd one registers the cluster's factor again, the changes
+// resume: here, a node added meanwhile becomes a voter.
+func TestMembersThatDisagreeOnTheirSettingsChangeNoMembership(t *testing.T) {
+	var odd atomic.Bool
+	c := newReplicaNet(t, 3, func(o *ReplicaOptions) {
+		o.ReplicationFactor = 3
+		if o.NodeID == 3 && odd.Load() {
+			o.ReplicationFactor = 2
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	register := func(id uint64) {
+		t.Helper()
+		require.NoError(t, c.node(id).Register(ctx, NodeInfo{ID: id, InternalAddr: c.addrs[id], ClientAddr: fmt.Sprintf("127.0.0.1:%d", 5554+id)}, 50*time.Millisecond))
+	}
+	for _, id := range c.peers {
+		register(id)
+	}
+	for _, id := range c.peers {
+		require.NoError(t, c.node(id).Disagreement(), "node %d", id)
+	}
+
+	restart3 := func(wrong bool) {
+		t.Helper()
+		c.close(3)
+		odd.Store(wrong)
+		c.open(3)
+		register(3)
+	}
+	restart3(true)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.node(1).Disagreement()
+		return err != nil && strings.Contains(err.Error(), "node 3 registered cluster.replication_factor = 2, this node has 3"), fmt.Sprintf("node 1: %v", err)
+	})
+	require.ErrorContains(t, c.node(3).Disagreement(), "registered cluster.replication_factor = 3, this node has 2")
+
+	c.serveSnapshots(4)
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
+	})
+	c.openWith(4, nil)
+	c.settle(5)
+	for g, cs := range c.confs() {
+		require.False(t, slices.Contains(cs.GetVoters(), 4) || slices.Contains(cs.GetLearners(), 4), "group %d changed its membership while the members disagree: %v", g, cs)
+	}
+
+	restart3(false)
+	c.everyGroup("has node 4 where it ranks", func(g uint64, cs *pb.ConfState) bool {
+		ranks := g == MetaGroup || slices.Contains(ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
+		return slices.Contains(cs.GetVoters(), 4) == ranks && len(cs.GetLearners()) == 0
 	})
 }
 

@@ -30,6 +30,9 @@ type NodeInfo struct {
 	// raft messages and calls are refused (its record stays, so that the
 	// id is never added again).
 	Removed bool
+	// Partitions and ReplicationFactor are the settings the member
+	// registered with (Register); 0 until it registered them.
+	Partitions, ReplicationFactor int
 }
 
 // Nodes is this node's view of the members: the configured initial
@@ -139,7 +142,8 @@ func (n *Nodes) reload(local *storage.Badger) error {
 	defer n.mu.Unlock()
 	m := maps.Clone(n.initial)
 	for _, r := range recs {
-		m[r.GetId()] = NodeInfo{ID: r.GetId(), InternalAddr: r.GetInternalAddr(), ClientAddr: r.GetClientAddr(), Removed: r.GetRemoved()}
+		m[r.GetId()] = NodeInfo{ID: r.GetId(), InternalAddr: r.GetInternalAddr(), ClientAddr: r.GetClientAddr(), Removed: r.GetRemoved(),
+			Partitions: int(r.GetPartitions()), ReplicationFactor: int(r.GetReplicationFactor())}
 	}
 	if old := n.m.Swap(&m); !maps.Equal(*old, m) {
 		n.notify()
@@ -152,7 +156,11 @@ func (n *Nodes) reload(local *storage.Badger) error {
 // once when it already holds it). It proposes again every retry until
 // then, or until ctx ends: a forwarded proposal can be lost on the way
 // (no leader, a leader change), and the record is idempotent.
+//
+// The record carries this node's partition count and replication factor,
+// which the members compare (Disagreement).
 func (r *Replica) Register(ctx context.Context, self NodeInfo, retry time.Duration) error {
+	self.Partitions, self.ReplicationFactor = r.Families.partitions, r.rf
 	data, err := registration(self)
 	if err != nil {
 		return err
@@ -185,8 +193,26 @@ func (r *Replica) Register(ctx context.Context, self NodeInfo, retry time.Durati
 // registration is the batch Register proposes for self.
 func registration(self NodeInfo) ([]byte, error) {
 	var b storage.Batch
-	b.PutNode(&storagev1.NodeRecord{Id: self.ID, InternalAddr: self.InternalAddr, ClientAddr: self.ClientAddr, Removed: self.Removed})
+	b.PutNode(&storagev1.NodeRecord{Id: self.ID, InternalAddr: self.InternalAddr, ClientAddr: self.ClientAddr, Removed: self.Removed,
+		Partitions: uint32(self.Partitions), ReplicationFactor: uint32(self.ReplicationFactor)})
 	return b.Marshal()
+}
+
+// Disagreement is nil when every member that registered its settings has
+// this node's partition count and replication factor, else an error
+// naming the first that differs. Members must agree: leaders ranking the
+// replicas with two factors would undo each other's membership changes,
+// and two partition counts place queues on different groups.
+func (r *Replica) Disagreement() error {
+	for _, n := range r.Nodes.Active() {
+		switch {
+		case n.Partitions != 0 && n.Partitions != r.Families.partitions:
+			return fmt.Errorf("cluster: node %d registered cluster.partitions = %d, this node has %d; every member must have the same", n.ID, n.Partitions, r.Families.partitions)
+		case n.ReplicationFactor != 0 && n.ReplicationFactor != r.rf:
+			return fmt.Errorf("cluster: node %d registered cluster.replication_factor = %d, this node has %d; every member must have the same", n.ID, n.ReplicationFactor, r.rf)
+		}
+	}
+	return nil
 }
 
 // AdmitForwarded decides a proposal (a marshalled raft MsgProp) that peer

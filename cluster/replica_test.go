@@ -340,7 +340,13 @@ func TestMembersRegisterThroughTheMetaLeader(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	want := []NodeInfo{self(1), self(2), self(3)}
+	// Each record carries its node's settings (Register adds them).
+	recorded := func(id uint64) NodeInfo {
+		n := self(id)
+		n.Partitions = testPartitions
+		return n
+	}
+	want := []NodeInfo{recorded(1), recorded(2), recorded(3)}
 	deadline := time.Now().Add(patience)
 	for _, id := range c.peers {
 		for !slices.Equal(c.nodes[id].Nodes.All(), want) && time.Now().Before(deadline) {

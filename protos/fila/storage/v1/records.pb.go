@@ -769,9 +769,14 @@ type NodeRecord struct {
 	ClientAddr   string                 `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
 	// removed: RemoveNode marked it. The record stays, so that the id is
 	// never added again, and its raft messages and calls are refused.
-	Removed       bool `protobuf:"varint,4,opt,name=removed,proto3" json:"removed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Removed bool `protobuf:"varint,4,opt,name=removed,proto3" json:"removed,omitempty"`
+	// partitions and replication_factor are the node's own settings as it
+	// registered them (0: not registered yet, or before they were recorded).
+	// Members that differ pause membership changes (Replica.Disagreement).
+	Partitions        uint32 `protobuf:"varint,5,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	ReplicationFactor uint32 `protobuf:"varint,6,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *NodeRecord) Reset() {
@@ -830,6 +835,20 @@ func (x *NodeRecord) GetRemoved() bool {
 		return x.Removed
 	}
 	return false
+}
+
+func (x *NodeRecord) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
 }
 
 var File_fila_storage_v1_records_proto protoreflect.FileDescriptor
@@ -904,14 +923,18 @@ const file_fila_storage_v1_records_proto_rawDesc = "" +
 	"\bKIND_PUT\x10\x01\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x02\x12\x16\n" +
 	"\x12KIND_DELETE_PREFIX\x10\x03\x12\x15\n" +
-	"\x11KIND_PUT_IF_VALUE\x10\x04\"|\n" +
+	"\x11KIND_PUT_IF_VALUE\x10\x04\"\xcb\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
 	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
 	"clientAddr\x12\x18\n" +
-	"\aremoved\x18\x04 \x01(\bR\aremovedB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
+	"\aremoved\x18\x04 \x01(\bR\aremoved\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x05 \x01(\rR\n" +
+	"partitions\x12-\n" +
+	"\x12replication_factor\x18\x06 \x01(\rR\x11replicationFactorB<Z:github.com/fila-dev/filad/protos/fila/storage/v1;storagev1b\x06proto3"
 
 var (
 	file_fila_storage_v1_records_proto_rawDescOnce sync.Once
