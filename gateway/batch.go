@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -49,7 +50,7 @@ func split[T any](s *Server, ctx context.Context, reqs []any, stop bool, convert
 	for i, req := range reqs {
 		pid, msg, err := s.translator.translate(&call{req: req})
 		if node := s.forwardable(ctx, err); node != 0 {
-			away[node] = append(away[node], i)
+			away.add(node, i, refusedQueue(toStatus(err)))
 			continue
 		}
 		if err != nil {
@@ -129,7 +130,7 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 		reqs[i] = m
 	}
 	stop := stopAtRefusal(ctx)
-	away := remote{}
+	away := newRemote()
 	parts := split(s, ctx, reqs, stop, func(m any) *actors.Enqueue { return m.(*actors.Enqueue) }, fail, away)
 	forwarding := forwardParts(s, ctx, away, filav1.FilaService_EnqueueBatch_FullMethodName,
 		func(at []int) (proto.Message, proto.Message) {
@@ -151,7 +152,8 @@ func (s *Server) EnqueueBatch(ctx context.Context, req *filav1.EnqueueBatchReque
 					results[i] = got[j]
 				}
 			}
-		})
+		},
+		func(i int) codes.Code { return codes.Code(results[i].GetError().GetCode()) })
 	askParts(s, ctx, parts,
 		func(p *part[*actors.Enqueue]) any { return &actors.EnqueueBatch{Items: p.items, StopAtRefusal: stop} },
 		func(p *part[*actors.Enqueue], res any, err error) {
@@ -202,7 +204,7 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 	annotateBatch(ctx, op, len(reqs))
 	results := make([]*filav1.Status, len(reqs))
 	fail := func(i int, err error) { results[i] = itemStatus(err) }
-	away := remote{}
+	away := newRemote()
 	parts := split(s, ctx, reqs, false, func(m any) actors.SettleItem {
 		switch m := m.(type) {
 		case *actors.Ack:
@@ -242,7 +244,8 @@ func (s *Server) settleBatch(ctx context.Context, field string, reqs []any) (*fi
 					results[i] = got[j]
 				}
 			}
-		})
+		},
+		func(i int) codes.Code { return codes.Code(results[i].GetCode()) })
 	askParts(s, ctx, parts,
 		func(p *part[actors.SettleItem]) any { return &actors.SettleBatch{Items: p.items} },
 		func(p *part[actors.SettleItem], res any, err error) {

@@ -309,19 +309,55 @@ func (c MetadataCarrier) Keys() []string {
 
 // remote is the items of a batch bound for one other node, by their
 // positions in the batch.
-type remote map[uint64][]int
+type remote struct {
+	// at are the positions forwarded to each node.
+	at map[uint64][]int
+	// queue is the queue each forwarded position's refusal named.
+	queue map[int]string
+}
+
+// errItemUnavailable is what learn is told of a forwarded batch whose
+// item for a queue was answered UNAVAILABLE.
+var errItemUnavailable = status.Error(codes.Unavailable, "gateway: a forwarded item was refused")
+
+func newRemote() remote { return remote{at: map[uint64][]int{}, queue: map[int]string{}} }
+
+// add forwards position i, refused here for queue, to node.
+func (r remote) add(node uint64, i int, queue string) {
+	r.at[node] = append(r.at[node], i)
+	r.queue[i] = queue
+}
 
 // forwardParts sends each node of away its items as one call of method
 // (build makes its request and an empty reply from the positions), all
 // at once, and calls answer with each reply or the error the whole call
 // got. It returns when every call has answered.
+//
+// Then it tells Options.Leaders what each queue's items showed (learn):
+// an item answered UNAVAILABLE (the node is no leader of its queue, and an
+// item's result names none) counts as a miss, so that a stale guess moves
+// on and is asked about at once rather than at the next refresh. code
+// reads the result answer gave position i.
 func forwardParts(s *Server, ctx context.Context, away remote, method string,
-	build func(at []int) (req, reply proto.Message), answer func(at []int, reply proto.Message, err error)) *sync.WaitGroup {
+	build func(at []int) (req, reply proto.Message), answer func(at []int, reply proto.Message, err error), code func(i int) codes.Code) *sync.WaitGroup {
 	var wg sync.WaitGroup
-	for node, at := range away {
+	for node, at := range away.at {
 		wg.Go(func() {
 			req, reply := build(at)
-			answer(at, reply, s.forward(ctx, node, method, req, reply))
+			err := s.forward(ctx, node, method, req, reply)
+			answer(at, reply, err)
+			missed := map[string]bool{} // queue → an item of it answered UNAVAILABLE
+			for _, i := range at {
+				q := away.queue[i]
+				missed[q] = missed[q] || err == nil && code(i) == codes.Unavailable
+			}
+			for q, m := range missed {
+				if m {
+					s.learn(q, node, errItemUnavailable)
+				} else {
+					s.learn(q, node, err)
+				}
+			}
 		})
 	}
 	return &wg
