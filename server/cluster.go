@@ -292,8 +292,15 @@ func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles 
 	n.driver.Store(driver)
 	// The transport and the dialers follow the node table: a member added
 	// is reached, a removed one forgotten. Only now: a peer's stream tells
-	// the driver when it cannot reach it.
-	nodes.Watch(n.syncPeers)
+	// the driver when it cannot reach it. The broker reads the placement
+	// again too: a refusal names the leader's client address from the
+	// table, and a leader may register its address after it took over (a
+	// joining node that a balancer hands a group before it serves), which
+	// no leadership change would tell.
+	nodes.Watch(func() {
+		n.syncPeers()
+		n.tell(&actors.PlacementChanged{})
+	})
 	if _, err = telemetry.RegisterRaftGroups(tel.MeterProvider, n.raftGroups(cc.Partitions)); err != nil {
 		return nil, err
 	}
