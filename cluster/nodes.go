@@ -205,12 +205,22 @@ func registration(self NodeInfo) ([]byte, error) {
 // and two partition counts place queues on different groups.
 func (r *Replica) Disagreement() error {
 	for _, n := range r.Nodes.Active() {
-		switch {
-		case n.Partitions != 0 && n.Partitions != r.Families.partitions:
-			return fmt.Errorf("cluster: node %d registered cluster.partitions = %d, this node has %d; every member must have the same", n.ID, n.Partitions, r.Families.partitions)
-		case n.ReplicationFactor != 0 && n.ReplicationFactor != r.rf:
-			return fmt.Errorf("cluster: node %d registered cluster.replication_factor = %d, this node has %d; every member must have the same", n.ID, n.ReplicationFactor, r.rf)
+		if err := r.SettingsDiffer(fmt.Sprintf("node %d registered", n.ID), n.Partitions, n.ReplicationFactor); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// SettingsDiffer is nil when partitions and rf (each 0: not said) are this
+// node's, else an error naming the setting that differs, said of who
+// ("node 4 joins with").
+func (r *Replica) SettingsDiffer(who string, partitions, rf int) error {
+	switch {
+	case partitions != 0 && partitions != r.Families.partitions:
+		return fmt.Errorf("cluster: %s cluster.partitions = %d, this node has %d; every member must have the same", who, partitions, r.Families.partitions)
+	case rf != 0 && rf != r.rf:
+		return fmt.Errorf("cluster: %s cluster.replication_factor = %d, this node has %d; every member must have the same", who, rf, r.rf)
 	}
 	return nil
 }

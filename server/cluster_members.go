@@ -105,7 +105,8 @@ func (n *clusterNode) join(ctx context.Context, cc config.Cluster, dial func(str
 		if next != "" {
 			addr, next = next, ""
 		}
-		resp, err := askJoin(ctx, dial, addr, &clusterv1.JoinRequest{NodeId: n.self.ID, InternalAddr: n.self.InternalAddr}, 10*wait)
+		resp, err := askJoin(ctx, dial, addr, &clusterv1.JoinRequest{NodeId: n.self.ID, InternalAddr: n.self.InternalAddr,
+			Partitions: uint32(cc.Partitions), ReplicationFactor: uint32(cc.ReplicationFactor)}, 10*wait)
 		switch code := status.Code(err); {
 		case err == nil && resp.GetJoined():
 			var members []cluster.NodeInfo
@@ -188,6 +189,12 @@ func (j joinServer) Join(ctx context.Context, req *clusterv1.JoinRequest) (*clus
 	})
 	if err != nil {
 		return nil, err
+	}
+	// A member with other settings would pause every membership change
+	// (Replica.Disagreement): better refused here, where the joining node
+	// fails to start and says why.
+	if err := j.n.replica.SettingsDiffer(fmt.Sprintf("node %d joins with", id), int(req.GetPartitions()), int(req.GetReplicationFactor())); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	nodes := j.n.guard.nodes
 	err = j.n.replica.AddNode(ctx, id, addr)

@@ -61,3 +61,34 @@ func TestARemovedNodeIsRefusedOnTheInternalPort(t *testing.T) {
 	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 	require.Contains(t, status.Convert(err).Message(), "never a member again")
 }
+
+// A node that joins with another replication factor or partition count
+// than the member it asks is refused FAILED_PRECONDITION naming the
+// setting and both values, and is not recorded: it would pause every
+// membership change (Replica.Disagreement).
+func TestAJoinWithOtherSettingsIsRefused(t *testing.T) {
+	tr := startTrio(t, trioOptions{})
+	ctx := clusterCtx(t)
+	admin := filav1.NewFilaAdminClient(dialAddr(t, tr.addrs[0]))
+	rows := []struct {
+		name string
+		req  *clusterv1.JoinRequest
+		want string
+	}{
+		{"replication factor", &clusterv1.JoinRequest{ReplicationFactor: 2}, "node 4 joins with cluster.replication_factor = 2, this node has 3"},
+		{"partitions", &clusterv1.JoinRequest{Partitions: 7, ReplicationFactor: 3}, "node 4 joins with cluster.partitions = 7, this node has 4"},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			row.req.NodeId, row.req.InternalAddr = 4, "127.0.0.1:1"
+			for i, addr := range tr.internal { // the meta leader and the others alike
+				_, err := clusterv1.NewMembershipClient(dialAddr(t, addr)).Join(ctx, row.req)
+				require.Equal(t, codes.FailedPrecondition, status.Code(err), "node %d: %v", i+1, err)
+				require.Contains(t, status.Convert(err).Message(), row.want)
+			}
+		})
+	}
+	st, err := admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
+	require.NoError(t, err)
+	require.Len(t, st.GetNodes(), 3, "a refused join recorded nothing: %v", st.GetNodes())
+}

@@ -186,9 +186,13 @@ type JoinRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// internal_addr is where the members reach the caller.
-	InternalAddr  string `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	InternalAddr string `protobuf:"bytes,2,opt,name=internal_addr,json=internalAddr,proto3" json:"internal_addr,omitempty"`
+	// partitions and replication_factor are the caller's settings; a member
+	// refuses a join whose settings differ from its own (0: not said).
+	Partitions        uint32 `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	ReplicationFactor uint32 `protobuf:"varint,4,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -233,6 +237,20 @@ func (x *JoinRequest) GetInternalAddr() string {
 		return x.InternalAddr
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
 }
 
 type JoinResponse struct {
@@ -364,10 +382,14 @@ const file_fila_cluster_v1_membership_proto_rawDesc = "" +
 	"\vGroupLeader\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
-	"\x04term\x18\x03 \x01(\x04R\x04term\"K\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\"\x9a\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12#\n" +
-	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\"\x8f\x01\n" +
+	"\rinternal_addr\x18\x02 \x01(\tR\finternalAddr\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\rR\n" +
+	"partitions\x12-\n" +
+	"\x12replication_factor\x18\x04 \x01(\rR\x11replicationFactor\"\x8f\x01\n" +
 	"\fJoinResponse\x12\x16\n" +
 	"\x06joined\x18\x01 \x01(\bR\x06joined\x120\n" +
 	"\x14leader_internal_addr\x18\x02 \x01(\tR\x12leaderInternalAddr\x125\n" +
