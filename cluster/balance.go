@@ -39,6 +39,14 @@ type BalanceOptions struct {
 	Groups   []uint64
 	Interval time.Duration
 	MaxLag   uint64
+	// LeadCount, if set, asks node how many groups it leads (false when
+	// it did not answer). A node that holds only some of the groups (a
+	// replication factor below the node count) counts the others' leads
+	// only over those, which may be short: two nodes that each see the
+	// other leading nothing hand a group back and forth. A target's count
+	// is asked before a move, so the rule that a move never makes the
+	// target lead more than its giver did holds.
+	LeadCount func(ctx context.Context, node uint64) (int, bool)
 	// TransferTimeout bounds one move; 5 election timeouts of the
 	// driver's when 0.
 	TransferTimeout time.Duration
@@ -103,6 +111,13 @@ func (b *Balancer) step(ctx context.Context) {
 	if !settled {
 		return // an election under way: look again once it is over
 	}
+	partial := false // some group is held elsewhere: others' counts may be short
+	for _, g := range b.opts.Groups {
+		if st, _ := d.Status(g); !st.Holds(d.opts.NodeID) {
+			partial = true
+			break
+		}
+	}
 	members := b.opts.Members()
 	self := d.opts.NodeID
 	share := (len(b.opts.Groups) + len(members) - 1) / max(len(members), 1)
@@ -110,6 +125,7 @@ func (b *Balancer) step(ctx context.Context) {
 		return
 	}
 	var best move
+	asked := map[uint64]bool{}
 	for _, g := range b.opts.Groups {
 		if st, _ := d.Status(g); !st.Leading {
 			continue
@@ -117,6 +133,19 @@ func (b *Balancer) step(ctx context.Context) {
 		commit, peers, err := d.Progress(ctx, g)
 		if err != nil {
 			continue // no longer leading it
+		}
+		if partial && b.opts.LeadCount != nil {
+			for _, p := range peers {
+				if p.Node == self || asked[p.Node] {
+					continue
+				}
+				asked[p.Node] = true
+				if n, ok := b.opts.LeadCount(ctx, p.Node); ok {
+					counts[p.Node] = max(counts[p.Node], n)
+				} else {
+					counts[p.Node] = counts[self] // unknown: not a target
+				}
+			}
 		}
 		if to, ok := pickTarget(self, counts, members, peers, commit, b.opts.MaxLag); ok && (best.to == 0 || counts[to] < counts[best.to]) {
 			best = move{group: g, to: to}

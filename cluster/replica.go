@@ -282,6 +282,35 @@ func (r *Replica) Leaders(groups []uint64) []*clusterv1.GroupLeader {
 	return out
 }
 
+// LeadCount is how many groups node leads, as it answers
+// Membership/Leaders (false when it did not answer within timeout): the
+// balancer's BalanceOptions.LeadCount.
+func (r *Replica) LeadCount(ctx context.Context, node uint64, timeout time.Duration) (int, bool) {
+	conn, err := r.peerConn(r.dial, node)
+	if err != nil {
+		return 0, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := clusterv1.NewMembershipClient(conn).Leaders(ctx, &clusterv1.LeadersRequest{NodeId: r.Driver.opts.NodeID})
+	if err != nil {
+		return 0, false
+	}
+	return int(resp.GetGroupsLed()), true
+}
+
+// GroupsLed is how many groups (the meta group and the partitions) this
+// node leads.
+func (r *Replica) GroupsLed() int {
+	n := 0
+	for g := uint64(0); g <= uint64(r.Families.partitions); g++ {
+		if st, _ := r.Driver.Status(g); st.Leading {
+			n++
+		}
+	}
+	return n
+}
+
 // snapshotsClient receives chunks as large as the transport's messages.
 type snapshotsClient struct{ clusterv1.SnapshotsClient }
 

@@ -450,6 +450,9 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 	nodes := n.replica.Nodes
 	n.balancer = cluster.StartBalancer(cluster.BalanceOptions{
 		Driver: n.replica.Driver, Groups: n.groups, Interval: cc.LeaderBalanceInterval(), Logger: log,
+		LeadCount: func(ctx context.Context, node uint64) (int, bool) {
+			return n.replica.LeadCount(ctx, node, cc.LeaderBalanceInterval())
+		},
 		Members: func() []uint64 {
 			var ids []uint64
 			for _, m := range nodes.Active() { // a removed node leads nothing

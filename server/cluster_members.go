@@ -168,7 +168,7 @@ func (j joinServer) Leaders(ctx context.Context, req *clusterv1.LeadersRequest) 
 	if len(req.GetGroups()) > j.n.partitions+1 {
 		return nil, status.Errorf(codes.InvalidArgument, "groups: %d is over the %d groups of this cluster", len(req.GetGroups()), j.n.partitions+1)
 	}
-	return &clusterv1.LeadersResponse{Leaders: j.n.replica.Leaders(req.GetGroups())}, nil
+	return &clusterv1.LeadersResponse{Leaders: j.n.replica.Leaders(req.GetGroups()), GroupsLed: uint32(j.n.replica.GroupsLed())}, nil
 }
 
 // Join implements clusterv1.MembershipServer: the meta leader records the

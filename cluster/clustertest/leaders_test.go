@@ -283,3 +283,85 @@ func (w *leaderGaps) perGroup() map[uint64]time.Duration {
 	}
 	return out
 }
+
+// TestLeaderBalanceOfFiveNodesAtReplicationFactor3: with fewer replicas
+// than nodes, each node's balancer sees only the groups it holds, so its
+// counts of the others may be short. Five nodes, 10 groups (share 2), one
+// killed and restarted: leaderships move to it, and then a settled cluster
+// moves nothing over five intervals (no ping-pong). Each node's count is
+// its own (a node knows exactly what it leads).
+func TestLeaderBalanceOfFiveNodesAtReplicationFactor3(t *testing.T) {
+	const partitions, groups = 9, 10
+	c := Start(t, Options{Nodes: 5, Env: clusterEnv("FILA_CLUSTER__PARTITIONS="+fmt.Sprint(partitions),
+		"FILA_CLUSTER__LEADER_BALANCE_INTERVAL_MS="+balanceInterval, "FILA_CLUSTER__REPLICATION_FACTOR=3")})
+	clients := dialAll(t, c)
+	own := func() (map[uint64]uint32, string) {
+		led := map[uint64]uint32{}
+		for i := range c.Nodes {
+			st := statusOf(clients, i)
+			if st == nil {
+				return nil, fmt.Sprintf("node %d does not answer", i+1)
+			}
+			led[uint64(i+1)] = ledBy(st)[uint64(i+1)]
+		}
+		return led, ""
+	}
+	back := c.Nodes[4]
+	back.Kill()
+	clients = clients[:4]
+	telemetrytest.Await(t, StartTimeout, func() (bool, string) {
+		led := map[uint64]uint32{}
+		total := uint32(0)
+		for i := range 4 {
+			st := statusOf(clients, i)
+			if st == nil {
+				return false, fmt.Sprintf("node %d does not answer", i+1)
+			}
+			led[uint64(i+1)] = ledBy(st)[uint64(i+1)]
+			total += led[uint64(i+1)]
+		}
+		return total == groups, fmt.Sprintf("with node 5 down the others lead %v", led)
+	})
+	require.NoError(t, back.Restart())
+	clients = dialAll(t, c)
+	settled := func() (bool, string) {
+		led, why := own()
+		if led == nil {
+			return false, why
+		}
+		total := uint32(0)
+		for id, n := range led {
+			total += n
+			if n > 3 || (id == 5 && n == 0) {
+				return false, fmt.Sprintf("leaders per node %v", led)
+			}
+		}
+		return total == groups, fmt.Sprintf("leaders per node %v (%d groups)", led, total)
+	}
+	telemetrytest.Await(t, 2*StartTimeout, settled)
+	total := func() int {
+		n := 0
+		for _, node := range c.Nodes {
+			n += moves(t, node)
+		}
+		return n
+	}
+	led, _ := own()
+	t.Logf("node 5 back: leaders per node %v, %d balance moves", led, total())
+	telemetrytest.Await(t, 4*StartTimeout, func() (bool, string) {
+		if ok, why := settled(); !ok {
+			return false, why
+		}
+		at, since := total(), time.Now()
+		for time.Since(since) < 5*time.Second {
+			if ok, why := settled(); !ok {
+				return false, "the spread broke within a window: " + why
+			}
+			pause(context.Background())
+		}
+		if moved := total() - at; moved != 0 {
+			return false, fmt.Sprintf("%d balance moves in a settled cluster (ping-pong)", moved)
+		}
+		return true, ""
+	})
+}

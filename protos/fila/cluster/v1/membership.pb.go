@@ -79,7 +79,10 @@ func (x *LeadersRequest) GetGroups() []uint64 {
 type LeadersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// leaders are in the order of the groups asked.
-	Leaders       []*GroupLeader `protobuf:"bytes,1,rep,name=leaders,proto3" json:"leaders,omitempty"`
+	Leaders []*GroupLeader `protobuf:"bytes,1,rep,name=leaders,proto3" json:"leaders,omitempty"`
+	// groups_led is how many groups the answering node leads itself: what
+	// a balancer that holds only some of the groups cannot count.
+	GroupsLed     uint32 `protobuf:"varint,2,opt,name=groups_led,json=groupsLed,proto3" json:"groups_led,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +122,13 @@ func (x *LeadersResponse) GetLeaders() []*GroupLeader {
 		return x.Leaders
 	}
 	return nil
+}
+
+func (x *LeadersResponse) GetGroupsLed() uint32 {
+	if x != nil {
+		return x.GroupsLed
+	}
+	return 0
 }
 
 type GroupLeader struct {
@@ -376,9 +386,11 @@ const file_fila_cluster_v1_membership_proto_rawDesc = "" +
 	" fila/cluster/v1/membership.proto\x12\x0ffila.cluster.v1\"A\n" +
 	"\x0eLeadersRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
-	"\x06groups\x18\x02 \x03(\x04R\x06groups\"I\n" +
+	"\x06groups\x18\x02 \x03(\x04R\x06groups\"h\n" +
 	"\x0fLeadersResponse\x126\n" +
-	"\aleaders\x18\x01 \x03(\v2\x1c.fila.cluster.v1.GroupLeaderR\aleaders\"P\n" +
+	"\aleaders\x18\x01 \x03(\v2\x1c.fila.cluster.v1.GroupLeaderR\aleaders\x12\x1d\n" +
+	"\n" +
+	"groups_led\x18\x02 \x01(\rR\tgroupsLed\"P\n" +
 	"\vGroupLeader\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
