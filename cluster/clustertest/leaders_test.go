@@ -66,6 +66,15 @@ func ledBy(st *filav1.GetClusterStatusResponse) map[uint64]uint32 {
 	return out
 }
 
+// totalMoves counts the leader balance moves c's nodes logged so far.
+func totalMoves(t *testing.T, c *Cluster) int {
+	n := 0
+	for _, node := range c.Nodes {
+		n += moves(t, node)
+	}
+	return n
+}
+
 // moves counts the leader balance moves node n logged so far.
 func moves(t *testing.T, n *Node) int {
 	b, err := os.ReadFile(n.logPath)
@@ -103,22 +112,21 @@ func TestLeaderBalanceAfterAFailover(t *testing.T) {
 	}
 	start := time.Now()
 	telemetrytest.Await(t, 2*StartTimeout, spread)
-	total := func() int {
-		n := 0
-		for _, node := range c.Nodes {
-			n += moves(t, node)
-		}
-		return n
-	}
+	total := func() int { return totalMoves(t, c) }
 	before := total()
 	t.Logf("node 3 back: every node leads 3 of %d groups after %v, %d balance moves", groups, time.Since(start).Round(time.Millisecond), before)
 	require.GreaterOrEqual(t, before, 3, "node 3 came back leading nothing; 3 groups must have moved to it")
+	holdsStill(t, spread, total)
+}
 
-	// A while of stability: five intervals in which the spread holds and
-	// no balancer moves anything. An election on a busy machine (or a
-	// status call that times out) breaks a window without a bug, so a
-	// broken window starts another; ping-pong, a move in a balanced
-	// cluster, breaks every window, and the deadline fails the test.
+// holdsStill waits for a while of stability: five intervals in which
+// spread holds and no balancer moves anything (total counts the moves
+// logged). An election on a busy machine (or a status call that times
+// out) breaks a window without a bug, so a broken window starts another;
+// ping-pong, a move in a balanced cluster, breaks every window, and the
+// deadline fails the test.
+func holdsStill(t *testing.T, spread func() (bool, string), total func() int) {
+	t.Helper()
 	telemetrytest.Await(t, 4*StartTimeout, func() (bool, string) {
 		if ok, why := spread(); !ok {
 			return false, why
@@ -339,29 +347,8 @@ func TestLeaderBalanceOfFiveNodesAtReplicationFactor3(t *testing.T) {
 		return total == groups, fmt.Sprintf("leaders per node %v (%d groups)", led, total)
 	}
 	telemetrytest.Await(t, 2*StartTimeout, settled)
-	total := func() int {
-		n := 0
-		for _, node := range c.Nodes {
-			n += moves(t, node)
-		}
-		return n
-	}
+	total := func() int { return totalMoves(t, c) }
 	led, _ := own()
 	t.Logf("node 5 back: leaders per node %v, %d balance moves", led, total())
-	telemetrytest.Await(t, 4*StartTimeout, func() (bool, string) {
-		if ok, why := settled(); !ok {
-			return false, why
-		}
-		at, since := total(), time.Now()
-		for time.Since(since) < 5*time.Second {
-			if ok, why := settled(); !ok {
-				return false, "the spread broke within a window: " + why
-			}
-			pause(context.Background())
-		}
-		if moved := total() - at; moved != 0 {
-			return false, fmt.Sprintf("%d balance moves in a settled cluster (ping-pong)", moved)
-		}
-		return true, ""
-	})
+	holdsStill(t, settled, total)
 }
