@@ -107,16 +107,9 @@ func (b *Balancer) run() {
 // step makes at most one move.
 func (b *Balancer) step(ctx context.Context) {
 	d := b.opts.Driver
-	counts, settled := leadCounts(d, b.opts.Groups)
+	counts, settled, partial := leadCounts(d, b.opts.Groups)
 	if !settled {
 		return // an election under way: look again once it is over
-	}
-	partial := false // some group is held elsewhere: others' counts may be short
-	for _, g := range b.opts.Groups {
-		if st, _ := d.Status(g); !st.Holds(d.opts.NodeID) {
-			partial = true
-			break
-		}
 	}
 	members := b.opts.Members()
 	self := d.opts.NodeID
@@ -136,7 +129,10 @@ func (b *Balancer) step(ctx context.Context) {
 		}
 		if partial && b.opts.LeadCount != nil {
 			for _, p := range peers {
-				if p.Node == self || asked[p.Node] {
+				// Only a possible target is asked: one the local count
+				// already rules out (the asked count is never lower) or
+				// that lags is not, nor is anyone twice a step.
+				if p.Node == self || asked[p.Node] || counts[self]-counts[p.Node] < 2 || !caughtUp(p, commit, b.opts.MaxLag) {
 					continue
 				}
 				asked[p.Node] = true
@@ -170,20 +166,21 @@ type move struct{ group, to uint64 }
 // them; settled is false while one of them has no leader known. Only the
 // groups this node holds a replica of are counted: of the others it has
 // no raft view (a replication factor below the node count), so another
-// node's count may be short of the truth there.
-func leadCounts(d *Driver, groups []uint64) (counts map[uint64]int, settled bool) {
+// node's count may be short of the truth there, which partial says.
+func leadCounts(d *Driver, groups []uint64) (counts map[uint64]int, settled, partial bool) {
 	counts = map[uint64]int{}
 	for _, g := range groups {
 		st, _ := d.Status(g)
 		if !st.Holds(d.opts.NodeID) {
+			partial = true
 			continue
 		}
 		if st.Leader == 0 {
-			return counts, false
+			return counts, false, partial
 		}
 		counts[st.Leader]++
 	}
-	return counts, true
+	return counts, true, partial
 }
 
 // pickTarget is the voter of a group self leads to hand it to: a member
@@ -222,7 +219,7 @@ func caughtUp(p PeerProgress, commit, maxLag uint64) bool {
 func HandOff(ctx context.Context, d *Driver, groups []uint64, timeout time.Duration, log *slog.Logger) int {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	counts, _ := leadCounts(d, groups)
+	counts, _, _ := leadCounts(d, groups)
 	self := d.opts.NodeID
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -69,7 +69,7 @@ func TestBalancersSpreadLeadership(t *testing.T) {
 	}
 	deadline := time.Now().Add(patience)
 	for {
-		counts, settled := leadCounts(c.node(1), groups)
+		counts, settled, _ := leadCounts(c.node(1), groups)
 		if settled && counts[1] == 2 && counts[2] == 2 && counts[3] == 2 {
 			break
 		}

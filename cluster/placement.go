@@ -15,7 +15,6 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/fila-dev/filad/actors"
-	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	"github.com/fila-dev/filad/storage"
 )
 
@@ -171,13 +170,7 @@ func (p *Placement) refresh(ctx context.Context, timeout time.Duration) {
 // order; all 0 when it did not answer.
 func (p *Placement) askLeaders(ctx context.Context, node uint64, groups []uint64, timeout time.Duration) []uint64 {
 	out := make([]uint64, len(groups))
-	conn, err := p.replica.peerConn(p.replica.dial, node)
-	if err != nil {
-		return out
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := clusterv1.NewMembershipClient(conn).Leaders(ctx, &clusterv1.LeadersRequest{NodeId: p.driver.opts.NodeID, Groups: groups})
+	resp, err := p.replica.askLeaders(ctx, node, groups, timeout)
 	if err != nil {
 		return out
 	}
@@ -214,8 +207,8 @@ func (p *Placement) raftView(g uint64, st GroupStatus) bool {
 }
 
 // guessed is the leader this node names for group, which it holds no
-// replica of (or one that knows no leader): the last found, else the first of its replicas (0 when it
-// knows none).
+// replica of (or one that knows no leader): the last found, else the
+// first of its replicas (0 when it knows none).
 func (p *Placement) guessed(g uint64) uint64 {
 	if g >= uint64(len(p.guess)) {
 		return 0

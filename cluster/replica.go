@@ -286,17 +286,23 @@ func (r *Replica) Leaders(groups []uint64) []*clusterv1.GroupLeader {
 // Membership/Leaders (false when it did not answer within timeout): the
 // balancer's BalanceOptions.LeadCount.
 func (r *Replica) LeadCount(ctx context.Context, node uint64, timeout time.Duration) (int, bool) {
-	conn, err := r.peerConn(r.dial, node)
-	if err != nil {
-		return 0, false
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := clusterv1.NewMembershipClient(conn).Leaders(ctx, &clusterv1.LeadersRequest{NodeId: r.Driver.opts.NodeID})
+	resp, err := r.askLeaders(ctx, node, nil, timeout)
 	if err != nil {
 		return 0, false
 	}
 	return int(resp.GetGroupsLed()), true
+}
+
+// askLeaders is node's answer to Membership/Leaders for groups, the call
+// bounded by timeout.
+func (r *Replica) askLeaders(ctx context.Context, node uint64, groups []uint64, timeout time.Duration) (*clusterv1.LeadersResponse, error) {
+	conn, err := r.peerConn(r.dial, node)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return clusterv1.NewMembershipClient(conn).Leaders(ctx, &clusterv1.LeadersRequest{NodeId: r.Driver.opts.NodeID, Groups: groups})
 }
 
 // GroupsLed is how many groups (the meta group and the partitions) this
