@@ -156,7 +156,12 @@ cmd_join() {
   [[ -x $bin ]] || build
   echo "$i" >"$root/cluster.size"
   launch "$i"
-  await_serving "$i"
+  if ! await_serving "$i"; then
+    # It exited (a refused join says why above): the next join is node
+    # $i again, not one past a node that never joined.
+    [[ -n $(pid_of "$i" 2>/dev/null) ]] || echo "$((i - 1))" >"$root/cluster.size"
+    exit 1
+  fi
   echo "node $i joined; watch it become a voter: go run ./cmd/fila --addr $(client_addr 1) cluster status"
 }
 
