@@ -345,7 +345,7 @@ func (r *Replica) AddNode(ctx context.Context, id uint64, internalAddr string) e
 	if err != nil {
 		return err
 	}
-	return notLeader(r.Driver.Propose(ctx, MetaGroup, data), r.Nodes)
+	return notLeader(r.Driver.Propose(ctx, MetaGroup, data), r.Nodes, "")
 }
 
 // RemoveNode marks member id removed in the meta group's node table: the
@@ -372,14 +372,14 @@ func (r *Replica) RemoveNode(ctx context.Context, id uint64) error {
 	if err != nil {
 		return err
 	}
-	return notLeader(r.Driver.Propose(ctx, MetaGroup, data), r.Nodes)
+	return notLeader(r.Driver.Propose(ctx, MetaGroup, data), r.Nodes, "")
 }
 
 // leadingMeta is nil when this node leads the meta group, else the
 // refusal naming its leader.
 func (r *Replica) leadingMeta() error {
 	if st, _ := r.Driver.Status(MetaGroup); !st.Leading {
-		return notLeader(&NotLeaderError{Group: MetaGroup, Leader: st.Leader}, r.Nodes)
+		return notLeader(&NotLeaderError{Group: MetaGroup, Leader: st.Leader}, r.Nodes, "")
 	}
 	return nil
 }

@@ -319,13 +319,14 @@ func admitForget(e *pb.Entry) bool {
 
 // notLeader turns the driver's refusal into the actors' (what the gateway
 // answers UNAVAILABLE with the leader's client address), keeping the
-// driver's error in the chain.
-func notLeader(err error, nodes *Nodes) error {
+// driver's error in the chain. family names the queue family whose write
+// was refused, "" for the meta group's.
+func notLeader(err error, nodes *Nodes, family string) error {
 	var nl *NotLeaderError
 	if !errors.As(err, &nl) {
 		return err
 	}
-	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{LeaderAddr: nodes.ClientAddr(nl.Leader), LeaderNode: nl.Leader}, err)
+	return fmt.Errorf("%w (%v)", &actors.NotLeaderError{Queue: family, LeaderAddr: nodes.ClientAddr(nl.Leader), LeaderNode: nl.Leader}, err)
 }
 
 // Queue is who leads the partition of queue (a queue's or its DLQ's

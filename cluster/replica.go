@@ -493,7 +493,8 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 		done(err)
 		return
 	}
-	group := s.families.Group(b.Owner())
+	owner := b.Owner()
+	group := s.families.Group(owner)
 	span := s.commitSpan(b, group)
 	s.driver.ProposeAsync(group, data, func(err error) {
 		if err == nil {
@@ -506,7 +507,7 @@ func (s *ReplicatedStore) Submit(b *storage.Batch, done func(error)) {
 			}
 			span.End()
 		}
-		done(notLeader(err, s.nodes))
+		done(notLeader(err, s.nodes, owner.Family))
 	})
 }
 

@@ -23,26 +23,9 @@ import (
 // reports the process's CPU per call beside the wall time, which a busy
 // machine disturbs less.
 func BenchmarkUnaryRoundTrip(b *testing.B) {
-	sys, err := actors.Start(actors.Options{Store: storage.NewMemory(), Quantum: 1, RequestTimeout: 10 * time.Second,
-		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"},
-		Lua:          scripting.Limits{Timeout: time.Second, BreakerThreshold: 3},
-		ConfigStore:  actors.RuntimeConfigLimits{MaxKeys: 10, MaxBytes: 1 << 20, MaxAPIKeys: 10}})
-	require.NoError(b, err)
-	b.Cleanup(sys.Stop)
-	gw, err := gateway.New(gateway.Options{System: sys, MaxMessageBytes: 1 << 20, MaxMailbox: 1 << 20,
-		DefaultMaxInFlight: 10, MaxBatchItems: 1000, MaxBatchBytes: 4 << 20})
-	require.NoError(b, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(b, err)
-	g := grpc.NewServer(gateway.ServerOptions()...)
-	gw.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	b.Cleanup(func() { g.Stop(); gw.Close() })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(b, err)
-	b.Cleanup(func() { _ = conn.Close() })
+	conn := startGateway(b, storage.NewMemory(), nil)
 	svc, admin := filav1.NewFilaServiceClient(conn), filav1.NewFilaAdminClient(conn)
-	_, err = admin.CreateQueue(b.Context(), &filav1.CreateQueueRequest{Name: "bench"})
+	_, err := admin.CreateQueue(b.Context(), &filav1.CreateQueueRequest{Name: "bench"})
 	require.NoError(b, err)
 
 	calls := []struct {
@@ -82,4 +65,29 @@ func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startGateway serves a gateway over loopback on an actor system of store
+// (in a cluster's mode when place is not nil) and returns a client
+// connection to it.
+func startGateway(tb testing.TB, store storage.Store, place actors.Placement) *grpc.ClientConn {
+	sys, err := actors.Start(actors.Options{Store: store, Placement: place, Quantum: 1, RequestTimeout: 10 * time.Second,
+		DefaultQueue: actors.QueueConfig{VisibilityTimeout: time.Minute, FairnessKeyHeader: "k"},
+		Lua:          scripting.Limits{Timeout: time.Second, BreakerThreshold: 3},
+		ConfigStore:  actors.RuntimeConfigLimits{MaxKeys: 10, MaxBytes: 1 << 20, MaxAPIKeys: 10}})
+	require.NoError(tb, err)
+	tb.Cleanup(sys.Stop)
+	gw, err := gateway.New(gateway.Options{System: sys, MaxMessageBytes: 1 << 20, MaxMailbox: 1 << 20,
+		DefaultMaxInFlight: 10, MaxBatchItems: 1000, MaxBatchBytes: 4 << 20})
+	require.NoError(tb, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	g := grpc.NewServer(gateway.ServerOptions()...)
+	gw.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	tb.Cleanup(func() { g.Stop(); gw.Close() })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = conn.Close() })
+	return conn
 }

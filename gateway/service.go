@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/fila-dev/filad/actors"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 )
 
@@ -137,10 +139,8 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_ConsumeServ
 		for _, d := range taken {
 			if err := d.Written.Wait(ctx); err != nil {
 				// The lease is not durable (a cluster's leader deposed
-				// meanwhile): nothing of the frame may be sent. The queue
-				// is stopping here; its consumers end with a hint.
-				s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID(), Unsent: slices.Clone(taken)})
-				return err
+				// meanwhile): nothing of the frame may be sent.
+				return s.leaseNotWritten(ctx, c, sub, taken, err)
 			}
 		}
 		if err := stream.Send(resp); err != nil {
@@ -150,6 +150,26 @@ func (s *Server) pump(ctx context.Context, stream filav1.FilaService_ConsumeServ
 			return err
 		}
 	}
+}
+
+// leaseNotWritten ends a frame whose lease write failed with err. When the
+// write's outcome is unknown (the partition's leader lost its term while it
+// was proposed) the queue reloads or stops, and ends every consumer with
+// the reason a client can act on: subscribe again (actors.IsRestart), or
+// the leader to go to. The stream waits for that rather than answering the
+// store's error, which is INTERNAL to a client that only has to retry. A
+// refusal (a plain not-leader, a closed store) is the answer itself.
+func (s *Server) leaseNotWritten(ctx context.Context, c *actors.Consumer, sub *actors.SubscribeReply, taken []*actors.Delivery, err error) error {
+	if errors.Is(err, storage.ErrOutcomeUnknown) {
+		select {
+		case <-c.Done():
+			return c.Err() // the reload took the frame's leases back with the rest
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.sys.Send(sub.Queue, &actors.Unsubscribe{ConsumerID: c.ID(), Unsent: slices.Clone(taken)})
+	return err
 }
 
 func toProto(d *actors.Delivery) *filav1.Message {
