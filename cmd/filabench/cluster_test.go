@@ -34,15 +34,15 @@ fila_raft_entries_per_append_other 99
 }
 
 // TestClusterFailover runs the failover workload once on three real
-// filad processes: the partition leader found, killed, an enqueue through
-// a survivor that succeeds, the node restarted.
+// filad processes: the partition leader found, killed, an enqueue and a
+// delivery through a survivor that succeed, the node restarted.
 func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three filad processes")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := &bench{f: benchFlags{messages: 300}, out: io.Discard}
+	e := &bench{f: benchFlags{messages: 300, clusterBacklog: 300}, out: io.Discard}
 	t.Cleanup(func() {
 		if e.filadBin != "" {
 			_ = os.RemoveAll(filepath.Dir(e.filadBin))
@@ -52,8 +52,13 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 2 || rs[0].Unit != "ms p50" || rs[0].Value <= 0 || rs[1].Value < rs[0].Value {
-		t.Fatalf("results: %+v", rs)
+	if len(rs) != 4 {
+		t.Fatalf("want p50 and max of the enqueue and of the delivery, got %+v", rs)
+	}
+	for i := 0; i < 4; i += 2 {
+		if rs[i].Unit != "ms p50" || rs[i].Value <= 0 || rs[i+1].Value < rs[i].Value {
+			t.Fatalf("results: %+v", rs)
+		}
 	}
 }
 
@@ -85,5 +90,29 @@ func TestClusterIdle(t *testing.T) {
 		if (cpu && (r.Value < 0 || r.Value > 100*float64(runtime.NumCPU()))) || (!cpu && r.Value <= 0) {
 			t.Fatalf("implausible: %+v", r)
 		}
+	}
+}
+
+// The catch-up workload replaces a dead follower of three real filad
+// processes by a fourth, which joins and becomes a voter, and removes the
+// dead one; the leader's enqueues are timed before and during.
+func TestClusterCatchup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four filad processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	e := &bench{f: benchFlags{short: true}, out: io.Discard}
+	t.Cleanup(func() {
+		if e.filadBin != "" {
+			_ = os.RemoveAll(filepath.Dir(e.filadBin))
+		}
+	})
+	rs, err := e.clusterCatchup(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 5 || rs[0].Value <= 0 || rs[1].Value < rs[0].Value || rs[2].Value <= 0 || rs[3].Value <= 0 {
+		t.Fatalf("results: %+v", rs)
 	}
 }

@@ -42,6 +42,9 @@ type benchFlags struct {
 	cluster   int
 	rounds    int
 	failovers int
+	// clusterBacklog is the 1 KiB messages in the queue of the cluster
+	// failover and catch-up workloads.
+	clusterBacklog int
 	// serverProfile is where the CPU workloads write filad's own CPU and
 	// allocation profiles (profile.go); "" writes none.
 	serverProfile        string
@@ -61,6 +64,7 @@ func main() {
 	flag.IntVar(&f.cluster, "cluster", 0, "also run the cluster workloads with this many filad processes (RF = N) against single-node filad; 0: none")
 	flag.IntVar(&f.rounds, "rounds", 3, "alternating rounds of the cluster throughput comparison")
 	flag.IntVar(&f.failovers, "failovers", 5, "partition leader kills in the cluster failover workload (needs -cluster 3 or more)")
+	flag.IntVar(&f.clusterBacklog, "cluster-backlog", 20000, "1 KiB messages in the queue of the cluster failover and catch-up workloads (1000000: issue 25's size)")
 	flag.StringVar(&f.serverProfile, "server-profile", "", "the cpu workloads also write filad's CPU and allocation profiles into this directory")
 	flag.IntVar(&f.serverProfileSeconds, "server-profile-seconds", 10, "how long each filad CPU profile runs, from the workload's start")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (filabench itself, the clients) to this file")

@@ -149,13 +149,7 @@ func (t *filadTarget) operatorTools(ctx context.Context, n int) ([]result, error
 		if err := <-probeErr; err != nil {
 			return nil, fmt.Errorf("%s: probe: %w", op.name, err)
 		}
-		slices.Sort(enqueues)
-		pct := func(p float64) float64 {
-			if len(enqueues) == 0 {
-				return 0
-			}
-			return float64(enqueues[int(math.Ceil(p*float64(len(enqueues))))-1].Microseconds()) / 1000
-		}
+		pct := func(p float64) float64 { return float64(percentile(enqueues, p).Microseconds()) / 1000 }
 		w := fmt.Sprintf("%s, %d messages", op.name, n)
 		// The machine's load and the collections during the operation say
 		// how far a figure is this operation's and how far its neighbours'.

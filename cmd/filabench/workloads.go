@@ -534,10 +534,7 @@ func (t *filadTarget) latency(ctx context.Context, load string, producers, sampl
 	if err := <-consumed; err != nil {
 		return nil, err
 	}
-	slices.Sort(delays)
-	pct := func(p float64) float64 {
-		return float64(delays[int(math.Ceil(p*float64(len(delays))))-1].Microseconds())
-	}
+	pct := func(p float64) float64 { return float64(percentile(delays, p).Microseconds()) }
 	w := "e2e latency " + load
 	return []result{
 		{Workload: w, Value: pct(0.50), Unit: "µs p50"},
@@ -679,4 +676,14 @@ func (e *bench) cpuPerMessage(ctx context.Context, n int, onFilad func(context.C
 		}
 	}
 	return out, nil
+}
+
+// percentile is the p quantile (0 < p ≤ 1) of ds by nearest rank, 0 for
+// none. It sorts ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[int(math.Ceil(p*float64(len(ds))))-1]
 }
