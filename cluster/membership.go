@@ -194,6 +194,15 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 		if id != m.self && slices.Contains(voters, id) && len(voters) == 1 {
 			return false, nil // the last voter: nothing could commit the change
 		}
+		// Add first, remove second: a voter leaves only once every wanted
+		// member votes. Taking out the one a learner is to replace before
+		// that learner is promoted shrinks the quorum's choice, and if a
+		// wanted voter then dies (or is dead already and still counts as
+		// replicating, as it does for an election timeout) the group is
+		// left without a quorum until it returns.
+		if slices.Contains(voters, id) && slices.ContainsFunc(want, func(w uint64) bool { return !slices.Contains(voters, w) }) {
+			continue
+		}
 		r, err := replication()
 		if err != nil {
 			return false, err

@@ -302,3 +302,45 @@ func TestARemovedNodeIsNotRevivedByALateRegistration(t *testing.T) {
 		return true, ""
 	})
 }
+
+// At replication factor 3, a fourth node is added while it is down: where
+// it ranks, a live voter is to make room for it, but only once it votes.
+// While it is a learner that has caught up with nothing, every group
+// keeps its three voters (taking one out would leave two, and a quorum of
+// two, until the learner caught up). Once it is up, each group holds the
+// three the ranking wants.
+func TestAVoterLeavesOnlyOnceItsReplacementVotes(t *testing.T) {
+	c := newReplicaNet(t, 3, func(o *ReplicaOptions) { o.ReplicationFactor = 3 })
+	all := []uint64{1, 2, 3, 4}
+	displaced := false
+	for g := uint64(1); g <= testPartitions; g++ {
+		displaced = displaced || slices.Contains(ReplicasOf(g, all, 3), 4)
+	}
+	require.True(t, displaced, "node 4 ranks in no partition: the test shows nothing")
+	for g := uint64(0); g <= testPartitions; g++ {
+		c.leaderOf(g)
+	}
+	c.serveSnapshots(4)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
+	})
+	c.settle(5)
+	learner := 0
+	for g, cs := range c.confs() {
+		if slices.Contains(cs.GetLearners(), 4) {
+			learner++
+		}
+		require.Len(t, cs.GetVoters(), 3, "group %d lost a voter while node 4 was a learner: %v", g, cs)
+	}
+	require.NotZero(t, learner, "no group took node 4 as a learner: %v", c.confs())
+
+	c.openWith(4, nil)
+	c.everyGroup("holds the three the ranking wants", func(g uint64, cs *pb.ConfState) bool {
+		want := ReplicasOf(g, all, 3)
+		slices.Sort(want)
+		return slices.Equal(slices.Sorted(slices.Values(cs.GetVoters())), want) && len(cs.GetLearners()) == 0
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,6 +112,7 @@ func (e *bench) clusterCatchup(ctx context.Context, nodes int) ([]result, error)
 	live := slices.DeleteFunc(c.ids(), func(id uint64) bool { return id == uint64(dead.id) })
 	if err := awaitGroups(ctx, admin, func(g *filav1.ClusterGroupStatus) bool {
 		want := cluster.ReplicasOf(g.GetGroupId(), live, rf)
+		slices.Sort(want)
 		return len(g.GetLearnerIds()) == 0 && slices.Equal(slices.Sorted(slices.Values(g.GetVoterIds())), want)
 	}); err != nil {
 		return nil, fmt.Errorf("removing node %d: %w", dead.id, err)
@@ -172,25 +174,31 @@ func (c *benchCluster) joiner(via *clusterNode) (*clusterNode, error) {
 }
 
 // awaitGroups polls admin's cluster status until every group satisfies
-// ok, for up to ten minutes.
+// ok, for up to ten minutes; its error names the groups that did not.
 func awaitGroups(ctx context.Context, admin filav1.FilaAdminClient, ok func(*filav1.ClusterGroupStatus) bool) error {
 	deadline := time.Now().Add(10 * time.Minute)
 	var last error
+	var behind []string
 	for time.Now().Before(deadline) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := admin.GetClusterStatus(cctx, &filav1.GetClusterStatusRequest{})
 		cancel()
-		if err == nil && len(st.GetGroups()) > 0 && !slices.ContainsFunc(st.GetGroups(), func(g *filav1.ClusterGroupStatus) bool { return !ok(g) }) {
+		last, behind = err, behind[:0]
+		for _, g := range st.GetGroups() {
+			if !ok(g) {
+				behind = append(behind, fmt.Sprintf("group %d: voters %v, learners %v, leader %d", g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds(), g.GetLeaderNodeId()))
+			}
+		}
+		if err == nil && len(st.GetGroups()) > 0 && len(behind) == 0 {
 			return nil
 		}
-		last = err
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("not within ten minutes (last error: %v)", last)
+	return fmt.Errorf("not within ten minutes (last error: %v; %s)", last, strings.Join(behind, "; "))
 }
 
 // enqueueProbe is one caller making unary Enqueues one after another at
