@@ -647,26 +647,12 @@ func (e *bench) clusterFailover(ctx context.Context, nodes, k int) ([]result, er
 		fmt.Fprintf(e.out, "  (no failover: it needs -cluster 3 or more, a kill of one of fewer leaves no majority, and -failovers 1 or more)\n")
 		return nil, nil
 	}
-	c, err := e.startCluster(nodes, false)
+	b, err := e.startBacklog(ctx, nodes)
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
-	t, err := newFiladTarget(c.nodes[0].addr)
-	if err != nil {
-		return nil, err
-	}
-	defer t.close()
-	t.follow = true
-	q, err := t.newQueue(ctx)
-	if err != nil {
-		return nil, err
-	}
-	backlog := e.clusterBacklog()
-	payload := make([]byte, 1024)
-	if err := e.fillAtLeader(ctx, t, q, backlog, payload); err != nil {
-		return nil, err
-	}
+	defer b.close()
+	c, q, backlog, payload := b.c, b.q, b.n, b.payload
 	var enqueued, delivered []time.Duration
 	loads := []string{loadAverage()}
 	for i := range k {
@@ -706,6 +692,45 @@ func (e *bench) clusterBacklog() int {
 		return 300
 	}
 	return e.f.clusterBacklog
+}
+
+// backlogCluster is a cluster with one queue q holding n messages of
+// payload, and a client target t dialed at its first node that follows
+// leader hints.
+type backlogCluster struct {
+	c       *benchCluster
+	t       *filadTarget
+	q       string
+	n       int
+	payload []byte
+}
+
+// startBacklog starts a cluster of nodes and fills a new queue with
+// -cluster-backlog 1 KiB messages at its leader.
+func (e *bench) startBacklog(ctx context.Context, nodes int) (*backlogCluster, error) {
+	c, err := e.startCluster(nodes, false)
+	if err != nil {
+		return nil, err
+	}
+	b := &backlogCluster{c: c, n: e.clusterBacklog(), payload: make([]byte, 1024)}
+	if b.t, err = newFiladTarget(c.nodes[0].addr); err == nil {
+		b.t.follow = true
+		if b.q, err = b.t.newQueue(ctx); err == nil {
+			err = e.fillAtLeader(ctx, b.t, b.q, b.n, b.payload)
+		}
+	}
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *backlogCluster) close() {
+	if b.t != nil {
+		b.t.close()
+	}
+	b.c.close()
 }
 
 // fillAtLeader enqueues n messages of payload into q at its leader

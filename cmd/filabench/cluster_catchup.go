@@ -32,25 +32,12 @@ func (e *bench) clusterCatchup(ctx context.Context, nodes int) ([]result, error)
 		fmt.Fprintf(e.out, "  (no catch-up: it needs -cluster 3 or more, so that the dead node leaves a majority)\n")
 		return nil, nil
 	}
-	c, err := e.startCluster(nodes, false)
+	b, err := e.startBacklog(ctx, nodes)
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
-	t, err := newFiladTarget(c.nodes[0].addr)
-	if err != nil {
-		return nil, err
-	}
-	defer t.close()
-	t.follow = true
-	q, err := t.newQueue(ctx)
-	if err != nil {
-		return nil, err
-	}
-	backlog, payload := e.clusterBacklog(), make([]byte, 1024)
-	if err := e.fillAtLeader(ctx, t, q, backlog, payload); err != nil {
-		return nil, err
-	}
+	defer b.close()
+	c, t, q, backlog, payload := b.c, b.t, b.q, b.n, b.payload
 	leaderAddr, err := leaderOf(ctx, t.conn, q)
 	if err != nil {
 		return nil, err
