@@ -298,8 +298,48 @@ func (n *Node) Restart() error {
 }
 
 // Pause stops the process with SIGSTOP: its sockets stay open and its
-// clients' calls hang, as on a machine that froze.
-func (n *Node) Pause() error { return n.signal(syscall.SIGSTOP, true) }
+// clients' calls hang, as on a machine that froze. It returns once every
+// thread of the process is stopped: the signal is delivered
+// asynchronously, and on a busy machine a thread can go on serving a call
+// for a while after kill(2) returned.
+func (n *Node) Pause() error {
+	if err := n.signal(syscall.SIGSTOP, true); err != nil {
+		return err
+	}
+	pid := n.Pid()
+	for deadline := time.Now().Add(time.Minute); ; {
+		stopped, err := allThreadsStopped(pid)
+		if err != nil || stopped {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("clustertest: node %d: not stopped a minute after SIGSTOP", n.Index+1)
+		}
+		time.Sleep(time.Millisecond) // polling /proc: no event says a thread stopped
+	}
+}
+
+// allThreadsStopped reports whether every thread of pid is in state T
+// (stopped by a signal), from /proc/<pid>/task/*/stat.
+func allThreadsStopped(pid int) (bool, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false, fmt.Errorf("clustertest: threads of %d: %v", pid, err)
+	}
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false, err
+		}
+		// The state follows the command name, which is in parentheses
+		// (and may hold some itself).
+		i := strings.LastIndex(string(b), ") ")
+		if i < 0 || !strings.HasPrefix(string(b[i+2:]), "T") && !strings.HasPrefix(string(b[i+2:]), "t") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
 
 // Resume continues a paused process with SIGCONT.
 func (n *Node) Resume() error { return n.signal(syscall.SIGCONT, false) }

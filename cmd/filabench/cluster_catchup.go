@@ -77,15 +77,15 @@ func (e *bench) clusterCatchup(ctx context.Context, nodes int) ([]result, error)
 	if err := added.start(); err != nil {
 		return nil, err
 	}
-	lt, err := newFiladTarget(leader.addr) // t may be dialed at the dead node
-	if err != nil {
-		return nil, err
+	var liveAddrs []string
+	for _, n := range c.nodes {
+		if n != dead {
+			liveAddrs = append(liveAddrs, n.addr)
+		}
 	}
-	defer lt.close()
-	admin := lt.client.Admin()
 	rf := config.Defaults().Cluster.ReplicationFactor
 	ranked := c.ids() // the dead one included: rendezvous does not know it is down
-	if err := awaitGroups(ctx, admin, func(g *filav1.ClusterGroupStatus) bool {
+	if err := awaitGroups(ctx, liveAddrs, func(g *filav1.ClusterGroupStatus) bool {
 		return len(g.GetLearnerIds()) == 0 &&
 			(!slices.Contains(cluster.ReplicasOf(g.GetGroupId(), ranked, rf), uint64(added.id)) || slices.Contains(g.GetVoterIds(), uint64(added.id)))
 	}); err != nil {
@@ -93,11 +93,16 @@ func (e *bench) clusterCatchup(ctx context.Context, nodes int) ([]result, error)
 	}
 	joined := time.Since(start)
 	fmt.Fprintf(e.out, "  node %d a voter wherever it ranks %v after its start\n", added.id, joined.Round(time.Millisecond))
-	if _, err := admin.RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: uint64(dead.id)}); err != nil {
+	lt, err := newFiladTarget(leader.addr) // t may be dialed at the dead node
+	if err != nil {
+		return nil, err
+	}
+	defer lt.close()
+	if _, err := lt.client.Admin().RemoveNode(ctx, &filav1.RemoveNodeRequest{NodeId: uint64(dead.id)}); err != nil {
 		return nil, fmt.Errorf("remove-node %d: %w", dead.id, err)
 	}
 	live := slices.DeleteFunc(c.ids(), func(id uint64) bool { return id == uint64(dead.id) })
-	if err := awaitGroups(ctx, admin, func(g *filav1.ClusterGroupStatus) bool {
+	if err := awaitGroups(ctx, liveAddrs, func(g *filav1.ClusterGroupStatus) bool {
 		want := cluster.ReplicasOf(g.GetGroupId(), live, rf)
 		slices.Sort(want)
 		return len(g.GetLearnerIds()) == 0 && slices.Equal(slices.Sorted(slices.Values(g.GetVoterIds())), want)
@@ -160,23 +165,49 @@ func (c *benchCluster) joiner(via *clusterNode) (*clusterNode, error) {
 	return n, nil
 }
 
-// awaitGroups polls admin's cluster status until every group satisfies
-// ok, for up to ten minutes; its error names the groups that did not.
-func awaitGroups(ctx context.Context, admin filav1.FilaAdminClient, ok func(*filav1.ClusterGroupStatus) bool) error {
+// awaitGroups polls the cluster status of every node of addrs until each
+// group, as its leader sees it (a node taken out of a group no longer
+// does), satisfies ok, for up to ten minutes; its error names the groups
+// that did not.
+func awaitGroups(ctx context.Context, addrs []string, ok func(*filav1.ClusterGroupStatus) bool) error {
+	var admins []filav1.FilaAdminClient
+	for _, a := range addrs {
+		t, err := newFiladTarget(a)
+		if err != nil {
+			return err
+		}
+		defer t.close()
+		admins = append(admins, t.client.Admin())
+	}
 	deadline := time.Now().Add(10 * time.Minute)
-	var last error
 	var behind []string
 	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := admin.GetClusterStatus(cctx, &filav1.GetClusterStatusRequest{})
-		cancel()
-		last, behind = err, behind[:0]
-		for _, g := range st.GetGroups() {
-			if !ok(g) {
-				behind = append(behind, fmt.Sprintf("group %d: voters %v, learners %v, leader %d", g.GetGroupId(), g.GetVoterIds(), g.GetLearnerIds(), g.GetLeaderNodeId()))
+		led := map[uint64]*filav1.ClusterGroupStatus{}
+		groups := 0
+		for _, admin := range admins {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := admin.GetClusterStatus(cctx, &filav1.GetClusterStatusRequest{})
+			cancel()
+			if err != nil {
+				continue
+			}
+			groups = max(groups, len(st.GetGroups()))
+			for _, g := range st.GetGroups() {
+				if g.GetLeaderNodeId() == st.GetNodeId() {
+					led[g.GetGroupId()] = g
+				}
 			}
 		}
-		if err == nil && len(st.GetGroups()) > 0 && len(behind) == 0 {
+		behind = behind[:0]
+		for id := range uint64(groups) {
+			switch g := led[id]; {
+			case g == nil:
+				behind = append(behind, fmt.Sprintf("group %d: no leader answered", id))
+			case !ok(g):
+				behind = append(behind, fmt.Sprintf("group %d: voters %v, learners %v, leader %d", id, g.GetVoterIds(), g.GetLearnerIds(), g.GetLeaderNodeId()))
+			}
+		}
+		if groups > 0 && len(behind) == 0 {
 			return nil
 		}
 		select {
@@ -185,7 +216,7 @@ func awaitGroups(ctx context.Context, admin filav1.FilaAdminClient, ok func(*fil
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("not within ten minutes (last error: %v; %s)", last, strings.Join(behind, "; "))
+	return fmt.Errorf("not within ten minutes (%s)", strings.Join(behind, "; "))
 }
 
 // enqueueProbe is one caller making unary Enqueues one after another at
