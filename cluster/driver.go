@@ -405,6 +405,12 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 			// proposal queue bound it instead.
 			MaxUncommittedEntriesSize: 0,
 			CheckQuorum:               true, PreVote: true,
+			// A leader that applies its own removal steps down. raft's
+			// default keeps it leading a group it is no member of, and
+			// its heartbeats keep the members left from ever electing one
+			// of their own (the voter a leader removes can win the next
+			// term before it applies that removal).
+			StepDownOnRemoval: true,
 			// Log writes go to the persister and messages that wait for
 			// them ride on its answer: the loop takes proposals and
 			// applies while a sync runs, and the next sync carries all
@@ -697,11 +703,13 @@ func (d *Driver) run() {
 	go d.persist()
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
+	var stall stallWatch
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-t.C:
+			stall.ticked(d, time.Now())
 			for _, g := range d.groups {
 				g.rn.Tick()
 				expireReads(g)
@@ -736,12 +744,14 @@ func (d *Driver) run() {
 		// this loop's Ready: above all the proposals that queued while
 		// the persister synced, whose write then starts before this
 		// loop applies what that sync committed, and runs beside it.
+		began := time.Now()
 		d.drain()
 		// An apply's answer can leave more to do at once (raft releases
 		// the next committed entries once it hears the last were applied),
 		// so loop until no group has a Ready rather than wait for the
 		// next tick or message.
-		for more := true; more; {
+		rounds := 0
+		for more := true; more; rounds++ {
 			var err error
 			if more, err = d.ready(); err != nil {
 				// A replica cannot skip an entry the others applied.
@@ -749,7 +759,34 @@ func (d *Driver) run() {
 				return
 			}
 		}
+		stall.worked(time.Since(began), rounds)
 	}
+}
+
+// stallWatch notices a raft loop that did not tick for half an election
+// timeout: meanwhile no group it leads sent a heartbeat, and it may have
+// lost their leaderships ("stepped down ... quorum is not active"). It
+// logs the gap with the longest stretch of Ready work since the last
+// tick, which tells a loop kept busy by its own work from one kept off
+// the CPU (a long GC, a starved machine).
+type stallWatch struct {
+	last          time.Time
+	longest       time.Duration
+	longestRounds int
+}
+
+func (s *stallWatch) worked(took time.Duration, rounds int) {
+	if took > s.longest {
+		s.longest, s.longestRounds = took, rounds
+	}
+}
+
+func (s *stallWatch) ticked(d *Driver, now time.Time) {
+	if gap := now.Sub(s.last); !s.last.IsZero() && gap > time.Duration(d.opts.ElectionTicks)*d.opts.Tick/2 {
+		d.log.Warn("raft loop held up: no tick for half an election timeout",
+			slog.Duration("gap", gap), slog.Duration("longest_ready_work", s.longest), slog.Int("ready_rounds", s.longestRounds))
+	}
+	s.last, s.longest, s.longestRounds = now, 0, 0
 }
 
 // drain steps what waits in the inbox and proposes what waits in the

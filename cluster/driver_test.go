@@ -501,3 +501,27 @@ func TestReadIndexAtAFollowerCoversWhatTheLeaderCommitted(t *testing.T) {
 		t.Fatalf("the follower applied the read index but lacks v1: %v", c.sms[follower].list(1))
 	}
 }
+
+// A leader that applies its own removal steps down, so that the members
+// left elect one of their own and the group goes on. raft's default keeps
+// a removed leader leading a group it is no member of: its heartbeats keep
+// the members from campaigning, and no membership controller acts for a
+// group its node is out of. A 1M catch-up run left two partitions so
+// (a leader proposed a voter's removal, lost its leadership, and the voter
+// it removed won the next term and applied it).
+func TestARemovedLeaderStepsDown(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	old := c.leader(1, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := c.node(old).ChangeConf(ctx, 1, confChange(pb.ConfChangeType_ConfChangeRemoveNode, old)); err != nil {
+		t.Fatal(err)
+	}
+	next := c.leader(1, old)
+	if err := c.node(next).Propose(ctx, 1, []byte("after the removal")); err != nil {
+		t.Fatalf("the group's new leader, node %d: %v", next, err)
+	}
+	if st, _ := c.node(old).Status(1); st.Leading || st.Holds(old) {
+		t.Fatalf("node %d still leads or holds the group it was removed from: %+v", old, st)
+	}
+}

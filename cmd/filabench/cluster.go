@@ -92,34 +92,15 @@ func (e *bench) startCluster(n int, withMetrics bool) (*benchCluster, error) {
 		return nil, err
 	}
 	c := &benchCluster{dir: dir}
-	taken := map[string]bool{}
-	for i := 1; i <= n; i++ {
-		node := &clusterNode{id: i, bin: bin, dataDir: filepath.Join(dir, fmt.Sprintf("n%d", i), "data"),
-			logPath: filepath.Join(dir, fmt.Sprintf("n%d", i), "filad.log")}
-		if node.addr, err = ports.Free(taken); err == nil {
-			node.internal, err = ports.Free(taken)
-		}
-		if err == nil && withMetrics {
-			node.metrics, err = ports.Free(taken)
-		}
-		if err != nil {
+	for range n {
+		if _, err := c.addNode(bin, withMetrics); err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
 		}
-		c.nodes = append(c.nodes, node)
 	}
 	members := membersEnv(c.nodes)
 	for _, node := range c.nodes {
-		node.env = []string{members,
-			"FILA_CLUSTER__ENABLED=true",
-			fmt.Sprintf("FILA_CLUSTER__NODE_ID=%d", node.id),
-			"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + node.internal,
-			"FILA_SERVER__LISTEN_ADDR=" + node.addr,
-			"FILA_STORAGE__SYNC_WRITES=true",
-		}
-		if node.metrics != "" {
-			node.env = append(node.env, "FILA_TELEMETRY__OTLP_ENDPOINT=", "FILA_TELEMETRY__PROMETHEUS_LISTEN_ADDR="+node.metrics)
-		}
+		node.setEnv(members)
 	}
 	// All at once: no node serves before a majority is up.
 	errs := make(chan error, n)
@@ -137,6 +118,48 @@ func (e *bench) startCluster(n int, withMetrics bool) (*benchCluster, error) {
 		return nil, first
 	}
 	return c, nil
+}
+
+// addNode appends to c a node with the next id, its own loopback ports
+// (a Prometheus one too if withMetrics) and data directory; it is not
+// started, and has no environment yet (setEnv).
+func (c *benchCluster) addNode(bin string, withMetrics bool) (*clusterNode, error) {
+	taken := map[string]bool{}
+	id := 1
+	for _, o := range c.nodes {
+		taken[o.addr], taken[o.internal], taken[o.metrics] = true, true, true
+		id = o.id + 1
+	}
+	dir := filepath.Join(c.dir, fmt.Sprintf("n%d", id))
+	n := &clusterNode{id: id, bin: bin, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "filad.log")}
+	var err error
+	if n.addr, err = ports.Free(taken); err == nil {
+		n.internal, err = ports.Free(taken)
+	}
+	if err == nil && withMetrics {
+		n.metrics, err = ports.Free(taken)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.nodes = append(c.nodes, n)
+	return n, nil
+}
+
+// setEnv gives n its cluster configuration: how it finds the cluster
+// (membersEnv's initial members, or a join address), its id and
+// addresses, sync_writes=true, and its Prometheus endpoint if it has one.
+func (n *clusterNode) setEnv(finds string) {
+	n.env = []string{finds,
+		"FILA_CLUSTER__ENABLED=true",
+		fmt.Sprintf("FILA_CLUSTER__NODE_ID=%d", n.id),
+		"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + n.internal,
+		"FILA_SERVER__LISTEN_ADDR=" + n.addr,
+		"FILA_STORAGE__SYNC_WRITES=true",
+	}
+	if n.metrics != "" {
+		n.env = append(n.env, "FILA_TELEMETRY__OTLP_ENDPOINT=", "FILA_TELEMETRY__PROMETHEUS_LISTEN_ADDR="+n.metrics)
+	}
 }
 
 // membersEnv is the membership every node is given: ids and internal

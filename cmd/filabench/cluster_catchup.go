@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"github.com/fila-dev/filad/client"
 	"github.com/fila-dev/filad/cluster"
 	"github.com/fila-dev/filad/config"
-	"github.com/fila-dev/filad/internal/ports"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
@@ -140,28 +138,11 @@ func (c *benchCluster) ids() []uint64 {
 // that joins through via, added to c's nodes but not started.
 func (c *benchCluster) joiner(via *clusterNode) (*clusterNode, error) {
 	last := c.nodes[len(c.nodes)-1]
-	n := &clusterNode{id: last.id + 1, bin: last.bin}
-	dir := filepath.Join(c.dir, fmt.Sprintf("n%d", n.id))
-	n.dataDir, n.logPath = filepath.Join(dir, "data"), filepath.Join(dir, "filad.log")
-	taken := map[string]bool{}
-	for _, o := range c.nodes {
-		taken[o.addr], taken[o.internal] = true, true
-	}
-	var err error
-	if n.addr, err = ports.Free(taken); err == nil {
-		n.internal, err = ports.Free(taken)
-	}
+	n, err := c.addNode(last.bin, last.metrics != "")
 	if err != nil {
 		return nil, err
 	}
-	n.env = []string{"FILA_CLUSTER__JOIN=" + via.internal,
-		"FILA_CLUSTER__ENABLED=true",
-		fmt.Sprintf("FILA_CLUSTER__NODE_ID=%d", n.id),
-		"FILA_CLUSTER__INTERNAL_LISTEN_ADDR=" + n.internal,
-		"FILA_SERVER__LISTEN_ADDR=" + n.addr,
-		"FILA_STORAGE__SYNC_WRITES=true",
-	}
-	c.nodes = append(c.nodes, n)
+	n.setEnv("FILA_CLUSTER__JOIN=" + via.internal)
 	return n, nil
 }
 
