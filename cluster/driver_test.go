@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,6 +106,8 @@ type testCluster struct {
 	logs   map[uint64]*memLog
 	sms    map[uint64]*listMachine
 	obs    map[uint64]*countObserver
+	// sent, if set, sees every Send that reaches a live peer.
+	sent func(from, to uint64, msgs []*clusterv1.GroupMessage)
 }
 
 func newTestCluster(t *testing.T, n int, groups ...uint64) *testCluster {
@@ -134,9 +137,12 @@ func (c *testCluster) start(id uint64) {
 		Log: c.logs[id], Machine: c.sms[id], Observer: c.obs[id],
 		Send: func(to uint64, msgs []*clusterv1.GroupMessage) {
 			c.mu.Lock()
-			dst, down := c.nodes[to], c.cut[id] || c.cut[to]
+			dst, down, sent := c.nodes[to], c.cut[id] || c.cut[to], c.sent
 			c.mu.Unlock()
 			if dst != nil && !down {
+				if sent != nil {
+					sent(id, to, msgs)
+				}
 				dst.Step(msgs)
 			}
 		},
@@ -523,5 +529,45 @@ func TestARemovedLeaderStepsDown(t *testing.T) {
 	}
 	if st, _ := c.node(old).Status(1); st.Leading || st.Holds(old) {
 		t.Fatalf("node %d still leads or holds the group it was removed from: %+v", old, st)
+	}
+}
+
+// A leader catching a follower up sends it at most maxInflightBytes (and
+// one message) in a Ready, however far behind it is. Unbounded, raft
+// fills 256 messages of 1 MiB at once: a 1M catch-up run held its
+// leader's loop 2-3 s reading and encoding them, no group led there sent
+// a heartbeat meanwhile, and every group of the cluster lost its leader.
+func TestCatchUpIsSentAFewMegabytesAtATime(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	behind := c.leader(1, 0)%3 + 1 // a follower
+	var mu sync.Mutex
+	largest := 0 // bytes of the largest Send to it
+	c.mu.Lock()
+	c.sent = func(_, to uint64, msgs []*clusterv1.GroupMessage) {
+		n := 0
+		for _, m := range msgs {
+			n += len(m.GetMessage())
+		}
+		if to == behind {
+			mu.Lock()
+			largest = max(largest, n)
+			mu.Unlock()
+		}
+	}
+	c.mu.Unlock()
+	c.kill(behind)
+	payload := strings.Repeat("x", 256<<10)
+	var want []string
+	for i := range 4 * maxInflightBytes / len(payload) {
+		v := fmt.Sprintf("%d-%s", i, payload)
+		c.put(1, v)
+		want = append(want, v)
+	}
+	c.start(behind)
+	c.converged(1, want)
+	mu.Lock()
+	defer mu.Unlock()
+	if limit := maxInflightBytes + maxSizePerMsg + 64<<10; largest > limit {
+		t.Fatalf("the leader sent node %d %d bytes in one Ready, more than %d", behind, largest, limit)
 	}
 }
