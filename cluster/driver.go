@@ -715,19 +715,27 @@ func (d *Driver) run() {
 	t := time.NewTicker(d.opts.Tick)
 	defer t.Stop()
 	var stall stallWatch
+	// again is closed while work was left when the last stretch's budget
+	// ran out: a tick due is taken first (heartbeats must go out), the
+	// select takes one more event if any waits, and otherwise comes
+	// straight back to the work. (The inbox is drained with the work.)
+	var again chan struct{}
+	left := make(chan struct{})
+	close(left)
 	for {
+		if again != nil {
+			select {
+			case <-t.C:
+				d.tick(&stall)
+			default:
+			}
+		}
 		select {
 		case <-d.stop:
 			return
+		case <-again:
 		case <-t.C:
-			stall.ticked(d, time.Now())
-			for _, g := range d.groups {
-				g.rn.Tick()
-				expireReads(g)
-				if g.confTicks > 0 {
-					g.confTicks--
-				}
-			}
+			d.tick(&stall)
 		case f := <-d.calls:
 			f()
 		case in := <-d.inbox:
@@ -755,12 +763,20 @@ func (d *Driver) run() {
 		// this loop's Ready: above all the proposals that queued while
 		// the persister synced, whose write then starts before this
 		// loop applies what that sync committed, and runs beside it.
+		//
+		// One stretch of work runs for at most a tick (loopBudget): a
+		// leader catching up a follower far behind, or a follower applying
+		// a long backlog, must still tick, heartbeat and answer the other
+		// groups' leaders in time, or every group it takes part in may
+		// lose its leader.
 		began := time.Now()
-		d.drain()
+		spent := loopBudget(began, d.opts.Tick)
+		d.drain(spent)
 		// An apply's answer can leave more to do at once (raft releases
 		// the next committed entries once it hears the last were applied),
-		// so loop until no group has a Ready rather than wait for the
-		// next tick or message.
+		// so loop until no group has a Ready, or the budget is spent,
+		// rather than wait for the next tick or message.
+		again = nil
 		rounds := 0
 		for more := true; more; rounds++ {
 			var err error
@@ -768,6 +784,10 @@ func (d *Driver) run() {
 				// A replica cannot skip an entry the others applied.
 				d.log.Error("raft apply failed; the node stops its raft groups", slog.Any("error", err))
 				return
+			}
+			if more && spent() {
+				again = left
+				break
 			}
 		}
 		stall.worked(time.Since(began), rounds)
@@ -800,21 +820,44 @@ func (s *stallWatch) ticked(d *Driver, now time.Time) {
 	s.last, s.longest, s.longestRounds = now, 0, 0
 }
 
-// drain steps what waits in the inbox and proposes what waits in the
-// proposal queue, up to a bound each so that a flood cannot hold off the
-// Ready.
-func (d *Driver) drain() {
-	drainChan(d.inbox, d.step)
-	drainChan(d.props, d.propose)
+// tick is one raft tick of every group.
+func (d *Driver) tick(stall *stallWatch) {
+	stall.ticked(d, time.Now())
+	for _, g := range d.groups {
+		g.rn.Tick()
+		expireReads(g)
+		if g.confTicks > 0 {
+			g.confTicks--
+		}
+	}
 }
 
-// drainChan hands f what waits in ch, up to 4096.
-func drainChan[T any](ch <-chan T, f func(T)) {
+// loopBudget is a stretch of the loop's work that began at began: spent
+// once it has run for budget.
+func loopBudget(began time.Time, budget time.Duration) (spent func() bool) {
+	until := began.Add(budget)
+	return func() bool { return time.Now().After(until) }
+}
+
+// drain steps what waits in the inbox and proposes what waits in the
+// proposal queue, up to a bound each, and not once spent, so that a flood
+// cannot hold off the Ready. (A step can be costly: a leader's answer
+// from a follower it is catching up reads and queues the next entries.)
+func (d *Driver) drain(spent func() bool) {
+	drainChan(d.inbox, d.step, spent)
+	drainChan(d.props, d.propose, spent)
+}
+
+// drainChan hands f what waits in ch, up to 4096, until spent.
+func drainChan[T any](ch <-chan T, f func(T), spent func() bool) {
 	for range 4096 {
 		select {
 		case v := <-ch:
 			f(v)
 		default:
+			return
+		}
+		if spent() {
 			return
 		}
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -569,5 +570,70 @@ func TestCatchUpIsSentAFewMegabytesAtATime(t *testing.T) {
 	defer mu.Unlock()
 	if limit := maxInflightBytes + maxSizePerMsg + 64<<10; largest > limit {
 		t.Fatalf("the leader sent node %d %d bytes in one Ready, more than %d", behind, largest, limit)
+	}
+}
+
+// drainChan takes what waits, at least one when any does, and stops at
+// its bound, when the channel is empty, or once the budget is spent.
+func TestDrainChanStopsAtItsBounds(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		waiting    int
+		spentAfter int // spent() is true from this many calls on; 0: never
+		want       int
+	}{
+		{"empty", 0, 0, 0},
+		{"all of a few", 10, 0, 10},
+		{"at most 4096", 5000, 0, 4096},
+		{"until spent", 100, 7, 7},
+		{"one even when spent at once", 100, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan int, tc.waiting)
+			for i := range tc.waiting {
+				ch <- i
+			}
+			took, calls := 0, 0
+			drainChan(ch, func(int) { took++ }, func() bool {
+				calls++
+				return tc.spentAfter > 0 && calls >= tc.spentAfter
+			})
+			if took != tc.want {
+				t.Fatalf("took %d of %d waiting, want %d", took, tc.waiting, tc.want)
+			}
+		})
+	}
+}
+
+// The loop warns when a tick comes more than half an election timeout
+// after the last, with the longest stretch of work between; on time, it
+// says nothing.
+func TestAHeldUpLoopIsLogged(t *testing.T) {
+	var out strings.Builder
+	d := &Driver{opts: DriverOptions{Tick: 100 * time.Millisecond, ElectionTicks: 10},
+		log: slog.New(slog.NewJSONHandler(&out, nil))}
+	var s stallWatch
+	t0 := time.Unix(1000, 0)
+	s.ticked(d, t0)
+	s.worked(30*time.Millisecond, 1)
+	s.ticked(d, t0.Add(100*time.Millisecond))
+	s.ticked(d, t0.Add(600*time.Millisecond)) // 500 ms: half the election timeout, not more
+	if out.Len() != 0 {
+		t.Fatalf("ticks on time logged: %s", out.String())
+	}
+	s.worked(700*time.Millisecond, 3)
+	s.worked(200*time.Millisecond, 9)
+	s.ticked(d, t0.Add(1400*time.Millisecond))
+	var line struct {
+		Msg    string
+		Gap    time.Duration
+		Work   time.Duration `json:"longest_ready_work"`
+		Rounds int           `json:"ready_rounds"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &line); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	if line.Gap != 800*time.Millisecond || line.Work != 700*time.Millisecond || line.Rounds != 3 {
+		t.Fatalf("logged %+v, want an 800 ms gap with 700 ms of work in 3 rounds", line)
 	}
 }
