@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -85,6 +86,14 @@ func (n *clusterNode) member() bool {
 	return len(st.Conf.GetVoters()) > 0 || len(st.Conf.GetLearners()) > 0
 }
 
+// joinRefused is a member's refusal of this node's join, as the error
+// filad stops with: the member's reason, without gRPC's wrapping or a
+// second "cluster:".
+func joinRefused(addr string, err error) error {
+	st := status.Convert(err)
+	return fmt.Errorf("cluster: joining through %s refused (%s): %s", addr, st.Code(), strings.TrimPrefix(st.Message(), "cluster: "))
+}
+
 // join asks the members at cluster.join to record this node in the meta
 // group (Membership/Join), following a member's answer to the meta
 // leader, until one recorded it; a node that is a member already asks
@@ -121,7 +130,7 @@ func (n *clusterNode) join(ctx context.Context, cc config.Cluster, dial func(str
 			next = resp.GetLeaderInternalAddr()
 			last = fmt.Errorf("%s does not lead the meta group", addr)
 		case code == codes.FailedPrecondition || code == codes.PermissionDenied || code == codes.InvalidArgument:
-			return fmt.Errorf("cluster: joining through %s: %w", addr, err)
+			return joinRefused(addr, err)
 		default:
 			last = err
 		}

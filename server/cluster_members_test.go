@@ -13,6 +13,7 @@ import (
 	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	filav1 "github.com/fila-dev/filad/protos/fila/v1"
+	"github.com/fila-dev/filad/server"
 )
 
 // RemoveNode through any member (a follower of the meta group forwards it
@@ -91,4 +92,9 @@ func TestAJoinWithOtherSettingsIsRefused(t *testing.T) {
 	st, err := admin.GetClusterStatus(ctx, &filav1.GetClusterStatusRequest{})
 	require.NoError(t, err)
 	require.Len(t, st.GetNodes(), 3, "a refused join recorded nothing: %v", st.GetNodes())
+}
+
+func TestAJoinRefusalSaysClusterOnce(t *testing.T) {
+	err := server.JoinRefused("127.0.0.1:7001", status.Error(codes.FailedPrecondition, "cluster: node 4 joins with cluster.partitions = 7, this node has 4"))
+	require.EqualError(t, err, "cluster: joining through 127.0.0.1:7001 refused (FailedPrecondition): node 4 joins with cluster.partitions = 7, this node has 4")
 }

@@ -6,3 +6,6 @@ import "github.com/fila-dev/filad/storage"
 // cluster, the replicated store over its local replica), for tests that
 // read a node's state directly.
 func (s *Server) StoreForTest() storage.Store { return s.store }
+
+// JoinRefused is joinRefused, for the external tests.
+var JoinRefused = joinRefused

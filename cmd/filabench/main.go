@@ -122,10 +122,12 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 		fmt.Fprintln(out, "           JetStream acknowledges a publish before fsync (it syncs every 2 min by default).")
 	}
 	var results []result
+	ran := 0
 	for _, w := range workloads(f) {
 		if !strings.Contains(w.name, f.only) {
 			continue
 		}
+		ran++
 		fmt.Fprintf(out, "running %s ...\n", w.name)
 		e.current = w.name
 		rs, err := w.run(ctx, e)
@@ -136,6 +138,13 @@ func run(ctx context.Context, f benchFlags, out io.Writer) error {
 			fmt.Fprintf(out, "  %-28s %-40s %12.1f %s\n", r.Workload, r.Target, r.Value, r.Unit)
 		}
 		results = append(results, rs...)
+	}
+	if ran == 0 {
+		hint := ""
+		if f.cluster == 0 {
+			hint = " (the cluster workloads run only with -cluster N)"
+		}
+		return fmt.Errorf("-only %q matches no workload%s", f.only, hint)
 	}
 	printTables(out, results)
 	if f.jsonPath != "" {
