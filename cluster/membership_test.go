@@ -97,10 +97,7 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	metaLeader := func() *Replica { return c.leaderOf(MetaGroup) }
-	telemetrytest.Await(t, patience, func() (bool, string) {
-		err := metaLeader().AddNode(ctx, 4, c.addrs[4])
-		return err == nil, fmt.Sprintf("AddNode: %v", err)
-	})
+	c.addNode(ctx, 4)
 	// One group at a time per leader: a leader adds the learner to its
 	// next group only once the last one caught up, which a node that is
 	// down never does.
@@ -190,10 +187,7 @@ func TestALiveReplicaStaysWhileAWantedOneIsDown(t *testing.T) {
 		return true, ""
 	})
 	c.serveSnapshots(4)
-	telemetrytest.Await(t, patience, func() (bool, string) {
-		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
-		return err == nil, fmt.Sprintf("AddNode: %v", err)
-	})
+	c.addNode(ctx, 4)
 	c.openWith(4, nil)
 	c.everyGroup("has node 4 where it ranks and keeps nodes 2 and 3", func(g uint64, cs *pb.ConfState) bool {
 		ranks := g == MetaGroup || slices.Contains(ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
@@ -250,10 +244,7 @@ func TestMembersThatDisagreeOnTheirSettingsChangeNoMembership(t *testing.T) {
 	require.ErrorContains(t, c.node(3).Disagreement(), "registered cluster.replication_factor = 3, this node has 2")
 
 	c.serveSnapshots(4)
-	telemetrytest.Await(t, patience, func() (bool, string) {
-		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
-		return err == nil, fmt.Sprintf("AddNode: %v", err)
-	})
+	c.addNode(ctx, 4)
 	c.openWith(4, nil)
 	c.settle(5)
 	for g, cs := range c.confs() {
@@ -323,10 +314,7 @@ func TestAVoterLeavesOnlyOnceItsReplacementVotes(t *testing.T) {
 	c.serveSnapshots(4)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	telemetrytest.Await(t, patience, func() (bool, string) {
-		err := c.leaderOf(MetaGroup).AddNode(ctx, 4, c.addrs[4])
-		return err == nil, fmt.Sprintf("AddNode: %v", err)
-	})
+	c.addNode(ctx, 4)
 	c.settle(5)
 	learner := 0
 	for g, cs := range c.confs() {
@@ -342,5 +330,15 @@ func TestAVoterLeavesOnlyOnceItsReplacementVotes(t *testing.T) {
 		want := ReplicasOf(g, all, 3)
 		slices.Sort(want)
 		return slices.Equal(slices.Sorted(slices.Values(cs.GetVoters())), want) && len(cs.GetLearners()) == 0
+	})
+}
+
+// addNode records node id (its address c.addrs[id]) in the meta group
+// through its leader, retrying until a leader takes it.
+func (c *replicaNet) addNode(ctx context.Context, id uint64) {
+	c.t.Helper()
+	telemetrytest.Await(c.t, patience, func() (bool, string) {
+		err := c.leaderOf(MetaGroup).AddNode(ctx, id, c.addrs[id])
+		return err == nil, fmt.Sprintf("AddNode: %v", err)
 	})
 }

@@ -40,14 +40,7 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three filad processes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	e := &bench{f: benchFlags{messages: 300, clusterBacklog: 300}, out: io.Discard}
-	t.Cleanup(func() {
-		if e.filadBin != "" {
-			_ = os.RemoveAll(filepath.Dir(e.filadBin))
-		}
-	})
+	ctx, e := testBench(t, benchFlags{messages: 300, clusterBacklog: 300}, 3*time.Minute)
 	rs, err := e.clusterFailover(ctx, 3, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -68,14 +61,7 @@ func TestClusterIdle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three filad processes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	e := &bench{f: benchFlags{short: true}, out: io.Discard}
-	t.Cleanup(func() {
-		if e.filadBin != "" {
-			_ = os.RemoveAll(filepath.Dir(e.filadBin))
-		}
-	})
+	ctx, e := testBench(t, benchFlags{short: true}, 3*time.Minute)
 	rs, err := e.clusterIdle(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -100,14 +86,7 @@ func TestClusterCatchup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four filad processes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	e := &bench{f: benchFlags{short: true}, out: io.Discard}
-	t.Cleanup(func() {
-		if e.filadBin != "" {
-			_ = os.RemoveAll(filepath.Dir(e.filadBin))
-		}
-	})
+	ctx, e := testBench(t, benchFlags{short: true}, 4*time.Minute)
 	rs, err := e.clusterCatchup(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -115,4 +94,19 @@ func TestClusterCatchup(t *testing.T) {
 	if len(rs) != 5 || rs[0].Value <= 0 || rs[1].Value < rs[0].Value || rs[2].Value <= 0 || rs[3].Value <= 0 {
 		t.Fatalf("results: %+v", rs)
 	}
+}
+
+// testBench is a bench with flags whose output is discarded, the filad it
+// builds removed after the test, and a context that bounds the test.
+func testBench(t *testing.T, f benchFlags, bound time.Duration) (context.Context, *bench) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	e := &bench{f: f, out: io.Discard}
+	t.Cleanup(func() {
+		cancel()
+		if e.filadBin != "" {
+			_ = os.RemoveAll(filepath.Dir(e.filadBin))
+		}
+	})
+	return ctx, e
 }
