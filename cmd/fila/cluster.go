@@ -52,9 +52,12 @@ func clusterCmd(ctx context.Context, g global, args []string, e env) int {
 }
 
 func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
-	var leaderless []uint64
+	var leaderless, elsewhere []uint64
 	for _, grp := range resp.GetGroups() {
-		if grp.GetLeaderNodeId() == 0 {
+		switch {
+		case !heldHere(grp):
+			elsewhere = append(elsewhere, grp.GetGroupId())
+		case grp.GetLeaderNodeId() == 0:
 			leaderless = append(leaderless, grp.GetGroupId())
 		}
 	}
@@ -75,11 +78,26 @@ func printClusterSummary(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 	}
 	fmt.Fprintf(out, "as node %d sees it: %d %s, %d groups (the meta group and %d partitions)",
 		resp.GetNodeId(), active, members, len(resp.GetGroups()), max(len(resp.GetGroups())-1, 0))
-	if len(leaderless) == 0 {
-		fmt.Fprintln(out, ", every group has a leader")
-	} else {
-		fmt.Fprintf(out, "; without a leader: groups %v\n", leaderless)
+	switch {
+	case len(leaderless) == 0 && len(elsewhere) == 0:
+		fmt.Fprint(out, ", every group has a leader")
+	case len(leaderless) == 0:
+		fmt.Fprint(out, ", every group held here has a leader")
+	default:
+		fmt.Fprintf(out, "; without a leader: groups %v", leaderless)
 	}
+	if len(elsewhere) > 0 {
+		fmt.Fprintf(out, "; not held here (ask a replica): groups %v", elsewhere)
+	}
+	fmt.Fprintln(out)
+}
+
+// heldHere says whether the answering node holds a replica of grp: a
+// group it holds always has a voter, and one it does not hold (a
+// replication factor below the node count, or a node taken out of it)
+// comes with no members, no term, and at most the leader it learnt.
+func heldHere(grp *filav1.ClusterGroupStatus) bool {
+	return grp.GetGroupId() == 0 || len(grp.GetVoterIds()) > 0
 }
 
 func printClusterNodes(out io.Writer, resp *filav1.GetClusterStatusResponse) {
@@ -104,6 +122,15 @@ func printClusterGroups(out io.Writer, resp *filav1.GetClusterStatusResponse) {
 			name = "0 (meta)"
 		}
 		leader := fmt.Sprint(grp.GetLeaderNodeId())
+		if !heldHere(grp) {
+			if grp.GetLeaderNodeId() == 0 {
+				leader = "unknown"
+			} else {
+				leader += " (learnt)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t-\t-\t-\t(not held here)\t-\n", name, leader)
+			continue
+		}
 		if grp.GetLeaderNodeId() == 0 {
 			leader = "none"
 		}

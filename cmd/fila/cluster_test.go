@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/fila-dev/filad/config"
+	filav1 "github.com/fila-dev/filad/protos/fila/v1"
 )
 
 func TestClusterCommands(t *testing.T) {
@@ -117,4 +119,25 @@ func TestClusterTransferLeaderCommand(t *testing.T) {
 	r = fila(t, single, "", "cluster", "transfer-leader", "1", "1")
 	require.NotZero(t, r.code)
 	require.Contains(t, r.stderr, "[cluster] is not enabled")
+}
+
+// A group the answering node holds no replica of reads as not held here,
+// with the leader it learnt, and the summary counts it apart from the
+// groups without a leader.
+func TestAGroupNotHeldHereIsSaidSo(t *testing.T) {
+	resp := &filav1.GetClusterStatusResponse{NodeId: 2, Groups: []*filav1.ClusterGroupStatus{
+		{GroupId: 0, LeaderNodeId: 1, Term: 3, CommitIndex: 9, AppliedIndex: 9, VoterIds: []uint64{1, 2, 3}},
+		{GroupId: 1, LeaderNodeId: 0, Term: 4, CommitIndex: 7, AppliedIndex: 7, VoterIds: []uint64{1, 2, 3}},
+		{GroupId: 2, LeaderNodeId: 3},
+		{GroupId: 3},
+	}}
+	var groups, summary strings.Builder
+	printClusterGroups(&groups, resp)
+	printClusterSummary(&summary, resp)
+	rows := strings.Split(strings.TrimSpace(groups.String()), "\n")
+	require.Len(t, rows, 5)
+	require.Equal(t, []string{"1", "none", "4", "7", "7", "1,2,3", "-"}, strings.Fields(rows[2]))
+	require.Equal(t, []string{"2", "3", "(learnt)", "-", "-", "-", "(not", "held", "here)", "-"}, strings.Fields(rows[3]))
+	require.Equal(t, []string{"3", "unknown", "-", "-", "-", "(not", "held", "here)", "-"}, strings.Fields(rows[4]))
+	require.Equal(t, "as node 2 sees it: 0 members, 4 groups (the meta group and 3 partitions); without a leader: groups [1]; not held here (ask a replica): groups [2 3]\n", summary.String())
 }
