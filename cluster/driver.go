@@ -173,14 +173,6 @@ func (e *NotLeaderError) Error() string {
 // Is makes errors.Is(err, ErrNotLeader) hold.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
-// Driver runs a node's raft groups on one goroutine: one ticker for all,
-// and per loop every group's Ready: its log writes queued for the
-// persister, its messages to peers sent, its committed entries applied
-// (on the loop, while the persister syncs).
-// The persister is a second goroutine that writes all queued log writes
-// in one Persist (one sync), then lets out the messages that waited for
-// them (raft's asynchronous storage writes: docs/decisions.md, "Log
-// writes off the loop"). It is safe for concurrent use.
 // maxSizePerMsg bounds the entries of one append message, and
 // maxInflightBytes those sent to a follower and not yet acknowledged. The
 // leader reads and encodes what it sends on its loop: a follower far
@@ -192,6 +184,14 @@ const (
 	maxInflightBytes = 8 << 20
 )
 
+// Driver runs a node's raft groups on one goroutine: one ticker for all,
+// and per loop every group's Ready: its log writes queued for the
+// persister, its messages to peers sent, its committed entries applied
+// (on the loop, while the persister syncs).
+// The persister is a second goroutine that writes all queued log writes
+// in one Persist (one sync), then lets out the messages that waited for
+// them (raft's asynchronous storage writes: docs/decisions.md, "Log
+// writes off the loop"). It is safe for concurrent use.
 type Driver struct {
 	opts   DriverOptions
 	log    *slog.Logger
@@ -935,9 +935,11 @@ func (d *Driver) propose(p *proposal) {
 		return
 	}
 	if err := g.rn.Propose(p.data); err != nil {
-		// Dropped, not appended (a leadership transfer under way): not
-		// written, a plain failure, not a refusal naming a leader.
-		p.done(fmt.Errorf("cluster: group %d: %w", p.group, err))
+		// Dropped, not appended: a leadership transfer is under way (with
+		// no bound on what a leader holds uncommitted, raft drops a
+		// leader's proposal for nothing else). Nothing is written: a
+		// refusal naming the node taking over, where a retry goes.
+		p.done(&NotLeaderError{Group: p.group, Leader: g.rn.BasicStatus().LeadTransferee})
 		return
 	}
 	p.term = g.rn.BasicStatus().GetTerm() // a leader appends with its own term

@@ -637,3 +637,29 @@ func TestAHeldUpLoopIsLogged(t *testing.T) {
 		t.Fatalf("logged %+v, want an 800 ms gap with 700 ms of work in 3 rounds", line)
 	}
 }
+
+// A proposal a leader drops while it hands its leadership over is a
+// refusal naming the node taking over, so that the broker answers
+// UNAVAILABLE with a hint (nothing was written), not INTERNAL. A leader
+// balance moved the meta group's leadership while filabench created
+// 2,000 queues, and CreateQueue failed "storage failure: ... raft
+// proposal dropped".
+func TestAProposalDroppedInATransferNamesTheNextLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	old := c.leader(1, 0)
+	to := old%3 + 1
+	// Cut off, the transferee never takes over: raft keeps the transfer
+	// pending (and drops proposals) for an election timeout.
+	c.isolate(to, true)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := c.node(old).startTransfer(ctx, 1, to); !errors.Is(err, errTransferring) {
+		t.Fatalf("startTransfer: %v", err)
+	}
+	err := c.node(old).Propose(ctx, 1, []byte("during the transfer"))
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) || nl.Leader != to {
+		t.Fatalf("a proposal during the transfer to node %d: %v, want a refusal naming node %d", to, err, to)
+	}
+	c.isolate(to, false)
+}

@@ -25,7 +25,7 @@ var ErrNotVoter = errors.New("cluster: not a voter of the group")
 // when to had not taken over by then (raft abandons a transfer that did
 // not complete within an election timeout; this node then leads on, and
 // a later call may try again). While a transfer is under way the leader
-// drops proposals (ProposeAsync answers a plain failure).
+// drops proposals (ProposeAsync answers a NotLeaderError naming to).
 func (d *Driver) TransferLeader(ctx context.Context, group, to uint64) error {
 	if err := d.startTransfer(ctx, group, to); !errors.Is(err, errTransferring) {
 		return err
