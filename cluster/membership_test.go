@@ -93,11 +93,10 @@ func TestMembershipAddsALearnerThenAVoterAndRemoves(t *testing.T) {
 	b.PutMessage("orders", "m1", &storagev1.MessageRecord{Payload: []byte("before")})
 	c.write(&b)
 
-	c.serveSnapshots(4)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	metaLeader := func() *Replica { return c.leaderOf(MetaGroup) }
-	c.addNode(ctx, 4)
+	c.addNode(4)
 	// One group at a time per leader: a leader adds the learner to its
 	// next group only once the last one caught up, which a node that is
 	// down never does.
@@ -186,8 +185,7 @@ func TestALiveReplicaStaysWhileAWantedOneIsDown(t *testing.T) {
 		}
 		return true, ""
 	})
-	c.serveSnapshots(4)
-	c.addNode(ctx, 4)
+	c.addNode(4)
 	c.openWith(4, nil)
 	c.everyGroup("has node 4 where it ranks and keeps nodes 2 and 3", func(g uint64, cs *pb.ConfState) bool {
 		ranks := g == MetaGroup || slices.Contains(ReplicasOf(g, []uint64{1, 2, 3, 4}, 3), 4)
@@ -243,8 +241,7 @@ func TestMembersThatDisagreeOnTheirSettingsChangeNoMembership(t *testing.T) {
 	})
 	require.ErrorContains(t, c.node(3).Disagreement(), "registered cluster.replication_factor = 3, this node has 2")
 
-	c.serveSnapshots(4)
-	c.addNode(ctx, 4)
+	c.addNode(4)
 	c.openWith(4, nil)
 	c.settle(5)
 	for g, cs := range c.confs() {
@@ -311,10 +308,7 @@ func TestAVoterLeavesOnlyOnceItsReplacementVotes(t *testing.T) {
 	for g := uint64(0); g <= testPartitions; g++ {
 		c.leaderOf(g)
 	}
-	c.serveSnapshots(4)
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	c.addNode(ctx, 4)
+	c.addNode(4)
 	c.settle(5)
 	learner := 0
 	for g, cs := range c.confs() {
@@ -333,10 +327,14 @@ func TestAVoterLeavesOnlyOnceItsReplacementVotes(t *testing.T) {
 	})
 }
 
-// addNode records node id (its address c.addrs[id]) in the meta group
-// through its leader, retrying until a leader takes it.
-func (c *replicaNet) addNode(ctx context.Context, id uint64) {
+// addNode serves node id's snapshots and records it (its address
+// c.addrs[id]) in the meta group through its leader, retrying until a
+// leader takes it.
+func (c *replicaNet) addNode(id uint64) {
 	c.t.Helper()
+	c.serveSnapshots(id)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
 	telemetrytest.Await(c.t, patience, func() (bool, string) {
 		err := c.leaderOf(MetaGroup).AddNode(ctx, id, c.addrs[id])
 		return err == nil, fmt.Sprintf("AddNode: %v", err)
