@@ -284,6 +284,7 @@ func (b *brokerActor) spawn(ctx actor.Context, name string, c *child) {
 		// config cell, not from the state that panicked.
 		func() actor.Actor { return newQueueActor(config, depth, b.deps) },
 		actor.WithMailbox(actor.Unbounded(depth)),
+		actor.WithDispatcher(b.deps.dispatcher),
 	)
 	pid, err := ctx.SpawnNamed(props, name)
 	if err != nil {

@@ -130,6 +130,8 @@ type queueDeps struct {
 	// cache holds the headers and payloads of messages likely to be
 	// delivered soon, for every queue of the system.
 	cache *messageCache
+	// dispatcher runs the mailboxes of the queue actors the broker spawns.
+	dispatcher *workerDispatcher
 	// gateDeliveries holds each delivery until its lease is durable
 	// (Delivery.Written): in a cluster, where a deposed leader must not
 	// deliver from stale state.

@@ -35,6 +35,8 @@ type System struct {
 	throttles *Throttles
 	// cache is the queues' message cache (queue_cache.go).
 	cache *messageCache
+	// dispatcher runs every actor's mailbox (dispatcher.go).
+	dispatcher *workerDispatcher
 }
 
 // Start migrates the stored data to this filad's schema version, builds
@@ -54,35 +56,36 @@ func Start(opts Options) (*System, error) {
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime),
-		cache: newMessageCache(opts.MessageCacheBytes)}
+		cache: newMessageCache(opts.MessageCacheBytes), dispatcher: newWorkerDispatcher(mailboxThroughput, maxParkedWorkers)}
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
-	}), "telemetry")
+	}, actor.WithDispatcher(s.dispatcher)), "telemetry")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn telemetry: %w", err)
 	}
 	s.broker, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &brokerActor{opts: opts, dir: s.dir, runtime: s.runtime,
 			deps: queueDeps{
-				store:     opts.Store,
-				quantum:   opts.Quantum,
-				log:       opts.Logger,
-				tracer:    opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
-				series:    opts.Series,
-				telemetry: s.telemetry,
-				dir:       s.dir,
-				fairness:  opts.FairnessKeys,
-				lua:       opts.Lua,
-				runtime:   s.runtime,
-				throttles: s.throttles,
-				onTick:    opts.onTick,
-				cache:     s.cache,
+				store:      opts.Store,
+				quantum:    opts.Quantum,
+				log:        opts.Logger,
+				tracer:     opts.TracerProvider.Tracer(telemetry.ScopeName, trace.WithInstrumentationVersion(telemetry.Version)),
+				series:     opts.Series,
+				telemetry:  s.telemetry,
+				dir:        s.dir,
+				fairness:   opts.FairnessKeys,
+				lua:        opts.Lua,
+				runtime:    s.runtime,
+				throttles:  s.throttles,
+				onTick:     opts.onTick,
+				cache:      s.cache,
+				dispatcher: s.dispatcher,
 				// A Placement means a cluster (nil is a single node).
 				gateDeliveries: opts.Placement != nil,
 			},
 			children: map[string]*child{}, deleting: map[string]bool{},
 			reaping: map[string]*reaping{}, unfinished: map[string]bool{}, retiring: map[string]*retiring{}}
-	}, actor.WithSupervisor(supervisorStrategy(opts.Logger))), "broker")
+	}, actor.WithSupervisor(supervisorStrategy(opts.Logger)), actor.WithDispatcher(s.dispatcher)), "broker")
 	if err != nil {
 		return nil, fmt.Errorf("actors: spawn broker: %w", err)
 	}
@@ -245,6 +248,7 @@ func (s *System) Stop() {
 	_ = s.as.Root.PoisonFuture(s.broker).Wait()
 	_ = s.as.Root.PoisonFuture(s.telemetry).Wait()
 	s.as.Shutdown()
+	s.dispatcher.close()
 }
 
 // minLevel filters a slog handler to records at or above a level.
