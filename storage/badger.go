@@ -339,7 +339,7 @@ func (s *Badger) commitGroup(group []request) {
 			err = txn.Commit()
 		}
 		txn.Discard()
-		s.walAhead.tend() // before the next commit can switch memtables
+		s.walAhead.tendIfChanged() // before the next commit can switch memtables
 		if err != nil {
 			err = fmt.Errorf("storage: commit: %w", err)
 			s.log.Error("storage commit failed", slog.Int("batches", len(inTxn)), slog.Any("error", err))

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -131,4 +132,43 @@ func requireValueLogAllocated(t *testing.T, dir string, files int) {
 	require.NoError(t, syscall.Stat(newest, &st))
 	require.GreaterOrEqual(t, st.Size, int64(2*valueLogFileSize), "%s: mapped at twice the file size", newest)
 	require.GreaterOrEqual(t, st.Blocks*512, st.Size, "%s: the value log file being written has no holes", newest)
+}
+
+// TestWALAheadLooksOnlyWhenItsFilesMove: the committer's look after a
+// commit is a read of the directory's events, and only a memtable log or
+// value log file created or resized there makes it stat and allocate.
+func TestWALAheadLooksOnlyWhenItsFilesMove(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w := &walAhead{dir: dir, watch: watchDir(dir)}
+	require.GreaterOrEqual(t, w.watch, 0, "inotify on a temporary directory")
+	defer w.close()
+	require.False(t, w.changed(), "nothing happened yet")
+
+	write := func(name string, data []byte) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
+	}
+	write("MANIFEST", []byte("x"))
+	write("000001.sst", nil)
+	require.False(t, w.changed(), "files walAhead does not tend")
+
+	write("000002.vlog", nil)
+	require.True(t, w.changed(), "a value log file created")
+	require.False(t, w.changed(), "each event is reported once")
+
+	write("00003.mem", nil)
+	require.True(t, w.changed(), "a memtable log created")
+	require.NoError(t, os.Truncate(filepath.Join(dir, "00003.mem"), 1<<20))
+	require.True(t, w.changed(), "a memtable log sized (badger taking the one made ahead)")
+
+	// Many events at once, more than one read's buffer, the relevant one last.
+	for i := range 300 {
+		write(fmt.Sprintf("%06d.sst", i), nil)
+	}
+	write("000004.vlog", nil)
+	require.True(t, w.changed(), "an event after a full buffer of others")
+
+	// Without a watch it looks every time.
+	require.True(t, (&walAhead{watch: -1}).changed())
 }
