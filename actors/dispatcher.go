@@ -36,7 +36,7 @@ type workerDispatcher struct {
 	maxParked  int32
 	parked     atomic.Int32
 	live       atomic.Int32 // workers running or parked
-	work       chan func() // unbuffered: a send succeeds only when a worker waits
+	work       chan func()  // unbuffered: a send succeeds only when a worker waits
 	done       chan struct{}
 	stop       sync.Once
 }

@@ -37,6 +37,8 @@ type System struct {
 	cache *messageCache
 	// dispatcher runs every actor's mailbox (dispatcher.go).
 	dispatcher *workerDispatcher
+	// replies takes the replies to Ask (replies.go).
+	replies *replies
 }
 
 // Start migrates the stored data to this filad's schema version, builds
@@ -56,7 +58,10 @@ func Start(opts Options) (*System, error) {
 	protoLog := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime),
-		cache: newMessageCache(opts.MessageCacheBytes), dispatcher: newWorkerDispatcher(mailboxThroughput, maxParkedWorkers)}
+		cache: newMessageCache(opts.MessageCacheBytes), dispatcher: newWorkerDispatcher(mailboxThroughput, maxParkedWorkers), replies: newReplies()}
+	if _, ok := as.ProcessRegistry.Add(s.replies, repliesID); !ok {
+		return nil, fmt.Errorf("actors: register the replies process: %q is taken", repliesID)
+	}
 	s.telemetry, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return newTelemetryActor(opts.Board)
 	}, actor.WithDispatcher(s.dispatcher)), "telemetry")
@@ -180,15 +185,10 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}
-	var res any
-	var err error
-	if long {
-		res, err = s.awaitCaller(ctx, pid, &actor.MessageEnvelope{Header: header, Message: msg}, timeout)
-	} else {
-		f := actor.NewFuture(s.as, timeout)
-		s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: f.PID()})
-		res, err = f.Result()
-	}
+	id, ch := s.replies.await()
+	sender := &actor.PID{Address: s.as.ProcessRegistry.Address, Id: repliesID, RequestId: id}
+	s.as.Root.Send(pid, &actor.MessageEnvelope{Header: header, Message: msg, Sender: sender})
+	res, err := s.replies.wait(ctx, id, ch, timeout)
 	_, dead := res.(*actor.DeadLetterResponse)
 	if dead || errors.Is(err, actor.ErrDeadLetter) {
 		// The actor stopped before it took msg: its queue was deleted, or
@@ -207,39 +207,6 @@ func (s *System) Ask(ctx context.Context, pid *actor.PID, header map[string]stri
 		return nil, fmt.Errorf("actors: no reply from %s: %w", pid.Id, err)
 	}
 	return res, nil
-}
-
-// awaitCaller sends env to pid with a reply actor of its own as sender and
-// waits for the reply, the caller's going away, or timeout. A protoactor
-// future cannot be abandoned: a goroutine waiting on it lasts until the
-// reply, and stopping it early races with a late reply (the future writes
-// it without its lock). A reply actor stopped early just turns a late
-// reply into a dead letter.
-func (s *System) awaitCaller(ctx context.Context, pid *actor.PID, env *actor.MessageEnvelope, timeout time.Duration) (any, error) {
-	reply := make(chan any, 1)
-	replier := s.as.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
-		switch m := c.Message().(type) {
-		case actor.SystemMessage, actor.AutoReceiveMessage:
-		default:
-			select {
-			case reply <- m:
-			default: // only the first reply counts
-			}
-		}
-	}))
-	defer s.as.Root.Stop(replier)
-	env.Sender = replier
-	s.as.Root.Send(pid, env)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case res := <-reply:
-		return res, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("actors: gave up waiting for the reply: %w", ctx.Err())
-	case <-t.C:
-		return nil, actor.ErrTimeout
-	}
 }
 
 // Stop stops the queue actors (they end their streams), then the telemetry
