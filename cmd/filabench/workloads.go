@@ -111,15 +111,10 @@ func workloads(f benchFlags) []workload {
 		}},
 		// CPU per message: each server as a subprocess, so that its CPU time
 		// is its own (filabench's clients are reported apart).
-		workload{"cpu lifecycle 4P/4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
-			return e.cpuPerMessage(ctx, e.f.messages,
-				func(ctx context.Context, t *filadTarget) (result, error) {
-					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib, nil)
-				},
-				func(ctx context.Context, t *natsTarget) (result, error) {
-					return t.lifecycleThroughput(ctx, 4, 4, e.f.messages, kib)
-				})
-		}},
+		cpuLifecycle(4, kib),
+		// Fila-SDK-shaped traffic: the Python, JavaScript, Java and Ruby
+		// SDKs call Enqueue once per message and ack each delivery alone.
+		cpuLifecycle(8, kib),
 		workload{"cpu lifecycle batched 4C 1KiB", func(ctx context.Context, e *bench) ([]result, error) {
 			return e.cpuPerMessage(ctx, e.f.messages,
 				func(ctx context.Context, t *filadTarget) (result, error) {
@@ -253,6 +248,21 @@ func workloads(f benchFlags) []workload {
 		ws = append(ws, clusterWorkloads(f.cluster)...)
 	}
 	return ws
+}
+
+// cpuLifecycle is the one-call-per-message lifecycle (Enqueue, a Consume
+// stream, Ack) with n producers and n consumers, each server as a
+// subprocess so that its CPU time is its own.
+func cpuLifecycle(n int, payload []byte) workload {
+	return workload{fmt.Sprintf("cpu lifecycle %dP/%dC 1KiB", n, n), func(ctx context.Context, e *bench) ([]result, error) {
+		return e.cpuPerMessage(ctx, e.f.messages,
+			func(ctx context.Context, t *filadTarget) (result, error) {
+				return t.lifecycleThroughput(ctx, n, n, e.f.messages, payload, nil)
+			},
+			func(ctx context.Context, t *natsTarget) (result, error) {
+				return t.lifecycleThroughput(ctx, n, n, e.f.messages, payload)
+			})
+	}}
 }
 
 // telemetryOverhead alternates lifecycle runs with telemetry off, on at the
