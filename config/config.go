@@ -219,6 +219,13 @@ func (c Cluster) LeaderBalanceInterval() time.Duration {
 // Tick is TickMS as a duration.
 func (c Cluster) Tick() time.Duration { return time.Duration(c.TickMS) * time.Millisecond }
 
+// ElectionTimeout is how long a group goes without a leader before its
+// followers elect one (raft adds a random part of up to as much again).
+// What paces itself by the cluster's timing and not by raft's ticks (the
+// membership controller, a join's retries) counts in it, so that a
+// longer tick does not slow them.
+func (c Cluster) ElectionTimeout() time.Duration { return time.Duration(c.ElectionTicks) * c.Tick() }
+
 // Server configures the gRPC listener and request limits.
 type Server struct {
 	// ListenAddr is the gRPC address. Defaults to "127.0.0.1:5555".

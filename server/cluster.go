@@ -359,7 +359,8 @@ func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles 
 	}
 	// After each round the peers are synced again: a removed node is
 	// forgotten once no group holds it any more.
-	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, 5*cc.Tick(), n.syncPeers, log)
+	// Twice per election timeout (every 5 ticks of the old 100 ms tick).
+	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, cc.ElectionTimeout()/2, n.syncPeers, log)
 	n.stopRefresh = n.placement.StartRefresh(opts.LeaderRefresh)
 	if joining {
 		if err := n.join(ctx, cc, dial, log); err != nil {
@@ -392,7 +393,7 @@ func peerDialCreds(f *tlsFiles, addr string) grpc.DialOption {
 // the driver's status, and gives up only with ctx or after many election
 // timeouts (the other members may not be up yet).
 func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members int) error {
-	bound := time.Now().Add(100 * time.Duration(cc.ElectionTicks) * cc.Tick())
+	bound := time.Now().Add(100 * cc.ElectionTimeout())
 	var metaCommit uint64
 	for g := uint64(0); g <= uint64(cc.Partitions); {
 		st, _ := n.replica.Driver.Status(g)
@@ -411,7 +412,7 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 			continue
 		}
 		if time.Now().After(bound) {
-			return fmt.Errorf("cluster: group %d has no leader after %v", g, 100*time.Duration(cc.ElectionTicks)*cc.Tick())
+			return fmt.Errorf("cluster: group %d has no leader after %v", g, 100*cc.ElectionTimeout())
 		}
 		select {
 		case <-ctx.Done():
@@ -440,7 +441,7 @@ func (n *clusterNode) raftGroups(partitions int) func() []telemetry.GroupReading
 // startBalance starts this node's part of leader balance, unless
 // cluster.leader_balance is off.
 func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
-	n.election = time.Duration(cc.ElectionTicks) * cc.Tick()
+	n.election = cc.ElectionTimeout()
 	for g := uint64(0); g <= uint64(cc.Partitions); g++ {
 		n.groups = append(n.groups, g)
 	}

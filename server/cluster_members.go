@@ -105,8 +105,8 @@ func (n *clusterNode) join(ctx context.Context, cc config.Cluster, dial func(str
 		return nil
 	}
 	addrs := cc.JoinAddrs()
-	wait := 5 * cc.Tick()
-	bound := time.Now().Add(100 * time.Duration(cc.ElectionTicks) * cc.Tick())
+	wait := cc.ElectionTimeout() / 2
+	bound := time.Now().Add(100 * cc.ElectionTimeout())
 	var next string // the meta leader a member named
 	var last error
 	for i := 0; ; i++ {
