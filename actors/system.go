@@ -59,6 +59,13 @@ func Start(opts Options) (*System, error) {
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	s := &System{opts: opts, as: as, dir: &Directory{}, runtime: runtime, throttles: NewThrottles(runtime),
 		cache: newMessageCache(opts.MessageCacheBytes), dispatcher: newWorkerDispatcher(mailboxThroughput, maxParkedWorkers), replies: newReplies()}
+	started := false
+	defer func() {
+		if !started { // an error below: leave no actors or workers behind
+			as.Shutdown()
+			s.dispatcher.close()
+		}
+	}()
 	if _, ok := as.ProcessRegistry.Add(s.replies, repliesID); !ok {
 		return nil, fmt.Errorf("actors: register the replies process: %q is taken", repliesID)
 	}
@@ -102,6 +109,7 @@ func Start(opts Options) (*System, error) {
 	if err := s.awaitRecovery(); err != nil {
 		return nil, err
 	}
+	started = true
 	return s, nil
 }
 

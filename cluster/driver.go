@@ -200,6 +200,9 @@ type Driver struct {
 	opts   DriverOptions
 	log    *slog.Logger
 	groups map[uint64]*group
+	// budget bounds one stretch of the loop's work (loopBudget): a tick,
+	// at most a tenth of an election timeout.
+	budget time.Duration
 
 	// appends are the log writes the loop queued for the persister, in
 	// order; appendSignal (capacity 1) says there are some. persisted
@@ -381,7 +384,8 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 	}
 	d := &Driver{
 		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
-		inbox: make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64), calls: make(chan func(), 16),
+		budget: min(opts.Tick, time.Duration(opts.ElectionTicks)*opts.Tick/10),
+		inbox:  make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64), calls: make(chan func(), 16),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
 		moved:        make(chan struct{}),
 		installed:    make(chan installResult, 1),
@@ -768,13 +772,14 @@ func (d *Driver) run() {
 		// the persister synced, whose write then starts before this
 		// loop applies what that sync committed, and runs beside it.
 		//
-		// One stretch of work runs for at most a tick (loopBudget): a
+		// One stretch of work runs for at most a tick, and a tenth of an
+		// election timeout (d.budget, loopBudget): a
 		// leader catching up a follower far behind, or a follower applying
 		// a long backlog, must still tick, heartbeat and answer the other
 		// groups' leaders in time, or every group it takes part in may
 		// lose its leader.
 		began := time.Now()
-		spent := loopBudget(began, d.opts.Tick)
+		spent := loopBudget(began, d.budget)
 		d.drain(spent)
 		// An apply's answer can leave more to do at once (raft releases
 		// the next committed entries once it hears the last were applied),

@@ -59,7 +59,9 @@ type clusterNode struct {
 	self         cluster.NodeInfo
 	stopRegister context.CancelFunc
 	registered   chan struct{}
-	tick         time.Duration
+	// registerEvery bounds each try of the registration: an election
+	// timeout, so that a try outlasts a meta leader's election.
+	registerEvery time.Duration
 	// metrics are the raft and forwarding instruments; the driver is their
 	// Observer.
 	metrics *telemetry.ClusterMetrics
@@ -164,7 +166,7 @@ func (n *clusterNode) register(clientAddr string, log *slog.Logger) {
 	n.stopRegister = cancel
 	go func() {
 		defer close(n.registered)
-		err := n.replica.Register(ctx, self, 10*n.tick)
+		err := n.replica.Register(ctx, self, n.registerEvery)
 		switch {
 		case err == nil:
 			log.Info("cluster: node registered", slog.Uint64("node_id", self.ID), slog.String("client_addr", clientAddr))
@@ -213,7 +215,7 @@ func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles 
 	if err := checkClusterMarker(cfg.Storage.DataDir, cc.NodeID); err != nil {
 		return nil, err
 	}
-	n := &clusterNode{tick: cc.Tick(), registered: make(chan struct{}), internal: &gateway.Internal{}, partitions: cc.Partitions}
+	n := &clusterNode{registerEvery: cc.ElectionTimeout(), registered: make(chan struct{}), internal: &gateway.Internal{}, partitions: cc.Partitions}
 	if n.metrics, err = telemetry.NewClusterMetrics(tel.MeterProvider); err != nil {
 		return nil, err
 	}

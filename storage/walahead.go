@@ -155,14 +155,23 @@ func (w *walAhead) changed() bool {
 			if ev.Mask&unix.IN_Q_OVERFLOW != 0 || bytes.HasSuffix(name, []byte(".mem")) || bytes.HasSuffix(name, []byte(".vlog")) {
 				changed = true
 			}
+			if ev.Mask&unix.IN_IGNORED != 0 {
+				// The watch is gone (the directory was removed or
+				// unmounted): look after every commit from now on.
+				_ = unix.Close(w.watch)
+				w.watch = -1
+				return true
+			}
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 		}
 	}
 }
 
-// tendIfChanged is tend when changed says a file it tends moved.
+// tendIfChanged is tend when changed says a file it tends moved, or when
+// the next memtable log is not ready (its allocation failed: a failed
+// fallocate raises no event, and it is retried on every commit).
 func (w *walAhead) tendIfChanged() {
-	if w.changed() {
+	if w.changed() || !w.ready {
 		w.tend()
 	}
 }

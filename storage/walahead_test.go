@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -169,6 +170,29 @@ func TestWALAheadLooksOnlyWhenItsFilesMove(t *testing.T) {
 	write("000004.vlog", nil)
 	require.True(t, w.changed(), "an event after a full buffer of others")
 
+	// The directory gone, the watch is too: it looks every time from then.
+	require.NoError(t, os.RemoveAll(dir))
+	require.True(t, w.changed(), "the watch's end")
+	require.Equal(t, -1, w.watch)
+	require.True(t, w.changed())
+
 	// Without a watch it looks every time.
 	require.True(t, (&walAhead{watch: -1}).changed())
+}
+
+// TestWALAheadRetriesAFailedAllocation: a next memtable log whose
+// allocation failed raises no event, and is retried on the next commit
+// all the same.
+func TestWALAheadRetriesAFailedAllocation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w := &walAhead{dir: dir, size: 1 << 20, next: 1, watch: watchDir(dir), log: slog.New(slog.DiscardHandler)}
+	require.GreaterOrEqual(t, w.watch, 0)
+	defer w.close()
+	require.False(t, w.changed(), "no event queued")
+	w.tendIfChanged() // as after a commit, with the last allocation failed (ready false)
+	require.True(t, w.ready)
+	logs := memLogs(t, dir)
+	require.Len(t, logs, 1, "the next memtable log made ahead")
+	require.GreaterOrEqual(t, logs[0].allocated, int64(1<<20))
 }
