@@ -74,9 +74,11 @@ type Replication struct {
 	// Last is the leader's last durable index.
 	Last uint64
 	// Match is each member's highest index known to match the leader's
-	// log; Replicating those the leader streams to (not probing, nor
-	// sending a snapshot) and heard from lately.
+	// log; Live those the leader heard from within an election timeout;
+	// Replicating those of them the leader streams to (not probing, nor
+	// sending a snapshot).
 	Match       map[uint64]uint64
+	Live        map[uint64]bool
 	Replicating map[uint64]bool
 }
 
@@ -87,9 +89,10 @@ func (d *Driver) Replication(ctx context.Context, group uint64) (Replication, er
 	if err != nil {
 		return Replication{}, err
 	}
-	r := Replication{Match: map[uint64]uint64{}, Replicating: map[uint64]bool{}}
+	r := Replication{Match: map[uint64]uint64{}, Live: map[uint64]bool{}, Replicating: map[uint64]bool{}}
 	for _, p := range peers {
 		r.Match[p.Node] = p.Match
+		r.Live[p.Node] = p.Active
 		r.Replicating[p.Node] = p.Replicating && p.Active
 		if p.Node == d.opts.NodeID {
 			r.Last = p.Match

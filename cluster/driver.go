@@ -203,6 +203,8 @@ type Driver struct {
 	// budget bounds one stretch of the loop's work (loopBudget): a tick,
 	// at most a tenth of an election timeout.
 	budget time.Duration
+	// ticks counts the loop's ticks: the clock of group.heard.
+	ticks uint64
 
 	// appends are the log writes the loop queued for the persister, in
 	// order; appendSignal (capacity 1) says there are some. persisted
@@ -275,6 +277,13 @@ type group struct {
 	// an empty entry), so ChangeConf refuses until it applies, leadership
 	// is lost, or this many ticks passed (it was lost on the way).
 	confTicks int
+	// heard is, for each peer, the loop's tick count when a message of
+	// this group's from it was last stepped: the leader's liveness of its
+	// members. raft's RecentActive cannot serve: CheckQuorum clears it for
+	// everyone every election timeout, so a live member reads as silent
+	// until its next heartbeat answer, and a membership rule that reads it
+	// then takes a live copy for a dead one.
+	heard map[uint64]uint64
 }
 
 // appendJob is one group's MsgStorageAppend: what to write, and the
@@ -460,7 +469,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, held: slices.Contains(opts.Held, gid)}
+		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, heard: map[uint64]uint64{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
 		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit(), Conf: cs, Voters: len(cs.GetVoters())}
@@ -832,6 +841,7 @@ func (s *stallWatch) ticked(d *Driver, now time.Time) {
 // tick is one raft tick of every group.
 func (d *Driver) tick(stall *stallWatch) {
 	stall.ticked(d, time.Now())
+	d.ticks++
 	for _, g := range d.groups {
 		g.rn.Tick()
 		expireReads(g)
@@ -881,7 +891,15 @@ func (d *Driver) step(in inbound) {
 		d.startInstall(g, in.msg)
 		return
 	}
+	g.heard[in.msg.GetFrom()] = d.ticks
 	_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
+}
+
+// heardLately reports whether the loop stepped a message of g's from peer
+// within the last election timeout.
+func (d *Driver) heardLately(g *group, peer uint64) bool {
+	at, ok := g.heard[peer]
+	return ok && d.ticks-at <= uint64(d.opts.ElectionTicks)
 }
 
 // startInstall copies the state a MsgSnap names on a goroutine; raft gets

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -14,11 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
 	"github.com/fila-dev/filad/storage"
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // patience bounds the wait for an event that must come: it fails a test
@@ -671,4 +674,41 @@ func TestAProposalDroppedInATransferNamesTheNextLeader(t *testing.T) {
 		return
 	}
 	t.Fatal("every proposal came after its transfer had ended")
+}
+
+// TestALiveMemberStaysActiveAcrossQuorumChecks: raft's CheckQuorum clears
+// every member's RecentActive each election timeout, and a live member
+// reads as inactive until its next heartbeat answer. The leader's
+// Replication must not: the membership rule that keeps a live copy while
+// a wanted one is down reads it (TestRealRunReplacesADeadNode lost a live
+// copy to that window). Sampled over three election timeouts of the
+// leader's own ticks, every follower is replicating in every sample.
+func TestALiveMemberStaysActiveAcrossQuorumChecks(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	c.put(1, "a")
+	c.converged(1, []string{"a"})
+	d := c.node(c.leader(1, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ticks := func() uint64 {
+		var n uint64
+		require.NoError(t, d.onLoop(ctx, func() { n = d.ticks }))
+		return n
+	}
+	replicating := func() (bool, Replication) {
+		r, err := d.Replication(ctx, 1)
+		require.NoError(t, err)
+		return len(r.Replicating) == 3 && !slices.Contains(slices.Collect(maps.Values(r.Replicating)), false), r
+	}
+	telemetrytest.Await(t, patience, func() (bool, string) {
+		ok, r := replicating()
+		return ok, fmt.Sprintf("followers not all replicating yet: %v", r.Replicating)
+	})
+	until, samples := ticks()+3*uint64(d.opts.ElectionTicks), 0
+	for ticks() < until {
+		ok, r := replicating()
+		require.True(t, ok, "sample %d: a live follower read as not replicating: %v", samples, r.Replicating)
+		samples++
+	}
+	t.Logf("%d samples over three election timeouts", samples)
 }

@@ -207,19 +207,22 @@ func (m *Membership) step(ctx context.Context, group uint64, conf *pb.ConfState,
 		if err != nil {
 			return false, err
 		}
-		// A live member leaves only once every wanted voter is live. The
+		// A live member leaves only once every wanted voter replicates. The
 		// ranking ignores liveness: while a wanted member is down (dead and
 		// not yet removed), the live one it displaced is the copy standing
 		// in for it, and taking that out would leave the group a replica
 		// short. Once the dead one is removed it is no longer wanted, and the
-		// live one usually is again.
-		if (id == m.self || r.Replicating[id]) && slices.ContainsFunc(voters, func(v uint64) bool {
+		// live one usually is again. Live, not replicating, decides whether
+		// id stands in: a live member probing or taking a snapshot is still
+		// a copy.
+		if (id == m.self || r.Live[id]) && slices.ContainsFunc(voters, func(v uint64) bool {
 			return v != m.self && slices.Contains(want, v) && !r.Replicating[v]
 		}) {
 			continue
 		}
 		if id != m.self {
-			m.log.Info("cluster: removing a node from a group", slog.Uint64("group", group), slog.Uint64("node_id", id))
+			m.log.Info("cluster: removing a node from a group", slog.Uint64("group", group), slog.Uint64("node_id", id),
+				slog.Any("voters", voters), slog.Any("want", want), slog.Any("live", r.Live), slog.Any("replicating", r.Replicating))
 			return false, m.driver.ChangeConf(ctx, group, confChange(pb.ConfChangeType_ConfChangeRemoveNode, id))
 		}
 		// This leader is to go: hand the group to the wanted voter furthest

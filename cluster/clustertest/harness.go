@@ -151,7 +151,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 		if t.Failed() {
 			for _, node := range c.Nodes {
-				t.Logf("node %d log (last lines):\n%s", node.Index+1, node.logTail(40))
+				t.Logf("node %d log (last lines):\n%s", node.Index+1, node.logTail(200))
 			}
 		}
 	})
