@@ -47,6 +47,14 @@ type BalanceOptions struct {
 	// is asked before a move, so the rule that a move never makes the
 	// target lead more than its giver did holds.
 	LeadCount func(ctx context.Context, node uint64) (int, bool)
+	// Cost, if set, is what leading group costs the node that takes it
+	// over: the messages its queues hold, which a new leader loads before
+	// it serves them. Of the groups it could move, a node moves the
+	// cheapest (then the one to the target leading fewest): handing a
+	// big partition to a node that just joined is an outage of seconds
+	// that moving small ones usually avoids. nil: every group costs the
+	// same.
+	Cost func(group uint64) int64
 	// TransferTimeout bounds one move; 5 election timeouts of the
 	// driver's when 0.
 	TransferTimeout time.Duration
@@ -143,15 +151,22 @@ func (b *Balancer) step(ctx context.Context) {
 				}
 			}
 		}
-		if to, ok := pickTarget(self, counts, members, peers, commit, b.opts.MaxLag); ok && (best.to == 0 || counts[to] < counts[best.to]) {
-			best = move{group: g, to: to}
+		if to, ok := pickTarget(self, counts, members, peers, commit, b.opts.MaxLag); ok {
+			m := move{group: g, to: to}
+			if b.opts.Cost != nil {
+				m.cost = b.opts.Cost(g)
+			}
+			if best.to == 0 || m.before(best, counts) {
+				best = m
+			}
 		}
 	}
 	if best.to == 0 {
 		return
 	}
 	b.opts.Logger.Info("leader balance: moving a group's leadership", slog.Uint64("group", best.group),
-		slog.Uint64("to_node", best.to), slog.Int("leads", counts[self]), slog.Int("target_leads", counts[best.to]), slog.Int("share", share))
+		slog.Uint64("to_node", best.to), slog.Int("leads", counts[self]), slog.Int("target_leads", counts[best.to]), slog.Int("share", share),
+		slog.Int64("cost", best.cost))
 	tctx, cancel := context.WithTimeout(ctx, b.opts.TransferTimeout)
 	defer cancel()
 	if err := d.TransferLeader(tctx, best.group, best.to); err != nil && ctx.Err() == nil {
@@ -160,7 +175,18 @@ func (b *Balancer) step(ctx context.Context) {
 	}
 }
 
-type move struct{ group, to uint64 }
+// move is a group's leadership to hand to node to; cost is the group's
+// (BalanceOptions.Cost).
+type move struct {
+	group, to uint64
+	cost      int64
+}
+
+// before: m is the better of two moves: the cheaper, then the one to the
+// target leading fewer groups (counts), then the lower group.
+func (m move) before(o move, counts map[uint64]int) bool {
+	return cmp.Or(cmp.Compare(m.cost, o.cost), cmp.Compare(counts[m.to], counts[o.to]), cmp.Compare(m.group, o.group)) < 0
+}
 
 // leadCounts is how many of groups each node leads as this node sees
 // them; settled is false while one of them has no leader known. Only the

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 )
@@ -38,8 +39,34 @@ func TestPickTarget(t *testing.T) {
 	}
 }
 
+// Of two moves the cheaper goes first, then the one to the target
+// leading fewer, then the lower group.
+func TestMoveBefore(t *testing.T) {
+	counts := map[uint64]int{2: 1, 3: 0}
+	for _, tc := range []struct {
+		name string
+		a, b move
+		want bool
+	}{
+		{"cheaper first", move{group: 5, to: 2, cost: 10}, move{group: 1, to: 3, cost: 1_000_000}, true},
+		{"dearer after", move{group: 1, to: 3, cost: 1_000_000}, move{group: 5, to: 2, cost: 10}, false},
+		{"equal cost: the target leading fewer", move{group: 5, to: 3}, move{group: 1, to: 2}, true},
+		{"all equal: the lower group", move{group: 1, to: 3}, move{group: 5, to: 3}, true},
+		{"a move is not before itself", move{group: 1, to: 3}, move{group: 1, to: 3}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.a.before(tc.b, counts); got != tc.want {
+				t.Fatalf("%+v before %+v = %v, want %v", tc.a, tc.b, got, tc.want)
+			}
+		})
+	}
+}
+
 // Three drivers: whatever the first elections gave, the balancers end
 // with every node leading its share of six groups, and then move nothing.
+// Node 1, which led all six, keeps the two that cost most to take over
+// (BalanceOptions.Cost): it moves the cheap ones first, and moving those
+// evens the spread.
 func TestBalancersSpreadLeadership(t *testing.T) {
 	groups := []uint64{0, 1, 2, 3, 4, 5}
 	c := newTestCluster(t, 3, groups...)
@@ -62,15 +89,27 @@ func TestBalancersSpreadLeadership(t *testing.T) {
 		}
 	}
 	members := func() []uint64 { return c.peers }
+	dear := []uint64{0, 1} // the ones moved first if cost did not count
+	cost := func(g uint64) int64 {
+		if slices.Contains(dear, g) {
+			return 1_000_000
+		}
+		return int64(g) // the cheap ones differ too: the order is the cost's
+	}
 	for _, id := range c.peers {
 		b := StartBalancer(BalanceOptions{Driver: c.node(id), Members: members, Groups: groups,
-			Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+			Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Cost: cost})
 		t.Cleanup(b.Stop)
 	}
 	deadline := time.Now().Add(patience)
 	for {
 		counts, settled, _ := leadCounts(c.node(1), groups)
 		if settled && counts[1] == 2 && counts[2] == 2 && counts[3] == 2 {
+			for _, g := range dear {
+				if st, _ := c.node(1).Status(g); !st.Leading {
+					t.Fatalf("group %d, the dearest to take over, moved from node 1 (led by %d)", g, st.Leader)
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {

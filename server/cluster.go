@@ -36,6 +36,7 @@ import (
 	"github.com/fila-dev/filad/config"
 	"github.com/fila-dev/filad/gateway"
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
+	"github.com/fila-dev/filad/storage"
 	"github.com/fila-dev/filad/telemetry"
 	"github.com/fila-dev/filad/telemetry/otlpexport"
 )
@@ -456,6 +457,7 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 		LeadCount: func(ctx context.Context, node uint64) (int, bool) {
 			return n.replica.LeadCount(ctx, node, cc.LeaderBalanceInterval())
 		},
+		Cost: n.groupCost,
 		Members: func() []uint64 {
 			var ids []uint64
 			for _, m := range nodes.Active() { // a removed node leads nothing
@@ -464,6 +466,23 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 			return ids
 		},
 	})
+}
+
+// groupCost is what taking group over costs a new leader, as this node,
+// its leader, last read its queues: the messages they hold (ready,
+// delayed or leased), which the new leader loads before it serves.
+func (n *clusterNode) groupCost(group uint64) int64 {
+	sys := n.system.Load()
+	if sys == nil {
+		return 0
+	}
+	var held int64
+	for queue, r := range sys.Board().Snapshot() {
+		if n.replica.Families.Group(storage.FamilyOf(queue)) == group {
+			held += r.Gauges[telemetry.Depth] + r.Gauges[telemetry.Delayed] + r.Gauges[telemetry.LeasesActive]
+		}
+	}
+	return held
 }
 
 // handOff is a graceful stop's first step: no more balance moves, and
