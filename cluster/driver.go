@@ -148,14 +148,14 @@ type Observer interface {
 // DefaultTick and friends are the raft timing filad runs with: an
 // election after 1 s without a leader, a heartbeat every tick. A loaded
 // 2-core machine can stall a process for hundreds of milliseconds; 1 s
-// keeps that from electing spuriously. An idle node's cost is its ticks:
-// tick_ms 200 with election_ticks 5 idles 3 nodes with 1,000 queues at
-// 2.0-2.7 % of a core each against 2.6-3.9 % (docs/decisions.md, "Idle
-// cost: a 200 ms tick"); it is not the default while a CI failure seen
-// with it is not understood.
+// keeps that from electing spuriously. The tick is 200 ms, not etcd's
+// 100, because an idle node's cost is its ticks: 3 nodes with 1,000
+// queues idled at 2.6-3.9 % of a core each with 100 ms and 2.0-2.7 % with
+// 200 ms, and failovers took as long (docs/decisions.md, "Idle cost: a
+// 200 ms tick").
 const (
-	DefaultTick           = 100 * time.Millisecond
-	DefaultElectionTicks  = 10
+	DefaultTick           = 200 * time.Millisecond
+	DefaultElectionTicks  = 5
 	DefaultHeartbeatTicks = 1
 )
 

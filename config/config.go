@@ -489,7 +489,7 @@ func Defaults() Config {
 		Auth:      Auth{Mode: "auto"},
 		Lua:       Lua{DefaultTimeoutMS: 10, DefaultMemoryLimitBytes: 8 << 20, CircuitBreakerThreshold: 3, CircuitBreakerCooldownMS: 10_000},
 		Log:       Log{Level: "info"},
-		Cluster: Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 100, ElectionTicks: 10, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64,
+		Cluster: Cluster{ReplicationFactor: 3, Partitions: 16, TickMS: 200, ElectionTicks: 5, HeartbeatTicks: 1, SnapshotEntries: 10_000, SnapshotRateMiB: 64,
 			LeaderBalance: true, LeaderBalanceIntervalMS: 5000},
 	}
 }
