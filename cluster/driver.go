@@ -1312,6 +1312,10 @@ func (d *Driver) observe(g *group) {
 	st := g.rn.BasicStatus()
 	lost := g.leading != 0 && (st.RaftState != raft.StateLeader || st.GetTerm() != g.leading)
 	if lost {
+		// Rare, and what an operator reading a latency spike asks first: a
+		// transfer's, a removal's or a failed quorum check's end of a term.
+		d.log.Info("raft: this node no longer leads a group", slog.Uint64("group", g.id), slog.Uint64("term", g.leading),
+			slog.String("state", st.RaftState.String()), slog.Uint64("new_term", st.GetTerm()), slog.Uint64("leader", st.Lead))
 		g.leading = 0
 		g.confTicks = 0
 		for id, p := range g.waiting {
