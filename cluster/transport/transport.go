@@ -4,9 +4,16 @@
 // Raft tolerates lost messages and retransmits what matters, so the
 // transport is built to never hold the raft driver up: Send only queues,
 // and drops when a peer's queue is full or the peer is unreachable. Each
-// peer has one goroutine that keeps one stream open to it, sends what is
-// queued in batches, and reconnects with backoff when the stream breaks.
-// The messages of one stream arrive in the order they were sent.
+// peer has two lanes, as etcd's rafthttp has two streams: one for log
+// appends (MsgApp, MsgSnap), one for everything else (heartbeats, votes,
+// answers). Each lane has its queue and a goroutine that keeps one stream
+// open, sends what is queued in batches, and reconnects with backoff when
+// the stream breaks. The two streams share one connection, whose HTTP/2
+// frames interleave, so a heartbeat never waits behind megabytes of
+// appends to a follower catching up (which, waiting, read as a dead
+// leader to it and as a dead follower to the leader's quorum check). The
+// messages of one lane arrive in the order they were sent; raft needs no
+// order between the lanes.
 //
 // A stream carries one node's messages: the receiver may refuse the
 // sender it claims (Options.Authenticate: filad checks the TLS
@@ -51,8 +58,8 @@ type Options struct {
 	// raft driver can report the peer unreachable to its groups. It is
 	// called on the peer's goroutine and must not block.
 	Unreachable func(peer uint64)
-	// QueueLen bounds the messages waiting for one peer; Send drops past it.
-	// DefaultQueueLen when 0.
+	// QueueLen bounds the messages waiting in one lane of one peer; Send
+	// drops past it. DefaultQueueLen when 0.
 	QueueLen int
 	// MaxBatch bounds the messages of one send. DefaultMaxBatch when 0.
 	MaxBatch int
@@ -173,7 +180,10 @@ func (t *Transport) SetPeer(id uint64, addr string) error {
 		}
 		p.stop()
 	}
-	p := &peer{id: id, addr: addr, t: t, queue: make(chan *clusterv1.GroupMessage, t.opts.QueueLen), done: make(chan struct{})}
+	p := &peer{id: id, addr: addr, t: t, done: make(chan struct{})}
+	for i := range p.lanes {
+		p.lanes[i] = &lane{queue: make(chan *clusterv1.GroupMessage, t.opts.QueueLen)}
+	}
 	t.peers[id] = p
 	t.wg.Add(1)
 	go p.run()
@@ -204,15 +214,33 @@ func (t *Transport) Send(to uint64, msgs ...*clusterv1.GroupMessage) int {
 		p.dropped.Add(uint64(len(msgs)))
 		return 0
 	}
-	for i, m := range msgs {
+	queued := 0
+	for _, m := range msgs {
 		select {
-		case p.queue <- m:
+		case p.lanes[laneOf(m)].queue <- m:
+			queued++
 		default:
-			p.dropped.Add(uint64(len(msgs) - i))
-			return i
+			p.dropped.Add(1)
 		}
 	}
-	return len(msgs)
+	return queued
+}
+
+// The lanes of a peer.
+const (
+	laneControl = iota
+	laneAppends
+	numLanes
+)
+
+// laneOf is the lane m goes on: appends and snapshots on theirs,
+// everything else (small, and what liveness rests on) on the other.
+func laneOf(m *clusterv1.GroupMessage) int {
+	typ, _, _, err := header(m.GetMessage())
+	if err == nil && (typ == raftpb.MsgApp || typ == raftpb.MsgSnap) {
+		return laneAppends
+	}
+	return laneControl
 }
 
 // Close stops every peer's stream; Deliver is not called once it returns,
@@ -233,7 +261,7 @@ type PeerStats struct {
 	// Sent counts messages written to a stream; Dropped those lost before
 	// (a full queue, a fault, a broken stream).
 	Sent, Dropped uint64
-	// Connected is whether a stream to the peer is open now.
+	// Connected is whether the peer's streams (both lanes) are open now.
 	Connected bool
 }
 
@@ -243,7 +271,7 @@ func (t *Transport) Stats() map[uint64]PeerStats {
 	defer t.mu.Unlock()
 	out := make(map[uint64]PeerStats, len(t.peers))
 	for id, p := range t.peers {
-		out[id] = PeerStats{Sent: p.sent.Load(), Dropped: p.dropped.Load(), Connected: p.connected.Load()}
+		out[id] = PeerStats{Sent: p.sent.Load(), Dropped: p.dropped.Load(), Connected: p.connected()}
 	}
 	return out
 }
@@ -394,23 +422,37 @@ func (w *LogOnce) First(id uint64) bool {
 	return true
 }
 
-// peer is one peer's queue and the goroutine that streams it.
+// peer is one peer's lanes and the goroutines that stream them.
 type peer struct {
 	id    uint64
 	addr  string
 	t     *Transport
-	queue chan *clusterv1.GroupMessage
+	lanes [numLanes]*lane
 	done  chan struct{}
 	once  sync.Once
 
 	sent, dropped atomic.Uint64
-	connected     atomic.Bool
+}
+
+// lane is one of a peer's queues, streamed on its own stream.
+type lane struct {
+	queue     chan *clusterv1.GroupMessage
+	connected atomic.Bool
 }
 
 func (p *peer) stop() { p.once.Do(func() { close(p.done) }) }
 
-// run keeps a stream to the peer open, reconnecting with backoff. The
-// connection lives as long as the peer: gRPC redials it underneath.
+func (p *peer) connected() bool {
+	for _, l := range p.lanes {
+		if !l.connected.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// run keeps each lane's stream to the peer open on one connection, which
+// lives as long as the peer: gRPC redials it underneath.
 func (p *peer) run() {
 	defer p.t.wg.Done()
 	conn, err := p.t.opts.Dial(p.addr)
@@ -420,10 +462,20 @@ func (p *peer) run() {
 	}
 	defer conn.Close()
 	client := clusterv1.NewRaftClient(conn)
+	var lanes sync.WaitGroup
+	for _, l := range p.lanes {
+		lanes.Go(func() { p.keep(client, l) })
+	}
+	lanes.Wait()
+}
+
+// keep keeps lane l's stream open until the peer stops, reconnecting with
+// backoff.
+func (p *peer) keep(client clusterv1.RaftClient, l *lane) {
 	backoff := backoffMin
 	for {
-		sent, err := p.stream(client)
-		p.connected.Store(false)
+		sent, err := p.stream(client, l)
+		l.connected.Store(false)
 		if err == nil {
 			return // stopped
 		}
@@ -443,9 +495,9 @@ func (p *peer) run() {
 	}
 }
 
-// stream sends the queue on one stream until it breaks (an error) or the
-// peer is stopped (nil). sent reports whether any batch went out.
-func (p *peer) stream(client clusterv1.RaftClient) (sent bool, err error) {
+// stream sends lane l's queue on one stream until it breaks (an error) or
+// the peer is stopped (nil). sent reports whether any batch went out.
+func (p *peer) stream(client clusterv1.RaftClient, l *lane) (sent bool, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -479,14 +531,14 @@ func (p *peer) stream(client clusterv1.RaftClient) (sent bool, err error) {
 				err = errors.New("the peer ended the stream")
 			}
 			return sent, p.stoppedOr(err)
-		case first = <-p.queue:
+		case first = <-l.queue:
 		}
 		batch.Messages = append(batch.Messages[:0], first)
 		bytes := 0
 	more:
 		for len(batch.Messages) < p.t.opts.MaxBatch && bytes < p.t.opts.MaxBatchBytes {
 			select {
-			case m := <-p.queue:
+			case m := <-l.queue:
 				batch.Messages = append(batch.Messages, m)
 				bytes += len(m.GetMessage())
 			default:
@@ -502,7 +554,7 @@ func (p *peer) stream(client clusterv1.RaftClient) (sent bool, err error) {
 		}
 		sent = true
 		p.sent.Add(uint64(len(batch.Messages)))
-		p.connected.Store(true)
+		l.connected.Store(true)
 	}
 }
 

@@ -56,7 +56,11 @@ func startNode(t *testing.T, id uint64, lis net.Listener, opts Options) *node {
 	}
 	n := &node{addr: lis.Addr().String(), got: make(chan arrival, 1<<16), unreachable: make(chan uint64, 1<<10)}
 	opts.NodeID, opts.Dial = id, dial
+	before := opts.Deliver // a test's hook: sees each delivery first
 	opts.Deliver = func(from uint64, msgs []*clusterv1.GroupMessage) {
+		if before != nil {
+			before(from, msgs)
+		}
 		for _, m := range msgs {
 			n.got <- arrival{from, m}
 		}
@@ -353,6 +357,41 @@ func TestControlHandlerFaultsResource(t *testing.T) {
 	}
 	if _, got := do(http.MethodGet, ""); got != `{"drop":[],"in":[],"out":[]}` {
 		t.Errorf("GET after DELETE: %s", got)
+	}
+}
+
+// A heartbeat does not wait behind appends: with the delivery of a log
+// append to node 2 held up (as a follower taking megabytes of catch-up is
+// slow to take more), a heartbeat sent after it arrives. On one stream it
+// would wait for the append, and the follower, hearing nothing, would
+// take its leader for dead.
+func TestHeartbeatsDoNotWaitBehindAppends(t *testing.T) {
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	n2 := startNode(t, 2, nil, Options{Deliver: func(_ uint64, msgs []*clusterv1.GroupMessage) {
+		for _, m := range msgs {
+			if typ, _, _, _ := header(m.GetMessage()); typ == raftpb.MsgApp {
+				held <- struct{}{}
+				<-release
+			}
+		}
+	}})
+	t.Cleanup(func() { close(release) }) // before node 2 stops: its stream's goroutine is held
+	n1 := startNode(t, 1, nil, Options{})
+	if err := n1.t.SetPeer(2, n2.addr); err != nil {
+		t.Fatal(err)
+	}
+	app := raftMsg(1, &raftpb.Message{Type: raftpb.MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2)), Entries: []*raftpb.Entry{{Data: []byte("e")}}})
+	if q := n1.t.Send(2, app); q != 1 {
+		t.Fatalf("queued %d of 1", q)
+	}
+	select {
+	case <-held:
+	case <-time.After(patience):
+		t.Fatal("the append never reached node 2")
+	}
+	n1.t.Send(2, msg(2, 1, 7))
+	if a := n2.next(t); number(t, a.msg) != 7 {
+		t.Fatalf("arrived %d, want the heartbeat (7)", number(t, a.msg))
 	}
 }
 
