@@ -20,6 +20,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
@@ -203,8 +204,12 @@ type Driver struct {
 	// budget bounds one stretch of the loop's work (loopBudget): a tick,
 	// at most a tenth of an election timeout.
 	budget time.Duration
-	// ticks counts the loop's ticks: the clock of group.heard.
+	// ticks counts the loop's ticks: the clock of group.heard and of
+	// heard, which is the tick of the last message from each peer in any
+	// group (a follower installing one group's snapshot says nothing in
+	// that group, but goes on answering in the others).
 	ticks uint64
+	heard map[uint64]uint64
 
 	// appends are the log writes the loop queued for the persister, in
 	// order; appendSignal (capacity 1) says there are some. persisted
@@ -365,6 +370,10 @@ type GroupStatus struct {
 	// the first): voters, learners, and the outgoing voters of a joint
 	// configuration. Read only.
 	Conf *pb.ConfState
+	// SnapshotFloor is, on the leader, the lowest index of a snapshot on
+	// its way to a live follower (raft's pending snapshot): the follower
+	// goes on from the next entry, so the log must keep it. 0 when none.
+	SnapshotFloor uint64
 }
 
 // NewDriver starts a driver; Stop it.
@@ -392,7 +401,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{
-		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, next: binary.BigEndian.Uint64(p[:]),
+		opts: opts, log: opts.Logger, groups: map[uint64]*group{}, heard: map[uint64]uint64{}, next: binary.BigEndian.Uint64(p[:]),
 		budget: min(opts.Tick, time.Duration(opts.ElectionTicks)*opts.Tick/10),
 		inbox:  make(chan inbound, 1<<14), props: make(chan *proposal, 1<<12), unreachable: make(chan uint64, 64), calls: make(chan func(), 16),
 		stop: make(chan struct{}), done: make(chan struct{}), status: map[uint64]GroupStatus{},
@@ -892,6 +901,7 @@ func (d *Driver) step(in inbound) {
 		return
 	}
 	g.heard[in.msg.GetFrom()] = d.ticks
+	d.heard[in.msg.GetFrom()] = d.ticks
 	_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
 }
 
@@ -1292,6 +1302,7 @@ func (d *Driver) publish(g *group) {
 	s.Leader, s.Term, s.Leading, s.Commit = st.Lead, st.GetTerm(), g.leading != 0, st.GetCommit()
 	s.Voters = len(g.conf.GetVoters())
 	s.Conf = g.conf
+	s.SnapshotFloor = d.snapshotFloor(g)
 	d.status[g.id] = s
 	if changed {
 		close(d.moved)
@@ -1304,6 +1315,23 @@ func (d *Driver) publish(g *group) {
 	if changed && d.opts.LeaderChanged != nil {
 		d.opts.LeaderChanged(g.id)
 	}
+}
+
+// snapshotFloor is GroupStatus.SnapshotFloor of g: a follower counts while
+// its node was heard from within an election timeout (in any group: it
+// says nothing in this one while it installs).
+func (d *Driver) snapshotFloor(g *group) uint64 {
+	if g.leading == 0 {
+		return 0
+	}
+	var floor uint64
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		at, heard := d.heard[id]
+		if pr.State == tracker.StateSnapshot && heard && d.ticks-at <= uint64(d.opts.ElectionTicks) && (floor == 0 || pr.PendingSnapshot < floor) {
+			floor = pr.PendingSnapshot
+		}
+	})
+	return floor
 }
 
 // observe notes leader changes: a node that stopped leading tells Leading

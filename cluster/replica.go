@@ -200,6 +200,10 @@ func OpenReplica(opts ReplicaOptions) (*Replica, error) {
 		_ = local.Close()
 		return nil, err
 	}
+	r.compactor.setFloor(func(g uint64) uint64 {
+		st, _ := r.Driver.Status(g)
+		return st.SnapshotFloor
+	})
 	r.Store = &ReplicatedStore{local: local, driver: r.Driver, families: families, nodes: opts.Nodes, tracer: opts.Tracer}
 	r.snaps.syncMeta = func(ctx context.Context) error { return syncMeta(ctx, r.Driver) }
 	return r, nil

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,49 +227,68 @@ func TestSnapshotStreamResumes(t *testing.T) {
 	}
 }
 
-// Compaction never discards an entry above the synced applied index: an
-// apply committed but not yet covered by a sync keeps its entries.
-func TestCompactionStaysBelowSyncedApplied(t *testing.T) {
+// compactionLog is a raft log of group with entries 1..n in a badger
+// store: setApplied records an applied index, first waits for the log's
+// first index to be want.
+type compactionLog struct {
+	t     *testing.T
+	s     *raftlog.Store
+	db    *badger.DB
+	group uint64
+}
+
+func newCompactionLog(t *testing.T, group, n uint64) *compactionLog {
 	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { _ = db.Close() })
 	s := raftlog.New(db)
-	const group = 3
 	w := s.NewWrite()
 	var ents []*pb.Entry
-	for i := uint64(1); i <= 200; i++ {
+	for i := uint64(1); i <= n; i++ {
 		ents = append(ents, &pb.Entry{Index: new(i), Term: new(uint64(1)), Data: []byte("x")})
 	}
 	w.Append(group, ents)
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	setApplied := func(i uint64) {
-		t.Helper()
-		if err := db.Update(func(txn *badger.Txn) error {
-			return raftlog.SetApplied(txn, group, &pb.SnapshotMetadata{Index: new(i), Term: new(uint64(1))})
-		}); err != nil {
-			t.Fatal(err)
-		}
+	return &compactionLog{t: t, s: s, db: db, group: group}
+}
+
+func (c *compactionLog) setApplied(i uint64) {
+	c.t.Helper()
+	if err := c.db.Update(func(txn *badger.Txn) error {
+		return raftlog.SetApplied(txn, c.group, &pb.SnapshotMetadata{Index: new(i), Term: new(uint64(1))})
+	}); err != nil {
+		c.t.Fatal(err)
 	}
+}
+
+func (c *compactionLog) waitFirst(want uint64) {
+	c.t.Helper()
+	l, _ := c.s.Log(c.group)
+	deadline := time.Now().Add(patience)
+	for {
+		if first, _ := l.FirstIndex(); first == want {
+			return
+		} else if time.Now().After(deadline) {
+			c.t.Fatalf("first index %d, want %d", first, want)
+		}
+		time.Sleep(time.Millisecond) // polls the log's bound
+	}
+}
+
+// Compaction never discards an entry above the synced applied index: an
+// apply committed but not yet covered by a sync keeps its entries.
+func TestCompactionStaysBelowSyncedApplied(t *testing.T) {
+	const group = 3
+	cl := newCompactionLog(t, group, 200)
+	s, setApplied, waitFirst := cl.s, cl.setApplied, cl.waitFirst
 	var counters snapshotCounters
 	c := newCompactor(s, 20, 10, &counters, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer c.stop()
 	l, _ := s.Log(group)
-	waitFirst := func(want uint64) {
-		t.Helper()
-		deadline := time.Now().Add(patience)
-		for {
-			if first, _ := l.FirstIndex(); first == want {
-				return
-			} else if time.Now().After(deadline) {
-				t.Fatalf("first index %d, want %d", first, want)
-			}
-			time.Sleep(time.Millisecond) // polls the log's bound
-		}
-	}
 	// Applied 150, but synced only up to 70 (the sync began before the
 	// later apply committed): compaction to 70-10, not 150-10.
 	setApplied(70)
@@ -290,6 +310,33 @@ func TestCompactionStaysBelowSyncedApplied(t *testing.T) {
 	if _, err := l.Entries(141, 201, 1<<30); err != nil {
 		t.Fatalf("entries above the compaction: %v", err)
 	}
+}
+
+// A snapshot on its way to a follower holds compaction at its index (the
+// follower goes on from the next entry), within maxSnapshotHold
+// intervals; past that, or once no snapshot is pending, compaction goes
+// to the synced applied index less the tail again.
+func TestCompactionKeepsWhatASnapshotFollowerNeeds(t *testing.T) {
+	const group = 5
+	cl := newCompactionLog(t, group, 400)
+	var counters snapshotCounters
+	c := newCompactor(cl.s, 20, 10, &counters, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer c.stop()
+	var floor atomic.Uint64
+	c.setFloor(func(g uint64) uint64 {
+		if g != group {
+			return 0
+		}
+		return floor.Load()
+	})
+	cl.setApplied(390)
+	c.applied(group, 390)
+	floor.Store(250) // a snapshot at 250 streams: 380 - 250 is within 10 intervals of 20
+	c.synced(c.beforeSync())
+	cl.waitFirst(251)
+	floor.Store(100) // 380 - 100 is past the hold's bound: not held
+	c.synced(c.beforeSync())
+	cl.waitFirst(381)
 }
 
 // A node that stopped during a snapshot install (the marker is set) never
