@@ -35,7 +35,7 @@ func TestAnEntryOfAnotherTermAnswersNoProposal(t *testing.T) {
 	const id = 42
 	var outcome []error
 	p := &proposal{group: 1, id: id, term: 7, done: func(err error) { outcome = append(outcome, err) }}
-	g := &group{id: 1, waiting: map[uint64]*proposal{id: p}, reads: map[uint64]*proposal{}, heard: map[uint64]uint64{}}
+	g := &group{id: 1, waiting: map[uint64]*proposal{id: p}, reads: map[uint64]*proposal{}, snapPending: map[uint64]uint64{}}
 	d := &Driver{groups: map[uint64]*group{1: g}, status: map[uint64]GroupStatus{}}
 	d.finishApply(applyJob{group: 1, mine: []uint64{id}, mineTerms: []uint64{6}})
 	if len(outcome) != 0 || g.waiting[id] == nil {

@@ -204,10 +204,14 @@ type Driver struct {
 	// budget bounds one stretch of the loop's work (loopBudget): a tick,
 	// at most a tenth of an election timeout.
 	budget time.Duration
-	// ticks counts the loop's ticks: the clock of group.heard and of
-	// heard, which is the tick of the last message from each peer in any
-	// group (a follower installing one group's snapshot says nothing in
-	// that group, but goes on answering in the others).
+	// ticks counts the loop's ticks; heard is the tick of the last
+	// message stepped from each peer, in any group: the liveness of the
+	// members (heardLately). raft's RecentActive cannot serve: CheckQuorum
+	// clears it for everyone every election timeout, so a live member
+	// reads as silent until its next heartbeat answer, and a membership
+	// rule that read it then took a live copy for a dead one. Any group,
+	// because a follower installing one group's snapshot says nothing in
+	// that group but goes on answering in the others.
 	ticks uint64
 	heard map[uint64]uint64
 
@@ -277,18 +281,17 @@ type group struct {
 	// snapSent are the peers a MsgSnap went to in the last Ready; raft is
 	// told after Advance that it went (the data follows out of band).
 	snapSent []uint64
+	// snapPending is, on the leader, the index of the last snapshot sent
+	// to each follower that has not answered past it yet: its log must
+	// keep what follows (GroupStatus.SnapshotFloor). raft's own pending
+	// snapshot ends as soon as the message goes (ReportSnapshot), since
+	// the data goes out of band.
+	snapPending map[uint64]uint64
 	// confTicks > 0: a membership change this node proposed has not
 	// applied yet; raft takes one at a time (it would turn a second into
 	// an empty entry), so ChangeConf refuses until it applies, leadership
 	// is lost, or this many ticks passed (it was lost on the way).
 	confTicks int
-	// heard is, for each peer, the loop's tick count when a message of
-	// this group's from it was last stepped: the leader's liveness of its
-	// members. raft's RecentActive cannot serve: CheckQuorum clears it for
-	// everyone every election timeout, so a live member reads as silent
-	// until its next heartbeat answer, and a membership rule that reads it
-	// then takes a live copy for a dead one.
-	heard map[uint64]uint64
 }
 
 // appendJob is one group's MsgStorageAppend: what to write, and the
@@ -478,7 +481,7 @@ func NewDriver(opts DriverOptions) (*Driver, error) {
 				return nil, fmt.Errorf("cluster: campaign in group %d: %w", gid, err)
 			}
 		}
-		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, heard: map[uint64]uint64{}, held: slices.Contains(opts.Held, gid)}
+		d.groups[gid] = &group{id: gid, rn: rn, st: st, conf: cs, waiting: map[uint64]*proposal{}, reads: map[uint64]*proposal{}, snapPending: map[uint64]uint64{}, held: slices.Contains(opts.Held, gid)}
 		// What a restart applied before the crash counts: raft delivers
 		// only what comes after it, maybe nothing.
 		d.status[gid] = GroupStatus{Applied: applied, Commit: hs.GetCommit(), Conf: cs, Voters: len(cs.GetVoters())}
@@ -900,15 +903,14 @@ func (d *Driver) step(in inbound) {
 		d.startInstall(g, in.msg)
 		return
 	}
-	g.heard[in.msg.GetFrom()] = d.ticks
 	d.heard[in.msg.GetFrom()] = d.ticks
 	_ = g.rn.Step(in.msg) // a message of a stale term or a removed peer: raft ignores it
 }
 
-// heardLately reports whether the loop stepped a message of g's from peer
-// within the last election timeout.
-func (d *Driver) heardLately(g *group, peer uint64) bool {
-	at, ok := g.heard[peer]
+// heardLately reports whether the loop stepped a message from peer, in
+// any group, within the last election timeout.
+func (d *Driver) heardLately(peer uint64) bool {
+	at, ok := d.heard[peer]
 	return ok && d.ticks-at <= uint64(d.opts.ElectionTicks)
 }
 
@@ -1178,19 +1180,23 @@ func (d *Driver) stepLocal(g *group, msgs []*pb.Message) {
 
 // send sends g's messages, grouped by peer, noting the snapshots sent.
 func (d *Driver) send(g *group, msgs []*pb.Message) {
-	d.sendTo(g.id, msgs, func(to uint64) { g.snapSent = append(g.snapSent, to) })
+	d.sendTo(g.id, msgs, func(to, index uint64) {
+		g.snapSent = append(g.snapSent, to)
+		g.snapPending[to] = index
+	})
 }
 
 // sendTo sends group's messages, grouped by peer; snap, if set, is told
-// each peer a MsgSnap goes to. Safe on any goroutine when snap is nil.
-func (d *Driver) sendTo(group uint64, msgs []*pb.Message, snap func(to uint64)) {
+// each peer a MsgSnap goes to, and the snapshot's index. Safe on any
+// goroutine when snap is nil.
+func (d *Driver) sendTo(group uint64, msgs []*pb.Message, snap func(to, index uint64)) {
 	if len(msgs) == 0 {
 		return
 	}
 	by := map[uint64][]*clusterv1.GroupMessage{}
 	for _, m := range msgs {
 		if m.GetType() == pb.MessageType_MsgSnap && snap != nil {
-			snap(m.GetTo())
+			snap(m.GetTo(), m.GetSnapshot().GetMetadata().GetIndex())
 		}
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -1317,20 +1323,32 @@ func (d *Driver) publish(g *group) {
 	}
 }
 
-// snapshotFloor is GroupStatus.SnapshotFloor of g: a follower counts while
-// its node was heard from within an election timeout (in any group: it
-// says nothing in this one while it installs).
+// snapshotFloor is GroupStatus.SnapshotFloor of g: the lowest index of
+// g.snapPending, which it first rids of the followers that answered past
+// their snapshot or are no members any more. A follower that died while
+// installing stays until it is removed; the compactor bounds what that
+// holds back.
 func (d *Driver) snapshotFloor(g *group) uint64 {
-	if g.leading == 0 {
+	if g.leading == 0 || len(g.snapPending) == 0 {
+		clear(g.snapPending)
 		return 0
 	}
-	var floor uint64
+	match := map[uint64]uint64{}
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		at, heard := d.heard[id]
-		if pr.State == tracker.StateSnapshot && heard && d.ticks-at <= uint64(d.opts.ElectionTicks) && (floor == 0 || pr.PendingSnapshot < floor) {
-			floor = pr.PendingSnapshot
+		if _, ok := g.snapPending[id]; ok {
+			match[id] = pr.Match
 		}
 	})
+	var floor uint64
+	for id, index := range g.snapPending {
+		if m, member := match[id]; !member || m >= index {
+			delete(g.snapPending, id)
+			continue
+		}
+		if floor == 0 || index < floor {
+			floor = index
+		}
+	}
 	return floor
 }
 

@@ -186,6 +186,8 @@ type snapshots struct {
 	breakAfter atomic.Int32
 	// chunkBytes, when a test sets it > 0, replaces snapshotChunkBytes.
 	chunkBytes atomic.Int32
+	// gate, when a test sets it, holds every Fetch until it is closed.
+	gate atomic.Pointer[chan struct{}]
 }
 
 type heldSnapshot struct {
@@ -295,6 +297,13 @@ func (s *snapshots) Fetch(req *clusterv1.FetchSnapshot, stream grpc.ServerStream
 		return err
 	}
 	defer s.release(h)
+	if g := s.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+	}
 	start := time.Now()
 	var sent uint64
 	defer func() {

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,6 +214,61 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 			t.Fatalf("group %d: snapshot marker %v left", g, m)
 		}
 		time.Sleep(5 * time.Millisecond) // polls the install's end; the outcome is the marker's
+	}
+}
+
+// While a snapshot is on its way to a follower (its fetch held here), the
+// leader's SnapshotFloor is the snapshot's index, below which the
+// compactor keeps the log (TestCompactionKeepsWhatASnapshotFollowerNeeds);
+// once the follower installed it and answered, no floor is left.
+func TestASnapshotOnItsWayHoldsTheLogFromItsIndex(t *testing.T) {
+	gate := make(chan struct{})
+	var (
+		mu       sync.Mutex
+		replicas []*Replica
+		watch    sync.Once
+	)
+	floors := make(chan uint64, 1)
+	c, _, _ := snapshotRun(t, func(r *Replica) {
+		r.snaps.gate.Store(&gate)
+		mu.Lock()
+		replicas = append(replicas, r)
+		mu.Unlock()
+		watch.Do(func() {
+			go func() {
+				defer close(gate)
+				for deadline := time.Now().Add(patience); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) { // polls the drivers' status
+					mu.Lock()
+					rs := slices.Clone(replicas)
+					mu.Unlock()
+					for _, r := range rs {
+						for g := uint64(0); g <= testPartitions; g++ {
+							if st, _ := r.Driver.Status(g); st.SnapshotFloor > 0 {
+								floors <- st.SnapshotFloor
+								return
+							}
+						}
+					}
+				}
+			}()
+		})
+	})
+	select {
+	case f := <-floors:
+		t.Logf("a leader held its log from index %d while the fetch waited", f)
+	default:
+		t.Fatal("no leader held a floor while its snapshot's fetch waited")
+	}
+	deadline := time.Now().Add(patience)
+	for _, id := range c.peers {
+		for g := uint64(0); g <= testPartitions; g++ {
+			for st, _ := c.node(id).Driver.Status(g); st.SnapshotFloor != 0; st, _ = c.node(id).Driver.Status(g) {
+				if time.Now().After(deadline) {
+					t.Fatalf("node %d group %d: floor %d left after the follower caught up", id, g, st.SnapshotFloor)
+				}
+				time.Sleep(5 * time.Millisecond) // polls the driver's status
+			}
+		}
 	}
 }
 

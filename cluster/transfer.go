@@ -111,7 +111,7 @@ func (d *Driver) Progress(ctx context.Context, group uint64) (commit uint64, pee
 		st := g.rn.Status()
 		var a answer
 		for id, pr := range st.Progress {
-			a.peers = append(a.peers, PeerProgress{Node: id, Match: pr.Match, Active: id == d.opts.NodeID || pr.RecentActive || d.heardLately(g, id),
+			a.peers = append(a.peers, PeerProgress{Node: id, Match: pr.Match, Active: id == d.opts.NodeID || pr.RecentActive || d.heardLately(id),
 				Replicating: pr.State == tracker.StateReplicate, Learner: pr.IsLearner})
 		}
 		slices.SortFunc(a.peers, func(x, y PeerProgress) int { return cmp.Compare(x.Node, y.Node) })

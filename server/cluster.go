@@ -362,7 +362,7 @@ func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles 
 	}
 	// After each round the peers are synced again: a removed node is
 	// forgotten once no group holds it any more.
-	// Twice per election timeout (every 5 ticks of the old 100 ms tick).
+	// Twice per election timeout.
 	n.membership = cluster.StartMembership(n.replica, cc.NodeID, cc.Partitions, cc.ElectionTimeout()/2, n.syncPeers, log)
 	n.stopRefresh = n.placement.StartRefresh(opts.LeaderRefresh)
 	if joining {

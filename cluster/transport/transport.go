@@ -474,7 +474,7 @@ func (p *peer) run() {
 func (p *peer) keep(client clusterv1.RaftClient, l *lane) {
 	backoff := backoffMin
 	for {
-		sent, err := p.stream(client, l)
+		up, err := p.stream(client, l)
 		l.connected.Store(false)
 		if err == nil {
 			return // stopped
@@ -483,7 +483,7 @@ func (p *peer) keep(client clusterv1.RaftClient, l *lane) {
 			p.t.opts.Unreachable(p.id)
 		}
 		p.t.log.Debug("raft stream to peer broke", slog.Uint64("peer", p.id), slog.String("addr", p.addr), slog.Any("error", err))
-		if sent {
+		if up {
 			backoff = backoffMin // it was up: it may be back soon
 		}
 		select {
@@ -496,8 +496,10 @@ func (p *peer) keep(client clusterv1.RaftClient, l *lane) {
 }
 
 // stream sends lane l's queue on one stream until it breaks (an error) or
-// the peer is stopped (nil). sent reports whether any batch went out.
-func (p *peer) stream(client clusterv1.RaftClient, l *lane) (sent bool, err error) {
+// the peer is stopped (nil). up reports whether the stream opened: a lane
+// with nothing to send (a node that leads nothing sends no appends) is up
+// all the same.
+func (p *peer) stream(client clusterv1.RaftClient, l *lane) (up bool, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -511,6 +513,7 @@ func (p *peer) stream(client clusterv1.RaftClient, l *lane) (sent bool, err erro
 	if err != nil {
 		return false, p.stoppedOr(err)
 	}
+	l.connected.Store(true)
 	// The receiver never sends: Recv returns when it ends the stream (a
 	// refusal, a restart), which a sender with nothing to send would
 	// otherwise learn only at its next Send.
@@ -525,12 +528,12 @@ func (p *peer) stream(client clusterv1.RaftClient, l *lane) (sent bool, err erro
 		select {
 		case <-p.done:
 			_ = s.CloseSend()
-			return sent, nil
+			return true, nil
 		case err := <-ended:
 			if err == nil || errors.Is(err, io.EOF) {
 				err = errors.New("the peer ended the stream")
 			}
-			return sent, p.stoppedOr(err)
+			return true, p.stoppedOr(err)
 		case first = <-l.queue:
 		}
 		batch.Messages = append(batch.Messages[:0], first)
@@ -550,11 +553,9 @@ func (p *peer) stream(client clusterv1.RaftClient, l *lane) (sent bool, err erro
 			if rerr := <-ended; rerr != nil && !errors.Is(rerr, io.EOF) {
 				err = rerr // the receiver's reason says more than EOF
 			}
-			return sent, p.stoppedOr(err)
+			return true, p.stoppedOr(err)
 		}
-		sent = true
 		p.sent.Add(uint64(len(batch.Messages)))
-		l.connected.Store(true)
 	}
 }
 
