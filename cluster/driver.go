@@ -282,10 +282,11 @@ type group struct {
 	// told after Advance that it went (the data follows out of band).
 	snapSent []uint64
 	// snapPending is, on the leader, the index of the last snapshot sent
-	// to each follower that has not answered past it yet: its log must
-	// keep what follows (GroupStatus.SnapshotFloor). raft's own pending
-	// snapshot ends as soon as the message goes (ReportSnapshot), since
-	// the data goes out of band.
+	// to each follower not caught up since: its log must keep what
+	// follows the snapshot, then what follows the follower's match, until
+	// it is (GroupStatus.SnapshotFloor). raft's own pending snapshot ends
+	// as soon as the message goes (ReportSnapshot), since the data goes
+	// out of band.
 	snapPending map[uint64]uint64
 	// confTicks > 0: a membership change this node proposed has not
 	// applied yet; raft takes one at a time (it would turn a second into
@@ -373,9 +374,13 @@ type GroupStatus struct {
 	// the first): voters, learners, and the outgoing voters of a joint
 	// configuration. Read only.
 	Conf *pb.ConfState
-	// SnapshotFloor is, on the leader, the lowest index of a snapshot on
-	// its way to a live follower (raft's pending snapshot): the follower
-	// goes on from the next entry, so the log must keep it. 0 when none.
+	// SnapshotFloor is, on the leader, the highest index the log may be
+	// compacted to while a follower catches up from a snapshot: the
+	// snapshot's index while it is on its way, then the follower's match,
+	// until the follower is within PromoteSlack of the commit index. A
+	// follower installing a big snapshot under writes is far behind once
+	// it installed, and a compaction then would send it another. 0 when
+	// none.
 	SnapshotFloor uint64
 }
 
@@ -1323,16 +1328,17 @@ func (d *Driver) publish(g *group) {
 	}
 }
 
-// snapshotFloor is GroupStatus.SnapshotFloor of g: the lowest index of
-// g.snapPending, which it first rids of the followers that answered past
-// their snapshot or are no members any more. A follower that died while
-// installing stays until it is removed; the compactor bounds what that
-// holds back.
+// snapshotFloor is GroupStatus.SnapshotFloor of g: over the followers of
+// g.snapPending, the lowest of each one's snapshot index or match,
+// whichever is higher; it first rids g.snapPending of those caught up or
+// no members any more. A follower that died while catching up stays
+// until it is removed; the compactor bounds what that holds back.
 func (d *Driver) snapshotFloor(g *group) uint64 {
 	if g.leading == 0 || len(g.snapPending) == 0 {
 		clear(g.snapPending)
 		return 0
 	}
+	commit := g.rn.BasicStatus().GetCommit()
 	match := map[uint64]uint64{}
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 		if _, ok := g.snapPending[id]; ok {
@@ -1341,12 +1347,13 @@ func (d *Driver) snapshotFloor(g *group) uint64 {
 	})
 	var floor uint64
 	for id, index := range g.snapPending {
-		if m, member := match[id]; !member || m >= index {
+		m, member := match[id]
+		if !member || m+PromoteSlack >= commit {
 			delete(g.snapPending, id)
 			continue
 		}
-		if floor == 0 || index < floor {
-			floor = index
+		if f := max(index, m); floor == 0 || f < floor {
+			floor = f
 		}
 	}
 	return floor
