@@ -35,7 +35,7 @@ func addNodeCmd(ctx context.Context, g global, e env, pos []string) int {
 		if _, err := admin.AddNode(ctx, &filav1.AddNodeRequest{NodeId: id, InternalAddr: pos[1]}); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "node %d recorded at %s: start it with cluster.join; `fila cluster status` shows it become a voter in every group\n", id, pos[1])
+		fmt.Fprintf(e.stdout, "node %d recorded at %s: start it with cluster.join; `fila cluster status` shows it become a voter where it ranks (every group when replication_factor covers all members)\n", id, pos[1])
 		return nil
 	})
 }
