@@ -370,7 +370,7 @@ func openCluster(ctx context.Context, cfg config.Config, opts Options, tlsFiles 
 			return nil, err
 		}
 	}
-	if err := n.awaitReady(ctx, cc, max(len(members), nodes.Count())); err != nil {
+	if err := n.awaitReady(ctx, cc, max(len(members), nodes.Count()), log); err != nil {
 		return nil, err
 	}
 	n.startBalance(cc, log)
@@ -394,9 +394,13 @@ func peerDialCreds(f *tlsFiles, addr string) grpc.DialOption {
 // this node has applied the meta group as far as it knew it committed,
 // so that its broker starts with the queues the cluster has. It polls
 // the driver's status, and gives up only with ctx or after many election
-// timeouts (the other members may not be up yet).
-func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members int) error {
+// timeouts (the other members may not be up yet). Every ten election
+// timeouts of waiting it says what it waits for, so that a node that
+// sits unready (its members down, or it was removed and nobody answers
+// it) does not sit silent.
+func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members int, log *slog.Logger) error {
 	bound := time.Now().Add(100 * cc.ElectionTimeout())
+	say := time.Now().Add(10 * cc.ElectionTimeout())
 	var metaCommit uint64
 	for g := uint64(0); g <= uint64(cc.Partitions); {
 		st, _ := n.replica.Driver.Status(g)
@@ -416,6 +420,11 @@ func (n *clusterNode) awaitReady(ctx context.Context, cc config.Cluster, members
 		}
 		if time.Now().After(bound) {
 			return fmt.Errorf("cluster: group %d has no leader after %v", g, 100*cc.ElectionTimeout())
+		}
+		if now := time.Now(); now.After(say) {
+			say = now.Add(10 * cc.ElectionTimeout())
+			log.Warn("cluster node not serving yet: a group has no leader it heard from; the other members may be down, or this node was removed (then stop it and wipe its data directory)",
+				slog.Uint64("group", g), slog.String("gives_up_in", time.Until(bound).Round(time.Second).String()))
 		}
 		select {
 		case <-ctx.Done():
