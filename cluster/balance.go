@@ -47,14 +47,15 @@ type BalanceOptions struct {
 	// is asked before a move, so the rule that a move never makes the
 	// target lead more than its giver did holds.
 	LeadCount func(ctx context.Context, node uint64) (int, bool)
-	// Cost, if set, is what leading group costs the node that takes it
-	// over: the messages its queues hold, which a new leader loads before
-	// it serves them. Of the groups it could move, a node moves the
-	// cheapest (then the one to the target leading fewest): handing a
-	// big partition to a node that just joined is an outage of seconds
-	// that moving small ones usually avoids. nil: every group costs the
-	// same.
-	Cost func(group uint64) int64
+	// Costs, if set, is what leading each group costs the node that takes
+	// it over: the messages its queues hold, which a new leader loads
+	// before it serves them (a group missing from the map costs 0). Of
+	// the groups it could move, a node moves the cheapest (then the one to
+	// the target leading fewest): handing a big partition to a node that
+	// just joined is an outage of seconds that moving small ones usually
+	// avoids. Asked once per look that finds a move to make. nil: every
+	// group costs the same.
+	Costs func() map[uint64]int64
 	// TransferTimeout bounds one move; 5 election timeouts of the
 	// driver's when 0.
 	TransferTimeout time.Duration
@@ -126,6 +127,7 @@ func (b *Balancer) step(ctx context.Context) {
 		return
 	}
 	var best move
+	var costs map[uint64]int64 // asked once there is a move to weigh
 	asked := map[uint64]bool{}
 	for _, g := range b.opts.Groups {
 		if st, _ := d.Status(g); !st.Leading {
@@ -152,10 +154,10 @@ func (b *Balancer) step(ctx context.Context) {
 			}
 		}
 		if to, ok := pickTarget(self, counts, members, peers, commit, b.opts.MaxLag); ok {
-			m := move{group: g, to: to}
-			if b.opts.Cost != nil {
-				m.cost = b.opts.Cost(g)
+			if costs == nil && b.opts.Costs != nil {
+				costs = b.opts.Costs()
 			}
+			m := move{group: g, to: to, cost: costs[g]}
 			if best.to == 0 || m.before(best, counts) {
 				best = m
 			}
@@ -176,7 +178,7 @@ func (b *Balancer) step(ctx context.Context) {
 }
 
 // move is a group's leadership to hand to node to; cost is the group's
-// (BalanceOptions.Cost).
+// (BalanceOptions.Costs).
 type move struct {
 	group, to uint64
 	cost      int64

@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"slices"
 	"testing"
 	"time"
+
+	"github.com/fila-dev/filad/telemetry/telemetrytest"
 )
 
 // The target of a move leads at least two fewer than the mover, is a
@@ -90,15 +92,36 @@ func TestBalancersSpreadLeadership(t *testing.T) {
 	}
 	members := func() []uint64 { return c.peers }
 	dear := []uint64{0, 1} // the ones moved first if cost did not count
-	cost := func(g uint64) int64 {
-		if slices.Contains(dear, g) {
-			return 1_000_000
+	costs := func() map[uint64]int64 {
+		m := map[uint64]int64{}
+		for _, g := range groups {
+			m[g] = int64(g) // the cheap ones differ too: the order is the cost's
 		}
-		return int64(g) // the cheap ones differ too: the order is the cost's
+		for _, g := range dear {
+			m[g] = 1_000_000
+		}
+		return m
+	}
+	// Every follower caught up in node 1's view before the balancers
+	// start: a cheap group whose followers still lag (just moved to node
+	// 1) is no candidate, and a dear one could then be moved first.
+	for _, g := range groups {
+		telemetrytest.Await(t, patience, func() (bool, string) {
+			commit, peers, err := c.node(1).Progress(ctx, g)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, p := range peers {
+				if !caughtUp(p, commit, DefaultBalanceMaxLag) {
+					return false, fmt.Sprintf("group %d: node %d not caught up: %+v", g, p.Node, p)
+				}
+			}
+			return true, ""
+		})
 	}
 	for _, id := range c.peers {
 		b := StartBalancer(BalanceOptions{Driver: c.node(id), Members: members, Groups: groups,
-			Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Cost: cost})
+			Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Costs: costs})
 		t.Cleanup(b.Stop)
 	}
 	deadline := time.Now().Add(patience)

@@ -17,11 +17,12 @@ import (
 // is applied durably: applied and then covered by a DB.Sync that began
 // after the apply committed (raftlog.Store.Compact's rule). Once that
 // index is more than entries beyond the log's first index plus the tail
-// it keeps, it compacts to the index less the tail, but never past a
-// snapshot on its way to a follower (setFloor): a follower that installs a
-// snapshot at index P goes on from P+1, and a log compacted past P while
-// the snapshot streamed would need another snapshot, which a write load
-// faster than the stream outruns again (the 1M catch-up at 32 MiB/s did).
+// it keeps, it compacts to the index less the tail, but not past what a
+// follower catching up from a snapshot needs next (setFloor: the
+// snapshot's index, then the follower's match, until it has caught up). A
+// log compacted past that would send the follower another snapshot, which
+// a write load faster than the stream outruns again (the 1M catch-up at
+// 32 MiB/s did).
 type compactor struct {
 	log            *raftlog.Store
 	entries, tail  uint64
@@ -41,9 +42,11 @@ type compactor struct {
 }
 
 // maxSnapshotHold bounds how far, in compaction intervals (entries), a
-// snapshot on its way holds a log's compaction back: 10 intervals is
-// 100,000 entries at the default snapshot_entries.
-const maxSnapshotHold = 10
+// follower catching up holds a log's compaction back: 3 intervals, 30,000
+// entries at the default snapshot_entries, so that the log holds at most
+// about three times what it holds without a hold (entries plus the tail)
+// on disk. The 1M catch-up at 32 MiB/s needed 14,000.
+const maxSnapshotHold = 3
 
 // setFloor bounds every later compaction of a group by floor(group).
 func (c *compactor) setFloor(floor func(group uint64) uint64) {
@@ -111,18 +114,14 @@ func (c *compactor) run() {
 				return
 			default:
 			}
-			bound := uint64(0)
-			if floor != nil {
-				bound = floor(g)
-			}
-			c.compact(g, synced, bound)
+			c.compact(g, synced, floor)
 		}
 	}
 }
 
-// compact compacts group's log to synced less the tail, and to at most
-// floor when that is above 0.
-func (c *compactor) compact(group, synced, floor uint64) {
+// compact compacts group's log to synced less the tail, once that is due,
+// and to at most floor(group) when that is above 0 (floor may be nil).
+func (c *compactor) compact(group, synced uint64, floorOf func(uint64) uint64) {
 	l, err := c.log.Log(group)
 	if err != nil {
 		return
@@ -132,8 +131,12 @@ func (c *compactor) compact(group, synced, floor uint64) {
 		return
 	}
 	index := synced - c.tail
-	// The hold is bounded: a follower that died while installing stays a
-	// pending snapshot in raft's progress until it answers again.
+	var floor uint64
+	if floorOf != nil {
+		floor = floorOf(group)
+	}
+	// The hold is bounded: a follower that died while catching up stays
+	// recorded until it is removed.
 	if floor > 0 && floor < index && index-floor <= maxSnapshotHold*c.entries {
 		if floor < first {
 			return

@@ -1339,21 +1339,26 @@ func (d *Driver) snapshotFloor(g *group) uint64 {
 		return 0
 	}
 	commit := g.rn.BasicStatus().GetCommit()
-	match := map[uint64]uint64{}
+	var floor uint64
+	kept := 0
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if _, ok := g.snapPending[id]; ok {
-			match[id] = pr.Match
+		index, ok := g.snapPending[id]
+		switch {
+		case !ok:
+		case pr.Match+PromoteSlack >= commit:
+			delete(g.snapPending, id)
+		default:
+			kept++
+			if f := max(index, pr.Match); floor == 0 || f < floor {
+				floor = f
+			}
 		}
 	})
-	var floor uint64
-	for id, index := range g.snapPending {
-		m, member := match[id]
-		if !member || m+PromoteSlack >= commit {
-			delete(g.snapPending, id)
-			continue
-		}
-		if f := max(index, m); floor == 0 || f < floor {
-			floor = f
+	if len(g.snapPending) > kept { // some are no members any more (raft tracks no progress of them)
+		for id := range g.snapPending {
+			if !slices.Contains(g.conf.GetVoters(), id) && !slices.Contains(g.conf.GetLearners(), id) && !slices.Contains(g.conf.GetVotersOutgoing(), id) {
+				delete(g.snapPending, id)
+			}
 		}
 	}
 	return floor

@@ -388,10 +388,10 @@ func TestCompactionKeepsWhatASnapshotFollowerNeeds(t *testing.T) {
 	})
 	cl.setApplied(390)
 	c.applied(group, 390)
-	floor.Store(250) // a snapshot at 250 streams: 380 - 250 is within 10 intervals of 20
+	floor.Store(330) // a snapshot at 330 streams: 380 - 330 is within 3 intervals of 20
 	c.synced(c.beforeSync())
-	cl.waitFirst(251)
-	floor.Store(100) // 380 - 100 is past the hold's bound: not held
+	cl.waitFirst(331)
+	floor.Store(300) // 380 - 300 is past the hold's bound: not held
 	c.synced(c.beforeSync())
 	cl.waitFirst(381)
 }

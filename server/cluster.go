@@ -466,7 +466,7 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 		LeadCount: func(ctx context.Context, node uint64) (int, bool) {
 			return n.replica.LeadCount(ctx, node, cc.LeaderBalanceInterval())
 		},
-		Cost: n.groupCost,
+		Costs: n.groupCosts,
 		Members: func() []uint64 {
 			var ids []uint64
 			for _, m := range nodes.Active() { // a removed node leads nothing
@@ -477,21 +477,20 @@ func (n *clusterNode) startBalance(cc config.Cluster, log *slog.Logger) {
 	})
 }
 
-// groupCost is what taking group over costs a new leader, as this node,
-// its leader, last read its queues: the messages they hold (ready,
-// delayed or leased), which the new leader loads before it serves.
-func (n *clusterNode) groupCost(group uint64) int64 {
+// groupCosts is what taking each group over costs a new leader, as this
+// node last read the queues it serves: the messages they hold (ready,
+// delayed or leased), which the new leader loads before it serves. A
+// group whose queues have not reported yet (just taken over) reads 0.
+func (n *clusterNode) groupCosts() map[uint64]int64 {
+	costs := map[uint64]int64{}
 	sys := n.system.Load()
 	if sys == nil {
-		return 0
+		return costs
 	}
-	var held int64
 	for queue, r := range sys.Board().Snapshot() {
-		if n.replica.Families.Group(storage.FamilyOf(queue)) == group {
-			held += r.Gauges[telemetry.Depth] + r.Gauges[telemetry.Delayed] + r.Gauges[telemetry.LeasesActive]
-		}
+		costs[n.replica.Families.Group(storage.FamilyOf(queue))] += r.Gauges[telemetry.Depth] + r.Gauges[telemetry.Delayed] + r.Gauges[telemetry.LeasesActive]
 	}
-	return held
+	return costs
 }
 
 // handOff is a graceful stop's first step: no more balance moves, and

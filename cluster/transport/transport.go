@@ -236,11 +236,22 @@ const (
 // laneOf is the lane m goes on: appends and snapshots on theirs,
 // everything else (small, and what liveness rests on) on the other.
 func laneOf(m *clusterv1.GroupMessage) int {
-	typ, _, _, err := header(m.GetMessage())
-	if err == nil && (typ == raftpb.MsgApp || typ == raftpb.MsgSnap) {
+	if typ := typeOf(m.GetMessage()); typ == raftpb.MsgApp || typ == raftpb.MsgSnap {
 		return laneAppends
 	}
 	return laneControl
+}
+
+// typeOf is the type of a marshalled raftpb.Message: its first field, as
+// raft marshals it (fields in number order), else read by header.
+func typeOf(b []byte) raftpb.MessageType {
+	if num, wt, n := protowire.ConsumeTag(b); n > 0 && num == 1 && wt == protowire.VarintType {
+		if v, m := protowire.ConsumeVarint(b[n:]); m > 0 {
+			return raftpb.MessageType(v)
+		}
+	}
+	typ, _, _, _ := header(b)
+	return typ
 }
 
 // Close stops every peer's stream; Deliver is not called once it returns,

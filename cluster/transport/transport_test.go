@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/fila-dev/filad/protos/fila/cluster/v1"
@@ -551,4 +552,27 @@ func BenchmarkScreenVersusDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// typeOf reads the type as header does, from the first field when raft
+// put it there, else by walking the message.
+func TestTypeOf(t *testing.T) {
+	for _, typ := range []raftpb.MessageType{raftpb.MsgHup, raftpb.MsgApp, raftpb.MsgSnap, raftpb.MsgHeartbeat, raftpb.MsgAppResp} {
+		gm := raftMsg(1, &raftpb.Message{Type: typ.Enum(), From: new(uint64(1)), To: new(uint64(2)), Entries: []*raftpb.Entry{{Data: []byte("e")}}})
+		want, _, _, err := header(gm.GetMessage())
+		if err != nil || want != typ {
+			t.Fatalf("header of %v: %v, %v", typ, want, err)
+		}
+		if got := typeOf(gm.GetMessage()); got != typ {
+			t.Errorf("typeOf = %v, want %v", got, typ)
+		}
+	}
+	// Type not first (hand-made): read by the walk.
+	b := protowire.AppendTag(nil, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, 2)
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(raftpb.MsgApp))
+	if got := typeOf(b); got != raftpb.MsgApp {
+		t.Errorf("typeOf with the type second = %v, want MsgApp", got)
+	}
 }

@@ -101,7 +101,7 @@ const usage = `usage:
   fila consume QUEUE [--count N] [--timeout DURATION] [--ack|--nack] [--json]
   fila admin backup FILE [--force]                 (online and consistent; filad restore FILE --data-dir DIR)
   fila cluster status | nodes | partitions         (the answering node's view of its cluster)
-  fila cluster add-node ID ADDR | remove-node ID | transfer-leader GROUP NODE
+  fila cluster add-node ID INTERNAL_ADDR | remove-node ID | transfer-leader PARTITION NODE
   fila completion bash|zsh|fish
 Every command that prints data takes --json. The address is --addr, else $FILA_ADDR, else
 127.0.0.1:5555; the API key --api-key, else $FILA_API_KEY. Exit status: 0 done, 1 filad refused
